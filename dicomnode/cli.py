@@ -1,0 +1,154 @@
+"""The ``dicomnode`` command: serve, import, stats, config, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from dicomnode import __version__
+from dicomnode.config import Config, ConfigError, load, to_toml
+
+EXIT_OK, EXIT_USAGE, EXIT_REJECTED, EXIT_CONFIG = 0, 2, 3, 4
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dicomnode",
+        description=(
+            "CHD imaging exchange node: receives DICOM studies from partner "
+            "hospitals, stores them and answers queries."
+        ),
+        epilog="Configuration: dicomnode.toml (see `dicomnode config`) and "
+        "DICOMNODE_<KEY> environment variables.",
+    )
+    parser.add_argument("--version", action="version", version=f"dicomnode {__version__}")
+    parser.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        help="TOML file (default: $DICOMNODE_CONFIG or ./dicomnode.toml)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    commands.add_parser("serve", help="run the DICOM service and the web app until stopped")
+
+    imp = commands.add_parser(
+        "import", help="store DICOM files and folders (recursively) through the ingest pipeline"
+    )
+    imp.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    imp.add_argument(
+        "--issuer",
+        help="who assigned the PatientIDs in these files (default: IMPORT)",
+        default="IMPORT",
+    )
+    imp.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    stats = commands.add_parser("stats", help="counts of patients, studies, series, instances")
+    stats.add_argument("--json", action="store_true", help="machine-readable output")
+
+    commands.add_parser("config", help="print the effective configuration as TOML")
+
+    demo = commands.add_parser("demo", help="import the demo echo and angio studies")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def _setup_logging(config: Config) -> None:
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # The JPEG 2000 codec logs every tile it encodes.
+    logging.getLogger("openjpeg").setLevel(logging.WARNING)
+
+
+def _serve(config: Config) -> int:
+    from dicomnode.node import Node
+
+    # Block the stop signals before any thread starts, so every thread inherits
+    # the mask and the main thread alone receives them in sigwait().
+    stop_signals = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+    node = Node(config).start()
+    print(
+        f"dicomnode: {config.ae_title} on DICOM port {config.dimse_port}, "
+        f"web http://{config.http_host}:{node.http_port}/ ; data in {config.data_dir}",
+        flush=True,
+    )
+    try:
+        signal.sigwait(stop_signals)
+    finally:
+        node.stop()
+    return EXIT_OK
+
+
+def _import(config: Config, paths: list[Path], issuer: str, progress: bool) -> int:
+    from dicomnode.importer import import_paths
+    from dicomnode.ingest import Ingestor
+    from dicomnode.node import open_archive
+
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        print(f"dicomnode import: {missing[0]} does not exist", file=sys.stderr)
+        return EXIT_USAGE
+    archive = open_archive(config)
+    try:
+        summary = import_paths(Ingestor(config, archive), paths, issuer=issuer, progress=progress)
+    finally:
+        archive.close()
+    for path, reason in summary.rejected:
+        print(f"rejected {path}: {reason}", file=sys.stderr)
+    print(summary.line())
+    return EXIT_REJECTED if summary.rejected else EXIT_OK
+
+
+def _stats(config: Config, as_json: bool) -> int:
+    from dicomnode.node import open_archive
+
+    archive = open_archive(config)
+    try:
+        stats = archive.index.stats()
+    finally:
+        archive.close()
+    if as_json:
+        print(json.dumps(stats, indent=2, sort_keys=True))
+        return EXIT_OK
+    for key in ("patients", "studies", "series", "instances"):
+        print(f"{key:>10}: {stats[key]}")
+    print(f"{'size':>10}: {stats['bytes'] / 1e6:.1f} MB")
+    for modality, count in sorted(stats["modalities"].items(), key=lambda kv: str(kv[0])):
+        print(f"{modality or '?':>10}: {count} instances")
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = load(args.config)
+    except ConfigError as exc:
+        print(f"dicomnode: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    _setup_logging(config)
+    if args.command == "config":
+        sys.stdout.write(to_toml(config))
+        return EXIT_OK
+    if args.command == "serve":
+        return _serve(config)
+    if args.command == "import":
+        return _import(config, args.paths, args.issuer, not args.no_progress)
+    if args.command == "stats":
+        return _stats(config, args.json)
+    if args.command == "demo":
+        from dicomnode.samples import demo_files
+
+        with demo_files() as paths:
+            return _import(config, paths, "DEMO", not args.no_progress)
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

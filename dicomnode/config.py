@@ -1,0 +1,163 @@
+"""Configuration: one TOML file, every key with a default, environment overrides.
+
+Precedence: built-in defaults < TOML file < ``DICOMNODE_<KEY>`` environment
+variables. The file is ``--config PATH``, else ``$DICOMNODE_CONFIG``, else
+``./dicomnode.toml`` when present. ``dicomnode config`` prints the result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "DICOMNODE_"
+_AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE: no backslash
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message says which key and why."""
+
+
+@dataclass(frozen=True)
+class RemoteAE:
+    """A known peer: where it listens and which hospital issues its PatientIDs."""
+
+    ae_title: str
+    host: str
+    port: int
+    issuer: str
+
+
+@dataclass(frozen=True)
+class Config:
+    ae_title: str = "CHDNODE"
+    dimse_host: str = "0.0.0.0"
+    dimse_port: int = 11112
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    data_dir: Path = Path("var")
+    # Empty means SQLite in the data directory.
+    index_url: str = ""
+    duplicates: str = "keep-first"
+    require_known_ae: bool = False
+    max_associations: int = 16
+    max_pdu_size: int = 262144
+    network_timeout: int = 60
+    max_find_results: int = 0
+    min_free_disk_mb: int = 512
+    log_level: str = "INFO"
+    remote_aes: tuple[RemoteAE, ...] = field(default_factory=tuple)
+
+    @property
+    def effective_index_url(self) -> str:
+        return self.index_url or f"sqlite:///{(self.data_dir / 'index.sqlite').resolve()}"
+
+    def remote(self, ae_title: str | None) -> RemoteAE | None:
+        for remote in self.remote_aes:
+            if remote.ae_title == (ae_title or "").strip():
+                return remote
+        return None
+
+
+_SCALARS = {f.name: f for f in dataclasses.fields(Config) if f.name != "remote_aes"}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    kind = _SCALARS[name].type
+    try:
+        if kind == "bool":
+            if isinstance(value, str):
+                if value.lower() not in {"1", "0", "true", "false", "yes", "no"}:
+                    raise ValueError(value)
+                return value.lower() in {"1", "true", "yes"}
+            return bool(value)
+        if kind == "int":
+            return int(value)
+        if kind == "Path":
+            return Path(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: expected {kind}, got {value!r}") from None
+
+
+def _remote(entry: dict[str, Any]) -> RemoteAE:
+    try:
+        return RemoteAE(
+            ae_title=str(entry["ae_title"]),
+            host=str(entry["host"]),
+            port=int(entry["port"]),
+            issuer=str(entry.get("issuer") or entry["ae_title"]),
+        )
+    except KeyError as exc:
+        raise ConfigError(f"remote_ae entry lacks {exc.args[0]!r}") from None
+
+
+def validate(config: Config) -> Config:
+    for title in [config.ae_title, *(r.ae_title for r in config.remote_aes)]:
+        if not _AE_TITLE.match(title) or not title.strip():
+            raise ConfigError(f"AE title {title!r} is not 1-16 printable characters")
+    if config.duplicates not in {"keep-first", "replace"}:
+        raise ConfigError("duplicates: must be 'keep-first' or 'replace'")
+    for name in ("dimse_port", "http_port"):
+        if not 0 <= getattr(config, name) <= 65535:
+            raise ConfigError(f"{name}: not a TCP port")
+    return config
+
+
+def default_config_path() -> Path | None:
+    if env := os.environ.get(ENV_PREFIX + "CONFIG"):
+        return Path(env)
+    local = Path("dicomnode.toml")
+    return local if local.is_file() else None
+
+
+def load(path: Path | None = None, env: dict[str, str] | None = None) -> Config:
+    """Defaults, then the TOML file, then environment variables."""
+    env = dict(os.environ if env is None else env)
+    values: dict[str, Any] = {}
+    remotes: list[RemoteAE] = []
+    path = path or default_config_path()
+    if path is not None:
+        try:
+            document = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"configuration file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+        for name, value in document.get("node", {}).items():
+            if name not in _SCALARS:
+                raise ConfigError(f"{path}: unknown key node.{name}")
+            values[name] = _coerce(name, value)
+        remotes = [_remote(entry) for entry in document.get("remote_ae", [])]
+    for name in _SCALARS:
+        if (value := env.get(ENV_PREFIX + name.upper())) is not None:
+            values[name] = _coerce(name, value)
+    return validate(Config(**values, remote_aes=tuple(remotes)))
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def to_toml(config: Config) -> str:
+    """The effective configuration in the file's own format."""
+    lines = ["[node]"]
+    for name in _SCALARS:
+        value = getattr(config, name)
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, int):
+            text = str(value)
+        else:
+            text = _quote(str(value))
+        lines.append(f"{name} = {text}")
+    for remote in config.remote_aes:
+        lines += ["", "[[remote_ae]]", f"ae_title = {_quote(remote.ae_title)}"]
+        lines += [f"host = {_quote(remote.host)}", f"port = {remote.port}"]
+        lines.append(f"issuer = {_quote(remote.issuer)}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,116 @@
+"""C-FIND: translate an identifier into a `storage.Query` and rows back.
+
+The matching itself lives in `storage.matching`; this module only knows the
+DIMSE side: query levels per information model, requested keys, character
+sets of the response, cancellation and the optional result limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from pydicom.datadict import dictionary_VR, keyword_for_tag
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+from pynetdicom.sop_class import (
+    PatientRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelFind,
+)
+
+from storage.archive import Archive
+from storage.keys import Level
+from storage.query import Query, QueryError
+
+PENDING = 0xFF00
+CANCELLED = 0xFE00
+SUCCESS = 0x0000
+IDENTIFIER_MISMATCH = 0xA900
+UNABLE_TO_PROCESS = 0xC001
+
+LEVELS = {
+    PatientRootQueryRetrieveInformationModelFind: {"PATIENT", "STUDY", "SERIES", "IMAGE"},
+    StudyRootQueryRetrieveInformationModelFind: {"STUDY", "SERIES", "IMAGE"},
+}
+_NOT_KEYS = {"QueryRetrieveLevel", "SpecificCharacterSet"}
+
+
+def failure(status: int, comment: str) -> Dataset:
+    ds = Dataset()
+    ds.Status = status
+    ds.ErrorComment = comment[:64]
+    return ds
+
+
+def query_from_identifier(identifier: Dataset, model: str, limit: int = 0) -> Query:
+    """Raise QueryError for a level the model does not have."""
+    level = str(identifier.get("QueryRetrieveLevel", "")).strip().upper()
+    if level not in LEVELS.get(model, ()):
+        raise QueryError(f"query level {level or '(none)'} is not valid for this model")
+    keys: dict[str, str] = {}
+    for element in identifier:
+        keyword = element.keyword or keyword_for_tag(element.tag)
+        if not keyword or keyword in _NOT_KEYS or element.VR == "SQ":
+            continue
+        value = element.value
+        if value is None:
+            text = ""
+        elif isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+            text = "\\".join(str(v) for v in value)
+        else:
+            text = str(value)
+        keys[keyword] = text
+    return Query(level=Level(level), keys=keys, limit=limit or None)
+
+
+def response(identifier: Dataset, row: dict[str, Any], level: str, retrieve_ae: str) -> Dataset:
+    """Only the requested keys, with values from the row (empty if unknown)."""
+    ds = Dataset()
+    ds.QueryRetrieveLevel = level
+    non_ascii = False
+    for element in identifier:
+        keyword = element.keyword
+        if not keyword or keyword in _NOT_KEYS:
+            continue
+        value: Any = row.get(keyword)
+        if keyword == "RetrieveAETitle":
+            value = retrieve_ae
+        elif keyword == "InstanceAvailability":
+            value = "ONLINE"
+        if isinstance(value, str) and not value.isascii():
+            non_ascii = True
+        vr = element.VR if element.VR not in ("UN", None) else dictionary_VR(element.tag)
+        if vr == "SQ":
+            value = []
+        ds.add(DataElement(element.tag, vr, value if value not in ("",) else None))
+    if non_ascii:
+        # Whatever the query's character set, UTF-8 carries every script.
+        ds.SpecificCharacterSet = "ISO_IR 192"
+    return ds
+
+
+def find(
+    archive: Archive,
+    identifier: Dataset,
+    model: str,
+    *,
+    retrieve_ae: str,
+    limit: int = 0,
+    is_cancelled: Any = lambda: False,
+) -> Iterator[tuple[int | Dataset, Dataset | None]]:
+    """The (status, identifier) pairs pynetdicom's C-FIND handler yields."""
+    try:
+        query = query_from_identifier(identifier, model, limit)
+    except QueryError as exc:
+        yield failure(IDENTIFIER_MISMATCH, str(exc)), None
+        return
+    try:
+        for row in archive.index.find(query):
+            if is_cancelled():
+                yield CANCELLED, None
+                return
+            yield PENDING, response(identifier, row, query.level.value, retrieve_ae)
+    except QueryError as exc:
+        yield failure(IDENTIFIER_MISMATCH, str(exc)), None
+        return
+    yield SUCCESS, None

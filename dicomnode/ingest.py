@@ -1,0 +1,211 @@
+"""The one ingest pipeline: every instance, whatever door it came through.
+
+    check structure -> read header -> validate -> DE-IDENTIFY -> store (blob, index)
+
+C-STORE, ``dicomnode import`` and (later) STOW-RS all build an `Incoming` and
+call `Ingestor.ingest`. The result carries the DICOM status to answer with;
+Success is returned only after the archive made blob and index durable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from io import BytesIO
+
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import read_dataset
+from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import UID
+
+from dicomnode import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from dicomnode.config import Config
+from dicomnode.integrity import StructureError, check_structure
+from dicomnode.validate import (
+    OUT_OF_RESOURCES,
+    PIXEL_DATA_SHORT,
+    PROCESSING_FAILURE,
+    UNREADABLE,
+    Rejection,
+    expected_native_pixel_bytes,
+    validate,
+)
+from storage.archive import Archive, StoreOutcome
+from storage.record import record_from_dataset
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """An encoded dataset (no file meta) and what is known of where it came from."""
+
+    data: bytes
+    transfer_syntax: str
+    calling_ae: str | None = None
+    # Who assigned the PatientIDs, when the door knows better than the AE table
+    # (``dicomnode import --issuer``).
+    issuer: str | None = None
+    expected_sop_class: str | None = None
+    expected_sop_instance: str | None = None
+
+
+class Outcome(StrEnum):
+    STORED = "stored"
+    DUPLICATE = "duplicate"
+    REPLACED = "replaced"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    outcome: Outcome
+    status: int
+    comment: str = ""
+    # A short digest of the SOP Instance UID: lets logs correlate events
+    # without writing the UID (or anything else of the dataset) into them.
+    reference: str = ""
+
+
+# A de-identification step takes the decoded header and the encoded dataset
+# and returns what is to be stored. Issue #3 provides the real one.
+Deidentifier = Callable[[Dataset, bytes, Incoming], tuple[Dataset, bytes]]
+
+
+def pass_through(ds: Dataset, data: bytes, incoming: Incoming) -> tuple[Dataset, bytes]:
+    return ds, data
+
+
+def _stop_at_pixels(tag: int, vr: str | None, length: int) -> bool:
+    return tag >= 0x7FE00010
+
+
+def reference_of(sop_instance_uid: str) -> str:
+    return hashlib.sha256(sop_instance_uid.encode()).hexdigest()[:12]
+
+
+def read_header(data: bytes, transfer_syntax: str) -> tuple[Dataset, int | None]:
+    """Check structure and decode everything before Pixel Data."""
+    ts = UID(transfer_syntax)
+    if not ts.is_transfer_syntax:
+        raise Rejection(UNREADABLE, "unknown transfer syntax")
+    if ts.is_deflated:
+        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        try:
+            data = inflater.decompress(data)
+        except zlib.error:
+            raise Rejection(UNREADABLE, "deflated stream is corrupt") from None
+        if not inflater.eof:
+            raise Rejection(UNREADABLE, "deflated stream is truncated")
+    try:
+        pixel_length = check_structure(data, implicit=ts.is_implicit_VR, little=ts.is_little_endian)
+        ds = read_dataset(
+            BytesIO(data), ts.is_implicit_VR, ts.is_little_endian, stop_when=_stop_at_pixels
+        )
+    except StructureError as exc:
+        raise Rejection(UNREADABLE, f"truncated or malformed: {exc}") from None
+    except Exception as exc:  # pydicom raises many types on garbage
+        raise Rejection(UNREADABLE, f"cannot decode dataset ({type(exc).__name__})") from None
+    return ds, pixel_length
+
+
+def file_bytes(ds: Dataset, data: bytes, transfer_syntax: str, calling_ae: str | None) -> bytes:
+    """Preamble, the node's own file meta and the dataset exactly as encoded."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.TransferSyntaxUID = transfer_syntax
+    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+    if calling_ae:
+        meta.SourceApplicationEntityTitle = calling_ae.strip()
+    buffer = DicomBytesIO()
+    write_file_meta_info(buffer, meta, enforce_standard=True)
+    return b"".join((b"\x00" * 128, b"DICM", buffer.getvalue(), data))
+
+
+class Ingestor:
+    """Validates, de-identifies and stores instances into one archive."""
+
+    def __init__(
+        self, config: Config, archive: Archive, deidentify: Deidentifier = pass_through
+    ) -> None:
+        self.config = config
+        self.archive = archive
+        self.deidentify = deidentify
+
+    def issuer_for(self, ds: Dataset, incoming: Incoming) -> str:
+        """Who assigned this PatientID: the sending hospital, qualified by the
+        instance's own IssuerOfPatientID when it has one (two issuers that
+        might be confused stay two patients; merging is the dangerous error)."""
+        remote = self.config.remote(incoming.calling_ae)
+        if incoming.issuer:
+            base = incoming.issuer
+        elif remote is not None:
+            base = remote.issuer
+        else:
+            base = f"AE:{(incoming.calling_ae or 'UNKNOWN').strip()}"
+        own = str(ds.get("IssuerOfPatientID") or "").strip()
+        return f"{base}/{own}" if own and own != base else base
+
+    def _check_space(self, size: int) -> None:
+        free = shutil.disk_usage(self.archive.data_dir).free
+        if free - size < self.config.min_free_disk_mb * 1024 * 1024:
+            raise Rejection(OUT_OF_RESOURCES, "out of resources: archive disk nearly full")
+
+    def ingest(self, incoming: Incoming) -> IngestResult:
+        reference = ""
+        try:
+            ds, pixel_length = read_header(incoming.data, incoming.transfer_syntax)
+            validate(
+                ds,
+                expected_sop_class=incoming.expected_sop_class,
+                expected_sop_instance=incoming.expected_sop_instance,
+            )
+            reference = reference_of(str(ds.SOPInstanceUID))
+            expected = expected_native_pixel_bytes(ds)
+            if pixel_length is not None and expected is not None and pixel_length < expected:
+                raise Rejection(PIXEL_DATA_SHORT, "Pixel Data shorter than Rows x Columns x frames")
+
+            # ---- De-identification (issue #3) -------------------------------
+            # Nothing above this line has written anything; everything below
+            # stores only what this step returns.
+            ds, data = self.deidentify(ds, incoming.data, incoming)
+            # ------------------------------------------------------------------
+
+            record = record_from_dataset(
+                ds,
+                issuer=self.issuer_for(ds, incoming),
+                transfer_syntax=incoming.transfer_syntax,
+                sending_ae=(incoming.calling_ae or "").strip() or None,
+            )
+            encoded = file_bytes(ds, data, incoming.transfer_syntax, incoming.calling_ae)
+            self._check_space(len(encoded))
+            stored = self.archive.store(record, encoded)
+        except Rejection as rejection:
+            log.warning("rejected %s: %s", reference or "-", rejection)
+            return IngestResult(Outcome.REJECTED, rejection.status, rejection.comment, reference)
+        except OSError as exc:
+            log.error("storage failed for %s: %s", reference or "-", type(exc).__name__)
+            return IngestResult(
+                Outcome.REJECTED, OUT_OF_RESOURCES, "out of resources: could not write", reference
+            )
+        except Exception as exc:
+            # The exception text may quote dataset values: log only its type.
+            log.error("ingest failed for %s: %s", reference or "-", type(exc).__name__)
+            return IngestResult(
+                Outcome.REJECTED, PROCESSING_FAILURE, "processing failure", reference
+            )
+        outcome = {
+            StoreOutcome.STORED: Outcome.STORED,
+            StoreOutcome.DUPLICATE: Outcome.DUPLICATE,
+            StoreOutcome.REPLACED: Outcome.REPLACED,
+        }[stored]
+        log.debug("%s %s from %s", outcome, reference, incoming.calling_ae or "import")
+        return IngestResult(outcome, 0x0000, "", reference)

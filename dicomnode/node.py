@@ -1,0 +1,62 @@
+"""Wiring: one archive, one ingestor, the DIMSE server and the web app."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from dicomnode.config import Config
+from dicomnode.ingest import Ingestor
+from dicomnode.server import DicomServer
+from storage.archive import Archive, DuplicatePolicy
+
+log = logging.getLogger(__name__)
+
+
+def open_archive(config: Config) -> Archive:
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    return Archive(config.data_dir, config.effective_index_url, DuplicatePolicy(config.duplicates))
+
+
+class Node:
+    """Everything ``dicomnode serve`` runs, startable and stoppable from tests."""
+
+    def __init__(self, config: Config, *, web: bool = True) -> None:
+        self.config = config
+        self.archive = open_archive(config)
+        self.ingestor = Ingestor(config, self.archive)
+        self.dicom = DicomServer(config, self.ingestor)
+        self._web_enabled = web
+        self._web: BaseWSGIServer | None = None
+
+    def start(self) -> Node:
+        self.dicom.start()
+        if self._web_enabled:
+            from viewer import create_app
+
+            app = create_app(self.config, self.archive)
+            self._web = make_server(
+                self.config.http_host, self.config.http_port, app, threaded=True
+            )
+            threading.Thread(target=self._web.serve_forever, daemon=True, name="web").start()
+            log.info("web app on http://%s:%d", self.config.http_host, self._web.server_port)
+        return self
+
+    @property
+    def http_port(self) -> int | None:
+        return self._web.server_port if self._web else None
+
+    def stop(self) -> None:
+        self.dicom.stop()
+        if self._web is not None:
+            self._web.shutdown()
+            self._web = None
+        self.archive.close()
+
+    def __enter__(self) -> Node:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

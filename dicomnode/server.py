@@ -1,0 +1,190 @@
+"""The DIMSE service: an AE described by its handlers (C-ECHO, C-STORE, C-FIND).
+
+Handlers are thin: they turn a request into a call of `Ingestor.ingest` or
+`find.find` and the result back into a DIMSE status.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pydicom.uid import (
+    HEVCM10P51,
+    HEVCMP51,
+    HTJ2K,
+    JPEG2000,
+    JPEG2000MC,
+    MPEG2MPHL,
+    MPEG2MPML,
+    MPEG4HP41,
+    MPEG4HP41BD,
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    HTJ2KLossless,
+    HTJ2KLosslessRPCL,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEG2000MCLossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
+from pynetdicom import AE, evt
+from pynetdicom import _config as pynetdicom_config
+from pynetdicom.presentation import AllStoragePresentationContexts
+from pynetdicom.sop_class import (
+    PatientRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelFind,
+    Verification,
+)
+from pynetdicom.transport import ThreadedAssociationServer
+
+from dicomnode import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from dicomnode.config import Config
+from dicomnode.find import find
+from dicomnode.ingest import Incoming, Ingestor, Outcome
+
+log = logging.getLogger(__name__)
+
+# Acceptor preference, first match wins (pynetdicom walks the acceptor's list):
+# lossless compressed, then lossy compressed as sent, then uncompressed. A
+# sender offering its stored syntax thus sends it as is; nothing is transcoded.
+TRANSFER_SYNTAXES: list[UID] = [
+    JPEGLosslessSV1,
+    JPEGLossless,
+    JPEGLSLossless,
+    JPEG2000Lossless,
+    JPEG2000MCLossless,
+    HTJ2KLossless,
+    HTJ2KLosslessRPCL,
+    RLELossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLSNearLossless,
+    JPEG2000,
+    JPEG2000MC,
+    HTJ2K,
+    MPEG2MPML,
+    MPEG2MPHL,
+    MPEG4HP41,
+    MPEG4HP41BD,
+    HEVCMP51,
+    HEVCM10P51,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+]
+FIND_MODELS = (
+    PatientRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelFind,
+)
+
+
+def quiet_pynetdicom() -> None:
+    """pynetdicom would log C-FIND identifiers (names, IDs, dates): never."""
+    pynetdicom_config.LOG_REQUEST_IDENTIFIERS = False
+    pynetdicom_config.LOG_RESPONSE_IDENTIFIERS = False
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+
+
+def _status(code: int, comment: str = "") -> Dataset | int:
+    if not comment:
+        return code
+    ds = Dataset()
+    ds.Status = code
+    ds.ErrorComment = comment[:64]
+    return ds
+
+
+class DicomServer:
+    """One pynetdicom AE serving C-ECHO, C-STORE and C-FIND for the archive."""
+
+    def __init__(self, config: Config, ingestor: Ingestor) -> None:
+        self.config = config
+        self.ingestor = ingestor
+        self.archive = ingestor.archive
+        self._server: ThreadedAssociationServer | None = None
+        quiet_pynetdicom()
+
+    def build_ae(self) -> AE:
+        ae = AE(ae_title=self.config.ae_title)
+        ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
+        ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
+        ae.maximum_associations = self.config.max_associations
+        ae.maximum_pdu_size = self.config.max_pdu_size
+        ae.network_timeout = self.config.network_timeout
+        ae.acse_timeout = self.config.network_timeout
+        ae.dimse_timeout = self.config.network_timeout
+        ae.add_supported_context(Verification)
+        for context in AllStoragePresentationContexts:
+            ae.add_supported_context(context.abstract_syntax, TRANSFER_SYNTAXES)
+        for model in FIND_MODELS:
+            ae.add_supported_context(model, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+        if self.config.require_known_ae:
+            ae.require_calling_aet = [r.ae_title for r in self.config.remote_aes]
+        return ae
+
+    def handle_store(self, event: evt.Event) -> Dataset | int:
+        request = event.request
+        result = self.ingestor.ingest(
+            Incoming(
+                data=event.encoded_dataset(include_meta=False),
+                transfer_syntax=event.context.transfer_syntax,
+                calling_ae=event.assoc.requestor.ae_title,
+                expected_sop_class=request.AffectedSOPClassUID,
+                expected_sop_instance=request.AffectedSOPInstanceUID,
+            )
+        )
+        if result.outcome is Outcome.REJECTED:
+            return _status(result.status, result.comment)
+        return result.status
+
+    def handle_find(self, event: evt.Event) -> Any:
+        yield from find(
+            self.archive,
+            event.identifier,
+            event.request.AffectedSOPClassUID,
+            retrieve_ae=self.config.ae_title,
+            limit=self.config.max_find_results,
+            is_cancelled=lambda: event.is_cancelled,
+        )
+
+    @staticmethod
+    def handle_echo(event: evt.Event) -> int:
+        return 0x0000
+
+    def start(self) -> ThreadedAssociationServer:
+        handlers = [
+            (evt.EVT_C_ECHO, self.handle_echo),
+            (evt.EVT_C_STORE, self.handle_store),
+            (evt.EVT_C_FIND, self.handle_find),
+        ]
+        self._server = self.build_ae().start_server(
+            (self.config.dimse_host, self.config.dimse_port), block=False, evt_handlers=handlers
+        )
+        log.info(
+            "DICOM %s listening on %s:%d",
+            self.config.ae_title,
+            self.config.dimse_host,
+            self.port,
+        )
+        return self._server
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "server not started"
+        return self._server.server_address[1]
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None

@@ -1,0 +1,86 @@
+"""Filesystem blob store: atomic, durable writes at paths derived from UIDs.
+
+A path is the SHA-256 of the SOP Instance UID fanned out over two directory
+levels, so no UID (however crafted) and no identity ever becomes part of a path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class BlobStore:
+    """Files under ``root``; a write is visible whole or not at all."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self._tmp = self.root / ".tmp"
+        self.root.mkdir(parents=True, exist_ok=True)
+        # Leftovers of a crash mid-write were never acknowledged: drop them.
+        shutil.rmtree(self._tmp, ignore_errors=True)
+        self._tmp.mkdir(mode=0o700)
+
+    @staticmethod
+    def key_for(sop_instance_uid: str) -> str:
+        """The relative path of an instance: ``ab/cd/<sha256>.dcm``."""
+        digest = hashlib.sha256(sop_instance_uid.encode("ascii")).hexdigest()
+        return f"{digest[:2]}/{digest[2:4]}/{digest}.dcm"
+
+    def path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if not path.is_relative_to(self.root.resolve()):
+            raise ValueError("blob key escapes the store")
+        return path
+
+    def put(self, key: str, data: bytes) -> None:
+        """Write ``data`` at ``key`` durably: temp file, fsync, rename, fsync dir.
+
+        Returns only once the file and its directory entry are on stable
+        storage, so a caller may acknowledge the data after it.
+        """
+        final = self.path(key)
+        self._makedirs(final.parent)
+        fd, tmp_name = tempfile.mkstemp(dir=self._tmp, suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp_name, final)
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
+        _fsync_dir(final.parent)
+
+    def _makedirs(self, directory: Path) -> None:
+        """Create the fan-out directories, making each new entry durable too."""
+        missing = []
+        while not directory.exists():
+            missing.append(directory)
+            directory = directory.parent
+        for new in reversed(missing):
+            new.mkdir(exist_ok=True)
+            _fsync_dir(new.parent)
+
+    def read(self, key: str) -> bytes:
+        return self.path(key).read_bytes()
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        path = self.path(key)
+        path.unlink(missing_ok=True)
+        _fsync_dir(path.parent)

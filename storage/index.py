@@ -1,0 +1,144 @@
+"""The SQL index: patients, studies, series and instances, and queries on them."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import Connection, create_engine, event, func, select
+from sqlalchemy.engine import Engine
+
+from storage.keys import Level
+from storage.query import Query, run_query
+from storage.record import InstanceRecord
+from storage.schema import PARENT_FK, TABLES, instances, metadata, patients, series, studies
+
+
+class Added(StrEnum):
+    NEW = "new"
+    DUPLICATE = "duplicate"
+    REPLACED = "replaced"
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets readers (C-FIND, the viewer) run beside the writer; FULL syncs
+    # the WAL on every commit, so an acknowledged instance survives power loss.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    # DICOM matching is case-sensitive except for PN (which uses folded columns).
+    cursor.execute("PRAGMA case_sensitive_like=ON")
+    cursor.close()
+
+
+def create_index_engine(url: str) -> Engine:
+    engine = create_engine(url, future=True)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+class Index:
+    """Records what the blob store holds; the blob is written first, then indexed."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = create_index_engine(url)
+        metadata.create_all(self.engine)
+        # One writer at a time in this process keeps get-or-create race-free.
+        self._write_lock = threading.Lock()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def instance_blob(self, sop_instance_uid: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(instances.c.blob_key).where(instances.c.sopinstanceuid == sop_instance_uid)
+            ).scalar_one_or_none()
+
+    def add(self, record: InstanceRecord, blob_key: str, size: int, *, replace: bool) -> Added:
+        """Index one instance, creating its patient, study and series as needed."""
+        with self._write_lock, self.engine.begin() as conn:
+            parent_pk = self._upsert_patient(conn, record.columns[Level.PATIENT])
+            for level in (Level.STUDY, Level.SERIES):
+                parent_pk = self._get_or_create(conn, level, record.columns[level], parent_pk)
+            row = {
+                **record.columns[Level.IMAGE],
+                "series_pk": parent_pk,
+                "blob_key": blob_key,
+                "size": size,
+                "sending_ae": record.sending_ae,
+                "received_at": record.received_at,
+            }
+            existing = conn.execute(
+                select(instances.c.pk).where(instances.c.sopinstanceuid == row["sopinstanceuid"])
+            ).scalar_one_or_none()
+            if existing is None:
+                conn.execute(instances.insert().values(**row))
+                return Added.NEW
+            if not replace:
+                return Added.DUPLICATE
+            conn.execute(instances.update().where(instances.c.pk == existing).values(**row))
+            return Added.REPLACED
+
+    @staticmethod
+    def _upsert_patient(conn: Connection, values: dict[str, Any]) -> int:
+        key = (patients.c.issuerofpatientid == values["issuerofpatientid"]) & (
+            patients.c.patient_key == values["patient_key"]
+        )
+        pk = conn.execute(select(patients.c.pk).where(key)).scalar_one_or_none()
+        if pk is None:
+            return conn.execute(patients.insert().values(**values)).inserted_primary_key[0]
+        # Demographics follow the latest instance that carries them.
+        changes = {k: v for k, v in values.items() if v is not None}
+        conn.execute(patients.update().where(patients.c.pk == pk).values(**changes))
+        return pk
+
+    @staticmethod
+    def _get_or_create(conn: Connection, level: Level, values: dict[str, Any], parent: int) -> int:
+        table = TABLES[level]
+        uid_column = "studyinstanceuid" if level is Level.STUDY else "seriesinstanceuid"
+        pk = conn.execute(
+            select(table.c.pk).where(table.c[uid_column] == values[uid_column])
+        ).scalar_one_or_none()
+        if pk is not None:
+            return pk
+        row = {**values, PARENT_FK[level]: parent}
+        return conn.execute(table.insert().values(**row)).inserted_primary_key[0]
+
+    def find(self, query: Query) -> Iterator[dict[str, Any]]:
+        """Stream matching rows; the connection stays open while they are consumed."""
+        with self.engine.connect() as conn:
+            yield from run_query(conn, query)
+
+    def stats(self) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            counts = {
+                name: conn.execute(select(func.count()).select_from(table)).scalar_one()
+                for name, table in (
+                    ("patients", patients),
+                    ("studies", studies),
+                    ("series", series),
+                    ("instances", instances),
+                )
+            }
+            counts["bytes"] = conn.execute(
+                select(func.coalesce(func.sum(instances.c.size), 0))
+            ).scalar_one()
+            counts["modalities"] = dict(
+                conn.execute(
+                    select(series.c.modality, func.count(instances.c.pk))
+                    .join(instances, instances.c.series_pk == series.c.pk)
+                    .group_by(series.c.modality)
+                ).all()
+            )
+            counts["sending_aes"] = dict(
+                conn.execute(
+                    select(instances.c.sending_ae, func.count()).group_by(instances.c.sending_ae)
+                ).all()
+            )
+        return counts

@@ -1,0 +1,101 @@
+"""SQL tables of the index, generated from the attribute table in `keys`.
+
+SQLAlchemy Core keeps the statements portable: SQLite (WAL) by default,
+PostgreSQL when several node processes share one index.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    UniqueConstraint,
+)
+
+from storage.keys import Attribute, Level, attributes_at
+
+INTEGER_VRS = {"IS", "US", "UL", "SS", "SL"}
+
+metadata = MetaData()
+
+
+def folded_column(attribute: Attribute) -> str:
+    """Name of the case-folded copy kept for PN matching (SQL lower() is ASCII-only)."""
+    return attribute.column + "_folded"
+
+
+def _columns(level: Level) -> list[Column]:
+    columns: list[Column] = []
+    for attribute in attributes_at(level):
+        if attribute.vr in INTEGER_VRS:
+            columns.append(Column(attribute.column, Integer))
+            continue
+        nullable = attribute.vr != "UI" or attribute.level is Level.IMAGE
+        columns.append(Column(attribute.column, String(1024), nullable=nullable))
+        if attribute.vr == "PN":
+            columns.append(Column(folded_column(attribute), String(1024)))
+    return columns
+
+
+patients = Table(
+    "patients",
+    metadata,
+    Column("pk", Integer, primary_key=True),
+    # Who the patient is for the archive: PatientID, or for an instance sent
+    # without one (it is Type 2) a key of its study, so that such patients are
+    # never merged with each other.
+    Column("patient_key", String(1024), nullable=False),
+    *_columns(Level.PATIENT),
+    UniqueConstraint("issuerofpatientid", "patient_key", name="uq_patient_issuer_key"),
+)
+
+studies = Table(
+    "studies",
+    metadata,
+    Column("pk", Integer, primary_key=True),
+    Column("patient_pk", ForeignKey("patients.pk"), nullable=False, index=True),
+    *_columns(Level.STUDY),
+    UniqueConstraint("studyinstanceuid", name="uq_study_uid"),
+)
+
+series = Table(
+    "series",
+    metadata,
+    Column("pk", Integer, primary_key=True),
+    Column("study_pk", ForeignKey("studies.pk"), nullable=False, index=True),
+    *_columns(Level.SERIES),
+    UniqueConstraint("seriesinstanceuid", name="uq_series_uid"),
+)
+
+instances = Table(
+    "instances",
+    metadata,
+    Column("pk", Integer, primary_key=True),
+    Column("series_pk", ForeignKey("series.pk"), nullable=False, index=True),
+    *_columns(Level.IMAGE),
+    Column("blob_key", String(128), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("sending_ae", String(16)),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("sopinstanceuid", name="uq_instance_uid"),
+)
+
+TABLES: dict[Level, Table] = {
+    Level.PATIENT: patients,
+    Level.STUDY: studies,
+    Level.SERIES: series,
+    Level.IMAGE: instances,
+}
+
+# Foreign key of each table to its parent level.
+PARENT_FK: dict[Level, str] = {
+    Level.STUDY: "patient_pk",
+    Level.SERIES: "study_pk",
+    Level.IMAGE: "series_pk",
+}
