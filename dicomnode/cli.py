@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import signal
 import sys
 from pathlib import Path
 
-from dicomnode import __version__
+from dicomnode import __version__, logs
 from dicomnode.config import Config, ConfigError, load, to_toml
 
 EXIT_OK, EXIT_USAGE, EXIT_REJECTED, EXIT_CONFIG = 0, 2, 3, 4
@@ -55,15 +54,6 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="import the demo echo and angio studies")
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
-
-
-def _setup_logging(config: Config) -> None:
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # The JPEG 2000 codec logs every tile it encodes.
-    logging.getLogger("openjpeg").setLevel(logging.WARNING)
 
 
 def _serve(config: Config) -> int:
@@ -132,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"dicomnode: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    _setup_logging(config)
+    logs.setup(config.log_level)
     if args.command == "config":
         sys.stdout.write(to_toml(config))
         return EXIT_OK

@@ -109,9 +109,9 @@ def validate(config: Config) -> Config:
     return config
 
 
-def default_config_path() -> Path | None:
-    if env := os.environ.get(ENV_PREFIX + "CONFIG"):
-        return Path(env)
+def default_config_path(env: dict[str, str]) -> Path | None:
+    if named := env.get(ENV_PREFIX + "CONFIG"):
+        return Path(named)
     local = Path("dicomnode.toml")
     return local if local.is_file() else None
 
@@ -121,7 +121,7 @@ def load(path: Path | None = None, env: dict[str, str] | None = None) -> Config:
     env = dict(os.environ if env is None else env)
     values: dict[str, Any] = {}
     remotes: list[RemoteAE] = []
-    path = path or default_config_path()
+    path = path or default_config_path(env)
     if path is not None:
         try:
             document = tomllib.loads(Path(path).read_text(encoding="utf-8"))

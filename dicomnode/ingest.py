@@ -27,6 +27,7 @@ from pydicom.uid import UID
 from dicomnode import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from dicomnode.config import Config
 from dicomnode.integrity import StructureError, check_structure
+from dicomnode.logs import quiet_libraries
 from dicomnode.validate import (
     OUT_OF_RESOURCES,
     PIXEL_DATA_SHORT,
@@ -139,6 +140,7 @@ class Ingestor:
         self.config = config
         self.archive = archive
         self.deidentify = deidentify
+        quiet_libraries()
 
     def issuer_for(self, ds: Dataset, incoming: Incoming) -> str:
         """Who assigned this PatientID: the sending hospital, qualified by the

@@ -103,7 +103,8 @@ def base_dataset(
     ds.AccessionNumber = "ACC" + patient.patient_id[-4:]
     ds.StudyID = "1"
     ds.StudyDescription = "Catheterisation ASD closure"
-    ds.ReferringPhysicianName = "Осмонов^Бакыт"
+    latin = patient.charset == "ISO_IR 100"
+    ds.ReferringPhysicianName = "Osmonov^Bakyt" if latin else "Осмонов^Бакыт"
     ds.Modality = modality
     ds.SeriesNumber = 1
     ds.InstanceNumber = instance_number
@@ -123,6 +124,7 @@ def xa_instance(
     series_uid: str | None = None,
     instance_number: int = 1,
     seed: int = 0,
+    sop_instance_uid: str | None = None,
 ) -> Dataset:
     """A multi-frame X-ray angiography run at 15 frames/s."""
     ds = base_dataset(
@@ -132,6 +134,7 @@ def xa_instance(
         series_uid=series_uid or generate_uid(UID_ROOT),
         modality="XA",
         instance_number=instance_number,
+        sop_instance_uid=sop_instance_uid,
     )
     ds.SeriesDescription = "LAO 30 CRA 20"
     ds.ImageType = ["ORIGINAL", "PRIMARY", "SINGLE PLANE"]
@@ -227,6 +230,10 @@ DEMO_US = (
 DEMO_ZIPPED = ("ultrasounds/RGB_CINE.zip", "ultrasounds/GREYSCALE_CINE.zip")
 
 
+def demo_uid(*parts: object) -> str:
+    return generate_uid(UID_ROOT, entropy_srcs=["chd-demo", *map(str, parts)])
+
+
 @contextmanager
 def demo_files() -> Iterator[list[Path]]:
     """Echo clips from the wheels plus synthetic angio runs, in a temp folder."""
@@ -245,8 +252,9 @@ def demo_files() -> Iterator[list[Path]]:
                 (PATIENTS[2], RLELossless),
             )
         ):
-            study = generate_uid(UID_ROOT)
-            series = generate_uid(UID_ROOT)
+            # Fixed UIDs: loading the demo twice finds duplicates, not new studies.
+            study = demo_uid("study", index)
+            series = demo_uid("series", index)
             for run in range(2):
                 ds = xa_instance(
                     patient,
@@ -256,6 +264,7 @@ def demo_files() -> Iterator[list[Path]]:
                     series_uid=series,
                     instance_number=run + 1,
                     seed=index * 10 + run,
+                    sop_instance_uid=demo_uid("instance", index, run),
                 )
                 paths.append(save(ds, folder / f"xa-{index}-{run}.dcm"))
         yield paths

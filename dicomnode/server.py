@@ -38,7 +38,6 @@ from pydicom.uid import (
     RLELossless,
 )
 from pynetdicom import AE, evt
-from pynetdicom import _config as pynetdicom_config
 from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelFind,
@@ -51,6 +50,7 @@ from dicomnode import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from dicomnode.config import Config
 from dicomnode.find import find
 from dicomnode.ingest import Incoming, Ingestor, Outcome
+from dicomnode.logs import quiet_libraries
 
 log = logging.getLogger(__name__)
 
@@ -89,13 +89,6 @@ FIND_MODELS = (
 )
 
 
-def quiet_pynetdicom() -> None:
-    """pynetdicom would log C-FIND identifiers (names, IDs, dates): never."""
-    pynetdicom_config.LOG_REQUEST_IDENTIFIERS = False
-    pynetdicom_config.LOG_RESPONSE_IDENTIFIERS = False
-    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
-
-
 def _status(code: int, comment: str = "") -> Dataset | int:
     if not comment:
         return code
@@ -113,7 +106,7 @@ class DicomServer:
         self.ingestor = ingestor
         self.archive = ingestor.archive
         self._server: ThreadedAssociationServer | None = None
-        quiet_pynetdicom()
+        quiet_libraries()
 
     def build_ae(self) -> AE:
         ae = AE(ae_title=self.config.ae_title)

@@ -1,0 +1,50 @@
+# Two commands do all set-up on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Real DICOM peers the tests and benchmarks talk to (Debian packages).
+PEER_BINS := echoscu storescu findscu dcmsend dcmcjpeg dciodvfy Orthanc
+PEER_PKGS := dcmtk dicom3tools orthanc
+
+.PHONY: install run demo test peers lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(STAMP)
+
+## make run: install, load the demo studies, start the node (DICOM 11112, web 8080)
+run: $(STAMP)
+	$(BIN)/dicomnode demo
+	$(BIN)/dicomnode serve
+
+demo: $(STAMP)
+	$(BIN)/dicomnode demo
+
+peers:
+	@missing=0; for b in $(PEER_BINS); do command -v $$b >/dev/null || missing=1; done; \
+	if [ $$missing = 1 ]; then \
+	  echo "installing DICOM peers: $(PEER_PKGS)"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(PEER_PKGS); \
+	fi
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+## make test: install test dependencies and peers, then the whole suite
+test: $(STAMP) peers lint
+	$(BIN)/pytest
+
+## make bench: ingest benchmark against DCMTK storescp and Orthanc
+bench: $(STAMP) peers
+	$(BIN)/python -m bench.ingest
+
+clean:
+	rm -rf $(VENV) var bench/out .pytest_cache .ruff_cache

@@ -1,0 +1,31 @@
+"""Logging that never carries patient data.
+
+pydicom quotes the offending value when it warns about a malformed element,
+and pynetdicom logs whole C-FIND identifiers; both are silenced here. The
+node's own log lines name instances only by `ingest.reference_of`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pydicom.config
+from pynetdicom import _config as pynetdicom_config
+
+
+def quiet_libraries() -> None:
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+    pydicom.config.settings.writing_validation_mode = pydicom.config.IGNORE
+    logging.getLogger("pydicom").setLevel(logging.CRITICAL)
+    pynetdicom_config.LOG_REQUEST_IDENTIFIERS = False
+    pynetdicom_config.LOG_RESPONSE_IDENTIFIERS = False
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    # The JPEG 2000 codec logs every tile it encodes.
+    logging.getLogger("openjpeg").setLevel(logging.WARNING)
+
+
+def setup(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    quiet_libraries()

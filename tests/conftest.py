@@ -1,0 +1,129 @@
+"""Shared fixtures: a node on ephemeral ports, DCMTK helpers, synthetic data."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from io import BytesIO
+from pathlib import Path
+
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, RLELossless, generate_uid
+
+from dicomnode.config import Config, RemoteAE
+from dicomnode.importer import split_file
+from dicomnode.ingest import Incoming, Ingestor
+from dicomnode.node import Node, open_archive
+from dicomnode.samples import PATIENTS, UID_ROOT, save, xa_instance
+from storage.archive import Archive
+
+DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
+REMOTES = (
+    RemoteAE("BISHKEK_ECHO", "127.0.0.1", 11113, "NCC Bishkek"),
+    RemoteAE("BISHKEK_CATH", "127.0.0.1", 11114, "NCC Bishkek"),
+    RemoteAE("DUSHANBE_ECHO", "127.0.0.1", 11115, "RCC Dushanbe"),
+)
+
+
+def make_config(tmp_path: Path, **overrides: object) -> Config:
+    values: dict[str, object] = {
+        "data_dir": tmp_path / "var",
+        "dimse_host": "127.0.0.1",
+        "dimse_port": 0,
+        "http_port": 0,
+        "min_free_disk_mb": 0,
+        "remote_aes": REMOTES,
+    }
+    values.update(overrides)
+    return Config(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    return make_config(tmp_path)
+
+
+@pytest.fixture
+def archive(config: Config) -> Iterator[Archive]:
+    archive = open_archive(config)
+    yield archive
+    archive.close()
+
+
+@pytest.fixture
+def ingestor(config: Config, archive: Archive) -> Ingestor:
+    return Ingestor(config, archive)
+
+
+@pytest.fixture
+def node(config: Config) -> Iterator[Node]:
+    with Node(config, web=False) as running:
+        yield running
+
+
+def dcmtk(*args: str | Path, check: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run a DCMTK tool with TCP_NODELAY (else each message waits for a delayed ACK)."""
+    if shutil.which(str(args[0])) is None:
+        pytest.fail(f"{args[0]} is not installed: run `make peers`")
+    return subprocess.run(
+        [str(a) for a in args],
+        env=DCMTK_ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=check,
+    )
+
+
+@pytest.fixture(scope="session")
+def xa_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Synthetic multi-frame XA runs in the syntaxes cath labs send.
+
+    RLE and JPEG 2000 are encoded by pydicom; JPEG Lossless (SV1, NH14) and
+    JPEG-LS by DCMTK's dcmcjpeg / dcmcjpls, as a cath lab's DCMTK would.
+    """
+    folder = tmp_path_factory.mktemp("xa")
+    study = generate_uid(UID_ROOT)
+    encoders = {
+        "rle": (RLELossless, None),
+        "j2k": (JPEG2000Lossless, None),
+        "jpeg-sv1": (ExplicitVRLittleEndian, ("dcmcjpeg", "+e1")),
+        "jpeg-nh14": (ExplicitVRLittleEndian, ("dcmcjpeg", "+el")),
+        "jpeg-ls": (ExplicitVRLittleEndian, ("dcmcjpls", "+el")),
+    }
+    files: dict[str, Path] = {}
+    for seed, (name, (syntax, tool)) in enumerate(encoders.items()):
+        ds = xa_instance(
+            PATIENTS[seed % len(PATIENTS)],
+            frames=12,
+            rows=256,
+            cols=256,
+            transfer_syntax=syntax,
+            study_uid=study,
+            instance_number=seed + 1,
+            seed=seed,
+        )
+        target = folder / f"{name}.dcm"
+        if tool is None:
+            save(ds, target)
+        else:
+            raw = save(ds, folder / f"{name}-raw.dcm")
+            result = dcmtk(*tool, raw, target)
+            assert result.returncode == 0, result.stderr
+        files[name] = target
+    return files
+
+
+def encode(ds: Dataset) -> tuple[bytes, str]:
+    """The dataset as a peer would send it: encoded bytes and transfer syntax."""
+    buffer = BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return split_file(buffer.getvalue())
+
+
+def incoming(ds: Dataset, calling_ae: str | None = "BISHKEK_ECHO", **extra: object) -> Incoming:
+    data, syntax = encode(ds)
+    return Incoming(data=data, transfer_syntax=syntax, calling_ae=calling_ae, **extra)  # type: ignore[arg-type]

@@ -1,0 +1,187 @@
+"""The ingest pipeline on its own: what is stored, what is refused and why."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pydicom.uid import generate_uid
+
+from dicomnode import IMPLEMENTATION_CLASS_UID
+from dicomnode.config import Config
+from dicomnode.importer import split_file
+from dicomnode.ingest import Incoming, Ingestor, Outcome, read_header
+from dicomnode.samples import PATIENTS, UID_ROOT, sample_file, small_instance
+from dicomnode.validate import Rejection
+from storage.archive import Archive, DuplicatePolicy
+from storage.keys import Level
+from storage.query import Query
+from tests.conftest import incoming
+
+
+def instance(patient=PATIENTS[0], **attrs: object):
+    ds = small_instance(
+        patient,
+        study_uid=generate_uid(UID_ROOT),
+        series_uid=generate_uid(UID_ROOT),
+        instance_number=1,
+    )
+    for keyword, value in attrs.items():
+        if value is None:
+            delattr(ds, keyword)
+        else:
+            setattr(ds, keyword, value)
+    return ds
+
+
+def stored_files(archive: Archive) -> list[Path]:
+    return sorted(p for p in archive.blobs.root.rglob("*.dcm"))
+
+
+def test_stored_bit_for_bit_under_the_nodes_file_meta(ingestor: Ingestor, archive: Archive) -> None:
+    item = incoming(instance())
+    result = ingestor.ingest(item)
+    assert (result.outcome, result.status) == (Outcome.STORED, 0)
+    (path,) = stored_files(archive)
+    data, syntax = split_file(path.read_bytes())
+    assert data == item.data and syntax == item.transfer_syntax
+    meta = dcmread(path).file_meta
+    assert meta.ImplementationClassUID == IMPLEMENTATION_CLASS_UID
+    assert meta.SourceApplicationEntityTitle == "BISHKEK_ECHO"
+
+
+@pytest.mark.parametrize("policy", list(DuplicatePolicy))
+def test_duplicates_follow_the_policy(tmp_path: Path, config: Config, policy) -> None:
+    archive = Archive(tmp_path / "d", f"sqlite:///{tmp_path}/d.sqlite", policy)
+    ingestor = Ingestor(config, archive)
+    ds = instance()
+    first = ingestor.ingest(incoming(ds))
+    ds.SeriesDescription = "resent with a correction"
+    again = ingestor.ingest(incoming(ds))
+    expected = Outcome.DUPLICATE if policy is DuplicatePolicy.KEEP_FIRST else Outcome.REPLACED
+    assert (first.outcome, again.outcome, again.status) == (Outcome.STORED, expected, 0)
+    (path,) = stored_files(archive)
+    kept = dcmread(path).get("SeriesDescription")
+    assert (kept == "resent with a correction") is (policy is DuplicatePolicy.REPLACE)
+    assert archive.index.stats()["instances"] == 1
+    archive.close()
+
+
+@pytest.mark.parametrize(
+    ("attrs", "status"),
+    [
+        ({"SOPInstanceUID": "../../../../etc/x"}, 0xC002),
+        ({"SOPInstanceUID": "1.2.3/../../x"}, 0xC002),
+        ({"StudyInstanceUID": "1.2." + "3" * 70}, 0xC002),
+        ({"SOPInstanceUID": None}, 0xC002),
+        ({"SeriesInstanceUID": ""}, 0xC002),
+        ({"SOPClassUID": "1.2.3.4.5"}, 0xC004),
+        ({"PixelData": b"\x00" * 100}, 0xC005),
+    ],
+)
+def test_bad_instances_are_refused_and_nothing_is_written(
+    tmp_path: Path, ingestor: Ingestor, archive: Archive, attrs: dict, status: int
+) -> None:
+    result = ingestor.ingest(incoming(instance(**attrs)))
+    assert (result.outcome, result.status) == (Outcome.REJECTED, status)
+    assert result.comment and len(result.comment) <= 64
+    assert stored_files(archive) == []
+    assert archive.index.stats()["instances"] == 0
+    outside = [p for p in tmp_path.rglob("*") if p.is_file() and "var" not in p.parts]
+    assert outside == []
+
+
+def test_sop_uids_must_match_the_request(ingestor: Ingestor) -> None:
+    ds = instance()
+    item = incoming(ds, expected_sop_instance="1.2.3", expected_sop_class=str(ds.SOPClassUID))
+    assert ingestor.ingest(item).status == 0xA900
+    item = incoming(ds, expected_sop_class="1.2.840.10008.5.1.4.1.1.12.1")
+    assert ingestor.ingest(item).status == 0xA900
+
+
+TRUNCATABLE = [
+    "MR_small.dcm",
+    "MR_small_implicit.dcm",
+    "emri_small_big_endian.dcm",
+    "SC_rgb_jpeg_dcmtk.dcm",
+    "examples_ybr_color.dcm",
+    "image_dfl.dcm",
+    "OBXXXX1A_rle.dcm",
+    "JPGLosslessP14SV1_1s_1f_8b.dcm",
+]
+
+
+@pytest.mark.parametrize("name", TRUNCATABLE)
+def test_truncated_streams_are_refused(ingestor: Ingestor, archive: Archive, name: str) -> None:
+    data, syntax = split_file(sample_file(name).read_bytes())
+    read_header(data, syntax)  # whole: fine
+    # A deflated stream here ends in 8 bytes of padding the inflater never needs.
+    tail = 20 if name == "image_dfl.dcm" else 0
+    for cut in (len(data) - 1 - tail, len(data) - 6 - tail, len(data) * 2 // 3):
+        result = ingestor.ingest(Incoming(data=data[:cut], transfer_syntax=syntax))
+        assert (result.outcome, result.status) == (Outcome.REJECTED, 0xC001), cut
+    assert stored_files(archive) == []
+
+
+def test_garbage_is_refused(ingestor: Ingestor) -> None:
+    for data in (b"", b"\x00" * 3, b"not dicom at all, clearly" * 10):
+        result = ingestor.ingest(Incoming(data=data, transfer_syntax="1.2.840.10008.1.2.1"))
+        assert result.outcome is Outcome.REJECTED
+    with pytest.raises(Rejection, match="unknown transfer syntax"):
+        read_header(b"", "1.2.3")
+
+
+def issuers(archive: Archive) -> list[tuple[str, str]]:
+    rows = archive.index.find(
+        Query(level=Level.PATIENT, keys={"IssuerOfPatientID": "", "PatientID": ""})
+    )
+    return sorted((r["IssuerOfPatientID"], r["PatientID"]) for r in rows)
+
+
+def test_patients_are_keyed_by_issuer_and_id(ingestor: Ingestor, archive: Archive) -> None:
+    same_id = PATIENTS[0]
+    for ae in ("BISHKEK_ECHO", "BISHKEK_CATH", "DUSHANBE_ECHO", "STRANGER"):
+        assert ingestor.ingest(incoming(instance(same_id), calling_ae=ae)).status == 0
+    ds = instance(same_id, IssuerOfPatientID="MRN-NCC")
+    assert ingestor.ingest(incoming(ds, calling_ae="BISHKEK_ECHO")).status == 0
+    pid = same_id.patient_id
+    # Two devices of one hospital: one child. Two hospitals: two children.
+    assert issuers(archive) == [
+        ("AE:STRANGER", pid),
+        ("NCC Bishkek", pid),
+        ("NCC Bishkek/MRN-NCC", pid),
+        ("RCC Dushanbe", pid),
+    ]
+
+
+def test_instances_without_patient_id_are_never_merged(
+    ingestor: Ingestor, archive: Archive
+) -> None:
+    for _ in range(2):
+        assert ingestor.ingest(incoming(instance(PatientID=""))).status == 0
+    assert archive.index.stats()["patients"] == 2
+
+
+def test_out_of_disk_is_out_of_resources(tmp_path: Path, config: Config, archive: Archive) -> None:
+    full = Ingestor(replace(config, min_free_disk_mb=10**12), archive)
+    result = full.ingest(incoming(instance()))
+    assert (result.outcome, result.status) == (Outcome.REJECTED, 0xA700)
+    assert stored_files(archive) == []
+
+
+def test_logs_carry_no_identity(ingestor: Ingestor, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    patient = PATIENTS[1]
+    ds = instance(patient)
+    ingestor.ingest(incoming(ds))
+    ingestor.ingest(incoming(instance(patient, SOPClassUID="1.2.3.4")))
+    # Malformed values make pydicom warn, quoting the value: that must not reach a log.
+    ingestor.ingest(incoming(instance(patient, PatientBirthDate=patient.patient_id)))
+    ingestor.ingest(incoming(ds))
+    text = caplog.text
+    assert "rejected" in text  # the rejection was logged ...
+    for value in (patient.name, patient.patient_id, patient.birth_date, str(ds.SOPInstanceUID)):
+        assert value not in text  # ... without who it was about
