@@ -45,6 +45,7 @@ class Config:
     index_url: str = ""
     duplicates: str = "keep-first"
     require_known_ae: bool = False
+    check_called_ae: bool = True
     max_associations: int = 16
     max_pdu_size: int = 262144
     network_timeout: int = 60

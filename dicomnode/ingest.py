@@ -116,6 +116,20 @@ def read_header(data: bytes, transfer_syntax: str) -> tuple[Dataset, int | None]
     return ds, pixel_length
 
 
+def inspect(incoming: Incoming) -> Dataset:
+    """Everything the node checks before it stores: raise Rejection, or the header."""
+    ds, pixel_length = read_header(incoming.data, incoming.transfer_syntax)
+    validate(
+        ds,
+        expected_sop_class=incoming.expected_sop_class,
+        expected_sop_instance=incoming.expected_sop_instance,
+    )
+    expected = expected_native_pixel_bytes(ds)
+    if pixel_length is not None and expected is not None and pixel_length < expected:
+        raise Rejection(PIXEL_DATA_SHORT, "Pixel Data shorter than Rows x Columns x frames")
+    return ds
+
+
 def file_bytes(ds: Dataset, data: bytes, transfer_syntax: str, calling_ae: str | None) -> bytes:
     """Preamble, the node's own file meta and the dataset exactly as encoded."""
     meta = FileMetaDataset()
@@ -164,16 +178,8 @@ class Ingestor:
     def ingest(self, incoming: Incoming) -> IngestResult:
         reference = ""
         try:
-            ds, pixel_length = read_header(incoming.data, incoming.transfer_syntax)
-            validate(
-                ds,
-                expected_sop_class=incoming.expected_sop_class,
-                expected_sop_instance=incoming.expected_sop_instance,
-            )
+            ds = inspect(incoming)
             reference = reference_of(str(ds.SOPInstanceUID))
-            expected = expected_native_pixel_bytes(ds)
-            if pixel_length is not None and expected is not None and pixel_length < expected:
-                raise Rejection(PIXEL_DATA_SHORT, "Pixel Data shorter than Rows x Columns x frames")
 
             # ---- De-identification (issue #3) -------------------------------
             # Nothing above this line has written anything; everything below

@@ -38,6 +38,7 @@ from pydicom.uid import (
     RLELossless,
 )
 from pynetdicom import AE, evt
+from pynetdicom import _config as pynetdicom_config
 from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelFind,
@@ -51,6 +52,7 @@ from dicomnode.config import Config
 from dicomnode.find import find
 from dicomnode.ingest import Incoming, Ingestor, Outcome
 from dicomnode.logs import quiet_libraries
+from dicomnode.validate import DATASET_MISMATCH
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +109,9 @@ class DicomServer:
         self.archive = ingestor.archive
         self._server: ThreadedAssociationServer | None = None
         quiet_libraries()
+        # Route a C-STORE whose SOP Class UID pynetdicom does not know to our
+        # handler (which answers A900) instead of aborting the association.
+        pynetdicom_config.UNRESTRICTED_STORAGE_SERVICE = True
 
     def build_ae(self) -> AE:
         ae = AE(ae_title=self.config.ae_title)
@@ -122,18 +127,21 @@ class DicomServer:
             ae.add_supported_context(context.abstract_syntax, TRANSFER_SYNTAXES)
         for model in FIND_MODELS:
             ae.add_supported_context(model, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+        ae.require_called_aet = self.config.check_called_ae
         if self.config.require_known_ae:
             ae.require_calling_aet = [r.ae_title for r in self.config.remote_aes]
         return ae
 
     def handle_store(self, event: evt.Event) -> Dataset | int:
         request = event.request
+        if request.AffectedSOPClassUID != event.context.abstract_syntax:
+            return _status(DATASET_MISMATCH, "SOP Class differs from the presentation context")
         result = self.ingestor.ingest(
             Incoming(
                 data=event.encoded_dataset(include_meta=False),
                 transfer_syntax=event.context.transfer_syntax,
                 calling_ae=event.assoc.requestor.ae_title,
-                expected_sop_class=request.AffectedSOPClassUID,
+                expected_sop_class=event.context.abstract_syntax,
                 expected_sop_instance=request.AffectedSOPInstanceUID,
             )
         )

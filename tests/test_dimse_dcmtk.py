@@ -1,0 +1,312 @@
+"""The node against DCMTK's echoscu, dcmsend and findscu, over real sockets."""
+
+from __future__ import annotations
+
+import subprocess
+import zipfile
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_file_meta_info
+from pydicom.uid import ExplicitVRBigEndian
+from pynetdicom import AE
+
+from dicomnode.config import Config
+from dicomnode.importer import split_file
+from dicomnode.ingest import Incoming, inspect
+from dicomnode.node import Node
+from dicomnode.samples import PATIENTS, sample_dirs, save, xa_instance
+from dicomnode.validate import Rejection
+from storage.keys import Level
+from storage.query import Query
+from tests.conftest import dcmtk, make_config
+
+pytestmark = pytest.mark.peers
+
+
+def send(node: Node, *paths: Path, calling: str = "BISHKEK_ECHO") -> subprocess.CompletedProcess:
+    result = dcmtk(
+        "dcmsend",
+        "-aet",
+        calling,
+        "-aec",
+        node.config.ae_title,
+        "--no-halt",
+        "127.0.0.1",
+        str(node.dicom.port),
+        *paths,
+    )
+    return result
+
+
+def test_echo(node: Node) -> None:
+    result = dcmtk("echoscu", "-aec", "CHDNODE", "127.0.0.1", str(node.dicom.port))
+    assert result.returncode == 0, result.stderr
+    wrong = dcmtk("echoscu", "-aec", "NOT_US", "127.0.0.1", str(node.dicom.port))
+    assert wrong.returncode != 0  # called AE title is checked
+
+
+def wheel_instances(tmp_path: Path) -> list[Path]:
+    """Every file of the sample wheels that is a valid storage instance."""
+    files = [p for folder in sample_dirs() for p in sorted(folder.rglob("*.dcm"))]
+    for folder in sample_dirs():
+        for archive in sorted(folder.rglob("*.zip")):
+            with zipfile.ZipFile(archive) as z:
+                files += [
+                    Path(z.extract(m, tmp_path / archive.stem))
+                    for m in z.namelist()
+                    if m.endswith(".dcm")
+                ]
+    valid = []
+    for path in files:
+        try:
+            meta = read_file_meta_info(path)
+            data, syntax = split_file(path.read_bytes())
+            inspect(
+                Incoming(
+                    data,
+                    syntax,
+                    expected_sop_class=meta.MediaStorageSOPClassUID,
+                    expected_sop_instance=meta.MediaStorageSOPInstanceUID,
+                )
+            )
+        except (Rejection, InvalidDicomError, AttributeError, ValueError, OSError):
+            continue  # not a valid Part 10 storage instance
+        valid.append(path)
+    return valid
+
+
+def sop_uid(path: Path) -> str:
+    return str(dcmread(path, stop_before_pixels=True, force=True).SOPInstanceUID)
+
+
+def pynetdicom_send(node: Node, paths: list[Path]) -> list[int]:
+    if not paths:
+        return []
+    ae = AE(ae_title="BISHKEK_ECHO")
+    for path in paths:
+        meta = read_file_meta_info(path)
+        ae.add_requested_context(meta.MediaStorageSOPClassUID, meta.TransferSyntaxUID)
+    assoc = ae.associate("127.0.0.1", node.dicom.port, ae_title="CHDNODE")
+    assert assoc.is_established
+    try:
+        return [assoc.send_c_store(path).Status for path in paths]
+    finally:
+        assoc.release()
+
+
+def pixel_array(path: Path):
+    return dcmread(path, force=True).pixel_array
+
+
+def pixel_bytes(path: Path) -> bytes | None:
+    ds = dcmread(path, force=True)
+    return ds.get("PixelData")
+
+
+@pytest.mark.slow
+def test_every_wheel_sample_comes_back_with_identical_pixels(tmp_path: Path) -> None:
+    files = wheel_instances(tmp_path)
+    assert len(files) >= 80, "the sample wheels should give at least 80 valid instances"
+    # Some samples are the same instance in other encodings: one node per round
+    # so that each file is compared with its own stored copy.
+    rounds: dict[int, list[Path]] = defaultdict(list)
+    seen: dict[str, int] = defaultdict(int)
+    for path in files:
+        uid = sop_uid(path)
+        rounds[seen[uid]].append(path)
+        seen[uid] += 1
+    checked = 0
+    for number, batch in rounds.items():
+        with Node(make_config(tmp_path / f"round{number}"), web=False) as node:
+            output = send(node, *batch).stderr
+            # DCMTK will not send a few odd samples (all-UN headers, say): a
+            # second real SCU, pynetdicom, sends those as the file has them.
+            unsent = [p for p in batch if node.archive.read(sop_uid(p)) is None]
+            assert len(unsent) <= 5, [p.name for p in unsent]
+            assert pynetdicom_send(node, unsent) == [0] * len(unsent)
+            for path in batch:
+                blob = node.archive.read(sop_uid(path))
+                assert blob is not None, f"{path.name} not stored: {output[-2000:]}"
+                stored = tmp_path / "stored.dcm"
+                stored.write_bytes(blob)
+                sent = read_file_meta_info(path).TransferSyntaxUID
+                got = read_file_meta_info(stored).TransferSyntaxUID
+                if sent == got or ExplicitVRBigEndian not in (sent, got):
+                    assert pixel_bytes(stored) == pixel_bytes(path), path.name
+                # The node prefers explicit little endian among uncompressed
+                # syntaxes, so DCMTK may convert between those (never compressed).
+                assert sent == got or not (sent.is_compressed or got.is_compressed), path.name
+                if sent == ExplicitVRBigEndian:
+                    assert (pixel_array(stored) == pixel_array(path)).all(), path.name
+                checked += 1
+    assert checked == len(files)
+
+
+def test_angio_runs_stored_in_the_syntax_they_were_sent(
+    node: Node, xa_files: dict[str, Path]
+) -> None:
+    send(node, *xa_files.values(), calling="BISHKEK_CATH")
+    for name, path in xa_files.items():
+        sent = dcmread(path)
+        blob = node.archive.read(str(sent.SOPInstanceUID))
+        assert blob is not None, name
+        stored_data, stored_syntax = split_file(blob)
+        assert stored_syntax == sent.file_meta.TransferSyntaxUID, name
+        assert stored_data == split_file(path.read_bytes())[0], name
+    rows = list(
+        node.archive.index.find(
+            Query(level=Level.IMAGE, keys={"NumberOfFrames": "", "AvailableTransferSyntaxUID": ""})
+        )
+    )
+    assert len(rows) == 5 and {r["NumberOfFrames"] for r in rows} == {12}
+    assert len({r["AvailableTransferSyntaxUID"] for r in rows}) == 5
+
+
+def test_duplicates_are_acknowledged_and_counted_once(
+    node: Node, xa_files: dict[str, Path]
+) -> None:
+    for _ in range(2):
+        result = send(node, xa_files["rle"])
+        assert result.returncode == 0, result.stderr
+    assert node.archive.index.stats()["instances"] == 1
+
+
+@pytest.fixture
+def named_patients(node: Node, tmp_path: Path) -> Node:
+    """One angio run per synthetic patient, names in four scripts and charsets."""
+    paths = [
+        save(xa_instance(p, frames=2, rows=64, cols=64, seed=i), tmp_path / f"p{i}.dcm")
+        for i, p in enumerate(PATIENTS)
+    ]
+    send(node, *paths)
+    assert node.archive.index.stats()["patients"] == len(PATIENTS)
+    return node
+
+
+def findscu(node: Node, out: Path, *args: str, query: Path | None = None) -> list[Dataset]:
+    out.mkdir(exist_ok=True)
+    result = dcmtk(
+        "findscu",
+        "-aec",
+        "CHDNODE",
+        "-X",
+        "-od",
+        out,
+        *args,
+        "127.0.0.1",
+        str(node.dicom.port),
+        *([query] if query else []),
+    )
+    assert result.returncode == 0, result.stderr
+    return [dcmread(p) for p in sorted(out.glob("rsp*.dcm"))]
+
+
+def test_findscu_study_root_returns_only_requested_keys(
+    named_patients: Node, tmp_path: Path
+) -> None:
+    responses = findscu(
+        named_patients,
+        tmp_path / "r1",
+        "-S",
+        "-k",
+        "QueryRetrieveLevel=STUDY",
+        "-k",
+        "PatientID=KG-000101",
+        "-k",
+        "StudyInstanceUID",
+        "-k",
+        "PatientName",
+        "-k",
+        "ModalitiesInStudy",
+        "-k",
+        "NumberOfStudyRelatedInstances",
+    )
+    assert len(responses) == 1
+    (rsp,) = responses
+    assert str(rsp.PatientName) == "Иванов^Алишер"
+    assert rsp.ModalitiesInStudy == "XA" and int(rsp.NumberOfStudyRelatedInstances) == 1
+    assert rsp.SpecificCharacterSet == "ISO_IR 192"
+    assert "StudyDate" not in rsp and "PatientBirthDate" not in rsp
+
+
+@pytest.mark.parametrize(
+    ("charset", "pattern", "expected"),
+    [
+        ("ISO_IR 192", "раҳимова*", "Раҳимова^Фарангис"),
+        ("GB18030", "王*", "王^小明"),
+        ("ISO_IR 144", "ПЕТРОВА^*", "Петрова^Айгерим"),
+        ("ISO_IR 100", "nazarov*", "Nazarov^Timur"),
+    ],
+)
+def test_names_come_back_intact_whatever_the_query_charset(
+    named_patients: Node, tmp_path: Path, charset: str, pattern: str, expected: str
+) -> None:
+    query = Dataset()
+    query.SpecificCharacterSet = charset
+    query.QueryRetrieveLevel = "PATIENT"
+    query.PatientName = pattern
+    query.PatientID = ""
+    query.PatientBirthDate = ""
+    path = tmp_path / "query.dcm"
+    query.save_as(path, implicit_vr=False, little_endian=True)
+    responses = findscu(named_patients, tmp_path / "out", "-P", query=path)
+    assert [str(r.PatientName) for r in responses] == [expected]
+    assert responses[0].PatientBirthDate  # a requested key that has a value
+
+
+def test_findscu_patient_root_levels(named_patients: Node, tmp_path: Path) -> None:
+    patients = findscu(
+        named_patients,
+        tmp_path / "p",
+        "-P",
+        "-k",
+        "QueryRetrieveLevel=PATIENT",
+        "-k",
+        "PatientID=*",
+        "-k",
+        "NumberOfPatientRelatedInstances",
+    )
+    assert len(patients) == len(PATIENTS)
+    series = findscu(
+        named_patients,
+        tmp_path / "s",
+        "-P",
+        "-k",
+        "QueryRetrieveLevel=SERIES",
+        "-k",
+        "PatientID=CN-000303",
+        "-k",
+        "SeriesInstanceUID",
+        "-k",
+        "Modality",
+    )
+    assert [s.Modality for s in series] == ["XA"]
+    images = findscu(
+        named_patients,
+        tmp_path / "i",
+        "-S",
+        "-k",
+        "QueryRetrieveLevel=IMAGE",
+        "-k",
+        "SOPInstanceUID",
+        "-k",
+        "NumberOfFrames",
+        "-k",
+        "StudyDate=20261101-",
+    )
+    assert len(images) == len(PATIENTS) and {int(i.NumberOfFrames) for i in images} == {2}
+
+
+def test_require_known_ae_refuses_strangers(tmp_path: Path, xa_files: dict[str, Path]) -> None:
+    config: Config = make_config(tmp_path, require_known_ae=True)
+    with Node(config, web=False) as node:
+        result = send(node, xa_files["rle"], calling="STRANGER")
+        assert result.returncode != 0 and "reject" in result.stderr.lower(), result.stderr
+        assert node.archive.index.stats()["instances"] == 0
+        send(node, xa_files["rle"], calling="DUSHANBE_ECHO")
+        assert node.archive.index.stats()["instances"] == 1
