@@ -7,6 +7,7 @@ Handlers are thin: they turn a request into a call of `Ingestor.ingest` or
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from pydicom.dataset import Dataset
@@ -38,7 +39,6 @@ from pydicom.uid import (
     RLELossless,
 )
 from pynetdicom import AE, evt
-from pynetdicom import _config as pynetdicom_config
 from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelFind,
@@ -57,8 +57,10 @@ from dicomnode.validate import DATASET_MISMATCH
 log = logging.getLogger(__name__)
 
 # Acceptor preference, first match wins (pynetdicom walks the acceptor's list):
-# lossless compressed, then lossy compressed as sent, then uncompressed. A
-# sender offering its stored syntax thus sends it as is; nothing is transcoded.
+# lossless compressed, then lossy compressed as sent, then uncompressed with
+# explicit little endian first (deflate and big endian are rare, and choosing
+# them would make a sender re-encode what it holds in little endian). A sender
+# offering its stored syntax thus sends it as is; nothing is transcoded.
 TRANSFER_SYNTAXES: list[UID] = [
     JPEGLosslessSV1,
     JPEGLossless,
@@ -80,15 +82,28 @@ TRANSFER_SYNTAXES: list[UID] = [
     MPEG4HP41BD,
     HEVCMP51,
     HEVCM10P51,
-    DeflatedExplicitVRLittleEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
+    DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
 ]
 FIND_MODELS = (
     PatientRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelFind,
 )
+
+
+def wait_for_send_queue(assoc: Any, depth: int = 8) -> None:
+    """Back-pressure for streamed responses.
+
+    pynetdicom queues every response for its network thread without waiting,
+    so a large C-FIND would be encoded whole into memory before the first one
+    left, and a C-CANCEL would arrive when nothing was left to cancel. Waiting
+    while more than ``depth`` responses are queued keeps both bounded.
+    """
+    queue = assoc.dul.to_provider_queue
+    while queue.qsize() > depth and assoc.is_established:
+        time.sleep(0.0005)
 
 
 def _status(code: int, comment: str = "") -> Dataset | int:
@@ -109,9 +124,6 @@ class DicomServer:
         self.archive = ingestor.archive
         self._server: ThreadedAssociationServer | None = None
         quiet_libraries()
-        # Route a C-STORE whose SOP Class UID pynetdicom does not know to our
-        # handler (which answers A900) instead of aborting the association.
-        pynetdicom_config.UNRESTRICTED_STORAGE_SERVICE = True
 
     def build_ae(self) -> AE:
         ae = AE(ae_title=self.config.ae_title)
@@ -150,13 +162,17 @@ class DicomServer:
         return result.status
 
     def handle_find(self, event: evt.Event) -> Any:
+        def cancelled() -> bool:
+            wait_for_send_queue(event.assoc)
+            return event.is_cancelled
+
         yield from find(
             self.archive,
             event.identifier,
             event.request.AffectedSOPClassUID,
             retrieve_ae=self.config.ae_title,
             limit=self.config.max_find_results,
-            is_cancelled=lambda: event.is_cancelled,
+            is_cancelled=cancelled,
         )
 
     @staticmethod

@@ -84,6 +84,11 @@ def sop_uid(path: Path) -> str:
     return str(dcmread(path, stop_before_pixels=True, force=True).SOPInstanceUID)
 
 
+def dcmtk_can_read(path: Path) -> bool:
+    element = dcmread(path, stop_before_pixels=True, force=True).get_item(0x00080016)
+    return getattr(element, "VR", None) != "UN"
+
+
 def pynetdicom_send(node: Node, paths: list[Path]) -> list[int]:
     if not paths:
         return []
@@ -123,12 +128,16 @@ def test_every_wheel_sample_comes_back_with_identical_pixels(tmp_path: Path) -> 
     checked = 0
     for number, batch in rounds.items():
         with Node(make_config(tmp_path / f"round{number}"), web=False) as node:
-            output = send(node, *batch).stderr
-            # DCMTK will not send a few odd samples (all-UN headers, say): a
-            # second real SCU, pynetdicom, sends those as the file has them.
-            unsent = [p for p in batch if node.archive.read(sop_uid(p)) is None]
-            assert len(unsent) <= 5, [p.name for p in unsent]
-            assert pynetdicom_send(node, unsent) == [0] * len(unsent)
+            # DCMTK cannot read a header whose elements are all UN (it then
+            # sends a garbled SOP class, and pynetdicom aborts): pynetdicom,
+            # a second real SCU, sends those few.
+            by_dcmtk = [p for p in batch if dcmtk_can_read(p)]
+            output = send(node, *by_dcmtk).stderr
+            unsent = [p.name for p in by_dcmtk if node.archive.read(sop_uid(p)) is None]
+            assert unsent == [], output[-3000:]
+            others = [p for p in batch if p not in by_dcmtk]
+            assert len(others) <= 3
+            assert pynetdicom_send(node, others) == [0] * len(others)
             for path in batch:
                 blob = node.archive.read(sop_uid(path))
                 assert blob is not None, f"{path.name} not stored: {output[-2000:]}"
