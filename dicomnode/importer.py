@@ -55,6 +55,9 @@ def split_file(raw: bytes) -> tuple[bytes, str]:
     try:
         read_preamble(stream, force=False)
     except InvalidDicomError:
+        # A bare dataset starts with a group 0008 (or 0002) element.
+        if len(raw) < 8 or raw[:2] not in (b"\x08\x00", b"\x02\x00"):
+            raise
         return raw, ImplicitVRLittleEndian
     meta = _read_file_meta_info(stream)
     transfer_syntax = meta.get("TransferSyntaxUID")

@@ -1,0 +1,115 @@
+"""The `dicomnode` command as an operator runs it: real processes, real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydicom.uid import generate_uid
+
+from dicomnode.samples import PATIENTS, UID_ROOT, save, small_instance, xa_instance
+from tests.conftest import dcmtk
+
+DICOMNODE = [sys.executable, "-m", "dicomnode.cli"]
+
+
+def run(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {
+        **os.environ,
+        "DICOMNODE_DATA_DIR": str(tmp_path / "var"),
+        "DICOMNODE_MIN_FREE_DISK_MB": "0",
+        **env,
+    }
+    return subprocess.run(
+        [*DICOMNODE, *args], env=environment, capture_output=True, text=True, timeout=300
+    )
+
+
+def folder_of_instances(root: Path) -> Path:
+    study, series = generate_uid(UID_ROOT), generate_uid(UID_ROOT)
+    for number in range(5):
+        ds = small_instance(
+            PATIENTS[0], study_uid=study, series_uid=series, instance_number=number + 1
+        )
+        save(ds, root / "nested" / "deeper" / f"im{number}")  # no extension, as PACS exports
+    save(xa_instance(PATIENTS[2], frames=3, rows=64, cols=64), root / "xa.dcm")
+    (root / "notes.txt").write_text("not DICOM")
+    (root / "nested" / "truncated.dcm").write_bytes((root / "xa.dcm").read_bytes()[:-100])
+    return root
+
+
+def test_import_folder_recursively_with_summary(tmp_path: Path) -> None:
+    source = folder_of_instances(tmp_path / "in")
+    result = run(tmp_path, "import", "--issuer", "NCC Bishkek", str(source))
+    assert result.returncode == 3, result.stderr  # some files were refused
+    assert result.stdout.strip().splitlines()[-1] == (
+        "6 stored, 0 replaced, 0 duplicates, 2 rejected"
+    )
+    assert "notes.txt: not a DICOM file" in result.stderr
+    assert "truncated.dcm: 0xC001" in result.stderr
+    again = run(tmp_path, "import", "--no-progress", str(source / "xa.dcm"))
+    assert again.returncode == 0
+    assert "0 stored, 0 replaced, 1 duplicates, 0 rejected" in again.stdout
+    stats = json.loads(run(tmp_path, "stats", "--json").stdout)
+    assert (stats["patients"], stats["studies"], stats["instances"]) == (2, 2, 6)
+    assert stats["modalities"] == {"US": 5, "XA": 1}
+
+
+def test_import_of_a_missing_path_is_one_line(tmp_path: Path) -> None:
+    result = run(tmp_path, "import", str(tmp_path / "nowhere"))
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"dicomnode import: {tmp_path / 'nowhere'} does not exist"
+
+
+def test_help_reads_well() -> None:
+    result = subprocess.run([*DICOMNODE, "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    for command in ("serve", "import", "stats", "config", "demo"):
+        assert command in result.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.peers
+def test_serve_answers_dcmtk_and_http_then_stops_on_sigterm(tmp_path: Path) -> None:
+    import socket
+    import urllib.request
+
+    ports = []
+    for _ in range(2):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            ports.append(probe.getsockname()[1])
+    environment = {
+        **os.environ,
+        "DICOMNODE_DATA_DIR": str(tmp_path / "var"),
+        "DICOMNODE_DIMSE_PORT": str(ports[0]),
+        "DICOMNODE_HTTP_PORT": str(ports[1]),
+        "DICOMNODE_MIN_FREE_DISK_MB": "0",
+    }
+    process = subprocess.Popen(
+        [*DICOMNODE, "serve"],
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        banner = process.stdout.readline()  # printed once both services listen
+        assert f"DICOM port {ports[0]}" in banner, banner
+        echo = dcmtk("echoscu", "-aec", "CHDNODE", "127.0.0.1", str(ports[0]))
+        assert echo.returncode == 0, echo.stderr
+        path = save(xa_instance(PATIENTS[1], frames=2, rows=32, cols=32), tmp_path / "x.dcm")
+        sent = dcmtk("dcmsend", "-aec", "CHDNODE", "127.0.0.1", str(ports[0]), path)
+        assert sent.returncode == 0, sent.stderr
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports[1]}/api/stats") as response:
+            assert json.load(response)["instances"] == 1
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    assert PATIENTS[1].name not in stderr and PATIENTS[1].patient_id not in stderr
