@@ -49,6 +49,7 @@ class Config:
     max_associations: int = 16
     max_pdu_size: int = 262144
     network_timeout: int = 60
+    poll_interval_us: int = 1000
     max_find_results: int = 0
     min_free_disk_mb: int = 512
     log_level: str = "INFO"

@@ -18,14 +18,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 from io import BytesIO
 
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.filebase import DicomBytesIO
+from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
-from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import UID
 
-from dicomnode import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from dicomnode.config import Config
+from dicomnode.filemeta import file_meta
 from dicomnode.integrity import StructureError, check_structure
 from dicomnode.logs import quiet_libraries
 from dicomnode.validate import (
@@ -132,17 +130,8 @@ def inspect(incoming: Incoming) -> Dataset:
 
 def file_bytes(ds: Dataset, data: bytes, transfer_syntax: str, calling_ae: str | None) -> bytes:
     """Preamble, the node's own file meta and the dataset exactly as encoded."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    meta.TransferSyntaxUID = transfer_syntax
-    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
-    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
-    if calling_ae:
-        meta.SourceApplicationEntityTitle = calling_ae.strip()
-    buffer = DicomBytesIO()
-    write_file_meta_info(buffer, meta, enforce_standard=True)
-    return b"".join((b"\x00" * 128, b"DICM", buffer.getvalue(), data))
+    meta = file_meta(str(ds.SOPClassUID), str(ds.SOPInstanceUID), transfer_syntax, calling_ae)
+    return meta + data
 
 
 class Ingestor:

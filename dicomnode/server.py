@@ -7,6 +7,7 @@ Handlers are thin: they turn a request into a call of `Ingestor.ingest` or
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from typing import Any
 
@@ -179,15 +180,24 @@ class DicomServer:
     def handle_echo(event: evt.Event) -> int:
         return 0x0000
 
+    def handle_open(self, event: evt.Event) -> None:
+        # The knob pynetdicom's maintainers name for latency versus idle CPU
+        # (pynetdicom issue #650); it has no public setter.
+        event.assoc.dul._run_loop_delay = self.config.poll_interval_us / 1e6
+
     def start(self) -> ThreadedAssociationServer:
         handlers = [
             (evt.EVT_C_ECHO, self.handle_echo),
             (evt.EVT_C_STORE, self.handle_store),
             (evt.EVT_C_FIND, self.handle_find),
+            (evt.EVT_CONN_OPEN, self.handle_open),
         ]
         self._server = self.build_ae().start_server(
             (self.config.dimse_host, self.config.dimse_port), block=False, evt_handlers=handlers
         )
+        # Small responses (C-STORE-RSP) must not wait for Nagle / delayed ACK;
+        # Linux passes this option on to every accepted connection.
+        self._server.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         log.info(
             "DICOM %s listening on %s:%d",
             self.config.ae_title,

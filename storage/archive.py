@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from enum import StrEnum
 from pathlib import Path
 
@@ -35,21 +34,19 @@ class Archive:
         self.blobs = BlobStore(self.data_dir / "blobs")
         self.index = Index(index_url)
         self.duplicates = DuplicatePolicy(duplicates)
-        # Check-then-write of one SOP Instance UID must not interleave with another's.
-        self._lock = threading.Lock()
 
     def close(self) -> None:
         self.index.close()
 
     def store(self, record: InstanceRecord, data: bytes) -> StoreOutcome:
-        sop_uid = record.sop_instance_uid
-        key = self.blobs.key_for(sop_uid)
-        with self._lock:
-            exists = self.index.instance_blob(sop_uid) is not None
-            if exists and self.duplicates is DuplicatePolicy.KEEP_FIRST:
-                return StoreOutcome.DUPLICATE
-            self.blobs.put(key, data)
-            added = self.index.add(record, key, len(data), replace=exists)
+        key = self.blobs.key_for(record.sop_instance_uid)
+        added = self.index.add(
+            record,
+            key,
+            len(data),
+            replace=self.duplicates is DuplicatePolicy.REPLACE,
+            write_blob=lambda: self.blobs.put(key, data),
+        )
         return {
             Added.NEW: StoreOutcome.STORED,
             Added.REPLACED: StoreOutcome.REPLACED,

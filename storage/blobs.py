@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
+
+_KEY = re.compile(r"^[0-9a-f]{2}/[0-9a-f]{2}/[0-9a-f]{64}\.dcm$")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -31,6 +34,7 @@ class BlobStore:
         # Leftovers of a crash mid-write were never acknowledged: drop them.
         shutil.rmtree(self._tmp, ignore_errors=True)
         self._tmp.mkdir(mode=0o700)
+        self._known_dirs: set[Path] = set()
 
     @staticmethod
     def key_for(sop_instance_uid: str) -> str:
@@ -39,10 +43,9 @@ class BlobStore:
         return f"{digest[:2]}/{digest[2:4]}/{digest}.dcm"
 
     def path(self, key: str) -> Path:
-        path = (self.root / key).resolve()
-        if not path.is_relative_to(self.root.resolve()):
-            raise ValueError("blob key escapes the store")
-        return path
+        if not _KEY.match(key):
+            raise ValueError("not a blob key: a key could otherwise escape the store")
+        return self.root / key
 
     def put(self, key: str, data: bytes) -> None:
         """Write ``data`` at ``key`` durably: temp file, fsync, rename, fsync dir.
@@ -66,13 +69,17 @@ class BlobStore:
 
     def _makedirs(self, directory: Path) -> None:
         """Create the fan-out directories, making each new entry durable too."""
+        if directory in self._known_dirs:
+            return
         missing = []
-        while not directory.exists():
-            missing.append(directory)
-            directory = directory.parent
+        current = directory
+        while not current.exists():
+            missing.append(current)
+            current = current.parent
         for new in reversed(missing):
             new.mkdir(exist_ok=True)
             _fsync_dir(new.parent)
+        self._known_dirs.add(directory)
 
     def read(self, key: str) -> bytes:
         return self.path(key).read_bytes()

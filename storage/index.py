@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from enum import StrEnum
 from typing import Any
 
@@ -50,6 +50,9 @@ class Index:
         metadata.create_all(self.engine)
         # One writer at a time in this process keeps get-or-create race-free.
         self._write_lock = threading.Lock()
+        # Series UID -> pk of series already indexed: the common case (the next
+        # instance of a series) then costs one lookup and one insert.
+        self._series_cache: dict[str, int] = {}
 
     def close(self) -> None:
         self.engine.dispose()
@@ -60,30 +63,58 @@ class Index:
                 select(instances.c.blob_key).where(instances.c.sopinstanceuid == sop_instance_uid)
             ).scalar_one_or_none()
 
-    def add(self, record: InstanceRecord, blob_key: str, size: int, *, replace: bool) -> Added:
-        """Index one instance, creating its patient, study and series as needed."""
-        with self._write_lock, self.engine.begin() as conn:
-            parent_pk = self._upsert_patient(conn, record.columns[Level.PATIENT])
-            for level in (Level.STUDY, Level.SERIES):
-                parent_pk = self._get_or_create(conn, level, record.columns[level], parent_pk)
-            row = {
-                **record.columns[Level.IMAGE],
-                "series_pk": parent_pk,
-                "blob_key": blob_key,
-                "size": size,
-                "sending_ae": record.sending_ae,
-                "received_at": record.received_at,
-            }
-            existing = conn.execute(
-                select(instances.c.pk).where(instances.c.sopinstanceuid == row["sopinstanceuid"])
-            ).scalar_one_or_none()
-            if existing is None:
-                conn.execute(instances.insert().values(**row))
-                return Added.NEW
-            if not replace:
-                return Added.DUPLICATE
-            conn.execute(instances.update().where(instances.c.pk == existing).values(**row))
-            return Added.REPLACED
+    def add(
+        self,
+        record: InstanceRecord,
+        blob_key: str,
+        size: int,
+        *,
+        replace: bool,
+        write_blob: Callable[[], None],
+    ) -> Added:
+        """Index one instance, creating its patient, study and series as needed.
+
+        ``write_blob`` is called inside the transaction, after the duplicate
+        check and before the insert: a kept-first duplicate writes nothing, and
+        no index row ever points at a blob that is not yet durable.
+        """
+        uid = record.sop_instance_uid
+        series_uid = record.columns[Level.SERIES]["seriesinstanceuid"]
+        with self._write_lock:
+            with self.engine.begin() as conn:
+                existing = conn.execute(
+                    select(instances.c.pk).where(instances.c.sopinstanceuid == uid)
+                ).scalar_one_or_none()
+                if existing is not None and not replace:
+                    return Added.DUPLICATE
+                write_blob()
+                series_pk = self._series_cache.get(series_uid)
+                if series_pk is None:
+                    series_pk = self._add_parents(conn, record)
+                row = {
+                    **record.columns[Level.IMAGE],
+                    "series_pk": series_pk,
+                    "blob_key": blob_key,
+                    "size": size,
+                    "sending_ae": record.sending_ae,
+                    "received_at": record.received_at,
+                }
+                if existing is None:
+                    conn.execute(instances.insert().values(**row))
+                else:
+                    conn.execute(instances.update().where(instances.c.pk == existing).values(**row))
+            # Only once committed: a rolled-back series must not be remembered.
+            if len(self._series_cache) > 10_000:
+                self._series_cache.clear()
+            self._series_cache[series_uid] = series_pk
+        return Added.NEW if existing is None else Added.REPLACED
+
+    def _add_parents(self, conn: Connection, record: InstanceRecord) -> int:
+        """Patient (demographics refreshed), study and series of a series not seen yet."""
+        parent_pk = self._upsert_patient(conn, record.columns[Level.PATIENT])
+        for level in (Level.STUDY, Level.SERIES):
+            parent_pk = self._get_or_create(conn, level, record.columns[level], parent_pk)
+        return parent_pk
 
     @staticmethod
     def _upsert_patient(conn: Connection, values: dict[str, Any]) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import cached_property
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 
@@ -29,15 +30,15 @@ class Attribute:
     keyword: str
     level: Level
 
-    @property
+    @cached_property
     def column(self) -> str:
         return self.keyword.lower()
 
-    @property
+    @cached_property
     def vr(self) -> str:
         return dictionary_VR(self.keyword)
 
-    @property
+    @cached_property
     def tag(self) -> int:
         tag = tag_for_keyword(self.keyword)
         assert tag is not None, self.keyword

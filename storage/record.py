@@ -67,9 +67,9 @@ def record_from_dataset(
     """
     columns: dict[Level, dict[str, Any]] = {level: {} for level in Level}
     for attribute in ATTRIBUTES.values():
-        element = ds.get(attribute.keyword) if attribute.keyword in ds else None
+        element = ds.get(attribute.tag)
         try:
-            value = index_value(attribute.vr, element)
+            value = None if element is None else index_value(attribute.vr, element.value)
         except (ValueFormatError, ValueError, TypeError):
             log.warning("unindexable value of %s ignored", attribute.keyword)
             value = None

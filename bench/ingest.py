@@ -1,0 +1,303 @@
+"""Ingest benchmark: the node against DCMTK storescp and Orthanc, in one run.
+
+    python -m bench.ingest            # (or `make bench`)
+
+Each target starts empty, receives the same set from DCMTK's dcmsend over one
+association (TCP_NODELAY=1 on both ends) and is stopped; the wall time of the
+send is the figure. storescp is the reference for raw speed (it writes files
+and nothing else, without fsync); Orthanc is the archive users would pick
+(configured to sync its storage area, as the node does). Two sets: echo and
+angio multi-frame clips (hundreds of MB) and many small instances.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydicom import dcmread
+from pydicom.uid import RLELossless, generate_uid
+
+from dicomnode.samples import PATIENTS, UID_ROOT, sample_file, save, small_instance, xa_instance
+
+ENV = {**os.environ, "TCP_NODELAY": "1"}
+OUT = Path(__file__).resolve().parent / "out"
+WHEEL_CLIPS = (
+    "ultrasounds/ultrasound-multiframe.dcm",
+    "color3d_jpeg_baseline.dcm",
+    "examples_ybr_color.dcm",
+)
+WHEEL_ZIPPED = ("ultrasounds/RGB_CINE.zip", "ultrasounds/GREYSCALE_CINE.zip")
+
+
+@dataclass
+class Result:
+    target: str
+    dataset: str
+    instances: int
+    megabytes: float
+    seconds: float
+
+    @property
+    def per_second(self) -> float:
+        return self.instances / self.seconds
+
+    @property
+    def mb_per_second(self) -> float:
+        return self.megabytes / self.seconds
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def drop_repeated_instances(folder: Path) -> None:
+    """Some wheel clips are one instance twice: keep each SOP Instance UID once."""
+    seen = set()
+    for path in sorted(folder.glob("*.dcm")):
+        uid = dcmread(path, stop_before_pixels=True).SOPInstanceUID
+        if uid in seen:
+            path.unlink()
+        seen.add(uid)
+
+
+def build_sets(root: Path, small: int, runs: int, frames: int) -> dict[str, Path]:
+    """The two sets, generated once and reused by later runs."""
+    sets = {"multiframe": root / "multiframe", "small": root / f"small-{small}"}
+    marker = root / f"multiframe-{runs}-{frames}.complete"
+    if not marker.exists():
+        shutil.rmtree(sets["multiframe"], ignore_errors=True)
+        sets["multiframe"].mkdir(parents=True)
+        for name in WHEEL_CLIPS:
+            shutil.copy(sample_file(name), sets["multiframe"] / Path(name).name)
+        for name in WHEEL_ZIPPED:
+            with zipfile.ZipFile(sample_file(name)) as archive:
+                archive.extractall(sets["multiframe"])
+        drop_repeated_instances(sets["multiframe"])
+        study = generate_uid(UID_ROOT)
+        for run in range(runs):
+            ds = xa_instance(
+                PATIENTS[run % len(PATIENTS)],
+                frames=frames,
+                study_uid=study,
+                transfer_syntax=RLELossless,
+                instance_number=run + 1,
+                seed=run,
+            )
+            save(ds, sets["multiframe"] / f"xa-{run:03d}.dcm")
+        marker.touch()
+    marker = root / f"small-{small}.complete"
+    if not marker.exists():
+        shutil.rmtree(sets["small"], ignore_errors=True)
+        study = generate_uid(UID_ROOT)
+        for number in range(small):
+            if number % 100 == 0:
+                series = generate_uid(UID_ROOT)
+            ds = small_instance(
+                PATIENTS[number % len(PATIENTS)],
+                study_uid=study,
+                series_uid=series,
+                instance_number=number + 1,
+            )
+            save(ds, sets["small"] / f"{number:05d}.dcm")
+        marker.touch()
+    return sets
+
+
+def wait_for_echo(port: int, ae_title: str, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{ae_title} exited with {process.returncode}")
+        echo = subprocess.run(
+            ["echoscu", "-to", "2", "-aec", ae_title, "127.0.0.1", str(port)],
+            env=ENV,
+            capture_output=True,
+        )
+        if echo.returncode == 0:
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"{ae_title} did not answer C-ECHO within 60 s")
+
+
+@contextmanager
+def node(work: Path) -> Iterator[tuple[int, str, callable]]:
+    port = free_port()
+    env = {
+        **ENV,
+        "DICOMNODE_DATA_DIR": str(work / "node"),
+        "DICOMNODE_DIMSE_PORT": str(port),
+        "DICOMNODE_HTTP_PORT": str(free_port()),
+        "DICOMNODE_LOG_LEVEL": "WARNING",
+        "DICOMNODE_MIN_FREE_DISK_MB": "64",
+        "DICOMNODE_CONFIG": os.devnull,
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dicomnode.cli", "serve"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for_echo(port, "CHDNODE", process)
+
+        def count() -> int:
+            stats = subprocess.run(
+                [sys.executable, "-m", "dicomnode.cli", "stats", "--json"],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            return json.loads(stats.stdout)["instances"]
+
+        yield port, "CHDNODE", count
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+
+
+@contextmanager
+def storescp(work: Path) -> Iterator[tuple[int, str, callable]]:
+    port, folder = free_port(), work / "storescp"
+    folder.mkdir()
+    process = subprocess.Popen(
+        ["storescp", "+xa", "-od", str(folder), str(port)],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_echo(port, "ANY-SCP", process)
+        yield port, "ANY-SCP", lambda: sum(1 for _ in folder.iterdir())
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+
+
+@contextmanager
+def orthanc(work: Path) -> Iterator[tuple[int, str, callable]]:
+    port, http = free_port(), free_port()
+    config = work / "orthanc.json"
+    config.write_text(
+        json.dumps(
+            {
+                "Name": "bench",
+                "StorageDirectory": str(work / "orthanc" / "storage"),
+                "IndexDirectory": str(work / "orthanc" / "index"),
+                "DicomAet": "ORTHANC",
+                "DicomPort": port,
+                "HttpPort": http,
+                "RemoteAccessAllowed": False,
+                "AuthenticationEnabled": False,
+                "StorageCompression": False,
+                "SyncStorageArea": True,
+                "Plugins": [],
+                "DicomCheckCalledAet": True,
+            }
+        )
+    )
+    process = subprocess.Popen(
+        ["Orthanc", str(config)], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_for_echo(port, "ORTHANC", process)
+
+        def count() -> int:
+            with urllib.request.urlopen(f"http://127.0.0.1:{http}/statistics") as response:
+                return json.load(response)["CountInstances"]
+
+        yield port, "ORTHANC", count
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+
+
+TARGETS = {"node": node, "storescp": storescp, "orthanc": orthanc}
+
+
+def measure(target: str, name: str, folder: Path) -> Result:
+    files = [p for p in folder.iterdir() if p.suffix == ".dcm"]
+    megabytes = sum(p.stat().st_size for p in files) / 1e6
+    with (
+        tempfile.TemporaryDirectory(prefix=f"bench-{target}-", dir=OUT) as tmp,
+        TARGETS[target](Path(tmp)) as (port, ae_title, count),
+    ):
+        start = time.perf_counter()
+        sent = subprocess.run(
+            ["dcmsend", "-aec", ae_title, "127.0.0.1", str(port), "+sd", str(folder)],
+            env=ENV,
+            capture_output=True,
+            text=True,
+        )
+        seconds = time.perf_counter() - start
+        stored = count()
+    if sent.returncode != 0 or stored != len(files):
+        raise RuntimeError(f"{target} stored {stored} of {len(files)}: {sent.stderr[-2000:]}")
+    return Result(target, name, len(files), megabytes, seconds)
+
+
+def table(results: list[Result]) -> str:
+    lines = [
+        "| set | target | instances | MB | s | instances/s | MB/s | speed vs storescp"
+        " | speed vs Orthanc |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for result in results:
+        peers = {r.target: r for r in results if r.dataset == result.dataset}
+        ratio = {
+            t: f"{peers[t].seconds / result.seconds:.2f}x" if t in peers else "-"
+            for t in ("storescp", "orthanc")
+        }
+        lines.append(
+            f"| {result.dataset} | {result.target} | {result.instances} | {result.megabytes:.0f} "
+            f"| {result.seconds:.2f} | {result.per_second:.0f} | {result.mb_per_second:.1f} "
+            f"| {ratio['storescp']} | {ratio['orthanc']} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--small", type=int, default=2000, help="small instances (2000)")
+    parser.add_argument("--runs", type=int, default=16, help="synthetic angio runs (16)")
+    parser.add_argument("--frames", type=int, default=60, help="frames per angio run (60)")
+    parser.add_argument("--repeat", type=int, default=2, help="best of N sends per target (2)")
+    parser.add_argument("--targets", default="node,storescp,orthanc")
+    args = parser.parse_args(argv)
+    OUT.mkdir(exist_ok=True)
+    sets = build_sets(OUT / "sets", args.small, args.runs, args.frames)
+    results = []
+    for name, folder in sets.items():
+        for target in args.targets.split(","):
+            best = min(
+                (measure(target, name, folder) for _ in range(args.repeat)), key=lambda r: r.seconds
+            )
+            print(
+                f"{name:>10} {target:>8}: {best.seconds:7.2f} s {best.per_second:8.0f} inst/s "
+                f"{best.mb_per_second:7.1f} MB/s",
+                flush=True,
+            )
+            results.append(best)
+    print()
+    print(table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
