@@ -108,6 +108,9 @@ def base_dataset(
     ds.Modality = modality
     ds.SeriesNumber = 1
     ds.InstanceNumber = instance_number
+    # Type 2C: empty (unknown) satisfies dciodvfy for the heart.
+    ds.PatientOrientation = ""
+    ds.Laterality = ""
     ds.Manufacturer = "SyntheticVendor"
     ds.InstitutionName = "Synthetic Children's Hospital"
     return ds
@@ -153,6 +156,10 @@ def xa_instance(
     ds.DistanceSourceToPatient = "750"
     ds.ImagerPixelSpacing = ["0.154", "0.154"]
     ds.KVP = "70"
+    ds.XRayTubeCurrent = 250
+    ds.ExposureTime = 8
+    ds.Exposure = 2
+    ds.PositionerMotion = "STATIC"
     ds.RadiationSetting = "GR"
     ds.PixelIntensityRelationship = "LIN"
     ds.PixelData = angio_frames(frames, rows, cols, seed).tobytes()
@@ -179,6 +186,7 @@ def small_instance(
         modality="US",
         instance_number=instance_number,
     )
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "CARDIOLOGY"]
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.Rows = ds.Columns = size

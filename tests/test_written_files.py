@@ -1,0 +1,53 @@
+"""What the node writes passes dicom3tools' dciodvfy with no new error."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from dicomnode.importer import split_file
+from dicomnode.ingest import Incoming, Ingestor, Outcome
+from dicomnode.samples import PATIENTS, sample_file, save, small_instance
+from storage.archive import Archive
+
+pytestmark = pytest.mark.peers
+
+SAMPLES = [
+    "color3d_jpeg_baseline.dcm",
+    "ultrasounds/GREYSCALE_IMAGE.dcm",
+    "examples_ybr_color.dcm",
+    "reportsi.dcm",
+    "waveform_ecg.dcm",
+    "emri_small_jpeg_ls_lossless.dcm",
+]
+
+
+def errors(path: Path) -> set[str]:
+    if shutil.which("dciodvfy") is None:
+        pytest.fail("dciodvfy is not installed: run `make peers`")
+    result = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=120)
+    lines = (result.stdout + result.stderr).splitlines()
+    return {re.sub(r"\s+", " ", line) for line in lines if line.startswith("Error")}
+
+
+@pytest.mark.parametrize("name", SAMPLES)
+def test_stored_file_has_no_error_the_input_lacked(
+    ingestor: Ingestor, archive: Archive, tmp_path: Path, name: str
+) -> None:
+    source = sample_file(name)
+    data, syntax = split_file(source.read_bytes())
+    result = ingestor.ingest(Incoming(data, syntax, calling_ae="BISHKEK_ECHO"))
+    assert result.outcome is Outcome.STORED, result
+    (stored,) = list(archive.blobs.root.rglob("*.dcm"))
+    assert errors(stored) <= errors(source)
+
+
+def test_synthetic_data_is_valid(xa_files: dict[str, Path], tmp_path: Path) -> None:
+    small = small_instance(PATIENTS[1], study_uid="1.2.3", series_uid="1.2.3.4", instance_number=1)
+    files = {**xa_files, "small": save(small, tmp_path / "small.dcm")}
+    for name, path in files.items():
+        assert errors(path) == set(), name  # the fixtures themselves are sound
