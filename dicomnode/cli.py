@@ -110,6 +110,7 @@ def _stats(config: Config, as_json: bool) -> int:
     for key in ("patients", "studies", "series", "instances"):
         print(f"{key:>10}: {stats[key]}")
     print(f"{'size':>10}: {stats['bytes'] / 1e6:.1f} MB")
+    print(f"{'re-sent':>10}: {stats['duplicates_received']} duplicate instances received")
     for modality, count in sorted(stats["modalities"].items(), key=lambda kv: str(kv[0])):
         print(f"{modality or '?':>10}: {count} instances")
     return EXIT_OK

@@ -85,8 +85,14 @@ class Index:
                 existing = conn.execute(
                     select(instances.c.pk).where(instances.c.sopinstanceuid == uid)
                 ).scalar_one_or_none()
-                if existing is not None and not replace:
-                    return Added.DUPLICATE
+                if existing is not None:
+                    conn.execute(
+                        instances.update()
+                        .where(instances.c.pk == existing)
+                        .values(copies_received=instances.c.copies_received + 1)
+                    )
+                    if not replace:
+                        return Added.DUPLICATE
                 write_blob()
                 series_pk = self._series_cache.get(series_uid)
                 if series_pk is None:
@@ -157,9 +163,14 @@ class Index:
                     ("instances", instances),
                 )
             }
-            counts["bytes"] = conn.execute(
-                select(func.coalesce(func.sum(instances.c.size), 0))
-            ).scalar_one()
+            size, copies = conn.execute(
+                select(
+                    func.coalesce(func.sum(instances.c.size), 0),
+                    func.coalesce(func.sum(instances.c.copies_received), 0),
+                )
+            ).one()
+            counts["bytes"] = size
+            counts["duplicates_received"] = copies - counts["instances"]
             counts["modalities"] = dict(
                 conn.execute(
                     select(series.c.modality, func.count(instances.c.pk))

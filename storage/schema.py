@@ -83,6 +83,8 @@ instances = Table(
     Column("size", BigInteger, nullable=False),
     Column("sending_ae", String(16)),
     Column("received_at", DateTime(timezone=True), nullable=False),
+    # How many times this SOP Instance UID arrived (re-sends are common).
+    Column("copies_received", Integer, nullable=False, default=1),
     UniqueConstraint("sopinstanceuid", name="uq_instance_uid"),
 )
 

@@ -12,7 +12,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_file_meta_info
-from pydicom.uid import ExplicitVRBigEndian
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian
 from pynetdicom import AE
 
 from dicomnode.config import Config
@@ -176,13 +176,38 @@ def test_angio_runs_stored_in_the_syntax_they_were_sent(
     assert len({r["AvailableTransferSyntaxUID"] for r in rows}) == 5
 
 
-def test_duplicates_are_acknowledged_and_counted_once(
-    node: Node, xa_files: dict[str, Path]
-) -> None:
-    for _ in range(2):
+def test_duplicates_are_acknowledged_and_counted(node: Node, xa_files: dict[str, Path]) -> None:
+    for _ in range(3):
         result = send(node, xa_files["rle"])
         assert result.returncode == 0, result.stderr
-    assert node.archive.index.stats()["instances"] == 1
+    stats = node.archive.index.stats()
+    assert (stats["instances"], stats["duplicates_received"]) == (1, 2)
+
+
+def test_storescu_plain_uncompressed(node: Node, tmp_path: Path) -> None:
+    path = save(
+        xa_instance(
+            PATIENTS[4], frames=3, rows=64, cols=64, transfer_syntax=ExplicitVRLittleEndian
+        ),
+        tmp_path / "plain.dcm",
+    )
+    result = dcmtk(
+        "storescu",
+        "-aec",
+        "CHDNODE",
+        "-aet",
+        "DUSHANBE_ECHO",
+        "127.0.0.1",
+        str(node.dicom.port),
+        path,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = list(
+        node.archive.index.find(
+            Query(level=Level.PATIENT, keys={"IssuerOfPatientID": "", "PatientName": ""})
+        )
+    )
+    assert rows == [{"IssuerOfPatientID": "RCC Dushanbe", "PatientName": "Петрова^Айгерим"}]
 
 
 @pytest.fixture

@@ -66,7 +66,8 @@ def test_duplicates_follow_the_policy(tmp_path: Path, config: Config, policy) ->
     (path,) = stored_files(archive)
     kept = dcmread(path).get("SeriesDescription")
     assert (kept == "resent with a correction") is (policy is DuplicatePolicy.REPLACE)
-    assert archive.index.stats()["instances"] == 1
+    stats = archive.index.stats()
+    assert (stats["instances"], stats["duplicates_received"]) == (1, 1)
     archive.close()
 
 
