@@ -7,6 +7,7 @@ sets of the response, cancellation and the optional result limit.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,6 +22,8 @@ from pynetdicom.sop_class import (
 from storage.archive import Archive
 from storage.keys import Level
 from storage.query import Query, QueryError
+
+log = logging.getLogger(__name__)
 
 PENDING = 0xFF00
 CANCELLED = 0xFE00
@@ -112,5 +115,10 @@ def find(
             yield PENDING, response(identifier, row, query.level.value, retrieve_ae)
     except QueryError as exc:
         yield failure(IDENTIFIER_MISMATCH, str(exc)), None
+        return
+    except Exception as exc:
+        # pynetdicom would log the traceback, whose text may quote query values.
+        log.error("C-FIND failed: %s", type(exc).__name__)
+        yield failure(UNABLE_TO_PROCESS, "unable to process"), None
         return
     yield SUCCESS, None

@@ -1,7 +1,8 @@
 """Logging that never carries patient data.
 
 pydicom quotes the offending value when it warns about a malformed element,
-and pynetdicom logs whole C-FIND identifiers; both are silenced here. The
+pynetdicom logs whole C-FIND identifiers and werkzeug logs URLs; all are
+silenced here, and SQL errors are raised without their parameters. The
 node's own log lines name instances only by `ingest.reference_of`.
 """
 
@@ -22,6 +23,8 @@ def quiet_libraries() -> None:
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     # The JPEG 2000 codec logs every tile it encodes.
     logging.getLogger("openjpeg").setLevel(logging.WARNING)
+    # Werkzeug logs every request line, URL and query string included.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
 
 def setup(level: str) -> None:

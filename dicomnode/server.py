@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 import time
+from collections import Counter
 from typing import Any
 
 from pydicom.dataset import Dataset
@@ -124,6 +126,9 @@ class DicomServer:
         self.ingestor = ingestor
         self.archive = ingestor.archive
         self._server: ThreadedAssociationServer | None = None
+        # Outcomes per open association, logged as one line when it closes.
+        self._tallies: dict[int, Counter[str]] = {}
+        self._tallies_lock = threading.Lock()
         quiet_libraries()
 
     def build_ae(self) -> AE:
@@ -158,9 +163,18 @@ class DicomServer:
                 expected_sop_instance=request.AffectedSOPInstanceUID,
             )
         )
+        with self._tallies_lock:
+            self._tallies.setdefault(id(event.assoc), Counter())[result.outcome.value] += 1
         if result.outcome is Outcome.REJECTED:
             return _status(result.status, result.comment)
         return result.status
+
+    def handle_close(self, event: evt.Event) -> None:
+        with self._tallies_lock:
+            tally = self._tallies.pop(id(event.assoc), None)
+        if tally:
+            summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(tally.items()))
+            log.info("association from %s closed: %s", event.assoc.requestor.ae_title, summary)
 
     def handle_find(self, event: evt.Event) -> Any:
         def cancelled() -> bool:
@@ -191,6 +205,7 @@ class DicomServer:
             (evt.EVT_C_STORE, self.handle_store),
             (evt.EVT_C_FIND, self.handle_find),
             (evt.EVT_CONN_OPEN, self.handle_open),
+            (evt.EVT_CONN_CLOSE, self.handle_close),
         ]
         self._server = self.build_ae().start_server(
             (self.config.dimse_host, self.config.dimse_port), block=False, evt_handlers=handlers

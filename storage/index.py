@@ -36,7 +36,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def create_index_engine(url: str) -> Engine:
-    engine = create_engine(url, future=True)
+    # Parameters of a failed statement are names and IDs: keep them out of
+    # exception messages, which end up in logs.
+    engine = create_engine(url, hide_parameters=True)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     return engine
@@ -178,9 +180,10 @@ class Index:
                     .group_by(series.c.modality)
                 ).all()
             )
-            counts["sending_aes"] = dict(
-                conn.execute(
+            counts["sending_aes"] = {
+                ae or "(import)": n
+                for ae, n in conn.execute(
                     select(instances.c.sending_ae, func.count()).group_by(instances.c.sending_ae)
-                ).all()
-            )
+                )
+            }
         return counts

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
+import threading
 import zipfile
 from collections import defaultdict
 from pathlib import Path
@@ -176,12 +178,41 @@ def test_angio_runs_stored_in_the_syntax_they_were_sent(
     assert len({r["AvailableTransferSyntaxUID"] for r in rows}) == 5
 
 
+class ClosedAssociations(logging.Handler):
+    """Collects the node's per-association summaries; an event marks the n-th."""
+
+    def __init__(self, expected: int) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+        self.expected = expected
+        self.done = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "closed" in record.getMessage():
+            self.lines.append(record.getMessage())
+            if len(self.lines) == self.expected:
+                self.done.set()
+
+
 def test_duplicates_are_acknowledged_and_counted(node: Node, xa_files: dict[str, Path]) -> None:
-    for _ in range(3):
-        result = send(node, xa_files["rle"])
-        assert result.returncode == 0, result.stderr
+    logger = logging.getLogger("dicomnode.server")
+    watcher = ClosedAssociations(expected=3)
+    logger.addHandler(watcher)
+    logger.setLevel(logging.INFO)
+    try:
+        for _ in range(3):
+            result = send(node, xa_files["rle"], xa_files["j2k"])
+            assert result.returncode == 0, result.stderr
+        assert watcher.done.wait(timeout=30)
+    finally:
+        logger.removeHandler(watcher)
     stats = node.archive.index.stats()
-    assert (stats["instances"], stats["duplicates_received"]) == (1, 2)
+    assert (stats["instances"], stats["duplicates_received"]) == (2, 4)
+    assert watcher.lines == [
+        "association from BISHKEK_ECHO closed: 2 stored",
+        "association from BISHKEK_ECHO closed: 2 duplicate",
+        "association from BISHKEK_ECHO closed: 2 duplicate",
+    ]
 
 
 def test_storescu_plain_uncompressed(node: Node, tmp_path: Path) -> None:
