@@ -18,7 +18,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-from storage.keys import Attribute, Level, attributes_at
+from storage.keys import UNIQUE_KEY, Attribute, Level, attributes_at
 
 INTEGER_VRS = {"IS", "US", "UL", "SS", "SL"}
 
@@ -43,6 +43,13 @@ def _columns(level: Level) -> list[Column]:
     return columns
 
 
+# Foreign key of each table to its parent level.
+PARENT_FK: dict[Level, str] = {
+    Level.STUDY: "patient_pk",
+    Level.SERIES: "study_pk",
+    Level.IMAGE: "series_pk",
+}
+
 patients = Table(
     "patients",
     metadata,
@@ -55,37 +62,33 @@ patients = Table(
     UniqueConstraint("issuerofpatientid", "patient_key", name="uq_patient_issuer_key"),
 )
 
-studies = Table(
-    "studies",
-    metadata,
-    Column("pk", Integer, primary_key=True),
-    Column("patient_pk", ForeignKey("patients.pk"), nullable=False, index=True),
-    *_columns(Level.STUDY),
-    UniqueConstraint("studyinstanceuid", name="uq_study_uid"),
-)
 
-series = Table(
-    "series",
-    metadata,
-    Column("pk", Integer, primary_key=True),
-    Column("study_pk", ForeignKey("studies.pk"), nullable=False, index=True),
-    *_columns(Level.SERIES),
-    UniqueConstraint("seriesinstanceuid", name="uq_series_uid"),
-)
+def _child_table(name: str, level: Level, parent: Table, *extra: Column) -> Table:
+    """A level below the patient: its parent key, its attributes, its unique UID."""
+    unique = UNIQUE_KEY[level].lower()
+    return Table(
+        name,
+        metadata,
+        Column("pk", Integer, primary_key=True),
+        Column(PARENT_FK[level], ForeignKey(parent.c.pk), nullable=False, index=True),
+        *_columns(level),
+        *extra,
+        UniqueConstraint(unique, name=f"uq_{name}_uid"),
+    )
 
-instances = Table(
+
+studies = _child_table("studies", Level.STUDY, patients)
+series = _child_table("series", Level.SERIES, studies)
+instances = _child_table(
     "instances",
-    metadata,
-    Column("pk", Integer, primary_key=True),
-    Column("series_pk", ForeignKey("series.pk"), nullable=False, index=True),
-    *_columns(Level.IMAGE),
+    Level.IMAGE,
+    series,
     Column("blob_key", String(128), nullable=False),
     Column("size", BigInteger, nullable=False),
     Column("sending_ae", String(16)),
     Column("received_at", DateTime(timezone=True), nullable=False),
     # How many times this SOP Instance UID arrived (re-sends are common).
     Column("copies_received", Integer, nullable=False, default=1),
-    UniqueConstraint("sopinstanceuid", name="uq_instance_uid"),
 )
 
 TABLES: dict[Level, Table] = {
@@ -93,11 +96,4 @@ TABLES: dict[Level, Table] = {
     Level.STUDY: studies,
     Level.SERIES: series,
     Level.IMAGE: instances,
-}
-
-# Foreign key of each table to its parent level.
-PARENT_FK: dict[Level, str] = {
-    Level.STUDY: "patient_pk",
-    Level.SERIES: "study_pk",
-    Level.IMAGE: "series_pk",
 }
