@@ -35,7 +35,7 @@ from dicomnode.validate import (
     expected_native_pixel_bytes,
     validate,
 )
-from storage.archive import Archive, StoreOutcome
+from storage.archive import Archive
 from storage.record import record_from_dataset
 
 log = logging.getLogger(__name__)
@@ -199,10 +199,6 @@ class Ingestor:
             return IngestResult(
                 Outcome.REJECTED, PROCESSING_FAILURE, "processing failure", reference
             )
-        outcome = {
-            StoreOutcome.STORED: Outcome.STORED,
-            StoreOutcome.DUPLICATE: Outcome.DUPLICATE,
-            StoreOutcome.REPLACED: Outcome.REPLACED,
-        }[stored]
+        outcome = Outcome(stored.value)
         log.debug("%s %s from %s", outcome, reference, incoming.calling_ae or "import")
         return IngestResult(outcome, 0x0000, "", reference)

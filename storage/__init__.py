@@ -5,9 +5,9 @@ a blob store for the files, an SQL index for the attributes, and the one
 translation of DICOM matching rules to SQL that C-FIND and QIDO-RS share.
 """
 
-from storage.archive import Archive, StoreOutcome
+from storage.archive import Archive
 from storage.blobs import BlobStore
-from storage.index import Index
+from storage.index import Index, StoreOutcome
 from storage.query import Query, QueryError
 
 __all__ = ["Archive", "BlobStore", "Index", "Query", "QueryError", "StoreOutcome"]

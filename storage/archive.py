@@ -6,19 +6,13 @@ from enum import StrEnum
 from pathlib import Path
 
 from storage.blobs import BlobStore
-from storage.index import Added, Index
+from storage.index import Index, StoreOutcome
 from storage.record import InstanceRecord
 
 
 class DuplicatePolicy(StrEnum):
     KEEP_FIRST = "keep-first"
     REPLACE = "replace"
-
-
-class StoreOutcome(StrEnum):
-    STORED = "stored"
-    DUPLICATE = "duplicate"
-    REPLACED = "replaced"
 
 
 class Archive:
@@ -40,18 +34,13 @@ class Archive:
 
     def store(self, record: InstanceRecord, data: bytes) -> StoreOutcome:
         key = self.blobs.key_for(record.sop_instance_uid)
-        added = self.index.add(
+        return self.index.add(
             record,
             key,
             len(data),
             replace=self.duplicates is DuplicatePolicy.REPLACE,
             write_blob=lambda: self.blobs.put(key, data),
         )
-        return {
-            Added.NEW: StoreOutcome.STORED,
-            Added.REPLACED: StoreOutcome.REPLACED,
-            Added.DUPLICATE: StoreOutcome.DUPLICATE,
-        }[added]
 
     def read(self, sop_instance_uid: str) -> bytes | None:
         key = self.index.instance_blob(sop_instance_uid)

@@ -16,8 +16,8 @@ from storage.record import InstanceRecord
 from storage.schema import PARENT_FK, TABLES, instances, metadata, patients, series, studies
 
 
-class Added(StrEnum):
-    NEW = "new"
+class StoreOutcome(StrEnum):
+    STORED = "stored"
     DUPLICATE = "duplicate"
     REPLACED = "replaced"
 
@@ -73,7 +73,7 @@ class Index:
         *,
         replace: bool,
         write_blob: Callable[[], None],
-    ) -> Added:
+    ) -> StoreOutcome:
         """Index one instance, creating its patient, study and series as needed.
 
         ``write_blob`` is called inside the transaction, after the duplicate
@@ -94,7 +94,7 @@ class Index:
                         .values(copies_received=instances.c.copies_received + 1)
                     )
                     if not replace:
-                        return Added.DUPLICATE
+                        return StoreOutcome.DUPLICATE
                 write_blob()
                 series_pk = self._series_cache.get(series_uid)
                 if series_pk is None:
@@ -115,7 +115,7 @@ class Index:
             if len(self._series_cache) > 10_000:
                 self._series_cache.clear()
             self._series_cache[series_uid] = series_pk
-        return Added.NEW if existing is None else Added.REPLACED
+        return StoreOutcome.STORED if existing is None else StoreOutcome.REPLACED
 
     def _add_parents(self, conn: Connection, record: InstanceRecord) -> int:
         """Patient (demographics refreshed), study and series of a series not seen yet."""

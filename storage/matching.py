@@ -65,7 +65,7 @@ def _time_condition(column, value: str) -> ColumnElement:
 
 def condition(table: Table, attribute: Attribute, value: str) -> ColumnElement | None:
     """The SQL condition for one query key, or None for universal matching."""
-    value = value.strip() if attribute.vr not in {"PN"} else value.strip(" ")
+    value = value.strip()
     if value in ("", "*"):
         return None
     column = table.c[attribute.column]
