@@ -19,6 +19,7 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelFind,
 )
 
+from dicomnode.validate import status_dataset
 from storage.archive import Archive
 from storage.keys import Level
 from storage.query import Query, QueryError
@@ -36,13 +37,6 @@ LEVELS = {
     StudyRootQueryRetrieveInformationModelFind: {"STUDY", "SERIES", "IMAGE"},
 }
 _NOT_KEYS = {"QueryRetrieveLevel", "SpecificCharacterSet"}
-
-
-def failure(status: int, comment: str) -> Dataset:
-    ds = Dataset()
-    ds.Status = status
-    ds.ErrorComment = comment[:64]
-    return ds
 
 
 def query_from_identifier(identifier: Dataset, model: str, limit: int = 0) -> Query:
@@ -105,7 +99,7 @@ def find(
     try:
         query = query_from_identifier(identifier, model, limit)
     except QueryError as exc:
-        yield failure(IDENTIFIER_MISMATCH, str(exc)), None
+        yield status_dataset(IDENTIFIER_MISMATCH, str(exc)), None
         return
     try:
         for row in archive.index.find(query):
@@ -114,11 +108,11 @@ def find(
                 return
             yield PENDING, response(identifier, row, query.level.value, retrieve_ae)
     except QueryError as exc:
-        yield failure(IDENTIFIER_MISMATCH, str(exc)), None
+        yield status_dataset(IDENTIFIER_MISMATCH, str(exc)), None
         return
     except Exception as exc:
         # pynetdicom would log the traceback, whose text may quote query values.
         log.error("C-FIND failed: %s", type(exc).__name__)
-        yield failure(UNABLE_TO_PROCESS, "unable to process"), None
+        yield status_dataset(UNABLE_TO_PROCESS, "unable to process"), None
         return
     yield SUCCESS, None

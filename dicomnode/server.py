@@ -55,7 +55,7 @@ from dicomnode.config import Config
 from dicomnode.find import find
 from dicomnode.ingest import Incoming, Ingestor, Outcome
 from dicomnode.logs import quiet_libraries
-from dicomnode.validate import DATASET_MISMATCH
+from dicomnode.validate import DATASET_MISMATCH, status_dataset
 
 log = logging.getLogger(__name__)
 
@@ -109,15 +109,6 @@ def wait_for_send_queue(assoc: Any, depth: int = 8) -> None:
         time.sleep(0.0005)
 
 
-def _status(code: int, comment: str = "") -> Dataset | int:
-    if not comment:
-        return code
-    ds = Dataset()
-    ds.Status = code
-    ds.ErrorComment = comment[:64]
-    return ds
-
-
 class DicomServer:
     """One pynetdicom AE serving C-ECHO, C-STORE and C-FIND for the archive."""
 
@@ -153,7 +144,9 @@ class DicomServer:
     def handle_store(self, event: evt.Event) -> Dataset | int:
         request = event.request
         if request.AffectedSOPClassUID != event.context.abstract_syntax:
-            return _status(DATASET_MISMATCH, "SOP Class differs from the presentation context")
+            return status_dataset(
+                DATASET_MISMATCH, "SOP Class differs from the presentation context"
+            )
         result = self.ingestor.ingest(
             Incoming(
                 data=event.encoded_dataset(include_meta=False),
@@ -166,7 +159,7 @@ class DicomServer:
         with self._tallies_lock:
             self._tallies.setdefault(id(event.assoc), Counter())[result.outcome.value] += 1
         if result.outcome is Outcome.REJECTED:
-            return _status(result.status, result.comment)
+            return status_dataset(result.status, result.comment)
         return result.status
 
     def handle_close(self, event: evt.Event) -> None:

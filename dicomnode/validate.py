@@ -36,6 +36,14 @@ class Rejection(Exception):
         return f"0x{self.status:04X} {self.comment}"
 
 
+def status_dataset(status: int, comment: str) -> Dataset:
+    """A DIMSE status with an Error Comment (LO: at most 64 characters)."""
+    ds = Dataset()
+    ds.Status = status
+    ds.ErrorComment = comment[:64]
+    return ds
+
+
 def is_valid_uid(value: object) -> bool:
     return isinstance(value, str) and 0 < len(value) <= 64 and bool(UID_PATTERN.match(value))
 
