@@ -25,9 +25,11 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from dicomnode import UID_ROOT as PROJECT_UID_ROOT
+
 XA_STORAGE = UID("1.2.840.10008.5.1.4.1.1.12.1")
 US_STORAGE = UID("1.2.840.10008.5.1.4.1.1.6.1")
-UID_ROOT = "1.2.826.0.1.3680043.10.1364.9."  # synthetic data only
+UID_ROOT = PROJECT_UID_ROOT + ".9."  # synthetic data only
 
 
 @dataclass(frozen=True)
