@@ -1,0 +1,75 @@
+"""Finds identity values anywhere in a data set: the check behind every promise.
+
+Walks every element at every depth, the file meta included; compares text
+case-insensitively after decoding, and searches byte values (OB, UN, private
+blobs) for the value encoded in each character set a partner might use.
+Used by the tests now and by research export later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+
+ENCODINGS = ("utf-8", "latin-1", "cp1251", "iso8859_5", "gb18030", "utf-16-le")
+# Image bulk data: burned-in text is a pixel matter, and short byte patterns
+# would match compressed pixels by chance.
+BULK = {0x7FE00010, 0x7FE00008, 0x7FE00009}
+
+
+@dataclass(frozen=True)
+class Finding:
+    path: str  # e.g. "(0040,0275)[0]>(0008,1110)[0]>(0010,0010)"
+    needle: str
+
+
+def _encodings_of(needle: str) -> set[bytes]:
+    out = set()
+    for encoding in ENCODINGS:
+        for variant in {needle, needle.upper(), needle.lower()}:
+            try:
+                out.add(variant.encode(encoding))
+            except UnicodeEncodeError:
+                continue
+    return {b for b in out if len(b) >= 4}
+
+
+def _texts(value: object) -> Iterator[str]:
+    if isinstance(value, MultiValue | list | tuple):
+        for item in value:
+            yield from _texts(item)
+    elif value is not None and not isinstance(value, bytes | bytearray):
+        yield str(value)
+
+
+def scan(ds: Dataset, needles: Iterable[str]) -> list[Finding]:
+    """Every place where one of ``needles`` (length >= 3) occurs."""
+    wanted = [n for n in {n.strip() for n in needles} if len(n) >= 3]
+    raw = {n: _encodings_of(n) for n in wanted}
+    found: list[Finding] = []
+    datasets = [ds, *([ds.file_meta] if getattr(ds, "file_meta", None) else [])]
+
+    def walk(current: Dataset, prefix: str) -> None:
+        current.decode()
+        for element in current:
+            path = f"{prefix}{element.tag}"
+            if element.VR == "SQ":
+                for index, item in enumerate(element.value or []):
+                    walk(item, f"{path}[{index}]>")
+                continue
+            value = element.value
+            if int(element.tag) in BULK:
+                continue
+            if isinstance(value, bytes | bytearray):
+                found.extend(Finding(path, n) for n in wanted if any(b in value for b in raw[n]))
+                continue
+            for text in _texts(value):
+                folded = text.casefold()
+                found.extend(Finding(path, n) for n in wanted if n.casefold() in folded)
+
+    for dataset in datasets:
+        walk(dataset, "")
+    return found

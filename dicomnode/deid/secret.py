@@ -1,0 +1,89 @@
+"""The keyed HMAC behind every pseudonym, remapped UID and date offset.
+
+With the key, re-sends and follow-up studies of a child land under the same
+pseudonym and the same new UIDs; without it nobody can recompute them from a
+guessed PatientID (no dictionary attack). The key lives in a file outside the
+data directory, created once with mode 0600.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from pathlib import Path
+
+# Crockford's base32: no I, L, O, U, so a pseudonym reads back unambiguously.
+_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_MAX_SHIFT_DAYS = 3650
+
+
+class KeyFileError(RuntimeError):
+    """The key file is unusable; the message says why."""
+
+
+def _encode(digest: bytes, length: int) -> str:
+    number = int.from_bytes(digest, "big")
+    chars = []
+    for _ in range(length):
+        number, index = divmod(number, 32)
+        chars.append(_ALPHABET[index])
+    return "".join(chars)
+
+
+def load_or_create_key(path: Path, data_dir: Path) -> bytes:
+    """Read the key, creating it (0600) on first start. Refuse a key inside the
+    data directory (a copy of the archive must not carry its own key) and a key
+    file others can read."""
+    path, data_dir = Path(path).resolve(), Path(data_dir).resolve()
+    if path.is_relative_to(data_dir):
+        raise KeyFileError(f"key file {path} is inside the data directory {data_dir}")
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(secrets.token_hex(32) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+    if path.stat().st_mode & 0o077:
+        raise KeyFileError(f"key file {path} is readable by others (chmod 600 it)")
+    try:
+        key = bytes.fromhex(path.read_text(encoding="ascii").strip())
+    except ValueError:
+        raise KeyFileError(f"key file {path} does not hold a hex key") from None
+    if len(key) < 32:
+        raise KeyFileError(f"key file {path} holds fewer than 256 bits")
+    return key
+
+
+class Secret:
+    """Deterministic, keyed derivations; each purpose has its own domain."""
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    def digest(self, purpose: str, *parts: str) -> bytes:
+        message = "\x00".join((purpose, *parts)).encode("utf-8")
+        return hmac.new(self._key, message, hashlib.sha256).digest()
+
+    def pseudonym(self, issuer: str, patient_id: str) -> str:
+        """A readable patient pseudonym such as ``CHD-7Q4K-2M9X``."""
+        code = _encode(self.digest("patient", issuer, patient_id), 8)
+        return f"CHD-{code[:4]}-{code[4:]}"
+
+    def token(self, purpose: str, *parts: str, length: int = 12) -> str:
+        """A short code for accession numbers, study IDs and the like."""
+        return _encode(self.digest(purpose, *parts), length)
+
+    def uid(self, original: str) -> str:
+        """The same new ``2.25.`` UID for the same original UID, every time."""
+        digest = bytearray(self.digest("uid", original)[:16])
+        digest[6] = (digest[6] & 0x0F) | 0x80  # UUID version 8 (custom)
+        digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+        return f"2.25.{int.from_bytes(digest, 'big')}"
+
+    def date_offset_days(self, issuer: str, patient_id: str) -> int:
+        """Days every date of this patient moves back: 1 to 3650, never 0."""
+        number = int.from_bytes(self.digest("dates", issuer, patient_id)[:8], "big")
+        return -(1 + number % _MAX_SHIFT_DAYS)
