@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "DICOMNODE_"
+DEFAULT_DEID_OPTIONS = "RETAIN_MODIFIED_DATES,RETAIN_PATIENT_CHARACTERISTICS,CLEAN_DESCRIPTORS"
 _AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE: no backslash
 
 
@@ -31,6 +32,8 @@ class RemoteAE:
     host: str
     port: int
     issuer: str
+    # De-identification options for this hospital's data ("" = the node's).
+    deid_options: str = ""
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,11 @@ class Config:
     max_find_results: int = 0
     min_free_disk_mb: int = 512
     log_level: str = "INFO"
+    # Keys for pseudonyms (deid.key) and for re-identification (linkage.key);
+    # outside the data directory, created 0600 on first start.
+    key_dir: Path = Path("secrets")
+    # Profile options applied on top of the Basic Profile (PS3.15 E.3).
+    deid_options: str = DEFAULT_DEID_OPTIONS
     remote_aes: tuple[RemoteAE, ...] = field(default_factory=tuple)
 
     @property
@@ -94,6 +102,7 @@ def _remote(entry: dict[str, Any]) -> RemoteAE:
             host=str(entry["host"]),
             port=int(entry["port"]),
             issuer=str(entry.get("issuer") or entry["ae_title"]),
+            deid_options=str(entry.get("deid_options", "")),
         )
     except KeyError as exc:
         raise ConfigError(f"remote_ae entry lacks {exc.args[0]!r}") from None
@@ -103,6 +112,13 @@ def validate(config: Config) -> Config:
     for title in [config.ae_title, *(r.ae_title for r in config.remote_aes)]:
         if not _AE_TITLE.match(title) or not title.strip():
             raise ConfigError(f"AE title {title!r} is not 1-16 printable characters")
+    from dicomnode.deid.profile import parse_options
+
+    for text in [config.deid_options, *(r.deid_options for r in config.remote_aes)]:
+        try:
+            parse_options(text)
+        except ValueError as exc:
+            raise ConfigError(f"deid_options: {exc}") from None
     if config.duplicates not in {"keep-first", "replace"}:
         raise ConfigError("duplicates: must be 'keep-first' or 'replace'")
     for name in ("dimse_port", "http_port"):
@@ -162,4 +178,6 @@ def to_toml(config: Config) -> str:
         lines += ["", "[[remote_ae]]", f"ae_title = {_quote(remote.ae_title)}"]
         lines += [f"host = {_quote(remote.host)}", f"port = {remote.port}"]
         lines.append(f"issuer = {_quote(remote.issuer)}")
+        if remote.deid_options:
+            lines.append(f"deid_options = {_quote(remote.deid_options)}")
     return "\n".join(lines) + "\n"

@@ -26,6 +26,7 @@ class Archive:
     ) -> None:
         self.data_dir = Path(data_dir)
         self.blobs = BlobStore(self.data_dir / "blobs")
+        self.held = BlobStore(self.data_dir / "quarantine")
         self.index = Index(index_url)
         self.duplicates = DuplicatePolicy(duplicates)
 
@@ -40,6 +41,13 @@ class Archive:
             len(data),
             replace=self.duplicates is DuplicatePolicy.REPLACE,
             write_blob=lambda: self.blobs.put(key, data),
+        )
+
+    def quarantine(self, record: InstanceRecord, data: bytes, reason: str) -> None:
+        """Hold an instance apart: not in the index tables queries and export read."""
+        key = self.held.key_for(record.sop_instance_uid)
+        self.index.add_quarantined(
+            record, key, len(data), reason, write_blob=lambda: self.held.put(key, data)
         )
 
     def read(self, sop_instance_uid: str) -> bytes | None:

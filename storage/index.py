@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -13,7 +14,18 @@ from sqlalchemy.engine import Engine
 from storage.keys import Level
 from storage.query import Query, run_query
 from storage.record import InstanceRecord
-from storage.schema import PARENT_FK, TABLES, instances, metadata, patients, series, studies
+from storage.schema import (
+    PARENT_FK,
+    TABLES,
+    audit,
+    instances,
+    linkage,
+    metadata,
+    patients,
+    quarantine,
+    series,
+    studies,
+)
 
 
 class StoreOutcome(StrEnum):
@@ -148,6 +160,80 @@ class Index:
             return pk
         row = {**values, PARENT_FK[level]: parent}
         return conn.execute(table.insert().values(**row)).inserted_primary_key[0]
+
+    def add_linkage(self, study_uid: str, pseudonym: str, sealed: bytes) -> None:
+        """Keep the first sealed identity of a study (later instances repeat it)."""
+        with self._write_lock, self.engine.begin() as conn:
+            exists = conn.execute(
+                select(linkage.c.study_uid).where(linkage.c.study_uid == study_uid)
+            ).first()
+            if exists is None:
+                conn.execute(
+                    linkage.insert().values(
+                        study_uid=study_uid,
+                        pseudonym=pseudonym,
+                        sealed=sealed,
+                        created_at=datetime.now(UTC),
+                    )
+                )
+
+    def linkage_for(self, value: str) -> list[tuple[str, str, bytes]]:
+        """(study UID, pseudonym, sealed) for a pseudonym or a study UID."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(linkage.c.study_uid, linkage.c.pseudonym, linkage.c.sealed).where(
+                    (linkage.c.pseudonym == value) | (linkage.c.study_uid == value)
+                )
+            ).all()
+        return [tuple(row) for row in rows]
+
+    def add_quarantined(
+        self,
+        record: InstanceRecord,
+        blob_key: str,
+        size: int,
+        reason: str,
+        write_blob: Callable[[], None],
+    ) -> None:
+        image, series_ = record.columns[Level.IMAGE], record.columns[Level.SERIES]
+        row = {
+            "sopinstanceuid": image["sopinstanceuid"],
+            "studyinstanceuid": record.columns[Level.STUDY]["studyinstanceuid"],
+            "pseudonym": record.columns[Level.PATIENT]["patientid"] or "",
+            "modality": series_["modality"],
+            "reason": reason[:256],
+            "blob_key": blob_key,
+            "size": size,
+            "sending_ae": record.sending_ae,
+            "received_at": record.received_at,
+        }
+        with self._write_lock, self.engine.begin() as conn:
+            conn.execute(
+                quarantine.delete().where(quarantine.c.sopinstanceuid == row["sopinstanceuid"])
+            )
+            write_blob()
+            conn.execute(quarantine.insert().values(**row))
+
+    def quarantined(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(quarantine).order_by(quarantine.c.pk))
+            return [dict(r._mapping) for r in rows]
+
+    def add_audit(self, actor: str, action: str, subject: str, detail: str = "") -> None:
+        with self._write_lock, self.engine.begin() as conn:
+            conn.execute(
+                audit.insert().values(
+                    at=datetime.now(UTC),
+                    actor=actor,
+                    action=action,
+                    subject=subject,
+                    detail=detail,
+                )
+            )
+
+    def audit_log(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(select(audit).order_by(audit.c.pk))]
 
     def find(self, query: Query) -> Iterator[dict[str, Any]]:
         """Stream matching rows; the connection stays open while they are consumed."""

@@ -12,6 +12,7 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -89,6 +90,46 @@ instances = _child_table(
     Column("received_at", DateTime(timezone=True), nullable=False),
     # How many times this SOP Instance UID arrived (re-sends are common).
     Column("copies_received", Integer, nullable=False, default=1),
+)
+
+# The original identity of each study, sealed by the node (opaque bytes here):
+# apart from the index tables, readable only with the linkage key.
+linkage = Table(
+    "linkage",
+    metadata,
+    Column("study_uid", String(64), primary_key=True),
+    Column("pseudonym", String(64), nullable=False, index=True),
+    Column("sealed", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# Instances held back (e.g. burned-in text no rule can clean): stored apart,
+# invisible to queries, the viewer and export, listed for the administrator.
+quarantine = Table(
+    "quarantine",
+    metadata,
+    Column("pk", Integer, primary_key=True),
+    Column("sopinstanceuid", String(64), nullable=False, unique=True),
+    Column("studyinstanceuid", String(64), nullable=False),
+    Column("pseudonym", String(64), nullable=False),
+    Column("modality", String(16)),
+    Column("reason", String(256), nullable=False),
+    Column("blob_key", String(128), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("sending_ae", String(16)),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+)
+
+# Who did what that touches identity (re-identification, quarantine release).
+audit = Table(
+    "audit",
+    metadata,
+    Column("pk", Integer, primary_key=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("subject", String(128), nullable=False),
+    Column("detail", String(1024)),
 )
 
 TABLES: dict[Level, Table] = {

@@ -61,6 +61,20 @@ class Option(Enum):
         return self.value[2]
 
 
+def parse_options(text: str) -> frozenset[Option]:
+    """``"RETAIN_MODIFIED_DATES, CLEAN_DESCRIPTORS"`` -> options; unknown names raise."""
+    names = [n.strip().upper() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in Option.__members__]
+    if unknown:
+        raise ValueError(f"unknown option {unknown[0]!r}; known: {', '.join(Option.__members__)}")
+    options = frozenset(Option[n] for n in names)
+    if {Option.RETAIN_FULL_DATES, Option.RETAIN_MODIFIED_DATES} <= options:
+        raise ValueError("RETAIN_FULL_DATES and RETAIN_MODIFIED_DATES exclude each other")
+    if Option.RETAIN_UIDS in options:
+        raise ValueError("RETAIN_UIDS is not offered: original UIDs link back to the sender")
+    return options
+
+
 BASIC_PROFILE_CODE = ("113100", "Basic Application Confidentiality Profile")
 
 

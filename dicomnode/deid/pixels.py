@@ -1,0 +1,165 @@
+"""Clean Pixel Data (PS3.15 E.3.1) for ultrasound: black outside the regions.
+
+Echo machines burn name, ID and date into banners outside the Sequence of
+Ultrasound Regions; everything outside the union of the regions is set to
+black on every frame. An image this module cannot clean with confidence is
+not cleaned half-way: the caller quarantines it with the returned reason.
+
+Native pixel data is edited in place. Compressed pixel data is decoded,
+blanked and re-encoded once: losslessly where pydicom has an encoder for the
+syntax (RLE, JPEG 2000 lossless), else stored as explicit little endian;
+JPEG baseline clips are re-encoded as JPEG baseline at quality 95 and the
+Lossy Image Compression attributes say so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from io import BytesIO
+
+import numpy as np
+from PIL import Image
+from pydicom.dataset import Dataset
+from pydicom.encaps import encapsulate
+from pydicom.multival import MultiValue
+from pydicom.uid import (
+    UID,
+    ExplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    RLELossless,
+)
+
+US_SOP_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.6.1",  # US Image
+    "1.2.840.10008.5.1.4.1.1.3.1",  # US Multi-frame Image
+    "1.2.840.10008.5.1.4.1.1.6",  # retired
+    "1.2.840.10008.5.1.4.1.1.3",  # retired
+}
+_REENCODABLE = {RLELossless, JPEG2000Lossless}
+JPEG_QUALITY = 95
+
+
+@dataclass(frozen=True)
+class PixelOutcome:
+    cleaned: bool  # pixels were changed (BurnedInAnnotation may become NO)
+    transfer_syntax: UID  # what the data set is now encoded in
+    quarantine: str | None = None  # why it cannot be stored among clean images
+
+
+def needs_cleaning(ds: Dataset) -> bool:
+    return (
+        str(ds.get("SOPClassUID", "")) in US_SOP_CLASSES
+        or str(ds.get("Modality", "")).upper() == "US"
+        or str(ds.get("BurnedInAnnotation", "")).upper() == "YES"
+    )
+
+
+def region_mask(ds: Dataset) -> np.ndarray | None:
+    """True inside the union of the ultrasound regions (clamped to the image)."""
+    regions = ds.get("SequenceOfUltrasoundRegions")
+    if not regions:
+        return None
+    rows, columns = int(ds.Rows), int(ds.Columns)
+    mask = np.zeros((rows, columns), dtype=bool)
+    for region in regions:
+        x0, y0 = max(int(region.RegionLocationMinX0), 0), max(int(region.RegionLocationMinY0), 0)
+        x1 = min(int(region.RegionLocationMaxX1), columns - 1)
+        y1 = min(int(region.RegionLocationMaxY1), rows - 1)
+        if x1 >= x0 and y1 >= y0:
+            mask[y0 : y1 + 1, x0 : x1 + 1] = True
+    return mask if mask.any() else None
+
+
+def _black(ds: Dataset, array: np.ndarray, photometric: str) -> np.ndarray | int:
+    """The value of black in the image's colour space."""
+    if photometric == "MONOCHROME1":
+        return (1 << int(ds.BitsStored)) - 1
+    if photometric == "PALETTE COLOR":
+        return _palette_black(ds)
+    return 0
+
+
+def _palette_black(ds: Dataset) -> int:
+    """The index whose palette colour is darkest (often, but not always, 0)."""
+    from pydicom.pixels import apply_color_lut
+
+    indices = np.arange(2 ** int(ds.BitsStored), dtype=np.uint16)
+    colours = apply_color_lut(indices, ds).astype(np.float64)
+    return int(np.argmin(colours.sum(axis=-1)))
+
+
+def _frames(array: np.ndarray, ds: Dataset) -> np.ndarray:
+    """Always (frames, rows, columns[, samples])."""
+    return array if int(ds.get("NumberOfFrames") or 1) > 1 else array[np.newaxis]
+
+
+def clean(ds: Dataset, transfer_syntax: UID) -> PixelOutcome:
+    """Blank outside the regions, or say why not (for quarantine)."""
+    if "PixelData" not in ds:
+        return PixelOutcome(False, transfer_syntax)
+    if not needs_cleaning(ds):
+        return PixelOutcome(False, transfer_syntax)
+    mask = region_mask(ds)
+    if mask is None:
+        return PixelOutcome(
+            False,
+            transfer_syntax,
+            "no ultrasound regions: burned-in text cannot be located",
+        )
+    try:
+        array = _frames(ds.pixel_array, ds).copy()
+    except Exception as exc:  # a codec pydicom lacks, a malformed stream
+        return PixelOutcome(False, transfer_syntax, f"pixels not decodable ({type(exc).__name__})")
+    photometric = str(ds.PhotometricInterpretation)
+    if photometric.startswith("YBR"):
+        photometric = "RGB"  # pydicom decodes every YBR variant to RGB
+    black = _black(ds, array, photometric)
+    array[:, ~mask] = black
+    target = _write_back(ds, array, transfer_syntax, photometric)
+    ds.BurnedInAnnotation = "NO"
+    return PixelOutcome(True, target)
+
+
+def _write_back(ds: Dataset, frames: np.ndarray, syntax: UID, photometric: str) -> UID:
+    data = frames if int(ds.get("NumberOfFrames") or 1) > 1 else frames[0]
+    if syntax == JPEGBaseline8Bit:
+        _encode_jpeg(ds, frames, photometric)
+        return JPEGBaseline8Bit
+    if syntax.is_compressed and syntax not in _REENCODABLE:
+        syntax = ExplicitVRLittleEndian
+    ds.set_pixel_data(data, photometric_interpretation=photometric, bits_stored=int(ds.BitsStored))
+    if syntax.is_compressed:
+        ds.compress(syntax, generate_instance_uid=False)
+    return syntax
+
+
+def _as_list(value: object) -> list:
+    if value is None or value == "":
+        return []
+    return list(value) if isinstance(value, MultiValue | list) else [value]
+
+
+def _encode_jpeg(ds: Dataset, frames: np.ndarray, photometric: str) -> None:
+    """Re-encode every frame once as JPEG baseline; lossy history kept truthful."""
+    # pydicom hands JPEG baseline colour back as RGB (it converts YBR by default).
+    colour = frames.ndim == 4
+    mode = "RGB" if colour else "L"
+    encoded = []
+    for frame in frames:
+        buffer = BytesIO()
+        Image.fromarray(frame.astype(np.uint8), mode).save(
+            buffer, format="JPEG", quality=JPEG_QUALITY, subsampling=1
+        )
+        encoded.append(buffer.getvalue())
+    ds.PixelData = encapsulate(encoded)
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    if colour:
+        ds.PhotometricInterpretation = "YBR_FULL_422"
+    original = sum(f.nbytes for f in frames)
+    ds.LossyImageCompression = "01"
+    methods = _as_list(ds.get("LossyImageCompressionMethod"))
+    ratios = _as_list(ds.get("LossyImageCompressionRatio"))
+    ds.LossyImageCompressionMethod = [*map(str, methods), "ISO_10918_1"]
+    ds.LossyImageCompressionRatio = [*map(str, ratios), f"{original / sum(map(len, encoded)):.2f}"]
