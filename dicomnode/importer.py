@@ -28,7 +28,7 @@ class ImportSummary:
         c = self.counts
         return (
             f"{c['stored']} stored, {c['replaced']} replaced, {c['duplicate']} duplicates, "
-            f"{c['rejected']} rejected"
+            f"{c['quarantined']} quarantined, {c['rejected']} rejected"
         )
 
 

@@ -9,11 +9,9 @@ Success is returned only after the archive made blob and index durable.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from io import BytesIO
@@ -23,6 +21,7 @@ from pydicom.filereader import read_dataset
 from pydicom.uid import UID
 
 from dicomnode.config import Config
+from dicomnode.deid.pipeline import Deidentifier
 from dicomnode.filemeta import file_meta
 from dicomnode.integrity import StructureError, check_structure
 from dicomnode.logs import quiet_libraries
@@ -36,7 +35,7 @@ from dicomnode.validate import (
     validate,
 )
 from storage.archive import Archive
-from storage.record import record_from_dataset
+from storage.record import patient_key, record_from_dataset
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +58,8 @@ class Outcome(StrEnum):
     STORED = "stored"
     DUPLICATE = "duplicate"
     REPLACED = "replaced"
+    # Acknowledged and kept, but apart: pixels no rule could clean.
+    QUARANTINED = "quarantined"
     REJECTED = "rejected"
 
 
@@ -67,26 +68,13 @@ class IngestResult:
     outcome: Outcome
     status: int
     comment: str = ""
-    # A short digest of the SOP Instance UID: lets logs correlate events
+    # A keyed tag of the SOP Instance UID: lets logs correlate events
     # without writing the UID (or anything else of the dataset) into them.
     reference: str = ""
 
 
-# A de-identification step takes the decoded header and the encoded dataset
-# and returns what is to be stored. Issue #3 provides the real one.
-Deidentifier = Callable[[Dataset, bytes, Incoming], tuple[Dataset, bytes]]
-
-
-def pass_through(ds: Dataset, data: bytes, incoming: Incoming) -> tuple[Dataset, bytes]:
-    return ds, data
-
-
 def _stop_at_pixels(tag: int, vr: str | None, length: int) -> bool:
     return tag >= 0x7FE00010
-
-
-def reference_of(sop_instance_uid: str) -> str:
-    return hashlib.sha256(sop_instance_uid.encode()).hexdigest()[:12]
 
 
 def read_header(data: bytes, transfer_syntax: str) -> tuple[Dataset, int | None]:
@@ -137,12 +125,10 @@ def file_bytes(ds: Dataset, data: bytes, transfer_syntax: str, calling_ae: str |
 class Ingestor:
     """Validates, de-identifies and stores instances into one archive."""
 
-    def __init__(
-        self, config: Config, archive: Archive, deidentify: Deidentifier = pass_through
-    ) -> None:
+    def __init__(self, config: Config, archive: Archive) -> None:
         self.config = config
         self.archive = archive
-        self.deidentify = deidentify
+        self.deidentify = Deidentifier(config, archive.index)
         quiet_libraries()
 
     def issuer_for(self, ds: Dataset, incoming: Incoming) -> str:
@@ -167,24 +153,40 @@ class Ingestor:
     def ingest(self, incoming: Incoming) -> IngestResult:
         reference = ""
         try:
-            ds = inspect(incoming)
-            reference = reference_of(str(ds.SOPInstanceUID))
+            original = inspect(incoming)
+            reference = self.deidentify.reference(str(original.SOPInstanceUID))
+            issuer = self.issuer_for(original, incoming)
 
-            # ---- De-identification (issue #3) -------------------------------
-            # Nothing above this line has written anything; everything below
-            # stores only what this step returns.
-            ds, data = self.deidentify(ds, incoming.data, incoming)
+            # ---- De-identification: nothing above has written anything, and
+            # only what this step returns is stored below. ------------------
+            clean = self.deidentify(
+                incoming.data,
+                incoming.transfer_syntax,
+                issuer=issuer,
+                patient_key=patient_key(
+                    str(original.get("PatientID") or "").strip() or None,
+                    str(original.StudyInstanceUID),
+                ),
+                calling_ae=incoming.calling_ae,
+            )
             # ------------------------------------------------------------------
 
             record = record_from_dataset(
-                ds,
-                issuer=self.issuer_for(ds, incoming),
-                transfer_syntax=incoming.transfer_syntax,
+                clean.dataset,
+                issuer=issuer,
+                transfer_syntax=clean.transfer_syntax,
                 sending_ae=(incoming.calling_ae or "").strip() or None,
             )
-            encoded = file_bytes(ds, data, incoming.transfer_syntax, incoming.calling_ae)
+            encoded = file_bytes(
+                clean.dataset, clean.data, clean.transfer_syntax, incoming.calling_ae
+            )
             self._check_space(len(encoded))
-            stored = self.archive.store(record, encoded)
+            if clean.quarantine:
+                self.archive.quarantine(record, encoded, clean.quarantine)
+                log.warning("quarantined %s: %s", reference, clean.quarantine)
+                outcome = Outcome.QUARANTINED
+            else:
+                outcome = Outcome(self.archive.store(record, encoded).value)
         except Rejection as rejection:
             log.warning("rejected %s: %s", reference or "-", rejection)
             return IngestResult(Outcome.REJECTED, rejection.status, rejection.comment, reference)
@@ -199,6 +201,5 @@ class Ingestor:
             return IngestResult(
                 Outcome.REJECTED, PROCESSING_FAILURE, "processing failure", reference
             )
-        outcome = Outcome(stored.value)
         log.debug("%s %s from %s", outcome, reference, incoming.calling_ae or "import")
         return IngestResult(outcome, 0x0000, "", reference)

@@ -39,14 +39,23 @@ class SyntheticPatient:
     birth_date: str
     sex: str
     charset: str
+    # A study description in the hospital's language: free text that survives
+    # de-identification, so character sets stay testable end to end.
+    description: str = "Catheterisation ASD closure"
 
 
 PATIENTS = (
-    SyntheticPatient("Иванов^Алишер", "KG-000101", "20190314", "M", "ISO_IR 192"),
-    SyntheticPatient("Раҳимова^Фарангис", "TJ-000202", "20200921", "F", "ISO_IR 192"),
-    SyntheticPatient("王^小明", "CN-000303", "20180102", "M", "GB18030"),
+    SyntheticPatient(
+        "Иванов^Алишер", "KG-000101", "20190314", "M", "ISO_IR 192", "Закрытие ДМПП окклюдером"
+    ),
+    SyntheticPatient(
+        "Раҳимова^Фарангис", "TJ-000202", "20200921", "F", "ISO_IR 192", "Пӯшидани ОАП"
+    ),
+    SyntheticPatient("王^小明", "CN-000303", "20180102", "M", "GB18030", "房间隔缺损封堵术"),
     SyntheticPatient("Nazarov^Timur", "KZ-000404", "20210611", "M", "ISO_IR 100"),
-    SyntheticPatient("Петрова^Айгерим", "KZ-000505", "20170730", "F", "ISO_IR 144"),
+    SyntheticPatient(
+        "Петрова^Айгерим", "KZ-000505", "20170730", "F", "ISO_IR 144", "Закрытие ОАП спиралью"
+    ),
 )
 
 
@@ -104,7 +113,7 @@ def base_dataset(
     ds.ContentTime = "093512"
     ds.AccessionNumber = "ACC" + patient.patient_id[-4:]
     ds.StudyID = "1"
-    ds.StudyDescription = "Catheterisation ASD closure"
+    ds.StudyDescription = patient.description
     latin = patient.charset == "ISO_IR 100"
     ds.ReferringPhysicianName = "Osmonov^Bakyt" if latin else "Осмонов^Бакыт"
     ds.Modality = modality
@@ -171,6 +180,18 @@ def xa_instance(
     return ds
 
 
+def ultrasound_region(x0: int, y0: int, x1: int, y1: int) -> Dataset:
+    region = Dataset()
+    region.RegionSpatialFormat = 1  # 2D
+    region.RegionDataType = 1  # tissue
+    region.RegionFlags = 0
+    region.RegionLocationMinX0, region.RegionLocationMinY0 = x0, y0
+    region.RegionLocationMaxX1, region.RegionLocationMaxY1 = x1, y1
+    region.PhysicalUnitsXDirection = region.PhysicalUnitsYDirection = 3  # cm
+    region.PhysicalDeltaX = region.PhysicalDeltaY = 0.02
+    return region
+
+
 def small_instance(
     patient: SyntheticPatient,
     *,
@@ -189,6 +210,8 @@ def small_instance(
         instance_number=instance_number,
     )
     ds.ImageType = ["ORIGINAL", "PRIMARY", "CARDIOLOGY"]
+    # Where the echo image is; the top rows are the banner (burned-in text).
+    ds.SequenceOfUltrasoundRegions = [ultrasound_region(0, size // 8, size - 1, size - 1)]
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.Rows = ds.Columns = size

@@ -10,6 +10,7 @@ from io import BytesIO
 from pathlib import Path
 
 import pytest
+from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, RLELossless, generate_uid
 
@@ -31,6 +32,7 @@ REMOTES = (
 def make_config(tmp_path: Path, **overrides: object) -> Config:
     values: dict[str, object] = {
         "data_dir": tmp_path / "var",
+        "key_dir": tmp_path / "secrets",
         "dimse_host": "127.0.0.1",
         "dimse_port": 0,
         "http_port": 0,
@@ -115,6 +117,13 @@ def xa_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             assert result.returncode == 0, result.stderr
         files[name] = target
     return files
+
+
+def round_trip(ds: Dataset) -> Dataset:
+    """Written and read back, as the data set would arrive from a file."""
+    buffer = BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return dcmread(BytesIO(buffer.getvalue()))
 
 
 def encode(ds: Dataset) -> tuple[bytes, str]:

@@ -48,13 +48,13 @@ def test_import_folder_recursively_with_summary(tmp_path: Path) -> None:
     result = run(tmp_path, "import", "--issuer", "NCC Bishkek", str(source))
     assert result.returncode == 3, result.stderr  # some files were refused
     assert result.stdout.strip().splitlines()[-1] == (
-        "6 stored, 0 replaced, 0 duplicates, 2 rejected"
+        "6 stored, 0 replaced, 0 duplicates, 0 quarantined, 2 rejected"
     )
     assert "notes.txt: not a DICOM file" in result.stderr
     assert "truncated.dcm: 0xC001" in result.stderr
     again = run(tmp_path, "import", "--no-progress", str(source / "xa.dcm"))
     assert again.returncode == 0
-    assert "0 stored, 0 replaced, 1 duplicates, 0 rejected" in again.stdout
+    assert "0 stored, 0 replaced, 1 duplicates, 0 quarantined, 0 rejected" in again.stdout
     stats = json.loads(run(tmp_path, "stats", "--json").stdout)
     assert (stats["patients"], stats["studies"], stats["instances"]) == (2, 2, 6)
     assert stats["modalities"] == {"US": 5, "XA": 1}

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-from io import BytesIO
 from pathlib import Path
 
 import pytest
-from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import generate_uid
@@ -18,6 +16,7 @@ from dicomnode.deid.scanner import scan
 from dicomnode.deid.secret import Secret
 from dicomnode.deid.values import shift_date
 from dicomnode.samples import PATIENTS, UID_ROOT, SyntheticPatient, small_instance
+from tests.conftest import round_trip
 
 SHARED_TABLE = Path(__file__).resolve().parents[2] / "shared" / "dicom-standard" / TABLE_FILE
 KEY = bytes(range(32))
@@ -94,12 +93,6 @@ def needles(patient: SyntheticPatient) -> list[str]:
         "Osmonov",
         "Осмонов",
     ]
-
-
-def round_trip(ds: Dataset) -> Dataset:
-    buffer = BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return dcmread(BytesIO(buffer.getvalue()))
 
 
 @pytest.mark.parametrize("patient", PATIENTS, ids=[p.charset for p in PATIENTS])

@@ -20,7 +20,7 @@ SAMPLES = [
     "color3d_jpeg_baseline.dcm",
     "ultrasounds/GREYSCALE_IMAGE.dcm",
     "examples_ybr_color.dcm",
-    "reportsi.dcm",
+    "test-SR.dcm",
     "waveform_ecg.dcm",
     "emri_small_jpeg_ls_lossless.dcm",
 ]
@@ -31,7 +31,12 @@ def errors(path: Path) -> set[str]:
         pytest.fail("dciodvfy is not installed: run `make peers`")
     result = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=120)
     lines = (result.stdout + result.stderr).splitlines()
-    return {re.sub(r"\s+", " ", line) for line in lines if line.startswith("Error")}
+    # The same error about a remapped UID must compare equal: UIDs are masked.
+    return {
+        re.sub(r"\d+(\.\d+){2,}", "<uid>", re.sub(r"\s+", " ", line))
+        for line in lines
+        if line.startswith("Error")
+    }
 
 
 @pytest.mark.parametrize("name", SAMPLES)

@@ -8,8 +8,11 @@ and written back in UTF-8. Pixel data is another module's concern.
 
 Combined action codes are resolved without IOD attribute types, towards the
 least removal that is still de-identifying, so a conformant input stays
-conformant: X/Z -> Z, X/D, Z/D, X/Z/D -> D, X/Z/U* -> keep the sequence and
-apply the profile (U for the UIDs) inside it.
+conformant: X/Z -> Z, X/D, Z/D, X/Z/D -> D. A sequence is removed only for X
+and emptied only for Z; for every other action (D, the combinations, X/Z/U*)
+its items are kept and the profile applied inside them (D on a sequence
+means dummy content: the cleaned items are exactly that), since an emptied
+Type 1 or Type 3 sequence breaks the IOD (dciodvfy says so).
 """
 
 from __future__ import annotations
@@ -135,11 +138,10 @@ class HeaderDeidentifier:
                 del ds[tag]
                 continue
             action = self.profile.action(tag)
-            action = _COMBINED.get(action, action) if action else None
             if element.VR == "SQ":
                 self._sequence(ds, element, action, subject, shift)
             elif action is not None:
-                self._apply(ds, element, action, subject, shift)
+                self._apply(ds, element, _COMBINED.get(action, action), subject, shift)
 
     def _sequence(
         self,
@@ -151,9 +153,9 @@ class HeaderDeidentifier:
     ) -> None:
         if action == "X":
             del ds[element.tag]
-        elif action in ("Z", "D"):
+        elif action == "Z":
             element.value = Sequence()
-        else:  # K, C, U (within), or not listed: keep the items, cleaned
+        else:  # D, K, C, U (within), or not listed: keep the items, cleaned
             for item in element.value:
                 self._walk(item, subject, shift)
 
@@ -227,6 +229,15 @@ class HeaderDeidentifier:
             if keyword in ds and ds[keyword].value:
                 value = str(ds[keyword].value)
                 ds[keyword].value = self.secret.token(purpose, subject.issuer, value, length=length)
+
+    @staticmethod
+    def add_method_code(ds: Dataset, option: Option) -> None:
+        """Record an option applied after the header step (Clean Pixel Data)."""
+        item = Dataset()
+        item.CodeValue = option.code
+        item.CodingSchemeDesignator = "DCM"
+        item.CodeMeaning = option.meaning
+        ds.DeidentificationMethodCodeSequence.append(item)
 
     def _mark(self, ds: Dataset, *, shifted: bool) -> None:
         ds.PatientIdentityRemoved = "YES"

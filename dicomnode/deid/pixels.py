@@ -128,7 +128,12 @@ def _write_back(ds: Dataset, frames: np.ndarray, syntax: UID, photometric: str) 
         return JPEGBaseline8Bit
     if syntax.is_compressed and syntax not in _REENCODABLE:
         syntax = ExplicitVRLittleEndian
-    ds.set_pixel_data(data, photometric_interpretation=photometric, bits_stored=int(ds.BitsStored))
+    ds.set_pixel_data(
+        data,
+        photometric_interpretation=photometric,
+        bits_stored=int(ds.BitsStored),
+        generate_instance_uid=False,  # the UID is the de-identified one already
+    )
     if syntax.is_compressed:
         ds.compress(syntax, generate_instance_uid=False)
     return syntax

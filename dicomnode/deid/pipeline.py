@@ -1,0 +1,122 @@
+"""The de-identification step of the ingest: header, pixels, linkage.
+
+Takes the encoded data set as received and returns what may be stored: the
+de-identified data set, its new encoding, and (when the pixels cannot be
+cleaned with confidence) the reason to hold it in quarantine. The original
+identity is sealed into the linkage table on the way.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from io import BytesIO
+
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import read_dataset
+from pydicom.filewriter import write_dataset
+from pydicom.uid import UID
+
+from dicomnode.config import Config
+from dicomnode.deid.header import DeidSettings, HeaderDeidentifier
+from dicomnode.deid.linkage import LinkageCipher, OriginalIdentity
+from dicomnode.deid.pixels import clean
+from dicomnode.deid.profile import Option, parse_options
+from dicomnode.deid.secret import Secret, load_or_create_key
+from storage.index import Index
+
+DEID_KEY = "deid.key"
+LINKAGE_KEY = "linkage.key"
+
+
+@dataclass(frozen=True)
+class Deidentified:
+    dataset: Dataset
+    data: bytes  # the data set encoded in ``transfer_syntax``, without file meta
+    transfer_syntax: str
+    quarantine: str | None = None
+
+
+def inflate(data: bytes, transfer_syntax: UID) -> bytes:
+    if not transfer_syntax.is_deflated:
+        return data
+    return zlib.decompress(data, -zlib.MAX_WBITS)
+
+
+def encode(ds: Dataset, transfer_syntax: UID) -> bytes:
+    buffer = DicomBytesIO()
+    buffer.is_little_endian = transfer_syntax.is_little_endian
+    buffer.is_implicit_VR = transfer_syntax.is_implicit_VR
+    write_dataset(buffer, ds)
+    data = buffer.getvalue()
+    if transfer_syntax.is_deflated:
+        packer = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+        data = packer.compress(data) + packer.flush()
+        data += b"\x00" * (len(data) % 2)
+    return data
+
+
+def original_identity(ds: Dataset, issuer: str, sending_ae: str | None) -> OriginalIdentity:
+    return OriginalIdentity(
+        issuer=issuer,
+        patient_id=str(ds.get("PatientID") or ""),
+        patient_name=str(ds.get("PatientName") or ""),
+        birth_date=str(ds.get("PatientBirthDate") or ""),
+        accession_number=str(ds.get("AccessionNumber") or ""),
+        study_instance_uid=str(ds.StudyInstanceUID),
+        sending_ae=(sending_ae or "").strip(),
+    )
+
+
+class Deidentifier:
+    """Per node: the keys, the linkage table, and each hospital's settings."""
+
+    def __init__(self, config: Config, index: Index) -> None:
+        self.config = config
+        self.index = index
+        self.secret = Secret(load_or_create_key(config.key_dir / DEID_KEY, config.data_dir))
+        self.cipher = LinkageCipher(
+            load_or_create_key(config.key_dir / LINKAGE_KEY, config.data_dir)
+        )
+        self._headers: dict[str, HeaderDeidentifier] = {}
+
+    def header_for(self, calling_ae: str | None) -> HeaderDeidentifier:
+        remote = self.config.remote(calling_ae)
+        text = (remote.deid_options if remote and remote.deid_options else None) or (
+            self.config.deid_options
+        )
+        if text not in self._headers:
+            settings = DeidSettings(options=parse_options(text))
+            self._headers[text] = HeaderDeidentifier(self.secret, settings)
+        return self._headers[text]
+
+    def reference(self, sop_instance_uid: str) -> str:
+        """A keyed tag for log lines: correlates events, reveals nothing."""
+        return self.secret.token("log", sop_instance_uid, length=10)
+
+    def __call__(
+        self,
+        data: bytes,
+        transfer_syntax: str,
+        *,
+        issuer: str,
+        patient_key: str,
+        calling_ae: str | None,
+    ) -> Deidentified:
+        syntax = UID(transfer_syntax)
+        ds = read_dataset(
+            BytesIO(inflate(data, syntax)), syntax.is_implicit_VR, syntax.is_little_endian
+        )
+        ds.file_meta = FileMetaDataset()  # pixel decoding needs the syntax
+        ds.file_meta.TransferSyntaxUID = syntax
+        original = original_identity(ds, issuer, calling_ae)
+        header = self.header_for(calling_ae)
+        header.apply(ds, header.subject(ds, issuer, patient_key))
+        pixels = clean(ds, syntax)
+        if pixels.cleaned:
+            header.add_method_code(ds, Option.CLEAN_PIXEL_DATA)
+        pseudonym, study = str(ds.PatientID), str(ds.StudyInstanceUID)
+        self.index.add_linkage(study, pseudonym, self.cipher.seal(original, pseudonym, study))
+        target = UID(pixels.transfer_syntax)
+        return Deidentified(ds, encode(ds, target), target, pixels.quarantine)
