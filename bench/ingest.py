@@ -146,6 +146,7 @@ def node(work: Path) -> Iterator[tuple[int, str, callable]]:
         "DICOMNODE_LOG_LEVEL": "WARNING",
         "DICOMNODE_MIN_FREE_DISK_MB": "64",
         "DICOMNODE_CONFIG": os.devnull,
+        "DICOMNODE_KEY_DIR": str(work / "keys"),
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "dicomnode.cli", "serve"],

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from dicomnode import __version__, logs
 from dicomnode.config import Config, ConfigError, load, to_toml
+from dicomnode.deid.secret import KeyFileError
 
 EXIT_OK, EXIT_USAGE, EXIT_REJECTED, EXIT_CONFIG = 0, 2, 3, 4
 
@@ -53,6 +54,17 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="import the demo echo and angio studies")
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    reid = commands.add_parser(
+        "reidentify",
+        help="show who a pseudonym or study is at the sending hospital (needs linkage.key; "
+        "audited)",
+    )
+    reid.add_argument("value", metavar="PSEUDONYM|STUDY_UID")
+
+    held = commands.add_parser("quarantine", help="instances held back, and releasing them")
+    held.add_argument("action", choices=["list", "release"])
+    held.add_argument("uids", nargs="*", metavar="SOP_UID", help="release only these")
     return parser
 
 
@@ -116,6 +128,43 @@ def _stats(config: Config, as_json: bool) -> int:
     return EXIT_OK
 
 
+def _reidentify(config: Config, value: str) -> int:
+    from dicomnode.admin import AdminError, reidentify
+    from dicomnode.deid.linkage import LinkageError
+    from dicomnode.node import open_archive
+
+    archive = open_archive(config)
+    try:
+        for identity in reidentify(config, archive, value):
+            print(json.dumps(identity, ensure_ascii=False))
+    except (AdminError, LinkageError) as exc:
+        print(f"dicomnode reidentify: {exc}", file=sys.stderr)
+        return EXIT_REJECTED
+    finally:
+        archive.close()
+    return EXIT_OK
+
+
+def _quarantine(config: Config, action: str, only: set[str] | None) -> int:
+    from dicomnode.admin import release_quarantined
+    from dicomnode.node import open_archive
+
+    archive = open_archive(config)
+    try:
+        if action == "release":
+            print(f"{release_quarantined(config, archive, only)} released")
+            return EXIT_OK
+        for held in archive.index.quarantined():
+            print(
+                f"{held['received_at']:%Y-%m-%d %H:%M} {held['sending_ae'] or '(import)':<16} "
+                f"{held['pseudonym']} {held['modality'] or '?':<3} {held['sopinstanceuid']} "
+                f"{held['reason']}"
+            )
+    finally:
+        archive.close()
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -124,6 +173,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dicomnode: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     logs.setup(config.log_level)
+    try:
+        return _run(args, config)
+    except KeyFileError as exc:
+        print(f"dicomnode: key error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+def _run(args: argparse.Namespace, config: Config) -> int:
     if args.command == "config":
         sys.stdout.write(to_toml(config))
         return EXIT_OK
@@ -133,6 +190,10 @@ def main(argv: list[str] | None = None) -> int:
         return _import(config, args.paths, args.issuer, not args.no_progress)
     if args.command == "stats":
         return _stats(config, args.json)
+    if args.command == "reidentify":
+        return _reidentify(config, args.value)
+    if args.command == "quarantine":
+        return _quarantine(config, args.action, set(args.uids) or None)
     if args.command == "demo":
         from dicomnode.samples import demo_files
 

@@ -34,6 +34,9 @@ class RemoteAE:
     issuer: str
     # De-identification options for this hospital's data ("" = the node's).
     deid_options: str = ""
+    # Rectangles (x0, y0, x1, y1, inclusive) blanked on every frame of this
+    # sender's images, e.g. a cath lab's burned-in banner.
+    blank_rectangles: tuple[tuple[int, int, int, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,16 @@ def _coerce(name: str, value: Any) -> Any:
         raise ConfigError(f"{name}: expected {kind}, got {value!r}") from None
 
 
+def _rectangles(value: Any) -> tuple[tuple[int, int, int, int], ...]:
+    try:
+        rectangles = tuple(tuple(int(v) for v in r) for r in value)
+    except (TypeError, ValueError):
+        raise ConfigError("blank_rectangles: a list of [x0, y0, x1, y1] lists") from None
+    if any(len(r) != 4 or r[0] > r[2] or r[1] > r[3] or min(r) < 0 for r in rectangles):
+        raise ConfigError("blank_rectangles: each is [x0, y0, x1, y1] with x0<=x1, y0<=y1")
+    return rectangles  # type: ignore[return-value]
+
+
 def _remote(entry: dict[str, Any]) -> RemoteAE:
     try:
         return RemoteAE(
@@ -103,6 +116,7 @@ def _remote(entry: dict[str, Any]) -> RemoteAE:
             port=int(entry["port"]),
             issuer=str(entry.get("issuer") or entry["ae_title"]),
             deid_options=str(entry.get("deid_options", "")),
+            blank_rectangles=_rectangles(entry.get("blank_rectangles", [])),
         )
     except KeyError as exc:
         raise ConfigError(f"remote_ae entry lacks {exc.args[0]!r}") from None
@@ -180,4 +194,7 @@ def to_toml(config: Config) -> str:
         lines.append(f"issuer = {_quote(remote.issuer)}")
         if remote.deid_options:
             lines.append(f"deid_options = {_quote(remote.deid_options)}")
+        if remote.blank_rectangles:
+            boxes = ", ".join(f"[{', '.join(map(str, r))}]" for r in remote.blank_rectangles)
+            lines.append(f"blank_rectangles = [{boxes}]")
     return "\n".join(lines) + "\n"

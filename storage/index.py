@@ -200,6 +200,7 @@ class Index:
             "sopinstanceuid": image["sopinstanceuid"],
             "studyinstanceuid": record.columns[Level.STUDY]["studyinstanceuid"],
             "pseudonym": record.columns[Level.PATIENT]["patientid"] or "",
+            "issuer": record.columns[Level.PATIENT]["issuerofpatientid"],
             "modality": series_["modality"],
             "reason": reason[:256],
             "blob_key": blob_key,
@@ -213,6 +214,10 @@ class Index:
             )
             write_blob()
             conn.execute(quarantine.insert().values(**row))
+
+    def remove_quarantined(self, sop_instance_uid: str) -> None:
+        with self._write_lock, self.engine.begin() as conn:
+            conn.execute(quarantine.delete().where(quarantine.c.sopinstanceuid == sop_instance_uid))
 
     def quarantined(self) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:

@@ -112,6 +112,7 @@ quarantine = Table(
     Column("sopinstanceuid", String(64), nullable=False, unique=True),
     Column("studyinstanceuid", String(64), nullable=False),
     Column("pseudonym", String(64), nullable=False),
+    Column("issuer", String(1024), nullable=False),
     Column("modality", String(16)),
     Column("reason", String(256), nullable=False),
     Column("blob_key", String(128), nullable=False),

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydicom import dcmread
 from pydicom.uid import generate_uid
 
 from dicomnode.samples import PATIENTS, UID_ROOT, save, small_instance, xa_instance
@@ -23,6 +24,7 @@ def run(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[s
         **os.environ,
         "DICOMNODE_DATA_DIR": str(tmp_path / "var"),
         "DICOMNODE_MIN_FREE_DISK_MB": "0",
+        "DICOMNODE_KEY_DIR": str(tmp_path / "secrets"),
         **env,
     }
     return subprocess.run(
@@ -60,6 +62,22 @@ def test_import_folder_recursively_with_summary(tmp_path: Path) -> None:
     assert stats["modalities"] == {"US": 5, "XA": 1}
 
 
+def test_reidentify_prints_the_original_and_refuses_unknowns(tmp_path: Path) -> None:
+    source = folder_of_instances(tmp_path / "in")
+    imported = run(tmp_path, "import", "--issuer", "NCC Bishkek", str(source / "xa.dcm"))
+    assert imported.returncode == 0, imported.stderr
+    listing = json.loads(run(tmp_path, "stats", "--json").stdout)
+    assert listing["patients"] == 1
+    study = dcmread(next((tmp_path / "var" / "blobs").rglob("*.dcm"))).StudyInstanceUID
+    result = run(tmp_path, "reidentify", str(study))
+    assert result.returncode == 0, result.stderr
+    (line,) = result.stdout.strip().splitlines()
+    assert json.loads(line)["patient_name"] == PATIENTS[2].name
+    unknown = run(tmp_path, "reidentify", "CHD-0000-0000")
+    assert unknown.returncode == 3
+    assert unknown.stderr.strip().splitlines()[-1].startswith("dicomnode reidentify: no study")
+
+
 def test_import_of_a_missing_path_is_one_line(tmp_path: Path) -> None:
     result = run(tmp_path, "import", str(tmp_path / "nowhere"))
     assert result.returncode == 2
@@ -90,6 +108,7 @@ def test_serve_answers_dcmtk_and_http_then_stops_on_sigterm(tmp_path: Path) -> N
         "DICOMNODE_DIMSE_PORT": str(ports[0]),
         "DICOMNODE_HTTP_PORT": str(ports[1]),
         "DICOMNODE_MIN_FREE_DISK_MB": "0",
+        "DICOMNODE_KEY_DIR": str(tmp_path / "secrets"),
     }
     process = subprocess.Popen(
         [*DICOMNODE, "serve"],

@@ -113,7 +113,8 @@ class Deidentifier:
         original = original_identity(ds, issuer, calling_ae)
         header = self.header_for(calling_ae)
         header.apply(ds, header.subject(ds, issuer, patient_key))
-        pixels = clean(ds, syntax)
+        remote = self.config.remote(calling_ae)
+        pixels = clean(ds, syntax, remote.blank_rectangles if remote else ())
         if pixels.cleaned:
             header.add_method_code(ds, Option.CLEAN_PIXEL_DATA)
         pseudonym, study = str(ds.PatientID), str(ds.StudyInstanceUID)

@@ -47,12 +47,15 @@ class PixelOutcome:
     quarantine: str | None = None  # why it cannot be stored among clean images
 
 
-def needs_cleaning(ds: Dataset) -> bool:
+def is_ultrasound(ds: Dataset) -> bool:
     return (
         str(ds.get("SOPClassUID", "")) in US_SOP_CLASSES
         or str(ds.get("Modality", "")).upper() == "US"
-        or str(ds.get("BurnedInAnnotation", "")).upper() == "YES"
     )
+
+
+def needs_cleaning(ds: Dataset) -> bool:
+    return is_ultrasound(ds) or str(ds.get("BurnedInAnnotation", "")).upper() == "YES"
 
 
 def region_mask(ds: Dataset) -> np.ndarray | None:
@@ -94,19 +97,30 @@ def _frames(array: np.ndarray, ds: Dataset) -> np.ndarray:
     return array if int(ds.get("NumberOfFrames") or 1) > 1 else array[np.newaxis]
 
 
-def clean(ds: Dataset, transfer_syntax: UID) -> PixelOutcome:
-    """Blank outside the regions, or say why not (for quarantine)."""
-    if "PixelData" not in ds:
+def keep_mask(ds: Dataset, rectangles: tuple[tuple[int, int, int, int], ...]) -> np.ndarray | str:
+    """Pixels to keep (True), or why no rule can say which."""
+    keep = region_mask(ds) if is_ultrasound(ds) else None
+    if keep is None and not rectangles:
+        if is_ultrasound(ds):
+            return "no ultrasound regions: burned-in text cannot be located"
+        return "burned-in annotation and no blanking rule for this sender"
+    if keep is None:
+        keep = np.ones((int(ds.Rows), int(ds.Columns)), dtype=bool)
+    for x0, y0, x1, y1 in rectangles:
+        keep[y0 : y1 + 1, x0 : x1 + 1] = False
+    return keep
+
+
+def clean(
+    ds: Dataset, transfer_syntax: UID, rectangles: tuple[tuple[int, int, int, int], ...] = ()
+) -> PixelOutcome:
+    """Blank outside the ultrasound regions and inside the sender's rectangles,
+    or say why no rule can clean the image (for quarantine)."""
+    if "PixelData" not in ds or not (needs_cleaning(ds) or rectangles):
         return PixelOutcome(False, transfer_syntax)
-    if not needs_cleaning(ds):
-        return PixelOutcome(False, transfer_syntax)
-    mask = region_mask(ds)
-    if mask is None:
-        return PixelOutcome(
-            False,
-            transfer_syntax,
-            "no ultrasound regions: burned-in text cannot be located",
-        )
+    mask = keep_mask(ds, rectangles)
+    if isinstance(mask, str):
+        return PixelOutcome(False, transfer_syntax, mask)
     try:
         array = _frames(ds.pixel_array, ds).copy()
     except Exception as exc:  # a codec pydicom lacks, a malformed stream

@@ -32,13 +32,15 @@ def _encode(digest: bytes, length: int) -> str:
     return "".join(chars)
 
 
-def load_or_create_key(path: Path, data_dir: Path) -> bytes:
+def load_or_create_key(path: Path, data_dir: Path, *, create: bool = True) -> bytes:
     """Read the key, creating it (0600) on first start. Refuse a key inside the
     data directory (a copy of the archive must not carry its own key) and a key
     file others can read."""
     path, data_dir = Path(path).resolve(), Path(data_dir).resolve()
     if path.is_relative_to(data_dir):
         raise KeyFileError(f"key file {path} is inside the data directory {data_dir}")
+    if not path.exists() and not create:
+        raise KeyFileError(f"no key file at {path}")
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
