@@ -129,6 +129,23 @@ def test_what_closure_planning_needs_is_kept(deid: HeaderDeidentifier) -> None:
     assert "InstitutionName" not in out or out.InstitutionName == "ANONYMIZED"
 
 
+@pytest.mark.parametrize(
+    ("birth", "study", "age"),
+    [
+        ("20190314", "20261103", "007Y"),
+        ("20250601", "20261103", "017M"),
+        ("20261020", "20261103", "014D"),
+    ],
+)
+def test_age_is_kept_when_the_birth_date_goes(
+    deid: HeaderDeidentifier, birth: str, study: str, age: str
+) -> None:
+    ds = round_trip(planted(PATIENTS[0]))
+    ds.PatientBirthDate, ds.StudyDate = birth, study
+    deid.apply(ds, deid.subject(ds, "NCC Bishkek", PATIENTS[0].patient_id))
+    assert ds.PatientAge == age and not ds.get("PatientBirthDate")
+
+
 def test_pseudonyms_are_stable_per_hospital_and_patient(deid: HeaderDeidentifier) -> None:
     def pseudonym(issuer: str, patient: SyntheticPatient) -> str:
         ds = round_trip(planted(patient))

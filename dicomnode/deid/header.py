@@ -29,7 +29,7 @@ from pydicom.valuerep import PersonName
 
 from dicomnode.deid.profile import BASIC_PROFILE_CODE, Option, Profile
 from dicomnode.deid.secret import Secret
-from dicomnode.deid.values import dummy, remove_tokens, shift_date, shift_datetime
+from dicomnode.deid.values import age_string, dummy, remove_tokens, shift_date, shift_datetime
 
 ICON_IMAGE_SEQUENCE = 0x00880200
 _COMBINED = {"X/Z": "Z", "X/D": "D", "Z/D": "D", "X/Z/D": "D", "X/Z/U*": "K"}
@@ -113,6 +113,7 @@ class HeaderDeidentifier:
     def apply(self, ds: Dataset, subject: Subject) -> Dataset:
         """De-identify ``ds`` in place (and return it)."""
         ds.decode()  # every text value to Unicode before anything is compared
+        self._keep_age(ds)
         shift = (
             self.secret.date_offset_days(subject.issuer, subject.patient_key)
             if Option.RETAIN_MODIFIED_DATES in self.settings.options
@@ -124,6 +125,20 @@ class HeaderDeidentifier:
         self._mark(ds, shifted=shift is not None)
         ds.SpecificCharacterSet = "ISO_IR 192"
         return ds
+
+    def _keep_age(self, ds: Dataset) -> None:
+        """Birth date goes (Z); device sizing still needs the age at the study."""
+        if Option.RETAIN_PATIENT_CHARACTERISTICS not in self.settings.options:
+            return
+        if str(ds.get("PatientAge") or "").strip():
+            return
+        seen = next(
+            (str(ds.get(k)) for k in ("StudyDate", "SeriesDate", "ContentDate") if ds.get(k)),
+            "",
+        )
+        age = age_string(str(ds.get("PatientBirthDate") or ""), seen)
+        if age:
+            ds.PatientAge = age
 
     # -- the walk ---------------------------------------------------------
     def _walk(self, ds: Dataset, subject: Subject, shift: int | None) -> None:

@@ -61,6 +61,25 @@ def shift_datetime(value: str, days: int) -> str:
     return full[:precision] + (rest if day else "")
 
 
+def age_string(birth: str, on: str) -> str | None:
+    """The AS value for a child born ``birth`` seen ``on`` (both YYYYMMDD):
+    days under a month, months under two years, else years."""
+    try:
+        born = date(int(birth[:4]), int(birth[4:6]), int(birth[6:8]))
+        seen = date(int(on[:4]), int(on[4:6]), int(on[6:8]))
+    except (ValueError, IndexError):
+        return None
+    days = (seen - born).days
+    if days < 0:
+        return None
+    months = (seen.year - born.year) * 12 + seen.month - born.month - (seen.day < born.day)
+    if months < 1:
+        return f"{days:03d}D"
+    if months < 24:
+        return f"{months:03d}M"
+    return f"{min(months // 12, 999):03d}Y"
+
+
 def remove_tokens(text: str, tokens: set[str]) -> str:
     """``text`` without any whole word equal (case-folded) to an identity token."""
     if not tokens or not text:
