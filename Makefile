@@ -42,9 +42,12 @@ lint: $(STAMP)
 test: $(STAMP) peers lint
 	$(BIN)/pytest
 
-## make bench: ingest benchmark against DCMTK storescp and Orthanc
+## make bench: ingest against storescp and Orthanc; de-identification against
+## deid, dicognito and Orthanc's /anonymize
 bench: $(STAMP) peers
+	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench.ingest
+	$(BIN)/python -m bench.deid
 
 clean:
 	rm -rf $(VENV) var bench/out .pytest_cache .ruff_cache

@@ -31,6 +31,7 @@ from bench.ingest import OUT, build_sets, free_port, wait_for_echo
 from dicomnode.config import Config
 from dicomnode.deid.pipeline import Deidentifier
 from dicomnode.importer import split_file
+from dicomnode.ingest import Incoming, inspect
 from storage.index import Index
 
 log = logging.getLogger(__name__)
@@ -44,13 +45,14 @@ def node_step(tmp: Path) -> Callable[[Path], bytes]:
 
     def run(path: Path) -> bytes:
         data, syntax = split_file(path.read_bytes())
-        ds = dcmread(BytesIO(path.read_bytes()), stop_before_pixels=True)
+        ds, layout = inspect(Incoming(data, syntax))  # the checks the node makes first
         return deidentify(
             data,
             syntax,
             issuer="BENCH",
             patient_key=str(ds.get("PatientID") or ds.StudyInstanceUID),
             calling_ae="BENCH",
+            layout=layout,
         ).data
 
     return run

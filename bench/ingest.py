@@ -34,6 +34,8 @@ from pydicom.uid import RLELossless, generate_uid
 from dicomnode.samples import PATIENTS, UID_ROOT, sample_file, save, small_instance, xa_instance
 
 ENV = {**os.environ, "TCP_NODELAY": "1"}
+# Bump when the generators in dicomnode.samples change, so cached sets are rebuilt.
+SET_VERSION = 2
 OUT = Path(__file__).resolve().parent / "out"
 WHEEL_CLIPS = (
     "ultrasounds/ultrasound-multiframe.dcm",
@@ -79,7 +81,7 @@ def drop_repeated_instances(folder: Path) -> None:
 def build_sets(root: Path, small: int, runs: int, frames: int) -> dict[str, Path]:
     """The two sets, generated once and reused by later runs."""
     sets = {"multiframe": root / "multiframe", "small": root / f"small-{small}"}
-    marker = root / f"multiframe-{runs}-{frames}.complete"
+    marker = root / f"multiframe-{runs}-{frames}-v{SET_VERSION}.complete"
     if not marker.exists():
         shutil.rmtree(sets["multiframe"], ignore_errors=True)
         sets["multiframe"].mkdir(parents=True)
@@ -101,7 +103,7 @@ def build_sets(root: Path, small: int, runs: int, frames: int) -> dict[str, Path
             )
             save(ds, sets["multiframe"] / f"xa-{run:03d}.dcm")
         marker.touch()
-    marker = root / f"small-{small}.complete"
+    marker = root / f"small-{small}-v{SET_VERSION}.complete"
     if not marker.exists():
         shutil.rmtree(sets["small"], ignore_errors=True)
         study = generate_uid(UID_ROOT)
@@ -148,12 +150,14 @@ def node(work: Path) -> Iterator[tuple[int, str, callable]]:
         "DICOMNODE_CONFIG": os.devnull,
         "DICOMNODE_KEY_DIR": str(work / "keys"),
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "dicomnode.cli", "serve"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    # Logs to a file: a pipe nobody reads fills up and blocks the node.
+    with (work / "node.log").open("w") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "dicomnode.cli", "serve"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+        )
     try:
         wait_for_echo(port, "CHDNODE", process)
 

@@ -23,7 +23,7 @@ from pydicom.uid import UID
 from dicomnode.config import Config
 from dicomnode.deid.pipeline import Deidentifier
 from dicomnode.filemeta import file_meta
-from dicomnode.integrity import StructureError, check_structure
+from dicomnode.integrity import Layout, StructureError, check_structure
 from dicomnode.logs import quiet_libraries
 from dicomnode.validate import (
     OUT_OF_RESOURCES,
@@ -77,7 +77,7 @@ def _stop_at_pixels(tag: int, vr: str | None, length: int) -> bool:
     return tag >= 0x7FE00010
 
 
-def read_header(data: bytes, transfer_syntax: str) -> tuple[Dataset, int | None]:
+def read_header(data: bytes, transfer_syntax: str) -> tuple[Dataset, Layout]:
     """Check structure and decode everything before Pixel Data."""
     ts = UID(transfer_syntax)
     if not ts.is_transfer_syntax:
@@ -91,7 +91,7 @@ def read_header(data: bytes, transfer_syntax: str) -> tuple[Dataset, int | None]
         if not inflater.eof:
             raise Rejection(UNREADABLE, "deflated stream is truncated")
     try:
-        pixel_length = check_structure(data, implicit=ts.is_implicit_VR, little=ts.is_little_endian)
+        layout = check_structure(data, implicit=ts.is_implicit_VR, little=ts.is_little_endian)
         ds = read_dataset(
             BytesIO(data), ts.is_implicit_VR, ts.is_little_endian, stop_when=_stop_at_pixels
         )
@@ -99,21 +99,22 @@ def read_header(data: bytes, transfer_syntax: str) -> tuple[Dataset, int | None]
         raise Rejection(UNREADABLE, f"truncated or malformed: {exc}") from None
     except Exception as exc:  # pydicom raises many types on garbage
         raise Rejection(UNREADABLE, f"cannot decode dataset ({type(exc).__name__})") from None
-    return ds, pixel_length
+    return ds, layout
 
 
-def inspect(incoming: Incoming) -> Dataset:
-    """Everything the node checks before it stores: raise Rejection, or the header."""
-    ds, pixel_length = read_header(incoming.data, incoming.transfer_syntax)
+def inspect(incoming: Incoming) -> tuple[Dataset, Layout]:
+    """Everything the node checks before it stores: raise Rejection, or the
+    header and where the pixel data lies."""
+    ds, layout = read_header(incoming.data, incoming.transfer_syntax)
     validate(
         ds,
         expected_sop_class=incoming.expected_sop_class,
         expected_sop_instance=incoming.expected_sop_instance,
     )
-    expected = expected_native_pixel_bytes(ds)
-    if pixel_length is not None and expected is not None and pixel_length < expected:
+    expected = expected_native_pixel_bytes(ds) or 0
+    if layout.pixel_length is not None and layout.pixel_length < expected:
         raise Rejection(PIXEL_DATA_SHORT, "Pixel Data shorter than Rows x Columns x frames")
-    return ds
+    return ds, layout
 
 
 def file_bytes(ds: Dataset, data: bytes, transfer_syntax: str, calling_ae: str | None) -> bytes:
@@ -153,7 +154,7 @@ class Ingestor:
     def ingest(self, incoming: Incoming) -> IngestResult:
         reference = ""
         try:
-            original = inspect(incoming)
+            original, layout = inspect(incoming)
             reference = self.deidentify.reference(str(original.SOPInstanceUID))
             issuer = self.issuer_for(original, incoming)
 
@@ -168,6 +169,7 @@ class Ingestor:
                     str(original.StudyInstanceUID),
                 ),
                 calling_ae=incoming.calling_ae,
+                layout=layout,
             )
             # ------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ are skipped by length, so the walk costs microseconds, not a decode.
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 
 _ITEM = 0xFFFEE000
 _DELIMITERS = {0xFFFEE00D, 0xFFFEE0DD}
@@ -30,10 +31,21 @@ _LONG_VRS = {
     b"UV",
 }
 PIXEL_DATA = 0x7FE00010
+TRAILING_PADDING = 0xFFFCFFFC
 
 
 class StructureError(ValueError):
     """The stream is truncated or its element lengths are inconsistent."""
+
+
+@dataclass
+class Layout:
+    """Where the top-level Pixel Data is, for callers that keep it as sent."""
+
+    pixel_length: int | None = None  # native (defined-length) Pixel Data only
+    pixel_offset: int | None = None  # where its element starts
+    pixel_end: int | None = None  # where it ends
+    pixels_last: bool = True  # nothing but trailing padding follows it
 
 
 class _Walker:
@@ -41,7 +53,7 @@ class _Walker:
         self.buffer = buffer
         self.implicit = implicit
         self.prefix = "<" if little else ">"
-        self.pixel_data_length: int | None = None
+        self.layout = Layout()
 
     def _unpack(self, fmt: str, pos: int, prefix: str | None = None) -> int:
         return struct.unpack_from((prefix or self.prefix) + fmt, self.buffer, pos)[0]
@@ -54,6 +66,11 @@ class _Walker:
             group = self._unpack("H", pos, prefix)
             element = self._unpack("H", pos + 2, prefix)
             tag = group << 16 | element
+            if not nested:
+                if tag == PIXEL_DATA:
+                    self.layout.pixel_offset = pos
+                elif self.layout.pixel_offset is not None and tag != TRAILING_PADDING:
+                    self.layout.pixels_last = False
             if tag in _DELIMITERS:
                 if nested:
                     return pos + 8
@@ -73,23 +90,26 @@ class _Walker:
                 # CP-246: an undefined-length UN holds implicit VR little endian.
                 inner_implicit, inner_prefix = (True, "<") if vr == b"UN" else (implicit, prefix)
                 pos = self.walk(pos, end, nested=True, implicit=inner_implicit, prefix=inner_prefix)
+                if tag == PIXEL_DATA and not nested:
+                    self.layout.pixel_end = pos
                 continue
             if pos + length > end:
                 raise StructureError("a value is longer than the stream that holds it")
-            if tag == PIXEL_DATA and not nested:
-                self.pixel_data_length = length
             pos += length
+            if tag == PIXEL_DATA and not nested:
+                self.layout.pixel_length = length
+                self.layout.pixel_end = pos
         if nested:
             raise StructureError("stream ends before a sequence delimiter")
         return pos
 
 
-def check_structure(buffer: bytes, *, implicit: bool, little: bool) -> int | None:
+def check_structure(buffer: bytes, *, implicit: bool, little: bool) -> Layout:
     """Raise StructureError if ``buffer`` is not a whole dataset.
 
-    Returns the length of native (defined-length) Pixel Data, if any, so the
-    caller can compare it with what the image attributes promise.
+    The layout says how long native Pixel Data is (to compare with what the
+    image attributes promise) and where the element starts.
     """
     walker = _Walker(buffer, implicit, little)
     walker.walk(0, len(buffer), nested=False, implicit=implicit, prefix=walker.prefix)
-    return walker.pixel_data_length
+    return walker.layout

@@ -21,9 +21,10 @@ from pydicom.uid import UID
 from dicomnode.config import Config
 from dicomnode.deid.header import DeidSettings, HeaderDeidentifier
 from dicomnode.deid.linkage import LinkageCipher, OriginalIdentity
-from dicomnode.deid.pixels import clean
+from dicomnode.deid.pixels import clean, needs_cleaning
 from dicomnode.deid.profile import Option, parse_options
 from dicomnode.deid.secret import Secret, load_or_create_key
+from dicomnode.integrity import Layout
 from storage.index import Index
 
 DEID_KEY = "deid.key"
@@ -103,21 +104,53 @@ class Deidentifier:
         issuer: str,
         patient_key: str,
         calling_ae: str | None,
+        layout: Layout | None = None,
     ) -> Deidentified:
         syntax = UID(transfer_syntax)
+        remote = self.config.remote(calling_ae)
+        rectangles = remote.blank_rectangles if remote else ()
+        ds, kept_pixels = self._read(data, syntax, layout, rectangles)
+        original = original_identity(ds, issuer, calling_ae)
+        header = self.header_for(calling_ae)
+        header.apply(ds, header.subject(ds, issuer, patient_key))
+        pseudonym, study = str(ds.PatientID), str(ds.StudyInstanceUID)
+        self.index.add_linkage(study, pseudonym, self.cipher.seal(original, pseudonym, study))
+        if kept_pixels is not None:
+            # No rule touches these pixels: the element goes on exactly as sent.
+            return Deidentified(ds, encode(ds, syntax) + kept_pixels, syntax)
+        pixels = clean(ds, syntax, rectangles)
+        if pixels.cleaned:
+            header.add_method_code(ds, Option.CLEAN_PIXEL_DATA)
+        target = UID(pixels.transfer_syntax)
+        return Deidentified(ds, encode(ds, target), target, pixels.quarantine)
+
+    @staticmethod
+    def _read(
+        data: bytes, syntax: UID, layout: Layout | None, rectangles: tuple
+    ) -> tuple[Dataset, bytes | None]:
+        """The data set, decoded up to Pixel Data when the pixels can pass
+        through untouched (then also their encoded element), else whole."""
+        whole = (
+            layout is None
+            or layout.pixel_offset is None
+            or layout.pixel_end is None
+            or not layout.pixels_last
+            or syntax.is_deflated
+            or bool(rectangles)
+        )
+        if not whole:
+            assert layout is not None and layout.pixel_offset is not None
+            ds = read_dataset(
+                BytesIO(data),
+                syntax.is_implicit_VR,
+                syntax.is_little_endian,
+                stop_when=lambda tag, vr, length: tag >= 0x7FE00010,
+            )
+            if not needs_cleaning(ds):
+                return ds, data[layout.pixel_offset : layout.pixel_end]
         ds = read_dataset(
             BytesIO(inflate(data, syntax)), syntax.is_implicit_VR, syntax.is_little_endian
         )
         ds.file_meta = FileMetaDataset()  # pixel decoding needs the syntax
         ds.file_meta.TransferSyntaxUID = syntax
-        original = original_identity(ds, issuer, calling_ae)
-        header = self.header_for(calling_ae)
-        header.apply(ds, header.subject(ds, issuer, patient_key))
-        remote = self.config.remote(calling_ae)
-        pixels = clean(ds, syntax, remote.blank_rectangles if remote else ())
-        if pixels.cleaned:
-            header.add_method_code(ds, Option.CLEAN_PIXEL_DATA)
-        pseudonym, study = str(ds.PatientID), str(ds.StudyInstanceUID)
-        self.index.add_linkage(study, pseudonym, self.cipher.seal(original, pseudonym, study))
-        target = UID(pixels.transfer_syntax)
-        return Deidentified(ds, encode(ds, target), target, pixels.quarantine)
+        return ds, None

@@ -26,7 +26,8 @@ class Finding:
     needle: str
 
 
-def _encodings_of(needle: str) -> set[bytes]:
+def encoded_forms(needle: str) -> set[bytes]:
+    """The needle as bytes in every character set a partner might use."""
     out = set()
     for encoding in ENCODINGS:
         for variant in {needle, needle.upper(), needle.lower()}:
@@ -48,7 +49,7 @@ def _texts(value: object) -> Iterator[str]:
 def scan(ds: Dataset, needles: Iterable[str]) -> list[Finding]:
     """Every place where one of ``needles`` (length >= 3) occurs."""
     wanted = [n for n in {n.strip() for n in needles} if len(n) >= 3]
-    raw = {n: _encodings_of(n) for n in wanted}
+    raw = {n: encoded_forms(n) for n in wanted}
     found: list[Finding] = []
     datasets = [ds, *([ds.file_meta] if getattr(ds, "file_meta", None) else [])]
 
