@@ -217,14 +217,34 @@ def test_profile_is_the_standards_table() -> None:
     assert codes == {"D", "Z", "X", "U", "Z/D", "X/Z", "X/D", "X/Z/D", "X/Z/U*"}
 
 
-def test_retained_text_is_rewritten_in_utf8(deid: HeaderDeidentifier) -> None:
-    patient = PATIENTS[2]  # GB18030
-    ds = planted(patient)
-    ds.AnatomicRegionSequence = Sequence(
-        [item(CodeValue="T-32000", CodingSchemeDesignator="SRT", CodeMeaning="心脏")]
+@pytest.mark.parametrize(
+    ("charset", "text"),
+    [
+        ("GB18030", "心脏"),
+        ("GBK", "心脏"),
+        ("ISO_IR 144", "Сердце"),
+        ("ISO_IR 100", "Herz grün"),
+        (["", "ISO 2022 IR 87"], "心臓"),
+        (["", "ISO 2022 IR 149"], "심장"),
+    ],
+)
+def test_retained_text_is_rewritten_in_utf8(
+    deid: HeaderDeidentifier, charset: str | list[str], text: str
+) -> None:
+    ds = small_instance(
+        SyntheticPatient("Nazarov^Timur", "KZ-9", "20200101", "M", "ISO_IR 100"),
+        study_uid=generate_uid(UID_ROOT),
+        series_uid=generate_uid(UID_ROOT),
+        instance_number=1,
     )
-    ds = round_trip(ds)  # values now raw GB18030 bytes until accessed
-    deid.apply(ds, deid.subject(ds, "Kashgar", patient.patient_id))
+    ds.SpecificCharacterSet = charset
+    ds.AnatomicRegionSequence = Sequence(
+        [item(CodeValue="T-32000", CodingSchemeDesignator="SRT", CodeMeaning=text)]
+    )
+    ds.StudyDescription = f"{text} ASD"
+    ds = round_trip(ds)  # values are raw bytes in that character set until accessed
+    deid.apply(ds, deid.subject(ds, "Kashgar", "KZ-9"))
     out = round_trip(ds)
     assert out.SpecificCharacterSet == "ISO_IR 192"
-    assert out.AnatomicRegionSequence[0].CodeMeaning == "心脏"
+    assert out.AnatomicRegionSequence[0].CodeMeaning == text
+    assert out.StudyDescription == f"{text} ASD"
