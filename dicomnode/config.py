@@ -64,6 +64,8 @@ class Config:
     key_dir: Path = Path("secrets")
     # Profile options applied on top of the Basic Profile (PS3.15 E.3).
     deid_options: str = DEFAULT_DEID_OPTIONS
+    # Private attributes kept under RETAIN_SAFE_PRIVATE: "GGGG:CREATOR:EE; ..."
+    safe_private: str = ""
     remote_aes: tuple[RemoteAE, ...] = field(default_factory=tuple)
 
     @property
@@ -126,6 +128,7 @@ def validate(config: Config) -> Config:
     for title in [config.ae_title, *(r.ae_title for r in config.remote_aes)]:
         if not _AE_TITLE.match(title) or not title.strip():
             raise ConfigError(f"AE title {title!r} is not 1-16 printable characters")
+    from dicomnode.deid.header import parse_safe_private
     from dicomnode.deid.profile import parse_options
 
     for text in [config.deid_options, *(r.deid_options for r in config.remote_aes)]:
@@ -133,6 +136,10 @@ def validate(config: Config) -> Config:
             parse_options(text)
         except ValueError as exc:
             raise ConfigError(f"deid_options: {exc}") from None
+    try:
+        parse_safe_private(config.safe_private)
+    except ValueError as exc:
+        raise ConfigError(f"safe_private: {exc}") from None
     if config.duplicates not in {"keep-first", "replace"}:
         raise ConfigError("duplicates: must be 'keep-first' or 'replace'")
     for name in ("dimse_port", "http_port"):

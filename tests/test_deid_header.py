@@ -10,7 +10,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import generate_uid
 
-from dicomnode.deid.header import DeidSettings, HeaderDeidentifier
+from dicomnode.deid.header import DeidSettings, HeaderDeidentifier, parse_safe_private
 from dicomnode.deid.profile import TABLE_FILE, Option, load_table
 from dicomnode.deid.scanner import scan
 from dicomnode.deid.secret import Secret
@@ -205,6 +205,28 @@ def test_full_dates_option_keeps_dates(tmp_path: Path) -> None:
     assert ds.StudyDate == "20261103"
     assert ds.LongitudinalTemporalInformationModified == "UNMODIFIED"
     assert "StudyDescription" not in ds  # without Clean Descriptors it is removed
+
+
+def test_safe_private_allow_list_keeps_only_what_it_names() -> None:
+    options = DeidSettings().options | {Option.RETAIN_SAFE_PRIVATE}
+    allow = parse_safe_private("0009:ACME ECHO 1.0:03")
+    deid = HeaderDeidentifier(Secret(KEY), DeidSettings(options=options, safe_private=allow))
+    patient = PATIENTS[0]
+    ds = planted(patient)
+    block = ds.private_block(0x0009, "ACME ECHO 1.0")
+    block.add_new(0x03, "DS", "1.25")  # a frame-rate factor, say
+    ds = round_trip(ds)
+    deid.apply(ds, deid.subject(ds, "NCC Bishkek", patient.patient_id))
+    out = round_trip(ds)
+    kept = [e.tag for e in out if e.tag.is_private]
+    assert kept == [0x00090010, 0x00091003]  # creator and the allowed element only
+    assert scan(out, [n for n in needles(patient) if n != "ACME ECHO"]) == []
+    without_option = HeaderDeidentifier(Secret(KEY), DeidSettings(safe_private=allow))
+    ds = round_trip(planted(patient))
+    without_option.apply(ds, without_option.subject(ds, "NCC Bishkek", patient.patient_id))
+    assert not [e for e in ds if e.tag.is_private]
+    with pytest.raises(ValueError, match="not a private attribute"):
+        parse_safe_private("0010:X:01")
 
 
 def test_profile_is_the_standards_table() -> None:

@@ -66,6 +66,26 @@ class DeidSettings:
         }
     )
     method_text: str = "CHD node: PS3.15 Basic Profile, keyed pseudonyms"
+    # Private attributes known to be safe, as (group, private creator, element
+    # byte); kept (text cleaned) only under the Retain Safe Private option.
+    safe_private: frozenset[tuple[int, str, int]] = frozenset()
+
+
+def parse_safe_private(text: str) -> frozenset[tuple[int, str, int]]:
+    """``"0009:ACME ECHO 1.0:01; 0019:GEMS_ACQU_01:2A"`` -> allow-list entries."""
+    entries = set()
+    for item in (part.strip() for part in text.split(";")):
+        if not item:
+            continue
+        try:
+            group, creator, element = (p.strip() for p in item.split(":"))
+            entry = (int(group, 16), creator, int(element, 16))
+        except ValueError:
+            raise ValueError(f"safe_private entry {item!r} is not GGGG:CREATOR:EE") from None
+        if entry[0] % 2 == 0 or not 0 <= entry[2] <= 0xFF or not creator:
+            raise ValueError(f"safe_private entry {item!r} is not a private attribute")
+        entries.add(entry)
+    return frozenset(entries)
 
 
 @dataclass
@@ -145,18 +165,35 @@ class HeaderDeidentifier:
         for element in list(ds):
             tag = int(element.tag)
             group = tag >> 16
-            if (
-                group % 2 == 1  # private
-                or group & 0xFF00 in (0x5000, 0x6000)  # curves, overlays
-                or tag == ICON_IMAGE_SEQUENCE
-            ):
-                del ds[tag]
+            if group % 2 == 1:
+                if self._safe_private(ds, tag):
+                    self._apply(ds, element, "C", subject, shift)
+                else:
+                    del ds[tag]
+                continue
+            if group & 0xFF00 in (0x5000, 0x6000) or tag == ICON_IMAGE_SEQUENCE:
+                del ds[tag]  # curves, overlays, icons
                 continue
             action = self.profile.action(tag)
             if element.VR == "SQ":
                 self._sequence(ds, element, action, subject, shift)
             elif action is not None:
                 self._apply(ds, element, _COMBINED.get(action, action), subject, shift)
+
+    def _safe_private(self, ds: Dataset, tag: int) -> bool:
+        """Allow-listed under Retain Safe Private (creators of kept ones too)."""
+        allowed = self.settings.safe_private
+        if Option.RETAIN_SAFE_PRIVATE not in self.settings.options or not allowed:
+            return False
+        group, element = tag >> 16, tag & 0xFFFF
+        if 0x0010 <= element <= 0x00FF:  # a private creator element
+            creator = str(ds[tag].value).strip()
+            return any(g == group and c == creator for g, c, _ in allowed)
+        creator_tag = (group << 16) | (element >> 8)
+        if element < 0x1000 or creator_tag not in ds:
+            return False
+        creator = str(ds[creator_tag].value).strip()
+        return (group, creator, element & 0xFF) in allowed
 
     def _sequence(
         self,

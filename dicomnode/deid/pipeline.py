@@ -19,7 +19,7 @@ from pydicom.filewriter import write_dataset
 from pydicom.uid import UID
 
 from dicomnode.config import Config
-from dicomnode.deid.header import DeidSettings, HeaderDeidentifier
+from dicomnode.deid.header import DeidSettings, HeaderDeidentifier, parse_safe_private
 from dicomnode.deid.linkage import LinkageCipher, OriginalIdentity
 from dicomnode.deid.pixels import clean, needs_cleaning
 from dicomnode.deid.profile import Option, parse_options
@@ -88,7 +88,10 @@ class Deidentifier:
             self.config.deid_options
         )
         if text not in self._headers:
-            settings = DeidSettings(options=parse_options(text))
+            settings = DeidSettings(
+                options=parse_options(text),
+                safe_private=parse_safe_private(self.config.safe_private),
+            )
             self._headers[text] = HeaderDeidentifier(self.secret, settings)
         return self._headers[text]
 
