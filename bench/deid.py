@@ -52,6 +52,7 @@ def node_step(tmp: Path) -> Callable[[Path], bytes]:
             issuer="BENCH",
             patient_key=str(ds.get("PatientID") or ds.StudyInstanceUID),
             calling_ae="BENCH",
+            header=ds,
             layout=layout,
         ).data
 

@@ -169,6 +169,7 @@ class Ingestor:
                     str(original.StudyInstanceUID),
                 ),
                 calling_ae=incoming.calling_ae,
+                header=original,
                 layout=layout,
             )
             # ------------------------------------------------------------------

@@ -107,12 +107,15 @@ class Deidentifier:
         issuer: str,
         patient_key: str,
         calling_ae: str | None,
+        header: Dataset | None = None,
         layout: Layout | None = None,
     ) -> Deidentified:
+        """``header`` and ``layout`` (from `ingest.inspect`) let pixels that no
+        rule touches pass through without decoding the data set again."""
         syntax = UID(transfer_syntax)
         remote = self.config.remote(calling_ae)
         rectangles = remote.blank_rectangles if remote else ()
-        ds, kept_pixels = self._read(data, syntax, layout, rectangles)
+        ds, kept_pixels = self._read(data, syntax, header, layout, rectangles)
         original = original_identity(ds, issuer, calling_ae)
         header = self.header_for(calling_ae)
         header.apply(ds, header.subject(ds, issuer, patient_key))
@@ -129,28 +132,21 @@ class Deidentifier:
 
     @staticmethod
     def _read(
-        data: bytes, syntax: UID, layout: Layout | None, rectangles: tuple
+        data: bytes, syntax: UID, header: Dataset | None, layout: Layout | None, rectangles: tuple
     ) -> tuple[Dataset, bytes | None]:
-        """The data set, decoded up to Pixel Data when the pixels can pass
-        through untouched (then also their encoded element), else whole."""
-        whole = (
-            layout is None
-            or layout.pixel_offset is None
-            or layout.pixel_end is None
-            or not layout.pixels_last
-            or syntax.is_deflated
-            or bool(rectangles)
-        )
-        if not whole:
-            assert layout is not None and layout.pixel_offset is not None
-            ds = read_dataset(
-                BytesIO(data),
-                syntax.is_implicit_VR,
-                syntax.is_little_endian,
-                stop_when=lambda tag, vr, length: tag >= 0x7FE00010,
-            )
-            if not needs_cleaning(ds):
-                return ds, data[layout.pixel_offset : layout.pixel_end]
+        """The already decoded header and the encoded Pixel Data element when
+        the pixels can pass through untouched, else the whole data set."""
+        if (
+            header is not None
+            and layout is not None
+            and layout.pixel_offset is not None
+            and layout.pixel_end is not None
+            and layout.pixels_last
+            and not syntax.is_deflated
+            and not rectangles
+            and not needs_cleaning(header)
+        ):
+            return header, data[layout.pixel_offset : layout.pixel_end]
         ds = read_dataset(
             BytesIO(inflate(data, syntax)), syntax.is_implicit_VR, syntax.is_little_endian
         )
