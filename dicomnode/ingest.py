@@ -34,7 +34,7 @@ from dicomnode.validate import (
     expected_native_pixel_bytes,
     validate,
 )
-from storage.archive import Archive
+from storage.archive import Archive, DuplicatePolicy
 from storage.record import patient_key, record_from_dataset
 
 log = logging.getLogger(__name__)
@@ -146,6 +146,13 @@ class Ingestor:
         own = str(ds.get("IssuerOfPatientID") or "").strip()
         return f"{base}/{own}" if own and own != base else base
 
+    def _known_duplicate(self, original_uid: str) -> bool:
+        """A re-send kept as first stored: acknowledge it without de-identifying
+        it all over again (the new UID is a keyed function of the original)."""
+        if self.archive.duplicates is not DuplicatePolicy.KEEP_FIRST:
+            return False
+        return self.archive.index.note_duplicate(self.deidentify.secret.uid(original_uid))
+
     def _check_space(self, size: int) -> None:
         free = shutil.disk_usage(self.archive.data_dir).free
         if free - size < self.config.min_free_disk_mb * 1024 * 1024:
@@ -156,6 +163,9 @@ class Ingestor:
         try:
             original, layout = inspect(incoming)
             reference = self.deidentify.reference(str(original.SOPInstanceUID))
+            if self._known_duplicate(str(original.SOPInstanceUID)):
+                log.debug("duplicate %s from %s", reference, incoming.calling_ae or "import")
+                return IngestResult(Outcome.DUPLICATE, 0x0000, "", reference)
             issuer = self.issuer_for(original, incoming)
 
             # ---- De-identification: nothing above has written anything, and

@@ -161,6 +161,16 @@ class Index:
         row = {**values, PARENT_FK[level]: parent}
         return conn.execute(table.insert().values(**row)).inserted_primary_key[0]
 
+    def note_duplicate(self, sop_instance_uid: str) -> bool:
+        """Count one more copy of an indexed instance; False if it is not indexed."""
+        with self._write_lock, self.engine.begin() as conn:
+            counted = conn.execute(
+                instances.update()
+                .where(instances.c.sopinstanceuid == sop_instance_uid)
+                .values(copies_received=instances.c.copies_received + 1)
+            )
+            return counted.rowcount > 0
+
     def add_linkage(self, study_uid: str, pseudonym: str, sealed: bytes) -> None:
         """Keep the first sealed identity of a study (later instances repeat it)."""
         with self._write_lock, self.engine.begin() as conn:
