@@ -62,6 +62,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     reid.add_argument("value", metavar="PSEUDONYM|STUDY_UID")
 
+    user = commands.add_parser("user", help="web users: add, list, disable, passwd")
+    user.add_argument("action", choices=["add", "list", "disable", "passwd"])
+    user.add_argument("name", nargs="?", help="user name (all but list)")
+    user.add_argument(
+        "--role", choices=["cardiologist", "researcher", "admin"], default="cardiologist"
+    )
+    user.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from standard input (scripts)",
+    )
+
     held = commands.add_parser("quarantine", help="instances held back, and releasing them")
     held.add_argument("action", choices=["list", "release"])
     held.add_argument("uids", nargs="*", metavar="SOP_UID", help="release only these")
@@ -128,6 +140,60 @@ def _stats(config: Config, as_json: bool) -> int:
     return EXIT_OK
 
 
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    import getpass
+
+    first = getpass.getpass("Password: ")
+    if first != getpass.getpass("Again: "):
+        raise ValueError("the two passwords differ")
+    return first
+
+
+def _user(config: Config, args: argparse.Namespace) -> int:
+    from werkzeug.security import generate_password_hash
+
+    from dicomnode.node import open_archive
+    from storage.accounts import AccountError
+
+    if args.action != "list" and not args.name:
+        print(f"dicomnode user {args.action}: a user name is needed", file=sys.stderr)
+        return EXIT_USAGE
+    archive = open_archive(config)
+    accounts = archive.index.accounts
+    try:
+        if args.action == "list":
+            for user in accounts.list():
+                state = "disabled" if user.disabled else "active"
+                print(f"{user.username:<24} {user.role:<13} {state}")
+        elif args.action == "disable":
+            accounts.update(args.name, disabled=True)
+        else:
+            password = _read_password(args.password_stdin)
+            if len(password) < 10:
+                raise ValueError("a password needs at least 10 characters")
+            hashed = generate_password_hash(password)
+            if args.action == "add":
+                accounts.add(args.name, hashed, args.role)
+            else:
+                accounts.update(args.name, password_hash=hashed, disabled=False)
+        if args.action != "list":
+            archive.index.add_audit(_actor(), f"user {args.action}", args.name)
+    except (AccountError, ValueError) as exc:
+        print(f"dicomnode user {args.action}: {exc}", file=sys.stderr)
+        return EXIT_REJECTED
+    finally:
+        archive.close()
+    return EXIT_OK
+
+
+def _actor() -> str:
+    import getpass
+
+    return getpass.getuser()
+
+
 def _reidentify(config: Config, value: str) -> int:
     from dicomnode.admin import AdminError, reidentify
     from dicomnode.deid.linkage import LinkageError
@@ -190,6 +256,8 @@ def _run(args: argparse.Namespace, config: Config) -> int:
         return _import(config, args.paths, args.issuer, not args.no_progress)
     if args.command == "stats":
         return _stats(config, args.json)
+    if args.command == "user":
+        return _user(config, args)
     if args.command == "reidentify":
         return _reidentify(config, args.value)
     if args.command == "quarantine":

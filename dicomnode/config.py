@@ -46,6 +46,8 @@ class Config:
     dimse_port: int = 11112
     http_host: str = "127.0.0.1"
     http_port: int = 8080
+    # Mark the session cookie Secure (set when a TLS proxy fronts the web app).
+    http_secure_cookies: bool = False
     data_dir: Path = Path("var")
     # Empty means SQLite in the data directory.
     index_url: str = ""

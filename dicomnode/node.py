@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
-from werkzeug.serving import BaseWSGIServer, make_server
+from waitress.server import create_server
 
 from dicomnode.config import Config
+from dicomnode.deid.secret import load_or_create_key
 from dicomnode.ingest import Ingestor
 from dicomnode.server import DicomServer
 from storage.archive import Archive, DuplicatePolicy
 
 log = logging.getLogger(__name__)
+WEB_KEY = "web.key"  # signs the session cookies
 
 
 def open_archive(config: Config) -> Archive:
@@ -29,29 +32,35 @@ class Node:
         self.ingestor = Ingestor(config, self.archive)
         self.dicom = DicomServer(config, self.ingestor)
         self._web_enabled = web
-        self._web: BaseWSGIServer | None = None
+        self._web: Any = None
 
     def start(self) -> Node:
         self.dicom.start()
         if self._web_enabled:
             from viewer import create_app
 
-            app = create_app(self.config, self.archive)
-            self._web = make_server(
-                self.config.http_host, self.config.http_port, app, threaded=True
+            key = load_or_create_key(self.config.key_dir / WEB_KEY, self.config.data_dir)
+            app = create_app(self.config, self.archive, key)
+            # waitress: a production WSGI server, threads for parallel frame requests.
+            self._web = create_server(
+                app,
+                host=self.config.http_host,
+                port=self.config.http_port,
+                threads=8,
+                ident="chd-node",
             )
-            threading.Thread(target=self._web.serve_forever, daemon=True, name="web").start()
-            log.info("web app on http://%s:%d", self.config.http_host, self._web.server_port)
+            threading.Thread(target=self._web.run, daemon=True, name="web").start()
+            log.info("web app on http://%s:%d", self.config.http_host, self.http_port)
         return self
 
     @property
     def http_port(self) -> int | None:
-        return self._web.server_port if self._web else None
+        return self._web.effective_port if self._web else None
 
     def stop(self) -> None:
         self.dicom.stop()
         if self._web is not None:
-            self._web.shutdown()
+            self._web.close()
             self._web = None
         self.archive.close()
 

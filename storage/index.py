@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import Connection, create_engine, event, func, select
 from sqlalchemy.engine import Engine
 
+from storage.accounts import Accounts
 from storage.keys import Level
 from storage.query import Query, run_query
 from storage.record import InstanceRecord
@@ -64,6 +65,7 @@ class Index:
         metadata.create_all(self.engine)
         # One writer at a time in this process keeps get-or-create race-free.
         self._write_lock = threading.Lock()
+        self.accounts = Accounts(self.engine, self._write_lock)
         # Series UID -> pk of series already indexed: the common case (the next
         # instance of a series) then costs one lookup and one insert.
         self._series_cache: dict[str, int] = {}

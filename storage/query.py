@@ -29,6 +29,9 @@ class Query:
     keys: dict[str, str] = field(default_factory=dict)
     limit: int | None = None
     offset: int = 0
+    # Order by this stored attribute (else by arrival), newest/highest first if descending.
+    sort: str | None = None
+    descending: bool = False
 
 
 def _levels_up_to(level: Level) -> list[Level]:
@@ -100,7 +103,12 @@ def build(query: Query) -> Select:
             continue  # keys of lower levels or unknown ones: returned empty
         if cond is not None:
             conditions.append(cond)
-    stmt = select(*columns).select_from(_joined(level)).where(*conditions).order_by(table.c.pk)
+    order = [table.c.pk.desc() if query.descending else table.c.pk]
+    sort = ATTRIBUTES.get(query.sort or "")
+    if sort is not None and sort.level.depth <= level.depth:
+        column = TABLES[sort.level].c[sort.column]
+        order.insert(0, column.desc() if query.descending else column)
+    stmt = select(*columns).select_from(_joined(level)).where(*conditions).order_by(*order)
     if query.limit:
         stmt = stmt.limit(query.limit)
     if query.offset:

@@ -7,6 +7,7 @@ bounds of a query are brought to one fixed-width form here.
 from __future__ import annotations
 
 import re
+from datetime import date
 
 _TIME = re.compile(r"^(\d{2})(\d{2})?(\d{2})?(\.\d{1,6})?$")
 _DATE = re.compile(r"^\d{8}$")
@@ -21,6 +22,10 @@ def normalise_date(value: str) -> str:
     text = value.strip().replace(".", "") if len(value.strip()) == 10 else value.strip()
     if not _DATE.match(text):
         raise ValueFormatError(f"not a DICOM date: {value!r}")
+    try:
+        date(int(text[:4]), int(text[4:6]), int(text[6:]))
+    except ValueError:
+        raise ValueFormatError(f"not a calendar date: {value!r}") from None
     return text
 
 

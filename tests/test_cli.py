@@ -125,8 +125,10 @@ def test_serve_answers_dcmtk_and_http_then_stops_on_sigterm(tmp_path: Path) -> N
         path = save(xa_instance(PATIENTS[1], frames=2, rows=32, cols=32), tmp_path / "x.dcm")
         sent = dcmtk("dcmsend", "-aec", "CHDNODE", "127.0.0.1", str(ports[0]), path)
         assert sent.returncode == 0, sent.stderr
-        with urllib.request.urlopen(f"http://127.0.0.1:{ports[1]}/api/stats") as response:
-            assert json.load(response)["instances"] == 1
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports[1]}/healthz") as response:
+            assert json.load(response)["status"] == "ok"  # the rest needs a login
+        stats = run(tmp_path, "stats", "--json")
+        assert json.loads(stats.stdout)["instances"] == 1
     finally:
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=60)

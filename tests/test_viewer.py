@@ -1,15 +1,172 @@
+"""The web viewer through Flask's test client: access, search, frames."""
+
+from __future__ import annotations
+
+from io import BytesIO
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flask.testing import FlaskClient
+from PIL import Image
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.encaps import generate_frames
+from werkzeug.security import generate_password_hash
+
 from dicomnode.config import Config
-from dicomnode.ingest import Ingestor
+from dicomnode.importer import split_file
+from dicomnode.ingest import Incoming, Ingestor, Outcome
+from dicomnode.samples import PATIENTS, sample_file, xa_instance
 from storage.archive import Archive
 from tests.conftest import incoming
-from tests.test_ingest import instance
 from viewer import create_app
+from viewer.frames import frame_times_ms
+
+PASSWORD = "correct horse battery"
 
 
-def test_health_and_stats(config: Config, archive: Archive, ingestor: Ingestor) -> None:
-    client = create_app(config, archive).test_client()
-    assert client.get("/healthz").json == {"status": "ok", "ae_title": "CHDNODE"}
-    assert client.get("/api/stats").json["instances"] == 0
-    ingestor.ingest(incoming(instance()))
-    assert client.get("/api/stats").json["instances"] == 1
-    assert client.get("/nothing-here").status_code == 404
+@pytest.fixture
+def client(config: Config, archive: Archive) -> FlaskClient:
+    archive.index.accounts.add("amina", generate_password_hash(PASSWORD), "cardiologist")
+    app = create_app(config, archive, b"k" * 32)
+    return app.test_client()
+
+
+def log_in(client: FlaskClient, password: str = PASSWORD) -> object:
+    with client.session_transaction() as session:
+        session["csrf"] = "token"
+    return client.post(
+        "/login", data={"username": "amina", "password": password, "csrf_token": "token"}
+    )
+
+
+def rows(page: str) -> int:
+    return page.count('href="/studies/')
+
+
+def stored_uid(archive: Archive) -> str:
+    (path,) = archive.blobs.root.rglob("*.dcm")
+    return str(dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+
+
+def test_everything_but_login_and_health_needs_a_user(client: FlaskClient) -> None:
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/").status_code == 302
+    assert client.get("/").headers["Location"].startswith("/login")
+    assert client.get("/api/stats").status_code == 401
+    assert client.get("/api/instances/1.2.3/meta").status_code == 401
+
+
+def test_wrong_password_and_missing_csrf_are_refused(client: FlaskClient) -> None:
+    wrong = log_in(client, "not the password")
+    assert wrong.status_code == 401 and b"Wrong user name or password" in wrong.data
+    assert client.get("/").status_code == 302
+    no_token = client.post("/login", data={"username": "amina", "password": PASSWORD})
+    assert no_token.status_code == 400 and b"CSRF" in no_token.data
+    assert log_in(client).status_code == 302
+    assert client.post("/logout").status_code == 400  # logged in, still needs the token
+
+
+def test_search_and_study_page_show_only_deidentified_data(
+    client: FlaskClient, ingestor: Ingestor
+) -> None:
+    for patient in PATIENTS[:3]:
+        ds = xa_instance(patient, frames=3, rows=32, cols=32)
+        assert ingestor.ingest(incoming(ds)).outcome is Outcome.STORED
+    log_in(client)
+    page = client.get("/").get_data(as_text=True)
+    assert rows(page) == 3
+    for patient in PATIENTS[:3]:
+        assert patient.name.split("^")[0] not in page and patient.patient_id not in page
+    pseudonym = ingestor.deidentify.secret.pseudonym("NCC Bishkek", PATIENTS[1].patient_id)
+    found = client.get("/", query_string={"pseudonym": pseudonym[4:]}).get_data(as_text=True)
+    assert rows(found) == 1 and pseudonym in found
+    by_text = client.get("/", query_string={"text": "房间隔"}).get_data(as_text=True)
+    assert rows(by_text) == 1
+    assert rows(client.get("/", query_string={"modality": "US"}).get_data(as_text=True)) == 0
+    assert client.get("/", query_string={"from": "2026-13-01"}).status_code == 400
+
+
+def test_jpeg_frames_go_out_as_stored(
+    client: FlaskClient, ingestor: Ingestor, archive: Archive
+) -> None:
+    data, syntax = split_file(sample_file("color3d_jpeg_baseline.dcm").read_bytes())
+    assert ingestor.ingest(Incoming(data, syntax, calling_ae="BISHKEK_ECHO")).status == 0
+    uid = stored_uid(archive)
+    log_in(client)
+    meta = client.get(f"/api/instances/{uid}/meta").json
+    assert meta["frames"] == 120 and meta["pseudonym"].startswith("CHD-")
+    stored = dcmread(next(archive.blobs.root.rglob("*.dcm")))
+    fragments = list(generate_frames(stored.PixelData, number_of_frames=120))
+    response = client.get(f"/api/instances/{uid}/frames/7")
+    assert response.mimetype == "image/jpeg" and response.data == fragments[6]
+    assert "immutable" in response.headers["Cache-Control"]
+    again = client.get(
+        f"/api/instances/{uid}/frames/7", headers={"If-None-Match": response.headers["ETag"]}
+    )
+    assert again.status_code == 304
+    assert client.get(f"/api/instances/{uid}/frames/121").status_code == 404
+
+
+def test_other_syntaxes_are_decoded_once_to_png(
+    client: FlaskClient, ingestor: Ingestor, archive: Archive
+) -> None:
+    ds = xa_instance(PATIENTS[0], frames=4, rows=48, cols=40)
+    assert ingestor.ingest(incoming(ds, calling_ae="BISHKEK_CATH")).status == 0
+    uid = stored_uid(archive)
+    log_in(client)
+    response = client.get(f"/api/instances/{uid}/frames/2")
+    image = Image.open(BytesIO(response.data))
+    assert response.mimetype == "image/png" and image.size == (40, 48) and image.mode == "L"
+    assert (np.asarray(image) == ds.pixel_array[1]).all()
+    meta = client.get(f"/api/instances/{uid}/meta").json
+    assert meta["fps"] == pytest.approx(15, abs=0.1) and meta["grey"] is True
+
+
+def timing(**attrs: object) -> Dataset:
+    ds = Dataset()
+    ds.NumberOfFrames = 4
+    for key, value in attrs.items():
+        setattr(ds, key, value)
+    return ds
+
+
+@pytest.mark.parametrize(
+    ("attrs", "expected"),
+    [
+        ({"FrameTimeVector": [0, 20, 40, 40], "FrameTime": 33}, [20, 40, 40, 40]),
+        ({"FrameTime": "33.3", "CineRate": 15}, [33.3] * 4),
+        ({"CineRate": 25, "RecommendedDisplayFrameRate": 10}, [40.0] * 4),
+        ({"RecommendedDisplayFrameRate": 50}, [20.0] * 4),
+        ({}, [1000 / 30] * 4),
+    ],
+)
+def test_frame_rate_follows_the_standards_order(attrs: dict, expected: list) -> None:
+    assert frame_times_ms(timing(**attrs)) == pytest.approx(expected)
+
+
+def test_user_cli(tmp_path: Path, config: Config) -> None:
+    from dicomnode.cli import main
+
+    path = tmp_path / "node.toml"
+    path.write_text(
+        f'[node]\ndata_dir = "{config.data_dir}"\nkey_dir = "{config.key_dir}"\n',
+        encoding="utf-8",
+    )
+    import io
+    import sys
+
+    stdin = sys.stdin
+    try:
+        sys.stdin = io.StringIO(PASSWORD + "\n")
+        assert (
+            main(["-c", str(path), "user", "add", "bakyt", "--role", "admin", "--password-stdin"])
+            == 0
+        )
+        sys.stdin = io.StringIO("short\n")
+        assert main(["-c", str(path), "user", "add", "x", "--password-stdin"]) == 3
+    finally:
+        sys.stdin = stdin
+    assert main(["-c", str(path), "user", "disable", "bakyt"]) == 0
+    assert main(["-c", str(path), "user", "disable", "nobody"]) == 3

@@ -1,27 +1,49 @@
-"""The web viewer (Flask). For now: the app factory, a health check and stats."""
+"""The web viewer (Flask): log in, find a study, play its echo and angio cine."""
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
 
 from dicomnode.config import Config
 from storage.archive import Archive
 
 
-def create_app(config: Config, archive: Archive) -> Flask:
-    """Application factory: configuration and archive are passed in, no globals."""
+def create_app(config: Config, archive: Archive, secret_key: bytes) -> Flask:
+    """Application factory: configuration, archive and session key are passed in."""
+    from viewer import auth, frames, studies
+
     app = Flask(__name__)
-    app.config["NODE_CONFIG"] = config
+    app.config.update(
+        NODE_CONFIG=config,
+        SECRET_KEY=secret_key,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=config.http_secure_cookies,
+    )
     app.extensions["archive"] = archive
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(studies.bp)
+    app.register_blueprint(frames.bp)
+    app.jinja_env.globals["csrf_token"] = auth.csrf_token
+    app.jinja_env.filters["urlencode_page"] = lambda args, page: urlencode(
+        {**args.to_dict(), "page": page}
+    )
 
     @app.get("/healthz")
-    def healthz() -> Any:
+    def health() -> Any:
         return jsonify(status="ok", ae_title=config.ae_title)
 
     @app.get("/api/stats")
     def stats() -> Any:
         return jsonify(archive.index.stats())
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> Any:
+        # A clear message, never a stack trace or a value of the data.
+        return jsonify(error=error.name, message=error.description), error.code
 
     return app

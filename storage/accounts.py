@@ -1,0 +1,89 @@
+"""Web users and their roles (the people, not the DICOM peers)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import Boolean, Column, DateTime, Integer, String, Table, select
+from sqlalchemy.engine import Engine
+
+from storage.schema import metadata
+
+ROLES = ("cardiologist", "researcher", "admin")
+
+users = Table(
+    "users",
+    metadata,
+    Column("pk", Integer, primary_key=True),
+    Column("username", String(64), nullable=False, unique=True),
+    Column("password_hash", String(256), nullable=False),
+    Column("role", String(32), nullable=False),
+    Column("disabled", Boolean, nullable=False, default=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+
+class AccountError(ValueError):
+    """The request about an account cannot be done; the message says why."""
+
+
+@dataclass(frozen=True)
+class User:
+    username: str
+    password_hash: str
+    role: str
+    disabled: bool
+
+
+class Accounts:
+    """Users in the index database. Hashing is the caller's (werkzeug's) job."""
+
+    def __init__(self, engine: Engine, lock: threading.Lock) -> None:
+        self.engine = engine
+        self._lock = lock
+
+    def add(self, username: str, password_hash: str, role: str) -> None:
+        if role not in ROLES:
+            raise AccountError(f"role must be one of {', '.join(ROLES)}")
+        if not username or len(username) > 64 or not username.isprintable():
+            raise AccountError("user name must be 1-64 printable characters")
+        with self._lock, self.engine.begin() as conn:
+            if conn.execute(select(users.c.pk).where(users.c.username == username)).first():
+                raise AccountError(f"user {username!r} exists")
+            conn.execute(
+                users.insert().values(
+                    username=username,
+                    password_hash=password_hash,
+                    role=role,
+                    disabled=False,
+                    created_at=datetime.now(UTC),
+                )
+            )
+
+    def get(self, username: str) -> User | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(
+                    users.c.username, users.c.password_hash, users.c.role, users.c.disabled
+                ).where(users.c.username == username)
+            ).first()
+        return None if row is None else User(*row)
+
+    def list(self) -> list[User]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(
+                    users.c.username, users.c.password_hash, users.c.role, users.c.disabled
+                ).order_by(users.c.username)
+            ).all()
+        return [User(*row) for row in rows]
+
+    def update(self, username: str, **values: object) -> None:
+        with self._lock, self.engine.begin() as conn:
+            result = conn.execute(
+                users.update().where(users.c.username == username).values(**values)
+            )
+            if result.rowcount == 0:
+                raise AccountError(f"no user {username!r}")

@@ -1,0 +1,174 @@
+// Cine viewer: every frame of a clip is prefetched as an <img> (immutable
+// URLs, so the browser cache serves replays) and drawn on a canvas at the
+// clip's own timing (Frame Time Vector / Frame Time / Cine Rate, from /meta).
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const viewports = [];
+let active = 0;
+
+function makeViewport(element) {
+  const canvas = element.querySelector("canvas");
+  const vp = {
+    element, canvas, ctx: canvas.getContext("2d"), overlay: element.querySelector(".overlay"),
+    images: [], times: [], frame: 0, playing: false, acc: 0, last: 0, meta: null,
+    zoom: 1, panX: 0, panY: 0, brightness: 1, contrast: 1, invert: false,
+  };
+  element.addEventListener("mousedown", () => select(viewports.indexOf(vp)));
+  dragHandlers(vp);
+  return vp;
+}
+
+function select(index) {
+  active = index;
+  viewports.forEach((vp, i) => vp.element.classList.toggle("active", i === index));
+  syncControls();
+}
+
+async function openSeries(vp, instances) {
+  const first = instances[0];
+  const meta = await (await fetch(`/api/instances/${first}/meta`)).json();
+  let urls;
+  if (meta.frames > 1 || instances.length === 1) {
+    urls = Array.from({ length: meta.frames }, (_, i) => `/api/instances/${first}/frames/${i + 1}`);
+    vp.times = meta.frame_times_ms;
+  } else { // a stack of single-frame instances
+    urls = instances.map((uid) => `/api/instances/${uid}/frames/1`);
+    vp.times = urls.map(() => 1000 / Math.max(meta.fps, 1));
+  }
+  vp.meta = meta;
+  vp.images = urls.map((url) => { const img = new Image(); img.src = url; return img; });
+  vp.frame = 0; vp.acc = 0; vp.zoom = 1; vp.panX = vp.panY = 0;
+  vp.brightness = vp.contrast = 1; vp.invert = false;
+  await vp.images[0].decode();
+  vp.canvas.width = vp.images[0].naturalWidth;
+  vp.canvas.height = vp.images[0].naturalHeight;
+  draw(vp);
+  vp.playing = urls.length > 1; // auto-play a clip
+  vp.last = performance.now();
+  syncControls();
+}
+
+function draw(vp) {
+  const img = vp.images[vp.frame];
+  if (!img || !img.complete || !img.naturalWidth) return false;
+  const { ctx, canvas } = vp;
+  ctx.setTransform(1, 0, 0, 1, 0, 0);
+  ctx.fillStyle = "#000";
+  ctx.fillRect(0, 0, canvas.width, canvas.height);
+  ctx.filter = `brightness(${vp.brightness}) contrast(${vp.contrast})${vp.invert ? " invert(1)" : ""}`;
+  ctx.setTransform(vp.zoom, 0, 0, vp.zoom,
+    vp.panX + (1 - vp.zoom) * canvas.width / 2, vp.panY + (1 - vp.zoom) * canvas.height / 2);
+  ctx.drawImage(img, 0, 0);
+  const m = vp.meta;
+  vp.overlay.textContent = `${m.pseudonym} · ${m.sex} ${m.age} ${m.weight ? m.weight + " kg" : ""}` +
+    ` · ${m.modality} ${m.view} · frame ${vp.frame + 1}/${vp.images.length} · ${m.fps} fps`;
+  return true;
+}
+
+function tick(now) {
+  for (const vp of viewports) {
+    if (!vp.playing || vp.images.length < 2) { vp.last = now; continue; }
+    vp.acc += (now - vp.last) * Number($("speed").value);
+    vp.last = now;
+    let moved = false;
+    while (vp.acc >= vp.times[vp.frame]) {
+      const next = vp.frame + 1;
+      if (!vp.images[next % vp.images.length].complete) break; // wait for the network
+      vp.acc -= vp.times[vp.frame];
+      if (next >= vp.images.length && !$("loop").checked) { vp.playing = false; break; }
+      vp.frame = next % vp.images.length;
+      moved = true;
+    }
+    if (moved) draw(vp);
+  }
+  syncControls();
+  requestAnimationFrame(tick);
+}
+
+function syncControls() {
+  const vp = viewports[active];
+  if (!vp) return;
+  $("scrub").max = Math.max(vp.images.length, 1);
+  $("scrub").value = vp.frame + 1;
+  $("counter").textContent = `${vp.images.length ? vp.frame + 1 : 0} / ${vp.images.length}`;
+  $("play").classList.toggle("on", vp.playing);
+}
+
+function step(delta) {
+  const vp = viewports[active];
+  if (!vp.images.length) return;
+  vp.playing = false;
+  vp.frame = (vp.frame + delta + vp.images.length) % vp.images.length;
+  draw(vp);
+}
+
+function dragHandlers(vp) {
+  let start = null;
+  vp.canvas.addEventListener("mousedown", (e) => {
+    start = { x: e.clientX, y: e.clientY, b: vp.brightness, c: vp.contrast, px: vp.panX, py: vp.panY, pan: e.shiftKey };
+  });
+  window.addEventListener("mouseup", () => { start = null; });
+  window.addEventListener("mousemove", (e) => {
+    if (!start) return;
+    const dx = e.clientX - start.x, dy = e.clientY - start.y;
+    if (start.pan || !(vp.meta && vp.meta.grey)) { vp.panX = start.px + dx; vp.panY = start.py + dy; }
+    else { // window/level: width with x, level with y
+      vp.contrast = Math.max(0.1, start.c * Math.exp(dx / 200));
+      vp.brightness = Math.max(0.1, start.b * Math.exp(-dy / 200));
+    }
+    draw(vp);
+  });
+}
+
+function bindControls() {
+  $("play").onclick = () => { const vp = viewports[active]; vp.playing = !vp.playing; vp.last = performance.now(); };
+  $("prev").onclick = () => step(-1);
+  $("next").onclick = () => step(1);
+  $("scrub").oninput = (e) => { const vp = viewports[active]; vp.playing = false; vp.frame = Number(e.target.value) - 1; draw(vp); };
+  $("invert").onclick = () => { const vp = viewports[active]; vp.invert = !vp.invert; draw(vp); };
+  $("fit").onclick = () => { const vp = viewports[active]; vp.zoom = 1; vp.panX = vp.panY = 0; draw(vp); };
+  $("help").onclick = () => { $("keys").hidden = !$("keys").hidden; };
+  $("split").onclick = () => {
+    if (viewports.length > 1) return;
+    const element = viewports[0].element.cloneNode(true);
+    $("viewports").appendChild(element);
+    viewports.push(makeViewport(element));
+    select(1);
+  };
+  const thumbs = [...document.querySelectorAll("#series .thumb")];
+  thumbs.forEach((button) => {
+    button.onclick = () => openSeries(viewports[active], button.dataset.instances.split(" "));
+  });
+  document.addEventListener("keydown", (e) => {
+    const vp = viewports[active];
+    const keys = {
+      " ": () => { vp.playing = !vp.playing; vp.last = performance.now(); },
+      ArrowLeft: () => step(-1), ArrowRight: () => step(1),
+      ArrowUp: () => moveSeries(thumbs, -1), ArrowDown: () => moveSeries(thumbs, 1),
+      "+": () => { vp.zoom *= 1.25; draw(vp); }, "=": () => { vp.zoom *= 1.25; draw(vp); },
+      "-": () => { vp.zoom /= 1.25; draw(vp); },
+      Home: () => { vp.zoom = 1; vp.panX = vp.panY = 0; draw(vp); },
+      End: () => { vp.playing = false; vp.frame = vp.images.length - 1; draw(vp); },
+      i: () => { vp.invert = !vp.invert; draw(vp); },
+      "?": () => { $("keys").hidden = !$("keys").hidden; },
+      Escape: () => { $("keys").hidden = true; },
+    };
+    if (keys[e.key] && !(e.target instanceof HTMLInputElement)) { e.preventDefault(); keys[e.key](); }
+  });
+}
+
+let seriesIndex = 0;
+function moveSeries(thumbs, delta) {
+  if (!thumbs.length) return;
+  seriesIndex = (seriesIndex + delta + thumbs.length) % thumbs.length;
+  thumbs[seriesIndex].click();
+}
+
+viewports.push(makeViewport(document.querySelector(".viewport")));
+select(0);
+bindControls();
+window.viewerState = () => viewports.map((vp) => ({ frame: vp.frame, frames: vp.images.length, playing: vp.playing, invert: vp.invert, contrast: vp.contrast }));
+const firstThumb = document.querySelector("#series .thumb");
+if (firstThumb) firstThumb.click();
+requestAnimationFrame(tick);

@@ -1,0 +1,109 @@
+"""Study browser and the study page (series, viewports, cine)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, abort, current_app, g, render_template, request
+
+from storage.keys import Level
+from storage.query import Query, QueryError
+
+bp = Blueprint("studies", __name__)
+PAGE_SIZE = 25
+# Sort choices of the browser: (stored attribute, or None for arrival; descending).
+SORTS = {
+    "date": ("StudyDate", True),
+    "received": (None, True),
+    "hospital": ("IssuerOfPatientID", False),
+    "pseudonym": ("PatientID", False),
+}
+STUDY_KEYS = (
+    "StudyInstanceUID",
+    "PatientID",
+    "IssuerOfPatientID",
+    "PatientSex",
+    "PatientAge",
+    "PatientWeight",
+    "StudyDate",
+    "StudyDescription",
+    "ModalitiesInStudy",
+    "NumberOfStudyRelatedSeries",
+    "NumberOfStudyRelatedInstances",
+)
+
+
+def _find(level: Level, keys: dict[str, str], **options: Any) -> list:
+    query = Query(level=level, keys=keys, **options)
+    return list(current_app.extensions["archive"].index.find(query))
+
+
+def search_keys(args: Any) -> dict[str, str]:
+    """Form fields to matching keys (PS3.4 rules; free text as a substring)."""
+    keys = dict.fromkeys(STUDY_KEYS, "")
+    if pseudonym := args.get("pseudonym", "").strip():
+        keys["PatientID"] = pseudonym if "*" in pseudonym else f"*{pseudonym}*"
+    if hospital := args.get("hospital", "").strip():
+        keys["IssuerOfPatientID"] = f"*{hospital}*"
+    if modality := args.get("modality", "").strip().upper():
+        keys["ModalitiesInStudy"] = modality
+    low, high = args.get("from", "").replace("-", ""), args.get("to", "").replace("-", "")
+    if low or high:
+        keys["StudyDate"] = f"{low}-{high}"
+    if text := args.get("text", "").strip():
+        keys["StudyDescription"] = f"*{text}*"
+    return keys
+
+
+@bp.get("/")
+def index() -> Any:
+    sort = SORTS.get(request.args.get("sort", "date"), SORTS["date"])
+    try:
+        page = max(int(request.args.get("page", "1") or 1), 1)
+        rows = _find(
+            Level.STUDY,
+            search_keys(request.args),
+            limit=PAGE_SIZE + 1,
+            offset=(page - 1) * PAGE_SIZE,
+            sort=sort[0],
+            descending=sort[1],
+        )
+    except (QueryError, ValueError) as exc:
+        abort(400, description=str(exc))
+    return render_template(
+        "studies.html",
+        rows=rows[:PAGE_SIZE],
+        more=len(rows) > PAGE_SIZE,
+        page=page,
+        args=request.args,
+        user=g.user,
+    )
+
+
+@bp.get("/studies/<uid>")
+def study(uid: str) -> Any:
+    studies = _find(Level.STUDY, {**dict.fromkeys(STUDY_KEYS, ""), "StudyInstanceUID": uid})
+    if not studies:
+        abort(404, description="no such study")
+    images = _find(
+        Level.IMAGE,
+        {
+            "StudyInstanceUID": uid,
+            "SeriesInstanceUID": "",
+            "SOPInstanceUID": "",
+            "InstanceNumber": "",
+            "NumberOfFrames": "",
+            "Modality": "",
+            "SeriesDescription": "",
+            "SeriesNumber": "",
+        },
+    )
+    series: dict[str, dict[str, Any]] = {}
+    for image in sorted(
+        images, key=lambda i: (i.get("SeriesNumber") or 0, i.get("InstanceNumber") or 0)
+    ):
+        entry = series.setdefault(image["SeriesInstanceUID"], {**image, "instances": []})
+        entry["instances"].append(image["SOPInstanceUID"])
+    return render_template(
+        "study.html", study=studies[0], series=list(series.values()), user=g.user
+    )
