@@ -4,9 +4,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# Real DICOM peers the tests and benchmarks talk to (Debian packages).
-PEER_BINS := echoscu storescu findscu dcmsend dcmcjpeg dciodvfy Orthanc
-PEER_PKGS := dcmtk dicom3tools orthanc
+# Real DICOM peers the tests and benchmarks talk to, and the browser the UI
+# tests drive (Debian packages; Playwright never downloads a browser here).
+PEER_BINS := echoscu storescu findscu dcmsend dcmcjpeg dciodvfy Orthanc chromium
+PEER_PKGS := dcmtk dicom3tools orthanc chromium
 
 .PHONY: install run demo test peers lint bench clean
 

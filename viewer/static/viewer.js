@@ -74,7 +74,10 @@ function tick(now) {
     let moved = false;
     while (vp.acc >= vp.times[vp.frame]) {
       const next = vp.frame + 1;
-      if (!vp.images[next % vp.images.length].complete) break; // wait for the network
+      if (!vp.images[next % vp.images.length].complete) {
+        vp.acc = vp.times[vp.frame]; // wait for the network, then go on at the clip's pace
+        break;
+      }
       vp.acc -= vp.times[vp.frame];
       if (next >= vp.images.length && !$("loop").checked) { vp.playing = false; break; }
       vp.frame = next % vp.images.length;

@@ -1,0 +1,129 @@
+"""The viewer in headless Debian Chromium driven by Playwright: what a
+cardiologist does, click by click. Screenshots go to test-artifacts/."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from werkzeug.security import generate_password_hash
+
+from dicomnode.config import Config
+from dicomnode.importer import split_file
+from dicomnode.ingest import Incoming
+from dicomnode.node import Node
+from dicomnode.samples import PATIENTS, sample_file, xa_instance
+from tests.conftest import incoming
+
+pytestmark = [pytest.mark.slow, pytest.mark.peers]
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+PASSWORD = "correct horse battery"
+# The workplace's closed network: no background fetches, no sandbox as root.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+def web_node(config: Config) -> Iterator[Node]:
+    with Node(replace(config, http_host="127.0.0.1"), web=True) as node:
+        node.archive.index.accounts.add("amina", generate_password_hash(PASSWORD), "cardiologist")
+        data, syntax = split_file(sample_file("color3d_jpeg_baseline.dcm").read_bytes())
+        assert node.ingestor.ingest(Incoming(data, syntax, calling_ae="BISHKEK_ECHO")).status == 0
+        xa = xa_instance(PATIENTS[0], frames=20, rows=128, cols=128)
+        assert node.ingestor.ingest(incoming(xa, calling_ae="BISHKEK_CATH")).status == 0
+        yield node
+
+
+@pytest.fixture
+def page(web_node: Node):
+    if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
+        pytest.fail("Debian chromium is not installed: run `make peers`")
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.base = f"http://127.0.0.1:{web_node.http_port}"  # type: ignore[attr-defined]
+        yield page
+        browser.close()
+
+
+def log_in(page, password: str = PASSWORD) -> None:
+    page.goto(page.base + "/")
+    page.fill("input[name=username]", "amina")
+    page.fill("input[name=password]", password)
+    page.click("button[type=submit]")
+
+
+def test_wrong_password_stays_on_the_login_page(page) -> None:
+    log_in(page, "wrong password!")
+    assert page.locator("[role=alert]").inner_text() == "Wrong user name or password."
+    assert "/login" in page.url
+
+
+def test_find_an_echo_and_play_it_at_its_frame_rate(page) -> None:
+    log_in(page)
+    page.select_option("select[name=modality]", "US")
+    page.click("form.search button[type=submit]")
+    rows = page.locator("table.studies tbody a")
+    assert rows.count() == 1
+    rows.first.click()
+    page.wait_for_function("() => window.viewerState && window.viewerState()[0].frames === 120")
+    page.wait_for_function("() => window.viewerState()[0].playing")
+    # Frames advanced over two seconds of animation, timed on the page's own
+    # animation clock (the one the player uses).
+    advanced, seconds = page.evaluate(
+        """() => new Promise((done) => {
+            let start = null, first = null;
+            const check = (now) => {
+              const frame = window.viewerState()[0].frame;
+              if (start === null) { start = now; first = frame; }
+              if (now - start < 2000) return requestAnimationFrame(check);
+              done([(frame - first + 120) % 120, (now - start) / 1000]);
+            };
+            requestAnimationFrame(check);
+        })"""
+    )
+    assert abs(advanced / seconds - 30) <= 1, (advanced, seconds)  # Frame Time 33.3 ms
+    page.screenshot(path=str(ARTIFACTS / "echo-playing.png"))
+    page.keyboard.press("Space")
+    assert page.evaluate("() => window.viewerState()[0].playing") is False
+    frame = page.evaluate("() => window.viewerState()[0].frame")
+    page.keyboard.press("ArrowRight")
+    assert page.evaluate("() => window.viewerState()[0].frame") == (frame + 1) % 120
+    page.keyboard.press("i")
+    assert page.evaluate("() => window.viewerState()[0].invert") is True
+    assert page.locator("#counter").inner_text() == f"{(frame + 1) % 120 + 1} / 120"
+
+
+def test_window_level_drag_changes_the_angio_image(page) -> None:
+    log_in(page)
+    page.select_option("select[name=modality]", "XA")
+    page.click("form.search button[type=submit]")
+    page.locator("table.studies tbody a").first.click()
+    page.wait_for_function("() => window.viewerState && window.viewerState()[0].frames === 20")
+    page.keyboard.press("Space")  # pause, so only window/level changes the pixels
+    canvas = page.locator(".viewport canvas").first
+    before = canvas.screenshot()
+    box = canvas.bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + 150, y - 60, steps=5)
+    page.mouse.up()
+    assert page.evaluate("() => window.viewerState()[0].contrast") > 1.5
+    after = canvas.screenshot()
+    assert before != after
+    page.screenshot(path=str(ARTIFACTS / "angio-window-level.png"))
