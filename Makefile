@@ -44,11 +44,14 @@ test: $(STAMP) peers lint
 	$(BIN)/pytest
 
 ## make bench: ingest against storescp and Orthanc; de-identification against
-## deid, dicognito and Orthanc's /anonymize
+## deid, dicognito and Orthanc's /anonymize; frame delivery against Orthanc
 bench: $(STAMP) peers
+	@[ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq orthanc-dicomweb
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench.ingest
 	$(BIN)/python -m bench.deid
+	$(BIN)/python -m bench.viewer
 
 clean:
 	rm -rf $(VENV) var bench/out .pytest_cache .ruff_cache
