@@ -127,3 +127,13 @@ def test_window_level_drag_changes_the_angio_image(page) -> None:
     after = canvas.screenshot()
     assert before != after
     page.screenshot(path=str(ARTIFACTS / "angio-window-level.png"))
+
+
+def test_a_forged_post_without_the_csrf_token_is_refused(page) -> None:
+    log_in(page)
+    status = page.evaluate("() => fetch('/logout', {method: 'POST'}).then(r => r.status)")
+    assert status == 400
+    page.goto(page.base + "/")
+    assert "/login" not in page.url  # still logged in: the forged logout did nothing
+    page.click("header button[type=submit]")  # the real form carries the token
+    assert "/login" in page.url

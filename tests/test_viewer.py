@@ -170,3 +170,42 @@ def test_user_cli(tmp_path: Path, config: Config) -> None:
         sys.stdin = stdin
     assert main(["-c", str(path), "user", "disable", "bakyt"]) == 0
     assert main(["-c", str(path), "user", "disable", "nobody"]) == 3
+
+
+def test_quarantine_is_for_admins_only(
+    client: FlaskClient, config: Config, archive: Archive, ingestor: Ingestor
+) -> None:
+    from tests.test_ingest import instance
+
+    held = instance()
+    del held.SequenceOfUltrasoundRegions
+    assert ingestor.ingest(incoming(held)).outcome is Outcome.QUARANTINED
+    log_in(client)
+    assert client.get("/quarantine").status_code == 403
+    archive.index.accounts.add("bakyt", generate_password_hash(PASSWORD), "admin")
+    with client.session_transaction() as session:
+        session["user"] = "bakyt"
+    page = client.get("/quarantine").get_data(as_text=True)
+    assert "no ultrasound regions" in page and "CHD-" in page
+
+
+@pytest.mark.parametrize(
+    ("name", "mode"),
+    [
+        ("ultrasounds/RGB_IMAGE.dcm", "RGB"),
+        ("examples_palette.dcm", "RGB"),
+        ("ultrasounds/GREYSCALE_IMAGE.dcm", "L"),
+    ],
+)
+def test_colour_reaches_the_browser_once_converted(
+    client: FlaskClient, ingestor: Ingestor, archive: Archive, name: str, mode: str
+) -> None:
+    data, syntax = split_file(sample_file(name).read_bytes())
+    assert ingestor.ingest(Incoming(data, syntax, calling_ae="BISHKEK_ECHO")).status == 0
+    stored = dcmread(next(archive.blobs.root.rglob("*.dcm")))
+    log_in(client)
+    response = client.get(f"/api/instances/{stored.SOPInstanceUID}/frames/1")
+    image = Image.open(BytesIO(response.data))
+    assert image.mode == mode and image.size == (stored.Columns, stored.Rows)
+    if mode == "RGB" and stored.PhotometricInterpretation == "RGB":
+        assert (np.asarray(image) == stored.pixel_array).all()

@@ -8,6 +8,7 @@ from flask import Blueprint, abort, current_app, g, render_template, request
 
 from storage.keys import Level
 from storage.query import Query, QueryError
+from viewer.auth import role_required
 
 bp = Blueprint("studies", __name__)
 PAGE_SIZE = 25
@@ -78,6 +79,13 @@ def index() -> Any:
         args=request.args,
         user=g.user,
     )
+
+
+@bp.get("/quarantine")
+@role_required("admin")
+def quarantine() -> Any:
+    held = current_app.extensions["archive"].index.quarantined()
+    return render_template("quarantine.html", held=held, user=g.user)
 
 
 @bp.get("/studies/<uid>")
