@@ -140,6 +140,24 @@ def _stats(config: Config, as_json: bool) -> int:
     return EXIT_OK
 
 
+def _demo_user(config: Config) -> None:
+    """A first web account, so `make run` can be tried: random password, shown once."""
+    import secrets
+
+    from werkzeug.security import generate_password_hash
+
+    from dicomnode.node import open_archive
+
+    archive = open_archive(config)
+    try:
+        if not archive.index.accounts.list():
+            password = secrets.token_urlsafe(12)
+            archive.index.accounts.add("demo", generate_password_hash(password), "admin")
+            print(f"web login: demo / {password}  (change it: dicomnode user passwd demo)")
+    finally:
+        archive.close()
+
+
 def _read_password(from_stdin: bool) -> str:
     if from_stdin:
         return sys.stdin.readline().rstrip("\n")
@@ -266,7 +284,9 @@ def _run(args: argparse.Namespace, config: Config) -> int:
         from dicomnode.samples import demo_files
 
         with demo_files() as paths:
-            return _import(config, paths, "DEMO", not args.no_progress)
+            code = _import(config, paths, "DEMO", not args.no_progress)
+        _demo_user(config)
+        return code
     return EXIT_USAGE
 
 

@@ -134,3 +134,23 @@ def test_serve_answers_dcmtk_and_http_then_stops_on_sigterm(tmp_path: Path) -> N
         _, stderr = process.communicate(timeout=60)
     assert process.returncode == 0, stderr
     assert PATIENTS[1].name not in stderr and PATIENTS[1].patient_id not in stderr
+
+
+def test_demo_user_is_created_once_with_a_shown_password(
+    config, capsys: pytest.CaptureFixture
+) -> None:
+    from werkzeug.security import check_password_hash
+
+    from dicomnode.cli import _demo_user
+    from dicomnode.node import open_archive
+
+    _demo_user(config)
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("web login: demo / ")
+    password = line.split(" / ")[1].split()[0]
+    _demo_user(config)
+    assert capsys.readouterr().out == ""  # not again, not a second account
+    archive = open_archive(config)
+    (user,) = archive.index.accounts.list()
+    assert user.role == "admin" and check_password_hash(user.password_hash, password)
+    archive.close()

@@ -129,6 +129,11 @@ function bindControls() {
   $("prev").onclick = () => step(-1);
   $("next").onclick = () => step(1);
   $("scrub").oninput = (e) => { const vp = viewports[active]; vp.playing = false; vp.frame = Number(e.target.value) - 1; draw(vp); };
+  $("preset").onchange = (e) => {
+    const vp = viewports[active];
+    [vp.brightness, vp.contrast] = e.target.value.split(",").map(Number);
+    draw(vp);
+  };
   $("invert").onclick = () => { const vp = viewports[active]; vp.invert = !vp.invert; draw(vp); };
   $("fit").onclick = () => { const vp = viewports[active]; vp.zoom = 1; vp.panX = vp.panY = 0; draw(vp); };
   $("help").onclick = () => { $("keys").hidden = !$("keys").hidden; };
