@@ -83,6 +83,27 @@ def _study_contains(attribute: Attribute, value: str) -> ColumnElement | None:
 _IN_STUDY = {"ModalitiesInStudy": "Modality", "SOPClassesInStudy": "SOPClassUID"}
 
 
+def _study_instances(column: ColumnElement) -> Select:
+    return (
+        select(column)
+        .select_from(instances.join(series, instances.c.series_pk == series.c.pk))
+        .where(series.c.study_pk == studies.c.pk)
+        .correlate(studies)
+    )
+
+
+# Not DICOM keys: what the web study list shows beside them.
+STUDY_EXTRAS = {
+    "LastReceived": lambda: _study_instances(func.max(instances.c.received_at)).scalar_subquery(),
+    "FirstInstanceUID": lambda: (
+        _study_instances(instances.c.sopinstanceuid)
+        .order_by(instances.c.pk)
+        .limit(1)
+        .scalar_subquery()
+    ),
+}
+
+
 def build(query: Query) -> Select:
     level = query.level
     table = TABLES[level]
@@ -98,6 +119,9 @@ def build(query: Query) -> Select:
             cond = _study_contains(ATTRIBUTES[_IN_STUDY[keyword]], value or "")
         elif keyword in _COUNTS and COMPUTED[keyword] is level:
             columns.append(_count(*_COUNTS[keyword]).label(keyword))
+            cond = None
+        elif keyword in STUDY_EXTRAS and level is Level.STUDY:
+            columns.append(STUDY_EXTRAS[keyword]().label(keyword))
             cond = None
         else:
             continue  # keys of lower levels or unknown ones: returned empty

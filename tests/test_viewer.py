@@ -209,3 +209,17 @@ def test_colour_reaches_the_browser_once_converted(
     assert image.mode == mode and image.size == (stored.Columns, stored.Rows)
     if mode == "RGB" and stored.PhotometricInterpretation == "RGB":
         assert (np.asarray(image) == stored.pixel_array).all()
+
+
+def test_list_shows_thumbnails_and_received_time(
+    client: FlaskClient, ingestor: Ingestor, archive: Archive
+) -> None:
+    ds = xa_instance(PATIENTS[0], frames=6, rows=300, cols=400)
+    assert ingestor.ingest(incoming(ds, calling_ae="BISHKEK_CATH")).status == 0
+    log_in(client)
+    page = client.get("/").get_data(as_text=True)
+    uid = stored_uid(archive)
+    assert f"/api/instances/{uid}/thumbnail" in page
+    thumb = Image.open(BytesIO(client.get(f"/api/instances/{uid}/thumbnail").data))
+    assert thumb.format == "JPEG" and max(thumb.size) == 192
+    assert "frame_cache" not in client.application.extensions  # one frame, not the clip

@@ -144,6 +144,29 @@ def meta(uid: str) -> Any:
     )
 
 
+@bp.get("/<uid>/thumbnail")
+def thumbnail(uid: str) -> Response:
+    """The first frame, small: decoding one frame, never the whole clip."""
+    ds = _instance(uid)
+    if ds.file_meta.TransferSyntaxUID == JPEGBaseline8Bit:
+        data = bytes(next(generate_frames(ds.PixelData, number_of_frames=1)))
+        image = Image.open(BytesIO(data)).convert("RGB")
+    else:
+        ds.pixel_array_options(index=0)
+        array = ds.pixel_array
+        if str(ds.PhotometricInterpretation) == "PALETTE COLOR":
+            from pydicom.pixels import apply_color_lut
+
+            array = apply_color_lut(array, ds)
+        image = Image.fromarray(_to_8bit(ds, array))
+    image.thumbnail((192, 192))
+    buffer = BytesIO()
+    image.save(buffer, format="JPEG", quality=85)
+    response = Response(buffer.getvalue(), mimetype="image/jpeg")
+    response.headers["Cache-Control"] = "private, max-age=31536000, immutable"
+    return response
+
+
 @bp.get("/<uid>/frames/<int:number>")
 def frame(uid: str, number: int) -> Response:
     etag = f'"{uid}-{number}"'

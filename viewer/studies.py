@@ -31,6 +31,8 @@ STUDY_KEYS = (
     "ModalitiesInStudy",
     "NumberOfStudyRelatedSeries",
     "NumberOfStudyRelatedInstances",
+    "LastReceived",
+    "FirstInstanceUID",
 )
 
 
