@@ -16,18 +16,17 @@ import argparse
 import json
 import logging
 import shutil
-import subprocess
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from io import BytesIO
 from pathlib import Path
 
 from pydicom import dcmread
 
-from bench.ingest import OUT, build_sets, free_port, wait_for_echo
+from bench.ingest import OUT, build_sets
+from bench.peers import orthanc
 from dicomnode.config import Config
 from dicomnode.deid.pipeline import Deidentifier
 from dicomnode.importer import split_file
@@ -91,36 +90,6 @@ def deid_step(tmp: Path) -> Callable[[Path], bytes]:
     return run
 
 
-@contextmanager
-def orthanc_server(tmp: Path) -> Iterator[str]:
-    port, http = free_port(), free_port()
-    config = tmp / "orthanc.json"
-    config.write_text(
-        json.dumps(
-            {
-                "Name": "bench",
-                "StorageDirectory": str(tmp / "o-storage"),
-                "IndexDirectory": str(tmp / "o-index"),
-                "DicomAet": "ORTHANC",
-                "DicomPort": port,
-                "HttpPort": http,
-                "RemoteAccessAllowed": False,
-                "AuthenticationEnabled": False,
-                "Plugins": [],
-            }
-        )
-    )
-    process = subprocess.Popen(
-        ["Orthanc", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        wait_for_echo(port, "ORTHANC", process)
-        yield f"http://127.0.0.1:{http}"
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
-
-
 def orthanc_step(base: str) -> Callable[[Path], bytes]:
     ids: dict[Path, str] = {}
 
@@ -157,8 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     OUT.mkdir(exist_ok=True)
     sets = build_sets(OUT / "sets", args.small, args.runs, args.frames)
     rows = []
-    with tempfile.TemporaryDirectory(dir=OUT) as tmp, orthanc_server(Path(tmp)) as orthanc:
-        orthanc_run = orthanc_step(orthanc)
+    with tempfile.TemporaryDirectory(dir=OUT) as tmp, orthanc(Path(tmp)) as peer:
+        orthanc_run = orthanc_step(peer.base)
         for name, folder in sets.items():
             files = sorted(folder.glob("*.dcm"))
             megabytes = sum(p.stat().st_size for p in files) / 1e6

@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,9 +30,10 @@ from pathlib import Path
 from pydicom import dcmread
 from pydicom.uid import RLELossless, generate_uid
 
+from bench.peers import ENV, free_port, wait_for_echo
+from bench.peers import orthanc as orthanc_peer
 from dicomnode.samples import PATIENTS, UID_ROOT, sample_file, save, small_instance, xa_instance
 
-ENV = {**os.environ, "TCP_NODELAY": "1"}
 # Bump when the generators in dicomnode.samples change, so cached sets are rebuilt.
 SET_VERSION = 2
 OUT = Path(__file__).resolve().parent / "out"
@@ -60,12 +60,6 @@ class Result:
     @property
     def mb_per_second(self) -> float:
         return self.megabytes / self.seconds
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def drop_repeated_instances(folder: Path) -> None:
@@ -119,22 +113,6 @@ def build_sets(root: Path, small: int, runs: int, frames: int) -> dict[str, Path
             save(ds, sets["small"] / f"{number:05d}.dcm")
         marker.touch()
     return sets
-
-
-def wait_for_echo(port: int, ae_title: str, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{ae_title} exited with {process.returncode}")
-        echo = subprocess.run(
-            ["echoscu", "-to", "2", "-aec", ae_title, "127.0.0.1", str(port)],
-            env=ENV,
-            capture_output=True,
-        )
-        if echo.returncode == 0:
-            return
-        time.sleep(0.2)
-    raise RuntimeError(f"{ae_title} did not answer C-ECHO within 60 s")
 
 
 @contextmanager
@@ -197,40 +175,13 @@ def storescp(work: Path) -> Iterator[tuple[int, str, callable]]:
 
 @contextmanager
 def orthanc(work: Path) -> Iterator[tuple[int, str, callable]]:
-    port, http = free_port(), free_port()
-    config = work / "orthanc.json"
-    config.write_text(
-        json.dumps(
-            {
-                "Name": "bench",
-                "StorageDirectory": str(work / "orthanc" / "storage"),
-                "IndexDirectory": str(work / "orthanc" / "index"),
-                "DicomAet": "ORTHANC",
-                "DicomPort": port,
-                "HttpPort": http,
-                "RemoteAccessAllowed": False,
-                "AuthenticationEnabled": False,
-                "StorageCompression": False,
-                "SyncStorageArea": True,
-                "Plugins": [],
-                "DicomCheckCalledAet": True,
-            }
-        )
-    )
-    process = subprocess.Popen(
-        ["Orthanc", str(config)], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        wait_for_echo(port, "ORTHANC", process)
+    with orthanc_peer(work) as peer:
 
         def count() -> int:
-            with urllib.request.urlopen(f"http://127.0.0.1:{http}/statistics") as response:
+            with urllib.request.urlopen(f"{peer.base}/statistics") as response:
                 return json.load(response)["CountInstances"]
 
-        yield port, "ORTHANC", count
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
+        yield peer.dicom_port, "ORTHANC", count
 
 
 TARGETS = {"node": node, "storescp": storescp, "orthanc": orthanc}

@@ -23,12 +23,12 @@ import time
 import urllib.parse
 from pathlib import Path
 
-from bench.ingest import ENV, OUT, free_port, wait_for_echo
+from bench.ingest import OUT
+from bench.peers import DICOMWEB_PLUGIN, ENV, free_port, orthanc, wait_for_echo, wait_for_http
 from dicomnode.samples import sample_file
 
 CLIP = "color3d_jpeg_baseline.dcm"
 PASSWORD = "benchmark password"
-DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 
 
 class Client:
@@ -83,17 +83,6 @@ def node_server(work: Path) -> tuple[subprocess.Popen, int, dict]:
     return process, int(env["DICOMNODE_HTTP_PORT"]), env
 
 
-def wait_for_http(port: int) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            http.client.HTTPConnection("127.0.0.1", port, timeout=2).request("GET", "/")
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing answers HTTP on port {port}")
-
-
 def node_login(port: int) -> tuple[Client, str]:
     client = Client(port)
     _, page, _ = client.request("GET", "/login")
@@ -117,35 +106,6 @@ def time_frames(fetch, count: int) -> tuple[float, float]:
     for number in range(1, count + 1):
         fetch(number, first=False)
     return first, time.perf_counter() - start
-
-
-def orthanc(work: Path) -> tuple[subprocess.Popen, int]:
-    http_port, dicom_port = free_port(), free_port()
-    plugins = [DICOMWEB_PLUGIN] if Path(DICOMWEB_PLUGIN).exists() else []
-    (work / "orthanc.json").write_text(
-        json.dumps(
-            {
-                "Name": "bench",
-                "StorageDirectory": str(work / "o-storage"),
-                "IndexDirectory": str(work / "o-index"),
-                "DicomAet": "ORTHANC",
-                "DicomPort": dicom_port,
-                "HttpPort": http_port,
-                "RemoteAccessAllowed": False,
-                "AuthenticationEnabled": False,
-                "Plugins": plugins,
-                "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
-            }
-        )
-    )
-    process = subprocess.Popen(
-        ["Orthanc", str(work / "orthanc.json")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wait_for_echo(dicom_port, "ORTHANC", process)
-    wait_for_http(http_port)
-    return process, http_port
 
 
 def browser_click_to_play(port: int) -> float:
@@ -199,9 +159,8 @@ def main() -> int:
         finally:
             node.terminate()
             node.wait(timeout=60)
-        server, http_port = orthanc(work)
-        try:
-            o = Client(http_port)
+        with orthanc(work, dicomweb=True) as peer:
+            o = Client(peer.http_port)
             _, answer, _ = o.request("POST", "/instances", sample_file(CLIP).read_bytes())
             info = json.loads(answer)
             _, tags, _ = o.request("GET", f"/instances/{info['ID']}/simplified-tags")
@@ -226,9 +185,6 @@ def main() -> int:
             if Path(DICOMWEB_PLUGIN).exists():
                 rows.append(("Orthanc DICOMweb /rendered", *time_frames(orthanc_rendered, 120)))
             rows.append(("Orthanc /frames/N/preview", *time_frames(orthanc_preview, 120)))
-        finally:
-            server.terminate()
-            server.wait(timeout=60)
     node_all = rows[0][2]
     print("| server | first frame (ms) | all 120 frames (s) | node speed vs it |")
     print("|---|---:|---:|---:|")

@@ -1,0 +1,98 @@
+"""Starting the peers the benchmarks measure against, one way for all."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+ENV = {**os.environ, "TCP_NODELAY": "1"}
+DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_echo(port: int, ae_title: str, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{ae_title} exited with {process.returncode}")
+        echo = subprocess.run(
+            ["echoscu", "-to", "2", "-aec", ae_title, "127.0.0.1", str(port)],
+            env=ENV,
+            capture_output=True,
+        )
+        if echo.returncode == 0:
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"{ae_title} did not answer C-ECHO within 60 s")
+
+
+def wait_for_http(port: int) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            http.client.HTTPConnection("127.0.0.1", port, timeout=2).request("GET", "/")
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing answers HTTP on port {port}")
+
+
+@dataclass(frozen=True)
+class Orthanc:
+    dicom_port: int
+    http_port: int
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+
+@contextmanager
+def orthanc(work: Path, *, dicomweb: bool = False) -> Iterator[Orthanc]:
+    """Orthanc with its storage under ``work``, syncing its storage area like
+    the node does; with the DICOMweb plugin when asked (and installed)."""
+    peer = Orthanc(free_port(), free_port())
+    plugins = [DICOMWEB_PLUGIN] if dicomweb and Path(DICOMWEB_PLUGIN).exists() else []
+    config = work / "orthanc.json"
+    config.write_text(
+        json.dumps(
+            {
+                "Name": "bench",
+                "StorageDirectory": str(work / "orthanc" / "storage"),
+                "IndexDirectory": str(work / "orthanc" / "index"),
+                "DicomAet": "ORTHANC",
+                "DicomPort": peer.dicom_port,
+                "HttpPort": peer.http_port,
+                "RemoteAccessAllowed": False,
+                "AuthenticationEnabled": False,
+                "StorageCompression": False,
+                "SyncStorageArea": True,
+                "DicomCheckCalledAet": True,
+                "Plugins": plugins,
+                "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+            }
+        )
+    )
+    process = subprocess.Popen(
+        ["Orthanc", str(config)], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_for_echo(peer.dicom_port, "ORTHANC", process)
+        wait_for_http(peer.http_port)
+        yield peer
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
