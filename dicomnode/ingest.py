@@ -200,6 +200,7 @@ class Ingestor:
                 outcome = Outcome.QUARANTINED
             else:
                 outcome = Outcome(self.archive.store(record, encoded).value)
+                self.archive.forget_quarantined(record.sop_instance_uid)
         except Rejection as rejection:
             log.warning("rejected %s: %s", reference or "-", rejection)
             return IngestResult(Outcome.REJECTED, rejection.status, rejection.comment, reference)

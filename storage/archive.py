@@ -50,6 +50,13 @@ class Archive:
             record, key, len(data), reason, write_blob=lambda: self.held.put(key, data)
         )
 
+    def forget_quarantined(self, sop_instance_uid: str) -> None:
+        """A clean copy arrived (a re-send with regions, say): drop the held one."""
+        key = self.index.quarantined_blob(sop_instance_uid)
+        if key is not None:
+            self.index.remove_quarantined(sop_instance_uid)
+            self.held.delete(key)
+
     def read(self, sop_instance_uid: str) -> bytes | None:
         key = self.index.instance_blob(sop_instance_uid)
         return None if key is None else self.blobs.read(key)

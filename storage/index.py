@@ -227,6 +227,12 @@ class Index:
             write_blob()
             conn.execute(quarantine.insert().values(**row))
 
+    def quarantined_blob(self, sop_instance_uid: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(quarantine.c.blob_key).where(quarantine.c.sopinstanceuid == sop_instance_uid)
+            ).scalar_one_or_none()
+
     def remove_quarantined(self, sop_instance_uid: str) -> None:
         with self._write_lock, self.engine.begin() as conn:
             conn.execute(quarantine.delete().where(quarantine.c.sopinstanceuid == sop_instance_uid))

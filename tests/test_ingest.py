@@ -83,6 +83,12 @@ def test_ultrasound_without_regions_is_quarantined(ingestor: Ingestor, archive: 
     (held,) = archive.index.quarantined()
     assert "regions" in held["reason"] and held["pseudonym"].startswith("CHD-")
     assert archive.held.exists(held["blob_key"])
+    # The sender fixes its export and sends the clip again, with regions.
+    ds.SequenceOfUltrasoundRegions = small_instance(
+        PATIENTS[0], study_uid="1.2", series_uid="1.3", instance_number=1
+    ).SequenceOfUltrasoundRegions
+    assert ingestor.ingest(incoming(ds)).outcome is Outcome.STORED
+    assert archive.index.quarantined() == [] and not archive.held.exists(held["blob_key"])
 
 
 @pytest.mark.parametrize("policy", list(DuplicatePolicy))
