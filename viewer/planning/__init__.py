@@ -1,0 +1,1 @@
+"""Closure planning: calibration of measurements and device sizing aids (#5)."""

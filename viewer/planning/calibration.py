@@ -1,0 +1,143 @@
+"""From pixels to millimetres, always with the source of the scale.
+
+A value is calibrated only when the image says how: an ultrasound region
+with equal physical units on both axes that holds both ends of the line; an
+XA image's Pixel Spacing, or Imager Pixel Spacing brought to the isocentre
+by the magnification; or the user's own calibration on a catheter of known
+French size or on any known length. Otherwise the value stays in pixels and
+says why.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from pydicom.dataset import Dataset
+
+Point = tuple[float, float]  # (x = column, y = row), in image pixels
+CM = 3  # PhysicalUnitsX/YDirection code for centimetres (PS3.3 C.8.5.5.1.15)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    mm_per_px_x: float
+    mm_per_px_y: float
+    source: str
+
+
+@dataclass(frozen=True)
+class Length:
+    value: float
+    unit: str  # "mm" or "px"
+    source: str  # where the scale came from, or why there is none
+
+
+def _in_region(region: Dataset, point: Point) -> bool:
+    x, y = point
+    return int(region.RegionLocationMinX0) <= x <= int(region.RegionLocationMaxX1) and int(
+        region.RegionLocationMinY0
+    ) <= y <= int(region.RegionLocationMaxY1)
+
+
+def ultrasound(ds: Dataset, *points: Point) -> Calibration | str:
+    """The region holding every point, if it is spatial and in cm on both axes;
+    else the reason no calibration applies."""
+    regions = ds.get("SequenceOfUltrasoundRegions") or []
+    for index, region in enumerate(regions):
+        if not all(_in_region(region, p) for p in points):
+            continue
+        units = (region.get("PhysicalUnitsXDirection"), region.get("PhysicalUnitsYDirection"))
+        if units != (CM, CM):
+            return "the region's physical units are not centimetres on both axes"
+        dx, dy = float(region.PhysicalDeltaX), float(region.PhysicalDeltaY)
+        if dx <= 0 or dy <= 0:
+            return "the region has no positive physical delta"
+        return Calibration(dx * 10, dy * 10, f"ultrasound region {index + 1} (cm)")
+    if any(any(_in_region(r, p) for r in regions) for p in points):
+        return "the ends lie in different ultrasound regions"
+    return "no ultrasound region holds the measurement"
+
+
+def xray(ds: Dataset) -> Calibration | str:
+    """Pixel Spacing if present (already in the patient), else Imager Pixel
+    Spacing at the isocentre: divided by the Estimated Radiographic
+    Magnification Factor, or by SID/SOD."""
+    if spacing := ds.get("PixelSpacing"):
+        row, column = float(spacing[0]), float(spacing[1])
+        return Calibration(column, row, "Pixel Spacing")
+    imager = ds.get("ImagerPixelSpacing")
+    if not imager:
+        return "neither Pixel Spacing nor Imager Pixel Spacing"
+    row, column = float(imager[0]), float(imager[1])
+    if magnification := ds.get("EstimatedRadiographicMagnificationFactor"):
+        factor, how = float(magnification), "Estimated Radiographic Magnification Factor"
+    elif ds.get("DistanceSourceToDetector") and ds.get("DistanceSourceToPatient"):
+        factor = float(ds.DistanceSourceToDetector) / float(ds.DistanceSourceToPatient)
+        how = "source-detector / source-patient distances"
+    else:
+        return Calibration(column, row, "Imager Pixel Spacing, at the detector (not corrected)")
+    return Calibration(
+        column / factor, row / factor, f"Imager Pixel Spacing / {factor:.3g} ({how}), at isocentre"
+    )
+
+
+def french_mm(french: float) -> float:
+    """Outer diameter of a catheter: 1 Fr = 1/3 mm."""
+    return french / 3.0
+
+
+def manual(p1: Point, p2: Point, known_mm: float, what: str) -> Calibration:
+    """The user's calibration: a line of known length (isotropic pixels)."""
+    pixels = math.dist(p1, p2)
+    if pixels <= 0 or known_mm <= 0:
+        raise ValueError("a calibration line needs a length in pixels and in mm")
+    scale = known_mm / pixels
+    return Calibration(scale, scale, what)
+
+
+def for_image(ds: Dataset, *points: Point, user: Calibration | None = None) -> Calibration | str:
+    """The calibration a measurement on ``ds`` uses: the user's if given,
+    else what the modality's attributes provide."""
+    if user is not None:
+        return user
+    if str(ds.get("Modality", "")).upper() == "US" or "SequenceOfUltrasoundRegions" in ds:
+        return ultrasound(ds, *points)
+    return xray(ds)
+
+
+def length(ds: Dataset, p1: Point, p2: Point, user: Calibration | None = None) -> Length:
+    calibration = for_image(ds, p1, p2, user=user)
+    if isinstance(calibration, str):
+        return Length(math.dist(p1, p2), "px", calibration)
+    dx = (p2[0] - p1[0]) * calibration.mm_per_px_x
+    dy = (p2[1] - p1[1]) * calibration.mm_per_px_y
+    return Length(math.hypot(dx, dy), "mm", calibration.source)
+
+
+def angle_degrees(
+    vertex: Point, a: Point, b: Point, calibration: Calibration | None = None
+) -> float:
+    """The angle at ``vertex`` (in physical space when pixels are not square)."""
+    sx = calibration.mm_per_px_x if calibration else 1.0
+    sy = calibration.mm_per_px_y if calibration else 1.0
+    ax, ay = (a[0] - vertex[0]) * sx, (a[1] - vertex[1]) * sy
+    bx, by = (b[0] - vertex[0]) * sx, (b[1] - vertex[1]) * sy
+    return math.degrees(abs(math.atan2(ax * by - ay * bx, ax * bx + ay * by)))
+
+
+def ellipse_area(
+    ds: Dataset,
+    centre: Point,
+    semi_x_px: float,
+    semi_y_px: float,
+    user: Calibration | None = None,
+) -> Length:
+    """Area of an axis-aligned ellipse, in mm² when calibrated."""
+    cx, cy = centre
+    corners = ((cx - semi_x_px, cy - semi_y_px), (cx + semi_x_px, cy + semi_y_px))
+    calibration = for_image(ds, *corners, user=user)
+    if isinstance(calibration, str):
+        return Length(math.pi * semi_x_px * semi_y_px, "px²", calibration)
+    area = math.pi * semi_x_px * calibration.mm_per_px_x * semi_y_px * calibration.mm_per_px_y
+    return Length(area, "mm²", calibration.source)
