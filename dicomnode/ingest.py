@@ -21,7 +21,7 @@ from pydicom.filereader import read_dataset
 from pydicom.uid import UID
 
 from dicomnode.config import Config
-from dicomnode.deid.pipeline import Deidentifier
+from dicomnode.deid.pipeline import Deidentifier, encode
 from dicomnode.filemeta import file_meta
 from dicomnode.integrity import Layout, StructureError, check_structure
 from dicomnode.logs import quiet_libraries
@@ -145,6 +145,23 @@ class Ingestor:
             base = f"AE:{(incoming.calling_ae or 'UNKNOWN').strip()}"
         own = str(ds.get("IssuerOfPatientID") or "").strip()
         return f"{base}/{own}" if own and own != base else base
+
+    def ingest_own(self, ds: Dataset, issuer: str) -> IngestResult:
+        """Store an instance the node made itself (a plan's SR): it is
+        de-identified by construction, so its UIDs and references are not
+        remapped again; everything else is the same path."""
+        syntax = str(ds.file_meta.TransferSyntaxUID)
+        try:
+            validate(ds)
+            if not str(ds.get("PatientID", "")).startswith("CHD-"):
+                raise Rejection(PROCESSING_FAILURE, "not made from de-identified data")
+            ds.PatientIdentityRemoved = "YES"
+            data = encode(ds, UID(syntax))
+            record = record_from_dataset(ds, issuer=issuer, transfer_syntax=syntax)
+            stored = self.archive.store(record, file_bytes(ds, data, syntax, None))
+        except Rejection as rejection:
+            return IngestResult(Outcome.REJECTED, rejection.status, rejection.comment)
+        return IngestResult(Outcome(stored.value), 0x0000)
 
     def _known_duplicate(self, original_uid: str) -> bool:
         """A re-send kept as first stored: acknowledge it without de-identifying

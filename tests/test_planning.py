@@ -98,3 +98,50 @@ def test_sizing_rules_cite_their_source() -> None:
     assert echo.sizes[0] == "16 mm" and echo.warnings == ["deficient aortic rim"]
     assert sizing.pda(30).warnings and not sizing.pda(30).sizes
     assert sizing.deficient_rims({"SVC": 4.9, "posterior": 5.0}) == ["SVC"]
+
+
+def test_the_plan_travels_as_a_measurement_report(ingestor, archive, tmp_path) -> None:
+    from pydicom import dcmread
+
+    from dicomnode.importer import split_file
+    from dicomnode.ingest import Incoming, Outcome
+    from dicomnode.samples import sample_file
+    from storage.keys import Level
+    from storage.query import Query
+    from tests.test_written_files import errors
+    from viewer.planning.report import Slot, measurement_report
+
+    data, syntax = split_file(sample_file("color3d_jpeg_baseline.dcm").read_bytes())
+    assert ingestor.ingest(Incoming(data, syntax, calling_ae="BISHKEK_ECHO")).status == 0
+    clip = dcmread(next(archive.blobs.root.rglob("*.dcm")), stop_before_pixels=True)
+    slots = [
+        Slot("ASD-MAX-DIAMETER", "ASD maximal diameter", 14.2, str(clip.SOPInstanceUID), 37),
+        Slot("ASD-RIM-AORTIC", "ASD aortic rim", 3.1, str(clip.SOPInstanceUID), 37),
+    ]
+    sr = measurement_report([clip], slots, defect="secundum ASD", author="Osmonov^Bakyt")
+    result = ingestor.ingest_own(sr, issuer="NCC Bishkek")
+    assert result.outcome is Outcome.STORED, result
+    series = list(
+        archive.index.find(
+            Query(
+                Level.SERIES,
+                {
+                    "StudyInstanceUID": str(clip.StudyInstanceUID),
+                    "Modality": "",
+                    "SeriesDescription": "",
+                },
+            )
+        )
+    )
+    assert sorted(s["Modality"] for s in series) == ["SR", "US"]
+    stored = archive.read(str(sr.SOPInstanceUID))
+    path = tmp_path / "plan.dcm"
+    path.write_bytes(stored)
+    written = dcmread(path)
+    assert written.PatientID == clip.PatientID  # the pseudonym, not remapped
+    assert written.SOPInstanceUID == sr.SOPInstanceUID
+    text = str(written.ContentSequence)
+    assert "ASD maximal diameter" in text and "14.2" in text and "millimeter" in text
+    assert str(clip.SOPInstanceUID) in text  # references the measured frame's image
+    assert errors(path) == set()
+    assert archive.index.stats()["patients"] == 1  # filed under the same pseudonym
