@@ -40,7 +40,7 @@ class Node:
             from viewer import create_app
 
             key = load_or_create_key(self.config.key_dir / WEB_KEY, self.config.data_dir)
-            app = create_app(self.config, self.archive, key)
+            app = create_app(self.config, self.archive, key, self.ingestor)
             # waitress: a production WSGI server, threads for parallel frame requests.
             self._web = create_server(
                 app,

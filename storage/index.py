@@ -13,6 +13,7 @@ from sqlalchemy.engine import Engine
 
 from storage.accounts import Accounts
 from storage.keys import Level
+from storage.plans import Plans
 from storage.query import Query, run_query
 from storage.record import InstanceRecord
 from storage.schema import (
@@ -66,6 +67,7 @@ class Index:
         # One writer at a time in this process keeps get-or-create race-free.
         self._write_lock = threading.Lock()
         self.accounts = Accounts(self.engine, self._write_lock)
+        self.plans = Plans(self.engine, self._write_lock)
         # Series UID -> pk of series already indexed: the common case (the next
         # instance of a series) then costs one lookup and one insert.
         self._series_cache: dict[str, int] = {}

@@ -36,9 +36,12 @@ def client(config: Config, archive: Archive) -> FlaskClient:
 def log_in(client: FlaskClient, password: str = PASSWORD) -> object:
     with client.session_transaction() as session:
         session["csrf"] = "token"
-    return client.post(
+    response = client.post(
         "/login", data={"username": "amina", "password": password, "csrf_token": "token"}
     )
+    with client.session_transaction() as session:
+        session["csrf"] = "token"  # login issues a fresh token; the tests reuse theirs
+    return response
 
 
 def rows(page: str) -> int:
@@ -223,3 +226,55 @@ def test_list_shows_thumbnails_and_received_time(
     thumb = Image.open(BytesIO(client.get(f"/api/instances/{uid}/thumbnail").data))
     assert thumb.format == "JPEG" and max(thumb.size) == 192
     assert "frame_cache" not in client.application.extensions  # one frame, not the clip
+
+
+def test_measure_and_save_a_plan_with_its_report(
+    client: FlaskClient, ingestor: Ingestor, archive: Archive
+) -> None:
+    data, syntax = split_file(sample_file("color3d_jpeg_baseline.dcm").read_bytes())
+    assert ingestor.ingest(Incoming(data, syntax, calling_ae="BISHKEK_ECHO")).status == 0
+    clip = dcmread(next(archive.blobs.root.rglob("*.dcm")), stop_before_pixels=True)
+    uid, study = str(clip.SOPInstanceUID), str(clip.StudyInstanceUID)
+    log_in(client)
+    headers = {"X-CSRF-Token": "token"}
+    region = clip.SequenceOfUltrasoundRegions[0]
+    scale_mm = float(region.PhysicalDeltaX) * 10
+    measured = client.post(
+        f"/api/instances/{uid}/measure",
+        headers=headers,
+        json={"kind": "length", "points": [[200, 200], [260, 200]]},
+    ).json
+    assert measured["unit"] == "mm" and measured["value"] == pytest.approx(60 * scale_mm)
+    outside = client.post(
+        f"/api/instances/{uid}/measure",
+        headers=headers,
+        json={"kind": "length", "points": [[1, 1], [3, 3]]},
+    ).json
+    assert outside["unit"] == "px" and "no ultrasound region" in outside["source"]
+    assert client.post(f"/api/instances/{uid}/measure", json={"kind": "length"}).status_code == 400
+    plan = {
+        "defect": "secundum ASD",
+        "slots": [
+            {
+                "code": "ASD-MAX-DIAMETER",
+                "meaning": "ASD maximal diameter",
+                "value_mm": 14.0,
+                "instance_uid": uid,
+                "frame": 12,
+            }
+        ],
+        "rims": {"aortic": 3.5, "IVC": 8.0},
+        "note": "Рассмотреть баллонную калибровку",
+    }
+    saved = client.post(f"/api/studies/{study}/plans", headers=headers, json=plan)
+    assert saved.status_code == 201, saved.json
+    body = saved.json
+    assert body["version"] == 1 and body["deficient_rims"] == ["aortic"]
+    assert body["proposal"]["sizes"] == ["16 mm", "17 mm"]
+    assert "instructions for use" in body["proposal"]["rule"]["source"]
+    again = client.post(f"/api/studies/{study}/plans", headers=headers, json=plan).json
+    assert again["version"] == 2  # versions are kept, never overwritten
+    versions = client.get(f"/api/studies/{study}/plans").json
+    assert [v["version"] for v in versions] == [1, 2]
+    assert versions[0]["content"]["note"] == plan["note"]
+    assert archive.read(body["sr_uid"]) is not None  # the SR series is in the archive

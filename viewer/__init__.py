@@ -9,12 +9,17 @@ from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
 from dicomnode.config import Config
+from dicomnode.ingest import Ingestor
 from storage.archive import Archive
 
 
-def create_app(config: Config, archive: Archive, secret_key: bytes) -> Flask:
-    """Application factory: configuration, archive and session key are passed in."""
+def create_app(
+    config: Config, archive: Archive, secret_key: bytes, ingestor: Ingestor | None = None
+) -> Flask:
+    """Application factory: configuration, archive, session key (and the
+    ingestor that stores the node's own reports) are passed in."""
     from viewer import auth, frames, studies
+    from viewer.planning import routes as planning
 
     app = Flask(__name__)
     app.config.update(
@@ -25,9 +30,11 @@ def create_app(config: Config, archive: Archive, secret_key: bytes) -> Flask:
         SESSION_COOKIE_SECURE=config.http_secure_cookies,
     )
     app.extensions["archive"] = archive
+    app.extensions["ingestor"] = ingestor or Ingestor(config, archive)
     app.register_blueprint(auth.bp)
     app.register_blueprint(studies.bp)
     app.register_blueprint(frames.bp)
+    app.register_blueprint(planning.bp)
     app.jinja_env.globals["csrf_token"] = auth.csrf_token
     app.jinja_env.filters["urlencode_page"] = lambda args, page: urlencode(
         {**args.to_dict(), "page": page}

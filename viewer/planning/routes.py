@@ -1,0 +1,159 @@
+"""Planning API: calibrated measurements, sizing proposals, saved plans + SR."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from io import BytesIO
+from typing import Any
+
+from flask import Blueprint, abort, current_app, g, jsonify, request
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+
+from storage.keys import Level
+from storage.query import Query
+from viewer.auth import role_required
+from viewer.planning import calibration as cal
+from viewer.planning import sizing
+from viewer.planning.report import Slot, measurement_report
+
+bp = Blueprint("planning", __name__, url_prefix="/api")
+DEFECTS = {"secundum ASD", "PDA", "perimembranous VSD", "muscular VSD"}
+
+
+def _archive() -> Any:
+    return current_app.extensions["archive"]
+
+
+def _header(uid: str) -> Dataset:
+    data = _archive().read(uid)
+    if data is None:
+        abort(404, description="no such instance")
+    return dcmread(BytesIO(data), stop_before_pixels=True)
+
+
+def _points(body: dict, count: int) -> list[tuple[float, float]]:
+    try:
+        points = [(float(x), float(y)) for x, y in body["points"]]
+    except (KeyError, TypeError, ValueError):
+        abort(400, description="points: a list of [x, y] pairs")
+    if len(points) != count:
+        abort(400, description=f"this measurement needs {count} points")
+    return points
+
+
+def _user_calibration(body: dict) -> cal.Calibration | None:
+    given = body.get("calibration")
+    if not given:
+        return None
+    try:
+        p1, p2 = (tuple(map(float, p)) for p in given["points"])
+        if "french" in given:
+            return cal.manual(
+                p1,
+                p2,
+                cal.french_mm(float(given["french"])),
+                f"catheter {float(given['french']):g}F",
+            )
+        return cal.manual(p1, p2, float(given["mm"]), f"known length {float(given['mm']):g} mm")
+    except (KeyError, TypeError, ValueError) as exc:
+        abort(400, description=f"calibration: {exc}")
+
+
+@bp.post("/instances/<uid>/measure")
+def measure(uid: str) -> Any:
+    """Length, angle or ellipse area, calibrated when the image allows."""
+    body = request.get_json(silent=True) or {}
+    ds, user = _header(uid), _user_calibration(body)
+    kind = body.get("kind")
+    if kind == "length":
+        result = cal.length(ds, *_points(body, 2), user=user)
+        return jsonify(asdict(result))
+    if kind == "angle":
+        vertex, a, b = _points(body, 3)
+        scale = cal.for_image(ds, vertex, a, b, user=user)
+        value = cal.angle_degrees(
+            vertex, a, b, scale if isinstance(scale, cal.Calibration) else None
+        )
+        return jsonify(value=value, unit="°", source="angle")
+    if kind == "ellipse":
+        (cx, cy), (ex, ey) = _points(body, 2)  # centre and a corner of the bounding box
+        result = cal.ellipse_area(ds, (cx, cy), abs(ex - cx), abs(ey - cy), user=user)
+        return jsonify(asdict(result))
+    abort(400, description="kind: length, angle or ellipse")
+
+
+def proposal(
+    defect: str, values: dict[str, float], rims: dict[str, float]
+) -> sizing.Proposal | None:
+    if defect == "PDA" and "PDA-NARROWEST" in values:
+        return sizing.pda(values["PDA-NARROWEST"])
+    if defect == "perimembranous VSD" and "VSD-LV-DIAMETER" in values:
+        largest = max(values.get("VSD-LV-DIAMETER", 0), values.get("VSD-RV-DIAMETER", 0))
+        return sizing.perimembranous_vsd(largest)
+    if defect == "secundum ASD" and "ASD-MAX-DIAMETER" in values:
+        return sizing.secundum_asd(
+            values["ASD-MAX-DIAMETER"], stretched_mm=values.get("ASD-STRETCHED"), rims_mm=rims
+        )
+    return None
+
+
+@bp.get("/studies/<uid>/plans")
+def plans(uid: str) -> Any:
+    return jsonify(_archive().index.plans.versions(uid))
+
+
+@bp.post("/studies/<uid>/plans")
+@role_required("cardiologist", "admin")
+def save_plan(uid: str) -> Any:
+    """Save a new version and write it as an SR series of the study."""
+    body = request.get_json(silent=True) or {}
+    defect = body.get("defect")
+    if defect not in DEFECTS:
+        abort(400, description=f"defect: one of {', '.join(sorted(DEFECTS))}")
+    try:
+        slots = [
+            Slot(
+                s["code"], s["meaning"], float(s["value_mm"]), s.get("instance_uid"), s.get("frame")
+            )
+            for s in body.get("slots", [])
+        ]
+        rims = {str(k): float(v) for k, v in (body.get("rims") or {}).items()}
+    except (KeyError, TypeError, ValueError) as exc:
+        abort(400, description=f"slots: {exc}")
+    archive = _archive()
+    images = list(
+        archive.index.find(
+            Query(
+                Level.IMAGE,
+                {
+                    "StudyInstanceUID": uid,
+                    "SOPInstanceUID": "",
+                    "Modality": "",
+                    "IssuerOfPatientID": "",
+                },
+            )
+        )
+    )
+    if not images:
+        abort(404, description="no such study")
+    measured = {s.instance_uid for s in slots if s.instance_uid}
+    chosen = [i for i in images if i["SOPInstanceUID"] in measured]
+    # An SR needs evidence: the measured images, else the study's first image.
+    chosen = chosen or [i for i in images if i["Modality"] != "SR"][:1] or images[:1]
+    evidence = [_header(i["SOPInstanceUID"]) for i in chosen]
+    rim_slots = [Slot(f"RIM-{name.upper()}", f"{name} rim", value) for name, value in rims.items()]
+    sr = measurement_report(evidence, slots + rim_slots, defect=defect, author=g.user.username)
+    stored = current_app.extensions["ingestor"].ingest_own(sr, images[0]["IssuerOfPatientID"])
+    if stored.status != 0:
+        abort(500, description=f"the report could not be stored ({stored.comment})")
+    suggestion = proposal(defect, {s.code: s.value_mm for s in slots}, rims)
+    content = {
+        "slots": [asdict(s) for s in slots],
+        "rims": rims,
+        "deficient_rims": sizing.deficient_rims(rims),
+        "note": str(body.get("note", ""))[:4000],
+        "proposal": asdict(suggestion) if suggestion else None,
+    }
+    version = archive.index.plans.add(uid, defect, content, g.user.username, str(sr.SOPInstanceUID))
+    return jsonify(version=version, sr_uid=str(sr.SOPInstanceUID), **content), 201
