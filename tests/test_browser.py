@@ -137,3 +137,39 @@ def test_a_forged_post_without_the_csrf_token_is_refused(page) -> None:
     assert "/login" not in page.url  # still logged in: the forged logout did nothing
     page.click("header button[type=submit]")  # the real form carries the token
     assert "/login" in page.url
+
+
+def test_measure_fill_the_asd_worksheet_and_save(page, web_node: Node) -> None:
+    log_in(page)
+    page.select_option("select[name=modality]", "US")
+    page.click("form.search button[type=submit]")
+    page.locator("table.studies tbody a").first.click()
+    page.wait_for_function("() => window.viewerState && window.viewerState()[0].frames === 120")
+    page.keyboard.press("Space")
+    page.select_option("#tool", "length")
+    canvas = page.locator(".viewport canvas").first
+    box = canvas.bounding_box()
+    scale = box["width"] / 640  # the clip is 640 x 480, drawn to the canvas width
+
+    def at(x: float, y: float) -> tuple[float, float]:
+        return box["x"] + x * scale, box["y"] + y * scale
+
+    page.mouse.click(*at(300, 200))
+    page.mouse.click(*at(400, 200))
+    item = page.locator("#measurements li").first
+    item.wait_for()
+    text = item.inner_text()
+    assert " mm " in text and "ultrasound region" in text, text
+    page.locator("#slots button").first.click()  # ASD maximal diameter <- that length
+    assert float(page.locator("#slots input").first.input_value()) > 0
+    page.fill("#rims input[data-rim=aortic]", "3")
+    page.fill("#rims input[data-rim=IVC]", "9")
+    page.click("#save-plan")
+    result = page.locator("#plan-result")
+    result.locator("li").nth(2).wait_for()
+    summary = result.inner_text()
+    assert "version 1" in summary and "Deficient rims (< 5 mm): aortic" in summary
+    assert "Candidate devices:" in summary and "not an order" in summary
+    page.screenshot(path=str(ARTIFACTS / "asd-plan.png"))
+    series = web_node.archive.index.stats()["modalities"]
+    assert series.get("SR") == 1  # the plan's report is in the archive

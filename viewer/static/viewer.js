@@ -60,6 +60,8 @@ function draw(vp) {
   ctx.setTransform(vp.zoom, 0, 0, vp.zoom,
     vp.panX + (1 - vp.zoom) * canvas.width / 2, vp.panY + (1 - vp.zoom) * canvas.height / 2);
   ctx.drawImage(img, 0, 0);
+  ctx.filter = "none";
+  for (const overlay of window.viewerOverlays || []) overlay(vp, ctx);
   const m = vp.meta;
   vp.overlay.textContent = `${m.pseudonym} · ${m.sex} ${m.age} ${m.weight ? m.weight + " kg" : ""}` +
     ` · ${m.modality} ${m.view} · frame ${vp.frame + 1}/${vp.images.length} · ${m.fps} fps`;
@@ -109,6 +111,7 @@ function step(delta) {
 function dragHandlers(vp) {
   let start = null;
   vp.canvas.addEventListener("mousedown", (e) => {
+    if (window.planningTool && window.planningTool() !== "none") return; // a measuring click
     start = { x: e.clientX, y: e.clientY, b: vp.brightness, c: vp.contrast, px: vp.panX, py: vp.panY, pan: e.shiftKey };
   });
   window.addEventListener("mouseup", () => { start = null; });
@@ -176,6 +179,18 @@ function moveSeries(thumbs, delta) {
 viewports.push(makeViewport(document.querySelector(".viewport")));
 select(0);
 bindControls();
+// For planning.js: the viewports, the active one, and image coordinates of a click.
+window.viewerApi = {
+  viewports, draw, active: () => viewports[active],
+  toImage(vp, event) {
+    const rect = vp.canvas.getBoundingClientRect();
+    const cx = (event.clientX - rect.left) * vp.canvas.width / rect.width;
+    const cy = (event.clientY - rect.top) * vp.canvas.height / rect.height;
+    const tx = vp.panX + (1 - vp.zoom) * vp.canvas.width / 2;
+    const ty = vp.panY + (1 - vp.zoom) * vp.canvas.height / 2;
+    return [(cx - tx) / vp.zoom, (cy - ty) / vp.zoom];
+  },
+};
 window.viewerState = () => viewports.map((vp) => ({ frame: vp.frame, frames: vp.images.length, playing: vp.playing, invert: vp.invert, contrast: vp.contrast }));
 const firstThumb = document.querySelector("#series .thumb");
 if (firstThumb) firstThumb.click();

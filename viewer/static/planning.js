@@ -1,0 +1,142 @@
+// Measurements and the closure-planning worksheet. Values are computed by the
+// server (one calibration implementation, with its source); this file draws
+// the lines, keeps the list, fills worksheet slots and saves plan versions.
+"use strict";
+
+(() => {
+  const api = window.viewerApi;
+  const $ = (id) => document.getElementById(id);
+  const csrf = document.querySelector("meta[name=csrf-token]").content;
+  const study = document.body.dataset.study;
+  const measurements = []; // {uid, frame, kind, points, value, unit, source}
+  let pending = [];
+  const NEEDED = { length: 2, angle: 3, ellipse: 2, calibrate: 2 };
+  const SLOTS = {
+    "secundum ASD": [["ASD-MAX-DIAMETER", "ASD maximal diameter (view 1)"],
+      ["ASD-MAX-DIAMETER-2", "ASD maximal diameter (view 2)"], ["ASD-SEPTAL-LENGTH", "Total septal length"],
+      ["ASD-STRETCHED", "Stretched (balloon) diameter"]],
+    PDA: [["PDA-NARROWEST", "Narrowest (pulmonary end) diameter"], ["PDA-AMPULLA", "Aortic ampulla diameter"],
+      ["PDA-LENGTH", "Duct length"]],
+    "perimembranous VSD": [["VSD-LV-DIAMETER", "LV-side diameter"], ["VSD-RV-DIAMETER", "RV-side diameter"],
+      ["VSD-AORTIC-DISTANCE", "Distance to the aortic valve"]],
+    "muscular VSD": [["VSD-LV-DIAMETER", "LV-side diameter"], ["VSD-RV-DIAMETER", "RV-side diameter"]],
+  };
+  const RIMS = ["aortic", "SVC", "IVC", "posterior", "AV-valve"];
+  window.planningTool = () => $("tool").value;
+
+  window.viewerOverlays = [(vp, ctx) => {
+    if (!vp.meta) return;
+    ctx.strokeStyle = "#4f4"; ctx.fillStyle = "#4f4"; ctx.lineWidth = 2 / vp.zoom;
+    ctx.font = `${14 / vp.zoom}px sans-serif`;
+    const shown = measurements.filter((m) => m.uid === vp.meta.uid && m.frame === vp.frame);
+    for (const m of shown.concat(pending.length ? [{ points: pending, kind: "pending" }] : [])) {
+      ctx.beginPath();
+      if (m.kind === "ellipse") {
+        const [[cx, cy], [ex, ey]] = m.points;
+        ctx.ellipse(cx, cy, Math.abs(ex - cx), Math.abs(ey - cy), 0, 0, 2 * Math.PI);
+      } else {
+        m.points.forEach(([x, y], i) => (i ? ctx.lineTo(x, y) : ctx.moveTo(x, y)));
+      }
+      ctx.stroke();
+      if (m.value !== undefined) {
+        const [x, y] = m.points[m.points.length - 1];
+        ctx.fillText(`${m.value.toFixed(1)} ${m.unit}`, x + 4 / vp.zoom, y - 4 / vp.zoom);
+      }
+    }
+  }];
+
+  async function post(url, body) {
+    const response = await fetch(url, {
+      method: "POST", headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
+      body: JSON.stringify(body),
+    });
+    return [response.status, await response.json()];
+  }
+
+  let userCalibration = null;
+  document.querySelector(".viewports").addEventListener("click", async (event) => {
+    const tool = $("tool").value;
+    const vp = api.active();
+    if (tool === "none" || !vp.meta || event.target.tagName !== "CANVAS") return;
+    vp.playing = false;
+    pending.push(api.toImage(vp, event));
+    api.draw(vp);
+    if (pending.length < NEEDED[tool]) return;
+    const points = pending; pending = [];
+    if (tool === "calibrate") {
+      userCalibration = { points, french: Number($("french").value) };
+      $("calibration").textContent = `calibrated on a ${$("french").value}F catheter`;
+      api.draw(vp);
+      return;
+    }
+    const [status, result] = await post(`/api/instances/${vp.meta.uid}/measure`,
+      { kind: tool, points, calibration: userCalibration });
+    if (status !== 200) { alert(result.message); api.draw(vp); return; }
+    measurements.push({ uid: vp.meta.uid, frame: vp.frame, kind: tool, points, ...result });
+    render();
+    api.draw(vp);
+  });
+
+  function render() {
+    $("measurements").innerHTML = "";
+    measurements.forEach((m, index) => {
+      const item = document.createElement("li");
+      item.textContent = `${m.kind} ${m.value.toFixed(1)} ${m.unit} (frame ${m.frame + 1}; ${m.source}) `;
+      if (m.unit === "px") item.classList.add("warning");
+      const remove = document.createElement("button");
+      remove.textContent = "Delete";
+      remove.onclick = () => { measurements.splice(index, 1); render(); api.viewports.forEach(api.draw); };
+      item.appendChild(remove);
+      $("measurements").appendChild(item);
+    });
+  }
+
+  document.addEventListener("keydown", (e) => {
+    if ((e.ctrlKey || e.metaKey) && e.key === "z" && measurements.length) {
+      measurements.pop(); render(); api.viewports.forEach(api.draw);
+    }
+  });
+
+  function slotsForm() {
+    const defect = $("defect").value;
+    $("slots").innerHTML = "";
+    for (const [code, meaning] of SLOTS[defect]) {
+      const row = document.createElement("label");
+      row.innerHTML = `${meaning} <input data-code="${code}" data-meaning="${meaning}" type="number" step="0.1" min="0"> mm `;
+      const use = document.createElement("button");
+      use.type = "button"; use.textContent = "use last measurement";
+      use.onclick = () => {
+        const last = [...measurements].reverse().find((m) => m.kind === "length" && m.unit === "mm");
+        if (!last) return;
+        const input = row.querySelector("input");
+        input.value = last.value.toFixed(1);
+        input.dataset.uid = last.uid; input.dataset.frame = last.frame + 1;
+      };
+      row.appendChild(use);
+      $("slots").appendChild(row);
+    }
+    $("rims").hidden = defect !== "secundum ASD";
+  }
+
+  $("rims").innerHTML = RIMS.map((r) => `<label>${r} rim <input data-rim="${r}" type="number" step="0.1" min="0"> mm</label>`).join(" ");
+  $("defect").onchange = slotsForm;
+  slotsForm();
+
+  $("save-plan").onclick = async () => {
+    const slots = [...document.querySelectorAll("#slots input")].filter((i) => i.value !== "").map((i) => ({
+      code: i.dataset.code, meaning: i.dataset.meaning, value_mm: Number(i.value),
+      instance_uid: i.dataset.uid || null, frame: i.dataset.frame ? Number(i.dataset.frame) : null,
+    }));
+    const rims = {};
+    document.querySelectorAll("#rims input").forEach((i) => { if (i.value !== "") rims[i.dataset.rim] = Number(i.value); });
+    const [status, plan] = await post(`/api/studies/${study}/plans`,
+      { defect: $("defect").value, slots, rims, note: $("note").value, measurements });
+    if (status !== 201) { $("plan-result").textContent = plan.message; return; }
+    const p = plan.proposal;
+    $("plan-result").innerHTML = "";
+    const lines = [`Saved as version ${plan.version} (report series stored).`];
+    if (plan.deficient_rims.length) lines.push(`Deficient rims (< 5 mm): ${plan.deficient_rims.join(", ")}`);
+    if (p) lines.push(`Candidate devices: ${p.sizes.join(", ") || "none"} — ${p.basis}. Rule: ${p.rule.says} (${p.rule.source}). Decision support, not an order.`);
+    for (const text of lines) { const li = document.createElement("li"); li.textContent = text; $("plan-result").appendChild(li); }
+  };
+})();
