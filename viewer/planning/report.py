@@ -83,7 +83,9 @@ def measurement_report(
     context = ObservationContext(
         observer_person_context=ObserverContext(
             observer_type=codes.DCM.Person,
-            observer_identifying_attributes=PersonObserverIdentifyingAttributes(name=author),
+            observer_identifying_attributes=PersonObserverIdentifyingAttributes(
+                name=author if "^" in author else f"{author}^"  # one component, marked
+            ),
         )
     )
     report = MeasurementReport(
