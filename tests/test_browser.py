@@ -173,3 +173,8 @@ def test_measure_fill_the_asd_worksheet_and_save(page, web_node: Node) -> None:
     page.screenshot(path=str(ARTIFACTS / "asd-plan.png"))
     series = web_node.archive.index.stats()["modalities"]
     assert series.get("SR") == 1  # the plan's report is in the archive
+    # Reopened, the study shows the saved plan and its measurement again.
+    page.reload()
+    page.locator("#plan-version").filter(has_text="version 1").wait_for()
+    assert " mm " in page.locator("#measurements li").first.inner_text()
+    assert page.locator("#rims input[data-rim=aortic]").input_value() == "3"

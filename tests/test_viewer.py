@@ -278,3 +278,7 @@ def test_measure_and_save_a_plan_with_its_report(
     assert [v["version"] for v in versions] == [1, 2]
     assert versions[0]["content"]["note"] == plan["note"]
     assert archive.read(body["sr_uid"]) is not None  # the SR series is in the archive
+    summary = client.get(f"/studies/{study}/plan/print").get_data(as_text=True)
+    assert "secundum ASD" in summary and "14.0 mm" in summary and "deficient" in summary
+    assert f"/api/instances/{uid}/frames/12" in summary  # the key frame
+    assert "not an order" in summary

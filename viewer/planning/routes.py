@@ -83,6 +83,26 @@ def measure(uid: str) -> Any:
     abort(400, description="kind: length, angle or ellipse")
 
 
+def _measurements(given: Any) -> list[dict[str, Any]]:
+    kept = []
+    for item in (given or [])[:200] if isinstance(given, list) else []:
+        try:
+            kept.append(
+                {
+                    "uid": str(item["uid"]),
+                    "frame": int(item["frame"]),
+                    "kind": str(item["kind"]),
+                    "points": [[float(x), float(y)] for x, y in item["points"]][:3],
+                    "value": float(item["value"]),
+                    "unit": str(item["unit"])[:8],
+                    "source": str(item["source"])[:200],
+                }
+            )
+        except (KeyError, TypeError, ValueError):
+            abort(400, description="measurements: uid, frame, kind, points, value, unit, source")
+    return kept
+
+
 def proposal(
     defect: str, values: dict[str, float], rims: dict[str, float]
 ) -> sizing.Proposal | None:
@@ -153,6 +173,8 @@ def save_plan(uid: str) -> Any:
         "rims": rims,
         "deficient_rims": sizing.deficient_rims(rims),
         "note": str(body.get("note", ""))[:4000],
+        # The drawn lines, so reopening the study shows them on their frames again.
+        "measurements": _measurements(body.get("measurements")),
         "proposal": asdict(suggestion) if suggestion else None,
     }
     version = archive.index.plans.add(uid, defect, content, g.user.username, str(sr.SOPInstanceUID))

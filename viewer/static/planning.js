@@ -122,6 +122,28 @@
   $("defect").onchange = slotsForm;
   slotsForm();
 
+  async function reopen() {
+    const versions = await (await fetch(`/api/studies/${study}/plans`)).json();
+    if (!versions.length) return;
+    const latest = versions[versions.length - 1];
+    measurements.push(...(latest.content.measurements || []));
+    $("defect").value = latest.defect;
+    slotsForm();
+    for (const slot of latest.content.slots) {
+      const input = document.querySelector(`#slots input[data-code="${slot.code}"]`);
+      if (input) { input.value = slot.value_mm; input.dataset.uid = slot.instance_uid || ""; input.dataset.frame = slot.frame || ""; }
+    }
+    for (const [rim, value] of Object.entries(latest.content.rims)) {
+      const input = document.querySelector(`#rims input[data-rim="${rim}"]`);
+      if (input) input.value = value;
+    }
+    $("note").value = latest.content.note;
+    $("plan-version").textContent = `Plan version ${latest.version} by ${latest.author}, ${latest.created_at}`;
+    render();
+    api.viewports.forEach(api.draw);
+  }
+  reopen();
+
   $("save-plan").onclick = async () => {
     const slots = [...document.querySelectorAll("#slots input")].filter((i) => i.value !== "").map((i) => ({
       code: i.dataset.code, meaning: i.dataset.meaning, value_mm: Number(i.value),
