@@ -21,7 +21,17 @@ users = Table(
     Column("password_hash", String(256), nullable=False),
     Column("role", String(32), nullable=False),
     Column("disabled", Boolean, nullable=False, default=False),
+    Column("language", String(8)),
     Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+
+_USER_COLUMNS = (
+    users.c.username,
+    users.c.password_hash,
+    users.c.role,
+    users.c.disabled,
+    users.c.language,
 )
 
 
@@ -35,6 +45,7 @@ class User:
     password_hash: str
     role: str
     disabled: bool
+    language: str | None = None
 
 
 class Accounts:
@@ -64,20 +75,12 @@ class Accounts:
 
     def get(self, username: str) -> User | None:
         with self.engine.connect() as conn:
-            row = conn.execute(
-                select(
-                    users.c.username, users.c.password_hash, users.c.role, users.c.disabled
-                ).where(users.c.username == username)
-            ).first()
+            row = conn.execute(select(*_USER_COLUMNS).where(users.c.username == username)).first()
         return None if row is None else User(*row)
 
     def list(self) -> list[User]:
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(
-                    users.c.username, users.c.password_hash, users.c.role, users.c.disabled
-                ).order_by(users.c.username)
-            ).all()
+            rows = conn.execute(select(*_USER_COLUMNS).order_by(users.c.username)).all()
         return [User(*row) for row in rows]
 
     def update(self, username: str, **values: object) -> None:

@@ -26,6 +26,7 @@ from flask import (
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from storage.accounts import Accounts
+from viewer.i18n import gettext
 
 bp = Blueprint("auth", __name__)
 OPEN_ENDPOINTS = {"auth.login", "health", "static"}
@@ -96,7 +97,7 @@ def login() -> Any:
                 if target.startswith("/") and not target.startswith("//")
                 else url_for("studies.index")
             )
-        error = "Wrong user name or password."
+        error = gettext("Wrong user name or password.")
     return render_template("login.html", error=error), 401 if error else 200
 
 

@@ -5,6 +5,8 @@
 
 (() => {
   const api = window.viewerApi;
+  const t = (text, values = {}) => Object.entries(values).reduce(
+    (out, [key, value]) => out.replaceAll(`{${key}}`, value), (window.I18N || {})[text] || text);
   const $ = (id) => document.getElementById(id);
   const csrf = document.querySelector("meta[name=csrf-token]").content;
   const study = document.body.dataset.study;
@@ -65,7 +67,7 @@
     const points = pending; pending = [];
     if (tool === "calibrate") {
       userCalibration = { points, french: Number($("french").value) };
-      $("calibration").textContent = `calibrated on a ${$("french").value}F catheter`;
+      $("calibration").textContent = t("calibrated on a {n}F catheter", { n: $("french").value });
       api.draw(vp);
       return;
     }
@@ -81,10 +83,10 @@
     $("measurements").innerHTML = "";
     measurements.forEach((m, index) => {
       const item = document.createElement("li");
-      item.textContent = `${m.kind} ${m.value.toFixed(1)} ${m.unit} (frame ${m.frame + 1}; ${m.source}) `;
+      item.textContent = `${t(m.kind)} ${m.value.toFixed(1)} ${m.unit} (${t("frame {n}", { n: m.frame + 1 })}; ${m.source}) `;
       if (m.unit === "px") item.classList.add("warning");
       const remove = document.createElement("button");
-      remove.textContent = "Delete";
+      remove.textContent = t("Delete");
       remove.onclick = () => { measurements.splice(index, 1); render(); api.viewports.forEach(api.draw); };
       item.appendChild(remove);
       $("measurements").appendChild(item);
@@ -102,9 +104,9 @@
     $("slots").innerHTML = "";
     for (const [code, meaning] of SLOTS[defect]) {
       const row = document.createElement("label");
-      row.innerHTML = `${meaning} <input data-code="${code}" data-meaning="${meaning}" type="number" step="0.1" min="0"> mm `;
+      row.innerHTML = `${t(meaning)} <input data-code="${code}" data-meaning="${meaning}" type="number" step="0.1" min="0"> ${t("mm")} `;
       const use = document.createElement("button");
-      use.type = "button"; use.textContent = "use last measurement";
+      use.type = "button"; use.textContent = t("use last measurement");
       use.onclick = () => {
         const last = [...measurements].reverse().find((m) => m.kind === "length" && m.unit === "mm");
         if (!last) return;
@@ -118,7 +120,7 @@
     $("rims").hidden = defect !== "secundum ASD";
   }
 
-  $("rims").innerHTML = RIMS.map((r) => `<label>${r} rim <input data-rim="${r}" type="number" step="0.1" min="0"> mm</label>`).join(" ");
+  $("rims").innerHTML = RIMS.map((r) => `<label>${t("{rim} rim", { rim: t(r) })} <input data-rim="${r}" type="number" step="0.1" min="0"> ${t("mm")}</label>`).join(" ");
   $("defect").onchange = slotsForm;
   slotsForm();
 
@@ -138,7 +140,8 @@
       if (input) input.value = value;
     }
     $("note").value = latest.content.note;
-    $("plan-version").textContent = `Plan version ${latest.version} by ${latest.author}, ${latest.created_at}`;
+    $("plan-version").textContent = t("Plan version {version} by {author}, {when}",
+      { version: latest.version, author: latest.author, when: latest.created_at });
     render();
     api.viewports.forEach(api.draw);
   }
@@ -156,9 +159,14 @@
     if (status !== 201) { $("plan-result").textContent = plan.message; return; }
     const p = plan.proposal;
     $("plan-result").innerHTML = "";
-    const lines = [`Saved as version ${plan.version} (report series stored).`];
-    if (plan.deficient_rims.length) lines.push(`Deficient rims (< 5 mm): ${plan.deficient_rims.join(", ")}`);
-    if (p) lines.push(`Candidate devices: ${p.sizes.join(", ") || "none"} — ${p.basis}. Rule: ${p.rule.says} (${p.rule.source}). Decision support, not an order.`);
+    const lines = [t("Saved as version {n} (report series stored).", { n: plan.version })];
+    if (plan.deficient_rims.length) {
+      lines.push(t("Deficient rims (< 5 mm): {rims}", { rims: plan.deficient_rims.map(t).join(", ") }));
+    }
+    if (p) {
+      lines.push(t("Candidate devices: {sizes} — {basis}. Rule: {rule} ({source}). Decision support, not an order.",
+        { sizes: p.sizes.join(", ") || t("none"), basis: p.basis, rule: p.rule.says, source: p.rule.source }));
+    }
     for (const text of lines) { const li = document.createElement("li"); li.textContent = text; $("plan-result").appendChild(li); }
   };
 })();

@@ -4,6 +4,8 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
+const t = (text, values = {}) => Object.entries(values).reduce(
+  (out, [key, value]) => out.replaceAll(`{${key}}`, value), (window.I18N || {})[text] || text);
 const viewports = [];
 let active = 0;
 
@@ -63,8 +65,8 @@ function draw(vp) {
   ctx.filter = "none";
   for (const overlay of window.viewerOverlays || []) overlay(vp, ctx);
   const m = vp.meta;
-  vp.overlay.textContent = `${m.pseudonym} · ${m.sex} ${m.age} ${m.weight ? m.weight + " kg" : ""}` +
-    ` · ${m.modality} ${m.view} · frame ${vp.frame + 1}/${vp.images.length} · ${m.fps} fps`;
+  vp.overlay.textContent = `${m.pseudonym} · ${m.sex} ${m.age} ${m.weight ? m.weight + " " + t("kg") : ""}` +
+    ` · ${m.modality} ${m.view} · ${t("frame {n}", { n: `${vp.frame + 1}/${vp.images.length}` })} · ${m.fps} ${t("fps")}`;
   return true;
 }
 
