@@ -222,6 +222,27 @@ def small_instance(
     return ds
 
 
+def us_phantom(patient: SyntheticPatient = PATIENTS[0]) -> Dataset:
+    """A calibration phantom: 640x480 grey echo, one region of 0.05 cm/px and
+    a bright 20 mm bar from (200, 240) to (240, 240)."""
+    ds = small_instance(
+        patient,
+        study_uid=generate_uid(UID_ROOT),
+        series_uid=generate_uid(UID_ROOT),
+        instance_number=1,
+        size=64,
+    )
+    ds.Rows, ds.Columns = 480, 640
+    region = ultrasound_region(20, 40, 619, 459)
+    region.PhysicalDeltaX = region.PhysicalDeltaY = 0.05
+    ds.SequenceOfUltrasoundRegions = [region]
+    image = np.full((480, 640), 30, dtype=np.uint8)
+    image[238:243, 200:241] = 255
+    ds.PixelData = image.tobytes()
+    ds.SeriesDescription = "Calibration phantom"
+    return ds
+
+
 def save(ds: Dataset, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)

@@ -3,6 +3,7 @@ cardiologist does, click by click. Screenshots go to test-artifacts/."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import replace
@@ -137,6 +138,27 @@ def test_a_forged_post_without_the_csrf_token_is_refused(page) -> None:
     assert "/login" not in page.url  # still logged in: the forged logout did nothing
     page.click("header button[type=submit]")  # the real form carries the token
     assert "/login" in page.url
+
+
+def test_a_drawn_length_on_the_phantom_is_20_mm(page, web_node: Node) -> None:
+    from dicomnode.samples import us_phantom
+
+    assert web_node.ingestor.ingest(incoming(us_phantom(PATIENTS[3]))).status == 0
+    log_in(page)
+    page.fill("input[name=text]", "Catheterisation")  # the phantom's study description
+    page.click("form.search button[type=submit]")
+    page.locator("table.studies tbody a").first.click()
+    page.wait_for_function("() => window.viewerState && window.viewerState()[0].frames === 1")
+    page.select_option("#tool", "length")
+    box = page.locator(".viewport canvas").first.bounding_box()
+    scale = box["width"] / 640
+    page.mouse.click(box["x"] + 200.5 * scale, box["y"] + 240.5 * scale)
+    page.mouse.click(box["x"] + 240.5 * scale, box["y"] + 240.5 * scale)
+    page.locator("#measurements li").first.wait_for()
+    text = page.locator("#measurements li").first.inner_text()
+    value = float(re.search(r"length ([\d.]+) mm", text)[1])
+    assert abs(value - 20.0) <= 0.1 + 0.5, text  # 0.1 mm plus one pixel (0.5 mm)
+    assert "ultrasound region 1 (cm)" in text
 
 
 def test_measure_fill_the_asd_worksheet_and_save(page, web_node: Node) -> None:

@@ -281,4 +281,26 @@ def test_measure_and_save_a_plan_with_its_report(
     summary = client.get(f"/studies/{study}/plan/print").get_data(as_text=True)
     assert "secundum ASD" in summary and "14.0 mm" in summary and "deficient" in summary
     assert f"/api/instances/{uid}/frames/12" in summary  # the key frame
+    pda = client.post(
+        f"/api/studies/{study}/plans",
+        headers=headers,
+        json={
+            "defect": "PDA",
+            "krichenko": "A",
+            "slots": [
+                {
+                    "code": "PDA-NARROWEST",
+                    "meaning": "Narrowest (pulmonary end) diameter",
+                    "value_mm": 2.5,
+                }
+            ],
+        },
+    ).json
+    assert pda["krichenko"] == "A" and pda["proposal"]["sizes"] == ["8/6", "10/8"]
+    wrong = client.post(
+        f"/api/studies/{study}/plans",
+        headers=headers,
+        json={"defect": "PDA", "krichenko": "F", "slots": []},
+    )
+    assert wrong.status_code == 400
     assert "not an order" in summary

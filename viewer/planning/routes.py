@@ -83,6 +83,15 @@ def measure(uid: str) -> Any:
     abort(400, description="kind: length, angle or ellipse")
 
 
+def _krichenko(defect: str, value: Any) -> str | None:
+    """Krichenko angiographic type of a duct (A-E), PDA only."""
+    if defect != "PDA" or not value:
+        return None
+    if value not in ("A", "B", "C", "D", "E"):
+        abort(400, description="krichenko: one of A, B, C, D, E")
+    return value
+
+
 def _measurements(given: Any) -> list[dict[str, Any]]:
     kept = []
     for item in (given or [])[:200] if isinstance(given, list) else []:
@@ -173,6 +182,7 @@ def save_plan(uid: str) -> Any:
         "rims": rims,
         "deficient_rims": sizing.deficient_rims(rims),
         "note": str(body.get("note", ""))[:4000],
+        "krichenko": _krichenko(defect, body.get("krichenko")),
         # The drawn lines, so reopening the study shows them on their frames again.
         "measurements": _measurements(body.get("measurements")),
         "proposal": asdict(suggestion) if suggestion else None,

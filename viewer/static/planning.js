@@ -118,6 +118,12 @@
       $("slots").appendChild(row);
     }
     $("rims").hidden = defect !== "secundum ASD";
+    if (defect === "PDA") {
+      const row = document.createElement("label");
+      row.innerHTML = `${t("Krichenko type")} <select id="krichenko"><option></option>` +
+        ["A", "B", "C", "D", "E"].map((k) => `<option>${k}</option>`).join("") + "</select>";
+      $("slots").appendChild(row);
+    }
   }
 
   $("rims").innerHTML = RIMS.map((r) => `<label>${t("{rim} rim", { rim: t(r) })} <input data-rim="${r}" type="number" step="0.1" min="0"> ${t("mm")}</label>`).join(" ");
@@ -154,8 +160,9 @@
     }));
     const rims = {};
     document.querySelectorAll("#rims input").forEach((i) => { if (i.value !== "") rims[i.dataset.rim] = Number(i.value); });
+    const krichenko = $("krichenko") ? $("krichenko").value : "";
     const [status, plan] = await post(`/api/studies/${study}/plans`,
-      { defect: $("defect").value, slots, rims, note: $("note").value, measurements });
+      { defect: $("defect").value, slots, rims, note: $("note").value, measurements, krichenko });
     if (status !== 201) { $("plan-result").textContent = plan.message; return; }
     const p = plan.proposal;
     $("plan-result").innerHTML = "";
@@ -164,6 +171,7 @@
       lines.push(t("Deficient rims (< 5 mm): {rims}", { rims: plan.deficient_rims.map(t).join(", ") }));
     }
     if (p) {
+      lines.push(t("Weight {weight} kg, age {age}", document.body.dataset));
       lines.push(t("Candidate devices: {sizes} — {basis}. Rule: {rule} ({source}). Decision support, not an order.",
         { sizes: p.sizes.join(", ") || t("none"), basis: p.basis, rule: p.rule.says, source: p.rule.source }));
     }
