@@ -200,3 +200,34 @@ def test_measure_fill_the_asd_worksheet_and_save(page, web_node: Node) -> None:
     page.locator("#plan-version").filter(has_text="version 1").wait_for()
     assert " mm " in page.locator("#measurements li").first.inner_text()
     assert page.locator("#rims input[data-rim=aortic]").input_value() == "3"
+    assert "Closure plan (secundum ASD)" in page.locator("#series li.report").inner_text()
+
+
+def test_a_drawn_length_can_be_edited_by_dragging_its_end(page, web_node: Node) -> None:
+    from dicomnode.samples import us_phantom
+
+    assert web_node.ingestor.ingest(incoming(us_phantom(PATIENTS[3]))).status == 0
+    log_in(page)
+    page.fill("input[name=text]", "Catheterisation")
+    page.click("form.search button[type=submit]")
+    page.locator("table.studies tbody a").first.click()
+    page.wait_for_function("() => window.viewerState && window.viewerState()[0].frames === 1")
+    page.select_option("#tool", "length")
+    box = page.locator(".viewport canvas").first.bounding_box()
+    scale = box["width"] / 640
+
+    def at(x: float, y: float) -> tuple[float, float]:
+        return box["x"] + x * scale, box["y"] + y * scale
+
+    page.mouse.click(*at(200, 240))
+    page.mouse.click(*at(240, 240))  # 40 px: 20 mm
+    item = page.locator("#measurements li").first
+    item.wait_for()
+    page.mouse.move(*at(240, 240))
+    page.mouse.down()
+    page.mouse.move(*at(280, 240), steps=5)
+    page.mouse.up()
+    page.wait_for_function(
+        "() => document.querySelector('#measurements li').textContent.startsWith('length 40.0')"
+    )
+    assert page.locator("#measurements li").count() == 1  # edited, not a second one

@@ -115,7 +115,10 @@ def _instance(uid: str) -> Dataset:
     data = current_app.extensions["archive"].read(uid)
     if data is None:
         abort(404, description="no such instance")
-    return dcmread(BytesIO(data))
+    ds = dcmread(BytesIO(data))
+    if "PixelData" not in ds:
+        abort(404, description="this instance has no image (a report, a waveform)")
+    return ds
 
 
 def _cache() -> FrameCache:

@@ -183,6 +183,8 @@ def save_plan(uid: str) -> Any:
         "deficient_rims": sizing.deficient_rims(rims),
         "note": str(body.get("note", ""))[:4000],
         "krichenko": _krichenko(defect, body.get("krichenko")),
+        # The user's catheter calibration travels with the plan it was used in.
+        "calibration": body.get("calibration") if _user_calibration(body) else None,
         # The drawn lines, so reopening the study shows them on their frames again.
         "measurements": _measurements(body.get("measurements")),
         "proposal": asdict(suggestion) if suggestion else None,

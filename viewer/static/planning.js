@@ -56,10 +56,51 @@
   }
 
   let userCalibration = null;
+  let dragging = null; // {measurement, index} while an end point is moved
+  let justDragged = false;
+
+  function nearEnd(vp, point) {
+    const reach = 8 / vp.zoom;
+    for (const m of measurements) {
+      if (m.uid !== vp.meta.uid || m.frame !== vp.frame) continue;
+      const index = m.points.findIndex(([x, y]) => Math.hypot(x - point[0], y - point[1]) <= reach);
+      if (index >= 0) return { measurement: m, index };
+    }
+    return null;
+  }
+
+  async function remeasure(m) {
+    const [status, result] = await post(`/api/instances/${m.uid}/measure`,
+      { kind: m.kind, points: m.points, calibration: userCalibration });
+    if (status === 200) Object.assign(m, result);
+    render();
+    api.viewports.forEach(api.draw);
+  }
+
+  // Editing: drag an end point of a drawn measurement; it is measured again.
+  document.querySelector(".viewports").addEventListener("mousedown", (event) => {
+    const vp = api.active();
+    if ($("tool").value === "none" || !vp.meta || event.target.tagName !== "CANVAS") return;
+    dragging = nearEnd(vp, api.toImage(vp, event));
+  });
+  window.addEventListener("mousemove", (event) => {
+    if (!dragging) return;
+    const vp = api.active();
+    dragging.measurement.points[dragging.index] = api.toImage(vp, event);
+    justDragged = true;
+    api.draw(vp);
+  });
+  window.addEventListener("mouseup", () => {
+    if (dragging && justDragged) remeasure(dragging.measurement);
+    dragging = null;
+  });
+
   document.querySelector(".viewports").addEventListener("click", async (event) => {
     const tool = $("tool").value;
     const vp = api.active();
+    if (justDragged) { justDragged = false; return; }
     if (tool === "none" || !vp.meta || event.target.tagName !== "CANVAS") return;
+    if (nearEnd(vp, api.toImage(vp, event))) return; // a click on an end point edits, not draws
     vp.playing = false;
     pending.push(api.toImage(vp, event));
     api.draw(vp);
@@ -135,6 +176,10 @@
     if (!versions.length) return;
     const latest = versions[versions.length - 1];
     measurements.push(...(latest.content.measurements || []));
+    if (latest.content.calibration) {
+      userCalibration = latest.content.calibration;
+      $("calibration").textContent = t("calibrated on a {n}F catheter", { n: userCalibration.french });
+    }
     $("defect").value = latest.defect;
     slotsForm();
     for (const slot of latest.content.slots) {
@@ -162,7 +207,8 @@
     document.querySelectorAll("#rims input").forEach((i) => { if (i.value !== "") rims[i.dataset.rim] = Number(i.value); });
     const krichenko = $("krichenko") ? $("krichenko").value : "";
     const [status, plan] = await post(`/api/studies/${study}/plans`,
-      { defect: $("defect").value, slots, rims, note: $("note").value, measurements, krichenko });
+      { defect: $("defect").value, slots, rims, note: $("note").value, measurements, krichenko,
+        calibration: userCalibration });
     if (status !== 201) { $("plan-result").textContent = plan.message; return; }
     const p = plan.proposal;
     $("plan-result").innerHTML = "";
