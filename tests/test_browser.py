@@ -140,7 +140,8 @@ def test_a_forged_post_without_the_csrf_token_is_refused(page) -> None:
     assert "/login" in page.url
 
 
-def test_a_drawn_length_on_the_phantom_is_20_mm(page, web_node: Node) -> None:
+def open_phantom(page, web_node: Node) -> None:
+    """The calibration phantom open in the viewer, the length tool chosen."""
     from dicomnode.samples import us_phantom
 
     assert web_node.ingestor.ingest(incoming(us_phantom(PATIENTS[3]))).status == 0
@@ -150,6 +151,10 @@ def test_a_drawn_length_on_the_phantom_is_20_mm(page, web_node: Node) -> None:
     page.locator("table.studies tbody a").first.click()
     page.wait_for_function("() => window.viewerState && window.viewerState()[0].frames === 1")
     page.select_option("#tool", "length")
+
+
+def test_a_drawn_length_on_the_phantom_is_20_mm(page, web_node: Node) -> None:
+    open_phantom(page, web_node)
     box = page.locator(".viewport canvas").first.bounding_box()
     scale = box["width"] / 640
     page.mouse.click(box["x"] + 200.5 * scale, box["y"] + 240.5 * scale)
@@ -204,15 +209,7 @@ def test_measure_fill_the_asd_worksheet_and_save(page, web_node: Node) -> None:
 
 
 def test_a_drawn_length_can_be_edited_by_dragging_its_end(page, web_node: Node) -> None:
-    from dicomnode.samples import us_phantom
-
-    assert web_node.ingestor.ingest(incoming(us_phantom(PATIENTS[3]))).status == 0
-    log_in(page)
-    page.fill("input[name=text]", "Catheterisation")
-    page.click("form.search button[type=submit]")
-    page.locator("table.studies tbody a").first.click()
-    page.wait_for_function("() => window.viewerState && window.viewerState()[0].frames === 1")
-    page.select_option("#tool", "length")
+    open_phantom(page, web_node)
     box = page.locator(".viewport canvas").first.bounding_box()
     scale = box["width"] / 640
 
