@@ -252,6 +252,16 @@ def test_measure_and_save_a_plan_with_its_report(
     ).json
     assert outside["unit"] == "px" and "no ultrasound region" in outside["source"]
     assert client.post(f"/api/instances/{uid}/measure", json={"kind": "length"}).status_code == 400
+    known = client.post(
+        f"/api/instances/{uid}/measure",
+        headers=headers,
+        json={
+            "kind": "length",
+            "points": [[0, 0], [50, 0]],
+            "calibration": {"points": [[0, 0], [10, 0]], "mm": 4},
+        },
+    ).json
+    assert known["value"] == pytest.approx(20.0) and known["source"] == "known length 4 mm"
     plan = {
         "defect": "secundum ASD",
         "slots": [

@@ -12,7 +12,7 @@
   const study = document.body.dataset.study;
   const measurements = []; // {uid, frame, kind, points, value, unit, source}
   let pending = [];
-  const NEEDED = { length: 2, angle: 3, ellipse: 2, calibrate: 2 };
+  const NEEDED = { length: 2, angle: 3, ellipse: 2, calibrate: 2, "calibrate-length": 2 };
   const SLOTS = {
     "secundum ASD": [["ASD-MAX-DIAMETER", "ASD maximal diameter (view 1)"],
       ["ASD-MAX-DIAMETER-2", "ASD maximal diameter (view 2)"], ["ASD-SEPTAL-LENGTH", "Total septal length"],
@@ -56,6 +56,11 @@
   }
 
   let userCalibration = null;
+  function showCalibration() {
+    $("calibration").textContent = userCalibration.french
+      ? t("calibrated on a {n}F catheter", { n: userCalibration.french })
+      : t("calibrated on a known length of {n} mm", { n: userCalibration.mm });
+  }
   let dragging = null; // {measurement, index} while an end point is moved
   let justDragged = false;
 
@@ -106,9 +111,10 @@
     api.draw(vp);
     if (pending.length < NEEDED[tool]) return;
     const points = pending; pending = [];
-    if (tool === "calibrate") {
-      userCalibration = { points, french: Number($("french").value) };
-      $("calibration").textContent = t("calibrated on a {n}F catheter", { n: $("french").value });
+    if (tool === "calibrate" || tool === "calibrate-length") {
+      userCalibration = tool === "calibrate"
+        ? { points, french: Number($("french").value) } : { points, mm: Number($("known-mm").value) };
+      showCalibration();
       api.draw(vp);
       return;
     }
@@ -178,7 +184,7 @@
     measurements.push(...(latest.content.measurements || []));
     if (latest.content.calibration) {
       userCalibration = latest.content.calibration;
-      $("calibration").textContent = t("calibrated on a {n}F catheter", { n: userCalibration.french });
+      showCalibration();
     }
     $("defect").value = latest.defect;
     slotsForm();
