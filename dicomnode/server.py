@@ -50,11 +50,12 @@ from pynetdicom.sop_class import (
 )
 from pynetdicom.transport import ThreadedAssociationServer
 
-from dicomnode import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from dicomnode import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, retrieve
 from dicomnode.config import Config
 from dicomnode.find import find
 from dicomnode.ingest import Incoming, Ingestor, Outcome
 from dicomnode.logs import quiet_libraries
+from dicomnode.retrieve import AS_FIND
 from dicomnode.validate import DATASET_MISMATCH, status_dataset
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,7 @@ TRANSFER_SYNTAXES: list[UID] = [
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
 ]
+RETRIEVE_MODELS = tuple(AS_FIND)
 FIND_MODELS = (
     PatientRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelFind,
@@ -133,8 +135,11 @@ class DicomServer:
         ae.dimse_timeout = self.config.network_timeout
         ae.add_supported_context(Verification)
         for context in AllStoragePresentationContexts:
-            ae.add_supported_context(context.abstract_syntax, TRANSFER_SYNTAXES)
-        for model in FIND_MODELS:
+            # Both roles: a C-GET requestor takes the SCP role for storage.
+            ae.add_supported_context(
+                context.abstract_syntax, TRANSFER_SYNTAXES, scu_role=True, scp_role=True
+            )
+        for model in (*FIND_MODELS, *RETRIEVE_MODELS):
             ae.add_supported_context(model, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
         ae.require_called_aet = self.config.check_called_ae
         if self.config.require_known_ae:
@@ -183,6 +188,27 @@ class DicomServer:
             is_cancelled=cancelled,
         )
 
+    def handle_move(self, event: evt.Event) -> Any:
+        destination = event.move_destination
+        if isinstance(destination, bytes):
+            destination = destination.decode("ascii", "replace")
+        yield from retrieve.move(
+            self.config,
+            self.archive,
+            event.identifier,
+            event.request.AffectedSOPClassUID,
+            destination.strip(),
+            lambda: event.is_cancelled,
+        )
+
+    def handle_get(self, event: evt.Event) -> Any:
+        yield from retrieve.get(
+            self.archive,
+            event.identifier,
+            event.request.AffectedSOPClassUID,
+            lambda: event.is_cancelled,
+        )
+
     @staticmethod
     def handle_echo(event: evt.Event) -> int:
         return 0x0000
@@ -197,6 +223,8 @@ class DicomServer:
             (evt.EVT_C_ECHO, self.handle_echo),
             (evt.EVT_C_STORE, self.handle_store),
             (evt.EVT_C_FIND, self.handle_find),
+            (evt.EVT_C_MOVE, self.handle_move),
+            (evt.EVT_C_GET, self.handle_get),
             (evt.EVT_CONN_OPEN, self.handle_open),
             (evt.EVT_CONN_CLOSE, self.handle_close),
         ]

@@ -129,11 +129,12 @@ def test_truncated_c_store_fails_cleanly_and_the_server_stays_up(
     truncated.write_bytes(buffer.getvalue()[:-1000])
     assoc = associate(node, UltrasoundImageStorage, Verification)
     # Send the file's bytes as they are, without pydicom re-encoding them.
+    chunked = pynetdicom_config.STORE_SEND_CHUNKED_DATASET
     pynetdicom_config.STORE_SEND_CHUNKED_DATASET = True
     try:
         status = assoc.send_c_store(truncated)
     finally:
-        pynetdicom_config.STORE_SEND_CHUNKED_DATASET = False
+        pynetdicom_config.STORE_SEND_CHUNKED_DATASET = chunked
     assert status.Status == 0xC001 and "truncated" in status.ErrorComment
     assert assoc.send_c_store(ds).Status == 0  # the next instance is fine
     assoc.release()
