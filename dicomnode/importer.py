@@ -55,10 +55,12 @@ def split_file(raw: bytes) -> tuple[bytes, str]:
     try:
         read_preamble(stream, force=False)
     except InvalidDicomError:
-        # A bare dataset starts with a group 0008 (or 0002) element.
-        if len(raw) < 8 or raw[:2] not in (b"\x08\x00", b"\x02\x00"):
+        if raw[:2] == b"\x02\x00":
+            stream.seek(0)  # a file meta group without preamble (some DICOMweb clients)
+        elif len(raw) >= 8 and raw[:2] == b"\x08\x00":
+            return raw, ImplicitVRLittleEndian  # a bare data set
+        else:
             raise
-        return raw, ImplicitVRLittleEndian
     meta = _read_file_meta_info(stream)
     transfer_syntax = meta.get("TransferSyntaxUID")
     if not transfer_syntax:

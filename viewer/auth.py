@@ -14,6 +14,7 @@ from typing import Any
 
 from flask import (
     Blueprint,
+    Response,
     abort,
     current_app,
     g,
@@ -49,8 +50,29 @@ def csrf_token() -> str:
     return session["csrf"]
 
 
+def _basic_user() -> Any:
+    """HTTP Basic on DICOMweb, for clients without a browser session."""
+    given = request.authorization if request.path.startswith("/dicom-web/") else None
+    if given is None or given.type != "basic":
+        return None
+    user = accounts().get(given.username or "")
+    valid = check_password_hash(user.password_hash if user else _dummy_hash(), given.password or "")
+    if user is None or not valid or user.disabled:
+        abort(
+            Response(
+                "wrong user name or password",
+                401,
+                {"WWW-Authenticate": 'Basic realm="CHD node DICOMweb"'},
+            )
+        )
+    return user
+
+
 @bp.before_app_request
 def require_login_and_csrf() -> Any:
+    if (user := _basic_user()) is not None:
+        g.user = user  # no cookie involved: nothing for CSRF to forge
+        return None
     if request.method in _UNSAFE:
         sent = request.form.get("csrf_token") or request.headers.get("X-CSRF-Token")
         if not sent or not secrets.compare_digest(sent, session.get("csrf", "")):
@@ -60,7 +82,7 @@ def require_login_and_csrf() -> Any:
     user = accounts().get(session.get("user", "")) if session.get("user") else None
     if user is None or user.disabled:
         session.pop("user", None)
-        if request.path.startswith("/api/"):
+        if request.path.startswith(("/api/", "/dicom-web/")):
             abort(401, description="log in first")
         return redirect(url_for("auth.login", next=request.path))
     g.user = user

@@ -1,0 +1,104 @@
+"""DICOMweb with dicomweb-client, the Python client OHIF's people use."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from io import BytesIO
+
+import pytest
+import requests
+from dicomweb_client.api import DICOMwebClient
+from dicomweb_client.session_utils import create_session_from_user_pass
+from pydicom import dcmread
+from pydicom.uid import generate_uid
+from werkzeug.security import generate_password_hash
+
+from dicomnode.config import Config
+from dicomnode.node import Node
+from dicomnode.samples import PATIENTS, UID_ROOT, xa_instance
+
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def web(config: Config) -> Iterator[tuple[Node, DICOMwebClient, str]]:
+    with Node(replace(config, http_host="127.0.0.1"), web=True) as node:
+        node.archive.index.accounts.add("pacs", generate_password_hash(PASSWORD), "researcher")
+        url = f"http://127.0.0.1:{node.http_port}/dicom-web"
+        session = create_session_from_user_pass("pacs", PASSWORD)
+        yield node, DICOMwebClient(url=url, session=session), url
+
+
+def test_stow_qido_wado_round_trip(web) -> None:
+    node, client, _ = web
+    study = generate_uid(UID_ROOT)
+    sent = [
+        xa_instance(
+            PATIENTS[1], frames=3, rows=32, cols=32, study_uid=study, seed=s, instance_number=s + 1
+        )
+        for s in range(2)
+    ]
+    answer = client.store_instances(sent)
+    assert len(answer.ReferencedSOPSequence) == 2 and "FailedSOPSequence" not in answer
+    # Stored de-identified, through the same ingest as C-STORE.
+    (found,) = client.search_for_studies()
+    pseudonym = found["00100020"]["Value"][0]
+    assert pseudonym.startswith("CHD-") and PATIENTS[1].patient_id not in str(found)
+    assert client.search_for_studies(search_filters={"PatientID": pseudonym})
+    assert client.search_for_studies(search_filters={"PatientID": "CHD-0000-0000"}) == []
+    new_study = found["0020000D"]["Value"][0]
+    series = client.search_for_series(new_study)
+    assert {s["00080060"]["Value"][0] for s in series} == {"XA"}
+    instances = client.search_for_instances(new_study, series[0]["0020000E"]["Value"][0])
+    first = instances[0]
+    uid = first["00080018"]["Value"][0]
+    retrieved = client.retrieve_instance(new_study, first["0020000E"]["Value"][0], uid)
+    stored = dcmread(BytesIO(node.archive.read(uid)))
+    assert retrieved.SOPInstanceUID == uid and retrieved.PixelData == stored.PixelData
+    assert len(client.retrieve_study(new_study)) == 2
+    metadata = client.retrieve_instance_metadata(new_study, first["0020000E"]["Value"][0], uid)
+    assert "BulkDataURI" in metadata["7FE00010"]
+
+
+def part10(ds) -> bytes:
+    buffer = BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def test_stow_reports_failures_per_instance(web) -> None:
+    node, _, url = web
+    good = xa_instance(PATIENTS[0], frames=2, rows=16, cols=16)
+    bad = xa_instance(PATIENTS[0], frames=2, rows=16, cols=16)
+    bad.SOPInstanceUID = "1.2.3/../../x"  # a UID that could become a path
+    boundary = "b0undary"
+    body = (
+        b"".join(
+            f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + data + b"\r\n"
+            for data in (part10(good), part10(bad), b"not DICOM at all")
+        )
+        + f"--{boundary}--\r\n".encode()
+    )
+    response = requests.post(
+        f"{url}/studies",
+        data=body,
+        auth=("pacs", PASSWORD),
+        timeout=30,
+        headers={
+            "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'
+        },
+    )
+    assert response.status_code == 202, response.text
+    answer = response.json()
+    assert len(answer["00081199"]["Value"]) == 1  # ReferencedSOPSequence
+    reasons = [f["00081197"]["Value"] for f in answer["00081198"]["Value"]]  # FailedSOPSequence
+    assert reasons == [[0xC002], [0xC000]]
+    assert node.archive.index.stats()["instances"] == 1
+
+
+def test_dicomweb_needs_a_user(web) -> None:
+    _, _, url = web
+    assert requests.get(f"{url}/studies", timeout=10).status_code == 401
+    wrong = requests.get(f"{url}/studies", auth=("pacs", "nope"), timeout=10)
+    assert wrong.status_code == 401 and "Basic" in wrong.headers["WWW-Authenticate"]
