@@ -62,6 +62,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     reid.add_argument("value", metavar="PSEUDONYM|STUDY_UID")
 
+    send = commands.add_parser("send", help="queue a study for a known remote AE and send it")
+    send.add_argument("study", metavar="STUDY_UID")
+    send.add_argument("destination", metavar="AE")
+    commands.add_parser("queue", help="the forwarding queue: pending and done per destination")
+
     user = commands.add_parser("user", help="web users: add, list, disable, passwd")
     user.add_argument("action", choices=["add", "list", "disable", "passwd"])
     user.add_argument("name", nargs="?", help="user name (all but list)")
@@ -137,6 +142,29 @@ def _stats(config: Config, as_json: bool) -> int:
     print(f"{'re-sent':>10}: {stats['duplicates_received']} duplicate instances received")
     for modality, count in sorted(stats["modalities"].items(), key=lambda kv: str(kv[0])):
         print(f"{modality or '?':>10}: {count} instances")
+    return EXIT_OK
+
+
+def _forward(config: Config, args: argparse.Namespace) -> int:
+    from dicomnode.forwarding import Forwarder, ForwardError
+    from dicomnode.node import open_archive
+
+    archive = open_archive(config)
+    try:
+        forwarder = Forwarder(config, archive)
+        if args.command == "send":
+            try:
+                queued = forwarder.enqueue_study(args.study, args.destination)
+            except ForwardError as exc:
+                print(f"dicomnode send: {exc}", file=sys.stderr)
+                return EXIT_REJECTED
+            result = forwarder.run_once()
+            print(f"{queued} queued, {result['sent']} sent, {result['waiting']} waiting for retry")
+            return EXIT_OK
+        for (destination, state), count in sorted(archive.index.forwarding.counts().items()):
+            print(f"{destination:<16} {state:<8} {count}")
+    finally:
+        archive.close()
     return EXIT_OK
 
 
@@ -274,6 +302,8 @@ def _run(args: argparse.Namespace, config: Config) -> int:
         return _import(config, args.paths, args.issuer, not args.no_progress)
     if args.command == "stats":
         return _stats(config, args.json)
+    if args.command in ("send", "queue"):
+        return _forward(config, args)
     if args.command == "user":
         return _user(config, args)
     if args.command == "reidentify":

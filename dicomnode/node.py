@@ -10,6 +10,7 @@ from waitress.server import create_server
 
 from dicomnode.config import Config
 from dicomnode.deid.secret import load_or_create_key
+from dicomnode.forwarding import Forwarder
 from dicomnode.ingest import Ingestor
 from dicomnode.server import DicomServer
 from storage.archive import Archive, DuplicatePolicy
@@ -31,11 +32,13 @@ class Node:
         self.archive = open_archive(config)
         self.ingestor = Ingestor(config, self.archive)
         self.dicom = DicomServer(config, self.ingestor)
+        self.forwarder = Forwarder(config, self.archive)
         self._web_enabled = web
         self._web: Any = None
 
     def start(self) -> Node:
         self.dicom.start()
+        threading.Thread(target=self.forwarder.run_forever, daemon=True, name="forward").start()
         if self._web_enabled:
             from viewer import create_app
 
@@ -58,6 +61,7 @@ class Node:
         return self._web.effective_port if self._web else None
 
     def stop(self) -> None:
+        self.forwarder.stop()
         self.dicom.stop()
         if self._web is not None:
             self._web.close()

@@ -154,3 +154,15 @@ def test_demo_user_is_created_once_with_a_shown_password(
     (user,) = archive.index.accounts.list()
     assert user.role == "admin" and check_password_hash(user.password_hash, password)
     archive.close()
+
+
+def test_send_to_an_unknown_ae_is_one_line(tmp_path: Path) -> None:
+    source = folder_of_instances(tmp_path / "in")
+    assert run(tmp_path, "import", "--no-progress", str(source / "xa.dcm")).returncode == 0
+    study = dcmread(next((tmp_path / "var" / "blobs").rglob("*.dcm"))).StudyInstanceUID
+    result = run(tmp_path, "send", str(study), "NOBODY")
+    assert result.returncode == 3
+    assert result.stderr.strip().splitlines()[-1] == (
+        "dicomnode send: NOBODY is not a known remote AE"
+    )
+    assert run(tmp_path, "queue").returncode == 0

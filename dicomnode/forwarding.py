@@ -1,0 +1,141 @@
+"""Forwarding: sending what the node holds on to other AEs, without losing any.
+
+Every instance to forward is a row in the persisted queue first; a pass
+(`run_once`) opens one association per destination, sends what is due in its
+stored syntax and marks each row done, or schedules a retry with back-off
+when the destination is down or refuses. A restart loses nothing: the queue
+is in the index database.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import defaultdict
+from datetime import datetime, timedelta
+
+from pydicom import dcmread
+from pynetdicom import AE
+
+from dicomnode import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from dicomnode.config import Config
+from dicomnode.retrieve import contexts_for
+from storage.archive import Archive
+from storage.keys import Level
+from storage.query import Query
+
+log = logging.getLogger(__name__)
+FIRST_RETRY = timedelta(seconds=30)
+LAST_RETRY = timedelta(hours=1)
+
+
+class ForwardError(ValueError):
+    """The request to forward cannot be queued; the message says why."""
+
+
+def backoff(attempts: int) -> timedelta:
+    return min(FIRST_RETRY * 2 ** max(attempts - 1, 0), LAST_RETRY)
+
+
+class Forwarder:
+    def __init__(self, config: Config, archive: Archive) -> None:
+        self.config = config
+        self.archive = archive
+        self.queue = archive.index.forwarding
+        self._stop = threading.Event()
+
+    def enqueue_study(self, study_uid: str, destination: str) -> int:
+        if self.config.remote(destination) is None:
+            raise ForwardError(f"{destination} is not a known remote AE")
+        rows = self.archive.index.find(
+            Query(level=Level.IMAGE, keys={"StudyInstanceUID": study_uid, "SOPInstanceUID": ""})
+        )
+        uids = [r["SOPInstanceUID"] for r in rows]
+        if not uids:
+            raise ForwardError("no stored instance of that study")
+        return self.queue.enqueue(uids, destination)
+
+    def run_once(self, now: datetime | None = None) -> dict[str, int]:
+        """Send what is due; returns how many went out and how many wait again."""
+        by_destination: dict[str, list[dict]] = defaultdict(list)
+        for job in self.queue.due(now):
+            by_destination[job["destination"]].append(job)
+        sent = waiting = 0
+        for destination, jobs in by_destination.items():
+            ok = self._send(destination, jobs)
+            sent, waiting = sent + ok, waiting + len(jobs) - ok
+        return {"sent": sent, "waiting": waiting}
+
+    def _send(self, destination: str, jobs: list[dict]) -> int:
+        remote = self.config.remote(destination)
+        kinds = [self._kind(j["sop_instance_uid"]) for j in jobs]
+        instances = [k for k in kinds if k]
+        if remote is None or not instances:
+            self._retry_all(jobs, "destination no longer configured")
+            return 0
+        ae = AE(ae_title=self.config.ae_title)
+        ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
+        ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
+        assoc = ae.associate(
+            remote.host, remote.port, contexts_for(instances), ae_title=remote.ae_title
+        )
+        if not assoc.is_established:
+            self._retry_all(jobs, "association refused or destination unreachable")
+            return 0
+        sent = 0
+        try:
+            for job in jobs:
+                sent += self._send_one(assoc, job)
+        finally:
+            assoc.release()
+        return sent
+
+    def _kind(self, uid: str) -> dict[str, str]:
+        rows = list(
+            self.archive.index.find(
+                Query(
+                    level=Level.IMAGE,
+                    keys={
+                        "SOPInstanceUID": uid,
+                        "SOPClassUID": "",
+                        "AvailableTransferSyntaxUID": "",
+                    },
+                )
+            )
+        )
+        return rows[0] if rows else {}
+
+    def _send_one(self, assoc, job: dict) -> int:
+        key = self.archive.index.instance_blob(job["sop_instance_uid"])
+        if key is None:
+            self._retry_all([job], "no longer stored")
+            return 0
+        try:
+            status = assoc.send_c_store(dcmread(self.archive.blobs.path(key)))
+            code = int(status.Status) if "Status" in status else 0xFFFF
+        except (RuntimeError, ValueError) as exc:
+            code, detail = 0xFFFF, type(exc).__name__
+        else:
+            detail = f"status 0x{code:04X}"
+        if code == 0 or 0xB000 <= code <= 0xBFFF:
+            self.queue.done(job["pk"])
+            return 1
+        self._retry_all([job], detail)
+        return 0
+
+    def _retry_all(self, jobs: list[dict], reason: str) -> None:
+        for job in jobs:
+            attempts = job["attempts"] + 1
+            self.queue.retry(job["pk"], attempts, reason, backoff(attempts))
+        log.warning("forwarding to %s: %d waiting (%s)", jobs[0]["destination"], len(jobs), reason)
+
+    def run_forever(self, interval: float = 5.0) -> None:
+        """The node's background loop (a thread): a pass every few seconds."""
+        while not self._stop.wait(interval):
+            try:
+                self.run_once()
+            except Exception as exc:  # keep forwarding alive; the queue keeps the work
+                log.error("forwarding pass failed: %s", type(exc).__name__)
+
+    def stop(self) -> None:
+        self._stop.set()

@@ -1,0 +1,104 @@
+"""The forwarding queue: what must reach another AE, kept until it did."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Column, DateTime, Integer, String, Table, func, select
+from sqlalchemy.engine import Engine
+
+from storage.schema import metadata
+
+PENDING, DONE = "pending", "done"
+
+forward_queue = Table(
+    "forward_queue",
+    metadata,
+    Column("pk", Integer, primary_key=True),
+    Column("sop_instance_uid", String(64), nullable=False),
+    Column("destination", String(16), nullable=False, index=True),
+    Column("state", String(16), nullable=False, index=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+    Column("last_error", String(256)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("done_at", DateTime(timezone=True)),
+)
+
+
+class ForwardQueue:
+    def __init__(self, engine: Engine, lock: threading.Lock) -> None:
+        self.engine = engine
+        self._lock = lock
+
+    def enqueue(self, sop_instance_uids: list[str], destination: str) -> int:
+        """Add what is not already waiting for this destination; how many were added."""
+        now = datetime.now(UTC)
+        added = 0
+        with self._lock, self.engine.begin() as conn:
+            waiting = set(
+                conn.execute(
+                    select(forward_queue.c.sop_instance_uid).where(
+                        (forward_queue.c.destination == destination)
+                        & (forward_queue.c.state == PENDING)
+                    )
+                ).scalars()
+            )
+            for uid in dict.fromkeys(sop_instance_uids):
+                if uid in waiting:
+                    continue
+                conn.execute(
+                    forward_queue.insert().values(
+                        sop_instance_uid=uid,
+                        destination=destination,
+                        state=PENDING,
+                        attempts=0,
+                        next_attempt_at=now,
+                        created_at=now,
+                    )
+                )
+                added += 1
+        return added
+
+    def due(self, now: datetime | None = None) -> list[dict[str, Any]]:
+        now = now or datetime.now(UTC)
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(forward_queue)
+                .where(
+                    (forward_queue.c.state == PENDING) & (forward_queue.c.next_attempt_at <= now)
+                )
+                .order_by(forward_queue.c.pk)
+            ).all()
+        return [dict(r._mapping) for r in rows]
+
+    def done(self, pk: int) -> None:
+        with self._lock, self.engine.begin() as conn:
+            conn.execute(
+                forward_queue.update()
+                .where(forward_queue.c.pk == pk)
+                .values(state=DONE, done_at=datetime.now(UTC), last_error=None)
+            )
+
+    def retry(self, pk: int, attempts: int, error: str, delay: timedelta) -> None:
+        with self._lock, self.engine.begin() as conn:
+            conn.execute(
+                forward_queue.update()
+                .where(forward_queue.c.pk == pk)
+                .values(
+                    attempts=attempts,
+                    last_error=error[:256],
+                    next_attempt_at=datetime.now(UTC) + delay,
+                )
+            )
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(forward_queue.c.destination, forward_queue.c.state, func.count()).group_by(
+                    forward_queue.c.destination, forward_queue.c.state
+                )
+            ).all()
+        return {(destination, state): n for destination, state, n in rows}
