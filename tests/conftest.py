@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 from collections.abc import Iterator
 from io import BytesIO
@@ -27,6 +28,12 @@ REMOTES = (
     RemoteAE("BISHKEK_CATH", "127.0.0.1", 11114, "NCC Bishkek"),
     RemoteAE("DUSHANBE_ECHO", "127.0.0.1", 11115, "RCC Dushanbe"),
 )
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def make_config(tmp_path: Path, **overrides: object) -> Config:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,13 +16,7 @@ from dicomnode.node import open_archive
 from dicomnode.samples import PATIENTS, UID_ROOT, xa_instance
 from storage.keys import Level
 from storage.query import Query
-from tests.conftest import REMOTES, incoming, make_config
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from tests.conftest import REMOTES, free_port, incoming, make_config
 
 
 class Destination:

@@ -3,7 +3,6 @@ archive's own bytes."""
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
@@ -14,15 +13,9 @@ from dicomnode.importer import split_file
 from dicomnode.ingest import Incoming
 from dicomnode.node import Node
 from dicomnode.samples import PATIENTS, sample_file, xa_instance
-from tests.conftest import REMOTES, dcmtk, incoming, make_config
+from tests.conftest import REMOTES, dcmtk, free_port, incoming, make_config
 
 pytestmark = pytest.mark.peers
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture
