@@ -40,6 +40,23 @@ class RemoteAE:
 
 
 @dataclass(frozen=True)
+class RouteRule:
+    """Forward what matches to ``destination`` (a known remote AE). Empty
+    criteria match everything: ``issuer`` is the sending hospital, exactly;
+    ``modalities`` a comma-separated list."""
+
+    destination: str
+    issuer: str = ""
+    modalities: str = ""
+
+    def matches(self, issuer: str, modality: str | None) -> bool:
+        wanted = {m.strip().upper() for m in self.modalities.split(",") if m.strip()}
+        return (not self.issuer or issuer == self.issuer) and (
+            not wanted or (modality or "").upper() in wanted
+        )
+
+
+@dataclass(frozen=True)
 class Config:
     ae_title: str = "CHDNODE"
     dimse_host: str = "0.0.0.0"
@@ -69,6 +86,7 @@ class Config:
     # Private attributes kept under RETAIN_SAFE_PRIVATE: "GGGG:CREATOR:EE; ..."
     safe_private: str = ""
     remote_aes: tuple[RemoteAE, ...] = field(default_factory=tuple)
+    routes: tuple[RouteRule, ...] = field(default_factory=tuple)
 
     @property
     def effective_index_url(self) -> str:
@@ -81,7 +99,7 @@ class Config:
         return None
 
 
-_SCALARS = {f.name: f for f in dataclasses.fields(Config) if f.name != "remote_aes"}
+_SCALARS = {f.name: f for f in dataclasses.fields(Config) if f.name not in ("remote_aes", "routes")}
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -142,6 +160,10 @@ def validate(config: Config) -> Config:
         parse_safe_private(config.safe_private)
     except ValueError as exc:
         raise ConfigError(f"safe_private: {exc}") from None
+    known = {r.ae_title for r in config.remote_aes}
+    for route in config.routes:
+        if route.destination not in known:
+            raise ConfigError(f"route: destination {route.destination!r} is not a [[remote_ae]]")
     if config.duplicates not in {"keep-first", "replace"}:
         raise ConfigError("duplicates: must be 'keep-first' or 'replace'")
     for name in ("dimse_port", "http_port"):
@@ -162,6 +184,7 @@ def load(path: Path | None = None, env: dict[str, str] | None = None) -> Config:
     env = dict(os.environ if env is None else env)
     values: dict[str, Any] = {}
     remotes: list[RemoteAE] = []
+    routes: list[RouteRule] = []
     path = path or default_config_path(env)
     if path is not None:
         try:
@@ -175,10 +198,18 @@ def load(path: Path | None = None, env: dict[str, str] | None = None) -> Config:
                 raise ConfigError(f"{path}: unknown key node.{name}")
             values[name] = _coerce(name, value)
         remotes = [_remote(entry) for entry in document.get("remote_ae", [])]
+        routes = [
+            RouteRule(
+                str(r.get("destination", "")),
+                str(r.get("issuer", "")),
+                str(r.get("modalities", "")),
+            )
+            for r in document.get("route", [])
+        ]
     for name in _SCALARS:
         if (value := env.get(ENV_PREFIX + name.upper())) is not None:
             values[name] = _coerce(name, value)
-    return validate(Config(**values, remote_aes=tuple(remotes)))
+    return validate(Config(**values, remote_aes=tuple(remotes), routes=tuple(routes)))
 
 
 def _quote(text: str) -> str:
@@ -206,4 +237,7 @@ def to_toml(config: Config) -> str:
         if remote.blank_rectangles:
             boxes = ", ".join(f"[{', '.join(map(str, r))}]" for r in remote.blank_rectangles)
             lines.append(f"blank_rectangles = [{boxes}]")
+    for route in config.routes:
+        lines += ["", "[[route]]", f"destination = {_quote(route.destination)}"]
+        lines += [f"issuer = {_quote(route.issuer)}", f"modalities = {_quote(route.modalities)}"]
     return "\n".join(lines) + "\n"

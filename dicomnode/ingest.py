@@ -35,7 +35,8 @@ from dicomnode.validate import (
     validate,
 )
 from storage.archive import Archive, DuplicatePolicy
-from storage.record import patient_key, record_from_dataset
+from storage.keys import Level
+from storage.record import InstanceRecord, patient_key, record_from_dataset
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +164,13 @@ class Ingestor:
             return IngestResult(Outcome.REJECTED, rejection.status, rejection.comment)
         return IngestResult(Outcome(stored.value), 0x0000)
 
+    def _route(self, record: InstanceRecord, issuer: str) -> None:
+        """Queue the stored instance for every forwarding rule it matches."""
+        modality = record.columns[Level.SERIES]["modality"]
+        for route in self.config.routes:
+            if route.matches(issuer, modality):
+                self.archive.index.forwarding.enqueue([record.sop_instance_uid], route.destination)
+
     def _known_duplicate(self, original_uid: str) -> bool:
         """A re-send kept as first stored: acknowledge it without de-identifying
         it all over again (the new UID is a keyed function of the original)."""
@@ -218,6 +226,8 @@ class Ingestor:
             else:
                 outcome = Outcome(self.archive.store(record, encoded).value)
                 self.archive.forget_quarantined(record.sop_instance_uid)
+                if outcome is not Outcome.DUPLICATE:
+                    self._route(record, issuer)
         except Rejection as rejection:
             log.warning("rejected %s: %s", reference or "-", rejection)
             return IngestResult(Outcome.REJECTED, rejection.status, rejection.comment, reference)

@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from pydicom.uid import generate_uid
 from pynetdicom import AE, evt
 from pynetdicom.presentation import AllStoragePresentationContexts
 
-from dicomnode.config import RemoteAE
+from dicomnode.config import ConfigError, RemoteAE, RouteRule, load
 from dicomnode.forwarding import Forwarder, backoff
 from dicomnode.ingest import Ingestor
 from dicomnode.node import open_archive
@@ -83,3 +84,27 @@ def test_down_destination_restart_then_everything_arrives_once(tmp_path: Path) -
 def test_backoff_grows_and_is_capped() -> None:
     assert [backoff(n).total_seconds() for n in (1, 2, 3)] == [30, 60, 120]
     assert backoff(20) == timedelta(hours=1)
+
+
+def test_routing_rules_queue_what_matches(tmp_path: Path) -> None:
+    config = make_config(
+        tmp_path,
+        remote_aes=(*REMOTES, RemoteAE("RESEARCH", "127.0.0.1", free_port(), "research")),
+        routes=(RouteRule("RESEARCH", issuer="NCC Bishkek", modalities="XA"),),
+    )
+    archive = open_archive(config)
+    ingestor = Ingestor(config, archive)
+    xa = xa_instance(PATIENTS[0], frames=2, rows=16, cols=16)
+    assert ingestor.ingest(incoming(xa, calling_ae="BISHKEK_CATH")).status == 0  # routed
+    assert ingestor.ingest(incoming(xa, calling_ae="BISHKEK_CATH")).status == 0  # duplicate
+    other = xa_instance(PATIENTS[1], frames=2, rows=16, cols=16)
+    assert ingestor.ingest(incoming(other, calling_ae="DUSHANBE_ECHO")).status == 0  # other issuer
+    assert archive.index.forwarding.counts() == {("RESEARCH", "pending"): 1}
+    archive.close()
+
+
+def test_a_route_to_an_unknown_ae_is_a_configuration_error(tmp_path: Path) -> None:
+    path = tmp_path / "node.toml"
+    path.write_text('[[route]]\ndestination = "NOWHERE"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match="NOWHERE"):
+        load(path, env={})
