@@ -11,6 +11,7 @@ import requests
 from dicomweb_client.api import DICOMwebClient
 from dicomweb_client.session_utils import create_session_from_user_pass
 from pydicom import dcmread
+from pydicom.encaps import generate_frames
 from pydicom.uid import generate_uid
 from werkzeug.security import generate_password_hash
 
@@ -57,6 +58,13 @@ def test_stow_qido_wado_round_trip(web) -> None:
     stored = dcmread(BytesIO(node.archive.read(uid)))
     assert retrieved.SOPInstanceUID == uid and retrieved.PixelData == stored.PixelData
     assert len(client.retrieve_study(new_study)) == 2
+    series_uid = first["0020000E"]["Value"][0]
+    (frame,) = client.retrieve_instance_frames(new_study, series_uid, uid, frame_numbers=[2])
+    assert frame == list(generate_frames(stored.PixelData, number_of_frames=3))[1]  # as stored
+    rendered = client.retrieve_instance_rendered(
+        new_study, series_uid, uid, media_types=("image/png",)
+    )
+    assert rendered[:8] == b"\x89PNG\r\n\x1a\n"
     metadata = client.retrieve_instance_metadata(new_study, first["0020000E"]["Value"][0], uid)
     assert "BulkDataURI" in metadata["7FE00010"]
 

@@ -19,6 +19,8 @@ from flask import Blueprint, Response, abort, current_app, g, request
 from pydicom import dcmread
 from pydicom.datadict import keyword_for_tag, tag_for_keyword
 from pydicom.dataset import Dataset
+from pydicom.encaps import generate_frames
+from pydicom.uid import JPEGBaseline8Bit
 
 from dicomnode.find import response
 from dicomnode.importer import split_file
@@ -191,6 +193,57 @@ def retrieve_instance(study: str, series: str, instance: str) -> Response:
     return _multipart(
         _instances(StudyInstanceUID=study, SeriesInstanceUID=series, SOPInstanceUID=instance)
     )
+
+
+@bp.get("/studies/<study>/series/<series>/instances/<instance>/frames/<frames>")
+def retrieve_frames(study: str, series: str, instance: str, frames: str) -> Response:
+    """Frames as stored: JPEG fragments as they are, native frames as bytes."""
+    uid = _instances(StudyInstanceUID=study, SeriesInstanceUID=series, SOPInstanceUID=instance)[0]
+    ds = dcmread(BytesIO(current_app.extensions["archive"].read(uid)))
+    count = int(ds.get("NumberOfFrames") or 1)
+    try:
+        wanted = [int(n) for n in frames.split(",")]
+    except ValueError:
+        abort(400, description="frames: comma-separated numbers from 1")
+    if any(not 1 <= n <= count for n in wanted):
+        abort(404, description=f"frames are numbered 1 to {count}")
+    syntax = ds.file_meta.TransferSyntaxUID
+    if syntax.is_compressed:
+        stored = list(generate_frames(ds.PixelData, number_of_frames=count))
+        media = {JPEGBaseline8Bit: "image/jpeg"}.get(syntax, "application/octet-stream")
+        payloads = [stored[n - 1] for n in wanted]
+    else:
+        size = len(ds.PixelData) // count
+        media = "application/octet-stream"
+        payloads = [ds.PixelData[(n - 1) * size : n * size] for n in wanted]
+    boundary = secrets.token_hex(16)
+    body = (
+        b"".join(
+            f"--{boundary}\r\nContent-Type: {media}; transfer-syntax={syntax}\r\n\r\n".encode()
+            + payload
+            + b"\r\n"
+            for payload in payloads
+        )
+        + f"--{boundary}--\r\n".encode()
+    )
+    return Response(
+        body, headers={"Content-Type": f'multipart/related; type="{media}"; boundary={boundary}'}
+    )
+
+
+@bp.get("/studies/<study>/series/<series>/instances/<instance>/rendered")
+@bp.get("/studies/<study>/series/<series>/instances/<instance>/frames/<int:number>/rendered")
+def rendered(study: str, series: str, instance: str, number: int = 1) -> Response:
+    from viewer.frames import frame
+
+    return frame(instance, number)
+
+
+@bp.get("/studies/<study>/series/<series>/instances/<instance>/thumbnail")
+def thumbnail(study: str, series: str, instance: str) -> Response:
+    from viewer.frames import thumbnail as small
+
+    return small(instance)
 
 
 def _metadata(uids: list[str]) -> Response:
