@@ -74,6 +74,17 @@ class ForwardQueue:
             ).all()
         return [dict(r._mapping) for r in rows]
 
+    def due_or_later(self, limit: int = 200) -> list[dict[str, Any]]:
+        """Pending jobs, soonest first (for the admin page)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(forward_queue)
+                .where(forward_queue.c.state == PENDING)
+                .order_by(forward_queue.c.next_attempt_at)
+                .limit(limit)
+            ).all()
+        return [dict(r._mapping) for r in rows]
+
     def done(self, pk: int) -> None:
         with self._lock, self.engine.begin() as conn:
             conn.execute(

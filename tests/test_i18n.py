@@ -37,6 +37,7 @@ def interface_strings() -> set[str]:
     strings |= set(re.findall(r'\["[A-Z0-9-]+", "([^"]+)"\]', planning))  # worksheet slots
     strings |= set(re.findall(r'"([^"]+)"', re.search(r"const RIMS = \[(.*?)\];", planning)[1]))
     strings |= set(ROLES) | DEFECTS | {"length", "angle", "ellipse", "Wrong user name or password."}
+    strings |= {"pending", "done"}  # forwarding states
     return strings
 
 

@@ -190,6 +190,9 @@ def test_quarantine_is_for_admins_only(
         session["user"] = "bakyt"
     page = client.get("/quarantine").get_data(as_text=True)
     assert "no ultrasound regions" in page and "CHD-" in page
+    archive.index.forwarding.enqueue(["1.2.3"], "RESEARCH")
+    queue = client.get("/forwarding").get_data(as_text=True)
+    assert "RESEARCH" in queue and "pending" in queue
 
 
 @pytest.mark.parametrize(

@@ -90,6 +90,15 @@ def quarantine() -> Any:
     return render_template("quarantine.html", held=held, user=g.user)
 
 
+@bp.get("/forwarding")
+@role_required("admin")
+def forwarding() -> Any:
+    index = current_app.extensions["archive"].index
+    counts = sorted(index.forwarding.counts().items())
+    waiting = [job for job in index.forwarding.due_or_later()]
+    return render_template("forwarding.html", counts=counts, waiting=waiting, user=g.user)
+
+
 @bp.get("/studies/<uid>")
 def study(uid: str) -> Any:
     studies = _find(Level.STUDY, {**dict.fromkeys(STUDY_KEYS, ""), "StudyInstanceUID": uid})
