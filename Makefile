@@ -44,7 +44,8 @@ test: $(STAMP) peers lint
 	$(BIN)/pytest
 
 ## make bench: ingest against storescp and Orthanc; de-identification against
-## deid, dicognito and Orthanc's /anonymize; frame delivery against Orthanc
+## deid, dicognito and Orthanc's /anonymize; frame delivery and C-MOVE /
+## WADO-RS retrieval against Orthanc
 bench: $(STAMP) peers
 	@[ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq orthanc-dicomweb
@@ -52,6 +53,7 @@ bench: $(STAMP) peers
 	$(BIN)/python -m bench.ingest
 	$(BIN)/python -m bench.deid
 	$(BIN)/python -m bench.viewer
+	$(BIN)/python -m bench.retrieve
 
 clean:
 	rm -rf $(VENV) var bench/out .pytest_cache .ruff_cache

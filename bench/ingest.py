@@ -35,7 +35,7 @@ from bench.peers import orthanc as orthanc_peer
 from dicomnode.samples import PATIENTS, UID_ROOT, sample_file, save, small_instance, xa_instance
 
 # Bump when the generators in dicomnode.samples change, so cached sets are rebuilt.
-SET_VERSION = 2
+SET_VERSION = 3
 OUT = Path(__file__).resolve().parent / "out"
 WHEEL_CLIPS = (
     "ultrasounds/ultrasound-multiframe.dcm",
@@ -85,12 +85,13 @@ def build_sets(root: Path, small: int, runs: int, frames: int) -> dict[str, Path
             with zipfile.ZipFile(sample_file(name)) as archive:
                 archive.extractall(sets["multiframe"])
         drop_repeated_instances(sets["multiframe"])
-        study = generate_uid(UID_ROOT)
+        # One angio study per patient: a study never spans children.
+        studies = [generate_uid(UID_ROOT) for _ in PATIENTS]
         for run in range(runs):
             ds = xa_instance(
                 PATIENTS[run % len(PATIENTS)],
                 frames=frames,
-                study_uid=study,
+                study_uid=studies[run % len(PATIENTS)],
                 transfer_syntax=RLELossless,
                 instance_number=run + 1,
                 seed=run,
@@ -100,14 +101,15 @@ def build_sets(root: Path, small: int, runs: int, frames: int) -> dict[str, Path
     marker = root / f"small-{small}-v{SET_VERSION}.complete"
     if not marker.exists():
         shutil.rmtree(sets["small"], ignore_errors=True)
-        study = generate_uid(UID_ROOT)
+        studies = [generate_uid(UID_ROOT) for _ in PATIENTS]
+        series: dict[tuple[int, int], str] = {}
         for number in range(small):
-            if number % 100 == 0:
-                series = generate_uid(UID_ROOT)
+            child = number % len(PATIENTS)
+            block = series.setdefault((child, number // 100), generate_uid(UID_ROOT))
             ds = small_instance(
-                PATIENTS[number % len(PATIENTS)],
-                study_uid=study,
-                series_uid=series,
+                PATIENTS[child],
+                study_uid=studies[child],
+                series_uid=block,
                 instance_number=number + 1,
             )
             save(ds, sets["small"] / f"{number:05d}.dcm")

@@ -54,6 +54,7 @@ def wait_for_http(port: int) -> None:
 class Orthanc:
     dicom_port: int
     http_port: int
+    pid: int = 0
 
     @property
     def base(self) -> str:
@@ -61,11 +62,14 @@ class Orthanc:
 
 
 @contextmanager
-def orthanc(work: Path, *, dicomweb: bool = False) -> Iterator[Orthanc]:
+def orthanc(
+    work: Path, *, dicomweb: bool = False, modalities: dict | None = None
+) -> Iterator[Orthanc]:
     """Orthanc with its storage under ``work``, syncing its storage area like
     the node does; with the DICOMweb plugin when asked (and installed)."""
     peer = Orthanc(free_port(), free_port())
     plugins = [DICOMWEB_PLUGIN] if dicomweb and Path(DICOMWEB_PLUGIN).exists() else []
+    work.mkdir(parents=True, exist_ok=True)
     config = work / "orthanc.json"
     config.write_text(
         json.dumps(
@@ -83,6 +87,7 @@ def orthanc(work: Path, *, dicomweb: bool = False) -> Iterator[Orthanc]:
                 "DicomCheckCalledAet": True,
                 "Plugins": plugins,
                 "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+                "DicomModalities": modalities or {},
             }
         )
     )
@@ -92,7 +97,7 @@ def orthanc(work: Path, *, dicomweb: bool = False) -> Iterator[Orthanc]:
     try:
         wait_for_echo(peer.dicom_port, "ORTHANC", process)
         wait_for_http(peer.http_port)
-        yield peer
+        yield Orthanc(peer.dicom_port, peer.http_port, process.pid)
     finally:
         process.terminate()
         process.wait(timeout=60)
