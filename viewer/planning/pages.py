@@ -8,6 +8,7 @@ from flask import Blueprint, abort, current_app, g, render_template
 
 from storage.keys import Level
 from storage.query import Query
+from viewer.studies import STUDY_KEYS
 
 bp = Blueprint("planning_pages", __name__)
 
@@ -18,18 +19,7 @@ def print_plan(uid: str) -> Any:
     versions = index.plans.versions(uid)
     if not versions:
         abort(404, description="no plan saved for this study")
-    keys = dict.fromkeys(
-        (
-            "PatientID",
-            "IssuerOfPatientID",
-            "PatientSex",
-            "PatientAge",
-            "PatientWeight",
-            "StudyDate",
-            "StudyDescription",
-        ),
-        "",
-    )
+    keys = dict.fromkeys(STUDY_KEYS, "")
     (study,) = list(index.find(Query(Level.STUDY, {**keys, "StudyInstanceUID": uid}))) or [None]
     plan = versions[-1]
     frames = {
