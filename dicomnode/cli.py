@@ -82,7 +82,43 @@ def _parser() -> argparse.ArgumentParser:
     held = commands.add_parser("quarantine", help="instances held back, and releasing them")
     held.add_argument("action", choices=["list", "release"])
     held.add_argument("uids", nargs="*", metavar="SOP_UID", help="release only these")
+    exp = commands.add_parser(
+        "export", help="a research cohort as a ZIP (DICOMDIR, manifest) re-pseudonymised for it"
+    )
+    exp.add_argument("--out", type=Path, required=True, metavar="FILE.zip")
+    exp.add_argument("--modality", default="", help="e.g. US or XA")
+    exp.add_argument("--hospital", default="", help="issuer (sending hospital) of the studies")
+    exp.add_argument("--sex", default="", choices=["", "F", "M", "O"])
+    exp.add_argument("--from", dest="date_from", default="", metavar="YYYYMMDD")
+    exp.add_argument("--to", dest="date_to", default="", metavar="YYYYMMDD")
+    exp.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
+
+
+def _export(config: Config, args: argparse.Namespace) -> int:
+    from dicomnode.export import Cohort, EmptyCohort, ExportBlocked, export
+    from dicomnode.node import open_archive
+
+    if args.out.exists():
+        print(f"dicomnode export: {args.out} exists; not overwriting it", file=sys.stderr)
+        return EXIT_USAGE
+    cohort = Cohort(args.modality, args.hospital, args.sex, args.date_from, args.date_to)
+    archive = open_archive(config)
+    try:
+        result = export(config, archive, cohort, args.out, progress=not args.no_progress)
+    except ExportBlocked as exc:
+        print(f"dicomnode export: blocked, nothing written: {exc}", file=sys.stderr)
+        return EXIT_REJECTED
+    except EmptyCohort as exc:
+        print(f"dicomnode export: {exc}", file=sys.stderr)
+        return EXIT_REJECTED
+    finally:
+        archive.close()
+    print(
+        f"{result.studies} studies, {result.instances} instances, "
+        f"{result.bytes} bytes -> {args.out}"
+    )
+    return EXIT_OK
 
 
 def _serve(config: Config) -> int:
@@ -310,6 +346,8 @@ def _run(args: argparse.Namespace, config: Config) -> int:
         return _reidentify(config, args.value)
     if args.command == "quarantine":
         return _quarantine(config, args.action, set(args.uids) or None)
+    if args.command == "export":
+        return _export(config, args)
     if args.command == "demo":
         from dicomnode.samples import demo_files
 

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -166,3 +167,37 @@ def test_send_to_an_unknown_ae_is_one_line(tmp_path: Path) -> None:
         "dicomnode send: NOBODY is not a known remote AE"
     )
     assert run(tmp_path, "queue").returncode == 0
+
+
+def test_export_command_filters_by_hospital_and_refuses_what_it_cannot_do(
+    tmp_path: Path,
+) -> None:
+    assert (
+        run(
+            tmp_path,
+            "import",
+            "--no-progress",
+            "--issuer",
+            "NCC Bishkek",
+            str(folder_of_instances(tmp_path / "in")),
+        ).returncode
+        == 3  # the folder holds one truncated file on purpose
+    )
+    out = tmp_path / "cohort.zip"
+    done = run(tmp_path, "export", "--no-progress", "--hospital", "NCC Bishkek", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("2 studies, 6 instances")
+    angio = run(tmp_path, "export", "--modality", "XA", "--out", str(tmp_path / "xa.zip"))
+    assert angio.stdout.startswith("1 studies, 1 instances"), angio.stderr
+    dicomdir = tmp_path / "x" / "DICOMDIR"
+
+    zipfile.ZipFile(out).extractall(tmp_path / "x")
+    assert dcmtk("dcmdump", dicomdir).returncode == 0
+    again = run(tmp_path, "export", "--out", str(out))
+    assert (again.returncode, again.stderr.strip()) == (
+        2,
+        f"dicomnode export: {out} exists; not overwriting it",
+    )
+    none = run(tmp_path, "export", "--hospital", "Nowhere", "--out", str(tmp_path / "n.zip"))
+    assert none.returncode == 3 and "no study matches" in none.stderr
+    assert not (tmp_path / "n.zip").exists()

@@ -1,0 +1,265 @@
+"""Research export: a cohort as a self-describing ZIP that holds no identity.
+
+A second de-identification pass with a key made for this export alone (and
+forgotten after it) gives fresh pseudonyms and UIDs, so two exports of the
+same children cannot be joined, nor either joined to the archive. Dates stay
+as shifted at ingest. The package is a PS3.10 file set with DICOMDIR, a
+manifest (CSV and JSON) and a README; before it is released, the identity
+scanner runs over every file for the original identities (when the linkage
+key is at hand), the archive's pseudonyms and UIDs — any finding blocks it.
+"""
+
+from __future__ import annotations
+
+import csv
+import getpass
+import io
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.fileset import FileSet
+from tqdm import tqdm
+
+from dicomnode.config import Config
+from dicomnode.deid.header import DeidSettings, HeaderDeidentifier
+from dicomnode.deid.linkage import LinkageCipher
+from dicomnode.deid.pipeline import LINKAGE_KEY
+from dicomnode.deid.profile import Option
+from dicomnode.deid.scanner import scan
+from dicomnode.deid.secret import Secret, load_or_create_key
+from storage.archive import Archive
+from storage.keys import Level
+from storage.query import Query
+
+RESEARCH_OPTIONS = frozenset(
+    {Option.RETAIN_FULL_DATES, Option.RETAIN_PATIENT_CHARACTERISTICS, Option.CLEAN_DESCRIPTORS}
+)
+
+
+class ExportBlocked(RuntimeError):
+    """The scanner found identity in the package; the message says where."""
+
+
+class EmptyCohort(ValueError):
+    """Nothing matched: an empty package would look like a result."""
+
+
+@dataclass
+class Cohort:
+    modality: str = ""
+    hospital: str = ""
+    sex: str = ""
+    date_from: str = ""
+    date_to: str = ""
+
+    def keys(self) -> dict[str, str]:
+        keys = dict.fromkeys(
+            (
+                "StudyInstanceUID",
+                "PatientID",
+                "PatientSex",
+                "PatientAge",
+                "PatientWeight",
+                "PatientSize",
+                "ModalitiesInStudy",
+                "IssuerOfPatientID",
+                "StudyDate",
+            ),
+            "",
+        )
+        keys.update(
+            {
+                k: v
+                for k, v in {
+                    "ModalitiesInStudy": self.modality.upper(),
+                    "IssuerOfPatientID": self.hospital,
+                    "PatientSex": self.sex.upper(),
+                    "StudyDate": f"{self.date_from}-{self.date_to}"
+                    if self.date_from or self.date_to
+                    else "",
+                }.items()
+                if v
+            }
+        )
+        return keys
+
+
+@dataclass
+class ExportResult:
+    studies: int = 0
+    instances: int = 0
+    bytes: int = 0
+    manifest: list[dict[str, Any]] = field(default_factory=list)
+
+
+def select(archive: Archive, cohort: Cohort) -> list[dict[str, Any]]:
+    return list(archive.index.find(Query(level=Level.STUDY, keys=cohort.keys())))
+
+
+def _needles(config: Config, archive: Archive, studies: list[dict], uids: list[str]) -> set[str]:
+    """What must not be in the package: the archive's own handles and, with
+    the linkage key, who the children are."""
+    needles = {s["PatientID"] for s in studies if s.get("PatientID")}
+    needles |= {s["StudyInstanceUID"] for s in studies} | set(uids)
+    try:
+        cipher = LinkageCipher(
+            load_or_create_key(config.key_dir / LINKAGE_KEY, config.data_dir, create=False)
+        )
+    except RuntimeError:
+        return needles
+    for study in studies:
+        for study_uid, pseudonym, sealed in archive.index.linkage_for(study["StudyInstanceUID"]):
+            original = cipher.open(sealed, pseudonym, study_uid)
+            needles |= {
+                original.patient_id,
+                original.patient_name,
+                original.accession_number,
+                original.study_instance_uid,
+            }
+            needles |= {p for p in original.patient_name.replace("=", "^").split("^") if len(p) > 3}
+    return {n for n in needles if n and len(n) >= 4}
+
+
+def export(
+    config: Config, archive: Archive, cohort: Cohort, out: Path, *, progress: bool = True
+) -> ExportResult:
+    studies = select(archive, cohort)
+    if not studies:
+        raise EmptyCohort("no study matches the cohort filters; nothing written")
+    instances = [
+        row["SOPInstanceUID"]
+        for study in studies
+        for row in archive.index.find(
+            Query(
+                level=Level.IMAGE,
+                keys={"StudyInstanceUID": study["StudyInstanceUID"], "SOPInstanceUID": ""},
+            )
+        )
+    ]
+    result = ExportResult(studies=len(studies))
+    # This export's own key: never written anywhere, so nothing links back.
+    deid = HeaderDeidentifier(
+        Secret(os.urandom(32)),
+        DeidSettings(options=RESEARCH_OPTIONS, method_text="CHD node research export"),
+    )
+    with tempfile.TemporaryDirectory(prefix="chd-export-") as tmp:
+        fileset = FileSet()
+        staged = Path(tmp) / "staged"
+        staged.mkdir()
+        new_pseudonyms: dict[str, str] = {}
+        study_numbers: dict[str, str] = {}
+        for uid in tqdm(instances, unit="inst", disable=not progress, desc="export"):
+            ds = dcmread(archive.blobs.path(archive.index.instance_blob(uid)))
+            pseudonym = str(ds.PatientID)
+            deid.apply(ds, deid.subject(ds, "export", pseudonym))
+            new_pseudonyms[pseudonym] = str(ds.PatientID)
+            _fill_directory_keys(ds, study_numbers)
+            path = staged / f"{len(result.manifest) + result.instances}.dcm"
+            ds.save_as(path, enforce_file_format=True)
+            fileset.add(path)
+            result.instances += 1
+        package = Path(tmp) / "package"
+        fileset.write(package)
+        for study in studies:
+            result.manifest.append(_manifest_row(archive, study, new_pseudonyms))
+        _write_text(package, result, cohort)
+        needles = _needles(config, archive, studies, instances)
+        _scan_all(package, needles)
+        result.bytes = _zip(package, out)
+    archive.index.add_audit(
+        getpass.getuser(),
+        "export",
+        f"{result.studies} studies",
+        f"{result.instances} instances; {out.name}",
+    )
+    return result
+
+
+def _fill_directory_keys(ds: Any, study_numbers: dict[str, str]) -> None:
+    """DICOMDIR records need Study ID, Series and Instance Number (type 1);
+    ingest emptied Study ID, so number the studies within this package."""
+    if not ds.get("StudyID"):
+        ds.StudyID = study_numbers.setdefault(str(ds.StudyInstanceUID), str(len(study_numbers) + 1))
+    if ds.get("SeriesNumber") in (None, ""):
+        ds.SeriesNumber = 1
+    if ds.get("InstanceNumber") in (None, ""):
+        ds.InstanceNumber = 1
+
+
+def _manifest_row(archive: Archive, study: dict, pseudonyms: dict[str, str]) -> dict[str, Any]:
+    plans = archive.index.plans.versions(study["StudyInstanceUID"])
+    latest = plans[-1]["content"] if plans else {}
+    proposal = latest.get("proposal") or {}
+    return {
+        "patient": pseudonyms.get(study["PatientID"], ""),
+        "age": study.get("PatientAge") or "",
+        "sex": study.get("PatientSex") or "",
+        "weight_kg": study.get("PatientWeight") or "",
+        "height_m": study.get("PatientSize") or "",
+        "modalities": ",".join(study.get("ModalitiesInStudy") or []),
+        "defect": plans[-1]["defect"] if plans else "",
+        "key_measurements_mm": json.dumps(
+            {s["code"]: s["value_mm"] for s in latest.get("slots", [])}
+        ),
+        "proposed_devices": ",".join(proposal.get("sizes", [])),
+    }
+
+
+def _write_text(package: Path, result: ExportResult, cohort: Cohort) -> None:
+    fields = list(result.manifest[0]) if result.manifest else ["patient"]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(result.manifest)
+    (package / "manifest.csv").write_text(buffer.getvalue(), encoding="utf-8")
+    (package / "manifest.json").write_text(
+        json.dumps(result.manifest, ensure_ascii=False, indent=1), encoding="utf-8"
+    )
+    (package / "README.txt").write_text(
+        "CHD imaging exchange node: research export\n\n"
+        f"{result.studies} studies, {result.instances} instances.\n"
+        f"Cohort filters: {json.dumps(cohort.__dict__)}\n\n"
+        "De-identified at ingest with the DICOM PS3.15 Basic Application Level\n"
+        "Confidentiality Profile (Retain Longitudinal Temporal Information with\n"
+        "Modified Dates, Retain Patient Characteristics, Clean Descriptors, Clean\n"
+        "Pixel Data for ultrasound), then again for this export with a key made\n"
+        "for it alone and discarded: pseudonyms and UIDs here match no other\n"
+        "export and not the archive. Dates are as shifted at ingest (intervals\n"
+        "per patient are true). No linkage key is included.\n",
+        encoding="utf-8",
+    )
+
+
+def _scan_all(package: Path, needles: set[str]) -> None:
+    for path in sorted(package.rglob("*")):
+        if not path.is_file():
+            continue
+        if path.suffix in (".csv", ".json", ".txt"):
+            text = path.read_text(encoding="utf-8")
+            found = [n for n in needles if n in text]
+            if found:
+                raise ExportBlocked(f"{path.name}: holds an identifying value")
+            continue
+        findings = scan(dcmread(path, force=True), needles)
+        if findings:
+            raise ExportBlocked(f"{path.relative_to(package)} {findings[0].path}: identity found")
+
+
+def _zip(package: Path, out: Path) -> int:
+    """Stream the package into a ZIP, one file at a time."""
+    partial = out.with_suffix(out.suffix + ".part")
+    with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_STORED) as archive_zip:
+        for path in sorted(package.rglob("*")):
+            if path.is_file():
+                archive_zip.write(path, path.relative_to(package).as_posix())
+    os.replace(partial, out)
+    return out.stat().st_size
+
+
+__all__ = ["Cohort", "EmptyCohort", "ExportBlocked", "export", "select"]

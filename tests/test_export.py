@@ -1,0 +1,121 @@
+"""Research export: a package that loads as a file set and names nobody."""
+
+from __future__ import annotations
+
+import csv
+import io
+import zipfile
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pydicom.fileset import FileSet
+
+from dicomnode.config import Config
+from dicomnode.export import Cohort, ExportBlocked, export
+from dicomnode.ingest import Ingestor, Outcome
+from dicomnode.samples import PATIENTS, xa_instance
+from storage.archive import Archive
+from storage.keys import Level
+from storage.query import Query
+from tests.conftest import dcmtk, incoming
+from tests.test_ingest import instance
+from tests.test_written_files import errors
+
+
+@pytest.fixture
+def cohort_archive(ingestor: Ingestor, archive: Archive) -> Archive:
+    echo = instance(PATIENTS[0], AccessionNumber="ACC-31")
+    angio = xa_instance(PATIENTS[1], frames=4, rows=64, cols=64)
+    assert ingestor.ingest(incoming(echo, calling_ae="BISHKEK_ECHO")).outcome is Outcome.STORED
+    assert ingestor.ingest(incoming(angio, calling_ae="DUSHANBE_ECHO")).outcome is Outcome.STORED
+    return archive
+
+
+def unpack(package: Path, into: Path) -> dict[str, bytes]:
+    with zipfile.ZipFile(package) as zipped:
+        zipped.extractall(into)
+        return {name: zipped.read(name) for name in zipped.namelist()}
+
+
+def test_export_is_a_file_set_with_manifest_and_no_identity(
+    config: Config, cohort_archive: Archive, tmp_path: Path
+) -> None:
+    out = tmp_path / "cohort.zip"
+    result = export(config, cohort_archive, Cohort(), out, progress=False)
+    assert (result.studies, result.instances) == (2, 2)
+    files = unpack(out, tmp_path / "x")
+    assert {"DICOMDIR", "manifest.csv", "manifest.json", "README.txt"} <= set(files)
+    fileset = FileSet(dcmread(tmp_path / "x" / "DICOMDIR"))
+    assert len(fileset) == 2
+    assert dcmtk("dcmdump", tmp_path / "x" / "DICOMDIR").returncode == 0
+    rows = list(csv.DictReader(io.StringIO(files["manifest.csv"].decode())))
+    exported_ids = {str(i.load().PatientID) for i in fileset}
+    assert {r["patient"] for r in rows} == exported_ids
+    assert {r["modalities"] for r in rows} == {"US", "XA"}
+    archive_ids = {
+        s["PatientID"]
+        for s in cohort_archive.index.find(Query(level=Level.STUDY, keys={"PatientID": ""}))
+    }
+    assert not exported_ids & archive_ids
+    everything = b"".join(files.values())
+    for patient in PATIENTS[:2]:
+        assert patient.patient_id.encode() not in everything
+        family = patient.name.split("^")[0]
+        assert family.encode("utf-8") not in everything
+    for pseudonym in archive_ids:
+        assert pseudonym.encode() not in everything
+    assert [a["action"] for a in cohort_archive.index.audit_log()][-1] == "export"
+
+
+def test_two_exports_cannot_be_joined_and_filters_select(
+    config: Config, cohort_archive: Archive, tmp_path: Path
+) -> None:
+    first, second = tmp_path / "a.zip", tmp_path / "b.zip"
+    export(config, cohort_archive, Cohort(), first, progress=False)
+    export(config, cohort_archive, Cohort(), second, progress=False)
+
+    def uids(package: Path, into: Path) -> set[str]:
+        unpack(package, into)
+        found = set()
+        for item in FileSet(dcmread(into / "DICOMDIR")):
+            ds = item.load()
+            found |= {ds.PatientID, ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID}
+        return found
+
+    assert not uids(first, tmp_path / "a") & uids(second, tmp_path / "b")
+    only_xa = export(
+        config, cohort_archive, Cohort(modality="XA"), tmp_path / "c.zip", progress=False
+    )
+    assert (only_xa.studies, only_xa.instances) == (1, 1)
+    assert only_xa.manifest[0]["modalities"] == "XA"
+
+
+def test_identity_that_slipped_into_the_archive_blocks_the_export(
+    config: Config, cohort_archive: Archive, tmp_path: Path
+) -> None:
+    # An instance whose kept text carries a child's name (as if a future
+    # profile gap let it through): the scanner must stop the package.
+    (row, _) = cohort_archive.index.find(Query(level=Level.IMAGE, keys={"SOPInstanceUID": ""}))
+    uid = row["SOPInstanceUID"]
+    path = cohort_archive.blobs.path(cohort_archive.index.instance_blob(uid))
+    ds = dcmread(path)
+    ds.Manufacturer = PATIENTS[0].name.split("^")[0] + " Medical"
+    path.chmod(0o644)
+    ds.save_as(path, enforce_file_format=True)
+    out = tmp_path / "leak.zip"
+    with pytest.raises(ExportBlocked, match="identity"):
+        export(config, cohort_archive, Cohort(), out, progress=False)
+    assert not out.exists() and not list(tmp_path.glob("leak.zip*"))
+
+
+def test_exported_files_add_no_dciodvfy_error(
+    config: Config, cohort_archive: Archive, tmp_path: Path
+) -> None:
+    out = tmp_path / "cohort.zip"
+    export(config, cohort_archive, Cohort(modality="XA"), out, progress=False)
+    unpack(out, tmp_path / "x")
+    (exported,) = [i.path for i in FileSet(dcmread(tmp_path / "x" / "DICOMDIR"))]
+    (stored,) = [p for p in cohort_archive.blobs.root.rglob("*.dcm") if dcmread(p).Modality == "XA"]
+    masked = {e.replace(str(stored), "<f>") for e in errors(stored)}
+    assert {e.replace(exported, "<f>") for e in errors(Path(exported))} <= masked
