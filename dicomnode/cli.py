@@ -85,24 +85,55 @@ def _parser() -> argparse.ArgumentParser:
     exp = commands.add_parser(
         "export", help="a research cohort as a ZIP (DICOMDIR, manifest) re-pseudonymised for it"
     )
-    exp.add_argument("--out", type=Path, required=True, metavar="FILE.zip")
+    exp.add_argument("--out", type=Path, metavar="FILE.zip", help="required unless --preview")
     exp.add_argument("--modality", default="", help="e.g. US or XA")
     exp.add_argument("--hospital", default="", help="issuer (sending hospital) of the studies")
     exp.add_argument("--sex", default="", choices=["", "F", "M", "O"])
     exp.add_argument("--from", dest="date_from", default="", metavar="YYYYMMDD")
     exp.add_argument("--to", dest="date_to", default="", metavar="YYYYMMDD")
+    exp.add_argument("--defect", default="", help="defect on the latest worksheet, e.g. PDA")
+    exp.add_argument("--device", default="", help="a proposed device size, e.g. 8/6")
+    exp.add_argument("--age-from", type=float, metavar="YEARS")
+    exp.add_argument("--age-to", type=float, metavar="YEARS")
+    exp.add_argument(
+        "--preview", action="store_true", help="print what would be exported; write nothing"
+    )
     exp.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
 def _export(config: Config, args: argparse.Namespace) -> int:
-    from dicomnode.export import Cohort, EmptyCohort, ExportBlocked, export
+    from dicomnode.export import Cohort, EmptyCohort, ExportBlocked, export, preview
     from dicomnode.node import open_archive
 
+    cohort = Cohort(
+        args.modality,
+        args.hospital,
+        args.sex,
+        args.date_from,
+        args.date_to,
+        args.defect,
+        args.device,
+        args.age_from,
+        args.age_to,
+    )
+    if args.preview:
+        archive = open_archive(config)
+        try:
+            counts = preview(archive, cohort)
+        finally:
+            archive.close()
+        print(
+            f"patients {counts.patients}, studies {counts.studies}, series {counts.series}, "
+            f"instances {counts.instances}, {counts.bytes / 1e6:.1f} MB"
+        )
+        return EXIT_OK
+    if args.out is None:
+        print("dicomnode export: --out FILE.zip is needed (or --preview)", file=sys.stderr)
+        return EXIT_USAGE
     if args.out.exists():
         print(f"dicomnode export: {args.out} exists; not overwriting it", file=sys.stderr)
         return EXIT_USAGE
-    cohort = Cohort(args.modality, args.hospital, args.sex, args.date_from, args.date_to)
     archive = open_archive(config)
     try:
         result = export(config, archive, cohort, args.out, progress=not args.no_progress)

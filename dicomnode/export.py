@@ -57,6 +57,10 @@ class Cohort:
     sex: str = ""
     date_from: str = ""
     date_to: str = ""
+    defect: str = ""  # as on the latest closure worksheet, e.g. "PDA"
+    device: str = ""  # a proposed size on that worksheet, e.g. "8/6"
+    age_from: float | None = None  # years at the study
+    age_to: float | None = None
 
     def keys(self) -> dict[str, str]:
         keys = dict.fromkeys(
@@ -99,7 +103,77 @@ class ExportResult:
 
 
 def select(archive: Archive, cohort: Cohort) -> list[dict[str, Any]]:
-    return list(archive.index.find(Query(level=Level.STUDY, keys=cohort.keys())))
+    """Studies matching the DICOM keys, then the plan and age filters."""
+    chosen = []
+    for study in archive.index.find(Query(level=Level.STUDY, keys=cohort.keys())):
+        plan = _latest_plan(archive, study["StudyInstanceUID"])
+        if cohort.defect and plan.get("defect", "").lower() != cohort.defect.lower():
+            continue
+        if cohort.device and cohort.device not in _proposed(plan):
+            continue
+        age = age_years(study.get("PatientAge") or "")
+        if (cohort.age_from is not None or cohort.age_to is not None) and age is None:
+            continue
+        if cohort.age_from is not None and age is not None and age < cohort.age_from:
+            continue
+        if cohort.age_to is not None and age is not None and age > cohort.age_to:
+            continue
+        chosen.append(study)
+    return chosen
+
+
+def age_years(age_string: str) -> float | None:
+    """A DICOM AS value ("004Y", "018M", "030W", "010D") in years."""
+    per_year = {"Y": 1.0, "M": 12.0, "W": 52.1775, "D": 365.25}
+    if len(age_string) != 4 or age_string[3] not in per_year or not age_string[:3].isdigit():
+        return None
+    return int(age_string[:3]) / per_year[age_string[3]]
+
+
+@dataclass
+class Preview:
+    patients: int
+    studies: int
+    series: int
+    instances: int
+    bytes: int
+
+
+def preview(archive: Archive, cohort: Cohort) -> Preview:
+    """What an export of ``cohort`` would hold, before it is run."""
+    studies = select(archive, cohort)
+    series = instances = size = 0
+    for study in studies:
+        rows = list(
+            archive.index.find(
+                Query(
+                    level=Level.IMAGE,
+                    keys={
+                        "StudyInstanceUID": study["StudyInstanceUID"],
+                        "SeriesInstanceUID": "",
+                        "SOPInstanceUID": "",
+                    },
+                )
+            )
+        )
+        series += len({r["SeriesInstanceUID"] for r in rows})
+        instances += len(rows)
+        size += sum(
+            archive.blobs.path(archive.index.instance_blob(r["SOPInstanceUID"])).stat().st_size
+            for r in rows
+        )
+    patients = len({s["PatientID"] for s in studies})
+    return Preview(patients, len(studies), series, instances, size)
+
+
+def _latest_plan(archive: Archive, study_uid: str) -> dict[str, Any]:
+    versions = archive.index.plans.versions(study_uid)
+    return versions[-1] if versions else {}
+
+
+def _proposed(plan: dict[str, Any]) -> list[str]:
+    proposal = (plan.get("content") or {}).get("proposal") or {}
+    return list(proposal.get("sizes", []))
 
 
 def _needles(config: Config, archive: Archive, studies: list[dict], uids: list[str]) -> set[str]:
@@ -193,9 +267,8 @@ def _fill_directory_keys(ds: Any, study_numbers: dict[str, str]) -> None:
 
 
 def _manifest_row(archive: Archive, study: dict, pseudonyms: dict[str, str]) -> dict[str, Any]:
-    plans = archive.index.plans.versions(study["StudyInstanceUID"])
-    latest = plans[-1]["content"] if plans else {}
-    proposal = latest.get("proposal") or {}
+    plan = _latest_plan(archive, study["StudyInstanceUID"])
+    latest = plan.get("content") or {}
     return {
         "patient": pseudonyms.get(study["PatientID"], ""),
         "age": study.get("PatientAge") or "",
@@ -203,11 +276,12 @@ def _manifest_row(archive: Archive, study: dict, pseudonyms: dict[str, str]) -> 
         "weight_kg": study.get("PatientWeight") or "",
         "height_m": study.get("PatientSize") or "",
         "modalities": ",".join(study.get("ModalitiesInStudy") or []),
-        "defect": plans[-1]["defect"] if plans else "",
+        "hospital": study.get("IssuerOfPatientID") or "",
+        "defect": plan.get("defect", ""),
         "key_measurements_mm": json.dumps(
             {s["code"]: s["value_mm"] for s in latest.get("slots", [])}
         ),
-        "proposed_devices": ",".join(proposal.get("sizes", [])),
+        "proposed_devices": ",".join(_proposed(plan)),
     }
 
 
@@ -262,4 +336,4 @@ def _zip(package: Path, out: Path) -> int:
     return out.stat().st_size
 
 
-__all__ = ["Cohort", "EmptyCohort", "ExportBlocked", "export", "select"]
+__all__ = ["Cohort", "EmptyCohort", "ExportBlocked", "Preview", "export", "preview", "select"]

@@ -183,6 +183,9 @@ def test_export_command_filters_by_hospital_and_refuses_what_it_cannot_do(
         ).returncode
         == 3  # the folder holds one truncated file on purpose
     )
+    shown = run(tmp_path, "export", "--preview", "--modality", "XA")
+    assert shown.stdout.startswith("patients 1, studies 1, series 1, instances 1, ")
+    assert run(tmp_path, "export").returncode == 2
     out = tmp_path / "cohort.zip"
     done = run(tmp_path, "export", "--no-progress", "--hospital", "NCC Bishkek", "--out", str(out))
     assert done.returncode == 0, done.stderr

@@ -12,7 +12,7 @@ from pydicom import dcmread
 from pydicom.fileset import FileSet
 
 from dicomnode.config import Config
-from dicomnode.export import Cohort, ExportBlocked, export
+from dicomnode.export import Cohort, ExportBlocked, age_years, export, preview
 from dicomnode.ingest import Ingestor, Outcome
 from dicomnode.samples import PATIENTS, xa_instance
 from storage.archive import Archive
@@ -25,8 +25,9 @@ from tests.test_written_files import errors
 
 @pytest.fixture
 def cohort_archive(ingestor: Ingestor, archive: Archive) -> Archive:
-    echo = instance(PATIENTS[0], AccessionNumber="ACC-31")
+    echo = instance(PATIENTS[0], AccessionNumber="ACC-31", PatientAge="004Y")
     angio = xa_instance(PATIENTS[1], frames=4, rows=64, cols=64)
+    angio.PatientAge = "018M"
     assert ingestor.ingest(incoming(echo, calling_ae="BISHKEK_ECHO")).outcome is Outcome.STORED
     assert ingestor.ingest(incoming(angio, calling_ae="DUSHANBE_ECHO")).outcome is Outcome.STORED
     return archive
@@ -119,3 +120,31 @@ def test_exported_files_add_no_dciodvfy_error(
     (stored,) = [p for p in cohort_archive.blobs.root.rglob("*.dcm") if dcmread(p).Modality == "XA"]
     masked = {e.replace(str(stored), "<f>") for e in errors(stored)}
     assert {e.replace(exported, "<f>") for e in errors(Path(exported))} <= masked
+
+
+def test_plan_and_age_filters_and_the_preview(
+    config: Config, cohort_archive: Archive, tmp_path: Path
+) -> None:
+    studies = {
+        s["ModalitiesInStudy"][0]: s["StudyInstanceUID"]
+        for s in cohort_archive.index.find(
+            Query(level=Level.STUDY, keys={"StudyInstanceUID": "", "ModalitiesInStudy": ""})
+        )
+    }
+    plan = {"slots": [{"code": "PDA-MIN", "value_mm": 4.1}], "proposal": {"sizes": ["8/6"]}}
+    cohort_archive.index.plans.add(studies["XA"], "PDA", plan, "cardiologist", None)
+    by_plan = preview(cohort_archive, Cohort(defect="pda", device="8/6"))
+    assert (by_plan.patients, by_plan.studies, by_plan.series, by_plan.instances) == (1, 1, 1, 1)
+    assert by_plan.bytes > 64 * 64 * 4
+    assert preview(cohort_archive, Cohort(device="10/8")).studies == 0
+    assert preview(cohort_archive, Cohort(age_from=3)).studies == 1
+    assert preview(cohort_archive, Cohort(age_to=2)).studies == 1
+    result = export(
+        config, cohort_archive, Cohort(defect="PDA"), tmp_path / "p.zip", progress=False
+    )
+    (row,) = result.manifest
+    assert (row["defect"], row["proposed_devices"], row["age"]) == ("PDA", "8/6", "018M")
+    assert row["key_measurements_mm"] == '{"PDA-MIN": 4.1}'
+    assert row["hospital"] == "RCC Dushanbe"
+    assert age_years("030W") == pytest.approx(0.575, abs=0.01)
+    assert age_years("") is None and age_years("4Y") is None
