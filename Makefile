@@ -45,7 +45,7 @@ test: $(STAMP) peers lint
 
 ## make bench: ingest against storescp and Orthanc; de-identification against
 ## deid, dicognito and Orthanc's /anonymize; frame delivery and C-MOVE /
-## WADO-RS retrieval against Orthanc
+## WADO-RS retrieval against Orthanc; research export against create-archive
 bench: $(STAMP) peers
 	@[ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq orthanc-dicomweb
@@ -54,6 +54,7 @@ bench: $(STAMP) peers
 	$(BIN)/python -m bench.deid
 	$(BIN)/python -m bench.viewer
 	$(BIN)/python -m bench.retrieve
+	$(BIN)/python -m bench.export
 
 clean:
 	rm -rf $(VENV) var bench/out .pytest_cache .ruff_cache

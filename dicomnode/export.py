@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pydicom import dcmread
+from pydicom.dataset import Dataset
 from pydicom.fileset import FileSet
 from tqdm import tqdm
 
@@ -176,28 +177,29 @@ def _proposed(plan: dict[str, Any]) -> list[str]:
     return list(proposal.get("sizes", []))
 
 
-def _needles(config: Config, archive: Archive, studies: list[dict], uids: list[str]) -> set[str]:
-    """What must not be in the package: the archive's own handles and, with
-    the linkage key, who the children are."""
+Needles = tuple[set[str], set[str]]
+
+
+def _needles(config: Config, archive: Archive, studies: list[dict], uids: list[str]) -> Needles:
+    """What must not be in the package: the archive's own handles (anywhere)
+    and, with the linkage key, who the children are (names and IDs as whole
+    words, so "MARY" is not found in "PRIMARY")."""
     needles = {s["PatientID"] for s in studies if s.get("PatientID")}
     needles |= {s["StudyInstanceUID"] for s in studies} | set(uids)
+    words: set[str] = set()
     try:
         cipher = LinkageCipher(
             load_or_create_key(config.key_dir / LINKAGE_KEY, config.data_dir, create=False)
         )
     except RuntimeError:
-        return needles
+        return needles, words
     for study in studies:
         for study_uid, pseudonym, sealed in archive.index.linkage_for(study["StudyInstanceUID"]):
             original = cipher.open(sealed, pseudonym, study_uid)
-            needles |= {
-                original.patient_id,
-                original.patient_name,
-                original.accession_number,
-                original.study_instance_uid,
-            }
-            needles |= {p for p in original.patient_name.replace("=", "^").split("^") if len(p) > 3}
-    return {n for n in needles if n and len(n) >= 4}
+            needles |= {original.patient_name, original.study_instance_uid}
+            words |= {original.patient_id, original.accession_number}
+            words |= set(original.patient_name.replace("=", "^").split("^"))
+    return {n for n in needles if len(n) >= 4}, {w for w in words if len(w.strip()) >= 3}
 
 
 def export(
@@ -236,15 +238,17 @@ def export(
             _fill_directory_keys(ds, study_numbers)
             path = staged / f"{len(result.manifest) + result.instances}.dcm"
             ds.save_as(path, enforce_file_format=True)
-            fileset.add(path)
+            try:
+                fileset.add(path)
+            except ValueError as exc:  # names attributes only, never values
+                raise ExportBlocked(f"instance {uid} cannot enter the DICOMDIR: {exc}") from exc
             result.instances += 1
         package = Path(tmp) / "package"
         fileset.write(package)
         for study in studies:
             result.manifest.append(_manifest_row(archive, study, new_pseudonyms))
         _write_text(package, result, cohort)
-        needles = _needles(config, archive, studies, instances)
-        _scan_all(package, needles)
+        _scan_all(package, *_needles(config, archive, studies, instances))
         result.bytes = _zip(package, out)
     archive.index.add_audit(
         getpass.getuser(),
@@ -256,10 +260,17 @@ def export(
 
 
 def _fill_directory_keys(ds: Any, study_numbers: dict[str, str]) -> None:
-    """DICOMDIR records need Study ID, Series and Instance Number (type 1);
-    ingest emptied Study ID, so number the studies within this package."""
+    """DICOMDIR records need Study ID, Date and Time, Series and Instance
+    Number (type 1). Ingest emptied Study ID, so studies are numbered within
+    the package; a missing study date or time is taken from the series,
+    acquisition or content one (the README says so)."""
     if not ds.get("StudyID"):
         ds.StudyID = study_numbers.setdefault(str(ds.StudyInstanceUID), str(len(study_numbers) + 1))
+    for kind in ("Date", "Time"):
+        if not ds.get(f"Study{kind}"):
+            found = [ds.get(f"{k}{kind}") for k in ("Series", "Acquisition", "Content")]
+            fallback = "000000" if kind == "Time" else "19000101"
+            setattr(ds, f"Study{kind}", next((v for v in found if v), fallback))
     if ds.get("SeriesNumber") in (None, ""):
         ds.SeriesNumber = 1
     if ds.get("InstanceNumber") in (None, ""):
@@ -305,22 +316,24 @@ def _write_text(package: Path, result: ExportResult, cohort: Cohort) -> None:
         "Pixel Data for ultrasound), then again for this export with a key made\n"
         "for it alone and discarded: pseudonyms and UIDs here match no other\n"
         "export and not the archive. Dates are as shifted at ingest (intervals\n"
-        "per patient are true). No linkage key is included.\n",
+        "per patient are true). No linkage key is included.\n"
+        "Study ID is the study's number in this package; a study date or time\n"
+        "missing from an instance is taken from its series, acquisition or content\n"
+        "date/time, as the DICOMDIR requires one.\n",
         encoding="utf-8",
     )
 
 
-def _scan_all(package: Path, needles: set[str]) -> None:
+def _scan_all(package: Path, needles: set[str], words: set[str]) -> None:
     for path in sorted(package.rglob("*")):
         if not path.is_file():
             continue
         if path.suffix in (".csv", ".json", ".txt"):
-            text = path.read_text(encoding="utf-8")
-            found = [n for n in needles if n in text]
-            if found:
-                raise ExportBlocked(f"{path.name}: holds an identifying value")
-            continue
-        findings = scan(dcmread(path, force=True), needles)
+            text = Dataset()
+            text.ImageComments = path.read_text(encoding="utf-8")  # scanned as text
+            findings = scan(text, needles, words)
+        else:
+            findings = scan(dcmread(path, force=True), needles, words)
         if findings:
             raise ExportBlocked(f"{path.relative_to(package)} {findings[0].path}: identity found")
 

@@ -148,3 +148,17 @@ def test_plan_and_age_filters_and_the_preview(
     assert row["hospital"] == "RCC Dushanbe"
     assert age_years("030W") == pytest.approx(0.575, abs=0.01)
     assert age_years("") is None and age_years("4Y") is None
+
+
+def test_names_are_found_as_words_not_inside_other_words() -> None:
+    from pydicom.dataset import Dataset
+
+    from dicomnode.deid.scanner import scan
+
+    ds = Dataset()
+    ds.ImageType = ["ORIGINAL", "PRIMARY"]
+    ds.ImageComments = "ECHO 1234567"
+    assert scan(ds, [], ["MARY", "12345"]) == []
+    ds.StudyDescription = "Echo for mary_k"
+    ds.add_new(0x00091010, "OB", b"ID 12345")
+    assert {f.needle for f in scan(ds, [], ["MARY", "12345"])} == {"MARY", "12345"}

@@ -8,6 +8,7 @@ Used by the tests now and by research export later.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -46,10 +47,18 @@ def _texts(value: object) -> Iterator[str]:
         yield str(value)
 
 
-def scan(ds: Dataset, needles: Iterable[str]) -> list[Finding]:
-    """Every place where one of ``needles`` (length >= 3) occurs."""
+def _word(needle: str) -> re.Pattern[str]:
+    """``needle`` with no letter or digit either side ("MARY" not in "PRIMARY")."""
+    return re.compile(rf"(?<![^\W_]){re.escape(needle)}(?![^\W_])", re.IGNORECASE)
+
+
+def scan(ds: Dataset, needles: Iterable[str], words: Iterable[str] = ()) -> list[Finding]:
+    """Every place where one of ``needles`` (length >= 3) occurs, or one of
+    ``words`` occurs as a whole word (short name parts and IDs, which as
+    substrings would match inside ordinary words and numbers)."""
     wanted = [n for n in {n.strip() for n in needles} if len(n) >= 3]
     raw = {n: encoded_forms(n) for n in wanted}
+    patterns = {w: _word(w) for w in {w.strip() for w in words} if len(w) >= 3}
     found: list[Finding] = []
     datasets = [ds, *([ds.file_meta] if getattr(ds, "file_meta", None) else [])]
 
@@ -66,10 +75,13 @@ def scan(ds: Dataset, needles: Iterable[str]) -> list[Finding]:
                 continue
             if isinstance(value, bytes | bytearray):
                 found.extend(Finding(path, n) for n in wanted if any(b in value for b in raw[n]))
+                text = value.decode("latin-1")
+                found.extend(Finding(path, w) for w, p in patterns.items() if p.search(text))
                 continue
             for text in _texts(value):
                 folded = text.casefold()
                 found.extend(Finding(path, n) for n in wanted if n.casefold() in folded)
+                found.extend(Finding(path, w) for w, p in patterns.items() if p.search(text))
 
     for dataset in datasets:
         walk(dataset, "")
