@@ -17,7 +17,9 @@ import io
 import json
 import os
 import tempfile
+import threading
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,10 @@ RESEARCH_OPTIONS = frozenset(
 
 class ExportBlocked(RuntimeError):
     """The scanner found identity in the package; the message says where."""
+
+
+class ExportCancelled(RuntimeError):
+    """Someone cancelled the export."""
 
 
 class EmptyCohort(ValueError):
@@ -203,8 +209,18 @@ def _needles(config: Config, archive: Archive, studies: list[dict], uids: list[s
 
 
 def export(
-    config: Config, archive: Archive, cohort: Cohort, out: Path, *, progress: bool = True
+    config: Config,
+    archive: Archive,
+    cohort: Cohort,
+    out: Path,
+    *,
+    progress: bool = True,
+    actor: str = "",
+    on_instance: Callable[[int, int], None] | None = None,
+    cancel: threading.Event | None = None,
 ) -> ExportResult:
+    """Write the package to ``out``; ``on_instance(done, total)`` reports
+    progress, and setting ``cancel`` stops it with nothing written."""
     studies = select(archive, cohort)
     if not studies:
         raise EmptyCohort("no study matches the cohort filters; nothing written")
@@ -231,6 +247,8 @@ def export(
         new_pseudonyms: dict[str, str] = {}
         study_numbers: dict[str, str] = {}
         for uid in tqdm(instances, unit="inst", disable=not progress, desc="export"):
+            if cancel is not None and cancel.is_set():
+                raise ExportCancelled("export cancelled; nothing written")
             ds = dcmread(archive.blobs.path(archive.index.instance_blob(uid)))
             pseudonym = str(ds.PatientID)
             deid.apply(ds, deid.subject(ds, "export", pseudonym))
@@ -243,6 +261,8 @@ def export(
             except ValueError as exc:  # names attributes only, never values
                 raise ExportBlocked(f"instance {uid} cannot enter the DICOMDIR: {exc}") from exc
             result.instances += 1
+            if on_instance is not None:
+                on_instance(result.instances, len(instances))
         package = Path(tmp) / "package"
         fileset.write(package)
         for study in studies:
@@ -251,10 +271,11 @@ def export(
         _scan_all(package, *_needles(config, archive, studies, instances))
         result.bytes = _zip(package, out)
     archive.index.add_audit(
-        getpass.getuser(),
+        actor or getpass.getuser(),
         "export",
-        f"{result.studies} studies",
-        f"{result.instances} instances; {out.name}",
+        json.dumps({k: v for k, v in cohort.__dict__.items() if v not in ("", None)}),
+        f"{result.studies} studies, {result.instances} instances; profile: "
+        f"{', '.join(sorted(o.name for o in RESEARCH_OPTIONS))}, fresh key; {out.name}",
     )
     return result
 
@@ -349,4 +370,13 @@ def _zip(package: Path, out: Path) -> int:
     return out.stat().st_size
 
 
-__all__ = ["Cohort", "EmptyCohort", "ExportBlocked", "Preview", "export", "preview", "select"]
+__all__ = [
+    "Cohort",
+    "EmptyCohort",
+    "ExportBlocked",
+    "ExportCancelled",
+    "Preview",
+    "export",
+    "preview",
+    "select",
+]

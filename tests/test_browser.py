@@ -228,3 +228,28 @@ def test_a_drawn_length_can_be_edited_by_dragging_its_end(page, web_node: Node) 
         "() => document.querySelector('#measurements li').textContent.startsWith('length 40.0')"
     )
     assert page.locator("#measurements li").count() == 1  # edited, not a second one
+
+
+def test_researcher_previews_exports_and_downloads_a_cohort(page, web_node: Node) -> None:
+    accounts = web_node.archive.index.accounts
+    accounts.add("zarina", generate_password_hash(PASSWORD), "researcher")
+    page.goto(page.base + "/")
+    page.fill("input[name=username]", "zarina")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.click("text=Research export")
+    page.fill("#cohort input[name=modality]", "XA")
+    page.click("#preview")
+    counts = page.locator("#counts")
+    counts.wait_for(state="visible")
+    page.wait_for_function("() => document.getElementById('counts').textContent !== ''")
+    assert counts.inner_text().startswith("1 patients, 1 studies, 1 series, 1 instances")
+    page.click("#start")
+    link = page.locator("#jobs a", has_text="Download")
+    link.wait_for(timeout=60_000)
+    assert page.locator("#jobs progress").first.get_attribute("value") == "100"
+    with page.expect_download() as download:
+        link.click()
+    saved = download.value.path()
+    assert saved is not None and Path(saved).read_bytes()[:2] == b"PK"
+    page.screenshot(path=str(ARTIFACTS / "research-export.png"))

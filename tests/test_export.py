@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import threading
 import zipfile
 from pathlib import Path
 
@@ -12,7 +13,14 @@ from pydicom import dcmread
 from pydicom.fileset import FileSet
 
 from dicomnode.config import Config
-from dicomnode.export import Cohort, ExportBlocked, age_years, export, preview
+from dicomnode.export import (
+    Cohort,
+    ExportBlocked,
+    ExportCancelled,
+    age_years,
+    export,
+    preview,
+)
 from dicomnode.ingest import Ingestor, Outcome
 from dicomnode.samples import PATIENTS, xa_instance
 from storage.archive import Archive
@@ -162,3 +170,68 @@ def test_names_are_found_as_words_not_inside_other_words() -> None:
     ds.StudyDescription = "Echo for mary_k"
     ds.add_new(0x00091010, "OB", b"ID 12345")
     assert {f.needle for f in scan(ds, [], ["MARY", "12345"])} == {"MARY", "12345"}
+
+
+def test_cancelled_export_writes_nothing(
+    config: Config, cohort_archive: Archive, tmp_path: Path
+) -> None:
+    stop = threading.Event()
+    seen: list[int] = []
+
+    def step(done: int, total: int) -> None:
+        seen.append(done)
+        stop.set()  # cancel after the first instance
+
+    with pytest.raises(ExportCancelled):
+        export(
+            config,
+            cohort_archive,
+            Cohort(),
+            tmp_path / "c.zip",
+            progress=False,
+            on_instance=step,
+            cancel=stop,
+        )
+    assert seen == [1] and not list(tmp_path.glob("c.zip*"))
+
+
+def test_web_export_for_researchers_only_with_preview_and_download(
+    config: Config, cohort_archive: Archive, tmp_path: Path
+) -> None:
+    from werkzeug.security import generate_password_hash
+
+    from tests.test_viewer import PASSWORD
+    from viewer import create_app
+    from viewer.exports import _jobs
+
+    accounts = cohort_archive.index.accounts
+    for name, role in (("zarina", "researcher"), ("li", "researcher"), ("amina", "cardiologist")):
+        accounts.add(name, generate_password_hash(PASSWORD), role)
+    client = create_app(config, cohort_archive, b"k" * 32).test_client()
+
+    def as_user(name: str) -> None:
+        with client.session_transaction() as session:
+            session["user"], session["csrf"] = name, "token"
+
+    as_user("amina")
+    assert client.get("/api/exports/preview").status_code == 403
+    as_user("zarina")
+    assert "Research export" in client.get("/exports").get_data(as_text=True)
+    counts = client.get("/api/exports/preview?modality=XA").get_json()
+    assert (counts["patients"], counts["instances"]) == (1, 1)
+    bad = client.post("/api/exports", json={"date_from": "2024"}, headers={"X-CSRF-Token": "token"})
+    assert bad.status_code == 400 and "YYYYMMDD" in bad.get_json()["message"]
+    started = client.post("/api/exports", json={}, headers={"X-CSRF-Token": "token"})
+    assert started.status_code == 202
+    job_id = started.get_json()["id"]
+    assert _jobs[job_id].finished.wait(60)
+    state = client.get(f"/api/exports/{job_id}").get_json()
+    assert (state["state"], state["percent"], state["total"]) == ("done", 100, 2)
+    package = client.get(f"/api/exports/{job_id}/download")
+    assert package.status_code == 200 and package.mimetype == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(package.data)) as zipped:
+        assert "DICOMDIR" in zipped.namelist()
+    as_user("li")
+    assert client.get(f"/api/exports/{job_id}/download").status_code == 404
+    audit = cohort_archive.index.audit_log()[-1]
+    assert (audit["actor"], audit["action"]) == ("zarina", "export")

@@ -18,7 +18,7 @@ def create_app(
 ) -> Flask:
     """Application factory: configuration, archive, session key (and the
     ingestor that stores the node's own reports) are passed in."""
-    from viewer import auth, dicomweb, frames, i18n, studies
+    from viewer import auth, dicomweb, exports, frames, i18n, studies
     from viewer.planning import pages as planning_pages
     from viewer.planning import routes as planning
 
@@ -38,6 +38,7 @@ def create_app(
     app.register_blueprint(planning.bp)
     app.register_blueprint(planning_pages.bp)
     app.register_blueprint(dicomweb.bp)
+    app.register_blueprint(exports.bp)
     i18n.install(app)
     app.jinja_env.globals["csrf_token"] = auth.csrf_token
     app.jinja_env.filters["urlencode_page"] = lambda args, page: urlencode(
