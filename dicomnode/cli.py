@@ -96,6 +96,11 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--age-from", type=float, metavar="YEARS")
     exp.add_argument("--age-to", type=float, metavar="YEARS")
     exp.add_argument(
+        "--linkable",
+        action="store_true",
+        help="pseudonyms and UIDs shared with other linkable exports (key_dir/export.key)",
+    )
+    exp.add_argument(
         "--preview", action="store_true", help="print what would be exported; write nothing"
     )
     exp.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -136,7 +141,14 @@ def _export(config: Config, args: argparse.Namespace) -> int:
         return EXIT_USAGE
     archive = open_archive(config)
     try:
-        result = export(config, archive, cohort, args.out, progress=not args.no_progress)
+        result = export(
+            config,
+            archive,
+            cohort,
+            args.out,
+            progress=not args.no_progress,
+            linkable=args.linkable,
+        )
     except ExportBlocked as exc:
         print(f"dicomnode export: blocked, nothing written: {exc}", file=sys.stderr)
         return EXIT_REJECTED

@@ -40,6 +40,7 @@ from storage.archive import Archive
 from storage.keys import Level
 from storage.query import Query
 
+EXPORT_KEY = "export.key"  # in key_dir, only for admin-approved linkable exports
 RESEARCH_OPTIONS = frozenset(
     {Option.RETAIN_FULL_DATES, Option.RETAIN_PATIENT_CHARACTERISTICS, Option.CLEAN_DESCRIPTORS}
 )
@@ -218,9 +219,12 @@ def export(
     actor: str = "",
     on_instance: Callable[[int, int], None] | None = None,
     cancel: threading.Event | None = None,
+    linkable: bool = False,
 ) -> ExportResult:
     """Write the package to ``out``; ``on_instance(done, total)`` reports
-    progress, and setting ``cancel`` stops it with nothing written."""
+    progress, and setting ``cancel`` stops it with nothing written.
+    ``linkable`` (an admin's choice) uses the node's standing export key, so
+    pseudonyms and UIDs agree across linkable exports (never the archive's)."""
     studies = select(archive, cohort)
     if not studies:
         raise EmptyCohort("no study matches the cohort filters; nothing written")
@@ -237,7 +241,11 @@ def export(
     result = ExportResult(studies=len(studies))
     # This export's own key: never written anywhere, so nothing links back.
     deid = HeaderDeidentifier(
-        Secret(os.urandom(32)),
+        Secret(
+            load_or_create_key(config.key_dir / EXPORT_KEY, config.data_dir)
+            if linkable
+            else os.urandom(32)
+        ),
         DeidSettings(options=RESEARCH_OPTIONS, method_text="CHD node research export"),
     )
     with tempfile.TemporaryDirectory(prefix="chd-export-") as tmp:
@@ -267,7 +275,7 @@ def export(
         fileset.write(package)
         for study in studies:
             result.manifest.append(_manifest_row(archive, study, new_pseudonyms))
-        _write_text(package, result, cohort)
+        _write_text(package, result, cohort, linkable)
         _scan_all(package, *_needles(config, archive, studies, instances))
         result.bytes = _zip(package, out)
     archive.index.add_audit(
@@ -275,7 +283,8 @@ def export(
         "export",
         json.dumps({k: v for k, v in cohort.__dict__.items() if v not in ("", None)}),
         f"{result.studies} studies, {result.instances} instances; profile: "
-        f"{', '.join(sorted(o.name for o in RESEARCH_OPTIONS))}, fresh key; {out.name}",
+        f"{', '.join(sorted(o.name for o in RESEARCH_OPTIONS))}, "
+        f"{'linkable key' if linkable else 'fresh key'}; {out.name}",
     )
     return result
 
@@ -317,7 +326,15 @@ def _manifest_row(archive: Archive, study: dict, pseudonyms: dict[str, str]) -> 
     }
 
 
-def _write_text(package: Path, result: ExportResult, cohort: Cohort) -> None:
+def _write_text(package: Path, result: ExportResult, cohort: Cohort, linkable: bool) -> None:
+    keying = (
+        "then again with the node's standing export key: pseudonyms and UIDs\n"
+        "here match other linkable exports from this node, never the archive.\n"
+        if linkable
+        else "then again for this export with a key made for it alone and\n"
+        "discarded: pseudonyms and UIDs here match no other export and not the\n"
+        "archive.\n"
+    )
     fields = list(result.manifest[0]) if result.manifest else ["patient"]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=fields)
@@ -334,10 +351,10 @@ def _write_text(package: Path, result: ExportResult, cohort: Cohort) -> None:
         "De-identified at ingest with the DICOM PS3.15 Basic Application Level\n"
         "Confidentiality Profile (Retain Longitudinal Temporal Information with\n"
         "Modified Dates, Retain Patient Characteristics, Clean Descriptors, Clean\n"
-        "Pixel Data for ultrasound), then again for this export with a key made\n"
-        "for it alone and discarded: pseudonyms and UIDs here match no other\n"
-        "export and not the archive. Dates are as shifted at ingest (intervals\n"
-        "per patient are true). No linkage key is included.\n"
+        "Pixel Data for ultrasound),\n"
+        f"{keying}"
+        "Dates are as shifted at ingest (intervals per patient are true).\n"
+        "No linkage key is included.\n"
         "Study ID is the study's number in this package; a study date or time\n"
         "missing from an instance is taken from its series, acquisition or content\n"
         "date/time, as the DICOMDIR requires one.\n",

@@ -93,6 +93,13 @@ def test_two_exports_cannot_be_joined_and_filters_select(
         return found
 
     assert not uids(first, tmp_path / "a") & uids(second, tmp_path / "b")
+    linked = [tmp_path / "l1.zip", tmp_path / "l2.zip"]
+    for package in linked:
+        export(config, cohort_archive, Cohort(), package, progress=False, linkable=True)
+    shared = uids(linked[0], tmp_path / "l1")
+    assert shared == uids(linked[1], tmp_path / "l2")
+    assert not shared & uids(first, tmp_path / "a2")
+    assert (config.key_dir / "export.key").exists()
     only_xa = export(
         config, cohort_archive, Cohort(modality="XA"), tmp_path / "c.zip", progress=False
     )
@@ -219,6 +226,10 @@ def test_web_export_for_researchers_only_with_preview_and_download(
     assert "Research export" in client.get("/exports").get_data(as_text=True)
     counts = client.get("/api/exports/preview?modality=XA").get_json()
     assert (counts["patients"], counts["instances"]) == (1, 1)
+    linkable = client.post(
+        "/api/exports", json={"linkable": True}, headers={"X-CSRF-Token": "token"}
+    )
+    assert linkable.status_code == 403
     bad = client.post("/api/exports", json={"date_from": "2024"}, headers={"X-CSRF-Token": "token"})
     assert bad.status_code == 400 and "YYYYMMDD" in bad.get_json()["message"]
     started = client.post("/api/exports", json={}, headers={"X-CSRF-Token": "token"})

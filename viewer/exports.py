@@ -85,7 +85,11 @@ def show_preview() -> Any:
 @bp.post("/api/exports")
 @role_required(*RESEARCH_ROLES)
 def start() -> Any:
-    cohort = _cohort(request.get_json(silent=True) or request.form)
+    values = request.get_json(silent=True) or request.form
+    cohort = _cohort(values)
+    linkable = bool(values.get("linkable"))
+    if linkable and g.user.role != "admin":
+        abort(403, description="only an admin may make an export linkable to others")
     job = Job(secrets.token_hex(8), g.user.username, asdict(cohort))
     _jobs[job.id] = job
     config, archive = current_app.config["NODE_CONFIG"], current_app.extensions["archive"]
@@ -105,6 +109,7 @@ def start() -> Any:
                 actor=job.owner,
                 on_instance=step,
                 cancel=job.cancel,
+                linkable=linkable,
             )
             job.state = "done"
         except ExportCancelled as exc:
