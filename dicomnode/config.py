@@ -76,6 +76,7 @@ class Config:
     network_timeout: int = 60
     poll_interval_us: int = 1000
     max_find_results: int = 0
+    export_keep_hours: int = 72
     min_free_disk_mb: int = 512
     log_level: str = "INFO"
     # Keys for pseudonyms (deid.key) and for re-identification (linkage.key);

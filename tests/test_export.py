@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import threading
 import zipfile
 from pathlib import Path
@@ -244,5 +245,11 @@ def test_web_export_for_researchers_only_with_preview_and_download(
         assert "DICOMDIR" in zipped.namelist()
     as_user("li")
     assert client.get(f"/api/exports/{job_id}/download").status_code == 404
+    as_user("zarina")
+    package_file = config.data_dir / "exports" / f"{job_id}.zip"
+    old = package_file.stat().st_mtime - config.export_keep_hours * 3600 - 1
+    os.utime(package_file, (old, old))
+    gone = client.get(f"/api/exports/{job_id}/download")
+    assert gone.status_code == 410 and not package_file.exists()
     audit = cohort_archive.index.audit_log()[-1]
     assert (audit["actor"], audit["action"]) == ("zarina", "export")

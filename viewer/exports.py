@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 import threading
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ class Job:
     id: str
     owner: str
     cohort: dict[str, Any]
-    state: str = "running"  # running, done, failed, cancelled
+    state: str = "running"  # running, done, failed, cancelled, expired
     done: int = 0
     total: int = 0
     message: str = ""
@@ -63,8 +64,15 @@ def _cohort(values: Any) -> Cohort:
 
 
 def _folder() -> Path:
-    folder = current_app.config["NODE_CONFIG"].data_dir / "exports"
+    """Where packages are kept; ones older than ``export_keep_hours`` are
+    deleted on the way (a package is not meant to live on the node)."""
+    config = current_app.config["NODE_CONFIG"]
+    folder = config.data_dir / "exports"
     folder.mkdir(parents=True, exist_ok=True)
+    oldest = time.time() - config.export_keep_hours * 3600
+    for package in folder.glob("*.zip"):
+        if package.stat().st_mtime < oldest:
+            package.unlink(missing_ok=True)
     return folder
 
 
@@ -159,8 +167,12 @@ def download(job_id: str) -> Any:
     job = _job(job_id)
     if job.state != "done":
         abort(409, description=f"the export is {job.state}, not ready")
+    package = _folder() / f"{job.id}.zip"
+    if not package.exists():
+        job.state = "expired"
+        abort(410, description="the export has expired; run it again")
     return send_file(
-        _folder() / f"{job.id}.zip",
+        package,
         mimetype="application/zip",
         as_attachment=True,
         download_name=f"chd-cohort-{job.id}.zip",
