@@ -253,3 +253,39 @@ def test_web_export_for_researchers_only_with_preview_and_download(
     assert gone.status_code == 410 and not package_file.exists()
     audit = cohort_archive.index.audit_log()[-1]
     assert (audit["actor"], audit["action"]) == ("zarina", "export")
+
+
+def test_the_worksheet_report_keeps_its_measurements(
+    config: Config, ingestor: Ingestor, cohort_archive: Archive, tmp_path: Path
+) -> None:
+    from viewer.planning.report import Slot, measurement_report
+
+    (row,) = [
+        r
+        for r in cohort_archive.index.find(
+            Query(level=Level.IMAGE, keys={"SOPInstanceUID": "", "Modality": "XA"})
+        )
+    ]
+    evidence = dcmread(
+        cohort_archive.blobs.path(cohort_archive.index.instance_blob(row["SOPInstanceUID"]))
+    )
+    slot = Slot("PDA-MIN", "PDA narrowest diameter", 4.1, str(evidence.SOPInstanceUID), 1)
+    sr = measurement_report([evidence], [slot], defect="PDA", author="cardiologist")
+    assert ingestor.ingest_own(sr, "RCC Dushanbe").status == 0
+    export(config, cohort_archive, Cohort(modality="XA"), tmp_path / "sr.zip", progress=False)
+    unpack(tmp_path / "sr.zip", tmp_path / "x")
+    (report,) = [
+        i.load() for i in FileSet(dcmread(tmp_path / "x" / "DICOMDIR")) if i.load().Modality == "SR"
+    ]
+    values = [
+        float(item.MeasuredValueSequence[0].NumericValue)
+        for item in _walk(report.ContentSequence)
+        if "MeasuredValueSequence" in item
+    ]
+    assert values == [4.1]
+
+
+def _walk(items):
+    for item in items:
+        yield item
+        yield from _walk(item.get("ContentSequence", []))
