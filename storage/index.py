@@ -12,6 +12,7 @@ from sqlalchemy import Connection, create_engine, event, func, select
 from sqlalchemy.engine import Engine
 
 from storage.accounts import Accounts
+from storage.exports import ExportJobs
 from storage.forwarding import ForwardQueue
 from storage.keys import Level
 from storage.plans import Plans
@@ -69,6 +70,7 @@ class Index:
         self._write_lock = threading.Lock()
         self.accounts = Accounts(self.engine, self._write_lock)
         self.plans = Plans(self.engine, self._write_lock)
+        self.exports = ExportJobs(self.engine, self._write_lock)
         self.forwarding = ForwardQueue(self.engine, self._write_lock)
         # Series UID -> pk of series already indexed: the common case (the next
         # instance of a series) then costs one lookup and one insert.

@@ -210,12 +210,12 @@ def test_web_export_for_researchers_only_with_preview_and_download(
 
     from tests.test_viewer import PASSWORD
     from viewer import create_app
-    from viewer.exports import _jobs
 
     accounts = cohort_archive.index.accounts
     for name, role in (("zarina", "researcher"), ("li", "researcher"), ("amina", "cardiologist")):
         accounts.add(name, generate_password_hash(PASSWORD), role)
-    client = create_app(config, cohort_archive, b"k" * 32).test_client()
+    app = create_app(config, cohort_archive, b"k" * 32)
+    client = app.test_client()
 
     def as_user(name: str) -> None:
         with client.session_transaction() as session:
@@ -236,7 +236,7 @@ def test_web_export_for_researchers_only_with_preview_and_download(
     started = client.post("/api/exports", json={}, headers={"X-CSRF-Token": "token"})
     assert started.status_code == 202
     job_id = started.get_json()["id"]
-    assert _jobs[job_id].finished.wait(60)
+    assert app.extensions["export_jobs"][job_id].finished.wait(60)
     state = client.get(f"/api/exports/{job_id}").get_json()
     assert (state["state"], state["percent"], state["total"]) == ("done", 100, 2)
     package = client.get(f"/api/exports/{job_id}/download")
@@ -289,3 +289,23 @@ def _walk(items):
     for item in items:
         yield item
         yield from _walk(item.get("ContentSequence", []))
+
+
+def test_an_export_interrupted_by_a_stop_runs_again_on_start(
+    config: Config, cohort_archive: Archive
+) -> None:
+    from dataclasses import asdict
+
+    from viewer import create_app
+
+    # As the index holds it when the server stopped mid-export.
+    cohort_archive.index.exports.add("0123456789abcdef", "zarina", asdict(Cohort()), False)
+    app = create_app(config, cohort_archive, b"k" * 32)
+    job = app.extensions["export_jobs"]["0123456789abcdef"]
+    assert job.finished.wait(60)
+    assert job.public()["percent"] == 100 and job.total == 2
+    (row,) = cohort_archive.index.exports.all()
+    assert row["state"] == "done"
+    assert (config.data_dir / "exports" / "0123456789abcdef.zip").exists()
+    again = create_app(config, cohort_archive, b"k" * 32)  # a later start: nothing rerun
+    assert again.extensions["export_jobs"]["0123456789abcdef"].state == "done"

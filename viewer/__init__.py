@@ -40,6 +40,7 @@ def create_app(
     app.register_blueprint(dicomweb.bp)
     app.register_blueprint(exports.bp)
     i18n.install(app)
+    exports.install(app)
     app.jinja_env.globals["csrf_token"] = auth.csrf_token
     app.jinja_env.filters["urlencode_page"] = lambda args, page: urlencode(
         {**args.to_dict(), "page": page}
