@@ -30,13 +30,19 @@ class AdminError(RuntimeError):
     """The action cannot be done; the message says why, in one line."""
 
 
+def linkage_cipher(config: Config) -> LinkageCipher:
+    """The cipher of the sealed identities (KeyFileError without linkage.key)."""
+    return LinkageCipher(
+        load_or_create_key(config.key_dir / LINKAGE_KEY, config.data_dir, create=False)
+    )
+
+
 def reidentify(config: Config, archive: Archive, value: str) -> list[dict[str, Any]]:
     """The original identity behind a pseudonym or a (new) Study Instance UID."""
     try:
-        key = load_or_create_key(config.key_dir / LINKAGE_KEY, config.data_dir, create=False)
+        cipher = linkage_cipher(config)
     except RuntimeError as exc:
         raise AdminError(f"re-identification needs the linkage key: {exc}") from None
-    cipher = LinkageCipher(key)
     rows = archive.index.linkage_for(value.strip())
     archive.index.add_audit(
         getpass.getuser(), "reidentify", value.strip()[:128], f"{len(rows)} studies"

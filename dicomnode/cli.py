@@ -122,25 +122,23 @@ def _export(config: Config, args: argparse.Namespace) -> int:
         args.age_from,
         args.age_to,
     )
-    if args.preview:
-        archive = open_archive(config)
-        try:
-            counts = preview(archive, cohort)
-        finally:
-            archive.close()
-        print(
-            f"patients {counts.patients}, studies {counts.studies}, series {counts.series}, "
-            f"instances {counts.instances}, {counts.bytes / 1e6:.1f} MB"
-        )
-        return EXIT_OK
-    if args.out is None:
-        print("dicomnode export: --out FILE.zip is needed (or --preview)", file=sys.stderr)
-        return EXIT_USAGE
-    if args.out.exists():
-        print(f"dicomnode export: {args.out} exists; not overwriting it", file=sys.stderr)
+    problem = None
+    if not args.preview and args.out is None:
+        problem = "--out FILE.zip is needed (or --preview)"
+    elif not args.preview and args.out.exists():
+        problem = f"{args.out} exists; not overwriting it"
+    if problem:
+        print(f"dicomnode export: {problem}", file=sys.stderr)
         return EXIT_USAGE
     archive = open_archive(config)
     try:
+        if args.preview:
+            counts = preview(archive, cohort)
+            print(
+                f"patients {counts.patients}, studies {counts.studies}, series {counts.series}, "
+                f"instances {counts.instances}, {counts.bytes / 1e6:.1f} MB"
+            )
+            return EXIT_OK
         result = export(
             config,
             archive,

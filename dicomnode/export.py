@@ -25,16 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from pydicom import dcmread
-from pydicom.dataset import Dataset
 from pydicom.fileset import FileSet
 from tqdm import tqdm
 
+from dicomnode.admin import linkage_cipher
 from dicomnode.config import Config
 from dicomnode.deid.header import DeidSettings, HeaderDeidentifier
-from dicomnode.deid.linkage import LinkageCipher
-from dicomnode.deid.pipeline import LINKAGE_KEY
 from dicomnode.deid.profile import Option
-from dicomnode.deid.scanner import scan
+from dicomnode.deid.scanner import scan, scan_text
 from dicomnode.deid.secret import Secret, load_or_create_key
 from storage.archive import Archive
 from storage.keys import Level
@@ -119,13 +117,12 @@ def select(archive: Archive, cohort: Cohort) -> list[dict[str, Any]]:
             continue
         if cohort.device and cohort.device not in _proposed(plan):
             continue
-        age = age_years(study.get("PatientAge") or "")
-        if (cohort.age_from is not None or cohort.age_to is not None) and age is None:
-            continue
-        if cohort.age_from is not None and age is not None and age < cohort.age_from:
-            continue
-        if cohort.age_to is not None and age is not None and age > cohort.age_to:
-            continue
+        if cohort.age_from is not None or cohort.age_to is not None:
+            age = age_years(study.get("PatientAge") or "")
+            low = cohort.age_from if cohort.age_from is not None else 0.0
+            high = cohort.age_to if cohort.age_to is not None else float("inf")
+            if age is None or not low <= age <= high:
+                continue
         chosen.append(study)
     return chosen
 
@@ -150,28 +147,27 @@ class Preview:
 def preview(archive: Archive, cohort: Cohort) -> Preview:
     """What an export of ``cohort`` would hold, before it is run."""
     studies = select(archive, cohort)
-    series = instances = size = 0
-    for study in studies:
-        rows = list(
-            archive.index.find(
-                Query(
-                    level=Level.IMAGE,
-                    keys={
-                        "StudyInstanceUID": study["StudyInstanceUID"],
-                        "SeriesInstanceUID": "",
-                        "SOPInstanceUID": "",
-                    },
-                )
-            )
-        )
-        series += len({r["SeriesInstanceUID"] for r in rows})
-        instances += len(rows)
-        size += sum(
-            archive.blobs.path(archive.index.instance_blob(r["SOPInstanceUID"])).stat().st_size
-            for r in rows
-        )
+    rows = _instances(archive, studies)
+    series = len({r["SeriesInstanceUID"] for r in rows})
+    size = sum(_blob(archive, r["SOPInstanceUID"]).stat().st_size for r in rows)
     patients = len({s["PatientID"] for s in studies})
-    return Preview(patients, len(studies), series, instances, size)
+    return Preview(patients, len(studies), series, len(rows), size)
+
+
+def _instances(archive: Archive, studies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Series and SOP Instance UIDs of every instance of ``studies``."""
+    keys = {"SeriesInstanceUID": "", "SOPInstanceUID": ""}
+    return [
+        row
+        for study in studies
+        for row in archive.index.find(
+            Query(level=Level.IMAGE, keys={**keys, "StudyInstanceUID": study["StudyInstanceUID"]})
+        )
+    ]
+
+
+def _blob(archive: Archive, sop_instance_uid: str) -> Path:
+    return archive.blobs.path(archive.index.instance_blob(sop_instance_uid))
 
 
 def _latest_plan(archive: Archive, study_uid: str) -> dict[str, Any]:
@@ -195,9 +191,7 @@ def _needles(config: Config, archive: Archive, studies: list[dict], uids: list[s
     needles |= {s["StudyInstanceUID"] for s in studies} | set(uids)
     words: set[str] = set()
     try:
-        cipher = LinkageCipher(
-            load_or_create_key(config.key_dir / LINKAGE_KEY, config.data_dir, create=False)
-        )
+        cipher = linkage_cipher(config)
     except RuntimeError:
         return needles, words
     for study in studies:
@@ -228,16 +222,7 @@ def export(
     studies = select(archive, cohort)
     if not studies:
         raise EmptyCohort("no study matches the cohort filters; nothing written")
-    instances = [
-        row["SOPInstanceUID"]
-        for study in studies
-        for row in archive.index.find(
-            Query(
-                level=Level.IMAGE,
-                keys={"StudyInstanceUID": study["StudyInstanceUID"], "SOPInstanceUID": ""},
-            )
-        )
-    ]
+    instances = [row["SOPInstanceUID"] for row in _instances(archive, studies)]
     result = ExportResult(studies=len(studies))
     # This export's own key: never written anywhere, so nothing links back.
     deid = HeaderDeidentifier(
@@ -257,7 +242,7 @@ def export(
         for uid in tqdm(instances, unit="inst", disable=not progress, desc="export"):
             if cancel is not None and cancel.is_set():
                 raise ExportCancelled("export cancelled; nothing written")
-            ds = dcmread(archive.blobs.path(archive.index.instance_blob(uid)))
+            ds = dcmread(_blob(archive, uid))
             pseudonym = str(ds.PatientID)
             deid.apply(ds, deid.subject(ds, "export", pseudonym))
             new_pseudonyms[pseudonym] = str(ds.PatientID)
@@ -367,9 +352,7 @@ def _scan_all(package: Path, needles: set[str], words: set[str]) -> None:
         if not path.is_file():
             continue
         if path.suffix in (".csv", ".json", ".txt"):
-            text = Dataset()
-            text.ImageComments = path.read_text(encoding="utf-8")  # scanned as text
-            findings = scan(text, needles, words)
+            findings = scan_text(path.read_text(encoding="utf-8"), needles, words)
         else:
             findings = scan(dcmread(path, force=True), needles, words)
         if findings:

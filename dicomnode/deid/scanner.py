@@ -52,13 +52,29 @@ def _word(needle: str) -> re.Pattern[str]:
     return re.compile(rf"(?<![^\W_]){re.escape(needle)}(?![^\W_])", re.IGNORECASE)
 
 
+def _prepare(needles: Iterable[str], words: Iterable[str]) -> tuple[list[str], dict]:
+    wanted = [n for n in {n.strip() for n in needles} if len(n) >= 3]
+    patterns = {w: _word(w) for w in {w.strip() for w in words} if len(w) >= 3}
+    return wanted, patterns
+
+
+def _in_text(text: str, wanted: list[str], patterns: dict[str, re.Pattern[str]]) -> list[str]:
+    folded = text.casefold()
+    hits = [n for n in wanted if n.casefold() in folded]
+    return hits + [w for w, pattern in patterns.items() if pattern.search(text)]
+
+
+def scan_text(text: str, needles: Iterable[str], words: Iterable[str] = ()) -> list[Finding]:
+    """`scan` for a plain text (a manifest, a README)."""
+    return [Finding("text", hit) for hit in _in_text(text, *_prepare(needles, words))]
+
+
 def scan(ds: Dataset, needles: Iterable[str], words: Iterable[str] = ()) -> list[Finding]:
     """Every place where one of ``needles`` (length >= 3) occurs, or one of
     ``words`` occurs as a whole word (short name parts and IDs, which as
     substrings would match inside ordinary words and numbers)."""
-    wanted = [n for n in {n.strip() for n in needles} if len(n) >= 3]
+    wanted, patterns = _prepare(needles, words)
     raw = {n: encoded_forms(n) for n in wanted}
-    patterns = {w: _word(w) for w in {w.strip() for w in words} if len(w) >= 3}
     found: list[Finding] = []
     datasets = [ds, *([ds.file_meta] if getattr(ds, "file_meta", None) else [])]
 
@@ -79,9 +95,7 @@ def scan(ds: Dataset, needles: Iterable[str], words: Iterable[str] = ()) -> list
                 found.extend(Finding(path, w) for w, p in patterns.items() if p.search(text))
                 continue
             for text in _texts(value):
-                folded = text.casefold()
-                found.extend(Finding(path, n) for n in wanted if n.casefold() in folded)
-                found.extend(Finding(path, w) for w, p in patterns.items() if p.search(text))
+                found.extend(Finding(path, hit) for hit in _in_text(text, wanted, patterns))
 
     for dataset in datasets:
         walk(dataset, "")
