@@ -23,6 +23,7 @@ from dicomnode.deid.profile import Option
 from dicomnode.deid.secret import load_or_create_key
 from dicomnode.filemeta import file_meta
 from storage.archive import Archive
+from storage.audit import MINOR_FAILURE, SUCCESS
 from storage.record import record_from_dataset
 
 
@@ -44,8 +45,13 @@ def reidentify(config: Config, archive: Archive, value: str) -> list[dict[str, A
     except RuntimeError as exc:
         raise AdminError(f"re-identification needs the linkage key: {exc}") from None
     rows = archive.index.linkage_for(value.strip())
-    archive.index.add_audit(
-        getpass.getuser(), "reidentify", value.strip()[:128], f"{len(rows)} studies"
+    archive.index.audit.record(
+        "reidentify",
+        user=getpass.getuser(),
+        source="cli",
+        obj=value.strip(),
+        detail=f"{len(rows)} studies",
+        outcome=SUCCESS if rows else MINOR_FAILURE,
     )
     if not rows:
         raise AdminError(f"no study or pseudonym {value.strip()!r} in the linkage table")
@@ -85,6 +91,12 @@ def release_quarantined(config: Config, archive: Archive, only: set[str] | None 
         archive.store(record, data)
         archive.index.remove_quarantined(uid)
         archive.held.delete(held["blob_key"])
-        archive.index.add_audit(getpass.getuser(), "release", uid, "pixels cleaned by a rule")
+        archive.index.audit.record(
+            "quarantine-release",
+            user=getpass.getuser(),
+            source="cli",
+            obj=uid,
+            detail="pixels cleaned by a rule",
+        )
         released += 1
     return released

@@ -278,7 +278,7 @@ def _user(config: Config, args: argparse.Namespace) -> int:
     from werkzeug.security import generate_password_hash
 
     from dicomnode.node import open_archive
-    from storage.accounts import AccountError
+    from storage.accounts import AccountError, password_problem
 
     if args.action != "list" and not args.name:
         print(f"dicomnode user {args.action}: a user name is needed", file=sys.stderr)
@@ -294,15 +294,17 @@ def _user(config: Config, args: argparse.Namespace) -> int:
             accounts.update(args.name, disabled=True)
         else:
             password = _read_password(args.password_stdin)
-            if len(password) < 10:
-                raise ValueError("a password needs at least 10 characters")
+            if problem := password_problem(password, args.name, config.password_min_length):
+                raise ValueError(problem)
             hashed = generate_password_hash(password)
             if args.action == "add":
                 accounts.add(args.name, hashed, args.role)
             else:
                 accounts.update(args.name, password_hash=hashed, disabled=False)
         if args.action != "list":
-            archive.index.add_audit(_actor(), f"user {args.action}", args.name)
+            archive.index.audit.record(
+                "user-change", user=_actor(), source="cli", obj=args.name, detail=args.action
+            )
     except (AccountError, ValueError) as exc:
         print(f"dicomnode user {args.action}: {exc}", file=sys.stderr)
         return EXIT_REJECTED

@@ -8,6 +8,7 @@ variables. The file is ``--config PATH``, else ``$DICOMNODE_CONFIG``, else
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 import tomllib
@@ -18,6 +19,8 @@ from typing import Any
 ENV_PREFIX = "DICOMNODE_"
 DEFAULT_DEID_OPTIONS = "RETAIN_MODIFIED_DATES,RETAIN_PATIENT_CHARACTERISTICS,CLEAN_DESCRIPTORS"
 _AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE: no backslash
+# DIMSE services a known AE may be allowed, per [[remote_ae]] entry.
+SERVICES = ("echo", "store", "find", "move", "get")
 
 
 class ConfigError(ValueError):
@@ -37,6 +40,18 @@ class RemoteAE:
     # Rectangles (x0, y0, x1, y1, inclusive) blanked on every frame of this
     # sender's images, e.g. a cath lab's burned-in banner.
     blank_rectangles: tuple[tuple[int, int, int, int], ...] = ()
+    # Where associations from this AE title may come from: IP addresses or
+    # CIDR networks; empty means the addresses ``host`` resolves to.
+    networks: tuple[str, ...] = ()
+    # DIMSE services this AE may use (a subset of SERVICES).
+    services: tuple[str, ...] = SERVICES
+    # Concurrent associations from this AE (0: the node's per-AE default).
+    max_associations: int = 0
+    # Megabytes this AE may have stored in the archive (0: no quota).
+    quota_mb: int = 0
+    # With mutual TLS: the client certificate's subject common name that
+    # proves this AE (empty: any certificate the CA signed, for this title).
+    tls_subject: str = ""
 
 
 @dataclass(frozen=True)
@@ -69,9 +84,16 @@ class Config:
     # Empty means SQLite in the data directory.
     index_url: str = ""
     duplicates: str = "keep-first"
-    require_known_ae: bool = False
+    require_known_ae: bool = True
     check_called_ae: bool = True
     max_associations: int = 16
+    max_associations_per_ae: int = 4
+    # Open TCP connections (associated or not) beyond which new ones are
+    # closed at once: bounds what junk or idle connections can take.
+    max_connections: int = 200
+    # Largest instance accepted over DIMSE (MiB); a larger one is aborted
+    # while it arrives, before it is held in memory.
+    max_instance_mb: int = 4096
     max_pdu_size: int = 262144
     network_timeout: int = 60
     poll_interval_us: int = 1000
@@ -79,6 +101,21 @@ class Config:
     export_keep_hours: int = 72
     min_free_disk_mb: int = 512
     log_level: str = "INFO"
+    # TLS (BCP 195) on the DICOM port and/or the web port, with PEM files.
+    dimse_tls: bool = False
+    http_tls: bool = False
+    tls_certificate: str = ""
+    tls_private_key: str = ""
+    # CA bundle that signs client certificates; with it, DICOM TLS requires
+    # a client certificate (mutual TLS) mapped to a [[remote_ae]].
+    tls_ca_certificates: str = ""
+    # Web sessions: ended after this much inactivity, and at the latest after
+    # session_max_hours; logins: this many failures per 15 minutes, per user
+    # and per address, then refused until the window passes.
+    session_idle_minutes: int = 30
+    session_max_hours: int = 12
+    login_attempts: int = 5
+    password_min_length: int = 12
     # Keys for pseudonyms (deid.key) and for re-identification (linkage.key);
     # outside the data directory, created 0600 on first start.
     key_dir: Path = Path("secrets")
@@ -131,6 +168,15 @@ def _rectangles(value: Any) -> tuple[tuple[int, int, int, int], ...]:
     return rectangles  # type: ignore[return-value]
 
 
+def _strings(entry: dict[str, Any], key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    value = entry.get(key, list(default))
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, list):
+        raise ConfigError(f"remote_ae {key}: a list of strings")
+    return tuple(str(v).strip() for v in value if str(v).strip())
+
+
 def _remote(entry: dict[str, Any]) -> RemoteAE:
     try:
         return RemoteAE(
@@ -140,9 +186,18 @@ def _remote(entry: dict[str, Any]) -> RemoteAE:
             issuer=str(entry.get("issuer") or entry["ae_title"]),
             deid_options=str(entry.get("deid_options", "")),
             blank_rectangles=_rectangles(entry.get("blank_rectangles", [])),
+            networks=_strings(entry, "networks", ()),
+            services=_strings(entry, "services", SERVICES),
+            max_associations=int(entry.get("max_associations", 0)),
+            quota_mb=int(entry.get("quota_mb", 0)),
+            tls_subject=str(entry.get("tls_subject", "")),
         )
     except KeyError as exc:
         raise ConfigError(f"remote_ae entry lacks {exc.args[0]!r}") from None
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"remote_ae {entry.get('ae_title')!r}: a number is not a number"
+        ) from None
 
 
 def validate(config: Config) -> Config:
@@ -161,6 +216,20 @@ def validate(config: Config) -> Config:
         parse_safe_private(config.safe_private)
     except ValueError as exc:
         raise ConfigError(f"safe_private: {exc}") from None
+    for remote in config.remote_aes:
+        if unknown := set(remote.services) - set(SERVICES):
+            raise ConfigError(f"remote_ae {remote.ae_title}: unknown services {sorted(unknown)}")
+        for network in remote.networks:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ConfigError(
+                    f"remote_ae {remote.ae_title}: {network!r} is not an address or network"
+                ) from None
+    if (config.dimse_tls or config.http_tls) and not (
+        config.tls_certificate and config.tls_private_key
+    ):
+        raise ConfigError("dimse_tls/http_tls: set tls_certificate and tls_private_key")
     known = {r.ae_title for r in config.remote_aes}
     for route in config.routes:
         if route.destination not in known:
@@ -238,6 +307,12 @@ def to_toml(config: Config) -> str:
         if remote.blank_rectangles:
             boxes = ", ".join(f"[{', '.join(map(str, r))}]" for r in remote.blank_rectangles)
             lines.append(f"blank_rectangles = [{boxes}]")
+        lines.append(f"networks = [{', '.join(map(_quote, remote.networks))}]")
+        lines.append(f"services = [{', '.join(map(_quote, remote.services))}]")
+        lines.append(f"max_associations = {remote.max_associations}")
+        lines.append(f"quota_mb = {remote.quota_mb}")
+        if remote.tls_subject:
+            lines.append(f"tls_subject = {_quote(remote.tls_subject)}")
     for route in config.routes:
         lines += ["", "[[route]]", f"destination = {_quote(route.destination)}"]
         lines += [f"issuer = {_quote(route.issuer)}", f"modalities = {_quote(route.modalities)}"]

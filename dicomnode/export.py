@@ -211,6 +211,7 @@ def export(
     *,
     progress: bool = True,
     actor: str = "",
+    source: str = "cli",
     on_instance: Callable[[int, int], None] | None = None,
     cancel: threading.Event | None = None,
     linkable: bool = False,
@@ -263,11 +264,12 @@ def export(
         _write_text(package, result, cohort, linkable)
         _scan_all(package, *_needles(config, archive, studies, instances))
         result.bytes = _zip(package, out)
-    archive.index.add_audit(
-        actor or getpass.getuser(),
+    archive.index.audit.record(
         "export",
-        json.dumps({k: v for k, v in cohort.__dict__.items() if v not in ("", None)}),
-        f"{result.studies} studies, {result.instances} instances; profile: "
+        user=actor or getpass.getuser(),
+        source=source,
+        obj=json.dumps({k: v for k, v in cohort.__dict__.items() if v not in ("", None)}),
+        detail=f"{result.studies} studies, {result.instances} instances; profile: "
         f"{', '.join(sorted(o.name for o in RESEARCH_OPTIONS))}, "
         f"{'linkable key' if linkable else 'fresh key'}; {out.name}",
     )

@@ -17,11 +17,17 @@ from storage.archive import Archive, DuplicatePolicy
 
 log = logging.getLogger(__name__)
 WEB_KEY = "web.key"  # signs the session cookies
+AUDIT_KEY = "audit.key"  # keys the audit trail's hash chain
 
 
 def open_archive(config: Config) -> Archive:
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    return Archive(config.data_dir, config.effective_index_url, DuplicatePolicy(config.duplicates))
+    return Archive(
+        config.data_dir,
+        config.effective_index_url,
+        DuplicatePolicy(config.duplicates),
+        load_or_create_key(config.key_dir / AUDIT_KEY, config.data_dir),
+    )
 
 
 class Node:

@@ -45,18 +45,31 @@ from pynetdicom import AE, evt
 from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
     Verification,
 )
-from pynetdicom.transport import ThreadedAssociationServer
 
 from dicomnode import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, retrieve
+from dicomnode.access import AccessPolicy
 from dicomnode.config import Config
 from dicomnode.find import find
 from dicomnode.ingest import Incoming, Ingestor, Outcome
 from dicomnode.logs import quiet_libraries
 from dicomnode.retrieve import AS_FIND
+from dicomnode.tls import server_context
+from dicomnode.transport import GuardedRequestHandler, NodeAssociationServer
 from dicomnode.validate import DATASET_MISMATCH, status_dataset
+from storage.audit import MINOR_FAILURE
+
+# PS3.7 C.4.2 "Refused: Not Authorized" and PS3.4 "Out of Resources".
+NOT_AUTHORIZED = 0x0124
+OUT_OF_RESOURCES = 0xA700
+GET_MODELS = (
+    PatientRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelGet,
+)
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +111,21 @@ FIND_MODELS = (
 )
 
 
+def services_of(abstract_syntax: str) -> frozenset[str]:
+    """Which permissions a presentation context serves (see config.SERVICES).
+
+    Storage contexts also serve C-GET, whose requestor receives on them."""
+    if abstract_syntax == Verification:
+        return frozenset({"echo"})
+    if abstract_syntax in FIND_MODELS:
+        return frozenset({"find"})
+    if abstract_syntax in GET_MODELS:
+        return frozenset({"get"})
+    if abstract_syntax in RETRIEVE_MODELS:
+        return frozenset({"move"})
+    return frozenset({"store", "get"})
+
+
 def wait_for_send_queue(assoc: Any, depth: int = 8) -> None:
     """Back-pressure for streamed responses.
 
@@ -118,17 +146,23 @@ class DicomServer:
         self.config = config
         self.ingestor = ingestor
         self.archive = ingestor.archive
-        self._server: ThreadedAssociationServer | None = None
-        # Outcomes per open association, logged as one line when it closes.
+        self._server: NodeAssociationServer | None = None
+        self.policy = AccessPolicy(config)
+        # Outcomes and requests per open association, logged and audited as
+        # one record when it closes.
         self._tallies: dict[int, Counter[str]] = {}
         self._tallies_lock = threading.Lock()
+        # Bytes received per calling AE with a quota (loaded from the index once).
+        self._quota_used: dict[str, int] = {}
         quiet_libraries()
 
     def build_ae(self) -> AE:
         ae = AE(ae_title=self.config.ae_title)
         ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
         ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
-        ae.maximum_associations = self.config.max_associations
+        # Limits are the access policy's, counted on established associations
+        # only; pynetdicom's own count includes idle, unassociated sockets.
+        ae.maximum_associations = 100_000
         ae.maximum_pdu_size = self.config.max_pdu_size
         ae.network_timeout = self.config.network_timeout
         ae.acse_timeout = self.config.network_timeout
@@ -141,40 +175,82 @@ class DicomServer:
             )
         for model in (*FIND_MODELS, *RETRIEVE_MODELS):
             ae.add_supported_context(model, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
-        ae.require_called_aet = self.config.check_called_ae
-        if self.config.require_known_ae:
-            ae.require_calling_aet = [r.ae_title for r in self.config.remote_aes]
         return ae
+
+    def _tally(self, event: evt.Event, key: str) -> None:
+        with self._tallies_lock:
+            self._tallies.setdefault(id(event.assoc), Counter())[key] += 1
+
+    def _over_quota(self, ae_title: str, size: int) -> bool:
+        remote = self.config.remote(ae_title)
+        if remote is None or not remote.quota_mb:
+            return False
+        with self._tallies_lock:
+            if ae_title not in self._quota_used:
+                self._quota_used[ae_title] = self.archive.index.bytes_from(ae_title)
+            if self._quota_used[ae_title] + size > remote.quota_mb << 20:
+                return True
+            self._quota_used[ae_title] += size
+        return False
 
     def handle_store(self, event: evt.Event) -> Dataset | int:
         request = event.request
+        calling = event.assoc.requestor.ae_title
+        if "store" not in getattr(event.assoc, "node_services", ()):
+            self._tally(event, "refused")
+            return status_dataset(NOT_AUTHORIZED, "this AE may not store here")
         if request.AffectedSOPClassUID != event.context.abstract_syntax:
             return status_dataset(
                 DATASET_MISMATCH, "SOP Class differs from the presentation context"
             )
+        data = event.encoded_dataset(include_meta=False)
+        if self._over_quota(calling, len(data)):
+            self._tally(event, "over quota")
+            return status_dataset(OUT_OF_RESOURCES, "storage quota of this sender is used up")
         result = self.ingestor.ingest(
             Incoming(
-                data=event.encoded_dataset(include_meta=False),
+                data=data,
                 transfer_syntax=event.context.transfer_syntax,
-                calling_ae=event.assoc.requestor.ae_title,
+                calling_ae=calling,
                 expected_sop_class=event.context.abstract_syntax,
                 expected_sop_instance=request.AffectedSOPInstanceUID,
             )
         )
-        with self._tallies_lock:
-            self._tallies.setdefault(id(event.assoc), Counter())[result.outcome.value] += 1
+        self._tally(event, result.outcome.value)
         if result.outcome is Outcome.REJECTED:
             return status_dataset(result.status, result.comment)
         return result.status
 
     def handle_close(self, event: evt.Event) -> None:
+        self.policy.release(id(event.assoc))
         with self._tallies_lock:
             tally = self._tallies.pop(id(event.assoc), None)
         if tally:
+            calling = event.assoc.requestor.ae_title
             summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(tally.items()))
-            log.info("association from %s closed: %s", event.assoc.requestor.ae_title, summary)
+            log.info("association from %s closed: %s", calling, summary)
+            self.archive.index.audit.record(
+                "association",
+                user=calling,
+                role="DICOM AE",
+                source=event.assoc.requestor.address,
+                detail=summary,
+                outcome=MINOR_FAILURE if tally["rejected"] or tally["refused"] else 0,
+            )
+
+    def on_reject(self, calling: str, address: str, why: str) -> None:
+        self.archive.index.audit.record(
+            "association-rejected",
+            user=calling,
+            role="DICOM AE",
+            source=address,
+            detail=why,
+            outcome=MINOR_FAILURE,
+        )
 
     def handle_find(self, event: evt.Event) -> Any:
+        self._tally(event, "find")
+
         def cancelled() -> bool:
             wait_for_send_queue(event.assoc)
             return event.is_cancelled
@@ -192,6 +268,7 @@ class DicomServer:
         destination = event.move_destination
         if isinstance(destination, bytes):
             destination = destination.decode("ascii", "replace")
+        self._tally(event, "move")
         yield from retrieve.move(
             self.config,
             self.archive,
@@ -202,6 +279,7 @@ class DicomServer:
         )
 
     def handle_get(self, event: evt.Event) -> Any:
+        self._tally(event, "get")
         yield from retrieve.get(
             self.archive,
             event.identifier,
@@ -209,8 +287,8 @@ class DicomServer:
             lambda: event.is_cancelled,
         )
 
-    @staticmethod
-    def handle_echo(event: evt.Event) -> int:
+    def handle_echo(self, event: evt.Event) -> int:
+        self._tally(event, "echo")
         return 0x0000
 
     def handle_open(self, event: evt.Event) -> None:
@@ -218,7 +296,7 @@ class DicomServer:
         # (pynetdicom issue #650); it has no public setter.
         event.assoc.dul._run_loop_delay = self.config.poll_interval_us / 1e6
 
-    def start(self) -> ThreadedAssociationServer:
+    def start(self) -> NodeAssociationServer:
         handlers = [
             (evt.EVT_C_ECHO, self.handle_echo),
             (evt.EVT_C_STORE, self.handle_store),
@@ -228,9 +306,23 @@ class DicomServer:
             (evt.EVT_CONN_OPEN, self.handle_open),
             (evt.EVT_CONN_CLOSE, self.handle_close),
         ]
-        self._server = self.build_ae().start_server(
-            (self.config.dimse_host, self.config.dimse_port), block=False, evt_handlers=handlers
+        ae = self.build_ae()
+        server = ae.make_server(
+            (self.config.dimse_host, self.config.dimse_port),
+            ssl_context=server_context(self.config) if self.config.dimse_tls else None,
+            evt_handlers=handlers,
+            server_class=NodeAssociationServer,
+            request_handler=GuardedRequestHandler,
         )
+        server.policy = self.policy
+        max_pdu = self.config.max_pdu_size or (1 << 32)
+        server.limits = (max_pdu, self.config.max_instance_mb << 20)
+        server.max_connections = self.config.max_connections
+        server.services_of = services_of
+        server.on_reject = self.on_reject
+        ae._servers.append(server)
+        threading.Thread(target=server.serve_forever, daemon=True, name="dimse-accept").start()
+        self._server = server
         # Small responses (C-STORE-RSP) must not wait for Nagle / delayed ACK;
         # Linux passes this option on to every accepted connection.
         self._server.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -35,6 +35,36 @@ _USER_COLUMNS = (
 )
 
 
+# Passwords seen first in breach lists, refused whatever their length.
+COMMON_PASSWORDS = frozenset(
+    {
+        "123456789012",
+        "password1234",
+        "passwordpassword",
+        "qwertyuiopasdf",
+        "1q2w3e4r5t6y",
+        "administrator",
+        "cardiologist",
+        "iloveyou1234",
+        "letmein12345",
+        "welcome12345",
+    }
+)
+
+
+def password_problem(password: str, username: str, min_length: int) -> str | None:
+    """Why a password is refused, or None (NIST SP 800-63B: length and a
+    blocklist, no composition rules)."""
+    if len(password) < min_length:
+        return f"a password needs at least {min_length} characters"
+    folded = password.casefold()
+    if username and username.casefold() in folded:
+        return "a password must not contain the user name"
+    if folded in COMMON_PASSWORDS or len(set(folded)) < 4:
+        return "this password is too common or too simple"
+    return None
+
+
 class AccountError(ValueError):
     """The request about an account cannot be done; the message says why."""
 

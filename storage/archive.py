@@ -23,11 +23,12 @@ class Archive:
         data_dir: Path,
         index_url: str,
         duplicates: DuplicatePolicy = DuplicatePolicy.KEEP_FIRST,
+        audit_key: bytes = b"",
     ) -> None:
         self.data_dir = Path(data_dir)
         self.blobs = BlobStore(self.data_dir / "blobs")
         self.held = BlobStore(self.data_dir / "quarantine")
-        self.index = Index(index_url)
+        self.index = Index(index_url, audit_key)
         self.duplicates = DuplicatePolicy(duplicates)
 
     def close(self) -> None:

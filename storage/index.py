@@ -12,6 +12,7 @@ from sqlalchemy import Connection, create_engine, event, func, select
 from sqlalchemy.engine import Engine
 
 from storage.accounts import Accounts
+from storage.audit import AuditTrail
 from storage.exports import ExportJobs
 from storage.forwarding import ForwardQueue
 from storage.keys import Level
@@ -21,7 +22,6 @@ from storage.record import InstanceRecord
 from storage.schema import (
     PARENT_FK,
     TABLES,
-    audit,
     instances,
     linkage,
     metadata,
@@ -63,7 +63,7 @@ def create_index_engine(url: str) -> Engine:
 class Index:
     """Records what the blob store holds; the blob is written first, then indexed."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, audit_key: bytes = b"") -> None:
         self.engine = create_index_engine(url)
         metadata.create_all(self.engine)
         # One writer at a time in this process keeps get-or-create race-free.
@@ -72,6 +72,7 @@ class Index:
         self.plans = Plans(self.engine, self._write_lock)
         self.exports = ExportJobs(self.engine, self._write_lock)
         self.forwarding = ForwardQueue(self.engine, self._write_lock)
+        self.audit = AuditTrail(self.engine, self._write_lock, audit_key)
         # Series UID -> pk of series already indexed: the common case (the next
         # instance of a series) then costs one lookup and one insert.
         self._series_cache: dict[str, int] = {}
@@ -84,6 +85,16 @@ class Index:
             return conn.execute(
                 select(instances.c.blob_key).where(instances.c.sopinstanceuid == sop_instance_uid)
             ).scalar_one_or_none()
+
+    def bytes_from(self, sending_ae: str) -> int:
+        """Bytes stored from one calling AE (for its quota)."""
+        with self.engine.connect() as conn:
+            total = conn.execute(
+                select(func.coalesce(func.sum(instances.c.size), 0)).where(
+                    instances.c.sending_ae == sending_ae
+                )
+            ).scalar_one()
+        return int(total)
 
     def add(
         self,
@@ -247,22 +258,6 @@ class Index:
         with self.engine.connect() as conn:
             rows = conn.execute(select(quarantine).order_by(quarantine.c.pk))
             return [dict(r._mapping) for r in rows]
-
-    def add_audit(self, actor: str, action: str, subject: str, detail: str = "") -> None:
-        with self._write_lock, self.engine.begin() as conn:
-            conn.execute(
-                audit.insert().values(
-                    at=datetime.now(UTC),
-                    actor=actor,
-                    action=action,
-                    subject=subject,
-                    detail=detail,
-                )
-            )
-
-    def audit_log(self) -> list[dict[str, Any]]:
-        with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(select(audit).order_by(audit.c.pk))]
 
     def find(self, query: Query) -> Iterator[dict[str, Any]]:
         """Stream matching rows; the connection stays open while they are consumed."""

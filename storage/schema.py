@@ -121,18 +121,6 @@ quarantine = Table(
     Column("received_at", DateTime(timezone=True), nullable=False),
 )
 
-# Who did what that touches identity (re-identification, quarantine release).
-audit = Table(
-    "audit",
-    metadata,
-    Column("pk", Integer, primary_key=True),
-    Column("at", DateTime(timezone=True), nullable=False),
-    Column("actor", String(128), nullable=False),
-    Column("action", String(64), nullable=False),
-    Column("subject", String(128), nullable=False),
-    Column("detail", String(1024)),
-)
-
 TABLES: dict[Level, Table] = {
     Level.PATIENT: patients,
     Level.STUDY: studies,

@@ -34,7 +34,7 @@ def test_reidentify_by_pseudonym_or_study_with_the_key(
     assert found["study_instance_uid"] == ds.StudyInstanceUID
     (by_study,) = reidentify(config, archive, found["study_uid"])
     assert by_study == found
-    actions = [(a["action"], a["subject"]) for a in archive.index.audit_log()]
+    actions = [(a["event"], a["object"]) for a in reversed(archive.index.audit.rows())]
     assert actions == [("reidentify", pseudonym), ("reidentify", found["study_uid"])]
     with pytest.raises(AdminError, match="no study or pseudonym"):
         reidentify(config, archive, "CHD-0000-0000")
@@ -95,7 +95,7 @@ def test_quarantine_then_release_by_a_rule(tmp_path: Path, config: Config) -> No
     (path,) = archive.blobs.root.rglob("*.dcm")
     stored = dcmread(path)
     assert not stored.pixel_array[:8].any() and stored.BurnedInAnnotation == "NO"
-    assert [a["action"] for a in archive.index.audit_log()] == ["release"]
+    assert [a["event"] for a in archive.index.audit.rows()] == ["quarantine-release"]
     archive.close()
 
 

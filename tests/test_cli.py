@@ -111,8 +111,13 @@ def test_serve_answers_dcmtk_and_http_then_stops_on_sigterm(tmp_path: Path) -> N
         "DICOMNODE_MIN_FREE_DISK_MB": "0",
         "DICOMNODE_KEY_DIR": str(tmp_path / "secrets"),
     }
+    config_file = tmp_path / "node.toml"
+    config_file.write_text(
+        '[[remote_ae]]\nae_title = "OSH_ECHO"\nhost = "127.0.0.1"\nport = 104\n',
+        encoding="utf-8",
+    )
     process = subprocess.Popen(
-        [*DICOMNODE, "serve"],
+        [*DICOMNODE, "-c", str(config_file), "serve"],
         env=environment,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -121,10 +126,15 @@ def test_serve_answers_dcmtk_and_http_then_stops_on_sigterm(tmp_path: Path) -> N
     try:
         banner = process.stdout.readline()  # printed once both services listen
         assert f"DICOM port {ports[0]}" in banner, banner
-        echo = dcmtk("echoscu", "-aec", "CHDNODE", "127.0.0.1", str(ports[0]))
+        # Secure by default: a calling AE title not in the table is refused.
+        stranger = dcmtk("echoscu", "-aec", "CHDNODE", "127.0.0.1", str(ports[0]))
+        assert "Calling AE Title Not Recognized" in stranger.stderr
+        echo = dcmtk("echoscu", "-aet", "OSH_ECHO", "-aec", "CHDNODE", "127.0.0.1", str(ports[0]))
         assert echo.returncode == 0, echo.stderr
         path = save(xa_instance(PATIENTS[1], frames=2, rows=32, cols=32), tmp_path / "x.dcm")
-        sent = dcmtk("dcmsend", "-aec", "CHDNODE", "127.0.0.1", str(ports[0]), path)
+        sent = dcmtk(
+            "dcmsend", "-aet", "OSH_ECHO", "-aec", "CHDNODE", "127.0.0.1", str(ports[0]), path
+        )
         assert sent.returncode == 0, sent.stderr
         with urllib.request.urlopen(f"http://127.0.0.1:{ports[1]}/healthz") as response:
             assert json.load(response)["status"] == "ok"  # the rest needs a login

@@ -124,6 +124,7 @@ def _launch(app: Flask, job: Job) -> None:
                 target,
                 progress=False,
                 actor=job.owner,
+                source="web",
                 on_instance=step,
                 cancel=job.cancel,
                 linkable=job.linkable,

@@ -1,0 +1,271 @@
+"""The audit trail: append-only, hash-chained, shaped after IHE ATNA (RFC 3881).
+
+Each record carries the keyed digest (HMAC-SHA256 with ``audit.key``) of its
+own fields and of the previous record's digest, so changing, removing or
+reordering a row breaks the chain from there on; a one-row head table holds
+the last sequence number and digest, so cutting the tail is detected too.
+The head row is read and written in the same transaction as the insert (row
+locked on PostgreSQL), which serialises writers across processes. Database
+triggers refuse UPDATE and DELETE on the trail.
+
+Records name users, AE titles, addresses, pseudonyms and new UIDs: never an
+original identity (the node does not hold one outside the sealed linkage).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import hmac
+import io
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import DDL, Column, Integer, String, Table, event, select
+from sqlalchemy.engine import Engine
+
+from storage.schema import metadata
+
+# Event type -> (DICOM EventID code in DCM, meaning, EventActionCode), PS3.15 A.5.
+EVENTS: dict[str, tuple[str, str, str]] = {
+    "node-start": ("110100", "Application Activity", "E"),
+    "config-change": ("110100", "Application Activity", "U"),
+    "association": ("110104", "DICOM Instances Transferred", "E"),
+    "association-rejected": ("110113", "Security Alert", "E"),
+    "login": ("110114", "User Authentication", "E"),
+    "logout": ("110114", "User Authentication", "E"),
+    "access-denied": ("110113", "Security Alert", "E"),
+    "study-view": ("110103", "DICOM Instances Accessed", "R"),
+    "plan-save": ("110110", "Patient Record", "U"),
+    "export": ("110106", "Export", "R"),
+    "reidentify": ("110110", "Patient Record", "R"),
+    "quarantine-release": ("110103", "DICOM Instances Accessed", "U"),
+    "user-change": ("110113", "Security Alert", "U"),
+    "audit-read": ("110101", "Audit Log Used", "R"),
+}
+SUCCESS, MINOR_FAILURE, SERIOUS_FAILURE = 0, 4, 8
+FIELDS = ("seq", "at", "event", "outcome", "user", "role", "source", "object", "detail")
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("at", String(32), nullable=False, index=True),  # ISO 8601 UTC: sorts as text
+    Column("event", String(32), nullable=False, index=True),
+    Column("outcome", Integer, nullable=False),
+    Column("user", String(128), nullable=False, index=True),
+    Column("role", String(32), nullable=False),
+    Column("source", String(64), nullable=False),
+    Column("object", String(256), nullable=False),
+    Column("detail", String(2048), nullable=False),
+    Column("prev", String(64), nullable=False),
+    Column("digest", String(64), nullable=False),
+)
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", Integer, nullable=False),
+    Column("digest", String(64), nullable=False),
+)
+
+# Append-only in the database itself, not only in this code.
+for _verb in ("UPDATE", "DELETE"):
+    event.listen(
+        audit_log,
+        "after_create",
+        DDL(
+            f"CREATE TRIGGER audit_log_no_{_verb.lower()} BEFORE {_verb} ON audit_log "
+            "BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END"
+        ).execute_if(dialect="sqlite"),
+    )
+event.listen(
+    audit_log,
+    "after_create",
+    DDL(
+        "CREATE FUNCTION audit_log_append_only() RETURNS trigger AS $$ BEGIN "
+        "RAISE EXCEPTION 'the audit trail is append-only'; END $$ LANGUAGE plpgsql; "
+        "CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log "
+        "FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()"
+    ).execute_if(dialect="postgresql"),
+)
+GENESIS = "0" * 64
+
+
+@dataclass(frozen=True)
+class Verification:
+    ok: bool
+    records: int
+    first_bad: int | None = None
+    why: str = ""
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    """Exact user/event/source, outcome, and an inclusive date range (YYYY-MM-DD)."""
+
+    user: str = ""
+    event: str = ""
+    source: str = ""
+    failures_only: bool = False
+    date_from: str = ""
+    date_to: str = ""
+
+    def where(self) -> list[Any]:
+        c = audit_log.c
+        clauses: list[Any] = []
+        for column, value in ((c.user, self.user), (c.event, self.event), (c.source, self.source)):
+            if value:
+                clauses.append(column == value)
+        if self.failures_only:
+            clauses.append(c.outcome != SUCCESS)
+        if self.date_from:
+            clauses.append(c.at >= self.date_from)
+        if self.date_to:
+            clauses.append(c.at < self.date_to + "T99")  # the whole last day
+        return clauses
+
+
+def _digest(key: bytes, prev: str, row: dict[str, Any]) -> str:
+    canonical = json.dumps([prev, *(row[f] for f in FIELDS)], ensure_ascii=False)
+    return hmac.new(key, canonical.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+class AuditTrail:
+    """Append records, read them with filters, verify the chain."""
+
+    def __init__(self, engine: Engine, lock: threading.Lock, key: bytes = b"") -> None:
+        self.engine = engine
+        self._lock = lock
+        self.key = key
+
+    def record(
+        self,
+        kind: str,
+        *,
+        user: str,
+        role: str = "",
+        source: str = "",
+        obj: str = "",
+        detail: str = "",
+        outcome: int = SUCCESS,
+    ) -> None:
+        if kind not in EVENTS:
+            raise ValueError(f"unknown audit event {kind!r}")
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        row = {
+            "at": now,
+            "event": kind,
+            "outcome": outcome,
+            "user": user[:128],
+            "role": role[:32],
+            "source": source[:64],
+            "object": obj[:256],
+            "detail": detail[:2048],
+        }
+        with self._lock, self.engine.begin() as conn:
+            head = conn.execute(
+                select(audit_head.c.seq, audit_head.c.digest)
+                .where(audit_head.c.id == 1)
+                .with_for_update()
+            ).first()
+            seq, prev = (head[0] + 1, head[1]) if head else (1, GENESIS)
+            row["seq"] = seq
+            digest = _digest(self.key, prev, row)
+            conn.execute(audit_log.insert().values(**row, prev=prev, digest=digest))
+            if head:
+                conn.execute(
+                    audit_head.update().where(audit_head.c.id == 1).values(seq=seq, digest=digest)
+                )
+            else:
+                conn.execute(audit_head.insert().values(id=1, seq=seq, digest=digest))
+
+    def rows(
+        self, where: AuditFilter | None = None, limit: int | None = None, offset: int = 0
+    ) -> list[dict[str, Any]]:
+        """Newest first."""
+        query = select(audit_log).where(*(where or AuditFilter()).where())
+        query = query.order_by(audit_log.c.seq.desc()).offset(offset)
+        if limit is not None:
+            query = query.limit(limit)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
+
+    def count(self, where: AuditFilter | None = None) -> int:
+        from sqlalchemy import func
+
+        query = select(func.count()).select_from(audit_log)
+        with self.engine.connect() as conn:
+            return int(conn.execute(query.where(*(where or AuditFilter()).where())).scalar_one())
+
+    def verify(self) -> Verification:
+        """Walk the chain from the first record; the first break is reported."""
+        prev, expected = GENESIS, 1
+        with self.engine.connect() as conn:
+            head = conn.execute(select(audit_head.c.seq, audit_head.c.digest)).first()
+            rows = conn.execute(select(audit_log).order_by(audit_log.c.seq))
+            for row in rows:
+                values = dict(row._mapping)
+                if values["seq"] != expected:
+                    return Verification(False, expected - 1, expected, "a record is missing")
+                if values["prev"] != prev or _digest(self.key, prev, values) != values["digest"]:
+                    return Verification(False, expected - 1, values["seq"], "a record was altered")
+                prev, expected = values["digest"], expected + 1
+        count = expected - 1
+        if (head is None and count) or (head is not None and tuple(head) != (count, prev)):
+            return Verification(False, count, count + 1, "records after the last were removed")
+        return Verification(True, count)
+
+    def csv(self, where: AuditFilter | None = None) -> Iterator[str]:
+        """CSV in RFC 3881 terms: one line per record, oldest first."""
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(
+            [
+                "Sequence",
+                "EventDateTime",
+                "EventID",
+                "EventIDMeaning",
+                "EventTypeCode",
+                "EventActionCode",
+                "EventOutcomeIndicator",
+                "UserID",
+                "RoleIDCode",
+                "NetworkAccessPointID",
+                "ParticipantObjectID",
+                "Detail",
+                "Digest",
+            ]
+        )
+        yield buffer.getvalue()
+        for row in reversed(self.rows(where)):
+            buffer.seek(0)
+            buffer.truncate()
+            code, meaning, action = EVENTS.get(row["event"], ("", "", ""))
+            writer.writerow(
+                [
+                    row["seq"],
+                    row["at"],
+                    code,
+                    meaning,
+                    row["event"],
+                    action,
+                    row["outcome"],
+                    row["user"],
+                    row["role"],
+                    row["source"],
+                    _csv_safe(row["object"]),
+                    _csv_safe(row["detail"]),
+                    row["digest"],
+                ]
+            )
+            yield buffer.getvalue()
+
+
+def _csv_safe(text: str) -> str:
+    """No formula injection when the CSV is opened in a spreadsheet."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
