@@ -76,9 +76,16 @@ class AccessPolicy:
             return Decision(None, remote=None, services=frozenset(SERVICES))
         if not address_allowed(remote, address):
             return Decision(CALLING_AE_NOT_RECOGNISED, "address not allowed for this AE title")
-        if tls_subject is not None and remote.tls_subject and tls_subject != remote.tls_subject:
+        if tls_subject is not None and not self._certificate_fits(remote, tls_subject):
             return Decision(CALLING_AE_NOT_RECOGNISED, "certificate is not this AE title's")
         return Decision(None, remote=remote, services=frozenset(remote.services))
+
+    def _certificate_fits(self, remote: RemoteAE, subject: str) -> bool:
+        """A certificate named by some entry's tls_subject proves that entry
+        only; one no entry names may stand for entries that name none."""
+        if remote.tls_subject:
+            return subject == remote.tls_subject
+        return all(r.tls_subject != subject for r in self.config.remote_aes)
 
     def admit(self, assoc_id: int, calling: str, remote: RemoteAE | None) -> bool:
         """Count an association about to be accepted; False when over a limit."""

@@ -50,7 +50,7 @@ class RemoteAE:
     # Megabytes this AE may have stored in the archive (0: no quota).
     quota_mb: int = 0
     # With mutual TLS: the client certificate's subject common name that
-    # proves this AE (empty: any certificate the CA signed, for this title).
+    # proves this AE (empty: a CA-signed certificate no other entry names).
     tls_subject: str = ""
 
 

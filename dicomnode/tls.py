@@ -44,15 +44,6 @@ def server_context(config: Config, *, client_certificates: bool = True) -> ssl.S
     return context
 
 
-def client_context(config: Config) -> ssl.SSLContext:
-    """Context for the node's own associations (C-MOVE destinations, forwarding)."""
-    context = _context(ssl.Purpose.SERVER_AUTH, config)
-    context.check_hostname = False  # peers are named by AE title, not host name
-    if config.tls_ca_certificates:
-        context.load_verify_locations(config.tls_ca_certificates)
-    return context
-
-
 def subject_name(certificate: dict | None) -> str:
     """The common name in a peer certificate as `SSLSocket.getpeercert` gives it."""
     for rdn in (certificate or {}).get("subject", ()):

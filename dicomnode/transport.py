@@ -64,6 +64,8 @@ class GuardedSocket(AssociationSocket):
             return bytearray()  # the DUL sees a short PDU: transport closed
         if self._header:
             data = super().recv(nr_bytes)
+            if len(data) < nr_bytes:
+                self._wake_acceptor()
             if len(data) == 6:
                 self._type, _, length = struct.unpack(">BBL", data)
                 limit = self.max_pdu if self._type == P_DATA_TF else MAX_CONTROL_PDU
@@ -73,6 +75,8 @@ class GuardedSocket(AssociationSocket):
             return data
         self._header = True
         data = super().recv(nr_bytes)
+        if len(data) < nr_bytes:
+            self._wake_acceptor()
         if self._type == P_DATA_TF and not self._count_instance_data(data):
             self._refuse(f"instance larger than {self.max_instance >> 20} MiB")
             return bytearray()
@@ -93,8 +97,16 @@ class GuardedSocket(AssociationSocket):
             offset += 4 + item_length
         return True
 
+    def _wake_acceptor(self) -> None:
+        """The peer is gone: if it never associated, stop waiting for its
+        A-ASSOCIATE-RQ now (pynetdicom would hold the thread for the whole
+        ACSE timeout, so junk connections would pile up)."""
+        if not self._assoc.is_established:
+            self._assoc.dul.to_user_queue.put(None)
+
     def _refuse(self, why: str) -> None:
         self._refused = True
+        self._wake_acceptor()
         peer = self._assoc.requestor
         log.warning("aborting association from %s at %s: %s", peer.ae_title, peer.address, why)
         try:
@@ -165,6 +177,9 @@ class GuardedRequestHandler(RequestHandler):
 class NodeAssociationServer(ThreadedAssociationServer):
     """Accept loop that only accepts; everything slow happens per connection."""
 
+    # Listen backlog: socketserver's 5 makes a burst of connections wait a
+    # whole second for SYN retransmission while the accept loop catches up.
+    request_queue_size = 128
     policy: AccessPolicy
     limits: tuple[int, int]  # largest P-DATA PDU, largest instance (bytes)
     max_connections: int

@@ -1,0 +1,263 @@
+"""The DIMSE port against strangers, wrong addresses, forbidden services,
+greedy peers, junk, idle sockets, and over TLS with DCMTK."""
+
+from __future__ import annotations
+
+import os
+import resource
+import socket
+import ssl
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydicom.uid import ExplicitVRLittleEndian
+from pynetdicom import AE
+from pynetdicom.sop_class import (
+    StudyRootQueryRetrieveInformationModelFind,
+    Verification,
+    XRayAngiographicImageStorage,
+)
+
+from dicomnode.config import Config, RemoteAE
+from dicomnode.node import Node
+from dicomnode.samples import PATIENTS, save, xa_instance
+from dicomnode.tls import make_ca, make_certificate
+from tests.conftest import dcmtk, make_config
+
+HOME = RemoteAE("OSH_CATH", "127.0.0.1", 104, "Osh Regional Hospital", services=("echo", "store"))
+ELSEWHERE = RemoteAE("NUKUS_ECHO", "127.0.0.1", 104, "Nukus", networks=("10.77.0.0/16",))
+FIND_ONLY = RemoteAE("KHUJAND_PACS", "127.0.0.1", 104, "Khujand", services=("echo", "find"))
+GET_ONLY = RemoteAE("ALMATY_VIEW", "127.0.0.1", 104, "Almaty", services=("get",))
+ONE_AT_A_TIME = RemoteAE("TASHKENT", "127.0.0.1", 104, "Tashkent", max_associations=1)
+QUOTA = RemoteAE("TURKESTAN", "127.0.0.1", 104, "Turkestan", quota_mb=1)
+TABLE = (HOME, ELSEWHERE, FIND_ONLY, GET_ONLY, ONE_AT_A_TIME, QUOTA)
+
+
+def secured(tmp_path: Path, **overrides: object) -> Config:
+    values: dict[str, object] = {"require_known_ae": True, "remote_aes": TABLE}
+    values.update(overrides)
+    return make_config(tmp_path, **values)
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[Node]:
+    with Node(secured(tmp_path), web=False) as running:
+        yield running
+
+
+def echo(port: int, calling: str, called: str = "CHDNODE") -> str:
+    result = dcmtk("echoscu", "-aet", calling, "-aec", called, "127.0.0.1", str(port))
+    return "ok" if result.returncode == 0 else result.stderr
+
+
+def associate(port: int, calling: str, *contexts: str):  # noqa: ANN201
+    ae = AE(ae_title=calling)
+    for context in contexts or (Verification,):
+        ae.add_requested_context(context)
+    return ae.associate("127.0.0.1", port, ae_title="CHDNODE")
+
+
+def test_known_ae_from_its_network_only(node: Node) -> None:
+    port = node.dicom.port
+    assert echo(port, "OSH_CATH") == "ok"
+    assert "Calling AE Title Not Recognized" in echo(port, "STRANGER")
+    assert "Calling AE Title Not Recognized" in echo(port, "NUKUS_ECHO")  # wrong address
+    assert "Called AE Title Not Recognized" in echo(port, "OSH_CATH", called="OTHERPACS")
+    audit = node.archive.index.audit.rows()
+    rejected = [(r["user"], r["detail"]) for r in audit if r["event"] == "association-rejected"]
+    assert ("STRANGER", "calling AE title is not known") in rejected
+    assert ("NUKUS_ECHO", "address not allowed for this AE title") in rejected
+    assert node.archive.index.audit.verify().ok
+
+
+def test_services_are_granted_per_ae(node: Node, tmp_path: Path) -> None:
+    port = node.dicom.port
+    ds = xa_instance(
+        PATIENTS[0], frames=2, rows=32, cols=32, transfer_syntax=ExplicitVRLittleEndian
+    )
+    path = save(ds, tmp_path / "xa.dcm")
+    refused = dcmtk("dcmsend", "-aet", "KHUJAND_PACS", "-aec", "CHDNODE", "127.0.0.1", port, path)
+    # No storage context for a find-only peer (dcmsend exits 0 on that).
+    assert "No Acceptable Presentation Contexts" in refused.stderr
+    query = ["-S", "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID"]
+    found = dcmtk("findscu", "-aet", "KHUJAND_PACS", "-aec", "CHDNODE", "127.0.0.1", port, *query)
+    assert found.returncode == 0, found.stderr
+    not_found = dcmtk("findscu", "-aet", "OSH_CATH", "-aec", "CHDNODE", "127.0.0.1", port, *query)
+    assert not_found.returncode != 0  # store-and-echo peer: C-FIND context rejected
+    # A C-GET peer has storage contexts (it receives on them) but may not store.
+    assoc = associate(port, "ALMATY_VIEW", XRayAngiographicImageStorage)
+    assert assoc.is_established
+    from pydicom import dcmread
+
+    status = assoc.send_c_store(dcmread(path))
+    assoc.release()
+    assert status.Status == 0x0124
+    assert node.archive.index.stats()["instances"] == 0
+
+
+def test_limits_per_ae_count_associations_not_sockets(node: Node) -> None:
+    first = associate(node.dicom.port, "TASHKENT")
+    assert first.is_established
+    second = associate(node.dicom.port, "TASHKENT")
+    assert second.is_rejected
+    assert (second.acceptor.primitive.result, second.acceptor.primitive.diagnostic) == (2, 2)
+    first.release()
+    third = associate(node.dicom.port, "TASHKENT")
+    assert third.is_established
+    third.release()
+
+
+def test_quota_refuses_with_out_of_resources(node: Node, tmp_path: Path) -> None:
+    from pydicom import dcmread
+
+    assoc = associate(node.dicom.port, "TURKESTAN", XRayAngiographicImageStorage)
+    statuses = []
+    for n in range(3):  # 3 x 640 kB against 1 MB
+        ds = xa_instance(
+            PATIENTS[2],
+            frames=10,
+            rows=256,
+            cols=256,
+            seed=n,
+            transfer_syntax=ExplicitVRLittleEndian,
+        )
+        statuses.append(assoc.send_c_store(dcmread(save(ds, tmp_path / f"{n}.dcm"))).Status)
+    assoc.release()
+    assert statuses[0] == 0 and statuses[-1] == 0xA700
+
+
+def _idle_connections(port: int, count: int) -> list[socket.socket]:
+    return [socket.create_connection(("127.0.0.1", port)) for _ in range(count)]
+
+
+def test_fifty_idle_connections_do_not_block_a_real_one(node: Node) -> None:
+    idle = _idle_connections(node.dicom.port, 50)
+    try:
+        started = time.monotonic()
+        assert echo(node.dicom.port, "OSH_CATH") == "ok"
+        assert time.monotonic() - started < 1.0
+    finally:
+        for connection in idle:
+            connection.close()
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def test_huge_pdus_junk_and_half_open_connections(node: Node) -> None:
+    port = node.dicom.port
+    for pdu_type in (0x01, 0x04):  # an association request and a P-DATA of 4 GiB
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as peer:
+            peer.sendall(struct.pack(">BBL", pdu_type, 0, 0xFFFFFFFF) + b"\0" * 4096)
+            answer = peer.recv(10)
+            assert answer[:1] == b"\x07"  # A-ABORT, nothing buffered
+            assert peer.recv(10) == b""  # and the connection is closed
+    before, threads = _rss_mb(), threading.active_count()
+    for n in range(1000):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as peer:
+            peer.sendall(os.urandom(1 + n % 97) if n % 3 else b"\x01\x00\x00")
+    assert echo(port, "OSH_CATH") == "ok"
+    assert _rss_mb() - before < 40
+    deadline = time.monotonic() + 30
+    while threading.active_count() > threads + 4 and time.monotonic() < deadline:
+        time.sleep(0.05)  # junk connections' threads wind down by themselves
+    assert threading.active_count() <= threads + 4
+
+
+def test_an_instance_over_the_size_limit_is_aborted_as_it_arrives(tmp_path: Path) -> None:
+    config = secured(tmp_path, max_instance_mb=1)
+    big = save(xa_instance(PATIENTS[3], frames=40, rows=256, cols=256), tmp_path / "big.dcm")
+    small = save(xa_instance(PATIENTS[3], frames=2, rows=64, cols=64), tmp_path / "small.dcm")
+    with Node(config, web=False) as node:
+        port = node.dicom.port
+        sent = dcmtk("dcmsend", "-aet", "OSH_CATH", "-aec", "CHDNODE", "127.0.0.1", port, big)
+        assert "Association Aborted" in sent.stderr or "aborted" in sent.stderr.lower()
+        assert node.archive.index.stats()["instances"] == 0
+        again = dcmtk("dcmsend", "-aet", "OSH_CATH", "-aec", "CHDNODE", "127.0.0.1", port, small)
+        assert again.returncode == 0, again.stderr
+        assert node.archive.index.stats()["instances"] == 1
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("pki")
+    make_ca(folder)
+    make_certificate(folder, "chdnode.test", ["127.0.0.1", "localhost"])
+    make_certificate(folder, "cath1.osh.test", [])
+    rogue = folder / "rogue"
+    make_ca(rogue)
+    make_certificate(rogue, "cath1.osh.test", [])
+    return folder
+
+
+def tls_config(tmp_path: Path, pki: Path) -> Config:
+    home = RemoteAE("OSH_CATH", "127.0.0.1", 104, "Osh", tls_subject="cath1.osh.test")
+    return secured(
+        tmp_path,
+        remote_aes=(home, FIND_ONLY),
+        dimse_tls=True,
+        tls_certificate=str(pki / "chdnode.test.crt"),
+        tls_private_key=str(pki / "chdnode.test.key"),
+        tls_ca_certificates=str(pki / "ca.crt"),
+    )
+
+
+def tls_send(port: int, calling: str, key: Path, cert: Path, ca: Path, path: Path) -> str:
+    result = dcmtk(
+        "storescu", "+tls", key, cert, "+cf", ca, "-aet", calling, "-aec", "CHDNODE",
+        "127.0.0.1", port, path,
+    )  # fmt: skip
+    return "ok" if result.returncode == 0 else result.stderr
+
+
+@pytest.mark.slow
+def test_mutual_tls_with_dcmtk(tmp_path: Path, pki: Path) -> None:
+    ds = xa_instance(
+        PATIENTS[4], frames=2, rows=32, cols=32, transfer_syntax=ExplicitVRLittleEndian
+    )
+    path = save(ds, tmp_path / "xa.dcm")
+    key, cert, ca = pki / "cath1.osh.test.key", pki / "cath1.osh.test.crt", pki / "ca.crt"
+    with Node(tls_config(tmp_path, pki), web=False) as node:
+        port = node.dicom.port
+        assert tls_send(port, "OSH_CATH", key, cert, ca, path) == "ok"
+        # A certificate from another CA, the right certificate for another AE
+        # title, and plain TCP: all refused, and nothing more stored.
+        rogue = pki / "rogue"
+        assert tls_send(port, "OSH_CATH", rogue / "cath1.osh.test.key",
+                        rogue / "cath1.osh.test.crt", ca, path) != "ok"  # fmt: skip
+        assert "Not Recognized" in tls_send(port, "KHUJAND_PACS", key, cert, ca, path)
+        assert echo(port, "OSH_CATH") != "ok"
+        found = dcmtk(
+            "findscu", "+tls", key, cert, "+cf", ca, "-aet", "OSH_CATH", "-aec", "CHDNODE",
+            "127.0.0.1", port, "-S", "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID",
+        )  # fmt: skip
+        assert found.returncode == 0, found.stderr  # OSH_CATH here may use every service
+        assert node.archive.index.stats()["instances"] == 1
+        events = [r["event"] for r in node.archive.index.audit.rows()]
+        assert events.count("association-rejected") >= 3
+
+
+@pytest.mark.slow
+def test_idle_tls_connections_do_not_block_the_handshake_of_others(
+    tmp_path: Path, pki: Path
+) -> None:
+    client = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    client.check_hostname = False
+    client.load_cert_chain(pki / "cath1.osh.test.crt", pki / "cath1.osh.test.key")
+    with Node(tls_config(tmp_path, pki), web=False) as node:
+        idle = _idle_connections(node.dicom.port, 50)  # TCP open, no ClientHello
+        try:
+            started = time.monotonic()
+            raw = socket.create_connection(("127.0.0.1", node.dicom.port), timeout=5)
+            with client.wrap_socket(raw) as tls:
+                assert tls.version() in ("TLSv1.2", "TLSv1.3")
+            assert time.monotonic() - started < 1.0
+        finally:
+            for connection in idle:
+                connection.close()
