@@ -17,7 +17,6 @@ import pytest
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE
 from pynetdicom.sop_class import (
-    StudyRootQueryRetrieveInformationModelFind,
     Verification,
     XRayAngiographicImageStorage,
 )
@@ -54,7 +53,7 @@ def echo(port: int, calling: str, called: str = "CHDNODE") -> str:
     return "ok" if result.returncode == 0 else result.stderr
 
 
-def associate(port: int, calling: str, *contexts: str):  # noqa: ANN201
+def associate(port: int, calling: str, *contexts: str):
     ae = AE(ae_title=calling)
     for context in contexts or (Verification,):
         ae.add_requested_context(context)
