@@ -8,7 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
-from dicomnode import __version__, logs
+from dicomnode import __version__, cli_security, logs
 from dicomnode.config import Config, ConfigError, load, to_toml
 from dicomnode.deid.secret import KeyFileError
 
@@ -104,6 +104,7 @@ def _parser() -> argparse.ArgumentParser:
         "--preview", action="store_true", help="print what would be exported; write nothing"
     )
     exp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    cli_security.add_parsers(commands)
     return parser
 
 
@@ -391,6 +392,10 @@ def _run(args: argparse.Namespace, config: Config) -> int:
         return _quarantine(config, args.action, set(args.uids) or None)
     if args.command == "export":
         return _export(config, args)
+    if args.command == "tls":
+        return cli_security.run_tls(args)
+    if args.command == "audit":
+        return cli_security.run_audit(config, args)
     if args.command == "demo":
         from dicomnode.samples import demo_files
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from typing import Any
@@ -42,7 +43,22 @@ class Node:
         self._web_enabled = web
         self._web: Any = None
 
+    def _audit_start(self) -> None:
+        """A start, and a configuration that differs from the last start's."""
+        from dicomnode import __version__
+        from dicomnode.config import to_toml
+        from storage.audit import AuditFilter
+
+        trail = self.archive.index.audit
+        digest = hashlib.sha256(to_toml(self.config).encode("utf-8")).hexdigest()
+        last = trail.rows(AuditFilter(event="config-change"), limit=1)
+        if not last or last[0]["object"] != digest:
+            detail = "first start" if not last else f"was {last[0]['object'][:16]}"
+            trail.record("config-change", user="dicomnode", obj=digest, detail=detail)
+        trail.record("node-start", user="dicomnode", detail=f"version {__version__}")
+
     def start(self) -> Node:
+        self._audit_start()
         self.dicom.start()
         threading.Thread(target=self.forwarder.run_forever, daemon=True, name="forward").start()
         if self._web_enabled:
