@@ -45,12 +45,11 @@ def test_records_chain_and_filter(archive: Archive) -> None:
 
 def test_the_database_refuses_updates_and_deletes(archive: Archive) -> None:
     fill(archive.index.audit)
-    with pytest.raises(DatabaseError, match="append-only"):
-        with archive.index.engine.begin() as conn:
-            conn.exec_driver_sql("UPDATE audit_log SET user = 'nobody'")
-    with pytest.raises(DatabaseError, match="append-only"):
-        with archive.index.engine.begin() as conn:
-            conn.exec_driver_sql("DELETE FROM audit_log")
+    engine = archive.index.engine
+    with pytest.raises(DatabaseError, match="append-only"), engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE audit_log SET user = 'nobody'")
+    with pytest.raises(DatabaseError, match="append-only"), engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM audit_log")
 
 
 @pytest.mark.parametrize(
