@@ -106,7 +106,7 @@ class Verification:
 
 @dataclass(frozen=True)
 class AuditFilter:
-    """Exact user/event/source, outcome, and an inclusive date range (YYYY-MM-DD)."""
+    """Exact user/event/source, outcome, an inclusive date range (YYYY-MM-DD)."""
 
     user: str = ""
     event: str = ""
@@ -114,6 +114,7 @@ class AuditFilter:
     failures_only: bool = False
     date_from: str = ""
     date_to: str = ""
+    since: str = ""  # an ISO 8601 UTC instant
 
     def where(self) -> list[Any]:
         c = audit_log.c
@@ -127,6 +128,8 @@ class AuditFilter:
             clauses.append(c.at >= self.date_from)
         if self.date_to:
             clauses.append(c.at < self.date_to + "T99")  # the whole last day
+        if self.since:
+            clauses.append(c.at >= self.since)
         return clauses
 
 

@@ -57,8 +57,14 @@ def page(web_node: Node):
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         page.base = f"http://127.0.0.1:{web_node.http_port}"  # type: ignore[attr-defined]
+        blocked: list[str] = []  # the CSP allows no inline script: nothing may need one
+        page.on(
+            "console",
+            lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None,
+        )
         yield page
         browser.close()
+        assert blocked == [], blocked
 
 
 def log_in(page, password: str = PASSWORD) -> None:

@@ -25,7 +25,7 @@ PASSWORD = "correct horse battery"
 @pytest.fixture
 def web(config: Config) -> Iterator[tuple[Node, DICOMwebClient, str]]:
     with Node(replace(config, http_host="127.0.0.1"), web=True) as node:
-        node.archive.index.accounts.add("pacs", generate_password_hash(PASSWORD), "researcher")
+        node.archive.index.accounts.add("pacs", generate_password_hash(PASSWORD), "cardiologist")
         url = f"http://127.0.0.1:{node.http_port}/dicom-web"
         session = create_session_from_user_pass("pacs", PASSWORD)
         yield node, DICOMwebClient(url=url, session=session), url

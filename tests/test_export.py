@@ -209,6 +209,7 @@ def test_web_export_for_researchers_only_with_preview_and_download(
     from werkzeug.security import generate_password_hash
 
     from tests.test_viewer import PASSWORD
+    from tests.test_viewer import as_user as log_in_as
     from viewer import create_app
 
     accounts = cohort_archive.index.accounts
@@ -218,8 +219,7 @@ def test_web_export_for_researchers_only_with_preview_and_download(
     client = app.test_client()
 
     def as_user(name: str) -> None:
-        with client.session_transaction() as session:
-            session["user"], session["csrf"] = name, "token"
+        log_in_as(client, name)
 
     as_user("amina")
     assert client.get("/api/exports/preview").status_code == 403

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 from urllib.parse import urlencode
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from dicomnode.config import Config
 from dicomnode.ingest import Ingestor
 from storage.archive import Archive
+
+log = logging.getLogger(__name__)
 
 
 def create_app(
@@ -18,7 +21,7 @@ def create_app(
 ) -> Flask:
     """Application factory: configuration, archive, session key (and the
     ingestor that stores the node's own reports) are passed in."""
-    from viewer import auth, dicomweb, exports, frames, i18n, studies
+    from viewer import admin, auth, dicomweb, exports, frames, i18n, security, studies
     from viewer.planning import pages as planning_pages
     from viewer.planning import routes as planning
 
@@ -28,8 +31,8 @@ def create_app(
         SECRET_KEY=secret_key,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
-        SESSION_COOKIE_SECURE=config.http_secure_cookies,
     )
+    security.install(app, config)
     app.extensions["archive"] = archive
     app.extensions["ingestor"] = ingestor or Ingestor(config, archive)
     app.register_blueprint(auth.bp)
@@ -39,6 +42,7 @@ def create_app(
     app.register_blueprint(planning_pages.bp)
     app.register_blueprint(dicomweb.bp)
     app.register_blueprint(exports.bp)
+    app.register_blueprint(admin.bp, url_prefix="/admin")
     i18n.install(app)
     exports.install(app)
     app.jinja_env.globals["csrf_token"] = auth.csrf_token
@@ -58,5 +62,11 @@ def create_app(
     def http_error(error: HTTPException) -> Any:
         # A clear message, never a stack trace or a value of the data.
         return jsonify(error=error.name, message=error.description), error.code
+
+    @app.errorhandler(Exception)
+    def unexpected(error: Exception) -> Any:
+        # The message may quote data (a name in a pydicom error): log the kind only.
+        log.error("unhandled %s in %s", type(error).__name__, request.endpoint)
+        return jsonify(error="Internal Server Error", message="an unexpected error"), 500
 
     return app

@@ -1,15 +1,20 @@
 """Login, sessions, roles and CSRF: everything but login and health needs a user.
 
-Sessions are Flask's signed cookies (HttpOnly, SameSite=Lax; Secure when the
-node is served over TLS) holding only the user name and a CSRF token; every
-state-changing request must carry that token (form field or X-CSRF-Token).
+Sessions are Flask's signed cookies (HttpOnly, SameSite=Lax; Secure under
+TLS) holding the user name, a CSRF token and two times: when the user logged
+in and when they were last seen, so sessions end after inactivity and after
+a maximum age. Every state-changing request must carry the CSRF token (form
+field or X-CSRF-Token). Roles come from `permissions.RULES`, checked here.
+Failed logins are counted from the audit trail itself (per user name and per
+address over 15 minutes), so the limit holds across node processes.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
-from functools import cache, wraps
+import time
+from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import Any
 
 from flask import (
@@ -26,12 +31,14 @@ from flask import (
 )
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from storage.accounts import Accounts
+from storage.accounts import Accounts, User
+from storage.audit import MINOR_FAILURE, AuditFilter, AuditTrail
 from viewer.i18n import gettext
+from viewer.permissions import allowed, is_open
 
 bp = Blueprint("auth", __name__)
-OPEN_ENDPOINTS = {"auth.login", "health", "static"}
 _UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
+THROTTLE_WINDOW = timedelta(minutes=15)
 
 
 @cache
@@ -44,10 +51,38 @@ def accounts() -> Accounts:
     return current_app.extensions["archive"].index.accounts
 
 
+def trail() -> AuditTrail:
+    return current_app.extensions["archive"].index.audit
+
+
+def audit(kind: str, user: str, **fields: Any) -> None:
+    """An audit record of this request: who, from which address."""
+    role = fields.pop("role", getattr(g.get("user"), "role", ""))
+    trail().record(kind, user=user, role=role, source=request.remote_addr or "", **fields)
+
+
 def csrf_token() -> str:
     if "csrf" not in session:
         session["csrf"] = secrets.token_urlsafe(32)
     return session["csrf"]
+
+
+def _check_password(username: str, password: str) -> User | None:
+    user = accounts().get(username)
+    valid = check_password_hash(user.password_hash if user else _dummy_hash(), password)
+    return user if user is not None and valid and not user.disabled else None
+
+
+def _throttled(username: str) -> bool:
+    """Too many failed logins lately for this user name or from this address."""
+    limit = current_app.config["NODE_CONFIG"].login_attempts
+    since = (datetime.now(UTC) - THROTTLE_WINDOW).strftime("%Y-%m-%dT%H:%M:%S")
+    failures = AuditFilter(event="login", failures_only=True, since=since)
+    by_user = trail().count(AuditFilter(**{**failures.__dict__, "user": username}))
+    by_address = trail().count(
+        AuditFilter(**{**failures.__dict__, "source": request.remote_addr or ""})
+    )
+    return by_user >= limit or by_address >= limit
 
 
 def _basic_user() -> Any:
@@ -55,9 +90,10 @@ def _basic_user() -> Any:
     given = request.authorization if request.path.startswith("/dicom-web/") else None
     if given is None or given.type != "basic":
         return None
-    user = accounts().get(given.username or "")
-    valid = check_password_hash(user.password_hash if user else _dummy_hash(), given.password or "")
-    if user is None or not valid or user.disabled:
+    username = (given.username or "")[:64]
+    user = None if _throttled(username) else _check_password(username, given.password or "")
+    if user is None:
+        audit("login", username, outcome=MINOR_FAILURE, detail="DICOMweb basic authentication")
         abort(
             Response(
                 "wrong user name or password",
@@ -68,62 +104,74 @@ def _basic_user() -> Any:
     return user
 
 
+def _session_expired() -> bool:
+    config = current_app.config["NODE_CONFIG"]
+    now = time.time()
+    seen, since = session.get("seen", 0), session.get("since", 0)
+    if (
+        now - seen > config.session_idle_minutes * 60
+        or now - since > config.session_max_hours * 3600
+    ):
+        return True
+    session["seen"] = now
+    return False
+
+
 @bp.before_app_request
 def require_login_and_csrf() -> Any:
     if (user := _basic_user()) is not None:
         g.user = user  # no cookie involved: nothing for CSRF to forge
-        return None
-    if request.method in _UNSAFE:
-        sent = request.form.get("csrf_token") or request.headers.get("X-CSRF-Token")
-        if not sent or not secrets.compare_digest(sent, session.get("csrf", "")):
-            abort(400, description="missing or wrong CSRF token")
-    if request.endpoint in OPEN_ENDPOINTS:
-        return None
-    user = accounts().get(session.get("user", "")) if session.get("user") else None
-    if user is None or user.disabled:
-        session.pop("user", None)
-        if request.path.startswith(("/api/", "/dicom-web/")):
-            abort(401, description="log in first")
-        return redirect(url_for("auth.login", next=request.path))
-    g.user = user
+    else:
+        if request.method in _UNSAFE:
+            sent = request.form.get("csrf_token") or request.headers.get("X-CSRF-Token")
+            if not sent or not secrets.compare_digest(sent, session.get("csrf", "")):
+                abort(400, description="missing or wrong CSRF token")
+        if is_open(request.endpoint):
+            return None
+        name = session.get("user")
+        user = accounts().get(name) if name else None
+        if user is None or user.disabled or _session_expired():
+            for key in ("user", "since", "seen"):  # the CSRF token stays: a login form uses it
+                session.pop(key, None)
+            if request.path.startswith(("/api/", "/dicom-web/")):
+                abort(401, description="log in first")
+            return redirect(url_for("auth.login", next=request.path))
+        g.user = user
+    if not allowed(request.endpoint, g.user.role):
+        audit("access-denied", g.user.username, obj=request.endpoint or "", outcome=MINOR_FAILURE)
+        abort(403, description=f"the role {g.user.role} may not do this")
     return None
-
-
-def role_required(*roles: str) -> Callable:
-    def decorate(view: Callable) -> Callable:
-        @wraps(view)
-        def wrapped(*args: Any, **kwargs: Any) -> Any:
-            if g.user.role not in roles:
-                abort(403, description=f"needs the role {' or '.join(roles)}")
-            return view(*args, **kwargs)
-
-        return wrapped
-
-    return decorate
 
 
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> Any:
     error = None
     if request.method == "POST":
-        user = accounts().get(request.form.get("username", ""))
-        password = request.form.get("password", "")
-        valid = check_password_hash(user.password_hash if user else _dummy_hash(), password)
-        if user is not None and valid and not user.disabled:
+        username = request.form.get("username", "")[:64]
+        if _throttled(username):
+            audit("login", username, role="", outcome=MINOR_FAILURE, detail="throttled")
+            error = gettext("Too many failed logins. Try again in 15 minutes.")
+            return render_template("login.html", error=error), 429
+        user = _check_password(username, request.form.get("password", ""))
+        if user is not None:
             session.clear()
-            session["user"] = user.username
+            session.permanent = True  # the cookie expires with session_max_hours
+            session.update(user=user.username, since=time.time(), seen=time.time())
             csrf_token()
+            audit("login", user.username, role=user.role)
             target = request.args.get("next", "")
             return redirect(
                 target
                 if target.startswith("/") and not target.startswith("//")
                 else url_for("studies.index")
             )
+        audit("login", username, role="", outcome=MINOR_FAILURE, detail="wrong password")
         error = gettext("Wrong user name or password.")
     return render_template("login.html", error=error), 401 if error else 200
 
 
 @bp.post("/logout")
 def logout() -> Any:
+    audit("logout", g.user.username)
     session.clear()
     return redirect(url_for("auth.login"))

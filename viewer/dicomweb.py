@@ -27,6 +27,7 @@ from dicomnode.importer import split_file
 from dicomnode.ingest import Incoming, Outcome
 from storage.keys import Level
 from storage.query import Query, QueryError
+from viewer.auth import audit
 
 bp = Blueprint("dicomweb", __name__, url_prefix="/dicom-web")
 JSON = "application/dicom+json"
@@ -180,7 +181,10 @@ def _multipart(uids: list[str]) -> Response:
 
 @bp.get("/studies/<study>")
 def retrieve_study(study: str) -> Response:
-    return _multipart(_instances(StudyInstanceUID=study))
+    uids = _instances(StudyInstanceUID=study)
+    if uids:
+        audit("study-view", g.user.username, obj=study, detail="DICOMweb retrieve")
+    return _multipart(uids)
 
 
 @bp.get("/studies/<study>/series/<series>")

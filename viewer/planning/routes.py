@@ -12,7 +12,7 @@ from pydicom.dataset import Dataset
 
 from storage.keys import Level
 from storage.query import Query
-from viewer.auth import role_required
+from viewer.auth import audit
 from viewer.planning import calibration as cal
 from viewer.planning import sizing
 from viewer.planning.report import Slot, measurement_report
@@ -133,7 +133,6 @@ def plans(uid: str) -> Any:
 
 
 @bp.post("/studies/<uid>/plans")
-@role_required("cardiologist", "admin")
 def save_plan(uid: str) -> Any:
     """Save a new version and write it as an SR series of the study."""
     body = request.get_json(silent=True) or {}
@@ -190,4 +189,5 @@ def save_plan(uid: str) -> Any:
         "proposal": asdict(suggestion) if suggestion else None,
     }
     version = archive.index.plans.add(uid, defect, content, g.user.username, str(sr.SOPInstanceUID))
+    audit("plan-save", g.user.username, obj=uid, detail=f"{defect} version {version}")
     return jsonify(version=version, sr_uid=str(sr.SOPInstanceUID), **content), 201

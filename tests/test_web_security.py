@@ -1,0 +1,167 @@
+"""The web app against each role, forged requests, password guessing, stale
+sessions, framing and script injection, and what errors reveal."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import replace
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from werkzeug.security import generate_password_hash
+
+from dicomnode.config import Config
+from dicomnode.ingest import Ingestor, Outcome
+from storage.accounts import ROLES
+from storage.archive import Archive
+from tests.conftest import incoming
+from tests.test_viewer import PASSWORD, as_user
+from viewer import create_app
+from viewer.permissions import OPEN, RULES
+
+
+@pytest.fixture
+def app(config: Config, archive: Archive) -> Flask:
+    for role in ROLES:
+        archive.index.accounts.add(f"{role}-user", generate_password_hash(PASSWORD), role)
+    return create_app(config, archive, b"k" * 32)
+
+
+def _url(rule: str) -> str:
+    """A concrete URL for a rule: variables become harmless values."""
+    return re.sub(r"<(?:int:|path:)?(\w+)>", lambda m: "1" if "int" in m.group(0) else "9.9", rule)
+
+
+def test_every_route_has_a_rule(app: Flask) -> None:
+    endpoints = {rule.endpoint for rule in app.url_map.iter_rules()}
+    assert endpoints - set(RULES) == set(), "a route without an access rule (viewer/permissions.py)"
+    assert set(RULES) - endpoints == set(), "a rule for a route that no longer exists"
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_each_role_reaches_exactly_what_its_rules_allow(app: Flask, role: str) -> None:
+    client = app.test_client()
+    as_user(client, f"{role}-user")
+    for rule in app.url_map.iter_rules():
+        method = "POST" if "POST" in rule.methods else "GET"
+        if rule.endpoint in ("auth.login", "auth.logout", "i18n.choose"):
+            continue  # open, or they end the session: checked elsewhere
+        response = client.open(_url(rule.rule), method=method, headers={"X-CSRF-Token": "token"})
+        granted = RULES[rule.endpoint] is OPEN or role in RULES[rule.endpoint]
+        assert (response.status_code != 403) == granted, (rule.rule, role, response.status_code)
+        assert response.status_code != 401, rule.rule
+        assert response.status_code < 500, (rule.rule, response.get_data(as_text=True)[:200])
+    denied = app.extensions["archive"].index.audit.rows()
+    assert role == "admin" or any(r["event"] == "access-denied" for r in denied)
+
+
+def test_no_login_no_access_and_csrf(app: Flask) -> None:
+    client = app.test_client()
+    assert client.get("/api/stats").status_code == 401
+    assert client.get("/").status_code == 302
+    as_user(client, "cardiologist-user")
+    assert client.post("/api/studies/9.9/plans", json={}).status_code == 400  # no token
+    assert "CSRF" in client.post("/logout").get_json()["message"]
+
+
+def _attempt(client: FlaskClient, user: str, password: str, address: str) -> int:
+    with client.session_transaction() as session:
+        session["csrf"] = "token"
+    return client.post(
+        "/login",
+        data={"username": user, "password": password, "csrf_token": "token"},
+        environ_base={"REMOTE_ADDR": address},
+    ).status_code
+
+
+def test_password_guessing_is_throttled_per_user_and_per_address(
+    app: Flask, config: Config
+) -> None:
+    client = app.test_client()
+    for n in range(config.login_attempts):
+        assert _attempt(client, "researcher-user", f"guess {n} is wrong", "10.0.0.66") == 401
+    # The right password no longer helps, from the same or another address...
+    assert _attempt(client, "researcher-user", PASSWORD, "10.0.0.66") == 429
+    assert _attempt(client, "researcher-user", PASSWORD, "10.0.0.7") == 429
+    # ...and the guessing address cannot move on to another account.
+    assert _attempt(client, "admin-user", PASSWORD, "10.0.0.66") == 429
+    assert _attempt(client, "cardiologist-user", PASSWORD, "10.0.0.8") == 302
+    trail = app.extensions["archive"].index.audit
+    logins = [(r["user"], r["outcome"], r["detail"]) for r in trail.rows() if r["event"] == "login"]
+    assert ("researcher-user", 4, "throttled") in logins
+    assert ("cardiologist-user", 0, "") in logins
+    assert all(PASSWORD not in str(row) for row in trail.rows())
+
+
+def test_sessions_end_after_inactivity_and_at_their_maximum_age(app: Flask) -> None:
+    client = app.test_client()
+    as_user(client, "cardiologist-user")
+    assert client.get("/api/stats").status_code == 200
+    with client.session_transaction() as session:
+        session["seen"] = time.time() - 31 * 60
+    assert client.get("/api/stats").status_code == 401
+    as_user(client, "cardiologist-user")
+    with client.session_transaction() as session:
+        session["since"] = time.time() - 13 * 3600
+    assert client.get("/api/stats").status_code == 401
+
+
+def test_headers_forbid_inline_script_framing_and_sniffing(
+    app: Flask, config: Config, archive: Archive
+) -> None:
+    client = app.test_client()
+    page = client.get("/login")
+    csp = page.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+    assert "frame-ancestors 'none'" in csp
+    assert page.headers["X-Content-Type-Options"] == "nosniff"
+    assert page.headers["Cache-Control"] == "no-store"
+    assert "Strict-Transport-Security" not in page.headers
+    for template in app.jinja_loader.list_templates() if app.jinja_loader else []:
+        source = app.jinja_loader.get_source(app.jinja_env, template)[0]  # type: ignore[union-attr]
+        assert not re.search(r"<script(?![^>]*\b(src|type=\"application/json\"))", source), template
+        assert not re.search(r"\son[a-z]+=", source), template
+        assert "style=" not in source, template
+    tls = replace(config, http_tls=True, tls_certificate="c.pem", tls_private_key="k.pem")
+    hsts = create_app(tls, archive, b"k" * 32).test_client().get("/login")
+    assert hsts.headers["Strict-Transport-Security"].startswith("max-age=")
+
+
+def test_errors_carry_no_stack_trace_or_data(
+    app: Flask, ingestor: Ingestor, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.test_ingest import instance
+
+    ds = instance()
+    assert ingestor.ingest(incoming(ds)).outcome is Outcome.STORED
+
+    @app.get("/boom")
+    def boom() -> None:
+        raise RuntimeError(f"patient {ds.PatientName} broke it")
+
+    RULES["boom"] = frozenset(ROLES)
+    try:
+        client = app.test_client()
+        as_user(client, "admin-user")
+        response = client.get("/boom")
+    finally:
+        del RULES["boom"]
+    body = response.get_data(as_text=True)
+    assert response.status_code == 500 and "Traceback" not in body and "patient" not in body
+    assert "patient" not in caplog.text and "RuntimeError" in caplog.text
+
+
+def test_admins_read_filter_verify_and_export_the_trail(app: Flask) -> None:
+    client = app.test_client()
+    _attempt(client, "nobody", "wrong password guess", "10.0.0.9")
+    as_user(client, "admin-user")
+    page = client.get("/admin/audit?failures=1").get_data(as_text=True)
+    assert 'id="chain"' in page and "nobody" in page and "10.0.0.9" in page
+    csv = client.get("/admin/audit.csv?user=nobody")
+    assert csv.mimetype == "text/csv"
+    lines = csv.get_data(as_text=True).splitlines()
+    assert len(lines) == 2 and ",110114,User Authentication,login," in lines[1]
+    events = [r["event"] for r in app.extensions["archive"].index.audit.rows()]
+    assert events.count("audit-read") == 2
