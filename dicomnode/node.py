@@ -7,13 +7,12 @@ import logging
 import threading
 from typing import Any
 
-from waitress.server import create_server
-
 from dicomnode.config import Config
 from dicomnode.deid.secret import load_or_create_key
 from dicomnode.forwarding import Forwarder
 from dicomnode.ingest import Ingestor
 from dicomnode.server import DicomServer
+from dicomnode.webserver import WebServer
 from storage.archive import Archive, DuplicatePolicy
 
 log = logging.getLogger(__name__)
@@ -66,27 +65,23 @@ class Node:
 
             key = load_or_create_key(self.config.key_dir / WEB_KEY, self.config.data_dir)
             app = create_app(self.config, self.archive, key, self.ingestor)
-            # waitress: a production WSGI server, threads for parallel frame requests.
-            self._web = create_server(
-                app,
-                host=self.config.http_host,
-                port=self.config.http_port,
-                threads=8,
-                ident="chd-node",
+            # Threads for parallel frame requests of the cine viewports.
+            self._web = WebServer(app, self.config, threads=8)
+            self._web.start()
+            log.info(
+                "web app on %s://%s:%d", self._web.scheme, self.config.http_host, self.http_port
             )
-            threading.Thread(target=self._web.run, daemon=True, name="web").start()
-            log.info("web app on http://%s:%d", self.config.http_host, self.http_port)
         return self
 
     @property
     def http_port(self) -> int | None:
-        return self._web.effective_port if self._web else None
+        return self._web.port if self._web else None
 
     def stop(self) -> None:
         self.forwarder.stop()
         self.dicom.stop()
         if self._web is not None:
-            self._web.close()
+            self._web.stop()
             self._web = None
         self.archive.close()
 

@@ -11,6 +11,7 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -260,3 +261,27 @@ def test_idle_tls_connections_do_not_block_the_handshake_of_others(
         finally:
             for connection in idle:
                 connection.close()
+
+
+@pytest.mark.slow
+def test_https_with_idle_connections_beside_it(tmp_path: Path, pki: Path) -> None:
+    import http.client
+
+    config = replace(tls_config(tmp_path, pki), http_tls=True)
+    client = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    with Node(config, web=True) as node:
+        idle = _idle_connections(node.http_port, 50)
+        try:
+            started = time.monotonic()
+            https = http.client.HTTPSConnection("127.0.0.1", node.http_port, context=client)
+            https.request("GET", "/healthz")
+            answer = https.getresponse()
+            assert answer.status == 200 and answer.getheader("Strict-Transport-Security")
+            assert time.monotonic() - started < 1.0
+        finally:
+            for connection in idle:
+                connection.close()
+        plain = http.client.HTTPConnection("127.0.0.1", node.http_port, timeout=5)
+        with pytest.raises((OSError, http.client.HTTPException)):
+            plain.request("GET", "/healthz")
+            assert plain.getresponse().status != 200
