@@ -21,6 +21,9 @@ def quiet_libraries() -> None:
     pynetdicom_config.LOG_REQUEST_IDENTIFIERS = False
     pynetdicom_config.LOG_RESPONSE_IDENTIFIERS = False
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    # The DUL logs a traceback for every malformed or cut-off PDU (junk from
+    # port scanners); dicomnode.transport logs one line for what it refuses.
+    logging.getLogger("pynetdicom.dul").setLevel(logging.CRITICAL)
     # The JPEG 2000 codec logs every tile it encodes.
     logging.getLogger("openjpeg").setLevel(logging.WARNING)
     # Werkzeug logs every request line, URL and query string included.

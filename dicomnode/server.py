@@ -223,6 +223,10 @@ class DicomServer:
 
     def handle_close(self, event: evt.Event) -> None:
         self.policy.release(id(event.assoc))
+        # Each connection holds a deep copy of all ~200 supported contexts in
+        # reference cycles that only a full GC frees: junk connections would
+        # pile up hundreds of kB each until then. Drop it now.
+        event.assoc.acceptor._contexts = []
         with self._tallies_lock:
             tally = self._tallies.pop(id(event.assoc), None)
         if tally:
