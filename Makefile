@@ -9,7 +9,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PEER_BINS := echoscu storescu findscu dcmsend dcmcjpeg dciodvfy Orthanc chromium
 PEER_PKGS := dcmtk dicom3tools orthanc chromium
 
-.PHONY: install run demo test peers lint bench clean
+.PHONY: install run demo test peers lint bench fuzz clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,12 @@ lint: $(STAMP)
 ## make test: install test dependencies and peers, then the whole suite
 test: $(STAMP) peers lint
 	$(BIN)/pytest
+
+## make fuzz: the ingest fuzzer for long (FUZZ_EXAMPLES mutated instances,
+## random seed; `make test` runs 150 with a fixed one)
+FUZZ_EXAMPLES ?= 20000
+fuzz: $(STAMP)
+	FUZZ_LONG=1 FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q -p no:logging tests/test_fuzz.py
 
 ## make bench: ingest against storescp and Orthanc; de-identification against
 ## deid, dicognito and Orthanc's /anonymize; frame delivery and C-MOVE /

@@ -5,6 +5,10 @@ missing delimiter), so the node walks the element structure itself: every
 defined length must fit and every undefined length must reach its delimiter.
 Only sequences and encapsulated pixel data are descended into; other values
 are skipped by length, so the walk costs microseconds, not a decode.
+
+Nesting is bounded: pydicom parses sequences recursively, and a 10 kB
+instance of 500 nested defined-length sequences took it minutes and
+gigabytes before failing; deeper than MAX_NESTING levels is refused here.
 """
 
 from __future__ import annotations
@@ -34,8 +38,15 @@ PIXEL_DATA = 0x7FE00010
 TRAILING_PADDING = 0xFFFCFFFC
 
 
+MAX_NESTING = 64  # sequence levels; real instances use fewer than ten
+
+
 class StructureError(ValueError):
     """The stream is truncated or its element lengths are inconsistent."""
+
+
+class NestingError(StructureError):
+    """Sequences nested deeper than MAX_NESTING."""
 
 
 @dataclass
@@ -58,15 +69,52 @@ class _Walker:
     def _unpack(self, fmt: str, pos: int, prefix: str | None = None) -> int:
         return struct.unpack_from((prefix or self.prefix) + fmt, self.buffer, pos)[0]
 
-    def walk(self, pos: int, end: int, *, nested: bool, implicit: bool, prefix: str) -> int:
-        """Walk elements from ``pos``; a nested walk must end at a delimiter."""
+    def _items(self, pos: int, end: int, depth: int, implicit: bool, prefix: str) -> None:
+        """The items of a defined-length sequence value, each walked in turn."""
+        if depth > 2 * MAX_NESTING:
+            raise NestingError(f"sequences nested deeper than {MAX_NESTING} levels")
+        while pos < end:
+            if pos + 8 > end or self._unpack("L", pos, prefix) != 0xE000FFFE:
+                raise StructureError("a sequence holds something other than items")
+            length = self._unpack("L", pos + 4, prefix)
+            pos += 8
+            if length == _UNDEFINED:
+                pos = self.walk(
+                    pos, end, nested=True, implicit=implicit, prefix=prefix, depth=depth
+                )
+                continue
+            if pos + length > end:
+                raise StructureError("an item is longer than its sequence")
+            self.walk(
+                pos, pos + length, nested=False, implicit=implicit, prefix=prefix, depth=depth,
+                inner=True,
+            )  # fmt: skip
+            pos += length
+
+    def walk(
+        self,
+        pos: int,
+        end: int,
+        *,
+        nested: bool,
+        implicit: bool,
+        prefix: str,
+        depth: int = 0,
+        inner: bool = False,
+    ) -> int:
+        """Walk elements from ``pos``; a nested walk must end at a delimiter.
+        ``inner`` marks the content of a defined-length item (not the top level)."""
+        # Depth counts walks: each sequence level is two (the sequence, its item).
+        if depth > 2 * MAX_NESTING:
+            raise NestingError(f"sequences nested deeper than {MAX_NESTING} levels")
+        top = not nested and not inner
         while pos < end:
             if pos + 8 > end:
                 raise StructureError("stream ends inside an element header")
             group = self._unpack("H", pos, prefix)
             element = self._unpack("H", pos + 2, prefix)
             tag = group << 16 | element
-            if not nested:
+            if top:
                 if tag == PIXEL_DATA:
                     self.layout.pixel_offset = pos
                 elif self.layout.pixel_offset is not None and tag != TRAILING_PADDING:
@@ -89,19 +137,38 @@ class _Walker:
             if length == _UNDEFINED:
                 # CP-246: an undefined-length UN holds implicit VR little endian.
                 inner_implicit, inner_prefix = (True, "<") if vr == b"UN" else (implicit, prefix)
-                pos = self.walk(pos, end, nested=True, implicit=inner_implicit, prefix=inner_prefix)
-                if tag == PIXEL_DATA and not nested:
+                pos = self.walk(
+                    pos, end, nested=True, implicit=inner_implicit, prefix=inner_prefix,
+                    depth=depth + 1,
+                )  # fmt: skip
+                if tag == PIXEL_DATA and top:
                     self.layout.pixel_end = pos
                 continue
             if pos + length > end:
                 raise StructureError("a value is longer than the stream that holds it")
+            if tag != PIXEL_DATA and length >= 8 and self._unpack("L", pos, prefix) == 0xE000FFFE:
+                self._sequence(pos, pos + length, vr, depth, implicit, prefix)
             pos += length
-            if tag == PIXEL_DATA and not nested:
+            if tag == PIXEL_DATA and top:
                 self.layout.pixel_length = length
                 self.layout.pixel_end = pos
         if nested:
             raise StructureError("stream ends before a sequence delimiter")
         return pos
+
+    def _sequence(
+        self, pos: int, end: int, vr: bytes, depth: int, implicit: bool, prefix: str
+    ) -> None:
+        """A defined-length value that starts with an item: an SQ (explicit VR),
+        or likely one (implicit VR, UN). Only an explicit SQ must be well formed;
+        for the others the depth alone is enforced."""
+        try:
+            self._items(pos, end, depth + 2, implicit, prefix)
+        except NestingError:
+            raise
+        except StructureError:
+            if vr == b"SQ":
+                raise
 
 
 def check_structure(buffer: bytes, *, implicit: bool, little: bool) -> Layout:
