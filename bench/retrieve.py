@@ -25,7 +25,7 @@ from pathlib import Path
 from bench.ingest import OUT, build_sets
 from bench.peers import ENV, free_port, orthanc, wait_for_echo, wait_for_http
 
-PASSWORD = "benchmark password"
+PASSWORD = "cine timing run 2026"
 
 
 def peak_rss_mb(pid: int) -> float:

@@ -28,7 +28,7 @@ from bench.peers import DICOMWEB_PLUGIN, ENV, free_port, orthanc, wait_for_echo,
 from dicomnode.samples import sample_file
 
 CLIP = "color3d_jpeg_baseline.dcm"
-PASSWORD = "benchmark password"
+PASSWORD = "cine timing run 2026"
 
 
 class Client:
