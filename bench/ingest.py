@@ -128,6 +128,8 @@ def node(work: Path) -> Iterator[tuple[int, str, callable]]:
         "DICOMNODE_LOG_LEVEL": "WARNING",
         "DICOMNODE_MIN_FREE_DISK_MB": "64",
         "DICOMNODE_CONFIG": os.devnull,
+        # dcmsend calls as DCMSEND, which no [[remote_ae]] lists here.
+        "DICOMNODE_REQUIRE_KNOWN_AE": "false",
         "DICOMNODE_KEY_DIR": str(work / "keys"),
     }
     # Logs to a file: a pipe nobody reads fills up and blocks the node.
