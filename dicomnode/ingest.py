@@ -222,6 +222,13 @@ class Ingestor:
             if clean.quarantine:
                 self.archive.quarantine(record, encoded, clean.quarantine)
                 log.warning("quarantined %s: %s", reference, clean.quarantine)
+                self.archive.index.audit.record(
+                    "quarantine-hold",
+                    user="dicomnode",
+                    source=(incoming.calling_ae or "import").strip(),
+                    obj=record.sop_instance_uid,
+                    detail=clean.quarantine,
+                )
                 outcome = Outcome.QUARANTINED
             else:
                 outcome = Outcome(self.archive.store(record, encoded).value)

@@ -43,6 +43,7 @@ EVENTS: dict[str, tuple[str, str, str]] = {
     "plan-save": ("110110", "Patient Record", "U"),
     "export": ("110106", "Export", "R"),
     "reidentify": ("110110", "Patient Record", "R"),
+    "quarantine-hold": ("110103", "DICOM Instances Accessed", "C"),
     "quarantine-release": ("110103", "DICOM Instances Accessed", "U"),
     "user-change": ("110113", "Security Alert", "U"),
     "audit-read": ("110101", "Audit Log Used", "R"),

@@ -159,6 +159,7 @@ def test_huge_pdus_junk_and_half_open_connections(node: Node) -> None:
             answer = peer.recv(10)
             assert answer[:1] == b"\x07"  # A-ABORT, nothing buffered
             assert peer.recv(10) == b""  # and the connection is closed
+
     def junk(count: int) -> None:
         for n in range(count):
             with socket.create_connection(("127.0.0.1", port), timeout=10) as peer:

@@ -165,3 +165,38 @@ def test_admins_read_filter_verify_and_export_the_trail(app: Flask) -> None:
     assert len(lines) == 2 and ",110114,User Authentication,login," in lines[1]
     events = [r["event"] for r in app.extensions["archive"].index.audit.rows()]
     assert events.count("audit-read") == 2
+
+
+def test_held_instances_cannot_be_reached_by_their_uid(
+    app: Flask, ingestor: Ingestor, archive: Archive
+) -> None:
+    from tests.test_ingest import instance
+
+    held = instance()
+    del held.SequenceOfUltrasoundRegions
+    assert ingestor.ingest(incoming(held)).outcome is Outcome.QUARANTINED
+    (row,) = archive.index.quarantined()
+    uid, study = row["sopinstanceuid"], row["studyinstanceuid"]
+    client = app.test_client()
+    as_user(client, "admin-user")  # not even an admin, not through any door
+    for url in (
+        f"/studies/{study}",
+        f"/api/instances/{uid}/meta",
+        f"/api/instances/{uid}/frames/1",
+        f"/api/instances/{uid}/thumbnail",
+        f"/dicom-web/studies/{study}/metadata",
+        f"/dicom-web/studies/{study}/series/9.9/instances/{uid}",
+    ):
+        assert client.get(url).status_code in (404, 204), url
+    (hold,) = [r for r in archive.index.audit.rows() if r["event"] == "quarantine-hold"]
+    assert hold["object"] == uid and hold["detail"]
+
+
+def test_password_policy() -> None:
+    from storage.accounts import password_problem
+
+    assert password_problem("short", "amina", 12) == "a password needs at least 12 characters"
+    assert "user name" in (password_problem("my name is Amina!", "amina", 12) or "")
+    assert "common" in (password_problem("password1234", "x", 12) or "")
+    assert "common" in (password_problem("aaaaaaaaaaaaaaa", "x", 12) or "")
+    assert password_problem("Тоғай ва дарё 2026", "amina", 12) is None
