@@ -95,7 +95,8 @@ def test_quarantine_then_release_by_a_rule(tmp_path: Path, config: Config) -> No
     (path,) = archive.blobs.root.rglob("*.dcm")
     stored = dcmread(path)
     assert not stored.pixel_array[:8].any() and stored.BurnedInAnnotation == "NO"
-    assert [a["event"] for a in archive.index.audit.rows()] == ["quarantine-release"]
+    events = [a["event"] for a in archive.index.audit.rows()]
+    assert events == ["quarantine-release", "quarantine-hold"]
     archive.close()
 
 

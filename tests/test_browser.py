@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 from werkzeug.security import generate_password_hash
 
 from dicomnode.config import Config
@@ -84,8 +85,9 @@ def test_find_an_echo_and_play_it_at_its_frame_rate(page) -> None:
     log_in(page)
     page.select_option("select[name=modality]", "US")
     page.click("form.search button[type=submit]")
+    page.wait_for_url("**modality=US**")
     rows = page.locator("table.studies tbody a")
-    assert rows.count() == 1
+    expect(rows).to_have_count(1)  # waits for the result page, not a race with it
     rows.first.click()
     page.wait_for_function("() => window.viewerState && window.viewerState()[0].frames === 120")
     page.wait_for_function("() => window.viewerState()[0].playing")
