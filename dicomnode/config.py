@@ -52,6 +52,10 @@ class RemoteAE:
     # With mutual TLS: the client certificate's subject common name that
     # proves this AE (empty: a CA-signed certificate no other entry names).
     tls_subject: str = ""
+    # The node calls this AE (forwarding, C-MOVE destination) over TLS,
+    # showing its own certificate and checking the peer's against
+    # tls_ca_certificates.
+    tls: bool = False
 
 
 @dataclass(frozen=True)
@@ -191,6 +195,7 @@ def _remote(entry: dict[str, Any]) -> RemoteAE:
             max_associations=int(entry.get("max_associations", 0)),
             quota_mb=int(entry.get("quota_mb", 0)),
             tls_subject=str(entry.get("tls_subject", "")),
+            tls=bool(entry.get("tls", False)),
         )
     except KeyError as exc:
         raise ConfigError(f"remote_ae entry lacks {exc.args[0]!r}") from None
@@ -226,10 +231,13 @@ def validate(config: Config) -> Config:
                 raise ConfigError(
                     f"remote_ae {remote.ae_title}: {network!r} is not an address or network"
                 ) from None
-    if (config.dimse_tls or config.http_tls) and not (
+    outgoing = any(r.tls for r in config.remote_aes)
+    if (config.dimse_tls or config.http_tls or outgoing) and not (
         config.tls_certificate and config.tls_private_key
     ):
-        raise ConfigError("dimse_tls/http_tls: set tls_certificate and tls_private_key")
+        raise ConfigError(
+            "TLS (dimse_tls, http_tls, a remote_ae's tls): set tls_certificate and tls_private_key"
+        )
     known = {r.ae_title for r in config.remote_aes}
     for route in config.routes:
         if route.destination not in known:
@@ -313,6 +321,8 @@ def to_toml(config: Config) -> str:
         lines.append(f"quota_mb = {remote.quota_mb}")
         if remote.tls_subject:
             lines.append(f"tls_subject = {_quote(remote.tls_subject)}")
+        if remote.tls:
+            lines.append("tls = true")
     for route in config.routes:
         lines += ["", "[[route]]", f"destination = {_quote(route.destination)}"]
         lines += [f"issuer = {_quote(route.issuer)}", f"modalities = {_quote(route.modalities)}"]

@@ -20,6 +20,7 @@ from pynetdicom import AE
 from dicomnode import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from dicomnode.config import Config
 from dicomnode.retrieve import contexts_for
+from dicomnode.tls import tls_args
 from storage.archive import Archive
 from storage.keys import Level
 from storage.query import Query
@@ -77,7 +78,11 @@ class Forwarder:
         ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
         ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
         assoc = ae.associate(
-            remote.host, remote.port, contexts_for(instances), ae_title=remote.ae_title
+            remote.host,
+            remote.port,
+            contexts_for(instances),
+            ae_title=remote.ae_title,
+            tls_args=tls_args(self.config, remote),
         )
         if not assoc.is_established:
             self._retry_all(jobs, "association refused or destination unreachable")

@@ -24,6 +24,7 @@ from pynetdicom.sop_class import (
 
 from dicomnode.config import Config
 from dicomnode.find import query_from_identifier
+from dicomnode.tls import tls_args
 from dicomnode.validate import status_dataset
 from storage.archive import Archive
 from storage.keys import Level
@@ -89,7 +90,10 @@ def move(
         yield 0
         yield status_dataset(IDENTIFIER_MISMATCH, str(exc)), None
         return
-    yield remote.host, remote.port, {"contexts": contexts_for(instances)}
+    kwargs: dict[str, Any] = {"contexts": contexts_for(instances)}
+    if remote.tls:
+        kwargs["tls_args"] = tls_args(config, remote)
+    yield remote.host, remote.port, kwargs
     yield len(instances)
     yield from _paths(archive, instances, is_cancelled)
 

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from dicomnode.config import Config
+from dicomnode.config import Config, RemoteAE
 
 # BCP 195 (RFC 9325) recommended TLS 1.2 suites; TLS 1.3 suites are all AEAD.
 BCP195_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM"
@@ -42,6 +42,22 @@ def server_context(config: Config, *, client_certificates: bool = True) -> ssl.S
     else:
         context.verify_mode = ssl.CERT_NONE
     return context
+
+
+def client_context(config: Config) -> ssl.SSLContext:
+    """For the node's own associations: its certificate shown, the peer's
+    chain checked against tls_ca_certificates (peers are named by AE title
+    and address, so the host name is not matched)."""
+    context = _context(ssl.Purpose.SERVER_AUTH, config)
+    context.check_hostname = False
+    if config.tls_ca_certificates:
+        context.load_verify_locations(config.tls_ca_certificates)
+    return context
+
+
+def tls_args(config: Config, remote: RemoteAE) -> tuple[ssl.SSLContext, str | None] | None:
+    """pynetdicom's ``tls_args`` for an association to ``remote``."""
+    return (client_context(config), None) if remote.tls else None
 
 
 def subject_name(certificate: dict | None) -> str:

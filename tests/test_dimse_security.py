@@ -9,6 +9,7 @@ import resource
 import socket
 import ssl
 import struct
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -294,3 +295,71 @@ def test_https_with_idle_connections_beside_it(tmp_path: Path, pki: Path) -> Non
         with pytest.raises((OSError, http.client.HTTPException)):
             plain.request("GET", "/healthz")
             assert plain.getresponse().status != 200
+
+
+@pytest.mark.slow
+def test_the_node_forwards_and_moves_over_tls_to_dcmtk(tmp_path: Path, pki: Path) -> None:
+    from pydicom.dataset import Dataset
+
+    from dicomnode.forwarding import Forwarder
+    from tests.conftest import DCMTK_ENV, free_port
+
+    port, received = free_port(), tmp_path / "received"
+    received.mkdir()
+    make_certificate(pki, "pacs.test", ["127.0.0.1"])
+    pacs = RemoteAE("TLS_PACS", "127.0.0.1", port, "Research PACS", tls=True)
+    config = replace(
+        tls_config(tmp_path, pki), remote_aes=(*tls_config(tmp_path, pki).remote_aes, pacs)
+    )
+    storescp = subprocess.Popen(
+        ["storescp", "+tls", pki / "pacs.test.key", pki / "pacs.test.crt", "+cf", pki / "ca.crt",
+         "+xa", "+uf", "-aet", "TLS_PACS", "-od", received, str(port)],
+        env=DCMTK_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        with Node(config, web=False) as node:
+            ds = xa_instance(PATIENTS[1], frames=2, rows=32, cols=32)
+            from tests.conftest import incoming
+
+            assert node.ingestor.ingest(incoming(ds, calling_ae="OSH_CATH")).status == 0
+            (study,) = {r["StudyInstanceUID"] for r in _studies(node)}
+            forwarder = Forwarder(config, node.archive)
+            assert forwarder.enqueue_study(study, "TLS_PACS") == 1
+            assert forwarder.run_once() == {"sent": 1, "waiting": 0}
+            # C-MOVE by a (TLS) client to the TLS destination.
+            client = AE(ae_title="OSH_CATH")
+            client.add_requested_context("1.2.840.10008.5.1.4.1.2.2.2")
+            context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+            context.check_hostname = False
+            context.load_cert_chain(pki / "cath1.osh.test.crt", pki / "cath1.osh.test.key")
+            assoc = client.associate(
+                "127.0.0.1", node.dicom.port, ae_title="CHDNODE", tls_args=(context, None)
+            )
+            assert assoc.is_established
+            query = Dataset()
+            query.QueryRetrieveLevel, query.StudyInstanceUID = "STUDY", study
+            statuses = [
+                s.Status
+                for s, _ in assoc.send_c_move(query, "TLS_PACS", "1.2.840.10008.5.1.4.1.2.2.2")
+                if s
+            ]
+            assoc.release()
+            assert statuses[-1] == 0x0000, [hex(s) for s in statuses]
+    finally:
+        storescp.terminate()
+        storescp.communicate(timeout=10)
+    assert len(list(received.iterdir())) == 2  # forwarded once, then moved once
+
+
+def _studies(node: Node) -> list[dict]:
+    from storage.keys import Level
+    from storage.query import Query
+
+    return list(node.archive.index.find(Query(Level.STUDY, {"StudyInstanceUID": ""})))
