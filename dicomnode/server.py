@@ -59,7 +59,7 @@ from dicomnode.ingest import Incoming, Ingestor, Outcome
 from dicomnode.logs import quiet_libraries
 from dicomnode.retrieve import AS_FIND
 from dicomnode.tls import server_context
-from dicomnode.transport import GuardedRequestHandler, NodeAssociationServer
+from dicomnode.transport import GuardedRequestHandler, NodeAssociationServer, SharedContexts
 from dicomnode.validate import DATASET_MISMATCH, status_dataset
 from storage.audit import MINOR_FAILURE
 
@@ -223,10 +223,6 @@ class DicomServer:
 
     def handle_close(self, event: evt.Event) -> None:
         self.policy.release(id(event.assoc))
-        # Each connection holds a deep copy of all ~200 supported contexts in
-        # reference cycles that only a full GC frees: junk connections would
-        # pile up hundreds of kB each until then. Drop it now.
-        event.assoc.acceptor._contexts = []
         with self._tallies_lock:
             tally = self._tallies.pop(id(event.assoc), None)
         if tally:
@@ -318,6 +314,7 @@ class DicomServer:
             server_class=NodeAssociationServer,
             request_handler=GuardedRequestHandler,
         )
+        server.contexts = SharedContexts(server.contexts)
         server.policy = self.policy
         max_pdu = self.config.max_pdu_size or (1 << 32)
         server.limits = (max_pdu, self.config.max_instance_mb << 20)
