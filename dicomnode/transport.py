@@ -36,6 +36,10 @@ P_DATA_TF = 0x04
 # Largest non-data PDU accepted (an A-ASSOCIATE-RQ with 128 contexts of 24
 # transfer syntaxes each stays well below).
 MAX_CONTROL_PDU = 1 << 20
+# Seconds a new connection may take to send its A-ASSOCIATE-RQ (a real peer
+# sends it at once; idle sockets should not hold a thread for the whole
+# network timeout).
+REQUEST_TIMEOUT = 10.0
 # A-ABORT from the service provider, reason "invalid PDU parameter value".
 A_ABORT_INVALID_PARAMETER = bytes([0x07, 0, 0, 0, 0, 4, 0, 0, 0x02, 0x06])
 
@@ -132,6 +136,7 @@ class GuardedACSE(ACSE):
         reject, why = decision.reject, decision.why
         if reject is None and not server.policy.admit(id(self.assoc), calling, decision.remote):
             reject, why = LOCAL_LIMIT_EXCEEDED, "association limit reached"
+        self.assoc.acse_timeout = self.assoc.ae.acse_timeout  # back from REQUEST_TIMEOUT
         if reject is not None:
             log.warning("association from %s at %s rejected: %s", calling, address, why)
             server.on_reject(calling, address, why)
@@ -171,6 +176,7 @@ class GuardedRequestHandler(RequestHandler):
         server: NodeAssociationServer = self.server  # type: ignore[assignment]
         GuardedSocket.guard(assoc.dul.socket, server.limits)
         assoc.acse = GuardedACSE(assoc)
+        assoc.acse_timeout = min(REQUEST_TIMEOUT, server.ae.acse_timeout or REQUEST_TIMEOUT)
         return assoc
 
 

@@ -380,3 +380,17 @@ def _studies(node: Node) -> list[dict]:
     from storage.query import Query
 
     return list(node.archive.index.find(Query(Level.STUDY, {"StudyInstanceUID": ""})))
+
+
+def test_a_connection_that_never_asks_is_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dicomnode.transport
+
+    monkeypatch.setattr(dicomnode.transport, "REQUEST_TIMEOUT", 0.5)  # 10 s in service
+    with Node(secured(tmp_path), web=False) as node:
+        started = time.monotonic()
+        with socket.create_connection(("127.0.0.1", node.dicom.port), timeout=20) as silent:
+            assert silent.recv(16) == b""  # closed by the node, not by the test's timeout
+        assert time.monotonic() - started < 5
+        assert echo(node.dicom.port, "OSH_CATH") == "ok"  # and a real peer keeps the full timeout
