@@ -100,6 +100,10 @@ class Config:
     max_instance_mb: int = 4096
     max_pdu_size: int = 262144
     network_timeout: int = 60
+    # Seconds to wait for an association answer (ACSE) and for a DIMSE
+    # message once associated.
+    acse_timeout: int = 30
+    dimse_timeout: int = 60
     poll_interval_us: int = 1000
     max_find_results: int = 0
     export_keep_hours: int = 72

@@ -165,8 +165,8 @@ class DicomServer:
         ae.maximum_associations = 100_000
         ae.maximum_pdu_size = self.config.max_pdu_size
         ae.network_timeout = self.config.network_timeout
-        ae.acse_timeout = self.config.network_timeout
-        ae.dimse_timeout = self.config.network_timeout
+        ae.acse_timeout = self.config.acse_timeout
+        ae.dimse_timeout = self.config.dimse_timeout
         ae.add_supported_context(Verification)
         for context in AllStoragePresentationContexts:
             # Both roles: a C-GET requestor takes the SCP role for storage.
