@@ -13,6 +13,7 @@ from dicomnode.config import Config, ConfigError, load, to_toml
 from dicomnode.deid.secret import KeyFileError
 
 EXIT_OK, EXIT_USAGE, EXIT_REJECTED, EXIT_CONFIG = 0, 2, 3, 4
+EXIT_DAMAGED = 6  # `dicomnode check` found missing, damaged or orphan files (5: audit broken)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -104,8 +105,40 @@ def _parser() -> argparse.ArgumentParser:
         "--preview", action="store_true", help="print what would be exported; write nothing"
     )
     exp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    check = commands.add_parser(
+        "check", help="read every stored instance: missing, damaged and orphan files"
+    )
+    check.add_argument("--no-progress", action="store_true", help="no progress bar")
     cli_security.add_parsers(commands)
     return parser
+
+
+def _check(config: Config, progress: bool) -> int:
+    from tqdm import tqdm
+
+    from dicomnode.check import verify
+    from dicomnode.node import open_archive
+
+    archive = open_archive(config)
+    bar = tqdm(unit="inst", disable=not progress, file=sys.stderr)
+
+    def step(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(1)
+
+    try:
+        report = verify(archive, step)
+    finally:
+        bar.close()
+        archive.close()
+    for uid in report.missing:
+        print(f"missing: {uid}")
+    for uid, why in report.damaged:
+        print(f"damaged: {uid}: {why}")
+    for key in report.orphans:
+        print(f"orphan file: {key}")
+    print(report.summary())
+    return EXIT_OK if report.clean else EXIT_DAMAGED
 
 
 def _export(config: Config, args: argparse.Namespace) -> int:
@@ -392,6 +425,8 @@ def _run(args: argparse.Namespace, config: Config) -> int:
         return _quarantine(config, args.action, set(args.uids) or None)
     if args.command == "export":
         return _export(config, args)
+    if args.command == "check":
+        return _check(config, not args.no_progress)
     if args.command == "tls":
         return cli_security.run_tls(args)
     if args.command == "audit":

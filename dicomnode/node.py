@@ -56,8 +56,23 @@ class Node:
             trail.record("config-change", user="dicomnode", obj=digest, detail=detail)
         trail.record("node-start", user="dicomnode", detail=f"version {__version__}")
 
+    def _reconcile(self) -> None:
+        """What a crash left: orphan blobs set aside, missing ones reported."""
+        from dicomnode.check import reconcile
+
+        report = reconcile(self.archive, repair=True)
+        if not report.clean:
+            log.warning("archive at start-up: %s", report.summary())
+            self.archive.index.audit.record(
+                "archive-check",
+                user="dicomnode",
+                detail=report.summary() + " (orphans moved to lost+found)",
+                outcome=4 if report.missing else 0,
+            )
+
     def start(self) -> Node:
         self._audit_start()
+        self._reconcile()
         self.dicom.start()
         threading.Thread(target=self.forwarder.run_forever, daemon=True, name="forward").start()
         if self._web_enabled:

@@ -34,6 +34,7 @@ from storage.schema import metadata
 EVENTS: dict[str, tuple[str, str, str]] = {
     "node-start": ("110100", "Application Activity", "E"),
     "config-change": ("110100", "Application Activity", "U"),
+    "archive-check": ("110100", "Application Activity", "E"),
     "association": ("110104", "DICOM Instances Transferred", "E"),
     "association-rejected": ("110113", "Security Alert", "E"),
     "login": ("110114", "User Authentication", "E"),

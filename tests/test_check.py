@@ -1,0 +1,79 @@
+"""Archive integrity: orphans from a crash set aside at start, damage found by
+`dicomnode check` (issue #9, first part)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from dicomnode.check import LOST_AND_FOUND, ORPHAN_GRACE_SECONDS, reconcile, verify
+from dicomnode.config import Config
+from dicomnode.ingest import Ingestor, Outcome
+from dicomnode.node import Node
+from dicomnode.samples import PATIENTS
+from storage.archive import Archive
+from tests.conftest import incoming
+from tests.test_cli import run
+from tests.test_ingest import instance
+
+
+def _store(ingestor: Ingestor, n: int) -> list[str]:
+    keys = []
+    for i in range(n):
+        result = ingestor.ingest(incoming(instance(PATIENTS[i % 3])))
+        assert result.outcome is Outcome.STORED
+    for path in ingestor.archive.blobs.root.glob("??/??/*.dcm"):
+        keys.append(path.relative_to(ingestor.archive.blobs.root).as_posix())
+    return keys
+
+
+def _age(path: Path, seconds: float) -> None:
+    old = time.time() - seconds
+    os.utime(path, (old, old))
+
+
+def test_a_clean_archive_checks_clean(ingestor: Ingestor, archive: Archive) -> None:
+    _store(ingestor, 3)
+    report = verify(archive)
+    assert report.clean and report.checked == 3
+    assert report.summary() == "3 instances checked, 0 missing, 0 damaged, 0 orphan files"
+
+
+def test_orphans_of_a_crash_are_set_aside_at_start_only_when_old(
+    config: Config, ingestor: Ingestor, archive: Archive
+) -> None:
+    # A crash between the blob's rename and the index commit: a file no row names.
+    orphan = archive.blobs.path(archive.blobs.key_for("2.25.1234"))
+    archive.blobs.put(archive.blobs.key_for("2.25.1234"), b"DICM?")
+    fresh = reconcile(archive, repair=True)
+    assert fresh.clean and orphan.exists()  # another process may be about to commit it
+    _age(orphan, ORPHAN_GRACE_SECONDS + 5)
+    archive.close()
+    with Node(config, web=False) as node:
+        assert not orphan.exists()
+        assert (config.data_dir / LOST_AND_FOUND / orphan.name).exists()
+        (record,) = [r for r in node.archive.index.audit.rows() if r["event"] == "archive-check"]
+        assert "1 orphan files" in record["detail"]
+        assert reconcile(node.archive, repair=True).clean
+
+
+def test_check_finds_missing_truncated_and_swapped_blobs(
+    tmp_path: Path, ingestor: Ingestor, archive: Archive
+) -> None:
+    keys = _store(ingestor, 4)
+    paths = [archive.blobs.path(k) for k in keys]
+    paths[0].unlink()  # missing
+    data = paths[1].read_bytes()
+    paths[1].write_bytes(data[: len(data) - 100])  # truncated
+    paths[3].write_bytes(paths[2].read_bytes())  # another instance's bytes
+    report = verify(archive)
+    assert len(report.missing) == 1 and report.checked == 4
+    reasons = sorted(why for _, why in report.damaged)
+    assert len(reasons) == 2
+    assert any("indexed" in why for why in reasons)  # size differs
+    archive.close()
+    result = run(tmp_path, "check", "--no-progress")
+    assert result.returncode == 6
+    assert "1 missing, 2 damaged" in result.stdout
+    assert result.stdout.count("damaged: 2.25.") == 2
