@@ -109,8 +109,30 @@ def _parser() -> argparse.ArgumentParser:
         "check", help="read every stored instance: missing, damaged and orphan files"
     )
     check.add_argument("--no-progress", action="store_true", help="no progress bar")
+    save = commands.add_parser("backup", help="copy the index and/or the key files to a folder")
+    save.add_argument("--out", type=Path, required=True, metavar="FOLDER")
+    save.add_argument("--only", choices=["index", "keys"], help="one part (store them apart)")
+    back = commands.add_parser("restore", help="put an index and keys backup back")
+    back.add_argument("source", type=Path, metavar="FOLDER")
+    back.add_argument("--force", action="store_true", help="replace files that differ")
     cli_security.add_parsers(commands)
     return parser
+
+
+def _backup(config: Config, args: argparse.Namespace) -> int:
+    from dicomnode.backup import BackupError, backup, restore
+
+    try:
+        if args.command == "backup":
+            parts = (args.only,) if args.only else ("index", "keys")
+            files = backup(config, args.out, parts)
+        else:
+            files = restore(config, args.source, force=args.force)
+    except BackupError as exc:
+        print(f"dicomnode {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"{args.command}: {', '.join(files)}")
+    return EXIT_OK
 
 
 def _check(config: Config, progress: bool) -> int:
@@ -425,6 +447,8 @@ def _run(args: argparse.Namespace, config: Config) -> int:
         return _quarantine(config, args.action, set(args.uids) or None)
     if args.command == "export":
         return _export(config, args)
+    if args.command in ("backup", "restore"):
+        return _backup(config, args)
     if args.command == "check":
         return _check(config, not args.no_progress)
     if args.command == "tls":

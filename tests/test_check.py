@@ -77,3 +77,41 @@ def test_check_finds_missing_truncated_and_swapped_blobs(
     assert result.returncode == 6
     assert "1 missing, 2 damaged" in result.stdout
     assert result.stdout.count("damaged: 2.25.") == 2
+
+
+def test_backup_and_restore_bring_back_index_keys_and_the_audit_chain(
+    tmp_path: Path, config: Config, ingestor: Ingestor, archive: Archive
+) -> None:
+    import shutil
+
+    from dicomnode.admin import reidentify
+
+    ds = instance(PATIENTS[2])
+    assert ingestor.ingest(incoming(ds, calling_ae="DUSHANBE_ECHO")).outcome is Outcome.STORED
+    pseudonym = ingestor.deidentify.secret.pseudonym("RCC Dushanbe", PATIENTS[2].patient_id)
+    stats = archive.index.stats()
+    # Taken while the archive is open (SQLite online backup of the WAL database).
+    assert run(tmp_path, "backup", "--out", str(tmp_path / "b1")).returncode == 0
+    assert run(tmp_path, "backup", "--out", str(tmp_path / "b1")).returncode == 2  # not empty
+    keys_only = run(tmp_path, "backup", "--only", "keys", "--out", str(tmp_path / "b2"))
+    assert "index.sqlite" not in keys_only.stdout and "keys/linkage.key" in keys_only.stdout
+    assert (tmp_path / "b1" / "keys" / "linkage.key").stat().st_mode & 0o077 == 0
+
+    # Disaster: index and keys gone (the blobs survive on their own disks).
+    archive.close()
+    (config.data_dir / "index.sqlite").unlink()
+    shutil.rmtree(config.key_dir)
+    assert run(tmp_path, "restore", str(tmp_path / "b1")).returncode == 0
+    restored = Node(config, web=False).archive
+    try:
+        assert restored.index.stats() == stats
+        assert restored.index.audit.verify().ok  # audit.key came back with the index
+        (found,) = reidentify(config, restored, pseudonym)
+        assert found["patient_id"] == PATIENTS[2].patient_id
+    finally:
+        restored.close()
+
+    # A damaged backup restores nothing; a differing target needs --force.
+    (tmp_path / "b2" / "keys" / "deid.key").write_text("00" * 32 + "\n")
+    damaged = run(tmp_path, "restore", str(tmp_path / "b2"))
+    assert damaged.returncode == 2 and "differs from the manifest" in damaged.stderr
