@@ -1,0 +1,121 @@
+"""Nothing acknowledged is lost: `dicomnode serve` killed with SIGKILL at
+random moments while a sender stores, restarted, sent to again (issue #9,
+first part: the single-process node on SQLite and the filesystem)."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pynetdicom import AE
+from pynetdicom.sop_class import UltrasoundImageStorage
+
+from dicomnode.check import ORPHAN_GRACE_SECONDS, reconcile, verify
+from dicomnode.deid.secret import Secret, load_or_create_key
+from dicomnode.node import open_archive
+from dicomnode.samples import PATIENTS, UID_ROOT
+from tests.conftest import free_port, make_config
+from tests.test_cli import DICOMNODE
+from tests.test_ingest import instance
+
+KILLS = 20
+INSTANCES = 150
+
+
+def _datasets() -> list:
+    studies = [generate_uid(UID_ROOT) for _ in range(5)]
+    out = []
+    for n in range(INSTANCES):
+        ds = instance(PATIENTS[n % 3], StudyInstanceUID=studies[n % 5], InstanceNumber=n + 1)
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        out.append(ds)
+    return out
+
+
+def _serve(env: dict[str, str]) -> subprocess.Popen:
+    process = subprocess.Popen(
+        [*DICOMNODE, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    banner = process.stdout.readline()  # printed once both services listen
+    assert "DICOM port" in banner, banner
+    return process
+
+
+def _associate(port: int):
+    ae = AE(ae_title="OSH_CATH")
+    # pynetdicom's SCU misses the abort of a killed peer and waits out its
+    # DIMSE timeout (30 s by default) for a response that cannot come.
+    ae.dimse_timeout = 2
+    ae.add_requested_context(UltrasoundImageStorage, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", port, ae_title="CHDNODE")
+    if assoc.is_established:  # else each message waits ~40 ms for a delayed ACK
+        assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return assoc
+
+
+def _send(assoc, datasets: list, acknowledged: set[str]) -> None:
+    """Store until done or the node dies; remember what was answered Success."""
+    for ds in datasets:
+        if not assoc.is_established:
+            return
+        status = assoc.send_c_store(ds)
+        if status and status.Status == 0x0000:
+            acknowledged.add(str(ds.SOPInstanceUID))
+    if assoc.is_established:
+        assoc.release()
+
+
+@pytest.mark.slow
+def test_nothing_acknowledged_is_lost_across_twenty_sigkills(tmp_path: Path) -> None:
+    config = make_config(tmp_path, dimse_port=free_port(), require_known_ae=False)
+    env = {
+        **os.environ,
+        "DICOMNODE_CONFIG": os.devnull,
+        "DICOMNODE_DATA_DIR": str(config.data_dir),
+        "DICOMNODE_KEY_DIR": str(config.key_dir),
+        "DICOMNODE_DIMSE_PORT": str(config.dimse_port),
+        "DICOMNODE_HTTP_PORT": str(free_port()),
+        "DICOMNODE_MIN_FREE_DISK_MB": "0",
+        "DICOMNODE_REQUIRE_KNOWN_AE": "false",
+        "DICOMNODE_LOG_LEVEL": "ERROR",
+    }
+    datasets, acknowledged, chance = _datasets(), set(), random.Random(20261126)
+    for round_ in range(KILLS + 1):
+        process = _serve(env)
+        # Unacknowledged first, then re-sends of the rest (duplicates count too).
+        order = sorted(datasets, key=lambda ds: str(ds.SOPInstanceUID) in acknowledged)
+        assoc = _associate(config.dimse_port)
+        killer = None
+        if round_ < KILLS:  # fault injection at a random moment, not a wait
+            killer = threading.Timer(chance.uniform(0.1, 1.2), process.send_signal, [9])
+            killer.start()
+        _send(assoc, order, acknowledged)
+        if killer is not None:
+            killer.join()
+        else:
+            process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) in (0, -9)
+    assert len(acknowledged) == INSTANCES  # the last round, unharmed, got them all
+
+    archive = open_archive(config)
+    try:
+        secret = Secret(load_or_create_key(config.key_dir / "deid.key", config.data_dir))
+        stored = {secret.uid(uid) for uid in acknowledged}
+        missing = [uid for uid in stored if archive.index.instance_blob(uid) is None]
+        assert missing == [], f"{len(missing)} acknowledged instances lost"
+        assert archive.index.stats()["instances"] == INSTANCES  # no duplicates either
+        report = verify(archive)
+        assert report.missing == [] and report.damaged == [], report.summary()
+        # Files of killed writes that no row names are orphans, set aside at a start.
+        later = reconcile(archive, repair=True, now=10**10 + ORPHAN_GRACE_SECONDS)
+        assert later.missing == [] and verify(archive).clean
+        assert list((config.data_dir / "blobs" / ".tmp").iterdir()) == []
+    finally:
+        archive.close()
