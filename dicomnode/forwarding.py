@@ -19,7 +19,7 @@ from pynetdicom import AE
 
 from dicomnode import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from dicomnode.config import Config
-from dicomnode.retrieve import contexts_for
+from dicomnode.retrieve import NO_DELAY, contexts_for
 from dicomnode.tls import tls_args
 from storage.archive import Archive
 from storage.keys import Level
@@ -83,6 +83,7 @@ class Forwarder:
             contexts_for(instances),
             ae_title=remote.ae_title,
             tls_args=tls_args(self.config, remote),
+            evt_handlers=NO_DELAY,
         )
         if not assoc.is_established:
             self._retry_all(jobs, "association refused or destination unreachable")
