@@ -77,6 +77,9 @@ class Forwarder:
         ae = AE(ae_title=self.config.ae_title)
         ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
         ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
+        ae.acse_timeout = self.config.acse_timeout
+        ae.dimse_timeout = self.config.dimse_timeout
+        ae.network_timeout = self.config.network_timeout
         assoc = ae.associate(
             remote.host,
             remote.port,
