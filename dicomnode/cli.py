@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import signal
 import sys
@@ -322,8 +323,6 @@ def _demo_user(config: Config) -> None:
 def _read_password(from_stdin: bool) -> str:
     if from_stdin:
         return sys.stdin.readline().rstrip("\n")
-    import getpass
-
     first = getpass.getpass("Password: ")
     if first != getpass.getpass("Again: "):
         raise ValueError("the two passwords differ")
@@ -359,7 +358,11 @@ def _user(config: Config, args: argparse.Namespace) -> int:
                 accounts.update(args.name, password_hash=hashed, disabled=False)
         if args.action != "list":
             archive.index.audit.record(
-                "user-change", user=_actor(), source="cli", obj=args.name, detail=args.action
+                "user-change",
+                user=getpass.getuser(),
+                source="cli",
+                obj=args.name,
+                detail=args.action,
             )
     except (AccountError, ValueError) as exc:
         print(f"dicomnode user {args.action}: {exc}", file=sys.stderr)
@@ -367,12 +370,6 @@ def _user(config: Config, args: argparse.Namespace) -> int:
     finally:
         archive.close()
     return EXIT_OK
-
-
-def _actor() -> str:
-    import getpass
-
-    return getpass.getuser()
 
 
 def _reidentify(config: Config, value: str) -> int:

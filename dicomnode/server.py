@@ -59,13 +59,15 @@ from dicomnode.ingest import Incoming, Ingestor, Outcome
 from dicomnode.logs import quiet_libraries
 from dicomnode.retrieve import AS_FIND
 from dicomnode.tls import server_context
-from dicomnode.transport import GuardedRequestHandler, NodeAssociationServer, SharedContexts
-from dicomnode.validate import DATASET_MISMATCH, status_dataset
+from dicomnode.transport import GuardedRequestHandler, NodeAssociationServer
+from dicomnode.validate import (
+    DATASET_MISMATCH,
+    NOT_AUTHORIZED,
+    OUT_OF_RESOURCES,
+    status_dataset,
+)
 from storage.audit import MINOR_FAILURE
 
-# PS3.7 C.4.2 "Refused: Not Authorized" and PS3.4 "Out of Resources".
-NOT_AUTHORIZED = 0x0124
-OUT_OF_RESOURCES = 0xA700
 GET_MODELS = (
     PatientRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelGet,
@@ -314,7 +316,6 @@ class DicomServer:
             server_class=NodeAssociationServer,
             request_handler=GuardedRequestHandler,
         )
-        server.contexts = SharedContexts(server.contexts)
         server.policy = self.policy
         max_pdu = self.config.max_pdu_size or (1 << 32)
         server.limits = (max_pdu, self.config.max_instance_mb << 20)

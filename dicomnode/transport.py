@@ -66,10 +66,10 @@ class GuardedSocket(AssociationSocket):
     def recv(self, nr_bytes: int) -> bytearray:
         if self._refused:
             return bytearray()  # the DUL sees a short PDU: transport closed
+        data = super().recv(nr_bytes)
+        if len(data) < nr_bytes:
+            self._wake_acceptor()
         if self._header:
-            data = super().recv(nr_bytes)
-            if len(data) < nr_bytes:
-                self._wake_acceptor()
             if len(data) == 6:
                 self._type, _, length = struct.unpack(">BBL", data)
                 limit = self.max_pdu if self._type == P_DATA_TF else MAX_CONTROL_PDU
@@ -78,9 +78,6 @@ class GuardedSocket(AssociationSocket):
                 self._header = False
             return data
         self._header = True
-        data = super().recv(nr_bytes)
-        if len(data) < nr_bytes:
-            self._wake_acceptor()
         if self._type == P_DATA_TF and not self._count_instance_data(data):
             self._refuse(f"instance larger than {self.max_instance >> 20} MiB")
             return bytearray()
@@ -138,8 +135,7 @@ class GuardedACSE(ACSE):
             reject, why = LOCAL_LIMIT_EXCEEDED, "association limit reached"
         self.assoc.acse_timeout = self.assoc.ae.acse_timeout  # back from REQUEST_TIMEOUT
         if reject is not None:
-            log.warning("association from %s at %s rejected: %s", calling, address, why)
-            server.on_reject(calling, address, why)
+            server.refuse(calling, address, why)
             self.send_reject(*reject)
             evt.trigger(self.assoc, evt.EVT_REJECTED, {})
             self.assoc.kill()
@@ -165,8 +161,7 @@ class GuardedRequestHandler(RequestHandler):
                 connection.do_handshake()
             except (OSError, ValueError) as exc:
                 reason = getattr(exc, "reason", None) or type(exc).__name__
-                log.warning("TLS handshake with %s failed: %s", self.client_address[0], reason)
-                server.on_reject("", str(self.client_address[0]), f"TLS handshake: {reason}")
+                server.refuse("", str(self.client_address[0]), f"TLS handshake: {reason}")
                 server.shutdown_request(connection)
                 return
         super().handle()
@@ -203,6 +198,15 @@ class NodeAssociationServer(ThreadedAssociationServer):
     max_connections: int
     services_of: Callable[[str], frozenset[str]]
     on_reject: Callable[[str, str, str], None]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.contexts = SharedContexts(self.contexts)
+
+    def refuse(self, calling: str, address: str, why: str) -> None:
+        """One log line and one audit record for every refused peer."""
+        log.warning("association from %s at %s refused: %s", calling or "-", address, why)
+        self.on_reject(calling, address, why)
 
     def get_request(self) -> tuple[socket.socket, Any]:
         client, address = self.socket.accept()

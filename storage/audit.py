@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DDL, Column, Integer, String, Table, event, select
+from sqlalchemy import DDL, Column, Integer, String, Table, event, func, select
 from sqlalchemy.engine import Engine
 
 from storage.schema import metadata
@@ -201,8 +201,6 @@ class AuditTrail:
             return [dict(r._mapping) for r in conn.execute(query)]
 
     def count(self, where: AuditFilter | None = None) -> int:
-        from sqlalchemy import func
-
         query = select(func.count()).select_from(audit_log)
         with self.engine.connect() as conn:
             return int(conn.execute(query.where(*(where or AuditFilter()).where())).scalar_one())

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
@@ -78,10 +79,8 @@ def _throttled(username: str) -> bool:
     limit = current_app.config["NODE_CONFIG"].login_attempts
     since = (datetime.now(UTC) - THROTTLE_WINDOW).strftime("%Y-%m-%dT%H:%M:%S")
     failures = AuditFilter(event="login", failures_only=True, since=since)
-    by_user = trail().count(AuditFilter(**{**failures.__dict__, "user": username}))
-    by_address = trail().count(
-        AuditFilter(**{**failures.__dict__, "source": request.remote_addr or ""})
-    )
+    by_user = trail().count(replace(failures, user=username))
+    by_address = trail().count(replace(failures, source=request.remote_addr or ""))
     return by_user >= limit or by_address >= limit
 
 
