@@ -4,10 +4,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# Real DICOM peers the tests and benchmarks talk to, and the browser the UI
-# tests drive (Debian packages; Playwright never downloads a browser here).
+# Real DICOM peers the tests and benchmarks talk to, the browser the UI tests
+# drive (Debian packages; Playwright never downloads a browser here), and
+# PostgreSQL, which the tests start themselves (tests/postgres.py).
 PEER_BINS := echoscu storescu findscu dcmsend dcmcjpeg dciodvfy Orthanc chromium
-PEER_PKGS := dcmtk dicom3tools orthanc chromium
+PEER_PKGS := dcmtk dicom3tools orthanc chromium postgresql
 
 .PHONY: install run demo test peers lint bench fuzz clean
 
@@ -29,6 +30,7 @@ demo: $(STAMP)
 
 peers:
 	@missing=0; for b in $(PEER_BINS); do command -v $$b >/dev/null || missing=1; done; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing=1; \
 	if [ $$missing = 1 ]; then \
 	  echo "installing DICOM peers: $(PEER_PKGS)"; \
 	  $(SUDO) apt-get update -qq && \

@@ -5,12 +5,13 @@ between leaves a blob no row points to. No Success was sent for it (the
 sender re-sends), so `reconcile` moves such orphans to ``lost+found/`` and
 reports them; only orphans older than a grace period, because with shared
 storage another node process may be between its rename and its commit right
-now. `verify` reads every blob (``dicomnode check``): size as indexed, whole
-structure, and the SOP Instance UID its key was made from.
+now. `verify` reads every blob (``dicomnode check``): size and SHA-256 as
+indexed, whole structure, and the SOP Instance UID its key was made from.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
@@ -18,6 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
+from typing import NamedTuple
 
 from pydicom import dcmread
 from pydicom.uid import UID
@@ -52,13 +54,22 @@ class CheckReport:
         )
 
 
-def _rows(archive: Archive) -> Iterator[tuple[BlobStore, str, str, int]]:
-    """(store, SOP Instance UID, blob key, size) of every indexed or held instance."""
+class _Row(NamedTuple):
+    store: BlobStore
+    uid: str
+    key: str
+    size: int
+    sha256: str | None  # None for instances stored before digests were kept
+
+
+def _rows(archive: Archive) -> Iterator[_Row]:
+    """Every indexed or held instance, with where its blob is and what it must hash to."""
     with archive.index.engine.connect() as conn:
         for table, store in ((instances, archive.blobs), (quarantine, archive.held)):
-            query = select(table.c.sopinstanceuid, table.c.blob_key, table.c.size)
-            for uid, key, size in conn.execute(query):
-                yield store, uid, key, size
+            c = table.c
+            query = select(c.sopinstanceuid, c.blob_key, c.size, c.sha256)
+            for uid, key, size, sha256 in conn.execute(query):
+                yield _Row(store, uid, key, size, sha256)
 
 
 def _files(store: BlobStore) -> Iterator[str]:
@@ -70,11 +81,11 @@ def reconcile(archive: Archive, *, repair: bool, now: float | None = None) -> Ch
     """Compare file names with index rows (no blob is read)."""
     report = CheckReport()
     known: dict[Path, set[str]] = {archive.blobs.root: set(), archive.held.root: set()}
-    for store, uid, key, _size in _rows(archive):
+    for row in _rows(archive):
         report.checked += 1
-        known[store.root].add(key)
-        if not store.exists(key):
-            report.missing.append(uid)
+        known[row.store.root].add(row.key)
+        if not row.store.exists(row.key):
+            report.missing.append(row.uid)
     cutoff = (now or time.time()) - ORPHAN_GRACE_SECONDS
     for store in (archive.blobs, archive.held):
         for key in _files(store):
@@ -88,9 +99,11 @@ def reconcile(archive: Archive, *, repair: bool, now: float | None = None) -> Ch
     return report
 
 
-def _problem(data: bytes, uid: str, size: int) -> str | None:
-    if len(data) != size:
-        return f"{len(data)} bytes, {size} indexed"
+def _problem(data: bytes, row: _Row) -> str | None:
+    if len(data) != row.size:
+        return f"{len(data)} bytes, {row.size} indexed"
+    if row.sha256 is not None and hashlib.sha256(data).hexdigest() != row.sha256:
+        return "content differs from what was stored (SHA-256)"
     try:
         dataset, syntax = split_file(data)
         ts = UID(syntax)
@@ -100,7 +113,7 @@ def _problem(data: bytes, uid: str, size: int) -> str | None:
         return f"truncated or malformed: {exc}"
     except Exception as exc:  # whatever pydicom raises on a damaged file
         return f"unreadable ({type(exc).__name__})"
-    if header.get("SOPInstanceUID") != uid:
+    if header.get("SOPInstanceUID") != row.uid:
         return "holds another instance"
     return None
 
@@ -110,12 +123,12 @@ def verify(archive: Archive, on_progress: Callable[[int, int], None] | None = No
     report = reconcile(archive, repair=False)
     missing = set(report.missing)
     total, report.checked = report.checked, 0
-    for store, uid, key, size in _rows(archive):
+    for row in _rows(archive):
         report.checked += 1
-        if uid not in missing:
-            why = _problem(store.read(key), uid, size)
+        if row.uid not in missing:
+            why = _problem(row.store.read(row.key), row)
             if why:
-                report.damaged.append((uid, why))
+                report.damaged.append((row.uid, why))
         if on_progress is not None:
             on_progress(report.checked, total)
     return report

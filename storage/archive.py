@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from pathlib import Path
 
-from storage.blobs import BlobStore
+from storage.blobs import BlobRef, BlobStore
 from storage.index import Index, StoreOutcome
 from storage.record import InstanceRecord
 
@@ -35,20 +35,19 @@ class Archive:
         self.index.close()
 
     def store(self, record: InstanceRecord, data: bytes) -> StoreOutcome:
-        key = self.blobs.key_for(record.sop_instance_uid)
+        blob = BlobRef.of(self.blobs.key_for(record.sop_instance_uid), data)
         return self.index.add(
             record,
-            key,
-            len(data),
+            blob,
             replace=self.duplicates is DuplicatePolicy.REPLACE,
-            write_blob=lambda: self.blobs.put(key, data),
+            write_blob=lambda: self.blobs.put(blob.key, data),
         )
 
     def quarantine(self, record: InstanceRecord, data: bytes, reason: str) -> None:
         """Hold an instance apart: not in the index tables queries and export read."""
-        key = self.held.key_for(record.sop_instance_uid)
+        blob = BlobRef.of(self.held.key_for(record.sop_instance_uid), data)
         self.index.add_quarantined(
-            record, key, len(data), reason, write_blob=lambda: self.held.put(key, data)
+            record, blob, reason, write_blob=lambda: self.held.put(blob.key, data)
         )
 
     def forget_quarantined(self, sop_instance_uid: str) -> None:

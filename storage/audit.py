@@ -6,7 +6,8 @@ reordering a row breaks the chain from there on; a one-row head table holds
 the last sequence number and digest, so cutting the tail is detected too.
 The head row is read and written in the same transaction as the insert (row
 locked on PostgreSQL), which serialises writers across processes. Database
-triggers refuse UPDATE and DELETE on the trail.
+triggers (made by the baseline migration) refuse UPDATE and DELETE on the
+trail.
 
 Records name users, AE titles, addresses, pseudonyms and new UIDs: never an
 original identity (the node does not hold one outside the sealed linkage).
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DDL, Column, Integer, String, Table, event, func, select
+from sqlalchemy import Column, Integer, String, Table, func, select
 from sqlalchemy.engine import Engine
 
 from storage.schema import metadata
@@ -75,26 +76,6 @@ audit_head = Table(
     Column("digest", String(64), nullable=False),
 )
 
-# Append-only in the database itself, not only in this code.
-for _verb in ("UPDATE", "DELETE"):
-    event.listen(
-        audit_log,
-        "after_create",
-        DDL(
-            f"CREATE TRIGGER audit_log_no_{_verb.lower()} BEFORE {_verb} ON audit_log "
-            "BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END"
-        ).execute_if(dialect="sqlite"),
-    )
-event.listen(
-    audit_log,
-    "after_create",
-    DDL(
-        "CREATE FUNCTION audit_log_append_only() RETURNS trigger AS $$ BEGIN "
-        "RAISE EXCEPTION 'the audit trail is append-only'; END $$ LANGUAGE plpgsql; "
-        "CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log "
-        "FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()"
-    ).execute_if(dialect="postgresql"),
-)
 GENESIS = "0" * 64
 
 

@@ -10,10 +10,27 @@ import hashlib
 import os
 import re
 import shutil
+import socket
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
+STALE_TEMP_SECONDS = 86_400
 _KEY = re.compile(r"^[0-9a-f]{2}/[0-9a-f]{2}/[0-9a-f]{64}\.dcm$")
+
+
+@dataclass(frozen=True)
+class BlobRef:
+    """Where an instance is stored, and what the index keeps to verify it."""
+
+    key: str
+    size: int
+    sha256: str
+
+    @classmethod
+    def of(cls, key: str, data: bytes) -> BlobRef:
+        return cls(key, len(data), hashlib.sha256(data).hexdigest())
 
 
 def _fsync_dir(path: Path) -> None:
@@ -24,16 +41,46 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _drop_dead_writers(tmp: Path) -> None:
+    """Leftovers of a crash mid-write were never acknowledged: drop them.
+
+    A folder of this host whose process is gone, or of any host once a day
+    old (no write takes that long; another host's processes cannot be asked).
+    """
+    host = socket.gethostname()
+    for folder in tmp.iterdir():
+        name, _, pid = folder.name.rpartition("-")
+        if not folder.is_dir():  # a part file of the layout before folders per process
+            folder.unlink()
+            continue
+        if name == host and pid.isdigit():
+            stale = not _alive(int(pid))
+        else:
+            stale = time.time() - folder.stat().st_mtime > STALE_TEMP_SECONDS
+        if stale:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class BlobStore:
     """Files under ``root``; a write is visible whole or not at all."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
-        self._tmp = self.root / ".tmp"
-        self.root.mkdir(parents=True, exist_ok=True)
-        # Leftovers of a crash mid-write were never acknowledged: drop them.
-        shutil.rmtree(self._tmp, ignore_errors=True)
-        self._tmp.mkdir(mode=0o700)
+        # Each process writes its temp files in a folder of its own: several
+        # node processes (and hosts) may share the store.
+        self._tmp = self.root / ".tmp" / f"{socket.gethostname()}-{os.getpid()}"
+        self._tmp.mkdir(parents=True, mode=0o700, exist_ok=True)
+        _drop_dead_writers(self._tmp.parent)
         self._known_dirs: set[Path] = set()
 
     @staticmethod

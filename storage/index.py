@@ -9,27 +9,31 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Connection, create_engine, event, func, select
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from storage.accounts import Accounts
 from storage.audit import AuditTrail
+from storage.blobs import BlobRef
 from storage.exports import ExportJobs
 from storage.forwarding import ForwardQueue
 from storage.keys import Level
+from storage.migrate import upgrade
 from storage.plans import Plans
 from storage.query import Query, run_query
 from storage.record import InstanceRecord
+from storage.rows import get_or_create, insert_for, lock_instance, upsert_patient
 from storage.schema import (
-    PARENT_FK,
-    TABLES,
     instances,
     linkage,
-    metadata,
     patients,
     quarantine,
     series,
     studies,
 )
+
+# A transaction that lost a race to another process is run again this often.
+_ATTEMPTS = 4
 
 
 class StoreOutcome(StrEnum):
@@ -52,11 +56,22 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def create_index_engine(url: str) -> Engine:
-    # Parameters of a failed statement are names and IDs: keep them out of
-    # exception messages, which end up in logs.
-    engine = create_engine(url, hide_parameters=True)
-    if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _sqlite_pragmas)
+    """SQLite (WAL, synchronous) or PostgreSQL through psycopg 3.
+
+    Parameters of a failed statement are names and IDs: ``hide_parameters``
+    keeps them out of exception messages, which end up in logs.
+    """
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() == "postgresql":
+        # Every association and web request may hold a connection briefly;
+        # pre-ping replaces connections a database restart has cut.
+        return create_engine(
+            parsed, hide_parameters=True, pool_size=10, max_overflow=40, pool_pre_ping=True
+        )
+    engine = create_engine(parsed, hide_parameters=True)
+    event.listen(engine, "connect", _sqlite_pragmas)
     return engine
 
 
@@ -65,7 +80,7 @@ class Index:
 
     def __init__(self, url: str, audit_key: bytes = b"") -> None:
         self.engine = create_index_engine(url)
-        metadata.create_all(self.engine)
+        upgrade(self.engine)
         # One writer at a time in this process keeps get-or-create race-free.
         self._write_lock = threading.Lock()
         self.accounts = Accounts(self.engine, self._write_lock)
@@ -99,8 +114,7 @@ class Index:
     def add(
         self,
         record: InstanceRecord,
-        blob_key: str,
-        size: int,
+        blob: BlobRef,
         *,
         replace: bool,
         write_blob: Callable[[], None],
@@ -109,76 +123,76 @@ class Index:
 
         ``write_blob`` is called inside the transaction, after the duplicate
         check and before the insert: a kept-first duplicate writes nothing, and
-        no index row ever points at a blob that is not yet durable.
+        no index row ever points at a blob that is not yet durable. Another
+        process storing the same instance waits for this one (a lock on the
+        SOP Instance UID), then finds it and counts a duplicate; a conflict on
+        a parent row (a stale cached series, a deadlock) is retried.
         """
-        uid = record.sop_instance_uid
         series_uid = record.columns[Level.SERIES]["seriesinstanceuid"]
         with self._write_lock:
-            with self.engine.begin() as conn:
-                existing = conn.execute(
-                    select(instances.c.pk).where(instances.c.sopinstanceuid == uid)
-                ).scalar_one_or_none()
-                if existing is not None:
-                    conn.execute(
-                        instances.update()
-                        .where(instances.c.pk == existing)
-                        .values(copies_received=instances.c.copies_received + 1)
-                    )
-                    if not replace:
-                        return StoreOutcome.DUPLICATE
-                write_blob()
-                series_pk = self._series_cache.get(series_uid)
-                if series_pk is None:
-                    series_pk = self._add_parents(conn, record)
-                row = {
-                    **record.columns[Level.IMAGE],
-                    "series_pk": series_pk,
-                    "blob_key": blob_key,
-                    "size": size,
-                    "sending_ae": record.sending_ae,
-                    "received_at": record.received_at,
-                }
-                if existing is None:
-                    conn.execute(instances.insert().values(**row))
-                else:
-                    conn.execute(instances.update().where(instances.c.pk == existing).values(**row))
+            for attempt in range(_ATTEMPTS):
+                try:
+                    with self.engine.begin() as conn:
+                        outcome, series_pk = self._add(conn, record, blob, replace, write_blob)
+                    break
+                except (IntegrityError, OperationalError):
+                    self._series_cache.pop(series_uid, None)
+                    if attempt == _ATTEMPTS - 1:
+                        raise
             # Only once committed: a rolled-back series must not be remembered.
-            if len(self._series_cache) > 10_000:
-                self._series_cache.clear()
-            self._series_cache[series_uid] = series_pk
-        return StoreOutcome.STORED if existing is None else StoreOutcome.REPLACED
+            if series_pk is not None:
+                if len(self._series_cache) > 10_000:
+                    self._series_cache.clear()
+                self._series_cache[series_uid] = series_pk
+        return outcome
+
+    def _add(
+        self,
+        conn: Connection,
+        record: InstanceRecord,
+        blob: BlobRef,
+        replace: bool,
+        write_blob: Callable[[], None],
+    ) -> tuple[StoreOutcome, int | None]:
+        uid = record.sop_instance_uid
+        lock_instance(conn, uid)
+        existing = conn.execute(
+            select(instances.c.pk).where(instances.c.sopinstanceuid == uid)
+        ).scalar_one_or_none()
+        if existing is not None:
+            conn.execute(
+                instances.update()
+                .where(instances.c.pk == existing)
+                .values(copies_received=instances.c.copies_received + 1)
+            )
+            if not replace:
+                return StoreOutcome.DUPLICATE, None
+        write_blob()
+        series_uid = record.columns[Level.SERIES]["seriesinstanceuid"]
+        series_pk = self._series_cache.get(series_uid)
+        if series_pk is None:
+            series_pk = self._add_parents(conn, record)
+        row = {
+            **record.columns[Level.IMAGE],
+            "series_pk": series_pk,
+            "blob_key": blob.key,
+            "size": blob.size,
+            "sha256": blob.sha256,
+            "sending_ae": record.sending_ae,
+            "received_at": record.received_at,
+        }
+        if existing is None:
+            conn.execute(instances.insert().values(**row))
+            return StoreOutcome.STORED, series_pk
+        conn.execute(instances.update().where(instances.c.pk == existing).values(**row))
+        return StoreOutcome.REPLACED, series_pk
 
     def _add_parents(self, conn: Connection, record: InstanceRecord) -> int:
         """Patient (demographics refreshed), study and series of a series not seen yet."""
-        parent_pk = self._upsert_patient(conn, record.columns[Level.PATIENT])
+        parent_pk = upsert_patient(conn, record.columns[Level.PATIENT])
         for level in (Level.STUDY, Level.SERIES):
-            parent_pk = self._get_or_create(conn, level, record.columns[level], parent_pk)
+            parent_pk = get_or_create(conn, level, record.columns[level], parent_pk)
         return parent_pk
-
-    @staticmethod
-    def _upsert_patient(conn: Connection, values: dict[str, Any]) -> int:
-        key = (patients.c.issuerofpatientid == values["issuerofpatientid"]) & (
-            patients.c.patient_key == values["patient_key"]
-        )
-        pk = conn.execute(select(patients.c.pk).where(key)).scalar_one_or_none()
-        if pk is None:
-            return conn.execute(patients.insert().values(**values)).inserted_primary_key[0]
-        # Demographics follow the latest instance that carries them.
-        changes = {k: v for k, v in values.items() if v is not None}
-        conn.execute(patients.update().where(patients.c.pk == pk).values(**changes))
-        return pk
-
-    @staticmethod
-    def _get_or_create(conn: Connection, level: Level, values: dict[str, Any], parent: int) -> int:
-        table = TABLES[level]
-        uid_column = "studyinstanceuid" if level is Level.STUDY else "seriesinstanceuid"
-        pk = conn.execute(
-            select(table.c.pk).where(table.c[uid_column] == values[uid_column])
-        ).scalar_one_or_none()
-        if pk is not None:
-            return pk
-        row = {**values, PARENT_FK[level]: parent}
-        return conn.execute(table.insert().values(**row)).inserted_primary_key[0]
 
     def note_duplicate(self, sop_instance_uid: str) -> bool:
         """Count one more copy of an indexed instance; False if it is not indexed."""
@@ -192,19 +206,14 @@ class Index:
 
     def add_linkage(self, study_uid: str, pseudonym: str, sealed: bytes) -> None:
         """Keep the first sealed identity of a study (later instances repeat it)."""
+        row = {
+            "study_uid": study_uid,
+            "pseudonym": pseudonym,
+            "sealed": sealed,
+            "created_at": datetime.now(UTC),
+        }
         with self._write_lock, self.engine.begin() as conn:
-            exists = conn.execute(
-                select(linkage.c.study_uid).where(linkage.c.study_uid == study_uid)
-            ).first()
-            if exists is None:
-                conn.execute(
-                    linkage.insert().values(
-                        study_uid=study_uid,
-                        pseudonym=pseudonym,
-                        sealed=sealed,
-                        created_at=datetime.now(UTC),
-                    )
-                )
+            conn.execute(insert_for(conn, linkage).values(**row).on_conflict_do_nothing())
 
     def linkage_for(self, value: str) -> list[tuple[str, str, bytes]]:
         """(study UID, pseudonym, sealed) for a pseudonym or a study UID."""
@@ -219,8 +228,7 @@ class Index:
     def add_quarantined(
         self,
         record: InstanceRecord,
-        blob_key: str,
-        size: int,
+        blob: BlobRef,
         reason: str,
         write_blob: Callable[[], None],
     ) -> None:
@@ -232,12 +240,14 @@ class Index:
             "issuer": record.columns[Level.PATIENT]["issuerofpatientid"],
             "modality": series_["modality"],
             "reason": reason[:256],
-            "blob_key": blob_key,
-            "size": size,
+            "blob_key": blob.key,
+            "size": blob.size,
+            "sha256": blob.sha256,
             "sending_ae": record.sending_ae,
             "received_at": record.received_at,
         }
         with self._write_lock, self.engine.begin() as conn:
+            lock_instance(conn, row["sopinstanceuid"])
             conn.execute(
                 quarantine.delete().where(quarantine.c.sopinstanceuid == row["sopinstanceuid"])
             )
@@ -281,8 +291,8 @@ class Index:
                     func.coalesce(func.sum(instances.c.copies_received), 0),
                 )
             ).one()
-            counts["bytes"] = size
-            counts["duplicates_received"] = copies - counts["instances"]
+            counts["bytes"] = int(size)
+            counts["duplicates_received"] = int(copies) - counts["instances"]
             counts["modalities"] = dict(
                 conn.execute(
                     select(series.c.modality, func.count(instances.c.pk))

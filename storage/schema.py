@@ -86,6 +86,9 @@ instances = _child_table(
     series,
     Column("blob_key", String(128), nullable=False),
     Column("size", BigInteger, nullable=False),
+    # SHA-256 of the blob as written (`dicomnode check` compares); NULL for
+    # instances stored before revision 0002.
+    Column("sha256", String(64)),
     Column("sending_ae", String(16)),
     Column("received_at", DateTime(timezone=True), nullable=False),
     # How many times this SOP Instance UID arrived (re-sends are common).
@@ -117,6 +120,7 @@ quarantine = Table(
     Column("reason", String(256), nullable=False),
     Column("blob_key", String(128), nullable=False),
     Column("size", BigInteger, nullable=False),
+    Column("sha256", String(64)),
     Column("sending_ae", String(16)),
     Column("received_at", DateTime(timezone=True), nullable=False),
 )

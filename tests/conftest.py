@@ -21,6 +21,7 @@ from dicomnode.ingest import Incoming, Ingestor
 from dicomnode.node import Node, open_archive
 from dicomnode.samples import PATIENTS, UID_ROOT, save, xa_instance
 from storage.archive import Archive
+from tests.postgres import LocalPostgres
 
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
 REMOTES = (
@@ -56,6 +57,23 @@ def make_config(tmp_path: Path, **overrides: object) -> Config:
 @pytest.fixture
 def config(tmp_path: Path) -> Config:
     return make_config(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[LocalPostgres]:
+    """One PostgreSQL server for the session (Debian package; `make test` installs it)."""
+    server = LocalPostgres().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_index_config(request: pytest.FixtureRequest, tmp_path: Path) -> Config:
+    """The node's configuration on each index back end in turn."""
+    if request.param == "sqlite":
+        return make_config(tmp_path)
+    server: LocalPostgres = request.getfixturevalue("postgres")
+    return make_config(tmp_path, index_url=server.database())
 
 
 @pytest.fixture

@@ -1,4 +1,6 @@
 import os
+import socket
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -21,15 +23,32 @@ def test_put_is_whole_and_leaves_no_temp_files(tmp_path: Path) -> None:
     store.put(key, b"first")
     store.put(key, b"second")
     assert store.read(key) == b"second"
-    assert os.listdir(tmp_path / ".tmp") == []
+    assert list((tmp_path / ".tmp").rglob("*.part")) == []
 
 
-def test_interrupted_writes_are_dropped_at_start(tmp_path: Path) -> None:
-    BlobStore(tmp_path)
-    (tmp_path / ".tmp" / "half.part").write_bytes(b"never acknowledged")
-    BlobStore(tmp_path)
-    assert os.listdir(tmp_path / ".tmp") == []
-    assert oct((tmp_path / ".tmp").stat().st_mode & 0o777) == "0o700"
+def test_interrupted_writes_are_dropped_at_start_but_not_a_live_writers(
+    tmp_path: Path,
+) -> None:
+    """Several processes share a store: only a dead writer's temp files go."""
+    host = socket.gethostname()
+    dead = tmp_path / ".tmp" / f"{host}-{_dead_pid()}"
+    other_host = tmp_path / ".tmp" / "pacs-2-4242"
+    old_other_host = tmp_path / ".tmp" / "pacs-3-4242"
+    for folder in (dead, other_host, old_other_host):
+        folder.mkdir(parents=True)
+        (folder / "half.part").write_bytes(b"never acknowledged")
+    os.utime(old_other_host, (0, 0))
+    (tmp_path / ".tmp" / "stray.part").write_bytes(b"from the single-process layout")
+    store = BlobStore(tmp_path)
+    left = sorted(p.name for p in (tmp_path / ".tmp").iterdir())
+    assert left == sorted([store._tmp.name, other_host.name])
+    assert oct(store._tmp.stat().st_mode & 0o777) == "0o700"
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
 
 
 def test_failed_write_leaves_nothing(tmp_path: Path) -> None:
@@ -37,7 +56,7 @@ def test_failed_write_leaves_nothing(tmp_path: Path) -> None:
     with pytest.raises(TypeError):
         store.put(store.key_for("1.2"), "not bytes")  # type: ignore[arg-type]
     assert not store.exists(store.key_for("1.2"))
-    assert os.listdir(tmp_path / ".tmp") == []
+    assert list((tmp_path / ".tmp").rglob("*.part")) == []
 
 
 def test_key_cannot_escape_the_store(tmp_path: Path) -> None:

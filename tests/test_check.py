@@ -58,25 +58,30 @@ def test_orphans_of_a_crash_are_set_aside_at_start_only_when_old(
         assert reconcile(node.archive, repair=True).clean
 
 
-def test_check_finds_missing_truncated_and_swapped_blobs(
+def test_check_finds_missing_truncated_swapped_and_flipped_blobs(
     tmp_path: Path, ingestor: Ingestor, archive: Archive
 ) -> None:
-    keys = _store(ingestor, 4)
+    keys = _store(ingestor, 5)
     paths = [archive.blobs.path(k) for k in keys]
     paths[0].unlink()  # missing
     data = paths[1].read_bytes()
     paths[1].write_bytes(data[: len(data) - 100])  # truncated
     paths[3].write_bytes(paths[2].read_bytes())  # another instance's bytes
+    flipped = bytearray(paths[4].read_bytes())
+    flipped[-10] ^= 0x01  # one bit of pixel data: same size, still parses
+    paths[4].write_bytes(bytes(flipped))
     report = verify(archive)
-    assert len(report.missing) == 1 and report.checked == 4
+    assert len(report.missing) == 1 and report.checked == 5
     reasons = sorted(why for _, why in report.damaged)
-    assert len(reasons) == 2
-    assert any("indexed" in why for why in reasons)  # size differs
+    assert len(reasons) == 3
+    # Truncated: size differs; swapped: size or content; flipped: content only.
+    assert all("indexed" in why or "SHA-256" in why for why in reasons)
+    assert any("SHA-256" in why for why in reasons)
     archive.close()
     result = run(tmp_path, "check", "--no-progress")
     assert result.returncode == 6
-    assert "1 missing, 2 damaged" in result.stdout
-    assert result.stdout.count("damaged: 2.25.") == 2
+    assert "1 missing, 3 damaged" in result.stdout
+    assert result.stdout.count("damaged: 2.25.") == 3
 
 
 def test_backup_and_restore_bring_back_index_keys_and_the_audit_chain(

@@ -116,6 +116,6 @@ def test_nothing_acknowledged_is_lost_across_twenty_sigkills(tmp_path: Path) -> 
         # Files of killed writes that no row names are orphans, set aside at a start.
         later = reconcile(archive, repair=True, now=10**10 + ORPHAN_GRACE_SECONDS)
         assert later.missing == [] and verify(archive).clean
-        assert list((config.data_dir / "blobs" / ".tmp").iterdir()) == []
+        assert list((config.data_dir / "blobs" / ".tmp").rglob("*.part")) == []
     finally:
         archive.close()

@@ -103,8 +103,8 @@ def fuzz_node(
 
 
 def _no_partial_files(root: Path) -> None:
-    assert list((root / "blobs" / ".tmp").iterdir()) == []
-    assert list((root / "quarantine" / ".tmp").iterdir()) == []
+    assert list((root / "blobs" / ".tmp").rglob("*.part")) == []
+    assert list((root / "quarantine" / ".tmp").rglob("*.part")) == []
 
 
 @settings(

@@ -1,4 +1,4 @@
-"""PS3.4 C.2.2.2 matching, one rule at a time, against a real SQLite index.
+"""PS3.4 C.2.2.2 matching, one rule at a time, on SQLite and on PostgreSQL.
 
 Records go into the index directly (not through the ingest, which would
 replace the names with pseudonyms): matching is a storage matter, and names
@@ -11,6 +11,7 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from dicomnode.config import Config
 from dicomnode.samples import PATIENTS, UID_ROOT, small_instance
 from storage.archive import Archive
 from storage.index import StoreOutcome
@@ -35,6 +36,11 @@ def index_directly(archive: Archive, ds: Dataset) -> None:
         ds, issuer="NCC Bishkek", transfer_syntax=ExplicitVRLittleEndian, sending_ae="ECHO"
     )
     assert archive.store(record, b"test") is StoreOutcome.STORED
+
+
+@pytest.fixture
+def config(any_index_config: Config) -> Config:
+    return any_index_config
 
 
 @pytest.fixture

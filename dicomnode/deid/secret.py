@@ -8,10 +8,12 @@ data directory, created once with mode 0600.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
 import secrets
+import tempfile
 from pathlib import Path
 
 # Crockford's base32: no I, L, O, U, so a pseudonym reads back unambiguously.
@@ -32,6 +34,22 @@ def _encode(digest: bytes, length: int) -> str:
     return "".join(chars)
 
 
+def _create_key(path: Path) -> None:
+    """Write a new key whole, then link it into place: of node processes
+    starting together on one key folder, one key wins and all read it."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    descriptor, draft = tempfile.mkstemp(dir=path.parent, prefix=".new-key-")
+    try:
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(secrets.token_hex(32) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        with contextlib.suppress(FileExistsError):
+            os.link(draft, path)
+    finally:
+        os.unlink(draft)
+
+
 def load_or_create_key(path: Path, data_dir: Path, *, create: bool = True) -> bytes:
     """Read the key, creating it (0600) on first start. Refuse a key inside the
     data directory (a copy of the archive must not carry its own key) and a key
@@ -42,12 +60,7 @@ def load_or_create_key(path: Path, data_dir: Path, *, create: bool = True) -> by
     if not path.exists() and not create:
         raise KeyFileError(f"no key file at {path}")
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(secrets.token_hex(32) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        _create_key(path)
     if path.stat().st_mode & 0o077:
         raise KeyFileError(f"key file {path} is readable by others (chmod 600 it)")
     try:

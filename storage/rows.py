@@ -1,0 +1,56 @@
+"""Race-free row creation for several node processes on one index.
+
+Two processes receiving the same study at once both try to create its
+patient, study and series: ``INSERT … ON CONFLICT DO NOTHING`` (PostgreSQL
+and SQLite both have it) lets the second wait for the first and then find
+its row, instead of failing on the unique constraint.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, Table, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from storage.keys import Level
+from storage.schema import PARENT_FK, TABLES, patients
+
+
+def insert_for(conn: Connection, table: Table) -> Any:
+    """The dialect's INSERT, which knows ON CONFLICT."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)
+
+
+def lock_instance(conn: Connection, sop_instance_uid: str) -> None:
+    """Serialise transactions on one SOP Instance UID across processes.
+
+    PostgreSQL: a transaction-scoped advisory lock. SQLite needs none: it
+    has one writer at a time.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(sop_instance_uid, 0))))
+
+
+def upsert_patient(conn: Connection, values: dict[str, Any]) -> int:
+    """The patient's pk; its demographics follow the latest instance that has them."""
+    changes = {k: v for k, v in values.items() if v is not None}
+    statement = insert_for(conn, patients).values(**values)
+    statement = statement.on_conflict_do_update(
+        index_elements=["issuerofpatientid", "patient_key"], set_=changes
+    ).returning(patients.c.pk)
+    return conn.execute(statement).scalar_one()
+
+
+def get_or_create(conn: Connection, level: Level, values: dict[str, Any], parent: int) -> int:
+    """The pk of a study or series, inserting it unless it exists."""
+    table = TABLES[level]
+    uid_column = "studyinstanceuid" if level is Level.STUDY else "seriesinstanceuid"
+    uid = table.c[uid_column] == values[uid_column]
+    pk = conn.execute(select(table.c.pk).where(uid)).scalar_one_or_none()
+    if pk is not None:
+        return pk
+    row = {**values, PARENT_FK[level]: parent}
+    conn.execute(insert_for(conn, table).values(**row).on_conflict_do_nothing())
+    return conn.execute(select(table.c.pk).where(uid)).scalar_one()

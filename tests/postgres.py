@@ -1,0 +1,93 @@
+"""A throw-away PostgreSQL server for the tests and benchmarks.
+
+Debian's `postgresql` package puts initdb and pg_ctl under
+/usr/lib/postgresql/<version>/bin; the server refuses to run as root, so as
+root the cluster belongs to the package's `postgres` user. It listens on
+loopback on a free port, trusts local connections, and is stopped (fast
+shutdown) when the fixture ends.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+from pathlib import Path
+
+import psycopg
+
+
+def _bindir() -> Path | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if found:
+        return Path(found[-1]).parent
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+def available() -> bool:
+    return _bindir() is not None
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class LocalPostgres:
+    """One cluster in a new directory under the system temp dir.
+
+    Not under pytest's tmp_path: as root that is private to root, and the
+    server runs as ``postgres``. `database()` hands out a fresh database each.
+    """
+
+    def __init__(self) -> None:
+        bindir = _bindir()
+        if bindir is None:
+            raise RuntimeError("PostgreSQL is not installed (Debian package postgresql)")
+        self.bindir = bindir
+        self.root = Path(tempfile.mkdtemp(prefix="dicomnode-pg-"))
+        self.data = self.root / "pgdata"
+        self.port = _free_port()
+        self._as_owner: list[str] = []
+        if os.geteuid() == 0:
+            self._as_owner = ["runuser", "-u", "postgres", "--"]
+        if self._as_owner:
+            shutil.chown(self.root, "postgres")
+
+    def _run(self, tool: str, *args: str) -> None:
+        command = [*self._as_owner, str(self.bindir / tool), *args]
+        subprocess.run(command, check=True, capture_output=True, cwd=self.root)
+
+    def start(self) -> LocalPostgres:
+        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8")
+        options = (
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
+            "-c max_connections=200 -c fsync=on"
+        )
+        # -w waits until the server accepts connections (pg_ctl polls it).
+        log = str(self.root / "log")
+        self._run("pg_ctl", "-D", str(self.data), "-w", "-l", log, "-o", options, "start")
+        return self
+
+    def stop(self) -> None:
+        try:
+            self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+
+    def database(self) -> str:
+        """A new empty database; its SQLAlchemy URL."""
+        name = "t_" + uuid.uuid4().hex[:12]
+        dsn = f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres"
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)

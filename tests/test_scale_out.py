@@ -1,0 +1,212 @@
+"""Many node processes, one archive: migrations on both back ends, and
+concurrent stores of the same instances from several processes on one
+PostgreSQL index and one storage path (issue #9)."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from sqlalchemy import create_engine, func, insert, select, text
+from sqlalchemy.exc import DBAPIError
+
+from dicomnode.check import verify
+from dicomnode.config import Config
+from dicomnode.ingest import Ingestor
+from dicomnode.node import open_archive
+from dicomnode.samples import PATIENTS, UID_ROOT
+from storage.index import Index
+from storage.migrate import _config, current
+from storage.schema import instances, metadata, patients
+from tests.conftest import DCMTK_ENV, free_port, incoming, make_config
+from tests.postgres import LocalPostgres
+from tests.test_cli import DICOMNODE
+from tests.test_ingest import instance
+
+
+def _head() -> str:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(_config(None)).get_current_head()
+
+
+def test_migrations_make_the_schema_the_code_declares(any_index_config: Config) -> None:
+    archive = open_archive(any_index_config)
+    try:
+        assert current(archive.index.engine) == _head()
+        with archive.index.engine.connect() as conn:
+            differences = compare_metadata(MigrationContext.configure(conn), metadata)
+        assert differences == []
+        # Opening again (a second process starting) migrates nothing and fails nothing.
+        open_archive(any_index_config).close()
+    finally:
+        archive.close()
+
+
+def test_an_index_from_before_migrations_is_stamped_then_upgraded(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'index.sqlite'}"
+    engine = create_engine(url)
+    with engine.begin() as conn:  # the schema of that time, as create_all made it
+        command.upgrade(_config(conn), "0001")
+        conn.execute(text("DROP TABLE alembic_version"))
+        conn.execute(
+            insert(patients).values(issuerofpatientid="NCC Bishkek", patient_key="CHD-1", pk=7)
+        )
+    engine.dispose()
+    index = Index(url)
+    try:
+        assert current(index.engine) == _head()
+        with index.engine.connect() as conn:
+            assert conn.execute(select(patients.c.pk)).scalars().all() == [7]
+            assert compare_metadata(MigrationContext.configure(conn), metadata) == []
+    finally:
+        index.close()
+
+
+def test_the_audit_trail_is_append_only_in_postgresql_too(postgres: LocalPostgres) -> None:
+    index = Index(postgres.database(), b"k" * 32)
+    try:
+        index.audit.record("login", user="admin", source="127.0.0.1")
+        for statement in ("UPDATE audit_log SET outcome = 8", "DELETE FROM audit_log"):
+            with pytest.raises(DBAPIError, match="append-only"), index.engine.begin() as conn:
+                conn.execute(text(statement))
+        assert index.audit.verify().ok
+    finally:
+        index.close()
+
+
+def _studies(size: int) -> list:
+    """Two patients' studies of three series each, ``size`` instances in all."""
+    studies = [generate_uid(UID_ROOT) for _ in range(2)]
+    series = [[generate_uid(UID_ROOT) for _ in range(3)] for _ in range(2)]
+    out = []
+    for n in range(size):
+        ds = instance(
+            PATIENTS[n % 2],
+            StudyInstanceUID=studies[n % 2],
+            SeriesInstanceUID=series[n % 2][n % 3],
+            InstanceNumber=n + 1,
+        )
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        out.append(ds)
+    return out
+
+
+def test_two_processes_storing_the_same_instances_at_once_agree(
+    tmp_path: Path, postgres: LocalPostgres
+) -> None:
+    """Two archives (as two node processes have: own engine, own writer lock)
+    on one PostgreSQL and one data folder; two threads each store the same
+    study in different orders. No failure, no duplicate row, every copy counted."""
+    config = make_config(tmp_path, index_url=postgres.database())
+    datasets = _studies(40)
+    archives = [open_archive(config), open_archive(config)]
+    failures: list[int] = []
+
+    def send(archive, seed: int) -> None:
+        ingestor = Ingestor(config, archive)
+        order = random.Random(seed).sample(datasets, len(datasets))
+        for ds in order:
+            result = ingestor.ingest(incoming(ds))
+            if result.status != 0:
+                failures.append(result.status)
+
+    threads = [threading.Thread(target=send, args=(archives[n % 2], n)) for n in range(4)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert failures == []
+        stats = archives[0].index.stats()
+        assert (stats["patients"], stats["studies"], stats["series"]) == (2, 2, 6)
+        assert stats["instances"] == 40 and stats["duplicates_received"] == 3 * 40
+        with archives[0].index.engine.connect() as conn:
+            copies = conn.execute(select(func.min(instances.c.copies_received))).scalar_one()
+        assert copies == 4
+        assert verify(archives[0]).clean
+    finally:
+        for archive in archives:
+            archive.close()
+
+
+def _serve(env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [*DICOMNODE, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.peers
+def test_two_serve_processes_share_one_postgresql_and_one_storage_path(
+    tmp_path: Path, postgres: LocalPostgres
+) -> None:
+    """Two `dicomnode serve` started at the same moment (migrations and key
+    creation race), then two dcmsend to each, all sending the same studies."""
+    folder = tmp_path / "study"
+    folder.mkdir()
+    for n, ds in enumerate(_studies(60)):
+        ds.save_as(folder / f"{n:03d}.dcm", enforce_file_format=True)
+    shared = {
+        **DCMTK_ENV,
+        "DICOMNODE_CONFIG": os.devnull,
+        "DICOMNODE_INDEX_URL": postgres.database(),
+        "DICOMNODE_DATA_DIR": str(tmp_path / "var"),
+        "DICOMNODE_KEY_DIR": str(tmp_path / "secrets"),
+        "DICOMNODE_MIN_FREE_DISK_MB": "0",
+        "DICOMNODE_REQUIRE_KNOWN_AE": "false",
+        "DICOMNODE_LOG_LEVEL": "ERROR",
+    }
+    ports = [free_port() for _ in range(2)]
+    nodes = [
+        _serve({**shared, "DICOMNODE_DIMSE_PORT": str(p), "DICOMNODE_HTTP_PORT": str(free_port())})
+        for p in ports
+    ]
+    try:
+        for process in nodes:  # the banner is printed once both services listen
+            banner = process.stdout.readline()
+            assert "DICOM port" in banner, process.stderr.read()
+        senders = [
+            subprocess.Popen(
+                [
+                    "dcmsend",
+                    "-aec",
+                    "CHDNODE",
+                    "127.0.0.1",
+                    str(port),
+                    str(folder),
+                    "--scan-directories",
+                ],
+                env=DCMTK_ENV,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for port in ports * 2
+        ]
+        for sender in senders:
+            _, errors = sender.communicate(timeout=300)
+            assert sender.returncode == 0, errors
+    finally:
+        for process in nodes:
+            process.terminate()
+            process.wait(timeout=60)
+    config = make_config(tmp_path, index_url=shared["DICOMNODE_INDEX_URL"], require_known_ae=False)
+    archive = open_archive(config)
+    try:
+        stats = archive.index.stats()
+        assert (stats["patients"], stats["studies"], stats["series"]) == (2, 2, 6)
+        assert stats["instances"] == 60 and stats["duplicates_received"] == 3 * 60
+        assert verify(archive).clean
+        assert len(list((tmp_path / "secrets").glob("deid.key"))) == 1
+        assert list((tmp_path / "secrets").glob(".new-key-*")) == []
+    finally:
+        archive.close()
