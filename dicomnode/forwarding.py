@@ -4,7 +4,10 @@ Every instance to forward is a row in the persisted queue first; a pass
 (`run_once`) opens one association per destination, sends what is due in its
 stored syntax and marks each row done, or schedules a retry with back-off
 when the destination is down or refuses. A restart loses nothing: the queue
-is in the index database.
+is in the index database. Each pass claims its rows, so node processes
+sharing the index never send the same row at once; the rows of a process
+that died are taken by another when its lease runs out (so an instance may
+reach its destination twice after a crash, never not at all).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from dicomnode.retrieve import NO_DELAY, contexts_for
 from dicomnode.tls import tls_args
 from storage.archive import Archive
 from storage.keys import Level
+from storage.leases import process_name
 from storage.query import Query
 
 log = logging.getLogger(__name__)
@@ -43,6 +47,7 @@ class Forwarder:
         self.config = config
         self.archive = archive
         self.queue = archive.index.forwarding
+        self.owner = process_name()
         self._stop = threading.Event()
 
     def enqueue_study(self, study_uid: str, destination: str) -> int:
@@ -59,7 +64,7 @@ class Forwarder:
     def run_once(self, now: datetime | None = None) -> dict[str, int]:
         """Send what is due; returns how many went out and how many wait again."""
         by_destination: dict[str, list[dict]] = defaultdict(list)
-        for job in self.queue.due(now):
+        for job in self.queue.claim(self.owner, now):
             by_destination[job["destination"]].append(job)
         sent = waiting = 0
         for destination, jobs in by_destination.items():

@@ -41,6 +41,7 @@ class Node:
         self.forwarder = Forwarder(config, self.archive)
         self._web_enabled = web
         self._web: Any = None
+        self._stopping = threading.Event()
 
     def _audit_start(self) -> None:
         """A start, and a configuration that differs from the last start's."""
@@ -83,16 +84,30 @@ class Node:
             # Threads for parallel frame requests of the cine viewports.
             self._web = WebServer(app, self.config, threads=8)
             self._web.start()
+            threading.Thread(
+                target=self._take_over_exports, args=(app,), daemon=True, name="exports"
+            ).start()
             log.info(
                 "web app on %s://%s:%d", self._web.scheme, self.config.http_host, self.http_port
             )
         return self
+
+    def _take_over_exports(self, app: Any, interval: float = 30.0) -> None:
+        """Export jobs of node processes that died are run by a live one."""
+        from viewer.exports import take_over
+
+        while not self._stopping.wait(interval):
+            try:
+                take_over(app)
+            except Exception as exc:  # the jobs stay in the index for the next pass
+                log.error("export take-over failed: %s", type(exc).__name__)
 
     @property
     def http_port(self) -> int | None:
         return self._web.port if self._web else None
 
     def stop(self) -> None:
+        self._stopping.set()
         self.forwarder.stop()
         self.dicom.stop()
         if self._web is not None:

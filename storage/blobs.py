@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from storage.leases import dead_here, process_name
+
 STALE_TEMP_SECONDS = 86_400
 _KEY = re.compile(r"^[0-9a-f]{2}/[0-9a-f]{2}/[0-9a-f]{64}\.dcm$")
 
@@ -44,31 +46,18 @@ def _fsync_dir(path: Path) -> None:
 def _drop_dead_writers(tmp: Path) -> None:
     """Leftovers of a crash mid-write were never acknowledged: drop them.
 
-    A folder of this host whose process is gone, or of any host once a day
-    old (no write takes that long; another host's processes cannot be asked).
+    A folder of a process of this host that is gone, or of any host once a
+    day old (no write takes that long).
     """
     host = socket.gethostname()
     for folder in tmp.iterdir():
-        name, _, pid = folder.name.rpartition("-")
         if not folder.is_dir():  # a part file of the layout before folders per process
             folder.unlink()
-            continue
-        if name == host and pid.isdigit():
-            stale = not _alive(int(pid))
-        else:
-            stale = time.time() - folder.stat().st_mtime > STALE_TEMP_SECONDS
-        if stale:
+        elif folder.name.rpartition("-")[0] == host:
+            if dead_here(folder.name):
+                shutil.rmtree(folder, ignore_errors=True)
+        elif time.time() - folder.stat().st_mtime > STALE_TEMP_SECONDS:
             shutil.rmtree(folder, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class BlobStore:
@@ -78,7 +67,7 @@ class BlobStore:
         self.root = Path(root)
         # Each process writes its temp files in a folder of its own: several
         # node processes (and hosts) may share the store.
-        self._tmp = self.root / ".tmp" / f"{socket.gethostname()}-{os.getpid()}"
+        self._tmp = self.root / ".tmp" / process_name()
         self._tmp.mkdir(parents=True, mode=0o700, exist_ok=True)
         _drop_dead_writers(self._tmp.parent)
         self._known_dirs: set[Path] = set()
@@ -102,7 +91,11 @@ class BlobStore:
         """
         final = self.path(key)
         self._makedirs(final.parent)
-        fd, tmp_name = tempfile.mkstemp(dir=self._tmp, suffix=".part")
+        try:
+            fd, tmp_name = tempfile.mkstemp(dir=self._tmp, suffix=".part")
+        except FileNotFoundError:  # removed by hand, or by another host's sweep
+            self._tmp.mkdir(parents=True, mode=0o700, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(dir=self._tmp, suffix=".part")
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)

@@ -1,4 +1,8 @@
-"""The forwarding queue: what must reach another AE, kept until it did."""
+"""The forwarding queue: what must reach another AE, kept until it did.
+
+Rows are claimed (`storage.leases`) so that of several node processes one
+sends each instance.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from typing import Any
 from sqlalchemy import Column, DateTime, Integer, String, Table, func, select
 from sqlalchemy.engine import Engine
 
+from storage.leases import RELEASED, claim, lease_columns
 from storage.schema import metadata
 
 PENDING, DONE = "pending", "done"
@@ -25,7 +30,12 @@ forward_queue = Table(
     Column("last_error", String(256)),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("done_at", DateTime(timezone=True)),
+    *lease_columns(),
 )
+# A pass sends at most this many rows per claim; a dead process's claim
+# lapses after the lease (long enough for a batch to a slow destination).
+BATCH = 200
+LEASE = timedelta(minutes=10)
 
 
 class ForwardQueue:
@@ -62,17 +72,12 @@ class ForwardQueue:
                 added += 1
         return added
 
-    def due(self, now: datetime | None = None) -> list[dict[str, Any]]:
+    def claim(self, owner: str, now: datetime | None = None) -> list[dict[str, Any]]:
+        """Due rows, now claimed by ``owner`` (no other process sends them)."""
         now = now or datetime.now(UTC)
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(forward_queue)
-                .where(
-                    (forward_queue.c.state == PENDING) & (forward_queue.c.next_attempt_at <= now)
-                )
-                .order_by(forward_queue.c.pk)
-            ).all()
-        return [dict(r._mapping) for r in rows]
+        ready = (forward_queue.c.state == PENDING) & (forward_queue.c.next_attempt_at <= now)
+        with self._lock, self.engine.begin() as conn:
+            return claim(conn, forward_queue, ready, owner=owner, lease=LEASE, limit=BATCH, now=now)
 
     def due_or_later(self, limit: int = 200) -> list[dict[str, Any]]:
         """Pending jobs, soonest first (for the admin page)."""
@@ -90,7 +95,7 @@ class ForwardQueue:
             conn.execute(
                 forward_queue.update()
                 .where(forward_queue.c.pk == pk)
-                .values(state=DONE, done_at=datetime.now(UTC), last_error=None)
+                .values(state=DONE, done_at=datetime.now(UTC), last_error=None, **RELEASED)
             )
 
     def retry(self, pk: int, attempts: int, error: str, delay: timedelta) -> None:
@@ -102,6 +107,7 @@ class ForwardQueue:
                     attempts=attempts,
                     last_error=error[:256],
                     next_attempt_at=datetime.now(UTC) + delay,
+                    **RELEASED,
                 )
             )
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import os
+import socket
+import subprocess
 import threading
 import zipfile
 from pathlib import Path
@@ -298,14 +300,15 @@ def test_an_export_interrupted_by_a_stop_runs_again_on_start(
 
     from viewer import create_app
 
-    # As the index holds it when the server stopped mid-export.
-    cohort_archive.index.exports.add("0123456789abcdef", "zarina", asdict(Cohort()), False)
+    # As the index holds it when the server's process died mid-export.
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    runner = f"{socket.gethostname()}-{dead.pid}"
+    cohort_archive.index.exports.add("0123456789abcdef", "zarina", asdict(Cohort()), False, runner)
     app = create_app(config, cohort_archive, b"k" * 32)
-    job = app.extensions["export_jobs"]["0123456789abcdef"]
-    assert job.finished.wait(60)
-    assert job.public()["percent"] == 100 and job.total == 2
-    (row,) = cohort_archive.index.exports.all()
-    assert row["state"] == "done"
+    assert app.extensions["export_jobs"]["0123456789abcdef"].finished.wait(60)
+    row = cohort_archive.index.exports.get("0123456789abcdef")
+    assert (row["state"], row["total"], row["claimed_by"]) == ("done", 2, None)
     assert (config.data_dir / "exports" / "0123456789abcdef.zip").exists()
     again = create_app(config, cohort_archive, b"k" * 32)  # a later start: nothing rerun
-    assert again.extensions["export_jobs"]["0123456789abcdef"].state == "done"
+    assert again.extensions["export_jobs"] == {}

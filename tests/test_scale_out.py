@@ -8,6 +8,7 @@ import os
 import random
 import subprocess
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -208,5 +209,66 @@ def test_two_serve_processes_share_one_postgresql_and_one_storage_path(
         assert verify(archive).clean
         assert len(list((tmp_path / "secrets").glob("deid.key"))) == 1
         assert list((tmp_path / "secrets").glob(".new-key-*")) == []
+    finally:
+        archive.close()
+
+
+def test_forwarding_rows_are_claimed_by_one_process_each(any_index_config: Config) -> None:
+    """Four claimers on two archives (as two processes) take 500 due rows:
+    each row once, none left behind."""
+    config = any_index_config
+    archives = [open_archive(config), open_archive(config)]
+    archives[0].index.forwarding.enqueue([f"2.25.{n}" for n in range(500)], "PACS")
+    taken: list[list[int]] = [[] for _ in range(4)]
+
+    def drain(n: int) -> None:
+        queue = archives[n % 2].index.forwarding
+        while rows := queue.claim(f"host{n}-{n}"):
+            taken[n].extend(row["pk"] for row in rows)
+
+    threads = [threading.Thread(target=drain, args=(n,)) for n in range(4)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        every = [pk for claimed in taken for pk in claimed]
+        assert len(every) == 500 and len(set(every)) == 500
+        assert archives[1].index.forwarding.claim("late-1") == []  # all held by live leases
+    finally:
+        for archive in archives:
+            archive.close()
+
+
+def _lapse(archive, table: str) -> None:
+    with archive.index.engine.begin() as conn:
+        conn.execute(
+            text(f"UPDATE {table} SET claimed_until = :past"),
+            {"past": datetime(2000, 1, 1, tzinfo=UTC)},
+        )
+
+
+def test_a_lapsed_claim_passes_to_another_process(any_index_config: Config) -> None:
+    archive = open_archive(any_index_config)
+    try:
+        queue, jobs = archive.index.forwarding, archive.index.exports
+        queue.enqueue(["2.25.1"], "PACS")
+        assert len(queue.claim("pacs-a-1")) == 1 and queue.claim("pacs-b-2") == []
+        jobs.add("job1", "zarina", {}, False, runner="pacs-a-1")
+        assert jobs.claim_abandoned("pacs-b-2") == []
+        assert jobs.progress("job1", "pacs-a-1", 1, 10)
+        _lapse(archive, "forward_queue")
+        _lapse(archive, "exports")  # pacs-a stopped renewing: its host went away
+        assert [row["sop_instance_uid"] for row in queue.claim("pacs-b-2")] == ["2.25.1"]
+        assert [row["id"] for row in jobs.claim_abandoned("pacs-b-2")] == ["job1"]
+        # The first runner, if it comes back, has lost the job: it stops, and
+        # its outcome does not overwrite the new runner's.
+        assert not jobs.progress("job1", "pacs-a-1", 2, 10)
+        jobs.finish("job1", "pacs-a-1", "failed", "late")
+        assert jobs.get("job1")["state"] == "running"
+        jobs.request_cancel("job1")  # asked through any process
+        assert not jobs.progress("job1", "pacs-b-2", 3, 10)
+        jobs.finish("job1", "pacs-b-2", "cancelled")
+        assert jobs.get("job1")["state"] == "cancelled"
     finally:
         archive.close()

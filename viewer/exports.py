@@ -1,8 +1,10 @@
 """Research export in the web app: preview, a background job, download.
 
-Jobs are rows in the index: one still running when the server stopped is run
-again (from the start, with a fresh key: nothing of it was released) when
-the app starts. Progress lives in memory. Finished packages are kept under
+Jobs are rows in the index, claimed by the process that runs them (a lease,
+renewed with the progress): a job whose process stopped is run again (from
+the start, with a fresh key: nothing of it was released) by the next
+process that starts or, with several node processes, by whichever notices
+the lapsed lease first. Status and cancel work from any process. Finished packages are kept under
 ``data_dir/exports`` for ``export_keep_hours``; only their owner or an admin
 may download them.
 """
@@ -29,49 +31,46 @@ from flask import (
 )
 
 from dicomnode.export import Cohort, EmptyCohort, ExportBlocked, ExportCancelled, export, preview
+from storage.leases import process_name
 
 bp = Blueprint("exports", __name__)
+PROGRESS_SECONDS = 1.0
 
 
 @dataclass
-class Job:
-    id: str
-    owner: str
-    cohort: dict[str, Any]
-    linkable: bool = False
-    state: str = "running"  # running, done, failed, cancelled, expired
-    done: int = 0
-    total: int = 0
-    message: str = ""
+class Running:
+    """A job this process runs: what its request handlers can signal."""
+
     cancel: threading.Event = field(default_factory=threading.Event)
     finished: threading.Event = field(default_factory=threading.Event)
 
-    def public(self) -> dict[str, Any]:
-        names = ("id", "owner", "cohort", "linkable", "state", "done", "total", "message")
-        out: dict[str, Any] = {name: getattr(self, name) for name in names}
-        out["percent"] = (
-            100
-            if self.state == "done"
-            else (round(100 * self.done / self.total) if self.total else 0)
-        )
-        return out
+
+def public(row: dict[str, Any]) -> dict[str, Any]:
+    """What the owner sees of a job (its row in the index)."""
+    names = ("id", "owner", "cohort", "linkable", "state", "done", "total", "message")
+    out: dict[str, Any] = {name: row[name] for name in names}
+    done, total = row["done"], row["total"]
+    out["percent"] = 100 if row["state"] == "done" else (round(100 * done / total) if total else 0)
+    return out
 
 
 def install(app: Flask) -> None:
-    """Load the jobs of this archive and run again the ones a stop interrupted."""
-    jobs: dict[str, Job] = {}
-    app.extensions["export_jobs"] = jobs
-    for row in app.extensions["archive"].index.exports.all():
-        job = Job(row["id"], row["owner"], row["cohort"], row["linkable"], row["state"])
-        job.message = row["message"]
-        jobs[job.id] = job
-        if job.state == "running":
-            _launch(app, job)
-        else:
-            job.finished.set()
+    """Jobs run by this process; take over the ones a stopped process left."""
+    app.extensions["export_jobs"] = {}
+    app.extensions["export_runner"] = process_name()
+    take_over(app)
 
 
-def _jobs() -> dict[str, Job]:
+def take_over(app: Flask) -> int:
+    """Run the jobs whose process died (an earlier life of this node
+    included); called at start and then periodically by the node."""
+    rows = app.extensions["archive"].index.exports.claim_abandoned(app.extensions["export_runner"])
+    for row in rows:
+        _launch(app, row)
+    return len(rows)
+
+
+def _jobs() -> dict[str, Running]:
     return current_app.extensions["export_jobs"]
 
 
@@ -106,45 +105,56 @@ def _folder(app: Flask) -> Path:
     return folder
 
 
-def _launch(app: Flask, job: Job) -> None:
+def _launch(app: Flask, row: dict[str, Any]) -> None:
     config, archive = app.config["NODE_CONFIG"], app.extensions["archive"]
-    target = _folder(app) / f"{job.id}.zip"
+    jobs, runner = archive.index.exports, app.extensions["export_runner"]
+    job_id = row["id"]
+    target = _folder(app) / f"{job_id}.zip"
+    running = app.extensions["export_jobs"][job_id] = Running()
+    last_report = [0.0]
 
     def step(done: int, total: int) -> None:
-        job.done, job.total = done, total
+        # Progress and the lease go to the index at most once a second; a
+        # cancel asked through another process comes back the same way.
+        if time.monotonic() - last_report[0] < PROGRESS_SECONDS and done < total:
+            return
+        last_report[0] = time.monotonic()
+        if not jobs.progress(job_id, runner, done, total):
+            running.cancel.set()
 
     def run() -> None:
+        state, message = "done", ""
         try:
             export(
                 config,
                 archive,
-                Cohort(**job.cohort),
+                Cohort(**row["cohort"]),
                 target,
                 progress=False,
-                actor=job.owner,
+                actor=row["owner"],
                 source="web",
                 on_instance=step,
-                cancel=job.cancel,
-                linkable=job.linkable,
+                cancel=running.cancel,
+                linkable=row["linkable"],
             )
-            job.state = "done"
         except ExportCancelled as exc:
-            job.state, job.message = "cancelled", str(exc)
+            state, message = "cancelled", str(exc)
         except (EmptyCohort, ExportBlocked) as exc:
-            job.state, job.message = "failed", str(exc)
+            state, message = "failed", str(exc)
         except Exception as exc:  # the message must not carry data values
-            job.state, job.message = "failed", "the export failed; see the node's log"
-            app.logger.error("export %s failed: %s", job.id, type(exc).__name__)
+            state, message = "failed", "the export failed; see the node's log"
+            app.logger.error("export %s failed: %s", job_id, type(exc).__name__)
         finally:
-            archive.index.exports.finish(job.id, job.state, job.message)
-            job.finished.set()
+            jobs.finish(job_id, runner, state, message)
+            running.finished.set()
 
-    threading.Thread(target=run, name=f"export-{job.id}", daemon=True).start()
+    threading.Thread(target=run, name=f"export-{job_id}", daemon=True).start()
 
 
 @bp.get("/exports")
 def page() -> Any:
-    mine = [j.public() for j in _jobs().values() if j.owner == g.user.username]
+    index = current_app.extensions["archive"].index
+    mine = [public(row) for row in index.exports.all(owner=g.user.username)]
     return render_template("exports.html", user=g.user, jobs=mine)
 
 
@@ -161,45 +171,52 @@ def start() -> Any:
     linkable = bool(values.get("linkable"))
     if linkable and g.user.role != "admin":
         abort(403, description="only an admin may make an export linkable to others")
-    job = Job(secrets.token_hex(8), g.user.username, asdict(cohort), linkable)
     app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
-    app.extensions["archive"].index.exports.add(job.id, job.owner, job.cohort, linkable)
-    _jobs()[job.id] = job
-    _launch(app, job)
-    return jsonify(job.public()), 202
+    row = app.extensions["archive"].index.exports.add(
+        secrets.token_hex(8),
+        g.user.username,
+        asdict(cohort),
+        linkable,
+        runner=app.extensions["export_runner"],
+    )
+    _launch(app, row)
+    return jsonify(public(row)), 202
 
 
-def _job(job_id: str) -> Job:
-    job = _jobs().get(job_id)
-    if job is None or (job.owner != g.user.username and g.user.role != "admin"):
+def _job(job_id: str) -> dict[str, Any]:
+    row = current_app.extensions["archive"].index.exports.get(job_id)
+    if row is None or (row["owner"] != g.user.username and g.user.role != "admin"):
         abort(404, description="no such export")
-    return job
+    return row
 
 
 @bp.get("/api/exports/<job_id>")
 def status(job_id: str) -> Any:
-    return jsonify(_job(job_id).public())
+    return jsonify(public(_job(job_id)))
 
 
 @bp.post("/api/exports/<job_id>/cancel")
 def cancel(job_id: str) -> Any:
-    job = _job(job_id)
-    job.cancel.set()
-    return jsonify(job.public())
+    row = _job(job_id)
+    current_app.extensions["archive"].index.exports.request_cancel(row["id"])
+    running = _jobs().get(row["id"])
+    if running is not None:  # else the process running it learns from the row
+        running.cancel.set()
+    return jsonify(public(row))
 
 
 @bp.get("/api/exports/<job_id>/download")
 def download(job_id: str) -> Any:
-    job = _job(job_id)
-    if job.state != "done":
-        abort(409, description=f"the export is {job.state}, not ready")
-    package = _folder(current_app) / f"{job.id}.zip"  # type: ignore[arg-type]
+    row = _job(job_id)
+    if row["state"] != "done":
+        abort(409, description=f"the export is {row['state']}, not ready")
+    package = _folder(current_app) / f"{row['id']}.zip"  # type: ignore[arg-type]
     if not package.exists():
-        job.state = "expired"
+        current_app.extensions["archive"].index.exports.expire(row["id"])
         abort(410, description="the export has expired; run it again")
     return send_file(
         package,
         mimetype="application/zip",
         as_attachment=True,
-        download_name=f"chd-cohort-{job.id}.zip",
+        download_name=f"chd-cohort-{row['id']}.zip",
     )

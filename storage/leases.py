@@ -1,0 +1,105 @@
+"""Jobs claimed by one node process at a time, for a while (a lease).
+
+Forwarding rows and export jobs carry ``claimed_by`` and ``claimed_until``.
+A process claims free rows in one UPDATE whose candidates are chosen with
+``FOR UPDATE SKIP LOCKED`` on PostgreSQL (SQLite has one writer at a time),
+so two processes never take the same row. A process that dies holds its rows
+only until the lease runs out (or, on its own host, until the next claim
+sees it gone); then another takes them. Work is therefore
+done at least once and, while its process lives, by one process only.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Column, Connection, DateTime, String, Table, select, update
+
+
+def process_name() -> str:
+    """This process among all node processes of an archive: ``host-pid``."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def dead_here(name: str) -> bool:
+    """A process of this host (by its `process_name`) that no longer runs.
+
+    Another host's processes cannot be asked: for them, leases lapse.
+    """
+    host, _, pid = name.rpartition("-")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def lease_columns() -> list[Column]:
+    return [
+        Column("claimed_by", String(128)),
+        Column("claimed_until", DateTime(timezone=True)),
+    ]
+
+
+def _free(conn: Connection, table: Table, now: datetime) -> Any:
+    """Never claimed, lease lapsed, or claimed by a process of this host that died."""
+    until, holder = table.c.claimed_until, table.c.claimed_by
+    holders = conn.execute(select(holder).distinct().where(until >= now)).scalars()
+    dead = [name for name in holders if name and dead_here(name)]
+    return until.is_(None) | (until < now) | holder.in_(dead)
+
+
+def claim(
+    conn: Connection,
+    table: Table,
+    ready: Any,
+    *,
+    owner: str,
+    lease: timedelta,
+    limit: int,
+    order_by: Any = None,
+    now: datetime | None = None,
+) -> list[dict[str, Any]]:
+    """Claim up to ``limit`` rows that are ``ready`` and not claimed by a live lease."""
+    now = now or datetime.now(UTC)
+    key = table.primary_key.columns.values()[0]
+    free = _free(conn, table, now)
+    candidates = (
+        select(key)
+        .where(ready & free)
+        .order_by(order_by if order_by is not None else key)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    statement = (
+        update(table)
+        .where(key.in_(candidates.scalar_subquery()) & ready & free)
+        .values(claimed_by=owner, claimed_until=now + lease)
+        .returning(*table.c)
+    )
+    return [dict(row._mapping) for row in conn.execute(statement)]
+
+
+def renew(
+    conn: Connection, table: Table, key: Any, *, owner: str, lease: timedelta, **values: Any
+) -> dict[str, Any] | None:
+    """Extend this owner's lease (and set ``values``); None if it is not ours any more."""
+    column = table.primary_key.columns.values()[0]
+    statement = (
+        update(table)
+        .where((column == key) & (table.c.claimed_by == owner))
+        .values(claimed_until=datetime.now(UTC) + lease, **values)
+        .returning(*table.c)
+    )
+    row = conn.execute(statement).first()
+    return None if row is None else dict(row._mapping)
+
+
+RELEASED = {"claimed_by": None, "claimed_until": None}
