@@ -106,6 +106,8 @@ class Config:
     dimse_timeout: int = 60
     poll_interval_us: int = 1000
     max_find_results: int = 0
+    # Seconds between forwarding passes (each sends what is due).
+    forward_interval_seconds: float = 5.0
     export_keep_hours: int = 72
     min_free_disk_mb: int = 512
     log_level: str = "INFO"
@@ -159,6 +161,11 @@ def _coerce(name: str, value: Any) -> Any:
             return bool(value)
         if kind == "int":
             return int(value)
+        if kind == "float":
+            number = float(value)
+            if not number > 0:
+                raise ValueError(value)
+            return number
         if kind == "Path":
             return Path(value)
         return str(value)

@@ -11,15 +11,16 @@ key is at hand), the archive's pseudonyms and UIDs — any finding blocks it.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import getpass
 import io
 import json
 import os
-import tempfile
+import shutil
 import threading
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -234,7 +235,7 @@ def export(
         ),
         DeidSettings(options=RESEARCH_OPTIONS, method_text="CHD node research export"),
     )
-    with tempfile.TemporaryDirectory(prefix="chd-export-") as tmp:
+    with _staging(out) as tmp:
         fileset = FileSet()
         staged = Path(tmp) / "staged"
         staged.mkdir()
@@ -274,6 +275,20 @@ def export(
         f"{'linkable key' if linkable else 'fresh key'}; {out.name}",
     )
     return result
+
+
+@contextlib.contextmanager
+def _staging(out: Path) -> Iterator[Path]:
+    """A private folder beside the package, emptied first: a run that a crash
+    cut short leaves its files there, and the next run of the job (same
+    package name) clears them, instead of leaving them in the system temp."""
+    folder = out.parent / f".{out.name}.staging"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(mode=0o700, parents=True)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _fill_directory_keys(ds: Any, study_numbers: dict[str, str]) -> None:

@@ -75,7 +75,12 @@ class Node:
         self._audit_start()
         self._reconcile()
         self.dicom.start()
-        threading.Thread(target=self.forwarder.run_forever, daemon=True, name="forward").start()
+        threading.Thread(
+            target=self.forwarder.run_forever,
+            args=(self.config.forward_interval_seconds,),
+            daemon=True,
+            name="forward",
+        ).start()
         if self._web_enabled:
             from viewer import create_app
 
