@@ -2,7 +2,7 @@
 
 A blob is written (fsync, rename) before its index row commits, so a crash in
 between leaves a blob no row points to. No Success was sent for it (the
-sender re-sends), so `reconcile` moves such orphans to ``lost+found/`` and
+sender re-sends), so `reconcile` moves such orphans to ``lost+found`` and
 reports them; only orphans older than a grace period, because with shared
 storage another node process may be between its rename and its commit right
 now. `verify` reads every blob (``dicomnode check``): size and SHA-256 as
@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from io import BytesIO
-from pathlib import Path
 from typing import NamedTuple
 
 from pydicom import dcmread
@@ -33,7 +31,6 @@ from storage.schema import instances, quarantine
 
 log = logging.getLogger(__name__)
 ORPHAN_GRACE_SECONDS = 600
-LOST_AND_FOUND = "lost+found"
 
 
 @dataclass
@@ -72,30 +69,27 @@ def _rows(archive: Archive) -> Iterator[_Row]:
                 yield _Row(store, uid, key, size, sha256)
 
 
-def _files(store: BlobStore) -> Iterator[str]:
-    for path in store.root.glob("??/??/*.dcm"):
-        yield path.relative_to(store.root).as_posix()
-
-
 def reconcile(archive: Archive, *, repair: bool, now: float | None = None) -> CheckReport:
-    """Compare file names with index rows (no blob is read)."""
+    """Compare the stores' listings with index rows (no blob is read): one
+    listing per store, not a lookup per instance, so object stores are cheap."""
     report = CheckReport()
-    known: dict[Path, set[str]] = {archive.blobs.root: set(), archive.held.root: set()}
-    for row in _rows(archive):
+    stores = (archive.blobs, archive.held)
+    named: dict[int, set[str]] = {id(store): set() for store in stores}
+    rows = list(_rows(archive))  # before listing: a blob is always written before its row
+    listed = {id(store): dict(store.listing()) for store in stores}
+    for row in rows:
         report.checked += 1
-        known[row.store.root].add(row.key)
-        if not row.store.exists(row.key):
+        named[id(row.store)].add(row.key)
+        if row.key not in listed[id(row.store)]:
             report.missing.append(row.uid)
     cutoff = (now or time.time()) - ORPHAN_GRACE_SECONDS
-    for store in (archive.blobs, archive.held):
-        for key in _files(store):
-            if key in known[store.root] or store.path(key).stat().st_mtime > cutoff:
+    for store in stores:
+        for key, modified in listed[id(store)].items():
+            if key in named[id(store)] or modified > cutoff:
                 continue
             report.orphans.append(key)
             if repair:
-                target = archive.data_dir / LOST_AND_FOUND / Path(key).name
-                target.parent.mkdir(exist_ok=True)
-                os.replace(store.path(key), target)
+                store.set_aside(key)
     return report
 
 

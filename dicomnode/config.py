@@ -87,6 +87,11 @@ class Config:
     data_dir: Path = Path("var")
     # Empty means SQLite in the data directory.
     index_url: str = ""
+    # Where instance files go: empty means data_dir/blobs (a local or shared
+    # filesystem); "s3://bucket/prefix" an S3-compatible object store, at
+    # s3_endpoint_url when it is not AWS (credentials: boto3's environment).
+    blob_url: str = ""
+    s3_endpoint_url: str = ""
     duplicates: str = "keep-first"
     require_known_ae: bool = True
     check_called_ae: bool = True

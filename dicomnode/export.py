@@ -22,6 +22,7 @@ import threading
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -150,7 +151,7 @@ def preview(archive: Archive, cohort: Cohort) -> Preview:
     studies = select(archive, cohort)
     rows = _instances(archive, studies)
     series = len({r["SeriesInstanceUID"] for r in rows})
-    size = sum(_blob(archive, r["SOPInstanceUID"]).stat().st_size for r in rows)
+    size = archive.index.total_size([r["SOPInstanceUID"] for r in rows])
     patients = len({s["PatientID"] for s in studies})
     return Preview(patients, len(studies), series, len(rows), size)
 
@@ -167,8 +168,8 @@ def _instances(archive: Archive, studies: list[dict[str, Any]]) -> list[dict[str
     ]
 
 
-def _blob(archive: Archive, sop_instance_uid: str) -> Path:
-    return archive.blobs.path(archive.index.instance_blob(sop_instance_uid))
+def _blob(archive: Archive, sop_instance_uid: str) -> BytesIO:
+    return BytesIO(archive.blobs.read(archive.index.instance_blob(sop_instance_uid)))
 
 
 def _latest_plan(archive: Archive, study_uid: str) -> dict[str, Any]:

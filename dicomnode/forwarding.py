@@ -16,6 +16,7 @@ import logging
 import threading
 from collections import defaultdict
 from datetime import datetime, timedelta
+from io import BytesIO
 
 from pydicom import dcmread
 from pynetdicom import AE
@@ -125,7 +126,7 @@ class Forwarder:
             self._retry_all([job], "no longer stored")
             return 0
         try:
-            status = assoc.send_c_store(dcmread(self.archive.blobs.path(key)))
+            status = assoc.send_c_store(dcmread(BytesIO(self.archive.blobs.read(key))))
             code = int(status.Status) if "Status" in status else 0xFFFF
         except (RuntimeError, ValueError) as exc:
             code, detail = 0xFFFF, type(exc).__name__

@@ -14,6 +14,7 @@ from dicomnode.ingest import Ingestor
 from dicomnode.server import DicomServer
 from dicomnode.webserver import WebServer
 from storage.archive import Archive, DuplicatePolicy
+from storage.blobs import open_stores
 
 log = logging.getLogger(__name__)
 WEB_KEY = "web.key"  # signs the session cookies
@@ -27,6 +28,7 @@ def open_archive(config: Config) -> Archive:
         config.effective_index_url,
         DuplicatePolicy(config.duplicates),
         load_or_create_key(config.key_dir / AUDIT_KEY, config.data_dir),
+        open_stores(config.blob_url, config.data_dir, config.s3_endpoint_url),
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from io import BytesIO
 from typing import Any
 
 from pydicom import dcmread
@@ -80,7 +81,7 @@ def _paths(archive: Archive, instances: list[dict[str, Any]], is_cancelled: Any)
             yield CANCELLED, None
             return
         key = archive.index.instance_blob(instance["SOPInstanceUID"])
-        yield PENDING, dcmread(archive.blobs.path(key)) if key else None
+        yield PENDING, dcmread(BytesIO(archive.blobs.read(key))) if key else None
 
 
 def move(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from pathlib import Path
 
-from storage.blobs import BlobRef, BlobStore
+from storage.blobs import BlobRef, BlobStore, open_stores
 from storage.index import Index, StoreOutcome
 from storage.record import InstanceRecord
 
@@ -24,10 +24,10 @@ class Archive:
         index_url: str,
         duplicates: DuplicatePolicy = DuplicatePolicy.KEEP_FIRST,
         audit_key: bytes = b"",
+        stores: tuple[BlobStore, BlobStore] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
-        self.blobs = BlobStore(self.data_dir / "blobs")
-        self.held = BlobStore(self.data_dir / "quarantine")
+        self.blobs, self.held = stores or open_stores("", self.data_dir)
         self.index = Index(index_url, audit_key)
         self.duplicates = DuplicatePolicy(duplicates)
 

@@ -101,6 +101,19 @@ class Index:
                 select(instances.c.blob_key).where(instances.c.sopinstanceuid == sop_instance_uid)
             ).scalar_one_or_none()
 
+    def total_size(self, sop_instance_uids: list[str]) -> int:
+        """Bytes stored for these instances (as indexed: no blob is read)."""
+        total = 0
+        with self.engine.connect() as conn:
+            for start in range(0, len(sop_instance_uids), 500):
+                chunk = sop_instance_uids[start : start + 500]
+                total += conn.execute(
+                    select(func.coalesce(func.sum(instances.c.size), 0)).where(
+                        instances.c.sopinstanceuid.in_(chunk)
+                    )
+                ).scalar_one()
+        return int(total)
+
     def bytes_from(self, sending_ae: str) -> int:
         """Bytes stored from one calling AE (for its quota)."""
         with self.engine.connect() as conn:

@@ -22,6 +22,7 @@ from dicomnode.node import Node, open_archive
 from dicomnode.samples import PATIENTS, UID_ROOT, save, xa_instance
 from storage.archive import Archive
 from tests.postgres import LocalPostgres
+from tests.s3server import LocalS3
 
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
 REMOTES = (
@@ -63,6 +64,14 @@ def config(tmp_path: Path) -> Config:
 def postgres() -> Iterator[LocalPostgres]:
     """One PostgreSQL server for the session (Debian package; `make test` installs it)."""
     server = LocalPostgres().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[LocalS3]:
+    """One S3-compatible server for the session (moto's standalone server)."""
+    server = LocalS3().start()
     yield server
     server.stop()
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from storage.blobs import BlobStore
+from storage.fileblobs import FileBlobStore as BlobStore
 
 
 def test_path_is_a_digest_of_the_uid_never_the_uid(tmp_path: Path) -> None:

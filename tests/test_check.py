@@ -7,12 +7,13 @@ import os
 import time
 from pathlib import Path
 
-from dicomnode.check import LOST_AND_FOUND, ORPHAN_GRACE_SECONDS, reconcile, verify
+from dicomnode.check import ORPHAN_GRACE_SECONDS, reconcile, verify
 from dicomnode.config import Config
 from dicomnode.ingest import Ingestor, Outcome
 from dicomnode.node import Node
 from dicomnode.samples import PATIENTS
 from storage.archive import Archive
+from storage.blobs import LOST_AND_FOUND
 from tests.conftest import incoming
 from tests.test_cli import run
 from tests.test_ingest import instance

@@ -8,6 +8,7 @@ import os
 import random
 import subprocess
 import threading
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from storage.migrate import _config, current
 from storage.schema import instances, metadata, patients
 from tests.conftest import DCMTK_ENV, free_port, incoming, make_config
 from tests.postgres import LocalPostgres
+from tests.s3server import CREDENTIALS, LocalS3
 from tests.test_cli import DICOMNODE
 from tests.test_ingest import instance
 
@@ -147,8 +149,13 @@ def _serve(env: dict[str, str]) -> subprocess.Popen:
 
 @pytest.mark.slow
 @pytest.mark.peers
-def test_two_serve_processes_share_one_postgresql_and_one_storage_path(
-    tmp_path: Path, postgres: LocalPostgres
+@pytest.mark.parametrize("storage", ["shared folder", "object store"])
+def test_two_serve_processes_share_one_postgresql_and_one_storage(
+    tmp_path: Path,
+    postgres: LocalPostgres,
+    storage: str,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Two `dicomnode serve` started at the same moment (migrations and key
     creation race), then two dcmsend to each, all sending the same studies."""
@@ -166,6 +173,12 @@ def test_two_serve_processes_share_one_postgresql_and_one_storage_path(
         "DICOMNODE_REQUIRE_KNOWN_AE": "false",
         "DICOMNODE_LOG_LEVEL": "ERROR",
     }
+    if storage == "object store":
+        s3: LocalS3 = request.getfixturevalue("s3")
+        bucket = s3.bucket("chd-" + uuid.uuid4().hex[:12])
+        shared |= CREDENTIALS
+        shared["DICOMNODE_BLOB_URL"] = f"s3://{bucket}/archive"
+        shared["DICOMNODE_S3_ENDPOINT_URL"] = s3.endpoint
     ports = [free_port() for _ in range(2)]
     nodes = [
         _serve({**shared, "DICOMNODE_DIMSE_PORT": str(p), "DICOMNODE_HTTP_PORT": str(free_port())})
@@ -200,7 +213,14 @@ def test_two_serve_processes_share_one_postgresql_and_one_storage_path(
         for process in nodes:
             process.terminate()
             process.wait(timeout=60)
-    config = make_config(tmp_path, index_url=shared["DICOMNODE_INDEX_URL"], require_known_ae=False)
+    config = make_config(
+        tmp_path,
+        index_url=shared["DICOMNODE_INDEX_URL"],
+        blob_url=shared.get("DICOMNODE_BLOB_URL", ""),
+        s3_endpoint_url=shared.get("DICOMNODE_S3_ENDPOINT_URL", ""),
+    )
+    for name, value in CREDENTIALS.items():  # for this process's own look at the store
+        monkeypatch.setenv(name, value)
     archive = open_archive(config)
     try:
         stats = archive.index.stats()

@@ -1,0 +1,118 @@
+"""Blobs as files: atomic, durable writes (temp file, fsync, rename, fsync
+directory) under a local or network filesystem shared by node processes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from storage.blobs import LOST_AND_FOUND, BlobStore, check_key
+from storage.leases import dead_here, process_name
+
+STALE_TEMP_SECONDS = 86_400
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _drop_dead_writers(tmp: Path) -> None:
+    """Leftovers of a crash mid-write were never acknowledged: drop them.
+
+    A folder of a process of this host that is gone, or of any host once a
+    day old (no write takes that long).
+    """
+    host = socket.gethostname()
+    for folder in tmp.iterdir():
+        if not folder.is_dir():  # a part file of the layout before folders per process
+            folder.unlink()
+        elif folder.name.rpartition("-")[0] == host:
+            if dead_here(folder.name):
+                shutil.rmtree(folder, ignore_errors=True)
+        elif time.time() - folder.stat().st_mtime > STALE_TEMP_SECONDS:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+class FileBlobStore(BlobStore):
+    """Files under ``root``; a write is visible whole or not at all. Orphans
+    set aside go to ``aside`` (``lost+found`` beside the store)."""
+
+    def __init__(self, root: Path, aside: Path | None = None) -> None:
+        self.root = Path(root)
+        self.aside = aside or self.root.parent / LOST_AND_FOUND
+        self.location = str(self.root)
+        # Each process writes its temp files in a folder of its own: several
+        # node processes (and hosts) may share the store.
+        self._tmp = self.root / ".tmp" / process_name()
+        self._tmp.mkdir(parents=True, mode=0o700, exist_ok=True)
+        _drop_dead_writers(self._tmp.parent)
+        self._known_dirs: set[Path] = set()
+
+    def path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    def put(self, key: str, data: bytes) -> None:
+        """Write ``data`` at ``key`` durably: temp file, fsync, rename, fsync dir.
+
+        Returns only once the file and its directory entry are on stable
+        storage, so a caller may acknowledge the data after it.
+        """
+        final = self.path(key)
+        self._makedirs(final.parent)
+        try:
+            fd, tmp_name = tempfile.mkstemp(dir=self._tmp, suffix=".part")
+        except FileNotFoundError:  # removed by hand, or by another host's sweep
+            self._tmp.mkdir(parents=True, mode=0o700, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(dir=self._tmp, suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp_name, final)
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
+        _fsync_dir(final.parent)
+
+    def _makedirs(self, directory: Path) -> None:
+        """Create the fan-out directories, making each new entry durable too."""
+        if directory in self._known_dirs:
+            return
+        missing = []
+        current = directory
+        while not current.exists():
+            missing.append(current)
+            current = current.parent
+        for new in reversed(missing):
+            new.mkdir(exist_ok=True)
+            _fsync_dir(new.parent)
+        self._known_dirs.add(directory)
+
+    def read(self, key: str) -> bytes:
+        return self.path(key).read_bytes()
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        path = self.path(key)
+        path.unlink(missing_ok=True)
+        _fsync_dir(path.parent)
+
+    def listing(self) -> Iterator[tuple[str, float]]:
+        for path in self.root.glob("??/??/*.dcm"):
+            yield path.relative_to(self.root).as_posix(), path.stat().st_mtime
+
+    def set_aside(self, key: str) -> None:
+        self.aside.mkdir(exist_ok=True)
+        os.replace(self.path(key), self.aside / Path(key).name)

@@ -1,0 +1,89 @@
+"""Blobs as objects in an S3-compatible store (AWS S3, MinIO, Ceph RGW, …).
+
+A PUT is whole or absent (the service never shows half an object) and
+durable once answered, so acknowledging an instance after it keeps the
+promise the file store makes with fsync. Each PUT carries the payload's MD5,
+so the service refuses an upload damaged on the way. Credentials come from
+boto3's usual chain (environment, ~/.aws, an instance role), never from the
+node's configuration file. Service errors surface as OSError, which the
+ingest answers with "out of resources" like a full disk.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Iterator
+from typing import Any
+
+from storage.blobs import _KEY, LOST_AND_FOUND, BlobStore, check_key
+
+
+class S3BlobStore(BlobStore):
+    def __init__(self, bucket: str, prefix: str, endpoint_url: str = "") -> None:
+        try:
+            import boto3
+            from botocore.config import Config as BotoConfig
+        except ImportError:
+            raise RuntimeError("blob_url is s3://: install chd-dicomnode[s3] (boto3)") from None
+        if not bucket:
+            raise ValueError("blob_url: s3://bucket/prefix names no bucket")
+        self.client = boto3.client(
+            "s3",
+            endpoint_url=endpoint_url or None,
+            # Many associations store at once: one pooled connection each.
+            config=BotoConfig(retries={"mode": "standard"}, max_pool_connections=64),
+        )
+        self.bucket, self.prefix = bucket, prefix.strip("/")
+        parent = self.prefix.rpartition("/")[0]
+        self.aside = f"{parent}/{LOST_AND_FOUND}" if parent else LOST_AND_FOUND
+        self.location = f"s3://{bucket}/{self.prefix}"
+
+    def _name(self, key: str) -> str:
+        return f"{self.prefix}/{check_key(key)}"
+
+    def _call(self, operation: str, **arguments: Any) -> Any:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return getattr(self.client, operation)(Bucket=self.bucket, **arguments)
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in ("404", "NoSuchKey", "NotFound"):
+                raise FileNotFoundError(f"no object in {self.location}") from None
+            raise OSError(f"object store {self.location}: {code or 'error'}") from None
+        except BotoCoreError as exc:  # unreachable endpoint, timeouts
+            raise OSError(f"object store {self.location}: {type(exc).__name__}") from None
+
+    def put(self, key: str, data: bytes) -> None:
+        md5 = base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
+        self._call("put_object", Key=self._name(key), Body=data, ContentMD5=md5)
+
+    def read(self, key: str) -> bytes:
+        return self._call("get_object", Key=self._name(key))["Body"].read()
+
+    def exists(self, key: str) -> bool:
+        try:
+            self._call("head_object", Key=self._name(key))
+        except FileNotFoundError:
+            return False
+        return True
+
+    def delete(self, key: str) -> None:
+        self._call("delete_object", Key=self._name(key))
+
+    def listing(self) -> Iterator[tuple[str, float]]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self.prefix + "/"
+        )
+        for page in pages:
+            for item in page.get("Contents", []):
+                key = item["Key"][len(self.prefix) + 1 :]
+                if _KEY.match(key):
+                    yield key, item["LastModified"].timestamp()
+
+    def set_aside(self, key: str) -> None:
+        source = self._name(key)
+        target = f"{self.aside}/{key.rpartition('/')[2]}"
+        self._call("copy_object", Key=target, CopySource={"Bucket": self.bucket, "Key": source})
+        self._call("delete_object", Key=source)
