@@ -53,7 +53,9 @@ fuzz: $(STAMP)
 
 ## make bench: ingest against storescp and Orthanc; de-identification against
 ## deid, dicognito and Orthanc's /anonymize; frame delivery and C-MOVE /
-## WADO-RS retrieval against Orthanc; research export against create-archive
+## WADO-RS retrieval against Orthanc; research export against create-archive;
+## C-FIND / QIDO-RS at 100,000 instances (SQLite, PostgreSQL, Orthanc); ingest
+## into two node processes against one
 bench: $(STAMP) peers
 	@[ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq orthanc-dicomweb
@@ -63,6 +65,8 @@ bench: $(STAMP) peers
 	$(BIN)/python -m bench.viewer
 	$(BIN)/python -m bench.retrieve
 	$(BIN)/python -m bench.export
+	$(BIN)/python -m bench.query
+	$(BIN)/python -m bench.scaleout
 
 clean:
 	rm -rf $(VENV) var bench/out .pytest_cache .ruff_cache

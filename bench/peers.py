@@ -64,10 +64,11 @@ class Orthanc:
 
 @contextmanager
 def orthanc(
-    work: Path, *, dicomweb: bool = False, modalities: dict | None = None
+    work: Path, *, dicomweb: bool = False, modalities: dict | None = None, sync: bool = True
 ) -> Iterator[Orthanc]:
     """Orthanc with its storage under ``work``, syncing its storage area like
-    the node does; with the DICOMweb plugin when asked (and installed)."""
+    the node does (unless a load is only there to be queried); with the
+    DICOMweb plugin when asked (and installed)."""
     peer = Orthanc(free_port(), free_port())
     plugins = [DICOMWEB_PLUGIN] if dicomweb and Path(DICOMWEB_PLUGIN).exists() else []
     work.mkdir(parents=True, exist_ok=True)
@@ -84,7 +85,7 @@ def orthanc(
                 "RemoteAccessAllowed": False,
                 "AuthenticationEnabled": False,
                 "StorageCompression": False,
-                "SyncStorageArea": True,
+                "SyncStorageArea": sync,
                 "DicomCheckCalledAet": True,
                 "Plugins": plugins,
                 "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},

@@ -110,3 +110,16 @@ def test_dicomweb_needs_a_user(web) -> None:
     assert requests.get(f"{url}/studies", timeout=10).status_code == 401
     wrong = requests.get(f"{url}/studies", auth=("pacs", "nope"), timeout=10)
     assert wrong.status_code == 401 and "Basic" in wrong.headers["WWW-Authenticate"]
+
+
+def test_a_remembered_basic_login_ends_with_a_password_change_or_disable(web) -> None:
+    node, _, url = web
+    accounts = node.archive.index.accounts
+    for _ in range(2):  # the second answer comes from the remembered check
+        assert requests.get(f"{url}/studies", auth=("pacs", PASSWORD), timeout=10).ok
+    accounts.update("pacs", password_hash=generate_password_hash("another long passphrase"))
+    assert requests.get(f"{url}/studies", auth=("pacs", PASSWORD), timeout=10).status_code == 401
+    new = ("pacs", "another long passphrase")
+    assert requests.get(f"{url}/studies", auth=new, timeout=10).ok
+    accounts.update("pacs", disabled=True)
+    assert requests.get(f"{url}/studies", auth=new, timeout=10).status_code == 401
