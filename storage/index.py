@@ -22,7 +22,7 @@ from storage.migrate import upgrade
 from storage.plans import Plans
 from storage.query import Query, run_query
 from storage.record import InstanceRecord
-from storage.rows import get_or_create, insert_for, lock_instance, upsert_patient
+from storage.rows import get_or_create, insert_for, serialise, upsert_patient
 from storage.schema import (
     instances,
     linkage,
@@ -168,7 +168,7 @@ class Index:
         write_blob: Callable[[], None],
     ) -> tuple[StoreOutcome, int | None]:
         uid = record.sop_instance_uid
-        lock_instance(conn, uid)
+        serialise(conn, uid)
         existing = conn.execute(
             select(instances.c.pk).where(instances.c.sopinstanceuid == uid)
         ).scalar_one_or_none()
@@ -260,7 +260,7 @@ class Index:
             "received_at": record.received_at,
         }
         with self._write_lock, self.engine.begin() as conn:
-            lock_instance(conn, row["sopinstanceuid"])
+            serialise(conn, row["sopinstanceuid"])
             conn.execute(
                 quarantine.delete().where(quarantine.c.sopinstanceuid == row["sopinstanceuid"])
             )

@@ -59,8 +59,16 @@ def _revision(message: str) -> None:
         upgrade(engine)
         with engine.begin() as conn:
             rev_id = f"{len(list((MIGRATIONS / 'versions').glob('0*.py'))) + 1:04d}"
-            command.revision(_config(conn), message=message, autogenerate=True, rev_id=rev_id)
+            script = command.revision(
+                _config(conn), message=message, autogenerate=True, rev_id=rev_id
+            )
         engine.dispose()
+    path = Path(script.path)  # type: ignore[union-attr]
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    kept = [line for line in lines if "### " not in line]  # Alembic's own remarks
+    text_ = "".join(kept)
+    path.write_text(text_[:3] + text_[3:4].upper() + text_[4:], encoding="utf-8")
+    print(f"wrote {path.name}: review it, then `ruff format` it")
 
 
 if __name__ == "__main__":

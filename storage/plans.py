@@ -7,9 +7,20 @@ import threading
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Column, DateTime, Integer, String, Table, Text, func, select
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Integer,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+    select,
+)
 from sqlalchemy.engine import Engine
 
+from storage.rows import serialise
 from storage.schema import metadata
 
 plans = Table(
@@ -23,6 +34,7 @@ plans = Table(
     Column("author", String(64), nullable=False),
     Column("sr_uid", String(64)),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("study_uid", "version", name="uq_plans_study_version"),
 )
 
 
@@ -40,6 +52,7 @@ class Plans:
         sr_uid: str | None,
     ) -> int:
         with self._lock, self.engine.begin() as conn:
+            serialise(conn, "plan:" + study_uid)  # two saves at once get two versions
             latest = conn.execute(
                 select(func.max(plans.c.version)).where(plans.c.study_uid == study_uid)
             ).scalar_one_or_none()

@@ -23,14 +23,15 @@ def insert_for(conn: Connection, table: Table) -> Any:
     return dialect.insert(table)
 
 
-def lock_instance(conn: Connection, sop_instance_uid: str) -> None:
-    """Serialise transactions on one SOP Instance UID across processes.
+def serialise(conn: Connection, key: str) -> None:
+    """Serialise transactions on ``key`` (a SOP Instance UID, a study's plan)
+    across processes until this transaction ends.
 
     PostgreSQL: a transaction-scoped advisory lock. SQLite needs none: it
     has one writer at a time.
     """
     if conn.dialect.name == "postgresql":
-        conn.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(sop_instance_uid, 0))))
+        conn.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(key, 0))))
 
 
 def upsert_patient(conn: Connection, values: dict[str, Any]) -> int:

@@ -227,6 +227,10 @@ def test_two_serve_processes_share_one_postgresql_and_one_storage(
         assert (stats["patients"], stats["studies"], stats["series"]) == (2, 2, 6)
         assert stats["instances"] == 60 and stats["duplicates_received"] == 3 * 60
         assert verify(archive).clean
+        # Both processes wrote the audit trail at once: one unbroken chain.
+        assert archive.index.audit.verify().ok
+        starts = [r for r in archive.index.audit.rows() if r["event"] == "node-start"]
+        assert len(starts) == 2
         assert len(list((tmp_path / "secrets").glob("deid.key"))) == 1
         assert list((tmp_path / "secrets").glob(".new-key-*")) == []
     finally:
@@ -292,3 +296,27 @@ def test_a_lapsed_claim_passes_to_another_process(any_index_config: Config) -> N
         assert jobs.get("job1")["state"] == "cancelled"
     finally:
         archive.close()
+
+
+def test_plans_saved_at_once_from_two_processes_get_distinct_versions(
+    tmp_path: Path, postgres: LocalPostgres
+) -> None:
+    config = make_config(tmp_path, index_url=postgres.database())
+    archives = [open_archive(config), open_archive(config)]
+    versions: list[int] = []
+
+    def save(n: int) -> None:
+        plans = archives[n % 2].index.plans
+        for _ in range(10):
+            versions.append(plans.add("2.25.7", "ASD", {"note": n}, f"doctor{n}", None))
+
+    threads = [threading.Thread(target=save, args=(n,)) for n in range(4)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(versions) == list(range(1, 41))
+    finally:
+        for archive in archives:
+            archive.close()
