@@ -307,9 +307,17 @@ def load_orthanc(base_port: int, datasets: list[Dataset]) -> float:
         for ds in part:
             buffer = BytesIO()
             dcmwrite(buffer, ds, enforce_file_format=True)
-            connection.request("POST", "/instances", body=buffer.getvalue())
-            response = connection.getresponse()
-            response.read()
+            for _ in range(3):  # Orthanc closes idle keep-alive connections
+                try:
+                    connection.request("POST", "/instances", body=buffer.getvalue())
+                    response = connection.getresponse()
+                    response.read()
+                    break
+                except (ConnectionError, http.client.HTTPException):
+                    connection.close()
+                    connection = http.client.HTTPConnection("127.0.0.1", base_port)
+            else:
+                raise RuntimeError("Orthanc keeps closing the connection")
             if response.status != 200:
                 raise RuntimeError(f"Orthanc refused an instance: HTTP {response.status}")
 
@@ -318,6 +326,11 @@ def load_orthanc(base_port: int, datasets: list[Dataset]) -> float:
         thread.start()
     for thread in threads:
         thread.join()
+    connection = http.client.HTTPConnection("127.0.0.1", base_port)
+    connection.request("GET", "/statistics")
+    count = json.loads(connection.getresponse().read())["CountInstances"]
+    if count != len(datasets):
+        raise RuntimeError(f"Orthanc holds {count} of {len(datasets)} instances")
     return time.perf_counter() - begin
 
 
