@@ -11,7 +11,7 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
 from storage.keys import ATTRIBUTES, Level
-from storage.schema import INTEGER_VRS, folded_column
+from storage.schema import INTEGER_VRS, TEXT_LENGTH, folded_column
 from storage.values import ValueFormatError, normalise_date, stored_time
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ def index_value(vr: str, raw: Any) -> Any:
         if vr in INTEGER_VRS:
             raw = raw[0] if raw else None
             return None if raw is None else int(raw)
-        return "\\".join(str(v) for v in raw) or None
+        return "\\".join(str(v) for v in raw)[:TEXT_LENGTH] or None
     if vr in INTEGER_VRS:
         return int(raw)
     text = str(raw).strip()
@@ -48,7 +48,7 @@ def index_value(vr: str, raw: Any) -> Any:
         return normalise_date(text)
     if vr == "TM":
         return stored_time(text)
-    return text
+    return text[:TEXT_LENGTH]
 
 
 def patient_key(patient_id: str | None, study_uid: str) -> str:

@@ -22,6 +22,9 @@ from sqlalchemy import (
 from storage.keys import UNIQUE_KEY, Attribute, Level, attributes_at
 
 INTEGER_VRS = {"IS", "US", "UL", "SS", "SL"}
+# Longest indexed text (PostgreSQL enforces it; the stored file keeps the
+# whole value): far above any VR's limit, reached only by malformed senders.
+TEXT_LENGTH = 1024
 
 metadata = MetaData()
 
@@ -38,9 +41,9 @@ def _columns(level: Level) -> list[Column]:
             columns.append(Column(attribute.column, Integer))
             continue
         nullable = attribute.vr != "UI" or attribute.level is Level.IMAGE
-        columns.append(Column(attribute.column, String(1024), nullable=nullable))
+        columns.append(Column(attribute.column, String(TEXT_LENGTH), nullable=nullable))
         if attribute.vr == "PN":
-            columns.append(Column(folded_column(attribute), String(1024)))
+            columns.append(Column(folded_column(attribute), String(TEXT_LENGTH)))
     return columns
 
 
@@ -58,7 +61,7 @@ patients = Table(
     # Who the patient is for the archive: PatientID, or for an instance sent
     # without one (it is Type 2) a key of its study, so that such patients are
     # never merged with each other.
-    Column("patient_key", String(1024), nullable=False),
+    Column("patient_key", String(TEXT_LENGTH), nullable=False),
     *_columns(Level.PATIENT),
     UniqueConstraint("issuerofpatientid", "patient_key", name="uq_patient_issuer_key"),
 )
@@ -115,7 +118,7 @@ quarantine = Table(
     Column("sopinstanceuid", String(64), nullable=False, unique=True),
     Column("studyinstanceuid", String(64), nullable=False),
     Column("pseudonym", String(64), nullable=False),
-    Column("issuer", String(1024), nullable=False),
+    Column("issuer", String(TEXT_LENGTH), nullable=False),
     Column("modality", String(16)),
     Column("reason", String(256), nullable=False),
     Column("blob_key", String(128), nullable=False),

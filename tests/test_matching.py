@@ -194,3 +194,18 @@ def test_malformed_keys_raise_query_error(archive: Archive, loaded: dict, keys: 
     level = Level.SERIES if "SeriesNumber" in keys else Level.STUDY
     with pytest.raises(QueryError):
         find(archive, level, **keys)
+
+
+def test_an_overlong_value_is_indexed_cut_short_on_every_back_end(archive: Archive) -> None:
+    """A malformed sender's 3,000-character description: the file keeps it,
+    the index keeps its first 1,024 characters (PostgreSQL enforces that)."""
+    ds = small_instance(
+        PATIENTS[0],
+        study_uid=generate_uid(UID_ROOT),
+        series_uid=generate_uid(UID_ROOT),
+        instance_number=1,
+    )
+    ds.StudyDescription = "Ж" * 3000
+    index_directly(archive, round_trip(ds))
+    (row,) = find(archive, Level.STUDY, StudyDescription="")
+    assert row["StudyDescription"] == "Ж" * 1024
