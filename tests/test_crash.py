@@ -1,6 +1,6 @@
 """Nothing acknowledged is lost: `dicomnode serve` killed with SIGKILL at
-random moments while a sender stores, restarted, sent to again (issue #9,
-first part: the single-process node on SQLite and the filesystem)."""
+random moments while a sender stores, restarted, sent to again (issue #9),
+on SQLite with files and on PostgreSQL with an S3-compatible store."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import threading
+import uuid
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,8 @@ from dicomnode.deid.secret import Secret, load_or_create_key
 from dicomnode.node import open_archive
 from dicomnode.samples import PATIENTS, UID_ROOT
 from tests.conftest import free_port, make_config
+from tests.postgres import LocalPostgres
+from tests.s3server import CREDENTIALS, LocalS3
 from tests.test_cli import DICOMNODE
 from tests.test_ingest import instance
 
@@ -73,10 +76,35 @@ def _send(assoc, datasets: list, acknowledged: set[str]) -> None:
 
 
 @pytest.mark.slow
-def test_nothing_acknowledged_is_lost_across_twenty_sigkills(tmp_path: Path) -> None:
-    config = make_config(tmp_path, dimse_port=free_port(), require_known_ae=False)
+@pytest.mark.parametrize("archive_kind", ["SQLite and files", "PostgreSQL and S3"])
+def test_nothing_acknowledged_is_lost_across_twenty_sigkills(
+    tmp_path: Path,
+    archive_kind: str,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    shared: dict[str, str] = {}
+    if archive_kind == "PostgreSQL and S3":
+        s3: LocalS3 = request.getfixturevalue("s3")
+        postgres: LocalPostgres = request.getfixturevalue("postgres")
+        shared = {
+            **CREDENTIALS,
+            "DICOMNODE_INDEX_URL": postgres.database(),
+            "DICOMNODE_BLOB_URL": f"s3://{s3.bucket('crash-' + uuid.uuid4().hex[:8])}/archive",
+            "DICOMNODE_S3_ENDPOINT_URL": s3.endpoint,
+        }
+        for name, value in CREDENTIALS.items():
+            monkeypatch.setenv(name, value)
+    config = make_config(
+        tmp_path,
+        dimse_port=free_port(),
+        index_url=shared.get("DICOMNODE_INDEX_URL", ""),
+        blob_url=shared.get("DICOMNODE_BLOB_URL", ""),
+        s3_endpoint_url=shared.get("DICOMNODE_S3_ENDPOINT_URL", ""),
+    )
     env = {
         **os.environ,
+        **shared,
         "DICOMNODE_CONFIG": os.devnull,
         "DICOMNODE_DATA_DIR": str(config.data_dir),
         "DICOMNODE_KEY_DIR": str(config.key_dir),
@@ -116,6 +144,6 @@ def test_nothing_acknowledged_is_lost_across_twenty_sigkills(tmp_path: Path) -> 
         # Files of killed writes that no row names are orphans, set aside at a start.
         later = reconcile(archive, repair=True, now=10**10 + ORPHAN_GRACE_SECONDS)
         assert later.missing == [] and verify(archive).clean
-        assert list((config.data_dir / "blobs" / ".tmp").rglob("*.part")) == []
+        assert list(config.data_dir.rglob("*.part")) == []
     finally:
         archive.close()
