@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, create_engine, event, func, select
 from sqlalchemy.engine import Engine, make_url
@@ -34,6 +35,11 @@ from storage.schema import (
 
 # A transaction that lost a race to another process is run again this often.
 _ATTEMPTS = 4
+T = TypeVar("T")
+
+
+def _nothing() -> None:
+    pass
 
 
 class StoreOutcome(StrEnum):
@@ -65,11 +71,11 @@ def create_index_engine(url: str) -> Engine:
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     if parsed.get_backend_name() == "postgresql":
-        # Every association and web request may hold a connection briefly;
-        # pre-ping replaces connections a database restart has cut.
-        return create_engine(
-            parsed, hide_parameters=True, pool_size=10, max_overflow=40, pool_pre_ping=True
-        )
+        # Every association and web request may hold a connection briefly.
+        # No pre-ping (a round trip per checkout, 10% of a small store): after
+        # a database restart the first statement fails, SQLAlchemy drops the
+        # whole pool, and writes are retried (`Index._transaction`).
+        return create_engine(parsed, hide_parameters=True, pool_size=10, max_overflow=40)
     engine = create_engine(parsed, hide_parameters=True)
     event.listen(engine, "connect", _sqlite_pragmas)
     return engine
@@ -81,8 +87,16 @@ class Index:
     def __init__(self, url: str, audit_key: bytes = b"") -> None:
         self.engine = create_index_engine(url)
         upgrade(self.engine)
-        # One writer at a time in this process keeps get-or-create race-free.
+        # SQLite has one writer at a time: taking turns in the process avoids
+        # waiting on its file lock. PostgreSQL takes concurrent stores (rows
+        # created ON CONFLICT, a lock per instance), so their commits and
+        # blob fsyncs overlap instead of queueing behind one lock.
         self._write_lock = threading.Lock()
+        self._store_lock: Any = (
+            contextlib.nullcontext()
+            if self.engine.dialect.name == "postgresql"
+            else self._write_lock
+        )
         self.accounts = Accounts(self.engine, self._write_lock)
         self.plans = Plans(self.engine, self._write_lock)
         self.exports = ExportJobs(self.engine, self._write_lock)
@@ -142,22 +156,31 @@ class Index:
         a parent row (a stale cached series, a deadlock) is retried.
         """
         series_uid = record.columns[Level.SERIES]["seriesinstanceuid"]
-        with self._write_lock:
-            for attempt in range(_ATTEMPTS):
-                try:
-                    with self.engine.begin() as conn:
-                        outcome, series_pk = self._add(conn, record, blob, replace, write_blob)
-                    break
-                except (IntegrityError, OperationalError):
-                    self._series_cache.pop(series_uid, None)
-                    if attempt == _ATTEMPTS - 1:
-                        raise
+        with self._store_lock:
+            outcome, series_pk = self._transaction(
+                lambda conn: self._add(conn, record, blob, replace, write_blob),
+                on_retry=lambda: self._series_cache.pop(series_uid, None),
+            )
             # Only once committed: a rolled-back series must not be remembered.
             if series_pk is not None:
                 if len(self._series_cache) > 10_000:
                     self._series_cache.clear()
                 self._series_cache[series_uid] = series_pk
         return outcome
+
+    def _transaction(self, work: Callable[[Connection], T], on_retry: Callable = _nothing) -> T:
+        """``work`` in one transaction, run again when it lost a race to
+        another process (a unique conflict, a deadlock) or its connection
+        (a database restart: the pool then drops every old connection)."""
+        for attempt in range(_ATTEMPTS):
+            try:
+                with self.engine.begin() as conn:
+                    return work(conn)
+            except (IntegrityError, OperationalError):
+                on_retry()
+                if attempt == _ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     def _add(
         self,
@@ -209,13 +232,13 @@ class Index:
 
     def note_duplicate(self, sop_instance_uid: str) -> bool:
         """Count one more copy of an indexed instance; False if it is not indexed."""
-        with self._write_lock, self.engine.begin() as conn:
-            counted = conn.execute(
-                instances.update()
-                .where(instances.c.sopinstanceuid == sop_instance_uid)
-                .values(copies_received=instances.c.copies_received + 1)
-            )
-            return counted.rowcount > 0
+        statement = (
+            instances.update()
+            .where(instances.c.sopinstanceuid == sop_instance_uid)
+            .values(copies_received=instances.c.copies_received + 1)
+        )
+        with self._store_lock:
+            return self._transaction(lambda conn: conn.execute(statement).rowcount > 0)
 
     def add_linkage(self, study_uid: str, pseudonym: str, sealed: bytes) -> None:
         """Keep the first sealed identity of a study (later instances repeat it)."""
@@ -225,8 +248,12 @@ class Index:
             "sealed": sealed,
             "created_at": datetime.now(UTC),
         }
-        with self._write_lock, self.engine.begin() as conn:
-            conn.execute(insert_for(conn, linkage).values(**row).on_conflict_do_nothing())
+        with self._store_lock:
+            self._transaction(
+                lambda conn: conn.execute(
+                    insert_for(conn, linkage).values(**row).on_conflict_do_nothing()
+                )
+            )
 
     def linkage_for(self, value: str) -> list[tuple[str, str, bytes]]:
         """(study UID, pseudonym, sealed) for a pseudonym or a study UID."""
@@ -259,13 +286,17 @@ class Index:
             "sending_ae": record.sending_ae,
             "received_at": record.received_at,
         }
-        with self._write_lock, self.engine.begin() as conn:
+
+        def hold(conn: Connection) -> None:
             serialise(conn, row["sopinstanceuid"])
             conn.execute(
                 quarantine.delete().where(quarantine.c.sopinstanceuid == row["sopinstanceuid"])
             )
             write_blob()
             conn.execute(quarantine.insert().values(**row))
+
+        with self._store_lock:
+            self._transaction(hold)
 
     def quarantined_blob(self, sop_instance_uid: str) -> str | None:
         with self.engine.connect() as conn:

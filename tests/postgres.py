@@ -75,6 +75,11 @@ class LocalPostgres:
         self._run("pg_ctl", "-D", str(self.data), "-w", "-l", log, "-o", options, "start")
         return self
 
+    def restart(self) -> None:
+        """Stop and start again (same options): every client connection is cut."""
+        log = str(self.root / "log")  # else the server keeps our output pipe open
+        self._run("pg_ctl", "-D", str(self.data), "-l", log, "-m", "fast", "-w", "restart")
+
     def stop(self) -> None:
         try:
             self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")

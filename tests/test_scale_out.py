@@ -320,3 +320,23 @@ def test_plans_saved_at_once_from_two_processes_get_distinct_versions(
     finally:
         for archive in archives:
             archive.close()
+
+
+def test_stores_go_on_when_postgresql_restarts(tmp_path: Path) -> None:
+    """The pool's connections die with the server: the next store is retried
+    on a new connection instead of failing (no pre-ping round trip)."""
+    server = LocalPostgres().start()
+    try:
+        config = make_config(tmp_path, index_url=server.database())
+        archive = open_archive(config)
+        try:
+            ingestor = Ingestor(config, archive)
+            first, second = _studies(2)
+            assert ingestor.ingest(incoming(first)).status == 0
+            server.restart()
+            assert ingestor.ingest(incoming(second)).status == 0
+            assert archive.index.stats()["instances"] == 2
+        finally:
+            archive.close()
+    finally:
+        server.stop()
