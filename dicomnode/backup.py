@@ -1,7 +1,8 @@
 """Backup and restore of the index and the key files (not the blobs).
 
 The SQLite index is copied with SQLite's online backup (consistent while the
-node runs); keys are copied with their 0600 mode into ``keys/``; a manifest
+node runs), a PostgreSQL index with pg_dump (`dicomnode.pgdump`); keys are
+copied with their 0600 mode into ``keys/``; a manifest
 holds a SHA-256 of every file, checked before anything is restored. Index and
 keys can be written apart (``parts``): together they can re-identify
 patients, so they are meant to be stored in different places. Blobs are
@@ -18,12 +19,13 @@ import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
-from dicomnode import __version__
+from dicomnode import __version__, pgdump
 from dicomnode.config import Config
 
 KEY_FILES = ("deid.key", "linkage.key", "audit.key", "web.key", "export.key")
 MANIFEST = "MANIFEST.json"
 INDEX = "index.sqlite"
+INDEX_PG = "index.pgdump"
 
 
 class BackupError(RuntimeError):
@@ -38,10 +40,14 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _is_postgres(config: Config) -> bool:
+    return config.effective_index_url.startswith(("postgresql", "postgres:"))
+
+
 def _sqlite_path(config: Config) -> Path:
     url = config.effective_index_url
     if not url.startswith("sqlite:///"):
-        raise BackupError("the index is not SQLite: back it up with the database's tools (pg_dump)")
+        raise BackupError("the index is neither SQLite nor PostgreSQL: use the database's tools")
     return Path(url.removeprefix("sqlite:///"))
 
 
@@ -51,7 +57,13 @@ def backup(config: Config, out: Path, parts: tuple[str, ...] = ("index", "keys")
         raise BackupError(f"{out} exists and is not empty")
     out.mkdir(parents=True, exist_ok=True, mode=0o700)
     written: list[Path] = []
-    if "index" in parts:
+    if "index" in parts and _is_postgres(config):
+        try:
+            pgdump.dump(config.effective_index_url, out / INDEX_PG)
+        except pgdump.DumpError as exc:
+            raise BackupError(str(exc)) from None
+        written.append(out / INDEX_PG)
+    elif "index" in parts:
         source = _sqlite_path(config)
         if not source.exists():
             raise BackupError(f"no index at {source}")
@@ -89,10 +101,13 @@ def restore(config: Config, source: Path, *, force: bool = False) -> list[str]:
     targets = {
         name: (_sqlite_path(config) if name == INDEX else config.key_dir / Path(name).name)
         for name in files
+        if name != INDEX_PG
     }
     for name, target in targets.items():
         if target.exists() and not force and _sha256(target) != files[name]:
             raise BackupError(f"{target} exists and differs (use --force to replace it)")
+    if INDEX_PG in files:  # after the key checks: all or nothing of what can be refused
+        _restore_postgres(config, source / INDEX_PG, force)
     for name, target in targets.items():
         target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         if name == INDEX:
@@ -102,3 +117,16 @@ def restore(config: Config, source: Path, *, force: bool = False) -> list[str]:
         if name != INDEX:
             os.chmod(target, 0o600)
     return sorted(files)
+
+
+def _restore_postgres(config: Config, dump: Path, force: bool) -> None:
+    """Into the configured database; one that holds instances only with ``force``."""
+    if not _is_postgres(config):
+        raise BackupError("the backup holds a PostgreSQL index; index_url is not PostgreSQL")
+    url = config.effective_index_url
+    try:
+        if pgdump.holds_instances(url) and not force:
+            raise BackupError("the PostgreSQL index holds instances (use --force to replace it)")
+        pgdump.restore(url, dump)
+    except pgdump.DumpError as exc:
+        raise BackupError(str(exc)) from None

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from dicomnode.check import ORPHAN_GRACE_SECONDS, reconcile, verify
 from dicomnode.config import Config
 from dicomnode.ingest import Ingestor, Outcome
-from dicomnode.node import Node
+from dicomnode.node import Node, open_archive
 from dicomnode.samples import PATIENTS
 from storage.archive import Archive
 from storage.blobs import LOST_AND_FOUND
-from tests.conftest import incoming
+from tests.conftest import incoming, make_config
+from tests.postgres import LocalPostgres
 from tests.test_cli import run
 from tests.test_ingest import instance
 
@@ -121,3 +123,32 @@ def test_backup_and_restore_bring_back_index_keys_and_the_audit_chain(
     (tmp_path / "b2" / "keys" / "deid.key").write_text("00" * 32 + "\n")
     damaged = run(tmp_path, "restore", str(tmp_path / "b2"))
     assert damaged.returncode == 2 and "differs from the manifest" in damaged.stderr
+
+
+def test_a_postgresql_index_is_backed_up_with_pg_dump_and_restored(
+    tmp_path: Path, postgres: LocalPostgres
+) -> None:
+    """Index and keys out while the node's archive is open; a new, empty
+    database restored from it; a database holding instances only with --force."""
+    config = make_config(tmp_path, index_url=postgres.database())
+    archive = open_archive(config)
+    ingestor = Ingestor(config, archive)
+    for n in range(3):
+        assert ingestor.ingest(incoming(instance(PATIENTS[n]))).outcome is Outcome.STORED
+    stats = archive.index.stats()
+    url = {"DICOMNODE_INDEX_URL": config.index_url}
+    made = run(tmp_path, "backup", "--out", str(tmp_path / "b"), **url)
+    assert made.returncode == 0 and "index.pgdump" in made.stdout, made.stderr
+    archive.close()
+
+    refused = run(tmp_path, "restore", str(tmp_path / "b"), **url)
+    assert refused.returncode == 2 and "--force" in refused.stderr
+    fresh = {"DICOMNODE_INDEX_URL": postgres.database()}
+    assert run(tmp_path, "restore", str(tmp_path / "b"), **fresh).returncode == 0
+    restored = open_archive(replace(config, index_url=fresh["DICOMNODE_INDEX_URL"]))
+    try:
+        assert restored.index.stats() == stats
+        assert restored.index.audit.verify().ok
+        assert verify(restored).clean  # the same blobs, found through the restored rows
+    finally:
+        restored.close()

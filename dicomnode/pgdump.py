@@ -1,0 +1,69 @@
+"""The PostgreSQL index in a backup: pg_dump's custom format, pg_restore back.
+
+The password (if the URL has one) goes to the tools through PGPASSWORD,
+never on their command line, where any local user could read it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+
+from storage.index import Index
+
+
+class DumpError(RuntimeError):
+    """pg_dump or pg_restore failed or is missing; the message says why."""
+
+
+def _libpq(url: str) -> tuple[str, dict[str, str]]:
+    parsed = make_url(url)
+    env = dict(os.environ)
+    if parsed.password:
+        env["PGPASSWORD"] = str(parsed.password)
+    plain = parsed.set(drivername="postgresql", password=None)
+    return plain.render_as_string(hide_password=False), env
+
+
+def _run(tool: str, *args: str, env: dict[str, str]) -> None:
+    if shutil.which(tool) is None:
+        raise DumpError(f"{tool} is not installed (Debian package postgresql-client)")
+    done = subprocess.run([tool, *args], env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        # The tools' messages name tables and the server, not patient data.
+        last = (done.stderr.strip().splitlines() or ["failed"])[-1]
+        raise DumpError(f"{tool}: {last}")
+
+
+def dump(url: str, target: Path) -> None:
+    """A consistent snapshot of the whole index while the node runs."""
+    dsn, env = _libpq(url)
+    _run("pg_dump", "--format=custom", "--no-owner", f"--file={target}", f"--dbname={dsn}", env=env)
+
+
+def holds_instances(url: str) -> bool:
+    index = Index(url)
+    try:
+        return index.stats()["instances"] > 0
+    finally:
+        index.close()
+
+
+def restore(url: str, source: Path) -> None:
+    """Replace the index's tables with the dump's, in one transaction."""
+    dsn, env = _libpq(url)
+    _run(
+        "pg_restore",
+        "--clean",
+        "--if-exists",
+        "--no-owner",
+        "--single-transaction",
+        "--exit-on-error",
+        f"--dbname={dsn}",
+        str(source),
+        env=env,
+    )
