@@ -18,6 +18,9 @@ from sqlalchemy import (
     Table,
     UniqueConstraint,
 )
+from sqlalchemy import (
+    Index as SqlIndex,
+)
 
 from storage.keys import UNIQUE_KEY, Attribute, Level, attributes_at
 
@@ -134,3 +137,18 @@ TABLES: dict[Level, Table] = {
     Level.SERIES: series,
     Level.IMAGE: instances,
 }
+
+# The matching keys asked without a UID (name, ID, date, accession, modality)
+# and the quota sum per sender: indexed, so queries stay fast well past
+# 100,000 instances. PostgreSQL needs the pattern operator class for a
+# prefix LIKE on the folded name under a non-C collation.
+SqlIndex(
+    "ix_patients_name_folded",
+    patients.c.patientname_folded,
+    postgresql_ops={"patientname_folded": "varchar_pattern_ops"},
+)
+SqlIndex("ix_patients_patientid", patients.c.patientid)
+SqlIndex("ix_studies_studydate", studies.c.studydate)
+SqlIndex("ix_studies_accessionnumber", studies.c.accessionnumber)
+SqlIndex("ix_series_modality", series.c.modality)
+SqlIndex("ix_instances_sending_ae", instances.c.sending_ae)
