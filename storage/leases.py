@@ -48,10 +48,10 @@ def lease_columns() -> list[Column]:
     ]
 
 
-def _free(conn: Connection, table: Table, now: datetime) -> Any:
+def _free(conn: Connection, table: Table, ready: Any, now: datetime) -> Any:
     """Never claimed, lease lapsed, or claimed by a process of this host that died."""
     until, holder = table.c.claimed_until, table.c.claimed_by
-    holders = conn.execute(select(holder).distinct().where(until >= now)).scalars()
+    holders = conn.execute(select(holder).distinct().where(ready & (until >= now))).scalars()
     dead = [name for name in holders if name and dead_here(name)]
     return until.is_(None) | (until < now) | holder.in_(dead)
 
@@ -64,19 +64,14 @@ def claim(
     owner: str,
     lease: timedelta,
     limit: int,
-    order_by: Any = None,
     now: datetime | None = None,
 ) -> list[dict[str, Any]]:
     """Claim up to ``limit`` rows that are ``ready`` and not claimed by a live lease."""
     now = now or datetime.now(UTC)
     key = table.primary_key.columns.values()[0]
-    free = _free(conn, table, now)
+    free = _free(conn, table, ready, now)
     candidates = (
-        select(key)
-        .where(ready & free)
-        .order_by(order_by if order_by is not None else key)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
+        select(key).where(ready & free).order_by(key).limit(limit).with_for_update(skip_locked=True)
     )
     statement = (
         update(table)
