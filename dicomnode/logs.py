@@ -1,9 +1,10 @@
 """Logging that never carries patient data.
 
 pydicom quotes the offending value when it warns about a malformed element,
-pynetdicom logs whole C-FIND identifiers and werkzeug logs URLs; all are
-silenced here, and SQL errors are raised without their parameters. The
-node's own log lines name instances only by `ingest.reference_of`.
+pynetdicom logs whole C-FIND identifiers, werkzeug logs URLs and botocore
+logs whole requests at DEBUG; all are silenced here, and SQL errors are
+raised without their parameters. The node's own log lines name instances
+only by `ingest.reference_of`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ def quiet_libraries() -> None:
     logging.getLogger("openjpeg").setLevel(logging.WARNING)
     # Werkzeug logs every request line, URL and query string included.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    # boto3/botocore at DEBUG log whole requests (headers, signed URLs);
+    # Alembic announces each migration step at INFO, which is worth keeping.
+    for name in ("boto3", "botocore", "s3transfer", "urllib3"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def setup(level: str) -> None:
