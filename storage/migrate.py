@@ -12,15 +12,18 @@ against a scratch SQLite index at head; review what it wrote).
 
 from __future__ import annotations
 
+import logging
 import sys
 import tempfile
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, create_engine, inspect, text
 from sqlalchemy.engine import Engine
 
+log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
 BASELINE = "0001"
 # Any constant shared by all node processes: the key of the advisory lock.
@@ -36,13 +39,20 @@ def _config(connection: Connection | None) -> AlembicConfig:
 
 def upgrade(engine: Engine) -> None:
     """Bring the index to the newest schema (a no-op when it is there)."""
+    # Alembic tells of its context on every open: one line of ours instead,
+    # when something was migrated.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
         tables = inspect(conn)
         if tables.has_table("instances") and not tables.has_table("alembic_version"):
             command.stamp(_config(conn), BASELINE)
+        before = MigrationContext.configure(conn).get_current_revision()
         command.upgrade(_config(conn), "head")
+        after = MigrationContext.configure(conn).get_current_revision()
+    if before != after:
+        log.info("index schema migrated from %s to %s", before or "nothing", after)
 
 
 def current(engine: Engine) -> str | None:
