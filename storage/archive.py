@@ -5,6 +5,9 @@ from __future__ import annotations
 from enum import StrEnum
 from pathlib import Path
 
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
 from storage.blobs import BlobRef, BlobStore, open_stores
 from storage.index import Index, StoreOutcome
 from storage.record import InstanceRecord
@@ -56,6 +59,22 @@ class Archive:
         if key is not None:
             self.index.remove_quarantined(sop_instance_uid)
             self.held.delete(key)
+
+    def problems(self) -> dict[str, str]:
+        """What keeps this process from storing now, by part (``index``,
+        ``blobs``, ``quarantine``): a load balancer's health check takes the
+        process out of rotation while there is any."""
+        found = {
+            part: problem
+            for part, store in (("blobs", self.blobs), ("quarantine", self.held))
+            if (problem := store.problem())
+        }
+        try:
+            with self.index.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except SQLAlchemyError as exc:
+            found["index"] = f"unreachable ({type(exc).__name__})"
+        return found
 
     def read(self, sop_instance_uid: str) -> bytes | None:
         key = self.index.instance_blob(sop_instance_uid)

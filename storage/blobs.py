@@ -68,6 +68,10 @@ class BlobStore(ABC):
         """Every stored key with its modification time (epoch seconds)."""
 
     @abstractmethod
+    def problem(self) -> str | None:
+        """Why this store cannot be written now (for health checks), or None."""
+
+    @abstractmethod
     def set_aside(self, key: str) -> None:
         """Move a blob no index row names to ``lost+found`` (kept, not deleted)."""
 

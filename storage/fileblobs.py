@@ -109,6 +109,12 @@ class FileBlobStore(BlobStore):
         path.unlink(missing_ok=True)
         _fsync_dir(path.parent)
 
+    def problem(self) -> str | None:
+        # An unmounted network filesystem leaves an empty or missing folder.
+        if not self._tmp.parent.is_dir() or not os.access(self.root, os.W_OK):
+            return f"blob folder {self.root} is missing or not writable"
+        return None
+
     def listing(self) -> Iterator[tuple[str, float]]:
         for path in self.root.glob("??/??/*.dcm"):
             yield path.relative_to(self.root).as_posix(), path.stat().st_mtime

@@ -72,6 +72,13 @@ class S3BlobStore(BlobStore):
     def delete(self, key: str) -> None:
         self._call("delete_object", Key=self._name(key))
 
+    def problem(self) -> str | None:
+        try:
+            self._call("head_bucket")
+        except OSError as exc:
+            return str(exc)
+        return None
+
     def listing(self) -> Iterator[tuple[str, float]]:
         pages = self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=self.prefix + "/"

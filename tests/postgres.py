@@ -81,6 +81,9 @@ class LocalPostgres:
         self._run("pg_ctl", "-D", str(self.data), "-l", log, "-m", "fast", "-w", "restart")
 
     def stop(self) -> None:
+        """Fast shutdown and the folder removed; again, a no-op."""
+        if not self.data.exists():
+            return
         try:
             self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
         finally:

@@ -9,6 +9,7 @@ import random
 import subprocess
 import threading
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from dicomnode.config import Config
 from dicomnode.ingest import Ingestor
 from dicomnode.node import open_archive
 from dicomnode.samples import PATIENTS, UID_ROOT
+from storage.blobs import open_stores
 from storage.index import Index
 from storage.migrate import _config, current
 from storage.schema import instances, metadata, patients
@@ -339,4 +341,37 @@ def test_stores_go_on_when_postgresql_restarts(tmp_path: Path) -> None:
         finally:
             archive.close()
     finally:
+        server.stop()
+
+
+def test_health_check_fails_while_the_index_or_the_store_is_out_of_reach(
+    tmp_path: Path, s3: LocalS3, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A load balancer polls /healthz: 503 naming the part (never a path or
+    a URL) while PostgreSQL is down or the object store cannot be reached."""
+    from viewer import create_app
+
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    server = LocalPostgres().start()
+    bucket = s3.bucket("chd-" + uuid.uuid4().hex[:12])
+    config = make_config(
+        tmp_path,
+        index_url=server.database(),
+        blob_url=f"s3://{bucket}/archive",
+        s3_endpoint_url=s3.endpoint,
+    )
+    archive = open_archive(config)
+    try:
+        client = create_app(config, archive, b"k" * 32).test_client()
+        assert client.get("/healthz").status_code == 200
+        server.stop()
+        down = client.get("/healthz")
+        assert down.status_code == 503 and down.get_json()["unavailable"] == ["index"]
+        assert "127.0.0.1" not in down.get_data(as_text=True)
+        nowhere = replace(config, s3_endpoint_url=f"http://127.0.0.1:{free_port()}")
+        cut_off = open_stores(nowhere.blob_url, tmp_path, nowhere.s3_endpoint_url)
+        assert cut_off[0].problem() is not None and archive.blobs.problem() is None
+    finally:
+        archive.close()
         server.stop()

@@ -52,6 +52,13 @@ def create_app(
 
     @app.get("/healthz")
     def health() -> Any:
+        """For load balancers: 503 while the index or the storage is out of
+        reach. Anyone may ask, so the answer names parts, the log the reasons."""
+        problems = archive.problems()
+        if problems:
+            for part, reason in problems.items():
+                log.warning("health check: %s: %s", part, reason)
+            return jsonify(status="unavailable", unavailable=sorted(problems)), 503
         return jsonify(status="ok", ae_title=config.ae_title)
 
     @app.get("/api/stats")
