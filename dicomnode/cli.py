@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from dicomnode import __version__, cli_security, logs
-from dicomnode.config import Config, ConfigError, load, to_toml
+from dicomnode.config import Config, ConfigError, load, to_toml, without_secrets
 from dicomnode.deid.secret import KeyFileError
 
 EXIT_OK, EXIT_USAGE, EXIT_REJECTED, EXIT_CONFIG = 0, 2, 3, 4
@@ -426,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, config: Config) -> int:
     if args.command == "config":
-        sys.stdout.write(to_toml(config))
+        sys.stdout.write(to_toml(without_secrets(config)))
         return EXIT_OK
     if args.command == "serve":
         return _serve(config)

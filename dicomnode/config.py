@@ -310,6 +310,19 @@ def _quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def without_secrets(config: Config) -> Config:
+    """The configuration to show: a password inside ``index_url`` masked
+    (better kept in ~/.pgpass or PGPASSWORD, which libpq reads)."""
+    if "@" not in config.index_url or "://" not in config.index_url:
+        return config
+    from sqlalchemy.engine import make_url
+
+    url = make_url(config.index_url)
+    if not url.password:
+        return config
+    return dataclasses.replace(config, index_url=url.render_as_string(hide_password=True))
+
+
 def to_toml(config: Config) -> str:
     """The effective configuration in the file's own format."""
     lines = ["[node]"]

@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,12 @@ def test_cli_config_and_config_error(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["--config", str(path), "config"]) == 4
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "http_port" in err[0]
+
+
+def test_dicomnode_config_masks_a_database_password(tmp_path: Path) -> None:
+    from tests.test_cli import run
+
+    url = "postgresql://chd:s3cret-pass@db.hub.local/dicomnode"
+    shown = run(tmp_path, "-c", os.devnull, "config", DICOMNODE_INDEX_URL=url)
+    assert shown.returncode == 0
+    assert "s3cret" not in shown.stdout and "postgresql://chd:***@db.hub.local" in shown.stdout
