@@ -10,6 +10,7 @@ import random
 import socket
 import subprocess
 import threading
+import time
 import zipfile
 from collections.abc import Callable
 from dataclasses import asdict
@@ -28,6 +29,7 @@ from storage.forwarding import DONE, PENDING
 from storage.keys import Level
 from storage.query import Query
 from tests.conftest import REMOTES, free_port, incoming, make_config
+from tests.postgres import LocalPostgres
 from tests.test_crash import _serve
 from tests.test_forwarding import Destination
 
@@ -155,3 +157,51 @@ def test_an_export_killed_five_times_finishes_whole(tmp_path: Path) -> None:
     assert sum(1 for n in names if n.startswith("DICOM/") or ("/" in n and n != "DICOMDIR")) >= len(
         stored
     )
+
+
+def test_a_forwarding_process_killed_leaves_its_rows_to_the_other(
+    tmp_path: Path, postgres: LocalPostgres
+) -> None:
+    """Two `serve` processes on one PostgreSQL share the forwarding queue;
+    one is killed mid-send; the other sends what it had claimed."""
+    port = free_port()
+    destination = Destination(port)
+    config = make_config(
+        tmp_path,
+        index_url=postgres.database(),
+        remote_aes=(*REMOTES, RemoteAE("RESEARCH", "127.0.0.1", port, "research archive")),
+        routes=(RouteRule("RESEARCH"),),
+        forward_interval_seconds=0.05,
+    )
+    try:
+        stored = _fill(config, 400)
+        env = _environment(config, tmp_path)
+        processes = [
+            _serve(
+                {
+                    **env,
+                    "DICOMNODE_DIMSE_PORT": str(free_port()),
+                    "DICOMNODE_HTTP_PORT": str(free_port()),
+                }
+            )
+            for _ in range(2)
+        ]
+        killer = threading.Timer(0.3, processes[0].send_signal, [9])
+        killer.start()
+        killer.join()
+        assert processes[0].wait(timeout=60) == -9
+        assert len(set(destination.received)) < len(stored)  # A died with work left
+        archive = open_archive(config)
+        try:  # the survivor alone finishes the queue (a condition, with a deadline)
+            deadline = time.monotonic() + 120
+            while archive.index.forwarding.counts().get(("RESEARCH", PENDING)):
+                assert time.monotonic() < deadline, "the survivor did not finish the queue"
+                time.sleep(0.1)
+        finally:
+            archive.close()
+            processes[1].terminate()
+            processes[1].wait(timeout=60)
+        assert set(stored) <= set(destination.received)
+        assert len(destination.received) - len(stored) < 50  # re-sent: only what A held
+    finally:
+        destination.server.shutdown()
