@@ -3,6 +3,7 @@ directory) under a local or network filesystem shared by node processes."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -33,13 +34,15 @@ def _drop_dead_writers(tmp: Path) -> None:
     """
     host = socket.gethostname()
     for folder in tmp.iterdir():
-        if not folder.is_dir():  # a part file of the layout before folders per process
-            folder.unlink()
-        elif folder.name.rpartition("-")[0] == host:
-            if dead_here(folder.name):
+        # Another process starting now may sweep the same entries first.
+        with contextlib.suppress(FileNotFoundError):
+            if not folder.is_dir():  # a part file of the layout before folders per process
+                folder.unlink()
+            elif folder.name.rpartition("-")[0] == host:
+                if dead_here(folder.name):
+                    shutil.rmtree(folder, ignore_errors=True)
+            elif time.time() - folder.stat().st_mtime > STALE_TEMP_SECONDS:
                 shutil.rmtree(folder, ignore_errors=True)
-        elif time.time() - folder.stat().st_mtime > STALE_TEMP_SECONDS:
-            shutil.rmtree(folder, ignore_errors=True)
 
 
 class FileBlobStore(BlobStore):
