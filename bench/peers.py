@@ -7,6 +7,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -49,6 +50,37 @@ def wait_for_http(port: int) -> None:
         except OSError:
             time.sleep(0.1)
     raise RuntimeError(f"nothing answers HTTP on port {port}")
+
+
+NODE_CLI = [sys.executable, "-m", "dicomnode.cli"]
+
+
+def node_env(work: Path, **settings: object) -> dict[str, str]:
+    """The environment of a benchmark's `dicomnode`: data and keys under
+    ``work``, no configuration file, any calling AE; ``settings`` become
+    ``DICOMNODE_<KEY>`` overrides."""
+    env = {
+        **ENV,
+        "DICOMNODE_CONFIG": os.devnull,
+        "DICOMNODE_DATA_DIR": str(work / "var"),
+        "DICOMNODE_KEY_DIR": str(work / "keys"),
+        "DICOMNODE_LOG_LEVEL": "WARNING",
+        "DICOMNODE_MIN_FREE_DISK_MB": "64",
+        "DICOMNODE_REQUIRE_KNOWN_AE": "false",
+    }
+    env.update({f"DICOMNODE_{key.upper()}": str(value) for key, value in settings.items()})
+    return env
+
+
+def start_node(env: dict[str, str], log: Path) -> subprocess.Popen:
+    """`dicomnode serve`, logging to a file (a pipe nobody reads would fill
+    up and block it), once it answers C-ECHO."""
+    with log.open("w") as handle:
+        process = subprocess.Popen(
+            [*NODE_CLI, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=handle
+        )
+    wait_for_echo(int(env["DICOMNODE_DIMSE_PORT"]), "CHDNODE", process)
+    return process
 
 
 @dataclass(frozen=True)

@@ -23,16 +23,15 @@ import argparse
 import base64
 import http.client
 import json
-import os
 import random
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from io import BytesIO
 from pathlib import Path
@@ -45,7 +44,7 @@ from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 from sqlalchemy import insert, text
 
 from bench.ingest import OUT
-from bench.peers import ENV, free_port, orthanc, wait_for_echo, wait_for_http
+from bench.peers import NODE_CLI, free_port, node_env, orthanc, start_node, wait_for_http
 from dicomnode.samples import UID_ROOT
 from storage.blobs import BlobStore
 from storage.index import Index
@@ -265,34 +264,22 @@ def qido(port: int, auth: str | None, study_uids: list[str]) -> dict[str, tuple]
     return {"study": timed(study_query), "series": timed(series_query)}
 
 
+@contextmanager
 def serve_node(work: Path, url: str) -> Iterator[tuple[int, int]]:
+    """The node on a populated index, with a web user for QIDO-RS."""
     dimse, web = free_port(), free_port()
-    env = {
-        **ENV,
-        "DICOMNODE_CONFIG": os.devnull,
-        "DICOMNODE_DATA_DIR": str(work / "var"),
-        "DICOMNODE_KEY_DIR": str(work / "keys"),
-        "DICOMNODE_INDEX_URL": url,
-        "DICOMNODE_DIMSE_PORT": str(dimse),
-        "DICOMNODE_HTTP_PORT": str(web),
-        "DICOMNODE_LOG_LEVEL": "ERROR",
-        "DICOMNODE_MIN_FREE_DISK_MB": "0",
-        "DICOMNODE_REQUIRE_KNOWN_AE": "false",
-    }
-    cli = [sys.executable, "-m", "dicomnode.cli"]
+    env = node_env(work, index_url=url, dimse_port=dimse, http_port=web, min_free_disk_mb=0)
     subprocess.run(
-        [*cli, "user", "add", "bench", "--password-stdin"],
+        [*NODE_CLI, "user", "add", "bench", "--password-stdin"],
         env=env,
         input=PASSWORD + "\n",
         text=True,
         check=True,
         capture_output=True,
     )
-    process = subprocess.Popen(
-        [*cli, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    work.mkdir(parents=True, exist_ok=True)
+    process = start_node(env, work / "node.log")
     try:
-        wait_for_echo(dimse, "CHDNODE", process)
         wait_for_http(web)
         yield dimse, web
     finally:
@@ -367,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
                 seconds = populate_index(url, datasets)
                 print(f"node index on {name} populated in {seconds:.1f} s", flush=True)
                 results.append((f"node, {name}", "in-process", in_process(url, study_uids)))
-                for dimse, web in serve_node(work / name, url):
+                with serve_node(work / name, url) as (dimse, web):
                     results.append(
                         (f"node, {name}", "C-FIND", c_find(dimse, "CHDNODE", study_uids))
                     )

@@ -12,15 +12,13 @@ instances/s and the ratio of two processes to one.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from bench.ingest import OUT, build_sets
-from bench.peers import ENV, free_port, orthanc, wait_for_echo
+from bench.peers import ENV, free_port, node_env, orthanc, start_node
 from tests.postgres import LocalPostgres
 
 SENDERS = 4
@@ -57,35 +55,15 @@ def send_all(ports: list[int], called: str, parts: list[Path]) -> float:
 
 
 def node_processes(work: Path, index_url: str, count: int) -> tuple[list, list[int]]:
-    env = {
-        **ENV,
-        "DICOMNODE_CONFIG": os.devnull,
-        "DICOMNODE_DATA_DIR": str(work / "var"),
-        "DICOMNODE_KEY_DIR": str(work / "keys"),
-        "DICOMNODE_INDEX_URL": index_url,
-        "DICOMNODE_LOG_LEVEL": "WARNING",
-        "DICOMNODE_MIN_FREE_DISK_MB": "64",
-        "DICOMNODE_REQUIRE_KNOWN_AE": "false",
-    }
-    processes, ports = [], []
-    for n in range(count):
-        port = free_port()
-        with (work / f"node{n}.log").open("w") as log:
-            processes.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "dicomnode.cli", "serve"],
-                    env={
-                        **env,
-                        "DICOMNODE_DIMSE_PORT": str(port),
-                        "DICOMNODE_HTTP_PORT": str(free_port()),
-                    },
-                    stdout=subprocess.DEVNULL,
-                    stderr=log,
-                )
-            )
-        ports.append(port)
-    for process, port in zip(processes, ports, strict=True):
-        wait_for_echo(port, "CHDNODE", process)
+    """``count`` node processes on one index and one data folder."""
+    ports = [free_port() for _ in range(count)]
+    processes = [
+        start_node(
+            node_env(work, index_url=index_url, dimse_port=port, http_port=free_port()),
+            work / f"node{n}.log",
+        )
+        for n, port in enumerate(ports)
+    ]
     return processes, ports
 
 

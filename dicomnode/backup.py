@@ -19,6 +19,8 @@ import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
+from sqlalchemy.engine import make_url
+
 from dicomnode import __version__, pgdump
 from dicomnode.config import Config
 
@@ -41,7 +43,7 @@ def _sha256(path: Path) -> str:
 
 
 def _is_postgres(config: Config) -> bool:
-    return config.effective_index_url.startswith(("postgresql", "postgres:"))
+    return make_url(config.effective_index_url).get_backend_name() == "postgresql"
 
 
 def _sqlite_path(config: Config) -> Path:

@@ -72,20 +72,23 @@ def _rows(archive: Archive) -> Iterator[_Row]:
 def reconcile(archive: Archive, *, repair: bool, now: float | None = None) -> CheckReport:
     """Compare the stores' listings with index rows (no blob is read): one
     listing per store, not a lookup per instance, so object stores are cheap."""
-    report = CheckReport()
+    # Rows before listings: a blob is always written before its row.
+    return _compare(archive, list(_rows(archive)), repair, now)
+
+
+def _compare(archive: Archive, rows: list[_Row], repair: bool, now: float | None) -> CheckReport:
+    report = CheckReport(checked=len(rows))
     stores = (archive.blobs, archive.held)
-    named: dict[int, set[str]] = {id(store): set() for store in stores}
-    rows = list(_rows(archive))  # before listing: a blob is always written before its row
-    listed = {id(store): dict(store.listing()) for store in stores}
+    listed = {store: dict(store.listing()) for store in stores}
+    named: dict[BlobStore, set[str]] = {store: set() for store in stores}
     for row in rows:
-        report.checked += 1
-        named[id(row.store)].add(row.key)
-        if row.key not in listed[id(row.store)]:
+        named[row.store].add(row.key)
+        if row.key not in listed[row.store]:
             report.missing.append(row.uid)
     cutoff = (now or time.time()) - ORPHAN_GRACE_SECONDS
     for store in stores:
-        for key, modified in listed[id(store)].items():
-            if key in named[id(store)] or modified > cutoff:
+        for key, modified in listed[store].items():
+            if key in named[store] or modified > cutoff:
                 continue
             report.orphans.append(key)
             if repair:
@@ -114,15 +117,14 @@ def _problem(data: bytes, row: _Row) -> str | None:
 
 def verify(archive: Archive, on_progress: Callable[[int, int], None] | None = None) -> CheckReport:
     """Read every blob; missing, damaged and orphan files are reported, not changed."""
-    report = reconcile(archive, repair=False)
+    rows = list(_rows(archive))
+    report = _compare(archive, rows, repair=False, now=None)
     missing = set(report.missing)
-    total, report.checked = report.checked, 0
-    for row in _rows(archive):
-        report.checked += 1
+    for done, row in enumerate(rows, 1):
         if row.uid not in missing:
             why = _problem(row.store.read(row.key), row)
             if why:
                 report.damaged.append((row.uid, why))
         if on_progress is not None:
-            on_progress(report.checked, total)
+            on_progress(done, len(rows))
     return report

@@ -11,9 +11,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from sqlalchemy import inspect, select
 from sqlalchemy.engine import make_url
 
-from storage.index import Index
+from storage.index import create_index_engine
+from storage.schema import instances
 
 
 class DumpError(RuntimeError):
@@ -46,11 +48,16 @@ def dump(url: str, target: Path) -> None:
 
 
 def holds_instances(url: str) -> bool:
-    index = Index(url)
+    """Looked at without opening the index, which would migrate (create
+    tables in) the database a restore is about to fill."""
+    engine = create_index_engine(url)
     try:
-        return index.stats()["instances"] > 0
+        with engine.connect() as conn:
+            if not inspect(conn).has_table("instances"):
+                return False
+            return conn.execute(select(instances.c.pk).limit(1)).first() is not None
     finally:
-        index.close()
+        engine.dispose()
 
 
 def restore(url: str, source: Path) -> None:

@@ -60,8 +60,9 @@ class ExportJobs:
         """A new job, claimed by ``runner`` (the process that starts it)."""
         now = datetime.now(UTC)
         with self._lock, self.engine.begin() as conn:
-            conn.execute(
-                exports.insert().values(
+            row = conn.execute(
+                exports.insert()
+                .values(
                     id=job_id,
                     owner=owner,
                     cohort=json.dumps(cohort),
@@ -72,10 +73,9 @@ class ExportJobs:
                     claimed_by=runner,
                     claimed_until=now + LEASE,
                 )
-            )
-        found = self.get(job_id)
-        assert found is not None
-        return found
+                .returning(*exports.c)
+            ).one()
+        return _decoded(dict(row._mapping))
 
     def claim_abandoned(self, runner: str) -> list[dict[str, Any]]:
         """Running jobs whose process stopped renewing: now ``runner``'s."""

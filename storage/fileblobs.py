@@ -6,14 +6,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from storage.blobs import LOST_AND_FOUND, BlobStore, check_key
-from storage.leases import dead_here, process_name
+from storage.leases import dead_here, of_this_host, process_name
 
 STALE_TEMP_SECONDS = 86_400
 
@@ -32,13 +31,12 @@ def _drop_dead_writers(tmp: Path) -> None:
     A folder of a process of this host that is gone, or of any host once a
     day old (no write takes that long).
     """
-    host = socket.gethostname()
     for folder in tmp.iterdir():
         # Another process starting now may sweep the same entries first.
         with contextlib.suppress(FileNotFoundError):
             if not folder.is_dir():  # a part file of the layout before folders per process
                 folder.unlink()
-            elif folder.name.rpartition("-")[0] == host:
+            elif of_this_host(folder.name):
                 if dead_here(folder.name):
                     shutil.rmtree(folder, ignore_errors=True)
             elif time.time() - folder.stat().st_mtime > STALE_TEMP_SECONDS:

@@ -36,10 +36,8 @@ from storage.schema import (
 # A transaction that lost a race to another process is run again this often.
 _ATTEMPTS = 4
 T = TypeVar("T")
-
-
-def _nothing() -> None:
-    pass
+# A re-sent instance: counted, whatever else happens to it.
+_ONE_MORE_COPY = {instances.c.copies_received: instances.c.copies_received + 1}
 
 
 class StoreOutcome(StrEnum):
@@ -115,28 +113,21 @@ class Index:
                 select(instances.c.blob_key).where(instances.c.sopinstanceuid == sop_instance_uid)
             ).scalar_one_or_none()
 
-    def total_size(self, sop_instance_uids: list[str]) -> int:
-        """Bytes stored for these instances (as indexed: no blob is read)."""
-        total = 0
+    def _bytes(self, *conditions: Any) -> int:
+        """Bytes indexed under each condition, added up (no blob is read)."""
+        total = select(func.coalesce(func.sum(instances.c.size), 0))
         with self.engine.connect() as conn:
-            for start in range(0, len(sop_instance_uids), 500):
-                chunk = sop_instance_uids[start : start + 500]
-                total += conn.execute(
-                    select(func.coalesce(func.sum(instances.c.size), 0)).where(
-                        instances.c.sopinstanceuid.in_(chunk)
-                    )
-                ).scalar_one()
-        return int(total)
+            return sum(int(conn.execute(total.where(c)).scalar_one()) for c in conditions)
+
+    def total_size(self, sop_instance_uids: list[str]) -> int:
+        """Bytes stored for these instances (500 UIDs per statement)."""
+        uid = instances.c.sopinstanceuid
+        chunks = range(0, len(sop_instance_uids), 500)
+        return self._bytes(*(uid.in_(sop_instance_uids[i : i + 500]) for i in chunks))
 
     def bytes_from(self, sending_ae: str) -> int:
         """Bytes stored from one calling AE (for its quota)."""
-        with self.engine.connect() as conn:
-            total = conn.execute(
-                select(func.coalesce(func.sum(instances.c.size), 0)).where(
-                    instances.c.sending_ae == sending_ae
-                )
-            ).scalar_one()
-        return int(total)
+        return self._bytes(instances.c.sending_ae == sending_ae)
 
     def add(
         self,
@@ -156,25 +147,26 @@ class Index:
         a parent row (a stale cached series, a deadlock) is retried.
         """
         series_uid = record.columns[Level.SERIES]["seriesinstanceuid"]
-        with self._store_lock:
-            outcome, series_pk = self._transaction(
-                lambda conn: self._add(conn, record, blob, replace, write_blob),
-                on_retry=lambda: self._series_cache.pop(series_uid, None),
-            )
-            # Only once committed: a rolled-back series must not be remembered.
-            if series_pk is not None:
-                if len(self._series_cache) > 10_000:
-                    self._series_cache.clear()
-                self._series_cache[series_uid] = series_pk
+        outcome, series_pk = self._transaction(
+            lambda conn: self._add(conn, record, series_uid, blob, replace, write_blob),
+            on_retry=lambda: self._series_cache.pop(series_uid, None),
+        )
+        # Only once committed: a rolled-back series must not be remembered.
+        if series_pk is not None:
+            if len(self._series_cache) > 10_000:
+                self._series_cache.clear()
+            self._series_cache[series_uid] = series_pk
         return outcome
 
-    def _transaction(self, work: Callable[[Connection], T], on_retry: Callable = _nothing) -> T:
-        """``work`` in one transaction, run again when it lost a race to
+    def _transaction(
+        self, work: Callable[[Connection], T], on_retry: Callable[[], object] = lambda: None
+    ) -> T:
+        """``work`` in one store transaction, run again when it lost a race to
         another process (a unique conflict, a deadlock) or its connection
         (a database restart: the pool then drops every old connection)."""
         for attempt in range(_ATTEMPTS):
             try:
-                with self.engine.begin() as conn:
+                with self._store_lock, self.engine.begin() as conn:
                     return work(conn)
             except (IntegrityError, OperationalError):
                 on_retry()
@@ -186,6 +178,7 @@ class Index:
         self,
         conn: Connection,
         record: InstanceRecord,
+        series_uid: str,
         blob: BlobRef,
         replace: bool,
         write_blob: Callable[[], None],
@@ -197,14 +190,11 @@ class Index:
         ).scalar_one_or_none()
         if existing is not None:
             conn.execute(
-                instances.update()
-                .where(instances.c.pk == existing)
-                .values(copies_received=instances.c.copies_received + 1)
+                instances.update().where(instances.c.pk == existing).values(_ONE_MORE_COPY)
             )
             if not replace:
                 return StoreOutcome.DUPLICATE, None
         write_blob()
-        series_uid = record.columns[Level.SERIES]["seriesinstanceuid"]
         series_pk = self._series_cache.get(series_uid)
         if series_pk is None:
             series_pk = self._add_parents(conn, record)
@@ -235,10 +225,9 @@ class Index:
         statement = (
             instances.update()
             .where(instances.c.sopinstanceuid == sop_instance_uid)
-            .values(copies_received=instances.c.copies_received + 1)
+            .values(_ONE_MORE_COPY)
         )
-        with self._store_lock:
-            return self._transaction(lambda conn: conn.execute(statement).rowcount > 0)
+        return self._transaction(lambda conn: conn.execute(statement).rowcount > 0)
 
     def add_linkage(self, study_uid: str, pseudonym: str, sealed: bytes) -> None:
         """Keep the first sealed identity of a study (later instances repeat it)."""
@@ -248,12 +237,11 @@ class Index:
             "sealed": sealed,
             "created_at": datetime.now(UTC),
         }
-        with self._store_lock:
-            self._transaction(
-                lambda conn: conn.execute(
-                    insert_for(conn, linkage).values(**row).on_conflict_do_nothing()
-                )
+        self._transaction(
+            lambda conn: conn.execute(
+                insert_for(conn, linkage).values(**row).on_conflict_do_nothing()
             )
+        )
 
     def linkage_for(self, value: str) -> list[tuple[str, str, bytes]]:
         """(study UID, pseudonym, sealed) for a pseudonym or a study UID."""
@@ -295,8 +283,7 @@ class Index:
             write_blob()
             conn.execute(quarantine.insert().values(**row))
 
-        with self._store_lock:
-            self._transaction(hold)
+        self._transaction(hold)
 
     def quarantined_blob(self, sop_instance_uid: str) -> str | None:
         with self.engine.connect() as conn:

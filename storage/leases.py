@@ -24,16 +24,21 @@ def process_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
+def of_this_host(name: str) -> bool:
+    """A `process_name` of a process on this host (which can be asked)."""
+    host, _, pid = name.rpartition("-")
+    return host == socket.gethostname() and pid.isdigit()
+
+
 def dead_here(name: str) -> bool:
     """A process of this host (by its `process_name`) that no longer runs.
 
     Another host's processes cannot be asked: for them, leases lapse.
     """
-    host, _, pid = name.rpartition("-")
-    if host != socket.gethostname() or not pid.isdigit():
+    if not of_this_host(name):
         return False
     try:
-        os.kill(int(pid), 0)
+        os.kill(int(name.rpartition("-")[2]), 0)
     except ProcessLookupError:
         return True
     except PermissionError:
@@ -46,6 +51,10 @@ def lease_columns() -> list[Column]:
         Column("claimed_by", String(128)),
         Column("claimed_until", DateTime(timezone=True)),
     ]
+
+
+def _key(table: Table) -> Any:
+    return table.primary_key.columns.values()[0]
 
 
 def _free(conn: Connection, table: Table, ready: Any, now: datetime) -> Any:
@@ -68,7 +77,7 @@ def claim(
 ) -> list[dict[str, Any]]:
     """Claim up to ``limit`` rows that are ``ready`` and not claimed by a live lease."""
     now = now or datetime.now(UTC)
-    key = table.primary_key.columns.values()[0]
+    key = _key(table)
     free = _free(conn, table, ready, now)
     candidates = (
         select(key).where(ready & free).order_by(key).limit(limit).with_for_update(skip_locked=True)
@@ -86,10 +95,9 @@ def renew(
     conn: Connection, table: Table, key: Any, *, owner: str, lease: timedelta, **values: Any
 ) -> dict[str, Any] | None:
     """Extend this owner's lease (and set ``values``); None if it is not ours any more."""
-    column = table.primary_key.columns.values()[0]
     statement = (
         update(table)
-        .where((column == key) & (table.c.claimed_by == owner))
+        .where((_key(table) == key) & (table.c.claimed_by == owner))
         .values(claimed_until=datetime.now(UTC) + lease, **values)
         .returning(*table.c)
     )

@@ -20,14 +20,14 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection, create_engine, inspect, text
+from sqlalchemy import Connection, create_engine, inspect
 from sqlalchemy.engine import Engine
+
+from storage.rows import serialise
 
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
 BASELINE = "0001"
-# Any constant shared by all node processes: the key of the advisory lock.
-_LOCK_KEY = 0x43484430  # "CHD0"
 
 
 def _config(connection: Connection | None) -> AlembicConfig:
@@ -43,8 +43,7 @@ def upgrade(engine: Engine) -> None:
     # when something was migrated.
     logging.getLogger("alembic").setLevel(logging.WARNING)
     with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
+        serialise(conn, "schema migration")  # processes starting together: one migrates
         tables = inspect(conn)
         if tables.has_table("instances") and not tables.has_table("alembic_version"):
             command.stamp(_config(conn), BASELINE)
@@ -58,9 +57,7 @@ def upgrade(engine: Engine) -> None:
 def current(engine: Engine) -> str | None:
     """The revision the index is at (None before the first migration)."""
     with engine.connect() as conn:
-        if not inspect(conn).has_table("alembic_version"):
-            return None
-        return conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one_or_none()
+        return MigrationContext.configure(conn).get_current_revision()
 
 
 def _revision(message: str) -> None:

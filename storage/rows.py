@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Connection, Table, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from storage.keys import Level
+from storage.keys import UNIQUE_KEY, Level
 from storage.schema import PARENT_FK, TABLES, patients
 
 
@@ -47,7 +47,7 @@ def upsert_patient(conn: Connection, values: dict[str, Any]) -> int:
 def get_or_create(conn: Connection, level: Level, values: dict[str, Any], parent: int) -> int:
     """The pk of a study or series, inserting it unless it exists."""
     table = TABLES[level]
-    uid_column = "studyinstanceuid" if level is Level.STUDY else "seriesinstanceuid"
+    uid_column = UNIQUE_KEY[level].lower()
     uid = table.c[uid_column] == values[uid_column]
     pk = conn.execute(select(table.c.pk).where(uid)).scalar_one_or_none()
     if pk is not None:

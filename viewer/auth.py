@@ -73,8 +73,13 @@ def csrf_token() -> str:
 
 def _check_password(username: str, password: str) -> User | None:
     user = accounts().get(username)
+    return user if _password_matches(user, password) else None
+
+
+def _password_matches(user: User | None, password: str) -> bool:
+    """Whether ``password`` opens ``user``'s account (and it is enabled)."""
     valid = check_password_hash(user.password_hash if user else _dummy_hash(), password)
-    return user if user is not None and valid and not user.disabled else None
+    return user is not None and valid and not user.disabled
 
 
 def _throttled(username: str) -> bool:
@@ -95,7 +100,8 @@ def _basic_check(username: str, password: str) -> User | None:
     forgets it at once; a disabled account is refused from its fresh row."""
     user = accounts().get(username)
     if user is None or user.disabled:
-        return _check_password(username, password)
+        _password_matches(user, password)  # the same time as a real check
+        return None
     token = f"{username}\0{password}\0{user.password_hash}".encode()
     secret = current_app.secret_key
     secret = secret.encode() if isinstance(secret, str) else bytes(secret or b"")
@@ -103,7 +109,7 @@ def _basic_check(username: str, password: str) -> User | None:
     verified: dict[bytes, float] = current_app.extensions.setdefault("basic_verified", {})
     if verified.get(key, 0.0) > time.monotonic():
         return user
-    if _check_password(username, password) is None:
+    if not _password_matches(user, password):
         return None
     if len(verified) > 1000:
         verified.clear()
