@@ -1,0 +1,106 @@
+"""Person names the header never mentions: found by context and by form.
+
+The descriptor cleaner (`identity.py`) finds every name the instance holds
+in its attributes, however written. Free text also names people who appear
+nowhere else: "mother Kadyrova Gulnara", "sedated by Dr. Kydyralieva",
+"operator Imanaliev". Those are found here by two rules, for the partners'
+languages:
+
+- a word that says a person follows (a title, a kinship or staff word, in
+  English, Russian or Chinese), then up to three capitalised words or
+  initials, or two or three Han characters;
+- a capitalised word with the form of a Central Asian or Slavic surname or
+  patronymic (-ov/-ova, -ev/-eva, -uulu, -kyzy, -zoda, -ovich, -ovna, ...).
+
+Clinical abbreviations (ASD, VSD, PDA ...) are all capitals and short, and
+are never taken for names; nor is a lower-case word.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+_CONTEXT = (
+    r"dr|doctor|prof|professor|mr|mrs|ms|miss|sir|mother|father|mom|mum|dad|parent|"
+    r"sister|brother|sibling|son|daughter|grandmother|grandfather|granny|aunt|uncle|"
+    r"wife|husband|guardian|operator|sonographer|technician|nurse|physician|surgeon|"
+    r"cardiologist|consultant|resident|owner|child|baby|infant|boy|girl|"
+    r"referred\s+by|reported\s+by|read\s+by|signed\s+by|performed\s+by|"
+    r"врач|доктор|др|проф|мать|мама|отец|папа|сестра|брат|бабушка|дедушка|тётя|тетя|"
+    r"дядя|опекун|оператор|медсестра|хирург|кардиолог|пациент|пациентка|ребенок|"
+    r"ребёнок|мальчик|девочка|больной|больная"
+)
+_FILLER = r"(?:\s+(?:of|with|is|the|named|-|–|:)\b)*"
+_WORD = r"(?:[A-ZА-ЯЁӘҒҚҢӨҰҮҺІҲҶӢӮ][\w'’-]+|(?:[A-ZА-ЯЁ]\.){1,3})"
+_CONTEXTUAL = re.compile(
+    rf"(?<![\w])(?:{_CONTEXT})\.?:?{_FILLER}\s*((?:{_WORD}(?:\s+|$)){{1,3}})",
+    re.IGNORECASE,
+)
+# IGNORECASE above lets the context word be any case; the captured words are
+# checked for capitals separately (re applies the flag to the whole pattern).
+_CAPITALISED = re.compile(rf"^{_WORD}$")
+_HAN_CONTEXT = re.compile(
+    r"(?:患者|病人|医生|医师|大夫|母亲|父亲|妈妈|爸爸|家属|操作者)[:：]?\s*([\u4e00-\u9fff]{2,3})"
+)
+_SURNAME = re.compile(
+    r"(?<![\w])[A-ZА-ЯЁӘҒҚҢӨҰҮҺІҲҶӢӮ][\w'’-]*?"
+    r"(?i:ov|ova|ev|eva|yov|yova|ёв|ёва|ов|ова|ев|ева|uulu|kyzy|уулу|кызы|zoda|zade|зода|заде|"
+    r"ovich|evich|ovna|evna|ovych|ович|евич|овна|евна|ична|shvili|швили|yan|ян|enko|енко|"
+    r"bekov|bekova|baev|baeva|баев|баева|беков|бекова)(?![\w])"
+)
+_ACRONYM = re.compile(r"^[A-ZА-ЯЁ]{1,4}$")
+_INITIALS = re.compile(r"^(?:[A-ZА-ЯЁ]\.){1,3}$")
+# Capitalised words of cardiology that are not people here: eponyms of
+# procedures and syndromes, devices and their makers.
+_NOT_NAMES = frozenset(
+    """doppler amplatzer fontan glenn blalock taussig norwood rastelli ross konno
+    eisenmenger ebstein fallot holter valsalva mustard senning jatene sano damus
+    kawashima williams marfan down turner noonan digeorge kawasaki gore cardioform
+    occlutech figulla lifetech cera konar piccolo medtronic philips siemens vivid
+    epiq acuson toshiba canon mindray esaote samsung hitachi aloka abbott
+    доплер допплер фонтен фалло эбштейн холтер""".split()  # noqa: SIM905
+)
+_NAME_RUN = re.compile(rf"(?:\s+{_WORD}){{1,2}}")
+
+
+def _is_name_word(word: str) -> bool:
+    word = word.strip(",;:'’-")
+    if not word or word.rstrip(".").casefold() in _NOT_NAMES:
+        return False
+    if _INITIALS.match(word):
+        return True
+    if not _CAPITALISED.match(word):
+        return False
+    return not _ACRONYM.match(word.rstrip(".")) or (len(word) == 2 and word.endswith("."))
+
+
+def _extend(text: str, end: int) -> int:
+    """A surname's given name or initials after it belong to the name too."""
+    run = _NAME_RUN.match(text, end)
+    if not run:
+        return end
+    for word in re.finditer(r"\S+", run.group()):
+        if not _is_name_word(word.group()):
+            break
+        end = run.start() + word.end()
+    return end
+
+
+def find_names(text: str) -> Iterator[tuple[int, int]]:
+    """Spans of ``text`` that are person names by context or by form."""
+    for match in _CONTEXTUAL.finditer(text):
+        start = match.start(1)
+        end = start
+        for word in re.finditer(r"\S+", match.group(1)):
+            if not _is_name_word(word.group()):
+                break
+            end = start + word.end()
+        if end > start:
+            yield start, end
+    for match in _HAN_CONTEXT.finditer(text):
+        yield match.start(1), match.end(1)
+    for match in _SURNAME.finditer(text):
+        word = match.group()
+        if len(word) >= 5 and word.casefold() not in _NOT_NAMES:
+            yield match.start(), _extend(text, match.end())

@@ -1,0 +1,235 @@
+"""Beyond Table E.1-1: every standard attribute, at every depth, by generator.
+
+The cases are generated from pydicom's data dictionary rather than listed by
+hand, so an attribute nobody here thought of gets planted identity too.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib.resources import files
+
+import pytest
+from pydicom.datadict import DicomDictionary, keyword_for_tag
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+from pydicom.uid import generate_uid
+
+from dicomnode.deid import policy
+from dicomnode.deid.codes import LOCAL_MEANING, is_well_known_uid, standard_meaning
+from dicomnode.deid.header import HeaderDeidentifier
+from dicomnode.deid.profile import Option, Profile
+from dicomnode.deid.scanner import scan
+from dicomnode.deid.secret import Secret
+from dicomnode.samples import PATIENTS, UID_ROOT, small_instance
+from tests.conftest import round_trip
+
+KEY = bytes(range(32))
+NAME = "Nurlanova^Aigerim"
+NEEDLE = "Nurlanova"
+ORIGINAL_UID = "1.2.826.0.1.3680043.10.999.4242424242"
+_VALUES = {
+    "AE": "NURLANOVA",
+    "DA": "20190314",
+    "DT": "20190314101500+0600",
+    "TM": "101500",
+    "LO": f"{NEEDLE} Aigerim",
+    "LT": f"Seen with {NEEDLE} Aigerim",
+    "PN": NAME,
+    "SH": NEEDLE,
+    "ST": f"{NEEDLE} Aigerim",
+    "UC": f"{NEEDLE} Aigerim",
+    "UR": f"http://pacs.example/wado?patient={NEEDLE}",
+    "UT": f"{NEEDLE} Aigerim",
+}
+
+
+def _risky_public_attributes() -> list[tuple[int, str]]:
+    """Every public attribute that Table E.1-1 does not list, of a VR that can
+    carry identity, and that the retained table does not name as safe."""
+    table = Profile(frozenset())
+    found = []
+    for tag, (vr, _vm, _name, _retired, keyword) in DicomDictionary.items():
+        if not keyword or tag >> 16 in (0x0000, 0x0002, 0x0004, 0xFFFE) or tag >> 16 & 1:
+            continue
+        if tag >> 16 & 0xFF00 in (0x5000, 0x6000) or tag == 0x7FE00010:
+            continue
+        if table.rule(tag) is not None or tag in policy.retained():
+            continue
+        if vr in _VALUES:
+            found.append((tag, vr))
+    return found
+
+
+def _deid() -> HeaderDeidentifier:
+    return HeaderDeidentifier(Secret(KEY))
+
+
+def _base() -> Dataset:
+    ds = small_instance(
+        PATIENTS[0],
+        study_uid=generate_uid(UID_ROOT),
+        series_uid=generate_uid(UID_ROOT),
+        instance_number=1,
+    )
+    ds.PatientName = NAME
+    return ds
+
+
+def _plant(ds: Dataset, attributes: list[tuple[int, str]]) -> None:
+    for tag, vr in attributes:
+        ds.add_new(tag, vr, _VALUES[vr])
+
+
+def test_the_generator_covers_many_attributes() -> None:
+    attributes = _risky_public_attributes()
+    assert len(attributes) > 400
+    keywords = {keyword_for_tag(t) for t, _ in attributes}
+    assert {"RetrieveURL", "RetrieveURI", "HL7InstanceIdentifier", "ChannelSource"} - keywords == {
+        "ChannelSource"  # a sequence: walked, not planted
+    }
+    # Free text a clinician reads is cleaned instead (its own test below).
+    assert not {"TextValue", "FrameLabel", "DocumentTitle", "UnformattedTextValue"} & keywords
+
+
+@pytest.mark.parametrize("depth", [0, 1, 3])
+def test_no_unlisted_attribute_keeps_identity_at_any_depth(depth: int) -> None:
+    ds = _base()
+    holder = Dataset()
+    _plant(holder, _risky_public_attributes())
+    if depth == 0:
+        target = ds
+        for element in holder:
+            ds.add(element)
+    else:
+        # Inside sequences the profile keeps (Referenced Image, Content), as deep as asked.
+        target = holder
+        for _ in range(depth):
+            outer = Dataset()
+            outer.ReferencedImageSequence = Sequence([target])
+            target = outer
+        ds.ContentSequence = Sequence([target])
+    ds = round_trip(ds)
+    assert len(scan(ds, [NEEDLE])) > 300, "the scanner must see what was planted"
+    _deid().apply(ds, _deid().subject(ds, "NCC Bishkek", "P1"))
+    out = round_trip(ds)
+    assert scan(out, [NEEDLE, "20190314", "+0600"]) == []
+
+
+def test_free_text_clinicians_read_is_cleaned_not_dropped() -> None:
+    ds = _base()
+    item = Dataset()
+    item.ValueType = "TEXT"
+    item.TextValue = f"Patient {NEEDLE} Aigerim: ASD 12 mm, rim deficient"
+    label = Dataset()
+    label.UnformattedTextValue = f"{NEEDLE.upper()} LA view"
+    ds.ContentSequence = Sequence([item])
+    ds.GraphicAnnotationSequence = Sequence([Dataset()])
+    ds.GraphicAnnotationSequence[0].TextObjectSequence = Sequence([label])
+    ds = round_trip(ds)
+    _deid().apply(ds, _deid().subject(ds, "NCC Bishkek", "P1"))
+    out = round_trip(ds)
+    text = out.ContentSequence[0].TextValue
+    assert NEEDLE not in text and "ASD 12 mm, rim deficient" in text
+    assert (
+        out.GraphicAnnotationSequence[0]
+        .TextObjectSequence[0]
+        .UnformattedTextValue.endswith("LA view")
+    )
+    assert scan(out, [NEEDLE]) == []
+
+
+def test_every_uid_the_standard_does_not_define_is_remapped_wherever_it_stands() -> None:
+    ds = _base()
+    ds.OriginalSpecializedSOPClassUID = ORIGINAL_UID
+    ds.add_new(0x00280305, "UI", ORIGINAL_UID)  # an UI the table does not name, if known
+    deep = Dataset()
+    deep.ReferencedSOPClassUID = "1.2.840.10008.5.1.4.1.1.6.1"
+    deep.ReferencedSOPInstanceUID = ORIGINAL_UID
+    deep.ContextUID = "1.2.840.10008.6.1.1"
+    ds.SourceImageSequence = Sequence([Dataset()])
+    ds.SourceImageSequence[0].ReferencedImageSequence = Sequence([deep])
+    ds = round_trip(ds)
+    _deid().apply(ds, _deid().subject(ds, "NCC Bishkek", "P1"))
+    out = round_trip(ds)
+    assert scan(out, [ORIGINAL_UID]) == []
+    kept = out.SourceImageSequence[0].ReferencedImageSequence[0]
+    assert kept.ReferencedSOPClassUID == "1.2.840.10008.5.1.4.1.1.6.1"
+    assert kept.ContextUID == "1.2.840.10008.6.1.1"
+    assert kept.ReferencedSOPInstanceUID == Secret(KEY).uid(ORIGINAL_UID)
+
+
+def test_code_meanings_come_from_the_standard_never_the_sender() -> None:
+    ds = _base()
+    standard, local = Dataset(), Dataset()
+    standard.CodeValue, standard.CodingSchemeDesignator = "8867-4", "LN"
+    standard.CodeMeaning = f"Heart rate of {NEEDLE}"
+    local.CodeValue, local.CodingSchemeDesignator = "ECHO-7", "99HOSP"
+    local.CodeMeaning = f"Echo by Dr {NEEDLE}"
+    ds.ProcedureCodeSequence = Sequence([standard])
+    ds.AnatomicRegionSequence = Sequence([local])
+    ds = round_trip(ds)
+    _deid().apply(ds, _deid().subject(ds, "NCC Bishkek", "P1"))
+    out = round_trip(ds)
+    regions = out.get("AnatomicRegionSequence") or [local]
+    assert regions[0].CodeValue == "ECHO-7"
+    assert regions[0].CodeMeaning == LOCAL_MEANING
+    procedures = out.get("ProcedureCodeSequence") or []
+    assert all(p.CodeMeaning == "Heart rate" for p in procedures)
+    assert scan(out, [NEEDLE]) == []
+
+
+@pytest.mark.parametrize(
+    ("sent", "stored"), [("095Y", "090Y"), ("090Y", "090Y"), ("089Y", "089Y"), ("007Y", "007Y")]
+)
+def test_ages_over_89_become_090y(sent: str, stored: str) -> None:
+    ds = _base()
+    ds.PatientAge = sent
+    _deid().apply(ds, _deid().subject(ds, "NCC Bishkek", "P1"))
+    assert ds.PatientAge == stored
+
+
+def test_an_option_retains_old_ages_and_time_zones() -> None:
+    from dicomnode.deid.header import DeidSettings
+
+    options = DeidSettings().options | {Option.RETAIN_AGES_OVER_89, Option.RETAIN_TIMEZONE}
+    deid = HeaderDeidentifier(Secret(KEY), DeidSettings(options=options))
+    ds = _base()
+    ds.PatientAge = "095Y"
+    ds.TimezoneOffsetFromUTC = "+0600"
+    ds.AcquisitionDateTime = "20190314101500+0600"
+    deid.apply(ds, deid.subject(ds, "NCC Bishkek", "P1"))
+    assert ds.PatientAge == "095Y"
+    assert ds.TimezoneOffsetFromUTC == "+0600"
+    assert ds.AcquisitionDateTime.endswith("+0600")
+    codes = {i.CodeValue for i in ds.DeidentificationMethodCodeSequence}
+    assert None not in codes and "113103" in codes and "113104" in codes
+
+
+def test_time_zones_go_by_default() -> None:
+    ds = _base()
+    ds.TimezoneOffsetFromUTC = "+0600"
+    ds.AcquisitionDateTime = "20190314101500+0600"
+    _deid().apply(ds, _deid().subject(ds, "NCC Bishkek", "P1"))
+    assert "TimezoneOffsetFromUTC" not in ds
+    assert "+" not in str(ds.AcquisitionDateTime)
+
+
+def test_retained_table_is_well_formed() -> None:
+    rows = json.loads(files("dicomnode.deid").joinpath(policy.RETAINED_FILE).read_text("utf-8"))
+    table = Profile(frozenset())
+    for row in rows:
+        tag = int(row["tag"].strip("()").replace(",", ""), 16)
+        assert keyword_for_tag(tag) == row["keyword"], row
+        assert row["action"] in (policy.KEEP, policy.CLEAN, policy.MEANING)
+        assert row["why"], row
+        # The profile table is the floor: nothing here overrides it.
+        assert table.rule(tag) is None, row["keyword"]
+
+
+def test_code_tables_and_registry() -> None:
+    assert standard_meaning("DCM", "113100") == "Basic Application Confidentiality Profile"
+    assert standard_meaning("UCUM", "mm") == "mm"
+    assert standard_meaning("99HOSP", "X") is None
+    assert is_well_known_uid("1.2.840.10008.1.2.4.50")
+    assert not is_well_known_uid(ORIGINAL_UID)
