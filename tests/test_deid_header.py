@@ -10,6 +10,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import generate_uid
 
+from dicomnode.deid.codes import standard_meaning
 from dicomnode.deid.header import DeidSettings, HeaderDeidentifier, parse_safe_private
 from dicomnode.deid.profile import TABLE_FILE, Option, load_table
 from dicomnode.deid.scanner import scan
@@ -119,13 +120,13 @@ def test_what_closure_planning_needs_is_kept(deid: HeaderDeidentifier) -> None:
         14.5,
         0.96,
     )
-    assert out.StudyDescription == "Echo ASD closure"  # cleaned, not dropped
-    assert out.SeriesDescription == "born apical 4ch"
+    assert out.StudyDescription == "Echo *** ASD closure ***"  # cleaned and marked, not dropped
+    assert out.SeriesDescription == "born *** apical 4ch"
     assert out.Modality == "US" and out.Rows == 64
     assert out.PatientIdentityRemoved == "YES"
     assert out.LongitudinalTemporalInformationModified == "MODIFIED"
     codes = {i.CodeValue for i in out.DeidentificationMethodCodeSequence}
-    assert codes == {"113100", "113105", "113107", "113108"}
+    assert codes == {"113100", "113103", "113104", "113105", "113107", "113108"}
     assert "InstitutionName" not in out or out.InstitutionName == "ANONYMIZED"
 
 
@@ -193,7 +194,8 @@ def test_dates_move_by_one_offset_per_patient(deid: HeaderDeidentifier) -> None:
     assert first.StudyDate == shift_date("20250110", offset) != "20250110"
     assert second.StudyDate == shift_date("20250420", offset)  # interval of 100 days kept
     assert first.StudyTime == "093000"  # whole days: the time of day stays
-    assert first.AcquisitionDateTime == shift_date("20250110", offset) + "101500.5+0600"
+    # The offset from UTC goes: a time zone says where the child was.
+    assert first.AcquisitionDateTime == shift_date("20250110", offset) + "101500.5"
     assert "PatientBirthDate" not in first or not first.PatientBirthDate
 
 
@@ -268,5 +270,6 @@ def test_retained_text_is_rewritten_in_utf8(
     deid.apply(ds, deid.subject(ds, "Kashgar", "KZ-9"))
     out = round_trip(ds)
     assert out.SpecificCharacterSet == "ISO_IR 192"
-    assert out.AnatomicRegionSequence[0].CodeMeaning == text
+    # A coded entry's meaning is the standard's, never the sender's words.
+    assert out.AnatomicRegionSequence[0].CodeMeaning == standard_meaning("SRT", "T-32000")
     assert out.StudyDescription == f"{text} ASD"

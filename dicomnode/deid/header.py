@@ -1,23 +1,31 @@
-"""De-identification of a data set's attributes: the table plus a walker.
+"""De-identification of a data set's attributes: the table, the policy, a walker.
 
-Walks every element at every depth and applies the action the profile gives
-its tag (PS3.15 E.1-1); private elements, curves (50xx), overlays (60xx) and
-icon images go; patient identity becomes keyed pseudonyms; UIDs are remapped;
-dates move by one offset per patient; the result is marked as de-identified
-and written back in UTF-8. Pixel data is another module's concern.
+Walks every element at every depth. An attribute Table E.1-1 lists gets the
+table's action (PS3.15 E.1-1, the floor); one it does not list gets the
+node's policy (`dicomnode.deid.policy`: kept only when known safe, else
+removed by what its VR can carry). Every UID the standard does not define is
+remapped wherever it stands; Code Meanings come from the standard's tables;
+free text that is kept goes through the descriptor cleaner, which finds the
+child's and the staff's names, IDs, dates, phones and places however they
+are written. Private elements, curves (50xx), overlays (60xx) and icon images
+go; patient identity becomes keyed pseudonyms; dates move by one offset per
+patient and lose their time zone; ages over 89 become 090Y; the result is
+marked as de-identified and written back in UTF-8. Pixel data is another
+module's concern.
 
 Combined action codes are resolved without IOD attribute types, towards the
 least removal that is still de-identifying, so a conformant input stays
 conformant: X/Z -> Z, X/D, Z/D, X/Z/D -> D. A sequence is removed only for X
 and emptied only for Z; for every other action (D, the combinations, X/Z/U*)
-its items are kept and the profile applied inside them (D on a sequence
-means dummy content: the cleaned items are exactly that), since an emptied
-Type 1 or Type 3 sequence breaks the IOD (dciodvfy says so).
+its items are kept and the rules applied inside them (D on a sequence means
+dummy content: the cleaned items are exactly that), since an emptied Type 1
+or Type 3 sequence breaks the IOD (dciodvfy says so).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,31 +35,29 @@ from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.valuerep import PersonName
 
+from dicomnode.deid import policy
+from dicomnode.deid.codes import LOCAL_MEANING, is_well_known_uid, standard_meaning
+from dicomnode.deid.identity import MARK, IdentityMatcher
+from dicomnode.deid.names import find_names
 from dicomnode.deid.profile import BASIC_PROFILE_CODE, Option, Profile
 from dicomnode.deid.secret import Secret
-from dicomnode.deid.values import age_string, dummy, remove_tokens, shift_date, shift_datetime
+from dicomnode.deid.values import (
+    age_string,
+    cap_age,
+    dummy,
+    shift_date,
+    shift_datetime,
+    strip_offset,
+)
 
 ICON_IMAGE_SEQUENCE = 0x00880200
+ENCAPSULATED_DOCUMENT = 0x00420011
+TIMEZONE_OFFSET = 0x00080201
+LABEL_DUMMY = "LABEL"
 _COMBINED = {"X/Z": "Z", "X/D": "D", "Z/D": "D", "X/Z/D": "D", "X/Z/U*": "K"}
-_TEXT_VRS = {"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UT"}
-_IDENTITY_KEYWORDS = (
-    "PatientName",
-    "PatientID",
-    "OtherPatientIDs",
-    "OtherPatientNames",
-    "PatientBirthName",
-    "PatientMotherBirthName",
-    "PatientBirthDate",
-    "AccessionNumber",
-    "InstitutionName",
-    "InstitutionAddress",
-    "ReferringPhysicianName",
-    "PerformingPhysicianName",
-    "OperatorsName",
-    "PatientAddress",
-    "PatientTelephoneNumbers",
-    "IssuerOfPatientID",
-)
+# Always applied by the walker, whatever a hospital's options say: SR content
+# and graphic annotations are walked and their text cleaned like any other.
+_ALWAYS = (Option.CLEAN_STRUCTURED_CONTENT, Option.CLEAN_GRAPHICS)
 
 
 @dataclass(frozen=True)
@@ -94,31 +100,21 @@ class Subject:
 
     issuer: str
     patient_key: str  # PatientID, or a per-study key when there is none
-    tokens: set[str] = field(default_factory=set)
+    matcher: IdentityMatcher = field(default_factory=lambda: IdentityMatcher.from_values(()))
+    # Kinds of identity the cleaner leaves in place (an option retains them).
+    kept_kinds: frozenset[str] = frozenset()
 
 
-def identity_tokens(ds: Dataset) -> set[str]:
-    """Values (and their parts) that identify the subject, case-folded, for
-    cleaning free text: names by component, IDs, birth date in common forms."""
-    tokens: set[str] = set()
-    for keyword in _IDENTITY_KEYWORDS:
-        value = ds.get(keyword)
-        if value in (None, ""):
-            continue
-        values = value if isinstance(value, MultiValue | list) else [value]
-        for item in values:
-            text = str(item).strip()
-            if not text:
-                continue
-            tokens.add(text.casefold())
-            for part in re.split(r"[\^=\s,]+", text):
-                if len(part) >= 2:
-                    tokens.add(part.casefold())
-    birth = str(ds.get("PatientBirthDate") or "")
-    if len(birth) == 8 and birth.isdigit():
-        y, m, d = birth[:4], birth[4:6], birth[6:]
-        tokens |= {f"{d}.{m}.{y}", f"{y}-{m}-{d}", f"{d}/{m}/{y}", f"{m}/{d}/{y}"}
-    return tokens
+def _values(value: Any) -> list[Any]:
+    if value is None or value == "":
+        return []
+    return list(value) if isinstance(value, MultiValue | list) else [value]
+
+
+def _one_or_many(values: list[Any]) -> Any:
+    if not values:
+        return None
+    return values if len(values) > 1 else values[0]
 
 
 class HeaderDeidentifier:
@@ -126,9 +122,25 @@ class HeaderDeidentifier:
         self.secret = secret
         self.settings = settings or DeidSettings()
         self.profile = Profile(self.settings.options)
+        self._retain_zones = Option.RETAIN_TIMEZONE in self.settings.options
 
-    def subject(self, ds: Dataset, issuer: str, patient_key: str) -> Subject:
-        return Subject(issuer=issuer, patient_key=patient_key, tokens=identity_tokens(ds))
+    def subject(
+        self,
+        ds: Dataset,
+        issuer: str,
+        patient_key: str,
+        extra: Iterable[tuple[str, str]] = (),
+    ) -> Subject:
+        """Who ``ds`` is about, read from it as received (before `apply`)."""
+        kept = set()
+        if Option.RETAIN_INSTITUTION_IDENTITY in self.settings.options:
+            kept.add("place")
+        return Subject(
+            issuer=issuer,
+            patient_key=patient_key,
+            matcher=IdentityMatcher.from_dataset(ds, extra),
+            kept_kinds=frozenset(kept),
+        )
 
     def apply(self, ds: Dataset, subject: Subject) -> Dataset:
         """De-identify ``ds`` in place (and return it)."""
@@ -146,19 +158,40 @@ class HeaderDeidentifier:
         ds.SpecificCharacterSet = "ISO_IR 192"
         return ds
 
+    def clean_text(self, text: str, subject: Subject) -> str:
+        """``text`` with every identity the matcher finds, and every person
+        named by context or form, replaced by the mark."""
+        spans = [
+            (h.start, h.end) for h in subject.matcher.find(text) if h.kind not in subject.kept_kinds
+        ]
+        spans += list(find_names(text))
+        if not spans:
+            return text
+        out, last = [], 0
+        for start, end in sorted(spans):
+            if start < last:
+                last = max(last, end)
+                continue
+            out += [text[last:start], MARK]
+            last = end
+        out.append(text[last:])
+        return re.sub(r"\s{2,}", " ", "".join(out)).strip()
+
     def _keep_age(self, ds: Dataset) -> None:
-        """Birth date goes (Z); device sizing still needs the age at the study."""
+        """Birth date goes (Z); device sizing still needs the age at the study,
+        but over 89 years an age identifies (HIPAA safe harbour): 090Y."""
         if Option.RETAIN_PATIENT_CHARACTERISTICS not in self.settings.options:
             return
-        if str(ds.get("PatientAge") or "").strip():
-            return
-        seen = next(
-            (str(ds.get(k)) for k in ("StudyDate", "SeriesDate", "ContentDate") if ds.get(k)),
-            "",
-        )
-        age = age_string(str(ds.get("PatientBirthDate") or ""), seen)
-        if age:
-            ds.PatientAge = age
+        if not str(ds.get("PatientAge") or "").strip():
+            seen = next(
+                (str(ds.get(k)) for k in ("StudyDate", "SeriesDate", "ContentDate") if ds.get(k)),
+                "",
+            )
+            age = age_string(str(ds.get("PatientBirthDate") or ""), seen)
+            if age:
+                ds.PatientAge = age
+        if "PatientAge" in ds and Option.RETAIN_AGES_OVER_89 not in self.settings.options:
+            ds.PatientAge = cap_age(str(ds.PatientAge or ""))
 
     # -- the walk ---------------------------------------------------------
     def _walk(self, ds: Dataset, subject: Subject, shift: int | None) -> None:
@@ -174,11 +207,50 @@ class HeaderDeidentifier:
             if group & 0xFF00 in (0x5000, 0x6000) or tag == ICON_IMAGE_SEQUENCE:
                 del ds[tag]  # curves, overlays, icons
                 continue
+            if tag == ENCAPSULATED_DOCUMENT:
+                continue  # kept for review: the pipeline holds every such instance
+            if tag == TIMEZONE_OFFSET:
+                if not self._retain_zones:
+                    del ds[tag]
+                continue
             action = self.profile.action(tag)
+            if action is None:
+                action = self._beyond_table(ds, element)
+            elif action == "C" and element.VR in policy.TEXT_VRS:
+                action = self._descriptor(tag)
             if element.VR == "SQ":
                 self._sequence(ds, element, action, subject, shift)
             elif action is not None:
                 self._apply(ds, element, _COMBINED.get(action, action), subject, shift)
+
+    def _beyond_table(self, ds: Dataset, element: DataElement) -> str | None:
+        """The policy's action for an attribute Table E.1-1 does not list, in
+        the walker's codes (None: done here, or nothing to do)."""
+        decision = policy.beyond_table(int(element.tag), element.VR)
+        if decision == policy.MEANING:
+            element.value = self._meaning(ds)
+            return None
+        return {
+            policy.REMOVE: "X",
+            policy.REMAP: "U",
+            policy.CLEAN: "C",
+            policy.KEEP: "KEEP-CLEAN",
+        }[decision]
+
+    def _descriptor(self, tag: int) -> str:
+        """Clean Descriptors keeps the descriptors a cardiologist reads; the
+        others get the Basic Profile's own action."""
+        if tag in policy.DESCRIPTORS_KEPT:
+            return "C"
+        rule = self.profile.rule(tag)
+        return rule.basic if rule is not None else "X"
+
+    @staticmethod
+    def _meaning(item: Dataset) -> str:
+        """The standard's meaning for the item's code, never the sender's."""
+        value = str(item.get("CodeValue") or item.get("LongCodeValue") or "")
+        scheme = str(item.get("CodingSchemeDesignator") or "")
+        return standard_meaning(scheme, value) or LOCAL_MEANING
 
     def _safe_private(self, ds: Dataset, tag: int) -> bool:
         """Allow-listed under Retain Safe Private (creators of kept ones too)."""
@@ -222,35 +294,56 @@ class HeaderDeidentifier:
         vr = element.VR
         if action == "X":
             del ds[element.tag]
-        elif action == "Z":
+            return
+        if action == "Z":
             element.value = None
         elif action == "D":
             element.value = self._dated(element, shift) if vr in ("DA", "DT") else dummy(vr)
-            if vr == "UI":
-                element.value = self._uids(element.value)
-        elif action == "U":
-            element.value = self._uids(element.value)
         elif action == "C":
             element.value = self._clean(element, subject, shift)
-        # K: keep as is
+        elif action == "KEEP-CLEAN" and vr in policy.TEXT_VRS and vr != "CS":
+            element.value = self._cleaned_text(element, subject)
+        elif action == "KEEP-CLEAN" and int(element.tag) in policy.LABEL_CS:
+            element.value = self._cleaned_label(element, subject)
+        # U, K and KEEP-CLEAN of other VRs: the value stands, but for UIDs
+        if vr == "UI" and element.value:
+            element.value = self._uids(element.value)
+        elif vr == "DT" and element.value and not self._retain_zones:
+            element.value = _one_or_many([strip_offset(str(v)) for v in _values(element.value)])
 
     # -- values -----------------------------------------------------------
     def _uids(self, value: Any) -> Any:
-        if isinstance(value, MultiValue | list):
-            return [self.secret.uid(str(v)) for v in value]
-        return self.secret.uid(str(value)) if value else value
+        """Every UID the standard does not define, remapped (keyed, stable)."""
+        remapped = [
+            str(v) if is_well_known_uid(str(v)) else self.secret.uid(str(v)) for v in _values(value)
+        ]
+        return _one_or_many(remapped)
 
     @staticmethod
     def _dated(element: DataElement, shift: int | None) -> Any:
         if shift is None or not element.value:
             return dummy(element.VR)
         move = shift_date if element.VR == "DA" else shift_datetime
-        values = element.value if isinstance(element.value, MultiValue | list) else [element.value]
         try:
-            moved = [move(str(v), shift) for v in values]
+            moved = [move(str(v), shift) for v in _values(element.value)]
         except ValueError:
             return dummy(element.VR)
-        return moved if len(moved) > 1 else moved[0]
+        return _one_or_many(moved)
+
+    def _cleaned_text(self, element: DataElement, subject: Subject) -> Any:
+        if element.VR == "PN":
+            return _one_or_many(
+                [PersonName(self.clean_text(str(v), subject)) for v in _values(element.value)]
+            )
+        cleaned = [self.clean_text(str(v), subject) for v in _values(element.value)]
+        return _one_or_many([c for c in cleaned if c])
+
+    def _cleaned_label(self, element: DataElement, subject: Subject) -> Any:
+        """A code-string label a person typed: replaced whole when it names anyone
+        (a mark is not a valid CS character)."""
+        values = _values(element.value)
+        named = any(subject.matcher.find(str(v)) for v in values)
+        return _one_or_many([LABEL_DUMMY for _ in values]) if named else element.value
 
     def _clean(self, element: DataElement, subject: Subject, shift: int | None) -> Any:
         vr = element.VR
@@ -258,15 +351,10 @@ class HeaderDeidentifier:
             return self._dated(element, shift)
         if vr == "TM":
             return element.value  # whole-day shifts leave the time of day
-        if vr in _TEXT_VRS and vr != "PN":
+        if vr in policy.TEXT_VRS and vr != "PN":
             if Option.CLEAN_DESCRIPTORS not in self.settings.options:
                 return dummy(vr)
-            values = (
-                element.value if isinstance(element.value, MultiValue | list) else [element.value]
-            )
-            cleaned = [remove_tokens(str(v), subject.tokens) for v in values if v is not None]
-            cleaned = [c for c in cleaned if c]
-            return None if not cleaned else (cleaned if len(cleaned) > 1 else cleaned[0])
+            return self._cleaned_text(element, subject)
         return dummy(vr)
 
     # -- identity and markers ----------------------------------------------
@@ -294,8 +382,9 @@ class HeaderDeidentifier:
     def _mark(self, ds: Dataset, *, shifted: bool) -> None:
         ds.PatientIdentityRemoved = "YES"
         ds.DeidentificationMethod = self.settings.method_text[:64]
+        applied = self.settings.options | set(_ALWAYS)
         codes = [BASIC_PROFILE_CODE] + [
-            (o.code, o.meaning) for o in Option if o in self.settings.options
+            (o.code, o.meaning) for o in Option if o in applied and o.code
         ]
         items = []
         for value, meaning in codes:

@@ -29,6 +29,9 @@ class OriginalIdentity:
     accession_number: str
     study_instance_uid: str
     sending_ae: str
+    # The instance's own IssuerOfPatientID (and qualifiers), sealed rather
+    # than shown: the hospital is always the configured sender's issuer.
+    own_issuer: str = ""
 
 
 class LinkageCipher:

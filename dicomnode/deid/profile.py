@@ -47,13 +47,17 @@ class Option(Enum):
         "113112",
         "Retain Institution Identity Option",
     )
+    # The node's own, with no DICOM code: by default time zone offsets go
+    # (with dates and DT values) and ages over 89 become 090Y.
+    RETAIN_TIMEZONE = (None, None, "Retain time zone offsets")
+    RETAIN_AGES_OVER_89 = (None, None, "Retain ages over 89 years")
 
     @property
     def column(self) -> str | None:
         return self.value[0]
 
     @property
-    def code(self) -> str:
+    def code(self) -> str | None:
         return self.value[1]
 
     @property

@@ -61,6 +61,22 @@ def shift_datetime(value: str, days: int) -> str:
     return full[:precision] + (rest if day else "")
 
 
+_OFFSET = re.compile(r"[+-]\d{4}$")
+
+
+def strip_offset(value: str) -> str:
+    """A DT value without its ``&ZZXX`` offset from UTC (a time zone locates)."""
+    return _OFFSET.sub("", value.strip())
+
+
+def cap_age(value: str) -> str:
+    """An AS value, with ages over 89 years written as 090Y (safe harbour)."""
+    text = value.strip()
+    if len(text) == 4 and text[:3].isdigit() and text[3] == "Y" and int(text[:3]) > 89:
+        return "090Y"
+    return text
+
+
 def age_string(birth: str, on: str) -> str | None:
     """The AS value for a child born ``birth`` seen ``on`` (both YYYYMMDD):
     days under a month, months under two years, else years."""
@@ -78,12 +94,3 @@ def age_string(birth: str, on: str) -> str | None:
     if months < 24:
         return f"{months:03d}M"
     return f"{min(months // 12, 999):03d}Y"
-
-
-def remove_tokens(text: str, tokens: set[str]) -> str:
-    """``text`` without any whole word equal (case-folded) to an identity token."""
-    if not tokens or not text:
-        return text
-    pattern = "|".join(re.escape(t) for t in sorted(tokens, key=len, reverse=True))
-    cleaned = re.sub(rf"(?<!\w)(?:{pattern})(?!\w)", " ", text, flags=re.IGNORECASE)
-    return re.sub(r"\s{2,}", " ", cleaned).strip(" ^,;:-_/")
