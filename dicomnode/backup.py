@@ -6,7 +6,8 @@ copied with their 0600 mode into ``keys/``; a manifest
 holds a SHA-256 of every file, checked before anything is restored. Index and
 keys can be written apart (``parts``): together they can re-identify
 patients, so they are meant to be stored in different places. Blobs are
-plain files written once: copy them with rsync or a filesystem snapshot.
+files written once: copy them with rsync or a filesystem snapshot (held ones
+are encrypted and open only with ``quarantine.key``, which is among the keys).
 """
 
 from __future__ import annotations
@@ -24,7 +25,14 @@ from sqlalchemy.engine import make_url
 from dicomnode import __version__, pgdump
 from dicomnode.config import Config
 
-KEY_FILES = ("deid.key", "linkage.key", "audit.key", "web.key", "export.key")
+KEY_FILES = (
+    "deid.key",
+    "linkage.key",
+    "audit.key",
+    "web.key",
+    "export.key",
+    "quarantine.key",
+)
 MANIFEST = "MANIFEST.json"
 INDEX = "index.sqlite"
 INDEX_PG = "index.pgdump"

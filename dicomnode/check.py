@@ -6,7 +6,10 @@ sender re-sends), so `reconcile` moves such orphans to ``lost+found`` and
 reports them; only orphans older than a grace period, because with shared
 storage another node process may be between its rename and its commit right
 now. `verify` reads every blob (``dicomnode check``): size and SHA-256 as
-indexed, whole structure, and the SOP Instance UID its key was made from.
+indexed (for a held instance, of its encrypted blob: what is on disk), whole
+structure, and the SOP Instance UID its key was made from (a held blob is
+decrypted for these). A held blob still in plaintext (written by a version
+before they were encrypted) is listed; the next start encrypts it.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from sqlalchemy import select
 
 from dicomnode.importer import split_file
 from dicomnode.integrity import StructureError, check_structure
-from storage.archive import Archive
+from storage.archive import Archive, HeldBlobError, is_sealed
 from storage.blobs import BlobStore
 from storage.schema import instances, quarantine
 
@@ -39,16 +42,21 @@ class CheckReport:
     orphans: list[str] = field(default_factory=list)  # blob keys no row points to
     missing: list[str] = field(default_factory=list)  # SOP Instance UIDs without blob
     damaged: list[tuple[str, str]] = field(default_factory=list)  # (SOP UID, why)
+    # Held instances whose blob is still plaintext (encrypted at the next start).
+    plaintext: list[str] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
         return not (self.orphans or self.missing or self.damaged)
 
     def summary(self) -> str:
-        return (
+        line = (
             f"{self.checked} instances checked, {len(self.missing)} missing, "
             f"{len(self.damaged)} damaged, {len(self.orphans)} orphan files"
         )
+        if self.plaintext:
+            line += f", {len(self.plaintext)} held in plaintext (encrypted at the next start)"
+        return line
 
 
 class _Row(NamedTuple):
@@ -96,11 +104,16 @@ def _compare(archive: Archive, rows: list[_Row], repair: bool, now: float | None
     return report
 
 
-def _problem(data: bytes, row: _Row) -> str | None:
+def _problem(archive: Archive, data: bytes, row: _Row) -> str | None:
     if len(data) != row.size:
         return f"{len(data)} bytes, {row.size} indexed"
     if row.sha256 is not None and hashlib.sha256(data).hexdigest() != row.sha256:
         return "content differs from what was stored (SHA-256)"
+    if row.store is archive.held:
+        try:
+            data = archive.open_held(row.uid, data)
+        except HeldBlobError as exc:
+            return str(exc)
     try:
         dataset, syntax = split_file(data)
         ts = UID(syntax)
@@ -122,9 +135,11 @@ def verify(archive: Archive, on_progress: Callable[[int, int], None] | None = No
     missing = set(report.missing)
     for done, row in enumerate(rows, 1):
         if row.uid not in missing:
-            why = _problem(row.store.read(row.key), row)
-            if why:
+            data = row.store.read(row.key)
+            if why := _problem(archive, data, row):
                 report.damaged.append((row.uid, why))
+            elif row.store is archive.held and not is_sealed(data):
+                report.plaintext.append(row.uid)
         if on_progress is not None:
             on_progress(done, len(rows))
     return report

@@ -19,6 +19,7 @@ from storage.blobs import open_stores
 log = logging.getLogger(__name__)
 WEB_KEY = "web.key"  # signs the session cookies
 AUDIT_KEY = "audit.key"  # keys the audit trail's hash chain
+QUARANTINE_KEY = "quarantine.key"  # encrypts held instances (`storage.archive`)
 
 
 def open_archive(config: Config) -> Archive:
@@ -29,6 +30,7 @@ def open_archive(config: Config) -> Archive:
         DuplicatePolicy(config.duplicates),
         load_or_create_key(config.key_dir / AUDIT_KEY, config.data_dir),
         open_stores(config.blob_url, config.data_dir, config.s3_endpoint_url),
+        load_or_create_key(config.key_dir / QUARANTINE_KEY, config.data_dir),
     )
 
 
@@ -60,9 +62,20 @@ class Node:
         trail.record("node-start", user="dicomnode", detail=f"version {__version__}")
 
     def _reconcile(self) -> None:
-        """What a crash left: orphan blobs set aside, missing ones reported."""
+        """What a crash left: orphan blobs set aside, missing ones reported;
+        held blobs an older version wrote in plaintext encrypted."""
         from dicomnode.check import reconcile
 
+        sealed, failed = self.archive.seal_plaintext_held()
+        if sealed or failed:
+            log.warning("held instances at start-up: %d encrypted, %d not", sealed, len(failed))
+            self.archive.index.audit.record(
+                "archive-check",
+                user="dicomnode",
+                detail=f"{sealed} held instances encrypted at rest, {len(failed)} could not be "
+                "(dicomnode check)",
+                outcome=4 if failed else 0,
+            )
         report = reconcile(self.archive, repair=True)
         if not report.clean:
             log.warning("archive at start-up: %s", report.summary())

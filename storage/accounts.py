@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine
 from storage.schema import metadata
 
 ROLES = ("cardiologist", "researcher", "admin")
+ISSUER_LENGTH = 256
 
 users = Table(
     "users",
@@ -23,6 +24,10 @@ users = Table(
     Column("disabled", Boolean, nullable=False, default=False),
     Column("language", String(8)),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # The hospital whose PatientIDs this account uploads (STOW-RS): the same
+    # issuer as that hospital's [[remote_ae]] devices, so its patients meet.
+    # NULL: the account may not store (revision 0006).
+    Column("issuer", String(ISSUER_LENGTH)),
 )
 
 
@@ -32,6 +37,7 @@ _USER_COLUMNS = (
     users.c.role,
     users.c.disabled,
     users.c.language,
+    users.c.issuer,
 )
 
 
@@ -69,6 +75,17 @@ class AccountError(ValueError):
     """The request about an account cannot be done; the message says why."""
 
 
+def checked_issuer(issuer: str | None) -> str | None:
+    """An account's hospital as stored: trimmed, None for none; AccountError
+    if it cannot be one (patients are keyed by it, so it is kept exact)."""
+    issuer = (issuer or "").strip()
+    if not issuer:
+        return None
+    if len(issuer) > ISSUER_LENGTH or not issuer.isprintable():
+        raise AccountError(f"issuer must be 1-{ISSUER_LENGTH} printable characters")
+    return issuer
+
+
 @dataclass(frozen=True)
 class User:
     username: str
@@ -76,6 +93,7 @@ class User:
     role: str
     disabled: bool
     language: str | None = None
+    issuer: str | None = None  # the hospital; None: no uploads (STOW-RS)
 
 
 class Accounts:
@@ -85,7 +103,8 @@ class Accounts:
         self.engine = engine
         self._lock = lock
 
-    def add(self, username: str, password_hash: str, role: str) -> None:
+    def add(self, username: str, password_hash: str, role: str, issuer: str | None = None) -> None:
+        issuer = checked_issuer(issuer)
         if role not in ROLES:
             raise AccountError(f"role must be one of {', '.join(ROLES)}")
         if not username or len(username) > 64 or not username.isprintable():
@@ -100,6 +119,7 @@ class Accounts:
                     role=role,
                     disabled=False,
                     created_at=datetime.now(UTC),
+                    issuer=issuer,
                 )
             )
 
@@ -114,6 +134,8 @@ class Accounts:
         return [User(*row) for row in rows]
 
     def update(self, username: str, **values: object) -> None:
+        if "issuer" in values:
+            values["issuer"] = checked_issuer(str(values["issuer"] or ""))
         with self._lock, self.engine.begin() as conn:
             result = conn.execute(
                 users.update().where(users.c.username == username).values(**values)

@@ -1,10 +1,26 @@
-"""One place decides what is stored: blob first, durably, then the index."""
+"""One place decides what is stored: blob first, durably, then the index.
+
+Held (quarantined) instances may carry identity in their pixels or in an
+encapsulated document, so they are written only encrypted: AES-256-GCM under
+``quarantine.key``, a random nonce per blob, the SOP Instance UID bound in
+as associated data (a held blob copied over another one does not open).
+A held blob is ``HELD_FORMAT`` (8 bytes) + nonce (12) + ciphertext and tag
+(16); the index records the size and SHA-256 of those bytes, what is on
+disk, so ``dicomnode check`` verifies them without the key.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import os
 from enum import StrEnum
+from io import BytesIO
 from pathlib import Path
+from typing import Any
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -12,10 +28,57 @@ from storage.blobs import BlobRef, BlobStore, open_stores
 from storage.index import Index, StoreOutcome
 from storage.record import InstanceRecord
 
+log = logging.getLogger(__name__)
+
+# Marker and version of a sealed held blob. A plaintext one (written before
+# held blobs were encrypted) is a Part 10 file: "DICM" at offset 128.
+HELD_FORMAT = b"CHDHELD1"
+_NONCE = 12
+_PART10_MAGIC = slice(128, 132)
+
 
 class DuplicatePolicy(StrEnum):
     KEEP_FIRST = "keep-first"
     REPLACE = "replace"
+
+
+class HeldBlobError(ValueError):
+    """A held blob does not open: damaged, another instance's, or another key."""
+
+
+def is_sealed(blob: bytes) -> bool:
+    """Whether a held blob is in the encrypted format (else a legacy plaintext)."""
+    return blob.startswith(HELD_FORMAT)
+
+
+class HeldCipher:
+    """AES-256-GCM for held instances, bound to their SOP Instance UID."""
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) < 32:
+            raise ValueError("the quarantine key needs 256 bits")
+        self._aead = AESGCM(key[:32])
+
+    @staticmethod
+    def _bound(sop_instance_uid: str) -> bytes:
+        # The format marker too: a later format cannot be read as this one.
+        return HELD_FORMAT + b"\x00" + sop_instance_uid.encode("ascii")
+
+    def seal(self, sop_instance_uid: str, plain: bytes) -> bytes:
+        nonce = os.urandom(_NONCE)
+        return HELD_FORMAT + nonce + self._aead.encrypt(nonce, plain, self._bound(sop_instance_uid))
+
+    def open(self, sop_instance_uid: str, blob: bytes) -> bytes:
+        if not is_sealed(blob):
+            raise HeldBlobError("not a sealed held blob")
+        start = len(HELD_FORMAT)
+        nonce, sealed = blob[start : start + _NONCE], blob[start + _NONCE :]
+        try:
+            return self._aead.decrypt(nonce, sealed, self._bound(sop_instance_uid))
+        except InvalidTag:
+            raise HeldBlobError(
+                "does not open with quarantine.key (damaged, another instance's, or another key)"
+            ) from None
 
 
 class Archive:
@@ -28,11 +91,15 @@ class Archive:
         duplicates: DuplicatePolicy = DuplicatePolicy.KEEP_FIRST,
         audit_key: bytes = b"",
         stores: tuple[BlobStore, BlobStore] | None = None,
+        quarantine_key: bytes | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.blobs, self.held = stores or open_stores("", self.data_dir)
         self.index = Index(index_url, audit_key)
         self.duplicates = DuplicatePolicy(duplicates)
+        # Without a key nothing can be held: an instance to quarantine then
+        # fails (and is not acknowledged) rather than being written in plaintext.
+        self._held_cipher = HeldCipher(quarantine_key) if quarantine_key else None
 
     def close(self) -> None:
         self.index.close()
@@ -46,19 +113,69 @@ class Archive:
             write_blob=lambda: self.blobs.put(blob.key, data),
         )
 
+    def _cipher(self) -> HeldCipher:
+        if self._held_cipher is None:
+            raise RuntimeError("no quarantine key: held instances are only stored encrypted")
+        return self._held_cipher
+
     def quarantine(self, record: InstanceRecord, data: bytes, reason: str) -> None:
-        """Hold an instance apart: not in the index tables queries and export read."""
-        blob = BlobRef.of(self.held.key_for(record.sop_instance_uid), data)
+        """Hold an instance apart, encrypted: not in the index tables queries
+        and export read. The index records the sealed blob's size and digest."""
+        sealed = self._cipher().seal(record.sop_instance_uid, data)
+        blob = BlobRef.of(self.held.key_for(record.sop_instance_uid), sealed)
         self.index.add_quarantined(
-            record, blob, reason, write_blob=lambda: self.held.put(blob.key, data)
+            record, blob, reason, write_blob=lambda: self.held.put(blob.key, sealed)
         )
 
+    def open_held(self, sop_instance_uid: str, blob: bytes) -> bytes:
+        """The Part 10 file in a held blob: decrypted, or a legacy plaintext
+        as it is (until the next start encrypts it)."""
+        if is_sealed(blob):
+            return self._cipher().open(sop_instance_uid, blob)
+        if blob[_PART10_MAGIC] == b"DICM":
+            return blob
+        raise HeldBlobError("neither a sealed held blob nor a DICOM file")
+
+    def read_held(self, sop_instance_uid: str) -> bytes | None:
+        """The decrypted Part 10 file of a held instance; None if it is not held."""
+        key = self.index.quarantined_blob(sop_instance_uid)
+        return None if key is None else self.open_held(sop_instance_uid, self.held.read(key))
+
     def forget_quarantined(self, sop_instance_uid: str) -> None:
-        """A clean copy arrived (a re-send with regions, say): drop the held one."""
+        """A clean copy arrived (a re-send with regions, say), or the
+        administrator refused the held one: drop it."""
         key = self.index.quarantined_blob(sop_instance_uid)
         if key is not None:
             self.index.remove_quarantined(sop_instance_uid)
             self.held.delete(key)
+
+    def seal_plaintext_held(self) -> tuple[int, list[str]]:
+        """Encrypt in place the held blobs an older version wrote in plaintext
+        (run at start-up). Returns how many were sealed, and the UIDs that
+        could not be (missing or damaged: ``dicomnode check`` says more)."""
+        sealed, failed = 0, []
+        for uid in self.index.unsealed_quarantined():
+            try:
+                if self.index.reseal_quarantined(uid, self._reseal):
+                    sealed += 1
+            except (OSError, HeldBlobError) as exc:
+                log.warning("held instance %s not sealed: %s", _reference(uid), exc)
+                failed.append(uid)
+        return sealed, failed
+
+    def _reseal(self, row: dict[str, Any]) -> tuple[BlobRef, str | None]:
+        """Seal one legacy blob; called with its row claimed (`Index.reseal_quarantined`)."""
+        uid, key = row["sopinstanceuid"], row["blob_key"]
+        blob = self.held.read(key)
+        # Already sealed when an earlier start stopped before updating the
+        # row: either way it must hold exactly the plaintext the row describes.
+        plain = self.open_held(uid, blob)
+        if row["sha256"] and hashlib.sha256(plain).hexdigest() != row["sha256"]:
+            raise HeldBlobError("content differs from what was held (SHA-256)")
+        if not is_sealed(blob):
+            blob = self._cipher().seal(uid, plain)
+            self.held.put(key, blob)
+        return BlobRef.of(key, blob), _sop_class(plain)
 
     def problems(self) -> dict[str, str]:
         """What keeps this process from storing now, by part (``index``,
@@ -79,3 +196,20 @@ class Archive:
     def read(self, sop_instance_uid: str) -> bytes | None:
         key = self.index.instance_blob(sop_instance_uid)
         return None if key is None else self.blobs.read(key)
+
+
+def _reference(sop_instance_uid: str) -> str:
+    """How logs name an instance: never the UID itself."""
+    return hashlib.sha256(sop_instance_uid.encode()).hexdigest()[:12]
+
+
+def _sop_class(part10: bytes) -> str | None:
+    """The SOP Class UID of a Part 10 file (for rows held before it was kept)."""
+    from pydicom import dcmread
+
+    try:
+        header = dcmread(BytesIO(part10), stop_before_pixels=True, specific_tags=["SOPClassUID"])
+    except Exception:  # a damaged file: the row just lacks the class
+        return None
+    value = header.get("SOPClassUID")
+    return str(value) if value else None

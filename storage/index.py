@@ -267,12 +267,14 @@ class Index:
             "pseudonym": record.columns[Level.PATIENT]["patientid"] or "",
             "issuer": record.columns[Level.PATIENT]["issuerofpatientid"],
             "modality": series_["modality"],
+            "sopclassuid": image["sopclassuid"],
             "reason": reason[:256],
             "blob_key": blob.key,
             "size": blob.size,
             "sha256": blob.sha256,
             "sending_ae": record.sending_ae,
             "received_at": record.received_at,
+            "sealed": True,  # `Archive.quarantine` writes encrypted blobs only
         }
 
         def hold(conn: Connection) -> None:
@@ -295,10 +297,54 @@ class Index:
         with self._write_lock, self.engine.begin() as conn:
             conn.execute(quarantine.delete().where(quarantine.c.sopinstanceuid == sop_instance_uid))
 
-    def quarantined(self) -> list[dict[str, Any]]:
+    def quarantined(self, sop_instance_uid: str | None = None) -> list[dict[str, Any]]:
+        """Held instances (oldest first), or the one with this SOP Instance UID."""
+        query = select(quarantine).order_by(quarantine.c.pk)
+        if sop_instance_uid is not None:
+            query = query.where(quarantine.c.sopinstanceuid == sop_instance_uid)
         with self.engine.connect() as conn:
-            rows = conn.execute(select(quarantine).order_by(quarantine.c.pk))
-            return [dict(r._mapping) for r in rows]
+            return [dict(r._mapping) for r in conn.execute(query)]
+
+    def unsealed_quarantined(self) -> list[str]:
+        """SOP Instance UIDs of rows held before held blobs were encrypted."""
+        with self.engine.connect() as conn:
+            query = select(quarantine.c.sopinstanceuid).where(quarantine.c.sealed.is_(False))
+            return list(conn.execute(query).scalars())
+
+    def reseal_quarantined(
+        self,
+        sop_instance_uid: str,
+        reseal: Callable[[dict[str, Any]], tuple[BlobRef, str | None]],
+    ) -> bool:
+        """Record that a held row's blob is now encrypted: ``reseal`` (given
+        the row) encrypts it and returns the new blob and the SOP class.
+
+        The row is claimed by an UPDATE before ``reseal`` runs, so of node
+        processes starting together one seals each blob and the others find
+        it done (False). A start that stopped between the blob and the commit
+        leaves a sealed blob under an unsealed row, which ``reseal`` accepts.
+        """
+        this = quarantine.c.sopinstanceuid == sop_instance_uid
+
+        def work(conn: Connection) -> bool:
+            claim = quarantine.update().where(this, quarantine.c.sealed.is_(False))
+            if conn.execute(claim.values(sealed=False)).rowcount == 0:
+                return False
+            row = dict(conn.execute(select(quarantine).where(this)).one()._mapping)
+            blob, sop_class = reseal(row)
+            conn.execute(
+                quarantine.update()
+                .where(this)
+                .values(
+                    size=blob.size,
+                    sha256=blob.sha256,
+                    sealed=True,
+                    sopclassuid=row["sopclassuid"] or sop_class,
+                )
+            )
+            return True
+
+        return self._transaction(work)
 
     def find(self, query: Query) -> Iterator[dict[str, Any]]:
         """Stream matching rows; the connection stays open while they are consumed."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     ForeignKey,
@@ -17,6 +18,7 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy import (
     Index as SqlIndex,
@@ -114,6 +116,8 @@ linkage = Table(
 
 # Instances held back (e.g. burned-in text no rule can clean): stored apart,
 # invisible to queries, the viewer and export, listed for the administrator.
+# Their blobs are encrypted (`storage.archive`); size and sha256 are those of
+# the encrypted blob, what is on disk.
 quarantine = Table(
     "quarantine",
     metadata,
@@ -129,6 +133,12 @@ quarantine = Table(
     Column("sha256", String(64)),
     Column("sending_ae", String(16)),
     Column("received_at", DateTime(timezone=True), nullable=False),
+    # For the administrator's list (revision 0007; NULL until a row held
+    # before it is sealed at a start).
+    Column("sopclassuid", String(64)),
+    # The blob is encrypted; false only for rows held before revision 0007,
+    # whose plaintext blobs the next start encrypts.
+    Column("sealed", Boolean, nullable=False, default=True, server_default=false()),
 )
 
 TABLES: dict[Level, Table] = {

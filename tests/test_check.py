@@ -97,12 +97,18 @@ def test_backup_and_restore_bring_back_index_keys_and_the_audit_chain(
     ds = instance(PATIENTS[2])
     assert ingestor.ingest(incoming(ds, calling_ae="DUSHANBE_ECHO")).outcome is Outcome.STORED
     pseudonym = ingestor.deidentify.secret.pseudonym("RCC Dushanbe", PATIENTS[2].patient_id)
+    held = instance(PATIENTS[1])
+    del held.SequenceOfUltrasoundRegions
+    assert ingestor.ingest(incoming(held)).outcome is Outcome.QUARANTINED
+    (held_row,) = archive.index.quarantined()
+    held_file = archive.read_held(held_row["sopinstanceuid"])
     stats = archive.index.stats()
     # Taken while the archive is open (SQLite online backup of the WAL database).
     assert run(tmp_path, "backup", "--out", str(tmp_path / "b1")).returncode == 0
     assert run(tmp_path, "backup", "--out", str(tmp_path / "b1")).returncode == 2  # not empty
     keys_only = run(tmp_path, "backup", "--only", "keys", "--out", str(tmp_path / "b2"))
     assert "index.sqlite" not in keys_only.stdout and "keys/linkage.key" in keys_only.stdout
+    assert "keys/quarantine.key" in keys_only.stdout  # held blobs open with it alone
     assert (tmp_path / "b1" / "keys" / "linkage.key").stat().st_mode & 0o077 == 0
 
     # Disaster: index and keys gone (the blobs survive on their own disks).
@@ -116,6 +122,8 @@ def test_backup_and_restore_bring_back_index_keys_and_the_audit_chain(
         assert restored.index.audit.verify().ok  # audit.key came back with the index
         (found,) = reidentify(config, restored, pseudonym)
         assert found["patient_id"] == PATIENTS[2].patient_id
+        # quarantine.key came back too: the held instance still opens.
+        assert restored.read_held(held_row["sopinstanceuid"]) == held_file
     finally:
         restored.close()
 

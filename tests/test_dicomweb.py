@@ -13,6 +13,7 @@ from dicomweb_client.session_utils import create_session_from_user_pass
 from pydicom import dcmread
 from pydicom.encaps import generate_frames
 from pydicom.uid import generate_uid
+from pynetdicom import AE
 from werkzeug.security import generate_password_hash
 
 from dicomnode.config import Config
@@ -25,7 +26,8 @@ PASSWORD = "correct horse battery"
 @pytest.fixture
 def web(config: Config) -> Iterator[tuple[Node, DICOMwebClient, str]]:
     with Node(replace(config, http_host="127.0.0.1"), web=True) as node:
-        node.archive.index.accounts.add("pacs", generate_password_hash(PASSWORD), "cardiologist")
+        accounts = node.archive.index.accounts
+        accounts.add("pacs", generate_password_hash(PASSWORD), "cardiologist", "NCC Bishkek")
         url = f"http://127.0.0.1:{node.http_port}/dicom-web"
         session = create_session_from_user_pass("pacs", PASSWORD)
         yield node, DICOMwebClient(url=url, session=session), url
@@ -75,28 +77,33 @@ def part10(ds) -> bytes:
     return buffer.getvalue()
 
 
-def test_stow_reports_failures_per_instance(web) -> None:
-    node, _, url = web
-    good = xa_instance(PATIENTS[0], frames=2, rows=16, cols=16)
-    bad = xa_instance(PATIENTS[0], frames=2, rows=16, cols=16)
-    bad.SOPInstanceUID = "1.2.3/../../x"  # a UID that could become a path
+def stow(url: str, user: str, *parts: bytes) -> requests.Response:
+    """POST /studies with these payloads, by HTTP Basic as ``user``."""
     boundary = "b0undary"
     body = (
         b"".join(
             f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + data + b"\r\n"
-            for data in (part10(good), part10(bad), b"not DICOM at all")
+            for data in parts
         )
         + f"--{boundary}--\r\n".encode()
     )
-    response = requests.post(
+    return requests.post(
         f"{url}/studies",
         data=body,
-        auth=("pacs", PASSWORD),
+        auth=(user, PASSWORD),
         timeout=30,
         headers={
             "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'
         },
     )
+
+
+def test_stow_reports_failures_per_instance(web) -> None:
+    node, _, url = web
+    good = xa_instance(PATIENTS[0], frames=2, rows=16, cols=16)
+    bad = xa_instance(PATIENTS[0], frames=2, rows=16, cols=16)
+    bad.SOPInstanceUID = "1.2.3/../../x"  # a UID that could become a path
+    response = stow(url, "pacs", part10(good), part10(bad), b"not DICOM at all")
     assert response.status_code == 202, response.text
     answer = response.json()
     assert len(answer["00081199"]["Value"]) == 1  # ReferencedSOPSequence
@@ -123,3 +130,52 @@ def test_a_remembered_basic_login_ends_with_a_password_change_or_disable(web) ->
     assert requests.get(f"{url}/studies", auth=new, timeout=10).ok
     accounts.update("pacs", disabled=True)
     assert requests.get(f"{url}/studies", auth=new, timeout=10).status_code == 401
+
+
+def test_one_child_by_c_store_and_by_stow_from_one_hospital_is_one_patient(web) -> None:
+    """BISHKEK_CATH's [[remote_ae]] issuer and the account's are both "NCC
+    Bishkek": an angio sent by the cath lab and an echo-lab upload of the
+    same child (same PatientID, another study) meet under one pseudonym."""
+    node, client, url = web
+    by_dimse = xa_instance(PATIENTS[0], frames=2, rows=16, cols=16)
+    by_stow = xa_instance(PATIENTS[0], frames=2, rows=16, cols=16, seed=1)
+    assert by_dimse.StudyInstanceUID != by_stow.StudyInstanceUID
+    ae = AE(ae_title="BISHKEK_CATH")
+    ae.add_requested_context(by_dimse.SOPClassUID, by_dimse.file_meta.TransferSyntaxUID)
+    assoc = ae.associate("127.0.0.1", node.dicom.port, ae_title=node.config.ae_title)
+    assert assoc.is_established
+    try:
+        assert assoc.send_c_store(by_dimse).Status == 0
+    finally:
+        assoc.release()
+    assert stow(url, "pacs", part10(by_stow)).status_code == 200
+    studies = client.search_for_studies()
+    assert len(studies) == 2
+    (pseudonym,) = {study["00100020"]["Value"][0] for study in studies}
+    assert pseudonym.startswith("CHD-") and node.archive.index.stats()["patients"] == 1
+    # The same PatientID from another hospital's account stays another child.
+    accounts = node.archive.index.accounts
+    accounts.add("dushanbe", generate_password_hash(PASSWORD), "cardiologist", "RCC Dushanbe")
+    other = xa_instance(PATIENTS[0], frames=2, rows=16, cols=16, seed=2)
+    assert stow(url, "dushanbe", part10(other)).status_code == 200
+    assert node.archive.index.stats()["patients"] == 2
+
+
+def test_stow_by_an_account_without_a_hospital_is_refused(web) -> None:
+    node, _, url = web
+    accounts = node.archive.index.accounts
+    accounts.add("visitor", generate_password_hash(PASSWORD), "cardiologist")
+    upload = part10(xa_instance(PATIENTS[1], frames=2, rows=16, cols=16))
+    refused = stow(url, "visitor", upload)
+    assert refused.status_code == 403
+    message = refused.json()["message"]
+    assert "\n" not in message and "has no hospital (issuer)" in message
+    assert 'dicomnode user issuer visitor --issuer "Hospital name"' in message
+    assert node.archive.index.stats()["instances"] == 0  # nothing stored
+    (denied,) = [r for r in node.archive.index.audit.rows() if r["event"] == "access-denied"]
+    assert (denied["user"], denied["outcome"]) == ("visitor", 4)
+    # Still a viewer; once an administrator sets the hospital, uploads go in.
+    assert requests.get(f"{url}/studies", auth=("visitor", PASSWORD), timeout=10).ok
+    accounts.update("visitor", issuer="NCC Bishkek")
+    assert stow(url, "visitor", upload).status_code == 200
+    assert node.archive.index.stats()["instances"] == 1

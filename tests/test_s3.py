@@ -4,6 +4,7 @@ contract, the whole node on it, and a store that is down (issue #9)."""
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,13 +12,16 @@ from pathlib import Path
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian
 
+from dicomnode.admin import refuse_quarantined, release_quarantined
 from dicomnode.check import ORPHAN_GRACE_SECONDS, reconcile, verify
 from dicomnode.config import Config
-from dicomnode.ingest import Ingestor
+from dicomnode.ingest import Ingestor, Outcome
 from dicomnode.node import open_archive
 from dicomnode.samples import PATIENTS
+from storage.archive import is_sealed
 from storage.blobs import BlobStore, open_stores
 from storage.fileblobs import FileBlobStore
+from storage.schema import quarantine
 from tests.conftest import free_port, incoming, make_config
 from tests.s3server import CREDENTIALS, LocalS3
 from tests.test_ingest import instance
@@ -87,6 +91,43 @@ def test_the_node_on_an_object_store_stores_checks_and_repairs(tmp_path: Path, s
         later = reconcile(archive, repair=True, now=10**10 + ORPHAN_GRACE_SECONDS)
         assert later.orphans == [orphan] and not archive.blobs.exists(orphan)
         assert verify(archive).clean
+    finally:
+        archive.close()
+
+
+def test_held_instances_are_encrypted_in_the_object_store_too(tmp_path: Path, s3: LocalS3) -> None:
+    config = _s3_config(tmp_path, s3)
+    archive = open_archive(config)
+    try:
+        ingestor = Ingestor(config, archive)
+        for n in range(2):
+            ds = instance(PATIENTS[n], InstanceNumber=n + 1)
+            del ds.SequenceOfUltrasoundRegions
+            assert ingestor.ingest(incoming(ds)).outcome is Outcome.QUARANTINED
+        assert not (config.data_dir / "quarantine").exists()
+        first, second = (row["sopinstanceuid"] for row in archive.index.quarantined())
+        (row,) = archive.index.quarantined(first)
+        blob = archive.held.read(row["blob_key"])
+        assert is_sealed(blob) and row["sha256"] == hashlib.sha256(blob).hexdigest()
+        plain = archive.read_held(first)
+        assert plain is not None and plain[128:132] == b"DICM"
+        assert verify(archive).clean
+        # A plaintext object of an older version: sealed as at a start.
+        archive.held.put(row["blob_key"], plain)
+        with archive.index.engine.begin() as conn:
+            conn.execute(
+                quarantine.update()
+                .where(quarantine.c.sopinstanceuid == first)
+                .values(size=len(plain), sha256=hashlib.sha256(plain).hexdigest(), sealed=False)
+            )
+        assert verify(archive).plaintext == [first]
+        assert archive.seal_plaintext_held() == (1, [])
+        assert is_sealed(archive.held.read(row["blob_key"])) and archive.read_held(first) == plain
+        assert verify(archive).clean and verify(archive).plaintext == []
+        (released,) = release_quarantined(config, archive, [first], reviewed=True)
+        (refused,) = refuse_quarantined(archive, [second], "test")
+        assert released.done and refused.done and archive.read(first) == plain
+        assert list(archive.held.listing()) == [] and verify(archive).clean
     finally:
         archive.close()
 

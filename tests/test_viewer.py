@@ -196,7 +196,9 @@ def test_quarantine_is_for_admins_only(
     archive.index.accounts.add("bakyt", generate_password_hash(PASSWORD), "admin")
     as_user(client, "bakyt")
     page = client.get("/quarantine").get_data(as_text=True)
-    assert "no ultrasound regions" in page and "CHD-" in page
+    assert "no ultrasound region" in page and "CHD-" in page
+    assert "Ultrasound Image Storage" in page  # what kind of instance, never whose
+    assert PATIENTS[0].patient_id not in page and PATIENTS[0].name.split("^")[0] not in page
     archive.index.forwarding.enqueue(["1.2.3"], "RESEARCH")
     queue = client.get("/forwarding").get_data(as_text=True)
     assert "RESEARCH" in queue and "pending" in queue

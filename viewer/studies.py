@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, abort, current_app, g, render_template, request
+from pydicom.uid import UID
 
 from storage.keys import Level
 from storage.query import Query, QueryError
@@ -85,7 +86,10 @@ def index() -> Any:
 
 @bp.get("/quarantine")
 def quarantine() -> Any:
-    held = current_app.extensions["archive"].index.quarantined()
+    held = [
+        {**row, "kind": UID(row["sopclassuid"]).name if row["sopclassuid"] else ""}
+        for row in current_app.extensions["archive"].index.quarantined()
+    ]
     return render_template("quarantine.html", held=held, user=g.user)
 
 

@@ -1,0 +1,166 @@
+"""A web account belongs to a hospital (its issuer): the schema revision that
+adds it to existing indexes, and the `dicomnode user` commands that set it."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from alembic import command
+from sqlalchemy import text
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from dicomnode.cli import main
+from dicomnode.config import Config
+from dicomnode.node import open_archive
+from storage.accounts import AccountError
+from storage.index import Index, create_index_engine
+from storage.migrate import _config, current
+from tests.conftest import make_config
+from tests.postgres import LocalPostgres
+from tests.test_scale_out import _head
+from viewer import create_app
+
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def index_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'index.sqlite'}"
+    server: LocalPostgres = request.getfixturevalue("postgres")
+    return server.database()
+
+
+def test_an_index_of_revision_0005_keeps_its_accounts_without_a_hospital(
+    tmp_path: Path, index_url: str
+) -> None:
+    """Accounts (and held instances) from before 0006/0007: upgraded at open,
+    still able to log in, no issuer until an administrator sets one."""
+    engine = create_index_engine(index_url)
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        command.upgrade(_config(conn), "0005")
+        conn.execute(
+            text(
+                "INSERT INTO users (username, password_hash, role, disabled, created_at) "
+                "VALUES ('amina', :hash, 'cardiologist', false, :now)"
+            ),
+            {"hash": generate_password_hash(PASSWORD), "now": now},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO quarantine (sopinstanceuid, studyinstanceuid, pseudonym, issuer, "
+                "reason, blob_key, size, received_at) VALUES ('2.25.5', '2.25.6', 'CHD-0000-0000',"
+                " 'NCC Bishkek', 'old', 'ab/cd/x.dcm', 1, :now)"
+            ),
+            {"now": now},
+        )
+    engine.dispose()
+
+    index = Index(index_url)
+    try:
+        assert current(index.engine) == _head()
+        (user,) = index.accounts.list()
+        assert (user.username, user.role, user.issuer, user.disabled) == (
+            "amina",
+            "cardiologist",
+            None,
+            False,
+        )
+        assert check_password_hash(user.password_hash, PASSWORD)
+        index.accounts.update("amina", issuer="  NCC Bishkek ")
+        assert index.accounts.get("amina").issuer == "NCC Bishkek"  # type: ignore[union-attr]
+        # The held row of before: its blob is plaintext until the next start seals it.
+        assert index.unsealed_quarantined() == ["2.25.5"]
+    finally:
+        index.close()
+
+    # And the migrated account logs in to the web app.
+    config = make_config(tmp_path, index_url=index_url)
+    archive = open_archive(config)
+    try:
+        client = create_app(config, archive, b"k" * 32).test_client()
+        with client.session_transaction() as session:
+            session["csrf"] = "token"
+        answer = client.post(
+            "/login", data={"username": "amina", "password": PASSWORD, "csrf_token": "token"}
+        )
+        assert answer.status_code == 302 and "/login" not in answer.headers["Location"]
+    finally:
+        archive.close()
+
+
+def test_an_issuer_is_kept_exact_and_must_be_text(config: Config) -> None:
+    archive = open_archive(config)
+    try:
+        accounts = archive.index.accounts
+        accounts.add("a", "hash", "cardiologist", " RCC Dushanbe ")
+        assert accounts.get("a").issuer == "RCC Dushanbe"  # type: ignore[union-attr]
+        accounts.add("b", "hash", "researcher", "")
+        assert accounts.get("b").issuer is None  # type: ignore[union-attr]
+        for bad in ("x" * 257, "NCC\nBishkek"):
+            with pytest.raises(AccountError, match="issuer"):
+                accounts.update("a", issuer=bad)
+    finally:
+        archive.close()
+
+
+def test_user_commands_set_show_and_change_the_hospital(
+    tmp_path: Path,
+    config: Config,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path = tmp_path / "node.toml"
+    path.write_text(
+        f'[node]\ndata_dir = "{config.data_dir}"\nkey_dir = "{config.key_dir}"\n\n'
+        '[[remote_ae]]\nae_title = "BISHKEK_ECHO"\nhost = "127.0.0.1"\nport = 11113\n'
+        'issuer = "NCC Bishkek"\n',
+        encoding="utf-8",
+    )
+
+    def user(*args: str) -> int:
+        return main(["-c", str(path), "user", *args])
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORD + "\n"))
+    assert user("add", "aigul", "--issuer", "NCC Bishkek", "--password-stdin") == 0
+    assert capsys.readouterr().err == ""  # a configured issuer: no note
+    monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORD + "\n"))
+    assert user("add", "timur", "--role", "admin", "--password-stdin") == 0
+    capsys.readouterr()
+    assert user("list") == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"{'aigul':<24} {'cardiologist':<13} {'active':<9} NCC Bishkek",
+        f"{'timur':<24} {'admin':<13} {'active':<9} -",
+    ]
+
+    assert user("issuer", "timur") == 2  # which hospital?
+    assert "--issuer" in capsys.readouterr().err
+    assert user("issuer", "nobody", "--issuer", "NCC Bishkek") == 3
+    assert user("issuer", "timur", "--issuer", "NCC Bishkek Cath") == 0
+    note = capsys.readouterr().err
+    assert "no [[remote_ae]] has issuer 'NCC Bishkek Cath'" in note and "'NCC Bishkek'" in note
+    assert user("issuer", "aigul", "--issuer", "") == 0  # removed: may view, not upload
+    capsys.readouterr()
+    assert user("list") == 0
+    listing = capsys.readouterr().out
+    assert listing.splitlines()[0].endswith(" -") and "NCC Bishkek Cath" in listing
+
+    archive = open_archive(config)
+    try:
+        changes = [
+            (r["object"], r["detail"])
+            for r in reversed(archive.index.audit.rows())
+            if r["event"] == "user-change"
+        ]
+    finally:
+        archive.close()
+    assert changes == [
+        ("aigul", "add, role cardiologist, issuer 'NCC Bishkek'"),
+        ("timur", "add, role admin"),
+        ("timur", "issuer 'NCC Bishkek Cath'"),
+        ("aigul", "issuer removed"),
+    ]
