@@ -7,8 +7,13 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Real DICOM peers the tests and benchmarks talk to, the browser the UI tests
 # drive (Debian packages; Playwright never downloads a browser here), and
 # PostgreSQL, which the tests start themselves (tests/postgres.py).
-PEER_BINS := echoscu storescu findscu dcmsend dcmcjpeg dciodvfy Orthanc chromium
+PEER_BINS := echoscu storescu findscu dcmsend dcmcjpeg dciodvfy Orthanc chromium tesseract
 PEER_PKGS := dcmtk dicom3tools orthanc chromium postgresql
+# OCR that verifies cleaned pixels (dicomnode/deid/ocr.py): Tesseract's language
+# data for the partners' scripts (the tesserocr wheel bundles libtesseract, so
+# nothing is compiled) and the fonts tests/test_ocr.py renders burned-in text with.
+PEER_PKGS += tesseract-ocr tesseract-ocr-eng tesseract-ocr-rus tesseract-ocr-chi-sim \
+	tesseract-ocr-kaz tesseract-ocr-tgk fonts-dejavu-core fonts-wqy-zenhei
 
 .PHONY: install run demo test peers lint bench fuzz clean
 
@@ -31,6 +36,8 @@ demo: $(STAMP)
 peers:
 	@missing=0; for b in $(PEER_BINS); do command -v $$b >/dev/null || missing=1; done; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing=1; \
+	for l in chi_sim kaz tgk; do ls /usr/share/tesseract-ocr/*/tessdata/$$l.traineddata >/dev/null 2>&1 || missing=1; done; \
+	[ -f /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc ] || missing=1; \
 	if [ $$missing = 1 ]; then \
 	  echo "installing DICOM peers: $(PEER_PKGS)"; \
 	  $(SUDO) apt-get update -qq && \
