@@ -1,28 +1,35 @@
 """Administrator actions that touch identity: re-identification, quarantine.
 
 Each one writes an audit record (who, what, on which pseudonym or UID) and
-none of them logs identity; re-identification prints it to the operator only.
+none of them logs identity; re-identification prints it to the operator only,
+and a held instance is decrypted only into a file the administrator names.
 """
 
 from __future__ import annotations
 
 import getpass
-from dataclasses import asdict
+import os
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
 from io import BytesIO
+from pathlib import Path
 from typing import Any
 
 from pydicom import dcmread
+from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
 from dicomnode.config import Config
 from dicomnode.deid.header import HeaderDeidentifier
-from dicomnode.deid.linkage import LinkageCipher
+from dicomnode.deid.identity import IdentityMatcher
+from dicomnode.deid.linkage import LinkageCipher, LinkageError
 from dicomnode.deid.pipeline import LINKAGE_KEY, encode
 from dicomnode.deid.pixels import clean
 from dicomnode.deid.profile import Option
 from dicomnode.deid.secret import load_or_create_key
+from dicomnode.deid.verify import OcrSettings, check
 from dicomnode.filemeta import file_meta
-from storage.archive import Archive
+from storage.archive import Archive, HeldBlobError
 from storage.audit import MINOR_FAILURE, SUCCESS
 from storage.record import record_from_dataset
 
@@ -62,41 +69,177 @@ def reidentify(config: Config, archive: Archive, value: str) -> list[dict[str, A
     return found
 
 
-def release_quarantined(config: Config, archive: Archive, only: set[str] | None = None) -> int:
-    """Re-check held instances with today's cleaning rules; store those now clean.
+# Audit events of the quarantine tools. The trail has no event of its own
+# for showing or refusing yet: showing writes an instance out of the node
+# into a file (PS3.15 A.5.3.6 Export); refusing is a decision on a held
+# instance, recorded with the releases, its detail saying "refused".
+SHOW_EVENT = "export"
+DECISION_EVENT = "quarantine-release"
+
+
+@dataclass(frozen=True)
+class HeldOutcome:
+    """What became of one held instance: one line of the command's output."""
+
+    uid: str
+    done: bool
+    note: str
+
+
+def _held(archive: Archive, uid: str) -> dict[str, Any] | None:
+    rows = archive.index.quarantined(uid)
+    return rows[0] if rows else None
+
+
+def show_quarantined(archive: Archive, uid: str, out: Path) -> int:
+    """Write a held instance, decrypted, to ``out`` (created 0600, never
+    overwritten) for the administrator to review; returns its size."""
+    if _held(archive, uid) is None:
+        raise AdminError(f"{uid} is not held")
+    try:
+        data = archive.read_held(uid)
+    except (HeldBlobError, OSError) as exc:
+        raise AdminError(f"{uid} cannot be read: {exc}") from None
+    assert data is not None  # held: checked above
+    try:
+        descriptor = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        raise AdminError(f"{out} exists; not overwriting it") from None
+    except OSError as exc:
+        raise AdminError(f"cannot create {out}: {exc.strerror}") from None
+    with os.fdopen(descriptor, "wb") as handle:
+        os.fchmod(handle.fileno(), 0o600)  # whatever the umask
+        handle.write(data)
+    archive.index.audit.record(
+        SHOW_EVENT,
+        user=getpass.getuser(),
+        source="cli",
+        obj=uid,
+        detail=f"held instance decrypted for review into {out.resolve()}",
+    )
+    return len(data)
+
+
+def release_quarantined(
+    config: Config,
+    archive: Archive,
+    only: Iterable[str] | None = None,
+    *,
+    reviewed: bool = False,
+) -> list[HeldOutcome]:
+    """Store held instances: re-checked with today's cleaning rules (those
+    now clean), or, ``reviewed``, as they are held (an administrator looked
+    at each and found no identity in it; only for instances named in ``only``).
 
     The held copy is already de-identified in its header, so only the pixel
-    step runs again. Returns how many were released.
+    step runs again.
     """
-    released = 0
-    for held in archive.index.quarantined():
-        uid = held["sopinstanceuid"]
-        if only is not None and uid not in only:
+    named = list(dict.fromkeys(only or ()))
+    if reviewed and not named:
+        raise AdminError("--reviewed releases only the instances named, each one reviewed")
+    rows = {row["sopinstanceuid"]: row for row in archive.index.quarantined()}
+    outcomes = []
+    for uid in named or list(rows):  # in the order named, else oldest first
+        if uid not in rows:
+            outcomes.append(HeldOutcome(uid, False, "not held"))
             continue
-        ds = dcmread(BytesIO(archive.held.read(held["blob_key"])))
-        remote = config.remote(held["sending_ae"])
-        outcome = clean(
-            ds,
-            UID(ds.file_meta.TransferSyntaxUID),
-            rectangles=remote.blank_rectangles if remote else (),
-        )
-        if outcome.quarantine or not outcome.cleaned:
-            continue
-        HeaderDeidentifier.add_method_code(ds, Option.CLEAN_PIXEL_DATA)
-        syntax = UID(outcome.transfer_syntax)
-        record = record_from_dataset(
-            ds, issuer=held["issuer"], transfer_syntax=syntax, sending_ae=held["sending_ae"]
-        )
+        try:
+            outcomes.append(_release(config, archive, rows[uid], reviewed))
+        except (HeldBlobError, OSError) as exc:
+            outcomes.append(HeldOutcome(uid, False, f"cannot be read: {exc}"))
+    return outcomes
+
+
+def _release(config: Config, archive: Archive, held: dict[str, Any], reviewed: bool) -> HeldOutcome:
+    uid = held["sopinstanceuid"]
+    data = archive.open_held(uid, archive.held.read(held["blob_key"]))
+    try:
+        ds = dcmread(BytesIO(data))
+    except Exception as exc:  # whatever pydicom raises on a damaged file
+        raise HeldBlobError(f"unreadable ({type(exc).__name__})") from None
+    syntax = UID(ds.file_meta.TransferSyntaxUID)
+    user = getpass.getuser()
+    if reviewed:
+        note = f"reviewed by {user}, stored as held"
+    else:
+        why, syntax = _recheck(config, archive, ds, syntax, held)
+        if why:
+            return HeldOutcome(uid, False, f"still held: {why}")
         data = file_meta(str(ds.SOPClassUID), uid, syntax, held["sending_ae"]) + encode(ds, syntax)
-        archive.store(record, data)
-        archive.index.remove_quarantined(uid)
-        archive.held.delete(held["blob_key"])
+        note = "pixels cleaned by a rule"
+    record = record_from_dataset(
+        ds, issuer=held["issuer"], transfer_syntax=syntax, sending_ae=held["sending_ae"]
+    )
+    archive.store(record, data)
+    archive.forget_quarantined(uid)
+    archive.index.audit.record(DECISION_EVENT, user=user, source="cli", obj=uid, detail=note)
+    return HeldOutcome(uid, True, note)
+
+
+def _recheck(
+    config: Config, archive: Archive, ds: Dataset, syntax: UID, held: dict[str, Any]
+) -> tuple[str | None, UID]:
+    """Today's pixel rules, then the same OCR verification as the ingest, on
+    a held data set: why it stays held (None: clean, marked so) and the
+    syntax it is now in. Only a verified image is marked BurnedInAnnotation NO."""
+    remote = config.remote(held["sending_ae"])
+    pixels = clean(ds, syntax, rectangles=remote.blank_rectangles if remote else ())
+    if pixels.quarantine or not pixels.cleaned:
+        return pixels.quarantine or held["reason"], syntax
+    syntax = UID(pixels.transfer_syntax)
+    ds.file_meta.TransferSyntaxUID = syntax
+    settings = OcrSettings(
+        enabled=config.ocr, most_frames=config.ocr_frames, budget_seconds=config.ocr_budget_seconds
+    )
+    matcher = _held_identity(config, archive, held)
+    why = check(ds, syntax, blanked=pixels.blanked, matcher=matcher, settings=settings)
+    if why:
+        return why, syntax
+    ds.BurnedInAnnotation = "NO"
+    HeaderDeidentifier.add_method_code(ds, Option.CLEAN_PIXEL_DATA)
+    return None, syntax
+
+
+def _held_identity(config: Config, archive: Archive, held: dict[str, Any]) -> IdentityMatcher:
+    """What OCR looks for in a held image: the child's sealed identity when
+    linkage.key is at hand (the header it came with is gone), else nothing
+    (text where the node blanked still keeps it held)."""
+    rows = archive.index.linkage_for(held["studyinstanceuid"])
+    try:
+        cipher = linkage_cipher(config)
+        found = [cipher.open(sealed, pseudonym, study) for study, pseudonym, sealed in rows]
+    except (RuntimeError, LinkageError):
+        found = []
+    return IdentityMatcher.from_values(
+        (kind, value)
+        for who in found
+        for kind, value in (
+            ("name", who.patient_name),
+            ("id", who.patient_id),
+            ("date", who.birth_date),
+            ("id", who.accession_number),
+        )
+    )
+
+
+def refuse_quarantined(archive: Archive, uids: list[str], why: str) -> list[HeldOutcome]:
+    """Delete held instances and their rows for good (the administrator
+    decided they are not to be kept); ``why`` goes into the audit record."""
+    why = " ".join(why.split())
+    if not why:
+        raise AdminError("say why (--why TEXT): it goes into the audit trail")
+    outcomes = []
+    for uid in dict.fromkeys(uids):
+        if _held(archive, uid) is None:
+            outcomes.append(HeldOutcome(uid, False, "not held"))
+            continue
+        archive.forget_quarantined(uid)
         archive.index.audit.record(
-            "quarantine-release",
+            DECISION_EVENT,
             user=getpass.getuser(),
             source="cli",
             obj=uid,
-            detail="pixels cleaned by a rule",
+            detail=f"refused, deleted: {why}",
         )
-        released += 1
-    return released
+        outcomes.append(HeldOutcome(uid, True, f"deleted ({why})"))
+    return outcomes

@@ -69,11 +69,16 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("destination", metavar="AE")
     commands.add_parser("queue", help="the forwarding queue: pending and done per destination")
 
-    user = commands.add_parser("user", help="web users: add, list, disable, passwd")
-    user.add_argument("action", choices=["add", "list", "disable", "passwd"])
+    user = commands.add_parser("user", help="web users: add, list, disable, passwd, issuer")
+    user.add_argument("action", choices=["add", "list", "disable", "passwd", "issuer"])
     user.add_argument("name", nargs="?", help="user name (all but list)")
     user.add_argument(
         "--role", choices=["cardiologist", "researcher", "admin"], default="cardiologist"
+    )
+    user.add_argument(
+        "--issuer",
+        help="the account's hospital, as the issuer of its [[remote_ae]] devices "
+        '(needed to upload by STOW-RS; with `issuer`, "" removes it)',
     )
     user.add_argument(
         "--password-stdin",
@@ -81,9 +86,26 @@ def _parser() -> argparse.ArgumentParser:
         help="read the password from standard input (scripts)",
     )
 
-    held = commands.add_parser("quarantine", help="instances held back, and releasing them")
-    held.add_argument("action", choices=["list", "release"])
-    held.add_argument("uids", nargs="*", metavar="SOP_UID", help="release only these")
+    held = commands.add_parser(
+        "quarantine", help="instances held back: list, show, release, refuse (audited)"
+    )
+    actions = held.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions.add_parser("list", help="held instances: when, from whom, what kind, why")
+    show = actions.add_parser("show", help="write one held instance, decrypted, for review")
+    show.add_argument("uids", nargs=1, metavar="SOP_UID")
+    show.add_argument("--out", type=Path, required=True, metavar="FILE", help="new file (0600)")
+    release = actions.add_parser(
+        "release", help="store held instances now clean by today's rules, or --reviewed"
+    )
+    release.add_argument("uids", nargs="*", metavar="SOP_UID", help="only these (default: all)")
+    release.add_argument(
+        "--reviewed",
+        action="store_true",
+        help="store the instances named as they are held: you reviewed each one",
+    )
+    refuse = actions.add_parser("refuse", help="delete held instances for good")
+    refuse.add_argument("uids", nargs="+", metavar="SOP_UID")
+    refuse.add_argument("--why", required=True, metavar="TEXT", help="the reason (audited)")
     exp = commands.add_parser(
         "export", help="a research cohort as a ZIP (DICOMDIR, manifest) re-pseudonymised for it"
     )
@@ -101,6 +123,12 @@ def _parser() -> argparse.ArgumentParser:
         "--linkable",
         action="store_true",
         help="pseudonyms and UIDs shared with other linkable exports (key_dir/export.key)",
+    )
+    exp.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse the whole export if any instance fails the identity checks "
+        "(default: leave it out and say so)",
     )
     exp.add_argument(
         "--preview", action="store_true", help="print what would be exported; write nothing"
@@ -165,7 +193,14 @@ def _check(config: Config, progress: bool) -> int:
 
 
 def _export(config: Config, args: argparse.Namespace) -> int:
-    from dicomnode.export import Cohort, EmptyCohort, ExportBlocked, export, preview
+    from dicomnode.export import (
+        Cohort,
+        EmptyCohort,
+        ExportBlocked,
+        export,
+        left_out_summary,
+        preview,
+    )
     from dicomnode.node import open_archive
 
     cohort = Cohort(
@@ -203,6 +238,7 @@ def _export(config: Config, args: argparse.Namespace) -> int:
             args.out,
             progress=not args.no_progress,
             linkable=args.linkable,
+            strict=args.strict,
         )
     except ExportBlocked as exc:
         print(f"dicomnode export: blocked, nothing written: {exc}", file=sys.stderr)
@@ -212,9 +248,12 @@ def _export(config: Config, args: argparse.Namespace) -> int:
         return EXIT_REJECTED
     finally:
         archive.close()
+    for uid, reason in result.left_out:
+        print(f"left out {uid}: {reason}", file=sys.stderr)
     print(
         f"{result.studies} studies, {result.instances} instances, "
         f"{result.bytes} bytes -> {args.out}"
+        + (f"; {left_out_summary(result.left_out)}" if result.left_out else "")
     )
     return EXIT_OK
 
@@ -314,7 +353,8 @@ def _demo_user(config: Config) -> None:
     try:
         if not archive.index.accounts.list():
             password = secrets.token_urlsafe(12)
-            archive.index.accounts.add("demo", generate_password_hash(password), "admin")
+            # The demo studies' hospital, so the account can upload by STOW-RS too.
+            archive.index.accounts.add("demo", generate_password_hash(password), "admin", "DEMO")
             print(f"web login: demo / {password}  (change it: dicomnode user passwd demo)")
     finally:
         archive.close()
@@ -329,31 +369,58 @@ def _read_password(from_stdin: bool) -> str:
     return first
 
 
+def _warn_unknown_issuer(config: Config, issuer: str) -> None:
+    """An issuer no [[remote_ae]] has: that hospital's DICOM sends and this
+    account's uploads would make two patients of one child."""
+    known = sorted({remote.issuer for remote in config.remote_aes})
+    if known and issuer not in known:
+        print(
+            f"dicomnode user: note: no [[remote_ae]] has issuer {issuer!r}; its patients "
+            f"meet that hospital's DICOM sends only under the same issuer "
+            f"(configured: {', '.join(repr(k) for k in known)})",
+            file=sys.stderr,
+        )
+
+
 def _user(config: Config, args: argparse.Namespace) -> int:
     from werkzeug.security import generate_password_hash
 
     from dicomnode.node import open_archive
-    from storage.accounts import AccountError, password_problem
+    from storage.accounts import AccountError, checked_issuer, password_problem
 
+    problem = None
     if args.action != "list" and not args.name:
-        print(f"dicomnode user {args.action}: a user name is needed", file=sys.stderr)
+        problem = "a user name is needed"
+    elif args.action == "issuer" and args.issuer is None:
+        problem = 'the hospital is needed: --issuer "Hospital name" (or "" to remove it)'
+    elif args.issuer is not None and args.action not in ("add", "issuer"):
+        problem = "--issuer is for add and issuer"
+    if problem:
+        print(f"dicomnode user {args.action}: {problem}", file=sys.stderr)
         return EXIT_USAGE
     archive = open_archive(config)
     accounts = archive.index.accounts
     try:
+        detail = args.action
         if args.action == "list":
             for user in accounts.list():
                 state = "disabled" if user.disabled else "active"
-                print(f"{user.username:<24} {user.role:<13} {state}")
+                print(f"{user.username:<24} {user.role:<13} {state:<9} {user.issuer or '-'}")
         elif args.action == "disable":
             accounts.update(args.name, disabled=True)
+        elif args.action == "issuer":
+            issuer = checked_issuer(args.issuer)
+            accounts.update(args.name, issuer=issuer)
+            detail = f"issuer {issuer!r}" if issuer else "issuer removed"
         else:
+            issuer = checked_issuer(args.issuer)
             password = _read_password(args.password_stdin)
             if problem := password_problem(password, args.name, config.password_min_length):
                 raise ValueError(problem)
             hashed = generate_password_hash(password)
             if args.action == "add":
-                accounts.add(args.name, hashed, args.role)
+                accounts.add(args.name, hashed, args.role, issuer)
+                detail = f"add, role {args.role}" + (f", issuer {issuer!r}" if issuer else "")
             else:
                 accounts.update(args.name, password_hash=hashed, disabled=False)
         if args.action != "list":
@@ -362,8 +429,10 @@ def _user(config: Config, args: argparse.Namespace) -> int:
                 user=getpass.getuser(),
                 source="cli",
                 obj=args.name,
-                detail=args.action,
+                detail=detail,
             )
+        if args.action in ("add", "issuer") and args.issuer:
+            _warn_unknown_issuer(config, args.issuer.strip())
     except (AccountError, ValueError) as exc:
         print(f"dicomnode user {args.action}: {exc}", file=sys.stderr)
         return EXIT_REJECTED
@@ -389,24 +458,62 @@ def _reidentify(config: Config, value: str) -> int:
     return EXIT_OK
 
 
-def _quarantine(config: Config, action: str, only: set[str] | None) -> int:
-    from dicomnode.admin import release_quarantined
+def _quarantine(config: Config, args: argparse.Namespace) -> int:
+    """list, show, release, refuse: one line per instance; 3 if one named failed."""
+    from pydicom.uid import UID
+
+    from dicomnode.admin import (
+        AdminError,
+        refuse_quarantined,
+        release_quarantined,
+        show_quarantined,
+    )
     from dicomnode.node import open_archive
 
+    uids: list[str] = getattr(args, "uids", [])
+    problem = None
+    if args.action == "show" and args.out.exists():
+        problem = f"{args.out} exists; not overwriting it"
+    elif args.action == "refuse" and not args.why.strip():
+        problem = "--why TEXT: the reason goes into the audit trail"
+    elif args.action == "release" and args.reviewed and not uids:
+        problem = "--reviewed releases only the SOP_UIDs named, each one reviewed"
+    if problem:
+        print(f"dicomnode quarantine {args.action}: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     archive = open_archive(config)
     try:
-        if action == "release":
-            print(f"{release_quarantined(config, archive, only)} released")
+        if args.action == "list":
+            for held in archive.index.quarantined():
+                kind = UID(held["sopclassuid"]).name if held["sopclassuid"] else "?"
+                print(
+                    f"{held['received_at']:%Y-%m-%d %H:%M} "
+                    f"{held['sending_ae'] or '(import)':<16} {held['pseudonym']} "
+                    f"{held['sopinstanceuid']} "
+                    f"{kind} ({held['modality'] or '?'}): {held['reason']}"
+                )
             return EXIT_OK
-        for held in archive.index.quarantined():
-            print(
-                f"{held['received_at']:%Y-%m-%d %H:%M} {held['sending_ae'] or '(import)':<16} "
-                f"{held['pseudonym']} {held['modality'] or '?':<3} {held['sopinstanceuid']} "
-                f"{held['reason']}"
-            )
+        if args.action == "show":
+            size = show_quarantined(archive, uids[0], args.out)
+            print(f"shown {uids[0]}: {size} bytes to {args.out}")
+            return EXIT_OK
+        if args.action == "refuse":
+            outcomes = refuse_quarantined(archive, uids, args.why)
+            verb = "refused"
+        else:
+            outcomes = release_quarantined(config, archive, uids, reviewed=args.reviewed)
+            verb = "released"
+    except AdminError as exc:
+        print(f"dicomnode quarantine {args.action}: {exc}", file=sys.stderr)
+        return EXIT_REJECTED
     finally:
         archive.close()
-    return EXIT_OK
+    for outcome in outcomes:
+        print(f"{verb if outcome.done else 'not ' + verb} {outcome.uid}: {outcome.note}")
+    done = sum(outcome.done for outcome in outcomes)
+    print(f"{done} {verb}, {len(outcomes) - done} not")
+    # Instances named and not done are a failure; a pass over all is not.
+    return EXIT_REJECTED if uids and done < len(outcomes) else EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -441,7 +548,7 @@ def _run(args: argparse.Namespace, config: Config) -> int:
     if args.command == "reidentify":
         return _reidentify(config, args.value)
     if args.command == "quarantine":
-        return _quarantine(config, args.action, set(args.uids) or None)
+        return _quarantine(config, args)
     if args.command == "export":
         return _export(config, args)
     if args.command in ("backup", "restore"):

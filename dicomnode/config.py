@@ -138,6 +138,11 @@ class Config:
     deid_options: str = DEFAULT_DEID_OPTIONS
     # Private attributes kept under RETAIN_SAFE_PRIVATE: "GGGG:CREATOR:EE; ..."
     safe_private: str = ""
+    # OCR verification of burned-in text (Tesseract): frames read per instance
+    # (first, last, a stride between) and the seconds one instance may take.
+    ocr: bool = True
+    ocr_frames: int = 3
+    ocr_budget_seconds: float = 4.0
     remote_aes: tuple[RemoteAE, ...] = field(default_factory=tuple)
     routes: tuple[RouteRule, ...] = field(default_factory=tuple)
 
@@ -260,6 +265,8 @@ def validate(config: Config) -> Config:
             raise ConfigError(f"route: destination {route.destination!r} is not a [[remote_ae]]")
     if config.duplicates not in {"keep-first", "replace"}:
         raise ConfigError("duplicates: must be 'keep-first' or 'replace'")
+    if config.ocr_frames < 1 or config.ocr_budget_seconds <= 0:
+        raise ConfigError("ocr_frames and ocr_budget_seconds: at least one frame, a positive time")
     for name in ("dimse_port", "http_port"):
         if not 0 <= getattr(config, name) <= 65535:
             raise ConfigError(f"{name}: not a TCP port")

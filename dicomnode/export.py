@@ -3,10 +3,15 @@
 A second de-identification pass with a key made for this export alone (and
 forgotten after it) gives fresh pseudonyms and UIDs, so two exports of the
 same children cannot be joined, nor either joined to the archive. Dates stay
-as shifted at ingest. The package is a PS3.10 file set with DICOMDIR, a
-manifest (CSV and JSON) and a README; before it is released, the identity
-scanner runs over every file for the original identities (when the linkage
-key is at hand), the archive's pseudonyms and UIDs — any finding blocks it.
+as shifted at ingest. Every instance goes through the same descriptor
+cleaner as at ingest (with the original identities when the linkage key is
+at hand) and, where its pixels may carry text, the same OCR check; the
+identity scanner then looks at it for the original identities, the
+archive's pseudonyms and UIDs. An instance that fails either is left out and
+listed with its reason (``strict``: the whole export is refused instead).
+The package is a PS3.10 file set with DICOMDIR, a manifest (CSV and JSON)
+and a README; the node's own files in it are scanned too, and a finding
+there blocks the export.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import os
 import shutil
 import threading
 import zipfile
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from io import BytesIO
@@ -33,9 +39,11 @@ from tqdm import tqdm
 from dicomnode.admin import linkage_cipher
 from dicomnode.config import Config
 from dicomnode.deid.header import DeidSettings, HeaderDeidentifier
+from dicomnode.deid.pipeline import document_reason
 from dicomnode.deid.profile import Option
 from dicomnode.deid.scanner import scan, scan_text
 from dicomnode.deid.secret import Secret, load_or_create_key
+from dicomnode.deid.verify import OcrSettings, check
 from storage.archive import Archive
 from storage.keys import Level
 from storage.query import Query
@@ -108,6 +116,9 @@ class ExportResult:
     instances: int = 0
     bytes: int = 0
     manifest: list[dict[str, Any]] = field(default_factory=list)
+    # (archive SOP Instance UID, reason) of each instance left out: for the
+    # requester, never inside the package (the archive's UIDs link back).
+    left_out: list[tuple[str, str]] = field(default_factory=list)
 
 
 def select(archive: Archive, cohort: Cohort) -> list[dict[str, Any]]:
@@ -185,24 +196,49 @@ def _proposed(plan: dict[str, Any]) -> list[str]:
 Needles = tuple[set[str], set[str]]
 
 
-def _needles(config: Config, archive: Archive, studies: list[dict], uids: list[str]) -> Needles:
+@dataclass
+class Identities:
     """What must not be in the package: the archive's own handles (anywhere)
     and, with the linkage key, who the children are (names and IDs as whole
-    words, so "MARY" is not found in "PRIMARY")."""
-    needles = {s["PatientID"] for s in studies if s.get("PatientID")}
-    needles |= {s["StudyInstanceUID"] for s in studies} | set(uids)
-    words: set[str] = set()
+    words, so "MARY" is not found in "PRIMARY"); per study, the originals as
+    (kind, value) for the descriptor cleaner."""
+
+    needles: set[str] = field(default_factory=set)
+    words: set[str] = field(default_factory=set)
+    by_study: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+
+    def scan_terms(self) -> Needles:
+        return (
+            {n for n in self.needles if len(n) >= 4},
+            {w for w in self.words if len(w.strip()) >= 3},
+        )
+
+
+def _identities(
+    config: Config, archive: Archive, studies: list[dict], uids: list[str]
+) -> Identities:
+    found = Identities()
+    found.needles = {s["PatientID"] for s in studies if s.get("PatientID")}
+    found.needles |= {s["StudyInstanceUID"] for s in studies} | set(uids)
     try:
         cipher = linkage_cipher(config)
     except RuntimeError:
-        return needles, words
+        return found
     for study in studies:
+        values: list[tuple[str, str]] = []
         for study_uid, pseudonym, sealed in archive.index.linkage_for(study["StudyInstanceUID"]):
             original = cipher.open(sealed, pseudonym, study_uid)
-            needles |= {original.patient_name, original.study_instance_uid}
-            words |= {original.patient_id, original.accession_number}
-            words |= set(original.patient_name.replace("=", "^").split("^"))
-    return {n for n in needles if len(n) >= 4}, {w for w in words if len(w.strip()) >= 3}
+            found.needles |= {original.patient_name, original.study_instance_uid}
+            found.words |= {original.patient_id, original.accession_number}
+            found.words |= set(original.patient_name.replace("=", "^").split("^"))
+            values += [
+                ("name", original.patient_name),
+                ("id", original.patient_id),
+                ("id", original.accession_number),
+                ("date", original.birth_date),
+            ]
+        found.by_study[study["StudyInstanceUID"]] = [(k, v) for k, v in values if v]
+    return found
 
 
 def export(
@@ -217,11 +253,14 @@ def export(
     on_instance: Callable[[int, int], None] | None = None,
     cancel: threading.Event | None = None,
     linkable: bool = False,
+    strict: bool = False,
 ) -> ExportResult:
     """Write the package to ``out``; ``on_instance(done, total)`` reports
     progress, and setting ``cancel`` stops it with nothing written.
     ``linkable`` (an admin's choice) uses the node's standing export key, so
-    pseudonyms and UIDs agree across linkable exports (never the archive's)."""
+    pseudonyms and UIDs agree across linkable exports (never the archive's).
+    An instance that fails the checks is left out (``result.left_out``), or
+    with ``strict`` the export is refused with nothing written."""
     studies = select(archive, cohort)
     if not studies:
         raise EmptyCohort("no study matches the cohort filters; nothing written")
@@ -242,15 +281,26 @@ def export(
         staged.mkdir()
         new_pseudonyms: dict[str, str] = {}
         study_numbers: dict[str, str] = {}
+        identities = _identities(config, archive, studies, instances)
+        terms = identities.scan_terms()
+        ocr = OcrSettings(config.ocr, config.ocr_frames, config.ocr_budget_seconds)
         for uid in tqdm(instances, unit="inst", disable=not progress, desc="export"):
             if cancel is not None and cancel.is_set():
                 raise ExportCancelled("export cancelled; nothing written")
             ds = dcmread(_blob(archive, uid))
-            pseudonym = str(ds.PatientID)
-            deid.apply(ds, deid.subject(ds, "export", pseudonym))
+            study_uid, pseudonym = str(ds.StudyInstanceUID), str(ds.PatientID)
+            subject = deid.subject(ds, "export", pseudonym, identities.by_study.get(study_uid, ()))
+            deid.apply(ds, subject)
+            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID  # the new one
+            reason = _refusal(ds, subject, ocr, terms)
+            if reason is not None:
+                if strict:
+                    raise ExportBlocked(f"instance {uid}: {reason}")
+                result.left_out.append((uid, reason))
+                continue
             new_pseudonyms[pseudonym] = str(ds.PatientID)
             _fill_directory_keys(ds, study_numbers)
-            path = staged / f"{len(result.manifest) + result.instances}.dcm"
+            path = staged / f"{result.instances}.dcm"
             ds.save_as(path, enforce_file_format=True)
             try:
                 fileset.add(path)
@@ -258,24 +308,48 @@ def export(
                 raise ExportBlocked(f"instance {uid} cannot enter the DICOMDIR: {exc}") from exc
             result.instances += 1
             if on_instance is not None:
-                on_instance(result.instances, len(instances))
+                on_instance(result.instances + len(result.left_out), len(instances))
+        if not result.instances:
+            raise ExportBlocked(f"every instance was left out ({result.left_out[0][1]})")
         package = Path(tmp) / "package"
         fileset.write(package)
         for study in studies:
             result.manifest.append(_manifest_row(archive, study, new_pseudonyms))
         _write_text(package, result, cohort, linkable)
-        _scan_all(package, *_needles(config, archive, studies, instances))
+        _scan_all(package, *terms)
         result.bytes = _zip(package, out)
     archive.index.audit.record(
         "export",
         user=actor or getpass.getuser(),
         source=source,
         obj=json.dumps({k: v for k, v in cohort.__dict__.items() if v not in ("", None)}),
-        detail=f"{result.studies} studies, {result.instances} instances; profile: "
+        detail=f"{result.studies} studies, {result.instances} instances, "
+        f"{len(result.left_out)} left out; profile: "
         f"{', '.join(sorted(o.name for o in RESEARCH_OPTIONS))}, "
         f"{'linkable key' if linkable else 'fresh key'}; {out.name}",
     )
     return result
+
+
+def left_out_summary(left_out: list[tuple[str, str]]) -> str:
+    """One line for the requester: how many were left out, by reason."""
+    reasons = Counter(reason for _, reason in left_out)
+    parts = [f"{n} x {reason}" for reason, n in sorted(reasons.items())]
+    return f"{len(left_out)} instances left out: " + "; ".join(parts)
+
+
+def _refusal(ds: Any, subject: Any, ocr: OcrSettings, terms: Needles) -> str | None:
+    """Why an instance may not enter the package (None: it may)."""
+    document = document_reason(ds)
+    if document:
+        return document
+    syntax = ds.file_meta.TransferSyntaxUID
+    reason = check(ds, syntax, blanked=None, matcher=subject.matcher, settings=ocr)
+    if reason:
+        return reason
+    if scan(ds, *terms):
+        return "identity found in its attributes after cleaning"
+    return None
 
 
 @contextlib.contextmanager
@@ -347,14 +421,22 @@ def _write_text(package: Path, result: ExportResult, cohort: Cohort, linkable: b
     (package / "manifest.json").write_text(
         json.dumps(result.manifest, ensure_ascii=False, indent=1), encoding="utf-8"
     )
+    reasons = Counter(reason for _, reason in result.left_out)
+    left_out = "".join(f"  {n} x {reason}\n" for reason, n in sorted(reasons.items()))
     (package / "README.txt").write_text(
         "CHD imaging exchange node: research export\n\n"
         f"{result.studies} studies, {result.instances} instances.\n"
-        f"Cohort filters: {json.dumps(cohort.__dict__)}\n\n"
+        + (
+            f"{len(result.left_out)} instances were left out, by reason:\n{left_out}"
+            "(the requester's report names them; this package does not).\n"
+            if left_out
+            else ""
+        )
+        + f"Cohort filters: {json.dumps(cohort.__dict__)}\n\n"
         "De-identified at ingest with the DICOM PS3.15 Basic Application Level\n"
         "Confidentiality Profile (Retain Longitudinal Temporal Information with\n"
         "Modified Dates, Retain Patient Characteristics, Clean Descriptors, Clean\n"
-        "Pixel Data for ultrasound),\n"
+        "Pixel Data where text may be burned in, verified by OCR),\n"
         f"{keying}"
         "Dates are as shifted at ingest (intervals per patient are true).\n"
         "No linkage key is included.\n"
@@ -395,6 +477,7 @@ __all__ = [
     "ExportCancelled",
     "Preview",
     "export",
+    "left_out_summary",
     "preview",
     "select",
 ]

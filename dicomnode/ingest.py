@@ -26,6 +26,7 @@ from dicomnode.filemeta import file_meta
 from dicomnode.integrity import Layout, StructureError, check_structure
 from dicomnode.logs import quiet_libraries
 from dicomnode.validate import (
+    HELD_FOR_REVIEW,
     OUT_OF_RESOURCES,
     PIXEL_DATA_SHORT,
     PROCESSING_FAILURE,
@@ -134,18 +135,18 @@ class Ingestor:
         quiet_libraries()
 
     def issuer_for(self, ds: Dataset, incoming: Incoming) -> str:
-        """Who assigned this PatientID: the sending hospital, qualified by the
-        instance's own IssuerOfPatientID when it has one (two issuers that
-        might be confused stay two patients; merging is the dangerous error)."""
-        remote = self.config.remote(incoming.calling_ae)
+        """Who assigned this PatientID: always the sending hospital as the node
+        knows it (the calling AE's configured issuer, the importer's, the web
+        account's), so one child from one hospital is one patient whichever
+        door and whichever device sent it. The instance's own
+        IssuerOfPatientID is the sender's word: it is sealed in the linkage,
+        never shown, and splits nobody."""
         if incoming.issuer:
-            base = incoming.issuer
-        elif remote is not None:
-            base = remote.issuer
-        else:
-            base = f"AE:{(incoming.calling_ae or 'UNKNOWN').strip()}"
-        own = str(ds.get("IssuerOfPatientID") or "").strip()
-        return f"{base}/{own}" if own and own != base else base
+            return incoming.issuer
+        remote = self.config.remote(incoming.calling_ae)
+        if remote is not None:
+            return remote.issuer
+        return f"AE:{(incoming.calling_ae or 'UNKNOWN').strip()}"
 
     def ingest_own(self, ds: Dataset, issuer: str) -> IngestResult:
         """Store an instance the node made itself (a plan's SR): it is
@@ -230,6 +231,9 @@ class Ingestor:
                     detail=clean.quarantine,
                 )
                 outcome = Outcome.QUARANTINED
+                log.debug("%s %s from %s", outcome, reference, incoming.calling_ae or "import")
+                # Acknowledged (nothing is lost) with a warning that says why.
+                return IngestResult(outcome, HELD_FOR_REVIEW, clean.quarantine, reference)
             else:
                 outcome = Outcome(self.archive.store(record, encoded).value)
                 self.archive.forget_quarantined(record.sop_instance_uid)

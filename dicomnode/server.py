@@ -219,7 +219,7 @@ class DicomServer:
             )
         )
         self._tally(event, result.outcome.value)
-        if result.outcome is Outcome.REJECTED:
+        if result.outcome in (Outcome.REJECTED, Outcome.QUARANTINED):
             return status_dataset(result.status, result.comment)
         return result.status
 

@@ -26,6 +26,9 @@ UNKNOWN_SOP_CLASS = 0xC004
 PIXEL_DATA_SHORT = 0xC005
 PROCESSING_FAILURE = 0x0110
 NOT_AUTHORIZED = 0x0124  # PS3.7 C.4.2 Refused: Not Authorized
+# Warning, Coercion of Data Elements (PS3.4 B.2.3): stored, but held in
+# quarantine for review instead of among the clean images.
+HELD_FOR_REVIEW = 0xB000
 
 
 @dataclass

@@ -81,7 +81,8 @@ def test_quarantine_then_release_by_a_rule(tmp_path: Path, config: Config) -> No
     del ds.SequenceOfUltrasoundRegions
     result = Ingestor(config, archive).ingest(incoming(ds, calling_ae="DUSHANBE_ECHO"))
     assert result.outcome is Outcome.QUARANTINED
-    assert release_quarantined(config, archive) == 0  # still no rule
+    (kept,) = release_quarantined(config, archive)  # still no rule
+    assert not kept.done and "still held: untrusted or no ultrasound regions" in kept.note
     ruled = replace(
         config,
         remote_aes=tuple(
@@ -89,8 +90,9 @@ def test_quarantine_then_release_by_a_rule(tmp_path: Path, config: Config) -> No
             for r in REMOTES
         ),
     )
-    assert release_quarantined(ruled, archive) == 1
-    assert archive.index.quarantined() == []
+    (released,) = release_quarantined(ruled, archive)
+    assert released.done and released.note == "pixels cleaned by a rule"
+    assert archive.index.quarantined() == [] and list(archive.held.listing()) == []
     assert archive.index.stats()["instances"] == 1
     (path,) = archive.blobs.root.rglob("*.dcm")
     stored = dcmread(path)

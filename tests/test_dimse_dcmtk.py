@@ -19,7 +19,7 @@ from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian
 from pynetdicom import AE
 
 from dicomnode.config import Config
-from dicomnode.deid.pixels import needs_cleaning
+from dicomnode.deid.pixels import clear_stray_bits, has_stray_bits, needs_cleaning
 from dicomnode.deid.values import shift_date
 from dicomnode.importer import split_file
 from dicomnode.ingest import Incoming, inspect
@@ -114,8 +114,15 @@ def pixel_array(path: Path):
 
 
 def pixel_bytes(path: Path) -> bytes | None:
+    """Pixel Data as stored, less the bits outside BitsStored: the node clears
+    those (overlays hide there), everything else must be bit-identical."""
     ds = dcmread(path, force=True)
-    return ds.get("PixelData")
+    data = ds.get("PixelData")
+    syntax = ds.file_meta.TransferSyntaxUID
+    if data is None or not has_stray_bits(ds, data, syntax):
+        return data
+    clear_stray_bits(ds, syntax)
+    return ds.PixelData
 
 
 def stored_copy(node: Node, original_uid: str, tmp_path: Path) -> Path | None:
@@ -124,10 +131,9 @@ def stored_copy(node: Node, original_uid: str, tmp_path: Path) -> Path | None:
     uid = node.ingestor.deidentify.secret.uid(original_uid)
     blob = node.archive.read(uid)
     if blob is None:
-        held = [q for q in node.archive.index.quarantined() if q["sopinstanceuid"] == uid]
-        if not held:
+        blob = node.archive.read_held(uid)  # decrypted
+        if blob is None:
             return None
-        blob = node.archive.held.read(held[0]["blob_key"])
     path = tmp_path / "stored.dcm"
     path.write_bytes(blob)
     return path

@@ -110,22 +110,44 @@ def test_two_exports_cannot_be_joined_and_filters_select(
     assert only_xa.manifest[0]["modalities"] == "XA"
 
 
-def test_identity_that_slipped_into_the_archive_blocks_the_export(
+def test_identity_that_slipped_into_the_archive_is_cleaned_or_left_out(
     config: Config, cohort_archive: Archive, tmp_path: Path
 ) -> None:
-    # An instance whose kept text carries a child's name (as if a future
-    # profile gap let it through): the scanner must stop the package.
-    (row, _) = cohort_archive.index.find(Query(level=Level.IMAGE, keys={"SOPInstanceUID": ""}))
-    uid = row["SOPInstanceUID"]
-    path = cohort_archive.blobs.path(cohort_archive.index.instance_blob(uid))
-    ds = dcmread(path)
-    ds.Manufacturer = PATIENTS[0].name.split("^")[0] + " Medical"
-    path.chmod(0o644)
-    ds.save_as(path, enforce_file_format=True)
-    out = tmp_path / "leak.zip"
+    # Instances whose kept attributes carry identity (as if a future profile
+    # gap let it through): a child's name in kept text is cleaned by the
+    # descriptor cleaner; the archive's pseudonym in a code string, which no
+    # cleaner touches, makes the scanner leave the instance out, or with
+    # strict refuse the whole package.
+    rows = list(
+        cohort_archive.index.find(
+            Query(level=Level.IMAGE, keys={"SOPInstanceUID": "", "PatientID": ""})
+        )
+    )
+    (named, tagged) = rows[:2]
+    for row, change in (
+        (named, lambda ds: setattr(ds, "Manufacturer", PATIENTS[0].name.split("^")[0] + " Med")),
+        (tagged, lambda ds: setattr(ds, "ImageType", ["ORIGINAL", "PRIMARY", ds.PatientID])),
+    ):
+        path = cohort_archive.blobs.path(cohort_archive.index.instance_blob(row["SOPInstanceUID"]))
+        ds = dcmread(path)
+        change(ds)
+        path.chmod(0o644)
+        ds.save_as(path, enforce_file_format=True)
+    strict = tmp_path / "strict.zip"
     with pytest.raises(ExportBlocked, match="identity"):
-        export(config, cohort_archive, Cohort(), out, progress=False)
-    assert not out.exists() and not list(tmp_path.glob("leak.zip*"))
+        export(config, cohort_archive, Cohort(), strict, progress=False, strict=True)
+    assert not strict.exists() and not list(tmp_path.glob("strict.zip*"))
+    out = tmp_path / "cohort.zip"
+    result = export(config, cohort_archive, Cohort(), out, progress=False)
+    assert [uid for uid, _ in result.left_out] == [tagged["SOPInstanceUID"]]
+    assert "identity" in result.left_out[0][1]
+    assert result.instances == len(rows) - 1
+    unpack(out, tmp_path / "x")
+    readme = (tmp_path / "x" / "README.txt").read_text()
+    assert "1 instances were left out" in readme and tagged["SOPInstanceUID"] not in readme
+    surname = PATIENTS[0].name.split("^")[0]
+    for item in FileSet(dcmread(tmp_path / "x" / "DICOMDIR")):
+        assert surname not in str(dcmread(item.path).get("Manufacturer", ""))
 
 
 def test_exported_files_add_no_dciodvfy_error(

@@ -12,6 +12,7 @@ from pydicom.uid import generate_uid
 
 from dicomnode import IMPLEMENTATION_CLASS_UID
 from dicomnode.config import Config
+from dicomnode.deid.linkage import LinkageCipher
 from dicomnode.importer import split_file
 from dicomnode.ingest import Incoming, Ingestor, Outcome, read_header
 from dicomnode.samples import PATIENTS, UID_ROOT, sample_file, small_instance
@@ -77,7 +78,9 @@ def test_ultrasound_without_regions_is_quarantined(ingestor: Ingestor, archive: 
     ds = instance()
     del ds.SequenceOfUltrasoundRegions
     result = ingestor.ingest(incoming(ds))
-    assert (result.outcome, result.status) == (Outcome.QUARANTINED, 0)  # acknowledged
+    # Acknowledged (nothing is lost) with a warning that says why.
+    assert (result.outcome, result.status) == (Outcome.QUARANTINED, 0xB000)
+    assert "regions" in result.comment
     assert stored_files(archive) == []
     assert archive.index.stats()["instances"] == 0  # invisible to queries
     (held,) = archive.index.quarantined()
@@ -175,6 +178,10 @@ def test_garbage_is_refused(ingestor: Ingestor) -> None:
         read_header(b"", "1.2.3")
 
 
+def linkage_cipher_for(ingestor: Ingestor) -> LinkageCipher:
+    return ingestor.deidentify.cipher
+
+
 def issuers(archive: Archive) -> dict[str, str]:
     rows = archive.index.find(
         Query(level=Level.PATIENT, keys={"IssuerOfPatientID": "", "PatientID": ""})
@@ -186,13 +193,20 @@ def test_patients_are_keyed_by_issuer_and_id(ingestor: Ingestor, archive: Archiv
     same_id = PATIENTS[0]
     for ae in ("BISHKEK_ECHO", "BISHKEK_CATH", "DUSHANBE_ECHO", "STRANGER"):
         assert ingestor.ingest(incoming(instance(same_id), calling_ae=ae)).status == 0
-    ds = instance(same_id, IssuerOfPatientID="MRN-NCC")
-    assert ingestor.ingest(incoming(ds, calling_ae="BISHKEK_ECHO")).status == 0
-    # Two devices of one hospital: one child. Two hospitals: two children.
+    for own in ("MRN-NCC", "NCC RADIOLOGY"):
+        ds = instance(same_id, IssuerOfPatientID=own)
+        assert ingestor.ingest(incoming(ds, calling_ae="BISHKEK_ECHO")).status == 0
+    # Two devices of one hospital: one child, whatever issuer the instance
+    # itself names (sealed, never shown). Two hospitals: two children.
     found = issuers(archive)
-    assert sorted(found) == ["AE:STRANGER", "NCC Bishkek", "NCC Bishkek/MRN-NCC", "RCC Dushanbe"]
-    assert len(set(found.values())) == 4  # four pseudonyms
-    assert archive.index.stats()["patients"] == 4
+    assert sorted(found) == ["AE:STRANGER", "NCC Bishkek", "RCC Dushanbe"]
+    assert len(set(found.values())) == 3  # three pseudonyms
+    assert archive.index.stats()["patients"] == 3
+    sealed = [
+        linkage_cipher_for(ingestor).open(blob, pseudonym, study)
+        for study, pseudonym, blob in archive.index.linkage_for(found["NCC Bishkek"])
+    ]
+    assert {"MRN-NCC", "NCC RADIOLOGY"} <= {identity.own_issuer for identity in sealed}
 
 
 def test_instances_without_patient_id_are_never_merged(

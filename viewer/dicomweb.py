@@ -25,6 +25,7 @@ from pydicom.uid import JPEGBaseline8Bit
 from dicomnode.find import response
 from dicomnode.importer import split_file
 from dicomnode.ingest import Incoming, Outcome
+from storage.audit import MINOR_FAILURE
 from storage.keys import Level
 from storage.query import Query, QueryError
 from viewer.auth import audit
@@ -290,7 +291,28 @@ def _parts(body: bytes, content_type: str) -> list[bytes]:
 
 @bp.post("/studies")
 def store() -> Any:
-    """STOW-RS: every part through the ingest; reasons for what failed."""
+    """STOW-RS: every part through the ingest; reasons for what failed.
+
+    The patients' issuer is the account's hospital, exactly as its DIMSE
+    devices' ``[[remote_ae]]`` issuer, so a child sent both ways is one
+    patient. An account without one may not store (else its uploads would
+    make patients of their own).
+    """
+    issuer = g.user.issuer
+    if not issuer:
+        audit(
+            "access-denied",
+            g.user.username,
+            obj=request.endpoint or "",
+            detail="STOW-RS by an account without a hospital (issuer)",
+            outcome=MINOR_FAILURE,
+        )
+        abort(
+            403,
+            description=f"the account {g.user.username!r} has no hospital (issuer), so its "
+            "uploads cannot be assigned to patients; an administrator sets one with: "
+            f'dicomnode user issuer {g.user.username} --issuer "Hospital name"',
+        )
     ingestor = current_app.extensions["ingestor"]
     stored, failed = [], []
     for part in _parts(request.get_data(), request.headers.get("Content-Type", "")):
@@ -300,9 +322,7 @@ def store() -> Any:
             failed.append((None, None, 0xC000, "not a DICOM Part 10 file"))
             continue
         header = dcmread(BytesIO(part), stop_before_pixels=True, force=True)
-        result = ingestor.ingest(
-            Incoming(data, syntax, calling_ae=None, issuer=f"STOW:{g.user.username}")
-        )
+        result = ingestor.ingest(Incoming(data, syntax, calling_ae=None, issuer=issuer))
         entry = (
             header.get("SOPClassUID"),
             header.get("SOPInstanceUID"),
@@ -311,14 +331,19 @@ def store() -> Any:
         )
         (failed if result.outcome is Outcome.REJECTED else stored).append(entry)
     answer = Dataset()
-    answer.ReferencedSOPSequence = [_sop(c, i) for c, i, _, _ in stored]
+    # A warning (held in quarantine for review) is WarningReason on its item,
+    # and the answer is 202 as for any partial success (PS3.18 10.5.3).
+    answer.ReferencedSOPSequence = [_sop(c, i, warning=status) for c, i, status, _ in stored]
     if failed:
         answer.FailedSOPSequence = [_sop(c, i, status) for c, i, status, _ in failed]
-    status = 200 if not failed else (202 if stored else 409)
+    warned = any(status for _, _, status, _ in stored)
+    status = 200 if not (failed or warned) else (202 if stored else 409)
     return Response(_json(answer.to_json_dict()), status=status, mimetype=JSON)
 
 
-def _sop(sop_class: Any, sop_instance: Any, failure: int | None = None) -> Dataset:
+def _sop(
+    sop_class: Any, sop_instance: Any, failure: int | None = None, *, warning: int = 0
+) -> Dataset:
     item = Dataset()
     if sop_class:
         item.ReferencedSOPClassUID = sop_class
@@ -327,4 +352,6 @@ def _sop(sop_class: Any, sop_instance: Any, failure: int | None = None) -> Datas
         item.ReferencedSOPInstanceUID = sop_instance
     if failure is not None:
         item.FailureReason = failure
+    if warning:
+        item.WarningReason = warning
     return item

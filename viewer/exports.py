@@ -30,7 +30,15 @@ from flask import (
     send_file,
 )
 
-from dicomnode.export import Cohort, EmptyCohort, ExportBlocked, ExportCancelled, export, preview
+from dicomnode.export import (
+    Cohort,
+    EmptyCohort,
+    ExportBlocked,
+    ExportCancelled,
+    export,
+    left_out_summary,
+    preview,
+)
 from storage.leases import process_name
 
 bp = Blueprint("exports", __name__)
@@ -125,7 +133,7 @@ def _launch(app: Flask, row: dict[str, Any]) -> None:
     def run() -> None:
         state, message = "done", ""
         try:
-            export(
+            result = export(
                 config,
                 archive,
                 Cohort(**row["cohort"]),
@@ -137,6 +145,8 @@ def _launch(app: Flask, row: dict[str, Any]) -> None:
                 cancel=running.cancel,
                 linkable=row["linkable"],
             )
+            if result.left_out:
+                message = left_out_summary(result.left_out)
         except ExportCancelled as exc:
             state, message = "cancelled", str(exc)
         except (EmptyCohort, ExportBlocked) as exc:

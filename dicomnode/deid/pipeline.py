@@ -21,14 +21,18 @@ from pydicom.uid import UID
 from dicomnode.config import Config
 from dicomnode.deid.header import DeidSettings, HeaderDeidentifier, parse_safe_private
 from dicomnode.deid.linkage import LinkageCipher, OriginalIdentity
-from dicomnode.deid.pixels import clean, needs_cleaning
+from dicomnode.deid.pixels import clean, has_stray_bits, needs_cleaning
 from dicomnode.deid.profile import Option, parse_options
 from dicomnode.deid.secret import Secret, load_or_create_key
+from dicomnode.deid.verify import OcrSettings, check, may_carry_text
 from dicomnode.integrity import Layout
 from storage.index import Index
 
 DEID_KEY = "deid.key"
 LINKAGE_KEY = "linkage.key"
+# Encapsulated PDF, CDA, STL, OBJ, MTL: a document the node cannot clean, so
+# it is never stored with its payload destroyed; it is held for review.
+ENCAPSULATED_PREFIX = "1.2.840.10008.5.1.4.1.1.104."
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,22 @@ def encode(ds: Dataset, transfer_syntax: UID) -> bytes:
     return data
 
 
+def own_issuer(ds: Dataset) -> str:
+    """The instance's own issuer values (ID, qualifiers), for the sealed record."""
+    parts = [str(ds.get("IssuerOfPatientID") or "").strip()]
+    for item in ds.get("IssuerOfPatientIDQualifiersSequence") or []:
+        parts += [str(item.get(k) or "").strip() for k in ("UniversalEntityID", "TypeOfPatientID")]
+    return " ".join(p for p in parts if p)
+
+
+def document_reason(ds: Dataset) -> str | None:
+    """Why an encapsulated document is held: nobody has looked inside it."""
+    if not str(ds.get("SOPClassUID", "")).startswith(ENCAPSULATED_PREFIX):
+        return None
+    kind = str(ds.get("MIMETypeOfEncapsulatedDocument") or "unknown type").strip()[:40]
+    return f"encapsulated document ({kind}): held for an administrator's review"
+
+
 def original_identity(ds: Dataset, issuer: str, sending_ae: str | None) -> OriginalIdentity:
     return OriginalIdentity(
         issuer=issuer,
@@ -67,6 +87,7 @@ def original_identity(ds: Dataset, issuer: str, sending_ae: str | None) -> Origi
         accession_number=str(ds.get("AccessionNumber") or ""),
         study_instance_uid=str(ds.StudyInstanceUID),
         sending_ae=(sending_ae or "").strip(),
+        own_issuer=own_issuer(ds),
     )
 
 
@@ -81,6 +102,11 @@ class Deidentifier:
             load_or_create_key(config.key_dir / LINKAGE_KEY, config.data_dir)
         )
         self._headers: dict[str, HeaderDeidentifier] = {}
+        self.ocr = OcrSettings(
+            enabled=config.ocr,
+            most_frames=config.ocr_frames,
+            budget_seconds=config.ocr_budget_seconds,
+        )
 
     def header_for(self, calling_ae: str | None) -> HeaderDeidentifier:
         remote = self.config.remote(calling_ae)
@@ -118,24 +144,39 @@ class Deidentifier:
         ds, kept_pixels = self._read(data, syntax, header, layout, rectangles)
         original = original_identity(ds, issuer, calling_ae)
         header = self.header_for(calling_ae)
-        header.apply(ds, header.subject(ds, issuer, patient_key))
+        subject = header.subject(ds, issuer, patient_key)
+        header.apply(ds, subject)
         pseudonym, study = str(ds.PatientID), str(ds.StudyInstanceUID)
         self.index.add_linkage(study, pseudonym, self.cipher.seal(original, pseudonym, study))
         if kept_pixels is not None:
             # No rule touches these pixels: the element goes on exactly as sent.
             return Deidentified(ds, encode(ds, syntax) + kept_pixels, syntax)
+        document = document_reason(ds)
+        if document:
+            return Deidentified(ds, encode(ds, syntax), syntax, document)
         pixels = clean(ds, syntax, rectangles)
-        if pixels.cleaned:
-            header.add_method_code(ds, Option.CLEAN_PIXEL_DATA)
         target = UID(pixels.transfer_syntax)
-        return Deidentified(ds, encode(ds, target), target, pixels.quarantine)
+        ds.file_meta.TransferSyntaxUID = target
+        reason = pixels.quarantine or check(
+            ds, target, blanked=pixels.blanked, matcher=subject.matcher, settings=self.ocr
+        )
+        if pixels.cleaned and reason is None:
+            ds.BurnedInAnnotation = "NO"
+            header.add_method_code(ds, Option.CLEAN_PIXEL_DATA)
+        return Deidentified(ds, encode(ds, target), target, reason)
 
-    @staticmethod
     def _read(
-        data: bytes, syntax: UID, header: Dataset | None, layout: Layout | None, rectangles: tuple
+        self,
+        data: bytes,
+        syntax: UID,
+        header: Dataset | None,
+        layout: Layout | None,
+        rectangles: tuple,
     ) -> tuple[Dataset, bytes | None]:
         """The already decoded header and the encoded Pixel Data element when
-        the pixels can pass through untouched, else the whole data set."""
+        the pixels can pass through untouched (no rule cleans them, OCR need
+        not read them, no bits hide above the stored ones), else the whole
+        data set."""
         if (
             header is not None
             and layout is not None
@@ -145,6 +186,13 @@ class Deidentifier:
             and not syntax.is_deflated
             and not rectangles
             and not needs_cleaning(header)
+            and not (self.ocr.enabled and may_carry_text(header))
+            and not (
+                layout.pixel_length is not None
+                and has_stray_bits(
+                    header, data[layout.pixel_end - layout.pixel_length : layout.pixel_end], syntax
+                )
+            )
         ):
             return header, data[layout.pixel_offset : layout.pixel_end]
         ds = read_dataset(

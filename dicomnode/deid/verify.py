@@ -1,0 +1,108 @@
+"""Burned-in text, verified rather than assumed: OCR over what will be stored.
+
+Cleaning blanks where the rules say text is (ultrasound regions, a sender's
+rectangles). Whether that was enough is checked here, on the pixels as they
+will be written: OCR reads a sample of frames, and identity text anywhere
+(the descriptor cleaner's matcher decides what is identity), or any text in
+an area the node claims it blanked, sends the instance to quarantine. Only
+an instance that was cleaned and passed this check is marked
+BurnedInAnnotation NO with Clean Pixel Data (113101).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from io import BytesIO
+
+import numpy as np
+from PIL import Image
+from pydicom.dataset import Dataset
+from pydicom.encaps import get_frame
+from pydicom.pixels import pixel_array
+from pydicom.uid import UID, JPEGBaseline8Bit
+
+from dicomnode.deid import ocr
+from dicomnode.deid.identity import IdentityMatcher
+
+# Image types whose pixels may carry burned-in text whatever the header says
+# (echo, angio, fluoroscopy, screen captures, endoscopy, photographs).
+TEXT_MODALITIES = frozenset({"US", "IVUS", "XA", "RF", "SC", "OT", "ES", "XC", "DX", "CR"})
+TEXT_SOP_PREFIXES = (
+    "1.2.840.10008.5.1.4.1.1.7",  # secondary capture, all kinds
+    "1.2.840.10008.5.1.4.1.1.77.1",  # visible light (endoscopy, photographs)
+)
+
+
+@dataclass(frozen=True)
+class OcrSettings:
+    enabled: bool = True
+    most_frames: int = 3
+    budget_seconds: float = 4.0
+
+
+def may_carry_text(ds: Dataset) -> bool:
+    """An image OCR must read: a modality or SOP class that carries burned-in
+    text, or any image whose BurnedInAnnotation is YES or absent. Asked of a
+    header read without its pixels too, so it does not look for Pixel Data."""
+    modality = str(ds.get("Modality", "")).upper()
+    sop_class = str(ds.get("SOPClassUID", ""))
+    burned = str(ds.get("BurnedInAnnotation", "")).strip().upper()
+    return (
+        modality in TEXT_MODALITIES
+        or sop_class.startswith(TEXT_SOP_PREFIXES)
+        or burned in ("", "YES")
+    )
+
+
+def _frame_reader(ds: Dataset, syntax: UID) -> Callable[[int], np.ndarray]:
+    """Frame ``i`` as 8-bit pixels for OCR, decoded only when asked for."""
+    count = int(ds.get("NumberOfFrames") or 1)
+    photometric = str(ds.PhotometricInterpretation)
+    bits = int(ds.get("BitsStored") or 8)
+
+    def read(index: int) -> np.ndarray:
+        if syntax == JPEGBaseline8Bit:
+            fragment = get_frame(ds.PixelData, index, number_of_frames=count)
+            image = Image.open(BytesIO(fragment))
+            return np.asarray(image.convert("RGB" if image.mode != "L" else "L"))
+        frame = pixel_array(ds, index=index)
+        shown = "RGB" if photometric.startswith("YBR") else photometric
+        if photometric == "PALETTE COLOR":
+            from pydicom.pixels import apply_color_lut
+
+            frame, shown, bits_now = apply_color_lut(frame, ds), "RGB", 16
+            return ocr.to_display(frame, bits_stored=bits_now, photometric=shown)
+        return ocr.to_display(frame, bits_stored=bits, photometric=shown)
+
+    return read
+
+
+def check(
+    ds: Dataset,
+    syntax: UID,
+    *,
+    blanked: np.ndarray | None,
+    matcher: IdentityMatcher,
+    settings: OcrSettings,
+) -> str | None:
+    """Why the stored pixels cannot be trusted, or None when OCR found nothing."""
+    if not settings.enabled or "PixelData" not in ds or not may_carry_text(ds):
+        return None
+    count = int(ds.get("NumberOfFrames") or 1)
+
+    def identity(text: str) -> list[str]:
+        return sorted({hit.kind for hit in matcher.find(text)})
+
+    try:
+        verdict = ocr.verify(
+            _frame_reader(ds, syntax),
+            count,
+            blanked=blanked,
+            is_identity=identity,
+            most_frames=settings.most_frames,
+            budget_seconds=settings.budget_seconds,
+        )
+    except Exception as exc:  # a frame the decoders cannot read
+        return f"pixels could not be read for verification ({type(exc).__name__})"
+    return verdict.reason
