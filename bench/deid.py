@@ -1,13 +1,17 @@
-"""De-identification throughput: the node's step against deid, dicognito and
-Orthanc's /anonymize, on the same files in one run.
+"""De-identification throughput: the node's step with OCR verification on and
+off, the node as it was before issue #14, deid, dicognito and Orthanc's
+/anonymize, on the same files in one run.
 
     python -m bench.deid            # (or `make bench`)
+    python -m bench.deid --before 0506045   # the earlier node, from a git worktree
 
 Each tool reads the file, de-identifies it in memory and encodes the result;
 nothing is written to disk (Orthanc keeps its own storage: the upload is not
 timed, only the anonymize calls). The node's step also cleans ultrasound
-pixels and seals the original identity (into a temporary index), which the
-others do not do. Sets: echo and angio clips, and many small instances.
+pixels, verifies them by OCR (when on) and seals the original identity (into
+a temporary index), which the others do not do. Sets: echo and angio clips,
+and many small instances. Last, the cost of OCR alone: per instance (the
+node's verification as configured) and per frame (one recognition).
 """
 
 from __future__ import annotations
@@ -15,7 +19,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -36,8 +43,8 @@ from storage.index import Index
 log = logging.getLogger(__name__)
 
 
-def node_step(tmp: Path) -> Callable[[Path], bytes]:
-    config = Config(data_dir=tmp / "var", key_dir=tmp / "keys")
+def node_step(tmp: Path, ocr: bool = True) -> Callable[[Path], bytes]:
+    config = Config(data_dir=tmp / "var", key_dir=tmp / "keys", ocr=ocr)
     config.data_dir.mkdir(parents=True)
     index = Index(f"sqlite:///{tmp / 'index.sqlite'}")
     deidentify = Deidentifier(config, index)
@@ -109,6 +116,74 @@ def orthanc_step(base: str) -> Callable[[Path], bytes]:
     return run
 
 
+BEFORE_SCRIPT = """
+import sys, time, logging
+from pathlib import Path
+logging.disable(logging.WARNING)
+from bench.deid import node_step
+files = sorted(Path(sys.argv[1]).glob("*.dcm"))
+step = node_step(Path(sys.argv[2]))
+start = time.perf_counter()
+for path in files:
+    step(path)
+print(time.perf_counter() - start)
+"""
+
+
+def before_step(revision: str, tmp: Path) -> Callable[[Path], float]:
+    """The node's step as of ``revision`` (a git worktree run in a subprocess,
+    on the same files): the figures before this change, measured in this run."""
+    tree = tmp / f"before-{revision}"
+    subprocess.run(
+        ["git", "worktree", "add", "--detach", str(tree), revision],
+        check=True,
+        capture_output=True,
+    )
+
+    def run(folder: Path) -> float:
+        work = tmp / f"before-work-{folder.name}"
+        work.mkdir()
+        done = subprocess.run(
+            [sys.executable, "-c", BEFORE_SCRIPT, str(folder), str(work)],
+            cwd=tree,
+            env={**os.environ, "PYTHONPATH": str(tree)},
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        return float(done.stdout.strip().splitlines()[-1])
+
+    return run
+
+
+def ocr_costs(files: list[Path]) -> tuple[float, float, int]:
+    """Seconds of OCR verification per instance (as the node runs it) and per
+    recognised frame, over the images of ``files`` that may carry text."""
+    from pydicom.uid import UID
+
+    from dicomnode.deid.identity import IdentityMatcher
+    from dicomnode.deid.ocr import read_words
+    from dicomnode.deid.verify import OcrSettings, _frame_reader, check, may_carry_text
+
+    settings = OcrSettings()
+    per_instance, per_frame, count = 0.0, 0.0, 0
+    for path in files:
+        ds = dcmread(path)
+        if "PixelData" not in ds or not may_carry_text(ds):
+            continue
+        syntax = UID(ds.file_meta.TransferSyntaxUID)
+        matcher = IdentityMatcher.from_dataset(ds)
+        start = time.perf_counter()
+        check(ds, syntax, blanked=None, matcher=matcher, settings=settings)
+        per_instance += time.perf_counter() - start
+        frame = _frame_reader(ds, syntax)(0)
+        start = time.perf_counter()
+        read_words(frame)
+        per_frame += time.perf_counter() - start
+        count += 1
+    return per_instance / max(count, 1), per_frame / max(count, 1), count
+
+
 def measure(step: Callable[[Path], bytes], files: list[Path]) -> float:
     start = time.perf_counter()
     for path in files:
@@ -121,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--small", type=int, default=2000)
     parser.add_argument("--runs", type=int, default=16)
     parser.add_argument("--frames", type=int, default=60)
+    parser.add_argument(
+        "--before", default="", help="a git revision of the node to measure too (e.g. 0506045)"
+    )
     args = parser.parse_args(argv)
     logging.disable(logging.WARNING)
     OUT.mkdir(exist_ok=True)
@@ -128,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory(dir=OUT) as tmp, orthanc(Path(tmp)) as peer:
         orthanc_run = orthanc_step(peer.base)
+        before = before_step(args.before, Path(tmp)) if args.before else None
         for name, folder in sets.items():
             files = sorted(folder.glob("*.dcm"))
             megabytes = sum(p.stat().st_size for p in files) / 1e6
@@ -135,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
                 orthanc_run.upload(path)  # type: ignore[attr-defined]
             steps = {
                 "node": node_step(Path(tmp) / f"node-{name}"),
+                "node, OCR off": node_step(Path(tmp) / f"node-off-{name}", ocr=False),
                 "dicognito": dicognito_step(Path(tmp)),
                 "deid": deid_step(Path(tmp)),
                 "orthanc": orthanc_run,
@@ -147,6 +227,17 @@ def main(argv: list[str] | None = None) -> int:
                     f"{megabytes / seconds:7.1f} MB/s",
                     flush=True,
                 )
+            if before is not None:
+                seconds = before(folder)
+                rows.append((name, f"node {args.before}", len(files), megabytes, seconds))
+                print(f"{name:>10} node {args.before}: {seconds:7.2f} s", flush=True)
+        per_instance, per_frame, images = ocr_costs(sorted(sets["multiframe"].glob("*.dcm")))
+        print(
+            f"\nOCR alone on the {images} clips: {per_instance:.2f} s per instance "
+            f"(verification as configured), {per_frame:.2f} s per frame (one recognition)"
+        )
+    if args.before:
+        subprocess.run(["git", "worktree", "prune"], check=False)  # its folder is gone
     clip = OUT / "sets" / "multiframe" / "color3d_jpeg_baseline.dcm"
     with tempfile.TemporaryDirectory(dir=OUT) as tmp:
         step = node_step(Path(tmp))

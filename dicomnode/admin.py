@@ -69,12 +69,12 @@ def reidentify(config: Config, archive: Archive, value: str) -> list[dict[str, A
     return found
 
 
-# Audit events of the quarantine tools. The trail has no event of its own
-# for showing or refusing yet: showing writes an instance out of the node
-# into a file (PS3.15 A.5.3.6 Export); refusing is a decision on a held
-# instance, recorded with the releases, its detail saying "refused".
-SHOW_EVENT = "export"
+# Audit events of the quarantine tools: showing writes an instance out of the
+# node into a file (PS3.15 A.5.3.6 Export); releasing and refusing are
+# decisions on a held instance.
+SHOW_EVENT = "quarantine-show"
 DECISION_EVENT = "quarantine-release"
+REFUSE_EVENT = "quarantine-refuse"
 
 
 @dataclass(frozen=True)
@@ -235,7 +235,7 @@ def refuse_quarantined(archive: Archive, uids: list[str], why: str) -> list[Held
             continue
         archive.forget_quarantined(uid)
         archive.index.audit.record(
-            DECISION_EVENT,
+            REFUSE_EVENT,
             user=getpass.getuser(),
             source="cli",
             obj=uid,

@@ -47,6 +47,8 @@ EVENTS: dict[str, tuple[str, str, str]] = {
     "reidentify": ("110110", "Patient Record", "R"),
     "quarantine-hold": ("110103", "DICOM Instances Accessed", "C"),
     "quarantine-release": ("110103", "DICOM Instances Accessed", "U"),
+    "quarantine-show": ("110106", "Export", "R"),
+    "quarantine-refuse": ("110103", "DICOM Instances Accessed", "D"),
     "user-change": ("110113", "Security Alert", "U"),
     "audit-read": ("110101", "Audit Log Used", "R"),
 }

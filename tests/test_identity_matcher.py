@@ -222,6 +222,8 @@ TRANSLITERATIONS = [
     ["Жұмабаев", "Zhumabaev", "Jumabayev", "Dzhumabaev", "Жумабаев"],
     ["Маджидов", "Madzhidov", "Majidov", "Madjidov"],
     ["Анжела", "Anzhela", "Angela"],
+    ["Weißhäupl", "WEISSHAEUPL", "Weisshaupl", "Weißhaeupl"],
+    ["Jürgen", "JUERGEN", "Jurgen"],
 ]
 
 

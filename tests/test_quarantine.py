@@ -209,7 +209,7 @@ def test_show_writes_the_decrypted_instance_privately_and_is_audited(
         show_quarantined(archive, uid, out)
     with pytest.raises(AdminError, match="not held"):
         show_quarantined(archive, "2.25.1", tmp_path / "other.dcm")
-    (record,) = [r for r in archive.index.audit.rows() if r["event"] == "export"]
+    (record,) = [r for r in archive.index.audit.rows() if r["event"] == "quarantine-show"]
     assert record["object"] == uid and str(out) in record["detail"]
     assert (record["user"], record["source"]) == (getpass.getuser(), "cli")
 
@@ -233,7 +233,7 @@ def test_reviewed_release_stores_as_held_and_refuse_deletes(
     decisions = {
         r["object"]: r["detail"]
         for r in archive.index.audit.rows()
-        if r["event"] == "quarantine-release"
+        if r["event"] in ("quarantine-release", "quarantine-refuse")
     }
     assert decisions[kept] == f"reviewed by {getpass.getuser()}, stored as held"
     assert decisions[refused] == "refused, deleted: a referral letter, not an image"
