@@ -20,14 +20,11 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
 from dicomnode.config import Config
-from dicomnode.deid.header import HeaderDeidentifier
 from dicomnode.deid.identity import IdentityMatcher
 from dicomnode.deid.linkage import LinkageCipher, LinkageError
-from dicomnode.deid.pipeline import LINKAGE_KEY, encode
-from dicomnode.deid.pixels import clean
-from dicomnode.deid.profile import Option
+from dicomnode.deid.pipeline import LINKAGE_KEY, clean_and_verify, encode
 from dicomnode.deid.secret import load_or_create_key
-from dicomnode.deid.verify import OcrSettings, check
+from dicomnode.deid.verify import OcrSettings
 from dicomnode.filemeta import file_meta
 from storage.archive import Archive, HeldBlobError
 from storage.audit import MINOR_FAILURE, SUCCESS
@@ -183,21 +180,13 @@ def _recheck(
     a held data set: why it stays held (None: clean, marked so) and the
     syntax it is now in. Only a verified image is marked BurnedInAnnotation NO."""
     remote = config.remote(held["sending_ae"])
-    pixels = clean(ds, syntax, rectangles=remote.blank_rectangles if remote else ())
-    if pixels.quarantine or not pixels.cleaned:
-        return pixels.quarantine or held["reason"], syntax
-    syntax = UID(pixels.transfer_syntax)
-    ds.file_meta.TransferSyntaxUID = syntax
-    settings = OcrSettings(
-        enabled=config.ocr, most_frames=config.ocr_frames, budget_seconds=config.ocr_budget_seconds
-    )
     matcher = _held_identity(config, archive, held)
-    why = check(ds, syntax, blanked=pixels.blanked, matcher=matcher, settings=settings)
-    if why:
-        return why, syntax
-    ds.BurnedInAnnotation = "NO"
-    HeaderDeidentifier.add_method_code(ds, Option.CLEAN_PIXEL_DATA)
-    return None, syntax
+    cleaned, syntax, why = clean_and_verify(
+        ds, syntax, remote.blank_rectangles if remote else (), matcher, OcrSettings.of(config)
+    )
+    if not (cleaned or why):
+        why = held["reason"]  # no rule cleans it yet
+    return why, syntax
 
 
 def _held_identity(config: Config, archive: Archive, held: dict[str, Any]) -> IdentityMatcher:

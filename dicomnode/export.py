@@ -283,7 +283,7 @@ def export(
         study_numbers: dict[str, str] = {}
         identities = _identities(config, archive, studies, instances)
         terms = identities.scan_terms()
-        ocr = OcrSettings(config.ocr, config.ocr_frames, config.ocr_budget_seconds)
+        ocr = OcrSettings.of(config)
         for uid in tqdm(instances, unit="inst", disable=not progress, desc="export"):
             if cancel is not None and cancel.is_set():
                 raise ExportCancelled("export cancelled; nothing written")

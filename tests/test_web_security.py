@@ -25,7 +25,11 @@ from viewer.permissions import OPEN, RULES
 @pytest.fixture
 def app(config: Config, archive: Archive) -> Flask:
     for role in ROLES:
-        archive.index.accounts.add(f"{role}-user", generate_password_hash(PASSWORD), role)
+        # Each belongs to a hospital, so an allowed STOW-RS is not refused for
+        # lack of one (that 403 is tested in test_dicomweb).
+        archive.index.accounts.add(
+            f"{role}-user", generate_password_hash(PASSWORD), role, issuer="NCC Bishkek"
+        )
     return create_app(config, archive, b"k" * 32)
 
 

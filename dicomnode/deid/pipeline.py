@@ -20,6 +20,7 @@ from pydicom.uid import UID
 
 from dicomnode.config import Config
 from dicomnode.deid.header import DeidSettings, HeaderDeidentifier, parse_safe_private
+from dicomnode.deid.identity import IdentityMatcher
 from dicomnode.deid.linkage import LinkageCipher, OriginalIdentity
 from dicomnode.deid.pixels import clean, has_stray_bits, needs_cleaning
 from dicomnode.deid.profile import Option, parse_options
@@ -70,6 +71,28 @@ def own_issuer(ds: Dataset) -> str:
     return " ".join(p for p in parts if p)
 
 
+def clean_and_verify(
+    ds: Dataset,
+    syntax: UID,
+    rectangles: tuple[tuple[int, int, int, int], ...],
+    matcher: IdentityMatcher,
+    ocr: OcrSettings,
+) -> tuple[bool, UID, str | None]:
+    """Clean the pixels by the rules, then verify what will be stored by OCR:
+    (cleaned, the syntax it is now in, why it must be held or None). Only
+    pixels cleaned and verified are marked BurnedInAnnotation NO and 113101."""
+    pixels = clean(ds, syntax, rectangles)
+    target = UID(pixels.transfer_syntax)
+    ds.file_meta.TransferSyntaxUID = target
+    reason = pixels.quarantine or check(
+        ds, target, blanked=pixels.blanked, matcher=matcher, settings=ocr
+    )
+    if pixels.cleaned and reason is None:
+        ds.BurnedInAnnotation = "NO"
+        HeaderDeidentifier.add_method_code(ds, Option.CLEAN_PIXEL_DATA)
+    return pixels.cleaned, target, reason
+
+
 def document_reason(ds: Dataset) -> str | None:
     """Why an encapsulated document is held: nobody has looked inside it."""
     if not str(ds.get("SOPClassUID", "")).startswith(ENCAPSULATED_PREFIX):
@@ -102,11 +125,7 @@ class Deidentifier:
             load_or_create_key(config.key_dir / LINKAGE_KEY, config.data_dir)
         )
         self._headers: dict[str, HeaderDeidentifier] = {}
-        self.ocr = OcrSettings(
-            enabled=config.ocr,
-            most_frames=config.ocr_frames,
-            budget_seconds=config.ocr_budget_seconds,
-        )
+        self.ocr = OcrSettings.of(config)
 
     def header_for(self, calling_ae: str | None) -> HeaderDeidentifier:
         remote = self.config.remote(calling_ae)
@@ -154,15 +173,7 @@ class Deidentifier:
         document = document_reason(ds)
         if document:
             return Deidentified(ds, encode(ds, syntax), syntax, document)
-        pixels = clean(ds, syntax, rectangles)
-        target = UID(pixels.transfer_syntax)
-        ds.file_meta.TransferSyntaxUID = target
-        reason = pixels.quarantine or check(
-            ds, target, blanked=pixels.blanked, matcher=subject.matcher, settings=self.ocr
-        )
-        if pixels.cleaned and reason is None:
-            ds.BurnedInAnnotation = "NO"
-            header.add_method_code(ds, Option.CLEAN_PIXEL_DATA)
+        _, target, reason = clean_and_verify(ds, syntax, rectangles, subject.matcher, self.ocr)
         return Deidentified(ds, encode(ds, target), target, reason)
 
     def _read(

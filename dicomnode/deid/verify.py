@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from io import BytesIO
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -39,6 +40,11 @@ class OcrSettings:
     enabled: bool = True
     most_frames: int = 3
     budget_seconds: float = 4.0
+
+    @classmethod
+    def of(cls, config: Any) -> OcrSettings:
+        """The node's configured settings (``ocr``, ``ocr_frames``, ...)."""
+        return cls(config.ocr, config.ocr_frames, config.ocr_budget_seconds)
 
 
 def may_carry_text(ds: Dataset) -> bool:
