@@ -7,13 +7,15 @@ hand, so an attribute nobody here thought of gets planted identity too.
 from __future__ import annotations
 
 import json
+from io import BytesIO
 from importlib.resources import files
 
 import pytest
+from pydicom import dcmread
 from pydicom.datadict import DicomDictionary, keyword_for_tag
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.uid import generate_uid
+from pydicom.uid import ImplicitVRLittleEndian, generate_uid
 
 from dicomnode.deid import policy
 from dicomnode.deid.codes import LOCAL_MEANING, is_well_known_uid, standard_meaning
@@ -233,3 +235,100 @@ def test_code_tables_and_registry() -> None:
     assert standard_meaning("99HOSP", "X") is None
     assert is_well_known_uid("1.2.840.10008.1.2.4.50")
     assert not is_well_known_uid(ORIGINAL_UID)
+
+
+# -- what an outside attacker found (each case as they sent it) -------------
+
+
+def _implicit(ds: Dataset) -> Dataset:
+    """``ds`` written in implicit VR and read back: VRs from the dictionary."""
+    buffer = BytesIO()
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    ds.save_as(buffer, enforce_file_format=True)
+    return dcmread(BytesIO(buffer.getvalue()))
+
+
+def _applied(ds: Dataset) -> Dataset:
+    deid = _deid()
+    ds = round_trip(ds)
+    deid.apply(ds, deid.subject(ds, "NCC Bishkek", "P1"))
+    return round_trip(ds)
+
+
+@pytest.mark.parametrize(
+    ("text", "gone"),
+    [
+        ("Отец Бакыт уулу Нурлан на приёме", "Нурлан"),
+        ("Асан кызы Айпери, сестра", "Айпери"),
+        ("оперировал Ким В.С.", "Ким"),
+        ("mother Kubanova Saadat", "Saadat"),
+        ("call +7 701 234 56 78 after", "234 56"),
+        ("живёт: г. Ош, ул. Ленина 48-12", "Ленина"),
+        ("ИБ 108008, PIN 21208201900123", "108008"),
+        ("operated 17.01.2023 in Bishkek", "17.01.2023"),
+        ("born 2 0 1 9 0 8 0 2", "2 0 1 9"),
+    ],
+)
+def test_names_and_identifiers_the_header_never_mentions(text: str, gone: str) -> None:
+    ds = _base()
+    item = Dataset()
+    item.ValueType, item.TextValue = "TEXT", f"{text}; ASD 12 mm"
+    ds.ContentSequence = Sequence([item])
+    out = _applied(ds)
+    kept = out.ContentSequence[0].TextValue
+    assert gone not in kept and "ASD 12 mm" in kept
+
+
+@pytest.mark.parametrize(
+    ("charset", "encoding"), [("ISO_IR 100", "cp1251"), ("ISO_IR 100", "utf-8"), ("", "utf-8")]
+)
+def test_a_wrong_character_set_does_not_smuggle_a_name(charset: str, encoding: str) -> None:
+    ds = _base()
+    ds.PatientName = "Turdubaev^Azat"
+    ds.SpecificCharacterSet = charset
+    ds.add_new(0x00081030, "LO", "Эхо Турдубаев Азат".encode(encoding))  # StudyDescription
+    out = _applied(ds)
+    text = str(out.get("StudyDescription", ""))
+    assert "Турдубаев" not in text
+    assert not any(
+        other and "Турдубаев" in other
+        for other in (
+            text.encode("latin-1", "ignore").decode(e, "ignore") for e in ("utf-8", "cp1251")
+        )
+    )
+
+
+def test_code_strings_numbers_and_unknown_tags_carry_no_identity() -> None:
+    ds = _base()
+    ds.PatientName, ds.PatientID = "Mamytov^Adilet", "KG-7104004"
+    ds.BodyPartExamined = "MAMYTOV ADILET"
+    ds.Modality = "SR"  # a short code stays a code, whatever the initials
+    ds.add_new(0x00109999, "CS", "MAMYTOV ADILET")  # a public tag no standard defines
+    ds.SeriesNumber = "7104004"  # the ID's digits where a number belongs
+    ds.EthnicGroup = "Kyrgyz Mamytov"
+    ds.add_new(0x00101030, "LO", "Toktogulov")  # PatientWeight that is not a number,
+    ds = _implicit(ds)  # read back as a DS, as a careless sender's implicit VR arrives
+    out = _applied(ds)
+    assert out.BodyPartExamined == "LABEL" and out.Modality == "SR"
+    assert 0x00109999 not in out and "SeriesNumber" not in out and "PatientWeight" not in out
+    assert scan(out, ["Mamytov", "7104004", "Toktogulov"]) == []
+
+
+def test_dates_that_are_not_the_childs_do_not_give_the_shift_away() -> None:
+    ds = _base()
+    ds.DateOfManufacture = ds.DateOfLastCalibration = "20190802"
+    item = Dataset()
+    item.CodeValue, item.CodingSchemeDesignator = "121071", "DCM"
+    item.ContextGroupVersion = "20030108"
+    item.ContextIdentifier = "7000"
+    ds.ProcedureCodeSequence = Sequence([item])
+    out = _applied(ds)
+    assert "DateOfManufacture" not in out and "DateOfLastCalibration" not in out
+    assert out.ProcedureCodeSequence[0].ContextGroupVersion == "20030108"  # the standard's
+
+
+def test_a_document_smuggled_into_an_image_goes() -> None:
+    ds = _base()
+    ds.EncapsulatedDocument = b"%PDF-1.4 ZHAPAROV TILEK KG-7301004"
+    out = _applied(ds)
+    assert "EncapsulatedDocument" not in out

@@ -115,8 +115,9 @@ def test_identity_that_slipped_into_the_archive_is_cleaned_or_left_out(
 ) -> None:
     # Instances whose kept attributes carry identity (as if a future profile
     # gap let it through): a child's name in kept text is cleaned by the
-    # descriptor cleaner; the archive's pseudonym in a code string, which no
-    # cleaner touches, makes the scanner leave the instance out, or with
+    # descriptor cleaner; the archive's pseudonym in bytes kept as they are (an
+    # ICC profile), which no cleaner reads, makes the scanner leave the
+    # instance out, or with
     # strict refuse the whole package.
     rows = list(
         cohort_archive.index.find(
@@ -126,7 +127,7 @@ def test_identity_that_slipped_into_the_archive_is_cleaned_or_left_out(
     (named, tagged) = rows[:2]
     for row, change in (
         (named, lambda ds: setattr(ds, "Manufacturer", PATIENTS[0].name.split("^")[0] + " Med")),
-        (tagged, lambda ds: setattr(ds, "ImageType", ["ORIGINAL", "PRIMARY", ds.PatientID])),
+        (tagged, lambda ds: setattr(ds, "ICCProfile", str(ds.PatientID).encode() * 2)),
     ):
         path = cohort_archive.blobs.path(cohort_archive.index.instance_blob(row["SOPInstanceUID"]))
         ds = dcmread(path)

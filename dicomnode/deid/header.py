@@ -29,6 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydicom.datadict import DicomDictionary
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -38,7 +39,7 @@ from pydicom.valuerep import PersonName
 from dicomnode.deid import policy
 from dicomnode.deid.codes import LOCAL_MEANING, is_well_known_uid, standard_meaning
 from dicomnode.deid.identity import MARK, IdentityMatcher
-from dicomnode.deid.names import find_names
+from dicomnode.deid.names import find_identifiers, find_names
 from dicomnode.deid.profile import BASIC_PROFILE_CODE, Option, Profile
 from dicomnode.deid.secret import Secret
 from dicomnode.deid.values import (
@@ -52,8 +53,14 @@ from dicomnode.deid.values import (
 
 ICON_IMAGE_SEQUENCE = 0x00880200
 ENCAPSULATED_DOCUMENT = 0x00420011
+ENCAPSULATED_CLASSES = "1.2.840.10008.5.1.4.1.1.104."
 TIMEZONE_OFFSET = 0x00080201
 LABEL_DUMMY = "LABEL"
+_NUMBER_FORMS = {
+    "DS": re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?"),
+    "IS": re.compile(r"[+-]?\d+"),
+    "AS": re.compile(r"\d{3}[DWMY]"),
+}
 _COMBINED = {"X/Z": "Z", "X/D": "D", "Z/D": "D", "X/Z/D": "D", "X/Z/U*": "K"}
 # Always applied by the walker, whatever a hospital's options say: SR content
 # and graphic annotations are walked and their text cleaned like any other.
@@ -103,6 +110,23 @@ class Subject:
     matcher: IdentityMatcher = field(default_factory=lambda: IdentityMatcher.from_values(()))
     # Kinds of identity the cleaner leaves in place (an option retains them).
     kept_kinds: frozenset[str] = frozenset()
+
+
+def _redecoded(text: str) -> list[str]:
+    """``text`` as it reads if its bytes were UTF-8, Windows Cyrillic or
+    GB18030 wrongly decoded as Latin-1 (a sender's wrong character set)."""
+    if text.isascii() or any(ord(ch) > 0xFF for ch in text):
+        return []
+    raw = text.encode("latin-1")
+    found = []
+    for encoding in ("utf-8", "cp1251", "gb18030"):
+        try:
+            other = raw.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+        if other != text:
+            found.append(other)
+    return found
 
 
 def _values(value: Any) -> list[Any]:
@@ -159,12 +183,14 @@ class HeaderDeidentifier:
         return ds
 
     def clean_text(self, text: str, subject: Subject) -> str:
-        """``text`` with every identity the matcher finds, and every person
-        named by context or form, replaced by the mark."""
-        spans = [
-            (h.start, h.end) for h in subject.matcher.find(text) if h.kind not in subject.kept_kinds
-        ]
-        spans += list(find_names(text))
+        """``text`` with every identity the matcher finds, every person named
+        by context or form, and every date, phone, long number or address,
+        replaced by the mark. Text that reads as mis-decoded bytes (a sender's
+        wrong character set) and names anyone once decoded right is replaced
+        whole: its spans cannot be mapped back."""
+        spans = self._spans(text, subject)
+        if not spans and any(self._spans(other, subject) for other in _redecoded(text)):
+            return MARK
         if not spans:
             return text
         out, last = [], 0
@@ -176,6 +202,19 @@ class HeaderDeidentifier:
             last = end
         out.append(text[last:])
         return re.sub(r"\s{2,}", " ", "".join(out)).strip()
+
+    @staticmethod
+    def _spans(text: str, subject: Subject) -> list[tuple[int, int]]:
+        spans = [
+            (h.start, h.end) for h in subject.matcher.find(text) if h.kind not in subject.kept_kinds
+        ]
+        spans += list(find_names(text))
+        spans += [
+            (start, end)
+            for start, end, kind in find_identifiers(text)
+            if kind not in subject.kept_kinds
+        ]
+        return spans
 
     def _keep_age(self, ds: Dataset) -> None:
         """Birth date goes (Z); device sizing still needs the age at the study,
@@ -208,12 +247,17 @@ class HeaderDeidentifier:
                 del ds[tag]  # curves, overlays, icons
                 continue
             if tag == ENCAPSULATED_DOCUMENT:
-                continue  # kept for review: the pipeline holds every such instance
+                if not str(ds.get("SOPClassUID", "")).startswith(ENCAPSULATED_CLASSES):
+                    del ds[tag]  # a document smuggled into another kind of instance
+                continue  # else kept for review: the pipeline holds every such instance
+            if tag not in DicomDictionary and tag & 0xFFFF:
+                del ds[tag]  # a public tag the standard does not define: unknown content
+                continue
             if tag == TIMEZONE_OFFSET:
                 if not self._retain_zones:
                     del ds[tag]
                 continue
-            action = self.profile.action(tag)
+            action = policy.DATE_OVERRIDES.get(tag) or self.profile.action(tag)
             if action is None:
                 action = self._beyond_table(ds, element)
             elif action == "C" and element.VR in policy.TEXT_VRS:
@@ -301,10 +345,17 @@ class HeaderDeidentifier:
             element.value = self._dated(element, shift) if vr in ("DA", "DT") else dummy(vr)
         elif action == "C":
             element.value = self._clean(element, subject, shift)
-        elif action == "KEEP-CLEAN" and vr in policy.TEXT_VRS and vr != "CS":
+        elif action in ("KEEP-CLEAN", "K") and vr in policy.TEXT_VRS and vr not in ("CS", "PN"):
             element.value = self._cleaned_text(element, subject)
-        elif action == "KEEP-CLEAN" and int(element.tag) in policy.LABEL_CS:
+        elif vr == "CS" and element.value:
             element.value = self._cleaned_label(element, subject)
+        elif (
+            vr in ("DS", "IS", "AS")
+            and element.value not in (None, "")
+            and not self._number_kept(element, subject)
+        ):
+            del ds[element.tag]
+            return
         # U, K and KEEP-CLEAN of other VRs: the value stands, but for UIDs
         if vr == "UI" and element.value:
             element.value = self._uids(element.value)
@@ -338,12 +389,33 @@ class HeaderDeidentifier:
         cleaned = [self.clean_text(str(v), subject) for v in _values(element.value)]
         return _one_or_many([c for c in cleaned if c])
 
-    def _cleaned_label(self, element: DataElement, subject: Subject) -> Any:
-        """A code-string label a person typed: replaced whole when it names anyone
-        (a mark is not a valid CS character)."""
+    @staticmethod
+    def _cleaned_label(element: DataElement, subject: Subject) -> Any:
+        """A code string that names anyone (a typed label, or a name put where
+        a code belongs) is replaced whole (a mark is not a valid CS
+        character). Short hits are not names here: "SR" is a modality even
+        for a child whose initials are S and R."""
         values = _values(element.value)
-        named = any(subject.matcher.find(str(v)) for v in values)
+        named = any(
+            hit.end - hit.start >= 4 and hit.kind in ("name", "id")
+            for value in values
+            for hit in subject.matcher.find(str(value))
+        ) or any(list(find_names(str(v).title())) for v in values if len(str(v)) >= 5)
+        if not named and int(element.tag) not in policy.LABEL_CS:
+            return element.value
         return _one_or_many([LABEL_DUMMY for _ in values]) if named else element.value
+
+    @staticmethod
+    def _number_kept(element: DataElement, subject: Subject) -> bool:
+        """A number string that is a number, and not the child's ID in digits
+        (a sender can write anything into IS, DS and AS)."""
+        pattern = _NUMBER_FORMS[element.VR]
+        texts = [str(v).strip() for v in _values(element.value)]
+        if not all(pattern.fullmatch(t) for t in texts if t):
+            return False
+        return not any(
+            len(t) >= 6 and any(h.kind == "id" for h in subject.matcher.find(t)) for t in texts
+        )
 
     def _clean(self, element: DataElement, subject: Subject, shift: int | None) -> Any:
         vr = element.VR

@@ -1,4 +1,5 @@
-"""Person names the header never mentions: found by context and by form.
+"""Identity the header never mentions: names by context and form, and
+identifiers, dates, phones and addresses by their shape.
 
 The descriptor cleaner (`identity.py`) finds every name the instance holds
 in its attributes, however written. Free text also names people who appear
@@ -12,8 +13,16 @@ languages:
 - a capitalised word with the form of a Central Asian or Slavic surname or
   patronymic (-ov/-ova, -ev/-eva, -uulu, -kyzy, -zoda, -ovich, -ovna, ...).
 
+- a patronymic word (uulu, kyzy, ogly, ...) joins the names either side;
+  a capitalised word followed by initials ("Ким В.С.") is a name.
+
 Clinical abbreviations (ASD, VSD, PDA ...) are all capitals and short, and
 are never taken for names; nor is a lower-case word.
+
+`find_identifiers` finds what identifies by its shape alone, whoever it
+belongs to: a full date (the header's dates are shifted, so a true date in
+text gives the shift away), a phone number, a run of six or more digits (a
+record, passport or personal number), and a street address.
 """
 
 from __future__ import annotations
@@ -104,3 +113,60 @@ def find_names(text: str) -> Iterator[tuple[int, int]]:
         word = match.group()
         if len(word) >= 5 and word.casefold() not in _NOT_NAMES:
             yield match.start(), _extend(text, match.end())
+    for match in _PATRONYMIC.finditer(text):
+        yield match.start(), match.end()
+    for match in _WITH_INITIALS.finditer(text):
+        if match.group(1).casefold() not in _NOT_NAMES and not _ACRONYM.match(match.group(1)):
+            yield match.start(), match.end()
+
+
+_PATRONYMIC = re.compile(
+    rf"(?:{_WORD}\s+)?(?i:uulu|kyzy|ogly|oglu|qizi|gizi|уулу|кызы|оглы|қызы|угли|кизи)"
+    rf"(?:\s+{_WORD})?"
+)
+_WITH_INITIALS = re.compile(r"(?<![\w])([A-ZА-ЯЁ][\w'’-]{1,})\s+(?:[A-ZА-ЯЁ]\.\s?){1,3}")
+
+# Identifiers by shape. A date: day, month and a 4-digit year (or 2-digit with
+# dots) in any order and separator, or a month name; times are not dates.
+_MONTHS = (
+    r"jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec|"
+    r"янв|фев|мар|апр|ма[йя]|июн|июл|авг|сен|окт|ноя|дек"
+)
+_DATE = re.compile(
+    r"(?<![\d.])(?:"
+    r"\d{4}[./-]\d{1,2}[./-]\d{1,2}"  # 2024-03-15, 2024.03.15
+    r"|\d{1,2}[./-]\d{1,2}[./-]\d{4}"  # 15.03.2024, 03/15/2024
+    r"|\d{1,2}\.\d{1,2}\.\d{2}"  # 15.03.24
+    r"|(?:19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])"  # 20240315
+    rf"|\d{{1,2}}\s*(?i:{_MONTHS})\w*\.?\s*\d{{2,4}}"  # 15 Mar 2024, 15 марта 2024
+    r"|\d{4}\s*年\s*\d{1,2}\s*月\s*\d{1,2}\s*日"  # 2024年3月15日
+    r")(?![\d.]\d)"
+)
+# A phone: + or a leading 0/8 and at least 9 digits in groups.
+_PHONE = re.compile(r"(?<![\w+])(?:\+|\b0|\b8)[\d\s().-]{8,}\d(?!\w)")
+# Six or more digits in a row, or spaced out one by one ("2 0 1 9 0 8 0 2").
+_DIGITS = re.compile(r"(?<![\d.,])\d{6,}(?![\d.,]\d)|(?<!\d)(?:\d\s){5,}\d(?!\d)")
+_ADDRESS = re.compile(
+    r"(?i:\b(?:ул|улица|пр|просп|проспект|мкр|микрорайон|пер|переулок|д|дом|кв|г|город|"
+    r"street|st|avenue|ave|road|rd|apt|house)\.?)\s+[\w.'’-]+(?:[\s,]+[\d]+[\w/-]*)*"
+)
+
+
+def _digit_count(text: str) -> int:
+    return sum(ch.isdigit() for ch in text)
+
+
+def find_identifiers(text: str, *, numbers: bool = True) -> Iterator[tuple[int, int, str]]:
+    """Spans and kinds (date, phone, id, place) identifying by their shape.
+    ``numbers=False`` leaves out bare digit runs (OCR reads scales and noise)."""
+    for match in _DATE.finditer(text):
+        yield match.start(), match.end(), "date"
+    for match in _PHONE.finditer(text):
+        if _digit_count(match.group()) >= 9:
+            yield match.start(), match.end(), "phone"
+    if numbers:
+        for match in _DIGITS.finditer(text):
+            yield match.start(), match.end(), "id"
+        for match in _ADDRESS.finditer(text):
+            if _digit_count(match.group()) or len(match.group()) > 8:
+                yield match.start(), match.end(), "place"

@@ -76,6 +76,8 @@ LINE_HEIGHT = 48  # re-read lines are scaled to this many pixels high
 BUSY_LIT = 16  # a pixel brighter than this is "lit" (speckle, band, text)
 BUSY_SHARE = 0.5  # a neighbourhood more lit than this is a busy background
 BUSY_RADIUS = 16
+INK_MARGIN = 48  # the bright-ink pass keeps pixels this close to the frame's brightest
+INK_SHARE = 0.08  # ... when they are at most this share of the frame
 DARK = 16  # black as echo machines and the node's blanking leave it
 MIN_LINE_HEIGHT = 6  # smaller "lines" are speckle, not burned-in text
 BRIGHT = 128  # on a busy background only pixels brighter than this can be text
@@ -452,6 +454,19 @@ def _read_cluster(
     return found
 
 
+def _bright_ink(value: np.ndarray) -> np.ndarray | None:
+    """The brightest pixels alone, as ink on black, when they are few and
+    stand well above what surrounds them (else None: nothing to add)."""
+    top = int(value.max()) if value.size else 0
+    if top < BRIGHT:
+        return None
+    ink = value >= top - INK_MARGIN
+    share = float(ink.mean())
+    if not 0 < share <= INK_SHARE or float(np.median(value[~ink])) > top - 2 * INK_MARGIN:
+        return None
+    return (ink * 255).astype(np.uint8)
+
+
 def _coloured(chroma: np.ndarray | None, busy: np.ndarray) -> np.ndarray | None:
     """Yellow or cyan text over bright speckle, separated by what tissue
     never is: coloured. None when there is too little colour to be text."""
@@ -474,6 +489,14 @@ def _read_lines(image: np.ndarray) -> list[_Line]:
         page = _scaled(prepared, width * SCALE, height * SCALE)
         lines = _recognise(api, page, SCALE, SCALE, 0, 0)
         sources = [prepared] * len(lines)
+        ink = _bright_ink(value)
+        if ink is not None:
+            # Text is the brightest thing in the frame; Tesseract's own
+            # threshold can put it with a filled box behind it (white on a
+            # dark red band read as one blot), a fixed one cannot.
+            more = _recognise(api, _scaled(ink, width * SCALE, height * SCALE), SCALE, SCALE, 0, 0)
+            lines += more
+            sources += [ink] * len(more)
         coloured = _coloured(chroma, busy)
         if coloured is not None:
             more = _recognise(

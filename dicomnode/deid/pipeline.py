@@ -12,17 +12,18 @@ import zlib
 from dataclasses import dataclass
 from io import BytesIO
 
+import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
-from pydicom.uid import UID
+from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian
 
 from dicomnode.config import Config
 from dicomnode.deid.header import DeidSettings, HeaderDeidentifier, parse_safe_private
 from dicomnode.deid.identity import IdentityMatcher
 from dicomnode.deid.linkage import LinkageCipher, OriginalIdentity
-from dicomnode.deid.pixels import clean, has_stray_bits, needs_cleaning
+from dicomnode.deid.pixels import clean, excess_bytes, has_stray_bits, needs_cleaning
 from dicomnode.deid.profile import Option, parse_options
 from dicomnode.deid.secret import Secret, load_or_create_key
 from dicomnode.deid.verify import OcrSettings, check, may_carry_text
@@ -61,6 +62,57 @@ def encode(ds: Dataset, transfer_syntax: UID) -> bytes:
         data = packer.compress(data) + packer.flush()
         data += b"\x00" * (len(data) % 2)
     return data
+
+
+# Bytes per value of the binary VRs pydicom keeps as raw bytes (it converts
+# numbers such as US or FL itself when it decodes an element).
+_WORD_SIZE = {"OW": 2, "OL": 4, "OF": 4, "OD": 8, "OV": 8}
+PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+
+
+def _swap(value: bytes, size: int) -> bytes:
+    whole = len(value) - len(value) % size
+    swapped = np.frombuffer(value, dtype=f">u{size}", count=whole // size).astype(f"<u{size}")
+    return swapped.tobytes() + value[whole:]
+
+
+def _pixel_word_size(ds: Dataset, vr: str) -> int:
+    """How Pixel Data's bytes are grouped in big endian: by sample above 8
+    bits; 8-bit samples in OW words (pydicom's ``be_swap_ow``)."""
+    bits = int(ds.get("BitsAllocated") or 0)
+    if bits in (16, 32, 64):
+        return bits // 8
+    return 2 if vr == "OW" and bits == 8 else 1
+
+
+def to_little_endian(ds: Dataset) -> None:
+    """Turn a data set read as Explicit VR Big Endian into one that writes as
+    Explicit VR Little Endian with the same values.
+
+    Pixel cleaning, stray-bit clearing and re-encoding work on little-endian
+    pixels only (pydicom cannot encode big endian), so a big-endian image is
+    decoded once here and the rest of the pipeline never sees big endian.
+    pydicom converts numbers when it decodes an element; the word-valued
+    binary elements (OW, OL, OF, OD, OV) it keeps as bytes are swapped here,
+    at every depth."""
+    for elem in ds:  # iterating decodes each raw element with its own byte order
+        if elem.VR == "SQ":
+            for item in elem.value or []:
+                to_little_endian(item)
+            continue
+        if not isinstance(elem.value, bytes) or not elem.value:
+            continue
+        size = (
+            _pixel_word_size(ds, elem.VR)
+            if elem.keyword == "PixelData"
+            else _WORD_SIZE.get(str(elem.VR), 1)
+        )
+        if size > 1:
+            elem.value = _swap(elem.value, size)
+
+
+def has_pixels(ds: Dataset) -> bool:
+    return any(keyword in ds for keyword in PIXEL_KEYWORDS)
 
 
 def own_issuer(ds: Dataset) -> str:
@@ -161,6 +213,10 @@ class Deidentifier:
         remote = self.config.remote(calling_ae)
         rectangles = remote.blank_rectangles if remote else ()
         ds, kept_pixels = self._read(data, syntax, header, layout, rectangles)
+        if kept_pixels is None and syntax == ExplicitVRBigEndian and has_pixels(ds):
+            to_little_endian(ds)
+            syntax = ExplicitVRLittleEndian
+            ds.file_meta.TransferSyntaxUID = syntax
         original = original_identity(ds, issuer, calling_ae)
         header = self.header_for(calling_ae)
         subject = header.subject(ds, issuer, patient_key)
@@ -187,9 +243,11 @@ class Deidentifier:
         """The already decoded header and the encoded Pixel Data element when
         the pixels can pass through untouched (no rule cleans them, OCR need
         not read them, no bits hide above the stored ones), else the whole
-        data set."""
+        data set. Big-endian pixels never pass through: their stray bits can
+        only be found once they are little endian."""
         if (
             header is not None
+            and syntax != ExplicitVRBigEndian
             and layout is not None
             and layout.pixel_offset is not None
             and layout.pixel_end is not None
@@ -198,6 +256,10 @@ class Deidentifier:
             and not rectangles
             and not needs_cleaning(header)
             and not (self.ocr.enabled and may_carry_text(header))
+            and not (
+                layout.pixel_length is not None
+                and excess_bytes(header, layout.pixel_length, syntax)
+            )
             and not (
                 layout.pixel_length is not None
                 and has_stray_bits(

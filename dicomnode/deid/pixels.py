@@ -30,6 +30,8 @@ from pydicom.uid import (
     RLELossless,
 )
 
+from dicomnode.validate import expected_native_pixel_bytes
+
 US_SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.6.1",  # US Image
     "1.2.840.10008.5.1.4.1.1.3.1",  # US Multi-frame Image
@@ -118,6 +120,24 @@ def _samples(buffer: bytes | bytearray, ds: Dataset) -> np.ndarray | None:
     dtype = {8: np.uint8, 16: np.dtype("<u2"), 32: np.dtype("<u4")}[bits]
     count = len(buffer) // (bits // 8)
     return np.frombuffer(buffer, dtype=dtype, count=count)
+
+
+def excess_bytes(ds: Dataset, pixel_length: int, syntax: UID) -> bool:
+    """Native Pixel Data longer than its frames (beyond the pad to even): a
+    hidden frame or a trailer nobody declared, and nobody will look at."""
+    expected = expected_native_pixel_bytes(ds)
+    if expected is None or syntax.is_compressed:
+        return False
+    return pixel_length > expected + expected % 2
+
+
+def trim_excess(ds: Dataset, syntax: UID) -> bool:
+    """Cut native Pixel Data to its declared frames; True if anything went."""
+    if "PixelData" not in ds or not excess_bytes(ds, len(ds.PixelData), syntax):
+        return False
+    expected = expected_native_pixel_bytes(ds) or 0
+    ds.PixelData = bytes(ds.PixelData[:expected]) + b"\x00" * (expected % 2)
+    return True
 
 
 def has_stray_bits(ds: Dataset, pixel_bytes: bytes, syntax: UID) -> bool:
@@ -237,11 +257,13 @@ def keep_mask(ds: Dataset, rectangles: tuple[tuple[int, int, int, int], ...]) ->
 def clean(
     ds: Dataset, transfer_syntax: UID, rectangles: tuple[tuple[int, int, int, int], ...] = ()
 ) -> PixelOutcome:
-    """Clear stray bits, blank outside the ultrasound regions and inside the
+    """Cut undeclared bytes after the last frame, clear stray bits, blank
+    outside the ultrasound regions and inside the
     sender's rectangles, or say why no rule can clean the image (for
     quarantine). BurnedInAnnotation is the caller's to set, once verified."""
     if "PixelData" not in ds:
         return PixelOutcome(False, transfer_syntax)
+    trim_excess(ds, transfer_syntax)
     stray = clear_stray_bits(ds, transfer_syntax)
     if not (needs_cleaning(ds) or rectangles):
         return PixelOutcome(False, transfer_syntax, stray_bits=stray)

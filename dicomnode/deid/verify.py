@@ -11,6 +11,7 @@ BurnedInAnnotation NO with Clean Pixel Data (113101).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from io import BytesIO
@@ -20,15 +21,20 @@ import numpy as np
 from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.encaps import get_frame
+from pydicom.multival import MultiValue
 from pydicom.pixels import pixel_array
 from pydicom.uid import UID, JPEGBaseline8Bit
 
 from dicomnode.deid import ocr
 from dicomnode.deid.identity import IdentityMatcher
+from dicomnode.deid.names import find_identifiers, find_names
 
 # Image types whose pixels may carry burned-in text whatever the header says
 # (echo, angio, fluoroscopy, screen captures, endoscopy, photographs).
 TEXT_MODALITIES = frozenset({"US", "IVUS", "XA", "RF", "SC", "OT", "ES", "XC", "DX", "CR"})
+_CJK_GAP = re.compile(r"(?<=[\u4e00-\u9fff])\s+(?=[\u4e00-\u9fff])")
+# Image types that say the pixels are a screen or a capture of one.
+TEXT_IMAGE_TYPES = frozenset({"SECONDARY", "SCREEN SAVE", "SCREEN CAPTURE", "CAPTURE"})
 TEXT_SOP_PREFIXES = (
     "1.2.840.10008.5.1.4.1.1.7",  # secondary capture, all kinds
     "1.2.840.10008.5.1.4.1.1.77.1",  # visible light (endoscopy, photographs)
@@ -49,13 +55,20 @@ class OcrSettings:
 
 def may_carry_text(ds: Dataset) -> bool:
     """An image OCR must read: a modality or SOP class that carries burned-in
-    text, or any image whose BurnedInAnnotation is YES or absent. Asked of a
+    text, an image type that says secondary or screen capture, or any image
+    whose BurnedInAnnotation is YES or absent. Asked of a
     header read without its pixels too, so it does not look for Pixel Data."""
     modality = str(ds.get("Modality", "")).upper()
     sop_class = str(ds.get("SOPClassUID", ""))
     burned = str(ds.get("BurnedInAnnotation", "")).strip().upper()
+    image_type = ds.get("ImageType") or []
+    kinds = {
+        str(v).strip().upper()
+        for v in (image_type if isinstance(image_type, list | MultiValue) else [image_type])
+    }
     return (
         modality in TEXT_MODALITIES
+        or bool(kinds & TEXT_IMAGE_TYPES)
         or sop_class.startswith(TEXT_SOP_PREFIXES)
         or burned in ("", "YES")
     )
@@ -98,7 +111,12 @@ def check(
     count = int(ds.get("NumberOfFrames") or 1)
 
     def identity(text: str) -> list[str]:
-        return sorted({hit.kind for hit in matcher.find(text)})
+        kinds = set()
+        for variant in {text, _CJK_GAP.sub("", text)}:  # OCR spaces out Han characters
+            kinds |= {hit.kind for hit in matcher.find(variant)}
+            kinds |= {"name" for _ in find_names(variant)}
+            kinds |= {kind for _, _, kind in find_identifiers(variant, numbers=False)}
+        return sorted(kinds)
 
     try:
         verdict = ocr.verify(
