@@ -12,9 +12,19 @@ from pathlib import Path
 from dicomnode import __version__, cli_security, logs
 from dicomnode.config import Config, ConfigError, load, to_toml, without_secrets
 from dicomnode.deid.secret import KeyFileError
+from storage.values import normalise_issuer
 
 EXIT_OK, EXIT_USAGE, EXIT_REJECTED, EXIT_CONFIG = 0, 2, 3, 4
 EXIT_DAMAGED = 6  # `dicomnode check` found missing, damaged or orphan files (5: audit broken)
+
+
+def _issuer(text: str) -> str:
+    """``--issuer`` as every door stores it: "NCC Bishkek " and "NCC  Bishkek"
+    are one hospital, so one child gets one pseudonym."""
+    issuer = normalise_issuer(text)
+    if not issuer:
+        raise argparse.ArgumentTypeError("the hospital's name is needed")
+    return issuer
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
         "--issuer",
         help="who assigned the PatientIDs in these files (default: IMPORT)",
         default="IMPORT",
+        type=_issuer,
     )
     imp.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -432,7 +443,7 @@ def _user(config: Config, args: argparse.Namespace) -> int:
                 detail=detail,
             )
         if args.action in ("add", "issuer") and args.issuer:
-            _warn_unknown_issuer(config, args.issuer.strip())
+            _warn_unknown_issuer(config, normalise_issuer(args.issuer))
     except (AccountError, ValueError) as exc:
         print(f"dicomnode user {args.action}: {exc}", file=sys.stderr)
         return EXIT_REJECTED

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from storage.values import normalise_issuer
+
 ENV_PREFIX = "DICOMNODE_"
 DEFAULT_DEID_OPTIONS = "RETAIN_MODIFIED_DATES,RETAIN_PATIENT_CHARACTERISTICS,CLEAN_DESCRIPTORS"
 _AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE: no backslash
@@ -57,6 +59,11 @@ class RemoteAE:
     # tls_ca_certificates.
     tls: bool = False
 
+    def __post_init__(self) -> None:
+        # However the file spells the hospital ("NCC Bishkek ", two spaces),
+        # it is one issuer: patients and pseudonyms are keyed by it.
+        object.__setattr__(self, "issuer", normalise_issuer(self.issuer))
+
 
 @dataclass(frozen=True)
 class RouteRule:
@@ -67,6 +74,10 @@ class RouteRule:
     destination: str
     issuer: str = ""
     modalities: str = ""
+
+    def __post_init__(self) -> None:
+        # Compared with the ingest's issuer, which is normalised the same way.
+        object.__setattr__(self, "issuer", normalise_issuer(self.issuer))
 
     def matches(self, issuer: str, modality: str | None) -> bool:
         wanted = {m.strip().upper() for m in self.modalities.split(",") if m.strip()}
@@ -208,7 +219,7 @@ def _remote(entry: dict[str, Any]) -> RemoteAE:
             ae_title=str(entry["ae_title"]),
             host=str(entry["host"]),
             port=int(entry["port"]),
-            issuer=str(entry.get("issuer") or entry["ae_title"]),
+            issuer=normalise_issuer(str(entry.get("issuer") or "")) or str(entry["ae_title"]),
             deid_options=str(entry.get("deid_options", "")),
             blank_rectangles=_rectangles(entry.get("blank_rectangles", [])),
             networks=_strings(entry, "networks", ()),
@@ -243,6 +254,8 @@ def validate(config: Config) -> Config:
     except ValueError as exc:
         raise ConfigError(f"safe_private: {exc}") from None
     for remote in config.remote_aes:
+        if not remote.issuer:
+            raise ConfigError(f"remote_ae {remote.ae_title}: issuer is empty")
         if unknown := set(remote.services) - set(SERVICES):
             raise ConfigError(f"remote_ae {remote.ae_title}: unknown services {sorted(unknown)}")
         for network in remote.networks:

@@ -33,9 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from pydicom import dcmread
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.fileset import FileSet
 from tqdm import tqdm
 
+from dicomnode import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from dicomnode.admin import linkage_cipher
 from dicomnode.config import Config
 from dicomnode.deid.header import DeidSettings, HeaderDeidentifier
@@ -47,6 +49,7 @@ from dicomnode.deid.verify import OcrSettings, check
 from storage.archive import Archive
 from storage.keys import Level
 from storage.query import Query
+from storage.values import normalise_issuer
 
 EXPORT_KEY = "export.key"  # in key_dir, only for admin-approved linkable exports
 RESEARCH_OPTIONS = frozenset(
@@ -98,7 +101,7 @@ class Cohort:
                 k: v
                 for k, v in {
                     "ModalitiesInStudy": self.modality.upper(),
-                    "IssuerOfPatientID": self.hospital,
+                    "IssuerOfPatientID": normalise_issuer(self.hospital),
                     "PatientSex": self.sex.upper(),
                     "StudyDate": f"{self.date_from}-{self.date_to}"
                     if self.date_from or self.date_to
@@ -291,21 +294,28 @@ def export(
             study_uid, pseudonym = str(ds.StudyInstanceUID), str(ds.PatientID)
             subject = deid.subject(ds, "export", pseudonym, identities.by_study.get(study_uid, ()))
             deid.apply(ds, subject)
-            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID  # the new one
+            ds.file_meta = _package_file_meta(ds)
             reason = _refusal(ds, subject, ocr, terms)
             if reason is not None:
                 if strict:
                     raise ExportBlocked(f"instance {uid}: {reason}")
                 result.left_out.append((uid, reason))
                 continue
-            new_pseudonyms[pseudonym] = str(ds.PatientID)
             _fill_directory_keys(ds, study_numbers)
             path = staged / f"{result.instances}.dcm"
             ds.save_as(path, enforce_file_format=True)
             try:
                 fileset.add(path)
             except ValueError as exc:  # names attributes only, never values
-                raise ExportBlocked(f"instance {uid} cannot enter the DICOMDIR: {exc}") from exc
+                # One instance the DICOMDIR cannot list (an SR without its
+                # completion flag) must not cost the cohort every other one.
+                reason = f"cannot enter the DICOMDIR: {exc}"
+                if strict:
+                    raise ExportBlocked(f"instance {uid} {reason}") from exc
+                path.unlink()
+                result.left_out.append((uid, reason))
+                continue
+            new_pseudonyms[pseudonym] = str(ds.PatientID)
             result.instances += 1
             if on_instance is not None:
                 on_instance(result.instances + len(result.left_out), len(instances))
@@ -338,6 +348,21 @@ def left_out_summary(left_out: list[tuple[str, str]]) -> str:
     return f"{len(left_out)} instances left out: " + "; ".join(parts)
 
 
+def _package_file_meta(ds: Dataset) -> FileMetaDataset:
+    """A File Meta Information group of the package's own: the stored one
+    names the sending station (Source AE = the calling AE) and may carry
+    sending, receiving or private values, so only what PS3.10 requires to
+    read the file is kept (an allow-list, so no future meta element leaks)."""
+    meta = FileMetaDataset()
+    meta.FileMetaInformationVersion = b"\x00\x01"
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID  # the new one
+    meta.TransferSyntaxUID = ds.file_meta.TransferSyntaxUID
+    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+    return meta
+
+
 def _refusal(ds: Any, subject: Any, ocr: OcrSettings, terms: Needles) -> str | None:
     """Why an instance may not enter the package (None: it may)."""
     document = document_reason(ds)
@@ -368,9 +393,11 @@ def _staging(out: Path) -> Iterator[Path]:
 
 def _fill_directory_keys(ds: Any, study_numbers: dict[str, str]) -> None:
     """DICOMDIR records need Study ID, Date and Time, Series and Instance
-    Number (type 1). Ingest emptied Study ID, so studies are numbered within
+    Number, and for SR, waveform and other non-image records Content Date and
+    Time (type 1). Ingest emptied Study ID, so studies are numbered within
     the package; a missing study date or time is taken from the series,
-    acquisition or content one (the README says so)."""
+    acquisition or content one, a missing content date or time from the
+    series, acquisition or study one (the README says so)."""
     if not ds.get("StudyID"):
         ds.StudyID = study_numbers.setdefault(str(ds.StudyInstanceUID), str(len(study_numbers) + 1))
     for kind in ("Date", "Time"):
@@ -378,6 +405,11 @@ def _fill_directory_keys(ds: Any, study_numbers: dict[str, str]) -> None:
             found = [ds.get(f"{k}{kind}") for k in ("Series", "Acquisition", "Content")]
             fallback = "000000" if kind == "Time" else "19000101"
             setattr(ds, f"Study{kind}", next((v for v in found if v), fallback))
+    if "PixelData" not in ds:  # image records need no content date
+        for kind in ("Date", "Time"):
+            if not ds.get(f"Content{kind}"):
+                found = [ds.get(f"{k}{kind}") for k in ("Series", "Acquisition", "Study")]
+                setattr(ds, f"Content{kind}", next(v for v in found if v))
     if ds.get("SeriesNumber") in (None, ""):
         ds.SeriesNumber = 1
     if ds.get("InstanceNumber") in (None, ""):
@@ -442,7 +474,8 @@ def _write_text(package: Path, result: ExportResult, cohort: Cohort, linkable: b
         "No linkage key is included.\n"
         "Study ID is the study's number in this package; a study date or time\n"
         "missing from an instance is taken from its series, acquisition or content\n"
-        "date/time, as the DICOMDIR requires one.\n",
+        "date/time, and a missing content date or time of a report or waveform from\n"
+        "its series, acquisition or study date/time, as the DICOMDIR requires one.\n",
         encoding="utf-8",
     )
 

@@ -15,6 +15,7 @@ from pydicom.uid import ImplicitVRLittleEndian
 from tqdm import tqdm
 
 from dicomnode.ingest import Incoming, Ingestor, Outcome
+from storage.values import normalise_issuer
 
 
 @dataclass
@@ -71,7 +72,10 @@ def split_file(raw: bytes) -> tuple[bytes, str]:
 def import_paths(
     ingestor: Ingestor, paths: list[Path], *, issuer: str | None, progress: bool = True
 ) -> ImportSummary:
+    """``issuer`` is normalised (`normalise_issuer`) as at every door: one
+    hospital, one issuer, however the operator typed it."""
     summary = ImportSummary()
+    issuer = normalise_issuer(issuer or "") or None
     files = list(iter_files(paths))
     for path in tqdm(files, unit="file", disable=not progress, desc="import"):
         try:

@@ -38,6 +38,7 @@ from dicomnode.validate import (
 from storage.archive import Archive, DuplicatePolicy
 from storage.keys import Level
 from storage.record import InstanceRecord, patient_key, record_from_dataset
+from storage.values import normalise_issuer
 
 log = logging.getLogger(__name__)
 
@@ -138,15 +139,16 @@ class Ingestor:
         """Who assigned this PatientID: always the sending hospital as the node
         knows it (the calling AE's configured issuer, the importer's, the web
         account's), so one child from one hospital is one patient whichever
-        door and whichever device sent it. The instance's own
+        door and whichever device sent it (normalised here too, whatever
+        the door did, since the pseudonym is keyed by it). The instance's own
         IssuerOfPatientID is the sender's word: it is sealed in the linkage,
         never shown, and splits nobody."""
-        if incoming.issuer:
-            return incoming.issuer
+        if incoming.issuer and normalise_issuer(incoming.issuer):
+            return normalise_issuer(incoming.issuer)
         remote = self.config.remote(incoming.calling_ae)
         if remote is not None:
-            return remote.issuer
-        return f"AE:{(incoming.calling_ae or 'UNKNOWN').strip()}"
+            return normalise_issuer(remote.issuer)
+        return normalise_issuer(f"AE:{(incoming.calling_ae or 'UNKNOWN').strip()}")
 
     def ingest_own(self, ds: Dataset, issuer: str) -> IngestResult:
         """Store an instance the node made itself (a plan's SR): it is

@@ -3,16 +3,54 @@
 pydicom quotes the offending value when it warns about a malformed element,
 pynetdicom logs whole C-FIND identifiers, werkzeug logs URLs and botocore
 logs whole requests at DEBUG; all are silenced here, and SQL errors are
-raised without their parameters. The node's own log lines name instances
-only by `ingest.reference_of`.
+raised without their parameters. pynetdicom's warnings about a
+non-conformant or invalid value ("Non-conformant 'Affected SOP Instance
+UID' value '1.2.643.0007150003…'") are kept, with the value withheld: a
+sender's UID may embed an MRN and a birth date. The node's own log lines
+name instances only by `ingest.reference_of`.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 
 import pydicom.config
+import pynetdicom
 from pynetdicom import _config as pynetdicom_config
+
+# pynetdicom quotes a value after the word "value" (set_uid, set_ae, and
+# the validators), in messages formatted before they reach the logger.
+_QUOTED_VALUE = re.compile(r"\bvalue '[^']*'")
+WITHHELD = "value (withheld)"
+
+
+class WithheldValues(logging.Filter):
+    """Rewrites a record that quotes a value so that the warning stays (a
+    sender with non-conformant UIDs is worth knowing about) and the value
+    goes. A filter on a logger sees only that logger's own records, so it is
+    put on every pynetdicom logger (`quiet_libraries`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        withheld = _QUOTED_VALUE.sub(WITHHELD, message)
+        if withheld != message:
+            record.msg, record.args = withheld, ()
+        return True
+
+
+_WITHHELD_VALUES = WithheldValues()
+
+
+def _withhold_values(prefix: str) -> None:
+    """The filter on ``prefix``'s logger and every logger below it."""
+    names = [prefix] + [
+        name for name in logging.Logger.manager.loggerDict if name.startswith(prefix + ".")
+    ]
+    for name in names:
+        logger = logging.getLogger(name)
+        if _WITHHELD_VALUES not in logger.filters:
+            logger.addFilter(_WITHHELD_VALUES)
 
 
 def quiet_libraries() -> None:
@@ -22,6 +60,7 @@ def quiet_libraries() -> None:
     pynetdicom_config.LOG_REQUEST_IDENTIFIERS = False
     pynetdicom_config.LOG_RESPONSE_IDENTIFIERS = False
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    _withhold_values(pynetdicom.__name__)
     # The DUL logs a traceback for every malformed or cut-off PDU (junk from
     # port scanners); dicomnode.transport logs one line for what it refuses.
     logging.getLogger("pynetdicom.dul").setLevel(logging.CRITICAL)

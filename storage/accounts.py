@@ -10,6 +10,7 @@ from sqlalchemy import Boolean, Column, DateTime, Integer, String, Table, select
 from sqlalchemy.engine import Engine
 
 from storage.schema import metadata
+from storage.values import normalise_issuer
 
 ROLES = ("cardiologist", "researcher", "admin")
 ISSUER_LENGTH = 256
@@ -76,14 +77,15 @@ class AccountError(ValueError):
 
 
 def checked_issuer(issuer: str | None) -> str | None:
-    """An account's hospital as stored: trimmed, None for none; AccountError
-    if it cannot be one (patients are keyed by it, so it is kept exact)."""
+    """An account's hospital as stored: normalised as every door normalises
+    it (`normalise_issuer`: patients are keyed by it, so "NCC Bishkek " is
+    not a second hospital), None for none; AccountError if it cannot be one."""
     issuer = (issuer or "").strip()
     if not issuer:
         return None
     if len(issuer) > ISSUER_LENGTH or not issuer.isprintable():
         raise AccountError(f"issuer must be 1-{ISSUER_LENGTH} printable characters")
-    return issuer
+    return normalise_issuer(issuer)
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -51,9 +52,31 @@ def index_value(vr: str, raw: Any) -> Any:
     return text[:TEXT_LENGTH]
 
 
+# What a device writes when it has no PatientID: the same value for every
+# child it sees, so it must not make them one patient.
+PLACEHOLDER_IDS = frozenset(
+    {
+        *("NA", "NONE", "NULL", "NIL", "NOID", "TEST", "UNKNOWN", "UNK"),
+        *("ANONYMOUS", "ANON", "ANONYMIZED", "ANONYMISED"),
+    }
+)
+_NOT_ALNUM = re.compile(r"[\W_]+")
+
+
+def is_placeholder_id(patient_id: str) -> bool:
+    """A PatientID that names no one: empty, only punctuation ("-", "?"),
+    only zeros ("0", "00000"), or a word such as N/A, UNKNOWN, ANONYMOUS,
+    NONE, NULL, TEST (case and punctuation ignored)."""
+    folded = _NOT_ALNUM.sub("", patient_id).upper()
+    return not folded or not folded.strip("0") or folded in PLACEHOLDER_IDS
+
+
 def patient_key(patient_id: str | None, study_uid: str) -> str:
-    """PatientID, or a per-study key when the instance has none (never merge)."""
-    return patient_id if patient_id else f"\\study:{study_uid}"
+    """PatientID, or a per-study key when the instance has none or only a
+    placeholder (two children sent as "0" or "UNKNOWN" are never merged)."""
+    if patient_id and not is_placeholder_id(patient_id):
+        return patient_id
+    return f"\\study:{study_uid}"
 
 
 def record_from_dataset(

@@ -7,6 +7,7 @@ bounds of a query are brought to one fixed-width form here.
 from __future__ import annotations
 
 import re
+import unicodedata
 from datetime import date
 
 _TIME = re.compile(r"^(\d{2})(\d{2})?(\d{2})?(\.\d{1,6})?$")
@@ -52,3 +53,11 @@ def stored_time(value: str) -> str:
         raise ValueFormatError(f"not a DICOM time: {value!r}")
     hours, minutes, seconds, fraction = match.groups()
     return hours + (minutes or "00") + (seconds or "00") + (fraction or "")
+
+
+def normalise_issuer(issuer: str) -> str:
+    """One hospital, one issuer string, however it was typed: Unicode NFC,
+    no leading or trailing space, inner whitespace runs as one space.
+    Patients are keyed (and pseudonyms made) by the issuer, so
+    "NCC Bishkek " and "NCC  Bishkek" must not be two hospitals."""
+    return " ".join(unicodedata.normalize("NFC", issuer).split())

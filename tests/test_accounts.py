@@ -93,11 +93,13 @@ def test_an_index_of_revision_0005_keeps_its_accounts_without_a_hospital(
         archive.close()
 
 
-def test_an_issuer_is_kept_exact_and_must_be_text(config: Config) -> None:
+def test_an_issuer_is_normalised_and_must_be_text(config: Config) -> None:
     archive = open_archive(config)
     try:
         accounts = archive.index.accounts
         accounts.add("a", "hash", "cardiologist", " RCC Dushanbe ")
+        assert accounts.get("a").issuer == "RCC Dushanbe"  # type: ignore[union-attr]
+        accounts.update("a", issuer="RCC  Dushanbe ")  # one hospital, not a second
         assert accounts.get("a").issuer == "RCC Dushanbe"  # type: ignore[union-attr]
         accounts.add("b", "hash", "researcher", "")
         assert accounts.get("b").issuer is None  # type: ignore[union-attr]

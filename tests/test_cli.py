@@ -79,6 +79,26 @@ def test_reidentify_prints_the_original_and_refuses_unknowns(tmp_path: Path) -> 
     assert unknown.stderr.strip().splitlines()[-1].startswith("dicomnode reidentify: no study")
 
 
+def test_an_issuer_typed_with_extra_spaces_is_the_same_hospital(tmp_path: Path) -> None:
+    study, series = generate_uid(UID_ROOT), generate_uid(UID_ROOT)
+    for number, issuer in enumerate(
+        ("National Centre of Cardiology, Bishkek", "National Centre of Cardiology, Bishkek ")
+    ):
+        path = tmp_path / "in" / f"im{number}.dcm"
+        save(
+            small_instance(
+                PATIENTS[0], study_uid=study, series_uid=series, instance_number=1 + number
+            ),
+            path,
+        )
+        imported = run(tmp_path, "import", "--no-progress", "--issuer", issuer, str(path))
+        assert imported.returncode == 0, imported.stderr
+    stats = json.loads(run(tmp_path, "stats", "--json").stdout)
+    assert (stats["patients"], stats["instances"]) == (1, 2)  # one child, one pseudonym
+    blank = run(tmp_path, "import", "--issuer", "  ", str(tmp_path / "in"))
+    assert blank.returncode == 2 and "the hospital's name is needed" in blank.stderr
+
+
 def test_import_of_a_missing_path_is_one_line(tmp_path: Path) -> None:
     result = run(tmp_path, "import", str(tmp_path / "nowhere"))
     assert result.returncode == 2

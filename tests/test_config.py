@@ -31,6 +31,23 @@ def test_file_then_environment(tmp_path: Path) -> None:
     assert load(path, env={}) == load(None, env={"DICOMNODE_CONFIG": str(path)})
 
 
+def test_a_hospital_is_one_issuer_however_the_file_spells_it(tmp_path: Path) -> None:
+    path = tmp_path / "node.toml"
+    path.write_text(
+        '[[remote_ae]]\nae_title = "NCC_ECHO"\nhost = "10.1.1.1"\nport = 104\n'
+        'issuer = "National Centre of Cardiology, Bishkek "\n\n'
+        '[[remote_ae]]\nae_title = "NCC_CATH"\nhost = "10.1.1.2"\nport = 104\n'
+        'issuer = " National  Centre of Cardiology,\\tBishkek"\n\n'
+        '[[remote_ae]]\nae_title = "OSH_ECHO"\nhost = "10.1.1.3"\nport = 104\nissuer = "  "\n\n'
+        '[[route]]\ndestination = "NCC_ECHO"\nissuer = "National Centre of Cardiology,  Bishkek"\n',
+        encoding="utf-8",
+    )
+    config = load(path, env={})
+    hospital = "National Centre of Cardiology, Bishkek"
+    assert [r.issuer for r in config.remote_aes] == [hospital, hospital, "OSH_ECHO"]
+    assert config.routes[0].matches(hospital, "US")
+
+
 def test_effective_config_round_trips(tmp_path: Path) -> None:
     config = Config(ae_title="X", remote_aes=(RemoteAE("A", "h", 1, 'Hospital "№1"\\Osh'),))
     path = tmp_path / "effective.toml"

@@ -7,8 +7,8 @@ hand, so an attribute nobody here thought of gets planted identity too.
 from __future__ import annotations
 
 import json
-from io import BytesIO
 from importlib.resources import files
+from io import BytesIO
 
 import pytest
 from pydicom import dcmread

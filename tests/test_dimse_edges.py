@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from io import BytesIO
 from pathlib import Path
@@ -169,3 +170,27 @@ def test_concurrent_associations_store_everything(node: Node) -> None:
     assert statuses == [0] * (per_sender * senders)
     stats = node.archive.index.stats()
     assert (stats["instances"], stats["studies"]) == (per_sender * senders, senders)
+
+
+def test_a_non_conformant_uid_is_stored_and_never_logged(
+    node: Node, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Leading zeros: a sender that builds UIDs from an MRN and a birth date.
+    uid = "1.2.643.0007150003.020190802.01"
+    caplog.set_level(logging.DEBUG)
+    ds = small_instance(
+        PATIENTS[0],
+        study_uid=generate_uid(UID_ROOT),
+        series_uid=generate_uid(UID_ROOT),
+        instance_number=1,
+    )
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = uid
+    assoc = associate(node, UltrasoundImageStorage)
+    assert assoc.send_c_store(ds).Status == 0
+    assoc.release()
+    assert node.archive.index.stats()["instances"] == 1
+    assert uid not in caplog.text
+    for part in ("0007150003", "020190802"):
+        assert part not in caplog.text
+    # The warning itself stays: a sender with non-conformant UIDs is worth knowing.
+    assert "Non-conformant 'Affected SOP Instance UID' value (withheld)" in caplog.text

@@ -283,7 +283,7 @@ def test_web_export_for_researchers_only_with_preview_and_download(
 def test_the_worksheet_report_keeps_its_measurements(
     config: Config, ingestor: Ingestor, cohort_archive: Archive, tmp_path: Path
 ) -> None:
-    from viewer.planning.report import Slot, measurement_report
+    from viewer.planning.report import Slot, measurement_report, observer_name
 
     (row,) = [
         r
@@ -294,8 +294,9 @@ def test_the_worksheet_report_keeps_its_measurements(
     evidence = dcmread(
         cohort_archive.blobs.path(cohort_archive.index.instance_blob(row["SOPInstanceUID"]))
     )
-    slot = Slot("PDA-MIN", "PDA narrowest diameter", 4.1, str(evidence.SOPInstanceUID), 1)
-    sr = measurement_report([evidence], [slot], defect="PDA", author="cardiologist")
+    slot = Slot("PDA-NARROWEST", 4.1, str(evidence.SOPInstanceUID), 1)
+    observer = observer_name("cardiologist")
+    sr = measurement_report([evidence], [slot], defect="PDA", observer=observer)
     assert ingestor.ingest_own(sr, "RCC Dushanbe").status == 0
     export(config, cohort_archive, Cohort(modality="XA"), tmp_path / "sr.zip", progress=False)
     unpack(tmp_path / "sr.zip", tmp_path / "x")

@@ -6,16 +6,25 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 from pydicom import dcmread
-from pydicom.uid import generate_uid
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, generate_uid
 
 from dicomnode import IMPLEMENTATION_CLASS_UID
-from dicomnode.config import Config
+from dicomnode.config import Config, RemoteAE
 from dicomnode.deid.linkage import LinkageCipher
-from dicomnode.importer import split_file
+from dicomnode.importer import import_paths, split_file
 from dicomnode.ingest import Incoming, Ingestor, Outcome, read_header
-from dicomnode.samples import PATIENTS, UID_ROOT, sample_file, small_instance
+from dicomnode.samples import (
+    PATIENTS,
+    UID_ROOT,
+    sample_file,
+    save,
+    small_instance,
+    xa_instance,
+)
 from dicomnode.validate import Rejection
 from storage.archive import Archive, DuplicatePolicy
 from storage.keys import Level
@@ -217,6 +226,51 @@ def test_instances_without_patient_id_are_never_merged(
     assert archive.index.stats()["patients"] == 2
 
 
+@pytest.mark.parametrize(
+    "placeholder",
+    ["0", "00000", "-", "N/A", "na", "UNKNOWN", "Anonymous", "NONE", "?", "null", " TEST "],
+)
+def test_placeholder_patient_ids_are_never_merged(
+    ingestor: Ingestor, archive: Archive, placeholder: str
+) -> None:
+    # Two children a device sent under the same stand-in for "no ID".
+    for child in PATIENTS[:2]:
+        result = ingestor.ingest(incoming(instance(child, PatientID=placeholder)))
+        assert result.status == 0
+    pseudonyms = {
+        row["PatientID"]
+        for row in archive.index.find(Query(level=Level.PATIENT, keys={"PatientID": ""}))
+    }
+    assert len(pseudonyms) == 2
+    assert archive.index.stats()["patients"] == 2
+
+
+def test_one_hospital_is_one_issuer_however_it_is_typed(
+    tmp_path: Path, config: Config, archive: Archive
+) -> None:
+    hospital = "National Centre of Cardiology, Bishkek"
+    typed = replace(
+        config,
+        remote_aes=(
+            RemoteAE("NCC_ECHO", "127.0.0.1", 104, " National  Centre of Cardiology, Bishkek"),
+        ),
+    )
+    ingestor = Ingestor(typed, archive)
+    assert ingestor.ingest(incoming(instance(), calling_ae="NCC_ECHO")).status == 0
+    typed_at_import = (
+        f"{hospital} ",  # the attacker's trailing space
+        f"{hospital}\u00a0",
+        "National Centre  of Cardiology,\tBishkek",
+    )
+    for number, issuer in enumerate(typed_at_import):
+        folder = tmp_path / f"import{number}"
+        save(instance(), folder / "im.dcm")
+        summary = import_paths(ingestor, [folder], issuer=issuer, progress=False)
+        assert summary.counts["stored"] == 1
+    assert list(issuers(archive)) == [hospital]  # one hospital, one child
+    assert archive.index.stats()["patients"] == 1
+
+
 def test_out_of_disk_is_out_of_resources(tmp_path: Path, config: Config, archive: Archive) -> None:
     full = Ingestor(replace(config, min_free_disk_mb=10**12), archive)
     result = full.ingest(incoming(instance()))
@@ -237,3 +291,39 @@ def test_logs_carry_no_identity(ingestor: Ingestor, caplog: pytest.LogCaptureFix
     assert "rejected" in text  # the rejection was logged ...
     for value in (patient.name, patient.patient_id, patient.birth_date, str(ds.SOPInstanceUID)):
         assert value not in text  # ... without who it was about
+
+
+def big_endian(ds: Dataset) -> Incoming:
+    """``ds`` as a sender holding Explicit VR Big Endian sends it."""
+    ds.file_meta.TransferSyntaxUID = ExplicitVRBigEndian
+    return incoming(ds)
+
+
+def test_big_endian_ultrasound_is_cleaned_and_stored_little_endian(
+    ingestor: Ingestor, archive: Archive
+) -> None:
+    ds = instance()
+    sent = ds.pixel_array.copy()
+    result = ingestor.ingest(big_endian(ds))
+    assert (result.outcome, result.status) == (Outcome.STORED, 0)
+    (path,) = stored_files(archive)
+    stored = dcmread(path)
+    assert stored.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    assert not stored.pixel_array[:8].any()  # the banner is blanked
+    assert (stored.pixel_array[8:] == sent[8:]).all()  # the image is the same
+    assert stored.BurnedInAnnotation == "NO"
+
+
+def test_big_endian_16_bit_angio_keeps_its_values(ingestor: Ingestor, archive: Archive) -> None:
+    ds = xa_instance(frames=2, rows=64, cols=64, transfer_syntax=ExplicitVRLittleEndian)
+    values = np.frombuffer(ds.PixelData, dtype=np.uint8).astype(np.uint16) * 13
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
+    # pydicom writes OW bytes as given: the sender's are big endian.
+    ds.PixelData = (values | 0x8000).astype(">u2").tobytes()  # a mark above BitsStored
+    ds["PixelData"].VR = "OW"
+    result = ingestor.ingest(big_endian(ds))
+    assert (result.outcome, result.status) == (Outcome.STORED, 0), result.comment
+    (path,) = stored_files(archive)
+    stored = dcmread(path)
+    assert stored.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    assert (stored.pixel_array.ravel() == values).all()  # values kept, the mark cleared

@@ -109,16 +109,17 @@ def test_the_plan_travels_as_a_measurement_report(ingestor, archive, tmp_path) -
     from storage.keys import Level
     from storage.query import Query
     from tests.test_written_files import errors
-    from viewer.planning.report import Slot, measurement_report
+    from viewer.planning.report import Slot, measurement_report, observer_name, rim_slot
 
     data, syntax = split_file(sample_file("color3d_jpeg_baseline.dcm").read_bytes())
     assert ingestor.ingest(Incoming(data, syntax, calling_ae="BISHKEK_ECHO")).status == 0
     clip = dcmread(next(archive.blobs.root.rglob("*.dcm")), stop_before_pixels=True)
     slots = [
-        Slot("ASD-MAX-DIAMETER", "ASD maximal diameter", 14.2, str(clip.SOPInstanceUID), 37),
-        Slot("ASD-RIM-AORTIC", "ASD aortic rim", 3.1, str(clip.SOPInstanceUID), 37),
+        Slot("ASD-MAX-DIAMETER", 14.2, str(clip.SOPInstanceUID), 37),
+        rim_slot("aortic", 3.1),
     ]
-    sr = measurement_report([clip], slots, defect="secundum ASD", author="Osmonov^Bakyt")
+    observer = observer_name("cardiologist")
+    sr = measurement_report([clip], slots, defect="secundum ASD", observer=observer)
     result = ingestor.ingest_own(sr, issuer="NCC Bishkek")
     assert result.outcome is Outcome.STORED, result
     series = list(
@@ -141,7 +142,37 @@ def test_the_plan_travels_as_a_measurement_report(ingestor, archive, tmp_path) -
     assert written.PatientID == clip.PatientID  # the pseudonym, not remapped
     assert written.SOPInstanceUID == sr.SOPInstanceUID
     text = str(written.ContentSequence)
-    assert "ASD maximal diameter" in text and "14.2" in text and "millimeter" in text
+    assert "ASD maximal diameter (view 1)" in text and "14.2" in text and "millimeter" in text
+    assert "aortic rim" in text and "Cardiologist^CHD node" in text
     assert str(clip.SOPInstanceUID) in text  # references the measured frame's image
     assert errors(path) == set()
     assert archive.index.stats()["patients"] == 1  # filed under the same pseudonym
+
+
+def test_slot_meanings_are_the_servers_and_the_page_draws_the_same_worksheet() -> None:
+    import json
+    import re
+    from pathlib import Path
+
+    from viewer.planning.report import RIMS, WORKSHEET, Slot, UnknownSlot, worksheet_slot
+
+    # A meaning cannot be given: it is the catalogue's.
+    assert worksheet_slot("PDA", "PDA-NARROWEST", 2.5).meaning == (
+        "Narrowest (pulmonary end) diameter"
+    )
+    for defect, code in (("PDA", "ASD-MAX-DIAMETER"), ("PDA", "ASD Иванов Алибек max")):
+        with pytest.raises(UnknownSlot) as refused:
+            worksheet_slot(defect, code, 1.0)
+        assert "Иванов" not in str(refused.value) and "PDA-NARROWEST" in str(refused.value)
+    with pytest.raises(UnknownSlot):
+        Slot("ASD Иванов Алибек max", 1.0)
+    # planning.js draws the worksheet from its own copy: the two must agree.
+    script = (Path(__file__).parents[1] / "viewer" / "static" / "planning.js").read_text()
+    block = re.search(r"const SLOTS = (\{.*?\n  \});", script, re.S)
+    assert block is not None
+    as_json = re.sub(r"(\n\s*)(\w+):", r'\1"\2":', block.group(1))
+    as_json = re.sub(r",(\s*[\]}])", r"\1", as_json)
+    drawn = {k: [tuple(slot) for slot in v] for k, v in json.loads(as_json).items()}
+    assert drawn == {k: list(v) for k, v in WORKSHEET.items()}
+    rims = re.search(r"const RIMS = (\[.*?\]);", script)
+    assert rims is not None and tuple(json.loads(rims.group(1))) == RIMS

@@ -240,6 +240,49 @@ def test_list_shows_thumbnails_and_received_time(
     assert "frame_cache" not in client.application.extensions  # one frame, not the clip
 
 
+def test_a_saved_plans_report_names_no_one(
+    client: FlaskClient, ingestor: Ingestor, archive: Archive
+) -> None:
+    from tests.test_ingest import instance
+
+    assert ingestor.ingest(incoming(instance())).outcome is Outcome.STORED
+    clip = dcmread(next(archive.blobs.root.rglob("*.dcm")), stop_before_pixels=True)
+    study = str(clip.StudyInstanceUID)
+    log_in(client)
+    headers = {"X-CSRF-Token": "token"}
+    slot = {"code": "ASD-MAX-DIAMETER", "value_mm": 14.0, "instance_uid": str(clip.SOPInstanceUID)}
+    # The browser's meaning is free text: an attacker's, or a name typed in.
+    plan = {"defect": "secundum ASD", "slots": [{**slot, "meaning": "ASD Иванов Алибек max"}]}
+    saved = client.post(f"/api/studies/{study}/plans", headers=headers, json=plan)
+    assert saved.status_code == 201, saved.json
+    report = dcmread(BytesIO(archive.read(saved.json["sr_uid"])))
+    meanings = {
+        str(item.ConceptNameCodeSequence[0].CodeMeaning)
+        for item in report.iterall()
+        if item.keyword == "ContentSequence"
+        for item in item.value
+        if "ConceptNameCodeSequence" in item
+    }
+    assert "ASD maximal diameter (view 1)" in meanings
+    observers = [str(e.value) for e in report.iterall() if e.keyword == "PersonName"]
+    assert observers == ["Cardiologist^CHD node"]  # the role, not the login
+    stored_sr = archive.read(saved.json["sr_uid"])
+    assert "Иванов".encode() not in stored_sr and b"amina" not in stored_sr
+    versions = client.get(f"/api/studies/{study}/plans").json
+    assert "Иванов" not in str(saved.json) and "Иванов" not in str(versions)
+    # Who saved it is still known, to the plan row and the audit trail.
+    assert versions[0]["author"] == "amina"
+    for refused in (
+        {"defect": "PDA", "slots": [slot]},  # not a slot of the PDA worksheet
+        {"defect": "secundum ASD", "slots": [{**slot, "code": "ASD Иванов Алибек max"}]},
+        {"defect": "secundum ASD", "slots": [], "rims": {"Иванов": 4.0}},
+    ):
+        answer = client.post(f"/api/studies/{study}/plans", headers=headers, json=refused)
+        assert answer.status_code == 400
+        assert "Иванов" not in answer.json["message"] and "worksheet" in answer.json["message"]
+    assert len(client.get(f"/api/studies/{study}/plans").json) == 1
+
+
 def test_measure_and_save_a_plan_with_its_report(
     client: FlaskClient, ingestor: Ingestor, archive: Archive
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from datetime import date, timedelta
 from typing import Any
@@ -21,7 +22,23 @@ _FIXED = {
     "UR": "",
     "AT": 0,
 }
+# Strict DICOM forms (PS3.5 6.2): YYYYMMDD; YYYY[MM[DD[HH[MM[SS[.F]]]]]][&ZZXX].
 _DT = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(.*)$")
+_STRICT_DT = re.compile(r"\d{4}(\d{2}(\d{2}(\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?)?)?)?([+-]\d{4})?")
+# What devices and hand-typed fields write instead, read only where unambiguous:
+# year first with one separator (2024.03.15, the ACR-NEMA form; 2024-03-15;
+# 2024/03/15), day first with dots (15.03.2024, as the partners' countries
+# write it), and day or month first with a slash or dash only when the
+# numbers say which is which (a part over 12, or both the same).
+_YEAR_FIRST = re.compile(r"(\d{4})([-./])(\d{1,2})\2(\d{1,2})")
+_DAY_FIRST = re.compile(r"(\d{1,2})\.(\d{1,2})\.(\d{4})")
+_YEAR_LAST = re.compile(r"(\d{1,2})([/-])(\d{1,2})\2(\d{4})")
+# ISO 8601 date-time: a date as above, "T" or a space, hh[:mm[:ss[.f]]], a zone.
+_ISO_DT = re.compile(r"([\d./-]+)(?:(?:T|\s+)(.+))?")
+_ISO_TIME = re.compile(
+    r"(\d{2})(?::?(\d{2})(?::?(\d{2})(?:[.,](\d{1,6})\d*)?)?)?"
+    r"\s*(Z|[+-]\d{2}(?::?\d{2})?)?"
+)
 
 
 def dummy(vr: str) -> Any:
@@ -37,22 +54,78 @@ def dummy(vr: str) -> Any:
     return DUMMY_TEXT[: MAX_VALUE_LEN.get(vr, 64)]
 
 
-def shift_date(value: str, days: int) -> str:
-    """``YYYYMMDD`` moved by ``days``; raises ValueError if not a date."""
+def parse_date(value: str) -> date:
+    """A date written as DICOM does (YYYYMMDD) or in a common form whose
+    reading is unambiguous; raises ValueError otherwise (never a guess
+    whether 03/04 is March or April)."""
     text = value.strip()
-    if len(text) != 8 or not text.isdigit():
-        raise ValueError("not a DA value")
-    moved = date(int(text[:4]), int(text[4:6]), int(text[6:8])) + timedelta(days=days)
-    return moved.strftime("%Y%m%d")
+    if len(text) == 8 and text.isdigit():
+        return date(int(text[:4]), int(text[4:6]), int(text[6:8]))
+    if match := _YEAR_FIRST.fullmatch(text):
+        return date(int(match[1]), int(match[3]), int(match[4]))
+    if match := _DAY_FIRST.fullmatch(text):
+        return date(int(match[3]), int(match[2]), int(match[1]))
+    if match := _YEAR_LAST.fullmatch(text):
+        first, second, year = int(match[1]), int(match[3]), int(match[4])
+        if first > 12 or first == second:
+            return date(year, second, first)  # 15/03/2024: day first
+        if second > 12:
+            return date(year, first, second)  # 03/15/2024: month first
+    raise ValueError("not a date in a form read without guessing")
+
+
+def shift_date(value: str, days: int) -> str:
+    """A DA value moved by ``days``, written as ``YYYYMMDD`` whatever form it
+    came in (see `parse_date`); raises ValueError if not a date."""
+    return (parse_date(value) + timedelta(days=days)).strftime("%Y%m%d")
+
+
+def _zone(text: str | None) -> str:
+    """An ISO zone (Z, +06, +06:00, -0330) as DICOM's &ZZXX."""
+    if not text:
+        return ""
+    if text == "Z":
+        return "+0000"
+    digits = text[1:].replace(":", "")
+    hours, minutes = int(digits[:2]), int(digits[2:] or 0)
+    if hours > 14 or minutes > 59:
+        raise ValueError("not an offset from UTC")
+    return f"{text[0]}{hours:02d}{minutes:02d}"
+
+
+def _iso_datetime(text: str, days: int) -> str:
+    """An ISO 8601 (or separated-date) date-time as a DICOM DT with its date
+    moved, at the precision it was written with."""
+    match = _ISO_DT.fullmatch(text)
+    if not match:
+        raise ValueError("not a DT value")
+    moved = shift_date(match[1], days)
+    if match[2] is None:
+        return moved
+    parts = _ISO_TIME.fullmatch(match[2].strip())
+    if not parts:
+        raise ValueError("not a time")
+    hours, minutes, seconds, fraction, zone = parts.groups()
+    if int(hours) > 23 or int(minutes or 0) > 59 or int(seconds or 0) > 60:
+        raise ValueError("not a time")
+    clock = hours + (minutes or "") + (seconds or "") + (f".{fraction}" if fraction else "")
+    return moved + clock + _zone(zone)
 
 
 def shift_datetime(value: str, days: int) -> str:
-    """A DT value with its date part moved; time and offset are kept as sent.
+    """A DT value with its date part moved; time and offset are kept.
 
     A DT of year precision only (``YYYY``) or year-month is shifted as the
-    first day of that period and written back at the same precision.
+    first day of that period and written back at the same precision. A value
+    in ISO 8601 form (``2024-03-15T10:15:00+06:00``) or with a separated
+    date is written back in DICOM's form (``20240315101500+0600``) at the
+    precision it had, rather than cut down to its year.
     """
-    match = _DT.match(value.strip())
+    text = value.strip()
+    if not _STRICT_DT.fullmatch(text):
+        with contextlib.suppress(ValueError):
+            return _iso_datetime(text, days)
+    match = _DT.match(text)
     if not match:
         raise ValueError("not a DT value")
     year, month, day, rest = match.groups()

@@ -15,10 +15,18 @@ from storage.query import Query
 from viewer.auth import audit
 from viewer.planning import calibration as cal
 from viewer.planning import sizing
-from viewer.planning.report import Slot, measurement_report
+from viewer.planning.report import (
+    WORKSHEET,
+    Slot,
+    UnknownSlot,
+    measurement_report,
+    observer_name,
+    rim_slot,
+    worksheet_slot,
+)
 
 bp = Blueprint("planning", __name__, url_prefix="/api")
-DEFECTS = {"secundum ASD", "PDA", "perimembranous VSD", "muscular VSD"}
+DEFECTS = frozenset(WORKSHEET)
 
 
 def _archive() -> Any:
@@ -127,6 +135,33 @@ def proposal(
     return None
 
 
+def _slots(defect: str, body: dict) -> tuple[list[Slot], dict[str, float]]:
+    """The worksheet values sent, each taking its meaning from the server's
+    catalogue (what the browser sends as a meaning is ignored). An unknown
+    slot or rim is refused with 400 rather than left out: a plan saved
+    without a value the cardiologist entered (and a device proposed without
+    it) would differ from what they saw, and the page never sends one."""
+    try:
+        slots = [
+            worksheet_slot(
+                defect,
+                str(s["code"]),
+                float(s["value_mm"]),
+                s.get("instance_uid"),
+                s.get("frame"),
+            )
+            for s in body.get("slots", [])
+        ]
+        rims = {str(k): float(v) for k, v in (body.get("rims") or {}).items()}
+        for name, value in rims.items():
+            rim_slot(name, value)
+    except UnknownSlot as exc:
+        abort(400, description=f"slots: {exc}")
+    except (KeyError, TypeError, ValueError, AttributeError):
+        abort(400, description="slots: a list of {code, value_mm[, instance_uid, frame]}")
+    return slots, rims
+
+
 @bp.get("/studies/<uid>/plans")
 def plans(uid: str) -> Any:
     return jsonify(_archive().index.plans.versions(uid))
@@ -139,16 +174,7 @@ def save_plan(uid: str) -> Any:
     defect = body.get("defect")
     if defect not in DEFECTS:
         abort(400, description=f"defect: one of {', '.join(sorted(DEFECTS))}")
-    try:
-        slots = [
-            Slot(
-                s["code"], s["meaning"], float(s["value_mm"]), s.get("instance_uid"), s.get("frame")
-            )
-            for s in body.get("slots", [])
-        ]
-        rims = {str(k): float(v) for k, v in (body.get("rims") or {}).items()}
-    except (KeyError, TypeError, ValueError) as exc:
-        abort(400, description=f"slots: {exc}")
+    slots, rims = _slots(defect, body)
     archive = _archive()
     images = list(
         archive.index.find(
@@ -170,8 +196,10 @@ def save_plan(uid: str) -> Any:
     # An SR needs evidence: the measured images, else the study's first image.
     chosen = chosen or [i for i in images if i["Modality"] != "SR"][:1] or images[:1]
     evidence = [_header(i["SOPInstanceUID"]) for i in chosen]
-    rim_slots = [Slot(f"RIM-{name.upper()}", f"{name} rim", value) for name, value in rims.items()]
-    sr = measurement_report(evidence, slots + rim_slots, defect=defect, author=g.user.username)
+    rim_slots = [rim_slot(name, value) for name, value in rims.items()]
+    # Named by role: who saved it is in the plan row and the audit trail.
+    observer = observer_name(g.user.role)
+    sr = measurement_report(evidence, slots + rim_slots, defect=defect, observer=observer)
     stored = current_app.extensions["ingestor"].ingest_own(sr, images[0]["IssuerOfPatientID"])
     if stored.status != 0:
         abort(500, description=f"the report could not be stored ({stored.comment})")
