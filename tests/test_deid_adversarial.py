@@ -944,7 +944,8 @@ class Scan:
                 continue
             limit = age_years(case.max_age)
             for text in texts:
-                for match in re.finditer(r"\b(\d{3})([DWMY])\b", text):
+                # Not inside a pseudonym such as CHD-898Y-QZ66 (keys are random per run).
+                for match in re.finditer(r"(?<![\w-])(\d{3})([DWMY])(?![\w-])", text):
                     years = age_years(match.group(0))
                     if years is not None and years > limit and match.group(2) == "Y":
                         self.finding("checks", case, place, "age>090Y", match.group(0), where)

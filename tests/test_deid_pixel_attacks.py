@@ -84,6 +84,13 @@ def chinese_name_under_a_latin_header() -> Dataset:
     return _grey(ds, _drawn((512, 384), "患者 张伟 3岁", font=str(CJK_FONT)))
 
 
+def angio_that_calls_itself_ct() -> Dataset:
+    """The SOP class says X-ray angiography; Modality and the flag say otherwise."""
+    ds = _header("Temirbekov^Ilyas", "1.2.840.10008.5.1.4.1.1.12.1", "CT")
+    ds.BurnedInAnnotation = "NO"
+    return _grey(ds, _drawn((512, 512), "TEMIRBEKOV ILYAS 17.04.2020"))
+
+
 def screen_save_that_says_no_annotation() -> Dataset:
     ds = _header("Ibraimov^Timur", CT_IMAGE, "CT")
     ds.ImageType = ["DERIVED", "SECONDARY", "SCREEN SAVE"]
@@ -97,6 +104,7 @@ def screen_save_that_says_no_annotation() -> Dataset:
         palette_index_text,
         staff_and_phone_only_in_pixels,
         chinese_name_under_a_latin_header,
+        angio_that_calls_itself_ct,
         screen_save_that_says_no_annotation,
     ],
 )

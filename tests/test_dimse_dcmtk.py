@@ -19,7 +19,12 @@ from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian
 from pynetdicom import AE
 
 from dicomnode.config import Config
-from dicomnode.deid.pixels import clear_stray_bits, has_stray_bits, needs_cleaning
+from dicomnode.deid.pixels import (
+    clear_stray_bits,
+    has_stray_bits,
+    needs_cleaning,
+    trim_excess,
+)
 from dicomnode.deid.values import shift_date
 from dicomnode.importer import split_file
 from dicomnode.ingest import Incoming, inspect
@@ -114,14 +119,16 @@ def pixel_array(path: Path):
 
 
 def pixel_bytes(path: Path) -> bytes | None:
-    """Pixel Data as stored, less the bits outside BitsStored: the node clears
-    those (overlays hide there), everything else must be bit-identical."""
+    """Pixel Data as stored, less the bits outside BitsStored and the bytes
+    after the last declared frame: the node clears and cuts those (overlays
+    and hidden frames live there), everything else must be bit-identical."""
     ds = dcmread(path, force=True)
-    data = ds.get("PixelData")
+    if ds.get("PixelData") is None:
+        return None
     syntax = ds.file_meta.TransferSyntaxUID
-    if data is None or not has_stray_bits(ds, data, syntax):
-        return data
-    clear_stray_bits(ds, syntax)
+    trim_excess(ds, syntax)
+    if has_stray_bits(ds, ds.PixelData, syntax):
+        clear_stray_bits(ds, syntax)
     return ds.PixelData
 
 

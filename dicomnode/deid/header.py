@@ -39,7 +39,7 @@ from pydicom.valuerep import PersonName
 from dicomnode.deid import policy
 from dicomnode.deid.codes import LOCAL_MEANING, is_well_known_uid, standard_meaning
 from dicomnode.deid.identity import MARK, IdentityMatcher
-from dicomnode.deid.names import find_identifiers, find_names
+from dicomnode.deid.names import SPACED, find_identifiers, find_names
 from dicomnode.deid.profile import BASIC_PROFILE_CODE, Option, Profile
 from dicomnode.deid.secret import Secret
 from dicomnode.deid.values import (
@@ -209,6 +209,11 @@ class HeaderDeidentifier:
             (h.start, h.end) for h in subject.matcher.find(text) if h.kind not in subject.kept_kinds
         ]
         spans += list(find_names(text))
+        spans += [  # letters one by one: "Z H U M A B E K O V"
+            (run.start(), run.end())
+            for run in SPACED.finditer(text)
+            if subject.matcher.find(re.sub(r"[ .\-]", "", run.group()))
+        ]
         spans += [
             (start, end)
             for start, end, kind in find_identifiers(text)

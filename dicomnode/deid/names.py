@@ -31,27 +31,38 @@ import re
 from collections.abc import Iterator
 
 _CONTEXT = (
-    r"dr|doctor|prof|professor|mr|mrs|ms|miss|sir|mother|father|mom|mum|dad|parent|"
-    r"sister|brother|sibling|son|daughter|grandmother|grandfather|granny|aunt|uncle|"
-    r"wife|husband|guardian|operator|sonographer|technician|nurse|physician|surgeon|"
-    r"cardiologist|consultant|resident|owner|child|baby|infant|boy|girl|"
-    r"referred\s+by|reported\s+by|read\s+by|signed\s+by|performed\s+by|"
-    r"врач|доктор|др|проф|мать|мама|отец|папа|сестра|брат|бабушка|дедушка|тётя|тетя|"
-    r"дядя|опекун|оператор|медсестра|хирург|кардиолог|пациент|пациентка|ребенок|"
-    r"ребёнок|мальчик|девочка|больной|больная"
+    r"dr|doctor|prof|professor|mr|mrs|ms|miss|sir|mother|father|mom|mum|mommy|dad|daddy|"
+    r"parents?|sister|brother|sibling|son|daughter|grand(?:mother|father|ma|pa)|granny|"
+    r"aunt|uncle|wife|husband|guardian|operator|sonographer|technician|nurse|physician|"
+    r"surgeon|cardiologist|consultant|resident|owner|child|baby|infant|boy|girl|"
+    r"(?:referred|reported|read|signed|performed|assisted|operated|seen)\s+by|"
+    # Russian, declined: мама, мамы, маме, мамой; отец, отца, отцом; ...
+    r"врач[аеуом]*|доктор[аеуом]*|др|проф|мат[ьери]+ю?|мам[аыеуой]*|отец|отц[аеуом]+|"
+    r"пап[аыеуой]*|сестр[аыеуой]*|брат[аеуом]*|бабушк[аиеуой]*|дедушк[аиеуой]*|"
+    r"т[её]т[яиеуюй]*|дяд[яиеуюй]*|сын[аеуом]*|доч[ьерию]+|опекун[аеуом]*|"
+    r"оператор[аеуом]*|медсестр[аыеуой]*|хирург[аеуом]*|кардиолог[аеуом]*|"
+    r"ассистировал[аи]?|оперировал[аи]?|пациент[аеуом]*|пациентк[аиеуой]*|"
+    r"реб[её]н(?:ок|ка|ку|ком)|мальчик[аеуом]*|девочк[аиеуой]*|больн(?:ой|ая|ого|ую)|"
+    # Kyrgyz and Kazakh: mother, father, elder sister and brother, grandmother, child
+    r"апа(?:сы)?|ана(?:сы)?|ата(?:сы)?|эже(?:си)?|әке(?:сі)?|ага(?:сы)?|аке(?:си)?|"
+    r"чоң\s+апа(?:сы)?|әже(?:сі)?|бала(?:сы)?"
 )
 _FILLER = r"(?:\s+(?:of|with|is|the|named|-|–|:)\b)*"
 _WORD = r"(?:[A-ZА-ЯЁӘҒҚҢӨҰҮҺІҲҶӢӮ][\w'’-]+|(?:[A-ZА-ЯЁ]\.){1,3})"
 _CONTEXTUAL = re.compile(
-    rf"(?<![\w])(?:{_CONTEXT})\.?:?{_FILLER}\s*((?:{_WORD}(?:\s+|$)){{1,3}})",
+    rf"(?<![\w])(?:{_CONTEXT})\.?:?{_FILLER}\s*((?:{_WORD}[,;:.)]?(?:\s+|$)){{1,3}})",
     re.IGNORECASE,
 )
 # IGNORECASE above lets the context word be any case; the captured words are
 # checked for capitals separately (re applies the flag to the whole pattern).
 _CAPITALISED = re.compile(rf"^{_WORD}$")
 _HAN_CONTEXT = re.compile(
-    r"(?:患者|病人|医生|医师|大夫|母亲|父亲|妈妈|爸爸|家属|操作者)[:：]?\s*([\u4e00-\u9fff]{2,3})"
+    r"(?:患者|患儿|病人|病儿|医生|医师|大夫|母亲|父亲|妈妈|爸爸|家属|家长|爷爷|奶奶|外婆|外公|"
+    r"姐姐|哥哥|操作者|术者|签名)[:：]?\s*([\u4e00-\u9fff]{2,3})"
 )
+# Letters written one by one ("Z H U M A B E K O V", "Z.H.U.M.A.B.E.K.O.V."):
+# read again with the gaps closed, by whoever knows the names.
+SPACED = re.compile(r"(?<![\w])(?:\w[ .\-]){3,}\w(?![\w])")
 _SURNAME = re.compile(
     r"(?<![\w])[A-ZА-ЯЁӘҒҚҢӨҰҮҺІҲҶӢӮ][\w'’-]*?"
     r"(?i:ov|ova|ev|eva|yov|yova|ёв|ёва|ов|ова|ев|ева|uulu|kyzy|уулу|кызы|zoda|zade|зода|заде|"
@@ -61,20 +72,24 @@ _SURNAME = re.compile(
 _ACRONYM = re.compile(r"^[A-ZА-ЯЁ]{1,4}$")
 _INITIALS = re.compile(r"^(?:[A-ZА-ЯЁ]\.){1,3}$")
 # Capitalised words of cardiology that are not people here: eponyms of
-# procedures and syndromes, devices and their makers.
+# procedures and syndromes, devices and their makers, words of a report
+# that initials may follow ("Type A.", "Echo N.").
 _NOT_NAMES = frozenset(
     """doppler amplatzer fontan glenn blalock taussig norwood rastelli ross konno
     eisenmenger ebstein fallot holter valsalva mustard senning jatene sano damus
     kawashima williams marfan down turner noonan digeorge kawasaki gore cardioform
     occlutech figulla lifetech cera konar piccolo medtronic philips siemens vivid
     epiq acuson toshiba canon mindray esaote samsung hitachi aloka abbott
-    доплер допплер фонтен фалло эбштейн холтер""".split()  # noqa: SIM905
+    доплер допплер фонтен фалло эбштейн холтер
+    echo study view image series scan exam report type grade class stage phase
+    lead level zone segment figure fig note see эхо исследование тип класс стадия
+    """.split()  # noqa: SIM905
 )
 _NAME_RUN = re.compile(rf"(?:\s+{_WORD}){{1,2}}")
 
 
 def _is_name_word(word: str) -> bool:
-    word = word.strip(",;:'’-")
+    word = word.strip(",;:)'’-")
     if not word or word.rstrip(".").casefold() in _NOT_NAMES:
         return False
     if _INITIALS.match(word):
@@ -98,15 +113,19 @@ def _extend(text: str, end: int) -> int:
 
 def find_names(text: str) -> Iterator[tuple[int, int]]:
     """Spans of ``text`` that are person names by context or by form."""
-    for match in _CONTEXTUAL.finditer(text):
-        start = match.start(1)
-        end = start
+    position = 0
+    while match := _CONTEXTUAL.search(text, position):
+        # IGNORECASE lets the pattern take lower-case words too: the names are
+        # the capitalised words up to the first that is not, and the search
+        # goes on from there ("мама Жылдыз, папа Эрмек").
+        start = end = match.start(1)
         for word in re.finditer(r"\S+", match.group(1)):
             if not _is_name_word(word.group()):
                 break
-            end = start + word.end()
+            end = start + word.start() + len(word.group().rstrip(",;:)"))
         if end > start:
             yield start, end
+        position = max(end, match.start(1), match.start() + 1)
     for match in _HAN_CONTEXT.finditer(text):
         yield match.start(1), match.end(1)
     for match in _SURNAME.finditer(text):

@@ -69,11 +69,11 @@ DESCRIPTORS_KEPT = frozenset(
 
 # Dates that are not the patient's: shifting them by the patient's offset
 # would give the offset away to anyone who knows the true one (a context
-# group's version, a device's calibration day), so the standard's versions
-# are kept as they are and the equipment's dates go.
+# group's version, a device's calibration day), and keeping them would keep
+# whatever a sender wrote there (a birth date), so they go.
 DATE_OVERRIDES = {
-    0x00080106: "K",  # ContextGroupVersion
-    0x00080107: "K",  # ContextGroupLocalVersion
+    0x00080106: "X",  # ContextGroupVersion
+    0x00080107: "X",  # ContextGroupLocalVersion
     0x00181200: "X",  # DateOfLastCalibration
     0x00181202: "X",  # DateTimeOfLastCalibration
     0x00181204: "X",  # DateOfManufacture

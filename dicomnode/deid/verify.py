@@ -35,9 +35,22 @@ TEXT_MODALITIES = frozenset({"US", "IVUS", "XA", "RF", "SC", "OT", "ES", "XC", "
 _CJK_GAP = re.compile(r"(?<=[\u4e00-\u9fff])\s+(?=[\u4e00-\u9fff])")
 # Image types that say the pixels are a screen or a capture of one.
 TEXT_IMAGE_TYPES = frozenset({"SECONDARY", "SCREEN SAVE", "SCREEN CAPTURE", "CAPTURE"})
+# ... and SOP classes that do, whatever Modality says (a sender can write CT
+# into an angio image): the class is what the pixels are.
 TEXT_SOP_PREFIXES = (
     "1.2.840.10008.5.1.4.1.1.7",  # secondary capture, all kinds
     "1.2.840.10008.5.1.4.1.1.77.1",  # visible light (endoscopy, photographs)
+    "1.2.840.10008.5.1.4.1.1.12.",  # X-ray angiography and fluoroscopy, all kinds
+    "1.2.840.10008.5.1.4.1.1.6.",  # ultrasound, single and enhanced
+    "1.2.840.10008.5.1.4.1.1.3.",  # ultrasound multi-frame
+    "1.2.840.10008.5.1.4.1.1.1.",  # digital X-ray, mammography, intra-oral
+)
+TEXT_SOP_CLASSES = frozenset(
+    {
+        "1.2.840.10008.5.1.4.1.1.1",  # computed radiography
+        "1.2.840.10008.5.1.4.1.1.6",  # ultrasound (retired)
+        "1.2.840.10008.5.1.4.1.1.3",  # ultrasound multi-frame (retired)
+    }
 )
 
 
@@ -70,6 +83,7 @@ def may_carry_text(ds: Dataset) -> bool:
         modality in TEXT_MODALITIES
         or bool(kinds & TEXT_IMAGE_TYPES)
         or sop_class.startswith(TEXT_SOP_PREFIXES)
+        or sop_class in TEXT_SOP_CLASSES
         or burned in ("", "YES")
     )
 
