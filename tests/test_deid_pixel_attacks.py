@@ -17,7 +17,14 @@ from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, ge
 
 from dicomnode.deid.verify import may_carry_text
 from dicomnode.ingest import Ingestor, Outcome
-from dicomnode.samples import UID_ROOT, SyntheticPatient, base_dataset, ultrasound_region
+from dicomnode.samples import (
+    PATIENTS,
+    UID_ROOT,
+    SyntheticPatient,
+    base_dataset,
+    small_instance,
+    ultrasound_region,
+)
 from storage.archive import Archive
 from tests.conftest import incoming
 from tests.test_ocr import CJK_FONT, LATIN_FONT
@@ -129,3 +136,15 @@ def test_bytes_after_the_last_frame_are_not_stored(ingestor: Ingestor, archive: 
     (path,) = archive.blobs.root.rglob("*.dcm")
     assert len(dcmread(path).PixelData) == 320 * 240
     assert b"BEKMURATOV" not in path.read_bytes()
+
+
+def test_noise_ocr_reads_is_not_taken_for_a_name(ingestor: Ingestor, archive: Archive) -> None:
+    # OCR reads garbage from patterned pixels ("тЕТЕТЕтЕЕ РЕРРЕРРЕ..."): a
+    # context word must stand alone to count, or clean images are held.
+    study, series = generate_uid(UID_ROOT), generate_uid(UID_ROOT)
+    for number in range(1, 41):
+        ds = small_instance(
+            PATIENTS[number % 4], study_uid=study, series_uid=series, instance_number=number
+        )
+        result = ingestor.ingest(incoming(ds))
+        assert result.outcome is Outcome.STORED, (number, result.comment)

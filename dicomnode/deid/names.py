@@ -50,7 +50,7 @@ _CONTEXT = (
 _FILLER = r"(?:\s+(?:of|with|is|the|named|-|–|:)\b)*"
 _WORD = r"(?:[A-ZА-ЯЁӘҒҚҢӨҰҮҺІҲҶӢӮ][\w'’-]+|(?:[A-ZА-ЯЁ]\.){1,3})"
 _CONTEXTUAL = re.compile(
-    rf"(?<![\w])(?:{_CONTEXT})\.?:?{_FILLER}\s*((?:{_WORD}[,;:.)]?(?:\s+|$)){{1,3}})",
+    rf"(?<![\w])(?:{_CONTEXT})(?![\w])\.?:?{_FILLER}\s*((?:{_WORD}[,;:.)]?(?:\s+|$)){{1,3}})",
     re.IGNORECASE,
 )
 # IGNORECASE above lets the context word be any case; the captured words are
