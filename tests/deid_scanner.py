@@ -177,36 +177,23 @@ class NeedleSet:
             return []
         hits: list[Hit] = []
         folded = [c.casefold() for c in chunks]
-        joined = "\x1f".join(folded)
         found: set[Needle] = set()
-        for needle, form in self._exact:
-            if form in joined:
-                found.add(needle)
-                hits += [
-                    Hit(needle, "exact", where[i] if where else "")
-                    for i, c in enumerate(folded)
-                    if form in c
-                ][:3]
-        if self._compact:
-            compacts = [compact(c) for c in chunks]
-            joined_c = "\x1f".join(compacts)
-            for needle, form in self._compact:
-                if needle not in found and form in joined_c:
+        for forms, label, texts in (
+            (self._exact, "exact", folded),
+            (self._compact, "no separators", [compact(c) for c in chunks] if self._compact else []),
+            (
+                self._skeleton,
+                "transliterated",
+                [skeleton(c) for c in chunks] if self._skeleton else [],
+            ),
+        ):
+            joined = "\x1f".join(texts)
+            for needle, form in forms:
+                if form in joined and (label == "exact" or needle not in found):
                     found.add(needle)
                     hits += [
-                        Hit(needle, "no separators", where[i] if where else "")
-                        for i, c in enumerate(compacts)
-                        if form in c
-                    ][:3]
-        if self._skeleton:
-            skeletons = [skeleton(c) for c in chunks]
-            joined_s = "\x1f".join(skeletons)
-            for needle, form in self._skeleton:
-                if needle not in found and form in joined_s:
-                    found.add(needle)
-                    hits += [
-                        Hit(needle, "transliterated", where[i] if where else "")
-                        for i, c in enumerate(skeletons)
+                        Hit(needle, label, where[i] if where else "")
+                        for i, c in enumerate(texts)
                         if form in c
                     ][:3]
         return hits
