@@ -199,16 +199,7 @@ def _held_identity(config: Config, archive: Archive, held: dict[str, Any]) -> Id
         found = [cipher.open(sealed, pseudonym, study) for study, pseudonym, sealed in rows]
     except (RuntimeError, LinkageError):
         found = []
-    return IdentityMatcher.from_values(
-        (kind, value)
-        for who in found
-        for kind, value in (
-            ("name", who.patient_name),
-            ("id", who.patient_id),
-            ("date", who.birth_date),
-            ("id", who.accession_number),
-        )
-    )
+    return IdentityMatcher.from_values(pair for who in found for pair in who.values())
 
 
 def refuse_quarantined(archive: Archive, uids: list[str], why: str) -> list[HeldOutcome]:

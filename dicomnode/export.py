@@ -234,13 +234,8 @@ def _identities(
             found.needles |= {original.patient_name, original.study_instance_uid}
             found.words |= {original.patient_id, original.accession_number}
             found.words |= set(original.patient_name.replace("=", "^").split("^"))
-            values += [
-                ("name", original.patient_name),
-                ("id", original.patient_id),
-                ("id", original.accession_number),
-                ("date", original.birth_date),
-            ]
-        found.by_study[study["StudyInstanceUID"]] = [(k, v) for k, v in values if v]
+            values += original.values()
+        found.by_study[study["StudyInstanceUID"]] = values
     return found
 
 
@@ -295,24 +290,12 @@ def export(
             subject = deid.subject(ds, "export", pseudonym, identities.by_study.get(study_uid, ()))
             deid.apply(ds, subject)
             ds.file_meta = _package_file_meta(ds)
-            reason = _refusal(ds, subject, ocr, terms)
+            reason = _refusal(ds, subject, ocr, terms) or _enter(
+                fileset, ds, staged / f"{result.instances}.dcm", study_numbers
+            )
             if reason is not None:
                 if strict:
                     raise ExportBlocked(f"instance {uid}: {reason}")
-                result.left_out.append((uid, reason))
-                continue
-            _fill_directory_keys(ds, study_numbers)
-            path = staged / f"{result.instances}.dcm"
-            ds.save_as(path, enforce_file_format=True)
-            try:
-                fileset.add(path)
-            except ValueError as exc:  # names attributes only, never values
-                # One instance the DICOMDIR cannot list (an SR without its
-                # completion flag) must not cost the cohort every other one.
-                reason = f"cannot enter the DICOMDIR: {exc}"
-                if strict:
-                    raise ExportBlocked(f"instance {uid} {reason}") from exc
-                path.unlink()
                 result.left_out.append((uid, reason))
                 continue
             new_pseudonyms[pseudonym] = str(ds.PatientID)
@@ -343,8 +326,7 @@ def export(
 
 def left_out_summary(left_out: list[tuple[str, str]]) -> str:
     """One line for the requester: how many were left out, by reason."""
-    reasons = Counter(reason for _, reason in left_out)
-    parts = [f"{n} x {reason}" for reason, n in sorted(reasons.items())]
+    parts = [f"{n} x {reason}" for reason, n in _reasons(left_out)]
     return f"{len(left_out)} instances left out: " + "; ".join(parts)
 
 
@@ -361,6 +343,25 @@ def _package_file_meta(ds: Dataset) -> FileMetaDataset:
     meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
     meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
     return meta
+
+
+def _enter(fileset: FileSet, ds: Dataset, path: Path, study_numbers: dict[str, str]) -> str | None:
+    """Stage ``ds`` at ``path`` and list it in the DICOMDIR, or say why it
+    cannot be listed: one instance the DICOMDIR cannot take (an SR without
+    its completion flag) must not cost the cohort every other one."""
+    _fill_directory_keys(ds, study_numbers)
+    ds.save_as(path, enforce_file_format=True)
+    try:
+        fileset.add(path)
+    except ValueError as exc:  # names attributes only, never values
+        path.unlink()
+        return f"cannot enter the DICOMDIR: {exc}"
+    return None
+
+
+def _reasons(left_out: list[tuple[str, str]]) -> list[tuple[str, int]]:
+    """Reasons for leaving instances out, each with how many, in order."""
+    return sorted(Counter(reason for _, reason in left_out).items())
 
 
 def _refusal(ds: Any, subject: Any, ocr: OcrSettings, terms: Needles) -> str | None:
@@ -453,8 +454,7 @@ def _write_text(package: Path, result: ExportResult, cohort: Cohort, linkable: b
     (package / "manifest.json").write_text(
         json.dumps(result.manifest, ensure_ascii=False, indent=1), encoding="utf-8"
     )
-    reasons = Counter(reason for _, reason in result.left_out)
-    left_out = "".join(f"  {n} x {reason}\n" for reason, n in sorted(reasons.items()))
+    left_out = "".join(f"  {n} x {reason}\n" for reason, n in _reasons(result.left_out))
     (package / "README.txt").write_text(
         "CHD imaging exchange node: research export\n\n"
         f"{result.studies} studies, {result.instances} instances.\n"

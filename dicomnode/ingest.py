@@ -143,8 +143,8 @@ class Ingestor:
         the door did, since the pseudonym is keyed by it). The instance's own
         IssuerOfPatientID is the sender's word: it is sealed in the linkage,
         never shown, and splits nobody."""
-        if incoming.issuer and normalise_issuer(incoming.issuer):
-            return normalise_issuer(incoming.issuer)
+        if issuer := normalise_issuer(incoming.issuer or ""):
+            return issuer
         remote = self.config.remote(incoming.calling_ae)
         if remote is not None:
             return normalise_issuer(remote.issuer)

@@ -38,7 +38,7 @@ from pydicom.valuerep import PersonName
 
 from dicomnode.deid import policy
 from dicomnode.deid.codes import LOCAL_MEANING, is_well_known_uid, standard_meaning
-from dicomnode.deid.identity import MARK, IdentityMatcher
+from dicomnode.deid.identity import MARK, Hit, IdentityMatcher, mark
 from dicomnode.deid.names import SPACED, find_identifiers, find_names
 from dicomnode.deid.profile import BASIC_PROFILE_CODE, Option, Profile
 from dicomnode.deid.secret import Secret
@@ -53,6 +53,8 @@ from dicomnode.deid.values import (
 
 ICON_IMAGE_SEQUENCE = 0x00880200
 ENCAPSULATED_DOCUMENT = 0x00420011
+# Encapsulated PDF, CDA, STL, OBJ, MTL: documents the node cannot clean, so
+# their payload is kept and the pipeline holds every such instance for review.
 ENCAPSULATED_CLASSES = "1.2.840.10008.5.1.4.1.1.104."
 TIMEZONE_OFFSET = 0x00080201
 LABEL_DUMMY = "LABEL"
@@ -191,17 +193,7 @@ class HeaderDeidentifier:
         spans = self._spans(text, subject)
         if not spans and any(self._spans(other, subject) for other in _redecoded(text)):
             return MARK
-        if not spans:
-            return text
-        out, last = [], 0
-        for start, end in sorted(spans):
-            if start < last:
-                last = max(last, end)
-                continue
-            out += [text[last:start], MARK]
-            last = end
-        out.append(text[last:])
-        return re.sub(r"\s{2,}", " ", "".join(out)).strip()
+        return mark(text, [Hit("name", start, end) for start, end in spans])
 
     @staticmethod
     def _spans(text: str, subject: Subject) -> list[tuple[int, int]]:
@@ -406,8 +398,6 @@ class HeaderDeidentifier:
             for value in values
             for hit in subject.matcher.find(str(value))
         ) or any(list(find_names(str(v).title())) for v in values if len(str(v)) >= 5)
-        if not named and int(element.tag) not in policy.LABEL_CS:
-            return element.value
         return _one_or_many([LABEL_DUMMY for _ in values]) if named else element.value
 
     @staticmethod

@@ -918,20 +918,7 @@ class IdentityMatcher:
 
     def _clean_once(self, text: str) -> str:
         """One pass: hits (merged when only separators lie between) replaced by MARK."""
-        hits = _merge(self.find(text), same_kind=False, text=text)
-        if not hits:
-            return text
-        out: list[str] = []
-        pos = 0
-        for hit in hits:
-            start, end = hit.start, hit.end
-            while end < len(text) and text[end] in "^=":
-                end += 1
-            out.append(text[pos:start])
-            out.append(MARK)
-            pos = end
-        out.append(text[pos:])
-        return re.sub(r"[ \t]{2,}", " ", "".join(out)).strip()
+        return mark(text, self.find(text))
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -1240,6 +1227,25 @@ def _variants(part: str) -> set[str]:
         if "ng" in folded and len(skeleton(n := folded.replace("ng", "n"))) >= 5:
             out.add(n)
     return out
+
+
+def mark(text: str, hits: Sequence[Hit]) -> str:
+    """``text`` with ``hits`` replaced by MARK, hits that overlap or lie only
+    separators apart as one; text without hits is returned as it is."""
+    merged = _merge(hits, same_kind=False, text=text)
+    if not merged:
+        return text
+    out: list[str] = []
+    pos = 0
+    for hit in merged:
+        start, end = hit.start, hit.end
+        while end < len(text) and text[end] in "^=":
+            end += 1
+        out.append(text[pos:start])
+        out.append(MARK)
+        pos = end
+    out.append(text[pos:])
+    return re.sub(r"[ \t]{2,}", " ", "".join(out)).strip()
 
 
 def _merge(hits: Sequence[Hit], same_kind: bool, text: str) -> list[Hit]:

@@ -33,6 +33,16 @@ class OriginalIdentity:
     # than shown: the hospital is always the configured sender's issuer.
     own_issuer: str = ""
 
+    def values(self) -> list[tuple[str, str]]:
+        """What the descriptor cleaner and OCR look for, as (kind, value)."""
+        pairs = [
+            ("name", self.patient_name),
+            ("id", self.patient_id),
+            ("id", self.accession_number),
+            ("date", self.birth_date),
+        ]
+        return [(kind, value) for kind, value in pairs if value]
+
 
 class LinkageCipher:
     def __init__(self, key: bytes) -> None:

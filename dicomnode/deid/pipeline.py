@@ -20,7 +20,12 @@ from pydicom.filewriter import write_dataset
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian
 
 from dicomnode.config import Config
-from dicomnode.deid.header import DeidSettings, HeaderDeidentifier, parse_safe_private
+from dicomnode.deid.header import (
+    ENCAPSULATED_CLASSES,
+    DeidSettings,
+    HeaderDeidentifier,
+    parse_safe_private,
+)
 from dicomnode.deid.identity import IdentityMatcher
 from dicomnode.deid.linkage import LinkageCipher, OriginalIdentity
 from dicomnode.deid.pixels import clean, excess_bytes, has_stray_bits, needs_cleaning
@@ -32,9 +37,6 @@ from storage.index import Index
 
 DEID_KEY = "deid.key"
 LINKAGE_KEY = "linkage.key"
-# Encapsulated PDF, CDA, STL, OBJ, MTL: a document the node cannot clean, so
-# it is never stored with its payload destroyed; it is held for review.
-ENCAPSULATED_PREFIX = "1.2.840.10008.5.1.4.1.1.104."
 
 
 @dataclass(frozen=True)
@@ -147,7 +149,7 @@ def clean_and_verify(
 
 def document_reason(ds: Dataset) -> str | None:
     """Why an encapsulated document is held: nobody has looked inside it."""
-    if not str(ds.get("SOPClassUID", "")).startswith(ENCAPSULATED_PREFIX):
+    if not str(ds.get("SOPClassUID", "")).startswith(ENCAPSULATED_CLASSES):
         return None
     kind = str(ds.get("MIMETypeOfEncapsulatedDocument") or "unknown type").strip()[:40]
     return f"encapsulated document ({kind}): held for an administrator's review"
@@ -258,12 +260,13 @@ class Deidentifier:
             and not (self.ocr.enabled and may_carry_text(header))
             and not (
                 layout.pixel_length is not None
-                and excess_bytes(header, layout.pixel_length, syntax)
-            )
-            and not (
-                layout.pixel_length is not None
-                and has_stray_bits(
-                    header, data[layout.pixel_end - layout.pixel_length : layout.pixel_end], syntax
+                and (
+                    excess_bytes(header, layout.pixel_length, syntax)
+                    or has_stray_bits(
+                        header,
+                        data[layout.pixel_end - layout.pixel_length : layout.pixel_end],
+                        syntax,
+                    )
                 )
             )
         ):

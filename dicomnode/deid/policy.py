@@ -35,15 +35,6 @@ RISKY_VRS = frozenset(
 )
 # VRs whose values are text (kept ones still pass the descriptor cleaner).
 TEXT_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UT"})
-# Code strings are enumerated values, kept as they are, except those a person
-# types as a label (a presentation state's name, a graphic layer's): those
-# are replaced whole when they name anyone.
-LABEL_CS = frozenset(
-    {
-        0x00700080,  # ContentLabel (a presentation state's name)
-        0x00700002,  # GraphicLayer
-    }
-)
 
 
 # Of the descriptors Clean Descriptors would keep cleaned, the ones a
