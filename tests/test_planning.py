@@ -109,7 +109,8 @@ def test_the_plan_travels_as_a_measurement_report(ingestor, archive, tmp_path) -
     from storage.keys import Level
     from storage.query import Query
     from tests.test_written_files import errors
-    from viewer.planning.report import Slot, measurement_report, observer_name, rim_slot
+    from viewer.planning.report import measurement_report, observer_name
+    from viewer.planning.worksheet import Slot, rim_slot
 
     data, syntax = split_file(sample_file("color3d_jpeg_baseline.dcm").read_bytes())
     assert ingestor.ingest(Incoming(data, syntax, calling_ae="BISHKEK_ECHO")).status == 0
@@ -154,7 +155,7 @@ def test_slot_meanings_are_the_servers_and_the_page_draws_the_same_worksheet() -
     import re
     from pathlib import Path
 
-    from viewer.planning.report import RIMS, WORKSHEET, Slot, UnknownSlot, worksheet_slot
+    from viewer.planning.worksheet import RIMS, WORKSHEET, Slot, UnknownSlot, worksheet_slot
 
     # A meaning cannot be given: it is the catalogue's.
     assert worksheet_slot("PDA", "PDA-NARROWEST", 2.5).meaning == (

@@ -15,15 +15,8 @@ from storage.query import Query
 from viewer.auth import audit
 from viewer.planning import calibration as cal
 from viewer.planning import sizing
-from viewer.planning.report import (
-    WORKSHEET,
-    Slot,
-    UnknownSlot,
-    measurement_report,
-    observer_name,
-    rim_slot,
-    worksheet_slot,
-)
+from viewer.planning.report import measurement_report, observer_name
+from viewer.planning.worksheet import WORKSHEET, Slot, UnknownSlot, rim_slot, worksheet_slot
 
 bp = Blueprint("planning", __name__, url_prefix="/api")
 DEFECTS = frozenset(WORKSHEET)
