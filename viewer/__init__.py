@@ -22,6 +22,7 @@ def create_app(
     """Application factory: configuration, archive, session key (and the
     ingestor that stores the node's own reports) are passed in."""
     from viewer import admin, auth, dicomweb, exports, frames, i18n, security, studies
+    from viewer.planning import measure
     from viewer.planning import pages as planning_pages
     from viewer.planning import routes as planning
 
@@ -38,6 +39,7 @@ def create_app(
     app.register_blueprint(auth.bp)
     app.register_blueprint(studies.bp)
     app.register_blueprint(frames.bp)
+    app.register_blueprint(measure.bp)
     app.register_blueprint(planning.bp)
     app.register_blueprint(planning_pages.bp)
     app.register_blueprint(dicomweb.bp)

@@ -24,6 +24,8 @@ from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
 from pydicom.uid import JPEGBaseline8Bit
 
+from viewer.presentation import patient_fields
+
 bp = Blueprint("frames", __name__, url_prefix="/api/instances")
 DEFAULT_FPS = 30.0
 
@@ -139,10 +141,7 @@ def meta(uid: str) -> Any:
         photometric=str(ds.get("PhotometricInterpretation", "")),
         grey=str(ds.get("PhotometricInterpretation", "")).startswith("MONOCHROME"),
         modality=str(ds.get("Modality", "")),
-        pseudonym=str(ds.get("PatientID", "")),
-        sex=str(ds.get("PatientSex", "")),
-        age=str(ds.get("PatientAge", "")),
-        weight=str(ds.get("PatientWeight", "")),
+        **patient_fields(ds),
         view=str(ds.get("SeriesDescription", "")),
     )
 

@@ -46,7 +46,7 @@ RULES: dict[str, frozenset[str]] = {
     "dicomweb.study_metadata": EVERYONE,
     "dicomweb.instance_metadata": EVERYONE,
     # Clinical work: measuring, planning, storing reports and images.
-    "planning.measure": CLINICAL,
+    "measure.measure": CLINICAL,
     "planning.save_plan": CLINICAL,
     "dicomweb.store": CLINICAL,
     # Research cohorts.

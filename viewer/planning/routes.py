@@ -1,20 +1,17 @@
-"""Planning API: calibrated measurements, sizing proposals, saved plans + SR."""
+"""Planning API: sizing proposals, saved plans + SR."""
 
 from __future__ import annotations
 
 from dataclasses import asdict
-from io import BytesIO
 from typing import Any
 
 from flask import Blueprint, abort, current_app, g, jsonify, request
-from pydicom import dcmread
-from pydicom.dataset import Dataset
 
 from storage.keys import Level
 from storage.query import Query
 from viewer.auth import audit
-from viewer.planning import calibration as cal
 from viewer.planning import sizing
+from viewer.planning.measure import header, saved_measurements, user_calibration
 from viewer.planning.report import measurement_report, observer_name
 from viewer.planning.worksheet import WORKSHEET, Slot, UnknownSlot, rim_slot, worksheet_slot
 
@@ -26,64 +23,6 @@ def _archive() -> Any:
     return current_app.extensions["archive"]
 
 
-def _header(uid: str) -> Dataset:
-    data = _archive().read(uid)
-    if data is None:
-        abort(404, description="no such instance")
-    return dcmread(BytesIO(data), stop_before_pixels=True)
-
-
-def _points(body: dict, count: int) -> list[tuple[float, float]]:
-    try:
-        points = [(float(x), float(y)) for x, y in body["points"]]
-    except (KeyError, TypeError, ValueError):
-        abort(400, description="points: a list of [x, y] pairs")
-    if len(points) != count:
-        abort(400, description=f"this measurement needs {count} points")
-    return points
-
-
-def _user_calibration(body: dict) -> cal.Calibration | None:
-    given = body.get("calibration")
-    if not given:
-        return None
-    try:
-        p1, p2 = (tuple(map(float, p)) for p in given["points"])
-        if "french" in given:
-            return cal.manual(
-                p1,
-                p2,
-                cal.french_mm(float(given["french"])),
-                f"catheter {float(given['french']):g}F",
-            )
-        return cal.manual(p1, p2, float(given["mm"]), f"known length {float(given['mm']):g} mm")
-    except (KeyError, TypeError, ValueError) as exc:
-        abort(400, description=f"calibration: {exc}")
-
-
-@bp.post("/instances/<uid>/measure")
-def measure(uid: str) -> Any:
-    """Length, angle or ellipse area, calibrated when the image allows."""
-    body = request.get_json(silent=True) or {}
-    ds, user = _header(uid), _user_calibration(body)
-    kind = body.get("kind")
-    if kind == "length":
-        result = cal.length(ds, *_points(body, 2), user=user)
-        return jsonify(asdict(result))
-    if kind == "angle":
-        vertex, a, b = _points(body, 3)
-        scale = cal.for_image(ds, vertex, a, b, user=user)
-        value = cal.angle_degrees(
-            vertex, a, b, scale if isinstance(scale, cal.Calibration) else None
-        )
-        return jsonify(value=value, unit="°", source="angle")
-    if kind == "ellipse":
-        (cx, cy), (ex, ey) = _points(body, 2)  # centre and a corner of the bounding box
-        result = cal.ellipse_area(ds, (cx, cy), abs(ex - cx), abs(ey - cy), user=user)
-        return jsonify(asdict(result))
-    abort(400, description="kind: length, angle or ellipse")
-
-
 def _krichenko(defect: str, value: Any) -> str | None:
     """Krichenko angiographic type of a duct (A-E), PDA only."""
     if defect != "PDA" or not value:
@@ -91,41 +30,6 @@ def _krichenko(defect: str, value: Any) -> str | None:
     if value not in ("A", "B", "C", "D", "E"):
         abort(400, description="krichenko: one of A, B, C, D, E")
     return value
-
-
-def _measurements(given: Any) -> list[dict[str, Any]]:
-    kept = []
-    for item in (given or [])[:200] if isinstance(given, list) else []:
-        try:
-            kept.append(
-                {
-                    "uid": str(item["uid"]),
-                    "frame": int(item["frame"]),
-                    "kind": str(item["kind"]),
-                    "points": [[float(x), float(y)] for x, y in item["points"]][:3],
-                    "value": float(item["value"]),
-                    "unit": str(item["unit"])[:8],
-                    "source": str(item["source"])[:200],
-                }
-            )
-        except (KeyError, TypeError, ValueError):
-            abort(400, description="measurements: uid, frame, kind, points, value, unit, source")
-    return kept
-
-
-def proposal(
-    defect: str, values: dict[str, float], rims: dict[str, float]
-) -> sizing.Proposal | None:
-    if defect == "PDA" and "PDA-NARROWEST" in values:
-        return sizing.pda(values["PDA-NARROWEST"])
-    if defect == "perimembranous VSD" and "VSD-LV-DIAMETER" in values:
-        largest = max(values.get("VSD-LV-DIAMETER", 0), values.get("VSD-RV-DIAMETER", 0))
-        return sizing.perimembranous_vsd(largest)
-    if defect == "secundum ASD" and "ASD-MAX-DIAMETER" in values:
-        return sizing.secundum_asd(
-            values["ASD-MAX-DIAMETER"], stretched_mm=values.get("ASD-STRETCHED"), rims_mm=rims
-        )
-    return None
 
 
 def _slots(defect: str, body: dict) -> tuple[list[Slot], dict[str, float]]:
@@ -188,7 +92,7 @@ def save_plan(uid: str) -> Any:
     chosen = [i for i in images if i["SOPInstanceUID"] in measured]
     # An SR needs evidence: the measured images, else the study's first image.
     chosen = chosen or [i for i in images if i["Modality"] != "SR"][:1] or images[:1]
-    evidence = [_header(i["SOPInstanceUID"]) for i in chosen]
+    evidence = [header(i["SOPInstanceUID"]) for i in chosen]
     rim_slots = [rim_slot(name, value) for name, value in rims.items()]
     # Named by role: who saved it is in the plan row and the audit trail.
     observer = observer_name(g.user.role)
@@ -196,7 +100,7 @@ def save_plan(uid: str) -> Any:
     stored = current_app.extensions["ingestor"].ingest_own(sr, images[0]["IssuerOfPatientID"])
     if stored.status != 0:
         abort(500, description=f"the report could not be stored ({stored.comment})")
-    suggestion = proposal(defect, {s.code: s.value_mm for s in slots}, rims)
+    suggestion = sizing.propose(defect, {s.code: s.value_mm for s in slots}, rims)
     content = {
         "slots": [asdict(s) for s in slots],
         "rims": rims,
@@ -204,9 +108,9 @@ def save_plan(uid: str) -> Any:
         "note": str(body.get("note", ""))[:4000],
         "krichenko": _krichenko(defect, body.get("krichenko")),
         # The user's catheter calibration travels with the plan it was used in.
-        "calibration": body.get("calibration") if _user_calibration(body) else None,
+        "calibration": body.get("calibration") if user_calibration(body) else None,
         # The drawn lines, so reopening the study shows them on their frames again.
-        "measurements": _measurements(body.get("measurements")),
+        "measurements": saved_measurements(body.get("measurements")),
         "proposal": asdict(suggestion) if suggestion else None,
     }
     version = archive.index.plans.add(uid, defect, content, g.user.username, str(sr.SOPInstanceUID))

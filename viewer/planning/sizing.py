@@ -85,3 +85,24 @@ def secundum_asd(
 def deficient_rims(rims_mm: dict[str, float], threshold: float = RIM_THRESHOLD_MM) -> list[str]:
     """Rims under the threshold (5 mm), which the worksheet flags."""
     return [name for name, value in rims_mm.items() if value < threshold]
+
+
+def propose(
+    defect: str,
+    values: dict[str, float],
+    rims: dict[str, float],
+    krichenko: str | None = None,
+) -> Proposal | None:
+    """The sizing aid for a defect's worksheet values (slot code -> mm), rims
+    (name -> mm) and, for a duct, its Krichenko type; None when too little
+    was measured."""
+    if defect == "PDA" and "PDA-NARROWEST" in values:
+        return pda(values["PDA-NARROWEST"])
+    if defect == "perimembranous VSD" and "VSD-LV-DIAMETER" in values:
+        largest = max(values.get("VSD-LV-DIAMETER", 0), values.get("VSD-RV-DIAMETER", 0))
+        return perimembranous_vsd(largest)
+    if defect == "secundum ASD" and "ASD-MAX-DIAMETER" in values:
+        return secundum_asd(
+            values["ASD-MAX-DIAMETER"], stretched_mm=values.get("ASD-STRETCHED"), rims_mm=rims
+        )
+    return None

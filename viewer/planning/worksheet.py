@@ -41,6 +41,8 @@ CATALOGUE: dict[str, str] = {
     **{code: meaning for slots in WORKSHEET.values() for code, meaning in slots},
     **{f"RIM-{rim.upper()}": f"{rim} rim" for rim in RIMS},
 }
+
+
 class UnknownSlot(ValueError):
     """A slot the worksheet does not have. The message names the ones it has,
     never the one given (free text from a browser: it may name anyone)."""

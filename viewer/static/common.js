@@ -8,3 +8,9 @@ document.addEventListener("change", (event) => {
 document.addEventListener("click", (event) => {
   if (event.target.matches("[data-print]")) window.print();
 });
+// Translation of interface text ("{name}" placeholders) and numbers in the
+// page's language (decimal comma in Russian): one definition for all scripts.
+window.t = (text, values = {}) => Object.entries(values).reduce(
+  (out, [key, value]) => out.replaceAll(`{${key}}`, value), window.I18N[text] || text);
+window.fmt = (value, digits = 1) => new Intl.NumberFormat(document.documentElement.lang || "en",
+  { minimumFractionDigits: digits, maximumFractionDigits: digits }).format(value);

@@ -6,8 +6,7 @@
 
 (() => {
   const api = window.viewerApi;
-  const t = (text, values = {}) => Object.entries(values).reduce(
-    (out, [key, value]) => out.replaceAll(`{${key}}`, value), (window.I18N || {})[text] || text);
+  const { t, fmt } = window;
   const $ = (id) => document.getElementById(id);
   const csrf = document.querySelector("meta[name=csrf-token]").content;
   const measurements = []; // {uid, frame, kind, points, value, unit, source}

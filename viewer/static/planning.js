@@ -3,8 +3,7 @@
 "use strict";
 
 (() => {
-  const t = (text, values = {}) => Object.entries(values).reduce(
-    (out, [key, value]) => out.replaceAll(`{${key}}`, value), (window.I18N || {})[text] || text);
+  const { t, fmt } = window;
   const $ = (id) => document.getElementById(id);
   const csrf = document.querySelector("meta[name=csrf-token]").content;
   const study = document.body.dataset.study;

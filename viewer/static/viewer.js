@@ -4,8 +4,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const t = (text, values = {}) => Object.entries(values).reduce(
-  (out, [key, value]) => out.replaceAll(`{${key}}`, value), (window.I18N || {})[text] || text);
+const { t, fmt } = window;
 const viewports = [];
 let active = 0;
 
@@ -13,7 +12,7 @@ function makeViewport(element) {
   const canvas = element.querySelector("canvas");
   const vp = {
     element, canvas, ctx: canvas.getContext("2d"), overlay: element.querySelector(".overlay"),
-    images: [], times: [], frame: 0, playing: false, acc: 0, last: 0, meta: null,
+    clip: null, times: [], frame: 0, playing: false, acc: 0, last: 0, meta: null,
     zoom: 1, panX: 0, panY: 0, brightness: 1, contrast: 1, invert: false,
   };
   element.addEventListener("mousedown", () => select(viewports.indexOf(vp)));
@@ -28,32 +27,26 @@ function select(index) {
 }
 
 async function openSeries(vp, instances) {
-  const first = instances[0];
-  const meta = await (await fetch(`/api/instances/${first}/meta`)).json();
-  let urls;
-  if (meta.frames > 1 || instances.length === 1) {
-    urls = Array.from({ length: meta.frames }, (_, i) => `/api/instances/${first}/frames/${i + 1}`);
-    vp.times = meta.frame_times_ms;
-  } else { // a stack of single-frame instances
-    urls = instances.map((uid) => `/api/instances/${uid}/frames/1`);
-    vp.times = urls.map(() => 1000 / Math.max(meta.fps, 1));
-  }
-  vp.meta = meta;
-  vp.images = urls.map((url) => { const img = new Image(); img.src = url; return img; });
+  if (vp.clip) vp.clip.close();
+  const clip = await window.Clip.open(instances);
+  vp.clip = clip;
+  vp.meta = clip.meta;
+  vp.times = clip.times;
   vp.frame = 0; vp.acc = 0; vp.zoom = 1; vp.panX = vp.panY = 0;
   vp.brightness = vp.contrast = 1; vp.invert = false;
-  await vp.images[0].decode();
-  vp.canvas.width = vp.images[0].naturalWidth;
-  vp.canvas.height = vp.images[0].naturalHeight;
+  vp.canvas.width = clip.width;
+  vp.canvas.height = clip.height;
   draw(vp);
-  vp.playing = urls.length > 1; // auto-play a clip
+  vp.playing = clip.count > 1; // auto-play a clip
   vp.last = performance.now();
   syncControls();
 }
 
+const count = (vp) => (vp.clip ? vp.clip.count : 0);
+
 function draw(vp) {
-  const img = vp.images[vp.frame];
-  if (!img || !img.complete || !img.naturalWidth) return false;
+  const img = vp.clip && vp.clip.source(vp.frame, vp.window);
+  if (!img) return false;
   const { ctx, canvas } = vp;
   ctx.setTransform(1, 0, 0, 1, 0, 0);
   ctx.fillStyle = "#000";
@@ -66,25 +59,25 @@ function draw(vp) {
   for (const overlay of window.viewerOverlays || []) overlay(vp, ctx);
   const m = vp.meta;
   vp.overlay.textContent = `${m.pseudonym} · ${m.sex} ${m.age} ${m.weight ? m.weight + " " + t("kg") : ""}` +
-    ` · ${m.modality} ${m.view} · ${t("frame {n}", { n: `${vp.frame + 1}/${vp.images.length}` })} · ${m.fps} ${t("fps")}`;
+    ` · ${m.modality} ${m.view} · ${t("frame {n}", { n: `${vp.frame + 1}/${count(vp)}` })} · ${m.fps} ${t("fps")}`;
   return true;
 }
 
 function tick(now) {
   for (const vp of viewports) {
-    if (!vp.playing || vp.images.length < 2) { vp.last = now; continue; }
+    if (!vp.playing || !vp.clip || vp.clip.count < 2) { vp.last = now; continue; }
     vp.acc += (now - vp.last) * Number($("speed").value);
     vp.last = now;
     let moved = false;
     while (vp.acc >= vp.times[vp.frame]) {
       const next = vp.frame + 1;
-      if (!vp.images[next % vp.images.length].complete) {
+      if (!vp.clip.ready(next % vp.clip.count)) {
         vp.acc = vp.times[vp.frame]; // wait for the network, then go on at the clip's pace
         break;
       }
       vp.acc -= vp.times[vp.frame];
-      if (next >= vp.images.length && !$("loop").checked) { vp.playing = false; break; }
-      vp.frame = next % vp.images.length;
+      if (next >= count(vp) && !$("loop").checked) { vp.playing = false; break; }
+      vp.frame = next % count(vp);
       moved = true;
     }
     if (moved) draw(vp);
@@ -96,17 +89,17 @@ function tick(now) {
 function syncControls() {
   const vp = viewports[active];
   if (!vp) return;
-  $("scrub").max = Math.max(vp.images.length, 1);
+  $("scrub").max = Math.max(count(vp), 1);
   $("scrub").value = vp.frame + 1;
-  $("counter").textContent = `${vp.images.length ? vp.frame + 1 : 0} / ${vp.images.length}`;
+  $("counter").textContent = `${count(vp) ? vp.frame + 1 : 0} / ${count(vp)}`;
   $("play").classList.toggle("on", vp.playing);
 }
 
 function step(delta) {
   const vp = viewports[active];
-  if (!vp.images.length) return;
+  if (!count(vp)) return;
   vp.playing = false;
-  vp.frame = (vp.frame + delta + vp.images.length) % vp.images.length;
+  vp.frame = (vp.frame + delta + count(vp)) % count(vp);
   draw(vp);
 }
 
@@ -162,7 +155,7 @@ function bindControls() {
       "+": () => { vp.zoom *= 1.25; draw(vp); }, "=": () => { vp.zoom *= 1.25; draw(vp); },
       "-": () => { vp.zoom /= 1.25; draw(vp); },
       Home: () => { vp.zoom = 1; vp.panX = vp.panY = 0; draw(vp); },
-      End: () => { vp.playing = false; vp.frame = vp.images.length - 1; draw(vp); },
+      End: () => { vp.playing = false; vp.frame = count(vp) - 1; draw(vp); },
       i: () => { vp.invert = !vp.invert; draw(vp); },
       "?": () => { $("keys").hidden = !$("keys").hidden; },
       Escape: () => { $("keys").hidden = true; },
@@ -193,7 +186,7 @@ window.viewerApi = {
     return [(cx - tx) / vp.zoom, (cy - ty) / vp.zoom];
   },
 };
-window.viewerState = () => viewports.map((vp) => ({ frame: vp.frame, frames: vp.images.length, playing: vp.playing, invert: vp.invert, contrast: vp.contrast }));
+window.viewerState = () => viewports.map((vp) => ({ frame: vp.frame, frames: count(vp), playing: vp.playing, invert: vp.invert, contrast: vp.contrast }));
 const firstThumb = document.querySelector("#series .thumb");
 if (firstThumb) firstThumb.click();
 requestAnimationFrame(tick);
