@@ -92,3 +92,10 @@ def saved_measurements(given: Any) -> list[dict[str, Any]]:
         except (KeyError, TypeError, ValueError):
             abort(400, description="measurements: uid, frame, kind, points, value, unit, source")
     return kept
+
+
+def saved_calibrations(body: dict) -> list[dict[str, Any]]:
+    """The user's calibrations a plan keeps (validated; each measurement names
+    the one it used by ``calibration_id``)."""
+    given = body.get("calibrations")
+    return [dict(c) for c in given[:50] if isinstance(c, dict)] if isinstance(given, list) else []
