@@ -1,85 +1,304 @@
-"""Device sizing aids: candidate sizes from stated rules, each citing its source.
+"""Device sizing aids: candidate sizes from published rules, each citing its source.
 
-Decision support for the interventional cardiologist, never an order: the
-rules and the device catalogues are data that a centre can change, and every
-proposal carries the rule and the measurement it was computed from.
+Decision support for the interventional cardiologist, never an order. The
+rules, their thresholds (``Centre``) and the device catalogues below are
+data a centre can change; docs/planning-rules.md says where each figure
+comes from and which are a centre's choice. Every proposal carries the rules
+it applied, the measurement it was computed from and its warnings, as
+English text with {placeholders} and the numbers apart (floats, mm or kg),
+so the page translates the text and formats the numbers in the reader's
+locale. String values are catalogue terms or device sizes: the page passes
+them through t() too.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+
+from viewer.planning.worksheet import (
+    FORMS,
+    KRICHENKO_TYPES,
+    RIMS,
+    UnknownSlot,
+    rim_slot,
+    worksheet_slot,
+)
+
+EPS = 1e-9  # measurements are floats: 6.4 + 1 must still reach a 7.4 mm bound
+
+
+@dataclass(frozen=True)
+class Message:
+    """English text with {placeholders}, and the values that fill them."""
+
+    text: str
+    values: dict[str, str | float] = field(default_factory=dict)
+
+    def english(self) -> str:
+        """The text filled in English (numbers to 0.1), for logs and tests."""
+        shown = {k: f"{v:.1f}" if isinstance(v, float) else v for k, v in self.values.items()}
+        return self.text.format(**shown)
+
+
+def _m(text: str, **values: str | float) -> Message:
+    return Message(text, {k: v if isinstance(v, str) else float(v) for k, v in values.items()})
 
 
 @dataclass(frozen=True)
 class Rule:
     defect: str
-    says: str
+    says: str  # English with {placeholders} filled from values
     source: str
+    values: dict[str, str | float] = field(default_factory=dict)
+
+
+def _rule(defect: str, says: str, source: str, **values: str | float) -> Rule:
+    return Rule(defect, says, source, _m(says, **values).values)
 
 
 @dataclass(frozen=True)
 class Proposal:
     sizes: list[str]
-    rule: Rule
-    basis: str
-    warnings: list[str] = field(default_factory=list)
+    rule: Rule  # the rule the sizes come from
+    rules: list[Rule]  # every rule applied, the sizing rule first
+    basis: Message  # the measurement the sizes were computed from
+    warnings: list[Message] = field(default_factory=list)  # against a size or the device
+    notes: list[Message] = field(default_factory=list)  # what is unchecked, or advice
 
 
-PDA_RULE = Rule(
-    "PDA",
-    "duct occluder whose smaller (pulmonary) end is at least 2 mm over the narrowest "
-    "ductal diameter",
-    "Amplatzer Duct Occluder instructions for use (device sizing)",
+@dataclass(frozen=True)
+class Centre:
+    """Thresholds a centre may set; the defaults are the published figures
+    (or, where marked, a centre's choice) given in docs/planning-rules.md."""
+
+    asd_margin_mm: float = 2.0  # centre's choice: echo diameter + margin, no balloon
+    rim_mm: float = 5.0  # ASE 2015: a rim under 5 mm is deficient
+    duct_margin_mm: float = 2.0  # ADO IFU: pulmonary end >= narrowest + 2 mm
+    small_duct_mm: float = 2.0  # centre's choice within the 2-3 mm of the literature
+    window_length_mm: float = 3.0  # centre's choice: a longer type B duct is doubtful
+    duct_occluder_kg: float = 6.0  # ADO IFU: off-label under 6 kg
+    vsd_oversize_mm: tuple[float, float] = (1.0, 2.0)  # VSD occluders: 1-2 mm over
+    subaortic_rim_mm: float = 2.0  # pmVSD series (Holzer 2006, Butera 2007)
+    tricuspid_mm: float = 2.0  # pmVSD right disc 4 mm over the waist (2 mm a side)
+    valve_distance_mm: float = 4.0  # muscular VSD occluder: 4 mm from any valve
+    apex_rim_mm: float = 4.0  # muscular VSD discs 8 mm over the waist (4 mm a side)
+    muscular_occluder_kg: float = 5.2  # muscular VSD occluder: 5.2 kg or more
+
+
+CENTRE = Centre()
+RIM_THRESHOLD_MM = CENTRE.rim_mm
+
+
+# --- Device catalogues (data: edit for what the centre stocks) -------------
+
+
+@dataclass(frozen=True)
+class SeptalOccluder:
+    waist: float
+    left_disc: float
+
+    @property
+    def size(self) -> str:
+        return f"{self.waist:g} mm"
+
+
+# Amplatzer Septal Occluder: left atrial disc over the waist, by waist range.
+LEFT_DISC_OVER_WAIST = ((10, 12.0), (32, 14.0), (40, 16.0))
+
+
+def _septal(waist: float) -> SeptalOccluder:
+    extra = next(more for upto, more in LEFT_DISC_OVER_WAIST if waist <= upto)
+    return SeptalOccluder(waist, waist + extra)
+
+
+SEPTAL_OCCLUDERS = tuple(_septal(w) for w in (*range(4, 21), *range(22, 41, 2)))
+
+
+@dataclass(frozen=True)
+class DuctOccluder:
+    aortic: float  # aortic end, inside the retention skirt
+    pulmonary: float  # pulmonary (smaller) end
+    length: float
+
+    @property
+    def size(self) -> str:
+        return f"{self.aortic:g}/{self.pulmonary:g}"
+
+    @property
+    def skirt(self) -> float:
+        return self.aortic + SKIRT_OVER_AORTIC_END
+
+
+SKIRT_OVER_AORTIC_END = 4.0  # the retention skirt reaches 2 mm beyond the aortic end
+# Amplatzer Duct Occluder: (aortic end, pulmonary end, length) in mm.
+DUCT_OCCLUDERS = tuple(
+    DuctOccluder(*d)
+    for d in ((5, 4, 5), (6, 4, 7), (8, 6, 7), (10, 8, 8), (12, 10, 8), (14, 12, 8), (16, 14, 8))
 )
-PM_VSD_RULE = Rule(
-    "perimembranous VSD",
-    "occluder waist 1-2 mm over the largest VSD diameter",
-    "manufacturer guidance for membranous VSD occluders; Holzer et al., "
-    "Catheter Cardiovasc Interv 2006",
+PM_VSD_WAISTS = tuple(range(4, 19))  # membranous VSD occluder waists, mm
+MUSCULAR_VSD_WAISTS = tuple(range(4, 19, 2))  # muscular VSD occluder waists, mm
+
+
+# --- Sources ---------------------------------------------------------------
+
+ASO_IFU = "Amplatzer Septal Occluder instructions for use"
+ASE_2015 = "Silvestry et al., J Am Soc Echocardiogr 2015;28:910-58 (ASE/SCAI guideline)"
+ADO_IFU = "Amplatzer Duct Occluder instructions for use"
+KRICHENKO_1989 = "Krichenko et al., Am J Cardiol 1989;63:877-80"
+PM_SERIES = (
+    "Holzer et al., Catheter Cardiovasc Interv 2006;68:620-8; "
+    "Butera et al., J Am Coll Cardiol 2007;50:1189-95"
 )
-ASD_RULE = Rule(
-    "secundum ASD",
-    "septal occluder waist equal to the stretched (balloon) diameter; without balloon "
-    "sizing, the largest echo diameter plus a margin",
-    "Amplatzer Septal Occluder instructions for use; margin: centre setting",
+MUSCULAR_IFU = "Amplatzer Muscular VSD Occluder instructions for use"
+CENTRE_SETTING = "threshold: centre setting"
+
+
+# --- Secundum ASD ------------------------------------------------------------
+
+ASD_VIEWS = ("ASD-MAX-DIAMETER", "ASD-MAX-DIAMETER-2")
+RIM_WARNINGS = {
+    "IVC": "Deficient IVC rim ({rim} mm, under {threshold} mm): weighs against "
+    "device closure (embolisation)",
+    "posterior": "Deficient posterior rim ({rim} mm, under {threshold} mm): weighs "
+    "against device closure (embolisation)",
+    "SVC": "Deficient SVC rim ({rim} mm, under {threshold} mm): check that the "
+    "device leaves the superior vena cava free",
+    "AV-valve": "Deficient AV-valve rim ({rim} mm, under {threshold} mm): the discs "
+    "may touch the atrioventricular valves",
+}
+AORTIC_RIM_NOTE = (
+    "Deficient aortic rim ({rim} mm, under {threshold} mm): common and acceptable "
+    "for a septal occluder; avoid oversizing (erosion)"
 )
-RIM_THRESHOLD_MM = 5.0
-
-# (aortic end, pulmonary end) in mm, as the sizes are named.
-DUCT_OCCLUDERS = ((5, 4), (6, 4), (8, 6), (10, 8), (12, 10), (14, 12), (16, 14))
-VSD_WAISTS = tuple(range(4, 19))
-ASD_WAISTS = (*range(4, 21), *range(22, 41, 2))
-
-
-def pda(narrowest_mm: float, devices: tuple = DUCT_OCCLUDERS) -> Proposal:
-    fitting = [d for d in devices if d[1] >= narrowest_mm + 2]
-    warnings = [] if fitting else ["no catalogued duct occluder is large enough"]
-    sizes = [f"{a}/{p}" for a, p in fitting[:2]]
-    return Proposal(sizes, PDA_RULE, f"narrowest diameter {narrowest_mm:.1f} mm", warnings)
-
-
-def perimembranous_vsd(largest_mm: float, waists: tuple = VSD_WAISTS) -> Proposal:
-    sizes = [f"{w} mm" for w in waists if largest_mm + 1 <= w <= largest_mm + 2]
-    warnings = [] if sizes else ["no catalogued waist 1-2 mm over the defect"]
-    return Proposal(sizes, PM_VSD_RULE, f"largest diameter {largest_mm:.1f} mm", warnings)
 
 
 def secundum_asd(
-    largest_echo_mm: float,
-    stretched_mm: float | None = None,
-    margin_mm: float = 2.0,
-    waists: tuple = ASD_WAISTS,
-    rims_mm: dict[str, float] | None = None,
+    values: dict[str, float],
+    rims: dict[str, float],
+    centre: Centre = CENTRE,
+    devices: tuple[SeptalOccluder, ...] = SEPTAL_OCCLUDERS,
 ) -> Proposal:
-    if stretched_mm is not None:
-        target, basis = stretched_mm, f"stretched diameter {stretched_mm:.1f} mm"
+    """Waist = stop-flow (balloon-stretched) diameter when given, else the
+    largest echo diameter over all views plus a margin; the left disc must
+    fit the total septal length; rims weighed one by one."""
+    warnings: list[Message] = []
+    notes: list[Message] = []
+    views = [values[code] for code in ASD_VIEWS if code in values]
+    largest = max(views) if views else None
+    stretched = values.get("ASD-STRETCHED")
+    septal = values.get("ASD-SEPTAL-LENGTH")
+    balloon = _rule(
+        "secundum ASD",
+        "septal occluder waist equal to the balloon-stretched (stop-flow) diameter",
+        ASO_IFU,
+    )
+    echo = _rule(
+        "secundum ASD",
+        "without balloon sizing: the largest echo diameter over all views plus {margin} mm",
+        f"{ASO_IFU}; margin: centre setting",
+        margin=centre.asd_margin_mm,
+    )
+    target: float | None = None
+    if stretched is not None:
+        main, target = balloon, stretched
+        basis = _m("balloon-stretched diameter {stretched} mm", stretched=stretched)
+        if largest is not None and stretched < largest:
+            warnings.append(
+                _m(
+                    "Balloon-stretched diameter {stretched} mm is smaller than the echo "
+                    "diameter {largest} mm: implausible, check both",
+                    stretched=stretched,
+                    largest=largest,
+                )
+            )
+    elif largest is not None:
+        main, target = echo, largest + centre.asd_margin_mm
+        basis = _m(
+            "largest echo diameter over all views {largest} mm + {margin} mm margin",
+            largest=largest,
+            margin=centre.asd_margin_mm,
+        )
     else:
-        target = largest_echo_mm + margin_mm
-        basis = f"largest echo diameter {largest_echo_mm:.1f} mm + {margin_mm:.1f} mm margin"
-    fitting = [w for w in waists if w >= target]
-    warnings = [] if fitting else ["no catalogued septal occluder is large enough"]
-    warnings += [f"deficient {name} rim" for name in deficient_rims(rims_mm or {})]
-    return Proposal([f"{w} mm" for w in fitting[:2]], ASD_RULE, basis, warnings)
+        main, basis = echo, _m("nothing measured to size from")
+        warnings.append(
+            _m(
+                "Measure the ASD diameter in every view, or the balloon-stretched "
+                "diameter, to size a device"
+            )
+        )
+    sizes: list[str] = []
+    if target is not None:
+        fitting = [d for d in devices if d.waist >= target - EPS][:2]
+        if not fitting:
+            warnings.append(_m("No catalogued septal occluder reaches {target} mm", target=target))
+        if septal is not None:
+            over = [d for d in fitting if d.left_disc > septal + EPS]
+            if over:
+                warnings.append(
+                    _m(
+                        "From {size} up, the left disc ({disc} mm) is longer than the "
+                        "total septal length ({septal} mm)",
+                        size=over[0].size,
+                        disc=over[0].left_disc,
+                        septal=septal,
+                    )
+                )
+            fitting = [d for d in fitting if d.left_disc <= septal + EPS]
+        sizes = [d.size for d in fitting]
+    measured = [v for v in (largest, stretched) if v is not None]
+    defect_mm = max(measured) if measured else None
+    if septal is None:
+        notes.append(_m("Total septal length not measured: the fit of the left disc is unchecked"))
+    elif defect_mm is not None and septal <= defect_mm:
+        warnings.append(
+            _m(
+                "Total septal length {septal} mm is not longer than the defect "
+                "({defect} mm): check both",
+                septal=septal,
+                defect=defect_mm,
+            )
+        )
+    rim_warnings, rim_notes = _asd_rims(rims, centre.rim_mm)
+    rules = [
+        main,
+        _rule(
+            "secundum ASD",
+            "the left disc (waist + 12, 14 or 16 mm by size) must not be longer than "
+            "the total septal length",
+            f"{ASO_IFU} (disc diameters); {ASE_2015}",
+        ),
+        _rule(
+            "secundum ASD",
+            "rims of {threshold} mm or more hold a septal occluder; a deficient aortic rim "
+            "alone is acceptable, deficient IVC or posterior rims weigh against device closure",
+            f"{ASE_2015}; Amedro et al., J Thorac Dis 2017 (inferior-posterior rims); "
+            "Kijima et al. (several deficient rims)",
+            threshold=centre.rim_mm,
+        ),
+    ]
+    return Proposal(sizes, main, rules, basis, warnings + rim_warnings, notes + rim_notes)
+
+
+def _asd_rims(rims: dict[str, float], threshold: float) -> tuple[list[Message], list[Message]]:
+    """A deficient aortic rim alone is noted; any other deficient rim, or
+    several, is a warning."""
+    if not rims:
+        return [], [_m("Rims not measured: their adequacy is unchecked")]
+    deficient = [name for name in RIMS if name in rims and rims[name] < threshold]
+    warnings = [
+        _m(RIM_WARNINGS[name], rim=rims[name], threshold=threshold)
+        for name in deficient
+        if name != "aortic"
+    ]
+    notes = [
+        _m(AORTIC_RIM_NOTE, rim=rims[name], threshold=threshold)
+        for name in deficient
+        if name == "aortic"
+    ]
+    if len(deficient) > 1:
+        warnings.append(_m("More than one deficient rim: device closure succeeds less often"))
+    return warnings, notes
 
 
 def deficient_rims(rims_mm: dict[str, float], threshold: float = RIM_THRESHOLD_MM) -> list[str]:
@@ -87,22 +306,424 @@ def deficient_rims(rims_mm: dict[str, float], threshold: float = RIM_THRESHOLD_M
     return [name for name, value in rims_mm.items() if value < threshold]
 
 
+# --- PDA -----------------------------------------------------------------------
+
+KRICHENKO_WARNINGS = {
+    "B": "Krichenko type B (window): a short duct, narrowest at the aortic end; a "
+    "conical duct occluder may protrude or not hold; consider another device or surgery",
+    "C": "Krichenko type C (tubular, no constriction): nothing narrows to hold a conical "
+    "duct occluder; consider another device",
+    "D": "Krichenko type D (complex, several constrictions): size on the narrowest and "
+    "check that the device seats across it",
+}
+
+
+def pda(
+    values: dict[str, float],
+    krichenko: str | None = None,
+    weight_kg: float | None = None,
+    centre: Centre = CENTRE,
+    devices: tuple[DuctOccluder, ...] = DUCT_OCCLUDERS,
+) -> Proposal:
+    """Pulmonary end >= narrowest + 2 mm; the aortic end must fit the
+    ampulla; the device length against the duct's; the Krichenko type."""
+    warnings: list[Message] = []
+    notes: list[Message] = []
+    narrowest = values.get("PDA-NARROWEST")
+    ampulla = values.get("PDA-AMPULLA")
+    length = values.get("PDA-LENGTH")
+    main = _rule(
+        "PDA",
+        "duct occluder whose smaller (pulmonary) end is at least {margin} mm over the "
+        "narrowest ductal diameter",
+        f"{ADO_IFU} (device sizing)",
+        margin=centre.duct_margin_mm,
+    )
+    sizes: list[str] = []
+    if narrowest is None:
+        basis = _m("nothing measured to size from")
+        warnings.append(
+            _m("Measure the narrowest (pulmonary end) diameter of the duct to size a device")
+        )
+    else:
+        basis = _m("narrowest diameter {narrowest} mm", narrowest=narrowest)
+        target = narrowest + centre.duct_margin_mm
+        fitting = [d for d in devices if d.pulmonary >= target - EPS][:2]
+        if not fitting:
+            warnings.append(
+                _m("No catalogued duct occluder has a pulmonary end of {target} mm", target=target)
+            )
+        if ampulla is not None:
+            if ampulla < narrowest:
+                warnings.append(
+                    _m(
+                        "Ampulla {ampulla} mm is narrower than the narrowest diameter "
+                        "{narrowest} mm: check both",
+                        ampulla=ampulla,
+                        narrowest=narrowest,
+                    )
+                )
+            wide = [d for d in fitting if d.aortic > ampulla + EPS]
+            if wide:
+                warnings.append(
+                    _m(
+                        "From {size} up, the aortic end is wider than the ampulla ({ampulla} mm)",
+                        size=wide[0].size,
+                        ampulla=ampulla,
+                    )
+                )
+            fitting = [d for d in fitting if d.aortic <= ampulla + EPS]
+        sizes = [d.size for d in fitting]
+        for d in fitting:
+            if length is not None and d.length > length + EPS:
+                warnings.append(
+                    _m(
+                        "The {size} device is {device} mm long, the duct {length} mm: it may "
+                        "protrude into the pulmonary artery or the aorta",
+                        size=d.size,
+                        device=d.length,
+                        length=length,
+                    )
+                )
+        if narrowest <= centre.small_duct_mm:
+            notes.append(
+                _m(
+                    "Narrowest diameter {narrowest} mm ({small} mm or less): coils or a "
+                    "low-profile plug are usual for so small a duct",
+                    narrowest=narrowest,
+                    small=centre.small_duct_mm,
+                )
+            )
+    if ampulla is None:
+        notes.append(_m("Ampulla not measured: the fit of the aortic end is unchecked"))
+    shape_warnings, shape_notes = _krichenko_messages(krichenko, length, centre)
+    warnings += shape_warnings
+    notes += shape_notes
+    if length is None and krichenko != "E":
+        notes.append(_m("Duct length not measured: the device length is unchecked"))
+    if krichenko is None:
+        notes.append(_m("Krichenko type not given: the shape of the duct is unchecked"))
+    rules = [
+        main,
+        _rule(
+            "PDA",
+            "the ampulla must take the device's aortic end; the retention skirt "
+            "({skirt} mm wider) rests on the aortic side",
+            f"{ADO_IFU} (device dimensions)",
+            skirt=SKIRT_OVER_AORTIC_END,
+        ),
+        _rule(
+            "PDA",
+            "a device longer than the duct protrudes into the pulmonary artery or the aorta",
+            f"{ADO_IFU} (device lengths)",
+        ),
+        _rule(
+            "PDA",
+            "the Krichenko type (A conical, B window, C tubular, D complex, E elongated) "
+            "decides whether a conical duct occluder suits the duct",
+            KRICHENKO_1989,
+        ),
+        _rule(
+            "PDA",
+            "ducts of {small} mm or less at the narrowest point: coils or a low-profile plug",
+            "Lloyd et al., Circulation 1993;88:1412-20 (coils); Amplatzer Duct Occluder II "
+            "Additional Sizes (ducts under 4 mm); " + CENTRE_SETTING,
+            small=centre.small_duct_mm,
+        ),
+    ]
+    if weight_kg is not None:
+        rules.append(
+            _rule(
+                "PDA",
+                "the duct occluder is labelled for {minimum} kg or more",
+                ADO_IFU,
+                minimum=centre.duct_occluder_kg,
+            )
+        )
+        if weight_kg < centre.duct_occluder_kg:
+            warnings.append(
+                _m(
+                    "Weight {weight} kg: the duct occluder is off-label under {minimum} kg",
+                    weight=weight_kg,
+                    minimum=centre.duct_occluder_kg,
+                )
+            )
+    return Proposal(sizes, main, rules, basis, warnings, notes)
+
+
+def _krichenko_messages(
+    kind: str | None, length: float | None, centre: Centre
+) -> tuple[list[Message], list[Message]]:
+    """Warnings and notes on the duct's shape (types B, C, D and E)."""
+    warnings = [_m(KRICHENKO_WARNINGS[kind])] if kind in KRICHENKO_WARNINGS else []
+    notes: list[Message] = []
+    if kind == "B" and length is not None and length > centre.window_length_mm:
+        warnings.append(
+            _m(
+                "Krichenko type B is a short window, but the duct measures {length} mm: "
+                "check the type or the length",
+                length=length,
+            )
+        )
+    if kind == "E":
+        notes.append(
+            _m(
+                "Krichenko type E (elongated): a long conical duct, narrowest far from the "
+                "aorta; compare the device length with the duct length"
+            )
+        )
+        if length is None:
+            warnings.append(_m("Krichenko type E: measure the duct length"))
+    return warnings, notes
+
+
+# --- VSDs -------------------------------------------------------------------------
+
+
+def _waists(diameter: float, waists: tuple[int, ...], centre: Centre) -> list[str]:
+    low, high = centre.vsd_oversize_mm
+    return [f"{w} mm" for w in waists if diameter + low - EPS <= w <= diameter + high + EPS]
+
+
+def perimembranous_vsd(
+    values: dict[str, float],
+    centre: Centre = CENTRE,
+    waists: tuple[int, ...] = PM_VSD_WAISTS,
+) -> Proposal:
+    """Waist 1-2 mm over the LV-side diameter; the aortic valve distance
+    decides whether a device is advised at all; the tricuspid distance."""
+    low, high = centre.vsd_oversize_mm
+    warnings: list[Message] = []
+    notes: list[Message] = []
+    lv = values.get("VSD-LV-DIAMETER")
+    aortic = values.get("VSD-AORTIC-DISTANCE")
+    tricuspid = values.get("VSD-TRICUSPID-DISTANCE")
+    main = _rule(
+        "perimembranous VSD",
+        "occluder waist {low}-{high} mm over the LV-side diameter",
+        f"{PM_SERIES}; manufacturer guidance",
+        low=low,
+        high=high,
+    )
+    sizes: list[str] = []
+    if lv is None:
+        basis = _m("nothing measured to size from")
+        warnings.append(_m("Measure the LV-side diameter of the defect to size a device"))
+    else:
+        basis = _m("LV-side diameter {lv} mm", lv=lv)
+        sizes = _waists(lv, waists, centre)
+        if not sizes:
+            warnings.append(
+                _m(
+                    "No catalogued occluder waist lies {low}-{high} mm over {diameter} mm",
+                    low=low,
+                    high=high,
+                    diameter=lv,
+                )
+            )
+    if aortic is None:
+        warnings.append(
+            _m("Distance to the aortic valve not measured: it decides whether a device can be used")
+        )
+    elif aortic < centre.subaortic_rim_mm:
+        warnings.append(
+            _m(
+                "Subaortic rim {distance} mm (under {threshold} mm): the left disc may reach "
+                "the aortic valve; device closure is not advised",
+                distance=aortic,
+                threshold=centre.subaortic_rim_mm,
+            )
+        )
+    if tricuspid is None:
+        notes.append(_m("Distance to the tricuspid valve not measured: it is unchecked"))
+    elif tricuspid < centre.tricuspid_mm:
+        warnings.append(
+            _m(
+                "Tricuspid valve {distance} mm from the defect (under {threshold} mm): the "
+                "right disc may catch the septal leaflet",
+                distance=tricuspid,
+                threshold=centre.tricuspid_mm,
+            )
+        )
+    notes.append(_m("Complete heart block is the main risk of perimembranous device closure"))
+    rules = [
+        main,
+        _rule(
+            "perimembranous VSD",
+            "a subaortic rim under {threshold} mm: the left disc may reach the aortic valve",
+            f"{PM_SERIES} (subaortic rim); {CENTRE_SETTING}",
+            threshold=centre.subaortic_rim_mm,
+        ),
+        _rule(
+            "perimembranous VSD",
+            "the right disc reaches {threshold} mm beyond the waist: a nearer tricuspid valve "
+            "may be caught",
+            f"Thanopoulos et al., Heart 2003;89:918-22 (device geometry); {CENTRE_SETTING}",
+            threshold=centre.tricuspid_mm,
+        ),
+    ]
+    return Proposal(sizes, main, rules, basis, warnings, notes)
+
+
+def muscular_vsd(
+    values: dict[str, float],
+    weight_kg: float | None = None,
+    centre: Centre = CENTRE,
+    waists: tuple[int, ...] = MUSCULAR_VSD_WAISTS,
+) -> Proposal:
+    """Waist 1-2 mm over the diameter at end-diastole; 4 mm from any valve;
+    the discs need room towards the apex and moderator band."""
+    low, high = centre.vsd_oversize_mm
+    warnings: list[Message] = []
+    notes: list[Message] = []
+    diastolic = values.get("VSD-ED-DIAMETER")
+    valve = values.get("VSD-VALVE-DISTANCE")
+    apex = values.get("VSD-APEX-RIM")
+    main = _rule(
+        "muscular VSD",
+        "occluder waist {low}-{high} mm over the defect diameter at end-diastole",
+        f"{MUSCULAR_IFU}; Holzer et al., J Am Coll Cardiol 2004;43:1257-63",
+        low=low,
+        high=high,
+    )
+    sizes: list[str] = []
+    if diastolic is None:
+        basis = _m("nothing measured to size from")
+        warnings.append(
+            _m("Measure the defect diameter at end-diastole to size a muscular VSD occluder")
+        )
+    else:
+        basis = _m("diameter at end-diastole {diameter} mm", diameter=diastolic)
+        sizes = _waists(diastolic, waists, centre)
+        if not sizes:
+            warnings.append(
+                _m(
+                    "No catalogued occluder waist lies {low}-{high} mm over {diameter} mm",
+                    low=low,
+                    high=high,
+                    diameter=diastolic,
+                )
+            )
+    if valve is None:
+        notes.append(_m("Distance to the nearest valve not measured: it is unchecked"))
+    elif valve < centre.valve_distance_mm:
+        warnings.append(
+            _m(
+                "Defect {distance} mm from a valve (under {threshold} mm): not for a "
+                "muscular VSD occluder",
+                distance=valve,
+                threshold=centre.valve_distance_mm,
+            )
+        )
+    if apex is None:
+        notes.append(_m("Rim to the apex or moderator band not measured: it is unchecked"))
+    elif apex < centre.apex_rim_mm:
+        warnings.append(
+            _m(
+                "Rim to the apex or moderator band {distance} mm (under {threshold} mm): a "
+                "disc may not open fully",
+                distance=apex,
+                threshold=centre.apex_rim_mm,
+            )
+        )
+    rules = [
+        main,
+        _rule(
+            "muscular VSD",
+            "a defect nearer than {threshold} mm to a semilunar or atrioventricular valve "
+            "is not for this device",
+            f"{MUSCULAR_IFU} (contraindications)",
+            threshold=centre.valve_distance_mm,
+        ),
+        _rule(
+            "muscular VSD",
+            "the discs reach {threshold} mm beyond the waist: a shorter rim to the apex or "
+            "moderator band may keep a disc from opening",
+            f"{MUSCULAR_IFU} (disc diameters); {CENTRE_SETTING}",
+            threshold=centre.apex_rim_mm,
+        ),
+    ]
+    if weight_kg is not None:
+        rules.append(
+            _rule(
+                "muscular VSD",
+                "the muscular VSD occluder is labelled for {minimum} kg or more",
+                f"{MUSCULAR_IFU} (contraindications)",
+                minimum=centre.muscular_occluder_kg,
+            )
+        )
+        if weight_kg < centre.muscular_occluder_kg:
+            warnings.append(
+                _m(
+                    "Weight {weight} kg: the muscular VSD occluder is labelled for "
+                    "{minimum} kg or more",
+                    weight=weight_kg,
+                    minimum=centre.muscular_occluder_kg,
+                )
+            )
+    return Proposal(sizes, main, rules, basis, warnings, notes)
+
+
+# --- Entry -------------------------------------------------------------------------
+
+
+def _checked(
+    defect: str, values: dict[str, float], rims: dict[str, float]
+) -> tuple[dict[str, float], dict[str, float]]:
+    """The values as the worksheet accepts them; UnknownSlot or InvalidValue
+    (both ValueError, messages naming no input) for anything else."""
+    if defect not in FORMS:
+        raise UnknownSlot(f"defect: one of {', '.join(FORMS)}")
+    slots = {code: worksheet_slot(defect, code, mm).value_mm for code, mm in values.items()}
+    rim_mm = {name: rim_slot(name, mm, defect).value_mm for name, mm in rims.items()}
+    return slots, rim_mm
+
+
+def _krichenko(defect: str, krichenko: str | None) -> str | None:
+    if krichenko in (None, ""):
+        return None
+    if defect != "PDA":
+        raise ValueError("krichenko: a type is given for a PDA only")
+    if krichenko not in KRICHENKO_TYPES:
+        raise ValueError(f"krichenko: one of {', '.join(KRICHENKO_TYPES)}")
+    return krichenko
+
+
+def _weight(weight_kg: float | None) -> float | None:
+    """A weight from the header: a placeholder (0, absent, absurd) is unknown."""
+    if weight_kg is None or isinstance(weight_kg, bool):
+        return None
+    try:
+        kg = float(weight_kg)
+    except (TypeError, ValueError):
+        return None
+    return kg if math.isfinite(kg) and 0 < kg < 500 else None
+
+
 def propose(
     defect: str,
     values: dict[str, float],
     rims: dict[str, float],
     krichenko: str | None = None,
+    *,
+    weight_kg: float | None = None,
+    centre: Centre = CENTRE,
 ) -> Proposal | None:
     """The sizing aid for a defect's worksheet values (slot code -> mm), rims
-    (name -> mm) and, for a duct, its Krichenko type; None when too little
-    was measured."""
-    if defect == "PDA" and "PDA-NARROWEST" in values:
-        return pda(values["PDA-NARROWEST"])
-    if defect == "perimembranous VSD" and "VSD-LV-DIAMETER" in values:
-        largest = max(values.get("VSD-LV-DIAMETER", 0), values.get("VSD-RV-DIAMETER", 0))
-        return perimembranous_vsd(largest)
-    if defect == "secundum ASD" and "ASD-MAX-DIAMETER" in values:
-        return secundum_asd(
-            values["ASD-MAX-DIAMETER"], stretched_mm=values.get("ASD-STRETCHED"), rims_mm=rims
-        )
+    (name -> mm), for a duct its Krichenko type, and the child's weight when
+    known. ValueError (UnknownSlot, InvalidValue) for what no worksheet has
+    or no measurement can be; a Proposal for every known defect, without
+    sizes and saying what to measure when the driving measurement is missing
+    (so None is never returned for a known defect)."""
+    values, rims = _checked(defect, values, rims)
+    kind = _krichenko(defect, krichenko)
+    kg = _weight(weight_kg)
+    if defect == "secundum ASD":
+        return secundum_asd(values, rims, centre)
+    if defect == "PDA":
+        return pda(values, kind, kg, centre)
+    if defect == "perimembranous VSD":
+        return perimembranous_vsd(values, centre)
+    if defect == "muscular VSD":
+        return muscular_vsd(values, kg, centre)
     return None
