@@ -77,19 +77,32 @@ def test_asd_balloon_stretched_diameter_takes_precedence() -> None:
     assert propose(ASD, {"ASD-STRETCHED": 21}, {}).sizes == ["22 mm", "24 mm"]
 
 
-def test_left_disc_must_fit_the_total_septal_length() -> None:
-    """ASO IFU disc diameters: left disc = waist + 12 mm (4-10 mm), + 14 mm
-    (11-32 mm), + 16 mm (34-40 mm)."""
+# Amplatzer Septal Occluder, waist -> left atrial disc (mm), models 9-ASD-004 to
+# 9-ASD-038, as tabulated in SlicerHeart AsdVsdDeviceSimulator/Resources/Presets/
+# SeptalOccluder.csv (see docs/planning-rules.md, "Sources consulted").
+ASO_LEFT_DISC = {
+    **{w: w + 12 for w in range(4, 11)},
+    **{w: w + 14 for w in (*range(11, 21), *range(22, 33, 2))},
+    34: 50,
+    36: 52,
+    38: 54,
+}
+
+
+def test_septal_catalogue_matches_the_published_table() -> None:
+    """Every catalogued waist and left disc as published; no 40 mm device,
+    which the table checked does not list (a centre adds it from its IFU)."""
     discs = {d.waist: d.left_disc for d in sizing.SEPTAL_OCCLUDERS}
-    assert (discs[4], discs[10], discs[11], discs[20], discs[32], discs[34], discs[40]) == (
-        16,
-        22,
-        25,
-        34,
-        46,
-        50,
-        56,
-    )
+    assert discs == ASO_LEFT_DISC
+    assert [d.size for d in sizing.SEPTAL_OCCLUDERS][-3:] == ["34 mm", "36 mm", "38 mm"]
+    assert propose(ASD, {"ASD-STRETCHED": 37}, {}).sizes == ["38 mm"]
+    beyond = propose(ASD, {"ASD-STRETCHED": 38.5}, {})
+    assert beyond.sizes == [] and warned(beyond, "No catalogued septal occluder reaches 38.5")
+
+
+def test_left_disc_must_fit_the_total_septal_length() -> None:
+    """ASO disc diameters: left disc = waist + 12 mm (4-10 mm), + 14 mm
+    (11-32 mm), + 16 mm (34-38 mm)."""
     roomy = propose(ASD, {"ASD-STRETCHED": 20, "ASD-SEPTAL-LENGTH": 40}, {})
     assert roomy.sizes == ["20 mm", "22 mm"] and not roomy.warnings
     assert not noted(roomy, "septal length not measured")
@@ -128,7 +141,7 @@ def test_rims_weighed_one_by_one() -> None:
 
 
 def test_absurd_asd_gets_no_device_and_says_so() -> None:
-    """A 60 mm ASD in a 10 kg child: nothing in the catalogue (40 mm at most)."""
+    """A 60 mm ASD in a 10 kg child: nothing in the catalogue (38 mm at most)."""
     proposal = propose(ASD, {"ASD-MAX-DIAMETER": 60}, {}, weight_kg=10)
     assert proposal.sizes == []
     assert warned(proposal, "No catalogued septal occluder reaches 62.0 mm")
@@ -168,10 +181,28 @@ def test_small_duct_points_to_coils_or_a_low_profile_plug() -> None:
     assert noted(propose(PDA, {"PDA-NARROWEST": 2.9}, {}, centre=wider), "coils")
 
 
+def test_duct_catalogue_matches_the_published_table() -> None:
+    """ADO sizes 9-PDA-003 to -007 (SlicerHeart DuctOccluder.csv): aortic end,
+    pulmonary end, retention skirt, length. 14/12 and 16/14 are not in that
+    table: their 8 mm length and 6 mm skirt overhang are the catalogue's
+    assumption, to check against the IFU."""
+    table = {(d.aortic, d.pulmonary): (d.skirt, d.length) for d in sizing.DUCT_OCCLUDERS}
+    published = {
+        (5, 4): (9, 5),
+        (6, 4): (10, 7),
+        (8, 6): (12, 7),
+        (10, 8): (16, 8),
+        (12, 10): (18, 8),
+    }
+    assert {k: table[k] for k in published} == published
+    assert table[(14, 12)] == (20, 8) and table[(16, 14)] == (22, 8)
+    skirt_rule = next(r for r in propose(PDA, {"PDA-NARROWEST": 3}, {}).rules if "skirt" in r.says)
+    assert skirt_rule.values == {"low": 4.0, "high": 6.0}
+
+
 def test_ampulla_must_take_the_aortic_end() -> None:
-    """ADO IFU dimensions: the aortic end sits in the ampulla, the retention
-    skirt 4 mm wider."""
-    assert all(d.skirt == d.aortic + 4 for d in sizing.DUCT_OCCLUDERS)
+    """ADO dimensions: the aortic end sits in the ampulla, the retention skirt
+    beyond it on the aortic side."""
     roomy = propose(PDA, {"PDA-NARROWEST": 2.5, "PDA-AMPULLA": 10}, {})
     assert roomy.sizes == ["8/6", "10/8"] and not roomy.warnings
     tight = propose(PDA, {"PDA-NARROWEST": 2.5, "PDA-AMPULLA": 9}, {})
@@ -294,6 +325,24 @@ def test_muscular_vsd_is_never_silent() -> None:
     assert clear.warnings == [] and clear.notes == []
     assert propose(MUSCULAR, {"VSD-ED-DIAMETER": 17}, {}).sizes == ["18 mm"]
     assert warned(propose(MUSCULAR, {"VSD-ED-DIAMETER": 17.5}, {}), "No catalogued occluder waist")
+
+
+def test_vsd_thresholds_cite_what_states_them() -> None:
+    """Muscular occluder waists 4-18 mm in 2 mm steps (9-VSD-MUSC-004 to -018);
+    4 mm from a valve and 5.2 kg are the post-approval study's exclusions; the
+    2 mm subaortic rim is the class of Zhu et al. 2013, a centre setting."""
+    assert sizing.MUSCULAR_VSD_WAISTS == (4, 6, 8, 10, 12, 14, 16, 18)
+    muscular = propose(MUSCULAR, {"VSD-ED-DIAMETER": 6}, {}, weight_kg=5.2)
+    sources = {r.says: r.source for r in muscular.rules}
+    assert sum("NCT00647387" in source for source in sources.values()) == 2
+    assert not warned(muscular, "Weight")  # 5.2 kg is within the label
+    assert warned(propose(MUSCULAR, {"VSD-ED-DIAMETER": 6}, {}, weight_kg=5.1), "Weight 5.1 kg")
+    pm = propose(PM, {"VSD-LV-DIAMETER": 5, "VSD-AORTIC-DISTANCE": 3}, {})
+    (subaortic,) = [r for r in pm.rules if "subaortic" in r.says]
+    assert "Zhu et al." in subaortic.source and "centre setting" in subaortic.source
+    assert pm.rule.source.startswith("Thanopoulos et al., Heart 2003")
+    pda = propose(PDA, {"PDA-NARROWEST": 3}, {}, weight_kg=5.9)
+    assert any("Abadir" in r.source for r in pda.rules if "kg" in r.says)
 
 
 # --- Refused input ----------------------------------------------------------------
@@ -490,11 +539,11 @@ def test_every_string_has_russian_and_chinese() -> None:
         catalogues[lang] |= json.loads(
             (ROOT / "viewer" / "translations" / f"{lang}.json").read_text()
         )
-    area = ROOT / ".i18n" / "rules.json"
-    if area.exists():  # until the translations owner merges it
-        for english, translated in json.loads(area.read_text()).items():
-            for lang in catalogues:
-                catalogues[lang][english] = translated[lang]
+    for area in (ROOT / ".i18n" / "rules.json", ROOT / ".i18n" / "sizing-sources.json"):
+        if area.exists():  # until the translations owner merges it
+            for english, translated in json.loads(area.read_text()).items():
+                for lang in catalogues:
+                    catalogues[lang][english] = translated[lang]
     strings = english_strings()
     assert len(strings) > 60
     for lang, catalogue in catalogues.items():

@@ -73,16 +73,16 @@ class Centre:
     (or, where marked, a centre's choice) given in docs/planning-rules.md."""
 
     asd_margin_mm: float = 2.0  # centre's choice: echo diameter + margin, no balloon
-    rim_mm: float = 5.0  # ASE 2015: a rim under 5 mm is deficient
+    rim_mm: float = 5.0  # a rim under 5 mm is deficient (Kijima et al.; ASE 2015)
     duct_margin_mm: float = 2.0  # ADO IFU: pulmonary end >= narrowest + 2 mm
     small_duct_mm: float = 2.0  # centre's choice within the 2-3 mm of the literature
     window_length_mm: float = 3.0  # centre's choice: a longer type B duct is doubtful
-    duct_occluder_kg: float = 6.0  # ADO IFU: off-label under 6 kg
+    duct_occluder_kg: float = 6.0  # ADO: not recommended (off-label) under 6 kg
     vsd_oversize_mm: tuple[float, float] = (1.0, 2.0)  # VSD occluders: 1-2 mm over
-    subaortic_rim_mm: float = 2.0  # pmVSD series (Holzer 2006, Butera 2007)
+    subaortic_rim_mm: float = 2.0  # centre's choice: Zhu 2013 sets < 2 mm apart
     tricuspid_mm: float = 2.0  # pmVSD right disc 4 mm over the waist (2 mm a side)
     valve_distance_mm: float = 4.0  # muscular VSD occluder: 4 mm from any valve
-    apex_rim_mm: float = 4.0  # muscular VSD discs 8 mm over the waist (4 mm a side)
+    apex_rim_mm: float = 4.0  # muscular VSD discs (6-18 mm) 4 mm a side; the 4 mm: 2.5
     muscular_occluder_kg: float = 5.2  # muscular VSD occluder: 5.2 kg or more
 
 
@@ -103,16 +103,23 @@ class SeptalOccluder:
         return f"{self.waist:g} mm"
 
 
-# Amplatzer Septal Occluder: left atrial disc over the waist, by waist range.
-LEFT_DISC_OVER_WAIST = ((10, 12.0), (32, 14.0), (40, 16.0))
+def _over(size: float, table: tuple[tuple[float, float], ...]) -> float:
+    """What a (up to size, mm over) table adds to a size; past its end, the last."""
+    return next((more for upto, more in table if size <= upto), table[-1][1])
+
+
+# Amplatzer Septal Occluder, waists 4-38 mm (models 9-ASD-004 to -038): the
+# left atrial disc is 12 mm over the waist up to 10 mm, 14 mm up to 32 mm,
+# 16 mm above (the right atrial disc: 8 mm, then 10 mm). A 40 mm size sold in
+# some markets is not in the table checked: add it here from its IFU if stocked.
+LEFT_DISC_OVER_WAIST = ((10, 12.0), (32, 14.0), (38, 16.0))
 
 
 def _septal(waist: float) -> SeptalOccluder:
-    extra = next(more for upto, more in LEFT_DISC_OVER_WAIST if waist <= upto)
-    return SeptalOccluder(waist, waist + extra)
+    return SeptalOccluder(waist, waist + _over(waist, LEFT_DISC_OVER_WAIST))
 
 
-SEPTAL_OCCLUDERS = tuple(_septal(w) for w in (*range(4, 21), *range(22, 41, 2)))
+SEPTAL_OCCLUDERS = tuple(_septal(w) for w in (*range(4, 21), *range(22, 39, 2)))
 
 
 @dataclass(frozen=True)
@@ -127,11 +134,15 @@ class DuctOccluder:
 
     @property
     def skirt(self) -> float:
-        return self.aortic + SKIRT_OVER_AORTIC_END
+        return self.aortic + _over(self.aortic, SKIRT_OVER_AORTIC_END)
 
 
-SKIRT_OVER_AORTIC_END = 4.0  # the retention skirt reaches 2 mm beyond the aortic end
-# Amplatzer Duct Occluder: (aortic end, pulmonary end, length) in mm.
+# Retention skirt diameter over the aortic end, by aortic end: 5/4 9 mm, 6/4
+# 10, 8/6 12 (4 mm over, 2 a side); 10/8 16, 12/10 18 (6 mm over, 3 a side).
+# 14/12 and 16/14 are taken as 6 mm over: not in the table checked.
+SKIRT_OVER_AORTIC_END = ((8, 4.0), (16, 6.0))
+# Amplatzer Duct Occluder: (aortic end, pulmonary end, length) in mm; the
+# 14/12 and 16/14 lengths (8 mm) are not in the table checked.
 DUCT_OCCLUDERS = tuple(
     DuctOccluder(*d)
     for d in ((5, 4, 5), (6, 4, 7), (8, 6, 7), (10, 8, 8), (12, 10, 8), (14, 12, 8), (16, 14, 8))
@@ -146,11 +157,17 @@ ASO_IFU = "Amplatzer Septal Occluder instructions for use"
 ASE_2015 = "Silvestry et al., J Am Soc Echocardiogr 2015;28:910-58 (ASE/SCAI guideline)"
 ADO_IFU = "Amplatzer Duct Occluder instructions for use"
 KRICHENKO_1989 = "Krichenko et al., Am J Cardiol 1989;63:877-80"
+ADO_WEIGHT = (
+    f"{ADO_IFU}; Abadir et al., Arch Cardiovasc Dis 2009;102:533-40; Pediatr Cardiol 2018;39:627-32"
+)
+THANOPOULOS_2003 = "Thanopoulos et al., Heart 2003;89:918-22"
 PM_SERIES = (
     "Holzer et al., Catheter Cardiovasc Interv 2006;68:620-8; "
     "Butera et al., J Am Coll Cardiol 2007;50:1189-95"
 )
+ZHU_2013 = "Zhu et al., Thorac Cardiovasc Surg 2013;61:300-6"
 MUSCULAR_IFU = "Amplatzer Muscular VSD Occluder instructions for use"
+MUSCULAR_PAS = "Amplatzer Muscular VSD Occluder post-approval study, NCT00647387"
 CENTRE_SETTING = "threshold: centre setting"
 
 
@@ -408,9 +425,10 @@ def pda(
         _rule(
             "PDA",
             "the ampulla must take the device's aortic end; the retention skirt "
-            "({skirt} mm wider) rests on the aortic side",
+            "({low}-{high} mm wider, by size) rests on the aortic side",
             f"{ADO_IFU} (device dimensions)",
-            skirt=SKIRT_OVER_AORTIC_END,
+            low=min(more for _, more in SKIRT_OVER_AORTIC_END),
+            high=max(more for _, more in SKIRT_OVER_AORTIC_END),
         ),
         _rule(
             "PDA",
@@ -436,7 +454,7 @@ def pda(
             _rule(
                 "PDA",
                 "the duct occluder is labelled for {minimum} kg or more",
-                ADO_IFU,
+                ADO_WEIGHT,
                 minimum=centre.duct_occluder_kg,
             )
         )
@@ -501,7 +519,7 @@ def perimembranous_vsd(
     main = _rule(
         "perimembranous VSD",
         "occluder waist {low}-{high} mm over the LV-side diameter",
-        f"{PM_SERIES}; manufacturer guidance",
+        f"{THANOPOULOS_2003}; {PM_SERIES}",
         low=low,
         high=high,
     )
@@ -551,14 +569,14 @@ def perimembranous_vsd(
         _rule(
             "perimembranous VSD",
             "a subaortic rim under {threshold} mm: the left disc may reach the aortic valve",
-            f"{PM_SERIES} (subaortic rim); {CENTRE_SETTING}",
+            f"{ZHU_2013} (subaortic rim); {CENTRE_SETTING}",
             threshold=centre.subaortic_rim_mm,
         ),
         _rule(
             "perimembranous VSD",
             "the right disc reaches {threshold} mm beyond the waist: a nearer tricuspid valve "
             "may be caught",
-            f"Thanopoulos et al., Heart 2003;89:918-22 (device geometry); {CENTRE_SETTING}",
+            f"{THANOPOULOS_2003} (device geometry); {CENTRE_SETTING}",
             threshold=centre.tricuspid_mm,
         ),
     ]
@@ -632,7 +650,7 @@ def muscular_vsd(
             "muscular VSD",
             "a defect nearer than {threshold} mm to a semilunar or atrioventricular valve "
             "is not for this device",
-            f"{MUSCULAR_IFU} (contraindications)",
+            f"{MUSCULAR_PAS} (exclusion criteria)",
             threshold=centre.valve_distance_mm,
         ),
         _rule(
@@ -648,7 +666,7 @@ def muscular_vsd(
             _rule(
                 "muscular VSD",
                 "the muscular VSD occluder is labelled for {minimum} kg or more",
-                f"{MUSCULAR_IFU} (contraindications)",
+                f"{MUSCULAR_PAS} (exclusion criteria)",
                 minimum=centre.muscular_occluder_kg,
             )
         )
