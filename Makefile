@@ -12,10 +12,12 @@ PEER_PKGS := dcmtk dicom3tools orthanc chromium postgresql
 # OCR that verifies cleaned pixels (dicomnode/deid/ocr.py): Tesseract's language
 # data for the partners' scripts (the tesserocr wheel bundles libtesseract, so
 # nothing is compiled) and the fonts tests/test_ocr.py renders burned-in text with.
-PEER_PKGS += tesseract-ocr tesseract-ocr-eng tesseract-ocr-rus tesseract-ocr-chi-sim \
-	tesseract-ocr-kaz tesseract-ocr-tgk fonts-dejavu-core fonts-wqy-zenhei
+OCR_PKGS := tesseract-ocr tesseract-ocr-eng tesseract-ocr-rus tesseract-ocr-chi-sim \
+	tesseract-ocr-kaz tesseract-ocr-tgk
+PEER_PKGS += $(OCR_PKGS) fonts-dejavu-core fonts-wqy-zenhei
+OCR_LANGS := eng rus chi_sim kaz tgk
 
-.PHONY: install run demo test peers lint bench fuzz clean
+.PHONY: install run demo ocr test check peers lint bench fuzz clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,12 +28,23 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 ## make run: install, load the demo studies, start the node (DICOM 11112, web 8080)
-run: $(STAMP)
+run: $(STAMP) ocr
 	$(BIN)/dicomnode demo
 	$(BIN)/dicomnode serve
 
-demo: $(STAMP)
+demo: $(STAMP) ocr
 	$(BIN)/dicomnode demo
+
+# Every image is read by OCR before it is stored: without Tesseract's language
+# data the node would store nothing, the demo set included.
+ocr:
+	@missing=0; for l in $(OCR_LANGS); do \
+	  ls /usr/share/tesseract-ocr/*/tessdata/$$l.traineddata >/dev/null 2>&1 || missing=1; done; \
+	if [ $$missing = 1 ]; then \
+	  echo "installing OCR language data: $(OCR_PKGS)"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(OCR_PKGS); \
+	fi
 
 peers:
 	@missing=0; for b in $(PEER_BINS); do command -v $$b >/dev/null || missing=1; done; \
@@ -51,6 +64,11 @@ lint: $(STAMP)
 ## make test: install test dependencies and peers, then the whole suite
 test: $(STAMP) peers lint
 	$(BIN)/pytest
+
+## make check: the fast tier while working: lint, then the tests not marked
+## slow or peers (pyproject.toml's markers), stopping at the first failure
+check: $(STAMP) peers lint
+	$(BIN)/pytest -q -x -m "not slow and not peers"
 
 ## make fuzz: the ingest fuzzer for long (FUZZ_EXAMPLES mutated instances,
 ## random seed; `make test` runs 150 with a fixed one)

@@ -94,7 +94,8 @@ def _parser() -> argparse.ArgumentParser:
     user.add_argument(
         "--password-stdin",
         action="store_true",
-        help="read the password from standard input (scripts)",
+        help="read the password from standard input, e.g. piped from a secret store "
+        "(needed without a terminal; a password is never an argument)",
     )
 
     held = commands.add_parser(
@@ -371,12 +372,43 @@ def _demo_user(config: Config) -> None:
         archive.close()
 
 
+PASSWORD_MAX = 1024  # characters read from a pipe: a password, not a file
+
+
+class PasswordInputError(Exception):
+    """No password could be read (no terminal, nothing piped): a usage error."""
+
+
 def _read_password(from_stdin: bool) -> str:
-    if from_stdin:
-        return sys.stdin.readline().rstrip("\n")
-    first = getpass.getpass("Password: ")
-    if first != getpass.getpass("Again: "):
-        raise ValueError("the two passwords differ")
+    """Asked twice at a terminal (not echoed), or piped with --password-stdin
+    as `docker login` takes it; never an argument, which `ps` and the shell's
+    history would show."""
+    terminal = sys.stdin is not None and sys.stdin.isatty()
+    if from_stdin and not terminal:
+        try:
+            text = sys.stdin.read(PASSWORD_MAX + 2) if sys.stdin else ""
+        except UnicodeDecodeError:
+            raise PasswordInputError("--password-stdin: standard input is not text") from None
+        password = text.removesuffix("\n").removesuffix("\r")
+        if not password:
+            raise PasswordInputError("--password-stdin: no password on standard input")
+        if "\n" in password or "\r" in password:
+            raise PasswordInputError("--password-stdin: standard input holds more than one line")
+        if len(password) > PASSWORD_MAX:
+            raise PasswordInputError(f"--password-stdin: more than {PASSWORD_MAX} characters")
+        return password
+    if not terminal:
+        raise PasswordInputError(
+            "no terminal to ask for the password; pipe it in with --password-stdin"
+        )
+    try:
+        first = getpass.getpass("Password: ")
+        if from_stdin:  # typed at a terminal: once, as for a piped one
+            return first
+        if first != getpass.getpass("Again: "):
+            raise PasswordInputError("the two passwords differ")
+    except EOFError:
+        raise PasswordInputError("no password given") from None
     return first
 
 
@@ -406,6 +438,12 @@ def _user(config: Config, args: argparse.Namespace) -> int:
         problem = 'the hospital is needed: --issuer "Hospital name" (or "" to remove it)'
     elif args.issuer is not None and args.action not in ("add", "issuer"):
         problem = "--issuer is for add and issuer"
+    password = ""
+    if not problem and args.action in ("add", "passwd"):
+        try:  # before the archive is opened: nothing to undo when it fails
+            password = _read_password(args.password_stdin)
+        except PasswordInputError as exc:
+            problem = str(exc)
     if problem:
         print(f"dicomnode user {args.action}: {problem}", file=sys.stderr)
         return EXIT_USAGE
@@ -425,7 +463,6 @@ def _user(config: Config, args: argparse.Namespace) -> int:
             detail = f"issuer {issuer!r}" if issuer else "issuer removed"
         else:
             issuer = checked_issuer(args.issuer)
-            password = _read_password(args.password_stdin)
             if problem := password_problem(password, args.name, config.password_min_length):
                 raise ValueError(problem)
             hashed = generate_password_hash(password)

@@ -55,7 +55,11 @@ def test_import_folder_recursively_with_summary(tmp_path: Path) -> None:
     )
     assert "notes.txt: not a DICOM file" in result.stderr
     assert "truncated.dcm: 0xC001" in result.stderr
-    again = run(tmp_path, "import", "--no-progress", str(source / "xa.dcm"))
+    # The same file from the same hospital again (from another, it would be
+    # another child's instance, kept apart: tests/test_study_conflict.py).
+    again = run(
+        tmp_path, "import", "--no-progress", "--issuer", "NCC Bishkek", str(source / "xa.dcm")
+    )
     assert again.returncode == 0
     assert "0 stored, 0 replaced, 1 duplicates, 0 quarantined, 0 rejected" in again.stdout
     stats = json.loads(run(tmp_path, "stats", "--json").stdout)
@@ -272,3 +276,120 @@ def test_export_streams_a_cohort_larger_than_its_memory_growth(tmp_path: Path) -
     exported = peak_rss("export", "--no-progress", "--out", str(tmp_path / "big.zip"))
     assert (tmp_path / "big.zip").stat().st_size > cohort * 0.9
     assert exported - baseline < cohort / 2, (exported - baseline) / 1e6
+
+
+def _user_command(tmp_path: Path, *args: str, stdin: str | None) -> subprocess.CompletedProcess:
+    """``dicomnode user`` without a terminal (a script, cron, `docker exec`
+    without -t): a new session has no controlling terminal to fall back on."""
+    environment = {
+        **os.environ,
+        "DICOMNODE_DATA_DIR": str(tmp_path / "var"),
+        "DICOMNODE_KEY_DIR": str(tmp_path / "secrets"),
+    }
+    return subprocess.run(
+        [*DICOMNODE, "user", *args],
+        input=stdin,
+        stdin=subprocess.DEVNULL if stdin is None else None,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        start_new_session=True,
+    )
+
+
+def _stored_hash(tmp_path: Path, name: str) -> str | None:
+    from dataclasses import replace
+
+    from dicomnode.config import Config
+    from dicomnode.node import open_archive
+
+    archive = open_archive(replace(Config(), data_dir=tmp_path / "var", key_dir=tmp_path / "s"))
+    try:
+        user = archive.index.accounts.get(name)
+        return user.password_hash if user else None
+    finally:
+        archive.close()
+
+
+def test_user_add_without_a_terminal_says_how_instead_of_a_traceback(tmp_path: Path) -> None:
+    for stdin in (None, "a piped password nobody asked for\n"):
+        result = _user_command(tmp_path, "add", "zarina", "--role", "researcher", stdin=stdin)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.strip() == (
+            "dicomnode user add: no terminal to ask for the password; "
+            "pipe it in with --password-stdin"
+        )
+        assert "Traceback" not in result.stderr and "nobody asked" not in result.stderr
+    assert _stored_hash(tmp_path, "zarina") is None  # nothing half-done
+
+
+def test_user_add_reads_a_piped_password_and_never_shows_it(tmp_path: Path) -> None:
+    from werkzeug.security import check_password_hash
+
+    secret = "tulip marble 7 quartz"
+    added = _user_command(
+        tmp_path, "add", "zarina", "--role", "researcher", "--password-stdin", stdin=secret + "\n"
+    )
+    assert added.returncode == 0, added.stderr
+    assert secret not in added.stdout + added.stderr
+    assert check_password_hash(_stored_hash(tmp_path, "zarina") or "", secret)
+    # A password piped from Windows (CRLF) is the password without the line end.
+    crlf = _user_command(tmp_path, "passwd", "zarina", "--password-stdin", stdin=secret + "2\r\n")
+    assert crlf.returncode == 0, crlf.stderr
+    assert check_password_hash(_stored_hash(tmp_path, "zarina") or "", secret + "2")
+
+
+def _user_in_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stdin: str, *args: str
+) -> int:
+    """``dicomnode user`` in this process, standard input a pipe holding ``stdin``."""
+    import io
+
+    from dicomnode.cli import main
+
+    config = tmp_path / "node.toml"
+    config.write_text(
+        f'[node]\ndata_dir = "{tmp_path / "var"}"\nkey_dir = "{tmp_path / "secrets"}"\n',
+        encoding="utf-8",
+    )
+    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    return main(["-c", str(config), "user", *args])
+
+
+@pytest.mark.parametrize(
+    ("stdin", "action", "why"),
+    [
+        ("", "add", "no terminal to ask for the password; pipe it in with --password-stdin"),
+        ("", "passwd", "no terminal to ask for the password; pipe it in with --password-stdin"),
+        ("", "add", "--password-stdin: no password on standard input"),
+        ("\n", "add", "--password-stdin: no password on standard input"),
+        (
+            "first line\nsecond line\n",
+            "add",
+            "--password-stdin: standard input holds more than one line",
+        ),
+        ("x" * 5000, "passwd", "--password-stdin: more than 1024 characters"),
+    ],
+)
+def test_a_password_that_cannot_be_read_is_a_usage_error_before_anything_opens(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+    stdin: str,
+    action: str,
+    why: str,
+) -> None:
+    flag = ["--password-stdin"] if why.startswith("--password-stdin") else []
+    assert _user_in_process(tmp_path, monkeypatch, stdin, action, "li", *flag) == 2
+    assert capsys.readouterr().err.strip() == f"dicomnode user {action}: {why}"
+    assert not (tmp_path / "var").exists()  # refused before the archive was opened
+
+
+def test_a_weak_piped_password_is_refused_without_repeating_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    assert _user_in_process(tmp_path, monkeypatch, "zq9\n", "add", "li", "--password-stdin") == 3
+    err = capsys.readouterr().err
+    assert "at least 12 characters" in err and "zq9" not in err
+    assert _stored_hash(tmp_path, "li") is None

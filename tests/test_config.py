@@ -1,3 +1,4 @@
+import dataclasses
 import os
 from pathlib import Path
 
@@ -11,7 +12,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_shipped_example_states_the_defaults() -> None:
     # The documented file must say what the code does: drift fails here.
-    assert load(ROOT / "dicomnode.toml", env={}) == Config()
+    shipped = load(ROOT / "dicomnode.toml", env={})
+    # The one AE is TRYIT, for the README's "Try it", from this machine only.
+    assert dataclasses.replace(shipped, remote_aes=()) == Config()
+    (try_it,) = shipped.remote_aes
+    assert (try_it.ae_title, try_it.networks) == ("TRYIT", ("127.0.0.1", "::1"))
 
 
 def test_file_then_environment(tmp_path: Path) -> None:

@@ -336,3 +336,32 @@ def test_an_export_interrupted_by_a_stop_runs_again_on_start(
     assert (config.data_dir / "exports" / "0123456789abcdef.zip").exists()
     again = create_app(config, cohort_archive, b"k" * 32)  # a later start: nothing rerun
     assert again.extensions["export_jobs"] == {}
+
+
+def test_web_download_works_with_the_shipped_relative_data_dir(
+    config: Config, cohort_archive: Archive, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As shipped, data_dir is "var" relative to where the node was started;
+    # Flask would resolve a relative path against the package folder (500).
+    from dataclasses import replace
+
+    from werkzeug.security import generate_password_hash
+
+    from tests.test_viewer import PASSWORD, as_user
+    from viewer import create_app
+
+    monkeypatch.chdir(tmp_path)
+    relative = replace(config, data_dir=Path("var"), key_dir=Path("secrets"))
+    cohort_archive.index.accounts.add("zarina", generate_password_hash(PASSWORD), "researcher")
+    app = create_app(relative, cohort_archive, b"k" * 32)
+    client = app.test_client()
+    as_user(client, "zarina")
+    started = client.post("/api/exports", json={}, headers={"X-CSRF-Token": "token"})
+    job_id = started.get_json()["id"]
+    assert app.extensions["export_jobs"][job_id].finished.wait(60)
+    monkeypatch.chdir("/")  # the process's directory may change; the package stays found
+    package = client.get(f"/api/exports/{job_id}/download")
+    assert package.status_code == 200, package.get_data(as_text=True)[:200]
+    with zipfile.ZipFile(io.BytesIO(package.data)) as zipped:
+        assert "DICOMDIR" in zipped.namelist()
+    assert (tmp_path / "var" / "exports" / f"{job_id}.zip").exists()

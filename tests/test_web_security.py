@@ -204,3 +204,37 @@ def test_password_policy() -> None:
     assert "common" in (password_problem("password1234", "x", 12) or "")
     assert "common" in (password_problem("aaaaaaaaaaaaaaa", "x", 12) or "")
     assert password_problem("Тоғай ва дарё 2026", "amina", 12) is None
+
+
+def test_browser_icon_and_missing_assets_are_not_access_failures(app: Flask) -> None:
+    """Every page load asks for /favicon.ico: answered, never audited as refused."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    trail = app.extensions["archive"].index.audit
+    client = app.test_client()
+    icon = client.get("/favicon.ico")  # before login, as on the login page
+    assert icon.status_code == 200 and icon.mimetype == "image/x-icon"
+    assert Image.open(BytesIO(icon.data)).format == "ICO"
+    assert "max-age" in icon.headers["Cache-Control"]
+    assert client.get("/static/nothing-here.js").status_code == 404
+    # Anonymous guesses still lead to the login, never to a map of the site.
+    assert client.get("/apple-touch-icon.png").status_code == 302
+    assert client.get("/api/no-such-thing").status_code == 401
+    for role in ROLES:
+        as_user(client, f"{role}-user")
+        for _ in range(3):
+            assert client.get("/favicon.ico").status_code == 200
+        assert client.get("/apple-touch-icon.png").status_code == 404
+        assert client.get("/apple-touch-icon-precomposed.png").status_code == 404
+        assert client.get("/static/style.css.map").status_code == 404
+        assert client.get("/robots.txt").status_code == 404
+        wrong_method = client.post("/favicon.ico", headers={"X-CSRF-Token": "token"})
+        assert wrong_method.status_code == 405
+    assert [r for r in trail.rows() if r["outcome"] != 0] == []
+    # A real refusal is still audited: the exemption is for missing pages only.
+    as_user(client, "researcher-user")
+    assert client.get("/admin/audit").status_code == 403
+    (denied,) = [r for r in trail.rows() if r["event"] == "access-denied"]
+    assert (denied["user"], denied["object"]) == ("researcher-user", "admin.audit_page")

@@ -1,4 +1,4 @@
-"""Login, sessions, roles and CSRF: everything but login and health needs a user.
+"""Login, sessions, roles and CSRF: all but login, health, static files and the icon need a user.
 
 Sessions are Flask's signed cookies (HttpOnly, SameSite=Lax; Secure under
 TLS) holding the user name, a CSRF token and two times: when the user logged
@@ -169,6 +169,11 @@ def require_login_and_csrf() -> Any:
                 abort(401, description="log in first")
             return redirect(url_for("auth.login", next=request.path))
         g.user = user
+    if request.url_rule is None:
+        # No such page (a browser's guess such as /apple-touch-icon.png, a
+        # mistyped URL): the routing error answers 404 or 405. Nothing was
+        # refused, so nothing goes to the audit trail as an access failure.
+        return None
     if not allowed(request.endpoint, g.user.role):
         audit("access-denied", g.user.username, obj=request.endpoint or "", outcome=MINOR_FAILURE)
         abort(403, description=f"the role {g.user.role} may not do this")

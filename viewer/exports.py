@@ -63,7 +63,12 @@ def public(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def install(app: Flask) -> None:
-    """Jobs run by this process; take over the ones a stopped process left."""
+    """Jobs run by this process; take over the ones a stopped process left.
+
+    The packages' folder is made absolute now: ``data_dir`` as shipped is
+    relative to where the node started, and Flask's ``send_file`` would read
+    a relative path against the package folder instead."""
+    app.extensions["export_folder"] = (app.config["NODE_CONFIG"].data_dir / "exports").resolve()
     app.extensions["export_jobs"] = {}
     app.extensions["export_runner"] = process_name()
     take_over(app)
@@ -104,7 +109,7 @@ def _folder(app: Flask) -> Path:
     """Where packages are kept; ones older than ``export_keep_hours`` are
     deleted on the way (a package is not meant to live on the node)."""
     config = app.config["NODE_CONFIG"]
-    folder = config.data_dir / "exports"
+    folder: Path = app.extensions["export_folder"]
     folder.mkdir(parents=True, exist_ok=True)
     oldest = time.time() - config.export_keep_hours * 3600
     for package in folder.glob("*.zip"):

@@ -4,13 +4,20 @@ The Content-Security-Policy allows scripts, styles and fonts from the node
 only (no inline script: the templates carry data in JSON blocks instead), images
 from the node, data: and blob: URLs (cine frames), and no framing. Pages and
 API answers about studies are not cached on shared workstations.
+
+Browsers ask every page for ``/favicon.ico``; it is answered here (open, no
+login), so that request is neither refused nor written to the audit trail as
+an access failure.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
+from functools import cache
+from io import BytesIO
 
 from flask import Flask, Response
+from PIL import Image, ImageDraw
 
 from dicomnode.config import Config
 
@@ -37,6 +44,21 @@ HEADERS = {
     "Permissions-Policy": "camera=(), microphone=(), geolocation=(), usb=()",
 }
 NOT_CACHED = ("text/html", "application/json", "application/dicom+json")
+ICON_MAX_AGE = 86400  # seconds a browser may keep the icon
+
+
+@cache
+def favicon() -> bytes:
+    """A small red heart, drawn once (no binary file in the repository)."""
+    icon = Image.new("RGBA", (32, 32))
+    draw = ImageDraw.Draw(icon)
+    red = (178, 34, 52, 255)
+    draw.ellipse((2, 4, 17, 19), fill=red)
+    draw.ellipse((15, 4, 30, 19), fill=red)
+    draw.polygon([(3, 15), (29, 15), (16, 29)], fill=red)
+    out = BytesIO()
+    icon.save(out, format="ICO", sizes=[(32, 32), (16, 16)])
+    return out.getvalue()
 
 
 def install(app: Flask, config: Config) -> None:
@@ -52,3 +74,9 @@ def install(app: Flask, config: Config) -> None:
         if response.mimetype in NOT_CACHED:
             response.headers["Cache-Control"] = "no-store"
         return response
+
+    @app.get("/favicon.ico", endpoint="favicon")
+    def icon() -> Response:
+        answer = Response(favicon(), mimetype="image/x-icon")
+        answer.headers["Cache-Control"] = f"public, max-age={ICON_MAX_AGE}"
+        return answer
