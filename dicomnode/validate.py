@@ -49,7 +49,7 @@ def status_dataset(status: int, comment: str) -> Dataset:
 
 
 def is_valid_uid(value: object) -> bool:
-    return isinstance(value, str) and 0 < len(value) <= 64 and bool(UID_PATTERN.match(value))
+    return isinstance(value, str) and 0 < len(value) <= 64 and bool(UID_PATTERN.fullmatch(value))
 
 
 def require_uids(ds: Dataset) -> None:

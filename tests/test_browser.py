@@ -68,11 +68,30 @@ def page(web_node: Node):
         assert blocked == [], blocked
 
 
-def log_in(page, password: str = PASSWORD) -> None:
+def log_in(page, password: str = PASSWORD, user: str = "amina") -> None:
     page.goto(page.base + "/")
-    page.fill("input[name=username]", "amina")
+    page.fill("input[name=username]", user)
     page.fill("input[name=password]", password)
     page.click("button[type=submit]")
+
+
+def on_screen(
+    box: dict,
+    size: tuple[int, int],
+    point: tuple[float, float],
+    zoom: float = 1.0,
+    pan: tuple[float, float] = (0.0, 0.0),
+) -> tuple[float, float]:
+    """Where an image point (continuous: pixel i spans [i, i + 1)) is on the
+    page, computed here from the canvas box alone: the image of ``size``
+    (columns, rows) fitted into the box and centred (what CSS object-fit:
+    contain does), zoomed about the box centre, then panned in CSS pixels.
+    Deliberately not the page's own transform, which it is here to check."""
+    columns, rows = size
+    scale = min(box["width"] / columns, box["height"] / rows) * zoom
+    left = box["x"] + (box["width"] - columns * scale) / 2 + pan[0]
+    top = box["y"] + (box["height"] - rows * scale) / 2 + pan[1]
+    return left + point[0] * scale, top + point[1] * scale
 
 
 def test_wrong_password_stays_on_the_login_page(page) -> None:
@@ -164,9 +183,8 @@ def open_phantom(page, web_node: Node) -> None:
 def test_a_drawn_length_on_the_phantom_is_20_mm(page, web_node: Node) -> None:
     open_phantom(page, web_node)
     box = page.locator(".viewport canvas").first.bounding_box()
-    scale = box["width"] / 640
-    page.mouse.click(box["x"] + 200.5 * scale, box["y"] + 240.5 * scale)
-    page.mouse.click(box["x"] + 240.5 * scale, box["y"] + 240.5 * scale)
+    page.mouse.click(*on_screen(box, (640, 480), (200.5, 240.5)))
+    page.mouse.click(*on_screen(box, (640, 480), (240.5, 240.5)))
     page.locator("#measurements li").first.wait_for()
     text = page.locator("#measurements li").first.inner_text()
     value = float(re.search(r"length ([\d.]+) mm", text)[1])
@@ -182,12 +200,10 @@ def test_measure_fill_the_asd_worksheet_and_save(page, web_node: Node) -> None:
     page.wait_for_function("() => window.viewerState && window.viewerState()[0].frames === 120")
     page.keyboard.press("Space")
     page.select_option("#tool", "length")
-    canvas = page.locator(".viewport canvas").first
-    box = canvas.bounding_box()
-    scale = box["width"] / 640  # the clip is 640 x 480, drawn to the canvas width
+    box = page.locator(".viewport canvas").first.bounding_box()
 
     def at(x: float, y: float) -> tuple[float, float]:
-        return box["x"] + x * scale, box["y"] + y * scale
+        return on_screen(box, (640, 480), (x, y))  # the clip is 640 x 480
 
     page.mouse.click(*at(300, 200))
     page.mouse.click(*at(400, 200))
@@ -219,10 +235,9 @@ def test_measure_fill_the_asd_worksheet_and_save(page, web_node: Node) -> None:
 def test_a_drawn_length_can_be_edited_by_dragging_its_end(page, web_node: Node) -> None:
     open_phantom(page, web_node)
     box = page.locator(".viewport canvas").first.bounding_box()
-    scale = box["width"] / 640
 
     def at(x: float, y: float) -> tuple[float, float]:
-        return box["x"] + x * scale, box["y"] + y * scale
+        return on_screen(box, (640, 480), (x, y))
 
     page.mouse.click(*at(200, 240))
     page.mouse.click(*at(240, 240))  # 40 px: 20 mm
@@ -261,3 +276,36 @@ def test_researcher_previews_exports_and_downloads_a_cohort(page, web_node: Node
     saved = download.value.path()
     assert saved is not None and Path(saved).read_bytes()[:2] == b"PK"
     page.screenshot(path=str(ARTIFACTS / "research-export.png"))
+
+
+def test_the_issue_lines_read_what_the_server_computes(page) -> None:
+    """The issue's lines: pixels 300 to 500 on a colour echo (on the demo
+    clip, 43.9 mm read where the server computes 61.5 mm when clicks were
+    mapped over the letterbox) and a 100 px line on an XA run (~10.5 mm,
+    read as 5.6 mm): what a click records is what the server computes for
+    those pixels."""
+    log_in(page)
+    for modality, size, a, b, expected in (
+        ("US", (640, 480), (300.5, 200.5), (500.5, 200.5), None),
+        ("XA", (128, 128), (14.5, 64.5), (114.5, 64.5), 10.5),
+    ):
+        page.goto(page.base + f"/?modality={modality}")
+        page.locator("table.studies tbody a").first.click()
+        page.wait_for_function("() => window.viewerState && window.viewerState()[0].frames > 1")
+        page.keyboard.press("Space")
+        page.select_option("#tool", "length")
+        box = page.locator(".viewport canvas").first.bounding_box()
+        page.mouse.click(*on_screen(box, size, a))
+        page.mouse.click(*on_screen(box, size, b))
+        page.wait_for_function("() => window.measureApi.measurements().length === 1")
+        drawn = page.evaluate("() => window.measureApi.measurements()[0]")
+        server = page.evaluate(
+            """([uid, frame, points]) => fetch(`/api/instances/${uid}/measure`, {
+                method: "POST", body: JSON.stringify({kind: "length", points, frame}),
+                headers: {"Content-Type": "application/json", "X-CSRF-Token":
+                  document.querySelector("meta[name=csrf-token]").content}}).then(r => r.json())""",
+            [drawn["uid"], drawn["frame"], [list(a), list(b)]],
+        )
+        per_px = server["value"] / 200 if modality == "US" else server["value"] / 100
+        assert abs(drawn["value"] - server["value"]) <= 0.1 + per_px, (drawn, server)
+        assert expected is None or abs(server["value"] - expected) <= 0.1 + per_px, server

@@ -307,16 +307,32 @@ def test_measure_and_save_a_plan_with_its_report(
     ).json
     assert outside["unit"] == "px" and "no ultrasound region" in outside["source"]
     assert client.post(f"/api/instances/{uid}/measure", json={"kind": "length"}).status_code == 400
+    calibration = {
+        "id": 1,
+        "points": [[0, 0], [10, 0]],
+        "mm": 4,
+        "scope": {"kind": "frame", "uid": uid, "frame": 0},
+    }
     known = client.post(
         f"/api/instances/{uid}/measure",
         headers=headers,
         json={
             "kind": "length",
+            "frame": 0,
             "points": [[0, 0], [50, 0]],
-            "calibration": {"points": [[0, 0], [10, 0]], "mm": 4},
+            "calibration": calibration,
         },
     ).json
-    assert known["value"] == pytest.approx(20.0) and known["source"] == "known length 4 mm"
+    assert known["value"] == pytest.approx(20.0)
+    assert known["source"] == "known length 4 mm (calibration 1)"
+    # A calibration that does not say what it belongs to applies to nothing.
+    unscoped = {k: v for k, v in calibration.items() if k != "scope"}
+    refused = client.post(
+        f"/api/instances/{uid}/measure",
+        headers=headers,
+        json={"kind": "length", "frame": 0, "points": [[0, 0], [50, 0]], "calibration": unscoped},
+    )
+    assert refused.status_code == 400
     plan = {
         "defect": "secundum ASD",
         "slots": [

@@ -10,6 +10,7 @@ from pydicom.uid import UID
 from storage.keys import Level
 from storage.query import Query, QueryError
 from viewer.auth import audit
+from viewer.permissions import allowed
 
 bp = Blueprint("studies", __name__)
 PAGE_SIZE = 25
@@ -120,12 +121,40 @@ def study(uid: str) -> Any:
             "SeriesNumber": "",
         },
     )
-    series: dict[str, dict[str, Any]] = {}
-    for image in sorted(
-        images, key=lambda i: (i.get("SeriesNumber") or 0, i.get("InstanceNumber") or 0)
-    ):
-        entry = series.setdefault(image["SeriesInstanceUID"], {**image, "instances": []})
-        entry["instances"].append(image["SOPInstanceUID"])
     return render_template(
-        "study.html", study=studies[0], series=list(series.values()), user=g.user
+        "study.html",
+        study=studies[0],
+        series=thumbnails(images),
+        measuring=allowed("measure.measure", g.user.role),
+        user=g.user,
     )
+
+
+def thumbnails(images: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What the series list shows, in series then instance order: each
+    multi-frame instance (a run) on its own, so every run of a series can be
+    played and measured; a series' single-frame instances together as one
+    stack; a report series as one line."""
+    series: dict[str, list[dict[str, Any]]] = {}
+    for image in sorted(
+        images,
+        key=lambda i: (
+            i.get("SeriesNumber") or 0,
+            i["SeriesInstanceUID"],
+            i.get("InstanceNumber") or 0,
+            i["SOPInstanceUID"],
+        ),
+    ):
+        series.setdefault(image["SeriesInstanceUID"], []).append(image)
+    shown: list[dict[str, Any]] = []
+    for members in series.values():
+        runs = [i for i in members if int(i.get("NumberOfFrames") or 1) > 1]
+        stack = [i for i in members if int(i.get("NumberOfFrames") or 1) <= 1]
+        for number, run in enumerate(runs, 1):
+            shown.append(
+                {**run, "instances": [run["SOPInstanceUID"]], "run": number, "runs": len(runs)}
+            )
+        if stack:
+            entry = {**stack[0], "instances": [i["SOPInstanceUID"] for i in stack]}
+            shown.append({**entry, "NumberOfFrames": None, "run": None, "runs": len(runs)})
+    return shown

@@ -6,17 +6,31 @@ XA image's Pixel Spacing, or Imager Pixel Spacing brought to the isocentre
 by the magnification; or the user's own calibration on a catheter of known
 French size or on any known length. Otherwise the value stays in pixels and
 says why.
+
+A user calibration is an object with a scope: it was drawn on one image and
+applies to that image's series (X-ray: one geometry per series), or only to
+the frame it was drawn on (ultrasound, where each instance has its own
+regions). It never applies elsewhere, so a catheter calibrated on one run
+cannot silently rescale a measurement on another.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from pydicom.dataset import Dataset
 
+from dicomnode.validate import is_valid_uid
+
 Point = tuple[float, float]  # (x = column, y = row), in image pixels
 CM = 3  # PhysicalUnitsX/YDirection code for centimetres (PS3.3 C.8.5.5.1.15)
+FRENCH = (1.0, 34.0)  # catheter and sheath sizes that exist
+KNOWN_MM = (0.1, 1000.0)
+COORDINATE = 1e5  # beyond any image's size: a point past it is not a click
+MAX_ID = 9999
+SCOPES = ("series", "frame")
 
 
 @dataclass(frozen=True)
@@ -90,10 +104,117 @@ def french_mm(french: float) -> float:
 def manual(p1: Point, p2: Point, known_mm: float, what: str) -> Calibration:
     """The user's calibration: a line of known length (isotropic pixels)."""
     pixels = math.dist(p1, p2)
-    if pixels <= 0 or known_mm <= 0:
+    if not (pixels > 0 and math.isfinite(pixels) and known_mm > 0 and math.isfinite(known_mm)):
         raise ValueError("a calibration line needs a length in pixels and in mm")
     scale = known_mm / pixels
     return Calibration(scale, scale, what)
+
+
+def number(value: Any, low: float, high: float, what: str) -> float:
+    """A finite number within bounds (JSON booleans are not numbers)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"{what}: a number")
+    try:
+        result = float(value)
+    except ValueError:
+        raise ValueError(f"{what}: a number") from None  # the value is not quoted
+    if not (math.isfinite(result) and low <= result <= high):
+        raise ValueError(f"{what}: from {low:g} to {high:g}")
+    return result
+
+
+def point(value: Any) -> Point:
+    """An [x, y] pair of image coordinates."""
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        raise ValueError("points: [x, y] pairs")
+    x, y = value
+    return number(x, -COORDINATE, COORDINATE, "x"), number(y, -COORDINATE, COORDINATE, "y")
+
+
+def whole(value: Any, low: int, high: int, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{what}: a whole number from {low} to {high}")
+    return value
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Where a user calibration applies: the series of the image it was drawn
+    on, or only that image's frame."""
+
+    kind: str  # "series" or "frame"
+    uid: str  # the instance it was drawn on
+    frame: int  # the frame it was drawn on (0-based)
+    series: str | None = None  # the series, for kind "series"
+
+
+@dataclass(frozen=True)
+class UserCalibration:
+    """A line the user drew over a catheter of known French size or over a
+    known length; ``id`` names it in every measurement that used it."""
+
+    id: int
+    points: tuple[Point, Point]
+    scope: Scope
+    french: float | None = None
+    mm: float | None = None  # the known length, when not a catheter
+
+    @property
+    def known_mm(self) -> float:
+        return french_mm(self.french) if self.french is not None else float(self.mm or 0)
+
+    @property
+    def label(self) -> str:
+        what = (
+            f"catheter {self.french:g}F"
+            if self.french is not None
+            else f"known length {self.mm:g} mm"
+        )
+        return f"{what} (calibration {self.id})"
+
+    def calibration(self) -> Calibration:
+        return manual(*self.points, self.known_mm, self.label)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["points"] = [list(p) for p in self.points]
+        return {k: v for k, v in out.items() if v is not None}
+
+
+def parse_user(given: Any) -> UserCalibration:
+    """A user calibration object from JSON, checked (ValueError says what is
+    wrong, never quoting a value)."""
+    if not isinstance(given, dict):
+        raise ValueError("calibration: an object with id, points, french or mm, scope")
+    ident = whole(given.get("id"), 1, MAX_ID, "calibration id")
+    points = given.get("points")
+    if not isinstance(points, list) or len(points) != 2:
+        raise ValueError("calibration points: two [x, y] pairs")
+    p1, p2 = point(points[0]), point(points[1])
+    if ("french" in given) == ("mm" in given):
+        raise ValueError("calibration: either french (a catheter) or mm (a known length)")
+    french = number(given["french"], *FRENCH, "french") if "french" in given else None
+    mm = number(given["mm"], *KNOWN_MM, "mm") if "mm" in given else None
+    scope = given.get("scope")
+    if not isinstance(scope, dict) or scope.get("kind") not in SCOPES:
+        raise ValueError("calibration scope: kind series or frame, uid, frame")
+    if not is_valid_uid(scope.get("uid")):
+        raise ValueError("calibration scope: uid is not a UID")
+    series = scope.get("series")
+    if scope["kind"] == "series" and not is_valid_uid(series):
+        raise ValueError("calibration scope: series is not a UID")
+    found = Scope(
+        scope["kind"],
+        scope["uid"],
+        whole(scope.get("frame", 0), 0, 100_000, "calibration frame"),
+        series if scope["kind"] == "series" else None,
+    )
+    user = UserCalibration(ident, (p1, p2), found, french, mm)
+    try:
+        user.calibration()
+    except ValueError:
+        raise ValueError("calibration: the line has no length") from None
+    return user
 
 
 def for_image(ds: Dataset, *points: Point, user: Calibration | None = None) -> Calibration | str:

@@ -1,5 +1,12 @@
 """Measuring API: lengths, angles and areas, calibrated when the image or
-the user's calibration allows, each with the source of its scale."""
+the user's calibration allows, each with the source of its scale.
+
+The browser picks the user calibration that applies (by its scope) and sends
+it with the points; the server checks that the scope really covers the
+measured image (same series through the index, or the same instance and
+frame) and refuses it otherwise, so a calibration can never rescale an image
+it was not drawn for.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +18,15 @@ from flask import Blueprint, abort, current_app, jsonify, request
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
+from storage.keys import Level
+from storage.query import Query
 from viewer.planning import calibration as cal
 
 bp = Blueprint("measure", __name__, url_prefix="/api")
+MAX_CALIBRATIONS = 20  # per plan: a few catheters and known lengths
+MAX_MEASUREMENTS = 200
+NEEDED = {"length": 2, "angle": 3, "ellipse": 2}
+SAVED_FIELDS = ("uid", "frame", "kind", "points", "value", "unit", "source", "calibration_id")
 
 
 def header(uid: str) -> Dataset:
@@ -23,30 +36,75 @@ def header(uid: str) -> Dataset:
     return dcmread(BytesIO(data), stop_before_pixels=True)
 
 
-def _points(body: dict, count: int) -> list[tuple[float, float]]:
+def _points(body: dict, count: int, ds: Dataset) -> list[cal.Point]:
+    given = body.get("points")
     try:
-        points = [(float(x), float(y)) for x, y in body["points"]]
-    except (KeyError, TypeError, ValueError):
+        if not isinstance(given, list):
+            raise ValueError
+        points = [cal.point(p) for p in given]
+    except (TypeError, ValueError):
         abort(400, description="points: a list of [x, y] pairs")
     if len(points) != count:
         abort(400, description=f"this measurement needs {count} points")
+    columns, rows = int(ds.get("Columns") or 0), int(ds.get("Rows") or 0)
+    if not all(0 <= x <= columns and 0 <= y <= rows for x, y in points):
+        abort(400, description="the points lie outside the image")
     return points
 
 
+def _frame(body: dict, ds: Dataset) -> int:
+    """The measured frame (0-based); 0 when not given (a single image)."""
+    frames = int(ds.get("NumberOfFrames") or 1)
+    try:
+        return cal.whole(body.get("frame", 0), 0, frames - 1, "frame")
+    except ValueError as exc:
+        abort(400, description=str(exc))
+
+
+def _series_of(uid: str) -> str | None:
+    query = Query(Level.IMAGE, {"SOPInstanceUID": uid, "SeriesInstanceUID": ""}, limit=1)
+    rows = list(current_app.extensions["archive"].index.find(query))
+    return str(rows[0]["SeriesInstanceUID"]) if rows else None
+
+
+def applied_calibration(
+    given: Any, uid: str, ds: Dataset, frame: int
+) -> cal.UserCalibration | None:
+    """The user calibration sent with a measurement, if its scope covers this
+    instance and frame; 400 when it does not (or is malformed)."""
+    if not given:
+        return None
+    try:
+        user = cal.parse_user(given)
+    except ValueError as exc:
+        abort(400, description=str(exc))
+    scope = user.scope
+    if scope.kind == "frame":
+        if scope.uid != uid or scope.frame != frame:
+            abort(
+                400,
+                description="calibration: drawn on another image or frame; it does not apply here",
+            )
+        return user
+    series = str(ds.get("SeriesInstanceUID", ""))
+    if scope.series != series or _series_of(scope.uid) != series:
+        abort(400, description="calibration: drawn on another series; it does not apply here")
+    return user
+
+
 def user_calibration(body: dict) -> cal.Calibration | None:
+    """A calibration as plans stored it before scopes (points and french or
+    mm): parsed only, so an old plan's content can still be read."""
     given = body.get("calibration")
     if not given:
         return None
     try:
-        p1, p2 = (tuple(map(float, p)) for p in given["points"])
+        p1, p2 = (cal.point(p) for p in given["points"])
         if "french" in given:
-            return cal.manual(
-                p1,
-                p2,
-                cal.french_mm(float(given["french"])),
-                f"catheter {float(given['french']):g}F",
-            )
-        return cal.manual(p1, p2, float(given["mm"]), f"known length {float(given['mm']):g} mm")
+            french = cal.number(given["french"], *cal.FRENCH, "french")
+            return cal.manual(p1, p2, cal.french_mm(french), f"catheter {french:g}F")
+        mm = cal.number(given["mm"], *cal.KNOWN_MM, "mm")
+        return cal.manual(p1, p2, mm, f"known length {mm:g} mm")
     except (KeyError, TypeError, ValueError) as exc:
         abort(400, description=f"calibration: {exc}")
 
@@ -54,48 +112,79 @@ def user_calibration(body: dict) -> cal.Calibration | None:
 @bp.post("/instances/<uid>/measure")
 def measure(uid: str) -> Any:
     """Length, angle or ellipse area, calibrated when the image allows."""
-    body = request.get_json(silent=True) or {}
-    ds, user = header(uid), user_calibration(body)
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        abort(400, description="a JSON object: kind, points, frame, calibration")
     kind = body.get("kind")
+    if kind not in NEEDED:
+        abort(400, description="kind: length, angle or ellipse")
+    ds = header(uid)
+    if "Rows" not in ds:
+        abort(400, description="this instance has no image to measure")
+    frame = _frame(body, ds)
+    points = _points(body, NEEDED[kind], ds)
+    applied = applied_calibration(body.get("calibration"), uid, ds, frame)
+    user = applied.calibration() if applied else None
+    used = applied.id if applied else None
     if kind == "length":
-        result = cal.length(ds, *_points(body, 2), user=user)
-        return jsonify(asdict(result))
+        return jsonify(**asdict(cal.length(ds, *points, user=user)), calibration_id=used)
     if kind == "angle":
-        vertex, a, b = _points(body, 3)
+        vertex, a, b = points
         scale = cal.for_image(ds, vertex, a, b, user=user)
         value = cal.angle_degrees(
             vertex, a, b, scale if isinstance(scale, cal.Calibration) else None
         )
-        return jsonify(value=value, unit="°", source="angle")
-    if kind == "ellipse":
-        (cx, cy), (ex, ey) = _points(body, 2)  # centre and a corner of the bounding box
-        result = cal.ellipse_area(ds, (cx, cy), abs(ex - cx), abs(ey - cy), user=user)
-        return jsonify(asdict(result))
-    abort(400, description="kind: length, angle or ellipse")
+        return jsonify(value=value, unit="°", source="angle", calibration_id=None)
+    (cx, cy), (ex, ey) = points  # centre and a corner of the bounding box
+    result = cal.ellipse_area(ds, (cx, cy), abs(ex - cx), abs(ey - cy), user=user)
+    return jsonify(**asdict(result), calibration_id=used)
 
 
-def saved_measurements(given: Any) -> list[dict[str, Any]]:
+def saved_measurements(
+    given: Any, calibrations: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """The drawn measurements a plan keeps, each naming the calibration it
+    used (``calibration_id``, or None); with ``calibrations``, that id must
+    be one of them."""
+    known = {c["id"] for c in calibrations} if calibrations is not None else None
     kept = []
-    for item in (given or [])[:200] if isinstance(given, list) else []:
+    for item in (given or [])[:MAX_MEASUREMENTS] if isinstance(given, list) else []:
         try:
+            used = item.get("calibration_id")
+            if used is not None:
+                used = cal.whole(used, 1, cal.MAX_ID, "calibration_id")
             kept.append(
                 {
                     "uid": str(item["uid"]),
-                    "frame": int(item["frame"]),
+                    "frame": cal.whole(item["frame"], 0, 100_000, "frame"),
                     "kind": str(item["kind"]),
-                    "points": [[float(x), float(y)] for x, y in item["points"]][:3],
-                    "value": float(item["value"]),
+                    "points": [list(cal.point(p)) for p in item["points"]][:3],
+                    "value": cal.number(item["value"], -1e9, 1e9, "value"),
                     "unit": str(item["unit"])[:8],
                     "source": str(item["source"])[:200],
+                    "calibration_id": used,
                 }
             )
-        except (KeyError, TypeError, ValueError):
-            abort(400, description="measurements: uid, frame, kind, points, value, unit, source")
+        except (KeyError, TypeError, ValueError, AttributeError):
+            abort(400, description=f"measurements: {', '.join(SAVED_FIELDS)}")
+        if known is not None and used is not None and used not in known:
+            abort(400, description="measurements: a calibration_id names no saved calibration")
     return kept
 
 
 def saved_calibrations(body: dict) -> list[dict[str, Any]]:
-    """The user's calibrations a plan keeps (validated; each measurement names
-    the one it used by ``calibration_id``)."""
+    """The user's calibrations a plan keeps, validated like those a
+    measurement uses (each measurement names the one it used by
+    ``calibration_id``); 400 rather than a plan silently missing one."""
     given = body.get("calibrations")
-    return [dict(c) for c in given[:50] if isinstance(c, dict)] if isinstance(given, list) else []
+    if given is None:
+        return []
+    if not isinstance(given, list) or len(given) > MAX_CALIBRATIONS:
+        abort(400, description=f"calibrations: a list of at most {MAX_CALIBRATIONS}")
+    try:
+        kept = [cal.parse_user(c) for c in given]
+    except ValueError as exc:
+        abort(400, description=str(exc))
+    if len({c.id for c in kept}) != len(kept):
+        abort(400, description="calibrations: each id once")
+    return [c.as_dict() for c in kept]

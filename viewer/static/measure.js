@@ -1,7 +1,17 @@
 // Measurements and calibrations on the viewports. Values are computed by the
-// server (one calibration implementation, with its source); this file draws
-// the lines and keeps the list. planning.js (the worksheet) reads them
-// through window.measureApi.
+// server (one calibration implementation, with its source); this file takes
+// the points through viewer.js's one geometry (window.viewerTool), draws
+// lines, handles and labels in screen space and keeps the two lists.
+//
+// A calibration (a line over a catheter of known French size, or over a
+// known length) is an object: it belongs to the series it was drawn on
+// (X-ray), or only to its frame (ultrasound, whose regions are per image).
+// A new measurement uses the latest calibration in scope; every measurement
+// names the one it used (calibration_id) and keeps it until it is cleared.
+//
+// window.measureApi (planning.js): measurements(), calibrations(),
+// calibration() (the one in scope on screen), lastLength(), load(content)
+// (replaces what is drawn by a saved plan's measurements and calibrations).
 "use strict";
 
 (() => {
@@ -9,31 +19,44 @@
   const { t, fmt } = window;
   const $ = (id) => document.getElementById(id);
   const csrf = document.querySelector("meta[name=csrf-token]").content;
-  const measurements = []; // {uid, frame, kind, points, value, unit, source}
-  let pending = [];
+  const editable = Boolean($("tool")); // researchers get no tools: the server refuses them
+  const measurements = []; // {uid, frame, kind, points, value, unit, source, calibration_id}
+  const calibrations = []; // {id, points, french | mm, scope: {kind, uid, frame, series}}
   const NEEDED = { length: 2, angle: 3, ellipse: 2, calibrate: 2, "calibrate-length": 2 };
-  window.planningTool = () => $("tool").value;
+  const REACH = 8; // CSS pixels around an end that pick it up
+  const COLOUR = { measurement: "#4f4", calibration: "#4df", pending: "#fa4", selected: "#fd4" };
+  let pending = { vp: null, at: null, points: [] };
+  let selected = null; // a measurement or a calibration
+  let dragging = null; // {item, index, before, moved}
+  let lastId = 0;
+  let note = "";
 
-  window.viewerOverlays = [(vp, ctx) => {
-    if (!vp.meta) return;
-    ctx.strokeStyle = "#4f4"; ctx.fillStyle = "#4f4"; ctx.lineWidth = 2 / vp.zoom;
-    ctx.font = `${14 / vp.zoom}px sans-serif`;
-    const shown = measurements.filter((m) => m.uid === vp.meta.uid && m.frame === vp.frame);
-    for (const m of shown.concat(pending.length ? [{ points: pending, kind: "pending" }] : [])) {
-      ctx.beginPath();
-      if (m.kind === "ellipse") {
-        const [[cx, cy], [ex, ey]] = m.points;
-        ctx.ellipse(cx, cy, Math.abs(ex - cx), Math.abs(ey - cy), 0, 0, 2 * Math.PI);
-      } else {
-        m.points.forEach(([x, y], i) => (i ? ctx.lineTo(x, y) : ctx.moveTo(x, y)));
-      }
-      ctx.stroke();
-      if (m.value !== undefined) {
-        const [x, y] = m.points[m.points.length - 1];
-        ctx.fillText(`${m.value.toFixed(1)} ${m.unit}`, x + 4 / vp.zoom, y - 4 / vp.zoom);
-      }
-    }
-  }];
+  const tool = () => (editable ? $("tool").value : "none");
+  const same = (a, b) => Boolean(a && b && a.uid === b.uid && a.frame === b.frame);
+  const where = (item) => (item.scope ? { uid: item.scope.uid, frame: item.scope.frame } : item);
+  const byId = (id) => calibrations.find((c) => c.id === id) || null;
+  const redraw = () => api.viewports.forEach(api.draw);
+  const message = (text) => { if ($("measure-message")) $("measure-message").textContent = text; };
+  const what = (c) => (c.french !== undefined ? t("catheter {n}F", { n: c.french })
+    : t("known length {n} mm", { n: fmt(c.mm) }));
+  const mmPerPx = (c) => (c.french !== undefined ? c.french / 3 : c.mm) /
+    Math.hypot(c.points[1][0] - c.points[0][0], c.points[1][1] - c.points[0][1]);
+
+  // The calibration a new measurement at (uid, frame) uses: the latest
+  // drawn for that frame, else the latest for its series.
+  function applicable(uid, frame) {
+    const series = api.seriesOf(uid);
+    const fits = (c) => (c.scope.kind === "frame"
+      ? c.scope.uid === uid && c.scope.frame === frame : c.scope.series === series);
+    const found = calibrations.filter(fits);
+    return found.filter((c) => c.scope.kind === "frame").pop() || found.pop() || null;
+  }
+
+  // A measurement keeps its calibration; once that is cleared, it takes what applies.
+  function calibrationFor(m) {
+    if (m.calibration_id === null || m.calibration_id === undefined) return null;
+    return byId(m.calibration_id) || applicable(m.uid, m.frame);
+  }
 
   async function post(url, body) {
     const response = await fetch(url, {
@@ -43,107 +66,250 @@
     return [response.status, await response.json()];
   }
 
-  let userCalibration = null;
-  function showCalibration() {
-    $("calibration").textContent = userCalibration.french
-      ? t("calibrated on a {n}F catheter", { n: userCalibration.french })
-      : t("calibrated on a known length of {n} mm", { n: userCalibration.mm });
+  async function compute(m, calibration) {
+    const [status, result] = await post(`/api/instances/${m.uid}/measure`,
+      { kind: m.kind, points: m.points, frame: m.frame, calibration });
+    if (status !== 200) { message(t(result.message || "The measurement failed.")); return false; }
+    Object.assign(m, result);
+    message("");
+    return true;
   }
-  let dragging = null; // {measurement, index} while an end point is moved
-  let justDragged = false;
 
+  async function remeasureUsing(id) {
+    for (const m of measurements.filter((x) => x.calibration_id === id)) await compute(m, calibrationFor(m));
+    render(); redraw();
+  }
+
+  function select(item) { selected = item; render(); redraw(); }
+
+  function remove(item) {
+    if (selected === item) selected = null;
+    const list = item.scope ? calibrations : measurements;
+    if (list.includes(item)) list.splice(list.indexOf(item), 1);
+    if (item.scope) remeasureUsing(item.id); // its measurements fall back to what applies now
+    render(); redraw();
+  }
+
+  function clearPending() { pending = { vp: null, at: null, points: [] }; redraw(); }
+
+  function addCalibration(vp, at, points, kind) {
+    const known = kind === "calibrate" ? { french: Number($("french").value) } : { mm: Number($("known-mm").value) };
+    if (known.mm !== undefined && !(known.mm >= 0.1 && known.mm <= 1000)) {
+      message(t("Enter the known length in mm (0.1 to 1000).")); return;
+    }
+    const [[x1, y1], [x2, y2]] = points;
+    if (Math.hypot(x2 - x1, y2 - y1) < 2) {
+      message(t("The calibration line is too short: draw it across the whole catheter or known length.")); return;
+    }
+    const series = api.seriesOf(at.uid);
+    const scope = vp.meta.modality === "US" || !series
+      ? { kind: "frame", uid: at.uid, frame: at.frame }
+      : { kind: "series", series, uid: at.uid, frame: at.frame };
+    const calibration = { id: ++lastId, points, ...known, scope };
+    calibrations.push(calibration);
+    message("");
+    select(calibration);
+  }
+
+  async function finish(vp) {
+    const { at, points } = pending;
+    const kind = tool();
+    pending = { vp: null, at: null, points: [] };
+    if (kind.startsWith("calibrate")) { addCalibration(vp, at, points, kind); return; }
+    const m = { uid: at.uid, frame: at.frame, kind, points, calibration_id: null };
+    redraw();
+    if (await compute(m, applicable(at.uid, at.frame))) { measurements.push(m); select(m); }
+    else redraw();
+  }
+
+  // The end of a drawn item nearest to the point, within reach on screen.
   function nearEnd(vp, point) {
-    const reach = 8 / vp.zoom;
-    for (const m of measurements) {
-      if (m.uid !== vp.meta.uid || m.frame !== vp.frame) continue;
-      const index = m.points.findIndex(([x, y]) => Math.hypot(x - point[0], y - point[1]) <= reach);
-      if (index >= 0) return { measurement: m, index };
+    const here = api.position(vp), g = api.geometry(vp);
+    const items = [...calibrations.filter((c) => same(here, where(c))), ...measurements.filter((m) => same(here, m))];
+    if (selected && items.includes(selected)) items.unshift(selected);
+    for (const item of items) {
+      const index = item.points.findIndex(([x, y]) => Math.hypot(x - point[0], y - point[1]) * g.scale <= REACH);
+      if (index >= 0) return { item, index };
     }
     return null;
   }
 
-  async function remeasure(m) {
-    const [status, result] = await post(`/api/instances/${m.uid}/measure`,
-      { kind: m.kind, points: m.points, calibration: userCalibration });
-    if (status === 200) Object.assign(m, result);
-    render();
-    api.viewports.forEach(api.draw);
+  const inside = (vp, [x, y]) => x >= 0 && y >= 0 && x <= vp.clip.width && y <= vp.clip.height;
+  const clamp = (vp, [x, y]) => [Math.min(Math.max(x, 0), vp.clip.width), Math.min(Math.max(y, 0), vp.clip.height)];
+
+  // What viewer.js calls on a canvas: true when the pointer is the tool's.
+  window.viewerTool = {
+    down(vp, point) {
+      if (tool() === "none" || !point || !vp.meta) return false;
+      const hit = nearEnd(vp, point);
+      if (hit) {
+        dragging = { ...hit, before: hit.item.points.map((p) => [...p]), moved: false };
+        select(hit.item);
+        return true;
+      }
+      if (!inside(vp, point)) return true; // the letterbox: nothing to measure there
+      const here = api.position(vp);
+      if (pending.vp !== vp || !same(pending.at, here)) pending = { vp, at: here, points: [] };
+      vp.playing = false;
+      pending.points.push(point);
+      if (pending.points.length >= NEEDED[tool()]) finish(vp);
+      else redraw();
+      return true;
+    },
+    move(vp, point) {
+      if (!dragging || !point) return;
+      dragging.item.points[dragging.index] = clamp(vp, point);
+      dragging.moved = true;
+      redraw();
+    },
+    async up() {
+      const done = dragging;
+      dragging = null;
+      if (!done || !done.moved) return;
+      const { item } = done;
+      if (item.scope) { await remeasureUsing(item.id); return; }
+      if (!(await compute(item, calibrationFor(item)))) item.points = done.before; // refused: as it was
+      render(); redraw();
+    },
+  };
+
+  function stroke(ctx, shape, colour, width) {
+    ctx.strokeStyle = "rgba(0,0,0,.7)"; ctx.lineWidth = width + 2; shape(); ctx.stroke();
+    ctx.strokeStyle = colour; ctx.lineWidth = width; shape(); ctx.stroke();
   }
 
-  // Editing: drag an end point of a drawn measurement; it is measured again.
-  document.querySelector(".viewports").addEventListener("mousedown", (event) => {
-    const vp = api.active();
-    if ($("tool").value === "none" || !vp.meta || event.target.tagName !== "CANVAS") return;
-    dragging = nearEnd(vp, api.toImage(vp, event));
-  });
-  window.addEventListener("mousemove", (event) => {
-    if (!dragging) return;
-    const vp = api.active();
-    dragging.measurement.points[dragging.index] = api.toImage(vp, event);
-    justDragged = true;
-    api.draw(vp);
-  });
-  window.addEventListener("mouseup", () => {
-    if (dragging && justDragged) remeasure(dragging.measurement);
-    dragging = null;
-  });
+  // Text beside a point, turned inward where it would leave the viewport.
+  function label(ctx, view, text, [x, y], colour) {
+    ctx.font = "13px sans-serif";
+    const width = ctx.measureText(text).width;
+    const left = x + 6 + width > view.width ? Math.max(2, x - 6 - width) : x + 6;
+    const base = y - 6 < 14 ? y + 18 : y - 6;
+    ctx.lineWidth = 3; ctx.strokeStyle = "rgba(0,0,0,.8)"; ctx.strokeText(text, left, base);
+    ctx.fillStyle = colour; ctx.fillText(text, left, base);
+  }
 
-  document.querySelector(".viewports").addEventListener("click", async (event) => {
-    const tool = $("tool").value;
-    const vp = api.active();
-    if (justDragged) { justDragged = false; return; }
-    if (tool === "none" || !vp.meta || event.target.tagName !== "CANVAS") return;
-    if (nearEnd(vp, api.toImage(vp, event))) return; // a click on an end point edits, not draws
-    vp.playing = false;
-    pending.push(api.toImage(vp, event));
-    api.draw(vp);
-    if (pending.length < NEEDED[tool]) return;
-    const points = pending; pending = [];
-    if (tool === "calibrate" || tool === "calibrate-length") {
-      userCalibration = tool === "calibrate"
-        ? { points, french: Number($("french").value) } : { points, mm: Number($("known-mm").value) };
-      showCalibration();
-      api.draw(vp);
-      return;
+  // One item in screen space: its lines, its ends as handles, a label.
+  function drawItem(ctx, view, kind, points, colour, text, chosen) {
+    const p = points.map(view.point);
+    const width = chosen ? 3 : 2;
+    if (kind === "ellipse" && p.length === 2) {
+      const [[cx, cy], [ex, ey]] = p;
+      stroke(ctx, () => { ctx.beginPath(); ctx.ellipse(cx, cy, Math.abs(ex - cx), Math.abs(ey - cy), 0, 0, 2 * Math.PI); }, colour, width);
+    } else if (kind === "angle" && p.length > 1) { // two rays from the vertex (the first point)
+      stroke(ctx, () => { ctx.beginPath(); for (const q of p.slice(1)) { ctx.moveTo(...p[0]); ctx.lineTo(...q); } }, colour, width);
+    } else if (p.length > 1) {
+      stroke(ctx, () => { ctx.beginPath(); p.forEach(([x, y], i) => (i ? ctx.lineTo(x, y) : ctx.moveTo(x, y))); }, colour, width);
     }
-    const [status, result] = await post(`/api/instances/${vp.meta.uid}/measure`,
-      { kind: tool, points, calibration: userCalibration });
-    if (status !== 200) { alert(result.message); api.draw(vp); return; }
-    measurements.push({ uid: vp.meta.uid, frame: vp.frame, kind: tool, points, ...result });
-    render();
-    api.draw(vp);
-  });
+    for (const [x, y] of p) {
+      ctx.fillStyle = "#000"; ctx.fillRect(x - 4, y - 4, 8, 8);
+      ctx.fillStyle = colour; ctx.fillRect(x - 3, y - 3, 6, 6);
+    }
+    if (text) label(ctx, view, text, p[p.length - 1], colour);
+  }
+
+  window.viewerOverlays = [(vp, ctx, view) => {
+    const here = api.position(vp);
+    if (!here) return;
+    ctx.lineJoin = "round";
+    for (const c of calibrations.filter((x) => same(here, where(x)))) {
+      drawItem(ctx, view, "length", c.points, c === selected ? COLOUR.selected : COLOUR.calibration,
+        `${t("Calibration {n}", { n: c.id })}: ${what(c)}`, c === selected);
+    }
+    for (const m of measurements.filter((x) => same(here, x))) {
+      const used = m.calibration_id ? ` · ${t("Calibration {n}", { n: m.calibration_id })}` : "";
+      drawItem(ctx, view, m.kind, m.points, m === selected ? COLOUR.selected : COLOUR.measurement,
+        `${fmt(m.value)} ${t(m.unit)}${used}`, m === selected);
+    }
+    if (pending.vp === vp && same(pending.at, here)) {
+      drawItem(ctx, view, tool() === "ellipse" ? "ellipse" : tool() === "angle" ? "angle" : "length",
+        pending.points, COLOUR.pending, "", false);
+    }
+    const scale = applicable(here.uid, here.frame);
+    if (scale) label(ctx, view, t("scale: calibration {n}, {what}", { n: scale.id, what: what(scale) }), [4, view.height - 4], COLOUR.calibration);
+  }];
+
+  function row(list, item, text, warning) {
+    const li = document.createElement("li");
+    li.textContent = text + " ";
+    li.classList.toggle("warning", Boolean(warning));
+    li.classList.toggle("selected", item === selected);
+    li.onclick = () => { select(item); const at = where(item); api.show(at.uid, at.frame); };
+    if (editable) {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.textContent = item.scope ? t("Clear") : t("Delete");
+      button.onclick = (e) => { e.stopPropagation(); remove(item); };
+      li.appendChild(button);
+    }
+    list.appendChild(li);
+  }
 
   function render() {
     $("measurements").innerHTML = "";
-    measurements.forEach((m, index) => {
-      const item = document.createElement("li");
-      item.textContent = `${t(m.kind)} ${m.value.toFixed(1)} ${m.unit} (${t("frame {n}", { n: m.frame + 1 })}; ${m.source}) `;
-      if (m.unit === "px") item.classList.add("warning");
-      const remove = document.createElement("button");
-      remove.textContent = t("Delete");
-      remove.onclick = () => { measurements.splice(index, 1); render(); api.viewports.forEach(api.draw); };
-      item.appendChild(remove);
-      $("measurements").appendChild(item);
+    for (const m of measurements) {
+      row($("measurements"), m, `${t(m.kind)} ${fmt(m.value)} ${t(m.unit)} (${t("frame {n}", { n: m.frame + 1 })}; ${t(m.source)})`,
+        m.unit !== "mm" && m.unit !== "mm²" && m.unit !== "°");
+    }
+    if ($("calibrations")) {
+      $("calibrations").innerHTML = "";
+      for (const c of calibrations) {
+        const scope = c.scope.kind === "series" ? t("applies to its series") : t("applies to this frame only");
+        row($("calibrations"), c, `${t("Calibration {n}", { n: c.id })}: ${what(c)}, ${fmt(mmPerPx(c), 3)} ${t("mm/px")}, ` +
+          `${t("frame {n}", { n: c.scope.frame + 1 })}; ${scope}`);
+      }
+    }
+    if ($("calibration")) $("calibration").textContent = note;
+  }
+
+  if (editable) {
+    $("tool").addEventListener("change", () => {
+      clearPending(); message("");
+      document.querySelectorAll(".viewport").forEach((el) => el.classList.toggle("measuring", tool() !== "none"));
     });
   }
 
   document.addEventListener("keydown", (e) => {
-    if ((e.ctrlKey || e.metaKey) && e.key === "z" && measurements.length) {
-      measurements.pop(); render(); api.viewports.forEach(api.draw);
+    if (e.target instanceof HTMLInputElement || e.target instanceof HTMLTextAreaElement) return;
+    if (e.key === "Escape") clearPending();
+    else if ((e.key === "Delete" || e.key === "Backspace") && selected && editable) { e.preventDefault(); remove(selected); }
+    else if ((e.ctrlKey || e.metaKey) && e.key === "z" && editable && measurements.length) {
+      remove(measurements[measurements.length - 1]);
     }
   });
 
-  // For planning.js: what was measured, and the calibration in use.
+  const copy = (c) => JSON.parse(JSON.stringify(c));
   window.measureApi = {
     measurements: () => measurements,
-    calibration: () => userCalibration,
+    calibrations: () => calibrations.map(copy),
+    calibration() {
+      const vp = api.active(), here = vp && api.position(vp);
+      const found = (here && applicable(here.uid, here.frame)) || calibrations[calibrations.length - 1];
+      return found ? copy(found) : null;
+    },
     lastLength: () => [...measurements].reverse().find((x) => x.kind === "length" && x.unit === "mm"),
+    pending: () => pending.points.length,
+    selected: () => selected,
     load(content) {
-      measurements.push(...(content.measurements || []));
-      if (content.calibration) { userCalibration = content.calibration; showCalibration(); }
-      render();
-      api.viewports.forEach(api.draw);
+      measurements.length = 0; calibrations.length = 0; selected = null; note = "";
+      clearPending();
+      for (const c of content.calibrations || []) {
+        if (c && c.scope && Array.isArray(c.points) && Number.isInteger(c.id)) calibrations.push(copy(c));
+      }
+      lastId = Math.max(lastId, 0, ...calibrations.map((c) => c.id));
+      const legacy = content.calibration; // one calibration for everything, before scopes
+      if (legacy && !calibrations.length) {
+        const series = legacy.uid && api.seriesOf(legacy.uid);
+        const known = legacy.french !== undefined ? { french: legacy.french } : { mm: legacy.mm };
+        if (series) {
+          calibrations.push({ id: ++lastId, points: legacy.points, ...known,
+            scope: { kind: "series", series, uid: legacy.uid, frame: legacy.frame || 0 } });
+        } else {
+          note = t("A calibration saved with this plan was not restored: the image it was drawn on is not recorded. Calibrate again before measuring.");
+        }
+      }
+      for (const m of content.measurements || []) measurements.push({ calibration_id: null, ...copy(m) });
+      render(); redraw();
     },
   };
+  render();
 })();

@@ -1,41 +1,92 @@
-// Cine viewer: every frame of a clip is prefetched as an <img> (immutable
-// URLs, so the browser cache serves replays) and drawn on a canvas at the
-// clip's own timing (Frame Time Vector / Frame Time / Cine Rate, from /meta).
+// Cine viewer: clips come from clip.js (Clip.open) and are drawn on a canvas
+// at the clip's own timing. One geometry per viewport maps image pixels to
+// the page (fit, zoom, pan, letterbox, device pixel ratio): draw() paints
+// through it and pointer events are read back through its inverse, so the
+// point a click records is the pixel drawn under it, in every viewport.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const { t, fmt } = window;
+const { t } = window;
 const viewports = [];
+const thumbs = [...document.querySelectorAll("#series .thumb")];
+const ZOOM = { step: 1.25, min: 0.1, max: 32 };
 let active = 0;
 
 function makeViewport(element) {
   const canvas = element.querySelector("canvas");
   const vp = {
     element, canvas, ctx: canvas.getContext("2d"), overlay: element.querySelector(".overlay"),
-    clip: null, times: [], frame: 0, playing: false, acc: 0, last: 0, meta: null,
+    clip: null, meta: null, uids: [], stack: false, series: null, thumb: null, chosen: null, opening: 0,
+    times: [], frame: 0, playing: false, acc: 0, last: 0,
     zoom: 1, panX: 0, panY: 0, brightness: 1, contrast: 1, invert: false,
   };
-  element.addEventListener("mousedown", () => select(viewports.indexOf(vp)));
-  dragHandlers(vp);
+  element.addEventListener("pointerdown", () => select(viewports.indexOf(vp)));
+  pointerHandlers(vp);
+  new ResizeObserver(() => draw(vp)).observe(canvas); // window resized, split opened
   return vp;
 }
 
 function select(index) {
   active = index;
   viewports.forEach((vp, i) => vp.element.classList.toggle("active", i === index));
+  thumbs.forEach((b) => b.classList.toggle("current", b === viewports[index].thumb));
   syncControls();
 }
 
-async function openSeries(vp, instances) {
+// The image-to-page transform of a viewport, in CSS pixels:
+//   page = box corner + (x, y) + image point × scale
+// The image is fitted into the canvas box (letterboxed, centred), then
+// zoomed about the box centre and panned. null before a clip is open.
+function geometry(vp) {
+  if (!vp.clip) return null;
+  const box = vp.canvas.getBoundingClientRect();
+  if (!box.width || !box.height) return null;
+  const { width, height } = vp.clip;
+  const scale = Math.min(box.width / width, box.height / height) * vp.zoom;
+  return {
+    box, scale,
+    x: (box.width - width * scale) / 2 + vp.panX,
+    y: (box.height - height * scale) / 2 + vp.panY,
+  };
+}
+
+function toScreen(vp, [x, y]) {
+  const g = geometry(vp);
+  return g && [g.box.left + g.x + x * g.scale, g.box.top + g.y + y * g.scale];
+}
+
+// Image coordinates (continuous: pixel i spans [i, i + 1)) of a page point.
+function toImage(vp, clientX, clientY) {
+  if (typeof clientX === "object") ({ clientX, clientY } = clientX); // an event
+  const g = geometry(vp);
+  return g && [(clientX - g.box.left - g.x) / g.scale, (clientY - g.box.top - g.y) / g.scale];
+}
+
+// The instance and frame on screen: a run's frame, or one image of a stack.
+function position(vp) {
+  if (!vp.meta) return null;
+  return vp.stack ? { uid: vp.uids[vp.frame], frame: 0 } : { uid: vp.meta.uid, frame: vp.frame };
+}
+
+async function openSeries(vp, thumb) {
+  const uids = thumb.dataset.instances.split(" ");
+  const token = ++vp.opening;
+  vp.chosen = thumb; // where ↑/↓ go on from, even before it has opened
   if (vp.clip) vp.clip.close();
-  const clip = await window.Clip.open(instances);
-  vp.clip = clip;
-  vp.meta = clip.meta;
-  vp.times = clip.times;
-  vp.frame = 0; vp.acc = 0; vp.zoom = 1; vp.panX = vp.panY = 0;
-  vp.brightness = vp.contrast = 1; vp.invert = false;
-  vp.canvas.width = clip.width;
-  vp.canvas.height = clip.height;
+  let clip;
+  try {
+    clip = await window.Clip.open(uids);
+  } catch (error) {
+    if (token === vp.opening) vp.overlay.textContent = t("This series could not be opened.");
+    return;
+  }
+  if (token !== vp.opening) { clip.close(); return; } // another series was chosen meanwhile
+  Object.assign(vp, {
+    clip, meta: clip.meta, times: clip.times, uids, series: thumb.dataset.series, thumb,
+    stack: uids.length > 1 && clip.count === uids.length && clip.meta.frames <= 1,
+    frame: 0, acc: 0, zoom: 1, panX: 0, panY: 0, brightness: 1, contrast: 1, invert: false,
+  });
+  select(viewports.indexOf(vp));
   draw(vp);
   vp.playing = clip.count > 1; // auto-play a clip
   vp.last = performance.now();
@@ -44,19 +95,42 @@ async function openSeries(vp, instances) {
 
 const count = (vp) => (vp.clip ? vp.clip.count : 0);
 
+// Window/level as the clip wants it: a window for clips that apply it to
+// stored values, else brightness/contrast as a canvas filter on 8 bits.
+function display(vp) {
+  if (!vp.clip.windowing) return undefined;
+  const base = vp.clip.defaultWindow || { center: 128, width: 256 };
+  return {
+    center: base.center - ((vp.brightness - 1) * base.width) / 2,
+    width: base.width / vp.contrast,
+    invert: vp.invert,
+  };
+}
+
 function draw(vp) {
-  const img = vp.clip && vp.clip.source(vp.frame, vp.window);
+  const g = geometry(vp);
+  const img = g && vp.clip.source(vp.frame, display(vp));
   if (!img) return false;
   const { ctx, canvas } = vp;
+  const dpr = window.devicePixelRatio || 1;
+  const width = Math.max(1, Math.round(g.box.width * dpr));
+  const height = Math.max(1, Math.round(g.box.height * dpr));
+  if (canvas.width !== width || canvas.height !== height) Object.assign(canvas, { width, height });
+  const sx = width / g.box.width, sy = height / g.box.height; // backing pixels per CSS pixel
   ctx.setTransform(1, 0, 0, 1, 0, 0);
   ctx.fillStyle = "#000";
-  ctx.fillRect(0, 0, canvas.width, canvas.height);
-  ctx.filter = `brightness(${vp.brightness}) contrast(${vp.contrast})${vp.invert ? " invert(1)" : ""}`;
-  ctx.setTransform(vp.zoom, 0, 0, vp.zoom,
-    vp.panX + (1 - vp.zoom) * canvas.width / 2, vp.panY + (1 - vp.zoom) * canvas.height / 2);
-  ctx.drawImage(img, 0, 0);
+  ctx.fillRect(0, 0, width, height);
+  if (!vp.clip.windowing) {
+    ctx.filter = `brightness(${vp.brightness}) contrast(${vp.contrast})${vp.invert ? " invert(1)" : ""}`;
+  }
+  ctx.setTransform(sx * g.scale, 0, 0, sy * g.scale, sx * g.x, sy * g.y);
+  ctx.drawImage(img, 0, 0, vp.clip.width, vp.clip.height);
   ctx.filter = "none";
-  for (const overlay of window.viewerOverlays || []) overlay(vp, ctx);
+  // Overlays in CSS pixels of the box, so lines and text keep their size.
+  ctx.setTransform(sx, 0, 0, sy, 0, 0);
+  const view = { scale: g.scale, width: g.box.width, height: g.box.height,
+    point: ([x, y]) => [g.x + x * g.scale, g.y + y * g.scale] };
+  for (const overlay of window.viewerOverlays || []) overlay(vp, ctx, view);
   const m = vp.meta;
   vp.overlay.textContent = `${m.pseudonym} · ${m.sex} ${m.age} ${m.weight ? m.weight + " " + t("kg") : ""}` +
     ` · ${m.modality} ${m.view} · ${t("frame {n}", { n: `${vp.frame + 1}/${count(vp)}` })} · ${m.fps} ${t("fps")}`;
@@ -103,23 +177,67 @@ function step(delta) {
   draw(vp);
 }
 
-function dragHandlers(vp) {
-  let start = null;
-  vp.canvas.addEventListener("mousedown", (e) => {
-    if (window.planningTool && window.planningTool() !== "none") return; // a measuring click
-    start = { x: e.clientX, y: e.clientY, b: vp.brightness, c: vp.contrast, px: vp.panX, py: vp.panY, pan: e.shiftKey };
+// Zoom by k keeping the image point at (mx, my), CSS pixels from the box
+// centre, where it is: the centre for keys and buttons.
+function zoomBy(vp, k, mx = 0, my = 0) {
+  const zoom = Math.min(ZOOM.max, Math.max(ZOOM.min, vp.zoom * k));
+  const applied = zoom / vp.zoom;
+  vp.panX = mx - (mx - vp.panX) * applied;
+  vp.panY = my - (my - vp.panY) * applied;
+  vp.zoom = zoom;
+  draw(vp);
+}
+
+function fit(vp) { vp.zoom = 1; vp.panX = vp.panY = 0; draw(vp); }
+
+// Pointer events (fractional coordinates, unlike mouse events) on a canvas:
+// a measuring tool (window.viewerTool, measure.js) gets the image point
+// first; otherwise, or with shift, a drag pans or sets window/level.
+function pointerHandlers(vp) {
+  const { canvas } = vp;
+  let drag = null;
+  canvas.addEventListener("pointerdown", (e) => {
+    if (e.button !== 0 || !vp.clip) return;
+    select(viewports.indexOf(vp));
+    const tool = window.viewerTool;
+    if (!e.shiftKey && tool && tool.down(vp, toImage(vp, e.clientX, e.clientY), e)) drag = { tool };
+    else {
+      drag = { x: e.clientX, y: e.clientY, b: vp.brightness, c: vp.contrast, px: vp.panX, py: vp.panY,
+        pan: e.shiftKey || !(vp.meta && vp.meta.grey) };
+    }
+    canvas.setPointerCapture(e.pointerId);
+    e.preventDefault();
   });
-  window.addEventListener("mouseup", () => { start = null; });
-  window.addEventListener("mousemove", (e) => {
-    if (!start) return;
-    const dx = e.clientX - start.x, dy = e.clientY - start.y;
-    if (start.pan || !(vp.meta && vp.meta.grey)) { vp.panX = start.px + dx; vp.panY = start.py + dy; }
+  canvas.addEventListener("pointermove", (e) => {
+    if (!drag) return;
+    if (drag.tool) { drag.tool.move(vp, toImage(vp, e.clientX, e.clientY), e); return; }
+    const dx = e.clientX - drag.x, dy = e.clientY - drag.y;
+    if (drag.pan) { vp.panX = drag.px + dx; vp.panY = drag.py + dy; }
     else { // window/level: width with x, level with y
-      vp.contrast = Math.max(0.1, start.c * Math.exp(dx / 200));
-      vp.brightness = Math.max(0.1, start.b * Math.exp(-dy / 200));
+      vp.contrast = Math.max(0.1, drag.c * Math.exp(dx / 200));
+      vp.brightness = Math.max(0.1, drag.b * Math.exp(-dy / 200));
     }
     draw(vp);
   });
+  const end = (e) => {
+    if (drag && drag.tool) drag.tool.up(vp, toImage(vp, e.clientX, e.clientY), e);
+    drag = null;
+  };
+  canvas.addEventListener("pointerup", end);
+  canvas.addEventListener("pointercancel", end);
+}
+
+function moveSeries(delta) {
+  if (!thumbs.length) return;
+  const at = thumbs.indexOf(viewports[active].chosen);
+  thumbs[(at + delta + thumbs.length) % thumbs.length].click();
+}
+
+// Keys a focused control handles itself are left to it.
+function forControl(e) {
+  const target = e.target;
+  if (target instanceof HTMLInputElement || target instanceof HTMLTextAreaElement) return true;
+  return target instanceof HTMLSelectElement && ["ArrowUp", "ArrowDown", " "].includes(e.key);
 }
 
 function bindControls() {
@@ -133,60 +251,65 @@ function bindControls() {
     draw(vp);
   };
   $("invert").onclick = () => { const vp = viewports[active]; vp.invert = !vp.invert; draw(vp); };
-  $("fit").onclick = () => { const vp = viewports[active]; vp.zoom = 1; vp.panX = vp.panY = 0; draw(vp); };
+  $("fit").onclick = () => fit(viewports[active]);
   $("help").onclick = () => { $("keys").hidden = !$("keys").hidden; };
   $("split").onclick = () => {
     if (viewports.length > 1) return;
     const element = viewports[0].element.cloneNode(true);
+    element.querySelector(".overlay").textContent = "";
     $("viewports").appendChild(element);
     viewports.push(makeViewport(element));
     select(1);
   };
-  const thumbs = [...document.querySelectorAll("#series .thumb")];
   thumbs.forEach((button) => {
-    button.onclick = () => openSeries(viewports[active], button.dataset.instances.split(" "));
+    button.onclick = () => openSeries(viewports[active], button);
   });
   document.addEventListener("keydown", (e) => {
     const vp = viewports[active];
     const keys = {
       " ": () => { vp.playing = !vp.playing; vp.last = performance.now(); },
       ArrowLeft: () => step(-1), ArrowRight: () => step(1),
-      ArrowUp: () => moveSeries(thumbs, -1), ArrowDown: () => moveSeries(thumbs, 1),
-      "+": () => { vp.zoom *= 1.25; draw(vp); }, "=": () => { vp.zoom *= 1.25; draw(vp); },
-      "-": () => { vp.zoom /= 1.25; draw(vp); },
-      Home: () => { vp.zoom = 1; vp.panX = vp.panY = 0; draw(vp); },
-      End: () => { vp.playing = false; vp.frame = count(vp) - 1; draw(vp); },
+      ArrowUp: () => moveSeries(-1), ArrowDown: () => moveSeries(1),
+      "+": () => zoomBy(vp, ZOOM.step), "=": () => zoomBy(vp, ZOOM.step),
+      "-": () => zoomBy(vp, 1 / ZOOM.step),
+      Home: () => fit(vp),
+      End: () => { vp.playing = false; vp.frame = Math.max(count(vp) - 1, 0); draw(vp); },
       i: () => { vp.invert = !vp.invert; draw(vp); },
       "?": () => { $("keys").hidden = !$("keys").hidden; },
       Escape: () => { $("keys").hidden = true; },
     };
-    if (keys[e.key] && !(e.target instanceof HTMLInputElement)) { e.preventDefault(); keys[e.key](); }
+    if (keys[e.key] && !forControl(e)) { e.preventDefault(); keys[e.key](); }
   });
-}
-
-let seriesIndex = 0;
-function moveSeries(thumbs, delta) {
-  if (!thumbs.length) return;
-  seriesIndex = (seriesIndex + delta + thumbs.length) % thumbs.length;
-  thumbs[seriesIndex].click();
 }
 
 viewports.push(makeViewport(document.querySelector(".viewport")));
 select(0);
 bindControls();
-// For planning.js: the viewports, the active one, and image coordinates of a click.
+// For measure.js, planning.js and tests: the viewports and their geometry.
 window.viewerApi = {
-  viewports, draw, active: () => viewports[active],
-  toImage(vp, event) {
-    const rect = vp.canvas.getBoundingClientRect();
-    const cx = (event.clientX - rect.left) * vp.canvas.width / rect.width;
-    const cy = (event.clientY - rect.top) * vp.canvas.height / rect.height;
-    const tx = vp.panX + (1 - vp.zoom) * vp.canvas.width / 2;
-    const ty = vp.panY + (1 - vp.zoom) * vp.canvas.height / 2;
-    return [(cx - tx) / vp.zoom, (cy - ty) / vp.zoom];
+  viewports, draw, geometry, toScreen, toImage, position,
+  active: () => viewports[active],
+  // The series (SeriesInstanceUID) an instance of this study belongs to.
+  seriesOf: (uid) => {
+    const thumb = thumbs.find((b) => b.dataset.instances.split(" ").includes(uid));
+    return thumb ? thumb.dataset.series : null;
+  },
+  // Bring an instance's frame into the active viewport (its run or stack opened).
+  async show(uid, frame = 0) {
+    const vp = viewports[active];
+    const thumb = thumbs.find((b) => b.dataset.instances.split(" ").includes(uid));
+    if (!thumb) return;
+    if (vp.thumb !== thumb) await openSeries(vp, thumb);
+    vp.playing = false;
+    vp.frame = vp.stack ? vp.uids.indexOf(uid) : Math.min(frame, count(vp) - 1);
+    draw(vp);
+    syncControls();
   },
 };
-window.viewerState = () => viewports.map((vp) => ({ frame: vp.frame, frames: count(vp), playing: vp.playing, invert: vp.invert, contrast: vp.contrast }));
-const firstThumb = document.querySelector("#series .thumb");
-if (firstThumb) firstThumb.click();
+window.viewerState = () => viewports.map((vp) => ({
+  frame: vp.frame, frames: count(vp), playing: vp.playing, invert: vp.invert, contrast: vp.contrast,
+  zoom: vp.zoom, panX: vp.panX, panY: vp.panY, uid: vp.meta && vp.meta.uid, series: vp.series,
+  thumb: thumbs.indexOf(vp.thumb),
+}));
+if (thumbs.length) thumbs[0].click();
 requestAnimationFrame(tick);
