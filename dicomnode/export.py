@@ -128,10 +128,12 @@ def select(archive: Archive, cohort: Cohort) -> list[dict[str, Any]]:
     """Studies matching the DICOM keys, then the plan and age filters."""
     chosen = []
     for study in archive.index.find(Query(level=Level.STUDY, keys=cohort.keys())):
-        plan = _latest_plan(archive, study["StudyInstanceUID"])
-        if cohort.defect and plan.get("defect", "").lower() != cohort.defect.lower():
+        plans = _latest_plans(archive, study["StudyInstanceUID"])
+        if cohort.defect and cohort.defect.lower() not in {
+            p.get("defect", "").lower() for p in plans
+        }:
             continue
-        if cohort.device and cohort.device not in _proposed(plan):
+        if cohort.device and not any(cohort.device in _proposed(p) for p in plans):
             continue
         if cohort.age_from is not None or cohort.age_to is not None:
             age = age_years(study.get("PatientAge") or "")
@@ -186,9 +188,10 @@ def _blob(archive: Archive, sop_instance_uid: str) -> BytesIO:
     return BytesIO(archive.blobs.read(archive.index.instance_blob(sop_instance_uid)))
 
 
-def _latest_plan(archive: Archive, study_uid: str) -> dict[str, Any]:
-    versions = archive.index.plans.versions(study_uid)
-    return versions[-1] if versions else {}
+def _latest_plans(archive: Archive, study_uid: str) -> list[dict[str, Any]]:
+    """The latest version of each plan of the study (a child may have an
+    ASD plan and a PDA plan): filters match any of them."""
+    return archive.index.plans.latest(study_uid)
 
 
 def _proposed(plan: dict[str, Any]) -> list[str]:
@@ -418,8 +421,8 @@ def _fill_directory_keys(ds: Any, study_numbers: dict[str, str]) -> None:
 
 
 def _manifest_row(archive: Archive, study: dict, pseudonyms: dict[str, str]) -> dict[str, Any]:
-    plan = _latest_plan(archive, study["StudyInstanceUID"])
-    latest = plan.get("content") or {}
+    plans = _latest_plans(archive, study["StudyInstanceUID"])
+    slots = [s for p in plans for s in (p.get("content") or {}).get("slots", [])]
     return {
         "patient": pseudonyms.get(study["PatientID"], ""),
         "age": study.get("PatientAge") or "",
@@ -428,11 +431,9 @@ def _manifest_row(archive: Archive, study: dict, pseudonyms: dict[str, str]) -> 
         "height_m": study.get("PatientSize") or "",
         "modalities": ",".join(study.get("ModalitiesInStudy") or []),
         "hospital": study.get("IssuerOfPatientID") or "",
-        "defect": plan.get("defect", ""),
-        "key_measurements_mm": json.dumps(
-            {s["code"]: s["value_mm"] for s in latest.get("slots", [])}
-        ),
-        "proposed_devices": ",".join(_proposed(plan)),
+        "defect": ";".join(p.get("defect", "") for p in plans),
+        "key_measurements_mm": json.dumps({s["code"]: s["value_mm"] for s in slots}),
+        "proposed_devices": ",".join(size for p in plans for size in _proposed(p)),
     }
 
 

@@ -43,12 +43,17 @@ EVENTS: dict[str, tuple[str, str, str]] = {
     "access-denied": ("110113", "Security Alert", "E"),
     "study-view": ("110103", "DICOM Instances Accessed", "R"),
     "plan-save": ("110110", "Patient Record", "U"),
+    "plan-sign": ("110110", "Patient Record", "U"),
     "export": ("110106", "Export", "R"),
     "reidentify": ("110110", "Patient Record", "R"),
     "quarantine-hold": ("110103", "DICOM Instances Accessed", "C"),
     "quarantine-release": ("110103", "DICOM Instances Accessed", "U"),
     "quarantine-show": ("110106", "Export", "R"),
     "quarantine-refuse": ("110103", "DICOM Instances Accessed", "D"),
+    # An instance bringing a study, series or SOP Instance UID another patient
+    # holds (a broken UID generator, a re-used template, or an attempt to
+    # write into another child's study): kept apart, for an administrator.
+    "uid-conflict": ("110113", "Security Alert", "C"),
     "user-change": ("110113", "Security Alert", "U"),
     "audit-read": ("110101", "Audit Log Used", "R"),
 }

@@ -187,6 +187,19 @@ def test_plan_and_age_filters_and_the_preview(
     assert (row["defect"], row["proposed_devices"], row["age"]) == ("PDA", "8/6", "018M")
     assert row["key_measurements_mm"] == '{"PDA-MIN": 4.1}'
     assert row["hospital"] == "RCC Dushanbe"
+    # A second plan (an ASD besides the duct): filters match either plan and
+    # the manifest row names both.
+    asd = {
+        "slots": [{"code": "ASD-MAX-DIAMETER", "value_mm": 9.0}],
+        "proposal": {"sizes": ["11 mm"]},
+    }
+    cohort_archive.index.plans.add(studies["XA"], "secundum ASD", asd, "cardiologist", None, "new")
+    assert preview(cohort_archive, Cohort(defect="PDA", device="8/6")).studies == 1
+    assert preview(cohort_archive, Cohort(defect="secundum ASD", device="11 mm")).studies == 1
+    (row,) = export(
+        config, cohort_archive, Cohort(defect="PDA"), tmp_path / "q.zip", progress=False
+    ).manifest
+    assert (row["defect"], row["proposed_devices"]) == ("PDA;secundum ASD", "8/6,11 mm")
     assert age_years("030W") == pytest.approx(0.575, abs=0.01)
     assert age_years("") is None and age_years("4Y") is None
 

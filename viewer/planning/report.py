@@ -1,25 +1,44 @@
 """The plan as a DICOM Structured Report (TID 1500 Measurement Report).
 
-Each filled slot of the worksheet becomes a measurement (mm, UCUM) in a
-measurement group tracked per defect, referencing the image and frame it was
-drawn on; the SR is a Comprehensive SR built with highdicom, whose patient
-and study modules come from the (already de-identified) evidence.
+One measurement group (TID 1501) per plan version: every worksheet value,
+rim, drawn measurement and user calibration as a measurement (TID 300) that
+references its image and frame (the calipers as SCOORD where they were drawn)
+and names its scale in an algorithm identification (TID 4019: the scale
+source and the calibration, as text); the Krichenko type as a CODE; the note,
+the sizing aid, its rules with their sources and its warnings as TEXT under
+the report's Qualitative Evaluations. A Comprehensive SR built with
+highdicom, whose patient and study modules come from the (de-identified)
+evidence; unsigned versions are PARTIAL / UNVERIFIED, a signed one COMPLETE /
+VERIFIED with its verifying observer.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+import warnings
+from collections.abc import Iterable, Sequence
+from copy import deepcopy
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
 
+import numpy as np
 from highdicom.sr import (
+    AlgorithmIdentification,
     CodedConcept,
     ComprehensiveSR,
+    ContainerContentItem,
+    CoordinatesForMeasurement,
     Measurement,
     MeasurementReport,
     MeasurementsAndQualitativeEvaluations,
     ObservationContext,
     ObserverContext,
     PersonObserverIdentifyingAttributes,
+    QualitativeEvaluation,
     SourceImageForMeasurement,
+    SourceImageForRegion,
+    TextContentItem,
     TrackingIdentifier,
 )
 from pydicom.dataset import Dataset
@@ -27,15 +46,47 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
 from dicomnode import UID_ROOT
-from viewer.planning.worksheet import CATALOGUE, Slot
+from viewer.planning.calibration import french_mm
+from viewer.planning.worksheet import Slot
+
+__all__ = ["Signature", "Slot", "measurement_report", "observer_name", "series_label"]
 
 LOCAL_SCHEME = "99CHDNODE"  # local codes for worksheet slots (PS3.16 8.2)
+SR_ROOT = UID_ROOT + ".5."
 MM = CodedConcept("mm", "UCUM", "millimeter")
+UNITS = {
+    "mm": MM,
+    "mm²": CodedConcept("mm2", "UCUM", "square millimeter"),
+    "°": CodedConcept("deg", "UCUM", "degree"),
+    "px": CodedConcept("{pixels}", "UCUM", "pixels"),
+    "px²": CodedConcept("{pixels}2", "UCUM", "square pixels"),
+}
+DRAWN = {"length": codes.SCT.Length, "angle": codes.SCT.Angle, "ellipse": codes.SCT.Area}
 CLOSURE_PLANNING = CodedConcept("CLOSURE-PLAN", LOCAL_SCHEME, "Transcatheter closure planning")
-
+CALIBRATION = CodedConcept("CAL-REFERENCE", LOCAL_SCHEME, "Calibration reference length")
+KRICHENKO = CodedConcept("KRICHENKO-TYPE", LOCAL_SCHEME, "Krichenko angiographic type")
+QUALITATIVE = CodedConcept("C0034375", "UMLS", "Qualitative Evaluations")
+SIZING_AID = CodedConcept("SIZING-AID", LOCAL_SCHEME, "Device sizing aid (decision support)")
+SIZING_RULE = CodedConcept("SIZING-RULE", LOCAL_SCHEME, "Sizing rule and its source")
+SIZING_WARNING = CodedConcept("SIZING-WARNING", LOCAL_SCHEME, "Sizing warning")
+SIZING_NOTE = CodedConcept("SIZING-NOTE", LOCAL_SCHEME, "Sizing note (unchecked, or advice)")
+SCALE_ALGORITHM = "Measurement scale"
+# The Type 2 attributes highdicom copies from the evidence: a hospital may
+# send them empty or not at all, and the SR must still be written.
+TYPE2 = (
+    "PatientName",
+    "PatientBirthDate",
+    "PatientSex",
+    "AccessionNumber",
+    "StudyID",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+)
 
 # The observer of a plan's report is named by role: the login names a member
-# of staff, and who saved which version is in the plan row and the audit trail.
+# of staff, and who saved which version is in the plan row and the audit
+# trail. Only a signature names a person (the verifying observer).
 OBSERVER_ROLES = {
     "cardiologist": "Cardiologist",
     "admin": "Administrator",
@@ -48,41 +99,120 @@ def observer_name(role: str) -> str:
     return f"{OBSERVER_ROLES.get(role, 'Clinician')}^CHD node"
 
 
+@dataclass(frozen=True)
+class Signature:
+    """Who verified the plan: an account's user name as a Person Name (a
+    single family-name component) and the node's organisation."""
+
+    user: str
+    organization: str
+
+    @property
+    def name(self) -> str:
+        return re.sub(r"[\^=\\\x00-\x1f]", " ", self.user)[:60].strip() + "^"
+
+
+def series_label(defect: str, plan: int) -> str:
+    """The SR series' description, one series per plan of the study."""
+    return _lo(f"Closure plan ({defect}) #{plan}")
+
+
+def english(message: Any) -> str:
+    """A Message ({text, values}) or a legacy plain string, in English."""
+    if isinstance(message, dict):
+        values = {
+            k: f"{v:.1f}" if isinstance(v, float) else str(v)
+            for k, v in (message.get("values") or {}).items()
+        }
+        try:
+            return str(message.get("text", "")).format(**values)
+        except (KeyError, IndexError, ValueError):
+            return str(message.get("text", ""))
+    return str(message)
+
+
+def calibration_facts(given: dict[str, Any]) -> dict[str, Any]:
+    """A user calibration's facts, for the SR and the print page alike: what
+    it was drawn over (catheter French size or known length, in mm), its
+    scale, and where it applies (``scope`` None: a plan from before scopes,
+    whose one calibration applied to every measurement)."""
+    french = float(given["french"]) if "french" in given else None
+    known = french_mm(french) if french is not None else float(given["mm"])
+    (x1, y1), (x2, y2) = given["points"]
+    pixels = float(np.hypot(x2 - x1, y2 - y1))
+    scope = given.get("scope") or {}
+    return {
+        "id": given.get("id"),
+        "french": french,
+        "mm": known,
+        "pixels": pixels,
+        "scale": known / pixels if pixels else 0.0,
+        "scope": scope.get("kind"),
+        "frame": int(scope.get("frame", 0)) + 1,
+    }
+
+
+def calibration_text(given: dict[str, Any]) -> list[str]:
+    """A user calibration in words (English): what, its scale, its scope."""
+    facts = calibration_facts(given)
+    if facts["french"] is not None:
+        what = f"catheter {facts['french']:g}F ({facts['mm']:.2f} mm)"
+    else:
+        what = f"known length {facts['mm']:g} mm"
+    if facts["id"] is not None:
+        what = f"calibration {facts['id']}: {what}"
+    scope = {
+        None: "applies to every measurement of the plan (saved before scopes)",
+        "frame": f"applies to frame {facts['frame']} of its image only",
+        "series": "applies to the series of the image it was drawn on",
+    }
+    return [
+        what,
+        f"{facts['scale']:.4f} mm per pixel over {facts['pixels']:.1f} px",
+        scope.get(facts["scope"], scope["series"]),
+    ]
+
+
 def measurement_report(
     evidence: list[Dataset],
-    slots: list[Slot],
+    slots: Sequence[Any],
     *,
     defect: str,
     observer: str,
-    series_number: int = 900,
+    content: dict[str, Any] | None = None,
+    plan: int = 1,
+    version: int = 1,
+    signature: Signature | None = None,
+    predecessors: Sequence[Dataset] = (),
+    sop_instance_uid: str | None = None,
 ) -> ComprehensiveSR:
-    """``observer`` is a Person Name for the role (`observer_name`), not a login."""
+    """``slots``: the worksheet values (``Slot`` or the stored dicts, rims
+    included); ``content``: the stored plan (measurements, calibrations,
+    Krichenko type, note, proposal). ``observer`` is a Person Name for the
+    role (`observer_name`), not a login; ``signature`` makes it VERIFIED."""
+    content = content or {}
+    evidence = [_complete(ds) for ds in evidence]
     by_uid = {str(ds.SOPInstanceUID): ds for ds in evidence}
-    measurements = []
-    for slot in slots:
-        images = []
-        if slot.instance_uid in by_uid:
-            source = by_uid[slot.instance_uid]
-            images.append(
-                SourceImageForMeasurement(
-                    referenced_sop_class_uid=source.SOPClassUID,
-                    referenced_sop_instance_uid=source.SOPInstanceUID,
-                    referenced_frame_numbers=[slot.frame] if slot.frame else None,
-                )
-            )
-        measurements.append(
-            Measurement(
-                name=CodedConcept(slot.code, LOCAL_SCHEME, CATALOGUE[slot.code]),
-                value=round(slot.value_mm, 2),
-                unit=MM,
-                referenced_images=images or None,
+    drawn = content.get("measurements") or []
+    calibrations = _calibrations(content)
+    items = [_slot(_entry(s), drawn, calibrations, by_uid) for s in slots]
+    items += [_drawn(m, calibrations, by_uid) for m in drawn]
+    items += [_calibration(c, by_uid) for c in calibrations.values() if "scope" in c]
+    evaluations = []
+    if content.get("krichenko"):
+        kind = str(content["krichenko"])
+        evaluations.append(
+            QualitativeEvaluation(
+                KRICHENKO, CodedConcept(f"KRICHENKO-{kind}", LOCAL_SCHEME, f"Krichenko type {kind}")
             )
         )
     group = MeasurementsAndQualitativeEvaluations(
         tracking_identifier=TrackingIdentifier(
-            uid=generate_uid(UID_ROOT + ".5."), identifier=f"{defect} closure plan"
+            uid=generate_uid(SR_ROOT),
+            identifier=_lo(f"{defect} closure plan {plan}, version {version}"),
         ),
-        measurements=measurements,
+        measurements=items or None,
+        qualitative_evaluations=evaluations or None,
     )
     context = ObservationContext(
         observer_person_context=ObserverContext(
@@ -95,13 +225,188 @@ def measurement_report(
         procedure_reported=CLOSURE_PLANNING,
         imaging_measurements=[group],
     )
-    return ComprehensiveSR(
-        evidence=evidence,
-        content=report,
-        series_instance_uid=generate_uid(UID_ROOT + ".5."),
-        series_number=series_number,
-        sop_instance_uid=generate_uid(UID_ROOT + ".5."),
-        instance_number=1,
-        manufacturer="CHD imaging exchange node",
-        series_description=f"Closure plan ({defect}) {datetime.now():%Y-%m-%d %H:%M}",
+    texts = _texts(content)
+    if texts:
+        container = ContainerContentItem(QUALITATIVE, relationship_type="CONTAINS")
+        container.ContentSequence = texts
+        report[0].ContentSequence.append(container)
+    study_uid = str(evidence[0].StudyInstanceUID)
+    with warnings.catch_warnings():
+        # highdicom doubts a one-component Patient's Name: ours is the pseudonym.
+        warnings.filterwarnings("ignore", "The string .* is unlikely", UserWarning)
+        return ComprehensiveSR(
+            evidence=evidence,
+            content=report,
+            # One series per plan of the study: its versions are its instances.
+            series_instance_uid=generate_uid(SR_ROOT, entropy_srcs=[study_uid, "plan", str(plan)]),
+            series_number=900 + plan,
+            sop_instance_uid=sop_instance_uid or generate_uid(SR_ROOT),
+            instance_number=2 * version if signature else 2 * version - 1,
+            manufacturer="CHD imaging exchange node",
+            series_description=series_label(defect, plan),
+            is_complete=signature is not None,
+            is_final=signature is not None,
+            is_verified=signature is not None,
+            verifying_observer_name=signature.name if signature else None,
+            verifying_organization=_lo(signature.organization) if signature else None,
+            previous_versions=list(predecessors) or None,
+        )
+
+
+def _lo(text: str) -> str:
+    """A Long String (Code Meaning, descriptions): at most 64 characters."""
+    return text if len(text) <= 64 else text[:63] + "…"
+
+
+def _complete(ds: Dataset) -> Dataset:
+    """A copy of an evidence header with every Type 2 attribute the SR takes
+    from it present (empty when the sender left it out); the stored instance
+    is never changed."""
+    copy = deepcopy(ds)
+    for keyword in TYPE2:
+        if keyword not in copy:
+            setattr(copy, keyword, "")
+    return copy
+
+
+def _entry(slot: Any) -> Any:
+    """A stored slot (dict) or a ``Slot``, read alike."""
+    if isinstance(slot, dict):
+        return SimpleNamespace(
+            code=slot["code"],
+            meaning=slot.get("meaning") or slot["code"],
+            value_mm=float(slot["value_mm"]),
+            instance_uid=slot.get("instance_uid"),
+            frame=slot.get("frame"),
+            measurement=slot.get("measurement"),
+        )
+    return slot
+
+
+def _calibrations(content: dict[str, Any]) -> dict[Any, dict[str, Any]]:
+    """Calibrations by id; a legacy single one under the key None."""
+    found: dict[Any, dict[str, Any]] = {c["id"]: c for c in content.get("calibrations") or []}
+    if content.get("calibration"):
+        found[None] = content["calibration"]
+    return found
+
+
+def _scale(source: Any, calibration: dict[str, Any] | None) -> AlgorithmIdentification:
+    parameters = [f"scale: {english(source)}"]
+    if calibration:
+        parameters += [f"calibration: {line}" for line in calibration_text(calibration)]
+    return AlgorithmIdentification(SCALE_ALGORITHM, "1", parameters=[_lo(p) for p in parameters])
+
+
+def _where(uid: str | None, frame: int | None, by_uid: dict[str, Dataset]) -> tuple | None:
+    """(SOP class, instance, frames) of an evidence image, or None."""
+    if uid not in by_uid:
+        return None
+    ds = by_uid[uid]
+    frames = [frame] if frame and int(ds.get("NumberOfFrames") or 1) > 1 else None
+    return ds.SOPClassUID, ds.SOPInstanceUID, frames
+
+
+def _coordinates(drawn: dict[str, Any], by_uid: dict[str, Dataset]) -> list | None:
+    """The calipers of a drawn measurement as SCOORD on its image and frame
+    (1-based in DICOM, 0-based in the viewer)."""
+    where = _where(drawn["uid"], int(drawn["frame"]) + 1, by_uid)
+    if where is None:
+        return None
+    points = [[float(x), float(y)] for x, y in drawn["points"]]
+    kind = "POLYLINE"
+    if drawn["kind"] == "ellipse":
+        (cx, cy), (ex, ey) = points
+        rx, ry = abs(ex - cx), abs(ey - cy)
+        major = [[cx - rx, cy], [cx + rx, cy]]
+        minor = [[cx, cy - ry], [cx, cy + ry]]
+        points = major + minor if rx >= ry else minor + major
+        kind = "ELLIPSE"
+    return [
+        CoordinatesForMeasurement(kind, np.array(points, dtype=float), SourceImageForRegion(*where))
+    ]
+
+
+def _slot(slot: Any, drawn: list, calibrations: dict, by_uid: dict) -> Measurement:
+    """A worksheet value: from a drawn measurement (its calipers and scale),
+    or typed in (with the image it was read from, when given)."""
+    linked = getattr(slot, "measurement", None)
+    source = drawn[linked] if linked is not None and 0 <= linked < len(drawn) else None
+    coordinates = _coordinates(source, by_uid) if source else None
+    images = None
+    if coordinates is None and (where := _where(slot.instance_uid, slot.frame, by_uid)):
+        images = [SourceImageForMeasurement(*where)]
+    scale = None
+    if source is not None:
+        scale = _scale(source["source"], calibrations.get(source.get("calibration_id")))
+    return Measurement(
+        name=CodedConcept(slot.code, LOCAL_SCHEME, _lo(slot.meaning)),
+        value=round(float(slot.value_mm), 2),
+        unit=MM,
+        referenced_images=images,
+        referenced_coordinates=coordinates,
+        algorithm_id=scale,
     )
+
+
+def _drawn(drawn: dict[str, Any], calibrations: dict, by_uid: dict) -> Measurement:
+    calibration = calibrations.get(drawn.get("calibration_id"))
+    if calibration is None and drawn["unit"] in ("mm", "mm²") and None in calibrations:
+        calibration = calibrations[None]  # legacy: its one calibration
+    return Measurement(
+        name=DRAWN[drawn["kind"]],
+        value=round(float(drawn["value"]), 2),
+        unit=UNITS.get(drawn["unit"], UNITS["px"]),
+        referenced_coordinates=_coordinates(drawn, by_uid),
+        algorithm_id=_scale(drawn["source"], calibration if "mm" in drawn["unit"] else None),
+    )
+
+
+def _calibration(given: dict[str, Any], by_uid: dict[str, Dataset]) -> Measurement:
+    """A user calibration: the known length, on the line drawn over it."""
+    scope = given["scope"]
+    line = {"uid": scope["uid"], "frame": scope.get("frame", 0), "kind": "length"}
+    lines = calibration_text(given)
+    return Measurement(
+        name=CALIBRATION,
+        value=round(
+            french_mm(float(given["french"])) if "french" in given else float(given["mm"]), 3
+        ),
+        unit=MM,
+        referenced_coordinates=_coordinates({**line, "points": given["points"]}, by_uid),
+        algorithm_id=AlgorithmIdentification(
+            SCALE_ALGORITHM, "1", parameters=[_lo(p) for p in lines]
+        ),
+    )
+
+
+def _texts(content: dict[str, Any]) -> list[TextContentItem]:
+    """The note, and the sizing aid with its rules, sources and warnings."""
+    out = []
+    if note := str(content.get("note") or "").strip():
+        out.append(TextContentItem(codes.DCM.Comment, note, relationship_type="CONTAINS"))
+    proposal = content.get("proposal")
+    if proposal:
+        sizes = ", ".join(proposal.get("sizes") or []) or "none"
+        aid = f"candidate devices: {sizes}; basis: {english(proposal.get('basis', ''))}"
+        aid += "; decision support, not an order"
+        out.append(TextContentItem(SIZING_AID, aid, relationship_type="CONTAINS"))
+        for rule in _rules(proposal):
+            says = english({"text": rule.get("says", ""), "values": rule.get("values")})
+            text = f"{says} ({rule.get('source', '')})"
+            out.append(TextContentItem(SIZING_RULE, text, relationship_type="CONTAINS"))
+        for concept, key in ((SIZING_WARNING, "warnings"), (SIZING_NOTE, "notes")):
+            for said in proposal.get(key) or []:
+                out.append(TextContentItem(concept, english(said), relationship_type="CONTAINS"))
+    return out
+
+
+def _rules(proposal: dict[str, Any]) -> Iterable[dict[str, Any]]:
+    """Every rule applied (``rules``), or the one a legacy proposal names."""
+    rules = proposal.get("rules") or ([proposal["rule"]] if proposal.get("rule") else [])
+    seen = set()
+    for rule in rules:
+        key = (rule.get("says"), rule.get("source"))
+        if key not in seen:
+            seen.add(key)
+            yield rule

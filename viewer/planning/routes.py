@@ -1,118 +1,487 @@
-"""Planning API: sizing proposals, saved plans + SR."""
+"""Planning API: several plans per study (one per defect, or numbered), each
+save a new version with its SR; a cardiologist signs a version (a verified
+SR), after which it is read only.
+
+Every field is checked before a report is built: bad input is a 400 that
+says what is wrong (never quoting it: free text may name anyone), never a
+500. Refusals carry English text with {placeholders} and the values apart,
+so the page shows them in the user's language.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict
-from typing import Any
+import math
+import re
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from io import BytesIO
+from typing import Any, NoReturn
 
-from flask import Blueprint, abort, current_app, g, jsonify, request
+from flask import Blueprint, abort, current_app, g, jsonify, make_response, request
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+from werkzeug.http import HTTP_STATUS_CODES
 
 from storage.keys import Level
+from storage.plans import NEW, PlanError, Saved, UnknownPlan
 from storage.query import Query
 from viewer.auth import audit
+from viewer.planning import calibration as cal
 from viewer.planning import sizing
-from viewer.planning.measure import header, saved_measurements, user_calibration
-from viewer.planning.report import measurement_report, observer_name
-from viewer.planning.worksheet import WORKSHEET, Slot, UnknownSlot, rim_slot, worksheet_slot
+from viewer.planning.measure import (
+    applied_calibration,
+    header,
+    saved_calibrations,
+    saved_measurements,
+)
+from viewer.planning.report import (
+    SR_ROOT,
+    Signature,
+    measurement_report,
+    observer_name,
+)
+from viewer.planning.worksheet import (
+    CATALOGUE,
+    KRICHENKO_TYPES,
+    WORKSHEET,
+    InvalidValue,
+    UnknownSlot,
+    rim_slot,
+    worksheet_slot,
+)
 
 bp = Blueprint("planning", __name__, url_prefix="/api")
 DEFECTS = frozenset(WORKSHEET)
+MAX_BODY = 1 << 20  # a plan is a few kB; 200 measurements and a long note fit many times
+MAX_SLOTS = 40
+MAX_NOTE = 4000
+MAX_MEASUREMENTS = 200
+MAX_PLANS = 999
+POINTS = {"length": 2, "angle": 3, "ellipse": 2}
+UNITS = {"length": ("mm", "px"), "ellipse": ("mm²", "px²"), "angle": ("°",)}
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def refuse(status: int, text: str, **values: Any) -> NoReturn:
+    """Stop with ``text`` (English, {placeholders}) filled in as the message,
+    and the text and values apart for translation."""
+    body = {
+        "error": HTTP_STATUS_CODES.get(status, "Error"),
+        "message": text.format(**values),
+        "text": text,
+        "values": values,
+    }
+    abort(make_response(jsonify(body), status))
 
 
 def _archive() -> Any:
     return current_app.extensions["archive"]
 
 
-def _krichenko(defect: str, value: Any) -> str | None:
-    """Krichenko angiographic type of a duct (A-E), PDA only."""
-    if defect != "PDA" or not value:
-        return None
-    if value not in ("A", "B", "C", "D", "E"):
-        abort(400, description="krichenko: one of A, B, C, D, E")
+class Images:
+    """The study's images (its SRs aside), each header read once, when a
+    plan refers to it."""
+
+    def __init__(self, study_uid: str) -> None:
+        keys = {"SOPInstanceUID": "", "Modality": "", "IssuerOfPatientID": ""}
+        rows = list(
+            _archive().index.find(Query(Level.IMAGE, {**keys, "StudyInstanceUID": study_uid}))
+        )
+        if not rows:
+            abort(404, description="no such study")
+        self.issuer = str(rows[0]["IssuerOfPatientID"])
+        study = Query(Level.STUDY, {"StudyInstanceUID": study_uid, "PatientWeight": ""})
+        weights = [r["PatientWeight"] for r in _archive().index.find(study)]
+        self.weight = weights[0] if weights and weights[0] not in (None, "") else None
+        self.rows = [r for r in rows if r["Modality"] != "SR"] or rows
+        self.uids = {r["SOPInstanceUID"] for r in self.rows}
+        self._read: dict[str, Dataset] = {}
+
+    def header(self, uid: Any, what: str) -> Dataset:
+        if not isinstance(uid, str) or uid not in self.uids:
+            refuse(400, "{what}: not an image of this study", what=what)
+        if uid not in self._read:
+            self._read[uid] = header(uid)
+        return self._read[uid]
+
+    def check(self, uid: Any, frame: int, points: list | None, what: str) -> None:
+        """``frame`` 0-based; ``points`` (x, y) must lie on the image."""
+        ds = self.header(uid, what)
+        frames = int(ds.get("NumberOfFrames") or 1)
+        if not 0 <= frame < frames:
+            refuse(400, "{what}: the image has frames 1 to {n}", what=what, n=frames)
+        columns, rows = int(ds.get("Columns") or 0), int(ds.get("Rows") or 0)
+        if points and not all(0 <= x <= columns and 0 <= y <= rows for x, y in points):
+            refuse(400, "{what}: a point lies outside the image", what=what)
+
+    def evidence(self, uids: set[str]) -> list[Dataset]:
+        """Headers of the referenced images, else of the study's first one
+        (an SR needs evidence)."""
+        chosen = sorted(uids & self.uids) or [self.rows[0]["SOPInstanceUID"]]
+        return [self.header(uid, "evidence") for uid in chosen]
+
+
+def _number(value: Any, what: str) -> float:
+    """A finite JSON number (no strings, no booleans, no integer too large
+    for a float); the worksheet judges its range."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        refuse(400, "{what}: a number", what=what)
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        refuse(400, "{what}: a finite number", what=what)
+    return number
+
+
+def _whole(value: Any, low: int, high: int, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        refuse(400, "{what}: a whole number from {low} to {high}", what=what, low=low, high=high)
     return value
 
 
-def _slots(defect: str, body: dict) -> tuple[list[Slot], dict[str, float]]:
-    """The worksheet values sent, each taking its meaning from the server's
-    catalogue (what the browser sends as a meaning is ignored). An unknown
-    slot or rim is refused with 400 rather than left out: a plan saved
-    without a value the cardiologist entered (and a device proposed without
-    it) would differ from what they saw, and the page never sends one."""
+def _body() -> dict[str, Any]:
+    if (request.content_length or 0) > MAX_BODY:
+        refuse(413, "a plan is at most {n} bytes", n=MAX_BODY)
     try:
-        slots = [
-            worksheet_slot(
-                defect,
-                str(s["code"]),
-                float(s["value_mm"]),
-                s.get("instance_uid"),
-                s.get("frame"),
-            )
-            for s in body.get("slots", [])
-        ]
-        rims = {str(k): float(v) for k, v in (body.get("rims") or {}).items()}
-        for name, value in rims.items():
-            rim_slot(name, value)
+        body = request.get_json(silent=True)
+    except RecursionError:
+        body = None
+    if not isinstance(body, dict):
+        refuse(400, "a JSON object: defect, slots, rims, note, measurements, calibrations")
+    return body
+
+
+@dataclass
+class Form:
+    """A save request, every field checked."""
+
+    defect: str
+    plan: int | str | None
+    based_on: int | None
+    content: dict[str, Any]
+    referenced: set[str]  # the images the report refers to
+
+
+def _form(body: dict[str, Any], images: Images) -> Form:
+    defect = body.get("defect")
+    if not isinstance(defect, str) or defect not in DEFECTS:
+        refuse(400, "defect: one of {defects}", defects=", ".join(sorted(DEFECTS)))
+    plan = body.get("plan")
+    if plan is not None and plan != NEW:
+        plan = _whole(plan, 1, MAX_PLANS, "plan")
+    based_on = body.get("based_on")
+    if based_on is not None:
+        based_on = _whole(based_on, 1, 1_000_000, "based_on")
+    if body.get("calibration"):
+        refuse(400, "calibration: send calibrations, a list")
+    calibrations = saved_calibrations(body)
+    for c in calibrations:
+        scope = c["scope"]
+        images.check(scope["uid"], scope.get("frame", 0), c["points"], "calibrations")
+    given = body.get("measurements")
+    if given is not None and (not isinstance(given, list) or len(given) > MAX_MEASUREMENTS):
+        refuse(400, "measurements: a list of at most {n}", n=MAX_MEASUREMENTS)
+    measurements = saved_measurements(given, calibrations)
+    by_id = {c["id"]: c for c in calibrations}
+    for m in measurements:
+        _check_measurement(m, images)
+        _remeasure(m, images, by_id)
+    slots = _slots(defect, body.get("slots"), measurements, images)
+    rims = _rims(defect, body.get("rims"))
+    krichenko = _krichenko(defect, body.get("krichenko"))
+    values = {s["code"]: s["value_mm"] for s in slots}
+    try:
+        proposal = sizing.propose(defect, values, rims, krichenko, weight_kg=images.weight)
+    except InvalidValue as exc:
+        refuse(400, exc.text, **exc.values)
+    except ValueError as exc:
+        refuse(400, "sizing: {reason}", reason=str(exc))
+    content = {
+        "slots": slots,
+        "rims": rims,
+        "deficient_rims": sizing.deficient_rims(rims),
+        "note": _note(body.get("note")),
+        "krichenko": krichenko,
+        "calibrations": calibrations,
+        # The drawn lines, so reopening the study shows them on their frames again.
+        "measurements": measurements,
+        "proposal": asdict(proposal) if proposal else None,
+        "based_on": based_on,
+    }
+    referenced = {s["instance_uid"] for s in slots if s["instance_uid"]}
+    referenced |= {m["uid"] for m in measurements} | {c["scope"]["uid"] for c in calibrations}
+    return Form(defect, plan, based_on, content, referenced)
+
+
+def _check_measurement(m: dict[str, Any], images: Images) -> None:
+    kind = m["kind"]
+    if kind not in POINTS or len(m["points"]) != POINTS[kind]:
+        refuse(400, "measurements: length (2 points), angle (3) or ellipse (2)")
+    if m["unit"] not in UNITS[kind] or not 0 <= m["value"] <= 1e6:
+        refuse(400, "measurements: a {kind} in {units}", kind=kind, units=", ".join(UNITS[kind]))
+    images.check(m["uid"], m["frame"], m["points"], "measurements")
+
+
+def _remeasure(m: dict[str, Any], images: Images, calibrations: dict[int, Any]) -> None:
+    """A drawn measurement's value, unit and scale source as the server
+    computes them from its points and calibration, as the measure endpoint
+    did: what the browser sends back is not what the report states, and a
+    value its points do not give (edited, or measured with another scale) is
+    refused."""
+    ds = images.header(m["uid"], "measurements")
+    given = calibrations.get(m["calibration_id"])
+    applied = applied_calibration(given, m["uid"], ds, m["frame"]) if given else None
+    user = applied.calibration() if applied else None
+    points = [(float(x), float(y)) for x, y in m["points"]]
+    if m["kind"] in ("length", "ellipse"):
+        (x1, y1), (x2, y2) = points  # the ends, or an ellipse's centre and corner
+        found = (
+            cal.length(ds, (x1, y1), (x2, y2), user=user)
+            if m["kind"] == "length"
+            else cal.ellipse_area(ds, (x1, y1), abs(x2 - x1), abs(y2 - y1), user=user)
+        )
+        value, unit, source = found.value, found.unit, found.source
+    else:
+        scale = cal.for_image(ds, *points, user=user)
+        used = scale if isinstance(scale, cal.Calibration) else None
+        value, unit, source = cal.angle_degrees(*points, used), "°", "angle"
+    if unit != m["unit"] or abs(value - m["value"]) > 0.05:
+        refuse(
+            400,
+            "measurements: a value does not follow from its points and calibration: "
+            "measure it again",
+        )
+    m.update(value=value, unit=unit, source=source)
+
+
+def _slots(defect: str, given: Any, measurements: list, images: Images) -> list[dict[str, Any]]:
+    """The worksheet values: each takes its meaning from the server's
+    catalogue (what the browser sends as a meaning is ignored), and its
+    image, frame and scale from the drawn measurement it came from. An
+    unknown slot is refused rather than left out: a plan saved without a
+    value the cardiologist entered would differ from what they saw."""
+    if given is None:
+        return []
+    if not isinstance(given, list) or len(given) > MAX_SLOTS:
+        refuse(400, "slots: a list of at most {n}", n=MAX_SLOTS)
+    out: list[dict[str, Any]] = []
+    for item in given:
+        if not isinstance(item, dict) or not isinstance(item.get("code"), str):
+            refuse(400, "slots: a list of code, value_mm and measurement")
+        uid, frame, link = None, None, item.get("measurement")
+        if link is not None:
+            link = _whole(link, 0, MAX_MEASUREMENTS, "slots: measurement")
+            if link >= len(measurements):
+                refuse(400, "slots: there is no measurement {n}", n=link + 1)
+            uid, frame = measurements[link]["uid"], measurements[link]["frame"] + 1
+        elif item.get("instance_uid") is not None:
+            uid = item["instance_uid"]
+            frame = item.get("frame")
+            frame = 1 if frame is None else _whole(frame, 1, 100_000, "slots: frame")
+            images.check(uid, frame - 1, None, "slots")
+        value = _number(item.get("value_mm"), "slots")
+        slot = _checked("slots", worksheet_slot, defect, item["code"], value, uid, frame)
+        if link is not None:
+            drawn = measurements[link]
+            if drawn["kind"] != "length" or drawn["unit"] != "mm":
+                refuse(400, "slots: measurement {n} is not a length in mm", n=link + 1)
+            if abs(drawn["value"] - slot.value_mm) > 0.05 + 1e-9:
+                refuse(400, "slots: the value differs from measurement {n}", n=link + 1)
+        if any(s["code"] == slot.code for s in out):
+            refuse(400, "slots: each code once")
+        out.append({**asdict(slot), "measurement": link})
+    return out
+
+
+def _checked(what: str, make: Callable[..., Any], *args: Any) -> Any:
+    """The worksheet's verdict on a slot or rim: UnknownSlot and InvalidValue
+    (messages that quote no input) become a 400."""
+    try:
+        return make(*args)
+    except InvalidValue as exc:
+        refuse(400, exc.text, **exc.values)
     except UnknownSlot as exc:
-        abort(400, description=f"slots: {exc}")
-    except (KeyError, TypeError, ValueError, AttributeError):
-        abort(400, description="slots: a list of {code, value_mm[, instance_uid, frame]}")
-    return slots, rims
+        refuse(400, "{what}: {reason}", what=what, reason=str(exc))
+
+
+def _rims(defect: str, given: Any) -> dict[str, float]:
+    if not given:
+        return {}
+    if not isinstance(given, dict):
+        refuse(400, "rims: an object of rim name to mm")
+    return {
+        name: _checked("rims", rim_slot, name, _number(value, "rims"), defect).value_mm
+        for name, value in given.items()
+    }
+
+
+def _krichenko(defect: str, value: Any) -> str | None:
+    """Krichenko angiographic type of a duct (A-E), PDA only."""
+    if value in (None, ""):
+        return None
+    if defect != "PDA":
+        refuse(400, "krichenko: only for a PDA")
+    if value not in KRICHENKO_TYPES:
+        refuse(400, "krichenko: one of {types}", types=", ".join(KRICHENKO_TYPES))
+    return str(value)
+
+
+def _note(value: Any) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        refuse(400, "note: text")
+    if len(value) > MAX_NOTE:
+        refuse(400, "note: at most {n} characters", n=MAX_NOTE)
+    return CONTROL.sub(" ", value)
+
+
+def report_entries(content: dict[str, Any]) -> list[dict[str, Any]]:
+    """The worksheet values and the rims of a stored plan, for its report."""
+    rims = [
+        {"code": code, "meaning": CATALOGUE.get(code, f"{name} rim"), "value_mm": value}
+        for name, value in (content.get("rims") or {}).items()
+        for code in [f"RIM-{name.upper()}"]
+    ]
+    return list(content.get("slots") or []) + rims
+
+
+def _referenced(content: dict[str, Any]) -> set[str]:
+    uids = {s.get("instance_uid") for s in content.get("slots") or []}
+    uids |= {m.get("uid") for m in content.get("measurements") or []}
+    uids |= {c["scope"]["uid"] for c in content.get("calibrations") or [] if "scope" in c}
+    return {u for u in uids if isinstance(u, str)}
+
+
+def _stored(sr_uid: str | None) -> list[Dataset]:
+    """The version's unsigned report, which the signed one succeeds (none
+    for a plan saved before reports were kept with it)."""
+    data = _archive().read(sr_uid) if sr_uid else None
+    return [dcmread(BytesIO(data), stop_before_pixels=True)] if data else []
+
+
+def _stored_report(sr: Any, images: Images) -> bool:
+    """Whether the archive took the report (it validates it like any
+    instance; a full disk refuses it)."""
+    return current_app.extensions["ingestor"].ingest_own(sr, images.issuer).status == 0
 
 
 @bp.get("/studies/<uid>/plans")
 def plans(uid: str) -> Any:
+    """Every version of every plan of the study."""
     return jsonify(_archive().index.plans.versions(uid))
 
 
 @bp.post("/studies/<uid>/plans")
 def save_plan(uid: str) -> Any:
-    """Save a new version and write it as an SR series of the study."""
-    body = request.get_json(silent=True) or {}
-    defect = body.get("defect")
-    if defect not in DEFECTS:
-        abort(400, description=f"defect: one of {', '.join(sorted(DEFECTS))}")
-    slots, rims = _slots(defect, body)
-    archive = _archive()
-    images = list(
-        archive.index.find(
-            Query(
-                Level.IMAGE,
-                {
-                    "StudyInstanceUID": uid,
-                    "SOPInstanceUID": "",
-                    "Modality": "",
-                    "IssuerOfPatientID": "",
-                },
-            )
+    """Save a new version of a plan and write it as an SR of its series."""
+    body = _body()
+    images = Images(uid)
+    form = _form(body, images)
+    store = _archive().index.plans
+    sr_uid = generate_uid(SR_ROOT)
+    try:
+        saved: Saved = store.save(
+            uid,
+            form.defect,
+            form.content,
+            g.user.username,
+            sr_uid,
+            plan=form.plan,
+            based_on=form.based_on,
         )
+    except UnknownPlan as exc:
+        refuse(400, exc.text, **exc.values)
+    except PlanError as exc:
+        refuse(409, exc.text, **exc.values)
+    try:
+        sr = measurement_report(
+            images.evidence(form.referenced),
+            report_entries(form.content),
+            defect=form.defect,
+            # Named by role: who saved it is in the plan row and the audit trail.
+            observer=observer_name(g.user.role),
+            content=form.content,
+            plan=saved.plan,
+            version=saved.version,
+            sop_instance_uid=sr_uid,
+        )
+        stored = _stored_report(sr, images)
+    except Exception:
+        store.discard(saved)  # no version without its report
+        raise
+    if not stored:
+        store.discard(saved)
+        refuse(503, "the report could not be stored, so the plan was not saved: try again")
+    audit(
+        "plan-save",
+        g.user.username,
+        obj=uid,
+        detail=f"{form.defect} plan {saved.plan} version {saved.version}",
     )
-    if not images:
-        abort(404, description="no such study")
-    measured = {s.instance_uid for s in slots if s.instance_uid}
-    chosen = [i for i in images if i["SOPInstanceUID"] in measured]
-    # An SR needs evidence: the measured images, else the study's first image.
-    chosen = chosen or [i for i in images if i["Modality"] != "SR"][:1] or images[:1]
-    evidence = [header(i["SOPInstanceUID"]) for i in chosen]
-    rim_slots = [rim_slot(name, value) for name, value in rims.items()]
-    # Named by role: who saved it is in the plan row and the audit trail.
-    observer = observer_name(g.user.role)
-    sr = measurement_report(evidence, slots + rim_slots, defect=defect, observer=observer)
-    stored = current_app.extensions["ingestor"].ingest_own(sr, images[0]["IssuerOfPatientID"])
-    if stored.status != 0:
-        abort(500, description=f"the report could not be stored ({stored.comment})")
-    suggestion = sizing.propose(defect, {s.code: s.value_mm for s in slots}, rims)
-    content = {
-        "slots": [asdict(s) for s in slots],
-        "rims": rims,
-        "deficient_rims": sizing.deficient_rims(rims),
-        "note": str(body.get("note", ""))[:4000],
-        "krichenko": _krichenko(defect, body.get("krichenko")),
-        # The user's catheter calibration travels with the plan it was used in.
-        "calibration": body.get("calibration") if user_calibration(body) else None,
-        # The drawn lines, so reopening the study shows them on their frames again.
-        "measurements": saved_measurements(body.get("measurements")),
-        "proposal": asdict(suggestion) if suggestion else None,
-    }
-    version = archive.index.plans.add(uid, defect, content, g.user.username, str(sr.SOPInstanceUID))
-    audit("plan-save", g.user.username, obj=uid, detail=f"{defect} version {version}")
-    return jsonify(version=version, sr_uid=str(sr.SOPInstanceUID), **content), 201
+    return jsonify(
+        plan=saved.plan,
+        version=saved.version,
+        defect=form.defect,
+        author=g.user.username,
+        created_at=saved.created_at.isoformat(),
+        sr_uid=sr_uid,
+        signed_by=None,
+        signed_at=None,
+        **form.content,
+    ), 201
+
+
+@bp.post("/studies/<uid>/plans/<int:plan>/versions/<int:version>/sign")
+def sign_plan(uid: str, plan: int, version: int) -> Any:
+    """Sign a version: a new SR, COMPLETE and VERIFIED, naming the signer
+    (their account's user name) and the node; the version is read only
+    from then on (a second signature is refused with 409)."""
+    images = Images(uid)
+    store = _archive().index.plans
+    try:
+        row = store.claim_signature(uid, plan, version, g.user.username)
+    except UnknownPlan as exc:
+        refuse(404, exc.text, **exc.values)
+    except PlanError as exc:
+        refuse(409, exc.text, **exc.values)
+    content = row["content"]
+    sr_uid = generate_uid(SR_ROOT)
+    node = current_app.config["NODE_CONFIG"]
+    try:
+        sr = measurement_report(
+            images.evidence(_referenced(content)),
+            report_entries(content),
+            defect=row["defect"],
+            observer=observer_name(g.user.role),
+            content=content,
+            plan=plan,
+            version=version,
+            signature=Signature(g.user.username, f"CHD imaging exchange node {node.ae_title}"),
+            predecessors=_stored(row["sr_uid"]),
+            sop_instance_uid=sr_uid,
+        )
+        stored = _stored_report(sr, images)
+    except Exception:
+        store.release_signature(uid, plan, version)
+        raise
+    if not stored:
+        store.release_signature(uid, plan, version)
+        refuse(503, "the signed report could not be stored, so the plan was not signed: try again")
+    store.finish_signature(uid, plan, version, sr_uid)
+    audit(
+        "plan-sign",
+        g.user.username,
+        obj=uid,
+        detail=f"{row['defect']} plan {plan} version {version}",
+    )
+    return jsonify(
+        plan=plan,
+        version=version,
+        signed_by=row["signed_by"],
+        signed_at=row["signed_at"],
+        signed_sr_uid=sr_uid,
+    ), 201

@@ -115,7 +115,10 @@ def checked_mm(code: str, value: Any) -> float:
     meaning = CATALOGUE[code]
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidValue("{field}: a number of mm is needed", field=meaning)
-    mm = float(value)
+    try:
+        mm = float(value)
+    except OverflowError:  # an integer too large for a float
+        raise InvalidValue("{field}: not a finite number", field=meaning) from None
     if not math.isfinite(mm):
         raise InvalidValue("{field}: not a finite number", field=meaning)
     if mm < 0 or (mm == 0 and not FIELDS[code].zero_allowed):

@@ -1,5 +1,7 @@
-// The closure-planning worksheet: fills slots from measurements (measure.js,
-// window.measureApi), saves plan versions and shows the sizing aid.
+// The study's closure plans: the list (each plan's latest version, signed or
+// not), the worksheet of the plan being edited (forms drawn from the server's
+// catalogue in #plan-forms), saving a new version and signing one. Values
+// come from measurements through window.measureApi (measure.js).
 "use strict";
 
 (() => {
@@ -8,101 +10,265 @@
   const csrf = document.querySelector("meta[name=csrf-token]").content;
   const study = document.body.dataset.study;
   const measure = window.measureApi;
-  const SLOTS = {
-    "secundum ASD": [["ASD-MAX-DIAMETER", "ASD maximal diameter (view 1)"],
-      ["ASD-MAX-DIAMETER-2", "ASD maximal diameter (view 2)"], ["ASD-SEPTAL-LENGTH", "Total septal length"],
-      ["ASD-STRETCHED", "Stretched (balloon) diameter"]],
-    PDA: [["PDA-NARROWEST", "Narrowest (pulmonary end) diameter"], ["PDA-AMPULLA", "Aortic ampulla diameter"],
-      ["PDA-LENGTH", "Duct length"]],
-    "perimembranous VSD": [["VSD-LV-DIAMETER", "LV-side diameter"], ["VSD-RV-DIAMETER", "RV-side diameter"],
-      ["VSD-AORTIC-DISTANCE", "Distance to the aortic valve"]],
-    "muscular VSD": [["VSD-LV-DIAMETER", "LV-side diameter"], ["VSD-RV-DIAMETER", "RV-side diameter"]],
-  };
-  const RIMS = ["aortic", "SVC", "IVC", "posterior", "AV-valve"];
+  const FORMS = JSON.parse($("plan-forms").textContent);
+  const editor = $("plan-editor"); // absent for roles that do not plan
+  const KRICHENKO = "PDA-KRICHENKO";
+  let versions = []; // every version of every plan, as GET /plans gives them
+  let current = { plan: null, version: null, signed: false }; // what a save continues
 
-  async function post(url, body) {
+  // A server message: English {text, values} (or plain text) in the page's language.
+  function say(body) {
+    if (!body) return "";
+    if (typeof body === "string") return t(body);
+    const values = Object.fromEntries(Object.entries(body.values || {}).map(([k, v]) => [k,
+      typeof v === "number" && !Number.isInteger(v) ? fmt(v) : typeof v === "string" ? t(v) : v]));
+    return body.text !== undefined ? t(body.text, values) : t(body.says || body.message || "", values);
+  }
+  const when = (iso) => (iso ? new Intl.DateTimeFormat(document.documentElement.lang || "en",
+    { dateStyle: "short", timeStyle: "short" }).format(new Date(/[zZ]|[+-]\d\d:\d\d$/.test(iso) ? iso : `${iso}Z`)) : "");
+
+  async function request(url, body) {
     const response = await fetch(url, {
       method: "POST", headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
       body: JSON.stringify(body),
     });
-    return [response.status, await response.json()];
+    let answer = {};
+    try { answer = await response.json(); } catch { answer = { message: response.statusText }; }
+    return [response.status, answer];
   }
 
-  function slotsForm() {
-    const defect = $("defect").value;
-    $("slots").innerHTML = "";
-    for (const [code, meaning] of SLOTS[defect]) {
-      const row = document.createElement("label");
-      row.innerHTML = `${t(meaning)} <input data-code="${code}" data-meaning="${meaning}" type="number" step="0.1" min="0"> ${t("mm")} `;
-      const use = document.createElement("button");
-      use.type = "button"; use.textContent = t("use last measurement");
-      use.onclick = () => {
-        const last = measure.lastLength();
-        if (!last) return;
-        const input = row.querySelector("input");
-        input.value = last.value.toFixed(1);
-        input.dataset.uid = last.uid; input.dataset.frame = last.frame + 1;
-      };
-      row.appendChild(use);
-      $("slots").appendChild(row);
-    }
-    $("rims").hidden = defect !== "secundum ASD";
-    if (defect === "PDA") {
-      const row = document.createElement("label");
-      row.innerHTML = `${t("Krichenko type")} <select id="krichenko"><option></option>` +
-        ["A", "B", "C", "D", "E"].map((k) => `<option>${k}</option>`).join("") + "</select>";
-      $("slots").appendChild(row);
+  function show(lines, warning = false) {
+    $("plan-result").innerHTML = "";
+    for (const text of lines) {
+      const li = document.createElement("li");
+      li.textContent = text;
+      if (warning) li.classList.add("warning");
+      $("plan-result").appendChild(li);
     }
   }
 
-  $("rims").innerHTML = RIMS.map((r) => `<label>${t("{rim} rim", { rim: t(r) })} <input data-rim="${r}" type="number" step="0.1" min="0"> ${t("mm")}</label>`).join(" ");
-  $("defect").onchange = slotsForm;
-  slotsForm();
+  // --- the list ------------------------------------------------------------
+  const latestOf = () => {
+    const latest = new Map();
+    for (const v of versions) if (!latest.has(v.plan) || latest.get(v.plan).version < v.version) latest.set(v.plan, v);
+    return [...latest.values()].sort((a, b) => a.plan - b.plan);
+  };
 
-  async function reopen() {
-    const versions = await (await fetch(`/api/studies/${study}/plans`)).json();
-    if (!versions.length) return;
-    const latest = versions[versions.length - 1];
-    measure.load(latest.content);
-    $("defect").value = latest.defect;
-    slotsForm();
-    for (const slot of latest.content.slots) {
+  function renderList() {
+    const body = $("plans").querySelector("tbody");
+    body.innerHTML = "";
+    const latest = latestOf();
+    $("no-plans").hidden = latest.length > 0;
+    $("print-plans").hidden = latest.length === 0;
+    for (const v of latest) {
+      const row = document.createElement("tr");
+      row.dataset.plan = v.plan;
+      const cells = [v.plan, t(v.defect), v.version, v.author, when(v.created_at),
+        v.signed_by ? t("signed by {user}, {when}", { user: v.signed_by, when: when(v.signed_at) }) : t("not signed")];
+      for (const text of cells) { const td = document.createElement("td"); td.textContent = text; row.appendChild(td); }
+      const actions = document.createElement("td");
+      if (editor) {
+        const open = document.createElement("button");
+        open.type = "button"; open.textContent = t("Open"); open.className = "open-plan";
+        open.onclick = () => openVersion(v, false);
+        actions.appendChild(open);
+      }
+      const print = document.createElement("a");
+      print.href = `/studies/${study}/plan/print?plan=${v.plan}`; print.target = "_blank";
+      print.textContent = t("Print"); print.className = "print-plan";
+      actions.append(" ", print);
+      row.appendChild(actions);
+      body.appendChild(row);
+    }
+  }
+
+  async function refresh() {
+    const response = await fetch(`/api/studies/${study}/plans`);
+    versions = response.ok ? await response.json() : [];
+    renderList();
+  }
+
+  // Reopened, the study shows its most recently saved plan, its lines drawn again.
+  const lastSaved = () => [...versions].sort((a, b) => (a.created_at < b.created_at ? -1 : 1)).pop();
+  if (!editor) {
+    refresh().then(() => { const last = lastSaved(); if (last) measure.load(last.content); });
+    return;
+  }
+
+  // --- the worksheet -------------------------------------------------------
+  function fieldRow(field) {
+    const row = document.createElement("label");
+    row.append(`${t(field.meaning)} `);
+    if (field.kind === "choice") {
+      const select = document.createElement("select");
+      select.dataset.choice = field.code;
+      select.appendChild(document.createElement("option"));
+      for (const choice of field.choices) {
+        const option = document.createElement("option");
+        option.value = choice.value; option.textContent = `${choice.value} (${t(choice.label)})`;
+        select.appendChild(option);
+      }
+      if (field.code === KRICHENKO) select.id = "krichenko";
+      row.appendChild(select);
+      return row;
+    }
+    const input = document.createElement("input");
+    Object.assign(input, { type: "number", step: "0.1", min: "0", max: String(field.max || 100) });
+    input.dataset.code = field.code;
+    input.addEventListener("input", () => { input.measurement = null; delete input.dataset.uid; delete input.dataset.frame; });
+    row.append(input, ` ${t("mm")} `);
+    const use = document.createElement("button");
+    use.type = "button"; use.textContent = t("use last measurement");
+    use.onclick = () => {
+      const last = measure.lastLength();
+      if (!last) { show([t("Draw a length in mm first.")], true); return; }
+      input.value = last.value.toFixed(1);
+      input.measurement = last;
+      delete input.dataset.uid; delete input.dataset.frame;
+    };
+    row.appendChild(use);
+    return row;
+  }
+
+  function drawForm() {
+    const form = FORMS[$("defect").value];
+    $("slots").replaceChildren(...form.fields.map(fieldRow));
+    $("rims").replaceChildren(...form.rims.map((rim) => {
+      const row = document.createElement("label");
+      const input = document.createElement("input");
+      Object.assign(input, { type: "number", step: "0.1", min: "0", max: String(rim.max || 100) });
+      input.dataset.rim = rim.name;
+      row.append(`${t(rim.meaning)} `, input, ` ${t("mm")}`);
+      return row;
+    }));
+    $("rims").hidden = form.rims.length === 0;
+  }
+
+  function label() {
+    if (current.plan === null) {
+      $("plan-title").textContent = t("New plan");
+      $("plan-version").textContent = "";
+    } else {
+      const v = versions.find((x) => x.plan === current.plan && x.version === current.version);
+      $("plan-title").textContent = t("Plan {n}: {defect}", { n: current.plan, defect: t($("defect").value) });
+      $("plan-version").textContent = t("Plan version {version} by {author}, {when}",
+        { version: current.version, author: v ? v.author : "", when: v ? when(v.created_at) : "" }) +
+        (current.signed && v ? ` · ${t("signed by {user}, {when}", { user: v.signed_by, when: when(v.signed_at) })}` : "");
+    }
+    $("defect").disabled = current.plan !== null; // a plan keeps its defect: another defect is a new plan
+    $("sign-plan").hidden = current.plan === null || current.signed;
+  }
+
+  // Fill the worksheet from a saved version; with ``drawn``, also put its
+  // measurements and calibrations back on the images.
+  function openVersion(v, drawn) {
+    if (drawn) measure.load(v.content);
+    current = { plan: v.plan, version: v.version, signed: Boolean(v.signed_by) };
+    $("defect").value = v.defect;
+    drawForm();
+    const saved = v.content.measurements || [];
+    const now = measure.measurements();
+    for (const slot of v.content.slots || []) {
       const input = document.querySelector(`#slots input[data-code="${slot.code}"]`);
-      if (input) { input.value = slot.value_mm; input.dataset.uid = slot.instance_uid || ""; input.dataset.frame = slot.frame || ""; }
+      if (!input) continue;
+      input.value = slot.value_mm;
+      const from = Number.isInteger(slot.measurement) ? saved[slot.measurement] : null;
+      // The same line among those drawn now (a plan reopened over another's lines: typed in).
+      input.measurement = from ? now.find((m) => m.uid === from.uid && m.frame === from.frame &&
+        JSON.stringify(m.points) === JSON.stringify(from.points)) || null : null;
+      if (!input.measurement && slot.instance_uid) { input.dataset.uid = slot.instance_uid; input.dataset.frame = slot.frame || ""; }
     }
-    for (const [rim, value] of Object.entries(latest.content.rims)) {
+    for (const [rim, value] of Object.entries(v.content.rims || {})) {
       const input = document.querySelector(`#rims input[data-rim="${rim}"]`);
       if (input) input.value = value;
     }
-    $("note").value = latest.content.note;
-    $("plan-version").textContent = t("Plan version {version} by {author}, {when}",
-      { version: latest.version, author: latest.author, when: latest.created_at });
+    if ($("krichenko")) $("krichenko").value = v.content.krichenko || "";
+    $("note").value = v.content.note || "";
+    label();
   }
-  reopen();
 
-  $("save-plan").onclick = async () => {
-    const slots = [...document.querySelectorAll("#slots input")].filter((i) => i.value !== "").map((i) => ({
-      code: i.dataset.code, meaning: i.dataset.meaning, value_mm: Number(i.value),
-      instance_uid: i.dataset.uid || null, frame: i.dataset.frame ? Number(i.dataset.frame) : null,
-    }));
-    const rims = {};
-    document.querySelectorAll("#rims input").forEach((i) => { if (i.value !== "") rims[i.dataset.rim] = Number(i.value); });
-    const krichenko = $("krichenko") ? $("krichenko").value : "";
-    const [status, plan] = await post(`/api/studies/${study}/plans`,
-      { defect: $("defect").value, slots, rims, note: $("note").value, measurements: measure.measurements(), krichenko,
-        calibration: measure.calibration() });
-    if (status !== 201) { $("plan-result").textContent = plan.message; return; }
-    const p = plan.proposal;
-    $("plan-result").innerHTML = "";
+  function newPlan() {
+    current = { plan: null, version: null, signed: false };
+    $("note").value = "";
+    drawForm();
+    label();
+    $("defect").focus();
+  }
+
+  function slots() {
+    const out = [];
+    const drawn = measure.measurements();
+    for (const input of document.querySelectorAll("#slots input[data-code]")) {
+      if (input.value === "") continue;
+      const value = Number(input.value);
+      const slot = { code: input.dataset.code, value_mm: value };
+      const index = input.measurement ? drawn.indexOf(input.measurement) : -1;
+      // Linked only while the line still says what the field says (deleted or dragged since: typed in).
+      if (index >= 0 && Math.abs(drawn[index].value - value) <= 0.05) slot.measurement = index;
+      else if (input.dataset.uid) { slot.instance_uid = input.dataset.uid; slot.frame = Number(input.dataset.frame) || null; }
+      out.push(slot);
+    }
+    return out;
+  }
+
+  function proposalLines(plan) {
     const lines = [t("Saved as version {n} (report series stored).", { n: plan.version })];
-    if (plan.deficient_rims.length) {
+    if ((plan.deficient_rims || []).length) {
       lines.push(t("Deficient rims (< 5 mm): {rims}", { rims: plan.deficient_rims.map(t).join(", ") }));
     }
-    if (p) {
-      lines.push(t("Weight {weight} kg, age {age}", document.body.dataset));
-      lines.push(t("Candidate devices: {sizes} — {basis}. Rule: {rule} ({source}). Decision support, not an order.",
-        { sizes: p.sizes.join(", ") || t("none"), basis: p.basis, rule: p.rule.says, source: p.rule.source }));
+    const p = plan.proposal;
+    if (!p) return lines;
+    const sizes = p.sizes.map((size) => size.replace(/ mm$/, ` ${t("mm")}`)).join(", ");
+    lines.push(t("Candidate devices: {sizes} — {basis}. Rule: {rule} ({source}). Decision support, not an order.",
+      { sizes: sizes || t("none"), basis: say(p.basis),
+        rule: say({ text: p.rule.says, values: p.rule.values }), source: t(p.rule.source) }));
+    for (const rule of (p.rules || []).slice(1)) {
+      lines.push(`${t("Rule")}: ${say({ text: rule.says, values: rule.values })} (${t(rule.source)})`);
     }
-    for (const text of lines) { const li = document.createElement("li"); li.textContent = text; $("plan-result").appendChild(li); }
+    for (const warning of p.warnings || []) lines.push(`⚠ ${say(warning)}`);
+    for (const note of p.notes || []) lines.push(say(note));
+    return lines;
+  }
+
+  $("defect").onchange = drawForm;
+  $("new-plan").onclick = newPlan;
+
+  $("save-plan").onclick = async () => {
+    const rims = {};
+    document.querySelectorAll("#rims input").forEach((i) => { if (i.value !== "") rims[i.dataset.rim] = Number(i.value); });
+    const body = {
+      plan: current.plan ?? "new", based_on: current.version, defect: $("defect").value,
+      slots: slots(), rims, note: $("note").value, krichenko: $("krichenko") ? $("krichenko").value : "",
+      measurements: measure.measurements(), calibrations: measure.calibrations ? measure.calibrations() : [],
+    };
+    $("save-plan").disabled = true;
+    try {
+      const [status, plan] = await request(`/api/studies/${study}/plans`, body);
+      if (status !== 201) { show([say(plan.text !== undefined ? plan : plan.message)], true); return; }
+      await refresh();
+      current = { plan: plan.plan, version: plan.version, signed: false };
+      label();
+      show(proposalLines(plan));
+    } finally {
+      $("save-plan").disabled = false;
+    }
   };
+
+  $("sign-plan").onclick = async () => {
+    const { plan, version } = current;
+    const [status, answer] = await request(`/api/studies/${study}/plans/${plan}/versions/${version}/sign`, {});
+    if (status !== 201) { show([say(answer.text !== undefined ? answer : answer.message)], true); return; }
+    await refresh();
+    current.signed = true;
+    label();
+    show([t("Version {version} of plan {plan} signed.", { version, plan }),
+      t("Signed: this version can no longer change; a later save makes a new version.")]);
+  };
+
+  drawForm();
+  label();
+  refresh().then(() => {
+    const last = lastSaved();
+    if (last) openVersion(latestOf().find((v) => v.plan === last.plan), true);
+  });
 })();
