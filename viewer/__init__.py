@@ -69,13 +69,15 @@ def create_app(
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Any:
-        # A clear message, never a stack trace or a value of the data.
-        return jsonify(error=error.name, message=error.description), error.code
+        # A clear message in the user's language, never a stack trace or a value of the data.
+        message = i18n.translate(error.description or "")
+        return jsonify(error=error.name, message=message), error.code
 
     @app.errorhandler(Exception)
     def unexpected(error: Exception) -> Any:
         # The message may quote data (a name in a pydicom error): log the kind only.
         log.error("unhandled %s in %s", type(error).__name__, request.endpoint)
-        return jsonify(error="Internal Server Error", message="an unexpected error"), 500
+        message = i18n.translate("an unexpected error")
+        return jsonify(error="Internal Server Error", message=message), 500
 
     return app

@@ -21,6 +21,7 @@ RULES: dict[str, frozenset[str]] = {
     "auth.login": OPEN,
     "health": OPEN,
     "static": OPEN,
+    "favicon": OPEN,
     "auth.logout": EVERYONE,
     "i18n.choose": EVERYONE,
     "stats": EVERYONE,
@@ -30,6 +31,7 @@ RULES: dict[str, frozenset[str]] = {
     "frames.frame": EVERYONE,
     "frames.meta": EVERYONE,
     "frames.thumbnail": EVERYONE,
+    "frames.raw": EVERYONE,
     "planning.plans": EVERYONE,
     "planning_pages.print_plan": EVERYONE,
     "dicomweb.search_studies": EVERYONE,
@@ -48,6 +50,7 @@ RULES: dict[str, frozenset[str]] = {
     # Clinical work: measuring, planning, storing reports and images.
     "measure.measure": CLINICAL,
     "planning.save_plan": CLINICAL,
+    "planning.sign_plan": CLINICAL,
     "dicomweb.store": CLINICAL,
     # Research cohorts.
     "exports.page": RESEARCH,

@@ -2,8 +2,9 @@
 (() => {
   const form = document.getElementById("cohort");
   const csrf = document.querySelector('meta[name="csrf-token"]').content;
-  const download = (window.I18N || {})["Download"] || "Download";
-  const cancel = (window.I18N || {})["Cancel"] || "Cancel";
+  const { t, fmt } = window;
+  const download = t("Download");
+  const cancel = t("Cancel");
   const filters = () => Object.fromEntries(new FormData(form));
   async function answer(response) {
     const body = await response.json();
@@ -15,7 +16,7 @@
     try {
       const c = await answer(await fetch("/api/exports/preview?" + new URLSearchParams(filters())));
       counts.textContent = counts.dataset.template.replace(/\{(\w+)\}/g, (_, k) =>
-        k === "mb" ? (c.bytes / 1e6).toFixed(1) : c[k]);
+        k === "mb" ? fmt(c.bytes / 1e6, 1) : c[k]);
     } catch (error) { counts.textContent = error.message; }
   };
   function row(job) {
@@ -28,9 +29,10 @@
       tr.cells[0].textContent = job.id;
       document.getElementById("jobs").prepend(tr);
     }
-    tr.querySelector(".state").textContent = job.state;
+    tr.querySelector(".state").textContent = t(job.state);
+    tr.querySelector(".state").dataset.state = job.state;
     tr.querySelector("progress").value = job.percent;
-    tr.querySelector(".message").textContent = job.message;
+    tr.querySelector(".message").textContent = t(job.message);
     const action = tr.querySelector(".action");
     action.replaceChildren();
     const link = document.createElement(job.state === "running" ? "button" : "a");
@@ -56,7 +58,7 @@
     } catch (error) { counts.textContent = error.message; }
   };
   document.querySelectorAll("tr[data-job]").forEach((tr) => {
-    if (tr.querySelector(".state").textContent === "running") {
+    if (tr.querySelector(".state").dataset.state === "running") {
       fetch(`/api/exports/${tr.dataset.job}`).then(answer).then(row);
     }
   });
