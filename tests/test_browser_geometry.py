@@ -68,10 +68,16 @@ def study_url(node: Node) -> str:
 @pytest.fixture
 def open_study(browser, node: Node):
     """A logged-in page on the phantom study at a window size; the echo
-    (first thumbnail) open in the first viewport."""
+    (first thumbnail) open in the first viewport, ``tool`` chosen."""
     contexts = []
 
-    def opened(width: int = 1400, height: int = 900, dpr: float = 1, user: str = "amina"):
+    def opened(
+        width: int = 1400,
+        height: int = 900,
+        dpr: float = 1,
+        user: str = "amina",
+        tool: str | None = None,
+    ):
         context = browser.new_context(
             viewport={"width": width, "height": height}, device_scale_factor=dpr
         )
@@ -89,6 +95,8 @@ def open_study(browser, node: Node):
             "() => window.viewerState && window.viewerState()[0].frames === 1"
             " && window.viewerState()[0].thumb === 0"
         )
+        if tool:
+            page.select_option("#tool", tool)
         return page
 
     yield opened
@@ -174,8 +182,7 @@ WINDOWS = [
 
 @pytest.mark.parametrize(("width", "height", "dpr"), WINDOWS)
 def test_calipers_land_on_the_clicked_pixels(open_study, width, height, dpr) -> None:
-    page = open_study(width, height, dpr)
-    page.select_option("#tool", "length")
+    page = open_study(width, height, dpr, tool="length")
     # The echo at fit: the issue's line from column 300 to 500 (61.5 mm on the
     # demo clip; here 0.5 mm/px), slanted so both axes count.
     assert_drawn_where_expected(page, 0, phantoms.US)
@@ -195,8 +202,7 @@ def test_calipers_land_on_the_clicked_pixels(open_study, width, height, dpr) -> 
 def test_calipers_land_on_the_clicked_pixels_zoomed_and_panned(
     open_study, width, height, dpr
 ) -> None:
-    page = open_study(width, height, dpr)
-    page.select_option("#tool", "length")
+    page = open_study(width, height, dpr, tool="length")
     zoom = 1.25**2
     page.locator(".viewport").first.press("+")
     page.locator(".viewport").first.press("+")
@@ -224,8 +230,7 @@ def test_calipers_land_on_the_clicked_pixels_zoomed_and_panned(
 def test_calipers_land_on_the_clicked_pixels_in_both_viewports(
     open_study, width, height, dpr
 ) -> None:
-    page = open_study(width, height, dpr)
-    page.select_option("#tool", "length")
+    page = open_study(width, height, dpr, tool="length")
     page.click("#split")
     page.wait_for_function("() => window.viewerState().length === 2")
     show(page, RUN2, viewport=1, frames=9)  # a portrait image (384 x 512) on the right
@@ -252,8 +257,7 @@ def test_calipers_land_on_the_clicked_pixels_in_both_viewports(
 
 def test_the_geometry_follows_a_resized_window(open_study) -> None:
     """The same points after the window changes shape: the box is re-read."""
-    page = open_study(1400, 900)
-    page.select_option("#tool", "length")
+    page = open_study(1400, 900, tool="length")
     page.set_viewport_size({"width": 900, "height": 1100})
     page.wait_for_function(
         "() => { const c = document.querySelector('.viewport canvas');"
@@ -264,8 +268,7 @@ def test_the_geometry_follows_a_resized_window(open_study) -> None:
 
 
 def test_a_click_on_the_letterbox_records_nothing(open_study) -> None:
-    page = open_study(1600, 1000)
-    page.select_option("#tool", "length")
+    page = open_study(1600, 1000, tool="length")
     where = box(page)
     left, _ = on_screen(where, (640, 480), (0, 0))
     assert left - where["x"] > 20  # the echo is letterboxed left and right here
@@ -325,8 +328,7 @@ def test_a_catheter_calibration_is_an_object_of_its_series(open_study) -> None:
 
 
 def test_an_echo_calibration_belongs_to_its_frame(open_study) -> None:
-    page = open_study()
-    page.select_option("#tool", "calibrate-length")
+    page = open_study(tool="calibrate-length")
     page.fill("#known-mm", "20")
     where = box(page)
     page.mouse.click(*on_screen(where, (640, 480), (200.0, 240.5)))

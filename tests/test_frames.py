@@ -34,7 +34,7 @@ from storage.archive import Archive
 from storage.record import record_from_dataset
 from tests.test_browser import log_in as browser_log_in
 from tests.test_browser import page, web_node  # noqa: F401 (fixtures)
-from viewer import create_app, frames
+from viewer import create_app, framecache, framedecode, frames, framestore
 
 RNG = np.random.default_rng(15)
 
@@ -102,7 +102,7 @@ def shown(client: FlaskClient, uid: str) -> tuple[dict, list[np.ndarray]]:
     assert len(data) == size * meta["frames"]
     shape = meta["raw"], meta["rows"], meta["columns"]
     return meta, [
-        frames.values(*shape, data[i * size : (i + 1) * size]) for i in range(meta["frames"])
+        framedecode.values(*shape, data[i * size : (i + 1) * size]) for i in range(meta["frames"])
     ]
 
 
@@ -251,7 +251,7 @@ def test_ybr_full_422_jpeg_goes_as_stored_and_decodes_to_the_same_colour(
         padded = fragment + b"\0" * (len(fragment) % 2)  # fragments are of even length
         assert response.mimetype == "image/jpeg" and response.data == padded
     # Decoded on the server (raw), the colour is what the browser shows.
-    decoded = frames.values(meta["raw"], 48, 64, raw(client, uid, 2, 2))
+    decoded = framedecode.values(meta["raw"], 48, 64, raw(client, uid, 2, 2))
     browser = np.asarray(Image.open(BytesIO(fragments[1])).convert("RGB"))
     assert np.abs(decoded.astype(int) - browser).max() <= 2
 
@@ -291,7 +291,7 @@ def test_angio_run_in_rle_arrives_value_for_value(client: FlaskClient, archive: 
     for frame, expected in zip(got, truth, strict=True):
         assert (frame == expected).all()
     with client.application.app_context():  # decoding never wrote to the shared header
-        header = frames.layout(uid).header
+        header = framestore.layout(uid).header
     assert header.NumberOfFrames == 5 and "PixelData" not in header
 
 
@@ -445,7 +445,8 @@ def test_decoded_frames_of_a_2000_frame_run_stay_within_the_cache_bound(
     ds = xa_instance(PATIENTS[3], frames=2000, rows=16, cols=16, transfer_syntax=RLELossless)
     truth = ds.pixel_array
     uid = put(archive, ds)
-    cache = client.application.extensions["frame_cache"] = frames.FrameCache(max_bytes=64 * 1024)
+    cache = framecache.FrameCache(max_bytes=64 * 1024)
+    client.application.extensions["frame_cache"] = cache
     meta = client.get(f"/api/instances/{uid}/meta").json
     step = meta["per_request"]
     for first in range(1, 2001, step):
@@ -471,15 +472,15 @@ def test_concurrent_first_requests_decode_each_frame_once(
             waiting.release()  # a request is waiting for a build in progress
             return super().wait(timeout)
 
-    class Pending(frames._Pending):
+    class Pending(framecache._Pending):
         def __init__(self) -> None:
             super().__init__()
             self.done = Watched()
 
     decoded: list[int] = []
-    original = frames.decode
+    original = framedecode.decode
 
-    def slow_first_decode(found: frames.Layout, index: int) -> object:
+    def slow_first_decode(found: framestore.Layout, index: int) -> object:
         if not decoded:  # hold the first build until every other request waits on it
             for _ in range(others):
                 assert waiting.acquire(timeout=60)
@@ -487,8 +488,8 @@ def test_concurrent_first_requests_decode_each_frame_once(
         return original(found, index)
 
     assert client.get(f"/api/instances/{uid}/meta").status_code == 200  # layout known
-    monkeypatch.setattr(frames, "_Pending", Pending)
-    monkeypatch.setattr(frames, "decode", slow_first_decode)
+    monkeypatch.setattr(framecache, "_Pending", Pending)
+    monkeypatch.setattr(framedecode, "decode", slow_first_decode)
     answers: list[bytes] = []
 
     def fetch() -> None:

@@ -14,6 +14,7 @@ from flask import Flask
 from pydicom.dataset import Dataset
 
 from storage.audit import EVENTS
+from tests import test_i18n
 from viewer import i18n, presentation
 from viewer.presentation import (
     age_text,
@@ -36,12 +37,7 @@ def senders_values() -> Iterator[None]:
     settings.reading_validation_mode, settings.writing_validation_mode = modes
 
 
-@pytest.fixture(scope="module")
-def app() -> Flask:
-    app = Flask(__name__)
-    app.secret_key = b"k" * 32
-    i18n.install(app)
-    return app
+app = test_i18n.app  # the fixture: a Flask app with the catalogues installed
 
 
 @pytest.fixture

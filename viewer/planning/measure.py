@@ -124,20 +124,27 @@ def measure(uid: str) -> Any:
     frame = _frame(body, ds)
     points = _points(body, NEEDED[kind], ds)
     applied = applied_calibration(body.get("calibration"), uid, ds, frame)
+    used = applied.id if applied and kind != "angle" else None  # an angle needs no scale
+    return jsonify(**compute(ds, kind, points, applied), calibration_id=used)
+
+
+def compute(
+    ds: Dataset, kind: str, points: list[cal.Point], applied: cal.UserCalibration | None
+) -> dict[str, Any]:
+    """Value, unit and scale source of a ``kind`` measurement through
+    ``points`` on the image ``ds``, with the user calibration ``applied``
+    (its scope already checked). The measure endpoint and a saved plan both
+    use it, so a plan can only state what the endpoint would have measured."""
     user = applied.calibration() if applied else None
-    used = applied.id if applied else None
-    if kind == "length":
-        return jsonify(**asdict(cal.length(ds, *points, user=user)), calibration_id=used)
     if kind == "angle":
         vertex, a, b = points
         scale = cal.for_image(ds, vertex, a, b, user=user)
-        value = cal.angle_degrees(
-            vertex, a, b, scale if isinstance(scale, cal.Calibration) else None
-        )
-        return jsonify(value=value, unit="°", source="angle", calibration_id=None)
-    (cx, cy), (ex, ey) = points  # centre and a corner of the bounding box
-    result = cal.ellipse_area(ds, (cx, cy), abs(ex - cx), abs(ey - cy), user=user)
-    return jsonify(**asdict(result), calibration_id=used)
+        used = scale if isinstance(scale, cal.Calibration) else None
+        return {"value": cal.angle_degrees(vertex, a, b, used), "unit": "°", "source": "angle"}
+    (x1, y1), (x2, y2) = points  # the ends, or an ellipse's centre and a corner of its box
+    if kind == "length":
+        return asdict(cal.length(ds, (x1, y1), (x2, y2), user=user))
+    return asdict(cal.ellipse_area(ds, (x1, y1), abs(x2 - x1), abs(y2 - y1), user=user))
 
 
 def saved_measurements(

@@ -27,10 +27,12 @@ from storage.keys import Level
 from storage.plans import NEW, PlanError, Saved, UnknownPlan
 from storage.query import Query
 from viewer.auth import audit
-from viewer.planning import calibration as cal
 from viewer.planning import sizing
 from viewer.planning.measure import (
+    MAX_MEASUREMENTS,
+    NEEDED,
     applied_calibration,
+    compute,
     header,
     saved_calibrations,
     saved_measurements,
@@ -56,9 +58,7 @@ DEFECTS = frozenset(WORKSHEET)
 MAX_BODY = 1 << 20  # a plan is a few kB; 200 measurements and a long note fit many times
 MAX_SLOTS = 40
 MAX_NOTE = 4000
-MAX_MEASUREMENTS = 200
 MAX_PLANS = 999
-POINTS = {"length": 2, "angle": 3, "ellipse": 2}
 UNITS = {"length": ("mm", "px"), "ellipse": ("mm²", "px²"), "angle": ("°",)}
 CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
@@ -218,7 +218,7 @@ def _form(body: dict[str, Any], images: Images) -> Form:
 
 def _check_measurement(m: dict[str, Any], images: Images) -> None:
     kind = m["kind"]
-    if kind not in POINTS or len(m["points"]) != POINTS[kind]:
+    if kind not in NEEDED or len(m["points"]) != NEEDED[kind]:
         refuse(400, "measurements: length (2 points), angle (3) or ellipse (2)")
     if m["unit"] not in UNITS[kind] or not 0 <= m["value"] <= 1e6:
         refuse(400, "measurements: a {kind} in {units}", kind=kind, units=", ".join(UNITS[kind]))
@@ -226,35 +226,22 @@ def _check_measurement(m: dict[str, Any], images: Images) -> None:
 
 
 def _remeasure(m: dict[str, Any], images: Images, calibrations: dict[int, Any]) -> None:
-    """A drawn measurement's value, unit and scale source as the server
-    computes them from its points and calibration, as the measure endpoint
-    did: what the browser sends back is not what the report states, and a
-    value its points do not give (edited, or measured with another scale) is
-    refused."""
+    """A drawn measurement's value, unit and scale source as the measure
+    endpoint computes them from its points and calibration: what the browser
+    sends back is not what the report states, and a value its points do not
+    give (edited, or measured with another scale) is refused."""
     ds = images.header(m["uid"], "measurements")
     given = calibrations.get(m["calibration_id"])
     applied = applied_calibration(given, m["uid"], ds, m["frame"]) if given else None
-    user = applied.calibration() if applied else None
     points = [(float(x), float(y)) for x, y in m["points"]]
-    if m["kind"] in ("length", "ellipse"):
-        (x1, y1), (x2, y2) = points  # the ends, or an ellipse's centre and corner
-        found = (
-            cal.length(ds, (x1, y1), (x2, y2), user=user)
-            if m["kind"] == "length"
-            else cal.ellipse_area(ds, (x1, y1), abs(x2 - x1), abs(y2 - y1), user=user)
-        )
-        value, unit, source = found.value, found.unit, found.source
-    else:
-        scale = cal.for_image(ds, *points, user=user)
-        used = scale if isinstance(scale, cal.Calibration) else None
-        value, unit, source = cal.angle_degrees(*points, used), "°", "angle"
-    if unit != m["unit"] or abs(value - m["value"]) > 0.05:
+    found = compute(ds, m["kind"], points, applied)
+    if found["unit"] != m["unit"] or abs(found["value"] - m["value"]) > 0.05:
         refuse(
             400,
             "measurements: a value does not follow from its points and calibration: "
             "measure it again",
         )
-    m.update(value=value, unit=unit, source=source)
+    m.update(found)
 
 
 def _slots(defect: str, given: Any, measurements: list, images: Images) -> list[dict[str, Any]]:

@@ -498,9 +498,41 @@ def _krichenko_messages(
 # --- VSDs -------------------------------------------------------------------------
 
 
-def _waists(diameter: float, waists: tuple[int, ...], centre: Centre) -> list[str]:
+def _waists(
+    diameter: float, waists: tuple[int, ...], centre: Centre, warnings: list[Message]
+) -> list[str]:
+    """The catalogued VSD occluder waists 1-2 mm over ``diameter``; a warning
+    when none is (a size outside the catalogue is never proposed)."""
     low, high = centre.vsd_oversize_mm
-    return [f"{w} mm" for w in waists if diameter + low - EPS <= w <= diameter + high + EPS]
+    sizes = [f"{w} mm" for w in waists if diameter + low - EPS <= w <= diameter + high + EPS]
+    if not sizes:
+        warnings.append(
+            _m(
+                "No catalogued occluder waist lies {low}-{high} mm over {diameter} mm",
+                low=low,
+                high=high,
+                diameter=diameter,
+            )
+        )
+    return sizes
+
+
+def _distance(
+    distance: float | None,
+    threshold: float,
+    too_near: str,
+    unmeasured: str,
+    warnings: list[Message],
+    unchecked: list[Message],
+) -> None:
+    """A distance from the defect to a valve or rim: ``too_near`` (with
+    {distance} and {threshold}) warns when it is under ``threshold``;
+    ``unmeasured`` goes to ``unchecked`` (notes, or warnings where the
+    distance decides whether a device can be used at all)."""
+    if distance is None:
+        unchecked.append(_m(unmeasured))
+    elif distance < threshold:
+        warnings.append(_m(too_near, distance=distance, threshold=threshold))
 
 
 def perimembranous_vsd(
@@ -529,40 +561,25 @@ def perimembranous_vsd(
         warnings.append(_m("Measure the LV-side diameter of the defect to size a device"))
     else:
         basis = _m("LV-side diameter {lv} mm", lv=lv)
-        sizes = _waists(lv, waists, centre)
-        if not sizes:
-            warnings.append(
-                _m(
-                    "No catalogued occluder waist lies {low}-{high} mm over {diameter} mm",
-                    low=low,
-                    high=high,
-                    diameter=lv,
-                )
-            )
-    if aortic is None:
-        warnings.append(
-            _m("Distance to the aortic valve not measured: it decides whether a device can be used")
-        )
-    elif aortic < centre.subaortic_rim_mm:
-        warnings.append(
-            _m(
-                "Subaortic rim {distance} mm (under {threshold} mm): the left disc may reach "
-                "the aortic valve; device closure is not advised",
-                distance=aortic,
-                threshold=centre.subaortic_rim_mm,
-            )
-        )
-    if tricuspid is None:
-        notes.append(_m("Distance to the tricuspid valve not measured: it is unchecked"))
-    elif tricuspid < centre.tricuspid_mm:
-        warnings.append(
-            _m(
-                "Tricuspid valve {distance} mm from the defect (under {threshold} mm): the "
-                "right disc may catch the septal leaflet",
-                distance=tricuspid,
-                threshold=centre.tricuspid_mm,
-            )
-        )
+        sizes = _waists(lv, waists, centre, warnings)
+    _distance(
+        aortic,
+        centre.subaortic_rim_mm,
+        "Subaortic rim {distance} mm (under {threshold} mm): the left disc may reach "
+        "the aortic valve; device closure is not advised",
+        "Distance to the aortic valve not measured: it decides whether a device can be used",
+        warnings,
+        warnings,
+    )
+    _distance(
+        tricuspid,
+        centre.tricuspid_mm,
+        "Tricuspid valve {distance} mm from the defect (under {threshold} mm): the "
+        "right disc may catch the septal leaflet",
+        "Distance to the tricuspid valve not measured: it is unchecked",
+        warnings,
+        notes,
+    )
     notes.append(_m("Complete heart block is the main risk of perimembranous device closure"))
     rules = [
         main,
@@ -612,38 +629,24 @@ def muscular_vsd(
         )
     else:
         basis = _m("diameter at end-diastole {diameter} mm", diameter=diastolic)
-        sizes = _waists(diastolic, waists, centre)
-        if not sizes:
-            warnings.append(
-                _m(
-                    "No catalogued occluder waist lies {low}-{high} mm over {diameter} mm",
-                    low=low,
-                    high=high,
-                    diameter=diastolic,
-                )
-            )
-    if valve is None:
-        notes.append(_m("Distance to the nearest valve not measured: it is unchecked"))
-    elif valve < centre.valve_distance_mm:
-        warnings.append(
-            _m(
-                "Defect {distance} mm from a valve (under {threshold} mm): not for a "
-                "muscular VSD occluder",
-                distance=valve,
-                threshold=centre.valve_distance_mm,
-            )
-        )
-    if apex is None:
-        notes.append(_m("Rim to the apex or moderator band not measured: it is unchecked"))
-    elif apex < centre.apex_rim_mm:
-        warnings.append(
-            _m(
-                "Rim to the apex or moderator band {distance} mm (under {threshold} mm): a "
-                "disc may not open fully",
-                distance=apex,
-                threshold=centre.apex_rim_mm,
-            )
-        )
+        sizes = _waists(diastolic, waists, centre, warnings)
+    _distance(
+        valve,
+        centre.valve_distance_mm,
+        "Defect {distance} mm from a valve (under {threshold} mm): not for a muscular VSD occluder",
+        "Distance to the nearest valve not measured: it is unchecked",
+        warnings,
+        notes,
+    )
+    _distance(
+        apex,
+        centre.apex_rim_mm,
+        "Rim to the apex or moderator band {distance} mm (under {threshold} mm): a "
+        "disc may not open fully",
+        "Rim to the apex or moderator band not measured: it is unchecked",
+        warnings,
+        notes,
+    )
     rules = [
         main,
         _rule(

@@ -1,0 +1,107 @@
+"""How frames are shown: timing, rescale and VOI window from the header, and
+frames as browser images.
+
+The cine player windows /raw frames itself (static/clip.js); these images
+are for what cannot: print, thumbnails, DICOMweb /rendered, and instances
+/raw cannot carry (more than 16 bits). JPEG baseline goes as stored, so the
+browser's decoder converts YBR to RGB once; everything else becomes PNG,
+deeper grey windowed to 8 bits the way the sender's first window says.
+"""
+
+from __future__ import annotations
+
+from io import BytesIO
+
+import numpy as np
+from PIL import Image
+from pydicom.dataset import Dataset
+
+from viewer.framedecode import frame_array
+from viewer.framestore import Layout, number
+
+DEFAULT_FPS = 30.0
+THUMBNAIL_PIXELS = (192, 192)
+
+
+def frame_times_ms(ds: Dataset, frames: int | None = None) -> list[float]:
+    """Display time of each frame, by the standard's order of precedence:
+    Frame Time Vector (variable timing), Frame Time, Cine Rate, Recommended
+    Display Frame Rate; 30 frames/s when none is given. ``frames``: the
+    frames the pixel data holds (NumberOfFrames, as sent, may lie)."""
+    frames = frames or int(ds.get("NumberOfFrames") or 1)
+    vector = ds.get("FrameTimeVector")
+    if vector and len(vector) >= frames:
+        # Value i is the time from frame i-1 to frame i (the first is 0), so a
+        # frame is shown for the next value; the last keeps the one before.
+        times = [float(v) for v in vector[1:frames]]
+        times = [*times, times[-1]] if times else [1000.0 / DEFAULT_FPS]
+        if all(t > 0 for t in times):
+            return times
+    if (value := ds.get("FrameTime")) and float(value) > 0:
+        return [float(value)] * frames
+    for keyword in ("CineRate", "RecommendedDisplayFrameRate"):
+        if (value := ds.get(keyword)) and float(value) > 0:
+            return [1000.0 / float(value)] * frames
+    return [1000.0 / DEFAULT_FPS] * frames
+
+
+def rescale(ds: Dataset) -> dict[str, float]:
+    """Modality LUT as slope and intercept (identity when not given)."""
+    return {"slope": number(ds, "RescaleSlope", 1), "intercept": number(ds, "RescaleIntercept", 0)}
+
+
+def window(ds: Dataset) -> dict[str, float] | None:
+    """The first VOI window the sender gave (in rescaled units), if any."""
+    width = number(ds, "WindowWidth", 0)
+    if width <= 0 or ds.get("WindowCenter") in (None, ""):
+        return None
+    return {"center": number(ds, "WindowCenter", 0), "width": width}
+
+
+def image_8bit(found: Layout, array: np.ndarray) -> np.ndarray:
+    """A frame for an <img>: colour as RGB; grey 8-bit as stored, deeper grey
+    windowed to 8 bits (the first window, else the frame's range);
+    MONOCHROME1 inverted."""
+    if array.ndim == 3:
+        return np.ascontiguousarray(np.clip(array, 0, 255), dtype=np.uint8)
+    ds = found.header
+    if found.raw.get("bits") != 8 or found.raw.get("signed"):
+        modality = rescale(ds)
+        scaled = array.astype(np.float64) * modality["slope"] + modality["intercept"]
+        given = window(ds)
+        if given:
+            low = given["center"] - given["width"] / 2
+            high = given["center"] + given["width"] / 2
+        else:
+            low, high = float(scaled.min()), float(scaled.max())
+        array = np.clip((scaled - low) / max(high - low, 1e-6) * 255, 0, 255)
+    image = array.astype(np.uint8)
+    if str(ds.get("PhotometricInterpretation")) == "MONOCHROME1":
+        image = 255 - image
+    return image
+
+
+def browser_image(found: Layout, index: int) -> tuple[bytes, str]:
+    """Frame ``index`` (0-based) for an <img>: JPEG as stored, else PNG."""
+    if found.delivery == "jpeg":
+        with found.open() as blob:
+            return found.stored(index, blob), "image/jpeg"
+    buffer = BytesIO()
+    Image.fromarray(image_8bit(found, frame_array(found, index))).save(
+        buffer, format="PNG", compress_level=1
+    )
+    return buffer.getvalue(), "image/png"
+
+
+def thumbnail_jpeg(found: Layout) -> bytes:
+    """The first frame, small, as JPEG: one frame decoded and not kept (a
+    study page of many runs must not fill the frame cache), never the clip."""
+    if found.delivery == "jpeg":
+        with found.open() as blob:
+            image = Image.open(BytesIO(found.stored(0, blob))).convert("RGB")
+    else:
+        image = Image.fromarray(image_8bit(found, frame_array(found, 0, cached=False)))
+    image.thumbnail(THUMBNAIL_PIXELS)
+    buffer = BytesIO()
+    image.save(buffer, format="JPEG", quality=85)
+    return buffer.getvalue()
