@@ -14,7 +14,7 @@ from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.uid import ImplicitVRLittleEndian
 from tqdm import tqdm
 
-from dicomnode.ingest import Incoming, Ingestor, Outcome
+from dicomnode.ingest import KEPT_APART, Incoming, Ingestor, Outcome
 from storage.values import normalise_issuer
 
 
@@ -30,6 +30,11 @@ class ImportSummary:
         return (
             f"{c['stored']} stored, {c['replaced']} replaced, {c['duplicate']} duplicates, "
             f"{c['quarantined']} quarantined, {c['rejected']} rejected"
+            + (
+                f" ({c['kept apart']} kept apart: UIDs of another child's study)"
+                if c["kept apart"]
+                else ""
+            )
         )
 
 
@@ -88,6 +93,8 @@ def import_paths(
             Incoming(data=data, transfer_syntax=transfer_syntax, calling_ae=None, issuer=issuer)
         )
         summary.counts[result.outcome.value] += 1
+        if result.outcome is Outcome.STORED and result.status == KEPT_APART:
+            summary.counts["kept apart"] += 1
         if result.outcome is Outcome.REJECTED:
             summary.rejected.append((path, f"0x{result.status:04X} {result.comment}"))
     return summary

@@ -36,6 +36,8 @@ from dicomnode.validate import (
     validate,
 )
 from storage.archive import Archive, DuplicatePolicy
+from storage.audit import MINOR_FAILURE
+from storage.index import ForeignParent
 from storage.keys import Level
 from storage.record import InstanceRecord, patient_key, record_from_dataset
 from storage.values import normalise_issuer
@@ -74,6 +76,22 @@ class IngestResult:
     # A keyed tag of the SOP Instance UID: lets logs correlate events
     # without writing the UID (or anything else of the dataset) into them.
     reference: str = ""
+
+
+# Warning, Coercion of Data Elements (PS3.4 B.2.3), as for a held instance:
+# stored, but under UIDs of its own, since another patient holds its study,
+# series or SOP Instance UID. The comment names the highest level (at most
+# 64 characters, no value quoted).
+KEPT_APART = HELD_FOR_REVIEW
+APART_COMMENTS = {
+    "study": "study UID is another patient's: stored as a study of its own",
+    "series": "series UID is another patient's: stored as a series of its own",
+    "instance": "SOP Instance UID is another patient's: stored under a new UID",
+}
+
+
+def _apart_comment(apart: dict[str, str]) -> str:
+    return next(APART_COMMENTS[level] for level in APART_COMMENTS if level in apart)
 
 
 def _stop_at_pixels(tag: int, vr: str | None, length: int) -> bool:
@@ -174,12 +192,31 @@ class Ingestor:
             if route.matches(issuer, modality):
                 self.archive.index.forwarding.enqueue([record.sop_instance_uid], route.destination)
 
-    def _known_duplicate(self, original_uid: str) -> bool:
+    def _known_duplicate(self, original_uid: str, pseudonym: str) -> bool:
         """A re-send kept as first stored: acknowledge it without de-identifying
-        it all over again (the new UID is a keyed function of the original)."""
+        it all over again (the new UID is a keyed function of the original),
+        if the instance stored under that UID is this patient's."""
         if self.archive.duplicates is not DuplicatePolicy.KEEP_FIRST:
             return False
-        return self.archive.index.note_duplicate(self.deidentify.secret.uid(original_uid))
+        new_uid = self.deidentify.secret.uid(original_uid)
+        return self.archive.index.note_duplicate(new_uid, pseudonym)
+
+    def _audit_apart(self, record: InstanceRecord, apart: dict[str, str], source: str) -> None:
+        """Who held the UIDs and whose instance was kept apart: pseudonyms and
+        the archive's UIDs only."""
+        levels = [level for level in APART_COMMENTS if level in apart]
+        holders = ", ".join(sorted(set(apart.values())))
+        patient = record.columns[Level.PATIENT]["patientid"]
+        study = record.columns[Level.STUDY]["studyinstanceuid"]
+        self.archive.index.audit.record(
+            "uid-conflict",
+            user="dicomnode",
+            source=source,
+            obj=study,
+            detail=f"{'/'.join(levels)} UID already held for {holders}: an instance of "
+            f"{patient} kept apart under UIDs of its own (study {study})",
+            outcome=MINOR_FAILURE,
+        )
 
     def _check_space(self, size: int) -> None:
         free = shutil.disk_usage(self.archive.data_dir).free
@@ -191,10 +228,15 @@ class Ingestor:
         try:
             original, layout = inspect(incoming)
             reference = self.deidentify.reference(str(original.SOPInstanceUID))
-            if self._known_duplicate(str(original.SOPInstanceUID)):
+            issuer = self.issuer_for(original, incoming)
+            key = patient_key(
+                str(original.get("PatientID") or "").strip() or None,
+                str(original.StudyInstanceUID),
+            )
+            pseudonym = self.deidentify.secret.pseudonym(issuer, key)
+            if self._known_duplicate(str(original.SOPInstanceUID), pseudonym):
                 log.debug("duplicate %s from %s", reference, incoming.calling_ae or "import")
                 return IngestResult(Outcome.DUPLICATE, 0x0000, "", reference)
-            issuer = self.issuer_for(original, incoming)
 
             # ---- De-identification: nothing above has written anything, and
             # only what this step returns is stored below. ------------------
@@ -202,10 +244,7 @@ class Ingestor:
                 incoming.data,
                 incoming.transfer_syntax,
                 issuer=issuer,
-                patient_key=patient_key(
-                    str(original.get("PatientID") or "").strip() or None,
-                    str(original.StudyInstanceUID),
-                ),
+                patient_key=key,
                 calling_ae=incoming.calling_ae,
                 header=original,
                 layout=layout,
@@ -222,16 +261,22 @@ class Ingestor:
                 clean.dataset, clean.data, clean.transfer_syntax, incoming.calling_ae
             )
             self._check_space(len(encoded))
+            source = (incoming.calling_ae or "import").strip()
+            status, comment = (
+                (KEPT_APART, _apart_comment(clean.apart)) if clean.apart else (0x0000, "")
+            )
             if clean.quarantine:
                 self.archive.quarantine(record, encoded, clean.quarantine)
                 log.warning("quarantined %s: %s", reference, clean.quarantine)
                 self.archive.index.audit.record(
                     "quarantine-hold",
                     user="dicomnode",
-                    source=(incoming.calling_ae or "import").strip(),
+                    source=source,
                     obj=record.sop_instance_uid,
                     detail=clean.quarantine,
                 )
+                if clean.apart:
+                    self._audit_apart(record, clean.apart, source)
                 outcome = Outcome.QUARANTINED
                 log.debug("%s %s from %s", outcome, reference, incoming.calling_ae or "import")
                 # Acknowledged (nothing is lost) with a warning that says why.
@@ -241,6 +286,17 @@ class Ingestor:
                 self.archive.forget_quarantined(record.sop_instance_uid)
                 if outcome is not Outcome.DUPLICATE:
                     self._route(record, issuer)
+                if clean.apart:
+                    log.warning("kept apart %s: %s", reference, comment)
+                    if outcome is not Outcome.DUPLICATE:
+                        self._audit_apart(record, clean.apart, source)
+        except ForeignParent as conflict:
+            # The claims did not cover it (an index written by an older
+            # version, not yet migrated): refused rather than merged.
+            log.error("refused %s: %s", reference or "-", conflict)
+            return IngestResult(
+                Outcome.REJECTED, PROCESSING_FAILURE, "UID of another patient's study", reference
+            )
         except Rejection as rejection:
             log.warning("rejected %s: %s", reference or "-", rejection)
             return IngestResult(Outcome.REJECTED, rejection.status, rejection.comment, reference)
@@ -256,4 +312,4 @@ class Ingestor:
                 Outcome.REJECTED, PROCESSING_FAILURE, "processing failure", reference
             )
         log.debug("%s %s from %s", outcome, reference, incoming.calling_ae or "import")
-        return IngestResult(outcome, 0x0000, "", reference)
+        return IngestResult(outcome, status, comment, reference)

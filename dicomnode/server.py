@@ -55,7 +55,7 @@ from dicomnode import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, ret
 from dicomnode.access import AccessPolicy
 from dicomnode.config import Config
 from dicomnode.find import find
-from dicomnode.ingest import Incoming, Ingestor, Outcome
+from dicomnode.ingest import Incoming, Ingestor
 from dicomnode.logs import quiet_libraries
 from dicomnode.retrieve import AS_FIND
 from dicomnode.tls import server_context
@@ -219,7 +219,7 @@ class DicomServer:
             )
         )
         self._tally(event, result.outcome.value)
-        if result.outcome in (Outcome.REJECTED, Outcome.QUARANTINED):
+        if result.status != 0:  # a failure or a warning says why
             return status_dataset(result.status, result.comment)
         return result.status
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, create_engine, event, func, select
+from sqlalchemy import Connection, create_engine, event, exists, func, select
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 
@@ -31,6 +31,7 @@ from storage.schema import (
     quarantine,
     series,
     studies,
+    uid_owners,
 )
 
 # A transaction that lost a race to another process is run again this often.
@@ -40,10 +41,33 @@ T = TypeVar("T")
 _ONE_MORE_COPY = {instances.c.copies_received: instances.c.copies_received + 1}
 
 
+class ForeignParent(ValueError):
+    """The study or series an instance names is another patient's: it is not
+    stored there (claims keep this from happening; this is the last guard)."""
+
+
 class StoreOutcome(StrEnum):
     STORED = "stored"
     DUPLICATE = "duplicate"
     REPLACED = "replaced"
+
+
+def _owner(record: InstanceRecord) -> tuple[str, str]:
+    """(issuer, patient key): who the patient of ``record`` is to the index."""
+    patient = record.columns[Level.PATIENT]
+    return patient["issuerofpatientid"], patient["patient_key"]
+
+
+def _patient_of(conn: Connection, table: Any, pk: int) -> tuple[str, str]:
+    """(issuer, patient key) of the patient of a study, series or instance row."""
+    joined = patients.join(studies, studies.c.patient_pk == patients.c.pk)
+    if table is not studies:
+        joined = joined.join(series, series.c.study_pk == studies.c.pk)
+    if table is instances:
+        joined = joined.join(instances, instances.c.series_pk == series.c.pk)
+    query = select(patients.c.issuerofpatientid, patients.c.patient_key).select_from(joined)
+    issuer, key = conn.execute(query.where(table.c.pk == pk)).one()
+    return issuer, key
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -100,9 +124,10 @@ class Index:
         self.exports = ExportJobs(self.engine, self._write_lock)
         self.forwarding = ForwardQueue(self.engine, self._write_lock)
         self.audit = AuditTrail(self.engine, self._write_lock, audit_key)
-        # Series UID -> pk of series already indexed: the common case (the next
-        # instance of a series) then costs one lookup and one insert.
-        self._series_cache: dict[str, int] = {}
+        # (issuer, patient, series UID) -> pk of series already indexed: the
+        # common case (the next instance of a series) then costs one lookup
+        # and one insert, and never files another patient's instance there.
+        self._series_cache: dict[tuple[str, str, str], int] = {}
 
     def close(self) -> None:
         self.engine.dispose()
@@ -144,18 +169,19 @@ class Index:
         no index row ever points at a blob that is not yet durable. Another
         process storing the same instance waits for this one (a lock on the
         SOP Instance UID), then finds it and counts a duplicate; a conflict on
-        a parent row (a stale cached series, a deadlock) is retried.
+        a parent row (a stale cached series, a deadlock) is retried. A study
+        or series of another patient raises `ForeignParent`, nothing written.
         """
-        series_uid = record.columns[Level.SERIES]["seriesinstanceuid"]
+        cached = (*_owner(record), record.columns[Level.SERIES]["seriesinstanceuid"])
         outcome, series_pk = self._transaction(
-            lambda conn: self._add(conn, record, series_uid, blob, replace, write_blob),
-            on_retry=lambda: self._series_cache.pop(series_uid, None),
+            lambda conn: self._add(conn, record, cached, blob, replace, write_blob),
+            on_retry=lambda: self._series_cache.pop(cached, None),
         )
         # Only once committed: a rolled-back series must not be remembered.
         if series_pk is not None:
             if len(self._series_cache) > 10_000:
                 self._series_cache.clear()
-            self._series_cache[series_uid] = series_pk
+            self._series_cache[cached] = series_pk
         return outcome
 
     def _transaction(
@@ -178,7 +204,7 @@ class Index:
         self,
         conn: Connection,
         record: InstanceRecord,
-        series_uid: str,
+        cached: tuple[str, str, str],
         blob: BlobRef,
         replace: bool,
         write_blob: Callable[[], None],
@@ -189,15 +215,17 @@ class Index:
             select(instances.c.pk).where(instances.c.sopinstanceuid == uid)
         ).scalar_one_or_none()
         if existing is not None:
+            if _patient_of(conn, instances, existing) != _owner(record):
+                raise ForeignParent("the SOP Instance UID is another patient's instance")
             conn.execute(
                 instances.update().where(instances.c.pk == existing).values(_ONE_MORE_COPY)
             )
             if not replace:
                 return StoreOutcome.DUPLICATE, None
-        write_blob()
-        series_pk = self._series_cache.get(series_uid)
+        series_pk = self._series_cache.get(cached)
         if series_pk is None:
             series_pk = self._add_parents(conn, record)
+        write_blob()
         row = {
             **record.columns[Level.IMAGE],
             "series_pk": series_pk,
@@ -214,34 +242,71 @@ class Index:
         return StoreOutcome.REPLACED, series_pk
 
     def _add_parents(self, conn: Connection, record: InstanceRecord) -> int:
-        """Patient (demographics refreshed), study and series of a series not seen yet."""
-        parent_pk = upsert_patient(conn, record.columns[Level.PATIENT])
-        for level in (Level.STUDY, Level.SERIES):
-            parent_pk = get_or_create(conn, level, record.columns[level], parent_pk)
-        return parent_pk
+        """Patient (demographics refreshed), study and series of a series not
+        seen yet; a study or series of another patient is refused."""
+        patient = upsert_patient(conn, record.columns[Level.PATIENT])
+        study = get_or_create(conn, Level.STUDY, record.columns[Level.STUDY], patient)
+        if _patient_of(conn, studies, study) != _owner(record):
+            raise ForeignParent("the Study Instance UID is another patient's study")
+        series_pk = get_or_create(conn, Level.SERIES, record.columns[Level.SERIES], study)
+        if _patient_of(conn, series, series_pk) != _owner(record):
+            raise ForeignParent("the Series Instance UID is another patient's series")
+        return series_pk
 
-    def note_duplicate(self, sop_instance_uid: str) -> bool:
-        """Count one more copy of an indexed instance; False if it is not indexed."""
+    def note_duplicate(self, sop_instance_uid: str, pseudonym: str) -> bool:
+        """Count one more copy of an indexed instance of this patient; False
+        if it is not indexed, or is another patient's."""
         statement = (
             instances.update()
-            .where(instances.c.sopinstanceuid == sop_instance_uid)
+            .where(
+                instances.c.sopinstanceuid == sop_instance_uid,
+                exists().where(
+                    uid_owners.c.uid == sop_instance_uid, uid_owners.c.pseudonym == pseudonym
+                ),
+            )
             .values(_ONE_MORE_COPY)
         )
         return self._transaction(lambda conn: conn.execute(statement).rowcount > 0)
 
-    def add_linkage(self, study_uid: str, pseudonym: str, sealed: bytes) -> None:
-        """Keep the first sealed identity of a study (later instances repeat it)."""
-        row = {
-            "study_uid": study_uid,
-            "pseudonym": pseudonym,
-            "sealed": sealed,
-            "created_at": datetime.now(UTC),
-        }
-        self._transaction(
-            lambda conn: conn.execute(
-                insert_for(conn, linkage).values(**row).on_conflict_do_nothing()
+    def claim_uids(
+        self,
+        pseudonym: str,
+        claims: dict[str, str],
+        others: Iterable[str],
+        linkage_row: tuple[str, bytes],
+    ) -> dict[str, str]:
+        """Claim ``claims`` (UID -> level) for the patient ``pseudonym``, and
+        return those and ``others`` that another patient holds, with its
+        pseudonym. Only when none is taken is the study's sealed identity
+        (``linkage_row``: study UID, sealed) kept, the first of the study.
+
+        One transaction, so of two processes bringing one UID for two
+        patients at once one wins (PostgreSQL makes the second INSERT wait
+        for the first to commit) and the other is told.
+        """
+        rows = [{"uid": u, "pseudonym": pseudonym, "level": lv} for u, lv in sorted(claims.items())]
+        asked = sorted({*claims, *others})
+        study_uid, sealed = linkage_row
+
+        def work(conn: Connection) -> dict[str, str]:
+            conn.execute(insert_for(conn, uid_owners).values(rows).on_conflict_do_nothing())
+            taken = conn.execute(
+                select(uid_owners.c.uid, uid_owners.c.pseudonym).where(
+                    uid_owners.c.uid.in_(asked), uid_owners.c.pseudonym != pseudonym
+                )
             )
-        )
+            found = {uid: owner for uid, owner in taken}
+            if not found:
+                row = {
+                    "study_uid": study_uid,
+                    "pseudonym": pseudonym,
+                    "sealed": sealed,
+                    "created_at": datetime.now(UTC),
+                }
+                conn.execute(insert_for(conn, linkage).values(**row).on_conflict_do_nothing())
+            return found
+
+        return self._transaction(work)
 
     def linkage_for(self, value: str) -> list[tuple[str, str, bytes]]:
         """(study UID, pseudonym, sealed) for a pseudonym or a study UID."""

@@ -114,6 +114,20 @@ linkage = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
+# Which patient (pseudonym) each Study, Series and SOP Instance UID received
+# instances are kept under belongs to: claimed by the first instance to bring
+# it (INSERT … ON CONFLICT DO NOTHING, so of processes racing one wins), held
+# or stored alike. Another patient's instance carrying the same UID is kept
+# apart under UIDs of its own (`dicomnode.deid.pipeline`), so one study, series
+# or instance never holds two children.
+uid_owners = Table(
+    "uid_owners",
+    metadata,
+    Column("uid", String(64), primary_key=True),
+    Column("pseudonym", String(64), nullable=False),
+    Column("level", String(8), nullable=False),  # study, series or instance
+)
+
 # Instances held back (e.g. burned-in text no rule can clean): stored apart,
 # invisible to queries, the viewer and export, listed for the administrator.
 # Their blobs are encrypted (`storage.archive`); size and sha256 are those of

@@ -36,7 +36,7 @@ def _datasets() -> list:
     studies = [generate_uid(UID_ROOT) for _ in range(5)]
     out = []
     for n in range(INSTANCES):
-        ds = instance(PATIENTS[n % 3], StudyInstanceUID=studies[n % 5], InstanceNumber=n + 1)
+        ds = instance(PATIENTS[n % 5 % 3], StudyInstanceUID=studies[n % 5], InstanceNumber=n + 1)
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
         out.append(ds)
     return out

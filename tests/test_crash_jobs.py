@@ -42,14 +42,15 @@ def _fill(config: Config, count: int) -> list[str]:
     archive = open_archive(config)
     try:
         ingestor = Ingestor(config, archive)
-        study = generate_uid(UID_ROOT)
+        # One child per study (another child's instance would be kept apart).
+        studies = [generate_uid(UID_ROOT) for _ in range(3)]
         for n in range(count):
             xa = xa_instance(
                 PATIENTS[n % 3],
                 frames=2,
                 rows=32,
                 cols=32,
-                study_uid=study,
+                study_uid=studies[n % 3],
                 seed=n,
                 instance_number=n + 1,
             )

@@ -112,6 +112,9 @@ class Subject:
     matcher: IdentityMatcher = field(default_factory=lambda: IdentityMatcher.from_values(()))
     # Kinds of identity the cleaner leaves in place (an option retains them).
     kept_kinds: frozenset[str] = frozenset()
+    # Original UIDs another patient already holds: remapped within this
+    # patient's scope, so its instance never joins (or replaces) the other's.
+    scoped_uids: frozenset[str] = frozenset()
 
 
 def _redecoded(text: str) -> list[str]:
@@ -355,17 +358,19 @@ class HeaderDeidentifier:
             return
         # U, K and KEEP-CLEAN of other VRs: the value stands, but for UIDs
         if vr == "UI" and element.value:
-            element.value = self._uids(element.value)
+            element.value = _one_or_many(
+                [self.new_uid(str(v), subject) for v in _values(element.value)]
+            )
         elif vr == "DT" and element.value and not self._retain_zones:
             element.value = _one_or_many([strip_offset(str(v)) for v in _values(element.value)])
 
     # -- values -----------------------------------------------------------
-    def _uids(self, value: Any) -> Any:
-        """Every UID the standard does not define, remapped (keyed, stable)."""
-        remapped = [
-            str(v) if is_well_known_uid(str(v)) else self.secret.uid(str(v)) for v in _values(value)
-        ]
-        return _one_or_many(remapped)
+    def new_uid(self, value: str, subject: Subject) -> str:
+        """What a UID becomes: kept if the standard defines it, else remapped
+        (keyed, stable), within the patient's scope if another patient holds it."""
+        if value in subject.scoped_uids:
+            return self.secret.uid(value, (subject.issuer, subject.patient_key))
+        return value if is_well_known_uid(value) else self.secret.uid(value)
 
     @staticmethod
     def _dated(element: DataElement, shift: int | None) -> Any:

@@ -9,7 +9,7 @@ identity is sealed into the linkage table on the way.
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from io import BytesIO
 
 import numpy as np
@@ -20,10 +20,12 @@ from pydicom.filewriter import write_dataset
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian
 
 from dicomnode.config import Config
+from dicomnode.deid.codes import is_well_known_uid
 from dicomnode.deid.header import (
     ENCAPSULATED_CLASSES,
     DeidSettings,
     HeaderDeidentifier,
+    Subject,
     parse_safe_private,
 )
 from dicomnode.deid.identity import IdentityMatcher
@@ -45,6 +47,33 @@ class Deidentified:
     data: bytes  # the data set encoded in ``transfer_syntax``, without file meta
     transfer_syntax: str
     quarantine: str | None = None
+    # Levels ("study", "series", "instance") whose UID another patient holds,
+    # with its pseudonym: this instance is kept apart under UIDs of its own.
+    apart: dict[str, str] = field(default_factory=dict)
+
+
+# The UIDs an instance is stored under, claimed for its patient.
+LEVELS = (
+    ("study", "StudyInstanceUID"),
+    ("series", "SeriesInstanceUID"),
+    ("instance", "SOPInstanceUID"),
+)
+
+
+def uids_in(ds: Dataset) -> set[str]:
+    """Every UID value of ``ds`` at any depth that is not the standard's
+    (private elements aside: the walker removes them unread)."""
+    found: set[str] = set()
+    for element in ds:
+        if element.tag.is_private:
+            continue
+        if element.VR == "SQ":
+            for item in element.value or []:
+                found |= uids_in(item)
+        elif element.VR == "UI" and element.value:
+            values = element.value if element.VM > 1 else [element.value]
+            found |= {str(v) for v in values if v and not is_well_known_uid(str(v))}
+    return found
 
 
 def inflate(data: bytes, transfer_syntax: UID) -> bytes:
@@ -222,17 +251,51 @@ class Deidentifier:
         original = original_identity(ds, issuer, calling_ae)
         header = self.header_for(calling_ae)
         subject = header.subject(ds, issuer, patient_key)
+        study, apart = self._claim(ds, header, subject, original)
         header.apply(ds, subject)
-        pseudonym, study = str(ds.PatientID), str(ds.StudyInstanceUID)
-        self.index.add_linkage(study, pseudonym, self.cipher.seal(original, pseudonym, study))
+        if str(ds.StudyInstanceUID) != study:  # the walker must agree with the claim
+            raise RuntimeError("study UID differs from the one claimed")
         if kept_pixels is not None:
             # No rule touches these pixels: the element goes on exactly as sent.
-            return Deidentified(ds, encode(ds, syntax) + kept_pixels, syntax)
+            return Deidentified(ds, encode(ds, syntax) + kept_pixels, syntax, apart=apart)
         document = document_reason(ds)
         if document:
-            return Deidentified(ds, encode(ds, syntax), syntax, document)
+            return Deidentified(ds, encode(ds, syntax), syntax, document, apart)
         _, target, reason = clean_and_verify(ds, syntax, rectangles, subject.matcher, self.ocr)
-        return Deidentified(ds, encode(ds, target), target, reason)
+        return Deidentified(ds, encode(ds, target), target, reason, apart)
+
+    def _claim(
+        self,
+        ds: Dataset,
+        header: HeaderDeidentifier,
+        subject: Subject,
+        original: OriginalIdentity,
+    ) -> tuple[str, dict[str, str]]:
+        """Claim the new study, series and instance UIDs for the patient, and
+        seal its identity under the study, before anything is written; a UID
+        another patient holds (claimed first, by any process) is remapped
+        within this patient's scope instead (``subject.scoped_uids``), as is
+        any reference to one, so all this patient's instances of a shared
+        study land together and their references agree. Returns the new
+        study UID and, by level, who held the UIDs remapped."""
+        pseudonym = self.secret.pseudonym(subject.issuer, subject.patient_key)
+        primary = {level: str(ds[keyword].value) for level, keyword in LEVELS}
+        everything = uids_in(ds) | set(primary.values())
+        apart: dict[str, str] = {}
+        for _ in range(3):  # the second round finds nothing taken: scoped UIDs are its own
+            new = {uid: header.new_uid(uid, subject) for uid in everything}
+            study = new[primary["study"]]
+            taken = self.index.claim_uids(
+                pseudonym,
+                {new[uid]: level for level, uid in reversed(primary.items())},
+                new.values(),
+                (study, self.cipher.seal(original, pseudonym, study)),
+            )
+            if not taken:
+                return study, apart
+            subject.scoped_uids |= {uid for uid in everything if new[uid] in taken}
+            apart |= {level: taken[new[uid]] for level, uid in primary.items() if new[uid] in taken}
+        raise RuntimeError("the instance's UIDs could not be claimed")
 
     def _read(
         self,

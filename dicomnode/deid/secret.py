@@ -91,9 +91,12 @@ class Secret:
         """A short code for accession numbers, study IDs and the like."""
         return _encode(self.digest(purpose, *parts), length)
 
-    def uid(self, original: str) -> str:
-        """The same new ``2.25.`` UID for the same original UID, every time."""
-        digest = bytearray(self.digest("uid", original)[:16])
+    def uid(self, original: str, scope: tuple[str, ...] = ()) -> str:
+        """The same new ``2.25.`` UID for the same original UID, every time;
+        within a ``scope`` (issuer, patient key), one of that patient's own:
+        what its instance gets where another patient already holds the UID."""
+        parts = ("patient-uid", *scope, original) if scope else ("uid", original)
+        digest = bytearray(self.digest(*parts)[:16])
         digest[6] = (digest[6] & 0x0F) | 0x80  # UUID version 8 (custom)
         digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
         return f"2.25.{int.from_bytes(digest, 'big')}"
