@@ -385,3 +385,23 @@ def test_measure_and_save_a_plan_with_its_report(
     )
     assert wrong.status_code == 400
     assert "not an order" in summary
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/?page=99999999999999999999",
+        "/?page=0",
+        "/?page=x",
+        "/dicom-web/studies?limit=99999999999999999999",
+        "/dicom-web/studies?offset=-1",
+        "/dicom-web/studies?limit=ten",
+    ],
+)
+def test_numbers_in_query_strings_are_bounded(client: FlaskClient, url: str) -> None:
+    """A page or limit too large for the database's integers is a 400 that
+    says so, not a 500."""
+    as_user(client, "amina")
+    response = client.get(url)
+    assert response.status_code == 400
+    assert b"whole number" in response.data or b"from " in response.data

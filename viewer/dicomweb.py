@@ -29,6 +29,7 @@ from storage.audit import MINOR_FAILURE
 from storage.keys import Level
 from storage.query import Query, QueryError
 from viewer.auth import audit
+from viewer.params import whole
 
 bp = Blueprint("dicomweb", __name__, url_prefix="/dicom-web")
 JSON = "application/dicom+json"
@@ -108,8 +109,8 @@ def _search(level: Level, **fixed: str) -> Any:
         if e.keyword != "QueryRetrieveLevel"
     }
     try:
-        limit = int(request.args.get("limit", 0)) or None
-        offset = int(request.args.get("offset", 0))
+        limit = whole(request.args, "limit", 0) or None
+        offset = whole(request.args, "offset", 0)
         rows = list(
             current_app.extensions["archive"].index.find(
                 Query(level=level, keys=keys, limit=limit, offset=offset)

@@ -10,6 +10,7 @@ from pydicom.uid import UID
 from storage.keys import Level
 from storage.query import Query, QueryError
 from viewer.auth import audit
+from viewer.params import whole
 from viewer.permissions import allowed
 
 bp = Blueprint("studies", __name__)
@@ -64,7 +65,7 @@ def search_keys(args: Any) -> dict[str, str]:
 def index() -> Any:
     sort = SORTS.get(request.args.get("sort", "date"), SORTS["date"])
     try:
-        page = max(int(request.args.get("page", "1") or 1), 1)
+        page = whole(request.args, "page", 1, least=1)
         rows = _find(
             Level.STUDY,
             search_keys(request.args),
