@@ -24,6 +24,12 @@ from viewer.planning.worksheet import InvalidValue, UnknownSlot
 
 ROOT = Path(__file__).parents[1]
 ASD, PDA, PM, MUSCULAR = "secundum ASD", "PDA", "perimembranous VSD", "muscular VSD"
+DRIVING = {
+    ASD: "ASD-MAX-DIAMETER",
+    PDA: "PDA-NARROWEST",
+    PM: "VSD-LV-DIAMETER",
+    MUSCULAR: "VSD-ED-DIAMETER",
+}
 
 
 def texts(messages: list[sizing.Message]) -> list[str]:
@@ -256,10 +262,13 @@ def test_weight_from_the_header_is_used_only_when_it_is_one() -> None:
     A placeholder weight (0, NaN, absurd) is unknown, never an error."""
     light = propose(PDA, {"PDA-NARROWEST": 3}, {}, weight_kg=4.5)
     assert warned(light, "Weight 4.5 kg: the duct occluder is off-label under 6.0 kg")
-    for placeholder in (None, 0, -3, float("nan"), float("inf"), 900, True, "", "n/a"):
+    assert not noted(light, "Weight unknown")
+    for placeholder in (None, 0, 0.04, -3, float("nan"), float("inf"), 900, True, "", "n/a"):
         quiet = propose(PDA, {"PDA-NARROWEST": 3}, {}, weight_kg=placeholder)
         assert not warned(quiet, "Weight")
-        assert all("kg" not in r.says for r in quiet.rules)
+        # Unknown is said, never silently taken as within the label.
+        assert noted(quiet, "Weight unknown: the 6.0 kg limit was not checked")
+        assert any("kg" in r.says for r in quiet.rules)
     assert not warned(propose(PDA, {"PDA-NARROWEST": 3}, {}, weight_kg=6), "Weight")
     assert warned(propose(PDA, {"PDA-NARROWEST": 3}, {}, weight_kg="5.5"), "Weight 5.5 kg")  # DS
     assert warned(propose(MUSCULAR, {"VSD-ED-DIAMETER": 6}, {}, weight_kg=4), "Weight 4.0 kg")
@@ -272,17 +281,23 @@ def test_perimembranous_waist_from_the_lv_side() -> None:
     """Thanopoulos et al. 2003 / Holzer et al. 2006: waist 1-2 mm over the
     defect, measured on its LV side."""
     far = {"VSD-AORTIC-DISTANCE": 4, "VSD-TRICUSPID-DISTANCE": 5}
-    assert propose(PM, {"VSD-LV-DIAMETER": 6.4, **far}, {}).sizes == ["8 mm"]
+    over = propose(PM, {"VSD-LV-DIAMETER": 6.4, **far}, {})
+    assert over.sizes == ["8 mm", "9 mm"]  # 8 mm is 1.6 mm over; 9 mm, the next, 2.6
+    assert noted(over, "The 9 mm waist is 2.6 mm over the defect (6.4 mm)")
+    assert not noted(over, "The 8 mm waist")
     five = propose(PM, {"VSD-LV-DIAMETER": 5, "VSD-RV-DIAMETER": 3, **far}, {})
     assert five.sizes == ["6 mm", "7 mm"] and five.basis.values == {"lv": 5.0}
-    assert not five.warnings and noted(five, "heart block")
+    assert not five.warnings and noted(five, "heart block") and not noted(five, "waist is")
     # The RV side (often smaller, through aneurysmal tissue) does not size it.
     assert propose(PM, {"VSD-LV-DIAMETER": 5, "VSD-RV-DIAMETER": 9, **far}, {}).sizes == [
         "6 mm",
         "7 mm",
     ]
+    assert propose(PM, {"VSD-LV-DIAMETER": 17, **far}, {}).sizes == ["18 mm"]
     big = propose(PM, {"VSD-LV-DIAMETER": 17.5, **far}, {})
-    assert big.sizes == [] and warned(big, "No catalogued occluder waist lies 1.0-2.0 mm over 17.5")
+    assert big.sizes == [] and warned(
+        big, "No catalogued occluder waist is 1.0 mm or more over 17.5"
+    )
 
 
 def test_perimembranous_aortic_distance_is_always_flagged() -> None:
@@ -305,9 +320,9 @@ def test_perimembranous_aortic_distance_is_always_flagged() -> None:
 def test_muscular_vsd_is_never_silent() -> None:
     """Muscular VSD occluder IFU / Holzer et al. 2004: waist 1-2 mm over the
     diameter at end-diastole; 4 mm from any valve."""
-    assert propose(MUSCULAR, {"VSD-ED-DIAMETER": 6}, {}).sizes == ["8 mm"]
-    assert propose(MUSCULAR, {"VSD-ED-DIAMETER": 5}, {}).sizes == ["6 mm"]
-    assert propose(MUSCULAR, {"VSD-ED-DIAMETER": 6.5}, {}).sizes == ["8 mm"]
+    assert propose(MUSCULAR, {"VSD-ED-DIAMETER": 6}, {}).sizes == ["8 mm", "10 mm"]
+    assert propose(MUSCULAR, {"VSD-ED-DIAMETER": 5}, {}).sizes == ["6 mm", "8 mm"]
+    assert propose(MUSCULAR, {"VSD-ED-DIAMETER": 6.5}, {}).sizes == ["8 mm", "10 mm"]
     rule = propose(MUSCULAR, {"VSD-ED-DIAMETER": 6}, {}).rule
     assert "end-diastole" in rule.says and "Muscular VSD Occluder" in rule.source
     only_sides = propose(MUSCULAR, {"VSD-LV-DIAMETER": 7, "VSD-RV-DIAMETER": 4}, {})
@@ -320,11 +335,129 @@ def test_muscular_vsd_is_never_silent() -> None:
     apex = propose(MUSCULAR, {"VSD-ED-DIAMETER": 6, "VSD-APEX-RIM": 2}, {})
     assert warned(apex, "Rim to the apex or moderator band 2.0 mm")
     clear = propose(
-        MUSCULAR, {"VSD-ED-DIAMETER": 6, "VSD-VALVE-DISTANCE": 8, "VSD-APEX-RIM": 9}, {}
+        MUSCULAR,
+        {"VSD-ED-DIAMETER": 6, "VSD-VALVE-DISTANCE": 8, "VSD-APEX-RIM": 9},
+        {},
+        weight_kg=9,
     )
-    assert clear.warnings == [] and clear.notes == []
+    assert clear.warnings == []
+    assert texts(clear.notes) == [
+        "The 10 mm waist is 4.0 mm over the defect (6.0 mm), more than the 1.0-2.0 mm of the rule"
+    ]
     assert propose(MUSCULAR, {"VSD-ED-DIAMETER": 17}, {}).sizes == ["18 mm"]
     assert warned(propose(MUSCULAR, {"VSD-ED-DIAMETER": 17.5}, {}), "No catalogued occluder waist")
+
+
+@pytest.mark.parametrize("diameter", [5.2, 5.5, 5.9, 7.3, 7.9, 9.5, 11.5, 16.9, 17.0])
+def test_muscular_vsd_between_two_waists_still_gets_a_device(diameter: float) -> None:
+    """The fault found in review: waists in 2 mm steps left no waist 1-2 mm
+    over half of all diameters (5.5 mm -> none), though such a defect is
+    closed. The smallest waist at least 1 mm over is proposed, and the next;
+    a waist more than 2 mm over says so; the published rule text stays."""
+    proposal = propose(MUSCULAR, {"VSD-ED-DIAMETER": diameter}, {}, weight_kg=10)
+    over = [w for w in sizing.MUSCULAR_VSD_WAISTS if w >= diameter + 1 - 1e-9][:2]
+    assert proposal.sizes == [f"{w} mm" for w in over] and proposal.sizes
+    assert not warned(proposal, "No catalogued")
+    for waist in over:
+        beyond = waist - diameter > 2 + 1e-9
+        assert noted(proposal, f"The {waist} mm waist is") == beyond, (diameter, waist)
+    assert (
+        proposal.rule.says
+        == "occluder waist {low}-{high} mm over the defect diameter at end-diastole"
+    )
+    assert proposal.rule.source.startswith("Amplatzer Muscular VSD Occluder instructions for use")
+
+
+# The catalogue each defect is sized against, and the size its rule needs.
+def _target(defect: str, d: float) -> tuple[list[tuple[float, str]], float]:
+    if defect == ASD:
+        return [(o.waist, o.size) for o in sizing.SEPTAL_OCCLUDERS], d + 2.0
+    if defect == PDA:
+        return [(o.pulmonary, o.size) for o in sizing.DUCT_OCCLUDERS], d + 2.0
+    waists = sizing.PM_VSD_WAISTS if defect == PM else sizing.MUSCULAR_VSD_WAISTS
+    return [(w, f"{w} mm") for w in waists], d + 1.0
+
+
+@pytest.mark.parametrize("defect", list(DRIVING))
+def test_no_plausible_diameter_is_met_with_silence(defect: str) -> None:
+    """Every diameter from 0.1 to 100 mm, in the 0.1 mm the rules work on:
+    either the first two catalogued sizes that reach the rule's target (none
+    skipped), or no size and a warning that none reaches it."""
+    for tenth in range(1, 1001):
+        d = tenth / 10
+        proposal = propose(defect, {DRIVING[defect]: d}, {}, weight_kg=20)
+        catalogue, target = _target(defect, d)
+        reaching = [size for value, size in catalogue if value >= target - 1e-9]
+        assert proposal.sizes == reaching[:2], (defect, d)
+        if not proposal.sizes:
+            assert warned(proposal, "No catalogued"), (defect, d)
+            assert target > max(value for value, _ in catalogue), (defect, d)
+
+
+def test_sizing_uses_what_is_printed() -> None:
+    """Values are rounded to 0.1 mm (what the worksheet shows and the SR
+    stores) before any rule: 4.04 mm printed as 4.0 must size as 4.0 + 2."""
+    duct = propose(PDA, {"PDA-NARROWEST": 4.04}, {})
+    assert duct.basis.values == {"narrowest": 4.0} and duct.sizes == ["8/6", "10/8"]
+    assert propose(PDA, {"PDA-NARROWEST": 4.06}, {}).sizes == ["10/8", "12/10"]
+    asd = propose(ASD, {"ASD-MAX-DIAMETER": 14.04}, {})
+    assert asd.basis.values["largest"] == 14.0 and asd.sizes == ["16 mm", "17 mm"]
+    muscular = propose(MUSCULAR, {"VSD-ED-DIAMETER": 7.04}, {})
+    assert muscular.basis.values == {"diameter": 7.0} and muscular.sizes[0] == "8 mm"
+    # A rim printed as 5.0 mm is not deficient, in the proposal or the worksheet.
+    assert propose(ASD, {"ASD-MAX-DIAMETER": 12}, {"IVC": 4.96}).warnings == []
+    assert sizing.deficient_rims({"IVC": 4.96, "SVC": 4.94}) == ["SVC"]
+    assert warned(propose(ASD, {"ASD-MAX-DIAMETER": 12}, {"IVC": 4.94}), "IVC rim (4.9 mm")
+    assert not warned(propose(PDA, {"PDA-NARROWEST": 3}, {}, weight_kg=5.96), "Weight")
+    assert warned(propose(PDA, {"PDA-NARROWEST": 3}, {}, weight_kg=5.94), "Weight 5.9 kg")
+    # A diameter that rounds to 0 mm is no diameter; a rim may be 0.
+    with pytest.raises(InvalidValue):
+        propose(PDA, {"PDA-NARROWEST": 0.04}, {})
+    assert propose(ASD, {"ASD-MAX-DIAMETER": 12}, {"aortic": 0.04}).sizes == ["14 mm", "15 mm"]
+    for proposal in (duct, asd, muscular):
+        for message in [proposal.basis, *proposal.warnings, *proposal.notes]:
+            for value in message.values.values():
+                assert not isinstance(value, float) or round(value, 1) == value
+
+
+def test_unknown_weight_and_age_are_said_not_skipped() -> None:
+    """A limit the child's weight or age could not be checked against is a
+    note; the duct occluder's US approval is from 6 months of age (stated in
+    JACC Cardiovasc Interv 2010;3:1295-9, PMID 21232725)."""
+    duct = propose(PDA, {"PDA-NARROWEST": 3}, {})
+    assert noted(duct, "Weight unknown: the 6.0 kg limit was not checked")
+    assert noted(duct, "Age unknown: the 6.0 months limit was not checked")
+    (age_rule,) = [r for r in duct.rules if "months" in r.says]
+    assert "PMID 21232725" in age_rule.source and age_rule.values == {"minimum": 6.0}
+    muscular = propose(MUSCULAR, {"VSD-ED-DIAMETER": 6}, {})
+    assert noted(muscular, "Weight unknown: the 5.2 kg limit was not checked")
+    for defect in (ASD, PM):  # no weight limit: nothing to say
+        assert not noted(propose(defect, {DRIVING[defect]: 6}, {}), "unknown")
+    young = propose(PDA, {"PDA-NARROWEST": 3}, {}, weight_kg=7, age_years=0.3)
+    assert warned(young, "Age 3.6 months: the duct occluder is labelled for 6.0 months or more")
+    assert not noted(young, "unknown")
+    newborn = propose(PDA, {"PDA-NARROWEST": 3}, {}, age_years=0)  # 0 is an age
+    assert warned(newborn, "Age 0.0 months") and not noted(newborn, "Age unknown")
+    assert not warned(propose(PDA, {"PDA-NARROWEST": 3}, {}, age_years=0.5), "Age")
+    assert not warned(propose(PDA, {"PDA-NARROWEST": 3}, {}, age_years=14), "Age")
+    for placeholder in (None, -1, float("nan"), float("inf"), 200, True, "", "4Y"):
+        unknown = propose(PDA, {"PDA-NARROWEST": 3}, {}, age_years=placeholder)
+        assert not warned(unknown, "Age") and noted(unknown, "Age unknown")
+    assert not noted(propose(MUSCULAR, {"VSD-ED-DIAMETER": 6}, {}), "Age")
+
+
+def test_every_cited_paper_names_its_authors_journal_and_year() -> None:
+    """Review: "Kijima et al." had no journal or year; "Pediatr Cardiol 2018"
+    no authors. A paper is cited with authors, journal and year, or by PMID."""
+    sources = {r.source for p in battery() for r in p.rules}
+    assert any("Kijima et al., J Am Soc Echocardiogr 2016" in s for s in sources)
+    for source in sources:
+        for part in re.split(r";\s", source):  # "2010;3:1295" is one reference
+            if "et al." in part:
+                assert re.search(r"et al\., [A-Z][A-Za-z .]+ (19|20)\d\d", part), part
+            elif re.search(r"\b(19|20)\d\d\b", part) and "NCT" not in part:
+                assert "PMID" in part, part
+    assert not any("Pediatr Cardiol 2018" in s for s in sources)
 
 
 def test_vsd_thresholds_cite_what_states_them() -> None:
@@ -346,13 +479,6 @@ def test_vsd_thresholds_cite_what_states_them() -> None:
 
 
 # --- Refused input ----------------------------------------------------------------
-
-DRIVING = {
-    ASD: "ASD-MAX-DIAMETER",
-    PDA: "PDA-NARROWEST",
-    PM: "VSD-LV-DIAMETER",
-    MUSCULAR: "VSD-ED-DIAMETER",
-}
 
 
 @pytest.mark.parametrize("defect", list(DRIVING))
@@ -473,13 +599,17 @@ def battery() -> list[Proposal]:
     pda = [
         ({"PDA-NARROWEST": 1.5, "PDA-AMPULLA": 1, "PDA-LENGTH": 4}, k) for k in KRICHENKO_ALL
     ] + [({"PDA-NARROWEST": 20}, None), ({}, "E")]
+    unknown = [propose(PDA, {"PDA-NARROWEST": 3}, {}), propose(MUSCULAR, {}, {})]
     pm = [{"VSD-LV-DIAMETER": 30, "VSD-AORTIC-DISTANCE": 0, "VSD-TRICUSPID-DISTANCE": 0}, {}]
     muscular = [{"VSD-ED-DIAMETER": 30, "VSD-VALVE-DISTANCE": 0, "VSD-APEX-RIM": 0}, {}]
     return (
         [propose(ASD, v, r) for v, r in asd]
         + [propose(PDA, v, {}, k, weight_kg=3) for v, k in pda]
-        + [propose(PM, v, {}) for v in pm]
+        + [propose(PDA, {"PDA-NARROWEST": 3}, {}, weight_kg=3, age_years=0.2)]
+        + [propose(PM, v, {}) for v in [*pm, {"VSD-LV-DIAMETER": 6.4}]]
         + [propose(MUSCULAR, v, {}, weight_kg=3) for v in muscular]
+        + [propose(MUSCULAR, {"VSD-ED-DIAMETER": 5.5}, {})]
+        + unknown
     )  # type: ignore[return-value]
 
 
@@ -539,7 +669,8 @@ def test_every_string_has_russian_and_chinese() -> None:
         catalogues[lang] |= json.loads(
             (ROOT / "viewer" / "translations" / f"{lang}.json").read_text()
         )
-    for area in (ROOT / ".i18n" / "rules.json", ROOT / ".i18n" / "sizing-sources.json"):
+    areas = ("rules.json", "sizing-sources.json", "rules2.json")
+    for area in (ROOT / ".i18n" / name for name in areas):
         if area.exists():  # until the translations owner merges it
             for english, translated in json.loads(area.read_text()).items():
                 for lang in catalogues:

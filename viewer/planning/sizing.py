@@ -9,6 +9,10 @@ English text with {placeholders} and the numbers apart (floats, mm or kg),
 so the page translates the text and formats the numbers in the reader's
 locale. String values are catalogue terms or device sizes: the page passes
 them through t() too.
+
+Every measurement, rim and weight is rounded to 0.1 (mm or kg) before any
+rule sees it: the precision the worksheet shows and the SR stores, so the
+number printed in a basis or a warning is the number the rule used.
 """
 
 from __future__ import annotations
@@ -20,12 +24,15 @@ from viewer.planning.worksheet import (
     FORMS,
     KRICHENKO_TYPES,
     RIMS,
+    Slot,
     UnknownSlot,
+    checked_mm,
     rim_slot,
     worksheet_slot,
 )
 
 EPS = 1e-9  # measurements are floats: 6.4 + 1 must still reach a 7.4 mm bound
+PRECISION = 1  # decimals of mm and kg the rules work on (what is shown and stored)
 
 
 @dataclass(frozen=True)
@@ -73,12 +80,15 @@ class Centre:
     (or, where marked, a centre's choice) given in docs/planning-rules.md."""
 
     asd_margin_mm: float = 2.0  # centre's choice: echo diameter + margin, no balloon
-    rim_mm: float = 5.0  # a rim under 5 mm is deficient (Kijima et al.; ASE 2015)
+    rim_mm: float = 5.0  # a rim under 5 mm is deficient (Kijima et al. 2016; ASE 2015)
     duct_margin_mm: float = 2.0  # ADO IFU: pulmonary end >= narrowest + 2 mm
     small_duct_mm: float = 2.0  # centre's choice within the 2-3 mm of the literature
     window_length_mm: float = 3.0  # centre's choice: a longer type B duct is doubtful
     duct_occluder_kg: float = 6.0  # ADO: not recommended (off-label) under 6 kg
-    vsd_oversize_mm: tuple[float, float] = (1.0, 2.0)  # VSD occluders: 1-2 mm over
+    duct_occluder_months: float = 6.0  # ADO: approved (US) from 6 months of age
+    # VSD occluders: 1-2 mm over; with no catalogued waist in that band, the
+    # smallest waist at least 1 mm over (and the next), with a note.
+    vsd_oversize_mm: tuple[float, float] = (1.0, 2.0)
     subaortic_rim_mm: float = 2.0  # centre's choice: Zhu 2013 sets < 2 mm apart
     tricuspid_mm: float = 2.0  # pmVSD right disc 4 mm over the waist (2 mm a side)
     valve_distance_mm: float = 4.0  # muscular VSD occluder: 4 mm from any valve
@@ -157,9 +167,10 @@ ASO_IFU = "Amplatzer Septal Occluder instructions for use"
 ASE_2015 = "Silvestry et al., J Am Soc Echocardiogr 2015;28:910-58 (ASE/SCAI guideline)"
 ADO_IFU = "Amplatzer Duct Occluder instructions for use"
 KRICHENKO_1989 = "Krichenko et al., Am J Cardiol 1989;63:877-80"
-ADO_WEIGHT = (
-    f"{ADO_IFU}; Abadir et al., Arch Cardiovasc Dis 2009;102:533-40; Pediatr Cardiol 2018;39:627-32"
-)
+ADO_WEIGHT = f"{ADO_IFU}; Abadir et al., Arch Cardiovasc Dis 2009;102:533-40"
+# US approval "for children weighing >6 kg and older than 6 months of age", as
+# stated in the abstract of PMID 21232725 (its authors were not in the copy read).
+ADO_AGE = f"{ADO_IFU} (US approval); JACC Cardiovasc Interv 2010;3:1295-9 (PMID 21232725)"
 THANOPOULOS_2003 = "Thanopoulos et al., Heart 2003;89:918-22"
 PM_SERIES = (
     "Holzer et al., Catheter Cardiovasc Interv 2006;68:620-8; "
@@ -290,7 +301,7 @@ def secundum_asd(
             "rims of {threshold} mm or more hold a septal occluder; a deficient aortic rim "
             "alone is acceptable, deficient IVC or posterior rims weigh against device closure",
             f"{ASE_2015}; Amedro et al., J Thorac Dis 2017 (inferior-posterior rims); "
-            "Kijima et al. (several deficient rims)",
+            "Kijima et al., J Am Soc Echocardiogr 2016 (several deficient rims)",
             threshold=centre.rim_mm,
         ),
     ]
@@ -319,8 +330,9 @@ def _asd_rims(rims: dict[str, float], threshold: float) -> tuple[list[Message], 
 
 
 def deficient_rims(rims_mm: dict[str, float], threshold: float = RIM_THRESHOLD_MM) -> list[str]:
-    """Rims under the threshold (5 mm), which the worksheet flags."""
-    return [name for name, value in rims_mm.items() if value < threshold]
+    """Rims under the threshold (5 mm), which the worksheet flags; rounded to
+    0.1 mm as the proposal rounds them, so both flag the same rims."""
+    return [name for name, value in rims_mm.items() if round(value, PRECISION) < threshold]
 
 
 # --- PDA -----------------------------------------------------------------------
@@ -341,9 +353,11 @@ def pda(
     weight_kg: float | None = None,
     centre: Centre = CENTRE,
     devices: tuple[DuctOccluder, ...] = DUCT_OCCLUDERS,
+    age_years: float | None = None,
 ) -> Proposal:
     """Pulmonary end >= narrowest + 2 mm; the aortic end must fit the
-    ampulla; the device length against the duct's; the Krichenko type."""
+    ampulla; the device length against the duct's; the Krichenko type; the
+    child's weight and age against the device's labelling."""
     warnings: list[Message] = []
     notes: list[Message] = []
     narrowest = values.get("PDA-NARROWEST")
@@ -449,24 +463,55 @@ def pda(
             small=centre.small_duct_mm,
         ),
     ]
-    if weight_kg is not None:
-        rules.append(
-            _rule(
-                "PDA",
-                "the duct occluder is labelled for {minimum} kg or more",
-                ADO_WEIGHT,
+    rules.append(
+        _rule(
+            "PDA",
+            "the duct occluder is labelled for {minimum} kg or more",
+            ADO_WEIGHT,
+            minimum=centre.duct_occluder_kg,
+        )
+    )
+    if weight_kg is None:
+        notes.append(_weight_unchecked(centre.duct_occluder_kg))
+    elif weight_kg < centre.duct_occluder_kg:
+        warnings.append(
+            _m(
+                "Weight {weight} kg: the duct occluder is off-label under {minimum} kg",
+                weight=weight_kg,
                 minimum=centre.duct_occluder_kg,
             )
         )
-        if weight_kg < centre.duct_occluder_kg:
+    rules.append(
+        _rule(
+            "PDA",
+            "the duct occluder is labelled for children of {minimum} months or more",
+            ADO_AGE,
+            minimum=centre.duct_occluder_months,
+        )
+    )
+    if age_years is None:
+        notes.append(
+            _m(
+                "Age unknown: the {limit} months limit was not checked",
+                limit=centre.duct_occluder_months,
+            )
+        )
+    else:
+        months = round(age_years * 12, PRECISION)
+        if months < centre.duct_occluder_months:
             warnings.append(
                 _m(
-                    "Weight {weight} kg: the duct occluder is off-label under {minimum} kg",
-                    weight=weight_kg,
-                    minimum=centre.duct_occluder_kg,
+                    "Age {age} months: the duct occluder is labelled for {minimum} months or more",
+                    age=months,
+                    minimum=centre.duct_occluder_months,
                 )
             )
     return Proposal(sizes, main, rules, basis, warnings, notes)
+
+
+def _weight_unchecked(limit: float) -> Message:
+    """The note for a weight limit no known weight could be checked against."""
+    return _m("Weight unknown: the {limit} kg limit was not checked", limit=limit)
 
 
 def _krichenko_messages(
@@ -499,22 +544,42 @@ def _krichenko_messages(
 
 
 def _waists(
-    diameter: float, waists: tuple[int, ...], centre: Centre, warnings: list[Message]
+    diameter: float,
+    waists: tuple[float, ...],
+    centre: Centre,
+    warnings: list[Message],
+    notes: list[Message],
 ) -> list[str]:
-    """The catalogued VSD occluder waists 1-2 mm over ``diameter``; a warning
-    when none is (a size outside the catalogue is never proposed)."""
+    """The smallest catalogued waist at least 1 mm over ``diameter`` and the
+    next one. The published rule says 1-2 mm over, but a catalogue in 2 mm
+    steps has no waist in that band for about half of all diameters, and such
+    a defect is still closed: a waist more than 2 mm over gets a note saying
+    by how much. A warning when no waist is large enough (a size outside the
+    catalogue is never proposed)."""
     low, high = centre.vsd_oversize_mm
-    sizes = [f"{w} mm" for w in waists if diameter + low - EPS <= w <= diameter + high + EPS]
-    if not sizes:
+    fitting = [w for w in sorted(waists) if w >= diameter + low - EPS][:2]
+    if not fitting:
         warnings.append(
             _m(
-                "No catalogued occluder waist lies {low}-{high} mm over {diameter} mm",
+                "No catalogued occluder waist is {low} mm or more over {diameter} mm",
                 low=low,
-                high=high,
                 diameter=diameter,
             )
         )
-    return sizes
+    for waist in fitting:
+        if waist > diameter + high + EPS:
+            notes.append(
+                _m(
+                    "The {size} waist is {over} mm over the defect ({diameter} mm), more "
+                    "than the {low}-{high} mm of the rule",
+                    size=f"{waist:g} mm",
+                    over=round(waist - diameter, PRECISION),
+                    diameter=diameter,
+                    low=low,
+                    high=high,
+                )
+            )
+    return [f"{w:g} mm" for w in fitting]
 
 
 def _distance(
@@ -540,7 +605,8 @@ def perimembranous_vsd(
     centre: Centre = CENTRE,
     waists: tuple[int, ...] = PM_VSD_WAISTS,
 ) -> Proposal:
-    """Waist 1-2 mm over the LV-side diameter; the aortic valve distance
+    """Waist 1-2 mm over the LV-side diameter (else the next catalogued
+    waist, with a note); the aortic valve distance
     decides whether a device is advised at all; the tricuspid distance."""
     low, high = centre.vsd_oversize_mm
     warnings: list[Message] = []
@@ -561,7 +627,7 @@ def perimembranous_vsd(
         warnings.append(_m("Measure the LV-side diameter of the defect to size a device"))
     else:
         basis = _m("LV-side diameter {lv} mm", lv=lv)
-        sizes = _waists(lv, waists, centre, warnings)
+        sizes = _waists(lv, waists, centre, warnings, notes)
     _distance(
         aortic,
         centre.subaortic_rim_mm,
@@ -606,8 +672,9 @@ def muscular_vsd(
     centre: Centre = CENTRE,
     waists: tuple[int, ...] = MUSCULAR_VSD_WAISTS,
 ) -> Proposal:
-    """Waist 1-2 mm over the diameter at end-diastole; 4 mm from any valve;
-    the discs need room towards the apex and moderator band."""
+    """Waist 1-2 mm over the diameter at end-diastole (else the next
+    catalogued waist, with a note); 4 mm from any valve; the discs need room
+    towards the apex and moderator band; the child's weight."""
     low, high = centre.vsd_oversize_mm
     warnings: list[Message] = []
     notes: list[Message] = []
@@ -629,7 +696,7 @@ def muscular_vsd(
         )
     else:
         basis = _m("diameter at end-diastole {diameter} mm", diameter=diastolic)
-        sizes = _waists(diastolic, waists, centre, warnings)
+        sizes = _waists(diastolic, waists, centre, warnings, notes)
     _distance(
         valve,
         centre.valve_distance_mm,
@@ -664,24 +731,25 @@ def muscular_vsd(
             threshold=centre.apex_rim_mm,
         ),
     ]
-    if weight_kg is not None:
-        rules.append(
-            _rule(
-                "muscular VSD",
-                "the muscular VSD occluder is labelled for {minimum} kg or more",
-                f"{MUSCULAR_PAS} (exclusion criteria)",
+    rules.append(
+        _rule(
+            "muscular VSD",
+            "the muscular VSD occluder is labelled for {minimum} kg or more",
+            f"{MUSCULAR_PAS} (exclusion criteria)",
+            minimum=centre.muscular_occluder_kg,
+        )
+    )
+    if weight_kg is None:
+        notes.append(_weight_unchecked(centre.muscular_occluder_kg))
+    elif weight_kg < centre.muscular_occluder_kg:
+        warnings.append(
+            _m(
+                "Weight {weight} kg: the muscular VSD occluder is labelled for "
+                "{minimum} kg or more",
+                weight=weight_kg,
                 minimum=centre.muscular_occluder_kg,
             )
         )
-        if weight_kg < centre.muscular_occluder_kg:
-            warnings.append(
-                _m(
-                    "Weight {weight} kg: the muscular VSD occluder is labelled for "
-                    "{minimum} kg or more",
-                    weight=weight_kg,
-                    minimum=centre.muscular_occluder_kg,
-                )
-            )
     return Proposal(sizes, main, rules, basis, warnings, notes)
 
 
@@ -691,13 +759,19 @@ def muscular_vsd(
 def _checked(
     defect: str, values: dict[str, float], rims: dict[str, float]
 ) -> tuple[dict[str, float], dict[str, float]]:
-    """The values as the worksheet accepts them; UnknownSlot or InvalidValue
-    (both ValueError, messages naming no input) for anything else."""
+    """The values as the worksheet accepts them, rounded to 0.1 mm;
+    UnknownSlot or InvalidValue (both ValueError, messages naming no input)
+    for anything else, including a diameter that rounds to 0 mm."""
     if defect not in FORMS:
         raise UnknownSlot(f"defect: one of {', '.join(FORMS)}")
-    slots = {code: worksheet_slot(defect, code, mm).value_mm for code, mm in values.items()}
-    rim_mm = {name: rim_slot(name, mm, defect).value_mm for name, mm in rims.items()}
+    slots = {code: _rounded(worksheet_slot(defect, code, mm)) for code, mm in values.items()}
+    rim_mm = {name: _rounded(rim_slot(name, mm, defect)) for name, mm in rims.items()}
     return slots, rim_mm
+
+
+def _rounded(slot: Slot) -> float:
+    """The slot's value to 0.1 mm, checked again (0.04 mm is no diameter)."""
+    return checked_mm(slot.code, round(slot.value_mm, PRECISION))
 
 
 def _krichenko(defect: str, krichenko: str | None) -> str | None:
@@ -718,7 +792,22 @@ def _weight(weight_kg: float | None) -> float | None:
         kg = float(weight_kg)
     except (TypeError, ValueError):
         return None
-    return kg if math.isfinite(kg) and 0 < kg < 500 else None
+    if not math.isfinite(kg):
+        return None
+    kg = round(kg, PRECISION)
+    return kg if 0 < kg < 500 else None
+
+
+def _age(age_years: float | None) -> float | None:
+    """An age in years (from PatientAge): anything not a plausible age is
+    unknown, never an error. 0 is a newborn's age, not a placeholder."""
+    if age_years is None or isinstance(age_years, bool):
+        return None
+    try:
+        years = float(age_years)
+    except (TypeError, ValueError):
+        return None
+    return years if math.isfinite(years) and 0 <= years < 150 else None
 
 
 def propose(
@@ -728,11 +817,13 @@ def propose(
     krichenko: str | None = None,
     *,
     weight_kg: float | None = None,
+    age_years: float | None = None,
     centre: Centre = CENTRE,
 ) -> Proposal | None:
     """The sizing aid for a defect's worksheet values (slot code -> mm), rims
-    (name -> mm), for a duct its Krichenko type, and the child's weight when
-    known. ValueError (UnknownSlot, InvalidValue) for what no worksheet has
+    (name -> mm), for a duct its Krichenko type, and the child's weight and
+    age (years, from PatientAge) when known; a device limit they could not
+    be checked against is a note. ValueError (UnknownSlot, InvalidValue) for what no worksheet has
     or no measurement can be; a Proposal for every known defect, without
     sizes and saying what to measure when the driving measurement is missing
     (so None is never returned for a known defect)."""
@@ -742,7 +833,7 @@ def propose(
     if defect == "secundum ASD":
         return secundum_asd(values, rims, centre)
     if defect == "PDA":
-        return pda(values, kind, kg, centre)
+        return pda(values, kind, kg, centre, age_years=_age(age_years))
     if defect == "perimembranous VSD":
         return perimembranous_vsd(values, centre)
     if defect == "muscular VSD":
