@@ -31,6 +31,9 @@ from storage.rows import serialise
 from storage.schema import metadata
 
 NEW = "new"  # as ``plan``: start another plan even when one for the defect exists
+# As ``based_on``: whatever version is latest. For the node's own tooling (`add`),
+# never a request: an editor always says which version it opened.
+LATEST = "latest"
 
 plans = Table(
     "plans",
@@ -99,8 +102,10 @@ class Plans:
         sr_uid: str | None,
         plan: int | str | None = None,
     ) -> int:
-        """A new version (its number) of the plan ``save`` chooses."""
-        return self.save(study_uid, defect, content, author, sr_uid, plan=plan).version
+        """A new version (its number) of the plan ``save`` chooses, on top of
+        whatever version is latest (the node's own tooling, not an editor)."""
+        saved = self.save(study_uid, defect, content, author, sr_uid, plan=plan, based_on=LATEST)
+        return saved.version
 
     def save(
         self,
@@ -111,12 +116,14 @@ class Plans:
         sr_uid: str | None,
         *,
         plan: int | str | None = None,
-        based_on: int | None = None,
+        based_on: int | str | None = None,
     ) -> Saved:
         """A new version of ``plan``: a number (it must exist), NEW, or None
         for the study's latest plan of ``defect`` (a new plan when it has
-        none). ``based_on`` is the version the editor opened: a newer one
-        saved meanwhile is a conflict, not something to supersede unseen."""
+        none). ``based_on`` is the version the editor opened, required for
+        a plan that exists: a newer one saved meanwhile (or a save that does
+        not say what it continues) is a conflict, not something to supersede
+        unseen."""
         text = json.dumps(content, ensure_ascii=False, allow_nan=False)
         with self._lock, self.engine.begin() as conn:
             _take_turn(conn, study_uid)  # two saves at once: two versions
@@ -137,7 +144,14 @@ class Plans:
                         plan=plan,
                         defect=current.defect,
                     )
-                if based_on is not None and based_on != current.version:
+                if based_on is None:
+                    raise PlanConflict(
+                        "plan {plan} already has version {version}: save from the version "
+                        "you opened (based_on)",
+                        plan=plan,
+                        version=current.version,
+                    )
+                if based_on not in (current.version, LATEST):
                     raise PlanConflict(
                         "plan {plan} has a newer version ({version}) than the one "
                         "opened ({opened}): reopen it",
@@ -190,9 +204,21 @@ class Plans:
 
     def claim_signature(self, study_uid: str, plan: int, version: int, user: str) -> dict:
         """Mark the version signed by ``user`` (once: a second signature, or
-        two at once, is a PlanConflict); the row as signed."""
+        two at once, is a PlanConflict; so is signing a version a later one
+        supersedes, since the signature would vouch for what is no longer
+        the plan); the row as signed."""
         now = datetime.now(UTC)
         with self._lock, self.engine.begin() as conn:
+            _take_turn(conn, study_uid)  # a save and a signature at once: one after the other
+            newest = _latest_versions(conn, study_uid).get(plan)
+            if newest is not None and newest.version > version:
+                raise PlanConflict(
+                    "version {version} of plan {plan} is superseded by version {latest}: "
+                    "only the latest version can be signed",
+                    plan=plan,
+                    version=version,
+                    latest=newest.version,
+                )
             claimed = conn.execute(
                 update(plans)
                 .where(_version(study_uid, plan, version), plans.c.signed_at.is_(None))

@@ -89,8 +89,10 @@ def test_two_plans_saved_one_signed_printed_with_their_calipers(page, node: Node
     assert page.locator("#defect").is_disabled()  # a plan keeps its defect
 
     # The PDA, a new plan: on the angio run calibrated on a 6F catheter (24 px).
+    # It starts with no measurement: the ASD's line is the ASD plan's.
     page.click("#new-plan")
     expect(page.locator("#plan-title")).to_have_text("New plan")
+    page.wait_for_function("() => window.measureApi.measurements().length === 0")
     page.select_option("#defect", "PDA")
     expect(page.locator("#rims")).to_be_hidden()  # no septal rims on a duct
     page.evaluate("() => window.scrollTo(0, 0)")  # the form scrolled the images away
@@ -137,12 +139,17 @@ def test_two_plans_saved_one_signed_printed_with_their_calipers(page, node: Node
     expect(asd).to_contain_text("ultrasound region 1 (cm)")
     expect(asd).to_contain_text("ASD: balloon sizing before the device")
     expect(asd).to_contain_text("Not signed")
-    # Every measurement of the study is in each plan: the duct's is the second.
-    expect(pda.locator("td.source").nth(0)).to_contain_text("ultrasound region 1 (cm)")
-    expect(pda.locator("td.source").nth(1)).to_contain_text("catheter 6F")
-    expect(pda.locator("td.calibration").nth(1)).to_contain_text("catheter 6F (2.00 mm)")
-    expect(pda.locator("td.calibration").nth(1)).to_contain_text("0.0833 mm per pixel over 24.0 px")
-    expect(pda.locator("td.calibration").nth(1)).to_contain_text("applies to the series")
+    # Each plan has its own measurements only: the echo's line is the ASD's, the duct's the PDA's.
+    expect(asd.locator("td.source")).to_have_count(1)
+    expect(pda.locator("td.source")).to_have_count(1)
+    expect(pda.locator("td.source").nth(0)).to_contain_text("catheter 6F")
+    expect(pda.locator("td.calibration").nth(0)).to_contain_text("catheter 6F (2.00 mm)")
+    expect(pda.locator("td.calibration").nth(0)).to_contain_text("0.0833 mm per pixel over 24.0 px")
+    expect(pda.locator("td.calibration").nth(0)).to_contain_text("applies to the series")
+    expect(pda.locator("td.image").nth(0)).to_contain_text("XA")
+    expect(pda.locator("td.image").nth(0)).to_contain_text("frame 1")
+    expect(asd.locator("figure.key-image")).to_have_count(1)
+    expect(page.locator("h1")).to_contain_text("Closure plans: secundum ASD (plan 1), PDA (plan 2)")
     expect(pda.locator("tr.krichenko")).to_contain_text("type B")
     expect(pda).to_contain_text("Window-type duct: short, consider a plug")
     expect(pda).to_contain_text("Signed by amina")
@@ -157,7 +164,7 @@ def test_two_plans_saved_one_signed_printed_with_their_calipers(page, node: Node
     assert math.dist(ends[:2], (300.5, 200.5)) <= 0.5 and math.dist(ends[2:], (340.5, 200.5)) <= 0.5
     assert echo_figure.locator("svg").get_attribute("viewBox") == "0 0 640 480"
     duct_figure = pda.locator(f'figure[data-uid="{duct["uid"]}"][data-frame="1"]')
-    duct_line = duct_figure.locator('line.caliper[data-label="2"]')
+    duct_line = duct_figure.locator('line.caliper[data-label="1"]')
     assert [float(duct_line.get_attribute(a)) for a in ("x1", "y1", "x2", "y2")] == pytest.approx(
         [*duct["points"][0], *duct["points"][1]]
     )
@@ -198,9 +205,30 @@ def test_two_plans_saved_one_signed_printed_with_their_calipers(page, node: Node
     expect(page.locator("#plan-version")).to_contain_text("signed by amina")
     expect(page.locator("#sign-plan")).to_be_hidden()
     assert page.locator("#krichenko").input_value() == "B"
-    # Opening the ASD plan from the list fills its worksheet, linked to its line again.
+    page.wait_for_function("() => window.measureApi.measurements().length === 1")  # the duct
+    # Opening the ASD plan from the list fills its worksheet and draws its own
+    # line (not the duct's), linked to it again.
     page.locator("#plans tbody tr[data-plan='1'] button.open-plan").click()
     expect(page.locator("#plan-title")).to_have_text("Plan 1: secundum ASD")
+    page.wait_for_function(
+        "(uid) => window.measureApi.measurements().length === 1 && "
+        "window.measureApi.measurements()[0].uid === uid",
+        arg=echo["uid"],
+    )
+    # "use last measurement" rounds as the list shows it: 4.05 is 4.1, not toFixed's 4.0.
+    page.evaluate(
+        """() => { const api = window.measureApi, real = api.lastLength;
+                   api.lastLength = () => ({ ...real(), value: 4.05 });
+                   window.restoreLastLength = () => { api.lastLength = real; }; }"""
+    )
+    use_last_measurement(page, "ASD-MAX-DIAMETER-2")
+    assert page.locator('input[data-code="ASD-MAX-DIAMETER-2"]').input_value() == "4.1"
+    page.evaluate("() => window.restoreLastLength()")
+    # A note that names someone is refused, saying what kind of thing, never quoting it.
+    page.fill("#note", "mother Gulnara Kadyrova agrees")
+    page.click("#save-plan")
+    expect(page.locator("#plan-result")).to_contain_text("note: it gives a name")
+    expect(page.locator("#plan-result")).not_to_contain_text("Gulnara")
     assert page.locator('input[data-code="ASD-MAX-DIAMETER"]').input_value() == "20"
     assert page.locator("#rims input[data-rim=aortic]").input_value() == "3"
     page.fill("#note", "ASD: balloon sizing done")
@@ -209,3 +237,5 @@ def test_two_plans_saved_one_signed_printed_with_their_calipers(page, node: Node
     versions = node.archive.index.plans.versions(study_url(node).rsplit("/", 1)[1])
     second = next(v for v in versions if (v["plan"], v["version"]) == (1, 2))
     assert second["content"]["slots"][0]["measurement"] is not None  # still from its line
+    assert second["content"]["slots"][1]["value_mm"] == 4.1
+    assert [m["uid"] for m in second["content"]["measurements"]] == [echo["uid"]]

@@ -870,3 +870,258 @@ def test_a_scale_source_is_the_servers_not_the_browsers(
     assert saved.status_code == 201, saved.json
     assert saved.json["measurements"][0]["source"] == line["source"]
     assert NAME.encode() not in archive.read(saved.json["sr_uid"])
+
+
+# --- Review of #15: notes de-identified, versions continued and signed as opened, 0.1 mm ---
+
+# The child of the ``xa`` fixture is PATIENTS[0]: Иванов^Алишер, KG-000101, born 20190314.
+IDENTIFYING_NOTES = [
+    ("the child's given name, transliterated", "Alisher was calm under sedation", "a name"),
+    ("the child's surname, declined", "У Иванова шунт слева направо", "a name"),
+    ("the child's ID", "see KG-000101 in the HIS", "an identifying number"),
+    ("a record number", "history no. 4455667", "an identifying number"),
+    ("the birth date, rewritten", "born 14.3.2019, weight 12 kg", "a date"),
+    ("any date", "next echo 02/11/2025", "a date"),
+    ("a phone", "call mother on +996 555 123 456", "a phone number"),
+    ("a phone in brackets", "ring 0 (555) 123-456 before", "a phone number"),
+    ("a parent by context", "mother Gulnara consents", "a name"),
+    ("a surname by form", "discussed with Kadyrova", "a name"),
+    ("a name spelt out", "I V A N O V", "a name"),
+    ("an address", "lives at ул. Токтогула 125, кв 4", "an address"),
+]
+
+
+def test_the_reviewers_note_is_refused_by_the_childs_sealed_name(
+    client: FlaskClient, ingestor: Ingestor, archive: Archive
+) -> None:
+    """A name of no telling form ("Zxqvbnm Reviewtest") after a word that is
+    no context: known only from the child's identity as received."""
+    from dicomnode.samples import SyntheticPatient
+
+    child = SyntheticPatient("Reviewtest^Zxqvbnm", "ZQ987654", "20201010", "F", "ISO_IR 192")
+    ds = xa_instance(child, frames=2, rows=32, cols=32)
+    assert ingestor.ingest(incoming(ds, calling_ae="BISHKEK_CATH")).status == 0
+    log_in(client)
+    study = str(_stored_image(archive).StudyInstanceUID)
+    for note in (
+        "Patient Zxqvbnm Reviewtest, ID ZQ987654, born 10.10.2020, tel +996 555 12 34 56",
+        "pt zxqvbnm reviewtest",
+        "Зхкввбнм Ревьютест",
+    ):
+        answer = _save(client, study, {"defect": "PDA", "note": note})
+        assert answer.status_code == 400, (note, answer.json)
+        assert answer.json["values"] == {"what": "a name"}, note
+        assert "Zxqvbnm" not in answer.get_data(as_text=True)
+    assert client.get(f"/api/studies/{study}/plans").json == []
+
+
+@pytest.mark.parametrize(("why", "note", "what"), IDENTIFYING_NOTES)
+def test_a_note_that_identifies_anyone_is_refused_saying_what_kind(
+    client: FlaskClient, xa: Dataset, archive: Archive, why: str, note: str, what: str
+) -> None:
+    body = {"defect": "PDA", "slots": [{"code": "PDA-NARROWEST", "value_mm": 2.5}], "note": note}
+    answer = _save(client, str(xa.StudyInstanceUID), body)
+    assert answer.status_code == 400, (why, answer.json)
+    assert answer.json["values"] == {"what": what}, why
+    assert "de-identified" in answer.json["text"]
+    assert answer.json["message"] == answer.json["text"].format(what=what)  # never quoted
+    assert client.get(f"/api/studies/{xa.StudyInstanceUID}/plans").json == []
+
+
+def test_a_note_in_the_worksheets_own_words_is_kept(
+    client: FlaskClient, xa: Dataset, archive: Archive
+) -> None:
+    note = (
+        "Krichenko type A, тип A по Криченко, 克里琴科 A 型; ADO 6/4 (Amplatzer), "
+        "per Thanopoulos et al. 2003 and Butera 2007. Qp/Qs 1.8, PAP 45/20 mmHg, 12.5 kg; "
+        "Eisenmenger excluded. Doppler 3.2 m/s. Mother consents."
+    )
+    body = {"defect": "PDA", "krichenko": "A", "note": note}
+    saved = _save(client, str(xa.StudyInstanceUID), body)
+    assert saved.status_code == 201, saved.json
+    assert saved.json["note"] == note
+
+
+def test_a_note_with_a_lone_surrogate_is_a_400(client: FlaskClient, xa: Dataset) -> None:
+    study = str(xa.StudyInstanceUID)
+    for text in ('"a\\ud800b"', '"\\udfff"', '"ok \\ud83d"'):
+        answer = client.post(
+            f"/api/studies/{study}/plans",
+            headers=HEADERS,
+            data='{"defect": "PDA", "note": ' + text + "}",
+            content_type="application/json",
+        )
+        assert answer.status_code == 400, (text, answer.status_code)
+        assert answer.json["text"] == "note: a character that is not valid text"
+    emoji = client.post(  # a proper pair is a character like any other
+        f"/api/studies/{study}/plans",
+        headers=HEADERS,
+        data='{"defect": "PDA", "note": "ok \\ud83d\\ude00"}',
+        content_type="application/json",
+    )
+    assert emoji.status_code == 201, emoji.json
+
+
+def test_every_string_of_a_plan_with_a_lone_surrogate_is_a_400_not_a_500(
+    client: FlaskClient, xa: Dataset
+) -> None:
+    study = str(xa.StudyInstanceUID)
+    line = json.dumps(_measure(client, xa, [[1, 1], [41, 1]], 0))
+    catheter = json.dumps(_catheter(xa))
+    bad = '"x\\ud800"'
+    start = '{"plan": "new", '
+    bodies = {
+        "defect": start + '"defect": ' + bad + "}",
+        "slot code": start + '"defect": "PDA", "slots": [{"code": ' + bad + ', "value_mm": 2}]}',
+        "rim": start + '"defect": "secundum ASD", "rims": {' + bad + ": 4}}",
+        "krichenko": start + '"defect": "PDA", "krichenko": ' + bad + "}",
+        "measurement source": start
+        + '"defect": "PDA", "measurements": ['
+        + line[:-1]
+        + ', "source": '
+        + bad
+        + "}]}",
+        "measurement uid": start
+        + '"defect": "PDA", "measurements": ['
+        + line[:-1]
+        + ', "uid": '
+        + bad
+        + "}]}",
+        "calibration": start
+        + '"defect": "PDA", "calibrations": ['
+        + catheter[:-1]
+        + ', "x": '
+        + bad
+        + "}]}",
+        "slot instance": start
+        + '"defect": "PDA", "slots": [{"code": "PDA-NARROWEST", "value_mm": 2, '
+        '"instance_uid": ' + bad + "}]}",
+    }
+    for why, text in bodies.items():
+        answer = client.post(
+            f"/api/studies/{study}/plans",
+            headers=HEADERS,
+            data=text,
+            content_type="application/json",
+        )
+        assert answer.status_code in (201, 400), (why, answer.status_code, answer.json)
+
+
+def test_a_save_to_an_existing_plan_must_say_which_version_it_continues(
+    client: FlaskClient, xa: Dataset
+) -> None:
+    study = str(xa.StudyInstanceUID)
+    body = {"defect": "PDA", "slots": [{"code": "PDA-NARROWEST", "value_mm": 2.5}]}
+    assert _save(client, study, {**body, "plan": "new"}).status_code == 201
+    assert _save(client, study, {**body, "plan": 1, "based_on": 1}).status_code == 201  # v2
+    for plan in ({"plan": 1}, {"plan": 1, "based_on": None}, {}, {"based_on": None}):
+        answer = _save(client, study, {**body, **plan, "note": "over another's work"})
+        assert answer.status_code == 409, (plan, answer.json)
+        assert answer.json["values"] == {"plan": 1, "version": 2}
+        assert "based_on" in answer.json["message"]
+    stale = _save(client, study, {**body, "plan": 1, "based_on": 1})
+    assert stale.status_code == 409 and "reopen" in stale.json["message"]
+    listed = client.get(f"/api/studies/{study}/plans").json
+    assert [v["version"] for v in listed] == [1, 2]
+
+
+def test_only_the_latest_version_is_signed(client: FlaskClient, xa: Dataset) -> None:
+    study = str(xa.StudyInstanceUID)
+    body = {"defect": "PDA", "slots": [{"code": "PDA-NARROWEST", "value_mm": 2.5}]}
+    assert _save(client, study, body).status_code == 201
+    assert _save(client, study, {**body, "plan": 1, "based_on": 1}).status_code == 201
+    old = client.post(f"/api/studies/{study}/plans/1/versions/1/sign", headers=HEADERS)
+    assert old.status_code == 409, old.json
+    assert old.json["values"] == {"plan": 1, "version": 1, "latest": 2}
+    assert "only the latest version" in old.json["message"]
+    listed = client.get(f"/api/studies/{study}/plans").json
+    assert [v["signed_by"] for v in listed] == [None, None]
+    latest = client.post(f"/api/studies/{study}/plans/1/versions/2/sign", headers=HEADERS)
+    assert latest.status_code == 201, latest.json
+
+
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [(4.05, 4.1), (4.04999, 4.0), (2.25, 2.3), (2.35, 2.4), (0.15, 0.2), (9.95, 10.0), (3.0, 3.0)],
+)
+def test_worksheet_values_are_kept_in_tenths_half_away_from_zero(
+    client: FlaskClient, xa: Dataset, archive: Archive, given: float, kept: float
+) -> None:
+    body = {
+        "defect": "secundum ASD",
+        "slots": [{"code": "ASD-MAX-DIAMETER", "value_mm": given}],
+        "rims": {"aortic": given},
+    }
+    saved = _save(client, str(xa.StudyInstanceUID), body)
+    assert saved.status_code == 201, saved.json
+    assert saved.json["slots"][0]["value_mm"] == kept
+    assert saved.json["rims"]["aortic"] == kept
+    report = dcmread(BytesIO(archive.read(saved.json["sr_uid"])))
+    numbers = [
+        float(i.MeasuredValueSequence[0].NumericValue)
+        for i in _walk(report.ContentSequence)
+        if i.ValueType == "NUM"
+    ]
+    assert kept in numbers and (given not in numbers or given == kept)
+
+
+def test_the_summary_says_which_run_and_frame_each_measurement_came_from(
+    client: FlaskClient, ingestor: Ingestor, archive: Archive
+) -> None:
+    """LAO and RAO runs told apart on paper: modality, series description and
+    number, run of its series, frame; in the table and under the key images.
+    Several plans: each named once in the title, with its number."""
+    from pydicom.uid import generate_uid
+
+    study_uid, rao = generate_uid(), generate_uid()
+    lao = xa_instance(PATIENTS[0], frames=4, rows=64, cols=80, study_uid=study_uid)
+    runs = [
+        xa_instance(
+            PATIENTS[0],
+            frames=5,
+            rows=64,
+            cols=80,
+            study_uid=study_uid,
+            series_uid=rao,
+            instance_number=n,
+        )
+        for n in (1, 2)
+    ]
+    for ds in runs:
+        ds.SeriesDescription, ds.SeriesNumber = "RAO 30", 2
+    for ds in (lao, *runs):
+        assert ingestor.ingest(incoming(ds, calling_ae="BISHKEK_CATH")).status == 0
+    log_in(client)
+    stored = {}
+    for path in archive.blobs.root.rglob("*.dcm"):
+        found = dcmread(path, stop_before_pixels=True)
+        stored[(str(found.SeriesDescription), int(found.InstanceNumber))] = found
+    first, second = stored[("LAO 30 CRA 20", 1)], stored[("RAO 30", 2)]
+    drawn = [
+        _measure(client, first, [[20, 30], [60, 30]], 2),
+        _measure(client, second, [[10, 10], [50, 10]], 3),
+    ]
+    study = str(first.StudyInstanceUID)
+    body = {"defect": "PDA", "plan": "new", "measurements": drawn}
+    assert _save(client, study, body).status_code == 201
+    assert _save(client, study, {"defect": "secundum ASD", "plan": "new"}).status_code == 201
+    assert _save(client, study, {"defect": "PDA", "plan": "new"}).status_code == 201
+    html = client.get(f"/studies/{study}/plan/print").get_data(as_text=True)
+    cells = [" ".join(c.split()) for c in re.findall(r'<td class="image">(.*?)</td>', html, re.S)]
+    assert cells == [
+        "XA · LAO 30 CRA 20 · series 1 · run 1 of 1 · frame 3",
+        "XA · RAO 30 · series 2 · run 2 of 2 · frame 4",
+    ]
+    captions = [
+        " ".join(c.split()) for c in re.findall(r"<figcaption>(.*?)</figcaption>", html, re.S)
+    ]
+    assert captions == [
+        "XA · LAO 30 CRA 20 · series 1 · run 1 of 1 · frame 3 · 1",
+        "XA · RAO 30 · series 2 · run 2 of 2 · frame 4 · 2",
+    ]
+    (title,) = re.findall(r"<h1>(.*?)</h1>", html, re.S)
+    assert " ".join(title.split()) == (
+        "Closure plans: PDA (plan 1), secundum ASD (plan 2), PDA (plan 3)"
+    )
+    one = client.get(f"/studies/{study}/plan/print?plan=2").get_data(as_text=True)
+    assert re.search(r"<h1>\s*Closure plan: secundum ASD\s*</h1>", one)

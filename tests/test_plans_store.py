@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from dicomnode.config import Config
 from storage.index import Index
 from storage.migrate import _config
-from storage.plans import NEW, PlanConflict, UnknownPlan, plans
+from storage.plans import LATEST, NEW, PlanConflict, UnknownPlan, plans
 
 STUDY = "2.25.1001"
 
@@ -35,13 +35,13 @@ def test_a_child_with_an_asd_and_a_pda_has_two_plans_each_versioned(index: Index
     store = index.plans
     asd = store.save(STUDY, "secundum ASD", {"note": "a"}, "amina", "2.25.1")
     pda = store.save(STUDY, "PDA", {"note": "p"}, "amina", "2.25.2")
-    again = store.save(STUDY, "secundum ASD", {"note": "a2"}, "timur", "2.25.3")
+    again = store.save(STUDY, "secundum ASD", {"note": "a2"}, "timur", "2.25.3", based_on=1)
     assert (asd.plan, asd.version, pda.plan, pda.version) == (1, 1, 2, 1)
     assert (again.plan, again.version) == (1, 2)  # no plan given: that defect's plan
     # Two plans for one defect (two muscular VSDs, two ducts): asked for.
     second = store.save(STUDY, "PDA", {"note": "second duct"}, "amina", None, plan=NEW)
     assert (second.plan, second.version) == (3, 1)
-    assert store.save(STUDY, "PDA", {}, "amina", None).plan == 3  # the latest PDA plan
+    assert store.save(STUDY, "PDA", {}, "amina", None, based_on=1).plan == 3  # the latest PDA
     latest = store.latest(STUDY)
     assert [(p["plan"], p["version"], p["defect"]) for p in latest] == [
         (1, 2, "secundum ASD"),
@@ -67,7 +67,25 @@ def test_a_plan_keeps_its_defect_and_an_editor_cannot_supersede_unseen_work(inde
     with pytest.raises(PlanConflict) as stale:
         store.save(STUDY, "secundum ASD", {"by": "second"}, "timur", None, plan=1, based_on=1)
     assert stale.value.values == {"plan": 1, "version": 2, "opened": 1}
+    # Saying nothing of what was opened is no way round it, plan named or not.
+    for plan in (1, None):
+        with pytest.raises(PlanConflict) as unsaid:
+            store.save(STUDY, "secundum ASD", {"by": "third"}, "li", None, plan=plan)
+        assert unsaid.value.values == {"plan": 1, "version": 2}
+        assert "based_on" in str(unsaid.value)
     assert [v["content"] for v in store.versions(STUDY)] == [{}, {"by": "first"}]
+
+
+def test_only_the_latest_version_can_be_signed(index: Index) -> None:
+    store = index.plans
+    store.save(STUDY, "PDA", {"note": "v1"}, "amina", None)
+    store.save(STUDY, "PDA", {"note": "v2"}, "timur", None, plan=1, based_on=1)
+    with pytest.raises(PlanConflict) as superseded:
+        store.claim_signature(STUDY, 1, 1, "amina")
+    assert superseded.value.values == {"plan": 1, "version": 1, "latest": 2}
+    assert "only the latest version" in str(superseded.value)
+    assert store.get(STUDY, 1, 1)["signed_by"] is None  # type: ignore[index]
+    assert store.claim_signature(STUDY, 1, 2, "amina")["signed_by"] == "amina"
 
 
 def test_a_signed_version_is_read_only(index: Index) -> None:
@@ -81,7 +99,7 @@ def test_a_signed_version_is_read_only(index: Index) -> None:
             store.claim_signature(STUDY, 1, 1, who)
         assert "already signed" in str(again.value)
     store.release_signature(STUDY, 1, 1)  # only a claim without its report is undone
-    store.discard(store.save(STUDY, "PDA", {}, "x", None))  # v2 made and taken back
+    store.discard(store.save(STUDY, "PDA", {}, "x", None, based_on=1))  # v2 made, taken back
     row = store.get(STUDY, 1, 1)
     assert row is not None
     assert (row["signed_by"], row["signed_sr_uid"], row["content"]) == (
@@ -128,7 +146,7 @@ def test_concurrent_saves_get_distinct_versions_and_plans(index: Index) -> None:
         store = (index, other)[n % 2].plans
         for _ in range(5):
             defect = "PDA" if n % 2 else "secundum ASD"
-            result = store.save(STUDY, defect, {"n": n}, f"doctor{n}", None)
+            result = store.save(STUDY, defect, {"n": n}, f"doctor{n}", None, based_on=LATEST)
             saved.append((result.plan, result.version))
             fresh = store.save(STUDY, defect, {"n": n}, f"doctor{n}", None, plan=NEW)
             saved.append((fresh.plan, fresh.version))
@@ -193,7 +211,7 @@ def test_plans_saved_before_plans_per_defect_become_plan_1(tmp_path: Path) -> No
         ]
         assert rows[0]["content"] == legacy
         assert index.plans.latest(STUDY)[0]["defect"] == "PDA"
-        assert index.plans.save(STUDY, "PDA", {}, "amina", None).version == 3
+        assert index.plans.save(STUDY, "PDA", {}, "amina", None, based_on=2).version == 3
         # The old unique constraint is gone: plan 2 may have a version 1 too.
         assert index.plans.save(STUDY, "secundum ASD", {}, "amina", None).plan == 2
         with index.engine.begin() as conn, pytest.raises(IntegrityError):

@@ -22,7 +22,7 @@ from storage.query import Query
 from viewer.i18n import gettext
 from viewer.planning import worksheet
 from viewer.planning.report import calibration_facts
-from viewer.studies import STUDY_KEYS
+from viewer.studies import STUDY_KEYS, thumbnails
 
 bp = Blueprint("planning_pages", __name__)
 LABEL = re.compile(r"^Closure plan \((?P<defect>[^)]+)\)(?P<rest>.*)$")
@@ -76,6 +76,30 @@ def _key_images(content: dict[str, Any]) -> list[dict[str, Any]]:
     return images
 
 
+def image_labels(index: Any, study_uid: str) -> dict[str, dict[str, Any]]:
+    """What tells a study's images apart on paper, by instance: modality,
+    series description (as stored, de-identified), series number, and the
+    run within its series as the study page counts them ("run 2 of 4"), or
+    the instance number of a single-frame image."""
+    keys = ("SeriesInstanceUID", "SOPInstanceUID", "InstanceNumber", "NumberOfFrames")
+    keys += ("Modality", "SeriesDescription", "SeriesNumber")
+    query = {**dict.fromkeys(keys, ""), "StudyInstanceUID": study_uid}
+    rows = {r["SOPInstanceUID"]: r for r in index.find(Query(Level.IMAGE, query))}
+    labels: dict[str, dict[str, Any]] = {}
+    for entry in thumbnails(list(rows.values())):
+        for uid in entry["instances"]:
+            row = rows[uid]
+            labels[uid] = {
+                "modality": row.get("Modality") or "",
+                "description": row.get("SeriesDescription") or "",
+                "series": row.get("SeriesNumber"),
+                "run": entry["run"],
+                "runs": entry["runs"],
+                "instance": row.get("InstanceNumber"),
+            }
+    return labels
+
+
 def _shown(row: dict[str, Any], versions: list[dict[str, Any]]) -> dict[str, Any]:
     content = row["content"]
     calibrations = {c["id"]: c for c in content.get("calibrations") or [] if "id" in c}
@@ -117,4 +141,11 @@ def print_plan(uid: str) -> Any:
     if not chosen:
         abort(404, description="no plan saved for this study")
     shown = [_shown(row, versions) for row in chosen]
-    return render_template("plan_print.html", plans=shown, plan=shown[0], study=study, user=g.user)
+    return render_template(
+        "plan_print.html",
+        plans=shown,
+        plan=shown[0],
+        study=study,
+        images=image_labels(index, uid),
+        user=g.user,
+    )

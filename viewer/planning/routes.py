@@ -4,8 +4,13 @@ SR), after which it is read only.
 
 Every field is checked before a report is built: bad input is a 400 that
 says what is wrong (never quoting it: free text may name anyone), never a
-500. Refusals carry English text with {placeholders} and the values apart,
-so the page shows them in the user's language.
+500. The note is held to the archive's de-identification: one that names
+the child (their sealed identity), anyone by context or form, or gives a
+date, phone, long number or address, is refused for the clinician to
+rewrite. Worksheet values are kept in 0.1 mm; a save to an existing plan
+says which version it continues, and only a plan's latest version is signed.
+Refusals carry English text with {placeholders} and the values apart, so
+the page shows them in the user's language.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from decimal import ROUND_HALF_UP, Decimal
+from functools import cache
 from io import BytesIO
 from typing import Any, NoReturn
 
@@ -23,10 +30,16 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from werkzeug.http import HTTP_STATUS_CODES
 
+from dicomnode.admin import linkage_cipher
+from dicomnode.deid.identity import IdentityMatcher
+from dicomnode.deid.linkage import LinkageError
+from dicomnode.deid.names import SPACED, find_identifiers, find_names
+from dicomnode.export import age_years
 from storage.keys import Level
 from storage.plans import NEW, PlanError, Saved, UnknownPlan
 from storage.query import Query
 from viewer.auth import audit
+from viewer.i18n import LANGUAGES, catalogue
 from viewer.planning import sizing
 from viewer.planning.measure import (
     MAX_MEASUREMENTS,
@@ -61,6 +74,15 @@ MAX_NOTE = 4000
 MAX_PLANS = 999
 UNITS = {"length": ("mm", "px"), "ellipse": ("mm²", "px²"), "angle": ("°",)}
 CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+WORD = re.compile(r"[^\W\d_]+")
+# What a note may not give, in the order a refusal names it (English, for t()).
+IDENTIFYING = {
+    "name": "a name",
+    "id": "an identifying number",
+    "date": "a date",
+    "phone": "a phone number",
+    "place": "an address",
+}
 
 
 def refuse(status: int, text: str, **values: Any) -> NoReturn:
@@ -90,10 +112,16 @@ class Images:
         )
         if not rows:
             abort(404, description="no such study")
+        self.study_uid = study_uid
         self.issuer = str(rows[0]["IssuerOfPatientID"])
-        study = Query(Level.STUDY, {"StudyInstanceUID": study_uid, "PatientWeight": ""})
-        weights = [r["PatientWeight"] for r in _archive().index.find(study)]
-        self.weight = weights[0] if weights and weights[0] not in (None, "") else None
+        study = Query(
+            Level.STUDY, {"StudyInstanceUID": study_uid, "PatientWeight": "", "PatientAge": ""}
+        )
+        rows = list(_archive().index.find(study))
+        weight = rows[0]["PatientWeight"] if rows else None
+        self.weight = weight if weight not in (None, "") else None
+        # Device labels have age limits too (the duct occluder: 6 months).
+        self.age = age_years(str(rows[0]["PatientAge"] or "")) if rows else None
         self.rows = [r for r in rows if r["Modality"] != "SR"] or rows
         self.uids = {r["SOPInstanceUID"] for r in self.rows}
         self._read: dict[str, Dataset] = {}
@@ -194,7 +222,9 @@ def _form(body: dict[str, Any], images: Images) -> Form:
     krichenko = _krichenko(defect, body.get("krichenko"))
     values = {s["code"]: s["value_mm"] for s in slots}
     try:
-        proposal = sizing.propose(defect, values, rims, krichenko, weight_kg=images.weight)
+        proposal = sizing.propose(
+            defect, values, rims, krichenko, weight_kg=images.weight, age_years=images.age
+        )
     except InvalidValue as exc:
         refuse(400, exc.text, **exc.values)
     except ValueError as exc:
@@ -203,7 +233,7 @@ def _form(body: dict[str, Any], images: Images) -> Form:
         "slots": slots,
         "rims": rims,
         "deficient_rims": sizing.deficient_rims(rims),
-        "note": _note(body.get("note")),
+        "note": _note(body.get("note"), _identity(images.study_uid)),
         "krichenko": krichenko,
         "calibrations": calibrations,
         # The drawn lines, so reopening the study shows them on their frames again.
@@ -269,7 +299,7 @@ def _slots(defect: str, given: Any, measurements: list, images: Images) -> list[
             frame = item.get("frame")
             frame = 1 if frame is None else _whole(frame, 1, 100_000, "slots: frame")
             images.check(uid, frame - 1, None, "slots")
-        value = _number(item.get("value_mm"), "slots")
+        value = tenth(_number(item.get("value_mm"), "slots"))
         slot = _checked("slots", worksheet_slot, defect, item["code"], value, uid, frame)
         if link is not None:
             drawn = measurements[link]
@@ -300,7 +330,7 @@ def _rims(defect: str, given: Any) -> dict[str, float]:
     if not isinstance(given, dict):
         refuse(400, "rims: an object of rim name to mm")
     return {
-        name: _checked("rims", rim_slot, name, _number(value, "rims"), defect).value_mm
+        name: _checked("rims", rim_slot, name, tenth(_number(value, "rims")), defect).value_mm
         for name, value in given.items()
     }
 
@@ -316,14 +346,90 @@ def _krichenko(defect: str, value: Any) -> str | None:
     return str(value)
 
 
-def _note(value: Any) -> str:
+def tenth(value: float) -> float:
+    """A worksheet value in 0.1 mm: half away from zero on the number as
+    written (4.05 is 4.1, though the float is a hair under), as the page
+    rounds it; sizing and the report see this value. Beyond any measurement
+    (the worksheet refuses it) as given."""
+    if not abs(value) < 1e6:
+        return value
+    return float(Decimal(repr(value)).quantize(Decimal("0.1"), ROUND_HALF_UP))
+
+
+def _note(value: Any, identity: IdentityMatcher) -> str:
+    """The note as text the archive may keep: de-identified like every
+    descriptor, so one that names or identifies anyone is refused (saying
+    what kind of thing, never quoting it) for the clinician to rewrite."""
     if value is None:
         return ""
     if not isinstance(value, str):
         refuse(400, "note: text")
     if len(value) > MAX_NOTE:
         refuse(400, "note: at most {n} characters", n=MAX_NOTE)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800"): no character at all
+        refuse(400, "note: a character that is not valid text")
+    found = _identifying(value, identity)
+    if found:
+        what = next(IDENTIFYING[kind] for kind in IDENTIFYING if kind in found)
+        refuse(
+            400,
+            "note: it gives {what}, and plans are kept de-identified: "
+            "rewrite it without anything that identifies anyone",
+            what=what,
+        )
     return CONTROL.sub(" ", value)
+
+
+def _identifying(text: str, identity: IdentityMatcher) -> set[str]:
+    """The kinds of identity in ``text``, found as the descriptor cleaner
+    finds them: the child's sealed identity however written, people named by
+    context or by the form of their name (but for the node's own words), and
+    dates, phones, long numbers and addresses by their shape."""
+    kinds = {hit.kind for hit in identity.find(text)}
+    if any(not _own_words(text[start:end]) for start, end in find_names(text)):
+        kinds.add("name")
+    if any(identity.find(re.sub(r"[ .\-]", "", run.group())) for run in SPACED.finditer(text)):
+        kinds.add("name")
+    return kinds | {kind for _, _, kind in find_identifiers(text)}
+
+
+def _own_words(span: str) -> bool:
+    """Whether a name-like span is made of the node's own words: a
+    classification or an author the worksheet and the rules cite
+    ("Krichenko", "Криченко"), not a person of this plan."""
+    words = WORD.findall(span)
+    return bool(words) and all(w.casefold() in _vocabulary() for w in words)
+
+
+@cache
+def _vocabulary() -> frozenset[str]:
+    """Every word of the node's own text (the worksheet, the rules and their
+    sources, every message) in every language it speaks."""
+    words: set[str] = set()
+    for language in LANGUAGES:
+        for english, translated in catalogue(language).items():
+            words.update(w.casefold() for w in WORD.findall(f"{english} {translated}"))
+    return frozenset(words)
+
+
+def _identity(study_uid: str) -> IdentityMatcher:
+    """The child's identity as received (name, ID, accession number, birth
+    date), opened from the study's sealed records: a note may give the
+    child's given name, which no context or form betrays. Nothing without
+    the linkage key; a record that does not open is passed over."""
+    try:
+        cipher = linkage_cipher(current_app.config["NODE_CONFIG"])
+    except RuntimeError:
+        return IdentityMatcher.from_values(())
+    pairs: list[tuple[str, str]] = []
+    for study, pseudonym, sealed in _archive().index.linkage_for(study_uid):
+        try:
+            pairs += cipher.open(sealed, pseudonym, study).values()
+        except LinkageError:
+            continue
+    return IdentityMatcher.from_values(pairs)
 
 
 def report_entries(content: dict[str, Any]) -> list[dict[str, Any]]:

@@ -24,6 +24,16 @@
       typeof v === "number" && !Number.isInteger(v) ? fmt(v) : typeof v === "string" ? t(v) : v]));
     return body.text !== undefined ? t(body.text, values) : t(body.says || body.message || "", values);
   }
+  // A worksheet value in 0.1 mm, half away from zero on the number as written
+  // (4.05 → 4.1, as the list's Intl formatting shows it, though the float is a
+  // hair under; toFixed would give 4.0): the server rounds the same way.
+  function tenth(value) {
+    const written = Math.abs(value).toString();
+    if (/e/i.test(written)) return Math.sign(value) * Math.round(Math.abs(value) * 10) / 10;
+    const [whole, fraction = ""] = written.split(".");
+    const tenths = Number(whole) * 10 + Number(fraction[0] || 0) + ((fraction[1] || "0") >= "5" ? 1 : 0);
+    return (Math.sign(value) || 1) * tenths / 10;
+  }
   const when = (iso) => (iso ? new Intl.DateTimeFormat(document.documentElement.lang || "en",
     { dateStyle: "short", timeStyle: "short" }).format(new Date(/[zZ]|[+-]\d\d:\d\d$/.test(iso) ? iso : `${iso}Z`)) : "");
 
@@ -70,7 +80,7 @@
       if (editor) {
         const open = document.createElement("button");
         open.type = "button"; open.textContent = t("Open"); open.className = "open-plan";
-        open.onclick = () => openVersion(v, false);
+        open.onclick = () => openVersion(v, true); // its own lines and calibrations, no other plan's
         actions.appendChild(open);
       }
       const print = document.createElement("a");
@@ -122,7 +132,7 @@
     use.onclick = () => {
       const last = measure.lastLength();
       if (!last) { show([t("Draw a length in mm first.")], true); return; }
-      input.value = last.value.toFixed(1);
+      input.value = tenth(last.value).toFixed(1);
       input.measurement = last;
       delete input.dataset.uid; delete input.dataset.frame;
     };
@@ -160,7 +170,8 @@
   }
 
   // Fill the worksheet from a saved version; with ``drawn``, also put its
-  // measurements and calibrations back on the images.
+  // measurements and calibrations back on the images (in place of those drawn:
+  // a plan keeps only its own).
   function openVersion(v, drawn) {
     if (drawn) measure.load(v.content);
     current = { plan: v.plan, version: v.version, signed: Boolean(v.signed_by) };
@@ -187,7 +198,12 @@
     label();
   }
 
+  // A new plan starts with no measurements (another plan's are not this one's);
+  // the calibrations on screen stay, said so, since they belong to the study's runs.
   function newPlan() {
+    const calibrations = measure.calibrations ? measure.calibrations() : [];
+    measure.load({ measurements: [], calibrations });
+    show(calibrations.length ? [t("New plan: no measurements yet; the calibrations on the images are kept.")] : []);
     current = { plan: null, version: null, signed: false };
     $("note").value = "";
     drawForm();
@@ -204,7 +220,7 @@
       const slot = { code: input.dataset.code, value_mm: value };
       const index = input.measurement ? drawn.indexOf(input.measurement) : -1;
       // Linked only while the line still says what the field says (deleted or dragged since: typed in).
-      if (index >= 0 && Math.abs(drawn[index].value - value) <= 0.05) slot.measurement = index;
+      if (index >= 0 && Math.abs(drawn[index].value - value) <= 0.05 + 1e-9) slot.measurement = index;
       else if (input.dataset.uid) { slot.instance_uid = input.dataset.uid; slot.frame = Number(input.dataset.frame) || null; }
       out.push(slot);
     }
