@@ -42,15 +42,19 @@ from dicomnode.admin import linkage_cipher
 from dicomnode.config import Config
 from dicomnode.deid.header import DeidSettings, HeaderDeidentifier
 from dicomnode.deid.pipeline import document_reason
+from dicomnode.deid.plausible import HEIGHT_M, WEIGHT_KG, in_bounds
 from dicomnode.deid.profile import Option
 from dicomnode.deid.scanner import scan, scan_text
 from dicomnode.deid.secret import Secret, load_or_create_key
+from dicomnode.deid.values import lived_age
 from dicomnode.deid.verify import OcrSettings, check
 from storage.archive import Archive
 from storage.keys import Level
 from storage.query import Query
 from storage.values import normalise_issuer
 
+# The given-name component of the node's report observer (viewer.planning.report).
+NODE_OBSERVER = "CHD node"
 EXPORT_KEY = "export.key"  # in key_dir, only for admin-approved linkable exports
 RESEARCH_OPTIONS = frozenset(
     {Option.RETAIN_FULL_DATES, Option.RETAIN_PATIENT_CHARACTERISTICS, Option.CLEAN_DESCRIPTORS}
@@ -290,7 +294,14 @@ def export(
                 raise ExportCancelled("export cancelled; nothing written")
             ds = dcmread(_blob(archive, uid))
             study_uid, pseudonym = str(ds.StudyInstanceUID), str(ds.PatientID)
-            subject = deid.subject(ds, "export", pseudonym, identities.by_study.get(study_uid, ()))
+            subject = deid.subject(
+                ds,
+                "export",
+                pseudonym,
+                identities.by_study.get(study_uid, ()),
+                {pseudonym},
+                _own(ds),
+            )
             deid.apply(ds, subject)
             ds.file_meta = _package_file_meta(ds)
             reason = _refusal(ds, subject, ocr, terms) or _enter(
@@ -325,6 +336,16 @@ def export(
         f"{'linkable key' if linkable else 'fresh key'}; {out.name}",
     )
     return result
+
+
+def _own(ds: Dataset) -> set[str]:
+    """The node's own observer names in its plan reports ("Cardiologist^CHD
+    node"): the node, not a person, so their words are no one's name."""
+    return {
+        str(e.value)
+        for e in ds.iterall()
+        if e.VR == "PN" and str(e.value or "").split("^")[1:2] == [NODE_OBSERVER]
+    }
 
 
 def left_out_summary(left_out: list[tuple[str, str]]) -> str:
@@ -420,15 +441,22 @@ def _fill_directory_keys(ds: Any, study_numbers: dict[str, str]) -> None:
         ds.InstanceNumber = 1
 
 
+def _plausible(study: dict, keyword: str, bounds: tuple[float, float]) -> Any:
+    """A study's weight or height, or "" for a placeholder (0 kg) that an
+    archive filled before ingest emptied them."""
+    value = study.get(keyword)
+    return value if in_bounds(value, bounds) else ""
+
+
 def _manifest_row(archive: Archive, study: dict, pseudonyms: dict[str, str]) -> dict[str, Any]:
     plans = _latest_plans(archive, study["StudyInstanceUID"])
     slots = [s for p in plans for s in (p.get("content") or {}).get("slots", [])]
     return {
         "patient": pseudonyms.get(study["PatientID"], ""),
-        "age": study.get("PatientAge") or "",
+        "age": lived_age(str(study.get("PatientAge") or "")),
         "sex": study.get("PatientSex") or "",
-        "weight_kg": study.get("PatientWeight") or "",
-        "height_m": study.get("PatientSize") or "",
+        "weight_kg": _plausible(study, "PatientWeight", WEIGHT_KG),
+        "height_m": _plausible(study, "PatientSize", HEIGHT_M),
         "modalities": ",".join(study.get("ModalitiesInStudy") or []),
         "hospital": study.get("IssuerOfPatientID") or "",
         "defect": ";".join(p.get("defect", "") for p in plans),

@@ -328,7 +328,8 @@ def test_code_strings_numbers_and_unknown_tags_carry_no_identity() -> None:
     ds = _implicit(ds)  # read back as a DS, as a careless sender's implicit VR arrives
     out = _applied(ds)
     assert out.BodyPartExamined == "LABEL" and out.Modality == "SR"
-    assert 0x00109999 not in out and "SeriesNumber" not in out and "PatientWeight" not in out
+    assert 0x00109999 not in out and "SeriesNumber" not in out
+    assert out.get("PatientWeight") in (None, "")  # emptied: not a weight (Type 2)
     assert scan(out, ["Mamytov", "7104004", "Toktogulov"]) == []
 
 
@@ -351,3 +352,48 @@ def test_a_document_smuggled_into_an_image_goes() -> None:
     ds.EncapsulatedDocument = b"%PDF-1.4 ZHAPAROV TILEK KG-7301004"
     out = _applied(ds)
     assert "EncapsulatedDocument" not in out
+
+
+def _coded(value: str, scheme: str) -> Dataset:
+    item = Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, scheme, "x"
+    return item
+
+
+def test_the_standards_codes_stay_and_a_record_number_in_a_code_goes() -> None:
+    ds = _base()
+    ds.PatientID = "000101"
+    codes = [
+        _coded("121049", "DCM"),  # a concept, with the shape of a record number
+        _coded("C0034375", "UMLS"),  # a concept of a known scheme, not in pydicom's table
+        _coded("000101", "UMLS"),  # the child's ID put where a code belongs
+        _coded("4820571", "99LOCAL"),  # a long number in a local scheme
+        _coded("KRICHENKO-TYPE", "99CHDNODE"),
+    ]
+    ds.ConceptNameCodeSequence = Sequence(codes)
+    _deid().apply(ds, _deid().subject(ds, "NCC Bishkek", "000101"))
+    values = [str(item.CodeValue) for item in ds.ConceptNameCodeSequence]
+    assert values == ["121049", "C0034375", "***", "***", "KRICHENKO-TYPE"]
+    assert ds.ConceptNameCodeSequence[0].CodeMeaning == standard_meaning("DCM", "121049")
+
+
+@pytest.mark.parametrize(
+    ("sent", "kept"),
+    [
+        ("the Krichenko type (A conical) (Krichenko et al., Am J Cardiol 1989)", None),
+        ("Криченко тип B", None),
+        ("Thanopoulos et al., Heart 2003; Kijima et al. 2016; Abadir et al. 2009", None),
+        ("JACC Cardiovasc Interv 2010;3:1295-9 (PMID 21232725)", None),
+        ("ЭхоКГ Петров Иван А4С", "ЭхоКГ *** А4С"),  # Cyrillic А and С
+        ("Petrova Aigul A2C PLAX", "*** A2C PLAX"),
+        ("мама Кадырова А4С", "мама *** А4С"),
+        ("Echo Ivanenko, record 4820571", "Echo ***, record ***"),  # -enko stays a surname
+        ("Nurlanova PMID 000101", "*** PMID ***"),  # the child's ID stays found
+    ],
+)
+def test_cited_authors_and_view_labels_are_not_names(sent: str, kept: str | None) -> None:
+    ds = _base()
+    ds.PatientID = "000101"
+    deid = _deid()
+    subject = deid.subject(ds, "NCC Bishkek", "000101")
+    assert deid.clean_text(sent, subject) == (kept or sent)

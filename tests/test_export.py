@@ -9,6 +9,7 @@ import socket
 import subprocess
 import threading
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ from dicomnode.export import (
     preview,
 )
 from dicomnode.ingest import Ingestor, Outcome
-from dicomnode.samples import PATIENTS, xa_instance
+from dicomnode.samples import PATIENTS, SyntheticPatient, xa_instance
 from storage.archive import Archive
 from storage.keys import Level
 from storage.query import Query
@@ -378,3 +379,81 @@ def test_web_download_works_with_the_shipped_relative_data_dir(
     with zipfile.ZipFile(io.BytesIO(package.data)) as zipped:
         assert "DICOMDIR" in zipped.namelist()
     assert (tmp_path / "var" / "exports" / f"{job_id}.zip").exists()
+
+
+def _plan_texts(items) -> Iterator[str]:
+    """The texts, codes and meanings of an SR's content tree."""
+    for item in items:
+        for keyword in ("TextValue", "CodeValue", "CodingSchemeDesignator", "CodeMeaning"):
+            if keyword in item:
+                yield str(item.get(keyword))
+        for key in ("ConceptNameCodeSequence", "ConceptCodeSequence", "ContentSequence"):
+            yield from _plan_texts(item.get(key) or [])
+
+
+# The sample echoes' patients as the demo loads them: a name part that is a
+# word ("NEW", "MARY", "PLA"), a short numeric ID ("204"), an accession number.
+DEMO = [
+    SyntheticPatient("ZZZ TEST PATIENTFIVE^NEW^P^", "2020202020202", "20190314", "M", ""),
+    SyntheticPatient("PLA", "204", "20190314", "F", ""),
+    SyntheticPatient("ZZZDOWNTIME^MARY^^", "40404040404", "20190314", "F", ""),
+    SyntheticPatient("CompressedSamples^US1", "13US1", "20190314", "M", ""),
+    SyntheticPatient("abcd", "1", "20190314", "M", ""),
+]
+
+
+@pytest.fixture
+def cardiologist(config: Config, archive: Archive):
+    """The viewer's test client with a cardiologist's account (not yet logged in)."""
+    from werkzeug.security import generate_password_hash
+
+    from tests.test_viewer import PASSWORD
+    from viewer import create_app
+
+    archive.index.accounts.add("amina", generate_password_hash(PASSWORD), "cardiologist")
+    return create_app(config, archive, b"k" * 32).test_client()
+
+
+@pytest.mark.parametrize("patient", [PATIENTS[0], *DEMO])
+def test_the_nodes_own_plan_reports_are_exported_whole(
+    cardiologist, config: Config, ingestor: Ingestor, archive: Archive, tmp_path: Path, patient
+) -> None:
+    # Cited authors (Krichenko et al.), the node's own words and pseudonym
+    # ("CHD"), the standard's codes (121049) and PubMed numbers are no one's
+    # identity: the plans' reports reach the package whole, none left out.
+    from tests.test_planning import HEADERS, _asd_and_pda, _stored_image
+    from tests.test_viewer import log_in
+
+    run = xa_instance(patient, frames=4, rows=64, cols=80)
+    run.AccessionNumber = "104111149"
+    assert ingestor.ingest(incoming(run, calling_ae="BISHKEK_CATH")).status == 0
+    client = cardiologist
+    log_in(client)
+    xa = _stored_image(archive)
+    study = str(xa.StudyInstanceUID)
+    asd, pda, _, _ = _asd_and_pda(client, xa)
+    asd["note"] = "Note for the export. Secundum ASD, deficient aortic rim."
+    for body in (asd, pda, {**pda, "krichenko": "A", "note": "Conical duct, ADO I"}):
+        saved = client.post(f"/api/studies/{study}/plans", headers=HEADERS, json=body)
+        assert saved.status_code == 201, saved.json
+    signed = client.post(f"/api/studies/{study}/plans/2/versions/1/sign", headers=HEADERS)
+    assert signed.status_code == 201, signed.json
+    result = export(config, archive, Cohort(), tmp_path / "p.zip", progress=False)
+    assert result.left_out == []
+    unpack(tmp_path / "p.zip", tmp_path / "x")
+    reports = [
+        i.load() for i in FileSet(dcmread(tmp_path / "x" / "DICOMDIR")) if i.load().Modality == "SR"
+    ]
+    assert len(reports) == 4
+    texts = "\n".join(t for r in reports for t in _plan_texts(r.ContentSequence))
+    assert "***" not in texts, texts
+    for kept in (
+        "Secundum ASD, deficient aortic rim",
+        "the Krichenko type (A conical",
+        "Krichenko et al., Am J Cardiol",
+        "(PMID 21232725)",
+        "121049",
+        "C0034375",
+    ):
+        assert kept in texts, kept
+    assert {str(r.get("Manufacturer", "")) for r in reports} == {"CHD imaging exchange node"}

@@ -745,3 +745,16 @@ def test_from_dataset_reads_values_not_objects_with_datetime_conversion() -> Non
     finally:
         config.datetime_conversion = old
     assert m.clean("DOB 4 Mar 2019") == f"DOB {MARK}"
+
+
+def test_the_archives_own_pseudonym_and_observer_are_no_ones_name() -> None:
+    ds = Dataset()
+    ds.PatientName = ds.PatientID = "CHD-C9EV-S9A9"
+    ds.ContentSequence = Sequence([Dataset()])
+    ds.ContentSequence[0].PersonName = "Cardiologist^CHD node"
+    ds.ContentSequence[0].VerifyingObserverName = "Amina"  # a person: stays a name
+    plain = IdentityMatcher.from_dataset(ds)
+    assert found(plain, "CHD imaging exchange node")  # the parts, taken for names
+    own = IdentityMatcher.from_dataset(ds, handles={"CHD-C9EV-S9A9"}, own={"Cardiologist^CHD node"})
+    assert not own.find("CHD imaging exchange node; Cardiologist; 99CHDNODE")
+    assert found(own, "see CHD-C9EV-S9A9", "id") and found(own, "signed: Amina")

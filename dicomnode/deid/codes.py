@@ -57,6 +57,12 @@ def _meanings() -> dict[tuple[str, str], str]:
     return table
 
 
+@cache
+def known_schemes() -> frozenset[str]:
+    """Coding Scheme Designators of the standard's tables (DCM, SCT, UMLS ...)."""
+    return frozenset({scheme for scheme, _ in _meanings()} | _SELF_DESCRIBING | {"SRT"})
+
+
 def standard_meaning(scheme: str, value: str) -> str | None:
     """The meaning the standard's tables give, or None for a code they lack."""
     scheme, value = scheme.strip(), value.strip()

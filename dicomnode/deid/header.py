@@ -37,15 +37,17 @@ from pydicom.sequence import Sequence
 from pydicom.valuerep import PersonName
 
 from dicomnode.deid import policy
-from dicomnode.deid.codes import LOCAL_MEANING, is_well_known_uid, standard_meaning
+from dicomnode.deid.codes import LOCAL_MEANING, is_well_known_uid, known_schemes, standard_meaning
 from dicomnode.deid.identity import MARK, Hit, IdentityMatcher, mark
 from dicomnode.deid.names import SPACED, find_identifiers, find_names
+from dicomnode.deid.plausible import HEIGHT_M, WEIGHT_KG, in_bounds
 from dicomnode.deid.profile import BASIC_PROFILE_CODE, Option, Profile
 from dicomnode.deid.secret import Secret
 from dicomnode.deid.values import (
     age_string,
     cap_age,
     dummy,
+    lived_age,
     shift_date,
     shift_datetime,
     strip_offset,
@@ -57,6 +59,7 @@ ENCAPSULATED_DOCUMENT = 0x00420011
 # their payload is kept and the pipeline holds every such instance for review.
 ENCAPSULATED_CLASSES = "1.2.840.10008.5.1.4.1.1.104."
 TIMEZONE_OFFSET = 0x00080201
+_CODE_PARTS = (0x00080100, 0x00080102)  # Code Value, Coding Scheme Designator
 LABEL_DUMMY = "LABEL"
 _NUMBER_FORMS = {
     "DS": re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?"),
@@ -159,22 +162,25 @@ class HeaderDeidentifier:
         issuer: str,
         patient_key: str,
         extra: Iterable[tuple[str, str]] = (),
+        handles: Iterable[str] = (),
+        own: Iterable[str] = (),
     ) -> Subject:
-        """Who ``ds`` is about, read from it as received (before `apply`)."""
+        """Who ``ds`` is about, read from it as received (before `apply`);
+        ``handles`` and ``own`` as `IdentityMatcher.from_dataset` takes them."""
         kept = set()
         if Option.RETAIN_INSTITUTION_IDENTITY in self.settings.options:
             kept.add("place")
         return Subject(
             issuer=issuer,
             patient_key=patient_key,
-            matcher=IdentityMatcher.from_dataset(ds, extra),
+            matcher=IdentityMatcher.from_dataset(ds, extra, handles, own),
             kept_kinds=frozenset(kept),
         )
 
     def apply(self, ds: Dataset, subject: Subject) -> Dataset:
         """De-identify ``ds`` in place (and return it)."""
         ds.decode()  # every text value to Unicode before anything is compared
-        self._keep_age(ds)
+        self._keep_characteristics(ds)
         shift = (
             self.secret.date_offset_days(subject.issuer, subject.patient_key)
             if Option.RETAIN_MODIFIED_DATES in self.settings.options
@@ -216,11 +222,19 @@ class HeaderDeidentifier:
         ]
         return spans
 
-    def _keep_age(self, ds: Dataset) -> None:
+    def _keep_characteristics(self, ds: Dataset) -> None:
         """Birth date goes (Z); device sizing still needs the age at the study,
-        but over 89 years an age identifies (HIPAA safe harbour): 090Y."""
+        but over 89 years an age identifies (HIPAA safe harbour): 090Y. A
+        placeholder is not kept as data: no age from a placeholder birth date,
+        and a weight or height of 0 or out of bounds (grams, centimetres) is
+        emptied (Type 2), so no child is stored as 090Y or 0 kg."""
         if Option.RETAIN_PATIENT_CHARACTERISTICS not in self.settings.options:
             return
+        for keyword, bounds in (("PatientWeight", WEIGHT_KG), ("PatientSize", HEIGHT_M)):
+            if keyword in ds and not in_bounds(ds[keyword].value, bounds):
+                ds[keyword].value = None
+        if "PatientAge" in ds:
+            ds.PatientAge = lived_age(str(ds.PatientAge or ""))
         if not str(ds.get("PatientAge") or "").strip():
             seen = next(
                 (str(ds.get(k)) for k in ("StudyDate", "SeriesDate", "ContentDate") if ds.get(k)),
@@ -290,6 +304,17 @@ class HeaderDeidentifier:
         return rule.basic if rule is not None else "X"
 
     @staticmethod
+    def _standard_code(item: Dataset) -> bool:
+        """Whether the item's code value and scheme are in the standard's tables."""
+        value = str(item.get("CodeValue") or "")
+        return standard_meaning(str(item.get("CodingSchemeDesignator") or ""), value) is not None
+
+    @staticmethod
+    def _known_scheme(item: Dataset) -> bool:
+        """Whether the item's coding scheme is one the standard's tables hold."""
+        return str(item.get("CodingSchemeDesignator") or "").strip() in known_schemes()
+
+    @staticmethod
     def _meaning(item: Dataset) -> str:
         """The standard's meaning for the item's code, never the sender's."""
         value = str(item.get("CodeValue") or item.get("LongCodeValue") or "")
@@ -338,6 +363,20 @@ class HeaderDeidentifier:
         vr = element.VR
         if action == "X":
             del ds[element.tag]
+            return
+        if int(element.tag) in _CODE_PARTS and self._standard_code(ds):
+            return  # a concept of the standard's tables ("121049"), not a record number
+        if int(element.tag) == _CODE_PARTS[0] and vr == "SH" and self._known_scheme(ds):
+            # A code of a known scheme (UMLS C0034375) has the shape of a record
+            # number; only the child's own identity is taken out of it.
+            element.value = mark(
+                str(element.value or ""),
+                [
+                    h
+                    for h in subject.matcher.find(str(element.value or ""))
+                    if h.kind not in subject.kept_kinds
+                ],
+            )
             return
         if action == "Z":
             element.value = None

@@ -848,14 +848,29 @@ class IdentityMatcher:
         return cls(values)
 
     @classmethod
-    def from_dataset(cls, ds: Dataset, extra: Iterable[tuple[str, str]] = ()) -> IdentityMatcher:
+    def from_dataset(
+        cls,
+        ds: Dataset,
+        extra: Iterable[tuple[str, str]] = (),
+        handles: Iterable[str] = (),
+        own: Iterable[str] = (),
+    ) -> IdentityMatcher:
         """Collects identity from ``ds`` as received, at every depth, plus ``extra`` pairs.
 
         Every PN value (all groups and components), ID-like, telephone and place
         attributes, and every DA/DT value (true dates identify once the header's
-        dates are shifted).
+        dates are shifted). ``handles`` are values the archive wrote itself (a
+        pseudonym, also its Patient's Name): found whole as identifiers, never
+        cut into name parts ("CHD" of CHD-C9EV-S9A9 is no one's name). ``own``
+        values name the node, not a person (its report observer), and are left out.
         """
-        return cls([*_collect(ds), *extra])
+        whole, skipped = {h for h in handles if h}, set(own)
+        pairs = [
+            ("id" if value in whole else kind, value)
+            for kind, value in _collect(ds)
+            if value not in skipped
+        ]
+        return cls([*pairs, *extra])
 
     def _add_date(self, value: str) -> None:
         """A DA/DT value, found later by value in any written form."""

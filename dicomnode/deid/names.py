@@ -72,8 +72,11 @@ _SURNAME = re.compile(
 _ACRONYM = re.compile(r"^[A-ZА-ЯЁ]{1,4}$")
 _INITIALS = re.compile(r"^(?:[A-ZА-ЯЁ]\.){1,3}$")
 # Capitalised words of cardiology that are not people here: eponyms of
-# procedures and syndromes, devices and their makers, words of a report
-# that initials may follow ("Type A.", "Echo N.").
+# procedures, syndromes and classifications (Krichenko type), the authors the
+# sizing rules cite, devices and their makers, words of a report that
+# initials may follow ("Type A.", "Echo N."). Short common surnames the rules
+# also cite (Zhu, Lloyd) stay names: no rule here takes them for one in a
+# citation, and a relative may bear them.
 _NOT_NAMES = frozenset(
     """doppler amplatzer fontan glenn blalock taussig norwood rastelli ross konno
     eisenmenger ebstein fallot holter valsalva mustard senning jatene sano damus
@@ -83,6 +86,7 @@ _NOT_NAMES = frozenset(
     доплер допплер фонтен фалло эбштейн холтер
     echo study view image series scan exam report type grade class stage phase
     lead level zone segment figure fig note see эхо исследование тип класс стадия
+    krichenko криченко thanopoulos holzer butera silvestry kijima abadir amedro
     """.split()  # noqa: SIM905
 )
 _NAME_RUN = re.compile(rf"(?:\s+{_WORD}){{1,2}}")
@@ -91,6 +95,8 @@ _NAME_RUN = re.compile(rf"(?:\s+{_WORD}){{1,2}}")
 def _is_name_word(word: str) -> bool:
     word = word.strip(",;:)'’-")
     if not word or word.rstrip(".").casefold() in _NOT_NAMES:
+        return False
+    if any(ch.isdigit() for ch in word):  # a view label (A4C, А4С: Cyrillic), not a name
         return False
     if _INITIALS.match(word):
         return True
@@ -165,6 +171,8 @@ _DATE = re.compile(
 _PHONE = re.compile(r"(?<![\w+])(?:\+|\b0|\b8)[\d\s().-]{8,}\d(?!\w)")
 # Six or more digits in a row, or spaced out one by one ("2 0 1 9 0 8 0 2").
 _DIGITS = re.compile(r"(?<![\d.,])\d{6,}(?![\d.,]\d)|(?<!\d)(?:\d\s){5,}\d(?!\d)")
+# A PubMed number cites a paper, not a record: "(PMID 21087774)".
+_CITED = re.compile(r"\bPMID:?\s*$")
 _ADDRESS = re.compile(
     r"(?i:\b(?:ул|улица|пр|просп|проспект|мкр|микрорайон|пер|переулок|д|дом|кв|г|город|"
     r"street|st|avenue|ave|road|rd|apt|house)\.?)\s+[\w.'’-]+(?:[\s,]+[\d]+[\w/-]*)*"
@@ -185,7 +193,8 @@ def find_identifiers(text: str, *, numbers: bool = True) -> Iterator[tuple[int, 
             yield match.start(), match.end(), "phone"
     if numbers:
         for match in _DIGITS.finditer(text):
-            yield match.start(), match.end(), "id"
+            if not _CITED.search(text, 0, match.start()):
+                yield match.start(), match.end(), "id"
         for match in _ADDRESS.finditer(text):
             if _digit_count(match.group()) or len(match.group()) > 8:
                 yield match.start(), match.end(), "place"

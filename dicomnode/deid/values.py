@@ -9,6 +9,8 @@ from typing import Any
 
 from pydicom.valuerep import MAX_VALUE_LEN
 
+from dicomnode.deid.plausible import LIFESPAN_YEARS, real_date
+
 DUMMY_TEXT = "ANONYMIZED"
 _BINARY = {"OB", "OD", "OF", "OL", "OV", "OW", "UN"}
 _NUMBERS = {"US": 0, "SS": 0, "UL": 0, "SL": 0, "UV": 0, "SV": 0, "FL": 0.0, "FD": 0.0}
@@ -150,16 +152,29 @@ def cap_age(value: str) -> str:
     return text
 
 
+def lived_age(value: str) -> str:
+    """An AS value, or "" for one no one has lived to (124Y: computed by a
+    device from a 1900-01-01 placeholder, not a patient's age)."""
+    text = value.strip()
+    if len(text) == 4 and text[:3].isdigit() and text[3] == "Y" and int(text[:3]) > LIFESPAN_YEARS:
+        return ""
+    return text
+
+
 def age_string(birth: str, on: str) -> str | None:
     """The AS value for a child born ``birth`` seen ``on`` (both YYYYMMDD):
-    days under a month, months under two years, else years."""
+    days under a month, months under two years, else years. None when either
+    date is a placeholder (before 1901, 00000000) or birth follows the study:
+    an age derived from them would be stored as the child's."""
+    if not (len(birth) == len(on) == 8 and birth.isdigit() and on.isdigit()):
+        return None
     try:
         born = date(int(birth[:4]), int(birth[4:6]), int(birth[6:8]))
         seen = date(int(on[:4]), int(on[4:6]), int(on[6:8]))
-    except (ValueError, IndexError):
+    except ValueError:
         return None
     days = (seen - born).days
-    if days < 0:
+    if days < 0 or not (real_date(born) and real_date(seen)):
         return None
     months = (seen.year - born.year) * 12 + seen.month - born.month - (seen.day < born.day)
     if months < 1:
