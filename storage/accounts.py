@@ -1,13 +1,28 @@
-"""Web users and their roles (the people, not the DICOM peers)."""
+"""Web users, their roles and their browser sessions (the people, not the
+DICOM peers)."""
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Boolean, Column, DateTime, Integer, String, Table, select
-from sqlalchemy.engine import Engine
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    ColumnElement,
+    DateTime,
+    Integer,
+    String,
+    Table,
+    or_,
+    select,
+)
+from sqlalchemy.engine import Connection, Engine
 
 from storage.schema import metadata
 from storage.values import normalise_issuer
@@ -30,6 +45,49 @@ users = Table(
     # NULL: the account may not store (revision 0006).
     Column("issuer", String(ISSUER_LENGTH)),
 )
+
+
+# One row per live browser session (revision 0010), so a session ends on the
+# server: at logout, when the password changes or the account is disabled,
+# after inactivity or at its maximum age, in every node process sharing the
+# index. Only a SHA-256 of the random session id is kept (the id itself is in
+# the signed cookie): a copy of the table opens no session. Times are Unix
+# seconds.
+web_sessions = Table(
+    "web_sessions",
+    metadata,
+    Column("pk", Integer, primary_key=True),  # in order of login
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("username", String(64), nullable=False, index=True),
+    Column("started", BigInteger, nullable=False),
+    Column("seen", BigInteger, nullable=False),
+)
+# Live sessions per user (several browsers, a workstation and a laptop): a
+# new login beyond it ends that user's oldest, so logins with the right
+# password cannot grow the table without bound.
+SESSIONS_PER_USER = 8
+# A request refreshes its session's last-seen time at most this often: no
+# write per cine frame, and inactivity is still measured to within a minute.
+SEEN_RESOLUTION = 60
+
+
+@dataclass(frozen=True)
+class SessionLimits:
+    """How long a session lasts: idle and in all, in seconds."""
+
+    idle: int
+    lifetime: int
+
+    def expired(self, now: int) -> ColumnElement[bool]:
+        """SQL condition: a row past either limit at ``now``."""
+        return or_(
+            web_sessions.c.seen < now - self.idle,
+            web_sessions.c.started < now - self.lifetime,
+        )
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 _USER_COLUMNS = (
@@ -136,6 +194,8 @@ class Accounts:
         return [User(*row) for row in rows]
 
     def update(self, username: str, **values: object) -> None:
+        """Change an account; a new password or disabling it ends every
+        session of the user in the same transaction."""
         if "issuer" in values:
             values["issuer"] = checked_issuer(str(values["issuer"] or ""))
         with self._lock, self.engine.begin() as conn:
@@ -144,3 +204,63 @@ class Accounts:
             )
             if result.rowcount == 0:
                 raise AccountError(f"no user {username!r}")
+            if "password_hash" in values or values.get("disabled"):
+                self._end_sessions(conn, username)
+
+    def open_session(self, username: str, limits: SessionLimits) -> str:
+        """A new session of ``username``; its random id, for the cookie only.
+
+        Expired sessions (anyone's) go first, then the user's oldest beyond
+        `SESSIONS_PER_USER` - 1, so the table holds live sessions only."""
+        token = secrets.token_urlsafe(32)
+        now = int(time.time())
+        with self._lock, self.engine.begin() as conn:
+            conn.execute(web_sessions.delete().where(limits.expired(now)))
+            kept = conn.execute(
+                select(web_sessions.c.pk)
+                .where(web_sessions.c.username == username)
+                .order_by(web_sessions.c.pk.desc())
+            ).scalars()
+            dropped = list(kept)[SESSIONS_PER_USER - 1 :]
+            if dropped:
+                conn.execute(web_sessions.delete().where(web_sessions.c.pk.in_(dropped)))
+            conn.execute(
+                web_sessions.insert().values(
+                    token_hash=_token_hash(token), username=username, started=now, seen=now
+                )
+            )
+        return token
+
+    def session_user(self, token: str, limits: SessionLimits) -> str | None:
+        """Whose live session ``token`` is, or None (unknown, ended or
+        expired: an expired row is removed). Refreshes its last-seen time."""
+        key, now = _token_hash(token), int(time.time())
+        columns = (web_sessions.c.username, web_sessions.c.started, web_sessions.c.seen)
+        with self.engine.connect() as conn:
+            row = conn.execute(select(*columns).where(web_sessions.c.token_hash == key)).first()
+        if row is None:
+            return None
+        if now - row.seen > limits.idle or now - row.started > limits.lifetime:
+            self.end_session(token)
+            return None
+        if now - row.seen >= SEEN_RESOLUTION:
+            with self._lock, self.engine.begin() as conn:
+                conn.execute(
+                    web_sessions.update().where(web_sessions.c.token_hash == key).values(seen=now)
+                )
+        return row.username
+
+    def end_session(self, token: str) -> None:
+        """Logout: this session's row goes, so its cookie opens nothing."""
+        ended = web_sessions.delete().where(web_sessions.c.token_hash == _token_hash(token))
+        with self._lock, self.engine.begin() as conn:
+            conn.execute(ended)
+
+    def end_sessions(self, username: str) -> None:
+        """Every session of ``username`` ends (on every node process)."""
+        with self._lock, self.engine.begin() as conn:
+            self._end_sessions(conn, username)
+
+    @staticmethod
+    def _end_sessions(conn: Connection, username: str) -> None:
+        conn.execute(web_sessions.delete().where(web_sessions.c.username == username))

@@ -3,19 +3,20 @@ adds it to existing indexes, and the `dicomnode user` commands that set it."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from alembic import command
-from sqlalchemy import text
+from sqlalchemy import select, text
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from dicomnode.cli import main
 from dicomnode.config import Config
 from dicomnode.node import open_archive
-from storage.accounts import AccountError
+from storage.accounts import SESSIONS_PER_USER, AccountError, SessionLimits, web_sessions
 from storage.index import Index, create_index_engine
 from storage.migrate import _config, current
 from tests.conftest import make_config
@@ -166,3 +167,48 @@ def test_user_commands_set_show_and_change_the_hospital(
         ("timur", "issuer 'NCC Bishkek Cath'"),
         ("aigul", "issuer removed"),
     ]
+
+
+def test_sessions_live_in_the_index_shared_by_every_process(index_url: str) -> None:
+    """Two node processes (two Index objects) on one index, SQLite or
+    PostgreSQL, from an index of revision 0009: a session opened by one is
+    known to the other and ended for both; only hashes are stored; a user's
+    rows stay bounded, expired ones are purged."""
+    engine = create_index_engine(index_url)
+    with engine.begin() as conn:
+        command.upgrade(_config(conn), "0009")
+    engine.dispose()
+    limits = SessionLimits(idle=1800, lifetime=12 * 3600)
+    first, second = Index(index_url), Index(index_url)
+    try:
+        first.accounts.add("amina", generate_password_hash(PASSWORD), "cardiologist")
+        first.accounts.add("li", generate_password_hash(PASSWORD), "researcher")
+        token = first.accounts.open_session("amina", limits)
+        assert second.accounts.session_user(token, limits) == "amina"
+        assert second.accounts.session_user(token + "x", limits) is None
+        with first.engine.connect() as conn:
+            stored = conn.execute(select(web_sessions.c.token_hash)).scalars().all()
+        assert stored == [hashlib.sha256(token.encode()).hexdigest()]
+        second.accounts.end_session(token)  # logout on the other process
+        assert first.accounts.session_user(token, limits) is None
+
+        tokens = [first.accounts.open_session("amina", limits) for _ in range(20)]
+        other = second.accounts.open_session("li", limits)
+        alive = [t for t in tokens if second.accounts.session_user(t, limits)]
+        assert alive == tokens[-SESSIONS_PER_USER:]  # the newest, in order of login
+        first.accounts.update("amina", password_hash=generate_password_hash("an0ther phrase"))
+        assert [t for t in tokens if second.accounts.session_user(t, limits)] == []
+        assert first.accounts.session_user(other, limits) == "li"
+
+        with first.engine.begin() as conn:  # li idle for 31 minutes
+            conn.execute(web_sessions.update().values(seen=web_sessions.c.seen - 31 * 60))
+        first.accounts.open_session("amina", limits)  # any login purges it
+        with first.engine.connect() as conn:
+            owners = conn.execute(select(web_sessions.c.username)).scalars().all()
+        assert owners == ["amina"]
+        first.accounts.update("amina", disabled=True)
+        with first.engine.connect() as conn:
+            assert conn.execute(select(web_sessions.c.pk)).all() == []
+    finally:
+        first.close()
+        second.close()

@@ -34,11 +34,15 @@ def client(config: Config, archive: Archive) -> FlaskClient:
 
 
 def as_user(client: FlaskClient, name: str) -> None:
-    """A fresh session of ``name`` without the login form (and its audit)."""
-    import time
+    """A fresh session of ``name`` without the login form (and its audit):
+    a live session row in the index, its id in the cookie."""
+    from viewer.auth import session_limits
 
+    app = client.application
+    limits = session_limits(app.config["NODE_CONFIG"])
+    sid = app.extensions["archive"].index.accounts.open_session(name, limits)
     with client.session_transaction() as session:
-        session.update(user=name, csrf="token", since=time.time(), seen=time.time())
+        session.update(sid=sid, csrf="token")
 
 
 def log_in(client: FlaskClient, password: str = PASSWORD) -> object:

@@ -1,5 +1,6 @@
-"""The web app against each role, forged requests, password guessing, stale
-sessions, framing and script injection, and what errors reveal."""
+"""The web app against each role, forged requests, password guessing, stale,
+replayed and revoked sessions, framing and script injection, and what errors
+reveal."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ from dataclasses import replace
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import select
 from werkzeug.security import generate_password_hash
 
 from dicomnode.config import Config
 from dicomnode.ingest import Ingestor, Outcome
-from storage.accounts import ROLES
+from storage.accounts import ROLES, SESSIONS_PER_USER, web_sessions
 from storage.archive import Archive
 from tests.conftest import incoming
 from tests.test_viewer import PASSWORD, as_user
@@ -99,17 +101,148 @@ def test_password_guessing_is_throttled_per_user_and_per_address(
     assert all(PASSWORD not in str(row) for row in trail.rows())
 
 
+def _rows(app: Flask) -> list[dict[str, object]]:
+    with app.extensions["archive"].index.engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(select(web_sessions))]
+
+
+def _age(app: Flask, **seconds: int) -> None:
+    """Every session row ``seconds`` older (started=…, seen=…)."""
+    with app.extensions["archive"].index.engine.begin() as conn:
+        for column, by in seconds.items():
+            conn.execute(web_sessions.update().values({column: web_sessions.c[column] - by}))
+
+
 def test_sessions_end_after_inactivity_and_at_their_maximum_age(app: Flask) -> None:
     client = app.test_client()
     as_user(client, "cardiologist-user")
     assert client.get("/api/stats").status_code == 200
-    with client.session_transaction() as session:
-        session["seen"] = time.time() - 31 * 60
+    _age(app, seen=31 * 60)
     assert client.get("/api/stats").status_code == 401
+    assert _rows(app) == []  # the expired row went with it
     as_user(client, "cardiologist-user")
-    with client.session_transaction() as session:
-        session["since"] = time.time() - 13 * 3600
+    _age(app, started=13 * 3600)
     assert client.get("/api/stats").status_code == 401
+    # Times written into the cookie change nothing: the server's count.
+    as_user(client, "cardiologist-user")
+    _age(app, seen=31 * 60)
+    with client.session_transaction() as session:
+        session.update(since=time.time(), seen=time.time())
+    assert client.get("/api/stats").status_code == 401
+
+
+def _log_in(client: FlaskClient, user: str) -> tuple[str, str]:
+    """Through the form; the session cookie and its CSRF token."""
+    assert _attempt(client, user, PASSWORD, "10.0.0.5") == 302
+    cookie = client.get_cookie("session")
+    assert cookie is not None
+    with client.session_transaction() as session:
+        return cookie.value, session["csrf"]
+
+
+def _replay(client: FlaskClient, cookie: str) -> None:
+    client.set_cookie("session", cookie)
+
+
+def test_a_copied_cookie_opens_nothing_after_logout(app: Flask) -> None:
+    """The reviewer's attack: copy the cookie, log out, replay it, sign."""
+    client = app.test_client()
+    cookie, csrf = _log_in(client, "cardiologist-user")
+    sign = "/api/studies/9.9/plans/7/versions/1/sign"
+    headers = {"X-CSRF-Token": csrf}
+    assert client.get("/").status_code == 200
+    assert client.post(sign, headers=headers).status_code == 404  # past the login: no study
+    assert client.post("/logout", data={"csrf_token": csrf}).status_code == 302
+    _replay(client, cookie)
+    assert client.get("/").status_code == 302  # to the login
+    assert client.get("/api/stats").status_code == 401
+    assert client.post(sign, headers=headers).status_code == 401
+    assert client.post(sign, data={"csrf_token": csrf}).status_code == 401
+    assert _rows(app) == []
+    # Another node process sharing the index refuses it as well.
+    other = create_app(app.config["NODE_CONFIG"], app.extensions["archive"], b"k" * 32)
+    elsewhere = other.test_client()
+    _replay(elsewhere, cookie)
+    assert elsewhere.get("/api/stats").status_code == 401
+    events = [r["event"] for r in app.extensions["archive"].index.audit.rows()]
+    assert "plan-sign" not in events
+
+
+def test_a_cookie_naming_a_user_but_no_live_session_is_refused(app: Flask) -> None:
+    """Forged with the key (or from before revision 0010): no session row, no entry."""
+    client = app.test_client()
+    with client.session_transaction() as session:
+        session.update(user="admin-user", csrf="token", since=time.time(), seen=time.time())
+    assert client.get("/api/stats").status_code == 401
+    for sid in ("", "not-a-session", 7, ["x"]):
+        with client.session_transaction() as session:
+            session.update(sid=sid, csrf="token")
+        assert client.get("/api/stats").status_code == 401, sid
+    # A logged-in session does not lend itself to another user's name.
+    _log_in(client, "researcher-user")
+    with client.session_transaction() as session:
+        session["user"] = "admin-user"
+    assert client.get("/admin/audit").status_code == 403
+
+
+def test_a_new_password_or_disabling_ends_every_session_of_the_user(app: Flask) -> None:
+    accounts = app.extensions["archive"].index.accounts
+    ward, office, colleague = app.test_client(), app.test_client(), app.test_client()
+    _log_in(ward, "cardiologist-user")
+    cookie, _ = _log_in(office, "cardiologist-user")
+    _log_in(colleague, "researcher-user")
+    accounts.update("cardiologist-user", issuer="NCC Bishkek Cath")  # not a credential
+    assert ward.get("/api/stats").status_code == 200
+    # `dicomnode user passwd` (the command calls exactly this)
+    accounts.update("cardiologist-user", password_hash=generate_password_hash("n3w passphrase!"))
+    assert ward.get("/api/stats").status_code == 401
+    assert office.get("/api/stats").status_code == 401
+    assert colleague.get("/api/stats").status_code == 200  # only that user's sessions
+    accounts.update("cardiologist-user", password_hash=generate_password_hash(PASSWORD))
+    _log_in(ward, "cardiologist-user")
+    accounts.update("cardiologist-user", disabled=True)  # `dicomnode user disable`
+    accounts.update("cardiologist-user", disabled=False)  # enabled again: still logged out
+    assert ward.get("/api/stats").status_code == 401
+    _replay(office, cookie)
+    assert office.get("/api/stats").status_code == 401
+    assert {r["username"] for r in _rows(app)} == {"researcher-user"}
+
+
+def test_logins_with_the_right_password_do_not_grow_the_session_table(app: Flask) -> None:
+    """Scripted logins (the password known, one address each: no throttle)
+    keep at most SESSIONS_PER_USER rows; the oldest go, the newest work."""
+    client = app.test_client()
+    cookies = []
+    for n in range(3 * SESSIONS_PER_USER):
+        _attempt(client, "cardiologist-user", PASSWORD, f"10.1.0.{n}")
+        cookie = client.get_cookie("session")
+        assert cookie is not None
+        cookies.append(cookie.value)
+        client.delete_cookie("session")  # a new browser each time
+    rows = _rows(app)
+    assert len(rows) == SESSIONS_PER_USER
+    for n, cookie in enumerate(cookies):
+        _replay(client, cookie)
+        expected = 200 if n >= len(cookies) - SESSIONS_PER_USER else 401
+        assert client.get("/api/stats").status_code == expected, n
+    # Only a hash of each id is stored: no cookie's id appears in the table.
+    with client.session_transaction() as session:
+        sid = session["sid"]
+    assert all(sid not in str(row) for row in rows)
+    # Expired sessions of anyone go at the next login, not only when replayed.
+    _age(app, seen=31 * 60)
+    _log_in(app.test_client(), "admin-user")
+    assert [r["username"] for r in _rows(app)] == ["admin-user"]
+
+
+def test_logging_in_again_ends_the_session_the_browser_had(app: Flask) -> None:
+    """A workstation handed over: the next login replaces the previous user's session."""
+    client = app.test_client()
+    cookie, _ = _log_in(client, "cardiologist-user")
+    _log_in(client, "researcher-user")
+    _replay(client, cookie)
+    assert client.get("/api/stats").status_code == 401
+    assert [r["username"] for r in _rows(app)] == ["researcher-user"]
 
 
 def test_headers_forbid_inline_script_framing_and_sniffing(

@@ -1,10 +1,12 @@
 """Login, sessions, roles and CSRF: all but login, health, static files and the icon need a user.
 
-Sessions are Flask's signed cookies (HttpOnly, SameSite=Lax; Secure under
-TLS) holding the user name, a CSRF token and two times: when the user logged
-in and when they were last seen, so sessions end after inactivity and after
-a maximum age. Every state-changing request must carry the CSRF token (form
-field or X-CSRF-Token). Roles come from `permissions.RULES`, checked here.
+The session cookie (Flask's, signed; HttpOnly, SameSite=Lax; Secure under
+TLS) holds a random session id and a CSRF token. The session itself lives in
+the index (`Accounts.open_session`, only a hash of the id), checked on every
+request: it ends at logout, when the password changes or the account is
+disabled, after inactivity and at a maximum age, on every node process; a
+copied cookie then opens nothing. Every state-changing request must carry the
+CSRF token (form field or X-CSRF-Token). Roles come from `permissions.RULES`, checked here.
 Failed logins are counted from the audit trail itself (per user name and per
 address over 15 minutes), so the limit holds across node processes.
 """
@@ -34,7 +36,8 @@ from flask import (
 )
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from storage.accounts import Accounts, User
+from dicomnode.config import Config
+from storage.accounts import Accounts, SessionLimits, User
 from storage.audit import MINOR_FAILURE, AuditFilter, AuditTrail
 from viewer.i18n import gettext
 from viewer.permissions import allowed, is_open
@@ -136,17 +139,21 @@ def _basic_user() -> Any:
     return user
 
 
-def _session_expired() -> bool:
-    config = current_app.config["NODE_CONFIG"]
-    now = time.time()
-    seen, since = session.get("seen", 0), session.get("since", 0)
-    if (
-        now - seen > config.session_idle_minutes * 60
-        or now - since > config.session_max_hours * 3600
-    ):
-        return True
-    session["seen"] = now
-    return False
+def session_limits(config: Config) -> SessionLimits:
+    """The configured idle and maximum session lifetimes, in seconds."""
+    return SessionLimits(config.session_idle_minutes * 60, config.session_max_hours * 3600)
+
+
+def _limits() -> SessionLimits:
+    return session_limits(current_app.config["NODE_CONFIG"])
+
+
+def _session_user() -> User | None:
+    """The enabled user whose live server-side session the cookie names."""
+    token = session.get("sid")
+    name = accounts().session_user(token, _limits()) if isinstance(token, str) else None
+    user = accounts().get(name) if name else None
+    return None if user is None or user.disabled else user
 
 
 @bp.before_app_request
@@ -160,11 +167,9 @@ def require_login_and_csrf() -> Any:
                 abort(400, description="missing or wrong CSRF token")
         if is_open(request.endpoint):
             return None
-        name = session.get("user")
-        user = accounts().get(name) if name else None
-        if user is None or user.disabled or _session_expired():
-            for key in ("user", "since", "seen"):  # the CSRF token stays: a login form uses it
-                session.pop(key, None)
+        user = _session_user()
+        if user is None:
+            session.pop("sid", None)  # the CSRF token stays: a login form uses it
             if request.path.startswith(("/api/", "/dicom-web/")):
                 abort(401, description="log in first")
             return redirect(url_for("auth.login", next=request.path))
@@ -191,9 +196,11 @@ def login() -> Any:
             return render_template("login.html", error=error), 429
         user = _check_password(username, request.form.get("password", ""))
         if user is not None:
-            session.clear()
+            if isinstance(earlier := session.get("sid"), str):
+                accounts().end_session(earlier)
+            session.clear()  # a new id and CSRF token: none planted before login survives
             session.permanent = True  # the cookie expires with session_max_hours
-            session.update(user=user.username, since=time.time(), seen=time.time())
+            session["sid"] = accounts().open_session(user.username, _limits())
             csrf_token()
             audit("login", user.username, role=user.role)
             target = request.args.get("next", "")
@@ -210,5 +217,7 @@ def login() -> Any:
 @bp.post("/logout")
 def logout() -> Any:
     audit("logout", g.user.username)
+    if isinstance(token := session.get("sid"), str):
+        accounts().end_session(token)
     session.clear()
     return redirect(url_for("auth.login"))
