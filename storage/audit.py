@@ -38,6 +38,7 @@ EVENTS: dict[str, tuple[str, str, str]] = {
     "archive-check": ("110100", "Application Activity", "E"),
     "association": ("110104", "DICOM Instances Transferred", "E"),
     "association-rejected": ("110113", "Security Alert", "E"),
+    "stow": ("110104", "DICOM Instances Transferred", "C"),
     "login": ("110114", "User Authentication", "E"),
     "logout": ("110114", "User Authentication", "E"),
     "access-denied": ("110113", "Security Alert", "E"),

@@ -110,6 +110,9 @@ def test_stow_reports_failures_per_instance(web) -> None:
     reasons = [f["00081197"]["Value"] for f in answer["00081198"]["Value"]]  # FailedSOPSequence
     assert reasons == [[0xC002], [0xC000]]
     assert node.archive.index.stats()["instances"] == 1
+    # The upload is in the audit trail under the account that made it.
+    (record,) = [r for r in node.archive.index.audit.rows() if r["event"] == "stow"]
+    assert (record["user"], record["detail"]) == ("pacs", "1 stored, 2 failed")
 
 
 def test_dicomweb_needs_a_user(web) -> None:

@@ -25,7 +25,7 @@ from pydicom.uid import JPEGBaseline8Bit
 from dicomnode.find import response
 from dicomnode.importer import split_file
 from dicomnode.ingest import Incoming, Outcome
-from storage.audit import MINOR_FAILURE
+from storage.audit import MINOR_FAILURE, SUCCESS
 from storage.keys import Level
 from storage.query import Query, QueryError
 from viewer.auth import audit
@@ -323,7 +323,9 @@ def store() -> Any:
             failed.append((None, None, 0xC000, "not a DICOM Part 10 file"))
             continue
         header = dcmread(BytesIO(part), stop_before_pixels=True, force=True)
-        result = ingestor.ingest(Incoming(data, syntax, calling_ae=None, issuer=issuer))
+        result = ingestor.ingest(
+            Incoming(data, syntax, issuer=issuer, source=f"STOW-RS {g.user.username}")
+        )
         entry = (
             header.get("SOPClassUID"),
             header.get("SOPInstanceUID"),
@@ -337,6 +339,13 @@ def store() -> Any:
     answer.ReferencedSOPSequence = [_sop(c, i, warning=status) for c, i, status, _ in stored]
     if failed:
         answer.FailedSOPSequence = [_sop(c, i, status) for c, i, status, _ in failed]
+    # Who stored what, like a DIMSE association's record.
+    audit(
+        "stow",
+        g.user.username,
+        detail=f"{len(stored)} stored, {len(failed)} failed",
+        outcome=MINOR_FAILURE if failed else SUCCESS,
+    )
     warned = any(status for _, _, status, _ in stored)
     status = 200 if not (failed or warned) else (202 if stored else 409)
     return Response(_json(answer.to_json_dict()), status=status, mimetype=JSON)

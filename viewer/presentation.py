@@ -51,6 +51,7 @@ AUDIT_EVENTS = {
     "quarantine-show": "quarantined instance shown",
     "quarantine-refuse": "quarantined instance refused",
     "uid-conflict": "UID conflict between patients",
+    "stow": "Instances stored over DICOMweb",
     "user-change": "user account changed",
     "audit-read": "audit trail read",
 }

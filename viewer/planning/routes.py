@@ -117,11 +117,11 @@ class Images:
         study = Query(
             Level.STUDY, {"StudyInstanceUID": study_uid, "PatientWeight": "", "PatientAge": ""}
         )
-        rows = list(_archive().index.find(study))
-        weight = rows[0]["PatientWeight"] if rows else None
+        found = list(_archive().index.find(study))
+        weight = found[0]["PatientWeight"] if found else None
         self.weight = weight if weight not in (None, "") else None
         # Device labels have age limits too (the duct occluder: 6 months).
-        self.age = age_years(str(rows[0]["PatientAge"] or "")) if rows else None
+        self.age = age_years(str(found[0]["PatientAge"] or "")) if found else None
         self.rows = [r for r in rows if r["Modality"] != "SR"] or rows
         self.uids = {r["SOPInstanceUID"] for r in self.rows}
         self._read: dict[str, Dataset] = {}
