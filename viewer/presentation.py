@@ -21,13 +21,10 @@ from typing import Any
 
 from babel.dates import format_date, format_datetime, get_timezone_gmt
 
+from dicomnode.deid.plausible import FIRST_YEAR, HEIGHT_M, MAX_AGE_YEARS, WEIGHT_KG
 from viewer.i18n import gettext as _
 from viewer.i18n import language, number
 
-MAX_AGE_YEARS = 89
-WEIGHT_KG = (0.2, 300.0)  # an extremely premature baby .. a heavy adult
-HEIGHT_M = (0.2, 2.5)
-FIRST_YEAR = 1901  # before it, a DA is a placeholder (1900-01-01, 0000-00-00, shifted)
 DAYS_PER_MONTH = 365.25 / 12
 _AS = re.compile(r"(\d{3})([DWMY])")
 SEXES = {"M": "male", "F": "female", "O": "other sex"}
