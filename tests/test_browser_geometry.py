@@ -77,9 +77,10 @@ def open_study(browser, node: Node):
         dpr: float = 1,
         user: str = "amina",
         tool: str | None = None,
+        locale: str | None = None,
     ):
         context = browser.new_context(
-            viewport={"width": width, "height": height}, device_scale_factor=dpr
+            viewport={"width": width, "height": height}, device_scale_factor=dpr, locale=locale
         )
         contexts.append(context)
         page = context.new_page()
@@ -325,6 +326,63 @@ def test_a_catheter_calibration_is_an_object_of_its_series(open_study) -> None:
     assert fallback["value"] == pytest.approx(120 * phantoms.XA_MM_PER_PX, abs=0.1)
     assert "at isocentre" in fallback["source"]
     assert page.evaluate("() => window.measureApi.calibrations()") == []
+
+
+def calibrate_length(page, size: tuple[int, int], a, b, mm: str) -> None:
+    page.select_option("#tool", "calibrate-length")
+    page.fill("#known-mm", mm)
+    where = box(page)
+    for point in (a, b):
+        page.mouse.click(*on_screen(where, size, point))
+
+
+def test_a_series_calibration_is_offered_only_on_runs_of_its_geometry(open_study) -> None:
+    """The phantom's two runs share a series but not a size (512 and 384
+    columns): a calibration drawn on run 1 is not offered on run 2."""
+    page = open_study()
+    show(page, RUN1, frames=3)
+    calibrate_length(page, (512, 512), (100.5, 300.5), (200.5, 300.5), "10")  # 0.1 mm/px
+    expect(page.locator("#calibrations li")).to_have_count(1)
+    assert "applies to its series" in page.locator("#calibrations li").inner_text()
+    page.wait_for_function("() => window.measureApi.calibration()?.id === 1")
+    page.select_option("#tool", "length")
+    image = replace(phantoms.XA_RUN1, mm_per_px=0.1)
+    on_run1 = measure_line(page, 0, image, (150.5, 100.5), (150.5, 220.5))
+    assert on_run1["calibration_id"] == 1 and on_run1["source"].startswith("known length 10")
+    # Run 2: none applies (the page says so), its own scale measures.
+    show(page, RUN2, frames=9)
+    page.wait_for_function("() => window.measureApi.calibration() === null")
+    on_run2 = measure_line(page, 0, phantoms.XA_RUN2, (150.5, 100.5), (150.5, 220.5))
+    assert on_run2["calibration_id"] is None and "at isocentre" in on_run2["source"]
+    assert page.locator("#measure-message").inner_text() == ""
+    # Back on run 1, it applies again.
+    show(page, RUN1, frames=3)
+    page.wait_for_function("() => window.measureApi.calibration()?.id === 1")
+
+
+def test_a_calibration_too_short_or_of_no_real_scale_is_refused_on_the_page(open_study) -> None:
+    page = open_study()
+    show(page, CATHETER, frames=4)
+    size = (512, 512)
+    calibrate_length(page, size, (100.5, 300.5), (103.5, 300.5), "2")  # 3 px
+    expect(page.locator("#measure-message")).to_contain_text("too short")
+    calibrate_length(page, size, (100.5, 300.5), (120.5, 300.5), "1000")  # 50 mm per pixel
+    expect(page.locator("#measure-message")).to_contain_text("mm per pixel")
+    assert page.evaluate("() => window.measureApi.calibrations()") == []
+    calibrate_length(page, size, (100.5, 300.5), (120.5, 300.5), "2")  # 0.1 mm per pixel
+    expect(page.locator("#calibrations li")).to_have_count(1)
+
+
+def test_the_overlay_writes_numbers_for_the_reader(open_study) -> None:
+    """A Russian reader sees 30,03 кадр/с, not 30.03."""
+    page = open_study(locale="ru-RU")
+    assert page.evaluate("() => document.documentElement.lang") == "ru"
+    page.evaluate(
+        "() => { const vp = window.viewerApi.viewports[0]; vp.meta.fps = 30.03;"
+        " window.viewerApi.draw(vp); }"
+    )
+    overlay = page.locator(".viewport .overlay").first.inner_text()
+    assert "30,03" in overlay and "30.03" not in overlay, overlay
 
 
 def test_an_echo_calibration_belongs_to_its_frame(open_study) -> None:

@@ -340,3 +340,183 @@ def xa_without_spacing():
     ds = Dataset()
     ds.Modality = "XA"
     return ds
+
+
+def runs_of_one_series(ingestor: Ingestor, archive: Archive, *changes: dict) -> list[dict]:
+    """Runs of one XA series (Imager Pixel Spacing 0.3, magnification 1.5:
+    0.2 mm/px), each with its ``changes``; their index rows, in order."""
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    from dicomnode.samples import PATIENTS, UID_ROOT, xa_instance
+
+    study, series = generate_uid(UID_ROOT), generate_uid(UID_ROOT)
+    for number, change in enumerate(changes, start=1):
+        shape = {k: change[k] for k in ("rows", "cols") if k in change}
+        ds = xa_instance(
+            PATIENTS[2],
+            frames=2,
+            transfer_syntax=ExplicitVRLittleEndian,
+            study_uid=study,
+            series_uid=series,
+            instance_number=number,
+            **shape,
+        )
+        ds.ImagerPixelSpacing = [0.3, 0.3]
+        ds.EstimatedRadiographicMagnificationFactor = 1.5
+        for keyword, value in change.items():
+            if keyword not in shape:
+                setattr(ds, keyword, value)
+        ds.SeriesDescription = "Geometry runs"
+        assert ingestor.ingest(incoming(ds, calling_ae="BISHKEK_CATH")).status == 0
+    keys = {"SOPInstanceUID": "", "SeriesInstanceUID": "", "SeriesDescription": "Geometry runs"}
+    rows = archive.index.find(Query(Level.IMAGE, {**keys, "InstanceNumber": ""}))
+    found = sorted(rows, key=lambda r: int(r["InstanceNumber"]))
+    assert len(found) == len(changes) and len({r["SeriesInstanceUID"] for r in found}) == 1
+    return found
+
+
+SIX_F_ON_12_PX = [[100.0, 300.0], [112.0, 300.0]]  # 2 mm / 12 px: 1/6 mm per pixel
+LINE_400_PX = [[100.0, 50.0], [100.0, 450.0]]  # within every run here
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        {"ImagerPixelSpacing": [0.15, 0.15]},  # the reviewer's case: 40 mm, not 66.7 mm
+        {"EstimatedRadiographicMagnificationFactor": 1.2},
+        {"PixelSpacing": [0.2, 0.2]},
+        {"DistanceSourceToPatient": "700"},
+        {"cols": 384},
+    ],
+)
+def test_a_series_calibration_applies_only_to_runs_of_its_geometry(
+    client: FlaskClient,  # noqa: F811
+    ingestor: Ingestor,
+    archive: Archive,
+    other: dict,
+) -> None:
+    run1, run2, run3 = runs_of_one_series(ingestor, archive, {}, other, {})
+    log_in(client)
+    drawn = {**catheter(run1), "points": SIX_F_ON_12_PX}
+    on_run1 = measure(client, run1["SOPInstanceUID"], points=LINE_400_PX, calibration=drawn)
+    assert on_run1.status_code == 200, on_run1.json
+    assert on_run1.json["value"] == pytest.approx(400 / 6)
+    assert on_run1.json["source"] == "catheter 6F (calibration 1)"
+    # A run of the same geometry shares it.
+    on_run3 = measure(client, run3["SOPInstanceUID"], points=LINE_400_PX, calibration=drawn)
+    assert on_run3.status_code == 200 and on_run3.json["calibration_id"] == 1
+    # The run at another geometry: refused, saying why, never rescaled.
+    refused = measure(client, run2["SOPInstanceUID"], points=LINE_400_PX, calibration=drawn)
+    assert refused.status_code == 400, refused.json
+    assert "another geometry" in refused.json["message"]
+    own = measure(client, run2["SOPInstanceUID"], points=LINE_400_PX).json
+    assert own["calibration_id"] is None and own["unit"] == "mm"
+    if other == {"ImagerPixelSpacing": [0.15, 0.15]}:
+        assert own["value"] == pytest.approx(40.0)
+    # The page is told which images share a geometry.
+    keys = [
+        client.get(f"/api/instances/{r['SOPInstanceUID']}/geometry").json["geometry"]
+        for r in (run1, run2, run3)
+    ]
+    assert keys[0] == keys[2] != keys[1]
+    assert client.get("/api/instances/1.2.3.4/geometry").status_code == 404
+
+
+def test_a_plan_cannot_keep_a_calibration_on_a_run_of_another_geometry(
+    client: FlaskClient,  # noqa: F811
+    ingestor: Ingestor,
+    archive: Archive,
+) -> None:
+    """The plan's re-check measures as the endpoint does: the same refusal."""
+    from werkzeug.exceptions import BadRequest
+
+    from viewer.planning.measure import applied_calibration, header
+
+    run1, run2 = runs_of_one_series(ingestor, archive, {}, {"ImagerPixelSpacing": [0.15, 0.15]})
+    drawn = {**catheter(run1), "points": SIX_F_ON_12_PX}
+    with client.application.test_request_context():
+        uid = run2["SOPInstanceUID"]
+        with pytest.raises(BadRequest, match="another geometry"):
+            applied_calibration(drawn, uid, header(uid), 0)
+        uid = run1["SOPInstanceUID"]
+        assert applied_calibration(drawn, uid, header(uid), 0).id == 1
+
+
+@pytest.mark.parametrize(
+    ("points", "known", "reason"),
+    [
+        ([[100, 100], [100.000001, 100]], {"french": 6}, "too short"),  # 800,000,002 mm before
+        ([[100, 100], [104, 100]], {"french": 6}, "too short"),
+        ([[100, 100], [100, 103.9]], {"mm": 1}, "too short"),
+        ([[0, 0], [10, 0]], {"mm": 1000}, "implausible scale"),  # 100 mm per pixel
+        ([[0, 0], [500, 0]], {"mm": 0.1}, "implausible scale"),  # 0.2 µm per pixel
+    ],
+)
+def test_a_calibration_too_short_or_of_no_real_scale_is_refused(
+    client: FlaskClient,  # noqa: F811
+    study: dict[str, dict],
+    points: list,
+    known: dict,
+    reason: str,
+) -> None:
+    drawn = study["Catheter phantom 1"]
+    given = {**{k: v for k, v in catheter(drawn).items() if k != "french"}, **known}
+    answer = measure(client, drawn["SOPInstanceUID"], calibration={**given, "points": points})
+    assert answer.status_code == 400, answer.json
+    assert answer.json["message"].startswith("calibration") and reason in answer.json["message"]
+    # Five pixels is enough for the catheter (2 mm / 5 px = 0.4 mm per pixel).
+    five = {**catheter(drawn), "points": [[100, 100], [105, 100]]}
+    assert measure(client, drawn["SOPInstanceUID"], calibration=five).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("kind", "points", "reason"),
+    [
+        ("length", [[150.5, 100.5], [150.5, 100.5]], "less than one image pixel apart"),
+        ("length", [[150.5, 100.5], [150.9, 100.5]], "less than one image pixel apart"),
+        ("angle", [[200, 200], [200, 200], [300, 250]], "arm is shorter"),
+        ("angle", [[200, 200], [300, 250], [200.2, 200]], "arm is shorter"),
+        ("ellipse", [[200, 200], [260, 200]], "wide or high"),  # flat: 0 mm²
+        ("ellipse", [[200, 200], [200, 260]], "wide or high"),
+        ("ellipse", [[200, 200], [200, 200]], "wide or high"),
+    ],
+)
+def test_a_degenerate_measurement_is_refused_with_its_reason(
+    client: FlaskClient,  # noqa: F811
+    study: dict[str, dict],
+    kind: str,
+    points: list,
+    reason: str,
+) -> None:
+    drawn = study["Catheter phantom 1"]
+    answer = measure(client, drawn["SOPInstanceUID"], kind=kind, points=points)
+    assert answer.status_code == 400 and reason in answer.json["message"], answer.json
+    # With a calibration too: the check is on the points, before any scale.
+    answer = measure(
+        client, drawn["SOPInstanceUID"], kind=kind, points=points, calibration=catheter(drawn)
+    )
+    assert answer.status_code == 400 and reason in answer.json["message"], answer.json
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[" * 100_000,
+        '{"kind": "length", "points": ' + "[" * 50_000,
+        '{"a": ' * 20_000 + "1" + "}" * 20_000,  # well formed, too deep
+    ],
+)
+def test_deeply_nested_json_gets_400_not_500(
+    client: FlaskClient,  # noqa: F811
+    study: dict[str, dict],
+    text: str,
+) -> None:
+    uid = study["Catheter phantom 1"]["SOPInstanceUID"]
+    answer = client.post(
+        f"/api/instances/{uid}/measure",
+        headers=HEADERS,
+        data=text,
+        content_type="application/json",
+    )
+    assert answer.status_code == 400, answer.get_data(as_text=True)[:200]
+    assert answer.json["message"].startswith("a JSON object")

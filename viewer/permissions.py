@@ -32,6 +32,7 @@ RULES: dict[str, frozenset[str]] = {
     "frames.meta": EVERYONE,
     "frames.thumbnail": EVERYONE,
     "frames.raw": EVERYONE,
+    "measure.geometry": EVERYONE,
     "planning.plans": EVERYONE,
     "planning_pages.print_plan": EVERYONE,
     "dicomweb.search_studies": EVERYONE,

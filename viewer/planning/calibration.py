@@ -8,10 +8,13 @@ French size or on any known length. Otherwise the value stays in pixels and
 says why.
 
 A user calibration is an object with a scope: it was drawn on one image and
-applies to that image's series (X-ray: one geometry per series), or only to
+applies to the images of that image's series with the same geometry (size,
+spacings, magnification: a series may hold runs at other zooms), or only to
 the frame it was drawn on (ultrasound, where each instance has its own
 regions). It never applies elsewhere, so a catheter calibrated on one run
-cannot silently rescale a measurement on another.
+cannot silently rescale a measurement on another. A line too short to click
+accurately, or giving no image's scale, does not calibrate; a measurement
+through points that coincide measures nothing and is refused.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 
 from dicomnode.validate import is_valid_uid
 
@@ -31,6 +35,19 @@ KNOWN_MM = (0.1, 1000.0)
 COORDINATE = 1e5  # beyond any image's size: a point past it is not a click
 MAX_ID = 9999
 SCOPES = ("series", "frame")
+MIN_CALIBRATION_PX = 5.0  # a shorter line gives a scale off by a fifth per pixel of error
+SCALE = (0.005, 5.0)  # mm per pixel: from a 2.5 mm field to a 2.5 m one on 512 pixels
+MIN_PX = 1.0  # a line, an arm or an ellipse's width below one image pixel measures nothing
+
+
+TOO_SHORT = (
+    f"calibration: the line is too short to calibrate on "
+    f"(at least {MIN_CALIBRATION_PX:g} image pixels)"
+)
+IMPLAUSIBLE = (
+    f"calibration: the line and the known length give an implausible scale "
+    f"({SCALE[0]:g} to {SCALE[1]:g} mm per pixel): check both"
+)
 
 
 @dataclass(frozen=True)
@@ -102,11 +119,17 @@ def french_mm(french: float) -> float:
 
 
 def manual(p1: Point, p2: Point, known_mm: float, what: str) -> Calibration:
-    """The user's calibration: a line of known length (isotropic pixels)."""
+    """The user's calibration: a line of known length (isotropic pixels).
+    Refused when too short to click accurately, or when the scale it gives
+    is no image's (a slip of the mouse or of the keyboard)."""
     pixels = math.dist(p1, p2)
-    if not (pixels > 0 and math.isfinite(pixels) and known_mm > 0 and math.isfinite(known_mm)):
-        raise ValueError("a calibration line needs a length in pixels and in mm")
+    if not (math.isfinite(pixels) and known_mm > 0 and math.isfinite(known_mm)):
+        raise ValueError("calibration: the line has no length")
+    if pixels < MIN_CALIBRATION_PX:
+        raise ValueError(TOO_SHORT)
     scale = known_mm / pixels
+    if not SCALE[0] <= scale <= SCALE[1]:
+        raise ValueError(IMPLAUSIBLE)
     return Calibration(scale, scale, what)
 
 
@@ -210,11 +233,65 @@ def parse_user(given: Any) -> UserCalibration:
         series if scope["kind"] == "series" else None,
     )
     user = UserCalibration(ident, (p1, p2), found, french, mm)
-    try:
-        user.calibration()
-    except ValueError:
-        raise ValueError("calibration: the line has no length") from None
+    user.calibration()  # its ValueError says why the line cannot calibrate
     return user
+
+
+def geometry(ds: Dataset) -> tuple[Any, ...]:
+    """What an image's scale depends on: its size, its spacings, its
+    magnification and distances, its ultrasound regions. Two images with
+    equal geometry share a calibration; one drawn on a run at another
+    spacing or magnification would misstate every length."""
+
+    def numbers(value: Any) -> tuple[Any, ...] | None:
+        if value is None or value == "":
+            return None
+        values = value if isinstance(value, MultiValue | list | tuple) else [value]
+        try:
+            return tuple(round(float(v), 6) for v in values)
+        except (TypeError, ValueError):
+            return tuple(str(v) for v in values)
+
+    regions = tuple(
+        tuple(numbers(region.get(k)) for k in REGION_KEYWORDS)
+        for region in ds.get("SequenceOfUltrasoundRegions") or []
+    )
+    return (*(numbers(ds.get(k)) for k in GEOMETRY_KEYWORDS), regions)
+
+
+GEOMETRY_KEYWORDS = (
+    "Rows",
+    "Columns",
+    "PixelSpacing",
+    "ImagerPixelSpacing",
+    "EstimatedRadiographicMagnificationFactor",
+    "DistanceSourceToDetector",
+    "DistanceSourceToPatient",
+)
+REGION_KEYWORDS = (
+    "RegionLocationMinX0",
+    "RegionLocationMinY0",
+    "RegionLocationMaxX1",
+    "RegionLocationMaxY1",
+    "PhysicalUnitsXDirection",
+    "PhysicalUnitsYDirection",
+    "PhysicalDeltaX",
+    "PhysicalDeltaY",
+)
+
+
+def degenerate(kind: str, points: list[Point]) -> str | None:
+    """Why a measurement through ``points`` measures nothing (a double
+    click, a vertex on an arm's end, a flat ellipse), else None."""
+    if kind == "length" and math.dist(*points) < MIN_PX:
+        return "length: the two ends are less than one image pixel apart"
+    if kind == "angle" and min(math.dist(points[0], p) for p in points[1:]) < MIN_PX:
+        return "angle: an arm is shorter than one image pixel (the vertex is on its end)"
+    if kind == "ellipse":
+        (cx, cy), (x, y) = points
+        if 2 * min(abs(x - cx), abs(y - cy)) < MIN_PX:
+            return "ellipse: less than one image pixel wide or high"
+    return None
 
 
 def for_image(ds: Dataset, *points: Point, user: Calibration | None = None) -> Calibration | str:

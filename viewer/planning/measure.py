@@ -3,13 +3,16 @@ the user's calibration allows, each with the source of its scale.
 
 The browser picks the user calibration that applies (by its scope) and sends
 it with the points; the server checks that the scope really covers the
-measured image (same series through the index, or the same instance and
-frame) and refuses it otherwise, so a calibration can never rescale an image
-it was not drawn for.
+measured image (same series through the index and the same geometry as the
+image it was drawn on, or the same instance and frame) and refuses it
+otherwise, so a calibration can never rescale an image it was not drawn for:
+a run of the series at another spacing or magnification needs its own.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import asdict
 from io import BytesIO
 from typing import Any
@@ -61,6 +64,23 @@ def _frame(body: dict, ds: Dataset) -> int:
         abort(400, description=str(exc))
 
 
+def json_body() -> Any:
+    """The request's JSON, or None when it is not JSON: malformed, or nested
+    deeper than the parser recurses (a RecursionError, not a ValueError,
+    which ``silent`` does not catch)."""
+    try:
+        return request.get_json(silent=True)
+    except RecursionError:
+        return None
+
+
+def geometry_key(ds: Dataset) -> str:
+    """A short fingerprint of the image's geometry, for the page to tell
+    which images a series calibration applies to."""
+    text = json.dumps(cal.geometry(ds), separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def _series_of(uid: str) -> str | None:
     query = Query(Level.IMAGE, {"SOPInstanceUID": uid, "SeriesInstanceUID": ""}, limit=1)
     rows = list(current_app.extensions["archive"].index.find(query))
@@ -89,7 +109,15 @@ def applied_calibration(
     series = str(ds.get("SeriesInstanceUID", ""))
     if scope.series != series or _series_of(scope.uid) != series:
         abort(400, description="calibration: drawn on another series; it does not apply here")
+    if scope.uid != uid and cal.geometry(header(scope.uid)) != cal.geometry(ds):
+        abort(400, description=OTHER_GEOMETRY)
     return user
+
+
+OTHER_GEOMETRY = (
+    "calibration: drawn on a run of another geometry (size, pixel spacing or magnification); "
+    "it does not apply here: calibrate on this run"
+)
 
 
 def user_calibration(body: dict) -> cal.Calibration | None:
@@ -109,10 +137,17 @@ def user_calibration(body: dict) -> cal.Calibration | None:
         abort(400, description=f"calibration: {exc}")
 
 
+@bp.get("/instances/<uid>/geometry")
+def geometry(uid: str) -> Any:
+    """The image's geometry fingerprint: a series calibration is offered on
+    the images whose fingerprint equals that of the one it was drawn on."""
+    return jsonify(geometry=geometry_key(header(uid)))
+
+
 @bp.post("/instances/<uid>/measure")
 def measure(uid: str) -> Any:
     """Length, angle or ellipse area, calibrated when the image allows."""
-    body = request.get_json(silent=True)
+    body = json_body()
     if not isinstance(body, dict):
         abort(400, description="a JSON object: kind, points, frame, calibration")
     kind = body.get("kind")
@@ -135,6 +170,8 @@ def compute(
     ``points`` on the image ``ds``, with the user calibration ``applied``
     (its scope already checked). The measure endpoint and a saved plan both
     use it, so a plan can only state what the endpoint would have measured."""
+    if reason := cal.degenerate(kind, points):
+        abort(400, description=reason)
     user = applied.calibration() if applied else None
     if kind == "angle":
         vertex, a, b = points

@@ -47,6 +47,7 @@ from viewer.planning.measure import (
     applied_calibration,
     compute,
     header,
+    json_body,
     saved_calibrations,
     saved_measurements,
 )
@@ -173,10 +174,7 @@ def _whole(value: Any, low: int, high: int, what: str) -> int:
 def _body() -> dict[str, Any]:
     if (request.content_length or 0) > MAX_BODY:
         refuse(413, "a plan is at most {n} bytes", n=MAX_BODY)
-    try:
-        body = request.get_json(silent=True)
-    except RecursionError:
-        body = None
+    body = json_body()
     if not isinstance(body, dict):
         refuse(400, "a JSON object: defect, slots, rims, note, measurements, calibrations")
     return body

@@ -4,8 +4,10 @@
 // lines, handles and labels in screen space and keeps the two lists.
 //
 // A calibration (a line over a catheter of known French size, or over a
-// known length) is an object: it belongs to the series it was drawn on
-// (X-ray), or only to its frame (ultrasound, whose regions are per image).
+// known length) is an object: it belongs to the runs of the series it was
+// drawn on that share its image's geometry (size, pixel spacing,
+// magnification: the server's fingerprint, /api/instances/<uid>/geometry),
+// or only to its frame (ultrasound, whose regions are per image).
 // A new measurement uses the latest calibration in scope; every measurement
 // names the one it used (calibration_id) and keeps it until it is cleared.
 //
@@ -23,6 +25,8 @@
   const measurements = []; // {uid, frame, kind, points, value, unit, source, calibration_id}
   const calibrations = []; // {id, points, french | mm, scope: {kind, uid, frame, series}}
   const NEEDED = { length: 2, angle: 3, ellipse: 2, calibrate: 2, "calibrate-length": 2 };
+  const MIN_CALIBRATION_PX = 5; // as the server: a shorter line cannot calibrate
+  const SCALE = [0.005, 5]; // mm per image pixel, as the server
   const REACH = 8; // CSS pixels around an end that pick it up
   const COLOUR = { measurement: "#4f4", calibration: "#4df", pending: "#fa4", selected: "#fd4" };
   let pending = { vp: null, at: null, points: [] };
@@ -30,6 +34,8 @@
   let dragging = null; // {item, index, before, moved}
   let lastId = 0;
   let note = "";
+  const geometries = new Map(); // uid -> Promise of its geometry fingerprint
+  const known = new Map(); // uid -> the fingerprint, once it has arrived
 
   const tool = () => (editable ? $("tool").value : "none");
   const same = (a, b) => Boolean(a && b && a.uid === b.uid && a.frame === b.frame);
@@ -42,14 +48,33 @@
   const mmPerPx = (c) => (c.french !== undefined ? c.french / 3 : c.mm) /
     Math.hypot(c.points[1][0] - c.points[0][0], c.points[1][1] - c.points[0][1]);
 
-  // The calibration a new measurement at (uid, frame) uses: the latest
-  // drawn for that frame, else the latest for its series.
-  function applicable(uid, frame) {
+  // An image's geometry fingerprint: asked once, the views redrawn when it comes.
+  function geometry(uid) {
+    if (!uid) return Promise.resolve(null);
+    if (!geometries.has(uid)) {
+      geometries.set(uid, fetch(`/api/instances/${uid}/geometry`)
+        .then((r) => (r.ok ? r.json() : {})).then((body) => body.geometry || null, () => null)
+        .then((found) => { known.set(uid, found); redraw(); return found; }));
+    }
+    return geometries.get(uid);
+  }
+  const sameGeometry = (a, b) => a === b ||
+    (known.get(a) !== undefined && known.get(a) !== null && known.get(a) === known.get(b));
+
+  // The series calibrations of this image's series, and the ones among them
+  // drawn on an image of its geometry (the others would misstate lengths).
+  function ofSeries(uid) {
     const series = api.seriesOf(uid);
-    const fits = (c) => (c.scope.kind === "frame"
-      ? c.scope.uid === uid && c.scope.frame === frame : c.scope.series === series);
-    const found = calibrations.filter(fits);
-    return found.filter((c) => c.scope.kind === "frame").pop() || found.pop() || null;
+    return calibrations.filter((c) => c.scope.kind === "series" && c.scope.series === series);
+  }
+
+  // The calibration a new measurement at (uid, frame) uses: the latest
+  // drawn for that frame, else the latest for its series at its geometry.
+  function applicable(uid, frame) {
+    const own = calibrations.filter((c) => c.scope.kind === "frame" && c.scope.uid === uid && c.scope.frame === frame);
+    const series = ofSeries(uid);
+    for (const c of series) { geometry(uid); geometry(c.scope.uid); }
+    return own.pop() || series.filter((c) => sameGeometry(uid, c.scope.uid)).pop() || null;
   }
 
   // A measurement keeps its calibration; once that is cleared, it takes what applies.
@@ -98,8 +123,15 @@
       message(t("Enter the known length in mm (0.1 to 1000).")); return;
     }
     const [[x1, y1], [x2, y2]] = points;
-    if (Math.hypot(x2 - x1, y2 - y1) < 2) {
-      message(t("The calibration line is too short: draw it across the whole catheter or known length.")); return;
+    const pixels = Math.hypot(x2 - x1, y2 - y1);
+    if (pixels < MIN_CALIBRATION_PX) {
+      message(t("The calibration line is too short to calibrate on (at least {n} image pixels): draw it across the whole catheter or known length, zoomed in if need be.", { n: MIN_CALIBRATION_PX }));
+      return;
+    }
+    const scale = (known.french !== undefined ? known.french / 3 : known.mm) / pixels;
+    if (!(scale >= SCALE[0] && scale <= SCALE[1])) {
+      message(t("This calibration gives {n} mm per pixel, which no image has: check the known length and the line.", { n: fmt(scale, 4) }));
+      return;
     }
     const series = api.seriesOf(at.uid);
     const scope = vp.meta.modality === "US" || !series
@@ -107,6 +139,7 @@
       : { kind: "series", series, uid: at.uid, frame: at.frame };
     const calibration = { id: ++lastId, points, ...known, scope };
     calibrations.push(calibration);
+    geometry(at.uid);
     message("");
     select(calibration);
   }
@@ -118,6 +151,7 @@
     if (kind.startsWith("calibrate")) { addCalibration(vp, at, points, kind); return; }
     const m = { uid: at.uid, frame: at.frame, kind, points, calibration_id: null };
     redraw();
+    await Promise.all([at.uid, ...ofSeries(at.uid).map((c) => c.scope.uid)].map(geometry));
     if (await compute(m, applicable(at.uid, at.frame))) { measurements.push(m); select(m); }
     else redraw();
   }
@@ -225,7 +259,12 @@
         pending.points, COLOUR.pending, "", false);
     }
     const scale = applicable(here.uid, here.frame);
+    const elsewhere = !scale && ofSeries(here.uid).filter((c) => known.has(here.uid) && known.has(c.scope.uid)).pop();
     if (scale) label(ctx, view, t("scale: calibration {n}, {what}", { n: scale.id, what: what(scale) }), [4, view.height - 4], COLOUR.calibration);
+    else if (elsewhere) {
+      label(ctx, view, t("scale: the image's own; calibration {n} was drawn on a run of another geometry", { n: elsewhere.id }),
+        [4, view.height - 4], COLOUR.pending);
+    }
   }];
 
   function row(list, item, text, warning) {
@@ -283,7 +322,7 @@
     calibrations: () => calibrations.map(copy),
     calibration() {
       const vp = api.active(), here = vp && api.position(vp);
-      const found = (here && applicable(here.uid, here.frame)) || calibrations[calibrations.length - 1];
+      const found = here && applicable(here.uid, here.frame); // none where none applies
       return found ? copy(found) : null;
     },
     lastLength: () => [...measurements].reverse().find((x) => x.kind === "length" && x.unit === "mm"),
@@ -308,6 +347,7 @@
         }
       }
       for (const m of content.measurements || []) measurements.push({ calibration_id: null, ...copy(m) });
+      for (const c of calibrations) geometry(c.scope.uid);
       render(); redraw();
     },
   };

@@ -6,7 +6,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const { t } = window;
+const { t, fmt } = window;
 const viewports = [];
 const thumbs = [...document.querySelectorAll("#series .thumb")];
 const ZOOM = { step: 1.25, min: 0.1, max: 32 };
@@ -133,9 +133,12 @@ function draw(vp) {
   for (const overlay of window.viewerOverlays || []) overlay(vp, ctx, view);
   const m = vp.meta;
   vp.overlay.textContent = `${m.pseudonym} · ${m.sex} ${m.age} ${m.weight ? m.weight + " " + t("kg") : ""}` +
-    ` · ${m.modality} ${m.view} · ${t("frame {n}", { n: `${vp.frame + 1}/${count(vp)}` })} · ${m.fps} ${t("fps")}`;
+    ` · ${m.modality} ${m.view} · ${t("frame {n}", { n: `${vp.frame + 1}/${count(vp)}` })} · ${rate(m.fps)} ${t("fps")}`;
   return true;
 }
+
+// Frames per second in the page's locale (30,03 in Russian), whole when whole.
+const rate = (fps) => fmt(fps, Number.isInteger(fps) ? 0 : 2);
 
 function tick(now) {
   for (const vp of viewports) {
