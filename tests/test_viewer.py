@@ -357,6 +357,9 @@ def test_measure_and_save_a_plan_with_its_report(
     assert body["version"] == 1 and body["deficient_rims"] == ["aortic"]
     assert body["proposal"]["sizes"] == ["16 mm", "17 mm"]
     assert "instructions for use" in body["proposal"]["rule"]["source"]
+    # A new version says which one it continues (else it could silently
+    # overwrite what someone else saved meanwhile).
+    plan = {**plan, "plan": body["plan"], "based_on": body["version"]}
     again = client.post(f"/api/studies/{study}/plans", headers=headers, json=plan).json
     assert again["version"] == 2  # versions are kept, never overwritten
     versions = client.get(f"/api/studies/{study}/plans").json
