@@ -8,8 +8,8 @@ pixel stream, broken fragments): what the viewer must survive.
 
 from __future__ import annotations
 
+import logging
 import threading
-import time
 import tracemalloc
 from io import BytesIO
 
@@ -30,10 +30,11 @@ from werkzeug.security import generate_password_hash
 
 from dicomnode.config import Config
 from dicomnode.samples import PATIENTS, UID_ROOT, XA_STORAGE, base_dataset, xa_instance
-from storage.archive import Archive
+from storage.archive import Archive, DuplicatePolicy
 from storage.record import record_from_dataset
 from tests.test_browser import log_in as browser_log_in
 from tests.test_browser import page, web_node  # noqa: F401 (fixtures)
+from tests.test_viewer import as_user
 from viewer import create_app, framecache, framedecode, frames, framestore
 
 RNG = np.random.default_rng(15)
@@ -43,8 +44,7 @@ RNG = np.random.default_rng(15)
 def client(config: Config, archive: Archive) -> FlaskClient:
     archive.index.accounts.add("amina", generate_password_hash("correct horse"), "cardiologist")
     client = create_app(config, archive, b"k" * 32).test_client()
-    with client.session_transaction() as session:
-        session.update(user="amina", csrf="token", since=time.time(), seen=time.time())
+    as_user(client, "amina")
     return client
 
 
@@ -305,12 +305,20 @@ def test_a_single_frame_and_ranges_outside_it(client: FlaskClient, archive: Arch
     uid = put(archive, ds)
     meta, got = shown(client, uid)
     assert meta["frames"] == 1 and (got[0] == truth[0]).all()
-    for bad in ("1-2", "0-1", "2-1", "2-2", "1-99999999999999999999"):
+    for bad in ("1-2", "2-2", "1-999999999999"):
         answer = client.get(f"/api/instances/{uid}/raw/{bad}")
         assert answer.status_code == 404, bad
         assert b"frames are numbered 1 to 1" in answer.data
     assert client.get(f"/api/instances/{uid}/frames/2").status_code == 404
-    assert client.get(f"/api/instances/{uid}/raw/-1-1").status_code in (403, 404)  # no route
+    # Reversed, zero, negative, not digits or not ASCII digits: asked wrongly.
+    for bad in ("0-1", "0-0", "2-1", "-1-1", "1-99999999999999999999", "1-2-3", "1-x", "+1-1"):
+        answer = client.get(f"/api/instances/{uid}/raw/{bad}")
+        assert answer.status_code == 400 and b"raw/A-B" in answer.data, bad
+    for bad in ("\uff11-\uff11", "1-\u0661", "\u0967-1"):  # fullwidth, Arabic-Indic, Devanagari
+        assert client.get(f"/api/instances/{uid}/raw/{bad}").status_code == 400, bad
+    for bad in ("0", "\u0661", "\uff11", "1.0", " 1"):
+        answer = client.get(f"/api/instances/{uid}/frames/{bad}")
+        assert answer.status_code == 400 and b"frame" in answer.data, bad
 
 
 def test_raw_frames_are_immutable_with_their_type_length_and_etag(
@@ -318,17 +326,69 @@ def test_raw_frames_are_immutable_with_their_type_length_and_etag(
 ) -> None:
     truth = RNG.integers(0, 65536, (3, 8, 8)).astype(np.uint16)
     uid = put(archive, image(truth))
-    response = client.get(f"/api/instances/{uid}/raw/2-3")
+    version = client.get(f"/api/instances/{uid}/meta").json["version"]
+    response = client.get(f"/api/instances/{uid}/raw/2-3?v={version}")
     assert response.mimetype == "application/octet-stream"
     assert response.headers["Content-Length"] == str(2 * 8 * 8 * 2)
     assert "immutable" in response.headers["Cache-Control"]
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     again = client.get(
-        f"/api/instances/{uid}/raw/2-3", headers={"If-None-Match": response.headers["ETag"]}
+        f"/api/instances/{uid}/raw/2-3?v={version}",
+        headers={"If-None-Match": response.headers["ETag"]},
     )
     assert again.status_code == 304
     other = client.get(f"/api/instances/{uid}/raw/1-3").headers["ETag"]
     assert other != response.headers["ETag"]
+    # Without the version (a link kept elsewhere): asked again each time.
+    plain = client.get(f"/api/instances/{uid}/raw/2-3")
+    assert plain.headers["Cache-Control"] == "private, no-cache"
+    assert plain.headers["ETag"] == response.headers["ETag"]
+
+
+def test_a_replaced_duplicate_is_never_served_from_the_old_cache(
+    client: FlaskClient, archive: Archive
+) -> None:
+    archive.duplicates = DuplicatePolicy.REPLACE
+    ds = image(np.full((2, 8, 8), 10, np.uint8))
+    uid = put(archive, ds)
+    paths = ["raw/1-1", "raw/1-2", "frames/1", "thumbnail"]
+    old_meta = client.get(f"/api/instances/{uid}/meta")
+    assert old_meta.headers["Cache-Control"] == "no-store"  # the versions are always current
+    old = old_meta.json["version"]
+    before = {p: client.get(f"/api/instances/{uid}/{p}?v={old}") for p in paths}
+    assert all(r.status_code == 200 for r in before.values())
+    ds.PixelData = np.full((2, 8, 8), 200, np.uint8).tobytes()  # the same SOP instance re-sent
+    put(archive, ds)
+    new = client.get(f"/api/instances/{uid}/meta").json["version"]
+    assert new != old
+    for path, response in before.items():
+        etag = response.headers["ETag"]
+        stale = client.get(f"/api/instances/{uid}/{path}", headers={"If-None-Match": etag})
+        assert stale.status_code == 200 and stale.headers["ETag"] != etag, path
+        assert stale.data != response.data and stale.headers["Cache-Control"] == "private, no-cache"
+        # An open page asking for what it was told: refused, never mixed in.
+        mixed = client.get(f"/api/instances/{uid}/{path}?v={old}", headers={"If-None-Match": etag})
+        assert mixed.status_code == 409 and b"replaced" in mixed.data, path
+        fresh = client.get(f"/api/instances/{uid}/{path}?v={new}")
+        assert fresh.data == stale.data and "immutable" in fresh.headers["Cache-Control"]
+    assert set(raw(client, uid, 1, 2)) == {200}
+
+
+def test_a_rewritten_file_of_the_same_digest_gets_a_new_version(
+    client: FlaskClient, archive: Archive
+) -> None:
+    """The blob rewritten without the index knowing (a failed re-send, a
+    restore): the file's identity changes the version too."""
+    ds = image(np.full((1, 4, 4), 10, np.uint8))
+    uid = put(archive, ds)
+    old = client.get(f"/api/instances/{uid}/meta").json["version"]
+    ds.PixelData = np.full((1, 4, 4), 99, np.uint8).tobytes()
+    buffer = BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    archive.blobs.path(archive.index.instance_blob(uid)).write_bytes(buffer.getvalue())
+    assert client.get(f"/api/instances/{uid}/meta").json["version"] != old
+    assert client.get(f"/api/instances/{uid}/raw/1-1?v={old}").status_code == 409
+    assert set(raw(client, uid, 1, 1)) == {99}
 
 
 def test_no_one_but_a_user_gets_frames(config: Config, archive: Archive) -> None:
@@ -348,7 +408,8 @@ def test_a_short_pixel_stream_shows_the_frames_it_holds(
     ds.PixelData = ds.PixelData[: 16 * 16 * 3 + 100]  # 3 frames and a bit of a fourth
     uid = put(archive, ds)
     meta, got = shown(client, uid)
-    assert meta["frames"] == 3 and len(meta["frame_times_ms"]) == 3
+    assert meta["frames"] == 3 and meta["frame_time_ms"] == 40
+    assert meta["frame_times_ms"] is None  # one time for every frame, said once
     assert all((g == t).all() for g, t in zip(got, truth[:3], strict=False))
     assert client.get(f"/api/instances/{uid}/raw/4-4").status_code == 404
 
@@ -398,6 +459,105 @@ def test_damaged_instances_are_refused_with_the_reason(
     assert uid.encode() not in answer.data and PATIENTS[2].patient_id.encode() not in answer.data
 
 
+def jpeg_items(*items: bytes) -> bytes:
+    """Pixel Data's value made of these items exactly (no Basic Offset Table
+    unless the first is one), each padded to even length."""
+    out = b""
+    for item in items:
+        item += b"\0" * (len(item) % 2)
+        out += b"\xfe\xff\x00\xe0" + len(item).to_bytes(4, "little") + item
+    return out  # the writer ends the sequence
+
+
+@pytest.mark.parametrize("frames", [1, 2])
+def test_jpeg_items_that_are_not_jpeg_are_refused_not_sent_as_jpeg(
+    client: FlaskClient, archive: Archive, frames: int
+) -> None:
+    good = jpeg_run(frames, "L", 1)
+    ds = image(np.zeros((frames, 48, 64), np.uint8), "MONOCHROME2")
+    junk = b"\x00\x01junk\xff\xd9"[: 6 if frames == 1 else 8]  # 6 bytes: not taken as a table
+    ds.PixelData = jpeg_items(junk, *good) if frames == 1 else jpeg_items(b"", junk[:6], *good)
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    uid = put(archive, ds)
+    assert client.get(f"/api/instances/{uid}/meta").json["delivery"] == "jpeg"
+    for path in ("thumbnail", "frames/1"):
+        answer = client.get(f"/api/instances/{uid}/{path}")
+        assert answer.status_code == 422, (path, answer.status_code)
+        assert b"frame 1 is not a JPEG image" in answer.data and answer.mimetype != "image/jpeg"
+
+
+def test_a_jpeg_that_ends_early_is_a_422(client: FlaskClient, archive: Archive) -> None:
+    (good,) = jpeg_run(1, "L", 1)
+    ds = image(np.zeros((1, 48, 64), np.uint8), "MONOCHROME2")
+    ds.PixelData = jpeg_items(b"", good[:40])  # the header, cut off
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    uid = put(archive, ds)
+    answer = client.get(f"/api/instances/{uid}/thumbnail")
+    assert answer.status_code == 422 and b"frame 1 cannot be decoded" in answer.data
+
+
+@pytest.mark.parametrize("path", ["raw/1-1", "frames/1", "thumbnail"])
+def test_values_in_a_damaged_header_never_reach_the_log(
+    client: FlaskClient, archive: Archive, caplog: pytest.LogCaptureFixture, path: str
+) -> None:
+    ds = xa_instance(PATIENTS[2], frames=2, rows=16, cols=16, transfer_syntax=RLELossless)
+    ds.PhotometricInterpretation = "ZZLEAKVAL"  # pydicom's error quotes it
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "ZZLEAKTWO"]
+    uid = put(archive, ds)
+    for colour in (False, True):  # as PNG (one sample, unknown model), and decoded for /raw
+        if colour:
+            ds.SamplesPerPixel, ds.PlanarConfiguration = 3, 0
+            ds.SOPInstanceUID = generate_uid(UID_ROOT)
+            uid = put(archive, ds)
+        with caplog.at_level(logging.DEBUG):
+            answer = client.get(f"/api/instances/{uid}/{path}")
+        if answer.status_code == 415:  # PNG-only: no raw
+            continue
+        assert answer.status_code == 422, (colour, answer.status_code, answer.data)
+        assert b"ZZLEAK" not in answer.data
+    assert caplog.records and "ZZLEAK" not in caplog.text
+    assert all(uid not in r.getMessage() for r in caplog.records)
+
+
+def test_a_million_tiny_frames_are_refused_at_once(client: FlaskClient, archive: Archive) -> None:
+    ds = image(np.zeros((1, 1, 1), np.uint8))
+    ds.NumberOfFrames, ds.PixelData = 1_000_000, bytes(1_000_000)
+    uid = put(archive, ds)
+    for path in ("meta", "raw/1-1", "raw/1-1000000", "frames/1", "thumbnail"):
+        answer = client.get(f"/api/instances/{uid}/{path}")
+        assert answer.status_code == 413, path
+        assert b"this image has 1000000 frames; the viewer shows at most 20000" in answer.data
+    jpeg = image(np.zeros((1, 8, 8), np.uint8))
+    jpeg.NumberOfFrames = 10**9  # compressed: refused before any fragment is read
+    jpeg.PixelData = jpeg_items(b"", *jpeg_run(2, "L", 1))
+    jpeg["PixelData"].VR = "OB"
+    jpeg.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    answer = client.get(f"/api/instances/{put(archive, jpeg)}/meta")
+    assert answer.status_code == 413 and b"at most 20000" in answer.data
+
+
+def test_tiny_frames_come_a_few_hundred_at_a_time_and_meta_stays_small(
+    client: FlaskClient, archive: Archive
+) -> None:
+    ds = image(np.zeros((20_000, 1, 1), np.uint8))  # the most frames shown
+    uid = put(archive, ds)
+    response = client.get(f"/api/instances/{uid}/meta")
+    meta = response.json
+    assert meta["frames"] == 20_000 and meta["per_request"] == frames.REQUEST_FRAMES == 256
+    assert len(response.data) < 2000 and meta["frame_times_ms"] is None
+    assert meta["frame_time_ms"] == 40 and meta["fps"] == 25
+    assert client.get(f"/api/instances/{uid}/raw/1-257").status_code == 400
+    assert len(raw(client, uid, 19_745, 20_000)) == 256
+    # Frames of their own times: listed, one per frame (bounded by the frames).
+    ds = image(np.zeros((3000, 1, 1), np.uint8))
+    ds.FrameTimeVector = [0] + [40 if i % 2 else 20 for i in range(1, 3000)]
+    varied = client.get(f"/api/instances/{put(archive, ds)}/meta").json
+    assert len(varied["frame_times_ms"]) == 3000 and varied["frame_times_ms"][:2] == [40, 20]
+    assert varied["frame_time_ms"] == pytest.approx(30, abs=0.01)
+
+
 def test_more_than_16_bits_go_as_png(client: FlaskClient, archive: Archive) -> None:
     truth = RNG.integers(0, 1 << 20, (2, 8, 8)).astype(np.uint32)
     uid = put(archive, image(truth, BitsStored=20, HighBit=19))
@@ -421,19 +581,19 @@ def test_a_2000_frame_run_is_served_in_bounded_requests_and_memory(
 ) -> None:
     truth = np.arange(2000, dtype=np.uint16)[:, None, None] * 31 + np.zeros((64, 64), np.uint16)
     uid = put(archive, image(truth))
-    monkeypatch.setattr(frames, "REQUEST_BYTES", 4 << 20)  # 512 frames of 8 KiB
+    monkeypatch.setattr(frames, "REQUEST_BYTES", 1 << 20)  # 128 frames of 8 KiB
     meta = client.get(f"/api/instances/{uid}/meta").json
-    assert meta["frames"] == 2000 and meta["per_request"] == 512
-    refused = client.get(f"/api/instances/{uid}/raw/1-513")
-    assert refused.status_code == 400 and b"at most 512 frames" in refused.data
+    assert meta["frames"] == 2000 and meta["per_request"] == 128
+    refused = client.get(f"/api/instances/{uid}/raw/1-129")
+    assert refused.status_code == 400 and b"at most 128 frames" in refused.data
     tracemalloc.start()
     try:
-        response = client.get(f"/api/instances/{uid}/raw/1001-1512", buffered=False)
+        response = client.get(f"/api/instances/{uid}/raw/1001-1128", buffered=False)
         sent = sum(len(chunk) for chunk in response.response)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert sent == 512 * 64 * 64 * 2
+    assert sent == 128 * 64 * 64 * 2
     assert peak < sent / 4  # streamed a frame at a time, never the range (or the 16 MB file)
     last = np.frombuffer(raw(client, uid, 2000, 2000), "<u2")
     assert (last == 1999 * 31).all()
@@ -494,8 +654,7 @@ def test_concurrent_first_requests_decode_each_frame_once(
 
     def fetch() -> None:
         browser = app.test_client()
-        with browser.session_transaction() as session:
-            session.update(user="amina", csrf="token", since=time.time(), seen=time.time())
+        as_user(browser, "amina")
         answers.append(browser.get(f"/api/instances/{uid}/raw/1-6").data)
 
     threads = [threading.Thread(target=fetch) for _ in range(others + 1)]
@@ -688,3 +847,51 @@ def test_a_replaced_file_is_read_again_not_served_from_old_offsets(
     archive.blobs.path(archive.index.instance_blob(uid)).write_bytes(buffer.getvalue())
     meta, got = shown(client, uid)
     assert meta["frames"] == 5 and all((g == s).all() for g, s in zip(got, second, strict=True))
+
+
+@pytest.mark.slow
+@pytest.mark.peers
+def test_the_browser_shows_a_replaced_instance_not_its_cached_pixels(page, web_node) -> None:  # noqa: F811
+    """Frames cached for good by the browser: a re-sent instance (duplicates
+    = "replace") must still be drawn with its new pixels, in a grey raw clip,
+    a JPEG clip and the thumbnail <img> alike."""
+    web_node.archive.duplicates = DuplicatePolicy.REPLACE
+    grey = image(np.full((2, 8, 8), 10, np.uint8))
+    (first,) = jpeg_run(1, "L", 1)
+    jpeg = image(np.zeros((1, 48, 64), np.uint8))
+    jpeg.PixelData, jpeg.file_meta.TransferSyntaxUID = encapsulate([first]), JPEGBaseline8Bit
+    jpeg["PixelData"].VR = "OB"
+    uids = [put(web_node.archive, grey), put(web_node.archive, jpeg)]
+    browser_log_in(page)
+    read = """async (uid) => {
+      const clip = await Clip.open([uid]);
+      await clip.loaded;
+      const canvas = document.createElement("canvas");
+      Object.assign(canvas, { width: clip.width, height: clip.height });
+      const ctx = canvas.getContext("2d");
+      ctx.drawImage(clip.source(clip.count - 1), 0, 0);
+      const thumb = new Image();
+      thumb.src = `/api/instances/${uid}/thumbnail`;
+      await thumb.decode();
+      const small = document.createElement("canvas");
+      small.getContext("2d").drawImage(thumb, 0, 0);
+      clip.close();
+      const pixel = (c) => c.getContext("2d").getImageData(0, 0, 1, 1).data[0];
+      return [pixel(canvas), pixel(small)];
+    }"""
+
+    def read_all() -> list[list[int]]:
+        page.goto(page.base + "/")  # a new page: what it holds is the HTTP cache's
+        page.add_script_tag(url="/static/clip.js")
+        return [page.evaluate(read, uid) for uid in uids]
+
+    before = read_all()
+    grey.PixelData = np.full((2, 8, 8), 200, np.uint8).tobytes()
+    jpeg.PixelData = encapsulate(jpeg_run(4, "L", 1)[3:])  # 220 where 40 was
+    jpeg["PixelData"].VR = "OB"
+    put(web_node.archive, grey)
+    put(web_node.archive, jpeg)
+    after = read_all()
+    assert before[0] == [10, 10] and after[0] == [200, 200]
+    assert abs(before[1][0] - 40) <= 3 and abs(after[1][0] - 220) <= 3
+    assert abs(before[1][1] - 40) <= 3 and abs(after[1][1] - 220) <= 3

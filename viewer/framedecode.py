@@ -29,7 +29,7 @@ def _cache() -> FrameCache:
     return current_app.extensions.setdefault("frame_cache", FrameCache())
 
 
-def _reference(uid: str) -> str:
+def reference(uid: str) -> str:
     """An instance named in the log without its UID (UIDs can be traced)."""
     return hashlib.sha256(uid.encode()).hexdigest()[:12]
 
@@ -56,8 +56,10 @@ def decode(found: Layout, index: int) -> np.ndarray:
             from pydicom.pixels import apply_color_lut
 
             array = apply_color_lut(array, single)
-    except Exception as exc:
-        log.warning("frame %d of %s not decoded: %s", index + 1, _reference(found.uid), exc)
+    except Exception as exc:  # the text may quote the data set's values: never logged
+        log.warning(
+            "frame %d of %s not decoded (%s)", index + 1, reference(found.uid), type(exc).__name__
+        )
         raise FrameError(f"frame {index + 1} cannot be decoded") from exc
     return array
 
@@ -85,7 +87,7 @@ def raw_frame(found: Layout, index: int) -> bytes:
     if found.passthrough:
         with found.open() as blob:
             return found.stored(index, blob)
-    key = (found.uid, found.stamp, index)
+    key = (found.uid, found.version, index)
     return _cache().get(key, lambda: _sized(_to_raw(found, decode(found, index))))
 
 

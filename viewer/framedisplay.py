@@ -10,17 +10,21 @@ deeper grey windowed to 8 bits the way the sender's first window says.
 
 from __future__ import annotations
 
+import logging
 from io import BytesIO
+from typing import Any
 
 import numpy as np
 from PIL import Image
 from pydicom.dataset import Dataset
 
-from viewer.framedecode import frame_array
-from viewer.framestore import Layout, number
+from viewer.framedecode import frame_array, reference
+from viewer.framestore import FrameError, Layout, number
 
+log = logging.getLogger(__name__)
 DEFAULT_FPS = 30.0
 THUMBNAIL_PIXELS = (192, 192)
+JPEG_START = b"\xff\xd8\xff"  # SOI, then the next marker
 
 
 def frame_times_ms(ds: Dataset, frames: int | None = None) -> list[float]:
@@ -43,6 +47,16 @@ def frame_times_ms(ds: Dataset, frames: int | None = None) -> list[float]:
         if (value := ds.get(keyword)) and float(value) > 0:
             return [1000.0 / float(value)] * frames
     return [1000.0 / DEFAULT_FPS] * frames
+
+
+def timing(ds: Dataset, frames: int) -> dict[str, Any]:
+    """Timing as /meta gives it: ``frame_time_ms`` (the mean), and
+    ``frame_times_ms`` one per frame only when they differ (frames are
+    bounded by ``framestore.MAX_FRAMES``), else None."""
+    times = frame_times_ms(ds, frames)
+    mean = sum(times) / len(times)
+    varied = any(t != times[0] for t in times)
+    return {"frame_time_ms": mean, "frame_times_ms": times if varied else None}
 
 
 def rescale(ds: Dataset) -> dict[str, float]:
@@ -81,27 +95,51 @@ def image_8bit(found: Layout, array: np.ndarray) -> np.ndarray:
     return image
 
 
+def stored_jpeg(found: Layout, index: int) -> bytes:
+    """Frame ``index`` of a JPEG baseline instance as stored, if it is a JPEG
+    image at all (a junk item, fragments grouped wrongly, are not): never
+    other bytes labelled image/jpeg."""
+    with found.open() as blob:
+        data = found.stored(index, blob)
+    if not data.startswith(JPEG_START):
+        raise FrameError(f"frame {index + 1} is not a JPEG image")
+    return data
+
+
 def browser_image(found: Layout, index: int) -> tuple[bytes, str]:
     """Frame ``index`` (0-based) for an <img>: JPEG as stored, else PNG."""
     if found.delivery == "jpeg":
-        with found.open() as blob:
-            return found.stored(index, blob), "image/jpeg"
-    buffer = BytesIO()
-    Image.fromarray(image_8bit(found, frame_array(found, index))).save(
-        buffer, format="PNG", compress_level=1
-    )
-    return buffer.getvalue(), "image/png"
+        return stored_jpeg(found, index), "image/jpeg"
+    pixels = image_8bit(found, frame_array(found, index))
+    png = _encoded(found, index, lambda: _save(Image.fromarray(pixels), "PNG", compress_level=1))
+    return png, "image/png"
 
 
 def thumbnail_jpeg(found: Layout) -> bytes:
     """The first frame, small, as JPEG: one frame decoded and not kept (a
     study page of many runs must not fill the frame cache), never the clip."""
     if found.delivery == "jpeg":
-        with found.open() as blob:
-            image = Image.open(BytesIO(found.stored(0, blob))).convert("RGB")
+        data = stored_jpeg(found, 0)
+        image = _encoded(found, 0, lambda: Image.open(BytesIO(data)).convert("RGB"))
     else:
         image = Image.fromarray(image_8bit(found, frame_array(found, 0, cached=False)))
     image.thumbnail(THUMBNAIL_PIXELS)
+    return _save(image, "JPEG", quality=85)
+
+
+def _save(image: Image.Image, kind: str, **options: Any) -> bytes:
     buffer = BytesIO()
-    image.save(buffer, format="JPEG", quality=85)
+    image.save(buffer, format=kind, **options)
     return buffer.getvalue()
+
+
+def _encoded(found: Layout, index: int, work: Any) -> Any:
+    """``work`` (Pillow reading or writing a frame), its failure a FrameError;
+    Pillow's text is never logged (it may quote the data)."""
+    try:
+        return work()
+    except Exception as exc:  # Pillow's errors on damaged images are of many kinds
+        log.warning(
+            "frame %d of %s not shown (%s)", index + 1, reference(found.uid), type(exc).__name__
+        )
+        raise FrameError(f"frame {index + 1} cannot be decoded") from exc

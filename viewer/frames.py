@@ -13,69 +13,113 @@ How an instance's frames travel is decided once per instance
 - ``image``: what ``raw`` cannot carry (more than 16 bits) goes as PNG.
 
 /frames/N is one frame as a browser image (``framedisplay``) for print,
-thumbnails and DICOMweb /rendered. URLs are immutable (instance UIDs are
-never reused), so every answer may be cached for good.
+thumbnails and DICOMweb /rendered.
+
+A SOP instance can be replaced (duplicates = "replace") with other pixels,
+so ETags name the stored content (``Layout.version``: the blob's SHA-256 and
+its file), never the URL alone. URLs the page builds from /meta carry that
+version (``?v=``) and are cached for good; an old version is answered 409 (an
+open page must not mix another instance's frames into what it measures).
+URLs without it (thumbnails, print) are revalidated on every use.
 """
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from flask import Blueprint, Response, abort, jsonify, request
 
-from viewer.framedecode import raw_frame
-from viewer.framedisplay import browser_image, frame_times_ms, rescale, thumbnail_jpeg, window
+from viewer.framedecode import raw_frame, reference
+from viewer.framedisplay import (  # noqa: F401 (frame_times_ms: tests import it from here)
+    browser_image,
+    frame_times_ms,
+    rescale,
+    thumbnail_jpeg,
+    timing,
+    window,
+)
 from viewer.framestore import FrameError, Layout, layout
 from viewer.presentation import patient_fields
 
 bp = Blueprint("frames", __name__, url_prefix="/api/instances")
+log = logging.getLogger(__name__)
 REQUEST_BYTES = 24 << 20  # most bytes one /raw request sends
+# Most frames one /raw request sends: a request of tiny frames must not hold
+# a worker for seconds (the browser asks again, in playing order).
+REQUEST_FRAMES = 256
 IMMUTABLE = "private, max-age=31536000, immutable"
+REVALIDATE = "private, no-cache"
+NUMBER = re.compile("[0-9]{1,12}")  # ASCII only: int() would take "١" or "１"
 
 
-def _guarded(work: Callable[[], Any]) -> Any:
-    """``work``'s result, or its FrameError as an HTTP error that says why."""
+def _guarded(work: Callable[[], Any], uid: str = "") -> Any:
+    """``work``'s result, or its FrameError as an HTTP error that says why;
+    anything else damaged data provokes is a 422 too, never a 500 (logged by
+    type only: exception texts may quote the data set)."""
     try:
         return work()
     except FrameError as exc:
         abort(exc.status, description=str(exc))
+    except Exception as exc:
+        log.warning("frames of %s not shown (%s)", reference(uid), type(exc).__name__)
+        abort(422, description="the stored pixel data cannot be shown")
 
 
 def _layout(uid: str) -> Layout:
-    return _guarded(lambda: layout(uid))
+    try:
+        return layout(uid)
+    except FrameError as exc:
+        abort(exc.status, description=str(exc))
 
 
 def per_request(found: Layout) -> int:
-    """How many frames one /raw request may ask for."""
-    return max(1, REQUEST_BYTES // max(found.raw.get("bytes", 1), 1))
+    """How many frames one /raw request may ask for: bounded in bytes and in
+    frames."""
+    return max(1, min(REQUEST_FRAMES, REQUEST_BYTES // max(found.raw.get("bytes", 1), 1)))
 
 
-def _immutable(response: Response, etag: str | None = None) -> Response:
-    if etag:
-        response.headers["ETag"] = etag
-    response.headers["Cache-Control"] = IMMUTABLE
+def _number(text: str | int, wrong: str) -> int:
+    """A frame number as a path gives it: ASCII digits only, else 400 ``wrong``."""
+    if isinstance(text, int):  # called from DICOMweb /rendered
+        return text
+    if not NUMBER.fullmatch(text):
+        abort(400, description=wrong)
+    return int(text)
+
+
+def _versioned(found: Layout, *parts: object) -> tuple[str, Response | None]:
+    """The ETag of this content, and the answer already due: 304 when the
+    browser holds it, 409 when the page asks for a version replaced since."""
+    etag = '"' + "-".join(str(p) for p in (found.version, *parts)) + '"'
+    asked = request.args.get("v")
+    if asked is not None and asked != found.version:
+        abort(409, description="this image was replaced after the page opened it: open it again")
+    if request.headers.get("If-None-Match") == etag:
+        return etag, _cached(Response(status=304), etag)
+    return etag, None
+
+
+def _cached(response: Response, etag: str) -> Response:
+    """Kept for good under a versioned URL, else revalidated each time."""
+    response.headers["ETag"] = etag
+    response.headers["Cache-Control"] = IMMUTABLE if "v" in request.args else REVALIDATE
     return response
-
-
-def _etag(*parts: object) -> str:
-    return '"' + "-".join(str(p) for p in parts) + '"'
-
-
-def _not_modified(etag: str) -> bool:
-    return request.headers.get("If-None-Match") == etag
 
 
 @bp.get("/<uid>/meta")
 def meta(uid: str) -> Any:
     found = _layout(uid)
     ds = found.header
-    times = frame_times_ms(ds, found.frames)
+    times = timing(ds, found.frames)
     return jsonify(
         uid=uid,
+        version=found.version,
         frames=found.frames,
-        frame_times_ms=times,
-        fps=round(1000.0 / (sum(times) / len(times)), 2),
+        **times,
+        fps=round(1000.0 / times["frame_time_ms"], 2),
         rows=int(ds.get("Rows", 0)),
         columns=int(ds.get("Columns", 0)),
         photometric=str(ds.get("PhotometricInterpretation", "")),
@@ -96,43 +140,54 @@ def meta(uid: str) -> Any:
 def thumbnail(uid: str) -> Response:
     """The first frame, small: decoding one frame (not kept), never the clip."""
     found = _layout(uid)
-    return _immutable(Response(_guarded(lambda: thumbnail_jpeg(found)), mimetype="image/jpeg"))
+    etag, due = _versioned(found, "thumbnail")
+    if due:
+        return due
+    data = _guarded(lambda: thumbnail_jpeg(found), uid)
+    return _cached(Response(data, mimetype="image/jpeg"), etag)
 
 
-@bp.get("/<uid>/frames/<int:number>")
-def frame(uid: str, number: int) -> Response:
-    etag = _etag(uid, number)
-    if _not_modified(etag):
-        return Response(status=304)
+@bp.get("/<uid>/frames/<number>")
+def frame(uid: str, number: str | int) -> Response:
+    wanted = _number(number, "frames/N: N is a frame number in digits 0-9")
+    if wanted < 1:
+        abort(400, description="frames are numbered from 1")
     found = _layout(uid)
-    if not 1 <= number <= found.frames:
+    if wanted > found.frames:
         abort(404, description=f"frames are numbered 1 to {found.frames}")
-    data, mime = _guarded(lambda: browser_image(found, number - 1))
-    return _immutable(Response(data, mimetype=mime), etag)
+    etag, due = _versioned(found, wanted)
+    if due:
+        return due
+    data, mime = _guarded(lambda: browser_image(found, wanted - 1), uid)
+    return _cached(Response(data, mimetype=mime), etag)
 
 
-@bp.get("/<uid>/raw/<int:first>-<int:last>")
-def raw(uid: str, first: int, last: int) -> Response:
+@bp.get("/<uid>/raw/<first>-<last>")
+def raw(uid: str, first: str, last: str) -> Response:
     """Frames ``first`` to ``last`` (from 1) in the layout /meta gives under
     ``raw``, one after another; at most ``per_request`` frames at once."""
-    etag = _etag(uid, "raw", first, last)
-    if _not_modified(etag):
-        return Response(status=304)
+    wrong = "raw/A-B: A and B are frame numbers in digits 0-9"
+    start, end = _number(first, wrong), _number(last, wrong)
+    if not 1 <= start <= end:
+        abort(400, description="raw/A-B: frames from A to B, 1 <= A <= B")
     found = _layout(uid)
     if found.delivery == "image" or not found.raw:
         abort(415, description="this image is sent as PNG frames (/frames/N), not raw")
-    if not 1 <= first <= last <= found.frames:
+    if end > found.frames:
         abort(404, description=f"frames are numbered 1 to {found.frames}")
-    if last - first + 1 > per_request(found):
+    if end - start + 1 > per_request(found):
         abort(400, description=f"ask for at most {per_request(found)} frames at once")
-    indices = range(first - 1, last)
+    etag, due = _versioned(found, "raw", start, end)
+    if due:
+        return due
+    indices = range(start - 1, end)
     if found.passthrough:
         body: Iterator[bytes] | list[bytes] = _stream(found, indices)
     else:  # decoded before answering, so a frame that fails is a clear error
-        body = [_guarded(lambda i=i: raw_frame(found, i)) for i in indices]
+        body = [_guarded(lambda i=i: raw_frame(found, i), uid) for i in indices]
     response = Response(body, mimetype="application/octet-stream", direct_passthrough=True)
     response.headers["Content-Length"] = str(len(indices) * found.raw["bytes"])
-    return _immutable(response, etag)
+    return _cached(response, etag)
 
 
 def _stream(found: Layout, indices: range) -> Iterator[bytes]:

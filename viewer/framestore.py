@@ -5,12 +5,15 @@ the fragment item headers alone, so that any frame can later be read at its
 offset in the blob without reading (or decoding) the whole file: a 2000-frame
 run costs one frame's memory per request. Blobs whose frames cannot be read
 at an offset (deflated, big endian, object stores) keep Pixel Data's value
-in memory instead. Layouts are cached per application while the blob's file
-is unchanged, since a replaced duplicate must be read again.
+in memory instead. Layouts are cached per application while the blob is the
+one the index names (its SHA-256) and its file is unchanged, since a
+replaced duplicate must be read again; ``Layout.version`` names that content
+so that what browsers cached of an older one is never used for it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import struct
 from dataclasses import dataclass, replace
@@ -22,11 +25,18 @@ from flask import current_app
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGBaseline8Bit
+from sqlalchemy import select
 
+from storage.schema import instances
 from viewer.framecache import FrameCache
 
 FRAME_BYTES = 64 << 20  # the largest frame shown (a 4096 x 4096 RGB frame is 48 MiB)
 LAYOUT_BYTES = 64 << 20  # layouts (headers, in-memory pixel data) kept by the server
+# The most frames the viewer handles in one instance: ten minutes at 30/s.
+# Beyond it /meta, timing and the browser's bookkeeping grow without purpose
+# (a 1x1 image claiming a million frames is an attack, not a run).
+MAX_FRAMES = 20_000
+MAX_ITEMS = 4 * MAX_FRAMES  # fragment items read to find where frames start
 PIXEL_DATA = 0x7FE00010
 ITEM, SEQUENCE_END = (0xFFFE, 0xE000), (0xFFFE, 0xE0DD)
 
@@ -54,7 +64,9 @@ class Layout:
     base: int  # where Pixel Data's value starts in ``path`` (0 in ``pixels``)
     frame_bytes: int  # native: stored bytes per frame
     fragments: tuple[tuple[tuple[int, int], ...], ...]  # encapsulated: (offset, length)
-    stamp: tuple[int, int] = (0, 0)  # size and mtime of ``path`` when it was read
+    stamp: tuple[int, ...] = ()  # inode, size and mtime of ``path`` when it was read
+    digest: str = ""  # the blob's SHA-256 as the index gives it
+    version: str = ""  # names this content (digest and file): URL token and ETag
 
     @property
     def syntax(self) -> Any:
@@ -169,7 +181,9 @@ def _arrange(
     uid: str, ds: Dataset, path: str | None, pixels: bytes | None, base: int, length: int
 ) -> Layout:
     syntax = ds.file_meta.TransferSyntaxUID
-    declared = max(int(number(ds, "NumberOfFrames", 1)), 1)
+    declared = max(int(min(number(ds, "NumberOfFrames", 1), 1e12)), 1)
+    if syntax.is_encapsulated and declared > MAX_FRAMES:  # every frame is there, or none shows
+        raise _too_many(declared)
     fmt = raw_format(ds)
     delivery = "raw" if fmt else "image"
     if syntax == JPEGBaseline8Bit and ds.get("PhotometricInterpretation") != "MONOCHROME1":
@@ -185,10 +199,16 @@ def _arrange(
         frames = min(declared, length // frame_bytes)
         if frames < 1:
             raise FrameError("the stored pixel data is shorter than one frame")
+        if frames > MAX_FRAMES:
+            raise _too_many(frames)
     raw, passthrough = fmt if fmt else ({}, False)
     return Layout(
         uid, ds, frames, delivery, passthrough, raw, path, pixels, base, frame_bytes, fragments
     )
+
+
+def _too_many(frames: int) -> FrameError:
+    return FrameError(f"this image has {frames} frames; the viewer shows at most {MAX_FRAMES}", 413)
 
 
 def _stored_frame_bytes(ds: Dataset) -> int:
@@ -219,6 +239,8 @@ def _frame_fragments(
             table = list(struct.unpack(f"<{length // 4}L", _read(blob, length))) or [-1]
             continue
         items.append((blob.tell() - base, length))
+        if len(items) > MAX_ITEMS:
+            raise FrameError("the stored pixel data is split into too many fragments", 413)
         blob.seek(length, 1)
     if not items:
         raise FrameError("the stored pixel data holds no frame")
@@ -254,32 +276,49 @@ def _layouts() -> FrameCache:
     return current_app.extensions.setdefault("frame_layouts", FrameCache(LAYOUT_BYTES))
 
 
-def _stamp(path: str) -> tuple[int, int]:
-    status = os.stat(path)
-    return status.st_size, status.st_mtime_ns
+def _stamp(status: os.stat_result) -> tuple[int, ...]:
+    """The file's identity: a blob rewritten (in place or renamed over) differs."""
+    return status.st_ino, status.st_size, status.st_mtime_ns
+
+
+def _indexed(uid: str) -> tuple[str, str] | None:
+    """The instance's blob key and SHA-256 as the index holds them now."""
+    index = current_app.extensions["archive"].index
+    query = select(instances.c.blob_key, instances.c.sha256)
+    with index.engine.connect() as conn:
+        row = conn.execute(query.where(instances.c.sopinstanceuid == uid)).first()
+    return None if row is None else (str(row[0]), str(row[1] or ""))
+
+
+def _version(digest: str, stamp: tuple[int, ...]) -> str:
+    return hashlib.sha256(f"{digest}|{stamp}".encode()).hexdigest()[:20]
 
 
 def layout(uid: str) -> Layout:
-    """The instance's layout (cached while its file is unchanged: a replaced
-    duplicate is read again); FrameError with the reason and status."""
+    """The instance's layout (cached while the index names the same blob and
+    its file is unchanged: a replaced duplicate is read again); FrameError
+    with the reason and status."""
     archive = current_app.extensions["archive"]
+    indexed = _indexed(uid)
+    if indexed is None:
+        raise FrameError("no such instance", 404)
+    key, digest = indexed
 
     def build() -> tuple[Layout, int]:
-        key = archive.index.instance_blob(uid)
-        if key is None:
-            raise FrameError("no such instance", 404)
         path_of = getattr(archive.blobs, "path", None)
         if path_of is not None:
             path = str(path_of(key))
             with open(path, "rb") as source:
-                found = replace(_parse(uid, source, path), stamp=_stamp(path))
+                stamp = _stamp(os.fstat(source.fileno()))
+                found = _parse(uid, source, path)
         else:  # an object store: the whole blob, once
-            found = _parse(uid, BytesIO(archive.blobs.read(key)), None)
+            found, stamp = _parse(uid, BytesIO(archive.blobs.read(key)), None), ()
+        found = replace(found, stamp=stamp, digest=digest, version=_version(digest, stamp))
         return found, 64 * 1024 + len(found.pixels or b"")
 
     try:
         found = _layouts().get(uid, build)
-        if found.path and _stamp(found.path) != found.stamp:
+        if found.digest != digest or (found.path and _stamp(os.stat(found.path)) != found.stamp):
             _layouts().drop(uid)
             found = _layouts().get(uid, build)
         return found

@@ -26,6 +26,8 @@
 // as a stream, each frame ready as soon as its bytes are in; the first range
 // is one frame (first view at once), then ranges double up to
 // meta.per_request, one after another in playing order from the frame shown.
+// Frame URLs carry meta.version (the stored content), so the browser keeps
+// them for good yet never shows a replaced instance's old pixels.
 // Grey is windowed here through a lookup table over every stored code (VOI
 // LINEAR, LINEAR_EXACT or SIGMOID after the rescale; MONOCHROME1 inverted);
 // colour is copied into RGBA. Frames are kept as they came (Clip.budget bytes
@@ -50,13 +52,20 @@
     return out;
   }
 
+  // The stored content's version in a frame URL: cached for good under it,
+  // and a replaced instance (new version) is never drawn from the old one.
+  const version = (meta) => `?v=${encodeURIComponent(meta.version)}`;
+
+  // Display time of each frame: /meta lists them only when they differ.
+  const frameTimes = (meta) => meta.frame_times_ms || new Array(meta.frames).fill(meta.frame_time_ms);
+
   // One <img> per frame: JPEG as stored (the browser converts YBR once) or PNG.
   async function imageClip(uids, meta) {
     let urls, times;
     if (meta.frames > 1 || uids.length === 1) {
-      urls = Array.from({ length: meta.frames }, (_, i) => `/api/instances/${uids[0]}/frames/${i + 1}`);
-      times = meta.frame_times_ms;
-    } else { // a stack of single-frame instances
+      urls = Array.from({ length: meta.frames }, (_, i) => `/api/instances/${uids[0]}/frames/${i + 1}${version(meta)}`);
+      times = frameTimes(meta);
+    } else { // a stack of single-frame instances (their versions unknown: revalidated)
       urls = uids.map((uid) => `/api/instances/${uid}/frames/1`);
       times = urls.map(() => 1000 / Math.max(meta.fps, 1));
     }
@@ -174,7 +183,7 @@
       let ready = 0;
       try {
         const buffer = new ArrayBuffer(chunk.bytes), into = new Uint8Array(buffer);
-        const url = `/api/instances/${uid}/raw/${start + 1}-${start + count}`;
+        const url = `/api/instances/${uid}/raw/${start + 1}-${start + count}${version(meta)}`;
         const response = await fetch(url, { signal: stop.signal });
         if (!response.ok) throw new Error(`${response.status} ${await response.text()}`);
         const reader = response.body.getReader();
@@ -257,7 +266,7 @@
     }
 
     const clip = {
-      meta, times: meta.frame_times_ms, count: n, width, height,
+      meta, times: frameTimes(meta), count: n, width, height,
       windowing: grey, defaultWindow, loaded: all.promise,
       ready: (i) => Boolean(frames[i]),
       source(i, display) {
