@@ -6,11 +6,12 @@ from __future__ import annotations
 import re
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import expect
+from playwright.sync_api import Browser, expect
 from werkzeug.security import generate_password_hash
 
 from dicomnode.config import Config
@@ -36,6 +37,23 @@ CHROMIUM_ARGS = [
 ]
 
 
+@contextmanager
+def chromium() -> Iterator[Browser]:
+    """The Debian Chromium under Playwright, as every browser test runs it
+    (never a downloaded browser; the closed network's flags)."""
+    if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
+        pytest.fail("Debian chromium is not installed: run `make peers`")
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
 @pytest.fixture
 def web_node(config: Config) -> Iterator[Node]:
     with Node(replace(config, http_host="127.0.0.1"), web=True) as node:
@@ -49,13 +67,7 @@ def web_node(config: Config) -> Iterator[Node]:
 
 @pytest.fixture
 def page(web_node: Node):
-    if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
-        pytest.fail("Debian chromium is not installed: run `make peers`")
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with chromium() as browser:
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         page.base = f"http://127.0.0.1:{web_node.http_port}"  # type: ignore[attr-defined]
         blocked: list[str] = []  # the CSP allows no inline script: nothing may need one
@@ -64,8 +76,7 @@ def page(web_node: Node):
             lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None,
         )
         yield page
-        browser.close()
-        assert blocked == [], blocked
+    assert blocked == [], blocked
 
 
 def log_in(page, password: str = PASSWORD, user: str = "amina") -> None:

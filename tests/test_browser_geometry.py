@@ -14,7 +14,6 @@ import math
 from collections.abc import Iterator
 from dataclasses import replace
 from io import BytesIO
-from pathlib import Path
 
 import pytest
 from PIL import Image as Picture
@@ -26,7 +25,7 @@ from storage.keys import Level
 from storage.query import Query
 from tests import phantoms
 from tests.conftest import incoming, make_config
-from tests.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, PASSWORD, on_screen
+from tests.test_browser import ARTIFACTS, PASSWORD, chromium, on_screen
 
 pytestmark = [pytest.mark.slow, pytest.mark.peers]
 # Thumbnails of the phantom study, in the page's order.
@@ -48,15 +47,8 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
 
 @pytest.fixture(scope="module")
 def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Debian chromium is not installed: run `make peers`")
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 def study_url(node: Node) -> str:
@@ -481,10 +473,12 @@ def test_delete_removes_the_selected_measurement(open_study) -> None:
     page = open_study()
     where, size = box(page), (640, 480)
     page.select_option("#tool", "length")
-    for a, b in (((100.5, 100.5), (200.5, 100.5)), ((100.5, 300.5), (300.5, 300.5))):
+    lines = (((100.5, 100.5), (200.5, 100.5)), ((100.5, 300.5), (300.5, 300.5)))
+    for count, (a, b) in enumerate(lines, start=1):
         page.mouse.click(*on_screen(where, size, a))
         page.mouse.click(*on_screen(where, size, b))
-    expect(page.locator("#measurements li")).to_have_count(2)
+        # Each line listed before the next is drawn: their answers could cross.
+        expect(page.locator("#measurements li")).to_have_count(count)
     page.locator("#measurements li").first.click()  # selects the first
     expect(page.locator("#measurements li.selected")).to_have_count(1)
     page.locator("body").press("Delete")

@@ -10,7 +10,6 @@ neither a value of the data nor on the small allow-list below."""
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -28,7 +27,7 @@ from dicomnode.samples import PATIENTS, sample_file, us_phantom, xa_instance
 from storage.keys import Level
 from storage.query import Query
 from tests.conftest import incoming
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.test_browser import chromium
 from tests.test_i18n import CITATION, proposals
 from viewer.permissions import RULES
 
@@ -43,12 +42,12 @@ ALLOWED_WORDS = """
     US XA SR ECG OT CT MR
     Home End Esc shift Shift Ctrl Delete
     English
-    Krichenko Amplatzer Septal Duct Muscular Occluder NCT ASE SCAI
+    Krichenko Amplatzer Septal Duct Muscular Occluder NCT ASE SCAI PMID
     dicomnode quarantine release reviewed show refuse out FILE why TEXT blank rectangles
 """
 # By line: codes and abbreviations of the trade and the standard; modality
 # codes; keys as printed on them; the language menu naming each language
-# in itself; proper names and societies; the commands the quarantine page quotes.
+# in itself; proper names, societies and citation identifiers; the commands the quarantine page quotes.
 ALLOWED = set(ALLOWED_WORDS.split())
 TOKEN = re.compile(r"[A-Za-z]{2,}")
 DEVICE = re.compile(r"Amplatzer(?: [A-Z]\w*)+")
@@ -93,15 +92,8 @@ def node(config: Config) -> Iterator[Node]:
 
 @pytest.fixture
 def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
-        pytest.fail("Debian chromium is not installed: run `make peers`")
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+    with chromium() as launched:
+        yield launched
 
 
 def images(node: Node) -> list[dict]:

@@ -19,7 +19,7 @@ from werkzeug.security import generate_password_hash
 from dicomnode.node import Node
 from tests import phantoms
 from tests.conftest import incoming, make_config
-from tests.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, PASSWORD, on_screen
+from tests.test_browser import ARTIFACTS, PASSWORD, chromium, on_screen
 from tests.test_browser_geometry import CATHETER, box, measure_line, show, study_url
 
 pytestmark = [pytest.mark.slow, pytest.mark.peers]
@@ -39,13 +39,7 @@ def node(tmp_path: Path) -> Iterator[Node]:
 
 @pytest.fixture
 def page(node: Node):
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Debian chromium is not installed: run `make peers`")
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with chromium() as browser:
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         errors: list[str] = []
         page.on("pageerror", lambda error: errors.append(str(error)))
@@ -60,7 +54,6 @@ def page(node: Node):
         page.goto(study_url(node))
         page.wait_for_function("() => window.viewerState && window.viewerState()[0].frames === 1")
         yield page
-        browser.close()
         assert errors == []
 
 

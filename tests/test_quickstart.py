@@ -183,13 +183,12 @@ def run_try_it(
 def open_a_study_and_see_it_play(base: str, password: str, screenshot: Path) -> list[str]:
     """Log in as the printed account, open an angio study, watch the frame
     counter move; returns every answer of the node that was an error."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
+    from tests.test_browser import chromium
 
     failures: list[str] = []
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with chromium() as browser:
         page = browser.new_page(viewport={"width": 1280, "height": 800})
         page.on(
             "response",
@@ -212,7 +211,6 @@ def open_a_study_and_see_it_play(base: str, password: str, screenshot: Path) -> 
         page.screenshot(path=str(screenshot))
         page.goto(base + "/")  # one more page load, after the icon was learnt
         expect(page.locator("table.studies")).to_be_visible()
-        browser.close()
     return failures
 
 
