@@ -10,9 +10,11 @@ Success is returned only after the archive made blob and index durable.
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import date
 from enum import StrEnum
 from io import BytesIO
 
@@ -22,6 +24,8 @@ from pydicom.uid import UID
 
 from dicomnode.config import Config
 from dicomnode.deid.pipeline import Deidentifier, encode
+from dicomnode.deid.plausible import real_date
+from dicomnode.deid.values import parse_date
 from dicomnode.filemeta import file_meta
 from dicomnode.integrity import Layout, StructureError, check_structure
 from dicomnode.logs import quiet_libraries
@@ -39,7 +43,7 @@ from storage.archive import Archive, DuplicatePolicy
 from storage.audit import MINOR_FAILURE
 from storage.index import ForeignParent
 from storage.keys import Level
-from storage.record import InstanceRecord, patient_key, record_from_dataset
+from storage.record import InstanceRecord, is_placeholder_id, record_from_dataset
 from storage.values import normalise_issuer
 
 log = logging.getLogger(__name__)
@@ -55,6 +59,9 @@ class Incoming:
     # Who assigned the PatientIDs, when the door knows better than the AE table
     # (``dicomnode import --issuer``).
     issuer: str | None = None
+    # Where it came from when no AE called (e.g. "STOW-RS amina"), for the
+    # audit trail; else the calling AE, else "import".
+    source: str | None = None
     expected_sop_class: str | None = None
     expected_sop_instance: str | None = None
 
@@ -92,6 +99,87 @@ APART_COMMENTS = {
 
 def _apart_comment(apart: dict[str, str]) -> str:
     return next(APART_COMMENTS[level] for level in APART_COMMENTS if level in apart)
+
+
+# Why an instance is held when nothing in it tells one child from another.
+NO_IDENTITY = "no patient identity to tell children apart"
+
+# What devices and hand-typed fields write for a patient nobody named, beyond
+# storage's placeholder words (case, spaces and punctuation ignored).
+_NO_ONE = frozenset(
+    {
+        *("PID", "ID", "MRN", "PATID", "PATIENTID", "NOPID", "NOID", "PATIENT", "NEWPATIENT"),
+        *("NAME", "NONAME", "NOBODY", "DEFAULT", "TEMP", "TMP", "DUMMY", "EMPTY", "BLANK"),
+        *("MISSING", "NOTGIVEN", "NOTAVAILABLE", "UNKNOWNPATIENT", "JOHNDOE", "JANEDOE"),
+        *("DOEJOHN", "DOEJANE", "НЕИЗВЕСТНО", "НЕИЗВЕСТЕН", "АНОНИМ", "ПАЦИЕНТ", "НЕТ"),
+        *("未知", "匿名", "无", "患者", "病人"),
+    }
+)
+_NOT_ALNUM = re.compile(r"[\W_]+")
+_COUNTING = ("0123456789", "1234567890")
+
+
+def names_no_one(value: str, shortest: int = 3) -> bool:
+    """A PatientID or name that cannot tell two children apart: storage's
+    placeholders (empty, zeros, UNKNOWN, N/A), a word such as PID or NONAME,
+    fewer than ``shortest`` characters after leading zeros ("X", "1", "007"),
+    one character repeated ("9999", "XXX") or counting ("123", "123456")."""
+    folded = _NOT_ALNUM.sub("", value).upper()
+    return (
+        is_placeholder_id(value)
+        or folded in _NO_ONE
+        or len(folded.lstrip("0")) < shortest
+        or len(set(folded)) == 1
+        or any(count.startswith(folded) for count in _COUNTING)
+    )
+
+
+def _placeholder_word(word: str) -> bool:
+    return is_placeholder_id(word) or _NOT_ALNUM.sub("", word).upper() in _NO_ONE
+
+
+def _name(ds: Dataset) -> str:
+    """The patient's name folded for comparison: its first non-empty
+    component group, letters and digits only, case folded, so one child's
+    name keys alike whether sent as "Ivanov^Alisher" or "IVANOV ALISHER";
+    "" for a placeholder, whole or word by word ("Anonymized^Patient")."""
+    groups = str(ds.get("PatientName") or "").split("=")
+    text = next((g for g in groups if _NOT_ALNUM.sub("", g)), "")
+    words = [w for w in _NOT_ALNUM.split(text) if w]
+    if names_no_one(text, shortest=2) or all(_placeholder_word(w) for w in words):
+        return ""
+    return _NOT_ALNUM.sub("", text).casefold()
+
+
+def _birth_date(ds: Dataset) -> str:
+    """The birth date as YYYY-MM-DD when it can be a real one, else ""."""
+    try:
+        day = parse_date(str(ds.get("PatientBirthDate") or ""))
+    except ValueError:
+        return ""
+    return day.isoformat() if real_date(day) and day <= date.today() else ""
+
+
+def child_key(ds: Dataset) -> tuple[str, str | None]:
+    """What tells this child apart from every other child of its hospital,
+    and why to hold the instance when nothing does.
+
+    The PatientID when it names someone. Without one, a device writes the
+    same empty value or placeholder for every child, so the ID would merge
+    them: the child is then keyed, within this study, on its name, birth
+    date and sex (the same child re-sent, by any device, stays one patient;
+    two children of one study UID differ). Never across studies: without an
+    ID, two children of one name and birth date would be one. With no name
+    either, nothing tells children apart: the instance is a patient of its
+    own and is held in quarantine."""
+    patient_id = str(ds.get("PatientID") or "").strip()
+    if not names_no_one(patient_id):
+        return patient_id, None
+    sex = str(ds.get("PatientSex") or "").strip().upper()
+    sex = sex if sex in ("M", "F", "O") else ""
+    if name := _name(ds):
+        return f"\\study:{ds.StudyInstanceUID}|{name}|{_birth_date(ds)}|{sex}", None
+    return f"\\instance:{ds.SOPInstanceUID}", NO_IDENTITY
 
 
 def _stop_at_pixels(tag: int, vr: str | None, length: int) -> bool:
@@ -229,10 +317,7 @@ class Ingestor:
             original, layout = inspect(incoming)
             reference = self.deidentify.reference(str(original.SOPInstanceUID))
             issuer = self.issuer_for(original, incoming)
-            key = patient_key(
-                str(original.get("PatientID") or "").strip() or None,
-                str(original.StudyInstanceUID),
-            )
+            key, hold = child_key(original)
             pseudonym = self.deidentify.secret.pseudonym(issuer, key)
             if self._known_duplicate(str(original.SOPInstanceUID), pseudonym):
                 log.debug("duplicate %s from %s", reference, incoming.calling_ae or "import")
@@ -250,6 +335,9 @@ class Ingestor:
                 layout=layout,
             )
             # ------------------------------------------------------------------
+            if hold:  # nobody to file it under: held, whatever its pixels
+                why = f"{hold}; {clean.quarantine}" if clean.quarantine else hold
+                clean = replace(clean, quarantine=why)
 
             record = record_from_dataset(
                 clean.dataset,
@@ -261,7 +349,7 @@ class Ingestor:
                 clean.dataset, clean.data, clean.transfer_syntax, incoming.calling_ae
             )
             self._check_space(len(encoded))
-            source = (incoming.calling_ae or "import").strip()
+            source = (incoming.source or incoming.calling_ae or "import").strip()
             status, comment = (
                 (KEPT_APART, _apart_comment(clean.apart)) if clean.apart else (0x0000, "")
             )

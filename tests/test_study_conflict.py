@@ -47,7 +47,7 @@ from storage.archive import Archive
 from storage.keys import Level
 from storage.migrate import _config
 from storage.query import Query
-from storage.schema import instances
+from storage.schema import instances, uid_owners
 from tests.conftest import incoming, make_config
 from tests.postgres import LocalPostgres
 from tests.test_dicomweb import PASSWORD, part10, stow
@@ -347,6 +347,206 @@ def test_who_counts_as_another_child(ingestor: Ingestor, archive: Archive, other
     assert ingestor.ingest(incoming(second, calling_ae=calling)).status == WARNING
     by_study = children_by_study(archive)
     assert len(by_study) == 2 and all(len(who) == 1 for who in by_study.values())
+
+
+# -- no PatientID to tell children apart ----------------------------------------
+
+# Written for every child by devices that have no ID: none of these may make
+# two children one patient (the reviewer's list, beyond storage's words).
+NO_IDS = ["", None, "UNKNOWN", "X", "1", "9999", "PID", "0", "NONE", "N/A", "-", "123456"]
+
+
+def without_id(ds: Dataset, patient_id: str | None) -> Dataset:
+    if patient_id is None:
+        del ds.PatientID
+    else:
+        ds.PatientID = patient_id
+    return ds
+
+
+def identities(config: Config, archive: Archive) -> dict[str, dict]:
+    """Study UID -> the one identity sealed under it."""
+    found = {}
+    for study_uid in children_by_study(archive):
+        (identity,) = reidentify(config, archive, study_uid)
+        found[study_uid] = identity
+    return found
+
+
+def test_three_children_without_patient_id_in_one_study_by_c_store(node: Node) -> None:
+    """The reviewer's case: three children of one study UID, two sent with
+    an empty PatientID and one with none. Never one patient (device sizing
+    reads age, weight and sex; re-identification must name the right child):
+    three studies, the second and third answered B000 and audited."""
+    study = uid()
+    sent = [
+        without_id(xa(child, seed=n, study_uid=study), pid)
+        for n, (child, pid) in enumerate(zip(PATIENTS[:3], ["", "", None], strict=True))
+    ]
+    assert [c_store(node, ds) for ds in sent] == [0x0000, WARNING, WARNING]
+    by_study = children_by_study(node.archive)
+    assert len(by_study) == 3 and all(len(who) == 1 for who in by_study.values())
+    assert len({p for who in by_study.values() for p in who}) == 3
+    assert node.archive.index.stats()["patients"] == 3
+    names = {i["patient_name"] for i in identities(node.config, node.archive).values()}
+    assert names == {str(child.name) for child in PATIENTS[:3]}
+    assert len(conflict_records(node.archive)) == 2
+    # Each child re-sent is its own duplicate (kept first), not a fourth patient.
+    assert [c_store(node, ds) for ds in sent] == [0x0000] * 3
+    assert node.archive.index.stats()["duplicates_received"] == 3
+    assert node.archive.index.stats()["patients"] == 3
+
+
+@pytest.mark.parametrize("patient_id", NO_IDS)
+def test_children_with_one_placeholder_id_never_merge(
+    config: Config, ingestor: Ingestor, archive: Archive, patient_id: str | None
+) -> None:
+    """Two children sent with the same placeholder in one study, and a third
+    with it in a study of its own: three patients, each study one child."""
+    study = uid()
+    first = without_id(xa(A, study_uid=study), patient_id)
+    second = without_id(xa(B, seed=1, study_uid=study), patient_id)
+    third = without_id(xa(PATIENTS[2], seed=2), patient_id)
+    assert ingestor.ingest(incoming(first)).status == 0
+    assert ingestor.ingest(incoming(second)).status == WARNING
+    assert ingestor.ingest(incoming(third)).status == 0
+    by_study = children_by_study(archive)
+    assert len(by_study) == 3 and all(len(who) == 1 for who in by_study.values())
+    assert archive.index.stats()["patients"] == 3
+    for identity in identities(config, archive).values():
+        (child,) = [c for c in (A, B, PATIENTS[2]) if str(c.name) == identity["patient_name"]]
+        assert identity["birth_date"] == child.birth_date
+
+
+def test_one_child_without_id_is_one_patient_per_study(
+    ingestor: Ingestor, archive: Archive
+) -> None:
+    """The same child re-sent in its study by another device, its name and
+    birth date written another way: one patient. Its next study is not
+    linked on name and birth date alone (two children may share both)."""
+    echo = without_id(xa(A), "")
+    cath = without_id(xa(A, seed=1, study_uid=echo.StudyInstanceUID), None)
+    cath.PatientName = str(A.name).upper().replace("^", " ")
+    cath.PatientBirthDate = f"{A.birth_date[:4]}-{A.birth_date[4:6]}-{A.birth_date[6:]}"
+    for ds in (echo, cath):
+        assert ingestor.ingest(incoming(ds)).status == 0
+    assert archive.index.stats()["patients"] == 1
+    assert ingestor.ingest(incoming(without_id(xa(A, seed=2), "UNKNOWN"))).status == 0
+    assert archive.index.stats()["patients"] == 2
+    assert conflict_records(archive) == []
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        pytest.param({"PatientBirthDate": "20190101"}, id="another birth date"),
+        pytest.param({"PatientSex": "F" if A.sex == "M" else "M"}, id="another sex"),
+        pytest.param({"PatientName": "Other^Child"}, id="another name"),
+        pytest.param({"PatientBirthDate": ""}, id="no birth date"),
+    ],
+)
+def test_another_child_without_id_is_another_patient(
+    ingestor: Ingestor, archive: Archive, changed: dict
+) -> None:
+    """Twins of one name and one birth date differ by sex; a missing birth
+    date never matches a known one; nor does a name spelt otherwise."""
+    study = uid()
+    assert ingestor.ingest(incoming(without_id(xa(A, study_uid=study), ""))).status == 0
+    other = without_id(xa(A, seed=1, study_uid=study), "")
+    for keyword, value in changed.items():
+        setattr(other, keyword, value)
+    assert ingestor.ingest(incoming(other)).status == WARNING
+    assert archive.index.stats()["patients"] == 2
+    assert all(len(who) == 1 for who in children_by_study(archive).values())
+
+
+@pytest.mark.parametrize(
+    ("name", "birth"),
+    [
+        ("", A.birth_date),
+        ("UNKNOWN", A.birth_date),
+        ("Anonymized^Patient", ""),
+        ("X", "19000101"),
+        (None, None),
+    ],
+)
+def test_nothing_to_tell_children_apart_is_held(
+    ingestor: Ingestor, archive: Archive, name: str | None, birth: str | None
+) -> None:
+    """No PatientID and no name: the node cannot tell one child from
+    another, so each instance is held in quarantine, its own patient, with
+    the reason, rather than merged."""
+    study = uid()
+    sent = []
+    for n, child in enumerate((A, B)):
+        ds = without_id(xa(child, seed=n, study_uid=study), "")
+        for keyword, value in (("PatientName", name), ("PatientBirthDate", birth)):
+            if value is None:
+                del ds[keyword]
+            else:
+                setattr(ds, keyword, value)
+        sent.append(ds)
+    results = [ingestor.ingest(incoming(ds)) for ds in sent]
+    assert [r.outcome for r in results] == [Outcome.QUARANTINED] * 2
+    assert all(r.status == WARNING for r in results)
+    assert all(r.comment.startswith("no patient identity to tell children apart") for r in results)
+    held = archive.index.quarantined()
+    assert len(held) == 2 and len({row["studyinstanceuid"] for row in held}) == 2
+    assert archive.index.stats()["instances"] == 0
+    reasons = [r["detail"] for r in archive.index.audit.rows() if r["event"] == "quarantine-hold"]
+    assert len(reasons) == 2 and all("no patient identity" in r for r in reasons)
+    # Re-sent: a duplicate of the held instance, never stored.
+    assert ingestor.ingest(incoming(sent[0])).outcome is not Outcome.STORED
+    assert archive.index.stats()["instances"] == 0 and len(archive.index.quarantined()) == 2
+
+
+# -- frames of reference -----------------------------------------------------------
+
+
+def frames(archive: Archive) -> dict[str, set[str]]:
+    """Stored FrameOfReferenceUID -> the pseudonyms whose files carry it."""
+    found: dict[str, set[str]] = defaultdict(set)
+    for path in archive.blobs.root.rglob("*.dcm"):
+        ds = dcmread(path, stop_before_pixels=True)
+        found[str(ds.FrameOfReferenceUID)].add(str(ds.PatientID))
+        if "SynchronizationFrameOfReferenceUID" in ds:
+            found[str(ds.SynchronizationFrameOfReferenceUID)].add(str(ds.PatientID))
+    return dict(found)
+
+
+@pytest.mark.parametrize("claimed", [True, False], ids=["claimed", "index from before"])
+def test_a_kept_apart_child_shares_no_frame_of_reference(
+    ingestor: Ingestor, archive: Archive, claimed: bool
+) -> None:
+    """Two children of one study UID and one frame of reference (and one
+    synchronisation): their stored frames differ, so no calibration or
+    registration links them; the second child's runs keep one frame."""
+    study, frame, sync = uid(), uid(), uid()
+    runs = [xa(A, study_uid=study), xa(B, seed=1, study_uid=study), xa(B, seed=2, study_uid=study)]
+    for ds in runs:
+        ds.FrameOfReferenceUID, ds.SynchronizationFrameOfReferenceUID = frame, sync
+    assert ingestor.ingest(incoming(runs[0])).status == 0
+    if not claimed:
+        with archive.index.engine.begin() as conn:
+            conn.execute(uid_owners.delete().where(uid_owners.c.level == "group"))
+    assert [ingestor.ingest(incoming(ds)).status for ds in runs[1:]] == [WARNING, WARNING]
+    found = frames(archive)
+    assert len(found) == 4 and all(len(who) == 1 for who in found.values())
+
+
+def test_children_in_two_studies_sharing_a_frame_uid_keep_their_own(
+    ingestor: Ingestor, archive: Archive
+) -> None:
+    """A device writing one constant frame of reference into every study."""
+    frame = uid()
+    runs = [xa(A), xa(B, seed=1), xa(A, seed=2)]
+    for ds in runs:
+        ds.FrameOfReferenceUID = frame
+    assert [ingestor.ingest(incoming(ds)).status for ds in runs] == [0, 0, 0]
+    found = frames(archive)
+    assert sorted(map(sorted, found.values())) == sorted(
+        [[pseudonym(ingestor, A)], [pseudonym(ingestor, B)]]
+    )
 
 
 def test_one_child_from_two_devices_of_its_hospital_is_still_one_study(

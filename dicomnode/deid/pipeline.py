@@ -58,6 +58,17 @@ LEVELS = (
     ("series", "SeriesInstanceUID"),
     ("instance", "SOPInstanceUID"),
 )
+# UIDs that tie one patient's instances together beyond study and series: a
+# frame of reference (a measurement's geometry), a synchronisation, a
+# concatenation, an irradiation event. Claimed like the levels above, so a
+# child kept apart never shares one with the child who brought it first.
+GROUPING = (
+    "FrameOfReferenceUID",
+    "SynchronizationFrameOfReferenceUID",
+    "ConcatenationUID",
+    "IrradiationEventUID",
+)
+GROUP_LEVEL = "group"
 
 
 def uids_in(ds: Dataset) -> set[str]:
@@ -73,6 +84,17 @@ def uids_in(ds: Dataset) -> set[str]:
         elif element.VR == "UI" and element.value:
             values = element.value if element.VM > 1 else [element.value]
             found |= {str(v) for v in values if v and not is_well_known_uid(str(v))}
+    return found
+
+
+def grouping_uids(ds: Dataset) -> set[str]:
+    """The instance's own grouping UIDs (`GROUPING`), at the top level."""
+    found: set[str] = set()
+    for keyword in GROUPING:
+        if keyword not in ds or not (element := ds[keyword]).value:
+            continue
+        values = element.value if element.VM > 1 else [element.value]
+        found |= {str(v) for v in values if v and not is_well_known_uid(str(v))}
     return found
 
 
@@ -277,17 +299,25 @@ class Deidentifier:
         within this patient's scope instead (``subject.scoped_uids``), as is
         any reference to one, so all this patient's instances of a shared
         study land together and their references agree. Returns the new
-        study UID and, by level, who held the UIDs remapped."""
+        study UID and, by level, who held the UIDs remapped.
+
+        Grouping UIDs (frame of reference and the like) are claimed too, and
+        scoped whenever the instance is kept apart at all, even where nobody
+        claimed them (an index from before they were claimed): two children's
+        studies never share one, so no measurement or registration links them."""
         pseudonym = self.secret.pseudonym(subject.issuer, subject.patient_key)
         primary = {level: str(ds[keyword].value) for level, keyword in LEVELS}
-        everything = uids_in(ds) | set(primary.values())
+        grouping = grouping_uids(ds)
+        everything = uids_in(ds) | set(primary.values()) | grouping
         apart: dict[str, str] = {}
         for _ in range(3):  # the second round finds nothing taken: scoped UIDs are its own
             new = {uid: header.new_uid(uid, subject) for uid in everything}
             study = new[primary["study"]]
+            claims = {new[uid]: GROUP_LEVEL for uid in grouping}
+            claims |= {new[uid]: level for level, uid in reversed(primary.items())}
             taken = self.index.claim_uids(
                 pseudonym,
-                {new[uid]: level for level, uid in reversed(primary.items())},
+                claims,
                 new.values(),
                 (study, self.cipher.seal(original, pseudonym, study)),
             )
@@ -295,6 +325,8 @@ class Deidentifier:
                 return study, apart
             subject.scoped_uids |= {uid for uid in everything if new[uid] in taken}
             apart |= {level: taken[new[uid]] for level, uid in primary.items() if new[uid] in taken}
+            if apart:
+                subject.scoped_uids |= grouping
         raise RuntimeError("the instance's UIDs could not be claimed")
 
     def _read(
