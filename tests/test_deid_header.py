@@ -273,3 +273,18 @@ def test_retained_text_is_rewritten_in_utf8(
     # A coded entry's meaning is the standard's, never the sender's words.
     assert out.AnatomicRegionSequence[0].CodeMeaning == standard_meaning("SRT", "T-32000")
     assert out.StudyDescription == f"{text} ASD"
+
+
+def test_the_scanner_does_not_take_counts_for_a_short_id() -> None:
+    """A group length or a size equal to a three-digit ID is coincidence (it
+    left the demo set's export blocked at random); a long ID hidden as a
+    binary number is still found."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+
+    ds = Dataset()
+    ds.Rows, ds.Columns = 204, 64
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.FileMetaInformationGroupLength = 204
+    assert scan(ds, [], ["204"]) == []
+    ds.add_new(0x00091010, "UL", 20419731)  # a private tag holding the MRN as a number
+    assert {f.needle for f in scan(ds, ["20419731"], ["20419731"])} == {"20419731"}

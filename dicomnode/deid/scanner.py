@@ -39,6 +39,11 @@ def encoded_forms(needle: str) -> set[bytes]:
     return {b for b in out if len(b) >= 4}
 
 
+# Value representations that hold binary numbers, not text.
+BINARY_NUMBERS = frozenset({"US", "UL", "SS", "SL", "SV", "UV", "FL", "FD"})
+LONG_NUMBER = 6
+
+
 def _texts(value: object) -> Iterator[str]:
     if isinstance(value, MultiValue | list | tuple):
         for item in value:
@@ -87,7 +92,15 @@ def scan(ds: Dataset, needles: Iterable[str], words: Iterable[str] = ()) -> list
                     walk(item, f"{path}[{index}]>")
                 continue
             value = element.value
-            if int(element.tag) in BULK:
+            if int(element.tag) in BULK or element.tag.element == 0:
+                continue  # group lengths are computed by the writer, never data
+            if element.VR in BINARY_NUMBERS:
+                # A count or size equal to a short ID ("204") is coincidence;
+                # an ID hidden as a number is long.
+                long = [n for n in wanted if len(n) >= LONG_NUMBER]
+                short = {w: p for w, p in patterns.items() if len(w) >= LONG_NUMBER}
+                for text in _texts(value):
+                    found.extend(Finding(path, hit) for hit in _in_text(text, long, short))
                 continue
             if isinstance(value, bytes | bytearray):
                 found.extend(Finding(path, n) for n in wanted if any(b in value for b in raw[n]))
