@@ -26,6 +26,7 @@ from dicomnode.deid.pipeline import LINKAGE_KEY, clean_and_verify, encode
 from dicomnode.deid.secret import load_or_create_key
 from dicomnode.deid.verify import OcrSettings
 from dicomnode.filemeta import file_meta
+from dicomnode.ingest import NO_IDENTITY
 from storage.archive import Archive, HeldBlobError
 from storage.audit import MINOR_FAILURE, SUCCESS
 from storage.record import record_from_dataset
@@ -186,6 +187,8 @@ def _recheck(
     )
     if not (cleaned or why):
         why = held["reason"]  # no rule cleans it yet
+    if not why and NO_IDENTITY in held["reason"]:
+        why = NO_IDENTITY  # clean pixels do not say who the child is: a person must
     return why, syntax
 
 
