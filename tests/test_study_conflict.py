@@ -471,7 +471,7 @@ def test_another_child_without_id_is_another_patient(
     ],
 )
 def test_nothing_to_tell_children_apart_is_held(
-    ingestor: Ingestor, archive: Archive, name: str | None, birth: str | None
+    config: Config, ingestor: Ingestor, archive: Archive, name: str | None, birth: str | None
 ) -> None:
     """No PatientID and no name: the node cannot tell one child from
     another, so each instance is held in quarantine, its own patient, with
@@ -498,6 +498,11 @@ def test_nothing_to_tell_children_apart_is_held(
     # Re-sent: a duplicate of the held instance, never stored.
     assert ingestor.ingest(incoming(sent[0])).outcome is not Outcome.STORED
     assert archive.index.stats()["instances"] == 0 and len(archive.index.quarantined()) == 2
+    # Clean pixels do not say who the child is: only a person's review releases.
+    from dicomnode.admin import release_quarantined
+
+    assert not any(o.done for o in release_quarantined(config, archive))
+    assert len(archive.index.quarantined()) == 2
 
 
 # -- frames of reference -----------------------------------------------------------
