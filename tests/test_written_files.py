@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from pydicom import dcmread
 
 from dicomnode.importer import split_file
 from dicomnode.ingest import Incoming, Ingestor, Outcome
@@ -44,6 +45,13 @@ def test_stored_file_has_no_error_the_input_lacked(
     ingestor: Ingestor, archive: Archive, tmp_path: Path, name: str
 ) -> None:
     source = sample_file(name)
+    sample = dcmread(source)
+    if not (sample.get("PatientID") or sample.get("PatientName")):
+        # Nothing tells its child from another: the node holds such an
+        # instance (tests/test_study_conflict.py); give this one an ID.
+        sample.PatientID = "SAMPLE-1"
+        source = tmp_path / name
+        sample.save_as(source, enforce_file_format=True)
     data, syntax = split_file(source.read_bytes())
     result = ingestor.ingest(Incoming(data, syntax, calling_ae="BISHKEK_ECHO"))
     assert result.outcome is Outcome.STORED, result
