@@ -47,7 +47,8 @@ ALLOWED_WORDS = """
 """
 # By line: codes and abbreviations of the trade and the standard; modality
 # codes; keys as printed on them; the language menu naming each language
-# in itself; proper names, societies and citation identifiers; the commands the quarantine page quotes.
+# in itself; proper names, societies and citation identifiers; the
+# commands the quarantine page quotes.
 ALLOWED = set(ALLOWED_WORDS.split())
 TOKEN = re.compile(r"[A-Za-z]{2,}")
 DEVICE = re.compile(r"Amplatzer(?: [A-Z]\w*)+")
