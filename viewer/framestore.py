@@ -169,8 +169,9 @@ def _parse(uid: str, source: BinaryIO, path: str | None) -> Layout:
         path = None
     else:
         base, length = int(element.value_tell), int(element.length)
+    blob = source if pixels is None else BytesIO(pixels)  # fragments are found in it
     try:
-        return _arrange(uid, ds, path, pixels, base, length)
+        return _arrange(uid, ds, blob, path, pixels, base, length)
     except FrameError:
         raise
     except Exception as exc:  # a header that makes no sense
@@ -178,7 +179,13 @@ def _parse(uid: str, source: BinaryIO, path: str | None) -> Layout:
 
 
 def _arrange(
-    uid: str, ds: Dataset, path: str | None, pixels: bytes | None, base: int, length: int
+    uid: str,
+    ds: Dataset,
+    blob: BinaryIO,
+    path: str | None,
+    pixels: bytes | None,
+    base: int,
+    length: int,
 ) -> Layout:
     syntax = ds.file_meta.TransferSyntaxUID
     declared = max(int(min(number(ds, "NumberOfFrames", 1), 1e12)), 1)
@@ -191,8 +198,7 @@ def _arrange(
     fragments: tuple = ()
     frame_bytes = 0
     if syntax.is_encapsulated:
-        with open(path, "rb") if path else BytesIO(pixels or b"") as blob:
-            fragments = _frame_fragments(ds, blob, base, declared)
+        fragments = _frame_fragments(ds, blob, base, declared)
         frames = len(fragments)
     else:
         frame_bytes = _stored_frame_bytes(ds)
