@@ -151,8 +151,7 @@ def _limits() -> SessionLimits:
 def _session_user() -> User | None:
     """The enabled user whose live server-side session the cookie names."""
     token = session.get("sid")
-    name = accounts().session_user(token, _limits()) if isinstance(token, str) else None
-    user = accounts().get(name) if name else None
+    user = accounts().session_account(token, _limits()) if isinstance(token, str) else None
     return None if user is None or user.disabled else user
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from io import BytesIO
 
 import numpy as np
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
@@ -71,6 +72,12 @@ GROUPING = (
 GROUP_LEVEL = "group"
 
 
+def _own_uids(element: DataElement) -> set[str]:
+    """The element's UID values the standard does not define."""
+    values = element.value if element.VM > 1 else [element.value]
+    return {str(v) for v in values if v and not is_well_known_uid(str(v))}
+
+
 def uids_in(ds: Dataset) -> set[str]:
     """Every UID value of ``ds`` at any depth that is not the standard's
     (private elements aside: the walker removes them unread)."""
@@ -82,8 +89,7 @@ def uids_in(ds: Dataset) -> set[str]:
             for item in element.value or []:
                 found |= uids_in(item)
         elif element.VR == "UI" and element.value:
-            values = element.value if element.VM > 1 else [element.value]
-            found |= {str(v) for v in values if v and not is_well_known_uid(str(v))}
+            found |= _own_uids(element)
     return found
 
 
@@ -91,10 +97,8 @@ def grouping_uids(ds: Dataset) -> set[str]:
     """The instance's own grouping UIDs (`GROUPING`), at the top level."""
     found: set[str] = set()
     for keyword in GROUPING:
-        if keyword not in ds or not (element := ds[keyword]).value:
-            continue
-        values = element.value if element.VM > 1 else [element.value]
-        found |= {str(v) for v in values if v and not is_well_known_uid(str(v))}
+        if keyword in ds and ds[keyword].value:
+            found |= _own_uids(ds[keyword])
     return found
 
 
