@@ -120,23 +120,6 @@ OTHER_GEOMETRY = (
 )
 
 
-def user_calibration(body: dict) -> cal.Calibration | None:
-    """A calibration as plans stored it before scopes (points and french or
-    mm): parsed only, so an old plan's content can still be read."""
-    given = body.get("calibration")
-    if not given:
-        return None
-    try:
-        p1, p2 = (cal.point(p) for p in given["points"])
-        if "french" in given:
-            french = cal.number(given["french"], *cal.FRENCH, "french")
-            return cal.manual(p1, p2, cal.french_mm(french), f"catheter {french:g}F")
-        mm = cal.number(given["mm"], *cal.KNOWN_MM, "mm")
-        return cal.manual(p1, p2, mm, f"known length {mm:g} mm")
-    except (KeyError, TypeError, ValueError) as exc:
-        abort(400, description=f"calibration: {exc}")
-
-
 @bp.get("/instances/<uid>/geometry")
 def geometry(uid: str) -> Any:
     """The image's geometry fingerprint: a series calibration is offered on

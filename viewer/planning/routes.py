@@ -239,9 +239,7 @@ def _form(body: dict[str, Any], images: Images) -> Form:
         "proposal": asdict(proposal) if proposal else None,
         "based_on": based_on,
     }
-    referenced = {s["instance_uid"] for s in slots if s["instance_uid"]}
-    referenced |= {m["uid"] for m in measurements} | {c["scope"]["uid"] for c in calibrations}
-    return Form(defect, plan, based_on, content, referenced)
+    return Form(defect, plan, based_on, content, _referenced(content))
 
 
 def _check_measurement(m: dict[str, Any], images: Images) -> None:
