@@ -58,11 +58,39 @@ class RemoteAE:
     # showing its own certificate and checking the peer's against
     # tls_ca_certificates.
     tls: bool = False
+    # With mutual TLS, instead of (or besides) tls_subject: the SHA-256
+    # fingerprint of this AE's client certificate (hex, colons allowed).
+    tls_fingerprint: str = ""
+    # Whose patients this AE may find and retrieve: hospitals (issuers), "*"
+    # for all; empty means its own issuer only.
+    query_issuers: tuple[str, ...] = ()
+    # Where this AE may send a C-MOVE: known AE titles; empty means itself only.
+    move_destinations: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # However the file spells the hospital ("NCC Bishkek ", two spaces),
         # it is one issuer: patients and pseudonyms are keyed by it.
         object.__setattr__(self, "issuer", normalise_issuer(self.issuer))
+        object.__setattr__(
+            self,
+            "query_issuers",
+            tuple(i if i == "*" else normalise_issuer(i) for i in self.query_issuers),
+        )
+        object.__setattr__(
+            self, "tls_fingerprint", self.tls_fingerprint.replace(":", "").strip().lower()
+        )
+
+    @property
+    def sees(self) -> frozenset[str] | None:
+        """The issuers whose patients this AE may query and retrieve (None: all)."""
+        if "*" in self.query_issuers:
+            return None
+        return frozenset(self.query_issuers or (self.issuer,))
+
+    @property
+    def destinations(self) -> frozenset[str]:
+        """The AE titles this AE may move to."""
+        return frozenset(self.move_destinations or (self.ae_title,))
 
 
 @dataclass(frozen=True)
@@ -95,6 +123,19 @@ class Config:
     http_port: int = 8080
     # Mark the session cookie Secure (set when a TLS proxy fronts the web app).
     http_secure_cookies: bool = False
+    # Web worker threads; seconds, in all, a connection has to complete its
+    # TLS handshake and send its request headers; open connections per
+    # client address (0: no cap; behind a reverse proxy it is the proxy's).
+    http_threads: int = 16
+    http_header_seconds: float = 10.0
+    http_max_connections_per_address: int = 32
+    # Request bodies: forms and JSON (KiB), a whole STOW-RS request (MiB);
+    # larger ones are refused with 413 before they are read.
+    http_max_form_kb: int = 1024
+    stow_max_mb: int = 4096
+    # Addresses or networks of reverse proxies whose X-Forwarded-For names
+    # the client (comma-separated); from anyone else the header is ignored.
+    trusted_proxies: str = ""
     data_dir: Path = Path("var")
     # Empty means SQLite in the data directory.
     index_url: str = ""
@@ -111,10 +152,23 @@ class Config:
     # Open TCP connections (associated or not) beyond which new ones are
     # closed at once: bounds what junk or idle connections can take.
     max_connections: int = 200
+    # Connections from one address that have not yet sent their whole
+    # A-ASSOCIATE-RQ; more are closed at once (a slowloris from one host
+    # cannot crowd out the others).
+    max_pending_per_address: int = 8
+    # Seconds, in all, a new DICOM connection has to deliver its
+    # A-ASSOCIATE-RQ (TLS handshake included), however slowly bytes trickle.
+    association_request_seconds: float = 10.0
     # Largest instance accepted over DIMSE (MiB); a larger one is aborted
     # while it arrives, before it is held in memory.
     max_instance_mb: int = 4096
     max_pdu_size: int = 262144
+    # Instances larger than this (MiB) are received into the spool, a
+    # private directory (encrypted with a key that lives only in the process,
+    # emptied at start) instead of memory; empty spool_dir means one under
+    # the system's temporary directory. Never inside data_dir.
+    spool_threshold_mb: int = 64
+    spool_dir: Path = Path("")
     network_timeout: int = 60
     # Seconds to wait for an association answer (ACSE) and for a DIMSE
     # message once associated.
@@ -228,6 +282,9 @@ def _remote(entry: dict[str, Any]) -> RemoteAE:
             quota_mb=int(entry.get("quota_mb", 0)),
             tls_subject=str(entry.get("tls_subject", "")),
             tls=bool(entry.get("tls", False)),
+            tls_fingerprint=str(entry.get("tls_fingerprint", "")),
+            query_issuers=_strings(entry, "query_issuers", ()),
+            move_destinations=_strings(entry, "move_destinations", ()),
         )
     except KeyError as exc:
         raise ConfigError(f"remote_ae entry lacks {exc.args[0]!r}") from None
@@ -273,6 +330,16 @@ def validate(config: Config) -> Config:
             "TLS (dimse_tls, http_tls, a remote_ae's tls): set tls_certificate and tls_private_key"
         )
     known = {r.ae_title for r in config.remote_aes}
+    for remote in config.remote_aes:
+        if unknown := set(remote.move_destinations) - known:
+            raise ConfigError(
+                f"remote_ae {remote.ae_title}: move_destinations {sorted(unknown)} are not "
+                "[[remote_ae]] entries"
+            )
+        if remote.tls_fingerprint and not re.fullmatch(r"[0-9a-f]{64}", remote.tls_fingerprint):
+            raise ConfigError(
+                f"remote_ae {remote.ae_title}: tls_fingerprint is not a SHA-256 in hex"
+            )
     for route in config.routes:
         if route.destination not in known:
             raise ConfigError(f"route: destination {route.destination!r} is not a [[remote_ae]]")
@@ -280,10 +347,32 @@ def validate(config: Config) -> Config:
         raise ConfigError("duplicates: must be 'keep-first' or 'replace'")
     if config.ocr_frames < 1 or config.ocr_budget_seconds <= 0:
         raise ConfigError("ocr_frames and ocr_budget_seconds: at least one frame, a positive time")
+    for name in (
+        "http_threads",
+        "http_max_form_kb",
+        "stow_max_mb",
+        "max_pending_per_address",
+        "spool_threshold_mb",
+    ):
+        if getattr(config, name) < 1:
+            raise ConfigError(f"{name}: at least 1")
+    if config.http_max_connections_per_address < 0:
+        raise ConfigError("http_max_connections_per_address: 0 (no cap) or more")
+    if config.spool_dir != Path("") and _inside(config.spool_dir, config.data_dir):
+        raise ConfigError("spool_dir: must not be inside data_dir (nothing clear goes there)")
+    for proxy in filter(None, (p.strip() for p in config.trusted_proxies.split(","))):
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ConfigError(f"trusted_proxies: {proxy!r} is not an address or network") from None
     for name in ("dimse_port", "http_port"):
         if not 0 <= getattr(config, name) <= 65535:
             raise ConfigError(f"{name}: not a TCP port")
     return config
+
+
+def _inside(path: Path, parent: Path) -> bool:
+    return path.resolve().is_relative_to(parent.resolve())
 
 
 def default_config_path(env: dict[str, str]) -> Path | None:
@@ -372,6 +461,13 @@ def to_toml(config: Config) -> str:
             lines.append(f"tls_subject = {_quote(remote.tls_subject)}")
         if remote.tls:
             lines.append("tls = true")
+        if remote.tls_fingerprint:
+            lines.append(f"tls_fingerprint = {_quote(remote.tls_fingerprint)}")
+        if remote.query_issuers:
+            lines.append(f"query_issuers = [{', '.join(map(_quote, remote.query_issuers))}]")
+        if remote.move_destinations:
+            names = ", ".join(map(_quote, remote.move_destinations))
+            lines.append(f"move_destinations = [{names}]")
     for route in config.routes:
         lines += ["", "[[route]]", f"destination = {_quote(route.destination)}"]
         lines += [f"issuer = {_quote(route.issuer)}", f"modalities = {_quote(route.modalities)}"]
