@@ -57,21 +57,29 @@ def split_file(raw: bytes) -> tuple[bytes, str]:
     A file without preamble and meta is read as Implicit VR Little Endian,
     the one encoding such legacy files can be assumed to use.
     """
-    stream = BytesIO(raw)
+    offset, transfer_syntax = dataset_offset(raw)
+    return raw[offset:], transfer_syntax
+
+
+def dataset_offset(head: bytes) -> tuple[int, str]:
+    """Where the data set starts in a Part 10 file and its transfer syntax,
+    from the file's first bytes (``head`` needs to hold the meta group only,
+    so a streamed upload is split without holding the rest)."""
+    stream = BytesIO(head)
     try:
         read_preamble(stream, force=False)
     except InvalidDicomError:
-        if raw[:2] == b"\x02\x00":
+        if head[:2] == b"\x02\x00":
             stream.seek(0)  # a file meta group without preamble (some DICOMweb clients)
-        elif len(raw) >= 8 and raw[:2] == b"\x08\x00":
-            return raw, ImplicitVRLittleEndian  # a bare data set
+        elif len(head) >= 8 and head[:2] == b"\x08\x00":
+            return 0, ImplicitVRLittleEndian  # a bare data set
         else:
             raise
     meta = _read_file_meta_info(stream)
     transfer_syntax = meta.get("TransferSyntaxUID")
     if not transfer_syntax:
         raise ValueError("file meta has no Transfer Syntax UID")
-    return raw[stream.tell() :], str(transfer_syntax)
+    return stream.tell(), str(transfer_syntax)
 
 
 def import_paths(

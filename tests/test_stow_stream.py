@@ -1,0 +1,158 @@
+"""STOW-RS bodies as streams: parts exact whatever the chunking, bounds on
+parts and headers, a careless or hostile sender's bodies answered with a
+reason, each instance answered once."""
+
+from __future__ import annotations
+
+import io
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from viewer.multipart import MAX_PART_HEADERS, MultipartError, boundary_of, parts
+from viewer.stow import PartSink
+
+
+class Trickle(io.RawIOBase):
+    """A body that arrives in short, random reads, as a socket gives it."""
+
+    def __init__(self, data: bytes, seed: int) -> None:
+        self._data, self._at, self._random = data, 0, random.Random(seed)
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        n = self._random.randint(1, 4000)
+        piece = self._data[self._at : self._at + n]
+        self._at += len(piece)
+        return piece
+
+
+def body(payloads: list[bytes], boundary: bytes, preamble: bytes = b"") -> bytes:
+    out = preamble
+    for payload in payloads:
+        out += b"--" + boundary + b"\r\nContent-Type: application/dicom\r\n\r\n" + payload + b"\r\n"
+    return out + b"--" + boundary + b"--\r\nepilogue"
+
+
+def read_all(data: bytes, boundary: bytes, seed: int = 0, max_parts: int = 100) -> list[bytes]:
+    sinks = parts(Trickle(data, seed), boundary, lambda h: io.BytesIO(), max_parts)
+    return [s.getvalue() for s in sinks]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.binary(max_size=3000), max_size=6),
+    st.integers(0, 2**32),
+    st.sampled_from([b"b", b"abc123", b"x" * 70, b"--odd--"]),
+)
+def test_every_part_comes_back_byte_for_byte_whatever_the_chunking(payloads, seed, boundary):
+    wire = b"\r\n--" + boundary
+    for _ in range(10):  # a payload may not contain its delimiter (RFC 2046)
+        payloads = [p.replace(wire, b"") for p in payloads]
+    payloads = [p for p in payloads if wire not in p]
+    assert read_all(body(payloads, boundary, b"preamble\r\n"), boundary, seed) == payloads
+
+
+def test_payloads_that_contain_near_misses_of_the_boundary_stay_whole() -> None:
+    boundary = b"frontier"
+    tricky = [b"--frontie", b"\r\n--frontie", b"\r\n-frontier", b"frontier--", b"\r\n--front\r"]
+    assert read_all(body(tricky, boundary), boundary) == tricky
+
+
+@pytest.mark.parametrize(
+    "data, why",
+    [
+        (b"--b\r\n\r\nhalf a part", "ends before its closing boundary"),
+        (b"no boundary at all", "ends before its closing boundary"),
+        (b"--b\r\n" + b"X-Junk: y\r\n" * 2000 + b"\r\npayload\r\n--b--", "16 KiB"),
+        (b"--b" + b" " * (MAX_PART_HEADERS + 10), "too long"),
+    ],
+)
+def test_broken_bodies_are_refused_with_a_reason(data: bytes, why: str) -> None:
+    with pytest.raises(MultipartError, match=why):
+        read_all(data, b"b")
+
+
+def test_the_part_count_is_bounded_before_the_parts_are_kept() -> None:
+    many = b"".join(b"--b\r\n\r\n\r\n" for _ in range(200)) + b"--b--"
+    kept = []
+    with pytest.raises(MultipartError, match="more than 50 parts"):
+        for sink in parts(io.BytesIO(many), b"b", lambda h: io.BytesIO(), 50):
+            kept.append(sink)
+    assert len(kept) == 50  # all allowed parts were handed over, the 51st refused
+
+
+@pytest.mark.parametrize(
+    "content_type, boundary",
+    [
+        ('multipart/related; type="application/dicom"; boundary=abc', b"abc"),
+        ('Multipart/Related; boundary="q r"; type=application/dicom', b"q r"),
+        ("multipart/form-data; boundary=abc", None),
+        ("application/dicom", None),
+        ("multipart/related", None),
+        ("multipart/related; boundary=" + "x" * 71, b"x" * 70),
+    ],
+)
+def test_only_multipart_related_with_a_boundary_is_read(content_type, boundary) -> None:
+    assert boundary_of(content_type) == boundary
+
+
+def part10(payload: bytes = b"") -> bytes:
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    from dicomnode.filemeta import file_meta
+
+    return file_meta("1.2.840.10008.5.1.4.1.1.7", "1.2.3.4", ExplicitVRLittleEndian, None) + payload
+
+
+class FakeSpool:
+    def __init__(self) -> None:
+        self.opened: list[bytearray] = []
+
+    def open(self) -> Spooled:
+        spooled = Spooled()
+        self.opened.append(spooled)
+        return spooled
+
+
+class Spooled(bytearray):
+    closed = False
+
+    def write(self, data: bytes) -> None:
+        self.extend(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_part_moves_to_the_spool_past_the_threshold_and_its_meta_is_split_off() -> None:
+    spool = FakeSpool()
+    sink = PartSink(spool, threshold=1000, limit=10_000)
+    data = part10(b"\x08\x00" + bytes(2998))
+    for i in range(0, len(data), 333):
+        sink.write(data[i : i + 333])
+    sink.finish()
+    assert sink.syntax == "1.2.840.10008.1.2.1"
+    assert bytes(sink.data) == b"\x08\x00" + bytes(2998)
+    assert sink.data is spool.opened[0]
+
+
+def test_a_part_over_the_instance_limit_is_dropped_and_its_spool_file_removed() -> None:
+    spool = FakeSpool()
+    sink = PartSink(spool, threshold=100_000, limit=200_000)
+    sink.write(part10(bytes(1000)))
+    for _ in range(300):
+        sink.write(bytes(1000))
+    assert "instance limit" in sink.problem and sink.status == 0xA700
+    assert spool.opened[0].closed and sink.data == b""
+
+
+def test_a_part_that_is_not_dicom_says_so() -> None:
+    sink = PartSink(None, threshold=100, limit=5_000)
+    sink.write(b"%PDF-1.4 not an image")
+    sink.finish()
+    assert sink.problem == "not a DICOM Part 10 file" and sink.status == 0xC000
