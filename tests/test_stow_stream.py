@@ -8,9 +8,12 @@ import io
 import random
 
 import pytest
+import requests
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from storage.keys import Level
+from storage.query import Query
 from viewer.multipart import MAX_PART_HEADERS, MultipartError, boundary_of, parts
 from viewer.stow import PartSink
 
@@ -156,3 +159,89 @@ def test_a_part_that_is_not_dicom_says_so() -> None:
     sink.write(b"%PDF-1.4 not an image")
     sink.finish()
     assert sink.problem == "not a DICOM Part 10 file" and sink.status == 0xC000
+
+
+# Through the node's own web server, as a sender's client posts.
+
+
+@pytest.fixture
+def web(config):
+    from dataclasses import replace
+
+    from werkzeug.security import generate_password_hash
+
+    from dicomnode.node import Node
+
+    tuned = replace(config, http_host="127.0.0.1", spool_threshold_mb=1)
+    with Node(tuned, web=True) as node:
+        node.archive.index.accounts.add(
+            "pacs", generate_password_hash(PASSWORD), "cardiologist", "NCC Bishkek"
+        )
+        yield node, f"http://127.0.0.1:{node.http_port}/dicom-web/studies"
+
+
+PASSWORD = "correct horse battery"
+HEADERS = {"Content-Type": 'multipart/related; type="application/dicom"; boundary=b0undary'}
+
+
+def post(url: str, body) -> requests.Response:
+    return requests.post(url, data=body, auth=("pacs", PASSWORD), headers=HEADERS, timeout=120)
+
+
+def encoded(ds) -> bytes:
+    from tests.test_dicomweb import part10 as file_of
+
+    return file_of(ds)
+
+
+def test_an_instance_sent_twice_in_one_request_is_stored_and_answered_once(web) -> None:
+    from dicomnode.samples import PATIENTS, xa_instance
+
+    node, url = web
+    one = encoded(xa_instance(PATIENTS[0], frames=2, rows=16, cols=16))
+    response = post(url, body([one, one], b"b0undary"))
+    assert response.status_code == 200, response.text
+    assert len(response.json()["00081199"]["Value"]) == 1
+    assert node.archive.index.stats()["instances"] == 1
+
+
+def test_a_hundred_thousand_empty_parts_are_refused_without_holding_them(web) -> None:
+    node, url = web
+
+    def parts_forever():
+        yield b"--b0undary\r\n\r\n\r\n" * 100_000 + b"--b0undary--\r\n"
+
+    response = post(url, parts_forever())
+    assert response.status_code == 400
+    assert "more than 10000 parts" in response.json()["message"]
+    assert node.archive.index.stats()["instances"] == 0
+
+
+def test_a_body_cut_short_is_refused_and_what_arrived_whole_is_kept(web) -> None:
+    from dicomnode.samples import PATIENTS, xa_instance
+
+    node, url = web
+    whole_part = encoded(xa_instance(PATIENTS[0], frames=2, rows=16, cols=16))
+    cut = b"--b0undary\r\n\r\n" + whole_part + b"\r\n--b0undary\r\n\r\n" + whole_part[:500]
+    response = post(url, cut)
+    assert response.status_code == 400
+    assert "closing boundary" in response.json()["message"]
+    assert node.archive.index.stats()["instances"] == 1  # acknowledged by nobody, but intact
+
+
+def test_a_large_instance_goes_through_the_spool_and_is_stored_exactly(web) -> None:
+    from pydicom import dcmread
+
+    from dicomnode.samples import PATIENTS, xa_instance
+
+    node, url = web
+    big = xa_instance(PATIENTS[1], frames=12, rows=256, cols=512, seed=3)  # 1.5 MiB > 1 MiB
+    response = post(url, body([encoded(big)], b"b0undary"))
+    assert response.status_code == 200, response.text
+    stored_uid = response.json()["00081199"]["Value"][0]["00081155"]["Value"][0]
+    assert stored_uid == big.SOPInstanceUID  # the answer names what the sender sent
+    rows = node.archive.index.find(Query(level=Level.IMAGE, keys={"SOPInstanceUID": ""}))
+    stored = [dcmread(io.BytesIO(node.archive.read(r["SOPInstanceUID"]))) for r in rows]
+    assert len(stored) == 1
+    assert stored[0].PixelData == big.PixelData
+    assert str(stored[0].PatientName) != str(big.PatientName)
