@@ -11,7 +11,12 @@ networks, closed by the subclasses below:
   longer than the node negotiated, or data of one instance beyond
   ``max_instance_mb``, is answered with an A-ABORT and never buffered;
 - calling AE, source address, per-service permissions and per-AE limits are
-  decided by `access.AccessPolicy` before presentation contexts are negotiated.
+  decided by `access.AccessPolicy` before presentation contexts are negotiated;
+- a socket timeout restarts with every byte, so a peer trickling its
+  A-ASSOCIATE-RQ or TLS handshake held a thread for ever, and unassociated
+  sockets counted against ``max_connections``: here each connection has one
+  deadline from accept to its whole request, and each source address a cap on
+  its unassociated connections (`connections.ConnectionTable`).
 """
 
 from __future__ import annotations
@@ -25,21 +30,19 @@ from typing import Any
 
 from pynetdicom import evt
 from pynetdicom.acse import ACSE
+from pynetdicom.association import Association
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 from dicomnode.access import LOCAL_LIMIT_EXCEEDED, AccessPolicy
-from dicomnode.tls import subject_name
+from dicomnode.connections import TOO_MANY, Connection, ConnectionTable
 
 log = logging.getLogger(__name__)
 
+A_ASSOCIATE_RQ = 0x01
 P_DATA_TF = 0x04
 # Largest non-data PDU accepted (an A-ASSOCIATE-RQ with 128 contexts of 24
 # transfer syntaxes each stays well below).
 MAX_CONTROL_PDU = 1 << 20
-# Seconds a new connection may take to send its A-ASSOCIATE-RQ (a real peer
-# sends it at once; idle sockets should not hold a thread for the whole
-# network timeout).
-REQUEST_TIMEOUT = 10.0
 # A-ABORT from the service provider, reason "invalid PDU parameter value".
 A_ABORT_INVALID_PARAMETER = bytes([0x07, 0, 0, 0, 0, 4, 0, 0, 0x02, 0x06])
 
@@ -48,16 +51,20 @@ class GuardedSocket(AssociationSocket):
     """Checks each PDU header before the body is read, and sums instance data."""
 
     @classmethod
-    def guard(cls, plain: AssociationSocket, limits: tuple[int, int]) -> GuardedSocket:
+    def guard(
+        cls, plain: AssociationSocket, limits: tuple[int, int], arrived: Callable[[], bool]
+    ) -> GuardedSocket:
         """Turn pynetdicom's socket into a guarded one in place (a new socket
-        object would announce the connection to the state machine twice)."""
+        object would announce the connection to the state machine twice).
+        ``arrived`` is told when the whole A-ASSOCIATE-RQ is in (False: too late)."""
         plain.__class__ = cls
         guarded: GuardedSocket = plain  # type: ignore[assignment]
-        guarded.setup_guard(limits)
+        guarded.setup_guard(limits, arrived)
         return guarded
 
-    def setup_guard(self, limits: tuple[int, int]) -> None:
+    def setup_guard(self, limits: tuple[int, int], arrived: Callable[[], bool]) -> None:
         self.max_pdu, self.max_instance = limits
+        self._arrived = arrived
         self._header = True
         self._type = 0
         self._refused = False
@@ -66,7 +73,11 @@ class GuardedSocket(AssociationSocket):
     def recv(self, nr_bytes: int) -> bytearray:
         if self._refused:
             return bytearray()  # the DUL sees a short PDU: transport closed
-        data = super().recv(nr_bytes)
+        try:
+            data = super().recv(nr_bytes)
+        except OSError:
+            self._wake_acceptor()
+            raise
         if len(data) < nr_bytes:
             self._wake_acceptor()
         if self._header:
@@ -78,6 +89,10 @@ class GuardedSocket(AssociationSocket):
                 self._header = False
             return data
         self._header = True
+        if self._type == A_ASSOCIATE_RQ and len(data) == nr_bytes and not self._arrived():
+            self._refused = True  # the deadline came first: the request is dropped
+            self._wake_acceptor()
+            return bytearray()
         if self._type == P_DATA_TF and not self._count_instance_data(data):
             self._refuse(f"instance larger than {self.max_instance >> 20} MiB")
             return bytearray()
@@ -98,12 +113,19 @@ class GuardedSocket(AssociationSocket):
             offset += 4 + item_length
         return True
 
+    def close(self) -> None:
+        """The DUL closes the transport itself after aborting a peer that sent
+        something other than a request: stop waiting for one too."""
+        super().close()
+        self._wake_acceptor()
+
     def _wake_acceptor(self) -> None:
         """The peer is gone: if it never associated, stop waiting for its
         A-ASSOCIATE-RQ now (pynetdicom would hold the thread for the whole
         ACSE timeout, so junk connections would pile up)."""
-        if not self._assoc.is_established:
-            self._assoc.dul.to_user_queue.put(None)
+        assoc = self._assoc
+        if not assoc.is_established and assoc.requestor.primitive is None:
+            assoc.dul.to_user_queue.put(None)
 
     def _refuse(self, why: str) -> None:
         self._refused = True
@@ -120,6 +142,15 @@ class GuardedSocket(AssociationSocket):
 class GuardedACSE(ACSE):
     """Applies the access policy to an A-ASSOCIATE-RQ before negotiating it."""
 
+    def negotiate_association(self) -> None:
+        """Accepted or rejected, the connection stops counting as pending."""
+        try:
+            super().negotiate_association()
+        finally:
+            connection = getattr(self.assoc, "connection", None)
+            if self.assoc.is_acceptor and connection is not None:
+                self.assoc._server.connections.associated(connection)  # type: ignore[union-attr]
+
     def _negotiate_as_acceptor(self) -> None:
         server: NodeAssociationServer = self.assoc._server  # type: ignore[assignment]
         request = self.requestor.primitive
@@ -127,13 +158,12 @@ class GuardedACSE(ACSE):
         self.requestor.ae_title = calling
         address = self.assoc.requestor.address
         raw = self.assoc.dul.socket.socket
-        certificate = raw.getpeercert() if isinstance(raw, ssl.SSLSocket) else None
-        subject = subject_name(certificate) if certificate else None
-        decision = server.policy.decide(calling, request.called_ae_title, address, subject)
+        certificate = raw.getpeercert(binary_form=True) if isinstance(raw, ssl.SSLSocket) else None
+        decision = server.policy.decide(calling, request.called_ae_title, address, certificate)
         reject, why = decision.reject, decision.why
         if reject is None and not server.policy.admit(id(self.assoc), calling, decision.remote):
             reject, why = LOCAL_LIMIT_EXCEEDED, "association limit reached"
-        self.assoc.acse_timeout = self.assoc.ae.acse_timeout  # back from REQUEST_TIMEOUT
+        self.assoc.acse_timeout = self.assoc.ae.acse_timeout  # back from the request deadline
         if reject is not None:
             server.refuse(calling, address, why)
             self.send_reject(*reject)
@@ -149,29 +179,63 @@ class GuardedACSE(ACSE):
         super()._negotiate_as_acceptor()
 
 
+class GuardedAssociation(Association):
+    """An acceptor that reports its connection's end, however it ends."""
+
+    connection: Connection
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except Exception as exc:
+            # pynetdicom would leave the DUL thread and the socket behind: a
+            # failure here must not hold the connection (or its count) for ever.
+            # The exception's type only: its text might quote what was received.
+            log.error("association from %s failed: %s", self.connection.address, type(exc).__name__)
+            self.dul.kill_dul()
+            raw = getattr(self.dul.socket, "socket", None)
+            if raw is not None:
+                self._server.shutdown_request(raw)  # type: ignore[union-attr]
+        finally:
+            self._server.ended(self.connection)  # type: ignore[union-attr]
+
+
 class GuardedRequestHandler(RequestHandler):
     """One connection: timeout, TLS handshake here (not in the accept loop)."""
 
     def handle(self) -> None:
         server: NodeAssociationServer = self.server  # type: ignore[assignment]
         connection: socket.socket = self.request  # type: ignore[assignment]
+        entry = server.connections.of(connection)
+        if entry is None:  # not admitted (cannot happen): never serve it
+            server.shutdown_request(connection)
+            return
+        self.connection = entry
         connection.settimeout(server.ae.network_timeout)
         if isinstance(connection, ssl.SSLSocket):
             try:
                 connection.do_handshake()
             except (OSError, ValueError) as exc:
                 reason = getattr(exc, "reason", None) or type(exc).__name__
-                server.refuse("", str(self.client_address[0]), f"TLS handshake: {reason}")
-                server.shutdown_request(connection)
+                server.shutdown_request(connection)  # refused here if past the deadline
+                if not entry.expired:
+                    server.refuse("", entry.address, f"TLS handshake: {reason}")
                 return
         super().handle()
 
     def _create_association(self) -> Any:
         assoc = super()._create_association()
         server: NodeAssociationServer = self.server  # type: ignore[assignment]
-        GuardedSocket.guard(assoc.dul.socket, server.limits)
+        entry = self.connection
+        assoc.__class__ = GuardedAssociation  # in place, as for the socket
+        assoc.connection = entry
+        GuardedSocket.guard(
+            assoc.dul.socket, server.limits, lambda: server.connections.arrived(entry)
+        )
         assoc.acse = GuardedACSE(assoc)
-        assoc.acse_timeout = min(REQUEST_TIMEOUT, server.ae.acse_timeout or REQUEST_TIMEOUT)
+        # pynetdicom waits this long for the request; the watchdog closes the
+        # socket at the same deadline should bytes still be trickling in.
+        assoc.acse_timeout = max(entry.remaining(), 0.01)
         return assoc
 
 
@@ -195,11 +259,17 @@ class NodeAssociationServer(ThreadedAssociationServer):
     request_queue_size = 128
     policy: AccessPolicy
     limits: tuple[int, int]  # largest P-DATA PDU, largest instance (bytes)
-    max_connections: int
     services_of: Callable[[str], frozenset[str]]
     on_reject: Callable[[str, str, str], None]
+    # Set from the configuration by the caller (these are its defaults).
+    max_connections: int = 200
+    max_pending_per_address: int = 8
+    association_request_seconds: float = 10.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Before binding: a failed bind calls server_close, which stops it.
+        self.connections = ConnectionTable()
+        self._refusing: set[str] = set()  # refusal already logged (per address, "*")
         super().__init__(*args, **kwargs)
         self.contexts = SharedContexts(self.contexts)
 
@@ -217,8 +287,48 @@ class NodeAssociationServer(ThreadedAssociationServer):
         return client, address
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
-        """Beyond max_connections, close new connections at once."""
-        if len(self.ae.active_associations) >= self.max_connections:
-            log.warning("connection from %s refused: too many connections", client_address[0])
+        """Close a new connection at once (no thread) beyond max_connections
+        or beyond the address's unassociated connections; else start its deadline."""
+        address = str(client_address[0])
+        entry, why = self.connections.admit(
+            request,
+            address,
+            self.association_request_seconds,
+            self.max_pending_per_address,
+            self.max_connections,
+        )
+        key = "*" if why is TOO_MANY else address
+        if entry is None:
+            # Logged once per episode: a flood must not become a flood of log lines.
+            if key not in self._refusing:
+                if len(self._refusing) > 4096:  # addresses that never came back
+                    self._refusing.clear()
+                self._refusing.add(key)
+                log.warning("connections from %s refused: %s", address, why)
             return False
+        self._refusing.discard(address)
+        self._refusing.discard("*")
         return True
+
+    def close_request(self, request: Any) -> None:
+        """Every way a connection is closed through the server ends its entry."""
+        entry = self.connections.of(request)
+        super().close_request(request)
+        if entry is not None:
+            self.ended(entry)
+
+    def ended(self, entry: Connection) -> None:
+        """The connection is gone; refused (once) if its request never came in time."""
+        first, expired = self.connections.end(entry)
+        if not first:
+            return
+        try:
+            if expired:
+                seconds = self.association_request_seconds
+                self.refuse("", entry.address, f"no complete A-ASSOCIATE-RQ within {seconds:g} s")
+        finally:
+            self.connections.forget(entry)
+
+    def server_close(self) -> None:
+        super().server_close()
+        self.connections.stop()
