@@ -10,17 +10,28 @@ from pathlib import Path
 
 from dicomnode.config import Config
 from storage.audit import AuditFilter
+from storage.textsafe import escape_controls
 
 EXIT_OK, EXIT_BROKEN = 0, 5
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:
-    tls = commands.add_parser("tls", help="make a development CA and certificates (PEM)")
-    tls.add_argument("action", choices=["ca", "cert"])
-    tls.add_argument("name", nargs="?", help="certificate common name (cert)")
+    tls = commands.add_parser(
+        "tls", help="make a development CA and certificates (PEM); show a fingerprint"
+    )
+    tls.add_argument("action", choices=["ca", "cert", "fingerprint"])
+    tls.add_argument(
+        "name", nargs="?", help="certificate common name (cert), PEM file (fingerprint)"
+    )
     tls.add_argument("--dir", type=Path, default=Path("pki"), help="folder (default: ./pki)")
     tls.add_argument(
         "--host", action="append", default=[], help="subject alternative name (repeatable)"
+    )
+    tls.add_argument(
+        "--no-loopback",
+        dest="loopback",
+        action="store_false",
+        help="leave localhost and 127.0.0.1 out of the certificate's names",
     )
     audit = commands.add_parser("audit", help="verify, list or export the audit trail")
     audit.add_argument("action", choices=["verify", "list", "csv"])
@@ -32,18 +43,36 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
 
 
 def run_tls(args: argparse.Namespace) -> int:
-    from dicomnode.tls import make_ca, make_certificate
+    from dicomnode.tls import identity_of_file, make_ca, make_certificate, names_of
 
     if args.action == "ca":
         print(f"CA written: {make_ca(args.dir)} (key beside it, mode 0600)")
         return EXIT_OK
     if not args.name:
-        print("dicomnode tls cert: a common name is needed", file=sys.stderr)
+        what = "a PEM file" if args.action == "fingerprint" else "a common name"
+        print(f"dicomnode tls {args.action}: {what} is needed", file=sys.stderr)
         return 2
+    if args.action == "fingerprint":
+        try:
+            identity = identity_of_file(args.name)
+        except (OSError, ValueError, IndexError):
+            print(
+                f"dicomnode tls fingerprint: {args.name} is not a PEM certificate", file=sys.stderr
+            )
+            return 2
+        print(f'tls_subject = "{identity.subject}"\ntls_fingerprint = "{identity.fingerprint}"')
+        return EXIT_OK
     if not (args.dir / "ca.key").exists():
         print(f"dicomnode tls cert: no CA in {args.dir} (run `dicomnode tls ca`)", file=sys.stderr)
         return 2
-    print(f"certificate written: {make_certificate(args.dir, args.name, args.host)}")
+    try:
+        path = make_certificate(args.dir, args.name, args.host, loopback=args.loopback)
+    except ValueError as exc:
+        print(f"dicomnode tls cert: {exc}", file=sys.stderr)
+        return 2
+    identity = identity_of_file(path)
+    print(f"certificate written: {path} (names: {', '.join(names_of(path))})")
+    print(f'tls_subject = "{identity.subject}"\ntls_fingerprint = "{identity.fingerprint}"')
     return EXIT_OK
 
 
@@ -72,10 +101,11 @@ def run_audit(config: Config, args: argparse.Namespace) -> int:
             sys.stdout.writelines(trail.csv(where))
             return EXIT_OK
         for row in reversed(trail.rows(where)):
-            print(
+            line = (
                 f"{row['seq']:>6} {row['at'][:19]} {row['event']:<21} {row['outcome']:>2} "
                 f"{row['user']:<16} {row['source']:<15} {row['object']} {row['detail']}"
             )
+            print(escape_controls(line))  # a typed name must not drive the terminal
         return EXIT_OK
     finally:
         archive.close()

@@ -52,7 +52,7 @@ class RemoteAE:
     # Megabytes this AE may have stored in the archive (0: no quota).
     quota_mb: int = 0
     # With mutual TLS: the client certificate's subject common name that
-    # proves this AE (empty: a CA-signed certificate no other entry names).
+    # proves this AE; under mutual TLS it or tls_fingerprint is required.
     tls_subject: str = ""
     # The node calls this AE (forwarding, C-MOVE destination) over TLS,
     # showing its own certificate and checking the peer's against
@@ -340,6 +340,7 @@ def validate(config: Config) -> Config:
             raise ConfigError(
                 f"remote_ae {remote.ae_title}: tls_fingerprint is not a SHA-256 in hex"
             )
+    _check_certificate_bindings(config)
     for route in config.routes:
         if route.destination not in known:
             raise ConfigError(f"route: destination {route.destination!r} is not a [[remote_ae]]")
@@ -369,6 +370,34 @@ def validate(config: Config) -> Config:
         if not 0 <= getattr(config, name) <= 65535:
             raise ConfigError(f"{name}: not a TCP port")
     return config
+
+
+def _check_certificate_bindings(config: Config) -> None:
+    """Under mutual TLS every entry names the certificate that proves it, and
+    none names the node's own (which would let a copy of it act as that AE)."""
+    if not (config.dimse_tls and config.tls_ca_certificates):
+        return
+    from dicomnode.tls import identity_of_file
+
+    try:
+        own = identity_of_file(config.tls_certificate)
+    except (OSError, ValueError, IndexError):
+        raise ConfigError(
+            f"tls_certificate: {config.tls_certificate} is not a readable PEM certificate"
+        ) from None
+    for remote in config.remote_aes:
+        if not (remote.tls_subject or remote.tls_fingerprint):
+            raise ConfigError(
+                f"remote_ae {remote.ae_title}: with mutual TLS (dimse_tls and "
+                "tls_ca_certificates) set tls_subject or tls_fingerprint to its certificate"
+            )
+        if (own.subject and remote.tls_subject == own.subject) or (
+            remote.tls_fingerprint == own.fingerprint
+        ):
+            raise ConfigError(
+                f"remote_ae {remote.ae_title}: names the node's own certificate "
+                "(tls_certificate), which never proves a client"
+            )
 
 
 def _inside(path: Path, parent: Path) -> bool:

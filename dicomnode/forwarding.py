@@ -24,7 +24,7 @@ from pynetdicom import AE
 from dicomnode import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from dicomnode.config import Config
 from dicomnode.retrieve import NO_DELAY, contexts_for
-from dicomnode.tls import tls_args
+from dicomnode.tls import tls_args, tls_failure
 from storage.archive import Archive
 from storage.keys import Level
 from storage.leases import process_name
@@ -86,16 +86,18 @@ class Forwarder:
         ae.acse_timeout = self.config.acse_timeout
         ae.dimse_timeout = self.config.dimse_timeout
         ae.network_timeout = self.config.network_timeout
+        tls = tls_args(self.config, remote)
         assoc = ae.associate(
             remote.host,
             remote.port,
             contexts_for(instances),
             ae_title=remote.ae_title,
-            tls_args=tls_args(self.config, remote),
+            tls_args=tls,
             evt_handlers=NO_DELAY,
         )
         if not assoc.is_established:
-            self._retry_all(jobs, "association refused or destination unreachable")
+            why = tls_failure(tls) or "association refused or destination unreachable"
+            self._retry_all(jobs, why)
             return 0
         sent = 0
         try:

@@ -133,7 +133,12 @@ def test_quota_refuses_with_out_of_resources(node: Node, tmp_path: Path) -> None
 
 
 def _idle_connections(port: int, count: int) -> list[socket.socket]:
-    return [socket.create_connection(("127.0.0.1", port)) for _ in range(count)]
+    # From as many addresses (127.0.1.x): one address's unassociated
+    # connections are capped (max_pending_per_address).
+    return [
+        socket.create_connection(("127.0.0.1", port), source_address=(f"127.0.1.{n % 250 + 1}", 0))
+        for n in range(count)
+    ]
 
 
 def until(condition: Callable[[], bool], seconds: float = 30) -> bool:
@@ -221,7 +226,10 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def tls_config(tmp_path: Path, pki: Path) -> Config:
-    home = RemoteAE("OSH_CATH", "127.0.0.1", 104, "Osh", tls_subject="cath1.osh.test")
+    home = RemoteAE(
+        "OSH_CATH", "127.0.0.1", 104, "Osh", tls_subject="cath1.osh.test",
+        move_destinations=("OSH_CATH", "TLS_PACS"),  # the TLS destination of the move test
+    )  # fmt: skip
     return secured(
         tmp_path,
         remote_aes=(home, FIND_ONLY),
@@ -382,13 +390,9 @@ def _studies(node: Node) -> list[dict]:
     return list(node.archive.index.find(Query(Level.STUDY, {"StudyInstanceUID": ""})))
 
 
-def test_a_connection_that_never_asks_is_closed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import dicomnode.transport
-
-    monkeypatch.setattr(dicomnode.transport, "REQUEST_TIMEOUT", 0.5)  # 10 s in service
-    with Node(secured(tmp_path), web=False) as node:
+def test_a_connection_that_never_asks_is_closed(tmp_path: Path) -> None:
+    # association_request_seconds is 10 s in service.
+    with Node(secured(tmp_path, association_request_seconds=0.5), web=False) as node:
         started = time.monotonic()
         with socket.create_connection(("127.0.0.1", node.dicom.port), timeout=20) as silent:
             assert silent.recv(16) == b""  # closed by the node, not by the test's timeout
