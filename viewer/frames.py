@@ -43,6 +43,7 @@ from viewer.framedisplay import (  # noqa: F401 (frame_times_ms: tests import it
 )
 from viewer.framestore import FrameError, Layout, layout
 from viewer.presentation import patient_fields
+from viewer.readaudit import viewer_read
 
 bp = Blueprint("frames", __name__, url_prefix="/api/instances")
 log = logging.getLogger(__name__)
@@ -73,6 +74,14 @@ def _layout(uid: str) -> Layout:
         return layout(uid)
     except FrameError as exc:
         abort(exc.status, description=str(exc))
+
+
+def _viewed(found: Layout, kind: str) -> None:
+    """This read of the instance's study in the audit trail, coalesced per
+    session and study (`viewer.readaudit`: a clip is many requests). DICOMweb
+    /rendered and /thumbnail call these views and record their own read."""
+    if request.blueprint == bp.name:
+        viewer_read(str(found.header.get("StudyInstanceUID", "")), f"viewer {kind}")
 
 
 def per_request(found: Layout) -> int:
@@ -112,6 +121,7 @@ def _cached(response: Response, etag: str) -> Response:
 @bp.get("/<uid>/meta")
 def meta(uid: str) -> Any:
     found = _layout(uid)
+    _viewed(found, "meta")
     ds = found.header
     times = timing(ds, found.frames)
     return jsonify(
@@ -140,6 +150,7 @@ def meta(uid: str) -> Any:
 def thumbnail(uid: str) -> Response:
     """The first frame, small: decoding one frame (not kept), never the clip."""
     found = _layout(uid)
+    _viewed(found, "thumbnail")
     etag, due = _versioned(found, "thumbnail")
     if due:
         return due
@@ -155,6 +166,7 @@ def frame(uid: str, number: str | int) -> Response:
     found = _layout(uid)
     if wanted > found.frames:
         abort(404, description=f"frames are numbered 1 to {found.frames}")
+    _viewed(found, "frame")
     etag, due = _versioned(found, wanted)
     if due:
         return due
@@ -177,6 +189,7 @@ def raw(uid: str, first: str, last: str) -> Response:
         abort(404, description=f"frames are numbered 1 to {found.frames}")
     if end - start + 1 > per_request(found):
         abort(400, description=f"ask for at most {per_request(found)} frames at once")
+    _viewed(found, "raw")
     etag, due = _versioned(found, "raw", start, end)
     if due:
         return due
