@@ -7,8 +7,12 @@ request: it ends at logout, when the password changes or the account is
 disabled, after inactivity and at a maximum age, on every node process; a
 copied cookie then opens nothing. Every state-changing request must carry the
 CSRF token (form field or X-CSRF-Token). Roles come from `permissions.RULES`, checked here.
-Failed logins are counted from the audit trail itself (per user name and per
-address over 15 minutes), so the limit holds across node processes.
+
+Every password check (login form, DICOMweb HTTP Basic) is first reserved in
+the index (`storage.throttle`), per user name and per client address
+(`viewer.address`), so parallel guesses cannot outrun the limit on any node
+process. Past the free attempts a key waits a growing delay (429 with
+Retry-After), never a lock-out: the account's owner gets in after the wait.
 """
 
 from __future__ import annotations
@@ -17,8 +21,7 @@ import hashlib
 import hmac
 import secrets
 import time
-from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
 from functools import cache
 from typing import Any
 
@@ -28,6 +31,7 @@ from flask import (
     abort,
     current_app,
     g,
+    jsonify,
     redirect,
     render_template,
     request,
@@ -38,14 +42,23 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from dicomnode.config import Config
 from storage.accounts import Accounts, SessionLimits, User
-from storage.audit import MINOR_FAILURE, AuditFilter, AuditTrail
-from viewer.i18n import gettext
+from storage.audit import MINOR_FAILURE, AuditTrail
+from storage.throttle import Backoff, Key, LoginThrottle, retry_after
+from viewer.address import client_address
+from viewer.i18n import gettext, translate
 from viewer.permissions import allowed, is_open
+from viewer.security import same_origin_path
 
 bp = Blueprint("auth", __name__)
 _UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
-THROTTLE_WINDOW = timedelta(minutes=15)
 BASIC_REMEMBER_SECONDS = 300
+MAX_CSRF_TOKEN = 128  # characters; the node's own are 43
+# Seconds of the first wait after the free attempts, and of the longest;
+# failures further apart than THROTTLE_WINDOW start afresh.
+BACKOFF_FIRST = 2.0
+BACKOFF_LONGEST = 60.0
+THROTTLE_WINDOW = 900.0
+clock: Callable[[], float] = time.time  # the throttle's time (tests move it)
 
 
 @cache
@@ -62,16 +75,32 @@ def trail() -> AuditTrail:
     return current_app.extensions["archive"].index.audit
 
 
+def throttle() -> LoginThrottle:
+    return current_app.extensions["archive"].index.throttle
+
+
 def audit(kind: str, user: str, **fields: Any) -> None:
-    """An audit record of this request: who, from which address."""
+    """An audit record of this request: who, from which client address."""
     role = fields.pop("role", getattr(g.get("user"), "role", ""))
-    trail().record(kind, user=user, role=role, source=request.remote_addr or "", **fields)
+    trail().record(kind, user=user, role=role, source=client_address(), **fields)
 
 
 def csrf_token() -> str:
-    if "csrf" not in session:
+    if not isinstance(session.get("csrf"), str):
         session["csrf"] = secrets.token_urlsafe(32)
     return session["csrf"]
+
+
+def _csrf_valid(sent: object) -> bool:
+    """Whether ``sent`` is this session's CSRF token. Any text may arrive
+    (non-ASCII, megabytes): compared as UTF-8 bytes, bounded, never raising."""
+    expected = session.get("csrf")
+    if not isinstance(sent, str) or not sent or len(sent) > MAX_CSRF_TOKEN:
+        return False
+    if not isinstance(expected, str) or not expected:
+        return False
+    given = sent.encode("utf-8", "surrogatepass")
+    return secrets.compare_digest(given, expected.encode("utf-8", "surrogatepass"))
 
 
 def _check_password(username: str, password: str) -> User | None:
@@ -85,14 +114,37 @@ def _password_matches(user: User | None, password: str) -> bool:
     return user is not None and valid and not user.disabled
 
 
-def _throttled(username: str) -> bool:
-    """Too many failed logins lately for this user name or from this address."""
-    limit = current_app.config["NODE_CONFIG"].login_attempts
-    since = (datetime.now(UTC) - THROTTLE_WINDOW).strftime("%Y-%m-%dT%H:%M:%S")
-    failures = AuditFilter(event="login", failures_only=True, since=since)
-    by_user = trail().count(replace(failures, user=username))
-    by_address = trail().count(replace(failures, source=request.remote_addr or ""))
-    return by_user >= limit or by_address >= limit
+def backoff() -> Backoff:
+    """The configured free attempts and the module's delays."""
+    free = current_app.config["NODE_CONFIG"].login_attempts
+    return Backoff(free, BACKOFF_FIRST, BACKOFF_LONGEST, THROTTLE_WINDOW)
+
+
+def _keys(username: str) -> tuple[Key, Key]:
+    """What an attempt counts against: the account and the client's address."""
+    return Key("user", username), Key("address", client_address())
+
+
+def _reserve(username: str) -> int:
+    """Seconds to wait before a password for ``username`` may be checked
+    from here (then nothing was counted), or 0: one attempt reserved."""
+    wait = throttle().reserve(_keys(username), backoff(), clock())
+    return retry_after(wait) if wait else 0
+
+
+def _succeeded(username: str) -> None:
+    account, address = _keys(username)
+    throttle().succeeded(account, [address], backoff())
+
+
+def _too_many_basic(username: str, seconds: int) -> None:
+    """429 for a DICOMweb client: when to try again, never "wrong password"."""
+    audit("login", username, role="", outcome=MINOR_FAILURE, detail="throttled")
+    text = translate(f"too many failed logins: try again in {seconds} seconds")
+    answer = jsonify(error="Too Many Requests", message=text)
+    answer.status_code = 429
+    answer.headers["Retry-After"] = str(seconds)
+    abort(answer)
 
 
 def _basic_check(username: str, password: str) -> User | None:
@@ -100,20 +152,29 @@ def _basic_check(username: str, password: str) -> User | None:
     its password with every request, and a deliberately slow hash per
     request would cost ~90 ms each. Only a keyed digest of (user, password,
     stored hash) is kept, in memory, so a password change or a new hash
-    forgets it at once; a disabled account is refused from its fresh row."""
+    forgets it at once; a disabled account is refused from its fresh row.
+
+    While the account or the address must wait, nothing is checked, not
+    even against the remembered digest (else a throttled guesser would
+    still learn which guess is right: 200 against 429); a check that is not
+    remembered is reserved first, like a login."""
+    if wait := throttle().waiting(_keys(username), clock()):
+        _too_many_basic(username, retry_after(wait))
     user = accounts().get(username)
-    if user is None or user.disabled:
-        _password_matches(user, password)  # the same time as a real check
-        return None
-    token = f"{username}\0{password}\0{user.password_hash}".encode()
-    secret = current_app.secret_key
-    secret = secret.encode() if isinstance(secret, str) else bytes(secret or b"")
-    key = hmac.new(secret, token, hashlib.sha256).digest()
     verified: dict[bytes, float] = current_app.extensions.setdefault("basic_verified", {})
-    if verified.get(key, 0.0) > time.monotonic():
-        return user
-    if not _password_matches(user, password):
+    key = b""
+    if user is not None and not user.disabled:
+        token = f"{username}\0{password}\0{user.password_hash}".encode("utf-8", "surrogatepass")
+        secret = current_app.secret_key
+        secret = secret.encode() if isinstance(secret, str) else bytes(secret or b"")
+        key = hmac.new(secret, token, hashlib.sha256).digest()
+        if verified.get(key, 0.0) > time.monotonic():
+            return user
+    if seconds := _reserve(username):
+        _too_many_basic(username, seconds)
+    if not _password_matches(user, password):  # None or disabled: the same time
         return None
+    _succeeded(username)
     if len(verified) > 1000:
         verified.clear()
     verified[key] = time.monotonic() + BASIC_REMEMBER_SECONDS
@@ -126,7 +187,7 @@ def _basic_user() -> Any:
     if given is None or given.type != "basic":
         return None
     username = (given.username or "")[:64]
-    user = None if _throttled(username) else _basic_check(username, given.password or "")
+    user = _basic_check(username, given.password or "")
     if user is None:
         audit("login", username, outcome=MINOR_FAILURE, detail="DICOMweb basic authentication")
         abort(
@@ -162,7 +223,7 @@ def require_login_and_csrf() -> Any:
     else:
         if request.method in _UNSAFE:
             sent = request.form.get("csrf_token") or request.headers.get("X-CSRF-Token")
-            if not sent or not secrets.compare_digest(sent, session.get("csrf", "")):
+            if not _csrf_valid(sent):
                 abort(400, description="missing or wrong CSRF token")
         if is_open(request.endpoint):
             return None
@@ -189,12 +250,18 @@ def login() -> Any:
     error = None
     if request.method == "POST":
         username = request.form.get("username", "")[:64]
-        if _throttled(username):
+        if seconds := _reserve(username):
+            # Told to wait, whether or not the password would have been right:
+            # nothing was checked.
             audit("login", username, role="", outcome=MINOR_FAILURE, detail="throttled")
-            error = gettext("Too many failed logins. Try again in 15 minutes.")
-            return render_template("login.html", error=error), 429
+            error = gettext(
+                "Too many failed logins. Try again in {seconds} seconds.", seconds=seconds
+            )
+            page = render_template("login.html", error=error)
+            return page, 429, {"Retry-After": str(seconds)}
         user = _check_password(username, request.form.get("password", ""))
         if user is not None:
+            _succeeded(username)
             if isinstance(earlier := session.get("sid"), str):
                 accounts().end_session(earlier)
             session.clear()  # a new id and CSRF token: none planted before login survives
@@ -202,12 +269,8 @@ def login() -> Any:
             session["sid"] = accounts().open_session(user.username, _limits())
             csrf_token()
             audit("login", user.username, role=user.role)
-            target = request.args.get("next", "")
-            return redirect(
-                target
-                if target.startswith("/") and not target.startswith("//")
-                else url_for("studies.index")
-            )
+            home = url_for("studies.index")
+            return redirect(same_origin_path(request.args.get("next"), home))
         audit("login", username, role="", outcome=MINOR_FAILURE, detail="wrong password")
         error = gettext("Wrong user name or password.")
     return render_template("login.html", error=error), 401 if error else 200

@@ -5,6 +5,10 @@ only (no inline script: the templates carry data in JSON blocks instead), images
 from the node, data: and blob: URLs (cine frames), and no framing. Pages and
 API answers about studies are not cached on shared workstations.
 
+After login the browser goes back where it came from (``next``), but only
+to a path on this node: `same_origin_path` refuses whatever a browser could
+read as another site.
+
 Browsers ask every page for ``/favicon.ico``; it is answered here (open, no
 login), so that request is neither refused nor written to the audit trail as
 an access failure.
@@ -15,6 +19,7 @@ from __future__ import annotations
 from datetime import timedelta
 from functools import cache
 from io import BytesIO
+from urllib.parse import quote, unquote, urlsplit
 
 from flask import Flask, Response
 from PIL import Image, ImageDraw
@@ -45,6 +50,9 @@ HEADERS = {
 }
 NOT_CACHED = ("text/html", "application/json", "application/dicom+json")
 ICON_MAX_AGE = 86400  # seconds a browser may keep the icon
+MAX_NEXT = 2048  # characters of a ``next`` path; longer ones are not followed
+# Kept as they are when a checked path is written back into a Location header.
+_PATH_SAFE = "/?=&;:@!$'()*+,-._~"
 
 
 @cache
@@ -59,6 +67,42 @@ def favicon() -> bytes:
     out = BytesIO()
     icon.save(out, format="ICO", sizes=[(32, 32), (16, 16)])
     return out.getvalue()
+
+
+def same_origin_path(target: object, default: str) -> str:
+    """``target`` when it can only be a path on this node, else ``default``.
+
+    Browsers ignore tabs and newlines inside URLs, treat ``\\`` as ``/``,
+    and read ``//host`` (however many slashes) as another site; a proxy or a
+    second decoding may undo percent-escapes. So the check is made on the
+    text decoded until stable, stripped of control characters and
+    whitespace: no scheme, no host, no backslash, no leading ``//``, no
+    empty or dot segment. What passes is sent percent-encoded again."""
+    if not isinstance(target, str) or not target or len(target) > MAX_NEXT:
+        return default
+    text = target
+    for _ in range(4):
+        decoded = unquote(text)
+        if decoded == text:
+            break
+        text = decoded
+    else:
+        return default  # still changing: nested escapes are not a real path
+    text = "".join(ch for ch in text if ch.isprintable() and not ch.isspace())
+    parts = urlsplit(text)
+    segments = parts.path.split("/")[1:]
+    if (
+        not text.startswith("/")
+        or text.startswith("//")
+        or "\\" in text
+        or parts.scheme
+        or parts.netloc
+        or "" in segments[:-1]
+        or any(s in (".", "..") for s in segments)
+    ):
+        return default
+    path = quote(parts.path, safe=_PATH_SAFE)
+    return f"{path}?{quote(parts.query, safe=_PATH_SAFE)}" if parts.query else path
 
 
 def install(app: Flask, config: Config) -> None:
