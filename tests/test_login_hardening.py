@@ -495,6 +495,20 @@ def test_logout_ends_the_session_on_every_process(app: Flask, elsewhere: Flask) 
     assert client.get("/api/stats").status_code == 401
 
 
+def test_logout_on_one_device_ends_the_sessions_of_the_others(app: Flask, elsewhere: Flask) -> None:
+    """A session opened on a shared ward computer ends when its owner logs
+    out at home: logout ends every session of the account; others keep theirs."""
+    ward, home, colleague = app.test_client(), elsewhere.test_client(), app.test_client()
+    _log_in(ward, "cardiologist-user")
+    _log_in(home, "cardiologist-user")
+    _log_in(colleague, "admin-user")
+    with home.session_transaction() as session:
+        csrf = session["csrf"]
+    assert home.post("/logout", data={"csrf_token": csrf}).status_code == 302
+    assert ward.get("/api/stats").status_code == 401
+    assert colleague.get("/api/stats").status_code == 200
+
+
 @pytest.mark.parametrize(
     "command",
     [("passwd", "cardiologist-user", "--password-stdin"), ("disable", "cardiologist-user")],

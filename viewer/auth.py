@@ -278,8 +278,9 @@ def login() -> Any:
 
 @bp.post("/logout")
 def logout() -> Any:
+    # Every session of the account ends, on every device and node process: a
+    # cookie copied from another browser must not outlive its owner's logout.
     audit("logout", g.user.username)
-    if isinstance(token := session.get("sid"), str):
-        accounts().end_session(token)
+    accounts().end_sessions(g.user.username)
     session.clear()
     return redirect(url_for("auth.login"))

@@ -163,10 +163,12 @@ def choose() -> Any:
         from viewer.auth import accounts
 
         accounts().update(g.user.username, language=chosen)
+    from viewer.security import same_origin_path
+
     target = request.referrer or "/"
-    return redirect(
-        target if target.startswith(request.host_url) or target.startswith("/") else "/"
-    )
+    if target.startswith(request.host_url):
+        target = "/" + target[len(request.host_url) :]
+    return redirect(same_origin_path(target, "/"))
 
 
 def install(app: Any) -> None:
