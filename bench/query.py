@@ -269,6 +269,13 @@ def serve_node(work: Path, url: str) -> Iterator[tuple[int, int]]:
     """The node on a populated index, with a web user for QIDO-RS."""
     dimse, web = free_port(), free_port()
     env = node_env(work, index_url=url, dimse_port=dimse, http_port=web, min_free_disk_mb=0)
+    # A calling AE the node does not list sees no patients: BENCHFIND sees all.
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "node.toml").write_text(
+        '[[remote_ae]]\nae_title = "BENCHFIND"\nhost = "127.0.0.1"\nport = 104\n'
+        'query_issuers = ["*"]\n'
+    )
+    env["DICOMNODE_CONFIG"] = str(work / "node.toml")
     subprocess.run(
         [*NODE_CLI, "user", "add", "bench", "--password-stdin"],
         env=env,

@@ -128,6 +128,7 @@ def main() -> int:
         own = free_port()
         (work / "node.toml").write_text(
             f'[[remote_ae]]\nae_title = "MOVESCU"\nhost = "127.0.0.1"\nport = {own}\n'
+            'query_issuers = ["*"]\n'  # it retrieves every hospital's studies
         )
         with (work / "node.log").open("w") as log:
             node = subprocess.Popen([*cli, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=log)

@@ -2,7 +2,9 @@
 
 The matching itself lives in `storage.matching`; this module only knows the
 DIMSE side: query levels per information model, requested keys, character
-sets of the response, cancellation and the optional result limit.
+sets of the response, cancellation and the optional result limit, and whose
+patients the calling AE may see (`visible_issuers`), which C-MOVE and C-GET
+share.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelFind,
 )
 
+from dicomnode.config import Config
 from dicomnode.validate import status_dataset
 from storage.archive import Archive
 from storage.keys import Level
@@ -39,11 +42,29 @@ LEVELS = {
 _NOT_KEYS = {"QueryRetrieveLevel", "SpecificCharacterSet"}
 
 
-def query_from_identifier(identifier: Dataset, model: str, limit: int = 0) -> Query:
-    """Raise QueryError for a level the model does not have."""
+def visible_issuers(config: Config, calling_ae: str) -> frozenset[str] | None:
+    """The hospitals whose patients ``calling_ae`` may find and retrieve: its
+    [[remote_ae]] entry's ``sees`` (its own issuer unless query_issuers says
+    more), all of them (None) for "*". An AE title the table does not list
+    (only possible with require_known_ae = false) sees no one: a title is a
+    claim anyone can make, so it cannot open any hospital's patients."""
+    remote = config.remote(calling_ae)
+    return frozenset() if remote is None else remote.sees
+
+
+def query_level(identifier: Dataset, model: str) -> Level:
+    """The identifier's Query/Retrieve Level; QueryError if the model lacks it."""
     level = str(identifier.get("QueryRetrieveLevel", "")).strip().upper()
     if level not in LEVELS.get(model, ()):
         raise QueryError(f"query level {level or '(none)'} is not valid for this model")
+    return Level(level)
+
+
+def query_from_identifier(
+    identifier: Dataset, model: str, limit: int = 0, issuers: frozenset[str] | None = None
+) -> Query:
+    """Raise QueryError for a level the model does not have."""
+    level = query_level(identifier, model)
     keys: dict[str, str] = {}
     for element in identifier:
         keyword = element.keyword or keyword_for_tag(element.tag)
@@ -57,7 +78,7 @@ def query_from_identifier(identifier: Dataset, model: str, limit: int = 0) -> Qu
         else:
             text = str(value)
         keys[keyword] = text
-    return Query(level=Level(level), keys=keys, limit=limit or None)
+    return Query(level=level, keys=keys, limit=limit or None, issuers=issuers)
 
 
 def response(identifier: Dataset, row: dict[str, Any], level: str, retrieve_ae: str) -> Dataset:
@@ -92,12 +113,16 @@ def find(
     model: str,
     *,
     retrieve_ae: str,
+    issuers: frozenset[str] | None,
     limit: int = 0,
     is_cancelled: Any = lambda: False,
 ) -> Iterator[tuple[int | Dataset, Dataset | None]]:
-    """The (status, identifier) pairs pynetdicom's C-FIND handler yields."""
+    """The (status, identifier) pairs pynetdicom's C-FIND handler yields.
+
+    ``issuers`` (required: every caller decides) are the hospitals whose
+    patients may match, None for all."""
     try:
-        query = query_from_identifier(identifier, model, limit)
+        query = query_from_identifier(identifier, model, limit, issuers)
     except QueryError as exc:
         yield status_dataset(IDENTIFIER_MISMATCH, str(exc)), None
         return

@@ -1,15 +1,23 @@
-"""C-MOVE and C-GET: what a query matches, sent on as stored.
+"""C-MOVE and C-GET: what the unique keys name, sent on as stored.
 
-The matching is the C-FIND translation (`find.query_from_identifier`) taken
-down to the instance level. Instances are read one at a time (memory holds
-one instance, never a study) and offered in the syntax they are stored in,
-so pynetdicom encodes them back to the archive's own bytes.
+A retrieve names what it moves (PS3.4 C.4.2.2.1, baseline hierarchical
+retrieve; relational retrieve is not offered): the unique key of the level
+asked and of every level above it down from the model's root, single values
+above the level, one UID or a list at it, never empty and never a wildcard.
+Anything else is refused with 0xA900 and an Error Comment naming the key,
+before anything is sent or any association is opened. Only the calling AE's
+hospitals' patients match (`find.visible_issuers`); a C-MOVE goes only to an
+AE the caller's [[remote_ae]] entry allows (``move_destinations``).
+Instances are read one at a time (memory holds one instance, never a study)
+and offered in the syntax they are stored in, so pynetdicom encodes them
+back to the archive's own bytes.
 """
 
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from io import BytesIO
 from typing import Any
 
@@ -26,11 +34,12 @@ from pynetdicom.sop_class import (
 )
 
 from dicomnode.config import Config
-from dicomnode.find import query_from_identifier
+from dicomnode.find import query_level, visible_issuers
 from dicomnode.tls import tls_args
-from dicomnode.validate import status_dataset
+from dicomnode.validate import UID_PATTERN, status_dataset
 from storage.archive import Archive
-from storage.keys import Level
+from storage.audit import MINOR_FAILURE
+from storage.keys import UNIQUE_KEY, Level
 from storage.query import Query, QueryError
 
 PENDING, CANCELLED = 0xFF00, 0xFE00
@@ -44,6 +53,64 @@ AS_FIND = {
     StudyRootQueryRetrieveInformationModelGet: "1.2.840.10008.5.1.4.1.2.2.1",
 }
 MAX_CONTEXTS = 128
+# UIDs one list-of-UID key may name: a retrieve of more is split by the SCU.
+MAX_UIDS = 1000
+PATIENT_ROOT = (
+    PatientRootQueryRetrieveInformationModelMove,
+    PatientRootQueryRetrieveInformationModelGet,
+)
+# The same words for a destination this node does not know and for one the
+# caller may not use: the answer does not tell which AE titles are known.
+DESTINATION_REFUSED = "move destination unknown or not allowed for this AE"
+
+
+class RetrieveRefused(ValueError):
+    """The identifier does not name what to retrieve; the message says which
+    key and why (an Error Comment: at most 64 characters, no values)."""
+
+
+@dataclass(frozen=True)
+class Requestor:
+    """Who asks (calling AE title and address), and how the handler reaches it
+    beyond what pynetdicom's handler API lets it say."""
+
+    ae_title: str
+    address: str
+    # Makes the one final response pynetdicom sends next carry this status.
+    reply: Callable[[Dataset], None]
+    # Counts a refusal towards the association's audit record.
+    refused: Callable[[], None] = lambda: None
+
+    @classmethod
+    def of(cls, event: evt.Event, refused: Callable[[], None] = lambda: None) -> Requestor:
+        requestor = event.assoc.requestor
+        return cls(requestor.ae_title.strip(), requestor.address, replier(event), refused)
+
+
+def replier(event: evt.Event) -> Callable[[Dataset], None]:
+    """A refusal with its own status and Error Comment, sent without opening
+    any association.
+
+    pynetdicom answers a C-MOVE whose handler yields no destination with
+    0xA801 and a C-GET with no sub-operations with 0x0000, both without an
+    Error Comment, and its handler API has no other way to fail before the
+    C-STORE association is opened. So the handler arranges for that one
+    response (the one answering this request's Message ID) to carry
+    ``status`` instead, then yields the destination-less / zero answer."""
+    dimse = event.assoc.dimse
+    message_id = event.request.MessageID
+
+    def reply(status: Dataset) -> None:
+        def send_msg(primitive: Any, context_id: int) -> None:
+            if getattr(primitive, "MessageIDBeingRespondedTo", None) == message_id:
+                del dimse.send_msg  # one response only: back to the class's method
+                primitive.Status = status.Status
+                primitive.ErrorComment = status.get("ErrorComment")
+            type(dimse).send_msg(dimse, primitive, context_id)
+
+        dimse.send_msg = send_msg
+
+    return reply
 
 
 def _no_delay(event: evt.Event) -> None:
@@ -57,14 +124,70 @@ def _no_delay(event: evt.Event) -> None:
 NO_DELAY = [(evt.EVT_CONN_OPEN, _no_delay)]
 
 
-def matching_instances(archive: Archive, identifier: Dataset, model: str) -> list[dict[str, Any]]:
-    """Every stored instance under what the identifier matches."""
-    query = query_from_identifier(identifier, AS_FIND[model])
-    keys = {k: v for k, v in query.keys.items() if v}  # only the matching keys count
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        return "\\".join(str(v) for v in value)
+    return str(value)
+
+
+def _unique_key(identifier: Dataset, keyword: str, many: bool) -> str:
+    """The value of one unique key as the retrieve must give it, else
+    RetrieveRefused naming the key (never its value: a PatientID is one)."""
+    if keyword not in identifier:
+        raise RetrieveRefused(f"{keyword} is required at this level")
+    try:
+        text = _text(identifier[keyword].value)
+    except Exception:  # a value pydicom cannot decode
+        raise RetrieveRefused(f"{keyword}: unreadable value") from None
+    values = [v.strip("\x00 ") for v in text.split("\\")]
+    if not any(values):
+        raise RetrieveRefused(f"{keyword} is empty (universal matching)")
+    if any("*" in v or "?" in v for v in values):
+        raise RetrieveRefused(f"{keyword}: no wildcards in a retrieve")
+    if len(values) > 1 and not many:
+        raise RetrieveRefused(f"{keyword}: one value only at this level")
+    if len(values) > MAX_UIDS:
+        raise RetrieveRefused(f"{keyword}: more than {MAX_UIDS} UIDs")
+    if keyword != "PatientID" and not all(
+        0 < len(v) <= 64 and UID_PATTERN.fullmatch(v) for v in values
+    ):
+        raise RetrieveRefused(f"{keyword}: a value that is not a UID")
+    return "\\".join(values)
+
+
+def retrieve_query(identifier: Dataset, model: str, issuers: frozenset[str] | None) -> Query:
+    """The instances a C-MOVE / C-GET identifier names, among ``issuers``'
+    patients (None: all).
+
+    Baseline hierarchical retrieve: the unique key of each level from the
+    model's root down to the level asked (PatientID single-valued, a UID list
+    at the level itself). Other attributes do not narrow a retrieve and are
+    ignored (SCUs often copy a C-FIND response into the request)."""
+    try:
+        level = query_level(identifier, AS_FIND[model])
+    except QueryError as exc:
+        raise RetrieveRefused(str(exc)) from None
+    top = Level.PATIENT if model in PATIENT_ROOT else Level.STUDY
+    keys = {
+        UNIQUE_KEY[lv]: _unique_key(
+            identifier, UNIQUE_KEY[lv], many=lv is level and lv is not Level.PATIENT
+        )
+        for lv in Level
+        if top.depth <= lv.depth <= level.depth
+    }
     keys.update(
         SOPInstanceUID=keys.get("SOPInstanceUID", ""), SOPClassUID="", AvailableTransferSyntaxUID=""
     )
-    return list(archive.index.find(Query(level=Level.IMAGE, keys=keys)))
+    return Query(level=Level.IMAGE, keys=keys, issuers=issuers)
+
+
+def matching_instances(
+    archive: Archive, identifier: Dataset, model: str, issuers: frozenset[str] | None
+) -> list[dict[str, Any]]:
+    """Every stored instance the identifier names that ``issuers`` may see."""
+    return list(archive.index.find(retrieve_query(identifier, model, issuers)))
 
 
 def contexts_for(instances: list[dict[str, Any]]) -> list:
@@ -91,18 +214,33 @@ def move(
     model: str,
     destination: str,
     is_cancelled: Any,
+    requestor: Requestor,
 ) -> Iterator:
     """What pynetdicom's C-MOVE handler yields: destination, count, then files."""
     remote = config.remote(destination)
-    if remote is None:
-        yield None, None  # pynetdicom answers A801: move destination unknown
+    caller = config.remote(requestor.ae_title)
+    if remote is None or caller is None or destination not in caller.destinations:
+        requestor.refused()
+        archive.index.audit.record(
+            "access-denied",
+            user=requestor.ae_title,
+            role="DICOM AE",
+            source=requestor.address,
+            obj=destination,
+            detail="C-MOVE to a destination not among this AE's move_destinations",
+            outcome=MINOR_FAILURE,
+        )
+        requestor.reply(status_dataset(UNKNOWN_DESTINATION, DESTINATION_REFUSED))
+        yield None, None
         return
     try:
-        instances = matching_instances(archive, identifier, model)
-    except QueryError as exc:
-        yield remote.host, remote.port, {}
-        yield 0
-        yield status_dataset(IDENTIFIER_MISMATCH, str(exc)), None
+        instances = matching_instances(
+            archive, identifier, model, visible_issuers(config, requestor.ae_title)
+        )
+    except RetrieveRefused as exc:
+        requestor.refused()
+        requestor.reply(status_dataset(IDENTIFIER_MISMATCH, str(exc)))
+        yield None, None
         return
     kwargs: dict[str, Any] = {"contexts": contexts_for(instances), "evt_handlers": NO_DELAY}
     if remote.tls:
@@ -112,13 +250,23 @@ def move(
     yield from _paths(archive, instances, is_cancelled)
 
 
-def get(archive: Archive, identifier: Dataset, model: str, is_cancelled: Any) -> Iterator:
+def get(
+    config: Config,
+    archive: Archive,
+    identifier: Dataset,
+    model: str,
+    is_cancelled: Any,
+    requestor: Requestor,
+) -> Iterator:
     """What pynetdicom's C-GET handler yields: count, then files."""
     try:
-        instances = matching_instances(archive, identifier, model)
-    except QueryError as exc:
+        instances = matching_instances(
+            archive, identifier, model, visible_issuers(config, requestor.ae_title)
+        )
+    except RetrieveRefused as exc:
+        requestor.refused()
+        requestor.reply(status_dataset(IDENTIFIER_MISMATCH, str(exc)))
         yield 0
-        yield status_dataset(IDENTIFIER_MISMATCH, str(exc)), None
         return
     yield len(instances)
     yield from _paths(archive, instances, is_cancelled)

@@ -4,11 +4,14 @@ DICOM peers)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, Final
 
 from sqlalchemy import (
     BigInteger,
@@ -19,6 +22,7 @@ from sqlalchemy import (
     Integer,
     String,
     Table,
+    Text,
     or_,
     select,
 )
@@ -44,6 +48,9 @@ users = Table(
     # issuer as that hospital's [[remote_ae]] devices, so its patients meet.
     # NULL: the account may not store (revision 0006).
     Column("issuer", String(ISSUER_LENGTH)),
+    # Whose patients the account may see: a JSON list of issuers; NULL for
+    # all (revision 0011: accounts from before it keep seeing all).
+    Column("sees", Text),
 )
 
 
@@ -97,6 +104,7 @@ _USER_COLUMNS = (
     users.c.disabled,
     users.c.language,
     users.c.issuer,
+    users.c.sees,
 )
 
 
@@ -146,6 +154,51 @@ def checked_issuer(issuer: str | None) -> str | None:
     return normalise_issuer(issuer)
 
 
+# What an account sees: None is every hospital's patients (the regional
+# centre); else a set of issuers. OWN, for a new account: its own hospital's
+# patients if it has a hospital, else all.
+ALL: Final = None
+
+
+class _Own:
+    def __repr__(self) -> str:
+        return "OWN"
+
+
+OWN: Final = _Own()
+
+
+def checked_sees(issuers: Iterable[str] | None) -> frozenset[str] | None:
+    """Issuers an account may see, each as `checked_issuer` stores it; None
+    (ALL) for all; AccountError if none is named or one cannot be an issuer."""
+    if issuers is None:
+        return None
+    if isinstance(issuers, str):
+        raise AccountError("sees: a list of issuers, not one string")
+    found = {checked_issuer(issuer) for issuer in issuers}
+    found.discard(None)
+    if not found:
+        raise AccountError("sees: name at least one hospital, or all")
+    return frozenset(i for i in found if i)
+
+
+def _stored_sees(sees: frozenset[str] | None) -> str | None:
+    return None if sees is None else json.dumps(sorted(sees), ensure_ascii=False)
+
+
+def _loaded_sees(text: str | None) -> frozenset[str] | None:
+    """A stored scope; one that cannot be read sees nothing (fails closed)."""
+    if text is None:
+        return None
+    try:
+        values = json.loads(text)
+    except ValueError:
+        return frozenset()
+    if not isinstance(values, list):
+        return frozenset()
+    return frozenset(v for v in values if isinstance(v, str))
+
+
 @dataclass(frozen=True)
 class User:
     username: str
@@ -154,6 +207,13 @@ class User:
     disabled: bool
     language: str | None = None
     issuer: str | None = None  # the hospital; None: no uploads (STOW-RS)
+    # Whose patients it sees: issuers, or None (ALL) for every hospital's.
+    sees: frozenset[str] | None = None
+
+
+def _user(row: Any) -> User:
+    *columns, sees = row[: len(_USER_COLUMNS)]
+    return User(*columns, sees=_loaded_sees(sees))
 
 
 class Accounts:
@@ -163,8 +223,21 @@ class Accounts:
         self.engine = engine
         self._lock = lock
 
-    def add(self, username: str, password_hash: str, role: str, issuer: str | None = None) -> None:
+    def add(
+        self,
+        username: str,
+        password_hash: str,
+        role: str,
+        issuer: str | None = None,
+        sees: Iterable[str] | _Own | None = OWN,
+    ) -> None:
+        """A new account; ``sees`` by default its own hospital's patients
+        (all of them for an account without a hospital)."""
         issuer = checked_issuer(issuer)
+        if isinstance(sees, _Own):
+            scope = None if issuer is None else frozenset({issuer})
+        else:
+            scope = checked_sees(sees)
         if role not in ROLES:
             raise AccountError(f"role must be one of {', '.join(ROLES)}")
         if not username or len(username) > 64 or not username.isprintable():
@@ -180,24 +253,28 @@ class Accounts:
                     disabled=False,
                     created_at=datetime.now(UTC),
                     issuer=issuer,
+                    sees=_stored_sees(scope),
                 )
             )
 
     def get(self, username: str) -> User | None:
         with self.engine.connect() as conn:
             row = conn.execute(select(*_USER_COLUMNS).where(users.c.username == username)).first()
-        return None if row is None else User(*row)
+        return None if row is None else _user(row)
 
     def list(self) -> list[User]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(*_USER_COLUMNS).order_by(users.c.username)).all()
-        return [User(*row) for row in rows]
+        return [_user(row) for row in rows]
 
     def update(self, username: str, **values: object) -> None:
         """Change an account; a new password or disabling it ends every
-        session of the user in the same transaction."""
+        session of the user in the same transaction. ``sees``: issuers, or
+        None (ALL) for every hospital; it applies from the next request."""
         if "issuer" in values:
             values["issuer"] = checked_issuer(str(values["issuer"] or ""))
+        if "sees" in values:
+            values["sees"] = _stored_sees(checked_sees(values["sees"]))  # type: ignore[arg-type]
         with self._lock, self.engine.begin() as conn:
             result = conn.execute(
                 users.update().where(users.c.username == username).values(**values)
@@ -253,7 +330,7 @@ class Accounts:
                 conn.execute(
                     web_sessions.update().where(web_sessions.c.token_hash == key).values(seen=now)
                 )
-        return User(*row[: len(_USER_COLUMNS)])
+        return _user(row)
 
     def session_user(self, token: str, limits: SessionLimits) -> str | None:
         """Whose live session ``token`` is, or None."""

@@ -12,11 +12,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Select, exists, func, select
+from sqlalchemy import ColumnElement, Connection, Select, exists, false, func, select
 
 from storage.keys import ATTRIBUTES, COMPUTED, Attribute, Level
 from storage.matching import QueryError, condition
-from storage.schema import PARENT_FK, TABLES, instances, series, studies
+from storage.schema import PARENT_FK, TABLES, instances, patients, series, studies
 
 __all__ = ["Query", "QueryError", "run_query"]
 
@@ -32,6 +32,10 @@ class Query:
     # Order by this stored attribute (else by arrival), newest/highest first if descending.
     sort: str | None = None
     descending: bool = False
+    # Whose patients the asker may see: hospitals (IssuerOfPatientID as the
+    # index keeps it), None for all. Applied to every level through the
+    # patient every record is joined to, so no caller can forget a level.
+    issuers: frozenset[str] | None = None
 
 
 def _levels_up_to(level: Level) -> list[Level]:
@@ -104,6 +108,13 @@ STUDY_EXTRAS = {
 }
 
 
+def _visible(issuers: frozenset[str]) -> ColumnElement:
+    """Patients of these hospitals only; of none, nothing (not everything)."""
+    if not issuers:
+        return false()
+    return patients.c.issuerofpatientid.in_(sorted(issuers))
+
+
 def build(query: Query) -> Select:
     level = query.level
     table = TABLES[level]
@@ -127,6 +138,8 @@ def build(query: Query) -> Select:
             continue  # keys of lower levels or unknown ones: returned empty
         if cond is not None:
             conditions.append(cond)
+    if query.issuers is not None:
+        conditions.append(_visible(query.issuers))
     order = [table.c.pk.desc() if query.descending else table.c.pk]
     sort = ATTRIBUTES.get(query.sort or "")
     if sort is not None and sort.level.depth <= level.depth:

@@ -136,8 +136,8 @@ def test_user_commands_set_show_and_change_the_hospital(
     capsys.readouterr()
     assert user("list") == 0
     assert capsys.readouterr().out.splitlines() == [
-        f"{'aigul':<24} {'cardiologist':<13} {'active':<9} NCC Bishkek",
-        f"{'timur':<24} {'admin':<13} {'active':<9} -",
+        f"{'aigul':<24} {'cardiologist':<13} {'active':<9} NCC Bishkek  sees NCC Bishkek",
+        f"{'timur':<24} {'admin':<13} {'active':<9} -  sees *",
     ]
 
     assert user("issuer", "timur") == 2  # which hospital?
@@ -150,7 +150,8 @@ def test_user_commands_set_show_and_change_the_hospital(
     capsys.readouterr()
     assert user("list") == 0
     listing = capsys.readouterr().out
-    assert listing.splitlines()[0].endswith(" -") and "NCC Bishkek Cath" in listing
+    assert listing.splitlines()[0].endswith(" -  sees NCC Bishkek")  # the scope stays
+    assert "NCC Bishkek Cath" in listing
 
     archive = open_archive(config)
     try:

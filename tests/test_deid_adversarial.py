@@ -186,7 +186,13 @@ class Campaign:
         return self
 
     def _config(self, run: DoorRun) -> Config:
-        return make_config(run.root, require_known_ae=True, log_level="DEBUG")
+        from dicomnode.config import RemoteAE
+
+        # The C-GET below asks for every study: an AE that sees every hospital.
+        audit = RemoteAE("AUDIT_GET", "127.0.0.1", 104, "Audit", query_issuers=("*",))
+        return make_config(
+            run.root, require_known_ae=True, log_level="DEBUG", remote_aes=(*REMOTES, audit)
+        )
 
     def _serve_and_scan(self, run: DoorRun) -> None:
         started = time.monotonic()
@@ -711,9 +717,10 @@ class Scan:
                 self.hits(scan_dicom_bytes(self.needles, payload, uid), "WADO-RS instances")
 
     def c_get(self) -> None:
-        """Everything back with a C-GET SCU (Patient Root, PatientID *)."""
+        """Everything back with a C-GET SCU (Study Root, every stored study's
+        UID: a retrieve names what it moves)."""
         from pynetdicom import AE, build_role, evt
-        from pynetdicom.sop_class import PatientRootQueryRetrieveInformationModelGet
+        from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet
 
         # One context per (class, syntax) stored: the node sends each
         # instance in its stored syntax, on a context accepted for exactly that.
@@ -729,9 +736,9 @@ class Scan:
             received.append((event.request.DataSet.getvalue(), str(event.context.transfer_syntax)))
             return 0x0000
 
-        ae = AE(ae_title="BISHKEK_ECHO")
+        ae = AE(ae_title="AUDIT_GET")
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 60
-        ae.add_requested_context(PatientRootQueryRetrieveInformationModelGet)
+        ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
         for sop, syntax in pairs[:127]:
             ae.add_requested_context(sop, syntax)
         roles = [build_role(sop, scp_role=True) for sop in sorted({sop for sop, _ in pairs})]
@@ -744,12 +751,14 @@ class Scan:
         )
         assert assoc.is_established, "C-GET association refused"
         identifier = Dataset()
-        identifier.QueryRetrieveLevel = "PATIENT"
-        identifier.PatientID = "*"
+        identifier.QueryRetrieveLevel = "STUDY"
+        identifier.StudyInstanceUID = "\\".join(
+            sorted({str(ds.StudyInstanceUID) for _, ds in self.stored})
+        )
         final = None
         try:
             for status, _ in assoc.send_c_get(
-                identifier, PatientRootQueryRetrieveInformationModelGet
+                identifier, StudyRootQueryRetrieveInformationModelGet
             ):
                 if status and "Status" in status:
                     final = int(status.Status)

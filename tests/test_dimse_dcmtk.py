@@ -295,6 +295,8 @@ def findscu(node: Node, out: Path, *args: str, query: Path | None = None) -> lis
     out.mkdir(exist_ok=True)
     result = dcmtk(
         "findscu",
+        "-aet",
+        "BISHKEK_ECHO",  # an AE sees its own hospital's patients: these were sent by it
         "-aec",
         "CHDNODE",
         "-X",

@@ -22,7 +22,11 @@ pytestmark = pytest.mark.peers
 def retrieval(tmp_path: Path):
     port = free_port()
     config = make_config(
-        tmp_path, remote_aes=(*REMOTES, RemoteAE("MOVESCU", "127.0.0.1", port, "-"))
+        tmp_path,
+        remote_aes=(
+            *REMOTES,
+            RemoteAE("MOVESCU", "127.0.0.1", port, "-", query_issuers=("NCC Bishkek",)),
+        ),
     )
     with Node(config, web=False) as node:
         data, syntax = split_file(sample_file("color3d_jpeg_baseline.dcm").read_bytes())
@@ -53,10 +57,14 @@ def test_movescu_receives_every_instance_as_stored(retrieval, tmp_path: Path) ->
     stored = stored_by_uid(node)
     out = tmp_path / "moved"
     out.mkdir()
-    # movescu is its own move destination: it listens before it asks.
+    studies = {
+        str(dcmread(p, stop_before_pixels=True).StudyInstanceUID) for p in stored_paths(node)
+    }
+    # movescu is its own move destination: it listens before it asks. Both
+    # studies by a list of UIDs: a retrieve names what it moves.
     result = dcmtk(
         "movescu",
-        "-P",
+        "-S",
         "+xa",
         "-aet",
         "MOVESCU",
@@ -69,9 +77,9 @@ def test_movescu_receives_every_instance_as_stored(retrieval, tmp_path: Path) ->
         "-od",
         out,
         "-k",
-        "QueryRetrieveLevel=PATIENT",
+        "QueryRetrieveLevel=STUDY",
         "-k",
-        "PatientID=*",
+        "StudyInstanceUID=" + "\\".join(sorted(studies)),
         "127.0.0.1",
         str(node.dicom.port),
     )
@@ -79,6 +87,24 @@ def test_movescu_receives_every_instance_as_stored(retrieval, tmp_path: Path) ->
     received = sorted(out.iterdir())
     assert len(received) == len(stored) == 3
     assert_identical(received, stored)
+
+
+def test_movescu_asking_for_everything_is_refused(retrieval, tmp_path: Path) -> None:
+    node, port = retrieval
+    result = dcmtk(
+        "movescu", "-d", "-P", "-aet", "MOVESCU", "-aem", "MOVESCU", "-aec", "CHDNODE",
+        "--port", str(port), "-od", tmp_path,
+        "-k", "QueryRetrieveLevel=PATIENT", "-k", "PatientID=*",
+        "127.0.0.1", str(node.dicom.port),
+    )  # fmt: skip
+    said = result.stdout + result.stderr
+    assert "datasetdoesnotmatchsopclass" in said.lower(), said
+    assert "PatientID: no wildcards in a retrieve" in said  # the Error Comment
+    assert not list(tmp_path.glob("*.dcm"))
+
+
+def stored_paths(node: Node) -> list[Path]:
+    return list(node.archive.blobs.root.rglob("*.dcm"))
 
 
 def test_move_to_an_unknown_destination_is_refused(retrieval, tmp_path: Path) -> None:
@@ -111,7 +137,8 @@ def test_getscu_retrieves_a_series_as_stored(retrieval, tmp_path: Path) -> None:
     node, _ = retrieval
     stored = stored_by_uid(node)
     xa = [dcmread(p, stop_before_pixels=True) for p in node.archive.blobs.root.rglob("*.dcm")]
-    series = next(ds for ds in xa if ds.Modality == "XA").SeriesInstanceUID
+    run = next(ds for ds in xa if ds.Modality == "XA")
+    series = run.SeriesInstanceUID
     out = tmp_path / "got"
     out.mkdir()
     result = dcmtk(
@@ -119,12 +146,16 @@ def test_getscu_retrieves_a_series_as_stored(retrieval, tmp_path: Path) -> None:
         "-S",
         "+xr",  # RLE is how the angio runs are stored
         "+B",  # write what arrives, bit for bit
+        "-aet",
+        "BISHKEK_CATH",  # an AE of the hospital whose child it is
         "-aec",
         "CHDNODE",
         "-od",
         out,
         "-k",
         "QueryRetrieveLevel=SERIES",
+        "-k",
+        f"StudyInstanceUID={run.StudyInstanceUID}",
         "-k",
         f"SeriesInstanceUID={series}",
         "127.0.0.1",

@@ -12,6 +12,7 @@ from storage.query import Query, QueryError
 from viewer.auth import audit
 from viewer.params import whole
 from viewer.permissions import allowed
+from viewer.scope import issuers
 
 bp = Blueprint("studies", __name__)
 PAGE_SIZE = 25
@@ -40,7 +41,8 @@ STUDY_KEYS = (
 
 
 def _find(level: Level, keys: dict[str, str], **options: Any) -> list:
-    query = Query(level=level, keys=keys, **options)
+    """Matching records of the account's hospitals only (`viewer.scope`)."""
+    query = Query(level=level, keys=keys, issuers=issuers(), **options)
     return list(current_app.extensions["archive"].index.find(query))
 
 
@@ -88,9 +90,11 @@ def index() -> Any:
 
 @bp.get("/quarantine")
 def quarantine() -> Any:
+    sees = issuers()
     held = [
         {**row, "kind": UID(row["sopclassuid"]).name if row["sopclassuid"] else ""}
         for row in current_app.extensions["archive"].index.quarantined()
+        if sees is None or row["issuer"] in sees  # an admin of one hospital: its own
     ]
     return render_template("quarantine.html", held=held, user=g.user)
 
