@@ -2,12 +2,13 @@
 
 The SQLite index is copied with SQLite's online backup (consistent while the
 node runs), a PostgreSQL index with pg_dump (`dicomnode.pgdump`); keys are
-copied with their 0600 mode into ``keys/``; a manifest
-holds a SHA-256 of every file, checked before anything is restored. Index and
-keys can be written apart (``parts``): together they can re-identify
-patients, so they are meant to be stored in different places. Blobs are
-files written once: copy them with rsync or a filesystem snapshot (held ones
-are encrypted and open only with ``quarantine.key``, which is among the keys).
+copied into ``keys/``; every file written is 0600 in 0700 folders, whatever
+the umask (restored ones too); a manifest holds a SHA-256 of every file,
+checked before anything is restored. Index and keys can be written apart
+(``parts``): together they can re-identify patients, so they are meant to be
+stored in different places. Blobs are files written once: copy them with
+rsync or a filesystem snapshot (held ones are encrypted and open only with
+``quarantine.key``, which is among the keys).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from sqlalchemy.engine import make_url
 
 from dicomnode import __version__, pgdump
 from dicomnode.config import Config
+from storage.private import create_private, open_private, private_dir, tighten, write_private
 
 KEY_FILES = (
     "deid.key",
@@ -50,6 +52,13 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _copy_private(source: Path, target: Path) -> None:
+    """``source``'s bytes into ``target``, 0600 from its first byte (a copy
+    then chmod would leave it readable by others for a moment)."""
+    with source.open("rb") as reading, os.fdopen(open_private(target), "wb") as writing:
+        shutil.copyfileobj(reading, writing, 1 << 20)
+
+
 def _is_postgres(config: Config) -> bool:
     return make_url(config.effective_index_url).get_backend_name() == "postgresql"
 
@@ -65,9 +74,11 @@ def backup(config: Config, out: Path, parts: tuple[str, ...] = ("index", "keys")
     """Write the chosen parts into the new folder ``out``; returns the files written."""
     if out.exists() and any(out.iterdir()):
         raise BackupError(f"{out} exists and is not empty")
-    out.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(out)
+    tighten([out])  # an empty folder made beforehand
     written: list[Path] = []
     if "index" in parts and _is_postgres(config):
+        create_private(out / INDEX_PG)  # pg_dump keeps the mode of a file it truncates
         try:
             pgdump.dump(config.effective_index_url, out / INDEX_PG)
         except pgdump.DumpError as exc:
@@ -77,23 +88,24 @@ def backup(config: Config, out: Path, parts: tuple[str, ...] = ("index", "keys")
         source = _sqlite_path(config)
         if not source.exists():
             raise BackupError(f"no index at {source}")
+        create_private(out / INDEX)  # SQLite would make it by the umask
         with sqlite3.connect(source) as live, sqlite3.connect(out / INDEX) as copy:
             live.backup(copy)
         written.append(out / INDEX)
     if "keys" in parts:
         folder = out / "keys"
         folder.mkdir(mode=0o700)
+        os.chmod(folder, 0o700)
         for name in KEY_FILES:
             if (config.key_dir / name).exists():
-                shutil.copy2(config.key_dir / name, folder / name)
-                os.chmod(folder / name, 0o600)
+                _copy_private(config.key_dir / name, folder / name)
                 written.append(folder / name)
     manifest = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "version": __version__,
         "files": {p.relative_to(out).as_posix(): _sha256(p) for p in written},
     }
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    write_private(out / MANIFEST, json.dumps(manifest, indent=1).encode("utf-8"))
     return sorted(manifest["files"])
 
 
@@ -119,13 +131,11 @@ def restore(config: Config, source: Path, *, force: bool = False) -> list[str]:
     if INDEX_PG in files:  # after the key checks: all or nothing of what can be refused
         _restore_postgres(config, source / INDEX_PG, force)
     for name, target in targets.items():
-        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(target.parent)
         if name == INDEX:
             for suffix in ("-wal", "-shm"):  # a stale log would be replayed onto the copy
                 Path(str(target) + suffix).unlink(missing_ok=True)
-        shutil.copy2(source / name, target)
-        if name != INDEX:
-            os.chmod(target, 0o600)
+        _copy_private(source / name, target.resolve())  # 0600, the index too
     return sorted(files)
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 from dicomnode import __version__, cli_security, logs
 from dicomnode.config import Config, ConfigError, load, to_toml, without_secrets
 from dicomnode.deid.secret import KeyFileError
+from storage.private import private_umask
+from storage.textsafe import escape_controls
 from storage.values import normalise_issuer
 
 EXIT_OK, EXIT_USAGE, EXIT_REJECTED, EXIT_CONFIG = 0, 2, 3, 4
@@ -80,8 +82,8 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("destination", metavar="AE")
     commands.add_parser("queue", help="the forwarding queue: pending and done per destination")
 
-    user = commands.add_parser("user", help="web users: add, list, disable, passwd, issuer")
-    user.add_argument("action", choices=["add", "list", "disable", "passwd", "issuer"])
+    user = commands.add_parser("user", help="web users: add, list, disable, passwd, issuer, sees")
+    user.add_argument("action", choices=["add", "list", "disable", "passwd", "issuer", "sees"])
     user.add_argument("name", nargs="?", help="user name (all but list)")
     user.add_argument(
         "--role", choices=["cardiologist", "researcher", "admin"], default="cardiologist"
@@ -90,6 +92,12 @@ def _parser() -> argparse.ArgumentParser:
         "--issuer",
         help="the account's hospital, as the issuer of its [[remote_ae]] devices "
         '(needed to upload by STOW-RS; with `issuer`, "" removes it)',
+    )
+    user.add_argument(
+        "--sees",
+        metavar="ISSUERS|*",
+        help="whose patients the account sees: hospitals (issuers), comma-separated, or * for "
+        "all (with add: default its own --issuer, all without one; with `sees`: the new scope)",
     )
     user.add_argument(
         "--password-stdin",
@@ -326,7 +334,7 @@ def _stats(config: Config, as_json: bool) -> int:
     print(f"{'size':>10}: {stats['bytes'] / 1e6:.1f} MB")
     print(f"{'re-sent':>10}: {stats['duplicates_received']} duplicate instances received")
     for modality, count in sorted(stats["modalities"].items(), key=lambda kv: str(kv[0])):
-        print(f"{modality or '?':>10}: {count} instances")
+        print(escape_controls(f"{modality or '?':>10}: {count} instances"))
     return EXIT_OK
 
 
@@ -360,13 +368,17 @@ def _demo_user(config: Config) -> None:
     from werkzeug.security import generate_password_hash
 
     from dicomnode.node import open_archive
+    from storage.accounts import ALL
 
     archive = open_archive(config)
     try:
         if not archive.index.accounts.list():
             password = secrets.token_urlsafe(12)
             # The demo studies' hospital, so the account can upload by STOW-RS too.
-            archive.index.accounts.add("demo", generate_password_hash(password), "admin", "DEMO")
+            # It administers the whole node: it sees every hospital's patients.
+            archive.index.accounts.add(
+                "demo", generate_password_hash(password), "admin", "DEMO", sees=ALL
+            )
             print(f"web login: demo / {password}  (change it: dicomnode user passwd demo)")
     finally:
         archive.close()
@@ -425,19 +437,33 @@ def _warn_unknown_issuer(config: Config, issuer: str) -> None:
         )
 
 
+def _scope_text(sees: frozenset[str] | list[str] | None) -> str:
+    """An account's scope as `user list` and the audit trail show it."""
+    return "all" if sees is None else ", ".join(repr(i) for i in sorted(sees))
+
+
 def _user(config: Config, args: argparse.Namespace) -> int:
     from werkzeug.security import generate_password_hash
 
     from dicomnode.node import open_archive
-    from storage.accounts import AccountError, checked_issuer, password_problem
+    from storage.accounts import OWN, AccountError, checked_issuer, password_problem
 
     problem = None
+    sees: list[str] | None = None
+    if args.sees is not None and args.sees.strip() != "*":
+        sees = [part.strip() for part in args.sees.split(",") if part.strip()]
     if args.action != "list" and not args.name:
         problem = "a user name is needed"
     elif args.action == "issuer" and args.issuer is None:
         problem = 'the hospital is needed: --issuer "Hospital name" (or "" to remove it)'
     elif args.issuer is not None and args.action not in ("add", "issuer"):
         problem = "--issuer is for add and issuer"
+    elif args.action == "sees" and args.sees is None:
+        problem = 'whose patients? --sees "Hospital A, Hospital B" (or "*" for all)'
+    elif args.sees is not None and args.action not in ("add", "sees"):
+        problem = "--sees is for add and sees"
+    elif sees == []:
+        problem = '--sees: name at least one hospital (or "*" for all)'
     password = ""
     if not problem and args.action in ("add", "passwd"):
         try:  # before the archive is opened: nothing to undo when it fails
@@ -454,21 +480,39 @@ def _user(config: Config, args: argparse.Namespace) -> int:
         if args.action == "list":
             for user in accounts.list():
                 state = "disabled" if user.disabled else "active"
-                print(f"{user.username:<24} {user.role:<13} {state:<9} {user.issuer or '-'}")
+                scope = "*" if user.sees is None else ", ".join(sorted(user.sees))
+                print(
+                    f"{user.username:<24} {user.role:<13} {state:<9} {user.issuer or '-'}"
+                    f"  sees {scope}"
+                )
         elif args.action == "disable":
             accounts.update(args.name, disabled=True)
         elif args.action == "issuer":
             issuer = checked_issuer(args.issuer)
             accounts.update(args.name, issuer=issuer)
             detail = f"issuer {issuer!r}" if issuer else "issuer removed"
+            scope = getattr(accounts.get(args.name), "sees", None)
+            if issuer and scope is not None and issuer not in scope:
+                print(
+                    f"dicomnode user: note: {args.name} still sees {_scope_text(scope)} only; "
+                    f'change it with: dicomnode user sees {args.name} --sees "..."',
+                    file=sys.stderr,
+                )
+        elif args.action == "sees":
+            accounts.update(args.name, sees=sees)
+            detail = f"sees {_scope_text(accounts.get(args.name).sees)}"  # type: ignore[union-attr]
         else:
             issuer = checked_issuer(args.issuer)
             if problem := password_problem(password, args.name, config.password_min_length):
                 raise ValueError(problem)
             hashed = generate_password_hash(password)
             if args.action == "add":
-                accounts.add(args.name, hashed, args.role, issuer)
+                accounts.add(
+                    args.name, hashed, args.role, issuer, OWN if args.sees is None else sees
+                )
                 detail = f"add, role {args.role}" + (f", issuer {issuer!r}" if issuer else "")
+                if args.sees is not None:  # else the default, which the issuer says
+                    detail += f", sees {_scope_text(accounts.get(args.name).sees)}"  # type: ignore[union-attr]
             else:
                 accounts.update(args.name, password_hash=hashed, disabled=False)
         if args.action != "list":
@@ -481,6 +525,8 @@ def _user(config: Config, args: argparse.Namespace) -> int:
             )
         if args.action in ("add", "issuer") and args.issuer:
             _warn_unknown_issuer(config, normalise_issuer(args.issuer))
+        for named in sees or ():
+            _warn_unknown_issuer(config, normalise_issuer(named))
     except (AccountError, ValueError) as exc:
         print(f"dicomnode user {args.action}: {exc}", file=sys.stderr)
         return EXIT_REJECTED
@@ -534,12 +580,13 @@ def _quarantine(config: Config, args: argparse.Namespace) -> int:
         if args.action == "list":
             for held in archive.index.quarantined():
                 kind = UID(held["sopclassuid"]).name if held["sopclassuid"] else "?"
-                print(
+                line = (
                     f"{held['received_at']:%Y-%m-%d %H:%M} "
                     f"{held['sending_ae'] or '(import)':<16} {held['pseudonym']} "
                     f"{held['sopinstanceuid']} "
                     f"{kind} ({held['modality'] or '?'}): {held['reason']}"
                 )
+                print(escape_controls(line))  # the modality is the sender's text
             return EXIT_OK
         if args.action == "show":
             size = show_quarantined(archive, uids[0], args.out)
@@ -573,7 +620,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     logs.setup(config.log_level)
     try:
-        return _run(args, config)
+        # Whatever a command creates (index, keys, exports, backups) is the
+        # node user's alone, also where no explicit mode is given.
+        with private_umask():
+            return _run(args, config)
     except KeyFileError as exc:
         print(f"dicomnode: key error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

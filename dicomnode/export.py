@@ -17,12 +17,11 @@ there blocks the export.
 from __future__ import annotations
 
 import contextlib
-import csv
 import getpass
-import io
 import json
 import os
 import shutil
+import stat
 import threading
 import zipfile
 from collections import Counter
@@ -38,19 +37,21 @@ from pydicom.fileset import FileSet
 from tqdm import tqdm
 
 from dicomnode import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from dicomnode import manifest_values as checked
 from dicomnode.admin import linkage_cipher
 from dicomnode.config import Config
 from dicomnode.deid.header import DeidSettings, HeaderDeidentifier
 from dicomnode.deid.pipeline import document_reason
-from dicomnode.deid.plausible import HEIGHT_M, WEIGHT_KG, in_bounds
+from dicomnode.deid.plausible import HEIGHT_M, WEIGHT_KG
 from dicomnode.deid.profile import Option
 from dicomnode.deid.scanner import scan, scan_text
 from dicomnode.deid.secret import Secret, load_or_create_key
-from dicomnode.deid.values import lived_age
 from dicomnode.deid.verify import OcrSettings, check
 from storage.archive import Archive
 from storage.keys import Level
+from storage.private import open_private, private_dir
 from storage.query import Query
+from storage.textsafe import csv_text
 from storage.values import normalise_issuer
 
 # The given-name component of the node's report observer (viewer.planning.report).
@@ -84,6 +85,9 @@ class Cohort:
     device: str = ""  # a proposed size on that worksheet, e.g. "8/6"
     age_from: float | None = None  # years at the study
     age_to: float | None = None
+    # The hospitals (issuers) whose children may be in it, None for all: a
+    # web account's scope (`viewer.scope`), kept with the job as asked.
+    issuers: list[str] | None = None
 
     def keys(self) -> dict[str, str]:
         keys = dict.fromkeys(
@@ -131,7 +135,8 @@ class ExportResult:
 def select(archive: Archive, cohort: Cohort) -> list[dict[str, Any]]:
     """Studies matching the DICOM keys, then the plan and age filters."""
     chosen = []
-    for study in archive.index.find(Query(level=Level.STUDY, keys=cohort.keys())):
+    within = None if cohort.issuers is None else frozenset(cohort.issuers)
+    for study in archive.index.find(Query(level=Level.STUDY, keys=cohort.keys(), issuers=within)):
         plans = _latest_plans(archive, study["StudyInstanceUID"])
         if cohort.defect and cohort.defect.lower() not in {
             p.get("defect", "").lower() for p in plans
@@ -409,7 +414,7 @@ def _staging(out: Path) -> Iterator[Path]:
     package name) clears them, instead of leaving them in the system temp."""
     folder = out.parent / f".{out.name}.staging"
     shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(mode=0o700, parents=True)
+    private_dir(folder)
     try:
         yield folder
     finally:
@@ -441,23 +446,19 @@ def _fill_directory_keys(ds: Any, study_numbers: dict[str, str]) -> None:
         ds.InstanceNumber = 1
 
 
-def _plausible(study: dict, keyword: str, bounds: tuple[float, float]) -> Any:
-    """A study's weight or height, or "" for a placeholder (0 kg) that an
-    archive filled before ingest emptied them."""
-    value = study.get(keyword)
-    return value if in_bounds(value, bounds) else ""
-
-
 def _manifest_row(archive: Archive, study: dict, pseudonyms: dict[str, str]) -> dict[str, Any]:
+    """One study's line. The sender's values are checked against their VR
+    (`manifest_values`: an invalid or placeholder value is empty), so a
+    manifest never repeats what a device or an attacker wrote there."""
     plans = _latest_plans(archive, study["StudyInstanceUID"])
     slots = [s for p in plans for s in (p.get("content") or {}).get("slots", [])]
     return {
         "patient": pseudonyms.get(study["PatientID"], ""),
-        "age": lived_age(str(study.get("PatientAge") or "")),
-        "sex": study.get("PatientSex") or "",
-        "weight_kg": _plausible(study, "PatientWeight", WEIGHT_KG),
-        "height_m": _plausible(study, "PatientSize", HEIGHT_M),
-        "modalities": ",".join(study.get("ModalitiesInStudy") or []),
+        "age": checked.age(study.get("PatientAge")),
+        "sex": checked.sex(study.get("PatientSex")),
+        "weight_kg": checked.number(study.get("PatientWeight"), WEIGHT_KG),
+        "height_m": checked.number(study.get("PatientSize"), HEIGHT_M),
+        "modalities": checked.codes(study.get("ModalitiesInStudy")),
         "hospital": study.get("IssuerOfPatientID") or "",
         "defect": ";".join(p.get("defect", "") for p in plans),
         "key_measurements_mm": json.dumps({s["code"]: s["value_mm"] for s in slots}),
@@ -475,11 +476,8 @@ def _write_text(package: Path, result: ExportResult, cohort: Cohort, linkable: b
         "archive.\n"
     )
     fields = list(result.manifest[0]) if result.manifest else ["patient"]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=fields)
-    writer.writeheader()
-    writer.writerows(result.manifest)
-    (package / "manifest.csv").write_text(buffer.getvalue(), encoding="utf-8")
+    # Every cell through csv_cell: a hospital or defect name is typed text.
+    (package / "manifest.csv").write_text(csv_text(result.manifest, fields), encoding="utf-8")
     (package / "manifest.json").write_text(
         json.dumps(result.manifest, ensure_ascii=False, indent=1), encoding="utf-8"
     )
@@ -522,12 +520,20 @@ def _scan_all(package: Path, needles: set[str], words: set[str]) -> None:
 
 
 def _zip(package: Path, out: Path) -> int:
-    """Stream the package into a ZIP, one file at a time."""
+    """Stream the package into a ZIP, one file at a time. The ZIP is 0600
+    from its first byte, and its members say 0600 too, so unzip does not
+    leave the children's images readable by every account either."""
     partial = out.with_suffix(out.suffix + ".part")
-    with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_STORED) as archive_zip:
+    with (
+        os.fdopen(open_private(partial), "wb") as handle,
+        zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_STORED) as archive_zip,
+    ):
         for path in sorted(package.rglob("*")):
             if path.is_file():
-                archive_zip.write(path, path.relative_to(package).as_posix())
+                member = zipfile.ZipInfo.from_file(path, path.relative_to(package).as_posix())
+                member.external_attr = (stat.S_IFREG | 0o600) << 16
+                with path.open("rb") as source, archive_zip.open(member, "w") as target:
+                    shutil.copyfileobj(source, target, 1 << 20)
     os.replace(partial, out)
     return out.stat().st_size
 

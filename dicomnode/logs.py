@@ -8,16 +8,28 @@ non-conformant or invalid value ("Non-conformant 'Affected SOP Instance
 UID' value '1.2.643.0007150003…'") are kept, with the value withheld: a
 sender's UID may embed an MRN and a birth date. The node's own log lines
 name instances only by `ingest.reference_of`.
+
+Every record is one line: a sender's text (an AE title, a login name, a
+request path) with a line break or an escape sequence would otherwise forge
+a line of the log or rewrite an operator's terminal. Control characters in
+the message, arguments included, are written as escapes (``\\n``, ``\\x1b``)
+for every logger, pynetdicom's too; a traceback keeps its lines, each
+indented, so a line that starts at the left margin always begins a record.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from typing import TextIO
 
 import pydicom.config
 import pynetdicom
 from pynetdicom import _config as pynetdicom_config
+
+from storage.textsafe import escape_controls
+
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 # pynetdicom quotes a value after the word "value" (set_uid, set_ae, and
 # the validators), in messages formatted before they reach the logger.
@@ -74,8 +86,54 @@ def quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def setup(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+class OneLineRecord(logging.LogRecord):
+    """A record whose message (``msg % args``) has its controls escaped,
+    whichever handler or formatter reads it: installed as the record
+    factory, so no logger of any library is left out."""
+
+    def getMessage(self) -> str:
+        return escape_controls(super().getMessage())
+
+
+class OneLineFormatter(logging.Formatter):
+    """The node's format, one line per message whatever made the record; an
+    exception's or stack's lines (Python's, but quoting the exception's
+    message) are escaped and indented, never at the left margin."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        record.message = escape_controls(record.getMessage())
+        if self.usesTime():
+            record.asctime = self.formatTime(record, self.datefmt)
+        text = self.formatMessage(record)
+        # Not record.exc_text: another handler may have cached it unescaped.
+        parts = [self.formatException(record.exc_info)] if record.exc_info else []
+        if not parts and record.exc_text:
+            parts.append(record.exc_text)
+        if record.stack_info:
+            parts.append(self.formatStack(record.stack_info))
+        return "\n".join([text, *(_indented(part) for part in parts)])
+
+
+def _indented(block: str) -> str:
+    return "\n".join("  " + escape_controls(line) for line in block.rstrip("\n").split("\n"))
+
+
+def setup(level: str, stream: TextIO | None = None) -> logging.Handler | None:
+    """The node's log on ``stream`` (standard error): one handler on the
+    root logger (a second call replaces it), records one line each. Like
+    `logging.basicConfig`, a root logger someone else gave handlers (a test
+    runner, a program embedding the node) keeps them and its level, unless
+    a ``stream`` is asked for; their records are made one line all the same."""
+    if logging.getLogRecordFactory() is logging.LogRecord:
+        logging.setLogRecordFactory(OneLineRecord)
     quiet_libraries()
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h.formatter, OneLineFormatter)]:
+        root.removeHandler(old)
+    if stream is None and root.handlers:
+        return None
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(OneLineFormatter(FORMAT))
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    return handler

@@ -30,6 +30,7 @@ from sqlalchemy import Column, Integer, String, Table, func, select
 from sqlalchemy.engine import Engine
 
 from storage.schema import metadata
+from storage.textsafe import csv_row
 
 # Event type -> (DICOM EventID code in DCM, meaning, EventActionCode), PS3.15 A.5.
 EVENTS: dict[str, tuple[str, str, str]] = {
@@ -213,7 +214,9 @@ class AuditTrail:
         return Verification(True, count)
 
     def csv(self, where: AuditFilter | None = None) -> Iterator[str]:
-        """CSV in RFC 3881 terms: one line per record, oldest first."""
+        """CSV in RFC 3881 terms: one line per record, oldest first. Users,
+        AE titles and addresses are whatever was typed or sent: every cell
+        goes through `csv_cell`, so none is a formula in a spreadsheet."""
         buffer = io.StringIO()
         writer = csv.writer(buffer)
         writer.writerow(
@@ -239,25 +242,22 @@ class AuditTrail:
             buffer.truncate()
             code, meaning, action = EVENTS.get(row["event"], ("", "", ""))
             writer.writerow(
-                [
-                    row["seq"],
-                    row["at"],
-                    code,
-                    meaning,
-                    row["event"],
-                    action,
-                    row["outcome"],
-                    row["user"],
-                    row["role"],
-                    row["source"],
-                    _csv_safe(row["object"]),
-                    _csv_safe(row["detail"]),
-                    row["digest"],
-                ]
+                csv_row(
+                    [
+                        row["seq"],
+                        row["at"],
+                        code,
+                        meaning,
+                        row["event"],
+                        action,
+                        row["outcome"],
+                        row["user"],
+                        row["role"],
+                        row["source"],
+                        row["object"],
+                        row["detail"],
+                        row["digest"],
+                    ]
+                )
             )
             yield buffer.getvalue()
-
-
-def _csv_safe(text: str) -> str:
-    """No formula injection when the CSV is opened in a spreadsheet."""
-    return "'" + text if text[:1] in ("=", "+", "-", "@") else text

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, create_engine, event, exists, func, select
@@ -21,6 +22,7 @@ from storage.forwarding import ForwardQueue
 from storage.keys import Level
 from storage.migrate import upgrade
 from storage.plans import Plans
+from storage.private import create_private
 from storage.query import Query, run_query
 from storage.record import InstanceRecord
 from storage.rows import get_or_create, insert_for, serialise, upsert_patient
@@ -33,6 +35,7 @@ from storage.schema import (
     studies,
     uid_owners,
 )
+from storage.throttle import LoginThrottle
 
 # A transaction that lost a race to another process is run again this often.
 _ATTEMPTS = 4
@@ -83,12 +86,25 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The file of an SQLite index (None: PostgreSQL or in memory)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
 def create_index_engine(url: str) -> Engine:
     """SQLite (WAL, synchronous) or PostgreSQL through psycopg 3.
 
     Parameters of a failed statement are names and IDs: ``hide_parameters``
-    keeps them out of exception messages, which end up in logs.
+    keeps them out of exception messages, which end up in logs. A new SQLite
+    file is made 0600 before SQLite opens it, and SQLite gives its WAL,
+    shared-memory and journal files the database's mode: the password
+    hashes and sealed identities in it are the node user's alone.
     """
+    if (database := sqlite_file(url)) is not None and database.parent.is_dir():
+        create_private(database)
     parsed = make_url(url)
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
@@ -124,6 +140,7 @@ class Index:
         self.exports = ExportJobs(self.engine, self._write_lock)
         self.forwarding = ForwardQueue(self.engine, self._write_lock)
         self.audit = AuditTrail(self.engine, self._write_lock, audit_key)
+        self.throttle = LoginThrottle(self.engine, self._write_lock)
         # (issuer, patient, series UID) -> pk of series already indexed: the
         # common case (the next instance of a series) then costs one lookup
         # and one insert, and never files another patient's instance there.

@@ -40,6 +40,8 @@ from dicomnode.export import (
     preview,
 )
 from storage.leases import process_name
+from storage.private import private_dir
+from viewer.scope import issuers
 
 bp = Blueprint("exports", __name__)
 PROGRESS_SECONDS = 1.0
@@ -102,7 +104,13 @@ def _cohort(values: Any) -> Cohort:
     for name in ("date_from", "date_to"):
         if text[name] and not (len(text[name]) == 8 and text[name].isdigit()):
             abort(400, description=f"{name}: a date as YYYYMMDD")
-    return Cohort(**text, age_from=number("age_from"), age_to=number("age_to"))
+    sees = issuers()  # the account's hospitals: a cohort never reaches past them
+    return Cohort(
+        **text,
+        age_from=number("age_from"),
+        age_to=number("age_to"),
+        issuers=None if sees is None else sorted(sees),
+    )
 
 
 def _folder(app: Flask) -> Path:
@@ -110,7 +118,7 @@ def _folder(app: Flask) -> Path:
     deleted on the way (a package is not meant to live on the node)."""
     config = app.config["NODE_CONFIG"]
     folder: Path = app.extensions["export_folder"]
-    folder.mkdir(parents=True, exist_ok=True)
+    private_dir(folder)  # 0700: the packages hold children's images
     oldest = time.time() - config.export_keep_hours * 3600
     for package in folder.glob("*.zip"):
         if package.stat().st_mtime < oldest:

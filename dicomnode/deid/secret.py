@@ -16,6 +16,8 @@ import secrets
 import tempfile
 from pathlib import Path
 
+from storage.private import private_dir
+
 # Crockford's base32: no I, L, O, U, so a pseudonym reads back unambiguously.
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _MAX_SHIFT_DAYS = 3650
@@ -37,7 +39,7 @@ def _encode(digest: bytes, length: int) -> str:
 def _create_key(path: Path) -> None:
     """Write a new key whole, then link it into place: of node processes
     starting together on one key folder, one key wins and all read it."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(path.parent)
     descriptor, draft = tempfile.mkstemp(dir=path.parent, prefix=".new-key-")
     try:
         with os.fdopen(descriptor, "w") as handle:
