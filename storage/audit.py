@@ -29,6 +29,7 @@ from typing import Any
 from sqlalchemy import Column, Integer, String, Table, func, select
 from sqlalchemy.engine import Engine
 
+from storage.rows import insert_for
 from storage.schema import metadata
 from storage.textsafe import csv_row
 
@@ -163,21 +164,24 @@ class AuditTrail:
             "detail": detail[:2048],
         }
         with self._lock, self.engine.begin() as conn:
+            # A write comes first: on SQLite it takes the one writer's lock
+            # before the head is read (a read first would let two processes
+            # chain onto the same head), and on PostgreSQL the head row then
+            # exists for FOR UPDATE to lock, even for the very first record.
+            start = insert_for(conn, audit_head).values(id=1, seq=0, digest=GENESIS)
+            conn.execute(start.on_conflict_do_nothing(index_elements=["id"]))
             head = conn.execute(
                 select(audit_head.c.seq, audit_head.c.digest)
                 .where(audit_head.c.id == 1)
                 .with_for_update()
-            ).first()
-            seq, prev = (head[0] + 1, head[1]) if head else (1, GENESIS)
+            ).one()
+            seq, prev = head[0] + 1, head[1]
             row["seq"] = seq
             digest = _digest(self.key, prev, row)
             conn.execute(audit_log.insert().values(**row, prev=prev, digest=digest))
-            if head:
-                conn.execute(
-                    audit_head.update().where(audit_head.c.id == 1).values(seq=seq, digest=digest)
-                )
-            else:
-                conn.execute(audit_head.insert().values(id=1, seq=seq, digest=digest))
+            conn.execute(
+                audit_head.update().where(audit_head.c.id == 1).values(seq=seq, digest=digest)
+            )
 
     def rows(
         self, where: AuditFilter | None = None, limit: int | None = None, offset: int = 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy.exc import DatabaseError
@@ -115,3 +116,44 @@ def test_tls_helpers_write_a_ca_and_certificates(tmp_path: Path) -> None:
         text=True,
     )
     assert check.returncode == 0, check.stderr
+
+
+def _write_records(url: str, key: bytes, who: str, count: int, start: Any) -> None:
+    from storage.index import Index
+
+    index = Index(url, audit_key=key)
+    start.wait()  # both processes open, then both write at once
+    try:
+        for n in range(count):
+            index.audit.record("login", user=f"{who}-{n}")
+    finally:
+        index.engine.dispose()
+
+
+def test_two_processes_writing_at_once_keep_one_unbroken_chain(any_index_config: Config) -> None:
+    """A CLI command auditing while the node serves: both processes write
+    records at the same moment (the very first one included) and the chain
+    stays one line, every record kept, none failing."""
+    import multiprocessing
+
+    from storage.index import Index
+
+    any_index_config.data_dir.mkdir(parents=True, exist_ok=True)
+    url, key = any_index_config.effective_index_url, b"k" * 32
+    Index(url, audit_key=key).engine.dispose()  # the schema, before the race
+    context = multiprocessing.get_context("spawn")
+    start = context.Barrier(2)
+    workers = [
+        context.Process(target=_write_records, args=(url, key, who, 150, start)) for who in "ab"
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+    assert [w.exitcode for w in workers] == [0, 0]
+    index = Index(url, audit_key=key)
+    try:
+        assert index.audit.count() == 300
+        assert index.audit.verify().ok
+    finally:
+        index.engine.dispose()
