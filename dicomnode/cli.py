@@ -613,6 +613,11 @@ def _quarantine(config: Config, args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "tls":
+        # Certificates are made before the configuration that names them can
+        # be valid (mutual TLS needs every entry's fingerprint): no config.
+        with private_umask():
+            return cli_security.run_tls(args)
     try:
         config = load(args.config)
     except ConfigError as exc:
@@ -653,8 +658,6 @@ def _run(args: argparse.Namespace, config: Config) -> int:
         return _backup(config, args)
     if args.command == "check":
         return _check(config, not args.no_progress)
-    if args.command == "tls":
-        return cli_security.run_tls(args)
     if args.command == "audit":
         return cli_security.run_audit(config, args)
     if args.command == "demo":

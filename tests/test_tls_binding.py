@@ -396,3 +396,21 @@ def test_the_tls_command_prints_what_an_entry_needs(
     code, _, err = tls_command(capsys, "cert", "Echo 1", "--dir", pki, "--no-loopback")
     assert code == 2 and err.count("\n") == 1 and "--host" in err
     assert tls_command(capsys, "fingerprint", str(tmp_path / "nothing.crt"))[0] == 2
+
+
+def test_the_tls_command_runs_beside_a_configuration_it_is_needed_to_fix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An upgrade leaves a configuration that no longer validates (entries
+    without fingerprints): the command that prints them must still run."""
+    from dicomnode.cli import main
+
+    broken = tmp_path / "dicomnode.toml"
+    broken.write_text('[node]\nae_title = "not a valid AE title at all"\n')
+    pki = str(tmp_path / "pki")
+    assert main(["--config", str(broken), "tls", "ca", "--dir", pki]) == 0
+    assert main(["--config", str(broken), "tls", "cert", "echo1", "--dir", pki]) == 0
+    capsys.readouterr()
+    assert main(["--config", str(broken), "tls", "fingerprint", f"{pki}/echo1.crt"]) == 0
+    assert "tls_fingerprint = " in capsys.readouterr().out
+    assert main(["--config", str(broken), "stats"]) != 0  # the others still refuse it
