@@ -226,7 +226,10 @@ def test_a_body_cut_short_is_refused_and_what_arrived_whole_is_kept(web) -> None
     response = post(url, cut)
     assert response.status_code == 400
     assert "closing boundary" in response.json()["message"]
+    assert "(1 stored before it)" in response.json()["message"]
     assert node.archive.index.stats()["instances"] == 1  # acknowledged by nobody, but intact
+    (record,) = [r for r in node.archive.index.audit.rows() if r["event"] == "stow"]
+    assert record["detail"].startswith("1 stored, 0 failed, body refused: ")
 
 
 def test_a_large_instance_goes_through_the_spool_and_is_stored_exactly(web) -> None:

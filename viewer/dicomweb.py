@@ -27,6 +27,7 @@ from pydicom import dcmread
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, JPEGBaseline8Bit
+from werkzeug.exceptions import HTTPException
 
 from dicomnode.find import response
 from dicomnode.ingest import Incoming, Outcome
@@ -465,23 +466,29 @@ def store() -> Any:
             entry = (uids.sop_class, uids.sop_instance, result.status, result.comment)
             (failed if result.outcome is Outcome.REJECTED else stored).append(entry)
     except MultipartError as exc:
-        abort(400, description=f"STOW-RS body: {exc}")
+        _audit_stow(stored, failed, f"body refused: {exc}")
+        abort(400, description=f"STOW-RS body: {exc} ({len(stored)} stored before it)")
+    except HTTPException as exc:  # the body bound, reached while streaming
+        _audit_stow(stored, failed, f"body refused: {exc.code}")
+        raise
+    _audit_stow(stored, failed)
     answer = Dataset()
     # A warning (held in quarantine for review) is WarningReason on its item,
     # and the answer is 202 as for any partial success (PS3.18 10.5.3).
     answer.ReferencedSOPSequence = [_sop(c, i, warning=status) for c, i, status, _ in stored]
     if failed:
         answer.FailedSOPSequence = [_sop(c, i, status) for c, i, status, _ in failed]
-    # Who stored what, like a DIMSE association's record.
-    audit(
-        "stow",
-        g.user.username,
-        detail=f"{len(stored)} stored, {len(failed)} failed",
-        outcome=MINOR_FAILURE if failed else SUCCESS,
-    )
     warned = any(status for _, _, status, _ in stored)
     status = 200 if not (failed or warned) else (202 if stored else 409)
     return Response(_json(answer.to_json_dict()), status=status, mimetype=JSON)
+
+
+def _audit_stow(stored: list, failed: list, refused: str = "") -> None:
+    """Who stored what, like a DIMSE association's record; also when the
+    body was refused part-way, after what came before it was stored."""
+    detail = f"{len(stored)} stored, {len(failed)} failed" + (f", {refused}" if refused else "")
+    outcome = MINOR_FAILURE if failed or refused else SUCCESS
+    audit("stow", g.user.username, detail=detail, outcome=outcome)
 
 
 def _sop(
