@@ -190,8 +190,9 @@ class Config:
     # a client certificate (mutual TLS) mapped to a [[remote_ae]].
     tls_ca_certificates: str = ""
     # Web sessions: ended after this much inactivity, and at the latest after
-    # session_max_hours; logins: this many failures per 15 minutes, per user
-    # and per address, then refused until the window passes.
+    # session_max_hours; logins: this many failures per user name and per
+    # client address are free, then each attempt waits a doubling back-off
+    # (2 s up to 60 s); failures 15 minutes apart start afresh.
     session_idle_minutes: int = 30
     session_max_hours: int = 12
     login_attempts: int = 5
