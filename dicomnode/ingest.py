@@ -2,9 +2,13 @@
 
     check structure -> read header -> validate -> DE-IDENTIFY -> store (blob, index)
 
-C-STORE, ``dicomnode import`` and (later) STOW-RS all build an `Incoming` and
-call `Ingestor.ingest`. The result carries the DICOM status to answer with;
+C-STORE, ``dicomnode import`` and STOW-RS all build an `Incoming` and call
+`Ingestor.ingest`. The result carries the DICOM status to answer with;
 Success is returned only after the archive made blob and index durable.
+
+A door hands over the data set in memory, or (above the spool threshold) in
+a spool file: then only its header is decoded and its pixel data streams
+from the spool to the archive, so memory does not grow with the instance.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import logging
 import re
 import shutil
-import zlib
+import threading
 from dataclasses import dataclass, replace
 from datetime import date
 from enum import StrEnum
@@ -23,12 +27,14 @@ from pydicom.filereader import read_dataset
 from pydicom.uid import UID
 
 from dicomnode.config import Config
-from dicomnode.deid.pipeline import Deidentifier, encode
+from dicomnode.deflate import inflate
+from dicomnode.deid.pipeline import Deidentified, Deidentifier, encode
 from dicomnode.deid.plausible import real_date
 from dicomnode.deid.values import parse_date
 from dicomnode.filemeta import file_meta
 from dicomnode.integrity import Layout, StructureError, check_structure
 from dicomnode.logs import quiet_libraries
+from dicomnode.spool import Pieces, Spool, SpoolFile
 from dicomnode.validate import (
     HELD_FOR_REVIEW,
     OUT_OF_RESOURCES,
@@ -53,7 +59,9 @@ log = logging.getLogger(__name__)
 class Incoming:
     """An encoded dataset (no file meta) and what is known of where it came from."""
 
-    data: bytes
+    # In memory, or in a spool file (`Ingestor.spool`) for a large one: the
+    # door keeps ownership and closes it after `Ingestor.ingest`.
+    data: bytes | SpoolFile
     transfer_syntax: str
     calling_ae: str | None = None
     # Who assigned the PatientIDs, when the door knows better than the AE table
@@ -186,24 +194,55 @@ def _stop_at_pixels(tag: int, vr: str | None, length: int) -> bool:
     return tag >= 0x7FE00010
 
 
-def read_header(data: bytes, transfer_syntax: str) -> tuple[Dataset, Layout]:
-    """Check structure and decode everything before Pixel Data."""
+# Largest instance (MiB) when no configuration says (`read_header` called alone).
+DEFAULT_LIMIT_MB = 4096
+# A data set in memory whose encoded or decoded pixels exceed this share of the
+# spool threshold is de-identified from the spool (`Ingestor._in_memory`).
+IN_MEMORY_SHARE = 4
+# What of a spooled data set is decoded into memory, at least (MiB): all but
+# its Pixel Data. Real headers, per-frame functional groups included, are a
+# few megabytes.
+HEADER_LIMIT_MB = 64
+
+
+def header_limit(config: Config) -> int:
+    return max(config.spool_threshold_mb, HEADER_LIMIT_MB) << 20
+
+
+def read_header(
+    data: bytes | SpoolFile,
+    transfer_syntax: str,
+    *,
+    inflated: bool = False,
+    limit: int = DEFAULT_LIMIT_MB << 20,
+    header_limit: int = HEADER_LIMIT_MB << 20,
+) -> tuple[Dataset, Layout]:
+    """Check structure and decode everything before Pixel Data.
+
+    Deflated data is inflated here (in memory, up to ``limit``) unless the
+    caller did (``inflated``). From a spool file, the structure is walked
+    through a window and the header read only when all but the Pixel Data
+    fits in ``header_limit``."""
     ts = UID(transfer_syntax)
     if not ts.is_transfer_syntax:
         raise Rejection(UNREADABLE, "unknown transfer syntax")
-    if ts.is_deflated:
-        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-        try:
-            data = inflater.decompress(data)
-        except zlib.error:
-            raise Rejection(UNREADABLE, "deflated stream is corrupt") from None
-        if not inflater.eof:
-            raise Rejection(UNREADABLE, "deflated stream is truncated")
+    if ts.is_deflated and not inflated:
+        if isinstance(data, SpoolFile):
+            raise ValueError("a spooled deflated data set is inflated by the caller")
+        data = inflate(data, limit=limit)
     try:
-        layout = check_structure(data, implicit=ts.is_implicit_VR, little=ts.is_little_endian)
-        ds = read_dataset(
-            BytesIO(data), ts.is_implicit_VR, ts.is_little_endian, stop_when=_stop_at_pixels
-        )
+        if isinstance(data, SpoolFile):
+            layout = check_structure(
+                data.view(), implicit=ts.is_implicit_VR, little=ts.is_little_endian
+            )
+            _bounded(layout, data.size, header_limit)
+            source = data.reader()
+        else:
+            layout = check_structure(data, implicit=ts.is_implicit_VR, little=ts.is_little_endian)
+            source = BytesIO(data)
+        ds = read_dataset(source, ts.is_implicit_VR, ts.is_little_endian, stop_when=_stop_at_pixels)
+    except Rejection:
+        raise
     except StructureError as exc:
         raise Rejection(UNREADABLE, f"truncated or malformed: {exc}") from None
     except Exception as exc:  # pydicom raises many types on garbage
@@ -211,10 +250,31 @@ def read_header(data: bytes, transfer_syntax: str) -> tuple[Dataset, Layout]:
     return ds, layout
 
 
-def inspect(incoming: Incoming) -> tuple[Dataset, Layout]:
+def _bounded(layout: Layout, size: int, limit: int) -> None:
+    """Refuse a spooled data set whose header (all but Pixel Data) would not
+    fit in memory: the one part that is decoded whole."""
+    if layout.pixel_offset is None or layout.pixel_end is None:
+        header = size
+    else:
+        header = layout.pixel_offset + size - layout.pixel_end
+    if header > limit:
+        raise Rejection(OUT_OF_RESOURCES, f"data set beyond its Pixel Data over {limit >> 20} MiB")
+
+
+def inspect(
+    incoming: Incoming,
+    body: bytes | SpoolFile | None = None,
+    header_limit: int = HEADER_LIMIT_MB << 20,
+) -> tuple[Dataset, Layout]:
     """Everything the node checks before it stores: raise Rejection, or the
-    header and where the pixel data lies."""
-    ds, layout = read_header(incoming.data, incoming.transfer_syntax)
+    header and where the pixel data lies. ``body``: the data set inflated
+    (deflated data), else ``incoming.data``."""
+    ds, layout = read_header(
+        incoming.data if body is None else body,
+        incoming.transfer_syntax,
+        inflated=body is not None,
+        header_limit=header_limit,
+    )
     validate(
         ds,
         expected_sop_class=incoming.expected_sop_class,
@@ -226,20 +286,48 @@ def inspect(incoming: Incoming) -> tuple[Dataset, Layout]:
     return ds, layout
 
 
-def file_bytes(ds: Dataset, data: bytes, transfer_syntax: str, calling_ae: str | None) -> bytes:
+def file_bytes(
+    ds: Dataset, data: bytes | Pieces, transfer_syntax: str, calling_ae: str | None
+) -> bytes | Pieces:
     """Preamble, the node's own file meta and the dataset exactly as encoded."""
     meta = file_meta(str(ds.SOPClassUID), str(ds.SOPInstanceUID), transfer_syntax, calling_ae)
+    if isinstance(data, Pieces):
+        return Pieces([meta, data])
     return meta + data
 
 
 class Ingestor:
     """Validates, de-identifies and stores instances into one archive."""
 
-    def __init__(self, config: Config, archive: Archive) -> None:
+    def __init__(self, config: Config, archive: Archive, spool: Spool | None = None) -> None:
         self.config = config
         self.archive = archive
         self.deidentify = Deidentifier(config, archive.index)
+        self._spool = spool
+        self._spool_lock = threading.Lock()
         quiet_libraries()
+
+    @property
+    def spool(self) -> Spool:
+        """This process's spool: where doors put large data sets
+        (``spool.open()``), and where the ingest inflates and cleans them."""
+        with self._spool_lock:
+            if self._spool is None:
+                self._spool = Spool(self.config.spool_dir)
+            return self._spool
+
+    @property
+    def threshold(self) -> int:
+        """Data sets larger than this many bytes go to the spool."""
+        return self.config.spool_threshold_mb << 20
+
+    def _in_memory(self, header: Dataset, size: int) -> bool:
+        """Whether a data set in memory is de-identified there. Decoded whole,
+        it costs several times its size (copies, re-encoding), and compressed
+        pixels cost their decoded size: beyond a quarter of the threshold,
+        either way, it goes the spool's way, a batch of frames at a time."""
+        share = self.threshold // IN_MEMORY_SHARE
+        return size <= share and (expected_native_pixel_bytes(header) or 0) <= share
 
     def issuer_for(self, ds: Dataset, incoming: Incoming) -> str:
         """Who assigned this PatientID: always the sending hospital as the node
@@ -311,10 +399,39 @@ class Ingestor:
         if free - size < self.config.min_free_disk_mb * 1024 * 1024:
             raise Rejection(OUT_OF_RESOURCES, "out of resources: archive disk nearly full")
 
+    def _inflated(self, incoming: Incoming) -> bytes | SpoolFile:
+        """The data set, inflated when deflated: never past the instance limit,
+        in the spool beyond the threshold."""
+        if not UID(incoming.transfer_syntax).is_deflated:
+            return incoming.data
+        return inflate(
+            incoming.data,
+            limit=self.config.max_instance_mb << 20,
+            spool=self.spool,
+            threshold=self.threshold,
+        )
+
     def ingest(self, incoming: Incoming) -> IngestResult:
+        """Check, de-identify and store one instance; its status."""
+        scratch: list[SpoolFile | Pieces] = []  # what this ingest spooled itself
+        try:
+            return self._ingest(incoming, scratch)
+        finally:
+            for spooled in scratch:
+                spooled.close()
+
+    def _ingest(self, incoming: Incoming, scratch: list[SpoolFile | Pieces]) -> IngestResult:
         reference = ""
         try:
-            original, layout = inspect(incoming)
+            body = self._inflated(incoming)
+            if body is not incoming.data and isinstance(body, SpoolFile):
+                scratch.append(body)
+            original, layout = inspect(incoming, body, header_limit(self.config))
+            if isinstance(body, bytes) and not self._in_memory(original, len(body)):
+                copy = self.spool.open()
+                scratch.append(copy)
+                copy.write(body)
+                body = copy
             reference = self.deidentify.reference(str(original.SOPInstanceUID))
             issuer = self.issuer_for(original, incoming)
             key, hold = child_key(original)
@@ -325,15 +442,19 @@ class Ingestor:
 
             # ---- De-identification: nothing above has written anything, and
             # only what this step returns is stored below. ------------------
-            clean = self.deidentify(
-                incoming.data,
+            clean: Deidentified = self.deidentify(
+                body,
                 incoming.transfer_syntax,
                 issuer=issuer,
                 patient_key=key,
                 calling_ae=incoming.calling_ae,
                 header=original,
                 layout=layout,
+                inflated=True,
+                spool=self.spool if isinstance(body, SpoolFile) else None,
             )
+            if isinstance(clean.data, Pieces):
+                scratch.append(clean.data)
             # ------------------------------------------------------------------
             if hold:  # nobody to file it under: held, whatever its pixels
                 why = f"{hold}; {clean.quarantine}" if clean.quarantine else hold

@@ -67,7 +67,9 @@ class _Walker:
         self.layout = Layout()
 
     def _unpack(self, fmt: str, pos: int, prefix: str | None = None) -> int:
-        return struct.unpack_from((prefix or self.prefix) + fmt, self.buffer, pos)[0]
+        # A slice, not unpack_from: the buffer may be a spool file's window.
+        fmt = (prefix or self.prefix) + fmt
+        return struct.unpack(fmt, self.buffer[pos : pos + struct.calcsize(fmt)])[0]
 
     def _items(self, pos: int, end: int, depth: int, implicit: bool, prefix: str) -> None:
         """The items of a defined-length sequence value, each walked in turn."""

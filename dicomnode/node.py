@@ -12,9 +12,12 @@ from dicomnode.deid.secret import load_or_create_key
 from dicomnode.forwarding import Forwarder
 from dicomnode.ingest import Ingestor
 from dicomnode.server import DicomServer
+from dicomnode.spool import Spool
 from dicomnode.webserver import WebServer
 from storage.archive import Archive, DuplicatePolicy
 from storage.blobs import open_stores
+from storage.index import sqlite_file
+from storage.private import installation, private_dir, tighten
 
 log = logging.getLogger(__name__)
 WEB_KEY = "web.key"  # signs the session cookies
@@ -23,7 +26,11 @@ QUARANTINE_KEY = "quarantine.key"  # encrypts held instances (`storage.archive`)
 
 
 def open_archive(config: Config) -> Archive:
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    """The archive every command and the node use. The data folder is made
+    private (0700), and what an older version left readable by others (data
+    and key folders, the index) is tightened first, with one log line."""
+    private_dir(config.data_dir)
+    tighten(installation(config.data_dir, config.key_dir, sqlite_file(config.effective_index_url)))
     return Archive(
         config.data_dir,
         config.effective_index_url,
@@ -40,7 +47,10 @@ class Node:
     def __init__(self, config: Config, *, web: bool = True) -> None:
         self.config = config
         self.archive = open_archive(config)
-        self.ingestor = Ingestor(config, self.archive)
+        # Large instances wait here, encrypted, while they are de-identified
+        # (`dicomnode.spool`); what a dead process left is wiped now.
+        self.spool = Spool(config.spool_dir)
+        self.ingestor = Ingestor(config, self.archive, self.spool)
         self.dicom = DicomServer(config, self.ingestor)
         self.forwarder = Forwarder(config, self.archive)
         self._web_enabled = web
@@ -101,8 +111,8 @@ class Node:
 
             key = load_or_create_key(self.config.key_dir / WEB_KEY, self.config.data_dir)
             app = create_app(self.config, self.archive, key, self.ingestor)
-            # Threads for parallel frame requests of the cine viewports.
-            self._web = WebServer(app, self.config, threads=8)
+            # http_threads, for parallel frame requests of the cine viewports.
+            self._web = WebServer(app, self.config, threads=self.config.http_threads)
             self._web.start()
             threading.Thread(
                 target=self._take_over_exports, args=(app,), daemon=True, name="exports"
@@ -134,6 +144,7 @@ class Node:
             self._web.stop()
             self._web = None
         self.archive.close()
+        self.spool.close()
 
     def __enter__(self) -> Node:
         return self.start()

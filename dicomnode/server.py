@@ -54,9 +54,10 @@ from pynetdicom.sop_class import (
 from dicomnode import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, retrieve
 from dicomnode.access import AccessPolicy
 from dicomnode.config import Config
-from dicomnode.find import find
+from dicomnode.find import find, visible_issuers
 from dicomnode.ingest import Incoming, Ingestor
 from dicomnode.logs import quiet_libraries
+from dicomnode.receive import received, release, spool_large_data_sets
 from dicomnode.retrieve import AS_FIND
 from dicomnode.tls import server_context
 from dicomnode.transport import GuardedRequestHandler, NodeAssociationServer
@@ -205,19 +206,23 @@ class DicomServer:
             return status_dataset(
                 DATASET_MISMATCH, "SOP Class differs from the presentation context"
             )
-        data = event.encoded_dataset(include_meta=False)
-        if self._over_quota(calling, len(data)):
-            self._tally(event, "over quota")
-            return status_dataset(OUT_OF_RESOURCES, "storage quota of this sender is used up")
-        result = self.ingestor.ingest(
-            Incoming(
-                data=data,
-                transfer_syntax=event.context.transfer_syntax,
-                calling_ae=calling,
-                expected_sop_class=event.context.abstract_syntax,
-                expected_sop_instance=request.AffectedSOPInstanceUID,
+        # In memory, or (a large one) in the spool: `receive.SpillingBuffer`.
+        data = received(request)
+        try:
+            if self._over_quota(calling, len(data)):
+                self._tally(event, "over quota")
+                return status_dataset(OUT_OF_RESOURCES, "storage quota of this sender is used up")
+            result = self.ingestor.ingest(
+                Incoming(
+                    data=data,
+                    transfer_syntax=event.context.transfer_syntax,
+                    calling_ae=calling,
+                    expected_sop_class=event.context.abstract_syntax,
+                    expected_sop_instance=request.AffectedSOPInstanceUID,
+                )
             )
-        )
+        finally:
+            release(request)
         self._tally(event, result.outcome.value)
         if result.status != 0:  # a failure or a warning says why
             return status_dataset(result.status, result.comment)
@@ -262,6 +267,7 @@ class DicomServer:
             event.identifier,
             event.request.AffectedSOPClassUID,
             retrieve_ae=self.config.ae_title,
+            issuers=visible_issuers(self.config, event.assoc.requestor.ae_title),
             limit=self.config.max_find_results,
             is_cancelled=cancelled,
         )
@@ -278,15 +284,18 @@ class DicomServer:
             event.request.AffectedSOPClassUID,
             destination.strip(),
             lambda: event.is_cancelled,
+            retrieve.Requestor.of(event, lambda: self._tally(event, "refused")),
         )
 
     def handle_get(self, event: evt.Event) -> Any:
         self._tally(event, "get")
         yield from retrieve.get(
+            self.config,
             self.archive,
             event.identifier,
             event.request.AffectedSOPClassUID,
             lambda: event.is_cancelled,
+            retrieve.Requestor.of(event, lambda: self._tally(event, "refused")),
         )
 
     def handle_echo(self, event: evt.Event) -> int:
@@ -297,6 +306,7 @@ class DicomServer:
         # The knob pynetdicom's maintainers name for latency versus idle CPU
         # (pynetdicom issue #650); it has no public setter.
         event.assoc.dul._run_loop_delay = self.config.poll_interval_us / 1e6
+        spool_large_data_sets(event.assoc, self.ingestor.spool, self.ingestor.threshold)
 
     def start(self) -> NodeAssociationServer:
         handlers = [
@@ -320,6 +330,8 @@ class DicomServer:
         max_pdu = self.config.max_pdu_size or (1 << 32)
         server.limits = (max_pdu, self.config.max_instance_mb << 20)
         server.max_connections = self.config.max_connections
+        server.max_pending_per_address = self.config.max_pending_per_address
+        server.association_request_seconds = self.config.association_request_seconds
         server.services_of = services_of
         server.on_reject = self.on_reject
         ae._servers.append(server)

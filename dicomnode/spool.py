@@ -62,10 +62,12 @@ class SpoolFile:
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         """Append ``data`` (writes only ever append)."""
+        view = memoryview(data).cast("B")
         self._file.seek(0, io.SEEK_END)
-        self._file.write(self._encryptor.update(bytes(data)))
-        self.size += len(data)
-        return len(data)
+        for start in range(0, len(view), CHUNK):  # a megabyte of cipher text at a time
+            self._file.write(self._encryptor.update(view[start : start + CHUNK]))
+        self.size += len(view)
+        return len(view)
 
     def read_at(self, offset: int, length: int) -> bytes:
         """Up to ``length`` clear bytes from ``offset``."""
@@ -91,6 +93,10 @@ class SpoolFile:
         """A seekable binary file object over the clear bytes (for pydicom)."""
         return io.BufferedReader(_Reader(self), buffer_size=CHUNK)
 
+    def view(self) -> Window:
+        """Slices of the clear bytes through a small cache (for the integrity walk)."""
+        return Window(self)
+
     def getvalue(self) -> bytes:
         """Everything, in memory: only for what is known to be small."""
         return self.read_at(0, self.size)
@@ -106,6 +112,35 @@ class SpoolFile:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+class Window:
+    """``len()`` and ``[start:stop]`` over a spool file, read a window at a
+    time: the integrity walk reads element headers and skips values, so a
+    gigabyte of pixel data costs it a few reads."""
+
+    SIZE = 64 << 10
+
+    def __init__(self, spooled: SpoolFile) -> None:
+        self._spooled = spooled
+        self._start = 0
+        self._data = b""
+
+    def __len__(self) -> int:
+        return self._spooled.size
+
+    def __getitem__(self, key: slice) -> bytes:
+        if not isinstance(key, slice) or key.step not in (None, 1):
+            raise TypeError("a spool window takes slices only")
+        start, stop, _ = key.indices(self._spooled.size)
+        if stop <= start:
+            return b""
+        cached = self._start <= start and stop <= self._start + len(self._data)
+        if not cached:
+            if stop - start > self.SIZE:
+                return self._spooled.read_at(start, stop - start)
+            self._start, self._data = start, self._spooled.read_at(start, self.SIZE)
+        return self._data[start - self._start : stop - self._start]
 
 
 class _Reader(io.RawIOBase):
@@ -132,6 +167,87 @@ class _Reader(io.RawIOBase):
         buffer[: len(data)] = data
         self._position += len(data)
         return len(data)
+
+
+Part = bytes | SpoolFile | tuple[SpoolFile, int, int]
+
+
+class Pieces:
+    """A byte stream made of bytes in memory and ranges of spool files, read
+    a megabyte at a time: what is stored for a large instance is assembled
+    from the re-encoded header and the spooled pixel data without joining
+    them. The spool files it ``owns`` are closed with it."""
+
+    def __init__(self, parts: list[Part | Pieces], owns: list[SpoolFile] | None = None) -> None:
+        self._parts: list[bytes | tuple[SpoolFile, int, int]] = []
+        for part in parts:
+            if isinstance(part, Pieces):  # its parts (it keeps what it owns)
+                self._parts.extend(part._parts)
+                continue
+            if isinstance(part, SpoolFile):
+                part = (part, 0, part.size)
+            if isinstance(part, tuple) and part[2] <= part[1]:
+                continue
+            if part:
+                self._parts.append(part)
+        self.owns = list(owns or [])
+        self.size = sum(p[2] - p[1] if isinstance(p, tuple) else len(p) for p in self._parts)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def chunks(self) -> Iterator[bytes]:
+        """The bytes, in order; may be called again (each call reads anew)."""
+        for part in self._parts:
+            if isinstance(part, tuple):
+                yield from part[0].chunks(part[1], part[2])
+            else:
+                for start in range(0, len(part), CHUNK):
+                    yield part[start : start + CHUNK]
+
+    def getvalue(self) -> bytes:
+        """Everything, in memory: only for what is known to be small."""
+        return b"".join(self.chunks())
+
+    def close(self) -> None:
+        for spooled in self.owns:
+            spooled.close()
+        self.owns = []
+
+
+class Spilling:
+    """Bytes written in memory up to ``threshold``, into a spool file beyond
+    (without a spool, all in memory): whoever writes need not know in
+    advance how large the result will be (an inflated data set)."""
+
+    def __init__(self, spool: Spool | None, threshold: int) -> None:
+        self._spool, self._threshold = spool, threshold
+        self._memory = bytearray()
+        self.spooled: SpoolFile | None = None
+        self.size = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        self.size += len(data)
+        if self.spooled is not None:
+            return self.spooled.write(data)
+        self._memory += data
+        if self._spool is not None and len(self._memory) > self._threshold:
+            self.spooled = self._spool.open()
+            self.spooled.write(self._memory)
+            self._memory = bytearray()
+        return len(data)
+
+    def result(self) -> bytes | SpoolFile:
+        """What was written: bytes, or the spool file (the caller's to close)."""
+        if self.spooled is not None:
+            return self.spooled
+        return bytes(self._memory)
+
+    def discard(self) -> None:
+        self._memory = bytearray()
+        if self.spooled is not None:
+            self.spooled.close()
+            self.spooled = None
 
 
 class Spool:

@@ -7,6 +7,9 @@ as associated data (a held blob copied over another one does not open).
 A held blob is ``HELD_FORMAT`` (8 bytes) + nonce (12) + ciphertext and tag
 (16); the index records the size and SHA-256 of those bytes, what is on
 disk, so ``dicomnode check`` verifies them without the key.
+
+A large instance arrives as a `Stream` (chunks read from the spool) and is
+written, or sealed and written, a chunk at a time.
 """
 
 from __future__ import annotations
@@ -14,17 +17,20 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from enum import StrEnum
 from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from storage.blobs import BlobRef, BlobStore, open_stores
+from storage.blobs import BlobRef, BlobStore, Stream, open_stores
 from storage.index import Index, StoreOutcome
 from storage.record import InstanceRecord
 
@@ -57,7 +63,8 @@ class HeldCipher:
     def __init__(self, key: bytes) -> None:
         if len(key) < 32:
             raise ValueError("the quarantine key needs 256 bits")
-        self._aead = AESGCM(key[:32])
+        self._key = key[:32]
+        self._aead = AESGCM(self._key)
 
     @staticmethod
     def _bound(sop_instance_uid: str) -> bytes:
@@ -67,6 +74,18 @@ class HeldCipher:
     def seal(self, sop_instance_uid: str, plain: bytes) -> bytes:
         nonce = os.urandom(_NONCE)
         return HELD_FORMAT + nonce + self._aead.encrypt(nonce, plain, self._bound(sop_instance_uid))
+
+    def seal_chunks(
+        self, sop_instance_uid: str, chunks: Iterable[bytes], nonce: bytes
+    ) -> Iterator[bytes]:
+        """`seal` a chunk at a time: the same bytes ``seal`` writes with this
+        nonce (AES-GCM's tag, 16 bytes, last)."""
+        encryptor = Cipher(algorithms.AES(self._key), modes.GCM(nonce)).encryptor()
+        encryptor.authenticate_additional_data(self._bound(sop_instance_uid))
+        yield HELD_FORMAT + nonce
+        for chunk in chunks:
+            yield encryptor.update(chunk)
+        yield encryptor.finalize() + encryptor.tag
 
     def open(self, sop_instance_uid: str, blob: bytes) -> bytes:
         if not is_sealed(blob):
@@ -104,7 +123,9 @@ class Archive:
     def close(self) -> None:
         self.index.close()
 
-    def store(self, record: InstanceRecord, data: bytes) -> StoreOutcome:
+    def store(self, record: InstanceRecord, data: bytes | Stream) -> StoreOutcome:
+        if not isinstance(data, bytes):
+            return self._store_stream(record, data)
         blob = BlobRef.of(self.blobs.key_for(record.sop_instance_uid), data)
         return self.index.add(
             record,
@@ -113,19 +134,58 @@ class Archive:
             write_blob=lambda: self.blobs.put(blob.key, data),
         )
 
+    def _store_stream(self, record: InstanceRecord, data: Stream) -> StoreOutcome:
+        """`store` for a stream: written as it is read, its size and digest
+        known once written (`Index.add` writes the blob before the row)."""
+        written = _Written(self.blobs.key_for(record.sop_instance_uid))
+
+        def write() -> None:
+            ref = self.blobs.put_stream(written.key, data.chunks())
+            written.size, written.sha256 = ref.size, ref.sha256
+
+        return self.index.add(
+            record,
+            written,  # type: ignore[arg-type]
+            replace=self.duplicates is DuplicatePolicy.REPLACE,
+            write_blob=write,
+        )
+
     def _cipher(self) -> HeldCipher:
         if self._held_cipher is None:
             raise RuntimeError("no quarantine key: held instances are only stored encrypted")
         return self._held_cipher
 
-    def quarantine(self, record: InstanceRecord, data: bytes, reason: str) -> None:
+    def quarantine(self, record: InstanceRecord, data: bytes | Stream, reason: str) -> None:
         """Hold an instance apart, encrypted: not in the index tables queries
         and export read. The index records the sealed blob's size and digest."""
+        if not isinstance(data, bytes):
+            self._quarantine_stream(record, data, reason)
+            return
         sealed = self._cipher().seal(record.sop_instance_uid, data)
         blob = BlobRef.of(self.held.key_for(record.sop_instance_uid), sealed)
         self.index.add_quarantined(
             record, blob, reason, write_blob=lambda: self.held.put(blob.key, sealed)
         )
+
+    def _quarantine_stream(self, record: InstanceRecord, data: Stream, reason: str) -> None:
+        """Sealed twice with one nonce: once to learn the digest the row needs
+        before the write, once to write. Both passes encrypt the same
+        plaintext (a spool file does not change), the first pass's output is
+        never kept, and the write must reproduce its digest."""
+        uid, cipher, nonce = record.sop_instance_uid, self._cipher(), os.urandom(_NONCE)
+        digest, size = hashlib.sha256(), 0
+        for chunk in cipher.seal_chunks(uid, data.chunks(), nonce):
+            digest.update(chunk)
+            size += len(chunk)
+        blob = BlobRef(self.held.key_for(uid), size, digest.hexdigest())
+
+        def write() -> None:
+            ref = self.held.put_stream(blob.key, cipher.seal_chunks(uid, data.chunks(), nonce))
+            if ref.sha256 != blob.sha256:
+                self.held.delete(blob.key)
+                raise OSError("the held instance changed while it was sealed")
+
+        self.index.add_quarantined(record, blob, reason, write_blob=write)
 
     def open_held(self, sop_instance_uid: str, blob: bytes) -> bytes:
         """The Part 10 file in a held blob: decrypted, or a legacy plaintext
@@ -196,6 +256,15 @@ class Archive:
     def read(self, sop_instance_uid: str) -> bytes | None:
         key = self.index.instance_blob(sop_instance_uid)
         return None if key is None else self.blobs.read(key)
+
+
+@dataclass
+class _Written:
+    """A blob reference whose size and digest are known once it is written."""
+
+    key: str
+    size: int = -1
+    sha256: str = ""
 
 
 def _reference(sop_instance_uid: str) -> str:

@@ -12,9 +12,10 @@ from __future__ import annotations
 import hashlib
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 _KEY = re.compile(r"^[0-9a-f]{2}/[0-9a-f]{2}/[0-9a-f]{64}\.dcm$")
 LOST_AND_FOUND = "lost+found"
@@ -24,6 +25,15 @@ def check_key(key: str) -> str:
     if not _KEY.match(key):
         raise ValueError("not a blob key: a key could otherwise escape the store")
     return key
+
+
+class Stream(Protocol):
+    """Bytes too large to hold at once (a spooled instance): their length,
+    and their chunks in order, readable more than once."""
+
+    def __len__(self) -> int: ...
+
+    def chunks(self) -> Iterator[bytes]: ...
 
 
 @dataclass(frozen=True)
@@ -53,6 +63,14 @@ class BlobStore(ABC):
     @abstractmethod
     def put(self, key: str, data: bytes) -> None:
         """Store ``data`` durably; returns only once it would survive a crash."""
+
+    def put_stream(self, key: str, chunks: Iterable[bytes]) -> BlobRef:
+        """`put` for bytes that arrive in chunks, their size and SHA-256
+        computed on the way. Stores that can should write as they come
+        (this default holds them all first)."""
+        data = b"".join(chunks)
+        self.put(key, data)
+        return BlobRef.of(key, data)
 
     @abstractmethod
     def read(self, key: str) -> bytes: ...

@@ -1,18 +1,21 @@
 """Blobs as files: atomic, durable writes (temp file, fsync, rename, fsync
-directory) under a local or network filesystem shared by node processes."""
+directory) under a local or network filesystem shared by node processes.
+Files are 0600 (``mkstemp``) in 0700 folders (`storage.private`)."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from storage.blobs import LOST_AND_FOUND, BlobStore, check_key
+from storage.blobs import LOST_AND_FOUND, BlobRef, BlobStore, check_key
 from storage.leases import dead_here, of_this_host, process_name
+from storage.private import private_dir, private_subdir
 
 STALE_TEMP_SECONDS = 86_400
 
@@ -53,8 +56,7 @@ class FileBlobStore(BlobStore):
         self.location = str(self.root)
         # Each process writes its temp files in a folder of its own: several
         # node processes (and hosts) may share the store.
-        self._tmp = self.root / ".tmp" / process_name()
-        self._tmp.mkdir(parents=True, mode=0o700, exist_ok=True)
+        self._tmp = private_dir(self.root / ".tmp" / process_name())
         _drop_dead_writers(self._tmp.parent)
         self._known_dirs: set[Path] = set()
 
@@ -67,16 +69,25 @@ class FileBlobStore(BlobStore):
         Returns only once the file and its directory entry are on stable
         storage, so a caller may acknowledge the data after it.
         """
+        self.put_stream(key, [data])
+
+    def put_stream(self, key: str, chunks: Iterable[bytes]) -> BlobRef:
+        """`put`, written chunk by chunk as they come (a spooled instance
+        never sits in memory whole); size and SHA-256 computed on the way."""
         final = self.path(key)
         self._makedirs(final.parent)
         try:
             fd, tmp_name = tempfile.mkstemp(dir=self._tmp, suffix=".part")
         except FileNotFoundError:  # removed by hand, or by another host's sweep
-            self._tmp.mkdir(parents=True, mode=0o700, exist_ok=True)
+            private_dir(self._tmp)
             fd, tmp_name = tempfile.mkstemp(dir=self._tmp, suffix=".part")
+        digest, size = hashlib.sha256(), 0
         try:
             with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
+                for chunk in chunks:
+                    digest.update(chunk)
+                    size += len(chunk)
+                    handle.write(chunk)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp_name, final)
@@ -84,6 +95,7 @@ class FileBlobStore(BlobStore):
             Path(tmp_name).unlink(missing_ok=True)
             raise
         _fsync_dir(final.parent)
+        return BlobRef(key, size, digest.hexdigest())
 
     def _makedirs(self, directory: Path) -> None:
         """Create the fan-out directories, making each new entry durable too."""
@@ -95,7 +107,7 @@ class FileBlobStore(BlobStore):
             missing.append(current)
             current = current.parent
         for new in reversed(missing):
-            new.mkdir(exist_ok=True)
+            private_subdir(new)
             _fsync_dir(new.parent)
         self._known_dirs.add(directory)
 
@@ -121,5 +133,5 @@ class FileBlobStore(BlobStore):
             yield path.relative_to(self.root).as_posix(), path.stat().st_mtime
 
     def set_aside(self, key: str) -> None:
-        self.aside.mkdir(exist_ok=True)
+        private_dir(self.aside)
         os.replace(self.path(key), self.aside / Path(key).name)

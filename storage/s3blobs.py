@@ -12,11 +12,20 @@ ingest answers with "out of resources" like a full disk.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
-from storage.blobs import _KEY, LOST_AND_FOUND, BlobStore, check_key
+from storage.blobs import _KEY, LOST_AND_FOUND, BlobRef, BlobStore, check_key
+
+# Parts of a multipart upload (a large instance, sent as it is read from the
+# spool): each carries its own MD5; at most this much is held at once.
+PART_SIZE = 16 << 20
+
+
+def _md5(data: bytes) -> str:
+    return base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
 
 
 class S3BlobStore(BlobStore):
@@ -56,8 +65,54 @@ class S3BlobStore(BlobStore):
             raise OSError(f"object store {self.location}: {type(exc).__name__}") from None
 
     def put(self, key: str, data: bytes) -> None:
-        md5 = base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
-        self._call("put_object", Key=self._name(key), Body=data, ContentMD5=md5)
+        self._call("put_object", Key=self._name(key), Body=data, ContentMD5=_md5(data))
+
+    def put_stream(self, key: str, chunks: Iterable[bytes]) -> BlobRef:
+        """One PUT when it all fits in a part, else a multipart upload of
+        parts of `PART_SIZE` (whole or absent: parts are invisible until
+        completed, and aborted on any failure)."""
+        name, digest, size = self._name(key), hashlib.sha256(), 0
+        buffer, upload, parts = bytearray(), None, []
+        try:
+            for chunk in chunks:
+                digest.update(chunk)
+                size += len(chunk)
+                buffer += chunk
+                while len(buffer) >= PART_SIZE:
+                    if upload is None:
+                        upload = self._call("create_multipart_upload", Key=name)["UploadId"]
+                    part = bytes(buffer[:PART_SIZE])
+                    del buffer[:PART_SIZE]
+                    parts.append(self._part(name, upload, len(parts) + 1, part))
+            if upload is None:
+                self.put(key, bytes(buffer))
+            else:
+                if buffer:
+                    parts.append(self._part(name, upload, len(parts) + 1, bytes(buffer)))
+                self._call(
+                    "complete_multipart_upload",
+                    Key=name,
+                    UploadId=upload,
+                    MultipartUpload={"Parts": parts},
+                )
+        except BaseException:
+            if upload is not None:
+                # What an abort cannot remove, the bucket's lifecycle rule does.
+                with contextlib.suppress(OSError):
+                    self._call("abort_multipart_upload", Key=name, UploadId=upload)
+            raise
+        return BlobRef(key, size, digest.hexdigest())
+
+    def _part(self, name: str, upload: str, number: int, data: bytes) -> dict[str, Any]:
+        answer = self._call(
+            "upload_part",
+            Key=name,
+            UploadId=upload,
+            PartNumber=number,
+            Body=data,
+            ContentMD5=_md5(data),
+        )
+        return {"ETag": answer["ETag"], "PartNumber": number}
 
     def read(self, key: str) -> bytes:
         return self._call("get_object", Key=self._name(key))["Body"].read()

@@ -4,6 +4,11 @@ Takes the encoded data set as received and returns what may be stored: the
 de-identified data set, its new encoding, and (when the pixels cannot be
 cleaned with confidence) the reason to hold it in quarantine. The original
 identity is sealed into the linkage table on the way.
+
+A data set in memory is decoded whole; one in the spool (too large for
+memory) has only its header decoded, and its pixel data is streamed through:
+untouched, or cleaned a batch of frames at a time (`deid.stream`). Either
+way the same rules decide, and what is stored says the same.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass, field
 from io import BytesIO
+from typing import Any
 
 import numpy as np
 from pydicom.dataelem import DataElement
@@ -21,6 +27,8 @@ from pydicom.filewriter import write_dataset
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian
 
 from dicomnode.config import Config
+from dicomnode.deflate import deflate, inflate
+from dicomnode.deid import stream
 from dicomnode.deid.codes import is_well_known_uid
 from dicomnode.deid.header import (
     ENCAPSULATED_CLASSES,
@@ -35,7 +43,8 @@ from dicomnode.deid.pixels import clean, excess_bytes, has_stray_bits, needs_cle
 from dicomnode.deid.profile import Option, parse_options
 from dicomnode.deid.secret import Secret, load_or_create_key
 from dicomnode.deid.verify import OcrSettings, check, may_carry_text
-from dicomnode.integrity import Layout
+from dicomnode.integrity import Layout, check_structure
+from dicomnode.spool import Part, Pieces, Spool, SpoolFile
 from storage.index import Index
 
 DEID_KEY = "deid.key"
@@ -45,7 +54,9 @@ LINKAGE_KEY = "linkage.key"
 @dataclass(frozen=True)
 class Deidentified:
     dataset: Dataset
-    data: bytes  # the data set encoded in ``transfer_syntax``, without file meta
+    # The data set encoded in ``transfer_syntax``, without file meta: in
+    # memory, or (a spooled instance) pieces that own their spool files.
+    data: bytes | Pieces
     transfer_syntax: str
     quarantine: str | None = None
     # Levels ("study", "series", "instance") whose UID another patient holds,
@@ -102,18 +113,34 @@ def grouping_uids(ds: Dataset) -> set[str]:
     return found
 
 
-def inflate(data: bytes, transfer_syntax: UID) -> bytes:
-    if not transfer_syntax.is_deflated:
-        return data
-    return zlib.decompress(data, -zlib.MAX_WBITS)
-
-
-def encode(ds: Dataset, transfer_syntax: UID) -> bytes:
+def encode_plain(ds: Dataset, transfer_syntax: UID) -> bytes:
+    """The data set encoded, not deflated (whatever the syntax says)."""
     buffer = DicomBytesIO()
     buffer.is_little_endian = transfer_syntax.is_little_endian
     buffer.is_implicit_VR = transfer_syntax.is_implicit_VR
     write_dataset(buffer, ds)
-    data = buffer.getvalue()
+    return buffer.getvalue()
+
+
+def around_pixels(ds: Dataset, transfer_syntax: UID) -> tuple[bytes, bytes]:
+    """``ds`` (without Pixel Data) encoded as what goes before a Pixel Data
+    element and what goes after it."""
+    if not any(tag > PIXEL_DATA for tag in list(ds.keys())):
+        return encode_plain(ds, transfer_syntax), b""
+    ds.add_new(PIXEL_DATA, "OB", b"")  # a marker the structure walk finds
+    try:
+        data = encode_plain(ds, transfer_syntax)
+    finally:
+        del ds[PIXEL_DATA]
+    layout = check_structure(
+        data, implicit=transfer_syntax.is_implicit_VR, little=transfer_syntax.is_little_endian
+    )
+    assert layout.pixel_offset is not None and layout.pixel_end is not None
+    return data[: layout.pixel_offset], data[layout.pixel_end :]
+
+
+def encode(ds: Dataset, transfer_syntax: UID) -> bytes:
+    data = encode_plain(ds, transfer_syntax)
     if transfer_syntax.is_deflated:
         packer = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
         data = packer.compress(data) + packer.flush()
@@ -125,6 +152,7 @@ def encode(ds: Dataset, transfer_syntax: UID) -> bytes:
 # numbers such as US or FL itself when it decodes an element).
 _WORD_SIZE = {"OW": 2, "OL": 4, "OF": 4, "OD": 8, "OV": 8}
 PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+PIXEL_DATA = 0x7FE00010
 
 
 def _swap(value: bytes, size: int) -> bytes:
@@ -202,6 +230,40 @@ def clean_and_verify(
     return pixels.cleaned, target, reason
 
 
+def clean_and_verify_spooled(
+    ds: Dataset,
+    pixels: stream.SpooledPixels,
+    syntax: UID,
+    rectangles: tuple[tuple[int, int, int, int], ...],
+    matcher: IdentityMatcher,
+    ocr: OcrSettings,
+    spool: Spool,
+) -> tuple[stream.Cleaned, UID, str | None]:
+    """`clean_and_verify` for a spooled instance: the header ``ds`` changed
+    alike, the Pixel Data element returned as pieces, OCR reading its
+    sampled frames back from the spool."""
+    cleaned = stream.clean_spooled(ds, pixels, syntax, rectangles, spool)
+    try:
+        target = UID(cleaned.outcome.transfer_syntax)
+        ds.file_meta.TransferSyntaxUID = target
+        reason = cleaned.outcome.quarantine or check(
+            ds,
+            target,
+            blanked=cleaned.outcome.blanked,
+            matcher=matcher,
+            settings=ocr,
+            frames=cleaned.frame,
+        )
+    except BaseException:
+        for spooled in cleaned.owns:
+            spooled.close()
+        raise
+    if cleaned.outcome.cleaned and reason is None:
+        ds.BurnedInAnnotation = "NO"
+        HeaderDeidentifier.add_method_code(ds, Option.CLEAN_PIXEL_DATA)
+    return cleaned, target, reason
+
+
 def document_reason(ds: Dataset) -> str | None:
     """Why an encapsulated document is held: nobody has looked inside it."""
     if not str(ds.get("SOPClassUID", "")).startswith(ENCAPSULATED_CLASSES):
@@ -263,24 +325,33 @@ class Deidentifier:
         calling_ae: str | None,
         header: Dataset | None = None,
         layout: Layout | None = None,
+        inflated: bool = False,
+        spool: Spool | None = None,
     ) -> Deidentified:
         """``header`` and ``layout`` (from `ingest.inspect`) let pixels that no
-        rule touches pass through without decoding the data set again."""
+        rule touches pass through without decoding the data set again.
+        ``inflated``: deflated data already inflated (`deflate.inflate`).
+        A spool file needs both, and the ``spool`` its output goes to."""
         syntax = UID(transfer_syntax)
         remote = self.config.remote(calling_ae)
         rectangles = remote.blank_rectangles if remote else ()
+        common = {"issuer": issuer, "patient_key": patient_key, "calling_ae": calling_ae}
+        if isinstance(data, SpoolFile):
+            if header is None or layout is None or spool is None:
+                raise ValueError("a spooled data set needs its header, layout and a spool")
+            if layout.pixel_offset is None:  # no pixels: the header is all (and bounded)
+                return self(data.getvalue(), transfer_syntax, **common, inflated=True)
+            return self._spooled(data, syntax, header, layout, rectangles, spool, **common)
+        if syntax.is_deflated and not inflated:
+            inflated_data = inflate(data, limit=self.config.max_instance_mb << 20)
+            assert isinstance(inflated_data, bytes)  # no spool: never spilled
+            data = inflated_data
         ds, kept_pixels = self._read(data, syntax, header, layout, rectangles)
         if kept_pixels is None and syntax == ExplicitVRBigEndian and has_pixels(ds):
             to_little_endian(ds)
             syntax = ExplicitVRLittleEndian
             ds.file_meta.TransferSyntaxUID = syntax
-        original = original_identity(ds, issuer, calling_ae)
-        header = self.header_for(calling_ae)
-        subject = header.subject(ds, issuer, patient_key)
-        study, apart = self._claim(ds, header, subject, original)
-        header.apply(ds, subject)
-        if str(ds.StudyInstanceUID) != study:  # the walker must agree with the claim
-            raise RuntimeError("study UID differs from the one claimed")
+        subject, apart = self._header(ds, **common)
         if kept_pixels is not None:
             # No rule touches these pixels: the element goes on exactly as sent.
             return Deidentified(ds, encode(ds, syntax) + kept_pixels, syntax, apart=apart)
@@ -289,6 +360,88 @@ class Deidentifier:
             return Deidentified(ds, encode(ds, syntax), syntax, document, apart)
         _, target, reason = clean_and_verify(ds, syntax, rectangles, subject.matcher, self.ocr)
         return Deidentified(ds, encode(ds, target), target, reason, apart)
+
+    def _header(
+        self, ds: Dataset, *, issuer: str, patient_key: str, calling_ae: str | None
+    ) -> tuple[Subject, dict[str, str]]:
+        """Seal the identity, claim the UIDs, de-identify the header in place."""
+        original = original_identity(ds, issuer, calling_ae)
+        header = self.header_for(calling_ae)
+        subject = header.subject(ds, issuer, patient_key)
+        study, apart = self._claim(ds, header, subject, original)
+        header.apply(ds, subject)
+        if str(ds.StudyInstanceUID) != study:  # the walker must agree with the claim
+            raise RuntimeError("study UID differs from the one claimed")
+        return subject, apart
+
+    def _spooled(
+        self,
+        body: SpoolFile,
+        syntax: UID,
+        header: Dataset,
+        layout: Layout,
+        rectangles: tuple[tuple[int, int, int, int], ...],
+        spool: Spool,
+        **common: Any,
+    ) -> Deidentified:
+        """The same steps for a data set in the spool: everything but the
+        Pixel Data decoded (bounded by `ingest.read_header`), the pixels
+        streamed."""
+        pixels = stream.SpooledPixels(body, layout, syntax)
+        untouched = self._untouched(header, layout, syntax, rectangles) and not (
+            pixels.length is not None and pixels.stray_bits(header)
+        )
+        ds = header if untouched else self._all_but_pixels(body, syntax, layout)
+        if not untouched and syntax == ExplicitVRBigEndian:
+            to_little_endian(ds)  # the header here, the pixels batch by batch
+            syntax = ExplicitVRLittleEndian
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = syntax
+        subject, apart = self._header(ds, **common)
+        if untouched:
+            # No rule touches these pixels: the element goes on exactly as sent.
+            kept = self._assemble(ds, syntax, [(body, pixels.start, pixels.end)], [], spool)
+            return Deidentified(ds, kept, syntax, apart=apart)
+        document = document_reason(ds)
+        if document and pixels.syntax == syntax:
+            encoded = self._assemble(ds, syntax, pixels.as_sent(ds, syntax), [], spool)
+            return Deidentified(ds, encoded, syntax, document, apart)
+        cleaned, target, reason = clean_and_verify_spooled(
+            ds, pixels, syntax, () if document else rectangles, subject.matcher, self.ocr, spool
+        )
+        encoded = self._assemble(ds, target, cleaned.element, cleaned.owns, spool)
+        return Deidentified(ds, encoded, target, document or reason, apart)
+
+    @staticmethod
+    def _all_but_pixels(body: SpoolFile, syntax: UID, layout: Layout) -> Dataset:
+        """What a whole decode in memory holds but Pixel Data: all elements
+        before it (the header read stops at the first tag past Pixel Data,
+        one out of order included) and all after it."""
+        assert layout.pixel_offset is not None and layout.pixel_end is not None
+        implicit, little = syntax.is_implicit_VR, syntax.is_little_endian
+        reader = body.reader()
+        ds = read_dataset(reader, implicit, little, bytelength=layout.pixel_offset)
+        if layout.pixel_end < body.size:
+            reader.seek(layout.pixel_end)
+            after = read_dataset(reader, implicit, little)
+            for tag in list(after.keys()):
+                ds[tag] = after.get_item(tag)
+        return ds
+
+    @staticmethod
+    def _assemble(
+        ds: Dataset, syntax: UID, element: list[Part], owns: list[SpoolFile], spool: Spool
+    ) -> Pieces:
+        """Header, Pixel Data element, what follows: deflated when the syntax is."""
+        head, tail = around_pixels(ds, syntax)
+        pieces = Pieces([head, *element, tail], owns)
+        if not syntax.is_deflated:
+            return pieces
+        try:
+            packed = deflate(pieces.chunks(), spool)
+        finally:
+            pieces.close()
+        return Pieces([packed], [packed])
 
     def _claim(
         self,
@@ -345,11 +498,39 @@ class Deidentifier:
         the pixels can pass through untouched (no rule cleans them, OCR need
         not read them, no bits hide above the stored ones), else the whole
         data set. Big-endian pixels never pass through: their stray bits can
-        only be found once they are little endian."""
+        only be found once they are little endian. Deflated data comes inflated."""
         if (
             header is not None
-            and syntax != ExplicitVRBigEndian
             and layout is not None
+            and self._untouched(header, layout, syntax, rectangles)
+            and not (
+                layout.pixel_length is not None
+                and layout.pixel_end is not None
+                and has_stray_bits(
+                    header,
+                    data[layout.pixel_end - layout.pixel_length : layout.pixel_end],
+                    syntax,
+                )
+            )
+        ):
+            assert layout.pixel_offset is not None and layout.pixel_end is not None
+            return header, data[layout.pixel_offset : layout.pixel_end]
+        ds = read_dataset(BytesIO(data), syntax.is_implicit_VR, syntax.is_little_endian)
+        ds.file_meta = FileMetaDataset()  # pixel decoding needs the syntax
+        ds.file_meta.TransferSyntaxUID = syntax
+        return ds, None
+
+    def _untouched(
+        self,
+        header: Dataset,
+        layout: Layout,
+        syntax: UID,
+        rectangles: tuple[tuple[int, int, int, int], ...],
+    ) -> bool:
+        """Whether Pixel Data may pass through as sent, stray bits aside (the
+        caller looks for those where the pixels are)."""
+        return (
+            syntax != ExplicitVRBigEndian
             and layout.pixel_offset is not None
             and layout.pixel_end is not None
             and layout.pixels_last
@@ -359,20 +540,6 @@ class Deidentifier:
             and not (self.ocr.enabled and may_carry_text(header))
             and not (
                 layout.pixel_length is not None
-                and (
-                    excess_bytes(header, layout.pixel_length, syntax)
-                    or has_stray_bits(
-                        header,
-                        data[layout.pixel_end - layout.pixel_length : layout.pixel_end],
-                        syntax,
-                    )
-                )
+                and excess_bytes(header, layout.pixel_length, syntax)
             )
-        ):
-            return header, data[layout.pixel_offset : layout.pixel_end]
-        ds = read_dataset(
-            BytesIO(inflate(data, syntax)), syntax.is_implicit_VR, syntax.is_little_endian
         )
-        ds.file_meta = FileMetaDataset()  # pixel decoding needs the syntax
-        ds.file_meta.TransferSyntaxUID = syntax
-        return ds, None

@@ -49,6 +49,7 @@ class PixelOutcome:
     quarantine: str | None = None  # why it cannot be stored among clean images
     blanked: np.ndarray | None = None  # (rows, columns), True where blanked
     stray_bits: bool = False  # bits outside the stored range were cleared
+    reencoded: bool = False  # decoded and written anew (not edited in place)
 
 
 def is_ultrasound(ds: Dataset) -> bool:
@@ -285,7 +286,7 @@ def clean(
     black = _black(ds, array, photometric)
     array[:, ~mask] = black
     target = _write_back(ds, array, transfer_syntax, photometric)
-    return PixelOutcome(True, target, blanked=~mask, stray_bits=stray)
+    return PixelOutcome(True, target, blanked=~mask, stray_bits=stray, reencoded=True)
 
 
 def _write_back(ds: Dataset, frames: np.ndarray, syntax: UID, photometric: str) -> UID:

@@ -118,9 +118,14 @@ def check(
     blanked: np.ndarray | None,
     matcher: IdentityMatcher,
     settings: OcrSettings,
+    frames: Callable[[int], Dataset] | None = None,
 ) -> str | None:
-    """Why the stored pixels cannot be trusted, or None when OCR found nothing."""
-    if not settings.enabled or "PixelData" not in ds or not may_carry_text(ds):
+    """Why the stored pixels cannot be trusted, or None when OCR found nothing.
+    ``frames`` gives frame i as a one-frame data set when ``ds`` holds no
+    Pixel Data (a spooled instance, read a frame at a time)."""
+    if not settings.enabled or not may_carry_text(ds):
+        return None
+    if frames is None and "PixelData" not in ds:
         return None
     count = int(ds.get("NumberOfFrames") or 1)
 
@@ -133,8 +138,13 @@ def check(
         return sorted(kinds)
 
     try:
+        reader = (
+            _frame_reader(ds, syntax)
+            if frames is None
+            else lambda index: _frame_reader(frames(index), syntax)(0)
+        )
         verdict = ocr.verify(
-            _frame_reader(ds, syntax),
+            reader,
             count,
             blanked=blanked,
             is_identity=identity,
