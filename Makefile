@@ -70,11 +70,13 @@ test: $(STAMP) peers lint
 check: $(STAMP) peers lint
 	$(BIN)/pytest -q -x -m "not slow and not peers"
 
-## make fuzz: the ingest fuzzer for long (FUZZ_EXAMPLES mutated instances,
-## random seed; `make test` runs 150 with a fixed one)
+## make fuzz: the ingest and web fuzzers for long (FUZZ_EXAMPLES mutated
+## instances, and as many web requests through the app and as raw bytes
+## through the server; random seed; `make test` runs short fixed passes)
 FUZZ_EXAMPLES ?= 20000
 fuzz: $(STAMP)
-	FUZZ_LONG=1 FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q -p no:logging tests/test_fuzz.py
+	FUZZ_LONG=1 FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q -p no:logging \
+	  tests/test_fuzz.py tests/test_fuzz_web.py
 
 ## make bench: ingest against storescp and Orthanc; de-identification against
 ## deid, dicognito and Orthanc's /anonymize; frame delivery and C-MOVE /

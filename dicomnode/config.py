@@ -358,6 +358,11 @@ def validate(config: Config) -> Config:
     ):
         if getattr(config, name) < 1:
             raise ConfigError(f"{name}: at least 1")
+    for name in ("http_header_seconds", "association_request_seconds"):
+        if not getattr(config, name) > 0:
+            raise ConfigError(f"{name}: a positive number of seconds")
+    if config.max_pending_per_address > config.max_connections:
+        raise ConfigError("max_pending_per_address: at most max_connections")
     if config.http_max_connections_per_address < 0:
         raise ConfigError("http_max_connections_per_address: 0 (no cap) or more")
     if config.spool_dir != Path("") and _inside(config.spool_dir, config.data_dir):

@@ -21,7 +21,8 @@ def create_app(
 ) -> Flask:
     """Application factory: configuration, archive, session key (and the
     ingestor that stores the node's own reports) are passed in."""
-    from viewer import admin, auth, dicomweb, exports, frames, i18n, security, studies
+    from viewer import admin, auth, dicomweb, exports, frames, i18n, scope, security, studies
+    from viewer.bodylimit import install as limit_bodies
     from viewer.planning import measure
     from viewer.planning import pages as planning_pages
     from viewer.planning import routes as planning
@@ -34,6 +35,7 @@ def create_app(
         SESSION_COOKIE_SAMESITE="Lax",
     )
     security.install(app, config)
+    limit_bodies(app)  # first: the login and CSRF checks read forms
     app.extensions["archive"] = archive
     app.extensions["ingestor"] = ingestor or Ingestor(config, archive)
     app.register_blueprint(auth.bp)
@@ -47,6 +49,7 @@ def create_app(
     app.register_blueprint(admin.bp, url_prefix="/admin")
     i18n.install(app)
     exports.install(app)
+    scope.install(app)  # after auth's login and role check
     app.jinja_env.globals["csrf_token"] = auth.csrf_token
     app.jinja_env.filters["urlencode_page"] = lambda args, page: urlencode(
         {**args.to_dict(), "page": page}
@@ -65,7 +68,7 @@ def create_app(
 
     @app.get("/api/stats")
     def stats() -> Any:
-        return jsonify(archive.index.stats())
+        return jsonify(scope.stats(archive.index))  # the account's hospitals only
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Any:

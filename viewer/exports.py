@@ -190,6 +190,8 @@ def show_preview() -> Any:
 @bp.post("/api/exports")
 def start() -> Any:
     values = request.get_json(silent=True) or request.form
+    if not hasattr(values, "get"):
+        abort(400, description="send the cohort as a JSON object or a form")
     cohort = _cohort(values)
     linkable = bool(values.get("linkable"))
     if linkable and g.user.role != "admin":
