@@ -8,13 +8,14 @@ one host cannot crowd out the others, however it behaves.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import threading
 import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 from typing import Any
+
+from dicomnode.connections import source_key
 
 log = logging.getLogger(__name__)
 
@@ -27,17 +28,9 @@ NOTE_INTERVAL = 60.0  # seconds between log lines about the same kind of refusal
 
 
 def client_key(address: str | None) -> str:
-    """The unit the per-address rules count: an IPv4 address, or an IPv6
-    /64 (one host commonly has a whole /64 to take addresses from)."""
-    try:
-        ip = ipaddress.ip_address(address or "")
-    except ValueError:
-        return address or ""
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
-    return str(ip)
+    """The unit the per-address rules count, as on the DICOM port: an IPv4
+    address, or an IPv6 /64 (one host commonly has a whole /64)."""
+    return source_key(address or "")
 
 
 class Meter:

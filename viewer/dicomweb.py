@@ -36,7 +36,7 @@ from storage.keys import Level
 from storage.query import Query, QueryError
 from viewer import frames as viewer_frames
 from viewer.auth import audit
-from viewer.framestore import FrameError, Layout, layout
+from viewer.framestore import Layout
 from viewer.multipart import MultipartError, boundary_of
 from viewer.params import whole
 from viewer.readaudit import read
@@ -268,7 +268,7 @@ def retrieve_frames(study: str, series: str, instance: str, frames: str) -> Resp
     stays one frame whatever the list, and the instance is never read whole.
     """
     wanted = _frame_list(frames)
-    found = _layout(_instance(study, series, instance))
+    found = viewer_frames.layout_or_abort(_instance(study, series, instance))
     if max(wanted) > found.frames:
         abort(404, description=f"frames are numbered 1 to {found.frames}")
     syntax = found.syntax
@@ -312,13 +312,6 @@ def _frame_list(text: str) -> list[int]:
     if not all(FRAME_NUMBER.fullmatch(n) for n in given):
         abort(400, description=FRAMES_WRONG)
     return list(dict.fromkeys(int(n) for n in given))
-
-
-def _layout(uid: str) -> Layout:
-    try:
-        return layout(uid)
-    except FrameError as exc:
-        abort(exc.status, description=str(exc))
 
 
 def _stored_bytes(found: Layout, index: int) -> int:

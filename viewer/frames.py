@@ -69,7 +69,8 @@ def _guarded(work: Callable[[], Any], uid: str = "") -> Any:
         abort(422, description="the stored pixel data cannot be shown")
 
 
-def _layout(uid: str) -> Layout:
+def layout_or_abort(uid: str) -> Layout:
+    """The instance's frame layout, or the 4xx its FrameError names."""
     try:
         return layout(uid)
     except FrameError as exc:
@@ -120,7 +121,7 @@ def _cached(response: Response, etag: str) -> Response:
 
 @bp.get("/<uid>/meta")
 def meta(uid: str) -> Any:
-    found = _layout(uid)
+    found = layout_or_abort(uid)
     _viewed(found, "meta")
     ds = found.header
     times = timing(ds, found.frames)
@@ -149,7 +150,7 @@ def meta(uid: str) -> Any:
 @bp.get("/<uid>/thumbnail")
 def thumbnail(uid: str) -> Response:
     """The first frame, small: decoding one frame (not kept), never the clip."""
-    found = _layout(uid)
+    found = layout_or_abort(uid)
     _viewed(found, "thumbnail")
     etag, due = _versioned(found, "thumbnail")
     if due:
@@ -163,7 +164,7 @@ def frame(uid: str, number: str | int) -> Response:
     wanted = _number(number, "frames/N: N is a frame number in digits 0-9")
     if wanted < 1:
         abort(400, description="frames are numbered from 1")
-    found = _layout(uid)
+    found = layout_or_abort(uid)
     if wanted > found.frames:
         abort(404, description=f"frames are numbered 1 to {found.frames}")
     _viewed(found, "frame")
@@ -182,7 +183,7 @@ def raw(uid: str, first: str, last: str) -> Response:
     start, end = _number(first, wrong), _number(last, wrong)
     if not 1 <= start <= end:
         abort(400, description="raw/A-B: frames from A to B, 1 <= A <= B")
-    found = _layout(uid)
+    found = layout_or_abort(uid)
     if found.delivery == "image" or not found.raw:
         abort(415, description="this image is sent as PNG frames (/frames/N), not raw")
     if end > found.frames:
