@@ -11,9 +11,11 @@ as they like. Here:
   handshake included) is read there without blocking. The headers must be
   complete within ``http_header_seconds`` of the connection's arrival (of
   the first byte of a later request on a kept-alive connection), however
-  slowly the bytes trickle, and within HEADER_LIMIT bytes;
+  slowly the bytes trickle, and within HEADER_LIMIT bytes; a body that
+  fits in those bytes with its headers (a login form, a plan's JSON) is
+  gathered the same way before a worker is given;
 - one client address may hold ``http_max_connections_per_address``
-  connections (more are closed at once) and have at most half the workers
+  connections (more are closed at once) and have at most a quarter of the workers
   busy (more requests wait their turn), so it cannot crowd out the others;
   0 switches both off (behind a reverse proxy every client has its address:
   the proxy's);
@@ -142,6 +144,32 @@ def _complete(data: bytes) -> bool:
     return b"\r\n\r\n" in body or b"\n\n" in body  # (bare LF: cheroot answers 400)
 
 
+def _arrived(data: bytes) -> bool:
+    """Whether the request's headers, and a small body the headers announce,
+    are all buffered: a worker is given only then, so neither slow headers
+    nor a slow small body can hold one. A body that would not fit in the
+    buffer with its headers, a chunked one, or one the client sends only
+    after ``100 Continue`` is read by the worker (under the rate floor)."""
+    if not _complete(data):
+        return False
+    start = len(data) - len(data.lstrip(b"\r\n"))
+    end = data.find(b"\r\n\r\n", start)
+    if end < 0:
+        return True  # bare LF: cheroot answers 400
+    length = 0
+    for line in data[start:end].split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        name, value = name.strip().lower(), value.strip()
+        if name in (b"transfer-encoding", b"expect"):
+            return True
+        if name == b"content-length":
+            if not value.isdigit():
+                return True  # the worker answers 400
+            length = int(value)
+    total = end + 4 + length
+    return total > HEADER_LIMIT or len(data) >= total
+
+
 class _Server(Server):
     ConnectionClass = _Connection
     max_request_header_size = HEADER_LIMIT
@@ -193,7 +221,7 @@ class _Server(Server):
             try:
                 while (size := len(rfile.peek(HEADER_LIMIT))) > conn.seen:
                     conn.seen, grew = size, True
-                    if size >= HEADER_LIMIT or _complete(rfile.peek(0)):
+                    if size >= HEADER_LIMIT or _arrived(rfile.peek(0)):
                         break
             finally:
                 conn.socket.settimeout(self.timeout)
@@ -205,7 +233,7 @@ class _Server(Server):
             if readable and not grew:
                 return _Headers.CLOSE  # the client closed
         data = rfile.peek(0) if rfile.has_data() else b""  # what is buffered, not reading
-        if _complete(data):
+        if _arrived(data):
             return _Headers.COMPLETE
         if len(data) >= HEADER_LIMIT:
             with suppress(OSError):
@@ -275,7 +303,7 @@ class WebServer:
         )
         cap = config.http_max_connections_per_address
         self._server.guard(
-            config.http_header_seconds, cap, max(1, self.threads // 2) if cap else self.threads
+            config.http_header_seconds, cap, max(1, self.threads // 4) if cap else self.threads
         )
         if config.http_tls:
             self._server.ssl_adapter = DeferredHandshakeAdapter(config)
