@@ -17,6 +17,7 @@ there blocks the export.
 from __future__ import annotations
 
 import contextlib
+import functools
 import getpass
 import json
 import os
@@ -29,7 +30,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -57,6 +58,16 @@ from storage.values import normalise_issuer
 # The given-name component of the node's report observer (viewer.planning.report).
 NODE_OBSERVER = "CHD node"
 EXPORT_KEY = "export.key"  # in key_dir, only for admin-approved linkable exports
+# An export holds one instance decoded at a time, several copies of it on its
+# way through de-identification and the OCR check: an instance larger than
+# this is left out (it is streamed nowhere yet), and exports run one after
+# another in a process, so what one researcher asks cannot take the node's
+# memory whatever a sender stored (a deflated instance inflates 1000-fold).
+MAX_EXPORT_INSTANCE = 512 << 20
+TOO_LARGE = "over 512 MiB of pixels: not exported (memory)"
+_ONE_AT_A_TIME = threading.Lock()
+P = ParamSpec("P")
+R = TypeVar("R")
 RESEARCH_OPTIONS = frozenset(
     {Option.RETAIN_FULL_DATES, Option.RETAIN_PATIENT_CHARACTERISTICS, Option.CLEAN_DESCRIPTORS}
 )
@@ -183,7 +194,13 @@ def preview(archive: Archive, cohort: Cohort) -> Preview:
 
 def _instances(archive: Archive, studies: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Series and SOP Instance UIDs of every instance of ``studies``."""
-    keys = {"SeriesInstanceUID": "", "SOPInstanceUID": ""}
+    keys = {
+        "SeriesInstanceUID": "",
+        "SOPInstanceUID": "",
+        "Rows": "",
+        "Columns": "",
+        "NumberOfFrames": "",
+    }
     return [
         row
         for study in studies
@@ -191,6 +208,14 @@ def _instances(archive: Archive, studies: list[dict[str, Any]]) -> list[dict[str
             Query(level=Level.IMAGE, keys={**keys, "StudyInstanceUID": study["StudyInstanceUID"]})
         )
     ]
+
+
+def decoded_size(row: dict[str, Any]) -> int:
+    """What an instance's pixels may take in memory, from the index (three
+    bytes a pixel: 8-bit colour, or grey of any depth with room to spare).
+    The stored size says nothing: deflate shrinks 300 MB to 300 kB."""
+    rows, columns = int(row.get("Rows") or 0), int(row.get("Columns") or 0)
+    return rows * columns * max(1, int(row.get("NumberOfFrames") or 1)) * 3
 
 
 def _blob(archive: Archive, sop_instance_uid: str) -> BytesIO:
@@ -251,6 +276,18 @@ def _identities(
     return found
 
 
+def _one_at_a_time(run: Callable[P, R]) -> Callable[P, R]:
+    """Exports run one after another in a process (see MAX_EXPORT_INSTANCE)."""
+
+    @functools.wraps(run)
+    def serialised(*args: P.args, **kwargs: P.kwargs) -> R:
+        with _ONE_AT_A_TIME:
+            return run(*args, **kwargs)
+
+    return serialised
+
+
+@_one_at_a_time
 def export(
     config: Config,
     archive: Archive,
@@ -274,7 +311,9 @@ def export(
     studies = select(archive, cohort)
     if not studies:
         raise EmptyCohort("no study matches the cohort filters; nothing written")
-    instances = [row["SOPInstanceUID"] for row in _instances(archive, studies)]
+    rows = _instances(archive, studies)
+    instances = [row["SOPInstanceUID"] for row in rows]
+    too_large = {r["SOPInstanceUID"] for r in rows if decoded_size(r) > MAX_EXPORT_INSTANCE}
     result = ExportResult(studies=len(studies))
     # This export's own key: never written anywhere, so nothing links back.
     deid = HeaderDeidentifier(
@@ -297,6 +336,11 @@ def export(
         for uid in tqdm(instances, unit="inst", disable=not progress, desc="export"):
             if cancel is not None and cancel.is_set():
                 raise ExportCancelled("export cancelled; nothing written")
+            if uid in too_large:
+                if strict:
+                    raise ExportBlocked(f"instance {uid}: {TOO_LARGE}")
+                result.left_out.append((uid, TOO_LARGE))
+                continue
             ds = dcmread(_blob(archive, uid))
             study_uid, pseudonym = str(ds.StudyInstanceUID), str(ds.PatientID)
             subject = deid.subject(

@@ -457,3 +457,57 @@ def test_the_nodes_own_plan_reports_are_exported_whole(
     ):
         assert kept in texts, kept
     assert {str(r.get("Manufacturer", "")) for r in reports} == {"CHD imaging exchange node"}
+
+
+def test_an_instance_too_large_to_hold_is_left_out_unread(
+    config: Config, cohort_archive: Archive, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by an outside attacker: a 200 kB deflated instance that inflates
+    to 200 MB cost an export 1.4 GB, and four exports at once 4 GB. Its size
+    in memory is judged from the index before it is read: over the bound it
+    is left out, saying why, and never read (the 4x64x64 angio is 49 kB)."""
+    import dicomnode.export as exporting
+
+    monkeypatch.setattr(exporting, "MAX_EXPORT_INSTANCE", 40_000)
+    read: list[object] = []
+    monkeypatch.setattr(exporting, "dcmread", lambda *a, **k: read.append(a) or dcmread(*a, **k))
+    result = export(config, cohort_archive, Cohort(), tmp_path / "c.zip", progress=False)
+    assert result.instances == 1
+    assert [reason for _, reason in result.left_out] == [exporting.TOO_LARGE]
+    assert len([a for a in read if not isinstance(a[0], (str, Path))]) == 1  # only the echo
+    with pytest.raises(ExportBlocked, match="not exported"):
+        export(config, cohort_archive, Cohort(), tmp_path / "d.zip", progress=False, strict=True)
+
+
+def test_exports_run_one_after_another(
+    config: Config, cohort_archive: Archive, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dicomnode.export as exporting
+
+    inside, most = [0], [0]
+    real = exporting.dcmread
+
+    def counting(*args, **kwargs):
+        inside[0] += 1
+        most[0] = max(most[0], inside[0])
+        try:
+            threading.Event().wait(0.05)
+            return real(*args, **kwargs)
+        finally:
+            inside[0] -= 1
+
+    monkeypatch.setattr(exporting, "dcmread", counting)
+    runs = [
+        threading.Thread(
+            target=export,
+            args=(config, cohort_archive, Cohort(), tmp_path / f"{n}.zip"),
+            kwargs={"progress": False},
+        )
+        for n in range(3)
+    ]
+    for run in runs:
+        run.start()
+    for run in runs:
+        run.join()
+    assert all((tmp_path / f"{n}.zip").is_file() for n in range(3))
+    assert most[0] == 1
