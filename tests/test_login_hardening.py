@@ -556,3 +556,17 @@ def test_no_web_route_changes_a_password_without_ending_sessions(app: Flask) -> 
     need the same test as above."""
     rules = [rule.rule for rule in app.url_map.iter_rules()]
     assert not [rule for rule in rules if "passw" in rule or "account" in rule]
+
+
+def test_an_ipv6_host_cannot_escape_the_address_counter_with_fresh_addresses(
+    app: Flask, clock: Clock
+) -> None:
+    """Found by an outside reviewer: one IPv6 host has a whole /64 to take
+    addresses from; each new one had a fresh counter. The counter is the /64."""
+    attacker = app.test_client()
+    limit = app.config["NODE_CONFIG"].login_attempts
+    for n in range(limit):
+        answer = attempt(attacker, f"name{n}", "x", f"2001:db8:7:1::{n + 1:x}")
+        assert answer.status_code == 401
+    assert attempt(attacker, "other", "x", "2001:db8:7:1::ffff").status_code == 429
+    assert attempt(attacker, "other", "x", "2001:db8:7:2::1").status_code == 401  # another /64

@@ -41,6 +41,7 @@ from flask import (
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from dicomnode.config import Config
+from dicomnode.connections import source_key
 from storage.accounts import Accounts, SessionLimits, User
 from storage.audit import MINOR_FAILURE, AuditTrail
 from storage.throttle import Backoff, Key, LoginThrottle, retry_after
@@ -121,8 +122,10 @@ def backoff() -> Backoff:
 
 
 def _keys(username: str) -> tuple[Key, Key]:
-    """What an attempt counts against: the account and the client's address."""
-    return Key("user", username), Key("address", client_address())
+    """What an attempt counts against: the account and the client's address
+    (an IPv6 client by its /64, as the connection caps count it: one host
+    has a whole /64 to take fresh addresses from)."""
+    return Key("user", username), Key("address", source_key(client_address()))
 
 
 def _reserve(username: str) -> int:
