@@ -394,5 +394,6 @@ def test_patient_values_on_the_study_list_read_as_unknown(
     page = client.get("/").get_data(as_text=True)
     # What the page shows, not the catalogue it carries for its scripts.
     page = re.sub(r'<script type="application/json".*?</script>', "", page, flags=re.S)
+    page = re.sub(r"[\d.]{12,}", "", page)  # UIDs and keyed pseudonyms may hold "122"
     assert "122" not in page and "0,0" not in page and "0.0" not in page
     assert "жен." in page  # PATIENTS[1] is a girl, in words
