@@ -20,7 +20,8 @@ as they like. Here:
   0 switches both off (behind a reverse proxy every client has its address:
   the proxy's);
 - a request may keep its worker waiting on the client (reading the body,
-  writing the answer) for ``network_timeout`` seconds plus one second per
+  writing the answer) for ``http_header_seconds`` (at most
+  ``network_timeout``) seconds plus one second per
   `webguard.MIN_TRANSFER_RATE` bytes moved; then the connection is cut;
 - request bodies: see `dicomnode.webbody`.
 """
@@ -177,7 +178,10 @@ class _Server(Server):
     def guard(self, header_seconds: float, cap: int, share: int) -> None:
         self.header_seconds = header_seconds
         self.gate = Gate(cap, share)
-        self.watchdog = Watchdog(float(self.timeout), self._cut)
+        # The rate floor's grace: no longer than the headers get, so a body
+        # too large to gather before a worker (over 64 KiB) cannot be
+        # trickled to hold one for network_timeout.
+        self.watchdog = Watchdog(min(float(self.timeout), header_seconds), self._cut)
         self.note = Notes()
 
     def prepare(self) -> None:

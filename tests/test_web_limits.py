@@ -650,3 +650,26 @@ def test_a_small_body_sent_at_once_is_served_as_before(tmp_path: Path) -> None:
         status, _, _ = answer(sock)
         assert status in (400, 401)  # read and judged (CSRF or password), not cut off
         sock.close()
+
+
+def test_larger_bodies_trickled_from_several_addresses_are_cut_soon(tmp_path: Path) -> None:
+    """A body too large to gather before a worker (over 64 KiB, under the
+    form limit) reaches a worker; trickled, it is cut once the header
+    deadline's grace and the rate floor are spent, not after network_timeout."""
+    headers = (
+        b"POST /login HTTP/1.1\r\nHost: node\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 200000\r\n\r\n"
+    )
+    with serving(limits(tmp_path, network_timeout=600)) as server:
+        uploads = []
+        for source in ("127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"):
+            for _ in range(2):
+                sock = connect(server.port, source)
+                sock.sendall(headers)
+                uploads.append(Trickle(sock, b"", then=b"a", every=0.3))
+        try:
+            assert all(u.closed.wait(60) for u in uploads), "a slow body still open"
+            assert health(server.port) == 200
+        finally:
+            for upload in uploads:
+                upload.stop()
