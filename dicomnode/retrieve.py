@@ -36,7 +36,7 @@ from pynetdicom.sop_class import (
 from dicomnode.config import Config
 from dicomnode.find import query_level, visible_issuers
 from dicomnode.tls import tls_args
-from dicomnode.validate import UID_PATTERN, status_dataset
+from dicomnode.validate import is_valid_uid, status_dataset
 from storage.archive import Archive
 from storage.audit import MINOR_FAILURE
 from storage.keys import UNIQUE_KEY, Level
@@ -150,9 +150,7 @@ def _unique_key(identifier: Dataset, keyword: str, many: bool) -> str:
         raise RetrieveRefused(f"{keyword}: one value only at this level")
     if len(values) > MAX_UIDS:
         raise RetrieveRefused(f"{keyword}: more than {MAX_UIDS} UIDs")
-    if keyword != "PatientID" and not all(
-        0 < len(v) <= 64 and UID_PATTERN.fullmatch(v) for v in values
-    ):
+    if keyword != "PatientID" and not all(map(is_valid_uid, values)):
         raise RetrieveRefused(f"{keyword}: a value that is not a UID")
     return "\\".join(values)
 

@@ -15,8 +15,6 @@ from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 from typing import Any
 
-from dicomnode.connections import source_key
-
 log = logging.getLogger(__name__)
 
 # Bytes per second a request's body and answer must average while its
@@ -25,12 +23,6 @@ log = logging.getLogger(__name__)
 # loses it. 16 KiB/s is 128 kbit/s, below which the viewer is unusable anyway.
 MIN_TRANSFER_RATE = 16 * 1024
 NOTE_INTERVAL = 60.0  # seconds between log lines about the same kind of refusal
-
-
-def client_key(address: str | None) -> str:
-    """The unit the per-address rules count, as on the DICOM port: an IPv4
-    address, or an IPv6 /64 (one host commonly has a whole /64)."""
-    return source_key(address or "")
 
 
 class Meter:

@@ -45,9 +45,10 @@ from cheroot.ssl.builtin import BuiltinSSLAdapter
 from cheroot.wsgi import Server
 
 from dicomnode.config import Config
+from dicomnode.connections import source_key
 from dicomnode.tls import server_context
 from dicomnode.webbody import Request
-from dicomnode.webguard import Gate, Meter, MeteredSocket, Notes, Watchdog, client_key
+from dicomnode.webguard import Gate, Meter, MeteredSocket, Notes, Watchdog
 
 log = logging.getLogger(__name__)
 HTTPS_ENVIRON = {"wsgi.url_scheme": "https", "HTTPS": "on"}
@@ -195,7 +196,7 @@ class _Server(Server):
         and for a kept-alive one with its next request already buffered:
         to a worker once the request headers are complete."""
         if conn.key is None:
-            conn.key = client_key(conn.remote_addr)
+            conn.key = source_key(conn.remote_addr or "")
             if not self.gate.admit(conn.key):
                 self.note("connections over the per-address cap closed", conn.remote_addr)
                 conn.close()
