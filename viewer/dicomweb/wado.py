@@ -1,40 +1,229 @@
-"""WADO-RS: stored files, frames, rendered and thumbnail resources.
+"""WADO-RS: instances, frames, rendered and thumbnail resources, each in a
+representation the request's Accept allows (PS3.18 §8.7), else 406.
 
-Stored files and frames are streamed, frames one at a time at the offsets
-the viewer's layout found (`viewer.framestore`), so no request holds an
-instance whole."""
+What is stored goes as it is whenever it is acceptable (``transfer-syntax=*``,
+OHIF's default, always is): stored files in chunks, frames one at a time at
+the offsets the viewer's layout found (`viewer.framestore`), so no request
+holds an instance whole. Otherwise the instance or frame is transcoded
+(`dicomnode.transcode`) one at a time as the response is sent: memory stays
+one instance, never a study.
+
+Rendered and thumbnail images reuse the viewer's rendering
+(`viewer.framedisplay`): JPEG baseline frames as stored, other frames
+windowed the way the sender's first window says, so DICOMweb and the viewer
+show the same picture.
+"""
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from io import BytesIO
+from typing import Any
 
-from flask import Response, abort, current_app
-from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, JPEGBaseline8Bit
+import numpy as np
+from flask import Response, abort, current_app, request
+from PIL import Image
+from pydicom import dcmread
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
+from werkzeug.exceptions import HTTPException
 
+from dicomnode import transcode
+from storage.keys import Level
+from storage.query import Query
 from viewer import frames as viewer_frames
 from viewer.dicomweb import bp
-from viewer.dicomweb.common import instances_of, one_instance, open_blob, path_keys
-from viewer.framestore import Layout
+from viewer.dicomweb.common import one_instance, open_blob, path_keys
+from viewer.dicomweb.negotiate import AS_STORED, MediaRange, NotAcceptable, parse
+from viewer.framedecode import frame_array, reference
+from viewer.framedisplay import browser_image, image_8bit, rescale, thumbnail_jpeg
+from viewer.framestore import FrameError, Layout
 from viewer.readaudit import read
 
+log = logging.getLogger(__name__)
 CHUNK_BYTES = 1 << 20  # a stored file is sent in pieces of this size
 # Most frame numbers one WADO-RS frames request may list (as given, duplicates
 # counted): the viewer's own /raw limit. The frames are streamed one at a time.
 FRAME_LIST = viewer_frames.REQUEST_FRAMES
 FRAME_NUMBER = re.compile("[1-9][0-9]{0,8}")  # ASCII only: int() takes "١", "+1", " 1", "1_0"
-FRAMES_WRONG = "frame numbers: from 1, in digits 0-9 without leading zeros, separated by commas"
+FRAMES_WRONG = "frames: from 1, in digits 0-9 without leading zeros, separated by commas"
+DICOM = "application/dicom"
+OCTETS = "application/octet-stream"
+VIEWPORT_MAX = 4096  # largest rendered width or height
+THUMBNAIL_PIXELS = 192
+
+# PS3.18 Table 8.7.3-5 (and 8.7.3-4 for octet-stream): each bulk data media
+# type, its default transfer syntax, then the others it may carry.
+BULK_MEDIA: dict[str, tuple[str, ...]] = {
+    OCTETS: (ExplicitVRLittleEndian,),
+    "image/jpeg": (
+        "1.2.840.10008.1.2.4.70",
+        "1.2.840.10008.1.2.4.50",
+        "1.2.840.10008.1.2.4.51",
+        "1.2.840.10008.1.2.4.57",
+    ),
+    "image/dicom-rle": ("1.2.840.10008.1.2.5",),
+    "image/x-dicom-rle": ("1.2.840.10008.1.2.5",),
+    "image/jls": ("1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"),
+    "image/x-jls": ("1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"),
+    "image/jp2": ("1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91"),
+    "image/jpx": ("1.2.840.10008.1.2.4.92", "1.2.840.10008.1.2.4.93"),
+    "image/jphc": ("1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203"),
+    "video/mpeg": ("1.2.840.10008.1.2.4.100", "1.2.840.10008.1.2.4.101"),
+    "video/mp4": tuple(f"1.2.840.10008.1.2.4.{n}" for n in (102, 103, 104, 105, 106)),
+    "video/h265": ("1.2.840.10008.1.2.4.107", "1.2.840.10008.1.2.4.108"),
+}
+# What a wildcard range gets, after the stored form: in this order.
+FRAME_OFFERS = (OCTETS, "image/dicom-rle", "image/jp2", "image/jls", "image/jpeg")
+# The frames of these stored syntaxes are the bytes Explicit VR Little Endian holds.
+LITTLE_NATIVE = frozenset(
+    {ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian}
+)
+RENDERED_MEDIA = ("image/jpeg", "image/png", "image/gif")  # the first is the default
+PILLOW_FORMAT = {"image/jpeg": "JPEG", "image/png": "PNG", "image/gif": "GIF"}
 
 
-def _multipart(uids: list[str]) -> Response:
-    """The stored files, one part each, streamed in chunks: memory stays a
-    chunk per request however large the run (one object from an object store)."""
+def _ranges() -> list[MediaRange]:
+    try:
+        return parse(request.headers.get("Accept"))
+    except NotAcceptable as exc:
+        abort(exc.status, description=str(exc))
+
+
+def _name(syntax: str) -> str:
+    return f"{UID(syntax).name} ({syntax})" if UID(syntax).is_transfer_syntax else syntax
+
+
+# --- instances ---------------------------------------------------------------
+
+
+def _stored(keys: dict[str, str]) -> list[tuple[str, str]]:
+    """(SOP Instance UID, stored transfer syntax) of the instances under
+    ``keys`` (exact UIDs from the path); 404 when none."""
+    query = Query(
+        level=Level.IMAGE,
+        keys={
+            **keys,
+            "SOPInstanceUID": keys.get("SOPInstanceUID", ""),
+            "AvailableTransferSyntaxUID": "",
+        },
+    )
+    rows = current_app.extensions["archive"].index.find(query)
+    found = [(r["SOPInstanceUID"], str(r["AvailableTransferSyntaxUID"] or "")) for r in rows]
+    if not found:
+        abort(404, description="nothing stored matches")
+    return found
+
+
+def _instance_syntaxes(ranges: list[MediaRange]) -> list[str | None]:
+    """The transfer syntaxes asked for application/dicom, best first: a UID,
+    ``*`` (as stored) or None (the default)."""
+    wanted = [r.syntax for r in ranges if r.matches(DICOM)]
+    if not wanted:
+        abort(406, description=_instance_offer("this resource is sent as"))
+    return wanted
+
+
+def _instance_offer(lead: str) -> str:
+    made = sorted(transcode.instance_targets() - {ImplicitVRLittleEndian})
+    return (
+        f'{lead} multipart/related; type="application/dicom" with transfer-syntax=* (as stored) '
+        f"or one of {', '.join(made)} (default {ExplicitVRLittleEndian})"
+    )
+
+
+def _pick_syntax(stored: str, wanted: list[str | None]) -> str | None:
+    """The first acceptable syntax the node can send ``stored`` data in."""
+    for syntax in wanted:
+        if syntax == AS_STORED:
+            return stored
+        if syntax is None:  # the default, unless the node only has lossy pixel data
+            if stored in transcode.LOSSY:
+                return stored
+            syntax = ExplicitVRLittleEndian
+        # PS3.18 §8.7.3: Implicit VR Little Endian is not used with web services.
+        if syntax != ImplicitVRLittleEndian and transcode.can_make(stored, syntax):
+            return syntax
+    return None
+
+
+def _retrieve(keys: dict[str, str], study: str, detail: str) -> Response:
+    wanted = _instance_syntaxes(_ranges())
+    plan: list[tuple[str, str, str]] = []
+    archive = current_app.extensions["archive"]
+    for uid, stored in _stored(keys):
+        stored = stored or _file_syntax(archive, uid)
+        target = _pick_syntax(stored, wanted)
+        if target is None:
+            abort(
+                406,
+                description=f"an instance stored as {_name(stored)} cannot be sent in an "
+                f"acceptable transfer syntax; {_instance_offer('the node can send')}",
+            )
+        plan.append((uid, stored, target))
+    ready: dict[str, bytes] = {}
+    if len(plan) == 1 and plan[0][1] != plan[0][2]:  # one instance: failures are a clear 4xx
+        ready[plan[0][0]] = _transcoded(archive, *plan[0], fail=True) or b""
+    read(study, detail)
+    return _multipart(archive, plan, ready)
+
+
+def _file_syntax(archive: Any, uid: str) -> str:
+    """The stored file's transfer syntax, for an index row that lacks it."""
+    try:
+        source = open_blob(archive, uid)
+        if source is None:
+            return ExplicitVRLittleEndian  # nothing to send: the part is left out
+        with source:
+            return str(dcmread(source, stop_before_pixels=True).file_meta.TransferSyntaxUID)
+    except Exception:  # unreadable: sent as stored only (transfer-syntax=*)
+        return "unreadable"
+
+
+def _transcoded(
+    archive: Any, uid: str, stored: str, target: str, fail: bool = False
+) -> bytes | None:
+    try:
+        source = open_blob(archive, uid)
+    except FileNotFoundError:
+        source = None
+    if source is None:
+        if fail:
+            abort(404, description="nothing stored matches")
+        return None
+    try:
+        with source:
+            return transcode.transcode(source, target)
+    except transcode.TranscodeError as exc:
+        log.warning("instance %s not transcoded (%s)", reference(uid), exc)
+        if fail:
+            abort(422, description=f"the stored instance {exc}")
+        return None
+
+
+def _multipart(archive: Any, plan: list[tuple[str, str, str]], ready: dict[str, bytes]) -> Response:
+    """One part per instance: stored files streamed in chunks (memory stays
+    a chunk however large the run), transcoded ones made one at a time."""
     boundary = secrets.token_hex(16)
-    archive = current_app.extensions["archive"]  # the parts are sent after the request
 
     def parts() -> Iterator[bytes]:
-        for uid in uids:
+        for uid, stored, target in plan:
+            head = f"--{boundary}\r\nContent-Type: {DICOM}; transfer-syntax={target}\r\n\r\n"
+            if stored != target:
+                data = ready.pop(uid, None) or _transcoded(archive, uid, stored, target)
+                if data is not None:  # three pieces: never a second copy of the instance
+                    yield head.encode()
+                    yield data
+                    yield b"\r\n"
+                del data
+                continue
             try:
                 source = open_blob(archive, uid)
             except FileNotFoundError:  # removed since the query: `dicomnode check` tells
@@ -42,60 +231,138 @@ def _multipart(uids: list[str]) -> Response:
             if source is None:
                 continue
             with source:
-                yield (f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n").encode()
+                yield head.encode()
                 while chunk := source.read(CHUNK_BYTES):
                     yield chunk
             yield b"\r\n"
         yield f"--{boundary}--\r\n".encode()
 
-    mimetype = f'multipart/related; type="application/dicom"; boundary={boundary}'
-    return Response(parts(), headers={"Content-Type": mimetype})
+    syntaxes = {target for _, _, target in plan}
+    mimetype = f'multipart/related; type="{DICOM}"; boundary={boundary}'
+    if len(syntaxes) == 1:
+        mimetype += f"; transfer-syntax={syntaxes.pop()}"
+    return Response(parts(), headers={"Content-Type": mimetype, "Vary": "Accept"})
 
 
 @bp.get("/studies/<study>")
 def retrieve_study(study: str) -> Response:
-    uids = instances_of(**path_keys(study=study))
-    read(study, "DICOMweb retrieve study")
-    return _multipart(uids)
+    return _retrieve(path_keys(study=study), study, "DICOMweb retrieve study")
 
 
 @bp.get("/studies/<study>/series/<series>")
 def retrieve_series(study: str, series: str) -> Response:
-    uids = instances_of(**path_keys(study=study, series=series))
-    read(study, "DICOMweb retrieve series")
-    return _multipart(uids)
+    return _retrieve(path_keys(study=study, series=series), study, "DICOMweb retrieve series")
 
 
 @bp.get("/studies/<study>/series/<series>/instances/<instance>")
 def retrieve_instance(study: str, series: str, instance: str) -> Response:
-    uid = one_instance(study, series, instance)
-    read(study, "DICOMweb retrieve instance")
-    return _multipart([uid])
+    keys = path_keys(study=study, series=series, instance=instance)
+    return _retrieve(keys, study, "DICOMweb retrieve instance")
+
+
+# --- frames ------------------------------------------------------------------
+
+
+def _stored_media(stored: str) -> str:
+    if stored in LITTLE_NATIVE or not UID(stored).is_compressed:
+        return OCTETS
+    return next((m for m, syntaxes in BULK_MEDIA.items() if stored in syntaxes), OCTETS)
+
+
+def _pick_frames(stored: str, ranges: list[MediaRange]) -> tuple[str, str] | None:
+    """(media type, transfer syntax) of the frames: the first acceptable one
+    the node can send data stored as ``stored`` in. Data already in that
+    syntax goes as stored; JPEG baseline is made only when asked by name."""
+    own_media = _stored_media(stored)
+    own = ExplicitVRLittleEndian if stored in LITTLE_NATIVE else stored
+    for r in ranges:
+        if r.syntax == AS_STORED and (r.matches(own_media) or r.media == OCTETS):
+            # transfer-syntax=*: any, so the stored one (OHIF asks it as octet-stream).
+            named = r.media in BULK_MEDIA and r.media != OCTETS and own in BULK_MEDIA[r.media]
+            return (r.media if named else own_media), own
+        if r.media in BULK_MEDIA:
+            candidates = [r.media]
+        else:  # a wildcard: the stored form first, then what the node makes
+            candidates = [m for m in dict.fromkeys((own_media, *FRAME_OFFERS)) if r.matches(m)]
+        for media in candidates:
+            choice = _frame_syntax(stored, own, BULK_MEDIA[media], r.syntax)
+            if choice is not None:
+                return media, choice
+    return None
+
+
+def _frame_syntax(stored: str, own: str, carried: tuple[str, ...], asked: str | None) -> str | None:
+    if asked in (None, AS_STORED):
+        if own in carried and (asked == AS_STORED or own == carried[0] or own in transcode.LOSSY):
+            return own  # as stored: the default, or only lossy data (PS3.18 §8.7.3)
+        target = carried[0]
+    elif asked in carried:
+        target = asked
+    else:
+        return None
+    if target == own:
+        return own
+    if target in transcode.LOSSY and asked != target:
+        return None  # lossy only when asked for by name
+    return target if transcode.can_make(stored, target, frame=True) else None
+
+
+def _frames_offer(stored: str) -> str:
+    made = [f'type="{OCTETS}" (uncompressed)']
+    targets = transcode.frame_targets()
+    for media in ("image/dicom-rle", "image/jp2", "image/jls"):
+        if BULK_MEDIA[media][0] in targets:
+            made.append(f'type="{media}"')
+    made.append('type="image/jpeg"; transfer-syntax=1.2.840.10008.1.2.4.50 (lossy, 8-bit)')
+    return (
+        f"frames stored as {_name(stored)} can be sent as multipart/related with "
+        f"{', '.join(made)}, or as stored with transfer-syntax=*"
+    )
 
 
 @bp.get("/studies/<study>/series/<series>/instances/<instance>/frames/<frames>")
 def retrieve_frames(study: str, series: str, instance: str, frames: str) -> Response:
-    """Frames as stored: JPEG fragments as they are, native frames as bytes.
-
-    Each frame is read from the blob at the offset the viewer's layout
-    (`viewer.framestore`) found, and sent before the next is read: memory
-    stays one frame whatever the list, and the instance is never read whole.
-    """
+    """Frames in the first acceptable representation: as stored (read from
+    the blob at the layout's offsets and sent before the next is read), or
+    decoded and encoded one frame at a time. Memory stays one frame whatever
+    the list, and the instance is never read whole."""
     wanted = _frame_list(frames)
+    ranges = _ranges()
     found = viewer_frames.layout_or_abort(one_instance(study, series, instance))
     if max(wanted) > found.frames:
         abort(404, description=f"frames are numbered 1 to {found.frames}")
-    syntax = found.syntax
-    if syntax.is_encapsulated:
-        media = {JPEGBaseline8Bit: "image/jpeg"}.get(syntax, "application/octet-stream")
-    else:  # a deflated file's frames are inflated in the layout
-        media = "application/octet-stream"
-        syntax = ExplicitVRLittleEndian if syntax == DeflatedExplicitVRLittleEndian else syntax
+    stored = str(found.syntax)
+    choice = _pick_frames(stored, ranges)
+    if choice is None:
+        abort(406, description=_frames_offer(stored))
+    media, syntax = choice
+    own = ExplicitVRLittleEndian if stored in LITTLE_NATIVE else stored
     boundary = secrets.token_hex(16)
     head = f"--{boundary}\r\nContent-Type: {media}; transfer-syntax={syntax}\r\n\r\n".encode()
     tail = f"--{boundary}--\r\n".encode()
     indices = [n - 1 for n in wanted]
+    content_type = f'multipart/related; type="{media}"; boundary={boundary}'
+    if syntax == own:
+        return _frames_as_stored(found, indices, head, tail, content_type, study)
+    first = _frame_in(found, indices[0], syntax)  # a frame that cannot be made is a 4xx
 
+    def parts() -> Iterator[bytes]:
+        with found.open() as blob:
+            for position, index in enumerate(indices):
+                try:
+                    data = first if position == 0 else _frame_in(found, index, syntax, blob)
+                except HTTPException:  # logged; the body ends without its closing boundary
+                    return
+                yield head + data + b"\r\n"
+        yield tail
+
+    read(study, "DICOMweb frames")
+    return Response(parts(), headers={"Content-Type": content_type, "Vary": "Accept"})
+
+
+def _frames_as_stored(
+    found: Layout, indices: list[int], head: bytes, tail: bytes, content_type: str, study: str
+) -> Response:
     def parts() -> Iterator[bytes]:
         with found.open() as blob:
             for index in indices:
@@ -106,12 +373,30 @@ def retrieve_frames(study: str, series: str, instance: str, frames: str) -> Resp
 
     size = sum(len(head) + _stored_bytes(found, i) + 2 for i in indices) + len(tail)
     read(study, "DICOMweb frames")
-    content_type = f'multipart/related; type="{media}"; boundary={boundary}'
     return Response(
         parts(),
-        headers={"Content-Type": content_type, "Content-Length": str(size)},
+        headers={"Content-Type": content_type, "Content-Length": str(size), "Vary": "Accept"},
         direct_passthrough=True,
     )
+
+
+def _frame_in(found: Layout, index: int, syntax: str, blob: Any = None) -> bytes:
+    """Frame ``index`` decoded from its stored bytes and encoded in ``syntax``."""
+    try:
+        if blob is None:
+            with found.open() as source:
+                data = found.stored(index, source)
+        else:
+            data = found.stored(index, blob)
+        array, described = transcode.decode_frame(found.header, data)
+        return bytes(transcode.encode_frame(array, described, syntax))
+    except FrameError as exc:
+        abort(exc.status, description=str(exc))
+    except transcode.CannotEncode as exc:
+        abort(406, description=f"frame {index + 1}: {exc}")
+    except transcode.TranscodeError as exc:
+        log.warning("frame %d of %s not transcoded (%s)", index + 1, reference(found.uid), exc)
+        abort(422, description=f"frame {index + 1}: {exc}")
 
 
 def _frame_list(text: str) -> list[int]:
@@ -135,19 +420,241 @@ def _stored_bytes(found: Layout, index: int) -> int:
     return found.frame_bytes
 
 
-@bp.get("/studies/<study>/series/<series>/instances/<instance>/rendered")
-@bp.get("/studies/<study>/series/<series>/instances/<instance>/frames/<number>/rendered")
-def rendered(study: str, series: str, instance: str, number: str = "1") -> Response:
+# --- rendered and thumbnail --------------------------------------------------
+
+
+def _rendered_media(ranges: list[MediaRange]) -> str:
+    """The first acceptable rendered media type (image/jpeg when any is)."""
+    for r in ranges:
+        for media in RENDERED_MEDIA:
+            if r.matches(media):
+                return media
+    abort(406, description=f"rendered images are sent as {', '.join(RENDERED_MEDIA)}")
+
+
+def _guarded(work: Callable[[], Any], uid: str) -> Any:
+    """``work``'s result; a frame that cannot be shown is a 4xx saying why."""
+    try:
+        return work()
+    except FrameError as exc:
+        abort(exc.status, description=str(exc))
+    except Exception as exc:  # damaged data: Pillow's and pydicom's errors are of many kinds
+        log.warning("rendering of %s failed (%s)", reference(uid), type(exc).__name__)
+        abort(422, description="the stored pixel data cannot be shown")
+
+
+def _numbers(name: str, count: int, low: float, high: float) -> list[float] | None:
+    """A query parameter of ``count`` comma-separated numbers in [low, high]."""
+    text = request.args.get(name)
+    if text is None:
+        return None
+    parts = text.split(",")
+    try:
+        values = [float(p) for p in parts] if len(text) <= 64 else []
+    except ValueError:
+        values = []
+    if len(values) != count or not all(low <= v <= high for v in values):
+        abort(400, description=f"{name}: {count} comma-separated numbers")
+    return values
+
+
+def _parameters() -> dict[str, Any]:
+    """PS3.18 §8.3.5.1 rendering parameters: quality, viewport (vw,vh: the
+    image scaled to fit), window (center,width[,function]: linear only)."""
+    quality = _numbers("quality", 1, 1, 100)
+    viewport = request.args.get("viewport")
+    size = None
+    if viewport is not None:
+        if viewport.count(",") != 1:
+            abort(400, description="viewport: vw,vh (cropping is not supported)")
+        size = _numbers("viewport", 2, 1, VIEWPORT_MAX)
+    window = request.args.get("window")
+    given = None
+    if window is not None:
+        parts = window.split(",")
+        if len(parts) == 3 and parts[2].strip().lower() in ("linear", "linear-exact"):
+            parts = parts[:2]
+        try:
+            given = [float(p) for p in parts] if len(window) <= 64 else []
+        except ValueError:
+            given = []
+        if len(given) != 2 or not all(np.isfinite(given)) or given[1] < 1:
+            abort(400, description="window: center,width[,linear] with width at least 1")
+    return {
+        "quality": int(quality[0]) if quality else 90,
+        "viewport": None if size is None else (int(size[0]), int(size[1])),
+        "window": given,
+    }
+
+
+def _windowed(found: Layout, index: int, given: list[float]) -> np.ndarray:
+    """A grey frame windowed to 8 bits by the request's window (PS3.3
+    C.11.2.1.2 linear); colour frames are not windowed."""
+    values = frame_array(found, index)
+    if values.ndim == 3:
+        return image_8bit(found, values)
+    modality = rescale(found.header)
+    scaled = values.astype(np.float64) * modality["slope"] + modality["intercept"]
+    center, width = given
+    low = center - 0.5 - (width - 1) / 2
+    out = np.clip((scaled - low) / max(width - 1, 1e-6) * 255, 0, 255).astype(np.uint8)
+    if str(found.header.get("PhotometricInterpretation")) == "MONOCHROME1":
+        out = 255 - out
+    return out
+
+
+def _image(
+    found: Layout, index: int, params: dict[str, Any]
+) -> tuple[Image.Image | None, bytes, str]:
+    """Frame ``index`` as the viewer renders it: (image, encoded, mime);
+    ``encoded`` is the viewer's own bytes when no parameter changes them."""
+    if params["window"] is not None:
+        return Image.fromarray(_windowed(found, index, params["window"])), b"", ""
+    data, mime = browser_image(found, index)
+    return None, data, mime
+
+
+def _encode(image: Image.Image, media: str, quality: int) -> bytes:
+    if media == "image/jpeg" and image.mode not in ("L", "RGB"):
+        image = image.convert("RGB")
+    buffer = BytesIO()
+    options = {"quality": quality} if media == "image/jpeg" else {}
+    image.save(buffer, format=PILLOW_FORMAT[media], **options)
+    return buffer.getvalue()
+
+
+def _fit(image: Image.Image, size: tuple[int, int] | None) -> Image.Image:
+    if size is None:
+        return image
+    scale = min(size[0] / image.width, size[1] / image.height)
+    target = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.resize(target, Image.Resampling.LANCZOS)
+
+
+def _render(found: Layout, index: int, media: str, params: dict[str, Any]) -> bytes:
+    """One frame in ``media``: the viewer's image itself when it already is
+    that media type and nothing asks for a change, else re-encoded from it."""
+    image, data, mime = _image(found, index, params)
+    untouched = params["viewport"] is None and "quality" not in request.args
+    if image is None and mime == media and untouched:
+        return data
+    if image is None:
+        image = Image.open(BytesIO(data))
+        image.load()
+    return _encode(_fit(image, params["viewport"]), media, params["quality"])
+
+
+def _respond(data: bytes, media: str) -> Response:
+    response = Response(data, mimetype=media)
+    response.headers["Cache-Control"] = "private, no-cache"
+    response.headers["Vary"] = "Accept"
+    return response
+
+
+def _representative(keys: dict[str, str]) -> str:
+    """The instance a study or series is shown by: the first image (lowest
+    series, then instance number) the node can show."""
+    query = Query(
+        level=Level.IMAGE,
+        keys={**keys, "SOPInstanceUID": "", "SeriesNumber": "", "InstanceNumber": "", "Rows": ""},
+    )
+    rows = [r for r in current_app.extensions["archive"].index.find(query) if r["Rows"]]
+    if not rows:
+        abort(404, description="nothing stored matches an image")
+
+    def order(row: dict[str, Any]) -> tuple[float, float]:
+        return _as_number(row.get("SeriesNumber")), _as_number(row.get("InstanceNumber"))
+
+    return min(rows, key=order)["SOPInstanceUID"]
+
+
+def _as_number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("inf")
+
+
+def _frame_number(number: str) -> int:
     # A string, not <int:>: werkzeug's int converter takes "١" and "01".
     if not FRAME_NUMBER.fullmatch(number):
         abort(400, description=FRAMES_WRONG)
-    answer = viewer_frames.frame(one_instance(study, series, instance), int(number))
-    read(study, "DICOMweb rendered")
-    return answer
+    return int(number)
+
+
+def _rendered(uid: str, number: int, study: str, detail: str, small: bool = False) -> Response:
+    media = _rendered_media(_ranges())
+    params = _parameters()
+    found = viewer_frames.layout_or_abort(uid)
+    if number > found.frames:
+        abort(404, description=f"frames are numbered 1 to {found.frames}")
+    if small:
+        data = _guarded(lambda: _thumbnail(found, number - 1, media, params), uid)
+    else:
+        data = _guarded(lambda: _render(found, number - 1, media, params), uid)
+    read(study, detail)
+    return _respond(data, media)
+
+
+def _thumbnail(found: Layout, index: int, media: str, params: dict[str, Any]) -> bytes:
+    """A small image of frame ``index``: the viewer's thumbnail for the
+    first frame, else the frame rendered and shrunk."""
+    if index == 0 and params["window"] is None:
+        data = thumbnail_jpeg(found)
+        if media == "image/jpeg" and params["viewport"] is None:
+            return data
+        image = Image.open(BytesIO(data))
+        image.load()
+    else:
+        image = _fit_image(found, index, params)
+        image.thumbnail((THUMBNAIL_PIXELS, THUMBNAIL_PIXELS))
+    if params["viewport"] is not None:
+        image = _fit(image, params["viewport"])
+    return _encode(image, media, params["quality"])
+
+
+def _fit_image(found: Layout, index: int, params: dict[str, Any]) -> Image.Image:
+    image, data, _ = _image(found, index, params)
+    if image is None:
+        image = Image.open(BytesIO(data))
+        image.load()
+    return image
+
+
+@bp.get("/studies/<study>/series/<series>/instances/<instance>/rendered")
+@bp.get("/studies/<study>/series/<series>/instances/<instance>/frames/<number>/rendered")
+def rendered(study: str, series: str, instance: str, number: str = "1") -> Response:
+    """An instance (its first frame) or one frame as an image."""
+    uid = one_instance(study, series, instance)
+    return _rendered(uid, _frame_number(number), study, "DICOMweb rendered")
+
+
+@bp.get("/studies/<study>/rendered")
+def study_rendered(study: str) -> Response:
+    uid = _representative(path_keys(study=study))
+    return _rendered(uid, 1, study, "DICOMweb rendered")
+
+
+@bp.get("/studies/<study>/series/<series>/rendered")
+def series_rendered(study: str, series: str) -> Response:
+    uid = _representative(path_keys(study=study, series=series))
+    return _rendered(uid, 1, study, "DICOMweb rendered")
 
 
 @bp.get("/studies/<study>/series/<series>/instances/<instance>/thumbnail")
-def thumbnail(study: str, series: str, instance: str) -> Response:
-    answer = viewer_frames.thumbnail(one_instance(study, series, instance))
-    read(study, "DICOMweb thumbnail")
-    return answer
+@bp.get("/studies/<study>/series/<series>/instances/<instance>/frames/<number>/thumbnail")
+def thumbnail(study: str, series: str, instance: str, number: str = "1") -> Response:
+    uid = one_instance(study, series, instance)
+    return _rendered(uid, _frame_number(number), study, "DICOMweb thumbnail", small=True)
+
+
+@bp.get("/studies/<study>/thumbnail")
+def study_thumbnail(study: str) -> Response:
+    uid = _representative(path_keys(study=study))
+    return _rendered(uid, 1, study, "DICOMweb thumbnail", small=True)
+
+
+@bp.get("/studies/<study>/series/<series>/thumbnail")
+def series_thumbnail(study: str, series: str) -> Response:
+    uid = _representative(path_keys(study=study, series=series))
+    return _rendered(uid, 1, study, "DICOMweb thumbnail", small=True)

@@ -1,0 +1,212 @@
+"""Stored instances and frames in another transfer syntax (PS3.5 §10, Annex A).
+
+A peer may accept only some transfer syntaxes: a DICOMweb client names them
+in Accept, a DIMSE peer in its presentation contexts. What the node can
+make of a stored instance, with the libraries it has:
+
+- uncompressed: every syntax pydicom decodes (pylibjpeg's handlers: JPEG
+  baseline, extended and lossless, JPEG-LS, JPEG 2000, RLE) decompressed to
+  Explicit or Implicit VR Little Endian, or Deflated Explicit VR Little
+  Endian; YBR colour becomes RGB, and the pixel attributes say so;
+- lossless recompression where an encoder is installed: RLE Lossless
+  (pydicom), JPEG 2000 lossless (pylibjpeg-openjpeg), JPEG-LS lossless
+  (pyjpegls, when present);
+- never a lossy encoding of a whole instance: a lossy syntax is sent only as
+  stored. Single frames can be made JPEG baseline (``encode_frame``) when a
+  client asks for exactly that.
+
+The SOP Instance UID is kept: the content is the same instance, only its
+encoding differs (PS3.5 §10; lossy stored data stays marked lossy).
+Nothing here knows of Flask or the archive: bytes in, bytes out, one
+instance in memory at a time.
+"""
+
+from __future__ import annotations
+
+from io import BytesIO
+from typing import Any, BinaryIO
+
+import numpy as np
+from PIL import Image
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.encaps import encapsulate
+from pydicom.pixels.encoders import (
+    JPEG2000LosslessEncoder,
+    JPEGLSLosslessEncoder,
+    RLELosslessEncoder,
+)
+from pydicom.uid import (
+    JPEG2000,
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLSNearLossless,
+)
+
+UNCOMPRESSED = frozenset({ExplicitVRLittleEndian, ImplicitVRLittleEndian})
+NATIVE = UNCOMPRESSED | {DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian}
+# Lossy syntaxes: sent as stored only, never made from other data.
+LOSSY = frozenset({JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLSNearLossless, JPEG2000})
+_ENCODERS = {e.UID: e for e in (RLELosslessEncoder, JPEG2000LosslessEncoder, JPEGLSLosslessEncoder)}
+JPEG_QUALITY = 90  # a JPEG baseline frame made from other data, when asked for one
+
+
+class TranscodeError(Exception):
+    """The instance or frame cannot be decoded or made in the asked syntax
+    (the text names no value of the data set)."""
+
+
+class CannotEncode(TranscodeError):
+    """The data decodes, but this syntax cannot hold it or has no encoder here."""
+
+
+def lossless_encoders() -> frozenset[UID]:
+    """Compressed syntaxes whose encoder is installed here."""
+    return frozenset(uid for uid, e in _ENCODERS.items() if e.is_available)
+
+
+def instance_targets() -> frozenset[UID]:
+    """Every syntax a whole instance can be made in (from a decodable one)."""
+    return UNCOMPRESSED | {DeflatedExplicitVRLittleEndian} | lossless_encoders()
+
+
+def frame_targets() -> frozenset[UID]:
+    """Every syntax one frame can be made in: native bytes (as Explicit VR
+    Little Endian holds them), the lossless encoders, and JPEG baseline."""
+    return frozenset({ExplicitVRLittleEndian, JPEGBaseline8Bit}) | lossless_encoders()
+
+
+def decodable(stored: str) -> bool:
+    """Whether pydicom here can decode pixel data stored in ``stored``."""
+    uid = UID(stored)
+    if uid in NATIVE:
+        return True
+    if not uid.is_transfer_syntax or not uid.is_compressed:
+        return False
+    from pydicom.pixels import get_decoder
+
+    try:
+        return get_decoder(uid).is_available
+    except NotImplementedError:
+        return False
+
+
+def can_make(stored: str, target: str, *, frame: bool = False) -> bool:
+    """Whether data stored in ``stored`` can be sent in ``target``."""
+    if target == stored:
+        return True
+    targets = frame_targets() if frame else instance_targets()
+    return UID(target) in targets and decodable(stored)
+
+
+def transcode(source: BinaryIO | bytes, target: str) -> bytes:
+    """The stored PS3.10 file ``source`` as a PS3.10 file in ``target``
+    (which ``can_make`` allows); the SOP Instance UID kept."""
+    uid = UID(target)
+    try:
+        ds = dcmread(BytesIO(source) if isinstance(source, bytes) else source)
+        stored = ds.file_meta.TransferSyntaxUID
+        if "PixelData" in ds and stored.is_compressed:
+            ds.decompress(generate_instance_uid=False)
+        if uid in _ENCODERS and "PixelData" in ds:
+            ds.compress(uid, generate_instance_uid=False)
+        else:
+            ds.file_meta.TransferSyntaxUID = uid
+        buffer = BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+    except Exception as exc:  # pydicom's and the codecs' errors are of many kinds
+        raise TranscodeError(f"cannot be made in {uid.name} ({type(exc).__name__})") from exc
+    return buffer.getvalue()
+
+
+def frame_dataset(header: Dataset, data: bytes) -> Dataset:
+    """One stored frame (its bytes, as the stored syntax holds them) as a
+    data set of its own, for pydicom to decode; ``header`` is not changed."""
+    skip = {"NumberOfFrames", "ExtendedOffsetTable", "ExtendedOffsetTableLengths", "PixelData"}
+    single = Dataset({tag: e for tag, e in header.items() if e.keyword not in skip})
+    single.file_meta = header.file_meta
+    single.NumberOfFrames = 1
+    syntax = header.file_meta.TransferSyntaxUID
+    if syntax.is_encapsulated:
+        single.PixelData = encapsulate([data])
+        single["PixelData"].VR = "OB"
+    else:
+        single.PixelData = data
+        single["PixelData"].VR = "OW" if int(single.BitsAllocated) > 8 else "OB"
+    return single
+
+
+def decode_frame(header: Dataset, data: bytes) -> tuple[np.ndarray, Dataset]:
+    """A stored frame as pixel values (YBR colour as RGB; palette indices
+    kept), with the pixel attributes that describe them."""
+    single = frame_dataset(header, data)
+    try:
+        array = single.pixel_array  # YBR converted to RGB, values masked and signed
+    except Exception as exc:
+        raise TranscodeError(f"the frame cannot be decoded ({type(exc).__name__})") from exc
+    described = Dataset()
+    for keyword in ("Rows", "Columns", "SamplesPerPixel", "BitsAllocated", "BitsStored"):
+        setattr(described, keyword, int(single.get(keyword) or (1 if keyword[0] == "S" else 8)))
+    described.PixelRepresentation = int(single.get("PixelRepresentation") or 0)
+    photometric = str(single.get("PhotometricInterpretation", "MONOCHROME2"))
+    if described.SamplesPerPixel == 3 and photometric.startswith("YBR"):
+        photometric = "RGB"  # pydicom converts YBR_FULL, YBR_FULL_422, YBR_ICT, YBR_RCT
+    described.PhotometricInterpretation = photometric
+    return array, described
+
+
+def native_bytes(array: np.ndarray, described: Dataset) -> bytes:
+    """Decoded values as an Explicit VR Little Endian frame holds them:
+    little endian, BitsAllocated wide, colour interleaved (PlanarConfiguration 0)."""
+    allocated = int(described.BitsAllocated)
+    signed = int(described.PixelRepresentation) == 1
+    kinds = {8: "u1", 16: "u2", 32: "u4"}
+    if allocated not in kinds:
+        raise CannotEncode(f"{allocated}-bit pixels cannot be sent uncompressed frame by frame")
+    dtype = np.dtype(("<i" if signed else "<u") + kinds[allocated][1])
+    return np.ascontiguousarray(array.astype(dtype, copy=False)).tobytes()
+
+
+def encode_frame(array: np.ndarray, described: Dataset, target: str, **options: Any) -> bytes:
+    """A decoded frame (``decode_frame``) in ``target``: native bytes,
+    a lossless encoder's codestream, or JPEG baseline made by Pillow
+    (8-bit grey or RGB only: deeper data would lose values silently)."""
+    uid = UID(target)
+    if uid in UNCOMPRESSED:
+        return native_bytes(array, described)
+    if uid == JPEGBaseline8Bit:
+        return _jpeg(array, described, int(options.get("quality", JPEG_QUALITY)))
+    encoder = _ENCODERS.get(uid)
+    if encoder is None or not encoder.is_available:
+        raise CannotEncode(f"no encoder for {uid.name} here")
+    samples = int(described.SamplesPerPixel)
+    kwargs = {
+        "rows": int(described.Rows),
+        "columns": int(described.Columns),
+        "samples_per_pixel": samples,
+        "bits_allocated": int(described.BitsAllocated),
+        "bits_stored": int(described.BitsStored),
+        "pixel_representation": int(described.PixelRepresentation),
+        "photometric_interpretation": str(described.PhotometricInterpretation),
+        "number_of_frames": 1,
+        "planar_configuration": 0,
+    }
+    try:
+        return bytes(encoder.encode(np.ascontiguousarray(array), **kwargs))
+    except Exception as exc:
+        raise CannotEncode(f"cannot be encoded as {uid.name} ({type(exc).__name__})") from exc
+
+
+def _jpeg(array: np.ndarray, described: Dataset, quality: int) -> bytes:
+    photometric = str(described.PhotometricInterpretation)
+    if int(described.BitsStored) > 8 or photometric not in ("MONOCHROME2", "RGB"):
+        raise CannotEncode("JPEG baseline holds 8-bit MONOCHROME2 or RGB frames only")
+    image = Image.fromarray(np.ascontiguousarray(array.astype(np.uint8, copy=False)))
+    buffer = BytesIO()
+    image.save(buffer, format="JPEG", quality=max(1, min(quality, 100)))
+    return buffer.getvalue()
