@@ -9,12 +9,15 @@ before anything is sent or any association is opened. Only the calling AE's
 hospitals' patients match (`find.visible_issuers`); a C-MOVE goes only to an
 AE the caller's [[remote_ae]] entry allows (``move_destinations``).
 Instances are read one at a time (memory holds one instance, never a study)
-and offered in the syntax they are stored in, so pynetdicom encodes them
-back to the archive's own bytes.
+and sent in the syntax they are stored in, so pynetdicom encodes them back
+to the archive's own bytes, unless the peer takes only uncompressed data:
+then decoded for it (`retrieve_syntax`). The final response says what
+failed and why (`retrieve_outcome`).
 """
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,18 +26,28 @@ from typing import Any
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.uid import UID
 from pynetdicom import evt
-from pynetdicom.presentation import build_context
 from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelGet,
     PatientRootQueryRetrieveInformationModelMove,
     StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
-    Verification,
 )
 
 from dicomnode.config import Config
 from dicomnode.find import query_level, visible_issuers
+from dicomnode.retrieve_outcome import Outcome, on_final_response
+from dicomnode.retrieve_syntax import (
+    MISSING,
+    NO_SCP_ROLE,
+    UNDECODABLE,
+    accepted_syntaxes,
+    contexts_for,
+    decoded,
+    plan,
+    without_role,
+)
 from dicomnode.tls import tls_args
 from dicomnode.validate import is_valid_uid, status_dataset
 from storage.archive import Archive
@@ -52,13 +65,13 @@ AS_FIND = {
     StudyRootQueryRetrieveInformationModelMove: "1.2.840.10008.5.1.4.1.2.2.1",
     StudyRootQueryRetrieveInformationModelGet: "1.2.840.10008.5.1.4.1.2.2.1",
 }
-MAX_CONTEXTS = 128
 # UIDs one list-of-UID key may name: a retrieve of more is split by the SCU.
 MAX_UIDS = 1000
 PATIENT_ROOT = (
     PatientRootQueryRetrieveInformationModelMove,
     PatientRootQueryRetrieveInformationModelGet,
 )
+log = logging.getLogger(__name__)
 # The same words for a destination this node does not know and for one the
 # caller may not use: the answer does not tell which AE titles are known.
 DESTINATION_REFUSED = "move destination unknown or not allowed for this AE"
@@ -80,11 +93,25 @@ class Requestor:
     reply: Callable[[Dataset], None]
     # Counts a refusal towards the association's audit record.
     refused: Callable[[], None] = lambda: None
+    # Runs a function on this request's final response before it is sent.
+    on_final: Callable[[Callable[[Any], None]], None] = lambda rewrite: None
+    # The presentation contexts of the caller's association (C-GET stores on them).
+    contexts: Callable[[], list] = lambda: []
+    # The transfer syntax of the request's context (encodes response Identifiers).
+    syntax: str = "1.2.840.10008.1.2"
 
     @classmethod
     def of(cls, event: evt.Event, refused: Callable[[], None] = lambda: None) -> Requestor:
         requestor = event.assoc.requestor
-        return cls(requestor.ae_title.strip(), requestor.address, replier(event), refused)
+        return cls(
+            requestor.ae_title.strip(),
+            requestor.address,
+            replier(event),
+            refused,
+            lambda rewrite: on_final_response(event, rewrite),
+            lambda: event.assoc.accepted_contexts,
+            str(event.context.transfer_syntax),
+        )
 
 
 def replier(event: evt.Event) -> Callable[[Dataset], None]:
@@ -97,18 +124,13 @@ def replier(event: evt.Event) -> Callable[[Dataset], None]:
     C-STORE association is opened. So the handler arranges for that one
     response (the one answering this request's Message ID) to carry
     ``status`` instead, then yields the destination-less / zero answer."""
-    dimse = event.assoc.dimse
-    message_id = event.request.MessageID
 
     def reply(status: Dataset) -> None:
-        def send_msg(primitive: Any, context_id: int) -> None:
-            if getattr(primitive, "MessageIDBeingRespondedTo", None) == message_id:
-                del dimse.send_msg  # one response only: back to the class's method
-                primitive.Status = status.Status
-                primitive.ErrorComment = status.get("ErrorComment")
-            type(dimse).send_msg(dimse, primitive, context_id)
+        def rewrite(primitive: Any) -> None:
+            primitive.Status = status.Status
+            primitive.ErrorComment = status.get("ErrorComment")
 
-        dimse.send_msg = send_msg
+        on_final_response(event, rewrite)
 
     return reply
 
@@ -188,21 +210,68 @@ def matching_instances(
     return list(archive.index.find(retrieve_query(identifier, model, issuers)))
 
 
-def contexts_for(instances: list[dict[str, Any]]) -> list:
-    """One context per (SOP class, stored syntax): instances go as stored."""
-    pairs = sorted({(i["SOPClassUID"], i["AvailableTransferSyntaxUID"]) for i in instances})
-    if not pairs:  # nothing to send, but the association still needs a context
-        return [build_context(Verification)]
-    return [build_context(sop_class, syntax) for sop_class, syntax in pairs[:MAX_CONTEXTS]]
+def _unsendable(instance: dict[str, Any]) -> Dataset:
+    """What stands for a sub-operation the node does not attempt.
+
+    pynetdicom counts a sub-operation as failed, and lists its SOP Instance
+    UID in the final response, when sending the yielded data set raises; a
+    data set without File Meta Information raises before anything is sent."""
+    stub = Dataset()
+    stub.SOPClassUID = instance["SOPClassUID"]
+    stub.SOPInstanceUID = instance["SOPInstanceUID"]
+    return stub
 
 
-def _paths(archive: Archive, instances: list[dict[str, Any]], is_cancelled: Any) -> Iterator:
+def _prepared(
+    archive: Archive, instance: dict[str, Any], contexts: list, outcome: Outcome
+) -> Dataset:
+    """The instance as the peer can take it (one in memory at a time), or a
+    stand-in that fails its sub-operation, the reason logged and counted."""
+    uid, sop_class = instance["SOPInstanceUID"], instance["SOPClassUID"]
+    stored = instance["AvailableTransferSyntaxUID"]
+    accepted = accepted_syntaxes(contexts, sop_class)
+    how = plan(stored, accepted)
+    reason = NO_SCP_ROLE if not accepted and without_role(contexts, sop_class) else how.reason
+    detail = ""
+    if how.send:
+        key = archive.index.instance_blob(uid)
+        if key:
+            ds = dcmread(BytesIO(archive.blobs.read(key)))
+            if not how.decode:
+                return ds
+            try:
+                return decoded(ds)
+            except ValueError as exc:
+                reason, detail = UNDECODABLE, str(exc)
+        else:
+            reason = MISSING
+    outcome.skip(reason)
+    if not detail:
+        names = ", ".join(sorted(UID(s).name for s in accepted)) or "nothing"
+        detail = f"stored {UID(stored).name}; accepted {names}"
+    log.warning(
+        "%s: %s not sent to %s: %s (%s)",
+        "C-MOVE" if outcome.destination else "C-GET",
+        uid,
+        outcome.destination or "the requestor",
+        reason,
+        detail,
+    )
+    return _unsendable(instance)
+
+
+def _datasets(
+    archive: Archive,
+    instances: list[dict[str, Any]],
+    is_cancelled: Any,
+    contexts: Callable[[], list],
+    outcome: Outcome,
+) -> Iterator:
     for instance in instances:
         if is_cancelled():
             yield CANCELLED, None
             return
-        key = archive.index.instance_blob(instance["SOPInstanceUID"])
-        yield PENDING, dcmread(BytesIO(archive.blobs.read(key))) if key else None
+        yield PENDING, _prepared(archive, instance, contexts(), outcome)
 
 
 def move(
@@ -240,12 +309,22 @@ def move(
         requestor.reply(status_dataset(IDENTIFIER_MISMATCH, str(exc)))
         yield None, None
         return
-    kwargs: dict[str, Any] = {"contexts": contexts_for(instances), "evt_handlers": NO_DELAY}
+    uids = [i["SOPInstanceUID"] for i in instances]
+    outcome = Outcome(uids, requestor.syntax, destination, tls=remote.tls)
+    requestor.on_final(outcome.rewrite)
+    kwargs: dict[str, Any] = {
+        "contexts": contexts_for(instances),
+        "evt_handlers": [*NO_DELAY, (evt.EVT_CONN_OPEN, outcome.captured)],
+    }
     if remote.tls:
         kwargs["tls_args"] = tls_args(config, remote)
     yield remote.host, remote.port, kwargs
     yield len(instances)
-    yield from _paths(archive, instances, is_cancelled)
+
+    def accepted() -> list:
+        return [] if outcome.store_assoc is None else outcome.store_assoc.accepted_contexts
+
+    yield from _datasets(archive, instances, is_cancelled, accepted, outcome)
 
 
 def get(
@@ -266,5 +345,7 @@ def get(
         requestor.reply(status_dataset(IDENTIFIER_MISMATCH, str(exc)))
         yield 0
         return
+    outcome = Outcome([i["SOPInstanceUID"] for i in instances], requestor.syntax)
+    requestor.on_final(outcome.rewrite)
     yield len(instances)
-    yield from _paths(archive, instances, is_cancelled)
+    yield from _datasets(archive, instances, is_cancelled, requestor.contexts, outcome)

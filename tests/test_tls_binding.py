@@ -310,7 +310,7 @@ def test_a_destination_whose_certificate_lacks_its_host_gets_nothing(
         result, reason = forward(node, config, study)
         assert result == {"sent": 0, "waiting": 1}
         assert "not valid for '127.0.0.1'" in reason, reason
-        assert move(node, study) == 0xA801  # the destination could not be associated
+        assert move(node, study) == 0xC000  # known destination, not associated: not A801
     assert scp.received == []
     lines = [r.getMessage() for r in caplog.records if "TLS_PACS" in r.getMessage()]
     assert any("not valid for '127.0.0.1'" in line for line in lines), lines
