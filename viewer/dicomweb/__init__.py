@@ -20,6 +20,6 @@ from flask import Blueprint
 bp = Blueprint("dicomweb", __name__, url_prefix="/dicom-web")
 
 # The resources register their routes on `bp`.
-from viewer.dicomweb import metadata, qido, stowrs, wado  # noqa: E402
+from viewer.dicomweb import bulkdata, metadata, qido, stowrs, wado  # noqa: E402
 
-__all__ = ["bp", "metadata", "qido", "stowrs", "wado"]
+__all__ = ["bp", "bulkdata", "metadata", "qido", "stowrs", "wado"]

@@ -1,77 +1,203 @@
-"""WADO-RS metadata: the stored headers as DICOM JSON, bulk data by reference."""
+"""WADO-RS metadata (PS3.18 §10.4) of a study, a series or an instance: the
+stored (de-identified) headers as DICOM JSON, bulk data by reference.
+
+The JSON array is streamed one instance at a time, each read from its file
+up to Pixel Data with large values left unread: a study of thousands of
+instances costs one header's memory, never the study's. Every binary value
+over ``BULK_BYTES``, at any depth, and Pixel Data are given as a
+BulkDataURI under /dicom-web (`viewer.dicomweb.bulkdata`), which the same
+credentials open.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any, BinaryIO
 
-from flask import Response, current_app, request
+from flask import Response, abort, current_app, request
 from pydicom import dcmread
-from pydicom.datadict import dictionary_VR
+from pydicom.dataset import Dataset
 
+from storage.keys import Level
+from storage.query import Query
 from viewer.dicomweb import bp
-from viewer.dicomweb.common import JSON, instances_of, json_text, one_instance, open_blob, path_keys
+from viewer.dicomweb.bulkdata import (
+    BULK_VRS,
+    PIXEL_TAGS,
+    accept_entries,
+    bulk_uri,
+    instance_root,
+    public_root,
+)
+from viewer.dicomweb.bulkdata import vrs_of as _vrs
+from viewer.dicomweb.common import JSON, open_blob, path_keys
+from viewer.framedecode import reference
 from viewer.readaudit import read
+
+log = logging.getLogger(__name__)
 
 # Binary values above this size are bulk data in metadata: never read.
 BULK_BYTES = 1024
-BULK_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "UN"}
+# Accept entries (media type, ignoring parameters) that DICOM JSON satisfies.
+JSON_ACCEPTED = {"application/dicom+json", "application/json", "application/*", "*/*"}
 
 
-def _metadata(uids: list[str]) -> Response:
-    base = request.url_root.rstrip("/")
-    out = []
-    for uid in uids:
-        body = _header_json(uid)
-        if body is None:
-            continue
-        body["7FE00010"] = {"vr": "OB", "BulkDataURI": f"{base}/api/instances/{uid}/frames/1"}
-        out.append(body)
-    return Response(json_text(out), mimetype=JSON)
+def acceptable() -> None:
+    """406 unless the Accept header allows application/dicom+json (no
+    header, ``*/*`` and ``application/json`` do); DICOM XML is not made."""
+    offered = accept_entries(request.headers.get("Accept", ""))
+    if not offered:
+        return
+    for media, _, quality in offered:
+        if quality > 0 and media in JSON_ACCEPTED:
+            return
+    abort(406, description="metadata is sent as application/dicom+json only")
 
 
-def _header_json(uid: str) -> dict[str, Any] | None:
-    """The instance's attributes as DICOM JSON, read from the stored file up
-    to Pixel Data; binary values over ``BULK_BYTES`` (an overlay, a
-    waveform, a document) are left unread and named bulk data, so a large
-    instance costs its header's memory only."""
+def _instances(keys: dict[str, str]) -> list[tuple[str, str]]:
+    """(series, SOP Instance UID) of every instance under the path's exact
+    UIDs; 404 when none."""
+    query = Query(
+        level=Level.IMAGE,
+        keys={
+            **keys,
+            "SeriesInstanceUID": keys.get("SeriesInstanceUID", ""),
+            "SOPInstanceUID": keys.get("SOPInstanceUID", ""),
+        },
+    )
+    rows = current_app.extensions["archive"].index.find(query)
+    found = [(r["SeriesInstanceUID"], r["SOPInstanceUID"]) for r in rows]
+    if not found:
+        abort(404, description="nothing stored matches")
+    return found
+
+
+def _metadata(study: str, found: list[tuple[str, str]], detail: str) -> Response:
+    """The JSON array, streamed: ``[``, one instance at a time, ``]``."""
+    archive = current_app.extensions["archive"]
+    root = public_root()
+    read(study, detail)
+
+    def body() -> Iterator[str]:
+        yield "["
+        first = True
+        for series, uid in found:
+            at = instance_root(root, study, series, uid)
+            header = _header_json(archive, uid, at)
+            if header is None:
+                continue
+            yield ("" if first else ",") + json.dumps(header, ensure_ascii=False)
+            first = False
+        yield "]"
+
+    return Response(body(), mimetype=JSON)
+
+
+def _header_json(archive: Any, uid: str, at: str) -> dict[str, Any] | None:
+    """The instance's attributes as DICOM JSON (see the module); None when
+    its file is gone or unreadable (logged without the UID: the rest of the
+    study still goes)."""
     try:
-        source = open_blob(current_app.extensions["archive"], uid)
+        source = open_blob(archive, uid)
     except FileNotFoundError:  # removed since the query: `dicomnode check` tells
         return None
     if source is None:
         return None
+    try:
+        with source:
+            return header_json(source, at)
+    except Exception as exc:  # damaged data raises many kinds
+        log.warning("metadata of %s left out (%s)", reference(uid), type(exc).__name__)
+        return None
+
+
+def header_json(source: BinaryIO, at: str) -> dict[str, Any]:
+    """DICOM JSON of the file at ``source``, bulk data named under ``at``."""
+    ds = dcmread(source, stop_before_pixels=True, defer_size=BULK_BYTES)
+    body = _json(ds, at, [])
+    pixel = _pixel_tag(ds, source)
+    if pixel is not None:
+        syntax = ds.file_meta.get("TransferSyntaxUID")
+        vr = {0x7FE00008: "OF", 0x7FE00009: "OD"}.get(pixel, "OW")
+        encapsulated = syntax is not None and syntax.is_encapsulated
+        if pixel == 0x7FE00010 and (encapsulated or int(ds.get("BitsAllocated") or 16) <= 8):
+            vr = "OB"
+        body[f"{pixel:08X}"] = {"vr": vr, "BulkDataURI": bulk_uri(at, [pixel])}
+    return body
+
+
+def _pixel_tag(ds: Dataset, source: BinaryIO) -> int | None:
+    """Which pixel data the file has, if any: reading stopped at its tag.
+    A deflated file's position says nothing: an image there has Pixel Data."""
+    syntax = ds.file_meta.get("TransferSyntaxUID")
+    if syntax is not None and syntax.is_deflated:
+        return 0x7FE00010 if "Rows" in ds else None
+    tag = source.read(4)
+    if len(tag) < 4:
+        return None
+    order = "little" if syntax is None or syntax.is_little_endian else "big"
+    found = int.from_bytes(tag[:2], order) << 16 | int.from_bytes(tag[2:], order)
+    return found if found in PIXEL_TAGS else None
+
+
+def _json(ds: Dataset, at: str, path: list[int]) -> dict[str, Any]:
+    """DICOM JSON of ``ds`` by pydicom, binary values over ``BULK_BYTES`` as
+    BulkDataURIs with their path: deferred top-level ones are never read;
+    those inside sequences (read with their sequence) are found by identity
+    when pydicom hands them over. A value that cannot be put in JSON (a
+    careless sender's) is left out rather than failing the study."""
     bulk: dict[str, Any] = {}
-    with source:
-        ds = dcmread(source, stop_before_pixels=True, defer_size=BULK_BYTES)
-        for tag in list(ds.keys()):
-            element = ds.get_item(tag, keep_deferred=True)
-            vrs = str(element.VR or _vr(tag)).split(" or ")
-            if element.value is None and element.length > BULK_BYTES and BULK_VRS & set(vrs):
-                vr = "OW" if "OW" in vrs else vrs[0]
-                bulk[f"{int(tag):08X}"] = {"vr": vr, "BulkDataURI": ""}
-                del ds[tag]
-        body = ds.to_json_dict(
-            bulk_data_threshold=BULK_BYTES, bulk_data_element_handler=lambda _: ""
-        )
+    paths: dict[int, list[int]] = {}
+    for tag in list(ds.keys()):
+        raw = ds.get_item(tag, keep_deferred=True)
+        vrs = _vrs(raw, int(tag))
+        if raw.value is None and raw.length and BULK_VRS & set(vrs):
+            vr = "OW" if "OW" in vrs else vrs[0]
+            bulk[f"{int(tag):08X}"] = {"vr": vr, "BulkDataURI": bulk_uri(at, [*path, int(tag)])}
+            del ds[tag]
+        elif "SQ" in vrs:
+            _nested(ds, int(tag), [*path, int(tag)], paths)
+    body = ds.to_json_dict(
+        bulk_data_threshold=BULK_BYTES,
+        bulk_data_element_handler=lambda e: bulk_uri(at, paths.get(id(e), [*path, int(e.tag)])),
+        suppress_invalid_tags=True,
+    )
     return body | bulk
 
 
-def _vr(tag: int) -> str:
+def _nested(ds: Dataset, tag: int, here: list[int], paths: dict[int, list[int]]) -> None:
+    """Record the path of every binary element in the items of ``ds[tag]``."""
     try:
-        return dictionary_VR(tag)
-    except KeyError:  # private or unknown: unknown
-        return "UN"
+        items = ds[tag].value or []
+    except Exception:  # unparsable: to_json_dict leaves it out
+        return
+    for number, item in enumerate(items, 1):
+        for element in item:
+            where = [*here, number, int(element.tag)]
+            if element.VR == "SQ":
+                _nested(item, int(element.tag), where, paths)
+            elif BULK_VRS & set(str(element.VR).split(" or ")):
+                paths[id(element)] = where
 
 
 @bp.get("/studies/<study>/metadata")
 def study_metadata(study: str) -> Response:
-    answer = _metadata(instances_of(**path_keys(study=study)))
-    read(study, "DICOMweb metadata study")
-    return answer
+    acceptable()
+    found = _instances(path_keys(study=study))
+    return _metadata(study, found, "DICOMweb metadata study")
+
+
+@bp.get("/studies/<study>/series/<series>/metadata")
+def series_metadata(study: str, series: str) -> Response:
+    acceptable()
+    found = _instances(path_keys(study=study, series=series))
+    return _metadata(study, found, "DICOMweb metadata series")
 
 
 @bp.get("/studies/<study>/series/<series>/instances/<instance>/metadata")
 def instance_metadata(study: str, series: str, instance: str) -> Response:
-    answer = _metadata([one_instance(study, series, instance)])
-    read(study, "DICOMweb metadata instance")
-    return answer
+    acceptable()
+    found = _instances(path_keys(study=study, series=series, instance=instance))
+    return _metadata(study, found, "DICOMweb metadata instance")
