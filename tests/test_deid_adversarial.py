@@ -326,18 +326,17 @@ def send_stow(base: str, items: list[tuple[int, Sent]]) -> dict[int, str]:
                 "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'
             },
         )
-        failed: dict[str, str] = {}
+        failed: dict[int, str] = {}  # by part number: the answer never echoes the sent UIDs
         with contextlib.suppress(ValueError, KeyError, TypeError):
             for item in response.json().get("00081198", {}).get("Value", []):
-                sop = item.get("00081155", {}).get("Value", [""])[0]
+                part = item.get("00091001", {}).get("Value", [0])[0]
                 reason = item.get("00081197", {}).get("Value", [0])[0]
-                failed[sop] = f"0x{int(reason):04X}"
-        for index, sent in group:
-            uid = str(sent.ds.SOPInstanceUID)
+                failed[part] = f"0x{int(reason):04X}"
+        for number, (index, _sent) in enumerate(group, 1):
             if response.status_code >= 400 and not failed:
                 outcomes[index] = f"refused: HTTP {response.status_code} {response.text[:80]}"
-            elif uid in failed:
-                outcomes[index] = f"refused: STOW FailureReason {failed[uid]}"
+            elif number in failed:
+                outcomes[index] = f"refused: STOW FailureReason {failed[number]}"
             else:
                 outcomes[index] = "ok"
     return outcomes

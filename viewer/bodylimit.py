@@ -26,6 +26,7 @@ KiB = 1024
 # Endpoints that take more than a form, and their bound in bytes.
 LARGE_BODIES: dict[str, Callable[[Config], int]] = {
     "dicomweb.store": lambda config: config.stow_max_mb * KiB * KiB,
+    "dicomweb.store_study": lambda config: config.stow_max_mb * KiB * KiB,
 }
 TOO_LARGE = "the request body is larger than {size} MiB, the most this URL accepts"
 BROKEN = "the request body is malformed or ended early"

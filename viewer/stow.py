@@ -2,8 +2,11 @@
 as soon as it has arrived, in memory when small, in the encrypted spool
 when large, and never more than the instance limit.
 
-The answer lists each SOP instance once, under the UIDs the sender gave
-(read from the part's own header, a bounded read).
+The answer lists each SOP instance once, under the UIDs the node stored it
+under (`viewer.dicomweb.stowrs`); what is read here of a part's own header
+(`announced`, `sent_header`) serves to tell what de-identification changed
+(`changes`) and which study it will land in (`predicted_study`), and is
+never echoed.
 """
 
 from __future__ import annotations
@@ -14,10 +17,13 @@ from dataclasses import dataclass
 from io import BytesIO
 from typing import IO, Any
 
+from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
+from pydicom.tag import BaseTag
 from pydicom.uid import UID
 
 from dicomnode.importer import dataset_offset
+from dicomnode.ingest import HEADER_LIMIT_MB, Incoming, Ingestor, child_key, read_header
 from dicomnode.validate import CANNOT_UNDERSTAND, OUT_OF_RESOURCES
 from viewer.multipart import parts
 
@@ -137,3 +143,95 @@ def stream_parts(
             yield sink
         finally:
             sink.close()
+
+
+def sent_header(data: Any, syntax: str, limit: int) -> Dataset | None:
+    """The part's data set as sent, all but its Pixel Data (at most
+    ``HEADER_LIMIT_MB`` of header), or None when it cannot be read (the
+    ingest then says why)."""
+    try:
+        ts = UID(syntax)
+        if ts.is_deflated and not isinstance(data, bytes):  # spooled: inflate the head only
+            bound = HEADER_LIMIT_MB << 20
+            inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+            head = inflater.decompress(data.read_at(0, bound), bound)
+            return read_dataset(
+                BytesIO(head), ts.is_implicit_VR, ts.is_little_endian, stop_when=_at_pixels
+            )
+        header, _ = read_header(data, syntax, limit=limit)
+        return header
+    except Exception:
+        return None
+
+
+def _at_pixels(tag: int, vr: str | None, length: int) -> bool:
+    return tag >= PIXEL_DATA
+
+
+def predicted_study(ingestor: Ingestor, header: Dataset, issuer: str) -> str:
+    """The node's study UID this instance would be stored under, decided as
+    the de-identification decides it (`Deidentifier._claim`) but without
+    claiming anything: the keyed UID of the sender's study, or, when
+    another child holds that one, the UID of this child's own (scoped)
+    copy. The ingest checks the outcome again before it stores."""
+    issuer = ingestor.issuer_for(header, Incoming(b"", "", issuer=issuer))
+    key, _ = child_key(header)
+    secret = ingestor.deidentify.secret
+    original = str(header.StudyInstanceUID)
+    plain = secret.uid(original)
+    holders = {who for study, who, _ in ingestor.archive.index.linkage_for(plain) if study == plain}
+    if not holders or secret.pseudonym(issuer, key) in holders:
+        return plain
+    return secret.uid(original, (issuer, key))
+
+
+PIXEL_DATA = 0x7FE00010
+_PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, PIXEL_DATA})
+# Clean Pixel Data Option (PS3.15 Table CID 7050): the node blanked text in the pixels.
+_CLEAN_PIXELS = "113101"
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What storing changed, by tag only: never a value."""
+
+    replaced: tuple[BaseTag, ...] = ()
+    removed: tuple[BaseTag, ...] = ()
+    added: tuple[BaseTag, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.replaced or self.removed or self.added)
+
+
+def changes(sent: Dataset, stored: Dataset) -> Changes:
+    """Top-level data elements replaced, removed or added between the data
+    set as sent and as stored (a sequence changed anywhere inside counts as
+    its own tag); Pixel Data when the node cleaned the pixels."""
+    replaced: list[BaseTag] = []
+    removed: list[BaseTag] = []
+    added: list[BaseTag] = []
+    for tag in sorted(set(sent.keys()) | set(stored.keys())):
+        if tag.group == 0x0002 or tag in _PIXEL_TAGS:
+            continue
+        if tag not in stored:
+            removed.append(tag)
+        elif tag not in sent:
+            added.append(tag)
+        elif not _same(sent, stored, tag):
+            replaced.append(tag)
+    if _cleaned(stored) and not _cleaned(sent):
+        replaced.append(BaseTag(PIXEL_DATA))
+    return Changes(tuple(replaced), tuple(removed), tuple(added))
+
+
+def _same(sent: Dataset, stored: Dataset, tag: BaseTag) -> bool:
+    try:
+        a, b = sent[tag], stored[tag]
+        return bool(a.value == b.value) or (a.VR != "SQ" and str(a.value) == str(b.value))
+    except Exception:  # a value pydicom cannot decode or compare: changed, to be safe
+        return False
+
+
+def _cleaned(ds: Dataset) -> bool:
+    codes = ds.get("DeidentificationMethodCodeSequence") or []
+    return any(str(item.get("CodeValue", "")) == _CLEAN_PIXELS for item in codes)
