@@ -72,6 +72,9 @@ class Incoming:
     source: str | None = None
     expected_sop_class: str | None = None
     expected_sop_instance: str | None = None
+    # STOW-RS ``POST /studies/{study}``: the node's (de-identified) study the
+    # instance must land in; refused (DIFFERENT_STUDY) before it is stored.
+    study: str | None = None
 
 
 class Outcome(StrEnum):
@@ -91,6 +94,14 @@ class IngestResult:
     # A keyed tag of the SOP Instance UID: lets logs correlate events
     # without writing the UID (or anything else of the dataset) into them.
     reference: str = ""
+    # The de-identified header as stored or held: the UIDs STOW-RS answers
+    # with, and what de-identification changed.
+    dataset: Dataset | None = None
+
+
+# Failure: not of the study the request named (STOW-RS POST /studies/{study};
+# PS3.18 I.2.2 has no code of its own: a Cxxx one, as dcm4chee's).
+DIFFERENT_STUDY = 0xC409
 
 
 # Warning, Coercion of Data Elements (PS3.4 B.2.3), as for a held instance:
@@ -265,6 +276,7 @@ def inspect(
     incoming: Incoming,
     body: bytes | SpoolFile | None = None,
     header_limit: int = HEADER_LIMIT_MB << 20,
+    unknown_sop_class_accepted: bool = False,
 ) -> tuple[Dataset, Layout]:
     """Everything the node checks before it stores: raise Rejection, or the
     header and where the pixel data lies. ``body``: the data set inflated
@@ -279,6 +291,7 @@ def inspect(
         ds,
         expected_sop_class=incoming.expected_sop_class,
         expected_sop_instance=incoming.expected_sop_instance,
+        unknown_sop_class_accepted=unknown_sop_class_accepted,
     )
     expected = expected_native_pixel_bytes(ds) or 0
     if layout.pixel_length is not None and layout.pixel_length < expected:
@@ -426,7 +439,9 @@ class Ingestor:
             body = self._inflated(incoming)
             if body is not incoming.data and isinstance(body, SpoolFile):
                 scratch.append(body)
-            original, layout = inspect(incoming, body, header_limit(self.config))
+            original, layout = inspect(
+                incoming, body, header_limit(self.config), self.config.unknown_sop_class_accepted
+            )
             if isinstance(body, bytes) and not self._in_memory(original, len(body)):
                 copy = self.spool.open()
                 scratch.append(copy)
@@ -456,6 +471,8 @@ class Ingestor:
             if isinstance(clean.data, Pieces):
                 scratch.append(clean.data)
             # ------------------------------------------------------------------
+            if incoming.study is not None and clean.dataset.StudyInstanceUID != incoming.study:
+                raise Rejection(DIFFERENT_STUDY, "not of the study the request names")
             if hold:  # nobody to file it under: held, whatever its pixels
                 why = f"{hold}; {clean.quarantine}" if clean.quarantine else hold
                 clean = replace(clean, quarantine=why)
@@ -489,7 +506,9 @@ class Ingestor:
                 outcome = Outcome.QUARANTINED
                 log.debug("%s %s from %s", outcome, reference, incoming.calling_ae or "import")
                 # Acknowledged (nothing is lost) with a warning that says why.
-                return IngestResult(outcome, HELD_FOR_REVIEW, clean.quarantine, reference)
+                return IngestResult(
+                    outcome, HELD_FOR_REVIEW, clean.quarantine, reference, clean.dataset
+                )
             else:
                 outcome = Outcome(self.archive.store(record, encoded).value)
                 self.archive.forget_quarantined(record.sop_instance_uid)
@@ -521,4 +540,4 @@ class Ingestor:
                 Outcome.REJECTED, PROCESSING_FAILURE, "processing failure", reference
             )
         log.debug("%s %s from %s", outcome, reference, incoming.calling_ae or "import")
-        return IngestResult(outcome, status, comment, reference)
+        return IngestResult(outcome, status, comment, reference, clean.dataset)

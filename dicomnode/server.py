@@ -2,6 +2,16 @@
 
 Handlers are thin: they turn a request into a call of `Ingestor.ingest` or
 `find.find` and the result back into a DIMSE status.
+
+Storage contexts are those of `dicomnode.sopclasses`: every current storage
+class, the retired image classes, and (``unknown_sop_class_accepted``) any
+unknown storage class a peer proposes. pynetdicom has no wildcard abstract
+syntax and hands a C-STORE of a class it does not know (retired ones
+included) to no handler: `StorageACSE` adds a context for an unknown class
+to the one association that proposes it, and maps it and the retired classes
+to the Storage Service Class for that association only (pynetdicom's own
+switches, ``UNRESTRICTED_STORAGE_SERVICE`` and ``register_uid``, are
+process-wide: the first accepts any non-storage class too).
 """
 
 from __future__ import annotations
@@ -42,7 +52,12 @@ from pydicom.uid import (
     RLELossless,
 )
 from pynetdicom import AE, evt
-from pynetdicom.presentation import AllStoragePresentationContexts
+from pynetdicom.pdu_primitives import SOPClassCommonExtendedNegotiation
+from pynetdicom.presentation import (
+    AllStoragePresentationContexts,
+    PresentationContext,
+    build_context,
+)
 from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
@@ -51,7 +66,7 @@ from pynetdicom.sop_class import (
     Verification,
 )
 
-from dicomnode import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, retrieve
+from dicomnode import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, retrieve, sopclasses
 from dicomnode.access import AccessPolicy
 from dicomnode.config import Config
 from dicomnode.find import find, visible_issuers
@@ -60,7 +75,7 @@ from dicomnode.logs import quiet_libraries
 from dicomnode.receive import received, release, spool_large_data_sets
 from dicomnode.retrieve import AS_FIND
 from dicomnode.tls import server_context
-from dicomnode.transport import GuardedRequestHandler, NodeAssociationServer
+from dicomnode.transport import GuardedACSE, GuardedRequestHandler, NodeAssociationServer
 from dicomnode.validate import (
     DATASET_MISMATCH,
     NOT_AUTHORIZED,
@@ -112,6 +127,23 @@ FIND_MODELS = (
     PatientRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelFind,
 )
+# The Storage Service Class (PS3.4 B): where pynetdicom sends a C-STORE of a
+# class mapped to it by SOP Class Common Extended Negotiation.
+STORAGE_SERVICE_CLASS = UID("1.2.840.10008.4.2")
+# Every storage class negotiated by default, current then retired images.
+STORAGE_CLASSES: tuple[str, ...] = (
+    *(str(cx.abstract_syntax) for cx in AllStoragePresentationContexts),
+    *sopclasses.RETIRED_IMAGE_STORAGE,
+)
+
+
+def storage_context(abstract_syntax: str) -> PresentationContext:
+    """A storage context as the node supports it: every transfer syntax, and
+    both roles (a C-GET requestor takes the SCP role for storage)."""
+    context = build_context(abstract_syntax, TRANSFER_SYNTAXES)
+    context.scu_role = True
+    context.scp_role = True
+    return context
 
 
 def services_of(abstract_syntax: str) -> frozenset[str]:
@@ -142,6 +174,28 @@ def wait_for_send_queue(assoc: Any, depth: int = 8) -> None:
         time.sleep(0.0005)
 
 
+def node_ae(config: Config) -> AE:
+    """The node's AE and every context it supports (the conformance
+    statement's tables are generated from it: `dicomnode.sopclasses`)."""
+    ae = AE(ae_title=config.ae_title)
+    ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
+    ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
+    # Limits are the access policy's, counted on established associations
+    # only; pynetdicom's own count includes idle, unassociated sockets.
+    ae.maximum_associations = 100_000
+    ae.maximum_pdu_size = config.max_pdu_size
+    ae.network_timeout = config.network_timeout
+    ae.acse_timeout = config.acse_timeout
+    ae.dimse_timeout = config.dimse_timeout
+    ae.add_supported_context(Verification)
+    for sop_class in STORAGE_CLASSES:
+        # Both roles: a C-GET requestor takes the SCP role for storage.
+        ae.add_supported_context(sop_class, TRANSFER_SYNTAXES, scu_role=True, scp_role=True)
+    for model in (*FIND_MODELS, *RETRIEVE_MODELS):
+        ae.add_supported_context(model, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    return ae
+
+
 class DicomServer:
     """One pynetdicom AE serving C-ECHO, C-STORE and C-FIND for the archive."""
 
@@ -160,25 +214,7 @@ class DicomServer:
         quiet_libraries()
 
     def build_ae(self) -> AE:
-        ae = AE(ae_title=self.config.ae_title)
-        ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
-        ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
-        # Limits are the access policy's, counted on established associations
-        # only; pynetdicom's own count includes idle, unassociated sockets.
-        ae.maximum_associations = 100_000
-        ae.maximum_pdu_size = self.config.max_pdu_size
-        ae.network_timeout = self.config.network_timeout
-        ae.acse_timeout = self.config.acse_timeout
-        ae.dimse_timeout = self.config.dimse_timeout
-        ae.add_supported_context(Verification)
-        for context in AllStoragePresentationContexts:
-            # Both roles: a C-GET requestor takes the SCP role for storage.
-            ae.add_supported_context(
-                context.abstract_syntax, TRANSFER_SYNTAXES, scu_role=True, scp_role=True
-            )
-        for model in (*FIND_MODELS, *RETRIEVE_MODELS):
-            ae.add_supported_context(model, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
-        return ae
+        return node_ae(self.config)
 
     def _tally(self, event: evt.Event, key: str) -> None:
         with self._tallies_lock:
@@ -244,6 +280,21 @@ class DicomServer:
                 detail=summary,
                 outcome=MINOR_FAILURE if tally["rejected"] or tally["refused"] else 0,
             )
+
+    def on_class_refused(self, assoc: Any, sop_class: str, why: str) -> None:
+        """A proposed storage class the node does not take: its context is
+        rejected (result 3, abstract syntax not supported: PS3.8 has no room
+        for a reason), so the log says why and the association's audit
+        record counts it."""
+        log.warning(
+            "association from %s: SOP class %s (%s) refused: %s",
+            assoc.requestor.ae_title,
+            sop_class,
+            sopclasses.name_of(sop_class),
+            why,
+        )
+        with self._tallies_lock:
+            self._tallies.setdefault(id(assoc), Counter())["SOP class refused"] += 1
 
     def on_reject(self, calling: str, address: str, why: str) -> None:
         self.archive.index.audit.record(
@@ -324,7 +375,7 @@ class DicomServer:
             ssl_context=server_context(self.config) if self.config.dimse_tls else None,
             evt_handlers=handlers,
             server_class=NodeAssociationServer,
-            request_handler=GuardedRequestHandler,
+            request_handler=StorageRequestHandler,
         )
         server.policy = self.policy
         max_pdu = self.config.max_pdu_size or (1 << 32)
@@ -334,6 +385,8 @@ class DicomServer:
         server.association_request_seconds = self.config.association_request_seconds
         server.services_of = services_of
         server.on_reject = self.on_reject
+        server.unknown_sop_class_accepted = self.config.unknown_sop_class_accepted  # type: ignore[attr-defined]
+        server.on_class_refused = self.on_class_refused  # type: ignore[attr-defined]
         ae._servers.append(server)
         threading.Thread(target=server.serve_forever, daemon=True, name="dimse-accept").start()
         self._server = server
@@ -357,3 +410,61 @@ class DicomServer:
         if self._server is not None:
             self._server.shutdown()
             self._server = None
+
+
+class StorageACSE(GuardedACSE):
+    """Negotiates the storage classes no fixed list holds: an unknown class a
+    peer proposes gets a context of its own (setting on) or a logged refusal
+    (setting off, or a retired class the node refuses)."""
+
+    # Classes this association serves that pynetdicom's table does not map
+    # to the Storage Service Class.
+    unlisted_storage: tuple[str, ...] = ()
+
+    def _negotiate_as_acceptor(self) -> None:
+        server = self.assoc._server
+        accept_unknown = bool(getattr(server, "unknown_sop_class_accepted", False))
+        request = self.requestor.primitive
+        supported = {str(cx.abstract_syntax) for cx in self.acceptor.supported_contexts}
+        proposed = {str(cx.abstract_syntax) for cx in request.presentation_context_definition_list}
+        refused: dict[str, str] = {}
+        extra: list[str] = []
+        for uid in sorted(proposed - supported):
+            why = sopclasses.refusal(uid, accept_unknown)
+            if why is None:
+                extra.append(uid)
+            elif uid in sopclasses.REFUSED_RETIRED or sopclasses.is_unknown_storage(uid):
+                refused[uid] = sopclasses.REFUSED_RETIRED.get(uid, why)
+        retired = proposed & set(sopclasses.RETIRED_IMAGE_STORAGE)
+        self.unlisted_storage = (*sorted(retired), *extra)
+        if extra:
+            # At most 128 (a request has no more contexts); per association only.
+            self.acceptor.supported_contexts = [
+                *self.acceptor.supported_contexts,
+                *(storage_context(uid) for uid in extra),
+            ]
+        super()._negotiate_as_acceptor()
+        if self.assoc.is_established:
+            for uid, why in refused.items():
+                server.on_class_refused(self.assoc, uid, why)
+
+    def _check_sop_class_common_extended(self) -> dict[UID, SOPClassCommonExtendedNegotiation]:
+        """Each retired or unknown class proposed here is served by the Storage
+        Service Class (the acceptor's own table: nothing of it is sent to the
+        peer)."""
+        items = super()._check_sop_class_common_extended()
+        for uid in self.unlisted_storage:
+            item = SOPClassCommonExtendedNegotiation()
+            item.sop_class_uid = UID(uid)
+            item.service_class_uid = STORAGE_SERVICE_CLASS
+            items[UID(uid)] = item
+        return items
+
+
+class StorageRequestHandler(GuardedRequestHandler):
+    """The guarded connection, negotiated by `StorageACSE`."""
+
+    def _create_association(self) -> Any:
+        assoc = super()._create_association()
+        assoc.acse = StorageACSE(assoc)
+        return assoc

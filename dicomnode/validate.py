@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pydicom.dataset import Dataset
 from pynetdicom.presentation import AllStoragePresentationContexts
 
+from dicomnode.sopclasses import refusal
+
 UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 STORAGE_SOP_CLASSES = frozenset(cx.abstract_syntax for cx in AllStoragePresentationContexts)
 
@@ -66,11 +68,12 @@ def validate(
     *,
     expected_sop_class: str | None = None,
     expected_sop_instance: str | None = None,
+    unknown_sop_class_accepted: bool = False,
 ) -> None:
     """Raise Rejection if the node must not store ``ds``."""
     require_uids(ds)
-    if str(ds.SOPClassUID) not in STORAGE_SOP_CLASSES:
-        raise Rejection(UNKNOWN_SOP_CLASS, "SOP Class UID is not a storage SOP class")
+    if why := refusal(str(ds.SOPClassUID), unknown_sop_class_accepted):
+        raise Rejection(UNKNOWN_SOP_CLASS, why)
     if expected_sop_class and str(ds.SOPClassUID) != expected_sop_class:
         raise Rejection(DATASET_MISMATCH, "SOP Class UID differs from the C-STORE request")
     if expected_sop_instance and str(ds.SOPInstanceUID) != expected_sop_instance:

@@ -52,6 +52,7 @@ from dicomnode.deid.values import (
     shift_datetime,
     strip_offset,
 )
+from dicomnode.sopclasses import is_unknown_storage
 
 ICON_IMAGE_SEQUENCE = 0x00880200
 ENCAPSULATED_DOCUMENT = 0x00420011
@@ -187,11 +188,23 @@ class HeaderDeidentifier:
             and Option.RETAIN_FULL_DATES not in self.settings.options
             else None
         )
+        sop_class = str(ds.get("SOPClassUID", ""))
         self._walk(ds, subject, shift)
+        self._keep_unknown_class(ds, sop_class, subject)
         self._replace_identity(ds, subject)
         self._mark(ds, shifted=shift is not None)
         ds.SpecificCharacterSet = "ISO_IR 192"
         return ds
+
+    @staticmethod
+    def _keep_unknown_class(ds: Dataset, sop_class: str, subject: Subject) -> None:
+        """The instance's own class, when the standard does not define it (a
+        vendor's storage class, unknown_sop_class_accepted), stays what the
+        node accepted and serves it as, unless it carries the child's
+        identity. Every other UID the standard does not define, class UIDs
+        elsewhere included, is remapped."""
+        if is_unknown_storage(sop_class) and not subject.matcher.find(sop_class):
+            ds.SOPClassUID = sop_class
 
     def clean_text(self, text: str, subject: Subject) -> str:
         """``text`` with every identity the matcher finds, every person named

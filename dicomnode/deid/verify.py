@@ -28,6 +28,7 @@ from pydicom.uid import UID, JPEGBaseline8Bit
 from dicomnode.deid import ocr
 from dicomnode.deid.identity import IdentityMatcher
 from dicomnode.deid.names import find_identifiers, find_names
+from dicomnode.sopclasses import ACCEPTED_STORAGE
 
 # Image types whose pixels may carry burned-in text whatever the header says
 # (echo, angio, fluoroscopy, screen captures, endoscopy, photographs).
@@ -84,6 +85,7 @@ def may_carry_text(ds: Dataset) -> bool:
         or bool(kinds & TEXT_IMAGE_TYPES)
         or sop_class.startswith(TEXT_SOP_PREFIXES)
         or sop_class in TEXT_SOP_CLASSES
+        or sop_class not in ACCEPTED_STORAGE  # unknown class: its header vouches for nothing
         or burned in ("", "YES")
     )
 
