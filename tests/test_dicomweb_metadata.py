@@ -268,11 +268,7 @@ def test_bulk_data_media_types(web: Web) -> None:
         (native, "image/png"),
         (native, "application/dicom+json"),
         (rle, "application/octet-stream"),  # four frames are not one part
-        (
-            rle,
-            'multipart/related; type="application/octet-stream"; '
-            f"transfer-syntax={ExplicitVRLittleEndian}",
-        ),
+        (native, 'multipart/related; type="image/jp2"'),  # a native value is not recompressed
     ):
         answer = get(url, accept)
         assert answer.status_code == 406, (url, accept)
@@ -444,3 +440,240 @@ def test_large_values_are_streamed_not_held(web: Web) -> None:
             tracemalloc.stop()
         assert size > least
         assert peak < 8 << 20, (url, peak)
+
+
+# ------------------------------------------- negotiation shared with frames
+
+
+def _parts(answer: requests.Response) -> list[tuple[str, bytes]]:
+    """(Content-Type, payload) of each part of a multipart answer."""
+    boundary = answer.headers["Content-Type"].split("boundary=")[1].split(";")[0].strip('"')
+    out = []
+    for chunk in answer.content.split(b"--" + boundary.encode())[1:-1]:
+        head, _, body = chunk.partition(b"\r\n\r\n")
+        out.append((head.decode().split("Content-Type:")[1].strip(), body[:-2]))
+    return out
+
+
+def _decoded_frames(ds: Dataset) -> list[bytes]:
+    """Each frame's values as Explicit VR Little Endian holds them, decoded
+    here by pydicom (not by the node's code)."""
+    dtype = np.dtype(("<i" if ds.PixelRepresentation else "<u") + str(ds.BitsAllocated // 8))
+    return [np.ascontiguousarray(f.astype(dtype)).tobytes() for f in ds.pixel_array]
+
+
+EXPLICIT = f"transfer-syntax={ExplicitVRLittleEndian}"
+
+
+@pytest.mark.parametrize(
+    "accept",
+    [
+        f'multipart/related; type="application/octet-stream"; {EXPLICIT}',  # dicomweb-client
+        f"multipart/related; type=application/octet-stream; {EXPLICIT}",  # OHIF's spelling
+        f'multipart/related;type="application/octet-stream";transfer-syntax="{ExplicitVRLittleEndian}"',
+        'multipart/related; type="image/jpeg", '  # not made: lossless JPEG has no encoder
+        f'multipart/related; type="application/octet-stream"; {EXPLICIT}; q=0.5',
+    ],
+)
+def test_encapsulated_pixel_data_asked_uncompressed_is_decoded(web: Web, accept: str) -> None:
+    """A client that cannot decode RLE asks for the frames uncompressed by
+    name: each part is one frame decoded (was 406)."""
+    s = web.stored
+    (meta,) = web.client.retrieve_series_metadata(s.study, s.rle_series)
+    answer = requests.get(
+        meta["7FE00010"]["BulkDataURI"], headers={**_basic(), "Accept": accept}, timeout=30
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["Content-Type"].startswith(
+        'multipart/related; type="application/octet-stream"'
+    )
+    parts = _parts(answer)
+    assert [media for media, _ in parts] == [f"application/octet-stream; {EXPLICIT}"] * 4
+    assert [body for _, body in parts] == _decoded_frames(_stored(web, s.rle))
+
+
+def test_dicomweb_client_asking_uncompressed_gets_decoded_frames(web: Web) -> None:
+    s = web.stored
+    (meta,) = web.client.retrieve_series_metadata(s.study, s.rle_series)
+    frames = web.client.retrieve_bulkdata(
+        meta["7FE00010"]["BulkDataURI"],
+        media_types=(("application/octet-stream", ExplicitVRLittleEndian),),
+    )
+    assert frames == _decoded_frames(_stored(web, s.rle))
+
+
+@pytest.mark.parametrize(
+    "accept",
+    [
+        None,
+        "*/*",
+        "multipart/related",
+        'multipart/related; type="application/octet-stream"',  # PS3.18: Explicit VR LE
+        "multipart/related; type=application/octet-stream; transfer-syntax=*",  # OHIF
+        'multipart/related; type="image/dicom-rle"',
+        'multipart/related; type="image/x-dicom-rle"',
+        'multipart/related; type="image/jpeg"; transfer-syntax=1.2.840.10008.1.2.4.50',
+        'multipart/related; type="image/jp2"',
+        'multipart/related; type="image/jpeg"',  # lossless JPEG: no encoder, 406
+        'multipart/related; type="image/png"',
+        f'multipart/related; type="application/octet-stream"; {EXPLICIT}; q=0, image/gif',
+    ],
+)
+def test_pixel_data_bulk_data_answers_as_the_frames_resource(web: Web, accept: str | None) -> None:
+    """Encapsulated Pixel Data asked for in any way is sent as the frames
+    resource sends all its frames: the same media types, syntaxes and bytes,
+    or the same refusal."""
+    s = web.stored
+    base = f"{web.url}/studies/{s.study}/series/{s.rle_series}/instances/{s.rle}"
+    headers = {**_basic(), "Accept": accept}
+    bulk = requests.get(f"{base}/bulkdata/7FE00010", headers=headers, timeout=30)
+    frames = requests.get(f"{base}/frames/1,2,3,4", headers=headers, timeout=30)
+    assert bulk.status_code == frames.status_code, (bulk.text, frames.text)
+    if frames.status_code != 200:
+        assert bulk.status_code == 406 and PATIENT.name not in bulk.text
+        return
+    assert _parts(bulk) == _parts(frames)
+    media = frames.headers["Content-Type"].split("; boundary=")[0]
+    assert bulk.headers["Content-Type"].split("; boundary=")[0] == media
+    assert bulk.headers.get("Vary") == "Accept"
+
+
+def test_octet_stream_without_a_syntax_is_explicit_vr_little_endian(web: Web) -> None:
+    """PS3.18 Table 8.7.3-4: application/octet-stream defaults to Explicit
+    VR Little Endian, so compressed frames are decoded, as /frames does;
+    the stored bytes are ``transfer-syntax=*`` (OHIF's request)."""
+    s = web.stored
+    (meta,) = web.client.retrieve_series_metadata(s.study, s.rle_series)
+    uri = meta["7FE00010"]["BulkDataURI"]
+    plain = 'multipart/related; type="application/octet-stream"'
+    answer = requests.get(uri, headers={**_basic(), "Accept": plain}, timeout=30)
+    assert answer.status_code == 200
+    assert [body for _, body in _parts(answer)] == _decoded_frames(_stored(web, s.rle))
+    ohif = f"{plain}; transfer-syntax=*"
+    answer = requests.get(uri, headers={**_basic(), "Accept": ohif}, timeout=30)
+    stored = list(generate_frames(_stored(web, s.rle).PixelData, number_of_frames=4))
+    assert [body for _, body in _parts(answer)] == stored
+    assert {media for media, _ in _parts(answer)} == {
+        f"image/dicom-rle; transfer-syntax={RLELossless}"
+    }
+
+
+def test_accept_headers_beyond_the_bounds_are_refused_unread(web: Web) -> None:
+    """Metadata and bulk data read Accept with the one bounded parser: a
+    header of thousands of ranges or characters is 400, one range with
+    too many parameters 406; none is a 500 or a 200."""
+    s = web.stored
+    base = f"{web.url}/studies/{s.study}/series/{s.rle_series}"
+    urls = (f"{base}/metadata", f"{base}/instances/{s.rle}/bulkdata/7FE00010")
+    native = f"{web.url}/studies/{s.study}/series/{s.native_series}/instances/{s.native}"
+    for url in (*urls, f"{native}/bulkdata/00282000"):
+        for accept, status in (
+            (", ".join(["*/*;q=0.5"] * 2000), 400),
+            ("*/*; x=" + "a" * 5000, 400),
+            ("*/*; " + "; ".join(f"p{n}=1" for n in range(20)), 406),
+            ("*/*; q=nan", 406),
+            ("*/*; q=2", 406),
+        ):
+            answer = requests.get(url, headers={**_basic(), "Accept": accept}, timeout=30)
+            assert answer.status_code == status, (url, accept[:40], answer.status_code)
+            assert "Accept" in answer.text and PATIENT.name not in answer.text
+
+
+def test_a_value_as_octet_stream_ignores_the_ranges_it_cannot_meet(web: Web) -> None:
+    """Native values: single part when application/octet-stream ranks
+    first, multipart when a multipart range does; a compressed syntax named
+    for them is not made (406), and ``multipart/*`` is a multipart range."""
+    s = web.stored
+    url = f"{web.url}/studies/{s.study}/series/{s.native_series}/instances/{s.native}"
+    icc = f"{url}/bulkdata/00282000"
+
+    def get(accept: str) -> requests.Response:
+        return requests.get(icc, headers={**_basic(), "Accept": accept}, timeout=30)
+
+    first = get('application/octet-stream, multipart/related; type="application/octet-stream"')
+    assert first.headers["Content-Type"] == "application/octet-stream" and first.content == ICC
+    ranked = get(
+        'application/octet-stream; q=0.2, multipart/related; type="application/octet-stream"'
+    )
+    assert ranked.headers["Content-Type"].startswith("multipart/related")
+    assert [body for _, body in _parts(ranked)] == [ICC]
+    assert get("multipart/*").status_code == 200
+    refused = get(
+        'multipart/related; type="application/octet-stream"; transfer-syntax=1.2.840.10008.1.2.5'
+    )
+    assert refused.status_code == 406
+
+
+def _damaged_rle(web: Web, frame: int) -> str:
+    """A stored 4-frame RLE instance whose frame ``frame`` (from 1) puts its
+    segment far beyond its end (a careless encoder's or a damaged disk's):
+    it cannot be decoded. Its bulk data URI."""
+    ds = xa_instance(
+        PATIENT, frames=4, rows=32, cols=32, transfer_syntax=RLELossless,
+        study_uid=generate_uid(UID_ROOT),
+    )  # fmt: skip
+    result = web.node.ingestor.ingest(incoming(ds))
+    assert result.outcome is Outcome.STORED and result.dataset is not None, result
+    row = _only(web.node, SOPInstanceUID=result.dataset.SOPInstanceUID)
+    archive = web.node.archive
+    path = archive.blobs.path(archive.index.instance_blob(row["SOPInstanceUID"]))
+    with open(path, "rb") as stored:
+        data = bytearray(stored.read())
+    frames = list(
+        generate_frames(_stored(web, row["SOPInstanceUID"]).PixelData, number_of_frames=4)
+    )
+    at = data.find(frames[frame - 1])
+    assert at > 0 and data.find(frames[frame - 1], at + 1) == -1
+    data[at + 4 : at + 8] = (0xFFFF0000).to_bytes(4, "little")
+    with open(path, "wb") as out:
+        out.write(data)
+    return (
+        f"{web.url}/studies/{row['StudyInstanceUID']}/series/{row['SeriesInstanceUID']}"
+        f"/instances/{row['SOPInstanceUID']}/bulkdata/7FE00010"
+    )
+
+
+def test_frames_that_cannot_be_decoded_are_a_clear_4xx_or_a_cut_body(web: Web) -> None:
+    """A first frame that cannot be decoded is 422 before anything is sent;
+    a later one ends the body without its closing boundary, so a client
+    never takes three frames for four."""
+    accept = f'multipart/related; type="application/octet-stream"; {EXPLICIT}'
+    first = requests.get(_damaged_rle(web, 1), headers={**_basic(), "Accept": accept}, timeout=30)
+    assert first.status_code == 422 and "frame 1" in first.text
+    assert PATIENT.name not in first.text
+    later = requests.get(_damaged_rle(web, 3), headers={**_basic(), "Accept": accept}, timeout=30)
+    assert later.status_code == 200
+    boundary = later.headers["Content-Type"].split("boundary=")[1]
+    assert later.content.count(f"--{boundary}\r\n".encode()) == 2
+    assert f"--{boundary}--".encode() not in later.content
+
+
+@pytest.mark.slow
+def test_decoded_pixel_data_is_made_a_frame_at_a_time(web: Web) -> None:
+    """A 40-frame 512 x 512 RLE run asked uncompressed (10 MB decoded):
+    Python's peak allocation stays a few frames, not the run."""
+    big = xa_instance(
+        PATIENT, frames=40, rows=512, cols=512, transfer_syntax=RLELossless,
+        study_uid=generate_uid(UID_ROOT),
+    )  # fmt: skip
+    result = web.node.ingestor.ingest(incoming(big))
+    assert result.outcome is Outcome.STORED and result.dataset is not None, result
+    row = _only(web.node, SOPInstanceUID=result.dataset.SOPInstanceUID)
+    del big
+    url = (
+        f"/dicom-web/studies/{row['StudyInstanceUID']}/series/{row['SeriesInstanceUID']}"
+        f"/instances/{row['SOPInstanceUID']}/bulkdata/7FE00010"
+    )
+    client = create_app(web.node.config, web.node.archive, b"k" * 32).test_client()
+    accept = f'multipart/related; type="application/octet-stream"; {EXPLICIT}'
+    tracemalloc.start()
+    try:
+        answer = client.get(url, headers={**_basic(), "Accept": accept}, buffered=False)
+        assert answer.status_code == 200
+        size = sum(len(chunk) for chunk in answer.response)
+        answer.close()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert size > 40 * 512 * 512
+    assert peak < 3 << 20, peak

@@ -9,19 +9,21 @@ The URI is under /dicom-web, so a DICOMweb client reaches it with the same
 HTTP Basic credentials (or session) as the metadata that named it.
 
 Pixel Data covers every frame: a native value is one part (the whole value),
-encapsulated pixel data one part per frame as stored (PS3.18 §8.7.3.3), each
-part naming its transfer syntax. Values are streamed from the stored file at
-their offsets (native pixel data in chunks, encapsulated frames one at a time
-from `viewer.framestore`'s layout), so no request holds the instance whole;
-a value inside a sequence is read with its sequence. Deflated and big-endian
-files have no usable offsets and are read whole, as the viewer does.
+encapsulated pixel data one part per frame (PS3.18 §8.7.3.3), each part
+naming its transfer syntax. Encapsulated frames are the frames resource's:
+negotiated and sent by `viewer.dicomweb.frameparts`, so one Accept header
+gets the same answer from both (as stored, or decoded / recompressed one
+frame at a time, e.g. uncompressed for a client that asks Explicit VR Little
+Endian). Other values are streamed from the stored file at their offsets in
+chunks, so no request holds the instance whole; a value inside a sequence is
+read with its sequence. Deflated and big-endian files have no usable offsets
+and are read whole, as the viewer does.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-import secrets
 import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -31,12 +33,14 @@ from flask import Response, abort, current_app, request
 from pydicom import dcmread
 from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
-from pydicom.uid import UID, ExplicitVRLittleEndian
+from pydicom.uid import ExplicitVRLittleEndian
 
 from viewer import frames as viewer_frames
 from viewer.address import trusted_networks
 from viewer.dicomweb import bp
-from viewer.dicomweb.common import one_instance, open_blob
+from viewer.dicomweb.common import accept_ranges, one_instance, stored_or_404
+from viewer.dicomweb.frameparts import OCTETS, choose_frames, multipart, send_frames
+from viewer.dicomweb.negotiate import ANY, AS_STORED, MediaRange
 from viewer.framestore import Layout
 from viewer.readaudit import read
 
@@ -50,28 +54,8 @@ PATH_WRONG = (
     "bulk data path: an attribute tag as 8 hexadecimal digits, then for each "
     "sequence an item number from 1 and a tag, separated by '/'"
 )
-OCTETS = "application/octet-stream"
 DEFAULT_PORTS = {"http": "80", "https": "443"}
 HOST = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
-# Media types of encapsulated frames a client may name (PS3.18 Table 8.7.4-2).
-FRAME_MEDIA = {
-    "1.2.840.10008.1.2.4.50": "image/jpeg",
-    "1.2.840.10008.1.2.4.51": "image/jpeg",
-    "1.2.840.10008.1.2.4.57": "image/jpeg",
-    "1.2.840.10008.1.2.4.70": "image/jpeg",
-    "1.2.840.10008.1.2.4.80": "image/jls",
-    "1.2.840.10008.1.2.4.81": "image/jls",
-    "1.2.840.10008.1.2.4.90": "image/jp2",
-    "1.2.840.10008.1.2.4.91": "image/jp2",
-    "1.2.840.10008.1.2.4.92": "image/jpx",
-    "1.2.840.10008.1.2.4.93": "image/jpx",
-    "1.2.840.10008.1.2.5": "image/dicom-rle",
-    "1.2.840.10008.1.2.4.100": "video/mpeg",
-    "1.2.840.10008.1.2.4.101": "video/mpeg",
-    "1.2.840.10008.1.2.4.102": "video/mp4",
-    "1.2.840.10008.1.2.4.103": "video/mp4",
-}
-_ALIASES = {"image/x-dicom-rle": "image/dicom-rle", "image/x-jls": "image/jls"}
 
 
 # ------------------------------------------------------------- URIs
@@ -144,90 +128,27 @@ def vrs_of(element: Any, tag: int) -> list[str]:
 # ------------------------------------------------------------- negotiation
 
 
-@dataclass(frozen=True)
-class Answer:
-    multipart: bool
-    part_type: str  # media type of each part (single part: of the body)
+def as_multipart(ranges: list[MediaRange]) -> bool:
+    """How a value that is one part (all but encapsulated Pixel Data) is
+    sent: True for multipart/related; type="application/octet-stream", False
+    for a single application/octet-stream part, whichever acceptable range
+    ranks first (PS3.18 §8.7.3.5; a bare ``*/*`` gets the multipart
+    default). Its bytes are as stored, i.e. Explicit VR Little Endian's: a
+    compressed syntax named for it is 406."""
+    for r in ranges:
+        if r.matches(OCTETS) and r.syntax in (None, AS_STORED, ExplicitVRLittleEndian):
+            return r.multipart or r.media == ANY
+    abort(
+        406,
+        description='bulk data is sent as multipart/related; type="application/octet-stream" '
+        f"(transfer-syntax {ExplicitVRLittleEndian}), or as application/octet-stream",
+    )
 
 
-def negotiate(encapsulated: UID | None, parts: int) -> Answer:
-    """What the Accept header allows for this value (PS3.18 §8.7.3.5): by
-    default multipart/related; type="application/octet-stream"; a single
-    part application/octet-stream when asked for and the value is one part;
-    the compressed frames' own media type when asked for. 406 otherwise."""
-    offered = accept_entries(request.headers.get("Accept", ""))
-    if not offered:
-        return Answer(True, OCTETS)
-    stored_media = FRAME_MEDIA.get(str(encapsulated), "") if encapsulated else ""
-    choices: list[tuple[float, int, Answer]] = []
-    for order, (media, params, quality) in enumerate(offered):
-        if quality <= 0:
-            continue
-        answer = _acceptable(media, params, encapsulated, stored_media, parts)
-        if answer is not None:
-            choices.append((-quality, order, answer))
-    if not choices:
-        abort(
-            406,
-            description=(
-                'bulk data is sent as multipart/related; type="application/octet-stream"'
-                + (f" (frames as stored, transfer syntax {encapsulated})" if encapsulated else "")
-                + ", or as application/octet-stream when it is one part"
-            ),
-        )
-    return min(choices, key=lambda c: (c[0], c[1]))[2]
-
-
-ACCEPT_PART = re.compile(r'(?:[^,;"]|"[^"]*")+|[,;]')
-
-
-def accept_entries(header: str) -> list[tuple[str, dict[str, str], float]]:
-    """The Accept header as (media type, parameters, quality), in order.
-    Parsed here rather than by werkzeug, which cuts an unquoted
-    ``type=application/octet-stream`` (as OHIF sends it) at the slash."""
-    entries: list[tuple[str, dict[str, str], float]] = []
-    fields: list[str] = [""]
-    for token in [*ACCEPT_PART.findall(header), ","]:
-        if token == ";":
-            fields.append("")
-        elif token != ",":
-            fields[-1] += token
-            continue
-        if token == "," and fields[0].strip():
-            media = fields[0].strip().lower()
-            params: dict[str, str] = {}
-            for field in fields[1:]:
-                name, _, text = field.partition("=")
-                params[name.strip().lower()] = text.strip().strip('"').lower()
-            try:
-                quality = float(params.pop("q", "1"))
-            except ValueError:
-                quality = 0.0
-            quality = quality if 0.0 <= quality <= 1.0 else 0.0  # "nan", "inf", -1
-            entries.append((_ALIASES.get(media, media), params, quality))
-        if token == ",":
-            fields = [""]
-    return entries
-
-
-def _acceptable(
-    media: str, params: dict[str, str], encapsulated: UID | None, stored_media: str, parts: int
-) -> Answer | None:
-    syntax = params.get("transfer-syntax", "*")
-    if media in ("*/*", "multipart/*", "multipart/related"):
-        inner = _ALIASES.get(params.get("type", "*/*"), params.get("type", "*/*"))
-        if inner in ("*/*", "application/*", OCTETS):
-            # Encapsulated frames go as stored, their part naming the syntax
-            # (no transcoding here): a client naming another syntax gets 406.
-            wanted = str(encapsulated) if encapsulated else ExplicitVRLittleEndian
-            return Answer(True, OCTETS) if syntax in ("*", wanted) else None
-        family = stored_media.split("/")[0] + "/*"
-        if encapsulated and stored_media and inner in (stored_media, family):
-            return Answer(True, stored_media) if syntax in ("*", str(encapsulated)) else None
-        return None
-    if media in (OCTETS, "application/*") and parts == 1 and encapsulated is None:
-        return Answer(False, OCTETS) if syntax in ("*", ExplicitVRLittleEndian) else None
-    return None
+def frame_ranges(ranges: list[MediaRange]) -> list[MediaRange]:
+    """The ranges encapsulated frames can answer: several parts need a
+    multipart range (or ``*/*``); a bare single-part type cannot hold them."""
+    return [r for r in ranges if r.multipart or r.media == ANY]
 
 
 # ------------------------------------------------------------- reading
@@ -266,7 +187,7 @@ def _offsets_usable(ds: Dataset) -> bool:
 def _element_value(uid: str, path: list[int]) -> Value:
     """An attribute's value other than top-level pixel data (404 if absent
     or not binary)."""
-    source = _open(uid)
+    source = stored_or_404(uid)
     try:
         ds = dcmread(source, stop_before_pixels=True, defer_size=1024)
         if not _offsets_usable(ds):
@@ -298,20 +219,10 @@ def _element_value(uid: str, path: list[int]) -> Value:
     return Value(None, 0, len(data), data)
 
 
-def _open(uid: str) -> BinaryIO:
-    try:
-        source = open_blob(current_app.extensions["archive"], uid)
-    except FileNotFoundError:
-        source = None
-    if source is None:
-        abort(404, description="the instance's file is missing")
-    return source
-
-
 def _pixel_value(uid: str, tag: int) -> tuple[Value | None, Layout | None]:
     """Top-level pixel data: a native value to stream, or the layout of
     encapsulated frames."""
-    source = _open(uid)
+    source = stored_or_404(uid)
     try:
         ds = dcmread(source, stop_before_pixels=True)
         syntax = ds.file_meta.get("TransferSyntaxUID")
@@ -348,72 +259,39 @@ def _pixel_value(uid: str, tag: int) -> tuple[Value | None, Layout | None]:
 # ------------------------------------------------------------- the resource
 
 
-def _multipart(heads: list[tuple[str, int]], bodies: Iterator[Iterable[bytes]]) -> Response:
-    """Parts of the given media types and sizes, their bodies streamed in
-    order; Content-Length from the sizes."""
-    boundary = secrets.token_hex(16)
-    starts = [f"--{boundary}\r\nContent-Type: {media}\r\n\r\n".encode() for media, _ in heads]
-    tail = f"--{boundary}--\r\n".encode()
-    size = sum(len(h) + n + 2 for h, (_, n) in zip(starts, heads, strict=True)) + len(tail)
-
-    def body() -> Iterator[bytes]:
-        for head, chunks in zip(starts, bodies, strict=False):
-            yield head
-            yield from chunks
-            yield b"\r\n"
-        yield tail
-
-    first = heads[0][0].split(";")[0] if heads else OCTETS
-    return Response(
-        body(),
-        headers={
-            "Content-Type": f'multipart/related; type="{first}"; boundary={boundary}',
-            "Content-Length": str(size),
-        },
-        direct_passthrough=True,
-    )
-
-
-def _frames(found: Layout) -> Iterator[list[bytes]]:
-    """Each stored frame in turn, read when its part is sent."""
-    with found.open() as blob:
-        for index in range(found.frames):
-            yield [found.stored(index, blob)]
-
-
-def _frame_bytes(found: Layout, index: int) -> int:
-    return sum(length for _, length in found.fragments[index])
-
-
 @bp.get("/studies/<study>/series/<series>/instances/<instance>/bulkdata/<path:attribute>")
 def bulkdata(study: str, series: str, instance: str, attribute: str) -> Response:
     """One bulk data value (see the module), 404 for an attribute the
     instance lacks, 400 for a path that is not one."""
     path = parse_path(attribute)
+    ranges = accept_ranges()
     uid = one_instance(study, series, instance)
     if len(path) == 1 and path[0] in PIXEL_TAGS:
         value, found = _pixel_value(uid, path[0])
     else:
         value, found = _element_value(uid, path), None
-    if found is not None:  # encapsulated: one part per frame, as stored
-        answer = negotiate(found.syntax, found.frames)
-        media = f"{answer.part_type}; transfer-syntax={found.syntax}"
-        heads = [(media, _frame_bytes(found, i)) for i in range(found.frames)]
+    if found is not None:  # encapsulated: one part per frame, as /frames sends them
+        media, syntax = choose_frames(str(found.syntax), frame_ranges(ranges))
+        response = send_frames(found, range(found.frames), media, syntax)
         read(study, "DICOMweb bulk data")
-        return _multipart(heads, _frames(found))
+        return response
     assert value is not None
     try:
-        answer = negotiate(None, 1)
+        parts = as_multipart(ranges)
     except BaseException:
         if value.source is not None:
             value.source.close()
         raise
     read(study, "DICOMweb bulk data")
-    if not answer.multipart:
+    if not parts:
         return Response(
             value.chunks(),
-            headers={"Content-Type": OCTETS, "Content-Length": str(value.length)},
+            headers={
+                "Content-Type": OCTETS,
+                "Content-Length": str(value.length),
+                "Vary": "Accept",
+            },
             direct_passthrough=True,
         )
     media = f"{OCTETS}; transfer-syntax={ExplicitVRLittleEndian}"
-    return _multipart([(media, value.length)], iter([value.chunks()]))
+    return multipart([media], [value.chunks()], [value.length])

@@ -1,5 +1,5 @@
 """What every DICOMweb resource shares: the path's UIDs as exact keys, the
-instances they name, the stored file, DICOM JSON."""
+instances they name, the stored file, the request's Accept ranges, DICOM JSON."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import json
 from io import BytesIO
 from typing import Any, BinaryIO
 
-from flask import abort, current_app
+from flask import abort, current_app, request
 
 from storage.keys import Level
 from storage.query import Query
+from viewer.dicomweb.negotiate import MediaRange, NotAcceptable, parse
 from viewer.uids import exact_uid
 
 JSON = "application/dicom+json"
@@ -39,22 +40,48 @@ def one_instance(study: str, series: str, instance: str) -> str:
 
 
 def instances_of(**keys: str) -> list[str]:
-    """SOP Instance UIDs under ``keys`` (exact UIDs from `_path`: matched by
-    equality); 404 when none."""
-    rows = current_app.extensions["archive"].index.find(
-        Query(level=Level.IMAGE, keys={**keys, "SOPInstanceUID": keys.get("SOPInstanceUID", "")})
-    )
-    uids = [r["SOPInstanceUID"] for r in rows]
-    if not uids:
+    """SOP Instance UIDs under ``keys`` (exact UIDs from `path_keys`:
+    matched by equality); 404 when none."""
+    return [r["SOPInstanceUID"] for r in instance_rows(keys)]
+
+
+def instance_rows(keys: dict[str, str], *fields: str) -> list[dict[str, Any]]:
+    """Index rows of the instances under ``keys`` (exact UIDs), with their
+    SOP Instance UID and ``fields``; 404 when none."""
+    wanted = {"SOPInstanceUID": keys.get("SOPInstanceUID", ""), **dict.fromkeys(fields, "")}
+    query = Query(level=Level.IMAGE, keys={**keys, **wanted})
+    rows = list(current_app.extensions["archive"].index.find(query))
+    if not rows:
         abort(404, description="nothing stored matches")
-    return uids
+    return rows
+
+
+def accept_ranges() -> list[MediaRange]:
+    """The request's Accept header (`negotiate.parse`): 400 beyond its
+    bounds, 406 when unreadable, never a 500."""
+    try:
+        return parse(request.headers.get("Accept"))
+    except NotAcceptable as exc:
+        abort(exc.status, description=str(exc))
 
 
 def open_blob(archive: Any, uid: str) -> BinaryIO | None:
     """The instance's stored file, open and nothing read yet; from an object
-    store (no partial reads there) its bytes. None if nothing is stored."""
+    store (no partial reads there) its bytes. None if nothing is stored, or
+    the file went since the index was read (`dicomnode check` tells)."""
     key = archive.index.instance_blob(uid)
     if key is None:
         return None
     path_of = getattr(archive.blobs, "path", None)
-    return open(path_of(key), "rb") if path_of else BytesIO(archive.blobs.read(key))
+    try:
+        return open(path_of(key), "rb") if path_of else BytesIO(archive.blobs.read(key))
+    except FileNotFoundError:
+        return None
+
+
+def stored_or_404(uid: str) -> BinaryIO:
+    """`open_blob` of the request's archive; 404 when there is no file."""
+    source = open_blob(current_app.extensions["archive"], uid)
+    if source is None:
+        abort(404, description="the instance's file is missing")
+    return source

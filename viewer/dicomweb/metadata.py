@@ -16,23 +16,20 @@ import logging
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
-from flask import Response, abort, current_app, request
+from flask import Response, abort, current_app
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
-from storage.keys import Level
-from storage.query import Query
 from viewer.dicomweb import bp
 from viewer.dicomweb.bulkdata import (
     BULK_VRS,
     PIXEL_TAGS,
-    accept_entries,
     bulk_uri,
     instance_root,
     public_root,
 )
 from viewer.dicomweb.bulkdata import vrs_of as _vrs
-from viewer.dicomweb.common import JSON, open_blob, path_keys
+from viewer.dicomweb.common import JSON, accept_ranges, instance_rows, open_blob, path_keys
 from viewer.framedecode import reference
 from viewer.readaudit import read
 
@@ -40,18 +37,15 @@ log = logging.getLogger(__name__)
 
 # Binary values above this size are bulk data in metadata: never read.
 BULK_BYTES = 1024
-# Accept entries (media type, ignoring parameters) that DICOM JSON satisfies.
-JSON_ACCEPTED = {"application/dicom+json", "application/json", "application/*", "*/*"}
 
 
 def acceptable() -> None:
-    """406 unless the Accept header allows application/dicom+json (no
-    header, ``*/*`` and ``application/json`` do); DICOM XML is not made."""
-    offered = accept_entries(request.headers.get("Accept", ""))
-    if not offered:
-        return
-    for media, _, quality in offered:
-        if quality > 0 and media in JSON_ACCEPTED:
+    """406 unless the Accept header (read by `negotiate`, bounded) allows
+    application/dicom+json: no header, ``*/*``, ``application/*`` and
+    ``application/json`` do; a multipart range does not (DICOM XML, the
+    multipart form, is not made)."""
+    for r in accept_ranges():
+        if not r.multipart and (r.matches(JSON) or r.media == "application/json"):
             return
     abort(406, description="metadata is sent as application/dicom+json only")
 
@@ -59,19 +53,8 @@ def acceptable() -> None:
 def _instances(keys: dict[str, str]) -> list[tuple[str, str]]:
     """(series, SOP Instance UID) of every instance under the path's exact
     UIDs; 404 when none."""
-    query = Query(
-        level=Level.IMAGE,
-        keys={
-            **keys,
-            "SeriesInstanceUID": keys.get("SeriesInstanceUID", ""),
-            "SOPInstanceUID": keys.get("SOPInstanceUID", ""),
-        },
-    )
-    rows = current_app.extensions["archive"].index.find(query)
-    found = [(r["SeriesInstanceUID"], r["SOPInstanceUID"]) for r in rows]
-    if not found:
-        abort(404, description="nothing stored matches")
-    return found
+    rows = instance_rows({"SeriesInstanceUID": "", **keys})
+    return [(r["SeriesInstanceUID"], r["SOPInstanceUID"]) for r in rows]
 
 
 def _metadata(study: str, found: list[tuple[str, str]], detail: str) -> Response:
@@ -99,11 +82,8 @@ def _header_json(archive: Any, uid: str, at: str) -> dict[str, Any] | None:
     """The instance's attributes as DICOM JSON (see the module); None when
     its file is gone or unreadable (logged without the UID: the rest of the
     study still goes)."""
-    try:
-        source = open_blob(archive, uid)
-    except FileNotFoundError:  # removed since the query: `dicomnode check` tells
-        return None
-    if source is None:
+    source = open_blob(archive, uid)
+    if source is None:  # removed since the query: `dicomnode check` tells
         return None
     try:
         with source:

@@ -4,8 +4,10 @@ A request may list several media ranges with q-values; a
 ``multipart/related`` range names the part's media type in ``type`` and
 may name a ``transfer-syntax`` (a UID, or ``*`` for "any": the node then
 sends what it stores). Clients differ in small ways that must all work:
-OHIF writes ``type=application/octet-stream`` without quotes, dicomweb-client
-quotes it, scripts send a bare ``application/dicom`` or nothing.
+OHIF writes ``type=application/octet-stream`` without quotes (werkzeug's
+parser cuts that at the slash, so this one is used by every DICOMweb
+resource), dicomweb-client quotes it, scripts send a bare
+``application/dicom`` or nothing.
 
 Parsing is bounded before any work (``MAX_CHARS``, ``MAX_RANGES``): a header
 of ten thousand ranges is refused, not read. Anything that cannot be read is
@@ -114,7 +116,7 @@ def _one(header: str, position: int, order: int) -> tuple[MediaRange, int]:
     q = params.get("q", "1")
     if not _Q.fullmatch(q):
         raise NotAcceptable("Accept: q is a number from 0 to 1 with at most three decimals")
-    multipart = media == "multipart/related"
+    multipart = media in ("multipart/related", "multipart/*")  # multipart/*: any multipart
     if multipart:
         part = params.get("type", ANY).lower()
         if not _RANGE.fullmatch(part):

@@ -6,7 +6,8 @@ OHIF's default, always is): stored files in chunks, frames one at a time at
 the offsets the viewer's layout found (`viewer.framestore`), so no request
 holds an instance whole. Otherwise the instance or frame is transcoded
 (`dicomnode.transcode`) one at a time as the response is sent: memory stays
-one instance, never a study.
+one instance, never a study. Frames are negotiated and written by
+`viewer.dicomweb.frameparts`, which Pixel Data bulk data shares.
 
 Rendered and thumbnail images reuse the viewer's rendering
 (`viewer.framedisplay`): JPEG baseline frames as stored, other frames
@@ -27,21 +28,18 @@ import numpy as np
 from flask import Response, abort, current_app, request
 from PIL import Image
 from pydicom import dcmread
-from pydicom.uid import (
-    UID,
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-)
-from werkzeug.exceptions import HTTPException
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from dicomnode import transcode
 from storage.keys import Level
 from storage.query import Query
 from viewer import frames as viewer_frames
 from viewer.dicomweb import bp
-from viewer.dicomweb.common import one_instance, open_blob, path_keys
-from viewer.dicomweb.negotiate import AS_STORED, MediaRange, NotAcceptable, parse
+from viewer.dicomweb.common import accept_ranges as _ranges
+from viewer.dicomweb.common import instance_rows, one_instance, open_blob, path_keys
+from viewer.dicomweb.frameparts import choose_frames, send_frames
+from viewer.dicomweb.frameparts import syntax_name as _name
+from viewer.dicomweb.negotiate import AS_STORED, MediaRange
 from viewer.framedecode import frame_array, reference
 from viewer.framedisplay import browser_image, image_8bit, rescale, thumbnail_jpeg
 from viewer.framestore import FrameError, Layout
@@ -55,50 +53,11 @@ FRAME_LIST = viewer_frames.REQUEST_FRAMES
 FRAME_NUMBER = re.compile("[1-9][0-9]{0,8}")  # ASCII only: int() takes "١", "+1", " 1", "1_0"
 FRAMES_WRONG = "frames: from 1, in digits 0-9 without leading zeros, separated by commas"
 DICOM = "application/dicom"
-OCTETS = "application/octet-stream"
 VIEWPORT_MAX = 4096  # largest rendered width or height
 THUMBNAIL_PIXELS = 192
 
-# PS3.18 Table 8.7.3-5 (and 8.7.3-4 for octet-stream): each bulk data media
-# type, its default transfer syntax, then the others it may carry.
-BULK_MEDIA: dict[str, tuple[str, ...]] = {
-    OCTETS: (ExplicitVRLittleEndian,),
-    "image/jpeg": (
-        "1.2.840.10008.1.2.4.70",
-        "1.2.840.10008.1.2.4.50",
-        "1.2.840.10008.1.2.4.51",
-        "1.2.840.10008.1.2.4.57",
-    ),
-    "image/dicom-rle": ("1.2.840.10008.1.2.5",),
-    "image/x-dicom-rle": ("1.2.840.10008.1.2.5",),
-    "image/jls": ("1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"),
-    "image/x-jls": ("1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"),
-    "image/jp2": ("1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91"),
-    "image/jpx": ("1.2.840.10008.1.2.4.92", "1.2.840.10008.1.2.4.93"),
-    "image/jphc": ("1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203"),
-    "video/mpeg": ("1.2.840.10008.1.2.4.100", "1.2.840.10008.1.2.4.101"),
-    "video/mp4": tuple(f"1.2.840.10008.1.2.4.{n}" for n in (102, 103, 104, 105, 106)),
-    "video/h265": ("1.2.840.10008.1.2.4.107", "1.2.840.10008.1.2.4.108"),
-}
-# What a wildcard range gets, after the stored form: in this order.
-FRAME_OFFERS = (OCTETS, "image/dicom-rle", "image/jp2", "image/jls", "image/jpeg")
-# The frames of these stored syntaxes are the bytes Explicit VR Little Endian holds.
-LITTLE_NATIVE = frozenset(
-    {ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian}
-)
 RENDERED_MEDIA = ("image/jpeg", "image/png", "image/gif")  # the first is the default
 PILLOW_FORMAT = {"image/jpeg": "JPEG", "image/png": "PNG", "image/gif": "GIF"}
-
-
-def _ranges() -> list[MediaRange]:
-    try:
-        return parse(request.headers.get("Accept"))
-    except NotAcceptable as exc:
-        abort(exc.status, description=str(exc))
-
-
-def _name(syntax: str) -> str:
-    return f"{UID(syntax).name} ({syntax})" if UID(syntax).is_transfer_syntax else syntax
 
 
 # --- instances ---------------------------------------------------------------
@@ -107,19 +66,8 @@ def _name(syntax: str) -> str:
 def _stored(keys: dict[str, str]) -> list[tuple[str, str]]:
     """(SOP Instance UID, stored transfer syntax) of the instances under
     ``keys`` (exact UIDs from the path); 404 when none."""
-    query = Query(
-        level=Level.IMAGE,
-        keys={
-            **keys,
-            "SOPInstanceUID": keys.get("SOPInstanceUID", ""),
-            "AvailableTransferSyntaxUID": "",
-        },
-    )
-    rows = current_app.extensions["archive"].index.find(query)
-    found = [(r["SOPInstanceUID"], str(r["AvailableTransferSyntaxUID"] or "")) for r in rows]
-    if not found:
-        abort(404, description="nothing stored matches")
-    return found
+    rows = instance_rows(keys, "AvailableTransferSyntaxUID")
+    return [(r["SOPInstanceUID"], str(r["AvailableTransferSyntaxUID"] or "")) for r in rows]
 
 
 def _instance_syntaxes(ranges: list[MediaRange]) -> list[str | None]:
@@ -190,10 +138,7 @@ def _file_syntax(archive: Any, uid: str) -> str:
 def _transcoded(
     archive: Any, uid: str, stored: str, target: str, fail: bool = False
 ) -> bytes | None:
-    try:
-        source = open_blob(archive, uid)
-    except FileNotFoundError:
-        source = None
+    source = open_blob(archive, uid)
     if source is None:
         if fail:
             abort(404, description="nothing stored matches")
@@ -224,11 +169,8 @@ def _multipart(archive: Any, plan: list[tuple[str, str, str]], ready: dict[str, 
                     yield b"\r\n"
                 del data
                 continue
-            try:
-                source = open_blob(archive, uid)
-            except FileNotFoundError:  # removed since the query: `dicomnode check` tells
-                source = None
-            if source is None:
+            source = open_blob(archive, uid)
+            if source is None:  # removed since the query: `dicomnode check` tells
                 continue
             with source:
                 yield head.encode()
@@ -263,63 +205,6 @@ def retrieve_instance(study: str, series: str, instance: str) -> Response:
 # --- frames ------------------------------------------------------------------
 
 
-def _stored_media(stored: str) -> str:
-    if stored in LITTLE_NATIVE or not UID(stored).is_compressed:
-        return OCTETS
-    return next((m for m, syntaxes in BULK_MEDIA.items() if stored in syntaxes), OCTETS)
-
-
-def _pick_frames(stored: str, ranges: list[MediaRange]) -> tuple[str, str] | None:
-    """(media type, transfer syntax) of the frames: the first acceptable one
-    the node can send data stored as ``stored`` in. Data already in that
-    syntax goes as stored; JPEG baseline is made only when asked by name."""
-    own_media = _stored_media(stored)
-    own = ExplicitVRLittleEndian if stored in LITTLE_NATIVE else stored
-    for r in ranges:
-        if r.syntax == AS_STORED and (r.matches(own_media) or r.media == OCTETS):
-            # transfer-syntax=*: any, so the stored one (OHIF asks it as octet-stream).
-            named = r.media in BULK_MEDIA and r.media != OCTETS and own in BULK_MEDIA[r.media]
-            return (r.media if named else own_media), own
-        if r.media in BULK_MEDIA:
-            candidates = [r.media]
-        else:  # a wildcard: the stored form first, then what the node makes
-            candidates = [m for m in dict.fromkeys((own_media, *FRAME_OFFERS)) if r.matches(m)]
-        for media in candidates:
-            choice = _frame_syntax(stored, own, BULK_MEDIA[media], r.syntax)
-            if choice is not None:
-                return media, choice
-    return None
-
-
-def _frame_syntax(stored: str, own: str, carried: tuple[str, ...], asked: str | None) -> str | None:
-    if asked in (None, AS_STORED):
-        if own in carried and (asked == AS_STORED or own == carried[0] or own in transcode.LOSSY):
-            return own  # as stored: the default, or only lossy data (PS3.18 §8.7.3)
-        target = carried[0]
-    elif asked in carried:
-        target = asked
-    else:
-        return None
-    if target == own:
-        return own
-    if target in transcode.LOSSY and asked != target:
-        return None  # lossy only when asked for by name
-    return target if transcode.can_make(stored, target, frame=True) else None
-
-
-def _frames_offer(stored: str) -> str:
-    made = [f'type="{OCTETS}" (uncompressed)']
-    targets = transcode.frame_targets()
-    for media in ("image/dicom-rle", "image/jp2", "image/jls"):
-        if BULK_MEDIA[media][0] in targets:
-            made.append(f'type="{media}"')
-    made.append('type="image/jpeg"; transfer-syntax=1.2.840.10008.1.2.4.50 (lossy, 8-bit)')
-    return (
-        f"frames stored as {_name(stored)} can be sent as multipart/related with "
-        f"{', '.join(made)}, or as stored with transfer-syntax=*"
-    )
-
-
 @bp.get("/studies/<study>/series/<series>/instances/<instance>/frames/<frames>")
 def retrieve_frames(study: str, series: str, instance: str, frames: str) -> Response:
     """Frames in the first acceptable representation: as stored (read from
@@ -331,72 +216,10 @@ def retrieve_frames(study: str, series: str, instance: str, frames: str) -> Resp
     found = viewer_frames.layout_or_abort(one_instance(study, series, instance))
     if max(wanted) > found.frames:
         abort(404, description=f"frames are numbered 1 to {found.frames}")
-    stored = str(found.syntax)
-    choice = _pick_frames(stored, ranges)
-    if choice is None:
-        abort(406, description=_frames_offer(stored))
-    media, syntax = choice
-    own = ExplicitVRLittleEndian if stored in LITTLE_NATIVE else stored
-    boundary = secrets.token_hex(16)
-    head = f"--{boundary}\r\nContent-Type: {media}; transfer-syntax={syntax}\r\n\r\n".encode()
-    tail = f"--{boundary}--\r\n".encode()
-    indices = [n - 1 for n in wanted]
-    content_type = f'multipart/related; type="{media}"; boundary={boundary}'
-    if syntax == own:
-        return _frames_as_stored(found, indices, head, tail, content_type, study)
-    first = _frame_in(found, indices[0], syntax)  # a frame that cannot be made is a 4xx
-
-    def parts() -> Iterator[bytes]:
-        with found.open() as blob:
-            for position, index in enumerate(indices):
-                try:
-                    data = first if position == 0 else _frame_in(found, index, syntax, blob)
-                except HTTPException:  # logged; the body ends without its closing boundary
-                    return
-                yield head + data + b"\r\n"
-        yield tail
-
+    media, syntax = choose_frames(str(found.syntax), ranges)
+    response = send_frames(found, [n - 1 for n in wanted], media, syntax)  # frames: `frameparts`
     read(study, "DICOMweb frames")
-    return Response(parts(), headers={"Content-Type": content_type, "Vary": "Accept"})
-
-
-def _frames_as_stored(
-    found: Layout, indices: list[int], head: bytes, tail: bytes, content_type: str, study: str
-) -> Response:
-    def parts() -> Iterator[bytes]:
-        with found.open() as blob:
-            for index in indices:
-                yield head
-                yield found.stored(index, blob)
-                yield b"\r\n"
-        yield tail
-
-    size = sum(len(head) + _stored_bytes(found, i) + 2 for i in indices) + len(tail)
-    read(study, "DICOMweb frames")
-    return Response(
-        parts(),
-        headers={"Content-Type": content_type, "Content-Length": str(size), "Vary": "Accept"},
-        direct_passthrough=True,
-    )
-
-
-def _frame_in(found: Layout, index: int, syntax: str, blob: Any = None) -> bytes:
-    """Frame ``index`` decoded from its stored bytes and encoded in ``syntax``."""
-    try:
-        if blob is None:
-            with found.open() as source:
-                data = found.stored(index, source)
-        else:
-            data = found.stored(index, blob)
-        array, described = transcode.decode_frame(found.header, data)
-        return bytes(transcode.encode_frame(array, described, syntax))
-    except FrameError as exc:
-        abort(exc.status, description=str(exc))
-    except transcode.CannotEncode as exc:
-        abort(406, description=f"frame {index + 1}: {exc}")
-    except transcode.TranscodeError as exc:
-        log.warning("frame %d of %s not transcoded (%s)", index + 1, reference(found.uid), exc)
-        abort(422, description=f"frame {index + 1}: {exc}")
+    return response
 
 
 def _frame_list(text: str) -> list[int]:
@@ -411,13 +234,6 @@ def _frame_list(text: str) -> list[int]:
     if not all(FRAME_NUMBER.fullmatch(n) for n in given):
         abort(400, description=FRAMES_WRONG)
     return list(dict.fromkeys(int(n) for n in given))
-
-
-def _stored_bytes(found: Layout, index: int) -> int:
-    """How many stored bytes frame ``index`` (0-based) has, from its layout."""
-    if found.syntax.is_encapsulated:
-        return sum(length for _, length in found.fragments[index])
-    return found.frame_bytes
 
 
 # --- rendered and thumbnail --------------------------------------------------
