@@ -7,8 +7,9 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Real DICOM peers the tests and benchmarks talk to, the browser the UI tests
 # drive (Debian packages; Playwright never downloads a browser here), and
 # PostgreSQL, which the tests start themselves (tests/postgres.py).
-PEER_BINS := echoscu storescu findscu dcmsend dcmcjpeg dciodvfy Orthanc chromium tesseract
-PEER_PKGS := dcmtk dicom3tools orthanc chromium postgresql
+PEER_BINS := echoscu storescu findscu dcmsend dcmcjpeg dciodvfy Orthanc chromium tesseract gdcmscu
+# orthanc-dicomweb: Orthanc as a DICOMweb client of the node; libgdcm-tools: gdcmscu.
+PEER_PKGS := dcmtk dicom3tools orthanc orthanc-dicomweb libgdcm-tools chromium postgresql
 # OCR that verifies cleaned pixels (dicomnode/deid/ocr.py): Tesseract's language
 # data for the partners' scripts (the tesserocr wheel bundles libtesseract, so
 # nothing is compiled) and the fonts tests/test_ocr.py renders burned-in text with.
@@ -17,7 +18,7 @@ OCR_PKGS := tesseract-ocr tesseract-ocr-eng tesseract-ocr-rus tesseract-ocr-chi-
 PEER_PKGS += $(OCR_PKGS) fonts-dejavu-core fonts-wqy-zenhei
 OCR_LANGS := eng rus chi_sim kaz tgk
 
-.PHONY: install run demo ocr test check peers lint bench fuzz clean
+.PHONY: install run demo ocr ohif test check peers lint bench fuzz clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,11 +29,11 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 ## make run: install, load the demo studies, start the node (DICOM 11112, web 8080)
-run: $(STAMP) ocr
+run: $(STAMP) ocr ohif
 	$(BIN)/dicomnode demo
 	$(BIN)/dicomnode serve
 
-demo: $(STAMP) ocr
+demo: $(STAMP) ocr ohif
 	$(BIN)/dicomnode demo
 
 # Every image is read by OCR before it is stored: without Tesseract's language
@@ -46,9 +47,19 @@ ocr:
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(OCR_PKGS); \
 	fi
 
+# The OHIF viewer v3 the node serves at /ohif/: the prebuilt @ohif/app from the
+# npm registry, pinned (version and sha512 in viewer/ohif_install.py), unpacked
+# into .ohif/<version>/ once (a stamp); no build, no npm install, nothing
+# fetched at run time. npm itself is Debian's package.
+ohif: $(STAMP)
+	@command -v npm >/dev/null || { echo "installing npm"; $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends npm; }
+	@$(BIN)/python -m viewer.ohif_install
+
 peers:
 	@missing=0; for b in $(PEER_BINS); do command -v $$b >/dev/null || missing=1; done; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing=1; \
+	[ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || missing=1; \
 	for l in chi_sim kaz tgk; do ls /usr/share/tesseract-ocr/*/tessdata/$$l.traineddata >/dev/null 2>&1 || missing=1; done; \
 	[ -f /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc ] || missing=1; \
 	if [ $$missing = 1 ]; then \
@@ -62,7 +73,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 ## make test: install test dependencies and peers, then the whole suite
-test: $(STAMP) peers lint
+test: $(STAMP) peers ohif lint
 	$(BIN)/pytest
 
 ## make check: the fast tier while working: lint, then the tests not marked

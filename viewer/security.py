@@ -3,7 +3,8 @@
 The Content-Security-Policy allows scripts, styles and fonts from the node
 only (no inline script: the templates carry data in JSON blocks instead), images
 from the node, data: and blob: URLs (cine frames), and no framing. Pages and
-API answers about studies are not cached on shared workstations.
+API answers about studies are not cached on shared workstations. Under
+/ohif/ the OHIF viewer has its own policy (`viewer.ohif.csp`), set there.
 
 After login the browser goes back where it came from (``next``), but only
 to a path on this node: `same_origin_path` refuses whatever a browser could
