@@ -136,6 +136,10 @@ class Config:
     # Addresses or networks of reverse proxies whose X-Forwarded-For names
     # the client (comma-separated); from anyone else the header is ignored.
     trusted_proxies: str = ""
+    # Web origins (comma-separated, e.g. "https://ohif.hospital.org") whose
+    # pages may call /dicom-web from the browser (CORS, HTTP Basic only);
+    # empty: no CORS headers at all. Never "*".
+    cors_origins: str = ""
     data_dir: Path = Path("var")
     # Empty means SQLite in the data directory.
     index_url: str = ""
@@ -169,6 +173,8 @@ class Config:
     # the system's temporary directory. Never inside data_dir.
     spool_threshold_mb: int = 64
     spool_dir: Path = Path("")
+    # The OHIF viewer's files (`make ohif`); empty: .ohif/<version>/dist in the checkout.
+    ohif_dir: Path = Path("")
     network_timeout: int = 60
     # Seconds to wait for an association answer (ACSE) and for a DIMSE
     # message once associated.
@@ -209,6 +215,10 @@ class Config:
     ocr: bool = True
     ocr_frames: int = 3
     ocr_budget_seconds: float = 4.0
+    # Accept storage SOP classes the node does not know (private ones, or
+    # newer than its dictionary), as Orthanc's UnknownSopClassAccepted; they
+    # are de-identified by the same rules and their pixels always read by OCR.
+    unknown_sop_class_accepted: bool = False
     remote_aes: tuple[RemoteAE, ...] = field(default_factory=tuple)
     routes: tuple[RouteRule, ...] = field(default_factory=tuple)
 
@@ -311,6 +321,11 @@ def validate(config: Config) -> Config:
         parse_safe_private(config.safe_private)
     except ValueError as exc:
         raise ConfigError(f"safe_private: {exc}") from None
+    if config.unknown_sop_class_accepted and not config.ocr:
+        raise ConfigError(
+            "unknown_sop_class_accepted needs ocr: nothing else verifies the pixels"
+            " of a class the node does not know"
+        )
     for remote in config.remote_aes:
         if not remote.issuer:
             raise ConfigError(f"remote_ae {remote.ae_title}: issuer is empty")
@@ -375,7 +390,48 @@ def validate(config: Config) -> Config:
     for name in ("dimse_port", "http_port"):
         if not 0 <= getattr(config, name) <= 65535:
             raise ConfigError(f"{name}: not a TCP port")
+    try:
+        parse_origins(config.cors_origins)
+    except ValueError as exc:
+        raise ConfigError(f"cors_origins: {exc}") from None
     return config
+
+
+def parse_origins(text: str) -> tuple[str, ...]:
+    """The web origins of ``cors_origins`` as browsers send them in Origin
+    (RFC 6454: scheme and host in lower case, no default port, no path), so
+    the request's header is compared exactly. ValueError for a wildcard,
+    "null" or anything that is not scheme://host[:port]."""
+    from urllib.parse import urlsplit
+
+    origins: list[str] = []
+    for entry in filter(None, (e.strip() for e in text.split(","))):
+        parts = urlsplit(entry)
+        try:
+            port = parts.port
+        except ValueError:
+            raise ValueError(f"{entry!r}: not a port") from None
+        host = parts.hostname or ""
+        if (
+            parts.scheme.lower() not in ("http", "https")
+            or not host
+            or "*" in entry
+            or parts.username is not None
+            or parts.path not in ("", "/")
+            or parts.query
+            or parts.fragment
+        ):
+            raise ValueError(f"{entry!r} is not an origin such as https://ohif.hospital.org")
+        scheme = parts.scheme.lower()
+        if not host.isascii():  # browsers send an international name as punycode
+            try:
+                host = host.encode("idna").decode("ascii")
+            except UnicodeError:
+                raise ValueError(f"{entry!r}: not a host name") from None
+        name = f"[{host}]" if ":" in host else host
+        default = {"http": 80, "https": 443}[scheme]
+        origins.append(f"{scheme}://{name}" + (f":{port}" if port not in (None, default) else ""))
+    return tuple(dict.fromkeys(origins))
 
 
 def _check_certificate_bindings(config: Config) -> None:

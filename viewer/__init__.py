@@ -21,8 +21,9 @@ def create_app(
 ) -> Flask:
     """Application factory: configuration, archive, session key (and the
     ingestor that stores the node's own reports) are passed in."""
-    from viewer import admin, auth, dicomweb, exports, frames, i18n, scope, security, studies
+    from viewer import admin, auth, dicomweb, exports, frames, i18n, ohif, scope, security, studies
     from viewer.bodylimit import install as limit_bodies
+    from viewer.cors import install as allow_origins
     from viewer.planning import measure
     from viewer.planning import pages as planning_pages
     from viewer.planning import routes as planning
@@ -35,6 +36,7 @@ def create_app(
         SESSION_COOKIE_SAMESITE="Lax",
     )
     security.install(app, config)
+    allow_origins(app, config)  # before login: a CORS preflight carries no credentials
     limit_bodies(app)  # first: the login and CSRF checks read forms
     app.extensions["archive"] = archive
     app.extensions["ingestor"] = ingestor or Ingestor(config, archive)
@@ -49,6 +51,7 @@ def create_app(
     app.register_blueprint(admin.bp, url_prefix="/admin")
     i18n.install(app)
     exports.install(app)
+    ohif.install(app)  # OHIF v3 at /ohif/, its own CSP there
     scope.install(app)  # after auth's login and role check
     app.jinja_env.globals["csrf_token"] = auth.csrf_token
     app.jinja_env.filters["urlencode_page"] = lambda args, page: urlencode(
@@ -74,7 +77,9 @@ def create_app(
     def http_error(error: HTTPException) -> Any:
         # A clear message in the user's language, never a stack trace or a value of the data.
         message = i18n.translate(error.description or "")
-        return jsonify(error=error.name, message=message), error.code
+        # The error's own headers stay (Allow on a 405, a 401's challenge).
+        kept = [(k, v) for k, v in error.get_headers() if k.lower() != "content-type"]
+        return jsonify(error=error.name, message=message), error.code, kept
 
     @app.errorhandler(Exception)
     def unexpected(error: Exception) -> Any:

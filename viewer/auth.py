@@ -23,11 +23,10 @@ import secrets
 import time
 from collections.abc import Callable
 from functools import cache
-from typing import Any
+from typing import Any, NoReturn
 
 from flask import (
     Blueprint,
-    Response,
     abort,
     current_app,
     g,
@@ -53,6 +52,7 @@ from viewer.security import same_origin_path
 bp = Blueprint("auth", __name__)
 _UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 BASIC_REMEMBER_SECONDS = 300
+BASIC_CHALLENGE = 'Basic realm="CHD node DICOMweb", charset="UTF-8"'
 MAX_CSRF_TOKEN = 128  # characters; the node's own are 43
 # Seconds of the first wait after the free attempts, and of the longest;
 # failures further apart than THROTTLE_WINDOW start afresh.
@@ -184,6 +184,15 @@ def _basic_check(username: str, password: str) -> User | None:
     return user
 
 
+def _unauthorized(message: str) -> NoReturn:
+    """401 for DICOMweb with the challenge RFC 9110 requires on every 401:
+    a client without a browser session is told to use HTTP Basic."""
+    answer = jsonify(error="Unauthorized", message=translate(message))
+    answer.status_code = 401
+    answer.headers["WWW-Authenticate"] = BASIC_CHALLENGE
+    abort(answer)
+
+
 def _basic_user() -> Any:
     """HTTP Basic on DICOMweb, for clients without a browser session."""
     given = request.authorization if request.path.startswith("/dicom-web/") else None
@@ -193,13 +202,7 @@ def _basic_user() -> Any:
     user = _basic_check(username, given.password or "")
     if user is None:
         audit("login", username, outcome=MINOR_FAILURE, detail="DICOMweb basic authentication")
-        abort(
-            Response(
-                "wrong user name or password",
-                401,
-                {"WWW-Authenticate": 'Basic realm="CHD node DICOMweb"'},
-            )
-        )
+        _unauthorized("wrong user name or password")
     return user
 
 
@@ -224,7 +227,8 @@ def require_login_and_csrf() -> Any:
     if (user := _basic_user()) is not None:
         g.user = user  # no cookie involved: nothing for CSRF to forge
     else:
-        if request.method in _UNSAFE:
+        if request.method in _UNSAFE and request.url_rule is not None:
+            # (No route, no handler to forge a request to: routing answers 404/405.)
             sent = request.form.get("csrf_token") or request.headers.get("X-CSRF-Token")
             if not _csrf_valid(sent):
                 abort(400, description="missing or wrong CSRF token")
@@ -233,9 +237,12 @@ def require_login_and_csrf() -> Any:
         user = _session_user()
         if user is None:
             session.pop("sid", None)  # the CSRF token stays: a login form uses it
-            if request.path.startswith(("/api/", "/dicom-web/")):
+            if request.path.startswith("/dicom-web/"):
+                _unauthorized("log in first")
+            if request.path.startswith("/api/"):
                 abort(401, description="log in first")
-            return redirect(url_for("auth.login", next=request.path))
+            back = request.full_path if request.query_string else request.path  # keeps ?query
+            return redirect(url_for("auth.login", next=back))
         g.user = user
     if request.url_rule is None:
         # No such page (a browser's guess such as /apple-touch-icon.png, a

@@ -46,13 +46,21 @@ RULES: dict[str, frozenset[str]] = {
     "dicomweb.retrieve_frames": EVERYONE,
     "dicomweb.rendered": EVERYONE,
     "dicomweb.thumbnail": EVERYONE,
+    "dicomweb.study_rendered": EVERYONE,
+    "dicomweb.series_rendered": EVERYONE,
+    "dicomweb.study_thumbnail": EVERYONE,
+    "dicomweb.series_thumbnail": EVERYONE,
     "dicomweb.study_metadata": EVERYONE,
     "dicomweb.instance_metadata": EVERYONE,
+    "dicomweb.series_metadata": EVERYONE,
+    "dicomweb.bulkdata": EVERYONE,
+    "ohif.app": EVERYONE,  # the OHIF viewer's files; its data comes through DICOMweb
     # Clinical work: measuring, planning, storing reports and images.
     "measure.measure": CLINICAL,
     "planning.save_plan": CLINICAL,
     "planning.sign_plan": CLINICAL,
     "dicomweb.store": CLINICAL,
+    "dicomweb.store_study": CLINICAL,
     # Research cohorts.
     "exports.page": RESEARCH,
     "exports.show_preview": RESEARCH,

@@ -42,9 +42,20 @@ SEGMENTS: dict[str, Level] = {
     "instances": Level.IMAGE,
 }
 # View arguments that name no stored object (frame numbers, plan and version
-# numbers, export jobs, static files).
+# numbers, export jobs, static files, OHIF's files, bulk data attribute paths).
 NOT_OBJECTS = frozenset(
-    {"filename", "number", "first", "last", "plan", "version", "frames", "job_id"}
+    {
+        "filename",
+        "number",
+        "first",
+        "last",
+        "plan",
+        "version",
+        "frames",
+        "job_id",
+        "attribute",
+        "path",
+    }
 )
 _ARGUMENT = re.compile(r"/([^/<>]+)/<(?:[^:<>]+:)?([^<>]+)>")
 # What a route says of an object it cannot find, so the scope's 404 reads the same.
