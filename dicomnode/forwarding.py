@@ -2,8 +2,11 @@
 
 Every instance to forward is a row in the persisted queue first; a pass
 (`run_once`) opens one association per destination, sends what is due in its
-stored syntax and marks each row done, or schedules a retry with back-off
-when the destination is down or refuses. A restart loses nothing: the queue
+stored syntax, or decoded to an uncompressed one when that is all the
+destination takes (`retrieve_syntax`, as C-GET and C-MOVE do), and marks
+each row done, or schedules a retry with back-off, and its reason, when the
+destination is down, refuses, or cannot take the instance in any syntax the
+node can make. A restart loses nothing: the queue
 is in the index database. Each pass claims its rows, so node processes
 sharing the index never send the same row at once; the rows of a process
 that died are taken by another when its lease runs out (so an instance may
@@ -20,11 +23,21 @@ from io import BytesIO
 
 from pydicom import dcmread
 from pynetdicom import AE
+from pynetdicom.association import Association
 
 from dicomnode import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from dicomnode.config import Config
-from dicomnode.retrieve import NO_DELAY, contexts_for
+from dicomnode.retrieve import NO_DELAY
+from dicomnode.retrieve_syntax import (
+    UNDECODABLE,
+    accepted_syntaxes,
+    contexts_for,
+    decoded,
+    plan,
+    unsent,
+)
 from dicomnode.tls import tls_args, tls_failure
+from dicomnode.transcode import TranscodeError
 from storage.archive import Archive
 from storage.keys import Level
 from storage.leases import process_name
@@ -101,8 +114,8 @@ class Forwarder:
             return 0
         sent = 0
         try:
-            for job in jobs:
-                sent += self._send_one(assoc, job)
+            for job, kind in zip(jobs, kinds, strict=True):
+                sent += self._send_one(assoc, job, kind)
         finally:
             assoc.release()
         return sent
@@ -122,13 +135,29 @@ class Forwarder:
         )
         return rows[0] if rows else {}
 
-    def _send_one(self, assoc, job: dict) -> int:
+    def _send_one(self, assoc: Association, job: dict, kind: dict[str, str]) -> int:
+        """One instance, as stored or decoded for the destination; done only
+        when the destination answered success or warning, else kept for a
+        later pass with the reason (syntax names, never a value of the data)."""
         key = self.archive.index.instance_blob(job["sop_instance_uid"])
-        if key is None:
+        if key is None or not kind:
             self._retry_all([job], "no longer stored")
             return 0
+        stored = kind["AvailableTransferSyntaxUID"]
+        accepted = accepted_syntaxes(assoc.accepted_contexts, kind["SOPClassUID"])
+        how = plan(stored, accepted)
+        if not how.send:
+            self._retry_all([job], f"{how.reason} ({unsent(stored, accepted)})")
+            return 0
+        ds = dcmread(BytesIO(self.archive.blobs.read(key)))
+        if how.decode:
+            try:
+                ds = decoded(ds)
+            except TranscodeError as exc:
+                self._retry_all([job], f"{UNDECODABLE} ({exc})")
+                return 0
         try:
-            status = assoc.send_c_store(dcmread(BytesIO(self.archive.blobs.read(key))))
+            status = assoc.send_c_store(ds)
             code = int(status.Status) if "Status" in status else 0xFFFF
         except (RuntimeError, ValueError) as exc:
             code, detail = 0xFFFF, type(exc).__name__

@@ -26,7 +26,6 @@ from typing import Any
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.uid import UID
 from pynetdicom import evt
 from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelGet,
@@ -46,6 +45,7 @@ from dicomnode.retrieve_syntax import (
     contexts_for,
     decoded,
     plan,
+    unsent,
     without_role,
 )
 from dicomnode.tls import tls_args
@@ -246,9 +246,7 @@ def _prepared(
         else:
             reason = MISSING
     outcome.skip(reason)
-    if not detail:
-        names = ", ".join(sorted(UID(s).name for s in accepted)) or "nothing"
-        detail = f"stored {UID(stored).name}; accepted {names}"
+    detail = detail or unsent(stored, accepted)
     log.warning(
         "%s: %s not sent to %s: %s (%s)",
         "C-MOVE" if outcome.destination else "C-GET",

@@ -6,9 +6,11 @@ and most retrieve clients at their defaults accept nothing compressed. So
 beside each stored syntax the node proposes (C-MOVE) or takes (C-GET) the
 uncompressed ones, sends an instance as stored when the peer accepted that
 syntax, and otherwise decodes its pixel data once, for that peer, to
-Explicit VR Little Endian; pynetdicom then encodes it in whichever
-uncompressed little endian syntax the peer accepted. Nothing is re-encoded
-lossily and the archive's file is never changed.
+Explicit VR Little Endian (``dicomnode.transcode.decompressed``, the
+node's one decoder); pynetdicom then encodes it in whichever uncompressed
+little endian syntax the peer accepted. Nothing is re-encoded lossily and
+the archive's file is never changed. C-GET, C-MOVE and forwarding share
+these rules.
 """
 
 from __future__ import annotations
@@ -18,29 +20,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from pydicom.dataset import Dataset
-from pydicom.uid import (
-    UID,
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    JPEGBaseline8Bit,
-    JPEGExtended12Bit,
-)
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.sop_class import Verification
 
+from dicomnode.transcode import UNCOMPRESSED_PREFERRED, decodable, decompressed
+
+decoded = decompressed  # the node's one decoder, by the name retrieve uses
+
 # pynetdicom's (and PS3.8's) limit on presentation contexts in one association.
 MAX_CONTEXTS = 128
-UNCOMPRESSED = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+UNCOMPRESSED = list(UNCOMPRESSED_PREFERRED)  # as a context's transfer syntaxes
 # What pynetdicom converts an Explicit VR Little Endian data set to by itself.
 LITTLE_ENDIAN_NATIVE = frozenset({*UNCOMPRESSED, DeflatedExplicitVRLittleEndian})
-# Syntaxes whose pixel data are always lossy, and the method's name for
-# Lossy Image Compression Method (0028,2114) (PS3.3 C.7.6.1.1.5.1).
-LOSSY = {JPEGBaseline8Bit: "ISO_10918_1", JPEGExtended12Bit: "ISO_10918_1"}
-# Colour models a decoder yields only after a conversion: decoded data
-# are no longer subsampled (422/420) or in the codec's own transform.
-DECODED_AS_RGB = frozenset({"YBR_FULL_422", "YBR_PARTIAL_422", "YBR_PARTIAL_420"})
 
 # Why a sub-operation was not attempted: said in the log per instance and,
 # counted, in the final response's Error Comment ("65535 not sent: " and one
@@ -106,8 +98,8 @@ AS_STORED = Plan(send=True)
 def plan(stored: str, accepted: set[str]) -> Plan:
     """Send as stored when the peer took that syntax (or one pynetdicom
     converts an uncompressed little endian data set to); decode compressed
-    pixel data when the peer took an uncompressed little endian syntax;
-    otherwise say why not."""
+    pixel data when the peer took an uncompressed little endian syntax and a
+    decoder is installed; otherwise say why not."""
     if not accepted:
         return Plan(send=False, reason=NO_CONTEXT)
     if stored in accepted:
@@ -116,37 +108,16 @@ def plan(stored: str, accepted: set[str]) -> Plan:
         syntax = UID(stored)
         if syntax in LITTLE_ENDIAN_NATIVE:
             return AS_STORED
-        if syntax.is_compressed:
+        if syntax.is_transfer_syntax and syntax.is_compressed:
+            if not decodable(syntax):
+                return Plan(send=False, reason=UNDECODABLE)
             return Plan(send=True, decode=True)
-    # Big endian stored and not accepted, or only syntaxes the node does not
-    # encode to (another compression, big endian) accepted.
+    # Big endian (or a syntax the node does not know) stored and not
+    # accepted, or only syntaxes the node does not encode to accepted.
     return Plan(send=False, reason=NOT_MADE_HERE)
 
 
-def decoded(ds: Dataset) -> Dataset:
-    """``ds`` (in memory, a copy of the archive's file) with its pixel data
-    decompressed, in Explicit VR Little Endian; ValueError if it cannot be.
-
-    Same SOP Instance UID: the pixels are those any receiver of the stored
-    syntax decodes. Subsampled colour (JPEG's YBR_FULL_422) becomes RGB with
-    Planar Configuration 0, as pydicom's decoders yield it; other colour
-    models stay as they were (no rounding through another colour space).
-    Lossy history is kept: Lossy Image Compression "01" stays, and is set,
-    with the method and ratio, if a lossy syntax was all that said so."""
-    stored = UID(ds.file_meta.TransferSyntaxUID)
-    if "PixelData" not in ds:  # nothing encapsulated: only the label changes
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        return ds
-    compressed_size = len(ds.PixelData)
-    as_rgb = str(ds.get("PhotometricInterpretation", "")).strip() in DECODED_AS_RGB
-    try:
-        ds.decompress(as_rgb=as_rgb, generate_instance_uid=False)
-    except Exception as exc:  # no decoder for the syntax, or corrupt data
-        raise ValueError(f"{stored.name}: {type(exc).__name__}") from None
-    if stored in LOSSY and ds.get("LossyImageCompression") != "01":
-        ds.LossyImageCompression = "01"
-        if "LossyImageCompressionMethod" not in ds:
-            ds.LossyImageCompressionMethod = LOSSY[stored]
-            ratio = len(ds.PixelData) / max(compressed_size, 1)
-            ds.LossyImageCompressionRatio = f"{ratio:.2f}"[:16]
-    return ds
+def unsent(stored: str, accepted: Iterable[str]) -> str:
+    """What was stored and what the peer took, by syntax name only."""
+    names = ", ".join(sorted(UID(s).name for s in accepted)) or "nothing"
+    return f"stored {UID(stored).name}; accepted {names}"

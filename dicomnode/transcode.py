@@ -7,7 +7,8 @@ make of a stored instance, with the libraries it has:
 - uncompressed: every syntax pydicom decodes (pylibjpeg's handlers: JPEG
   baseline, extended and lossless, JPEG-LS, JPEG 2000, RLE) decompressed to
   Explicit or Implicit VR Little Endian, or Deflated Explicit VR Little
-  Endian; YBR colour becomes RGB, and the pixel attributes say so;
+  Endian (``decompressed``: the one decoder for WADO-RS, C-GET, C-MOVE and
+  forwarding);
 - lossless recompression where an encoder is installed: RLE Lossless
   (pydicom), JPEG 2000 lossless (pylibjpeg-openjpeg), JPEG-LS lossless
   (pyjpegls, when present);
@@ -17,6 +18,8 @@ make of a stored instance, with the libraries it has:
 
 The SOP Instance UID is kept: the content is the same instance, only its
 encoding differs (PS3.5 §10; lossy stored data stays marked lossy).
+Errors name syntaxes and exception kinds only: codec messages can quote
+the data set's values.
 Nothing here knows of Flask or the archive: bytes in, bytes out, one
 instance in memory at a time.
 """
@@ -48,15 +51,27 @@ from pydicom.uid import (
     JPEGLSNearLossless,
 )
 
-UNCOMPRESSED = frozenset({ExplicitVRLittleEndian, ImplicitVRLittleEndian})
+# The uncompressed little endian syntaxes every DICOM application takes
+# (PS3.5 §10.1), the one that keeps VRs first: proposals list them so.
+UNCOMPRESSED_PREFERRED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+UNCOMPRESSED = frozenset(UNCOMPRESSED_PREFERRED)
 NATIVE = UNCOMPRESSED | {DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian}
-# Lossy syntaxes: sent as stored only, never made from other data.
+# Syntaxes that may be lossy: sent as stored only, never made from other data.
 LOSSY = frozenset({JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLSNearLossless, JPEG2000})
+# Syntaxes whose pixel data are always lossy, with the method's name for
+# Lossy Image Compression Method (0028,2114) (PS3.3 C.7.6.1.1.5.1).
+ALWAYS_LOSSY = {JPEGBaseline8Bit: "ISO_10918_1", JPEGExtended12Bit: "ISO_10918_1"}
+# Colour models decoded data are no longer in: subsampled (422/420) ones are
+# decoded to full resolution, so they become RGB; the JPEG 2000 colour
+# transforms (YBR_ICT, YBR_RCT) are undone by the decoder, which says RGB.
+DECODED_AS_RGB = frozenset({"YBR_FULL_422", "YBR_PARTIAL_422", "YBR_PARTIAL_420"})
+# What uncompressed pixel data may say they are in (PS3.3 C.7.6.3.1.2).
+NATIVE_PHOTOMETRIC = frozenset({"MONOCHROME1", "MONOCHROME2", "PALETTE COLOR", "RGB", "YBR_FULL"})
 _ENCODERS = {e.UID: e for e in (RLELosslessEncoder, JPEG2000LosslessEncoder, JPEGLSLosslessEncoder)}
 JPEG_QUALITY = 90  # a JPEG baseline frame made from other data, when asked for one
 
 
-class TranscodeError(Exception):
+class TranscodeError(ValueError):
     """The instance or frame cannot be decoded or made in the asked syntax
     (the text names no value of the data set)."""
 
@@ -100,8 +115,50 @@ def can_make(stored: str, target: str, *, frame: bool = False) -> bool:
     """Whether data stored in ``stored`` can be sent in ``target``."""
     if target == stored:
         return True
+    if not frame and stored == ExplicitVRBigEndian:
+        return False  # `decompressed` does not swap bytes (the node stores none with pixels)
     targets = frame_targets() if frame else instance_targets()
     return UID(target) in targets and decodable(stored)
+
+
+def decompressed(ds: Dataset) -> Dataset:
+    """``ds`` (in memory, never the archive's file; changed and returned)
+    with its pixel data decoded, in Explicit VR Little Endian; TranscodeError
+    if it cannot be.
+
+    Same SOP Instance UID: the pixels are those any receiver of the stored
+    syntax decodes. Subsampled colour (JPEG's YBR_FULL_422) becomes RGB and
+    JPEG 2000's colour transforms are undone (RGB); YBR_FULL stays YBR_FULL
+    (no rounding through another colour space); colour is interleaved
+    (Planar Configuration 0). Lossy history is kept: Lossy Image Compression
+    "01" stays, and is set, with the method and ratio, when a lossy syntax
+    was all that said so."""
+    stored = UID(ds.file_meta.TransferSyntaxUID)
+    if stored == ExplicitVRBigEndian:  # pydicom writes it back only as big endian
+        raise TranscodeError(f"{stored.name} data are not converted here")
+    if "PixelData" not in ds or stored in UNCOMPRESSED | {DeflatedExplicitVRLittleEndian}:
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian  # the values are read already
+        return ds
+    if not decodable(stored):
+        raise TranscodeError(f"{stored.name}: no decoder here")
+    compressed_size = len(ds.PixelData)
+    as_rgb = str(ds.get("PhotometricInterpretation", "")).strip() in DECODED_AS_RGB
+    try:
+        ds.decompress(as_rgb=as_rgb, generate_instance_uid=False)
+    except Exception as exc:  # no decoder for the syntax, or corrupt data
+        raise TranscodeError(f"{stored.name}: {type(exc).__name__}") from None
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip()
+    if photometric not in NATIVE_PHOTOMETRIC:
+        raise TranscodeError(f"{stored.name}: decoded colour model not one native data can have")
+    if int(ds.get("SamplesPerPixel") or 1) > 1:
+        ds.PlanarConfiguration = 0  # decoders yield (rows, columns, samples)
+    if stored in ALWAYS_LOSSY and ds.get("LossyImageCompression") != "01":
+        ds.LossyImageCompression = "01"
+        if "LossyImageCompressionMethod" not in ds:
+            ds.LossyImageCompressionMethod = ALWAYS_LOSSY[stored]
+            ratio = len(ds.PixelData) / max(compressed_size, 1)
+            ds.LossyImageCompressionRatio = f"{ratio:.2f}"[:16]
+    return ds
 
 
 def transcode(source: BinaryIO | bytes, target: str) -> bytes:
@@ -110,15 +167,16 @@ def transcode(source: BinaryIO | bytes, target: str) -> bytes:
     uid = UID(target)
     try:
         ds = dcmread(BytesIO(source) if isinstance(source, bytes) else source)
-        stored = ds.file_meta.TransferSyntaxUID
-        if "PixelData" in ds and stored.is_compressed:
-            ds.decompress(generate_instance_uid=False)
-        if uid in _ENCODERS and "PixelData" in ds:
-            ds.compress(uid, generate_instance_uid=False)
-        else:
-            ds.file_meta.TransferSyntaxUID = uid
+        if ds.file_meta.TransferSyntaxUID != uid:
+            decompressed(ds)
+            if uid in _ENCODERS and "PixelData" in ds:
+                ds.compress(uid, generate_instance_uid=False)
+            else:
+                ds.file_meta.TransferSyntaxUID = uid
         buffer = BytesIO()
         ds.save_as(buffer, enforce_file_format=True)
+    except TranscodeError as exc:
+        raise TranscodeError(f"cannot be made in {uid.name} ({exc})") from exc
     except Exception as exc:  # pydicom's and the codecs' errors are of many kinds
         raise TranscodeError(f"cannot be made in {uid.name} ({type(exc).__name__})") from exc
     return buffer.getvalue()
