@@ -1,5 +1,6 @@
 """The client's address: the one answer the audit trail, the login throttle
-and every other part of the web app use.
+and every other part of the web app use; and the node's own, as the client
+reached it (`public_root`, for the URLs DICOMweb answers with).
 
 Behind a reverse proxy every request comes from the proxy, so the address
 that matters is in X-Forwarded-For, which each proxy extends with the
@@ -12,6 +13,7 @@ client (entries left of it were written by the client and prove nothing).
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable
 from functools import cache
 
@@ -75,3 +77,33 @@ def client_address() -> str:
     if not trusted:
         return peer
     return client_from(peer, request.headers.getlist("X-Forwarded-For"), trusted)
+
+
+_DEFAULT_PORTS = {"http": "80", "https": "443"}
+_HOST = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
+
+
+def public_root() -> str:
+    """The node's URL as its clients reach it. Behind one of
+    `Config.trusted_proxies`: the scheme and host the proxy forwarded
+    (X-Forwarded-Proto / -Host), else its Host; anyone else's X-Forwarded-*
+    headers are ignored. A direct client whose Host header lacks the port it
+    connected to (dicomweb-client drops it) gets the port added: the URIs
+    must reach this server."""
+    config = current_app.config["NODE_CONFIG"]
+    trusted = trusted_networks(config.trusted_proxies)
+    try:
+        peer = ipaddress.ip_address(request.remote_addr or "")
+    except ValueError:
+        peer = None
+    if peer is not None and trusted and any(peer in network for network in trusted):
+        scheme = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+        host = request.headers.get("X-Forwarded-Host", "").split(",")[0].strip()
+        scheme = scheme if scheme in ("http", "https") else request.scheme
+        host = host if _HOST.fullmatch(host) else request.host
+        return f"{scheme}://{host}{request.script_root}/"
+    host, scheme = request.host, request.scheme
+    port = str(request.environ.get("SERVER_PORT") or "")
+    if not re.search(r":[0-9]+$", host) and port not in ("", _DEFAULT_PORTS.get(scheme, "")):
+        host = f"{host}:{port}"
+    return f"{scheme}://{host}{request.script_root}/"

@@ -1,16 +1,19 @@
-"""DICOMweb (PS3.18) under /dicom-web: QIDO-RS, WADO-RS, STOW-RS.
+"""DICOMweb (PS3.18) under /dicom-web, one module a resource.
 
-QIDO-RS uses the C-FIND translation (`dicomnode.find`) and so the shared
-matching in `storage`; WADO-RS returns the stored files as they are; STOW-RS
-goes through the one ingest pipeline, de-identification included. Clients
-authenticate with the web session or HTTP Basic (for OHIF, Weasis, scripts).
+`qido` searches through the C-FIND translation (`dicomnode.find`), so both
+doors match alike; `wado` sends instances, frames, rendered and thumbnail
+images in what the Accept header allows (`negotiate`), as stored when that is
+acceptable and transcoded one instance or frame at a time otherwise
+(`dicomnode.transcode`, `frameparts`); `metadata` and `bulkdata` answer the
+headers and the values they leave out; `stowrs` stores through the one
+ingest pipeline, de-identification included. Clients authenticate with the
+web session or HTTP Basic (OHIF, Weasis, scripts).
 
 A UID in a path is one exact UID (`viewer.uids`), never a matching key, and
-an instance is served only under its own study and series. Stored files and
-frames are streamed, frames one at a time at the offsets the viewer's layout
-found (`viewer.framestore`), so no request holds an instance whole. Every
-retrieval, metadata and frame read is one "study-view" audit record
-(`viewer.readaudit`).
+an instance is served only under its own study and series. Nothing holds an
+instance whole: files go in chunks, frames one at a time at the offsets the
+viewer's layout found (`viewer.framestore`). Every read is one "study-view"
+audit record (`viewer.readaudit`).
 """
 
 from __future__ import annotations

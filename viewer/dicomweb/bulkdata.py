@@ -22,21 +22,19 @@ and are read whole, as the viewer does.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from flask import Response, abort, current_app, request
+from flask import Response, abort
 from pydicom import dcmread
 from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 
 from viewer import frames as viewer_frames
-from viewer.address import trusted_networks
 from viewer.dicomweb import bp
 from viewer.dicomweb.common import accept_ranges, one_instance, stored_or_404
 from viewer.dicomweb.frameparts import OCTETS, choose_frames, multipart, send_frames
@@ -54,37 +52,9 @@ PATH_WRONG = (
     "bulk data path: an attribute tag as 8 hexadecimal digits, then for each "
     "sequence an item number from 1 and a tag, separated by '/'"
 )
-DEFAULT_PORTS = {"http": "80", "https": "443"}
-HOST = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 
 
 # ------------------------------------------------------------- URIs
-
-
-def public_root() -> str:
-    """The node's URL as its clients reach it. Behind one of
-    `Config.trusted_proxies`: the scheme and host the proxy forwarded
-    (X-Forwarded-Proto / -Host), else its Host; anyone else's X-Forwarded-*
-    headers are ignored. A direct client whose Host header lacks the port it
-    connected to (dicomweb-client drops it) gets the port added: the URIs
-    must reach this server."""
-    config = current_app.config["NODE_CONFIG"]
-    trusted = trusted_networks(config.trusted_proxies)
-    try:
-        peer = ipaddress.ip_address(request.remote_addr or "")
-    except ValueError:
-        peer = None
-    if peer is not None and trusted and any(peer in network for network in trusted):
-        scheme = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
-        host = request.headers.get("X-Forwarded-Host", "").split(",")[0].strip()
-        scheme = scheme if scheme in ("http", "https") else request.scheme
-        host = host if HOST.fullmatch(host) else request.host
-        return f"{scheme}://{host}{request.script_root}/"
-    host, scheme = request.host, request.scheme
-    port = str(request.environ.get("SERVER_PORT") or "")
-    if not re.search(r":[0-9]+$", host) and port not in ("", DEFAULT_PORTS.get(scheme, "")):
-        host = f"{host}:{port}"
-    return f"{scheme}://{host}{request.script_root}/"
 
 
 def instance_root(root: str, study: str, series: str, instance: str) -> str:

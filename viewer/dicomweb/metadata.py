@@ -20,13 +20,13 @@ from flask import Response, abort, current_app
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
+from viewer.address import public_root
 from viewer.dicomweb import bp
 from viewer.dicomweb.bulkdata import (
     BULK_VRS,
     PIXEL_TAGS,
     bulk_uri,
     instance_root,
-    public_root,
 )
 from viewer.dicomweb.bulkdata import vrs_of as _vrs
 from viewer.dicomweb.common import JSON, accept_ranges, instance_rows, open_blob, path_keys

@@ -32,6 +32,7 @@ from pydicom.dataset import Dataset
 from dicomnode.find import response
 from storage.keys import ATTRIBUTES, COMPUTED, Level
 from storage.query import Query, QueryError
+from viewer.address import public_root
 from viewer.dicomweb import bp
 from viewer.dicomweb.common import JSON, json_text, path_keys
 from viewer.params import whole
@@ -169,7 +170,7 @@ def _flag(name: str) -> bool:
 
 def _warning(text: str) -> str:
     """A Warning value of PS3.18 (299, the service, the standard's words)."""
-    return f'299 {request.host_url}{bp.url_prefix.strip("/")}: "{text}"'
+    return f'299 {public_root()}{bp.url_prefix.strip("/")}: "{text}"'
 
 
 def _search(level: Level, **fixed: str) -> Any:

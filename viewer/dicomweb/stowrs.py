@@ -18,7 +18,6 @@ fails (`DIFFERENT_STUDY`) and is not stored, the rest of the request is.
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +33,7 @@ from storage.audit import MINOR_FAILURE, SUCCESS
 from storage.keys import Level
 from storage.query import Query
 from storage.values import normalise_issuer
-from viewer.address import trusted_networks
+from viewer.address import public_root
 from viewer.auth import audit
 from viewer.dicomweb import bp
 from viewer.dicomweb.common import JSON, json_text, open_blob, path_keys
@@ -256,7 +255,7 @@ def _held_header(uid: str) -> Dataset | None:
 
 
 def _answer(answered: list[Answered]) -> Dataset:
-    base = f"{_root()}{bp.url_prefix}/studies"
+    base = f"{public_root()}{bp.url_prefix.lstrip('/')}/studies"
     answer = Dataset()
     studies = {a.study for a in answered if a.stored and not a.held}
     # Type 2: the study's URL when every instance went to one, else empty.
@@ -268,26 +267,6 @@ def _answer(answered: list[Answered]) -> Dataset:
     if referenced:
         answer.ReferencedSOPSequence = referenced
     return answer
-
-
-def _root() -> str:
-    """The node's URL as the client reached it. A Host header without a
-    port (dicomweb-client sends one) is completed with the port the request
-    came in on, unless a trusted proxy handed it over (its Host is the
-    public one)."""
-    root = request.url_root.rstrip("/")
-    port = str(request.environ.get("SERVER_PORT", ""))
-    default = "443" if request.scheme == "https" else "80"
-    if ":" in request.host.rsplit("]", 1)[-1] or not port or port == default:
-        return root
-    setting = current_app.config["NODE_CONFIG"].trusted_proxies
-    try:
-        peer = ipaddress.ip_address(request.remote_addr or "")
-        if any(peer in network for network in trusted_networks(setting)):
-            return root
-    except ValueError:
-        pass
-    return f"{request.scheme}://{request.host}:{port}{request.script_root}"
 
 
 def _item(a: Answered, base: str) -> Dataset:
