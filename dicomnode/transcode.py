@@ -40,6 +40,7 @@ from pydicom.pixels.encoders import (
     RLELosslessEncoder,
 )
 from pydicom.uid import (
+    HTJ2K,
     JPEG2000,
     UID,
     DeflatedExplicitVRLittleEndian,
@@ -49,6 +50,7 @@ from pydicom.uid import (
     JPEGBaseline8Bit,
     JPEGExtended12Bit,
     JPEGLSNearLossless,
+    MPEGTransferSyntaxes,
 )
 
 # The uncompressed little endian syntaxes every DICOM application takes
@@ -56,8 +58,14 @@ from pydicom.uid import (
 UNCOMPRESSED_PREFERRED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 UNCOMPRESSED = frozenset(UNCOMPRESSED_PREFERRED)
 NATIVE = UNCOMPRESSED | {DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian}
-# Syntaxes that may be lossy: sent as stored only, never made from other data.
-LOSSY = frozenset({JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLSNearLossless, JPEG2000})
+# Syntaxes that may be lossy: sent as stored only, never made from other data,
+# and what a client that names no transfer syntax gets (PS3.18 §8.7.3). Video
+# (MPEG-2, MPEG-4, HEVC) is lossy too, and the node has no decoder for it: an
+# echo clip stored as video must still reach a viewer that asks by default.
+LOSSY = frozenset(
+    {JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLSNearLossless, JPEG2000, HTJ2K}
+    | set(MPEGTransferSyntaxes)
+)
 # Syntaxes whose pixel data are always lossy, with the method's name for
 # Lossy Image Compression Method (0028,2114) (PS3.3 C.7.6.1.1.5.1).
 ALWAYS_LOSSY = {JPEGBaseline8Bit: "ISO_10918_1", JPEGExtended12Bit: "ISO_10918_1"}

@@ -604,3 +604,17 @@ def test_transcode_failures_name_no_value() -> None:
     assert not transcode.can_make(JPEGBaseline8Bit, "1.2.3.4")
     assert not transcode.can_make(RLELossless, JPEGBaseline8Bit)  # never lossy, whole instances
     assert transcode.can_make(RLELossless, JPEGBaseline8Bit, frame=True)
+
+
+def test_video_goes_as_stored_to_a_client_naming_no_transfer_syntax() -> None:
+    """An echo clip stored as MPEG-4 or HEVC cannot be decoded here; it is
+    lossy, so a default request (no transfer-syntax) gets it as stored
+    rather than a 406 for the whole study (PS3.18 §8.7.3)."""
+    from pydicom.uid import HEVCMP51, MPEG4HP41, ExplicitVRLittleEndian, RLELossless
+
+    from viewer.dicomweb.wado import _pick_syntax
+
+    for video in (MPEG4HP41, HEVCMP51):
+        assert _pick_syntax(video, [None]) == video
+        assert _pick_syntax(video, [ExplicitVRLittleEndian]) is None  # asked by name: 406
+    assert _pick_syntax(RLELossless, [None]) == ExplicitVRLittleEndian
