@@ -102,7 +102,7 @@ def refusal(uid: str, unknown_accepted: bool) -> str | None:
     if is_unknown_storage(uid):
         if unknown_accepted:
             return None
-        return "unknown SOP class: accepted with unknown_sop_class_accepted"
+        return "unknown SOP class: set unknown_sop_class_accepted to accept it"
     return "SOP Class UID is not a storage SOP class"
 
 

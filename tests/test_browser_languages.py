@@ -42,12 +42,12 @@ ALLOWED_WORDS = """
     US XA SR ECG OT CT MR
     Home End Esc shift Shift Ctrl Delete
     English
-    Krichenko Amplatzer Septal Duct Muscular Occluder NCT ASE SCAI PMID
+    Krichenko Amplatzer Septal Duct Muscular Occluder NCT ASE SCAI PMID OHIF
     dicomnode quarantine release reviewed show refuse out FILE why TEXT blank rectangles
 """
 # By line: codes and abbreviations of the trade and the standard; modality
 # codes; keys as printed on them; the language menu naming each language
-# in itself; proper names, societies and citation identifiers; the
+# in itself; proper names (OHIF, the viewer), societies and citation identifiers; the
 # commands the quarantine page quotes.
 ALLOWED = set(ALLOWED_WORDS.split())
 TOKEN = re.compile(r"[A-Za-z]{2,}")

@@ -683,3 +683,40 @@ def test_over_http_preflight_404_and_challenge(web: tuple[Node, str]) -> None:
     assert anonymous.headers["Access-Control-Allow-Origin"] == OHIF
     events = [r["event"] for r in node.archive.index.audit.rows()]
     assert len(events) >= rows and "access-denied" not in events
+
+
+def test_search_and_store_answer_406_for_an_accept_they_cannot_meet(
+    client: FlaskClient, stored: Stored
+) -> None:
+    """A search or a store whose Accept excludes DICOM JSON (e.g. DICOM XML
+    only) is 406, like metadata, and nothing is stored (PS3.18 §8.7)."""
+    from io import BytesIO
+
+    from pydicom import dcmread
+
+    before = len(search(client, ""))
+    body = BytesIO()
+    new = small_instance(
+        PATIENTS[2], study_uid=generate_uid(), series_uid=generate_uid(), instance_number=1, size=16
+    )
+    new.save_as(body, enforce_file_format=True)
+    multipart = b"--b\r\nContent-Type: application/dicom\r\n\r\n" + body.getvalue()
+    multipart += b"\r\n--b--\r\n"
+    assert dcmread(BytesIO(body.getvalue())).SOPInstanceUID
+    for accept in ("application/pdf", 'multipart/related; type="application/dicom+xml"'):
+        answer = client.get("/dicom-web/studies", headers={**basic(), "Accept": accept})
+        assert answer.status_code == 406, accept
+        answer = client.post(
+            "/dicom-web/studies",
+            data=multipart,
+            headers={
+                **basic(),
+                "Accept": accept,
+                "Content-Type": 'multipart/related; type="application/dicom"; boundary=b',
+            },
+        )
+        assert answer.status_code == 406, accept
+    assert len(search(client, "")) == before  # nothing was stored
+    for accept in ("application/dicom+json", "application/json", "*/*", ""):
+        headers = {**basic(), "Accept": accept} if accept else basic()
+        assert client.get("/dicom-web/studies", headers=headers).status_code == 200, accept

@@ -342,13 +342,17 @@ def test_the_node_forwards_and_moves_over_tls_to_dcmtk(tmp_path: Path, pki: Path
         env=DCMTK_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 10
+        # Listening, however loaded the machine (a generous bound, not a timing).
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
+            assert storescp.poll() is None, storescp.communicate()[1].decode(errors="replace")
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 break
             except OSError:
                 time.sleep(0.05)
+        else:
+            pytest.fail("storescp never listened")
         with Node(config, web=False) as node:
             ds = xa_instance(PATIENTS[1], frames=2, rows=32, cols=32)
             from tests.conftest import incoming

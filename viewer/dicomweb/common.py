@@ -65,6 +65,17 @@ def accept_ranges() -> list[MediaRange]:
         abort(exc.status, description=str(exc))
 
 
+def json_acceptable(what: str) -> None:
+    """406 unless the Accept header (read by `negotiate`, bounded) allows
+    application/dicom+json: no header, ``*/*``, ``application/*`` and
+    ``application/json`` do; a multipart range does not (DICOM XML, the
+    multipart form, is not made). Checked before anything is read or stored."""
+    for r in accept_ranges():
+        if not r.multipart and (r.matches(JSON) or r.media == "application/json"):
+            return
+    abort(406, description=f"{what} is sent as application/dicom+json only")
+
+
 def open_blob(archive: Any, uid: str) -> BinaryIO | None:
     """The instance's stored file, open and nothing read yet; from an object
     store (no partial reads there) its bytes. None if nothing is stored, or

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
-from flask import Response, abort, current_app
+from flask import Response, current_app
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
@@ -29,7 +29,7 @@ from viewer.dicomweb.bulkdata import (
     instance_root,
 )
 from viewer.dicomweb.bulkdata import vrs_of as _vrs
-from viewer.dicomweb.common import JSON, accept_ranges, instance_rows, open_blob, path_keys
+from viewer.dicomweb.common import JSON, instance_rows, json_acceptable, open_blob, path_keys
 from viewer.framedecode import reference
 from viewer.readaudit import read
 
@@ -37,17 +37,6 @@ log = logging.getLogger(__name__)
 
 # Binary values above this size are bulk data in metadata: never read.
 BULK_BYTES = 1024
-
-
-def acceptable() -> None:
-    """406 unless the Accept header (read by `negotiate`, bounded) allows
-    application/dicom+json: no header, ``*/*``, ``application/*`` and
-    ``application/json`` do; a multipart range does not (DICOM XML, the
-    multipart form, is not made)."""
-    for r in accept_ranges():
-        if not r.multipart and (r.matches(JSON) or r.media == "application/json"):
-            return
-    abort(406, description="metadata is sent as application/dicom+json only")
 
 
 def _instances(keys: dict[str, str]) -> list[tuple[str, str]]:
@@ -164,20 +153,20 @@ def _nested(ds: Dataset, tag: int, here: list[int], paths: dict[int, list[int]])
 
 @bp.get("/studies/<study>/metadata")
 def study_metadata(study: str) -> Response:
-    acceptable()
+    json_acceptable("metadata")
     found = _instances(path_keys(study=study))
     return _metadata(study, found, "DICOMweb metadata study")
 
 
 @bp.get("/studies/<study>/series/<series>/metadata")
 def series_metadata(study: str, series: str) -> Response:
-    acceptable()
+    json_acceptable("metadata")
     found = _instances(path_keys(study=study, series=series))
     return _metadata(study, found, "DICOMweb metadata series")
 
 
 @bp.get("/studies/<study>/series/<series>/instances/<instance>/metadata")
 def instance_metadata(study: str, series: str, instance: str) -> Response:
-    acceptable()
+    json_acceptable("metadata")
     found = _instances(path_keys(study=study, series=series, instance=instance))
     return _metadata(study, found, "DICOMweb metadata instance")

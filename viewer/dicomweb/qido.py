@@ -34,7 +34,7 @@ from storage.keys import ATTRIBUTES, COMPUTED, Level
 from storage.query import Query, QueryError
 from viewer.address import public_root
 from viewer.dicomweb import bp
-from viewer.dicomweb.common import JSON, json_text, path_keys
+from viewer.dicomweb.common import JSON, json_acceptable, json_text, path_keys
 from viewer.params import whole
 
 # Attributes returned when a client names none (PS3.18 Table 10.6.3-3 and -4).
@@ -174,6 +174,7 @@ def _warning(text: str) -> str:
 
 
 def _search(level: Level, **fixed: str) -> Any:
+    json_acceptable("a search's answer")
     keys = _Search(level, fixed)
     warnings = [_warning(text) for name, text in NOT_SUPPORTED.items() if _flag(name)]
     asked = whole(request.args, "limit", 0)

@@ -36,7 +36,7 @@ from storage.values import normalise_issuer
 from viewer.address import public_root
 from viewer.auth import audit
 from viewer.dicomweb import bp
-from viewer.dicomweb.common import JSON, json_text, open_blob, path_keys
+from viewer.dicomweb.common import JSON, json_acceptable, json_text, open_blob, path_keys
 from viewer.multipart import MultipartError, boundary_of
 from viewer.stow import (
     Announced,
@@ -98,6 +98,7 @@ def _store(study: str | None) -> Any:
     patient. An account without one may not store (else its uploads would
     make patients of their own).
     """
+    json_acceptable("the store answer")  # before anything is stored
     issuer = _issuer()
     if study is not None:
         study = _target(study, issuer)
