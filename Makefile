@@ -74,7 +74,7 @@ lint: $(STAMP)
 
 ## make test: install test dependencies and peers, then the whole suite
 test: $(STAMP) peers ohif lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2
 
 ## make check: the fast tier while working: lint, then the tests not marked
 ## slow or peers (pyproject.toml's markers), stopping at the first failure
