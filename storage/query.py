@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, Select, exists, false, func, select
 
 from storage.keys import ATTRIBUTES, COMPUTED, Attribute, Level
-from storage.matching import QueryError, condition
+from storage.matching import QueryError, check_list, condition
 from storage.schema import PARENT_FK, TABLES, instances, patients, series, studies
 
 __all__ = ["Query", "QueryError", "run_query"]
@@ -127,6 +127,7 @@ def build(query: Query) -> Select:
             columns.append(TABLES[attribute.level].c[attribute.column].label(keyword))
             cond = condition(TABLES[attribute.level], attribute, value or "")
         elif keyword in _IN_STUDY and level is Level.STUDY:
+            check_list(keyword, value or "")
             cond = _study_contains(ATTRIBUTES[_IN_STUDY[keyword]], value or "")
         elif keyword in _COUNTS and COMPUTED[keyword] is level:
             columns.append(_count(*_COUNTS[keyword]).label(keyword))

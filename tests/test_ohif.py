@@ -219,6 +219,21 @@ def test_missing_files_and_paths_outside_are_404_never_the_page(client: FlaskCli
         assert b"not OHIF's" not in answer.data and b"root:" not in answer.data
 
 
+def test_a_path_too_long_for_the_file_system_is_404_or_the_page_never_500(
+    client: FlaskClient,
+) -> None:
+    """An outside tester's `/ohif/` + 5000 characters answered 500 (the file
+    system's "file name too long" escaped the lookup)."""
+    log_in(client)
+    for path in ("a" * 5000 + ".js", "x/" + "b" * 300 + ".wasm", "c" * 5000 + ".js.gz"):
+        answer = client.get("/ohif/" + path)
+        assert answer.status_code == 404, (len(path), answer.status_code)
+        assert b"PUBLIC_URL" not in answer.data
+    for path in ("a" * 5000, "viewer/" + "d" * 300):  # OHIF's own routes: the page
+        answer = client.get("/ohif/" + path)
+        assert answer.status_code == 200 and b"PUBLIC_URL" in answer.data
+
+
 def test_hashed_bundles_are_cached_long_the_rest_revalidated(client: FlaskClient) -> None:
     log_in(client)
     bundle = client.get("/ohif/app.bundle.0123456789abcdef.js")

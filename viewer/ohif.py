@@ -9,7 +9,8 @@ study list links each study to ``/ohif/viewer?StudyInstanceUIDs=<uid>``.
 
 OHIF routes in the browser (``/ohif/viewer``, ``/ohif/`` study list), so a
 path that names no file and has no file extension answers ``index.html``;
-a missing file (``.js``, ``.wasm``...) answers 404, never the page. Files
+a missing file (``.js``, ``.wasm``...) answers 404, never the page, and so
+does a name the file system refuses (too long). Files
 whose names carry a content hash are cached for a year, the rest are
 revalidated; the larger ones go out gzip-compressed (the installer's ``.gz``
 copies) to browsers that accept it. Its Content-Security-Policy (`csp`) is laxer than the node's
@@ -94,6 +95,15 @@ def csp(folder: Path, script: bool = False) -> str:
     )
 
 
+def _is_file(path: str) -> bool:
+    """Whether ``path`` is a file; False for any name the file system refuses
+    (too long: ENAMETOOLONG...), so such a request is a 404, never a 500."""
+    try:
+        return Path(path).is_file()
+    except OSError:
+        return False
+
+
 @bp.get("/", endpoint="app", defaults={"path": ""})
 @bp.get("/<path:path>", endpoint="app")
 def app_files(path: str) -> Any:
@@ -102,9 +112,8 @@ def app_files(path: str) -> Any:
         abort(503, description=NOT_INSTALLED)
     name = Path(path).name
     target = safe_join(str(folder), path) if path else None
-    if target is not None and Path(target).is_file():
-        packed = Path(target + ".gz")
-        if request.accept_encodings["gzip"] and packed.is_file():
+    if target is not None and _is_file(target):
+        if request.accept_encodings["gzip"] and _is_file(target + ".gz"):
             # Werkzeug names the encoding (Content-Encoding: gzip) from ".gz"
             # and the type from the name before it.
             answer = send_from_directory(folder, path + ".gz", max_age=0)

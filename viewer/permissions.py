@@ -39,6 +39,7 @@ RULES: dict[str, frozenset[str]] = {
     "dicomweb.search_series": EVERYONE,
     "dicomweb.search_all_series": EVERYONE,
     "dicomweb.search_instances": EVERYONE,
+    "dicomweb.search_study_instances": EVERYONE,
     "dicomweb.search_all_instances": EVERYONE,
     "dicomweb.retrieve_study": EVERYONE,
     "dicomweb.retrieve_series": EVERYONE,

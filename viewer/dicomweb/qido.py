@@ -72,6 +72,12 @@ DEFAULT_KEYS = {
         "AvailableTransferSyntaxUID",
     ),
 }
+# A Study's Instances search (PS3.18 10.6.3.3.3) also returns the series'
+# attributes of Table 10.6.3-4 the index keeps (the count is per series, so
+# not at this level).
+STUDY_INSTANCES_KEYS = tuple(
+    k for k in DEFAULT_KEYS[Level.SERIES] if k in ATTRIBUTES and k not in DEFAULT_KEYS[Level.IMAGE]
+)
 # The most matches one response carries, whatever ``limit`` asks (a client
 # pages on with ``offset``): bounds the memory one search takes.
 MAX_RESULTS = 10_000
@@ -113,11 +119,11 @@ def supported(level: Level) -> frozenset[str]:
 class _Search:
     """One request's keys: what to match, what to return, what to warn of."""
 
-    def __init__(self, level: Level, fixed: dict[str, str]) -> None:
+    def __init__(self, level: Level, fixed: dict[str, str], extra: tuple[str, ...] = ()) -> None:
         self.level = level
         self.allowed = supported(level)
         self.ignored: list[str] = []
-        self.returned = dict.fromkeys(DEFAULT_KEYS[level], "")
+        self.returned = dict.fromkeys((*DEFAULT_KEYS[level], *extra), "")
         self._includes()
         self._matches()
         self.returned.update(fixed)
@@ -173,9 +179,9 @@ def _warning(text: str) -> str:
     return f'299 {public_root()}{bp.url_prefix.strip("/")}: "{text}"'
 
 
-def _search(level: Level, **fixed: str) -> Any:
+def _search(level: Level, extra: tuple[str, ...] = (), **fixed: str) -> Any:
     json_acceptable("a search's answer")
-    keys = _Search(level, fixed)
+    keys = _Search(level, fixed, extra)
     warnings = [_warning(text) for name, text in NOT_SUPPORTED.items() if _flag(name)]
     asked = whole(request.args, "limit", 0)
     offset = whole(request.args, "offset", 0)
@@ -213,6 +219,12 @@ def search_series(study: str) -> Any:
 @bp.get("/series")
 def search_all_series() -> Any:
     return _search(Level.SERIES)
+
+
+@bp.get("/studies/<study>/instances")
+def search_study_instances(study: str) -> Any:
+    """PS3.18 10.6.1 Study's Instances: the instance defaults and the series'."""
+    return _search(Level.IMAGE, STUDY_INSTANCES_KEYS, **path_keys(study=study))
 
 
 @bp.get("/studies/<study>/series/<series>/instances")
