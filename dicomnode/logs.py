@@ -15,12 +15,21 @@ a line of the log or rewrite an operator's terminal. Control characters in
 the message, arguments included, are written as escapes (``\\n``, ``\\x1b``)
 for every logger, pynetdicom's too; a traceback keeps its lines, each
 indented, so a line that starts at the left margin always begins a record.
+
+Python warnings go through the same logger (``logging.captureWarnings``):
+a library's warning written straight to standard error would bypass both
+rules. Its text is never logged, only its category and where it was raised:
+pydicom warns with the value it could not read ("Unknown encoding '…'" with
+a sender's Specific Character Set, "Invalid value for VR …" with a name),
+and a warning's text cannot be told apart from a value. pydicom's own log
+records are withheld the same way.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from pathlib import PurePath
 from typing import TextIO
 
 import pydicom.config
@@ -53,22 +62,65 @@ class WithheldValues(logging.Filter):
 
 _WITHHELD_VALUES = WithheldValues()
 
+# What logging.captureWarnings logs: warnings.formatwarning's
+# "file:line: Category: text" (then the source line).
+_WARNING = re.compile(r"(?P<file>[^\n]*?):(?P<line>\d+): (?P<category>[A-Za-z_]\w*): ")
+_SAFE_NAME = re.compile(r"[^\w.-]")
+WARNING_WITHHELD = "%s at %s (text withheld: it may quote a value)"
+LIBRARY_WITHHELD = "%s message withheld (it may quote a value)"
 
-def _withhold_values(prefix: str) -> None:
+
+class WithheldText(logging.Filter):
+    """Replaces the text of a record that may quote a sender's value with a
+    fixed one: a captured warning keeps its category and where it was
+    raised, a library's record its logger and level. Put on the
+    ``py.warnings`` and ``pydicom`` loggers (`quiet_libraries`) and on the
+    node's handler (`setup`), which also sees records of loggers created
+    after the filters were put on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg in (WARNING_WITHHELD, LIBRARY_WITHHELD):
+            return True  # by the logger's filter, now at the handler's
+        if record.name == "py.warnings":
+            text = str(record.args[0]) if record.args else str(record.msg)
+            match = _WARNING.match(text)
+            category = match["category"] if match else "Warning"
+            where = (
+                f"{_SAFE_NAME.sub('?', PurePath(match['file']).name)}:{match['line']}"
+                if match
+                else "unknown place"
+            )
+            record.msg, record.args = WARNING_WITHHELD, (category, where)
+        elif record.name == "pydicom" or record.name.startswith("pydicom."):
+            record.msg, record.args = LIBRARY_WITHHELD, (record.name,)
+        else:
+            return True
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        return True
+
+
+_WITHHELD_TEXT = WithheldText()
+
+
+def _withhold_values(prefix: str, withheld: logging.Filter = _WITHHELD_VALUES) -> None:
     """The filter on ``prefix``'s logger and every logger below it."""
     names = [prefix] + [
         name for name in logging.Logger.manager.loggerDict if name.startswith(prefix + ".")
     ]
     for name in names:
         logger = logging.getLogger(name)
-        if _WITHHELD_VALUES not in logger.filters:
-            logger.addFilter(_WITHHELD_VALUES)
+        if withheld not in logger.filters:
+            logger.addFilter(withheld)
 
 
 def quiet_libraries() -> None:
     pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
     pydicom.config.settings.writing_validation_mode = pydicom.config.IGNORE
     logging.getLogger("pydicom").setLevel(logging.CRITICAL)
+    _withhold_values("pydicom", _WITHHELD_TEXT)
+    # Warnings (pydicom's quote values) to the log, one line and text withheld.
+    logging.captureWarnings(True)
+    _withhold_values("py.warnings", _WITHHELD_TEXT)
     pynetdicom_config.LOG_REQUEST_IDENTIFIERS = False
     pynetdicom_config.LOG_RESPONSE_IDENTIFIERS = False
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
@@ -134,6 +186,7 @@ def setup(level: str, stream: TextIO | None = None) -> logging.Handler | None:
         return None
     handler = logging.StreamHandler(stream)
     handler.setFormatter(OneLineFormatter(FORMAT))
+    handler.addFilter(_WITHHELD_TEXT)
     root.addHandler(handler)
     root.setLevel(level.upper())
     return handler

@@ -25,7 +25,7 @@ or Type 3 sequence breaks the IOD (dciodvfy says so).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +44,7 @@ from dicomnode.deid.plausible import HEIGHT_M, WEIGHT_KG, in_bounds
 from dicomnode.deid.profile import BASIC_PROFILE_CODE, Option, Profile
 from dicomnode.deid.secret import Secret
 from dicomnode.deid.values import (
+    STRICT_VRS,
     age_string,
     cap_age,
     dummy,
@@ -51,6 +52,7 @@ from dicomnode.deid.values import (
     shift_date,
     shift_datetime,
     strip_offset,
+    well_formed,
 )
 from dicomnode.sopclasses import is_unknown_storage
 
@@ -62,6 +64,7 @@ ENCAPSULATED_CLASSES = "1.2.840.10008.5.1.4.1.1.104."
 TIMEZONE_OFFSET = 0x00080201
 _CODE_PARTS = (0x00080100, 0x00080102)  # Code Value, Coding Scheme Designator
 LABEL_DUMMY = "LABEL"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _NUMBER_FORMS = {
     "DS": re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?"),
     "IS": re.compile(r"[+-]?\d+"),
@@ -142,6 +145,17 @@ def _values(value: Any) -> list[Any]:
     if value is None or value == "":
         return []
     return list(value) if isinstance(value, MultiValue | list) else [value]
+
+
+def _moved(move: Callable[[str, int], str], value: str, shift: int, vr: str) -> str:
+    """One date moved, or the VR's dummy when it is not a date (its
+    neighbours in a backslash list keep theirs)."""
+    if not value.strip(" "):
+        return ""
+    try:
+        return move(value, shift)
+    except ValueError:
+        return dummy(vr)
 
 
 def _one_or_many(values: list[Any]) -> Any:
@@ -289,6 +303,9 @@ class HeaderDeidentifier:
                 action = self._beyond_table(ds, element)
             elif action == "C" and element.VR in policy.TEXT_VRS:
                 action = self._descriptor(tag)
+            standard_vr = DicomDictionary.get(tag, ("",))[0]
+            if standard_vr in STRICT_VRS and standard_vr != element.VR:
+                element.VR = standard_vr  # StudyTime sent as LO is still a time
             if element.VR == "SQ":
                 self._sequence(ds, element, action, subject, shift)
             elif action is not None:
@@ -408,7 +425,10 @@ class HeaderDeidentifier:
         ):
             del ds[element.tag]
             return
-        # U, K and KEEP-CLEAN of other VRs: the value stands, but for UIDs
+        # U, K and KEEP-CLEAN of other VRs: the value stands, but for UIDs;
+        # a date or a time stands only as one (each value of a list).
+        if vr in STRICT_VRS and element.value:
+            element.value = _one_or_many([well_formed(vr, str(v)) for v in _values(element.value)])
         if vr == "UI" and element.value:
             element.value = _one_or_many(
                 [self.new_uid(str(v), subject) for v in _values(element.value)]
@@ -429,11 +449,9 @@ class HeaderDeidentifier:
         if shift is None or not element.value:
             return dummy(element.VR)
         move = shift_date if element.VR == "DA" else shift_datetime
-        try:
-            moved = [move(str(v), shift) for v in _values(element.value)]
-        except ValueError:
-            return dummy(element.VR)
-        return _one_or_many(moved)
+        return _one_or_many(
+            [_moved(move, str(v), shift, element.VR) for v in _values(element.value)]
+        )
 
     def _cleaned_text(self, element: DataElement, subject: Subject) -> Any:
         if element.VR == "PN":
@@ -455,6 +473,13 @@ class HeaderDeidentifier:
             for value in values
             for hit in subject.matcher.find(str(value))
         ) or any(list(find_names(str(v).title())) for v in values if len(str(v)) >= 5)
+        # Not a code by its shape: a control character (a forged log line, a
+        # terminal escape), or a date, phone or record number anyone's.
+        named = named or any(
+            _CONTROL.search(str(v))
+            or any(kind != "place" for _, _, kind in find_identifiers(str(v)))
+            for v in values
+        )
         return _one_or_many([LABEL_DUMMY for _ in values]) if named else element.value
 
     @staticmethod

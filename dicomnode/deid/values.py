@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import re
 from datetime import date, timedelta
 from typing import Any
@@ -125,8 +124,9 @@ def shift_datetime(value: str, days: int) -> str:
     """
     text = value.strip()
     if not _STRICT_DT.fullmatch(text):
-        with contextlib.suppress(ValueError):
-            return _iso_datetime(text, days)
+        # Not DICOM's form: ISO 8601 or nothing. Text after a date
+        # ("20190314 ZHANIBEKOVA") is never carried along.
+        return _iso_datetime(text, days)
     match = _DT.match(text)
     if not match:
         raise ValueError("not a DT value")
@@ -182,3 +182,44 @@ def age_string(birth: str, on: str) -> str | None:
     if months < 24:
         return f"{months:03d}M"
     return f"{min(months // 12, 999):03d}Y"
+
+
+# PS3.5 6.2 TM: HH[MM[SS[.F{1,6}]]]; and the ACR-NEMA HH:MM[:SS[.F]] that
+# pydicom still reads (a device's, or a hand-typed, value).
+_TIME = re.compile(r"(\d{2})(?:(\d{2})(?:(\d{2})(?:\.(\d{1,6}))?)?)?")
+_COLON_TIME = re.compile(r"(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,6}))?)?")
+
+
+def normal_time(value: str) -> str:
+    """A TM value in DICOM's form at the precision it was written with;
+    raises ValueError for anything else (text, a name, an ID: a sender can
+    write anything there, and a time is kept by the profile)."""
+    text = value.strip(" ")
+    match = _TIME.fullmatch(text) or _COLON_TIME.fullmatch(text)
+    if not match:
+        raise ValueError("not a time")
+    hours, minutes, seconds, fraction = match.groups()
+    if int(hours) > 23 or int(minutes or 0) > 59 or int(seconds or 0) > 60:
+        raise ValueError("not a time")
+    return hours + (minutes or "") + (seconds or "") + (f".{fraction}" if fraction else "")
+
+
+def well_formed(vr: str, value: str) -> str:
+    """A DA, DT or TM value in DICOM's form (read as `parse_date`,
+    `shift_datetime` and `normal_time` read them), or the VR's dummy when it
+    is not one: whatever else a sender wrote there (a name, an ID, a birth
+    date, control characters) must not be kept with the date or time."""
+    if not value.strip(" "):
+        return ""
+    try:
+        return _NORMAL[vr](value)
+    except ValueError:
+        return dummy(vr)
+
+
+_NORMAL = {
+    "DA": lambda value: shift_date(value, 0),
+    "DT": lambda value: shift_datetime(value, 0),
+    "TM": normal_time,
+}
+STRICT_VRS = frozenset(_NORMAL)
