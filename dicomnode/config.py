@@ -166,6 +166,10 @@ class Config:
     # Largest instance accepted over DIMSE (MiB); a larger one is aborted
     # while it arrives, before it is held in memory.
     max_instance_mb: int = 4096
+    # Largest decoded size (MiB) of an instance transcoded whole (to RLE,
+    # JPEG 2000, JPEG-LS, Deflated; decoded for a DIMSE peer or forwarding),
+    # one at a time; WADO-RS Explicit VR Little Endian streams frame by frame.
+    transcode_max_mb: int = 256
     max_pdu_size: int = 262144
     # Instances larger than this (MiB) are received into the spool, a
     # private directory (encrypted with a key that lives only in the process,
@@ -370,6 +374,7 @@ def validate(config: Config) -> Config:
         "stow_max_mb",
         "max_pending_per_address",
         "spool_threshold_mb",
+        "transcode_max_mb",
     ):
         if getattr(config, name) < 1:
             raise ConfigError(f"{name}: at least 1")

@@ -37,7 +37,7 @@ from dicomnode.retrieve_syntax import (
     unsent,
 )
 from dicomnode.tls import tls_args, tls_failure
-from dicomnode.transcode import TranscodeError
+from dicomnode.transcode import TooLarge, TranscodeError
 from storage.archive import Archive
 from storage.keys import Level
 from storage.leases import process_name
@@ -152,7 +152,10 @@ class Forwarder:
         ds = dcmread(BytesIO(self.archive.blobs.read(key)))
         if how.decode:
             try:
-                ds = decoded(ds)
+                ds = decoded(ds, self.config.transcode_max_mb << 20)
+            except TooLarge as exc:  # waits: a larger transcode_max_mb, or another route
+                self._retry_all([job], str(exc))
+                return 0
             except TranscodeError as exc:
                 self._retry_all([job], f"{UNDECODABLE} ({exc})")
                 return 0

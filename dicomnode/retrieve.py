@@ -40,6 +40,7 @@ from dicomnode.retrieve_outcome import Outcome, on_final_response
 from dicomnode.retrieve_syntax import (
     MISSING,
     NO_SCP_ROLE,
+    TOO_LARGE,
     UNDECODABLE,
     accepted_syntaxes,
     contexts_for,
@@ -49,6 +50,7 @@ from dicomnode.retrieve_syntax import (
     without_role,
 )
 from dicomnode.tls import tls_args
+from dicomnode.transcode import TooLarge
 from dicomnode.validate import is_valid_uid, status_dataset
 from storage.archive import Archive
 from storage.audit import MINOR_FAILURE
@@ -223,7 +225,7 @@ def _unsendable(instance: dict[str, Any]) -> Dataset:
 
 
 def _prepared(
-    archive: Archive, instance: dict[str, Any], contexts: list, outcome: Outcome
+    archive: Archive, instance: dict[str, Any], contexts: list, outcome: Outcome, limit: int
 ) -> Dataset:
     """The instance as the peer can take it (one in memory at a time), or a
     stand-in that fails its sub-operation, the reason logged and counted."""
@@ -240,7 +242,9 @@ def _prepared(
             if not how.decode:
                 return ds
             try:
-                return decoded(ds)
+                return decoded(ds, limit)
+            except TooLarge as exc:
+                reason, detail = TOO_LARGE, str(exc)
             except ValueError as exc:
                 reason, detail = UNDECODABLE, str(exc)
         else:
@@ -264,12 +268,13 @@ def _datasets(
     is_cancelled: Any,
     contexts: Callable[[], list],
     outcome: Outcome,
+    limit: int,
 ) -> Iterator:
     for instance in instances:
         if is_cancelled():
             yield CANCELLED, None
             return
-        yield PENDING, _prepared(archive, instance, contexts(), outcome)
+        yield PENDING, _prepared(archive, instance, contexts(), outcome, limit)
 
 
 def move(
@@ -322,7 +327,8 @@ def move(
     def accepted() -> list:
         return [] if outcome.store_assoc is None else outcome.store_assoc.accepted_contexts
 
-    yield from _datasets(archive, instances, is_cancelled, accepted, outcome)
+    limit = config.transcode_max_mb << 20
+    yield from _datasets(archive, instances, is_cancelled, accepted, outcome, limit)
 
 
 def get(
@@ -346,4 +352,5 @@ def get(
     outcome = Outcome([i["SOPInstanceUID"] for i in instances], requestor.syntax)
     requestor.on_final(outcome.rewrite)
     yield len(instances)
-    yield from _datasets(archive, instances, is_cancelled, requestor.contexts, outcome)
+    limit = config.transcode_max_mb << 20
+    yield from _datasets(archive, instances, is_cancelled, requestor.contexts, outcome, limit)

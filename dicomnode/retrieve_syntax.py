@@ -9,7 +9,9 @@ syntax, and otherwise decodes its pixel data once, for that peer, to
 Explicit VR Little Endian (``dicomnode.transcode.decompressed``, the
 node's one decoder); pynetdicom then encodes it in whichever uncompressed
 little endian syntax the peer accepted. Nothing is re-encoded lossily and
-the archive's file is never changed. C-GET, C-MOVE and forwarding share
+the archive's file is never changed. Decoding is bounded: an instance that
+decodes to more than ``transcode_max_mb`` is not sent (``TOO_LARGE``), and
+one instance is decoded at a time in the process. C-GET, C-MOVE and forwarding share
 these rules.
 """
 
@@ -42,6 +44,7 @@ NO_SCP_ROLE = "requestor took no SCP role for the SOP class"
 NOT_MADE_HERE = "peer takes the SOP class only in other syntaxes"
 UNDECODABLE = "pixel data could not be decompressed"
 MISSING = "instance file missing from the archive"
+TOO_LARGE = "decoded size over this node's transcode limit"
 
 
 def contexts_for(instances: Iterable[dict[str, Any]]) -> list[PresentationContext]:

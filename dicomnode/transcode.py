@@ -20,12 +20,24 @@ The SOP Instance UID is kept: the content is the same instance, only its
 encoding differs (PS3.5 §10; lossy stored data stays marked lossy).
 Errors name syntaxes and exception kinds only: codec messages can quote
 the data set's values.
-Nothing here knows of Flask or the archive: bytes in, bytes out, one
-instance in memory at a time.
+Nothing here knows of Flask or the archive: bytes in, bytes out.
+
+A whole instance decoded in memory is bounded: its decoded size, worked out
+from the header before anything is decoded (``decoded_size``), must be at
+most the limit given (``transcode_max_mb``), else ``TooLarge``; and one such
+transcode runs at a time per process (``_WHOLE``), so a few kilobytes of
+constant JPEG 2000 frames claiming gigabytes cannot multiply. Whole instances
+to Explicit VR Little Endian need neither: WADO-RS streams them frame by
+frame (``stream_header``, ``decoded_frame``).
 """
 
 from __future__ import annotations
 
+import struct
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from copy import copy, deepcopy
 from io import BytesIO
 from typing import Any, BinaryIO
 
@@ -77,6 +89,11 @@ DECODED_AS_RGB = frozenset({"YBR_FULL_422", "YBR_PARTIAL_422", "YBR_PARTIAL_420"
 NATIVE_PHOTOMETRIC = frozenset({"MONOCHROME1", "MONOCHROME2", "PALETTE COLOR", "RGB", "YBR_FULL"})
 _ENCODERS = {e.UID: e for e in (RLELosslessEncoder, JPEG2000LosslessEncoder, JPEGLSLosslessEncoder)}
 JPEG_QUALITY = 90  # a JPEG baseline frame made from other data, when asked for one
+DEFAULT_LIMIT = 512 << 20  # transcode_max_mb's default, in bytes
+# One whole-instance transcode at a time: each may hold 3-4 times its
+# decoded size (decoded frames, joined value, written file).
+_WHOLE = threading.Semaphore(1)
+_NO_NATIVE = {"ExtendedOffsetTable", "ExtendedOffsetTableLengths"}  # encapsulated only
 
 
 class TranscodeError(ValueError):
@@ -86,6 +103,53 @@ class TranscodeError(ValueError):
 
 class CannotEncode(TranscodeError):
     """The data decodes, but this syntax cannot hold it or has no encoder here."""
+
+
+class TooLarge(TranscodeError):
+    """The instance decodes to more than the node transcodes whole."""
+
+
+def _int(ds: Dataset, keyword: str, default: int) -> int:
+    value = ds.get(keyword)
+    if hasattr(value, "__len__") and not isinstance(value, str):
+        value = value[0] if len(value) else None
+    try:
+        return max(int(value), 0) if value not in (None, "") else default
+    except (TypeError, ValueError):
+        return default
+
+
+def frame_size(ds: Dataset) -> int:
+    """Bytes of one decoded frame, from the header (whole bytes per sample)."""
+    allocated = _int(ds, "BitsAllocated", 8)
+    samples = _int(ds, "SamplesPerPixel", 1)
+    return _int(ds, "Rows", 0) * _int(ds, "Columns", 0) * samples * ((allocated + 7) // 8)
+
+
+def decoded_size(ds: Dataset) -> int:
+    """What the pixel data decode to (Rows x Columns x Frames x Samples x
+    bytes per sample), from the header alone: the decoders size their output
+    by these attributes, whatever the compressed data hold."""
+    if "PixelData" not in ds and "Rows" not in ds:
+        return 0
+    return frame_size(ds) * max(_int(ds, "NumberOfFrames", 1), 1)
+
+
+def check_size(ds: Dataset, limit: int | None) -> None:
+    """TooLarge when ``ds`` decodes to more than ``limit`` bytes (None: no limit)."""
+    size = decoded_size(ds)
+    if limit is not None and size > limit:
+        raise TooLarge(
+            f"the instance decodes to {-(-size >> 20)} MiB, more than the "
+            f"{limit >> 20} MiB this node transcodes whole"
+        )
+
+
+@contextmanager
+def whole_instance() -> Iterator[None]:
+    """The process's one slot for a whole-instance transcode (waits for it)."""
+    with _WHOLE:
+        yield
 
 
 def lossless_encoders() -> frozenset[UID]:
@@ -129,7 +193,7 @@ def can_make(stored: str, target: str, *, frame: bool = False) -> bool:
     return UID(target) in targets and decodable(stored)
 
 
-def decompressed(ds: Dataset) -> Dataset:
+def decompressed(ds: Dataset, limit: int | None = DEFAULT_LIMIT) -> Dataset:
     """``ds`` (in memory, never the archive's file; changed and returned)
     with its pixel data decoded, in Explicit VR Little Endian; TranscodeError
     if it cannot be.
@@ -140,7 +204,10 @@ def decompressed(ds: Dataset) -> Dataset:
     (no rounding through another colour space); colour is interleaved
     (Planar Configuration 0). Lossy history is kept: Lossy Image Compression
     "01" stays, and is set, with the method and ratio, when a lossy syntax
-    was all that said so."""
+    was all that said so.
+
+    Compressed data decoding to more than ``limit`` bytes raise TooLarge
+    before anything is decoded; one instance is decoded at a time."""
     stored = UID(ds.file_meta.TransferSyntaxUID)
     if stored == ExplicitVRBigEndian:  # pydicom writes it back only as big endian
         raise TranscodeError(f"{stored.name} data are not converted here")
@@ -149,12 +216,27 @@ def decompressed(ds: Dataset) -> Dataset:
         return ds
     if not decodable(stored):
         raise TranscodeError(f"{stored.name}: no decoder here")
+    check_size(ds, limit)
+    if limit is None:
+        return _decoded(ds, stored)
+    with whole_instance():
+        return _decoded(ds, stored)
+
+
+def _decoded(ds: Dataset, stored: UID) -> Dataset:
     compressed_size = len(ds.PixelData)
     as_rgb = str(ds.get("PhotometricInterpretation", "")).strip() in DECODED_AS_RGB
     try:
         ds.decompress(as_rgb=as_rgb, generate_instance_uid=False)
     except Exception as exc:  # no decoder for the syntax, or corrupt data
         raise TranscodeError(f"{stored.name}: {type(exc).__name__}") from None
+    return _described(ds, stored, len(ds.PixelData), compressed_size)
+
+
+def _described(ds: Dataset, stored: UID, decoded: int, compressed_size: int) -> Dataset:
+    """``ds``'s attributes as decoded data have them (the lossy history kept)."""
+    for keyword in _NO_NATIVE & set(ds.dir()):
+        delattr(ds, keyword)
     photometric = str(ds.get("PhotometricInterpretation", "")).strip()
     if photometric not in NATIVE_PHOTOMETRIC:
         raise TranscodeError(f"{stored.name}: decoded colour model not one native data can have")
@@ -164,30 +246,95 @@ def decompressed(ds: Dataset) -> Dataset:
         ds.LossyImageCompression = "01"
         if "LossyImageCompressionMethod" not in ds:
             ds.LossyImageCompressionMethod = ALWAYS_LOSSY[stored]
-            ratio = len(ds.PixelData) / max(compressed_size, 1)
+            ratio = decoded / max(compressed_size, 1)
             ds.LossyImageCompressionRatio = f"{ratio:.2f}"[:16]
     return ds
 
 
-def transcode(source: BinaryIO | bytes, target: str) -> bytes:
-    """The stored PS3.10 file ``source`` as a PS3.10 file in ``target``
-    (which ``can_make`` allows); the SOP Instance UID kept."""
+def transcode(source: BinaryIO | bytes, target: str, limit: int | None = DEFAULT_LIMIT) -> bytes:
+    """The stored PS3.10 file ``source`` (seekable) as a PS3.10 file in
+    ``target`` (which ``can_make`` allows); the SOP Instance UID kept.
+    TooLarge, from the header alone, when it decodes to more than ``limit``
+    bytes; one such transcode at a time (decoding, encoding and writing)."""
     uid = UID(target)
+    stream = BytesIO(source) if isinstance(source, bytes) else source
     try:
-        ds = dcmread(BytesIO(source) if isinstance(source, bytes) else source)
-        if ds.file_meta.TransferSyntaxUID != uid:
-            decompressed(ds)
-            if uid in _ENCODERS and "PixelData" in ds:
-                ds.compress(uid, generate_instance_uid=False)
-            else:
-                ds.file_meta.TransferSyntaxUID = uid
-        buffer = BytesIO()
-        ds.save_as(buffer, enforce_file_format=True)
+        start = stream.tell()
+        header = dcmread(stream, stop_before_pixels=True)
+        if header.file_meta.TransferSyntaxUID == uid:
+            limit = None  # sent as it is: nothing decoded
+        check_size(header, limit)
+        stream.seek(start)
+        with whole_instance():
+            data = _transcoded(stream, uid)
+    except TooLarge:
+        raise
     except TranscodeError as exc:
         raise TranscodeError(f"cannot be made in {uid.name} ({exc})") from exc
     except Exception as exc:  # pydicom's and the codecs' errors are of many kinds
         raise TranscodeError(f"cannot be made in {uid.name} ({type(exc).__name__})") from exc
+    return data
+
+
+def _transcoded(stream: BinaryIO, uid: UID) -> bytes:
+    ds = dcmread(stream)
+    if ds.file_meta.TransferSyntaxUID != uid:
+        decompressed(ds, limit=None)  # checked, and in the slot, already
+        if uid in _ENCODERS and "PixelData" in ds:
+            ds.compress(uid, generate_instance_uid=False)
+        else:
+            ds.file_meta.TransferSyntaxUID = uid
+    buffer = BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    del ds
     return buffer.getvalue()
+
+
+# --- a whole instance in Explicit VR Little Endian, frame by frame -------------
+
+
+def decoded_frame(header: Dataset, data: bytes) -> tuple[bytes, Dataset]:
+    """One stored frame decoded exactly as ``decompressed`` decodes the whole
+    (same colour handling), as Explicit VR Little Endian holds it, with the
+    single-frame data set whose attributes describe it."""
+    single = frame_dataset(header, data)
+    # Decoding sets attributes in place: on copies, never the (cached) header's.
+    single = Dataset({tag: copy(element) for tag, element in single.items()})
+    single.file_meta = deepcopy(header.file_meta)
+    stored = UID(single.file_meta.TransferSyntaxUID)
+    if stored.is_compressed:
+        decompressed(single, limit=None)  # one frame: its own size
+    data, size = single.PixelData, frame_size(header)
+    del single.PixelData  # the caller keeps the attributes, not a second frame
+    return (data if len(data) == size else data[:size]), single
+
+
+def stream_header(
+    header: Dataset, first: Dataset | None, frames: int, compressed_size: int
+) -> bytes:
+    """The Explicit VR Little Endian file ``decompressed`` would write, up to
+    and including the Pixel Data element's tag and length: ``header`` (no
+    Pixel Data; elements after it are left out) with the attributes decoding
+    changes, taken from ``first`` (``decoded_frame``'s data set of frame 1;
+    None for native data). The frames and, when odd, a pad byte follow."""
+    ds = Dataset({tag: copy(e) for tag, e in header.items() if tag < 0x7FE00010})
+    ds.file_meta = deepcopy(header.file_meta)
+    stored = UID(ds.file_meta.TransferSyntaxUID)
+    length = frames * frame_size(header)
+    if first is not None and stored.is_compressed:
+        for keyword in ("PhotometricInterpretation", "PlanarConfiguration"):
+            if keyword in first:
+                setattr(ds, keyword, first[keyword].value)
+        _described(ds, stored, length + length % 2, compressed_size)
+    else:
+        for keyword in _NO_NATIVE & set(ds.dir()):
+            delattr(ds, keyword)
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    buffer = BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    vr = b"OB" if _int(header, "BitsAllocated", 8) <= 8 else b"OW"
+    element = struct.pack("<HH2s2xI", 0x7FE0, 0x0010, vr, length + length % 2)
+    return buffer.getvalue() + element
 
 
 def frame_dataset(header: Dataset, data: bytes) -> Dataset:

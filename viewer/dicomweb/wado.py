@@ -4,10 +4,15 @@ representation the request's Accept allows (PS3.18 §8.7), else 406.
 What is stored goes as it is whenever it is acceptable (``transfer-syntax=*``,
 OHIF's default, always is): stored files in chunks, frames one at a time at
 the offsets the viewer's layout found (`viewer.framestore`), so no request
-holds an instance whole. Otherwise the instance or frame is transcoded
-(`dicomnode.transcode`) one at a time as the response is sent: memory stays
-one instance, never a study. Frames are negotiated and written by
-`viewer.dicomweb.frameparts`, which Pixel Data bulk data shares.
+holds an instance whole. An instance asked for in Explicit VR Little Endian
+(the default for lossless data) is streamed too: its header, then each frame
+decoded when its bytes are sent, so memory stays one frame, the first bytes
+leave at once and the work stops when the client goes away. Other syntaxes
+(RLE, JPEG 2000, JPEG-LS, Deflated) need the whole instance decoded: only up
+to ``transcode_max_mb`` decoded, one at a time in the process
+(`dicomnode.transcode`), else 406 saying how to get the data. Frames are
+negotiated and written by `viewer.dicomweb.frameparts`, which Pixel Data
+bulk data shares.
 
 Rendered and thumbnail images reuse the viewer's rendering
 (`viewer.framedisplay`): JPEG baseline frames as stored, other frames
@@ -28,7 +33,7 @@ import numpy as np
 from flask import Response, abort, current_app, request
 from PIL import Image
 from pydicom import dcmread
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from dicomnode import transcode
 from storage.keys import Level
@@ -37,12 +42,13 @@ from viewer import frames as viewer_frames
 from viewer.dicomweb import bp
 from viewer.dicomweb.common import accept_ranges as _ranges
 from viewer.dicomweb.common import instance_rows, one_instance, open_blob, path_keys
-from viewer.dicomweb.frameparts import choose_frames, send_frames
+from viewer.dicomweb.frameparts import LITTLE_NATIVE, choose_frames, send_frames
 from viewer.dicomweb.frameparts import syntax_name as _name
 from viewer.dicomweb.negotiate import AS_STORED, MediaRange
 from viewer.framedecode import frame_array, reference
 from viewer.framedisplay import browser_image, image_8bit, rescale, thumbnail_jpeg
 from viewer.framestore import FrameError, Layout
+from viewer.framestore import layout as _layout
 from viewer.readaudit import read
 
 log = logging.getLogger(__name__)
@@ -116,11 +122,114 @@ def _retrieve(keys: dict[str, str], study: str, detail: str) -> Response:
                 f"acceptable transfer syntax; {_instance_offer('the node can send')}",
             )
         plan.append((uid, stored, target))
-    ready: dict[str, bytes] = {}
+    limit = current_app.extensions["ingestor"].config.transcode_max_mb << 20
+    streams: dict[str, Layout] = {}
+    for uid, stored, target in plan:
+        if stored == target:
+            continue
+        found = _frames_of(uid)
+        if found is not None and target == ExplicitVRLittleEndian and _streamable(found):
+            streams[uid] = found
+        elif found is not None:  # refused before anything is decoded or sent
+            _within(found.header, limit)
+    ready: dict[str, Any] = {}
     if len(plan) == 1 and plan[0][1] != plan[0][2]:  # one instance: failures are a clear 4xx
-        ready[plan[0][0]] = _transcoded(archive, *plan[0], fail=True) or b""
+        uid = plan[0][0]
+        if uid in streams:
+            ready[uid] = _first_frame(streams[uid], fail=True)
+        else:
+            ready[uid] = _transcoded(archive, *plan[0], limit=limit, fail=True) or b""
     read(study, detail)
-    return _multipart(archive, plan, ready)
+    return _multipart(archive, plan, ready, streams, limit)
+
+
+def _frames_of(uid: str) -> Layout | None:
+    """The viewer's frame layout of ``uid``, or None (no pixel data, or
+    frames the viewer cannot place: transcoded whole, within the limit)."""
+    try:
+        return _layout(uid)
+    except FrameError:
+        return None
+
+
+def _streamable(found: Layout) -> bool:
+    """Whether the frames can be decoded one at a time into Explicit VR
+    Little Endian: whole bytes per sample, stored little endian or in a
+    syntax decoded here, and a length Pixel Data can state."""
+    header, stored = found.header, str(found.syntax)
+    if int(header.get("BitsAllocated") or 0) not in (8, 16, 32):
+        return False
+    size = transcode.frame_size(header)
+    if stored in LITTLE_NATIVE:
+        ok = found.frame_bytes == size
+    else:
+        ok = UID(stored).is_compressed and transcode.decodable(stored)
+    return ok and 0 < size * found.frames < 0xFFFFFFFE
+
+
+def _too_large(exc: Exception) -> str:
+    return (
+        f"{exc}: too large to transcode here; ask for it as stored "
+        '(multipart/related; type="application/dicom"; transfer-syntax=*), '
+        "or for its frames (.../frames/{n}) in the syntax wanted"
+    )
+
+
+def _within(header: Any, limit: int) -> None:
+    """406 when the instance decodes to more than ``limit`` bytes."""
+    try:
+        transcode.check_size(header, limit)
+    except transcode.TooLarge as exc:
+        abort(406, description=_too_large(exc))
+
+
+def _first_frame(found: Layout, fail: bool = False) -> tuple[bytes, Any] | None:
+    """Frame 1 decoded (its bytes and attributes), for the header: a frame
+    that cannot be decoded is a 422 before the answer starts (``fail``),
+    else logged and the instance left out."""
+    try:
+        with found.open() as blob:
+            data = found.stored(0, blob)
+        if str(found.syntax) in LITTLE_NATIVE:
+            return data, None
+        return transcode.decoded_frame(found.header, data)
+    except (FrameError, transcode.TranscodeError) as exc:
+        log.warning("instance %s not transcoded (%s)", reference(found.uid), exc)
+        if fail:
+            abort(422, description=f"the stored instance cannot be decoded ({exc})")
+        return None
+
+
+def _encapsulated_size(found: Layout) -> int:
+    """Pixel Data's stored value length (the lossy ratio's denominator)."""
+    ends = [offset + length for frame in found.fragments for offset, length in frame]
+    return max(ends, default=0)
+
+
+def _streamed(found: Layout, first: tuple[bytes, Any]) -> Iterator[bytes]:
+    """The instance in Explicit VR Little Endian: the header with what
+    decoding changes, then frame after frame as they are decoded. Ends
+    early (logged) when a later frame cannot be decoded; stops when the
+    server closes it (the client went away)."""
+    native = str(found.syntax) in LITTLE_NATIVE
+    yield transcode.stream_header(found.header, first[1], found.frames, _encapsulated_size(found))
+    yield first[0]
+    size = transcode.frame_size(found.header)
+    with found.open() as blob:
+        for index in range(1, found.frames):
+            try:
+                data = found.stored(index, blob)
+                yield data if native else transcode.decoded_frame(found.header, data)[0]
+            except (FrameError, transcode.TranscodeError) as exc:
+                uid, number = reference(found.uid), index + 1
+                log.warning("instance %s cut at frame %d (%s)", uid, number, exc)
+                raise _CutShort from None
+    if size * found.frames % 2:
+        yield b"\0"
+
+
+class _CutShort(Exception):
+    """A streamed instance ended early: the answer ends without its boundary."""
 
 
 def _file_syntax(archive: Any, uid: str) -> str:
@@ -136,7 +245,7 @@ def _file_syntax(archive: Any, uid: str) -> str:
 
 
 def _transcoded(
-    archive: Any, uid: str, stored: str, target: str, fail: bool = False
+    archive: Any, uid: str, stored: str, target: str, limit: int, fail: bool = False
 ) -> bytes | None:
     source = open_blob(archive, uid)
     if source is None:
@@ -145,7 +254,12 @@ def _transcoded(
         return None
     try:
         with source:
-            return transcode.transcode(source, target)
+            return transcode.transcode(source, target, limit)
+    except transcode.TooLarge as exc:
+        log.warning("instance %s not transcoded (%s)", reference(uid), exc)
+        if fail:
+            abort(406, description=_too_large(exc))
+        return None
     except transcode.TranscodeError as exc:
         log.warning("instance %s not transcoded (%s)", reference(uid), exc)
         if fail:
@@ -153,16 +267,35 @@ def _transcoded(
         return None
 
 
-def _multipart(archive: Any, plan: list[tuple[str, str, str]], ready: dict[str, bytes]) -> Response:
+def _multipart(
+    archive: Any,
+    plan: list[tuple[str, str, str]],
+    ready: dict[str, Any],
+    streams: dict[str, Layout],
+    limit: int,
+) -> Response:
     """One part per instance: stored files streamed in chunks (memory stays
-    a chunk however large the run), transcoded ones made one at a time."""
+    a chunk however large the run), Explicit VR Little Endian ones frame by
+    frame, other transcoded ones made one at a time within ``limit``."""
     boundary = secrets.token_hex(16)
 
     def parts() -> Iterator[bytes]:
         for uid, stored, target in plan:
             head = f"--{boundary}\r\nContent-Type: {DICOM}; transfer-syntax={target}\r\n\r\n"
+            if uid in streams:
+                first = ready.pop(uid, None) or _first_frame(streams[uid])
+                if first is None:
+                    continue
+                yield head.encode()
+                try:
+                    yield from _streamed(streams[uid], first)
+                except _CutShort:
+                    return  # no closing boundary: the client sees it cut short
+                del first
+                yield b"\r\n"
+                continue
             if stored != target:
-                data = ready.pop(uid, None) or _transcoded(archive, uid, stored, target)
+                data = ready.pop(uid, None) or _transcoded(archive, uid, stored, target, limit)
                 if data is not None:  # three pieces: never a second copy of the instance
                     yield head.encode()
                     yield data
