@@ -62,7 +62,8 @@ def try_it() -> tuple[list[str], list[str]]:
     """README's "Try it" block: its exports and its DCMTK commands."""
     commands = sh_block_after("Try it from another terminal")
     exports = [c.split("#")[0].strip() for c in commands if c.startswith("export ")]
-    return exports, [c for c in commands if not c.startswith("export ")]
+    steps = [s.strip() for c in commands if not c.startswith("export ") for s in c.split("&&")]
+    return exports, [s for s in steps if " -aet " in f" {s} "]  # the DCMTK ones
 
 
 def test_try_it_uses_an_ae_the_shipped_configuration_accepts_from_this_machine_only() -> None:
@@ -70,7 +71,7 @@ def test_try_it_uses_an_ae_the_shipped_configuration_accepts_from_this_machine_o
     policy = AccessPolicy(shipped)
     exports, commands = try_it()
     assert "export TCP_NODELAY=1" in exports  # DCMTK waits on delayed ACKs without it
-    assert {c.split()[0] for c in commands} == {"echoscu", "findscu", "dcmsend"}
+    assert {c.split()[0] for c in commands} == {"echoscu", "findscu", "dcmsend", "getscu"}
     for command in commands:
         words = command.split()
         calling = words[words.index("-aet") + 1]
@@ -79,8 +80,10 @@ def test_try_it_uses_an_ae_the_shipped_configuration_accepts_from_this_machine_o
         for address in ("127.0.0.1", "::1", "::ffff:127.0.0.1"):
             decision = policy.decide(calling, shipped.ae_title, address)
             assert decision.reject is None, (calling, address)
-            assert {"echo", "find", "store"} <= decision.services
-            assert "move" not in decision.services and "get" not in decision.services
+            # C-GET brings back what TRYIT itself may see (its DEMO issuer);
+            # no C-MOVE: that would send to another AE.
+            assert {"echo", "find", "store", "get"} <= decision.services
+            assert "move" not in decision.services
         # From any other address, or under another title, it is refused.
         for address in ("10.20.0.15", "192.168.1.7", "::2", "0.0.0.0"):
             assert policy.decide(calling, shipped.ae_title, address).reject is not None
