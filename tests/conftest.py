@@ -173,3 +173,20 @@ def encode(ds: Dataset) -> tuple[bytes, str]:
 def incoming(ds: Dataset, calling_ae: str | None = "BISHKEK_ECHO", **extra: object) -> Incoming:
     data, syntax = encode(ds)
     return Incoming(data=data, transfer_syntax=syntax, calling_ae=calling_ae, **extra)  # type: ignore[arg-type]
+
+
+def dicomweb_world(folder: Path, password: str, **overrides: object) -> Iterator[tuple]:
+    """A DICOMweb app and its archive, with one cardiologist "pacs" of NCC
+    Bishkek who sees every hospital: the module-scoped world of the
+    DICOMweb tests (a fixture yields from it)."""
+    from werkzeug.security import generate_password_hash
+
+    from viewer import create_app
+
+    config = make_config(folder, **overrides)
+    archive = open_archive(config)
+    archive.index.accounts.add(
+        "pacs", generate_password_hash(password), "cardiologist", "NCC Bishkek", sees=None
+    )
+    yield create_app(config, archive, b"k" * 32), archive
+    archive.close()

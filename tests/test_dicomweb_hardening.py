@@ -26,12 +26,12 @@ from pydicom.uid import JPEGBaseline8Bit
 from werkzeug.security import generate_password_hash
 
 from dicomnode.config import Config
-from dicomnode.node import Node, open_archive
+from dicomnode.node import Node
 from storage.archive import Archive
-from tests.conftest import make_config
+from tests.conftest import dicomweb_world
 from tests.test_frames import image, put
 from tests.test_viewer import as_user
-from viewer import create_app, readaudit, scope
+from viewer import readaudit, scope
 from viewer.uids import is_uid
 
 PASSWORD = "correct horse battery"
@@ -40,17 +40,7 @@ RNG = np.random.default_rng(16)
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Flask, Archive]]:
-    """One archive and app for the module (tests add instances of their own
-    and count audit rows from where they start), asked by an account of the
-    regional centre, which sees every hospital's patients: what
-    `viewer.scope` passes on reaches these routes' own checks."""
-    config = make_config(tmp_path_factory.mktemp("dicomweb"))
-    archive = open_archive(config)
-    archive.index.accounts.add(
-        "pacs", generate_password_hash(PASSWORD), "cardiologist", "NCC Bishkek", sees=None
-    )
-    yield create_app(config, archive, b"k" * 32), archive
-    archive.close()
+    yield from dicomweb_world(tmp_path_factory.mktemp("dicomweb"), PASSWORD)
 
 
 @pytest.fixture

@@ -50,11 +50,10 @@ from dicomnode import transcode
 from dicomnode.config import ConfigError, RemoteAE, validate
 from dicomnode.node import Node, open_archive
 from storage.archive import Archive
-from tests.conftest import REMOTES, free_port, make_config
+from tests.conftest import REMOTES, dicomweb_world, free_port, make_config
 from tests.test_dicomweb_hardening import multipart
 from tests.test_frames import image, put
 from tests.test_viewer import as_user
-from viewer import create_app
 
 PASSWORD = "correct horse battery"
 MiB = 1 << 20
@@ -101,13 +100,9 @@ def url_of(ds: Dataset) -> str:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Flask, Archive]]:
-    config = make_config(tmp_path_factory.mktemp("limits"), transcode_max_mb=LIMIT_MB)
-    archive = open_archive(config)
-    archive.index.accounts.add(
-        "pacs", generate_password_hash(PASSWORD), "cardiologist", "NCC Bishkek", sees=None
+    yield from dicomweb_world(
+        tmp_path_factory.mktemp("limits"), PASSWORD, transcode_max_mb=LIMIT_MB
     )
-    yield create_app(config, archive, b"k" * 32), archive
-    archive.close()
 
 
 @pytest.fixture

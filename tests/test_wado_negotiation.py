@@ -34,13 +34,12 @@ from werkzeug.security import generate_password_hash
 
 from dicomnode import transcode
 from dicomnode.config import Config
-from dicomnode.node import Node, open_archive
+from dicomnode.node import Node
 from storage.archive import Archive
-from tests.conftest import make_config
+from tests.conftest import dicomweb_world
 from tests.test_dicomweb_hardening import peak_bytes, reads
 from tests.test_frames import image, put
 from tests.test_viewer import as_user
-from viewer import create_app
 from viewer.dicomweb.negotiate import MAX_RANGES, NotAcceptable, parse
 
 PASSWORD = "correct horse battery"
@@ -51,13 +50,7 @@ EXPLICIT = f'multipart/related; type="application/dicom"; transfer-syntax={Expli
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Flask, Archive]]:
-    config = make_config(tmp_path_factory.mktemp("wado"))
-    archive = open_archive(config)
-    archive.index.accounts.add(
-        "pacs", generate_password_hash(PASSWORD), "cardiologist", "NCC Bishkek", sees=None
-    )
-    yield create_app(config, archive, b"k" * 32), archive
-    archive.close()
+    yield from dicomweb_world(tmp_path_factory.mktemp("wado"), PASSWORD)
 
 
 @pytest.fixture
