@@ -65,6 +65,8 @@ from pydicom.uid import (
     MPEGTransferSyntaxes,
 )
 
+from dicomnode.codestream import check_dataset, check_frame
+
 # The uncompressed little endian syntaxes every DICOM application takes
 # (PS3.5 §10.1), the one that keeps VRs first: proposals list them so.
 UNCOMPRESSED_PREFERRED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
@@ -227,6 +229,7 @@ def _decoded(ds: Dataset, stored: UID) -> Dataset:
     compressed_size = len(ds.PixelData)
     as_rgb = str(ds.get("PhotometricInterpretation", "")).strip() in DECODED_AS_RGB
     try:
+        check_dataset(ds, stored)  # the codestreams' sizes, before a decoder allocates them
         ds.decompress(as_rgb=as_rgb, generate_instance_uid=False)
     except Exception as exc:  # no decoder for the syntax, or corrupt data
         raise TranscodeError(f"{stored.name}: {type(exc).__name__}") from None
@@ -359,6 +362,9 @@ def decode_frame(header: Dataset, data: bytes) -> tuple[np.ndarray, Dataset]:
     kept), with the pixel attributes that describe them."""
     single = frame_dataset(header, data)
     try:
+        syntax = header.file_meta.TransferSyntaxUID
+        if syntax.is_encapsulated:  # its codestream's size, before a decoder allocates it
+            check_frame(data, syntax, int(single.Rows), int(single.Columns))
         array = single.pixel_array  # YBR converted to RGB, values masked and signed
     except Exception as exc:
         raise TranscodeError(f"the frame cannot be decoded ({type(exc).__name__})") from exc

@@ -19,6 +19,7 @@ from flask import current_app
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 
+from dicomnode.codestream import check_frame
 from viewer.framecache import FrameCache
 from viewer.framestore import FrameError, Layout
 
@@ -51,6 +52,8 @@ def decode(found: Layout, index: int) -> np.ndarray:
         single.PixelData = data
         single["PixelData"].VR = "OW" if int(single.BitsAllocated) > 8 else "OB"
     try:
+        if found.syntax.is_encapsulated:  # its codestream's size, before a decoder allocates it
+            check_frame(data, found.syntax, int(single.Rows), int(single.Columns))
         array = single.pixel_array
         if str(single.PhotometricInterpretation) == "PALETTE COLOR":
             from pydicom.pixels import apply_color_lut

@@ -30,6 +30,7 @@ from pydicom.uid import (
     RLELossless,
 )
 
+from dicomnode.codestream import check_dataset
 from dicomnode.validate import expected_native_pixel_bytes
 
 US_SOP_CLASSES = {
@@ -274,6 +275,7 @@ def clean(
     if _blank_native(ds, transfer_syntax, mask):
         return PixelOutcome(True, transfer_syntax, blanked=~mask, stray_bits=stray)
     try:
+        check_dataset(ds, transfer_syntax)  # the codestreams' sizes, before decoding
         if transfer_syntax == JPEGBaseline8Bit:
             array = _decode_jpeg(ds)
         else:

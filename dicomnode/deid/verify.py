@@ -25,6 +25,7 @@ from pydicom.multival import MultiValue
 from pydicom.pixels import pixel_array
 from pydicom.uid import UID, JPEGBaseline8Bit
 
+from dicomnode.codestream import check_frame
 from dicomnode.deid import ocr
 from dicomnode.deid.identity import IdentityMatcher
 from dicomnode.deid.names import find_identifiers, find_names
@@ -97,8 +98,10 @@ def _frame_reader(ds: Dataset, syntax: UID) -> Callable[[int], np.ndarray]:
     bits = int(ds.get("BitsStored") or 8)
 
     def read(index: int) -> np.ndarray:
-        if syntax == JPEGBaseline8Bit:
+        if syntax.is_encapsulated:  # its codestream's size, before a decoder allocates it
             fragment = get_frame(ds.PixelData, index, number_of_frames=count)
+            check_frame(fragment, syntax, int(ds.Rows), int(ds.Columns))
+        if syntax == JPEGBaseline8Bit:
             image = Image.open(BytesIO(fragment))
             return np.asarray(image.convert("RGB" if image.mode != "L" else "L"))
         frame = pixel_array(ds, index=index)
