@@ -20,6 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from pydicom import dcmread
 
 from dicomnode.access import AccessPolicy
 from dicomnode.config import Config, load
@@ -62,14 +63,20 @@ def try_it() -> tuple[list[str], list[str]]:
     """README's "Try it" block: its exports and its DCMTK commands."""
     commands = sh_block_after("Try it from another terminal")
     exports = [c.split("#")[0].strip() for c in commands if c.startswith("export ")]
-    steps = [s.strip() for c in commands if not c.startswith("export ") for s in c.split("&&")]
-    return exports, [s for s in steps if " -aet " in f" {s} "]  # the DCMTK ones
+    return exports, [c for c in commands if not c.startswith("export ")]
+
+
+def dcmtk_steps(commands: list[str]) -> list[str]:
+    """The DCMTK commands of a block (``mkdir -p got && getscu …``: getscu)."""
+    steps = [s.strip() for c in commands for s in c.split("&&")]
+    return [s for s in steps if " -aet " in f" {s} "]
 
 
 def test_try_it_uses_an_ae_the_shipped_configuration_accepts_from_this_machine_only() -> None:
     shipped = load(ROOT / "dicomnode.toml", env={})
     policy = AccessPolicy(shipped)
     exports, commands = try_it()
+    commands = dcmtk_steps(commands)
     assert "export TCP_NODELAY=1" in exports  # DCMTK waits on delayed ACKs without it
     assert {c.split()[0] for c in commands} == {"echoscu", "findscu", "dcmsend", "getscu"}
     for command in commands:
@@ -170,12 +177,17 @@ def started_node(fresh_directory: Path) -> Iterator[tuple[Path, dict[str, str], 
 
 
 def run_try_it(
-    command: str, exports: list[str], environment: dict[str, str], study: Path
+    command: str, exports: list[str], environment: dict[str, str], study: Path, uid: str = ""
 ) -> subprocess.CompletedProcess[str]:
+    """One command of "Try it" as a newcomer runs it, in a folder of its own
+    (getscu writes into ./got), with a study UID findscu listed for the
+    README's placeholder."""
     port = environment["DICOMNODE_DIMSE_PORT"]
     text = re.sub(rf"\b{DOCUMENTED_DIMSE}\b", port, command).replace("/path/to/study/", f"{study}/")
+    text = text.replace("StudyInstanceUID=2.25.…", f"StudyInstanceUID={uid}")
     return subprocess.run(
         ["bash", "-c", "; ".join([*exports, text])],
+        cwd=study.parent,
         env=environment,
         capture_output=True,
         text=True,
@@ -226,15 +238,20 @@ def test_quick_start_as_written_on_a_fresh_directory(started_node, tmp_path: Pat
     study = tmp_path / "study"
     save(xa_instance(PATIENTS[4], frames=4, rows=64, cols=64), study / "run1.dcm")
     exports, commands = try_it()
+    uid = ""
     for command in commands:
-        result = run_try_it(command, exports, environment, study)
+        result = run_try_it(command, exports, environment, study, uid)
         assert result.returncode == 0, (command, result.stderr[-2000:])
+        if "getscu" in command:  # the study came back, decompressed if need be
+            got = list((study.parent / "got").iterdir())
+            assert got and all(dcmread(f).SOPInstanceUID for f in got), result.stderr[-2000:]
         if command.startswith("dcmsend"):  # its exit code is 0 whatever the answer
             assert re.search(r"with status SUCCESS\s*: 1\b", result.stderr), result.stderr[-2000:]
         if command.startswith("findscu"):
             output = result.stderr + result.stdout
             names = re.findall(r"\(0010,0010\) PN \[([^\]]*)\]", output)
             modalities = re.findall(r"\(0008,0061\) CS \[([^\]]*)\]", output)
+            uid = re.findall(r"\(0020,000d\) UI \[([^\]]*)\]", output)[0].strip()
             assert len(names) >= 3 and all(n.strip().startswith("CHD-") for n in names), names
             assert modalities and all("XA" in m for m in modalities), modalities
             assert not any(p.name.split("^")[0] in output for p in PATIENTS)
