@@ -115,7 +115,12 @@ def test_nothing_acknowledged_is_lost_across_twenty_sigkills(
         "DICOMNODE_LOG_LEVEL": "ERROR",
     }
     datasets, acknowledged, chance = _datasets(), set(), random.Random(20261126)
-    for round_ in range(KILLS + 1):
+    # Twenty killed rounds, then unharmed ones until every instance was
+    # acknowledged once (on a loaded machine one unharmed association can
+    # still be cut); what is checked is that nothing acknowledged is lost.
+    for round_ in range(KILLS + 3):
+        if round_ > KILLS and len(acknowledged) == INSTANCES:
+            break
         process = _serve(env)
         # Unacknowledged first, then re-sends of the rest (duplicates count too).
         order = sorted(datasets, key=lambda ds: str(ds.SOPInstanceUID) in acknowledged)
@@ -130,7 +135,7 @@ def test_nothing_acknowledged_is_lost_across_twenty_sigkills(
         else:
             process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) in (0, -9)
-    assert len(acknowledged) == INSTANCES  # the last round, unharmed, got them all
+    assert len(acknowledged) == INSTANCES  # the unharmed rounds got them all
 
     archive = open_archive(config)
     try:
