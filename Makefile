@@ -79,7 +79,7 @@ test: $(STAMP) peers ohif lint
 ## make check: the fast tier while working: lint, then the tests not marked
 ## slow or peers (pyproject.toml's markers), stopping at the first failure
 check: $(STAMP) peers lint
-	$(BIN)/pytest -q -x -m "not slow and not peers"
+	$(BIN)/pytest -q -x -n 2 -m "not slow and not peers"
 
 ## make fuzz: the ingest and web fuzzers for long (FUZZ_EXAMPLES mutated
 ## instances, and as many web requests through the app and as raw bytes
