@@ -13,7 +13,6 @@ sent), never decoded.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
 
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
@@ -95,12 +94,6 @@ def check_frame(frame: bytes, syntax: str, rows: int, columns: int) -> None:
         )
 
 
-def frames_of(ds: Dataset) -> Iterator[bytes]:
-    """The encapsulated frames of ``ds`` as stored."""
-    count = int(ds.get("NumberOfFrames") or 1)
-    yield from generate_frames(ds.PixelData, number_of_frames=count)
-
-
 def check_dataset(ds: Dataset, syntax: str | UID | None = None) -> None:
     """`check_frame` for every frame of an encapsulated data set (cheap: a
     few bytes of each frame are read)."""
@@ -108,5 +101,6 @@ def check_dataset(ds: Dataset, syntax: str | UID | None = None) -> None:
     if syntax not in J2K | JPEG or "PixelData" not in ds:
         return
     rows, columns = int(ds.Rows), int(ds.Columns)
-    for frame in frames_of(ds):
+    count = int(ds.get("NumberOfFrames") or 1)
+    for frame in generate_frames(ds.PixelData, number_of_frames=count):
         check_frame(frame, syntax, rows, columns)

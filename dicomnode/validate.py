@@ -10,12 +10,10 @@ import re
 from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
-from pynetdicom.presentation import AllStoragePresentationContexts
 
 from dicomnode.sopclasses import refusal
 
 UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
-STORAGE_SOP_CLASSES = frozenset(cx.abstract_syntax for cx in AllStoragePresentationContexts)
 
 # Status codes (PS3.4 B.2.3 and GG.4): A7xx out of resources, A9xx data set
 # does not match SOP class, Cxxx cannot understand.

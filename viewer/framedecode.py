@@ -16,10 +16,9 @@ from typing import Any
 
 import numpy as np
 from flask import current_app
-from pydicom.dataset import Dataset
-from pydicom.encaps import encapsulate
 
 from dicomnode.codestream import check_frame
+from dicomnode.transcode import frame_dataset
 from viewer.framecache import FrameCache
 from viewer.framestore import FrameError, Layout
 
@@ -38,19 +37,9 @@ def reference(uid: str) -> str:
 def decode(found: Layout, index: int) -> np.ndarray:
     """Frame ``index`` decoded by pydicom from its own bytes: grey values
     masked and signed, colour as RGB (YBR converted, palette applied)."""
-    # A data set of its own (the shared header is never written to).
-    skip = {"NumberOfFrames", "ExtendedOffsetTable", "ExtendedOffsetTableLengths"}
-    single = Dataset({tag: e for tag, e in found.header.items() if e.keyword not in skip})
-    single.file_meta = found.header.file_meta
-    single.NumberOfFrames = 1
     with found.open() as blob:
         data = found.stored(index, blob)
-    if found.syntax.is_encapsulated:
-        single.PixelData = encapsulate([data])
-        single["PixelData"].VR = "OB"
-    else:
-        single.PixelData = data
-        single["PixelData"].VR = "OW" if int(single.BitsAllocated) > 8 else "OB"
+    single = frame_dataset(found.header, data)  # the shared header is never written to
     try:
         if found.syntax.is_encapsulated:  # its codestream's size, before a decoder allocates it
             check_frame(data, found.syntax, int(single.Rows), int(single.Columns))

@@ -33,7 +33,6 @@ META_HEAD = 64 << 10
 # What the answer's UIDs are read from, at most (inflated, for deflated data).
 HEADER_READ = 1 << 20
 MAX_PARTS = 10_000
-_WANTED = [0x00080016, 0x00080018]  # SOP Class UID, SOP Instance UID
 
 
 class PartSink:

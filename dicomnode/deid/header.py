@@ -25,7 +25,7 @@ or Type 3 sequence breaks the IOD (dciodvfy says so).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,8 +49,6 @@ from dicomnode.deid.values import (
     cap_age,
     dummy,
     lived_age,
-    shift_date,
-    shift_datetime,
     strip_offset,
     well_formed,
 )
@@ -145,17 +143,6 @@ def _values(value: Any) -> list[Any]:
     if value is None or value == "":
         return []
     return list(value) if isinstance(value, MultiValue | list) else [value]
-
-
-def _moved(move: Callable[[str, int], str], value: str, shift: int, vr: str) -> str:
-    """One date moved, or the VR's dummy when it is not a date (its
-    neighbours in a backslash list keep theirs)."""
-    if not value.strip(" "):
-        return ""
-    try:
-        return move(value, shift)
-    except ValueError:
-        return dummy(vr)
 
 
 def _one_or_many(values: list[Any]) -> Any:
@@ -448,9 +435,9 @@ class HeaderDeidentifier:
     def _dated(element: DataElement, shift: int | None) -> Any:
         if shift is None or not element.value:
             return dummy(element.VR)
-        move = shift_date if element.VR == "DA" else shift_datetime
+        # Each value of a list moved, or the dummy when it is not a date.
         return _one_or_many(
-            [_moved(move, str(v), shift, element.VR) for v in _values(element.value)]
+            [well_formed(element.VR, str(v), shift) for v in _values(element.value)]
         )
 
     def _cleaned_text(self, element: DataElement, subject: Subject) -> Any:

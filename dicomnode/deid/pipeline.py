@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from io import BytesIO
 from typing import Any
 
-import numpy as np
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
@@ -155,21 +154,6 @@ PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 PIXEL_DATA = 0x7FE00010
 
 
-def _swap(value: bytes, size: int) -> bytes:
-    whole = len(value) - len(value) % size
-    swapped = np.frombuffer(value, dtype=f">u{size}", count=whole // size).astype(f"<u{size}")
-    return swapped.tobytes() + value[whole:]
-
-
-def _pixel_word_size(ds: Dataset, vr: str) -> int:
-    """How Pixel Data's bytes are grouped in big endian: by sample above 8
-    bits; 8-bit samples in OW words (pydicom's ``be_swap_ow``)."""
-    bits = int(ds.get("BitsAllocated") or 0)
-    if bits in (16, 32, 64):
-        return bits // 8
-    return 2 if vr == "OW" and bits == 8 else 1
-
-
 def to_little_endian(ds: Dataset) -> None:
     """Turn a data set read as Explicit VR Big Endian into one that writes as
     Explicit VR Little Endian with the same values.
@@ -188,12 +172,12 @@ def to_little_endian(ds: Dataset) -> None:
         if not isinstance(elem.value, bytes) or not elem.value:
             continue
         size = (
-            _pixel_word_size(ds, elem.VR)
+            stream.pixel_word_size(ds, elem.VR)
             if elem.keyword == "PixelData"
             else _WORD_SIZE.get(str(elem.VR), 1)
         )
         if size > 1:
-            elem.value = _swap(elem.value, size)
+            elem.value = stream.swap_words(elem.value, size)
 
 
 def has_pixels(ds: Dataset) -> bool:

@@ -394,7 +394,7 @@ def clean_spooled(
     held = mask if isinstance(mask, str) else None
     if pixels.encapsulated and not blank:
         return _unchanged(ds, pixels, syntax, PixelOutcome(False, syntax, held))
-    swap = not pixels.syntax.is_little_endian and _word(ds, pixels.native_vr(ds)) > 1
+    swap = not pixels.syntax.is_little_endian and pixel_word_size(ds, pixels.native_vr(ds)) > 1
     length = pixels.length or 0
     if not (blank or swap or excess_bytes(ds, length, syntax) or pixels.stray_bits(ds)):
         return _unchanged(ds, pixels, syntax, PixelOutcome(False, syntax, held))
@@ -445,7 +445,9 @@ def _extended_offsets(ds: Dataset) -> tuple[bytes, bytes] | None:
     return (bytes(table), bytes(lengths)) if table and lengths else None
 
 
-def _swap(data: bytes, size: int) -> bytes:
+def swap_words(data: bytes, size: int) -> bytes:
+    """``data`` read as big-endian words of ``size`` bytes, written little
+    endian (a trailing partial word as it was)."""
     if size < 2:
         return data
     whole = len(data) - len(data) % size
@@ -453,8 +455,9 @@ def _swap(data: bytes, size: int) -> bytes:
     return swapped.tobytes() + data[whole:]
 
 
-def _word(ds: Dataset, vr: str) -> int:
-    """How big-endian Pixel Data groups its bytes (pipeline's rule)."""
+def pixel_word_size(ds: Dataset, vr: str) -> int:
+    """How Pixel Data's bytes are grouped in big endian: by sample above 8
+    bits; 8-bit samples in OW words (pydicom's ``be_swap_ow``)."""
     bits = int(ds.get("BitsAllocated") or 0)
     if bits in (16, 32, 64):
         return bits // 8
@@ -475,7 +478,7 @@ def _native(
     before = image_attributes(ds)
     multi = "NumberOfFrames" in ds
     vr = pixels.native_vr(ds)
-    word = 1 if pixels.syntax.is_little_endian else _word(ds, vr)
+    word = 1 if pixels.syntax.is_little_endian else pixel_word_size(ds, vr)
     source = NativeFrames(pixels.body, pixels.value_start, geometry.frame_bits)
     expected = expected_native_pixel_bytes(ds) or 0
     length = pixels.length or 0
@@ -494,7 +497,7 @@ def _native(
             data = source.read(first, count)
             if word > 1:
                 last = first + count == geometry.frames
-                data = _swap(data + rest, word) if last else _swap(data, word)
+                data = swap_words(data + rest, word) if last else swap_words(data, word)
                 if last and rest:
                     data, rest = data[: -len(rest)], data[-len(rest) :]
             batch = batch_dataset(before, syntax, count, multi, native=data, vr=vr)

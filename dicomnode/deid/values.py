@@ -204,22 +204,23 @@ def normal_time(value: str) -> str:
     return hours + (minutes or "") + (seconds or "") + (f".{fraction}" if fraction else "")
 
 
-def well_formed(vr: str, value: str) -> str:
+def well_formed(vr: str, value: str, days: int = 0) -> str:
     """A DA, DT or TM value in DICOM's form (read as `parse_date`,
-    `shift_datetime` and `normal_time` read them), or the VR's dummy when it
-    is not one: whatever else a sender wrote there (a name, an ID, a birth
-    date, control characters) must not be kept with the date or time."""
+    `shift_datetime` and `normal_time` read them), a date moved by ``days``,
+    or the VR's dummy when it is not one: whatever else a sender wrote there
+    (a name, an ID, a birth date, control characters) must not be kept with
+    the date or time."""
     if not value.strip(" "):
         return ""
     try:
-        return _NORMAL[vr](value)
+        return _NORMAL[vr](value, days)
     except ValueError:
         return dummy(vr)
 
 
 _NORMAL = {
-    "DA": lambda value: shift_date(value, 0),
-    "DT": lambda value: shift_datetime(value, 0),
-    "TM": normal_time,
+    "DA": shift_date,
+    "DT": shift_datetime,
+    "TM": lambda value, _days: normal_time(value),
 }
 STRICT_VRS = frozenset(_NORMAL)

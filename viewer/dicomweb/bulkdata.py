@@ -43,6 +43,8 @@ from viewer.framestore import Layout
 from viewer.readaudit import read
 
 CHUNK_BYTES = 1 << 20
+# Binary values above this size are bulk data in metadata: never read.
+BULK_BYTES = 1024
 BULK_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})  # Pixel, Float, Double Float
 MAX_NESTING = 16  # sequences inside sequences a path may name (DICOM uses a handful)
@@ -159,7 +161,7 @@ def _element_value(uid: str, path: list[int]) -> Value:
     or not binary)."""
     source = stored_or_404(uid)
     try:
-        ds = dcmread(source, stop_before_pixels=True, defer_size=1024)
+        ds = dcmread(source, stop_before_pixels=True, defer_size=BULK_BYTES)
         if not _offsets_usable(ds):
             source.seek(0)
             ds = dcmread(source)  # deflated or big endian: read whole

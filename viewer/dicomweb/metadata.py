@@ -23,6 +23,7 @@ from pydicom.dataset import Dataset
 from viewer.address import public_root
 from viewer.dicomweb import bp
 from viewer.dicomweb.bulkdata import (
+    BULK_BYTES,
     BULK_VRS,
     PIXEL_TAGS,
     bulk_uri,
@@ -34,9 +35,6 @@ from viewer.framedecode import reference
 from viewer.readaudit import read
 
 log = logging.getLogger(__name__)
-
-# Binary values above this size are bulk data in metadata: never read.
-BULK_BYTES = 1024
 
 
 def _instances(keys: dict[str, str]) -> list[tuple[str, str]]:

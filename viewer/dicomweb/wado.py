@@ -488,8 +488,7 @@ def _render(found: Layout, index: int, media: str, params: dict[str, Any]) -> by
     if image is None and mime == media and untouched:
         return data
     if image is None:
-        image = Image.open(BytesIO(data))
-        image.load()
+        image = _opened(data)
     return _encode(_fit(image, params["viewport"]), media, params["quality"])
 
 
@@ -552,8 +551,7 @@ def _thumbnail(found: Layout, index: int, media: str, params: dict[str, Any]) ->
         data = thumbnail_jpeg(found)
         if media == "image/jpeg" and params["viewport"] is None:
             return data
-        image = Image.open(BytesIO(data))
-        image.load()
+        image = _opened(data)
     else:
         image = _fit_image(found, index, params)
         image.thumbnail((THUMBNAIL_PIXELS, THUMBNAIL_PIXELS))
@@ -564,9 +562,13 @@ def _thumbnail(found: Layout, index: int, media: str, params: dict[str, Any]) ->
 
 def _fit_image(found: Layout, index: int, params: dict[str, Any]) -> Image.Image:
     image, data, _ = _image(found, index, params)
-    if image is None:
-        image = Image.open(BytesIO(data))
-        image.load()
+    return _opened(data) if image is None else image
+
+
+def _opened(data: bytes) -> Image.Image:
+    """The encoded image ``data``, decoded now (not when first used)."""
+    image = Image.open(BytesIO(data))
+    image.load()
     return image
 
 
