@@ -36,8 +36,8 @@ from bench.ingest import OUT, build_sets
 from bench.peers import orthanc
 from dicomnode.config import Config
 from dicomnode.deid.pipeline import Deidentifier
-from dicomnode.importer import split_file
-from dicomnode.ingest import Incoming, inspect
+from dicomnode.ingest.importer import split_file
+from dicomnode.ingest.pipeline import Incoming, inspect
 from storage.index import Index
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from pathlib import Path
 from bench.ingest import OUT
 from bench.peers import ENV, orthanc
 from bench.retrieve import peak_rss_mb
-from dicomnode.samples import demo_files
+from dicomnode.ops.samples import demo_files
 
 
 def node_export(folder_files: list[Path], work: Path) -> tuple[float, float]:

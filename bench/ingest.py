@@ -32,9 +32,9 @@ from pydicom.uid import RLELossless, generate_uid
 
 from bench.peers import ENV, free_port, wait_for_echo
 from bench.peers import orthanc as orthanc_peer
-from dicomnode.samples import PATIENTS, UID_ROOT, sample_file, save, small_instance, xa_instance
+from dicomnode.ops.samples import PATIENTS, UID_ROOT, sample_file, save, small_instance, xa_instance
 
-# Bump when the generators in dicomnode.samples change, so cached sets are rebuilt.
+# Bump when the generators in dicomnode.ops.samples change, so cached sets are rebuilt.
 SET_VERSION = 3
 OUT = Path(__file__).resolve().parent / "out"
 WHEEL_CLIPS = (

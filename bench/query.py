@@ -45,7 +45,7 @@ from sqlalchemy import insert, text
 
 from bench.ingest import OUT
 from bench.peers import NODE_CLI, free_port, node_env, orthanc, start_node, wait_for_http
-from dicomnode.samples import UID_ROOT
+from dicomnode.ops.samples import UID_ROOT
 from storage.blobs import BlobStore
 from storage.index import Index
 from storage.keys import Level

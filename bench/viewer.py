@@ -36,7 +36,7 @@ from pathlib import Path
 
 from bench.ingest import OUT
 from bench.peers import DICOMWEB_PLUGIN, ENV, free_port, orthanc, wait_for_echo, wait_for_http
-from dicomnode.samples import sample_file
+from dicomnode.ops.samples import sample_file
 
 CLIP = "color3d_jpeg_baseline.dcm"
 FIRST_VIEW = {  # name: (sample, member of a zip or None, frames, columns)

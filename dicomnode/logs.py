@@ -126,7 +126,7 @@ def quiet_libraries() -> None:
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     _withhold_values(pynetdicom.__name__)
     # The DUL logs a traceback for every malformed or cut-off PDU (junk from
-    # port scanners); dicomnode.transport logs one line for what it refuses.
+    # port scanners); dicomnode.dimse.transport logs one line for what it refuses.
     logging.getLogger("pynetdicom.dul").setLevel(logging.CRITICAL)
     # The JPEG 2000 codec logs every tile it encodes.
     logging.getLogger("openjpeg").setLevel(logging.WARNING)

@@ -9,11 +9,11 @@ from typing import Any
 
 from dicomnode.config import Config
 from dicomnode.deid.secret import load_or_create_key
-from dicomnode.forwarding import Forwarder
-from dicomnode.ingest import Ingestor
-from dicomnode.server import DicomServer
-from dicomnode.spool import Spool
-from dicomnode.webserver import WebServer
+from dicomnode.dimse.server import DicomServer
+from dicomnode.ingest.pipeline import Ingestor
+from dicomnode.jobs.forwarding import Forwarder
+from dicomnode.media.spool import Spool
+from dicomnode.web.server import WebServer
 from storage.archive import Archive, DuplicatePolicy
 from storage.blobs import open_stores
 from storage.index import sqlite_file
@@ -48,7 +48,7 @@ class Node:
         self.config = config
         self.archive = open_archive(config)
         # Large instances wait here, encrypted, while they are de-identified
-        # (`dicomnode.spool`); what a dead process left is wiped now.
+        # (`dicomnode.media.spool`); what a dead process left is wiped now.
         self.spool = Spool(config.spool_dir)
         self.ingestor = Ingestor(config, self.archive, self.spool)
         self.dicom = DicomServer(config, self.ingestor)
@@ -74,7 +74,7 @@ class Node:
     def _reconcile(self) -> None:
         """What a crash left: orphan blobs set aside, missing ones reported;
         held blobs an older version wrote in plaintext encrypted."""
-        from dicomnode.check import reconcile
+        from dicomnode.ops.check import reconcile
 
         sealed, failed = self.archive.seal_plaintext_held()
         if sealed or failed:

@@ -17,7 +17,7 @@ from storage.values import ValueFormatError, normalise_date, normalise_time
 
 # The most values one key's list may hold (``\\``-separated, QIDO commas and
 # repeated parameters included), as many as a retrieve's UID list
-# (dicomnode.retrieve.MAX_UIDS). Exact values go to SQL as one IN list,
+# (dicomnode.dimse.retrieve.MAX_UIDS). Exact values go to SQL as one IN list,
 # wildcard ones as OR chains of at most _CHAIN terms each: SQLite's
 # parser nests an expression at most 1000 deep (SQLITE_MAX_EXPR_DEPTH), and
 # binds 32766 parameters in its default build, PostgreSQL 65535 -- the 26

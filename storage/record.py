@@ -84,7 +84,7 @@ def record_from_dataset(
 ) -> InstanceRecord:
     """Read the indexed attributes of ``ds``.
 
-    ``issuer`` is who assigned the PatientID (see `dicomnode.ingest`): it is
+    ``issuer`` is who assigned the PatientID (see `dicomnode.ingest.pipeline`): it is
     stored as IssuerOfPatientID because patients are keyed by (issuer, ID).
     A malformed optional value is indexed as empty rather than refusing data.
     """

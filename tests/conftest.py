@@ -16,10 +16,10 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, RLELossless, generate_uid
 
 from dicomnode.config import Config, RemoteAE
-from dicomnode.importer import split_file
-from dicomnode.ingest import Incoming, Ingestor
+from dicomnode.ingest.importer import split_file
+from dicomnode.ingest.pipeline import Incoming, Ingestor
 from dicomnode.node import Node, open_archive
-from dicomnode.samples import PATIENTS, UID_ROOT, save, xa_instance
+from dicomnode.ops.samples import PATIENTS, UID_ROOT, save, xa_instance
 from storage.archive import Archive
 from tests.postgres import LocalPostgres
 from tests.s3server import LocalS3

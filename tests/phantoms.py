@@ -25,7 +25,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from dicomnode.samples import PATIENTS, UID_ROOT, small_instance, us_phantom, xa_instance
+from dicomnode.ops.samples import PATIENTS, UID_ROOT, small_instance, us_phantom, xa_instance
 
 PATIENT = PATIENTS[3]
 DESCRIPTION = "Geometry phantom"

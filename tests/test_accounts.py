@@ -13,7 +13,7 @@ from alembic import command
 from sqlalchemy import select, text
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from dicomnode.cli import main
+from dicomnode.cli.main import main
 from dicomnode.config import Config
 from dicomnode.node import open_archive
 from storage.accounts import SESSIONS_PER_USER, AccountError, SessionLimits, web_sessions

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 
-from dicomnode.admin import AdminError, reidentify, release_quarantined
 from dicomnode.config import Config
 from dicomnode.deid.linkage import LinkageError
 from dicomnode.deid.secret import KeyFileError
-from dicomnode.ingest import Ingestor, Outcome
+from dicomnode.ingest.pipeline import Ingestor, Outcome
 from dicomnode.node import open_archive
-from dicomnode.samples import PATIENTS, xa_instance
+from dicomnode.ops.admin import AdminError, reidentify, release_quarantined
+from dicomnode.ops.samples import PATIENTS, xa_instance
 from storage.archive import Archive
 from tests.conftest import REMOTES, incoming
 from tests.test_ingest import instance

@@ -15,10 +15,10 @@ from playwright.sync_api import Browser, expect
 from werkzeug.security import generate_password_hash
 
 from dicomnode.config import Config
-from dicomnode.importer import split_file
-from dicomnode.ingest import Incoming
+from dicomnode.ingest.importer import split_file
+from dicomnode.ingest.pipeline import Incoming
 from dicomnode.node import Node
-from dicomnode.samples import PATIENTS, sample_file, xa_instance
+from dicomnode.ops.samples import PATIENTS, sample_file, xa_instance
 from tests.conftest import incoming
 
 pytestmark = [pytest.mark.slow, pytest.mark.peers]
@@ -180,7 +180,7 @@ def test_a_forged_post_without_the_csrf_token_is_refused(page) -> None:
 
 def open_phantom(page, web_node: Node) -> None:
     """The calibration phantom open in the viewer, the length tool chosen."""
-    from dicomnode.samples import us_phantom
+    from dicomnode.ops.samples import us_phantom
 
     assert web_node.ingestor.ingest(incoming(us_phantom(PATIENTS[3]))).status == 0
     log_in(page)

@@ -20,10 +20,10 @@ from pydicom.uid import UID
 from werkzeug.security import generate_password_hash
 
 from dicomnode.config import Config
-from dicomnode.importer import split_file
-from dicomnode.ingest import Incoming, Outcome
+from dicomnode.ingest.importer import split_file
+from dicomnode.ingest.pipeline import Incoming, Outcome
 from dicomnode.node import Node
-from dicomnode.samples import PATIENTS, sample_file, us_phantom, xa_instance
+from dicomnode.ops.samples import PATIENTS, sample_file, us_phantom, xa_instance
 from storage.keys import Level
 from storage.query import Query
 from tests.conftest import incoming

@@ -9,7 +9,7 @@ import math
 import pytest
 from flask.testing import FlaskClient
 
-from dicomnode.ingest import Ingestor
+from dicomnode.ingest.pipeline import Ingestor
 from storage.archive import Archive
 from storage.keys import Level
 from storage.query import Query
@@ -347,7 +347,7 @@ def runs_of_one_series(ingestor: Ingestor, archive: Archive, *changes: dict) -> 
     0.2 mm/px), each with its ``changes``; their index rows, in order."""
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-    from dicomnode.samples import PATIENTS, UID_ROOT, xa_instance
+    from dicomnode.ops.samples import PATIENTS, UID_ROOT, xa_instance
 
     study, series = generate_uid(UID_ROOT), generate_uid(UID_ROOT)
     for number, change in enumerate(changes, start=1):

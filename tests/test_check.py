@@ -8,11 +8,11 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from dicomnode.check import ORPHAN_GRACE_SECONDS, reconcile, verify
 from dicomnode.config import Config
-from dicomnode.ingest import Ingestor, Outcome
+from dicomnode.ingest.pipeline import Ingestor, Outcome
 from dicomnode.node import Node, open_archive
-from dicomnode.samples import PATIENTS
+from dicomnode.ops.check import ORPHAN_GRACE_SECONDS, reconcile, verify
+from dicomnode.ops.samples import PATIENTS
 from storage.archive import Archive
 from storage.blobs import LOST_AND_FOUND
 from tests.conftest import incoming, make_config
@@ -92,7 +92,7 @@ def test_backup_and_restore_bring_back_index_keys_and_the_audit_chain(
 ) -> None:
     import shutil
 
-    from dicomnode.admin import reidentify
+    from dicomnode.ops.admin import reidentify
 
     ds = instance(PATIENTS[2])
     assert ingestor.ingest(incoming(ds, calling_ae="DUSHANBE_ECHO")).outcome is Outcome.STORED

@@ -14,7 +14,7 @@ import pytest
 from pydicom import dcmread
 from pydicom.uid import generate_uid
 
-from dicomnode.samples import PATIENTS, UID_ROOT, save, small_instance, xa_instance
+from dicomnode.ops.samples import PATIENTS, UID_ROOT, save, small_instance, xa_instance
 from tests.conftest import dcmtk
 
 DICOMNODE = [sys.executable, "-m", "dicomnode.cli"]
@@ -176,7 +176,7 @@ def test_demo_user_is_created_once_with_a_shown_password(
 ) -> None:
     from werkzeug.security import check_password_hash
 
-    from dicomnode.cli import _demo_user
+    from dicomnode.cli.main import _demo_user
     from dicomnode.node import open_archive
 
     _demo_user(config)
@@ -350,7 +350,7 @@ def _user_in_process(
     """``dicomnode user`` in this process, standard input a pipe holding ``stdin``."""
     import io
 
-    from dicomnode.cli import main
+    from dicomnode.cli.main import main
 
     config = tmp_path / "node.toml"
     config.write_text(

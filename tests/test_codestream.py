@@ -3,7 +3,7 @@
 An outside tester stored a 5 KB JPEG 2000 file whose header said 64 x 64 and
 whose codestream said 16384 x 16384: the node held 2.2 GiB while checking
 its pixels, because the size bounds read the header and the decoder
-allocates what the codestream says. `dicomnode.codestream` reads the
+allocates what the codestream says. `dicomnode.media.codestream` reads the
 codestream's own size first; these cases are the generators of such lies.
 """
 
@@ -28,8 +28,8 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from dicomnode import transcode
-from dicomnode.codestream import check_dataset, check_frame, declared
+from dicomnode.media import transcode
+from dicomnode.media.codestream import check_dataset, check_frame, declared
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -121,7 +121,7 @@ import resource, sys
 from pathlib import Path
 from pydicom import dcmread
 from tests.conftest import incoming, make_config
-from dicomnode.ingest import Ingestor
+from dicomnode.ingest.pipeline import Ingestor
 from dicomnode.node import open_archive
 
 config = make_config(Path(sys.argv[1]))

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from dicomnode.cli import main
+from dicomnode.cli.main import main
 from dicomnode.config import Config, ConfigError, RemoteAE, load, to_toml
 
 ROOT = Path(__file__).resolve().parent.parent

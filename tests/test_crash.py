@@ -18,10 +18,10 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import UltrasoundImageStorage
 
-from dicomnode.check import ORPHAN_GRACE_SECONDS, reconcile, verify
 from dicomnode.deid.secret import Secret, load_or_create_key
 from dicomnode.node import open_archive
-from dicomnode.samples import PATIENTS, UID_ROOT
+from dicomnode.ops.check import ORPHAN_GRACE_SECONDS, reconcile, verify
+from dicomnode.ops.samples import PATIENTS, UID_ROOT
 from tests.conftest import free_port, make_config
 from tests.postgres import LocalPostgres
 from tests.s3server import CREDENTIALS, LocalS3

@@ -20,11 +20,11 @@ import pytest
 from pydicom.uid import generate_uid
 
 from dicomnode.config import Config, RemoteAE, RouteRule, to_toml
-from dicomnode.export import Cohort
-from dicomnode.forwarding import Forwarder
-from dicomnode.ingest import Ingestor
+from dicomnode.ingest.pipeline import Ingestor
+from dicomnode.jobs.export import Cohort
+from dicomnode.jobs.forwarding import Forwarder
 from dicomnode.node import open_archive
-from dicomnode.samples import PATIENTS, UID_ROOT, xa_instance
+from dicomnode.ops.samples import PATIENTS, UID_ROOT, xa_instance
 from storage.forwarding import DONE, PENDING
 from storage.keys import Level
 from storage.query import Query

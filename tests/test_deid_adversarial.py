@@ -779,7 +779,7 @@ class Scan:
 
     def export(self) -> None:
         """A research export of everything; of each hospital x modality if blocked."""
-        from dicomnode.export import Cohort, EmptyCohort, ExportBlocked, export
+        from dicomnode.jobs.export import Cohort, EmptyCohort, ExportBlocked, export
         from storage.keys import Level
         from storage.query import Query
 

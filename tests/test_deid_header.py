@@ -16,7 +16,7 @@ from dicomnode.deid.profile import TABLE_FILE, Option, load_table
 from dicomnode.deid.scanner import scan
 from dicomnode.deid.secret import Secret
 from dicomnode.deid.values import shift_date
-from dicomnode.samples import PATIENTS, UID_ROOT, SyntheticPatient, small_instance
+from dicomnode.ops.samples import PATIENTS, UID_ROOT, SyntheticPatient, small_instance
 from tests.conftest import round_trip
 
 SHARED_TABLE = Path(__file__).resolve().parents[2] / "shared" / "dicom-standard" / TABLE_FILE

@@ -8,8 +8,8 @@ from pydicom import dcmread
 
 from dicomnode.deid.pixels import region_mask
 from dicomnode.deid.scanner import encoded_forms, scan
-from dicomnode.ingest import Ingestor, Outcome
-from dicomnode.samples import PATIENTS
+from dicomnode.ingest.pipeline import Ingestor, Outcome
+from dicomnode.ops.samples import PATIENTS
 from storage.archive import Archive
 from tests.conftest import incoming
 from tests.test_deid_header import needles, planted

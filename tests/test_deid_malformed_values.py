@@ -22,8 +22,8 @@ from dicomnode.deid.header import DeidSettings, HeaderDeidentifier, parse_safe_p
 from dicomnode.deid.profile import Option
 from dicomnode.deid.secret import Secret
 from dicomnode.deid.values import normal_time, shift_date, shift_datetime
-from dicomnode.ingest import Ingestor, Outcome
-from dicomnode.samples import PATIENTS
+from dicomnode.ingest.pipeline import Ingestor, Outcome
+from dicomnode.ops.samples import PATIENTS
 from storage.archive import Archive
 from tests.conftest import incoming, round_trip
 from tests.test_deid_header import KEY, planted

@@ -16,8 +16,8 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 from dicomnode.deid.verify import may_carry_text
-from dicomnode.ingest import Ingestor, Outcome
-from dicomnode.samples import (
+from dicomnode.ingest.pipeline import Ingestor, Outcome
+from dicomnode.ops.samples import (
     PATIENTS,
     UID_ROOT,
     SyntheticPatient,

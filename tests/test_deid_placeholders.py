@@ -14,9 +14,9 @@ from dicomnode.config import Config
 from dicomnode.deid.header import DeidSettings, HeaderDeidentifier
 from dicomnode.deid.profile import Option
 from dicomnode.deid.secret import Secret
-from dicomnode.export import Cohort, _manifest_row, export
-from dicomnode.ingest import Ingestor, Outcome
-from dicomnode.samples import PATIENTS
+from dicomnode.ingest.pipeline import Ingestor, Outcome
+from dicomnode.jobs.export import Cohort, _manifest_row, export
+from dicomnode.ops.samples import PATIENTS
 from storage.archive import Archive
 from tests.conftest import incoming, round_trip
 from tests.test_deid_header import KEY, planted

@@ -23,7 +23,7 @@ from dicomnode.deid.header import HeaderDeidentifier
 from dicomnode.deid.profile import Option, Profile
 from dicomnode.deid.scanner import scan
 from dicomnode.deid.secret import Secret
-from dicomnode.samples import PATIENTS, UID_ROOT, small_instance
+from dicomnode.ops.samples import PATIENTS, UID_ROOT, small_instance
 from tests.conftest import round_trip
 
 KEY = bytes(range(32))

@@ -8,7 +8,7 @@ from pydicom.dataset import Dataset
 from dicomnode.deid.header import HeaderDeidentifier
 from dicomnode.deid.secret import Secret
 from dicomnode.deid.values import shift_date, shift_datetime
-from dicomnode.samples import PATIENTS
+from dicomnode.ops.samples import PATIENTS
 from tests.conftest import round_trip
 from tests.test_deid_header import KEY, planted
 

@@ -18,7 +18,7 @@ from werkzeug.security import generate_password_hash
 
 from dicomnode.config import Config
 from dicomnode.node import Node
-from dicomnode.samples import PATIENTS, UID_ROOT, xa_instance
+from dicomnode.ops.samples import PATIENTS, UID_ROOT, xa_instance
 
 PASSWORD = "correct horse battery"
 

@@ -24,9 +24,9 @@ from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless, generate_uid
 from werkzeug.security import generate_password_hash
 
-from dicomnode.ingest import Outcome
+from dicomnode.ingest.pipeline import Outcome
 from dicomnode.node import Node
-from dicomnode.samples import PATIENTS, UID_ROOT, xa_instance
+from dicomnode.ops.samples import PATIENTS, UID_ROOT, xa_instance
 from storage.keys import Level
 from storage.query import Query
 from tests.conftest import incoming

@@ -31,9 +31,9 @@ from werkzeug.security import generate_password_hash
 
 import viewer.auth as auth
 from dicomnode.config import Config, ConfigError, load
-from dicomnode.find import PENDING, find
+from dicomnode.dimse.find import PENDING, find
 from dicomnode.node import Node, open_archive
-from dicomnode.samples import PATIENTS, UID_ROOT, small_instance, xa_instance
+from dicomnode.ops.samples import PATIENTS, UID_ROOT, small_instance, xa_instance
 from storage.archive import Archive
 from storage.keys import ATTRIBUTES, Level
 from tests.conftest import make_config

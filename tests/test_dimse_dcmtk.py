@@ -26,11 +26,11 @@ from dicomnode.deid.pixels import (
     trim_excess,
 )
 from dicomnode.deid.values import shift_date
-from dicomnode.importer import split_file
-from dicomnode.ingest import Incoming, inspect
+from dicomnode.ingest.importer import split_file
+from dicomnode.ingest.pipeline import Incoming, inspect
+from dicomnode.ingest.validate import Rejection
 from dicomnode.node import Node
-from dicomnode.samples import PATIENTS, SyntheticPatient, sample_dirs, save, xa_instance
-from dicomnode.validate import Rejection
+from dicomnode.ops.samples import PATIENTS, SyntheticPatient, sample_dirs, save, xa_instance
 from storage.keys import Level
 from storage.query import Query
 from tests.conftest import dcmtk, make_config
@@ -228,7 +228,7 @@ class ClosedAssociations(logging.Handler):
 
 
 def test_duplicates_are_acknowledged_and_counted(node: Node, xa_files: dict[str, Path]) -> None:
-    logger = logging.getLogger("dicomnode.server")
+    logger = logging.getLogger("dicomnode.dimse.server")
     watcher = ClosedAssociations(expected=3)
     logger.addHandler(watcher)
     logger.setLevel(logging.INFO)

@@ -20,9 +20,9 @@ from pynetdicom.sop_class import (
 )
 
 from dicomnode.config import Config
-from dicomnode.ingest import Ingestor
+from dicomnode.ingest.pipeline import Ingestor
 from dicomnode.node import Node
-from dicomnode.samples import PATIENTS, UID_ROOT, small_instance
+from dicomnode.ops.samples import PATIENTS, UID_ROOT, small_instance
 from tests.conftest import incoming, make_config
 
 

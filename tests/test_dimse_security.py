@@ -25,9 +25,9 @@ from pynetdicom.sop_class import (
 )
 
 from dicomnode.config import Config, RemoteAE
+from dicomnode.net.tls import make_ca, make_certificate
 from dicomnode.node import Node
-from dicomnode.samples import PATIENTS, save, xa_instance
-from dicomnode.tls import make_ca, make_certificate
+from dicomnode.ops.samples import PATIENTS, save, xa_instance
 from tests.conftest import dcmtk, make_config
 
 HOME = RemoteAE("OSH_CATH", "127.0.0.1", 104, "Osh Regional Hospital", services=("echo", "store"))
@@ -329,7 +329,7 @@ def test_https_with_idle_connections_beside_it(tmp_path: Path, pki: Path) -> Non
 def test_the_node_forwards_and_moves_over_tls_to_dcmtk(tmp_path: Path, pki: Path) -> None:
     from pydicom.dataset import Dataset
 
-    from dicomnode.forwarding import Forwarder
+    from dicomnode.jobs.forwarding import Forwarder
     from tests.conftest import DCMTK_ENV, free_port
 
     port, received = free_port(), tmp_path / "received"

@@ -23,9 +23,9 @@ from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
 from dicomnode.config import Config, RemoteAE
-from dicomnode.connections import ConnectionTable, source_key
+from dicomnode.net.connections import ConnectionTable, source_key
+from dicomnode.net.tls import make_ca, make_certificate
 from dicomnode.node import Node
-from dicomnode.tls import make_ca, make_certificate
 from tests.conftest import make_config
 
 ATTACKER = "127.0.0.2"

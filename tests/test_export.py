@@ -17,7 +17,8 @@ from pydicom import dcmread
 from pydicom.fileset import FileSet
 
 from dicomnode.config import Config
-from dicomnode.export import (
+from dicomnode.ingest.pipeline import Ingestor, Outcome
+from dicomnode.jobs.export import (
     Cohort,
     ExportBlocked,
     ExportCancelled,
@@ -25,8 +26,7 @@ from dicomnode.export import (
     export,
     preview,
 )
-from dicomnode.ingest import Ingestor, Outcome
-from dicomnode.samples import PATIENTS, SyntheticPatient, xa_instance
+from dicomnode.ops.samples import PATIENTS, SyntheticPatient, xa_instance
 from storage.archive import Archive
 from storage.keys import Level
 from storage.query import Query
@@ -466,7 +466,7 @@ def test_an_instance_too_large_to_hold_is_left_out_unread(
     to 200 MB cost an export 1.4 GB, and four exports at once 4 GB. Its size
     in memory is judged from the index before it is read: over the bound it
     is left out, saying why, and never read (the 4x64x64 angio is 49 kB)."""
-    import dicomnode.export as exporting
+    import dicomnode.jobs.export as exporting
 
     monkeypatch.setattr(exporting, "MAX_EXPORT_INSTANCE", 40_000)
     read: list[object] = []
@@ -482,7 +482,7 @@ def test_an_instance_too_large_to_hold_is_left_out_unread(
 def test_exports_run_one_after_another(
     config: Config, cohort_archive: Archive, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import dicomnode.export as exporting
+    import dicomnode.jobs.export as exporting
 
     inside, most = [0], [0]
     real = exporting.dcmread

@@ -12,9 +12,9 @@ from pydicom.fileset import FileSet
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from dicomnode.config import Config
-from dicomnode.export import Cohort, ExportBlocked, export
-from dicomnode.ingest import Ingestor, Outcome
-from dicomnode.samples import PATIENTS, UID_ROOT, base_dataset
+from dicomnode.ingest.pipeline import Ingestor, Outcome
+from dicomnode.jobs.export import Cohort, ExportBlocked, export
+from dicomnode.ops.samples import PATIENTS, UID_ROOT, base_dataset
 from storage.archive import Archive
 from storage.keys import Level
 from storage.query import Query

@@ -22,10 +22,10 @@ from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import XRayAngiographicImageStorage
 
 from dicomnode.config import ConfigError, RemoteAE, RouteRule, load
-from dicomnode.forwarding import Forwarder, backoff
-from dicomnode.ingest import Ingestor
+from dicomnode.ingest.pipeline import Ingestor
+from dicomnode.jobs.forwarding import Forwarder, backoff
 from dicomnode.node import open_archive
-from dicomnode.samples import PATIENTS, UID_ROOT, xa_instance
+from dicomnode.ops.samples import PATIENTS, UID_ROOT, xa_instance
 from storage.archive import Archive
 from storage.keys import Level
 from storage.query import Query

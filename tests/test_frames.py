@@ -29,7 +29,7 @@ from pydicom.uid import (
 from werkzeug.security import generate_password_hash
 
 from dicomnode.config import Config
-from dicomnode.samples import PATIENTS, UID_ROOT, XA_STORAGE, base_dataset, xa_instance
+from dicomnode.ops.samples import PATIENTS, UID_ROOT, XA_STORAGE, base_dataset, xa_instance
 from storage.archive import Archive, DuplicatePolicy
 from storage.record import record_from_dataset
 from tests.test_browser import log_in as browser_log_in
@@ -762,7 +762,7 @@ def test_the_browser_reads_and_windows_every_layout_value_for_value(page, web_no
 def test_the_800x600_clip_arrives_whole_and_plays_without_the_network(page, web_node) -> None:  # noqa: F811
     from pydicom import dcmread
 
-    from dicomnode.samples import sample_file
+    from dicomnode.ops.samples import sample_file
 
     ds = dcmread(sample_file("ultrasounds/ultrasound-multiframe.dcm"))
     assert (ds.NumberOfFrames, ds.Rows, ds.Columns, ds.PlanarConfiguration) == (30, 600, 800, 1)

@@ -24,10 +24,10 @@ from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from dicomnode.config import Config
-from dicomnode.importer import split_file
-from dicomnode.ingest import Incoming, Ingestor, Outcome
+from dicomnode.ingest.importer import split_file
+from dicomnode.ingest.pipeline import Incoming, Ingestor, Outcome
 from dicomnode.node import open_archive
-from dicomnode.samples import PATIENTS, sample_file, xa_instance
+from dicomnode.ops.samples import PATIENTS, sample_file, xa_instance
 from storage.archive import Archive
 from tests.conftest import encode, make_config
 from tests.test_ingest import instance

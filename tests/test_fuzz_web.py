@@ -29,10 +29,10 @@ from hypothesis import strategies as st
 from pydicom.uid import ExplicitVRLittleEndian
 from werkzeug.security import generate_password_hash
 
-from dicomnode.ingest import Ingestor, Outcome
+from dicomnode.ingest.pipeline import Ingestor, Outcome
 from dicomnode.node import open_archive
-from dicomnode.samples import PATIENTS, xa_instance
-from dicomnode.webserver import WebServer
+from dicomnode.ops.samples import PATIENTS, xa_instance
+from dicomnode.web.server import WebServer
 from storage.accounts import ROLES
 from tests.conftest import encode, incoming, make_config
 from tests.test_viewer import as_user

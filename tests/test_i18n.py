@@ -25,8 +25,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from pydicom.dataset import Dataset
 
-from dicomnode.ingest import Ingestor
-from dicomnode.samples import PATIENTS, ultrasound_region, xa_instance
+from dicomnode.ingest.pipeline import Ingestor
+from dicomnode.ops.samples import PATIENTS, ultrasound_region, xa_instance
 from storage.accounts import ROLES
 from tests.conftest import incoming
 from tests.test_viewer import client, log_in  # noqa: F401  (fixture and helper)

@@ -15,9 +15,10 @@ from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, generate_ui
 from dicomnode import IMPLEMENTATION_CLASS_UID
 from dicomnode.config import Config, RemoteAE
 from dicomnode.deid.linkage import LinkageCipher
-from dicomnode.importer import import_paths, split_file
-from dicomnode.ingest import Incoming, Ingestor, Outcome, read_header
-from dicomnode.samples import (
+from dicomnode.ingest.importer import import_paths, split_file
+from dicomnode.ingest.pipeline import Incoming, Ingestor, Outcome, read_header
+from dicomnode.ingest.validate import Rejection
+from dicomnode.ops.samples import (
     PATIENTS,
     UID_ROOT,
     sample_file,
@@ -25,7 +26,6 @@ from dicomnode.samples import (
     small_instance,
     xa_instance,
 )
-from dicomnode.validate import Rejection
 from storage.archive import Archive, DuplicatePolicy
 from storage.keys import Level
 from storage.query import Query

@@ -36,7 +36,7 @@ from pydicom.uid import (
 from pynetdicom import AE, _config
 from pynetdicom.sop_class import UltrasoundMultiFrameImageStorage, XRayAngiographicImageStorage
 
-from dicomnode.samples import UID_ROOT, SyntheticPatient, base_dataset, ultrasound_region
+from dicomnode.ops.samples import UID_ROOT, SyntheticPatient, base_dataset, ultrasound_region
 from tests.conftest import free_port
 from tests.test_cli import DICOMNODE
 

@@ -15,10 +15,12 @@ from pathlib import Path
 import pytest
 from pydicom.uid import generate_uid
 
-from dicomnode.samples import PATIENTS, UID_ROOT, save, small_instance
+from dicomnode.ops.samples import PATIENTS, UID_ROOT, save, small_instance
 
 DICOMNODE = [sys.executable, "-m", "dicomnode.cli"]
-FORGED = "2026-12-07 02:40:00,000 INFO dicomnode.server: FORGED RECORD child ZHANIBEKOVA AIGERIM"
+FORGED = (
+    "2026-12-07 02:40:00,000 INFO dicomnode.dimse.server: FORGED RECORD child ZHANIBEKOVA AIGERIM"
+)
 CHARSETS = [
     f"X\n{FORGED}\x1b[31m",
     f"X\r{FORGED}",

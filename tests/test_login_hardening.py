@@ -21,7 +21,7 @@ from sqlalchemy import select
 from werkzeug.security import generate_password_hash
 
 import viewer.auth as auth
-from dicomnode.cli import main
+from dicomnode.cli.main import main
 from dicomnode.config import Config
 from dicomnode.node import open_archive
 from storage.archive import Archive

@@ -12,7 +12,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from dicomnode.config import Config
-from dicomnode.samples import PATIENTS, UID_ROOT, small_instance
+from dicomnode.ops.samples import PATIENTS, UID_ROOT, small_instance
 from storage.archive import Archive
 from storage.index import StoreOutcome
 from storage.keys import Level

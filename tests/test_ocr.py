@@ -26,7 +26,7 @@ from PIL import Image, ImageDraw, ImageFont
 from pydicom import dcmread
 
 from dicomnode.deid import ocr
-from dicomnode.samples import sample_file
+from dicomnode.ops.samples import sample_file
 
 FONT_DIRS = (Path("/usr/share/fonts/truetype/dejavu"), Path("/usr/share/fonts/truetype/wqy"))
 LATIN_FONT = FONT_DIRS[0] / "DejaVuSans.ttf"

@@ -26,10 +26,10 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from werkzeug.security import generate_password_hash
 
-from dicomnode.importer import split_file
-from dicomnode.ingest import Incoming
+from dicomnode.ingest.importer import split_file
+from dicomnode.ingest.pipeline import Incoming
 from dicomnode.node import Node
-from dicomnode.samples import demo_files
+from dicomnode.ops.samples import demo_files
 from storage.archive import Archive
 from tests.conftest import free_port, make_config
 from tests.test_browser import ARTIFACTS, PASSWORD, chromium

@@ -26,12 +26,12 @@ from pynetdicom import AE, build_role, evt
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet, Verification
 from werkzeug.security import generate_password_hash
 
-from dicomnode import sopclasses
 from dicomnode.config import Config, ConfigError, RemoteAE, load
 from dicomnode.deid.verify import may_carry_text
-from dicomnode.ingest import Ingestor, Outcome
+from dicomnode.ingest.pipeline import Ingestor, Outcome
+from dicomnode.media import sopclasses
 from dicomnode.node import Node
-from dicomnode.samples import PATIENTS, UID_ROOT, save, small_instance
+from dicomnode.ops.samples import PATIENTS, UID_ROOT, save, small_instance
 from storage.archive import Archive
 from tests.conftest import REMOTES, dcmtk, free_port, incoming, make_config
 from tests.test_viewer import PASSWORD, log_in

@@ -22,7 +22,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from werkzeug.security import generate_password_hash
 
 from dicomnode.node import Node
-from dicomnode.samples import PATIENTS, UID_ROOT, xa_instance
+from dicomnode.ops.samples import PATIENTS, UID_ROOT, xa_instance
 from storage.keys import Level
 from storage.query import Query
 from tests.conftest import DCMTK_ENV, free_port, incoming, make_config

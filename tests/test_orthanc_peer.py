@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from dicomnode.config import RemoteAE
-from dicomnode.forwarding import Forwarder
+from dicomnode.jobs.forwarding import Forwarder
 from dicomnode.node import Node
-from dicomnode.samples import PATIENTS, save, xa_instance
+from dicomnode.ops.samples import PATIENTS, save, xa_instance
 from storage.keys import Level
 from storage.query import Query
 from tests.conftest import DCMTK_ENV, REMOTES, free_port, make_config

@@ -26,12 +26,12 @@ import pytest
 from werkzeug.security import generate_password_hash
 
 from dicomnode import logs
-from dicomnode.backup import backup, restore
 from dicomnode.config import Config, RemoteAE
-from dicomnode.export import Cohort, _manifest_row, export
-from dicomnode.ingest import Ingestor, Outcome
+from dicomnode.ingest.pipeline import Ingestor, Outcome
+from dicomnode.jobs.export import Cohort, _manifest_row, export
 from dicomnode.node import Node, open_archive
-from dicomnode.samples import PATIENTS, save
+from dicomnode.ops.backup import backup, restore
+from dicomnode.ops.samples import PATIENTS, save
 from storage.archive import Archive
 from storage.textsafe import csv_cell, escape_controls
 from tests.conftest import REMOTES, incoming, make_config
@@ -194,7 +194,7 @@ def raw_controls(output: str) -> set[str]:
     )
 
 
-@pytest.mark.parametrize("logger", ["dicomnode.transport", "pynetdicom.assoc", "werkzeug"])
+@pytest.mark.parametrize("logger", ["dicomnode.dimse.transport", "pynetdicom.assoc", "werkzeug"])
 def test_control_characters_in_arguments_and_messages_are_escaped(
     node_log: io.StringIO, logger: str
 ) -> None:
@@ -215,7 +215,7 @@ def test_an_exception_message_cannot_start_a_line(node_log: io.StringIO) -> None
     try:
         raise ValueError("bad AE EVIL\nFAKE LOG\x1b[31m")
     except ValueError:
-        logging.getLogger("dicomnode.server").exception("association failed")
+        logging.getLogger("dicomnode.dimse.server").exception("association failed")
     output = node_log.getvalue()
     assert "Traceback" in output and "ValueError: bad AE EVIL" in output
     assert forged_lines(output) == [] and raw_controls(output) == set()
@@ -419,7 +419,7 @@ def test_the_command_line_keeps_what_it_writes_private_under_umask_022(
 def test_a_command_runs_under_umask_077_and_puts_the_old_one_back(
     umask_022: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from dicomnode import cli
+    from dicomnode.cli.main import main as cli
 
     seen: list[int] = []
 

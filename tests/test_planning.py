@@ -16,9 +16,9 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from dicomnode.config import Config
-from dicomnode.importer import split_file
-from dicomnode.ingest import Incoming, Ingestor, Outcome
-from dicomnode.samples import PATIENTS, sample_file, ultrasound_region, xa_instance
+from dicomnode.ingest.importer import split_file
+from dicomnode.ingest.pipeline import Incoming, Ingestor, Outcome
+from dicomnode.ops.samples import PATIENTS, sample_file, ultrasound_region, xa_instance
 from storage.archive import Archive
 from storage.keys import Level
 from storage.query import Query
@@ -714,7 +714,7 @@ def test_plans_saved_before_plans_per_defect_list_open_print_and_sign(
 def test_the_research_export_replaces_the_verifying_observer(
     client: FlaskClient, xa: Dataset, archive: Archive, config: Config, tmp_path: Path
 ) -> None:
-    from dicomnode.export import Cohort, export
+    from dicomnode.jobs.export import Cohort, export
     from tests.test_export import unpack
 
     study = str(xa.StudyInstanceUID)
@@ -840,7 +840,7 @@ def test_no_version_and_no_signature_without_its_report(
 ) -> None:
     """The archive refuses the report (a full disk): the plan is not saved
     (503, say so), and a signature is not kept either."""
-    from dicomnode.ingest import IngestResult
+    from dicomnode.ingest.pipeline import IngestResult
 
     study = str(xa.StudyInstanceUID)
     body = {"defect": "PDA", "slots": [{"code": "PDA-NARROWEST", "value_mm": 2.5}]}
@@ -896,7 +896,7 @@ def test_the_reviewers_note_is_refused_by_the_childs_sealed_name(
 ) -> None:
     """A name of no telling form ("Zxqvbnm Reviewtest") after a word that is
     no context: known only from the child's identity as received."""
-    from dicomnode.samples import SyntheticPatient
+    from dicomnode.ops.samples import SyntheticPatient
 
     child = SyntheticPatient("Reviewtest^Zxqvbnm", "ZQ987654", "20201010", "F", "ISO_IR 192")
     ds = xa_instance(child, frames=2, rows=32, cols=32)

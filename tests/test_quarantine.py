@@ -13,12 +13,17 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 
-from dicomnode.admin import AdminError, refuse_quarantined, release_quarantined, show_quarantined
-from dicomnode.check import verify
 from dicomnode.config import Config
-from dicomnode.ingest import Ingestor, Outcome
+from dicomnode.ingest.pipeline import Ingestor, Outcome
 from dicomnode.node import Node, open_archive
-from dicomnode.samples import PATIENTS
+from dicomnode.ops.admin import (
+    AdminError,
+    refuse_quarantined,
+    release_quarantined,
+    show_quarantined,
+)
+from dicomnode.ops.check import verify
+from dicomnode.ops.samples import PATIENTS
 from storage.archive import HELD_FORMAT, Archive, HeldBlobError, is_sealed
 from storage.schema import quarantine
 from tests.conftest import incoming

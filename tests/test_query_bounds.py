@@ -19,9 +19,9 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 
-from dicomnode.find import IDENTIFIER_MISMATCH, PENDING, SUCCESS, find
-from dicomnode.retrieve import MAX_UIDS
-from dicomnode.samples import PATIENTS, UID_ROOT
+from dicomnode.dimse.find import IDENTIFIER_MISMATCH, PENDING, SUCCESS, find
+from dicomnode.dimse.retrieve import MAX_UIDS
+from dicomnode.ops.samples import PATIENTS, UID_ROOT
 from storage.archive import Archive
 from storage.keys import ATTRIBUTES, Level
 from storage.matching import MAX_LIST_VALUES

@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 
-from dicomnode.access import AccessPolicy
 from dicomnode.config import Config, load
-from dicomnode.samples import PATIENTS, save, xa_instance
+from dicomnode.dimse.access import AccessPolicy
+from dicomnode.ops.samples import PATIENTS, save, xa_instance
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent

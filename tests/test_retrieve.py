@@ -9,10 +9,10 @@ import pytest
 from pydicom import dcmread
 
 from dicomnode.config import RemoteAE
-from dicomnode.importer import split_file
-from dicomnode.ingest import Incoming
+from dicomnode.ingest.importer import split_file
+from dicomnode.ingest.pipeline import Incoming
 from dicomnode.node import Node
-from dicomnode.samples import PATIENTS, sample_file, xa_instance
+from dicomnode.ops.samples import PATIENTS, sample_file, xa_instance
 from tests.conftest import REMOTES, dcmtk, free_port, incoming, make_config
 
 pytestmark = pytest.mark.peers

@@ -45,10 +45,9 @@ from pynetdicom.sop_class import (
 )
 
 from dicomnode.config import RemoteAE
-from dicomnode.importer import split_file
-from dicomnode.ingest import Incoming
-from dicomnode.node import Node
-from dicomnode.retrieve_syntax import (
+from dicomnode.ingest.importer import split_file
+from dicomnode.ingest.pipeline import Incoming
+from dicomnode.net.retrieve_syntax import (
     MAX_CONTEXTS,
     NO_CONTEXT,
     NOT_MADE_HERE,
@@ -58,7 +57,8 @@ from dicomnode.retrieve_syntax import (
     decoded,
     plan,
 )
-from dicomnode.samples import PATIENTS, UID_ROOT, sample_file, xa_instance
+from dicomnode.node import Node
+from dicomnode.ops.samples import PATIENTS, UID_ROOT, sample_file, xa_instance
 from tests.conftest import DCMTK_ENV, REMOTES, dcmtk, free_port, incoming, make_config
 
 pytestmark = pytest.mark.peers

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian
 
-from dicomnode.admin import refuse_quarantined, release_quarantined
-from dicomnode.check import ORPHAN_GRACE_SECONDS, reconcile, verify
 from dicomnode.config import Config
-from dicomnode.ingest import Ingestor, Outcome
+from dicomnode.ingest.pipeline import Ingestor, Outcome
 from dicomnode.node import open_archive
-from dicomnode.samples import PATIENTS
+from dicomnode.ops.admin import refuse_quarantined, release_quarantined
+from dicomnode.ops.check import ORPHAN_GRACE_SECONDS, reconcile, verify
+from dicomnode.ops.samples import PATIENTS
 from storage.archive import is_sealed
 from storage.blobs import BlobStore, open_stores
 from storage.fileblobs import FileBlobStore

@@ -21,11 +21,11 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from sqlalchemy import create_engine, func, insert, select, text
 from sqlalchemy.exc import DBAPIError
 
-from dicomnode.check import verify
 from dicomnode.config import Config
-from dicomnode.ingest import Ingestor
+from dicomnode.ingest.pipeline import Ingestor
 from dicomnode.node import open_archive
-from dicomnode.samples import PATIENTS, UID_ROOT
+from dicomnode.ops.check import verify
+from dicomnode.ops.samples import PATIENTS, UID_ROOT
 from storage.blobs import open_stores
 from storage.index import Index
 from storage.migrate import _config, current

@@ -35,9 +35,9 @@ from sqlalchemy import text
 from werkzeug.security import generate_password_hash
 
 from dicomnode.config import RemoteAE
-from dicomnode.ingest import Outcome
+from dicomnode.ingest.pipeline import Outcome
 from dicomnode.node import Node
-from dicomnode.samples import PATIENTS, UID_ROOT, xa_instance
+from dicomnode.ops.samples import PATIENTS, UID_ROOT, xa_instance
 from storage.accounts import ALL
 from storage.index import Index, create_index_engine
 from storage.keys import Level
@@ -662,7 +662,7 @@ def test_a_url_naming_many_objects_or_a_wildcard_names_none(world: World) -> Non
 
 
 def test_research_preview_and_export_keep_to_the_accounts_hospital(world: World) -> None:
-    from dicomnode.export import Cohort, select
+    from dicomnode.jobs.export import Cohort, select
 
     preview = client_of(world, "ra").get("/api/exports/preview").json
     assert (preview["patients"], preview["studies"]) == (1, 1)
@@ -724,7 +724,7 @@ def test_an_upgraded_index_keeps_every_account_seeing_all(tmp_path: Path) -> Non
 def test_user_commands_set_and_change_what_an_account_sees(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from dicomnode.cli import main
+    from dicomnode.cli.main import main
 
     path = tmp_path / "node.toml"
     path.write_text(
@@ -784,7 +784,7 @@ def test_user_commands_set_and_change_what_an_account_sees(
 def test_the_issuer_restriction_is_applied_in_sql_at_every_level(any_index_config) -> None:
     """`Query.issuers` on SQLite and PostgreSQL: each level, with the
     computed counts and the study-level keys; an empty set is nothing."""
-    from dicomnode.ingest import Ingestor
+    from dicomnode.ingest.pipeline import Ingestor
     from dicomnode.node import open_archive
 
     archive = open_archive(any_index_config)

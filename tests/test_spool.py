@@ -30,12 +30,14 @@ from pydicom.uid import (
 from pynetdicom import AE
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 
-from dicomnode.check import verify
 from dicomnode.config import Config, RemoteAE
-from dicomnode.deflate import inflate
-from dicomnode.ingest import Incoming, Ingestor, IngestResult, Outcome
+from dicomnode.ingest.pipeline import Incoming, Ingestor, IngestResult, Outcome
+from dicomnode.ingest.validate import OUT_OF_RESOURCES, UNREADABLE, Rejection
+from dicomnode.media.deflate import inflate
+from dicomnode.media.spool import Pieces, Spilling, Spool
 from dicomnode.node import Node, open_archive
-from dicomnode.samples import (
+from dicomnode.ops.check import verify
+from dicomnode.ops.samples import (
     PATIENTS,
     UID_ROOT,
     sample_file,
@@ -43,8 +45,6 @@ from dicomnode.samples import (
     ultrasound_region,
     xa_instance,
 )
-from dicomnode.spool import Pieces, Spilling, Spool
-from dicomnode.validate import OUT_OF_RESOURCES, UNREADABLE, Rejection
 from storage.archive import Archive
 from storage.fileblobs import FileBlobStore
 from tests.conftest import REMOTES, encode, make_config

@@ -107,7 +107,7 @@ def test_only_multipart_related_with_a_boundary_is_read(content_type, boundary) 
 def part10(payload: bytes = b"") -> bytes:
     from pydicom.uid import ExplicitVRLittleEndian
 
-    from dicomnode.filemeta import file_meta
+    from dicomnode.media.filemeta import file_meta
 
     return file_meta("1.2.840.10008.5.1.4.1.1.7", "1.2.3.4", ExplicitVRLittleEndian, None) + payload
 
@@ -195,7 +195,7 @@ def encoded(ds) -> bytes:
 
 
 def test_an_instance_sent_twice_in_one_request_is_stored_and_answered_once(web) -> None:
-    from dicomnode.samples import PATIENTS, xa_instance
+    from dicomnode.ops.samples import PATIENTS, xa_instance
 
     node, url = web
     one = encoded(xa_instance(PATIENTS[0], frames=2, rows=16, cols=16))
@@ -218,7 +218,7 @@ def test_a_hundred_thousand_empty_parts_are_refused_without_holding_them(web) ->
 
 
 def test_a_body_cut_short_is_refused_and_what_arrived_whole_is_kept(web) -> None:
-    from dicomnode.samples import PATIENTS, xa_instance
+    from dicomnode.ops.samples import PATIENTS, xa_instance
 
     node, url = web
     whole_part = encoded(xa_instance(PATIENTS[0], frames=2, rows=16, cols=16))
@@ -235,7 +235,7 @@ def test_a_body_cut_short_is_refused_and_what_arrived_whole_is_kept(web) -> None
 def test_a_large_instance_goes_through_the_spool_and_is_stored_exactly(web) -> None:
     from pydicom import dcmread
 
-    from dicomnode.samples import PATIENTS, xa_instance
+    from dicomnode.ops.samples import PATIENTS, xa_instance
 
     node, url = web
     big = xa_instance(PATIENTS[1], frames=12, rows=256, cols=512, seed=3)  # 1.5 MiB > 1 MiB

@@ -27,13 +27,13 @@ from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 from sqlalchemy import select
 from werkzeug.security import generate_password_hash
 
-from dicomnode.admin import reidentify
 from dicomnode.config import Config
-from dicomnode.export import Cohort, export
-from dicomnode.importer import import_paths
-from dicomnode.ingest import Incoming, Ingestor, Outcome
+from dicomnode.ingest.importer import import_paths
+from dicomnode.ingest.pipeline import Incoming, Ingestor, Outcome
+from dicomnode.jobs.export import Cohort, export
 from dicomnode.node import Node, open_archive
-from dicomnode.samples import (
+from dicomnode.ops.admin import reidentify
+from dicomnode.ops.samples import (
     PATIENTS,
     UID_ROOT,
     SyntheticPatient,
@@ -499,7 +499,7 @@ def test_nothing_to_tell_children_apart_is_held(
     assert ingestor.ingest(incoming(sent[0])).outcome is not Outcome.STORED
     assert archive.index.stats()["instances"] == 0 and len(archive.index.quarantined()) == 2
     # Clean pixels do not say who the child is: only a person's review releases.
-    from dicomnode.admin import release_quarantined
+    from dicomnode.ops.admin import release_quarantined
 
     assert not any(o.done for o in release_quarantined(config, archive))
     assert len(archive.index.quarantined()) == 2
@@ -614,7 +614,7 @@ def test_an_index_from_before_is_claimed_on_upgrade(any_index_config: Config) ->
 
 def _ingest_in_order(config: Config, paths: list[str], seed: int, barrier, out) -> None:
     """One node process: its own archive and ingestor, all files in its order."""
-    from dicomnode.importer import split_file
+    from dicomnode.ingest.importer import split_file
 
     archive = open_archive(config)
     try:

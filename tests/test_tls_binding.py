@@ -26,10 +26,10 @@ from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification, XRayAngiographicImageStorage
 
 from dicomnode.config import Config, ConfigError, RemoteAE, load, validate
-from dicomnode.forwarding import Forwarder
+from dicomnode.jobs.forwarding import Forwarder
+from dicomnode.net.tls import make_ca, make_certificate
 from dicomnode.node import Node
-from dicomnode.samples import PATIENTS, xa_instance
-from dicomnode.tls import make_ca, make_certificate
+from dicomnode.ops.samples import PATIENTS, xa_instance
 from tests.conftest import free_port, incoming, make_config
 
 STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
@@ -156,7 +156,7 @@ def test_subject_and_fingerprint_must_both_match(tmp_path: Path, pki: Path) -> N
 def test_the_policy_fails_closed(tmp_path: Path, pki: Path) -> None:
     """No certificate, an unparsable one, or no readable own certificate to
     compare with: refused, whatever the entry says."""
-    from dicomnode.access import AccessPolicy
+    from dicomnode.dimse.access import AccessPolicy
 
     der = ssl.PEM_cert_to_DER_cert((pki / "cath-a.osh.test.crt").read_text())
     policy = AccessPolicy(mutual(tmp_path, pki, A))
@@ -360,7 +360,7 @@ def tls_command(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, st
     costs two seconds of imports per call)."""
     import argparse
 
-    from dicomnode.cli_security import add_parsers, run_tls
+    from dicomnode.cli.security import add_parsers, run_tls
 
     parser = argparse.ArgumentParser()
     add_parsers(parser.add_subparsers(dest="command"))
@@ -403,7 +403,7 @@ def test_the_tls_command_runs_beside_a_configuration_it_is_needed_to_fix(
 ) -> None:
     """An upgrade leaves a configuration that no longer validates (entries
     without fingerprints): the command that prints them must still run."""
-    from dicomnode.cli import main
+    from dicomnode.cli.main import main
 
     broken = tmp_path / "dicomnode.toml"
     broken.write_text('[node]\nae_title = "not a valid AE title at all"\n')

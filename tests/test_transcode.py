@@ -21,9 +21,9 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from dicomnode import transcode
-from dicomnode.retrieve_syntax import NOT_MADE_HERE, UNDECODABLE, Plan, decoded, plan
-from dicomnode.transcode import TranscodeError, decompressed
+from dicomnode.media import transcode
+from dicomnode.media.transcode import TranscodeError, decompressed
+from dicomnode.net.retrieve_syntax import NOT_MADE_HERE, UNDECODABLE, Plan, decoded, plan
 
 
 def sample(name: str) -> Dataset:

@@ -46,8 +46,8 @@ from pynetdicom.sop_class import (
 )
 from werkzeug.security import generate_password_hash
 
-from dicomnode import transcode
 from dicomnode.config import ConfigError, RemoteAE, validate
+from dicomnode.media import transcode
 from dicomnode.node import Node, open_archive
 from storage.archive import Archive
 from tests.conftest import REMOTES, dicomweb_world, free_port, make_config
@@ -404,7 +404,7 @@ def test_over_http_a_client_that_disconnects_stops_the_work(
 
 
 def test_forwarding_an_instance_over_the_limit_waits_with_its_reason(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from dicomnode.forwarding import Forwarder
+    from dicomnode.jobs.forwarding import Forwarder
     from tests.test_forwarding import Destination
 
     port = free_port()

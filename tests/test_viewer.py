@@ -15,9 +15,9 @@ from pydicom.encaps import generate_frames
 from werkzeug.security import generate_password_hash
 
 from dicomnode.config import Config
-from dicomnode.importer import split_file
-from dicomnode.ingest import Incoming, Ingestor, Outcome
-from dicomnode.samples import PATIENTS, sample_file, xa_instance
+from dicomnode.ingest.importer import split_file
+from dicomnode.ingest.pipeline import Incoming, Ingestor, Outcome
+from dicomnode.ops.samples import PATIENTS, sample_file, xa_instance
 from storage.archive import Archive
 from tests.conftest import incoming
 from viewer import create_app
@@ -162,7 +162,7 @@ def test_frame_rate_follows_the_standards_order(attrs: dict, expected: list) -> 
 
 
 def test_user_cli(tmp_path: Path, config: Config) -> None:
-    from dicomnode.cli import main
+    from dicomnode.cli.main import main
 
     path = tmp_path / "node.toml"
     path.write_text(

@@ -32,8 +32,8 @@ from pydicom.uid import (
 )
 from werkzeug.security import generate_password_hash
 
-from dicomnode import transcode
 from dicomnode.config import Config
+from dicomnode.media import transcode
 from dicomnode.node import Node
 from storage.archive import Archive
 from tests.conftest import dicomweb_world

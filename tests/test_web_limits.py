@@ -22,11 +22,11 @@ from typing import Any
 import pytest
 from werkzeug.security import generate_password_hash
 
-from dicomnode import webguard
 from dicomnode.config import Config
+from dicomnode.net.tls import make_ca, make_certificate
 from dicomnode.node import Node, open_archive
-from dicomnode.tls import make_ca, make_certificate
-from dicomnode.webserver import WebServer
+from dicomnode.web import guard as webguard
+from dicomnode.web.server import WebServer
 from tests.conftest import make_config
 from viewer import create_app
 

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from werkzeug.security import generate_password_hash
 
 from dicomnode.config import Config
-from dicomnode.ingest import Ingestor, Outcome
+from dicomnode.ingest.pipeline import Ingestor, Outcome
 from storage.accounts import ROLES, SESSIONS_PER_USER, web_sessions
 from storage.archive import Archive
 from tests.conftest import incoming

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 
-from dicomnode.importer import split_file
-from dicomnode.ingest import Incoming, Ingestor, Outcome
-from dicomnode.samples import PATIENTS, sample_file, save, small_instance
+from dicomnode.ingest.importer import split_file
+from dicomnode.ingest.pipeline import Incoming, Ingestor, Outcome
+from dicomnode.ops.samples import PATIENTS, sample_file, save, small_instance
 from storage.archive import Archive
 
 pytestmark = pytest.mark.peers

@@ -10,7 +10,7 @@ from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from dicomnode.config import Config
-from dicomnode.ingest import Ingestor
+from dicomnode.ingest.pipeline import Ingestor
 from storage.archive import Archive
 
 log = logging.getLogger(__name__)

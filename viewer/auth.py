@@ -40,7 +40,7 @@ from flask import (
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from dicomnode.config import Config
-from dicomnode.connections import source_key
+from dicomnode.net.connections import source_key
 from storage.accounts import Accounts, SessionLimits, User
 from storage.audit import MINOR_FAILURE, AuditTrail
 from storage.throttle import Backoff, Key, LoginThrottle, retry_after

@@ -5,7 +5,7 @@ first, before login, CSRF (which reads forms) or the view: forms and JSON may
 carry `http_max_form_kb`, a STOW-RS request `stow_max_mb`. A Content-Length
 over the route's bound is answered 413 at once; a chunked body is counted as
 it streams and cut off with 413 at the bound (`BoundedBody`). The server
-(`dicomnode.webserver`) closes the connection after a 413 or a large unread
+(`dicomnode.web.server`) closes the connection after a 413 or a large unread
 body instead of draining it.
 
 A view that takes a large body (STOW-RS) reads ``request.stream`` in parts;

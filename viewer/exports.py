@@ -30,7 +30,7 @@ from flask import (
     send_file,
 )
 
-from dicomnode.export import (
+from dicomnode.jobs.export import (
     Cohort,
     EmptyCohort,
     ExportBlocked,

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 from flask import current_app
 
-from dicomnode.codestream import check_frame
-from dicomnode.transcode import frame_dataset
+from dicomnode.media.codestream import check_frame
+from dicomnode.media.transcode import frame_dataset
 from viewer.framecache import FrameCache
 from viewer.framestore import FrameError, Layout
 

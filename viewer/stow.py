@@ -22,9 +22,9 @@ from pydicom.filereader import read_dataset
 from pydicom.tag import BaseTag
 from pydicom.uid import UID
 
-from dicomnode.importer import dataset_offset
-from dicomnode.ingest import HEADER_LIMIT_MB, Incoming, Ingestor, child_key, read_header
-from dicomnode.validate import CANNOT_UNDERSTAND, OUT_OF_RESOURCES
+from dicomnode.ingest.importer import dataset_offset
+from dicomnode.ingest.pipeline import HEADER_LIMIT_MB, Incoming, Ingestor, child_key, read_header
+from dicomnode.ingest.validate import CANNOT_UNDERSTAND, OUT_OF_RESOURCES
 from viewer.multipart import parts
 
 # A part's File Meta Information is read from its first bytes (real ones are

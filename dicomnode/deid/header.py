@@ -52,7 +52,7 @@ from dicomnode.deid.values import (
     strip_offset,
     well_formed,
 )
-from dicomnode.sopclasses import is_unknown_storage
+from dicomnode.media.sopclasses import is_unknown_storage
 
 ICON_IMAGE_SEQUENCE = 0x00880200
 ENCAPSULATED_DOCUMENT = 0x00420011

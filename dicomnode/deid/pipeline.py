@@ -26,7 +26,6 @@ from pydicom.filewriter import write_dataset
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian
 
 from dicomnode.config import Config
-from dicomnode.deflate import deflate, inflate
 from dicomnode.deid import stream
 from dicomnode.deid.codes import is_well_known_uid
 from dicomnode.deid.header import (
@@ -42,8 +41,9 @@ from dicomnode.deid.pixels import clean, excess_bytes, has_stray_bits, needs_cle
 from dicomnode.deid.profile import Option, parse_options
 from dicomnode.deid.secret import Secret, load_or_create_key
 from dicomnode.deid.verify import OcrSettings, check, may_carry_text
-from dicomnode.integrity import Layout, check_structure
-from dicomnode.spool import Part, Pieces, Spool, SpoolFile
+from dicomnode.media.deflate import deflate, inflate
+from dicomnode.media.integrity import Layout, check_structure
+from dicomnode.media.spool import Part, Pieces, Spool, SpoolFile
 from storage.index import Index
 
 DEID_KEY = "deid.key"

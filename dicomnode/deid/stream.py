@@ -1,6 +1,6 @@
 """Pixel data of a spooled instance, cleaned a batch of frames at a time.
 
-An instance too large for memory waits in the spool (`dicomnode.spool`);
+An instance too large for memory waits in the spool (`dicomnode.media.spool`);
 its header is read and de-identified as any other's, and its pixel data is
 read from there a few megabytes at a time: native frames by their offset,
 encapsulated frames by their fragments' offsets. Each batch is a small data
@@ -36,9 +36,9 @@ from dicomnode.deid.pixels import (
     needs_cleaning,
     stray_bit_mask,
 )
-from dicomnode.integrity import Layout
-from dicomnode.spool import CHUNK, Part, Spool, SpoolFile
-from dicomnode.validate import expected_native_pixel_bytes
+from dicomnode.ingest.validate import expected_native_pixel_bytes
+from dicomnode.media.integrity import Layout
+from dicomnode.media.spool import CHUNK, Part, Spool, SpoolFile
 
 BATCH_BYTES = 8 << 20  # frames cleaned together, at most (one frame whatever its size)
 # A frame larger than this (decoded) is not read: its instance is held for

@@ -25,11 +25,11 @@ from pydicom.multival import MultiValue
 from pydicom.pixels import pixel_array
 from pydicom.uid import UID, JPEGBaseline8Bit
 
-from dicomnode.codestream import check_frame
 from dicomnode.deid import ocr
 from dicomnode.deid.identity import IdentityMatcher
 from dicomnode.deid.names import find_identifiers, find_names
-from dicomnode.sopclasses import ACCEPTED_STORAGE
+from dicomnode.media.codestream import check_frame
+from dicomnode.media.sopclasses import ACCEPTED_STORAGE
 
 # Image types whose pixels may carry burned-in text whatever the header says
 # (echo, angio, fluoroscopy, screen captures, endoscopy, photographs).

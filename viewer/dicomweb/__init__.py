@@ -1,10 +1,10 @@
 """DICOMweb (PS3.18) under /dicom-web, one module a resource.
 
-`qido` searches through the C-FIND translation (`dicomnode.find`), so both
+`qido` searches through the C-FIND translation (`dicomnode.dimse.find`), so both
 doors match alike; `wado` sends instances, frames, rendered and thumbnail
 images in what the Accept header allows (`negotiate`), as stored when that is
 acceptable and transcoded one instance or frame at a time otherwise
-(`dicomnode.transcode`, `frameparts`); `metadata` and `bulkdata` answer the
+(`dicomnode.media.transcode`, `frameparts`); `metadata` and `bulkdata` answer the
 headers and the values they leave out; `stowrs` stores through the one
 ingest pipeline, de-identification included. Clients authenticate with the
 web session or HTTP Basic (OHIF, Weasis, scripts).

@@ -7,7 +7,7 @@ an encapsulated instance (`viewer.dicomweb.bulkdata`) are the same frames:
 they are negotiated and sent here, so both answer one Accept header alike.
 What is stored goes as it is when acceptable (read from the blob at the
 offsets the viewer's layout found, with Content-Length); otherwise each
-frame is decoded and encoded (`dicomnode.transcode`) when its part is sent,
+frame is decoded and encoded (`dicomnode.media.transcode`) when its part is sent,
 so memory stays one frame whatever the instance.
 """
 
@@ -27,7 +27,7 @@ from pydicom.uid import (
 )
 from werkzeug.exceptions import HTTPException
 
-from dicomnode import transcode
+from dicomnode.media import transcode
 from viewer.dicomweb.negotiate import AS_STORED, MediaRange
 from viewer.framedecode import reference
 from viewer.framestore import FrameError, Layout

@@ -1,6 +1,6 @@
 """QIDO-RS (PS3.18 10.6, query parameters 8.3.4): searches through the shared
 matching in `storage`, so a key matches here exactly as in C-FIND
-(`dicomnode.find`): universal, single value, wildcards, DA/TM ranges, lists.
+(`dicomnode.dimse.find`): universal, single value, wildcards, DA/TM ranges, lists.
 
 What the standard leaves to the origin server, and what the node does:
 
@@ -29,7 +29,7 @@ from flask import Response, abort, current_app, g, request
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataset import Dataset
 
-from dicomnode.find import response
+from dicomnode.dimse.find import response
 from storage.keys import ATTRIBUTES, COMPUTED, Level
 from storage.query import Query, QueryError
 from viewer.address import public_root

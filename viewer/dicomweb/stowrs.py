@@ -27,8 +27,8 @@ from pydicom.dataset import Dataset
 from werkzeug.exceptions import HTTPException
 
 from dicomnode.deid.codes import is_well_known_uid
-from dicomnode.ingest import DIFFERENT_STUDY, Incoming, Ingestor, Outcome
-from dicomnode.validate import CANNOT_UNDERSTAND, HELD_FOR_REVIEW, UNREADABLE
+from dicomnode.ingest.pipeline import DIFFERENT_STUDY, Incoming, Ingestor, Outcome
+from dicomnode.ingest.validate import CANNOT_UNDERSTAND, HELD_FOR_REVIEW, UNREADABLE
 from storage.audit import MINOR_FAILURE, SUCCESS
 from storage.keys import Level
 from storage.query import Query

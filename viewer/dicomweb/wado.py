@@ -10,7 +10,7 @@ decoded when its bytes are sent, so memory stays one frame, the first bytes
 leave at once and the work stops when the client goes away. Other syntaxes
 (RLE, JPEG 2000, JPEG-LS, Deflated) need the whole instance decoded: only up
 to ``transcode_max_mb`` decoded, one at a time in the process
-(`dicomnode.transcode`), else 406 saying how to get the data. Frames are
+(`dicomnode.media.transcode`), else 406 saying how to get the data. Frames are
 negotiated and written by `viewer.dicomweb.frameparts`, which Pixel Data
 bulk data shares.
 
@@ -35,7 +35,7 @@ from PIL import Image
 from pydicom import dcmread
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from dicomnode import transcode
+from dicomnode.media import transcode
 from storage.keys import Level
 from storage.query import Query
 from viewer import frames as viewer_frames

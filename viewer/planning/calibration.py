@@ -26,7 +26,7 @@ from typing import Any
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
-from dicomnode.validate import is_valid_uid
+from dicomnode.ingest.validate import is_valid_uid
 
 Point = tuple[float, float]  # (x = column, y = row), in image pixels
 CM = 3  # PhysicalUnitsX/YDirection code for centimetres (PS3.3 C.8.5.5.1.15)

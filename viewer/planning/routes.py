@@ -30,11 +30,11 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from werkzeug.http import HTTP_STATUS_CODES
 
-from dicomnode.admin import linkage_cipher
 from dicomnode.deid.identity import IdentityMatcher
 from dicomnode.deid.linkage import LinkageError
 from dicomnode.deid.names import SPACED, find_identifiers, find_names
-from dicomnode.export import age_years
+from dicomnode.jobs.export import age_years
+from dicomnode.ops.admin import linkage_cipher
 from storage.keys import Level
 from storage.plans import NEW, PlanError, Saved, UnknownPlan
 from storage.query import Query

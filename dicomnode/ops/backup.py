@@ -1,7 +1,7 @@
 """Backup and restore of the index and the key files (not the blobs).
 
 The SQLite index is copied with SQLite's online backup (consistent while the
-node runs), a PostgreSQL index with pg_dump (`dicomnode.pgdump`); keys are
+node runs), a PostgreSQL index with pg_dump (`dicomnode.ops.pgdump`); keys are
 copied into ``keys/``; every file written is 0600 in 0700 folders, whatever
 the umask (restored ones too); a manifest holds a SHA-256 of every file,
 checked before anything is restored. Index and keys can be written apart
@@ -23,8 +23,9 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
-from dicomnode import __version__, pgdump
+from dicomnode import __version__
 from dicomnode.config import Config
+from dicomnode.ops import pgdump
 from storage.private import create_private, open_private, private_dir, tighten, write_private
 
 KEY_FILES = (

@@ -6,7 +6,7 @@ and most retrieve clients at their defaults accept nothing compressed. So
 beside each stored syntax the node proposes (C-MOVE) or takes (C-GET) the
 uncompressed ones, sends an instance as stored when the peer accepted that
 syntax, and otherwise decodes its pixel data once, for that peer, to
-Explicit VR Little Endian (``dicomnode.transcode.decompressed``, the
+Explicit VR Little Endian (``dicomnode.media.transcode.decompressed``, the
 node's one decoder); pynetdicom then encodes it in whichever uncompressed
 little endian syntax the peer accepted. Nothing is re-encoded lossily and
 the archive's file is never changed. Decoding is bounded: an instance that
@@ -26,7 +26,7 @@ from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.sop_class import Verification
 
-from dicomnode.transcode import UNCOMPRESSED_PREFERRED, decodable, decompressed
+from dicomnode.media.transcode import UNCOMPRESSED_PREFERRED, decodable, decompressed
 
 decoded = decompressed  # the node's one decoder, by the name retrieve uses
 

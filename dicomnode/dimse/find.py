@@ -22,7 +22,7 @@ from pynetdicom.sop_class import (
 )
 
 from dicomnode.config import Config
-from dicomnode.validate import status_dataset
+from dicomnode.ingest.validate import status_dataset
 from storage.archive import Archive
 from storage.keys import Level
 from storage.query import Query, QueryError

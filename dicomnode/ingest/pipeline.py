@@ -27,15 +27,10 @@ from pydicom.filereader import read_dataset
 from pydicom.uid import UID
 
 from dicomnode.config import Config
-from dicomnode.deflate import inflate
 from dicomnode.deid.pipeline import Deidentified, Deidentifier, encode
 from dicomnode.deid.plausible import real_date
 from dicomnode.deid.values import parse_date
-from dicomnode.filemeta import file_meta
-from dicomnode.integrity import Layout, StructureError, check_structure
-from dicomnode.logs import quiet_libraries
-from dicomnode.spool import Pieces, Spool, SpoolFile
-from dicomnode.validate import (
+from dicomnode.ingest.validate import (
     HELD_FOR_REVIEW,
     OUT_OF_RESOURCES,
     PIXEL_DATA_SHORT,
@@ -45,6 +40,11 @@ from dicomnode.validate import (
     expected_native_pixel_bytes,
     validate,
 )
+from dicomnode.logs import quiet_libraries
+from dicomnode.media.deflate import inflate
+from dicomnode.media.filemeta import file_meta
+from dicomnode.media.integrity import Layout, StructureError, check_structure
+from dicomnode.media.spool import Pieces, Spool, SpoolFile
 from storage.archive import Archive, DuplicatePolicy
 from storage.audit import MINOR_FAILURE
 from storage.index import ForeignParent

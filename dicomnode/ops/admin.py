@@ -25,8 +25,8 @@ from dicomnode.deid.linkage import LinkageCipher, LinkageError
 from dicomnode.deid.pipeline import LINKAGE_KEY, clean_and_verify, encode
 from dicomnode.deid.secret import load_or_create_key
 from dicomnode.deid.verify import OcrSettings
-from dicomnode.filemeta import file_meta
-from dicomnode.ingest import NO_IDENTITY
+from dicomnode.ingest.pipeline import NO_IDENTITY
+from dicomnode.media.filemeta import file_meta
 from storage.archive import Archive, HeldBlobError
 from storage.audit import MINOR_FAILURE, SUCCESS
 from storage.record import record_from_dataset

@@ -6,7 +6,7 @@ its own alternative (``STORE_RECV_CHUNKED_DATASET``) writes a named file in
 the clear. Here each association's DIMSE provider gives every new message a
 `SpillingBuffer` instead: a ``BytesIO`` while small, and once a C-STORE
 request's data set passes the spool threshold, an encrypted spool file
-(`dicomnode.spool`) that the rest of the data set is appended to.
+(`dicomnode.media.spool`) that the rest of the data set is appended to.
 The wire-size limit (`transport.GuardedSocket`) still bounds what is sent.
 """
 
@@ -18,7 +18,7 @@ from typing import Any
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_messages import C_STORE_RQ, DIMSEMessage
 
-from dicomnode.spool import Spool, SpoolFile
+from dicomnode.media.spool import Spool, SpoolFile
 
 
 class SpillingBuffer(BytesIO):

@@ -38,8 +38,6 @@ from pydicom.fileset import FileSet
 from tqdm import tqdm
 
 from dicomnode import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
-from dicomnode import manifest_values as checked
-from dicomnode.admin import linkage_cipher
 from dicomnode.config import Config
 from dicomnode.deid.header import DeidSettings, HeaderDeidentifier
 from dicomnode.deid.pipeline import document_reason
@@ -48,6 +46,8 @@ from dicomnode.deid.profile import Option
 from dicomnode.deid.scanner import scan, scan_text
 from dicomnode.deid.secret import Secret, load_or_create_key
 from dicomnode.deid.verify import OcrSettings, check
+from dicomnode.jobs import manifest_values as checked
+from dicomnode.ops.admin import linkage_cipher
 from storage.archive import Archive
 from storage.keys import Level
 from storage.private import open_private, private_dir

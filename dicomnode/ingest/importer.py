@@ -14,7 +14,7 @@ from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.uid import ImplicitVRLittleEndian
 from tqdm import tqdm
 
-from dicomnode.ingest import KEPT_APART, Incoming, Ingestor, Outcome
+from dicomnode.ingest.pipeline import KEPT_APART, Incoming, Ingestor, Outcome
 from storage.values import normalise_issuer
 
 

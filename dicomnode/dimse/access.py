@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from dicomnode.config import SERVICES, Config, RemoteAE
-from dicomnode.tls import CertificateIdentity, identity_of, identity_of_file
+from dicomnode.net.tls import CertificateIdentity, identity_of, identity_of_file
 
 # A-ASSOCIATE-RJ (result, source, reason), PS3.8 Table 9-21.
 CALLING_AE_NOT_RECOGNISED = (0x01, 0x01, 0x03)

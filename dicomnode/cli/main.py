@@ -9,7 +9,8 @@ import signal
 import sys
 from pathlib import Path
 
-from dicomnode import __version__, cli_security, logs
+from dicomnode import __version__, logs
+from dicomnode.cli import security as cli_security
 from dicomnode.config import Config, ConfigError, load, to_toml, without_secrets
 from dicomnode.deid.secret import KeyFileError
 from storage.private import private_umask
@@ -169,7 +170,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _backup(config: Config, args: argparse.Namespace) -> int:
-    from dicomnode.backup import BackupError, backup, restore
+    from dicomnode.ops.backup import BackupError, backup, restore
 
     try:
         if args.command == "backup":
@@ -187,8 +188,8 @@ def _backup(config: Config, args: argparse.Namespace) -> int:
 def _check(config: Config, progress: bool) -> int:
     from tqdm import tqdm
 
-    from dicomnode.check import verify
     from dicomnode.node import open_archive
+    from dicomnode.ops.check import verify
 
     archive = open_archive(config)
     bar = tqdm(unit="inst", disable=not progress, file=sys.stderr)
@@ -213,7 +214,7 @@ def _check(config: Config, progress: bool) -> int:
 
 
 def _export(config: Config, args: argparse.Namespace) -> int:
-    from dicomnode.export import (
+    from dicomnode.jobs.export import (
         Cohort,
         EmptyCohort,
         ExportBlocked,
@@ -299,8 +300,8 @@ def _serve(config: Config) -> int:
 
 
 def _import(config: Config, paths: list[Path], issuer: str, progress: bool) -> int:
-    from dicomnode.importer import import_paths
-    from dicomnode.ingest import Ingestor
+    from dicomnode.ingest.importer import import_paths
+    from dicomnode.ingest.pipeline import Ingestor
     from dicomnode.node import open_archive
 
     missing = [p for p in paths if not p.exists()]
@@ -339,7 +340,7 @@ def _stats(config: Config, as_json: bool) -> int:
 
 
 def _forward(config: Config, args: argparse.Namespace) -> int:
-    from dicomnode.forwarding import Forwarder, ForwardError
+    from dicomnode.jobs.forwarding import Forwarder, ForwardError
     from dicomnode.node import open_archive
 
     archive = open_archive(config)
@@ -536,9 +537,9 @@ def _user(config: Config, args: argparse.Namespace) -> int:
 
 
 def _reidentify(config: Config, value: str) -> int:
-    from dicomnode.admin import AdminError, reidentify
     from dicomnode.deid.linkage import LinkageError
     from dicomnode.node import open_archive
+    from dicomnode.ops.admin import AdminError, reidentify
 
     archive = open_archive(config)
     try:
@@ -556,13 +557,13 @@ def _quarantine(config: Config, args: argparse.Namespace) -> int:
     """list, show, release, refuse: one line per instance; 3 if one named failed."""
     from pydicom.uid import UID
 
-    from dicomnode.admin import (
+    from dicomnode.node import open_archive
+    from dicomnode.ops.admin import (
         AdminError,
         refuse_quarantined,
         release_quarantined,
         show_quarantined,
     )
-    from dicomnode.node import open_archive
 
     uids: list[str] = getattr(args, "uids", [])
     problem = None
@@ -661,7 +662,7 @@ def _run(args: argparse.Namespace, config: Config) -> int:
     if args.command == "audit":
         return cli_security.run_audit(config, args)
     if args.command == "demo":
-        from dicomnode.samples import demo_files
+        from dicomnode.ops.samples import demo_files
 
         with demo_files() as paths:
             code = _import(config, paths, "DEMO", not args.no_progress)

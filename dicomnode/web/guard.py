@@ -1,7 +1,7 @@
 """What one web client may take of the server: connections per address, a
 share of the workers, and time a worker waits on it per byte moved.
 
-The rules are kept apart from cheroot's wiring (`dicomnode.webserver`), which
+The rules are kept apart from cheroot's wiring (`dicomnode.web.server`), which
 calls them; they count per client key (an IPv4 address, an IPv6 /64), so
 one host cannot crowd out the others, however it behaves.
 """

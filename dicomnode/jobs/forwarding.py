@@ -27,8 +27,9 @@ from pynetdicom.association import Association
 
 from dicomnode import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from dicomnode.config import Config
-from dicomnode.retrieve import NO_DELAY
-from dicomnode.retrieve_syntax import (
+from dicomnode.dimse.retrieve import NO_DELAY
+from dicomnode.media.transcode import TooLarge, TranscodeError
+from dicomnode.net.retrieve_syntax import (
     UNDECODABLE,
     accepted_syntaxes,
     contexts_for,
@@ -36,8 +37,7 @@ from dicomnode.retrieve_syntax import (
     plan,
     unsent,
 )
-from dicomnode.tls import tls_args, tls_failure
-from dicomnode.transcode import TooLarge, TranscodeError
+from dicomnode.net.tls import tls_args, tls_failure
 from storage.archive import Archive
 from storage.keys import Level
 from storage.leases import process_name

@@ -3,7 +3,7 @@
 Handlers are thin: they turn a request into a call of `Ingestor.ingest` or
 `find.find` and the result back into a DIMSE status.
 
-Storage contexts are those of `dicomnode.sopclasses`: every current storage
+Storage contexts are those of `dicomnode.media.sopclasses`: every current storage
 class, the retired image classes, and (``unknown_sop_class_accepted``) any
 unknown storage class a peer proposes. pynetdicom has no wildcard abstract
 syntax and hands a C-STORE of a class it does not know (retired ones
@@ -66,22 +66,24 @@ from pynetdicom.sop_class import (
     Verification,
 )
 
-from dicomnode import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, retrieve, sopclasses
-from dicomnode.access import AccessPolicy
+from dicomnode import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from dicomnode.config import Config
-from dicomnode.find import find, visible_issuers
-from dicomnode.ingest import Incoming, Ingestor
-from dicomnode.logs import quiet_libraries
-from dicomnode.receive import received, release, spool_large_data_sets
-from dicomnode.retrieve import AS_FIND
-from dicomnode.tls import server_context
-from dicomnode.transport import GuardedACSE, GuardedRequestHandler, NodeAssociationServer
-from dicomnode.validate import (
+from dicomnode.dimse import retrieve
+from dicomnode.dimse.access import AccessPolicy
+from dicomnode.dimse.find import find, visible_issuers
+from dicomnode.dimse.receive import received, release, spool_large_data_sets
+from dicomnode.dimse.retrieve import AS_FIND
+from dicomnode.dimse.transport import GuardedACSE, GuardedRequestHandler, NodeAssociationServer
+from dicomnode.ingest.pipeline import Incoming, Ingestor
+from dicomnode.ingest.validate import (
     DATASET_MISMATCH,
     NOT_AUTHORIZED,
     OUT_OF_RESOURCES,
     status_dataset,
 )
+from dicomnode.logs import quiet_libraries
+from dicomnode.media import sopclasses
+from dicomnode.net.tls import server_context
 from storage.audit import MINOR_FAILURE
 
 GET_MODELS = (
@@ -176,7 +178,7 @@ def wait_for_send_queue(assoc: Any, depth: int = 8) -> None:
 
 def node_ae(config: Config) -> AE:
     """The node's AE and every context it supports (the conformance
-    statement's tables are generated from it: `dicomnode.sopclasses`)."""
+    statement's tables are generated from it: `dicomnode.media.sopclasses`)."""
     ae = AE(ae_title=config.ae_title)
     ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
     ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME

@@ -35,9 +35,11 @@ from pynetdicom.sop_class import (
 )
 
 from dicomnode.config import Config
-from dicomnode.find import query_level, visible_issuers
-from dicomnode.retrieve_outcome import Outcome, on_final_response
-from dicomnode.retrieve_syntax import (
+from dicomnode.dimse.find import query_level, visible_issuers
+from dicomnode.dimse.retrieve_outcome import Outcome, on_final_response
+from dicomnode.ingest.validate import is_valid_uid, status_dataset
+from dicomnode.media.transcode import TooLarge
+from dicomnode.net.retrieve_syntax import (
     MISSING,
     NO_SCP_ROLE,
     TOO_LARGE,
@@ -49,9 +51,7 @@ from dicomnode.retrieve_syntax import (
     unsent,
     without_role,
 )
-from dicomnode.tls import tls_args
-from dicomnode.transcode import TooLarge
-from dicomnode.validate import is_valid_uid, status_dataset
+from dicomnode.net.tls import tls_args
 from storage.archive import Archive
 from storage.audit import MINOR_FAILURE
 from storage.keys import UNIQUE_KEY, Level

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
 
-from dicomnode.sopclasses import refusal
+from dicomnode.media.sopclasses import refusal
 
 UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 

@@ -26,8 +26,8 @@ from pydicom import dcmread
 from pydicom.uid import UID
 from sqlalchemy import select
 
-from dicomnode.importer import split_file
-from dicomnode.integrity import StructureError, check_structure
+from dicomnode.ingest.importer import split_file
+from dicomnode.media.integrity import StructureError, check_structure
 from storage.archive import Archive, HeldBlobError, is_sealed
 from storage.blobs import BlobStore
 from storage.schema import instances, quarantine

@@ -65,7 +65,7 @@ from pydicom.uid import (
     MPEGTransferSyntaxes,
 )
 
-from dicomnode.codestream import check_dataset, check_frame
+from dicomnode.media.codestream import check_dataset, check_frame
 
 # The uncompressed little endian syntaxes every DICOM application takes
 # (PS3.5 §10.1), the one that keeps VRs first: proposals list them so.

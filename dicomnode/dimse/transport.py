@@ -33,8 +33,8 @@ from pynetdicom.acse import ACSE
 from pynetdicom.association import Association
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
-from dicomnode.access import LOCAL_LIMIT_EXCEEDED, AccessPolicy
-from dicomnode.connections import TOO_MANY, Connection, ConnectionTable
+from dicomnode.dimse.access import LOCAL_LIMIT_EXCEEDED, AccessPolicy
+from dicomnode.net.connections import TOO_MANY, Connection, ConnectionTable
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ as they like. Here:
   writing the answer) for ``http_header_seconds`` (at most
   ``network_timeout``) seconds plus one second per
   `webguard.MIN_TRANSFER_RATE` bytes moved; then the connection is cut;
-- request bodies: see `dicomnode.webbody`.
+- request bodies: see `dicomnode.web.body`.
 """
 
 from __future__ import annotations
@@ -45,10 +45,10 @@ from cheroot.ssl.builtin import BuiltinSSLAdapter
 from cheroot.wsgi import Server
 
 from dicomnode.config import Config
-from dicomnode.connections import source_key
-from dicomnode.tls import server_context
-from dicomnode.webbody import Request
-from dicomnode.webguard import Gate, Meter, MeteredSocket, Notes, Watchdog
+from dicomnode.net.connections import source_key
+from dicomnode.net.tls import server_context
+from dicomnode.web.body import Request
+from dicomnode.web.guard import Gate, Meter, MeteredSocket, Notes, Watchdog
 
 log = logging.getLogger(__name__)
 HTTPS_ENVIRON = {"wsgi.url_scheme": "https", "HTTPS": "on"}

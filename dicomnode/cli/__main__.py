@@ -1,0 +1,5 @@
+"""`python -m dicomnode.cli`."""
+
+from dicomnode.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""DICOM upper layer: the association server, its handlers and guards."""

@@ -1,0 +1,1 @@
+"""Every door's way into the archive: checks, de-identification, store."""

@@ -1,0 +1,1 @@
+"""Work that follows a store or a request: forwarding, research exports."""

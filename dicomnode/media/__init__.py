@@ -1,0 +1,1 @@
+"""DICOM encoding below de-identification: streams, spool, codecs, SOP classes."""

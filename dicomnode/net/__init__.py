@@ -1,0 +1,4 @@
+"""Network pieces shared by the server and outgoing associations.
+
+TLS, the connection table, the syntaxes an instance travels in.
+"""

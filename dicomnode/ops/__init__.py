@@ -1,0 +1,1 @@
+"""Operations on the archive: backup, checks, re-identification, samples."""

@@ -1,0 +1,1 @@
+"""The HTTP server under the viewer: cheroot, bounded bodies, per-client guards."""
