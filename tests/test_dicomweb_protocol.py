@@ -31,9 +31,10 @@ from werkzeug.security import generate_password_hash
 
 import viewer.auth as auth
 from dicomnode.config import Config, ConfigError, load
-from dicomnode.dimse.find import PENDING, find
+from dicomnode.dimse.find import find
 from dicomnode.node import Node, open_archive
 from dicomnode.ops.samples import PATIENTS, UID_ROOT, small_instance, xa_instance
+from dicomnode.status import PENDING
 from storage.archive import Archive
 from storage.keys import ATTRIBUTES, Level
 from tests.conftest import make_config

@@ -19,9 +19,10 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 
-from dicomnode.dimse.find import IDENTIFIER_MISMATCH, PENDING, SUCCESS, find
+from dicomnode.dimse.find import find
 from dicomnode.dimse.retrieve import MAX_UIDS
 from dicomnode.ops.samples import PATIENTS, UID_ROOT
+from dicomnode.status import IDENTIFIER_DOES_NOT_MATCH, PENDING, SUCCESS
 from storage.archive import Archive
 from storage.keys import ATTRIBUTES, Level
 from storage.matching import MAX_LIST_VALUES
@@ -59,6 +60,7 @@ def test_the_bound_is_a_retrieve_s_and_leaves_room_under_the_back_ends_limits() 
     assert len(listable) * MAX_LIST_VALUES < 32766
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "keyword, value",
     [
@@ -79,6 +81,7 @@ def test_a_list_over_the_bound_is_a_query_error_naming_the_key(
     assert "x1" not in message and "A1" not in message  # never the values asked
 
 
+@pytest.mark.slow
 def test_lists_up_to_the_bound_match_on_every_back_end(archive: Archive, loaded: dict) -> None:
     patient = PATIENTS[1].patient_id
     rows = find_rows(
@@ -96,6 +99,7 @@ def test_lists_up_to_the_bound_match_on_every_back_end(archive: Archive, loaded:
     assert {r["AccessionNumber"] for r in rows} == {"acc_4"}
 
 
+@pytest.mark.slow
 def test_several_lists_each_under_the_bound_together_still_answer(
     archive: Archive, loaded: dict
 ) -> None:
@@ -133,17 +137,19 @@ def _c_find(archive: Archive, **keys: object) -> list[tuple]:
     )
 
 
+@pytest.mark.slow
 def test_c_find_answers_a_long_list_with_a900_and_an_error_comment(
     archive: Archive, loaded: dict
 ) -> None:
     answers = _c_find(archive, PatientID=_ids(1500))
     assert len(answers) == 1
     status, found = answers[0]
-    assert found is None and status.Status == IDENTIFIER_MISMATCH
+    assert found is None and status.Status == IDENTIFIER_DOES_NOT_MATCH
     assert "PatientID" in status.ErrorComment and str(MAX_LIST_VALUES) in status.ErrorComment
     assert "x1" not in status.ErrorComment
 
 
+@pytest.mark.slow
 def test_c_find_matches_a_list_at_the_bound(archive: Archive, loaded: dict) -> None:
     answers = _c_find(archive, PatientID=_ids(MAX_LIST_VALUES, PATIENTS[2].patient_id))
     assert [s for s, _ in answers] == [PENDING, SUCCESS]

@@ -21,7 +21,19 @@ def create_app(
 ) -> Flask:
     """Application factory: configuration, archive, session key (and the
     ingestor that stores the node's own reports) are passed in."""
-    from viewer import admin, auth, dicomweb, exports, frames, i18n, ohif, scope, security, studies
+    from viewer import (
+        admin,
+        auth,
+        dicomweb,
+        exports,
+        frames,
+        i18n,
+        ohif,
+        scope,
+        security,
+        services,
+        studies,
+    )
     from viewer.bodylimit import install as limit_bodies
     from viewer.cors import install as allow_origins
     from viewer.planning import measure
@@ -29,8 +41,8 @@ def create_app(
     from viewer.planning import routes as planning
 
     app = Flask(__name__)
+    services.install(app, config, archive, ingestor or Ingestor(config, archive))
     app.config.update(
-        NODE_CONFIG=config,
         SECRET_KEY=secret_key,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
@@ -38,8 +50,6 @@ def create_app(
     security.install(app, config)
     allow_origins(app, config)  # before login: a CORS preflight carries no credentials
     limit_bodies(app)  # first: the login and CSRF checks read forms
-    app.extensions["archive"] = archive
-    app.extensions["ingestor"] = ingestor or Ingestor(config, archive)
     app.register_blueprint(auth.bp)
     app.register_blueprint(studies.bp)
     app.register_blueprint(frames.bp)

@@ -17,7 +17,9 @@ import re
 from collections.abc import Iterable
 from functools import cache
 
-from flask import current_app, request
+from flask import request
+
+from viewer import services
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -71,7 +73,7 @@ def client_from(peer: str, forwarded_for: Iterable[str], trusted: tuple[Network,
 
 def client_address() -> str:
     """The address of the client of the current request (see the module)."""
-    config = current_app.config["NODE_CONFIG"]
+    config = services.config()
     peer = request.remote_addr or ""
     trusted = trusted_networks(config.trusted_proxies)
     if not trusted:
@@ -90,7 +92,7 @@ def public_root() -> str:
     headers are ignored. A direct client whose Host header lacks the port it
     connected to (dicomweb-client drops it) gets the port added: the URIs
     must reach this server."""
-    config = current_app.config["NODE_CONFIG"]
+    config = services.config()
     trusted = trusted_networks(config.trusted_proxies)
     try:
         peer = ipaddress.ip_address(request.remote_addr or "")

@@ -44,6 +44,7 @@ from dicomnode.net.connections import source_key
 from storage.accounts import Accounts, SessionLimits, User
 from storage.audit import MINOR_FAILURE, AuditTrail
 from storage.throttle import Backoff, Key, LoginThrottle, retry_after
+from viewer import services
 from viewer.address import client_address
 from viewer.i18n import gettext, translate
 from viewer.permissions import allowed, is_open
@@ -69,15 +70,15 @@ def _dummy_hash() -> str:
 
 
 def accounts() -> Accounts:
-    return current_app.extensions["archive"].index.accounts
+    return services.archive().index.accounts
 
 
 def trail() -> AuditTrail:
-    return current_app.extensions["archive"].index.audit
+    return services.archive().index.audit
 
 
 def throttle() -> LoginThrottle:
-    return current_app.extensions["archive"].index.throttle
+    return services.archive().index.throttle
 
 
 def audit(kind: str, user: str, **fields: Any) -> None:
@@ -117,7 +118,7 @@ def _password_matches(user: User | None, password: str) -> bool:
 
 def backoff() -> Backoff:
     """The configured free attempts and the module's delays."""
-    free = current_app.config["NODE_CONFIG"].login_attempts
+    free = services.config().login_attempts
     return Backoff(free, BACKOFF_FIRST, BACKOFF_LONGEST, THROTTLE_WINDOW)
 
 
@@ -212,7 +213,7 @@ def session_limits(config: Config) -> SessionLimits:
 
 
 def _limits() -> SessionLimits:
-    return session_limits(current_app.config["NODE_CONFIG"])
+    return session_limits(services.config())
 
 
 def _session_user() -> User | None:

@@ -17,10 +17,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from flask import Flask, current_app, jsonify, request
+from flask import Flask, jsonify, request
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 
 from dicomnode.config import Config
+from viewer import services
 
 KiB = 1024
 # Endpoints that take more than a form, and their bound in bytes.
@@ -34,7 +35,7 @@ BROKEN = "the request body is malformed or ended early"
 
 def limit() -> int:
     """Bytes of body the current request may carry."""
-    config: Config = current_app.config["NODE_CONFIG"]
+    config: Config = services.config()
     bound = LARGE_BODIES.get(request.endpoint or "")
     return bound(config) if bound else config.http_max_form_kb * KiB
 

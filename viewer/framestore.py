@@ -28,6 +28,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGBase
 from sqlalchemy import select
 
 from storage.schema import instances
+from viewer import services
 from viewer.framecache import FrameCache
 
 FRAME_BYTES = 64 << 20  # the largest frame shown (a 4096 x 4096 RGB frame is 48 MiB)
@@ -289,7 +290,7 @@ def _stamp(status: os.stat_result) -> tuple[int, ...]:
 
 def _indexed(uid: str) -> tuple[str, str] | None:
     """The instance's blob key and SHA-256 as the index holds them now."""
-    index = current_app.extensions["archive"].index
+    index = services.archive().index
     query = select(instances.c.blob_key, instances.c.sha256)
     with index.engine.connect() as conn:
         row = conn.execute(query.where(instances.c.sopinstanceuid == uid)).first()
@@ -304,7 +305,7 @@ def layout(uid: str) -> Layout:
     """The instance's layout (cached while the index names the same blob and
     its file is unchanged: a replaced duplicate is read again); FrameError
     with the reason and status."""
-    archive = current_app.extensions["archive"]
+    archive = services.archive()
     indexed = _indexed(uid)
     if indexed is None:
         raise FrameError("no such instance", 404)

@@ -27,10 +27,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Flask, abort, current_app, request, send_from_directory
+from flask import Blueprint, Flask, abort, request, send_from_directory
 from werkzeug.security import safe_join
 
-from viewer import ohif_install
+from viewer import ohif_install, services
 
 bp = Blueprint("ohif", __name__, url_prefix="/ohif")
 PREFIX = ohif_install.PREFIX
@@ -45,7 +45,7 @@ mimetypes.add_type("text/javascript", ".mjs")
 
 
 def dist() -> Path:
-    configured = current_app.config["NODE_CONFIG"].ohif_dir
+    configured = services.config().ohif_dir
     return Path(configured) if str(configured) not in ("", ".") else ohif_install.dist_dir()
 
 

@@ -27,11 +27,12 @@ from collections import Counter
 from functools import cache
 from typing import Any
 
-from flask import Flask, abort, current_app, g, request
+from flask import Flask, abort, g, request
 
 from storage.audit import MINOR_FAILURE
 from storage.keys import UNIQUE_KEY, Level
 from storage.query import Query
+from viewer import services
 from viewer.auth import audit
 from viewer.uids import exact_uid
 
@@ -103,7 +104,7 @@ def check() -> None:
     sees = issuers()
     if sees is None:
         return
-    index = current_app.extensions["archive"].index
+    index = services.archive().index
     if list(index.find(Query(deepest, keys, limit=1, issuers=sees))):
         return
     if list(index.find(Query(deepest, keys, limit=1))):

@@ -24,7 +24,7 @@ from pydicom.uid import UID
 
 from dicomnode.ingest.importer import dataset_offset
 from dicomnode.ingest.pipeline import HEADER_LIMIT_MB, Incoming, Ingestor, child_key, read_header
-from dicomnode.ingest.validate import CANNOT_UNDERSTAND, OUT_OF_RESOURCES
+from dicomnode.status import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, SUCCESS
 from viewer.multipart import parts
 
 # A part's File Meta Information is read from its first bytes (real ones are
@@ -47,7 +47,7 @@ class PartSink:
         self.syntax = ""
         self.size = 0
         self.problem = ""  # why this part cannot be an instance
-        self.status = 0  # and the failure status that says so
+        self.status = SUCCESS  # and the failure status that says so
 
     def write(self, data: bytes) -> None:
         if self.problem:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, abort, current_app, g, render_template, request
+from flask import Blueprint, abort, g, render_template, request
 from pydicom.uid import UID
 
 from storage.keys import Level
 from storage.query import Query, QueryError
+from viewer import services
 from viewer.auth import audit
 from viewer.params import whole
 from viewer.permissions import allowed
@@ -43,7 +44,7 @@ STUDY_KEYS = (
 def _find(level: Level, keys: dict[str, str], **options: Any) -> list:
     """Matching records of the account's hospitals only (`viewer.scope`)."""
     query = Query(level=level, keys=keys, issuers=issuers(), **options)
-    return list(current_app.extensions["archive"].index.find(query))
+    return list(services.archive().index.find(query))
 
 
 def search_keys(args: Any) -> dict[str, str]:
@@ -93,7 +94,7 @@ def quarantine() -> Any:
     sees = issuers()
     held = [
         {**row, "kind": UID(row["sopclassuid"]).name if row["sopclassuid"] else ""}
-        for row in current_app.extensions["archive"].index.quarantined()
+        for row in services.archive().index.quarantined()
         if sees is None or row["issuer"] in sees  # an admin of one hospital: its own
     ]
     return render_template("quarantine.html", held=held, user=g.user)
@@ -101,7 +102,7 @@ def quarantine() -> Any:
 
 @bp.get("/forwarding")
 def forwarding() -> Any:
-    index = current_app.extensions["archive"].index
+    index = services.archive().index
     counts = sorted(index.forwarding.counts().items())
     waiting = [job for job in index.forwarding.due_or_later()]
     return render_template("forwarding.html", counts=counts, waiting=waiting, user=g.user)

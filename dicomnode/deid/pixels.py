@@ -30,8 +30,8 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from dicomnode.ingest.validate import expected_native_pixel_bytes
 from dicomnode.media.codestream import check_dataset
+from dicomnode.media.pixeldata import expected_native_pixel_bytes
 
 US_SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.6.1",  # US Image

@@ -36,8 +36,8 @@ from dicomnode.deid.pixels import (
     needs_cleaning,
     stray_bit_mask,
 )
-from dicomnode.ingest.validate import expected_native_pixel_bytes
 from dicomnode.media.integrity import Layout
+from dicomnode.media.pixeldata import expected_native_pixel_bytes
 from dicomnode.media.spool import CHUNK, Part, Spool, SpoolFile
 
 BATCH_BYTES = 8 << 20  # frames cleaned together, at most (one frame whatever its size)

@@ -23,17 +23,18 @@ from pynetdicom.sop_class import (
 
 from dicomnode.config import Config
 from dicomnode.ingest.validate import status_dataset
+from dicomnode.status import (
+    CANCEL,
+    FIND_UNABLE_TO_PROCESS,
+    IDENTIFIER_DOES_NOT_MATCH,
+    PENDING,
+    SUCCESS,
+)
 from storage.archive import Archive
 from storage.keys import Level
 from storage.query import Query, QueryError
 
 log = logging.getLogger(__name__)
-
-PENDING = 0xFF00
-CANCELLED = 0xFE00
-SUCCESS = 0x0000
-IDENTIFIER_MISMATCH = 0xA900
-UNABLE_TO_PROCESS = 0xC001
 
 LEVELS = {
     PatientRootQueryRetrieveInformationModelFind: {"PATIENT", "STUDY", "SERIES", "IMAGE"},
@@ -124,20 +125,20 @@ def find(
     try:
         query = query_from_identifier(identifier, model, limit, issuers)
     except QueryError as exc:
-        yield status_dataset(IDENTIFIER_MISMATCH, str(exc)), None
+        yield status_dataset(IDENTIFIER_DOES_NOT_MATCH, str(exc)), None
         return
     try:
         for row in archive.index.find(query):
             if is_cancelled():
-                yield CANCELLED, None
+                yield CANCEL, None
                 return
             yield PENDING, response(identifier, row, query.level.value, retrieve_ae)
     except QueryError as exc:
-        yield status_dataset(IDENTIFIER_MISMATCH, str(exc)), None
+        yield status_dataset(IDENTIFIER_DOES_NOT_MATCH, str(exc)), None
         return
     except Exception as exc:
         # pynetdicom would log the traceback, whose text may quote query values.
         log.error("C-FIND failed: %s", type(exc).__name__)
-        yield status_dataset(UNABLE_TO_PROCESS, "unable to process"), None
+        yield status_dataset(FIND_UNABLE_TO_PROCESS, "unable to process"), None
         return
     yield SUCCESS, None

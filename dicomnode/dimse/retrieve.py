@@ -52,14 +52,12 @@ from dicomnode.net.retrieve_syntax import (
     without_role,
 )
 from dicomnode.net.tls import tls_args
+from dicomnode.status import CANCEL, IDENTIFIER_DOES_NOT_MATCH, MOVE_DESTINATION_UNKNOWN, PENDING
 from storage.archive import Archive
 from storage.audit import MINOR_FAILURE
 from storage.keys import UNIQUE_KEY, Level
 from storage.query import Query, QueryError
 
-PENDING, CANCELLED = 0xFF00, 0xFE00
-UNKNOWN_DESTINATION = 0xA801
-IDENTIFIER_MISMATCH = 0xA900
 # The FIND model each retrieve model shares its query levels with.
 AS_FIND = {
     PatientRootQueryRetrieveInformationModelMove: "1.2.840.10008.5.1.4.1.2.1.1",
@@ -272,7 +270,7 @@ def _datasets(
 ) -> Iterator:
     for instance in instances:
         if is_cancelled():
-            yield CANCELLED, None
+            yield CANCEL, None
             return
         yield PENDING, _prepared(archive, instance, contexts(), outcome, limit)
 
@@ -300,7 +298,7 @@ def move(
             detail="C-MOVE to a destination not among this AE's move_destinations",
             outcome=MINOR_FAILURE,
         )
-        requestor.reply(status_dataset(UNKNOWN_DESTINATION, DESTINATION_REFUSED))
+        requestor.reply(status_dataset(MOVE_DESTINATION_UNKNOWN, DESTINATION_REFUSED))
         yield None, None
         return
     try:
@@ -309,7 +307,7 @@ def move(
         )
     except RetrieveRefused as exc:
         requestor.refused()
-        requestor.reply(status_dataset(IDENTIFIER_MISMATCH, str(exc)))
+        requestor.reply(status_dataset(IDENTIFIER_DOES_NOT_MATCH, str(exc)))
         yield None, None
         return
     uids = [i["SOPInstanceUID"] for i in instances]
@@ -346,7 +344,7 @@ def get(
         )
     except RetrieveRefused as exc:
         requestor.refused()
-        requestor.reply(status_dataset(IDENTIFIER_MISMATCH, str(exc)))
+        requestor.reply(status_dataset(IDENTIFIER_DOES_NOT_MATCH, str(exc)))
         yield 0
         return
     outcome = Outcome([i["SOPInstanceUID"] for i in instances], requestor.syntax)

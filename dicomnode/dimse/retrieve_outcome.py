@@ -32,10 +32,15 @@ from pydicom.uid import UID
 from pynetdicom import evt
 from pynetdicom.dsutils import encode
 
-PENDING_STATUSES = frozenset({0xFF00, 0xFF01})
-UNKNOWN_DESTINATION = 0xA801
-UNABLE_TO_PROCESS = 0xC000
-SUB_OPERATIONS_FAILED = frozenset({0xB000, 0xA702})
+from dicomnode.status import (
+    MOVE_DESTINATION_UNKNOWN,
+    OUT_OF_RESOURCES_SUB_OPERATIONS,
+    PENDING_STATUSES,
+    SUB_OPERATIONS_WARNING,
+    UNABLE_TO_PROCESS,
+)
+
+SUB_OPERATIONS_FAILED = frozenset({SUB_OPERATIONS_WARNING, OUT_OF_RESOURCES_SUB_OPERATIONS})
 MAX_COMMENT = 64  # Error Comment is LO
 
 
@@ -102,7 +107,7 @@ class Outcome:
         self.store_assoc = event.assoc
 
     def rewrite(self, primitive: Any) -> None:
-        if self.destination and primitive.Status == UNKNOWN_DESTINATION:
+        if self.destination and primitive.Status == MOVE_DESTINATION_UNKNOWN:
             # The destination is known and allowed (else the handler had
             # refused it): pynetdicom could not associate with it.
             primitive.Status = UNABLE_TO_PROCESS

@@ -75,15 +75,11 @@ from dicomnode.dimse.receive import received, release, spool_large_data_sets
 from dicomnode.dimse.retrieve import AS_FIND
 from dicomnode.dimse.transport import GuardedACSE, GuardedRequestHandler, NodeAssociationServer
 from dicomnode.ingest.pipeline import Incoming, Ingestor
-from dicomnode.ingest.validate import (
-    DATASET_MISMATCH,
-    NOT_AUTHORIZED,
-    OUT_OF_RESOURCES,
-    status_dataset,
-)
+from dicomnode.ingest.validate import status_dataset
 from dicomnode.logs import quiet_libraries
 from dicomnode.media import sopclasses
 from dicomnode.net.tls import server_context
+from dicomnode.status import DATA_SET_DOES_NOT_MATCH, NOT_AUTHORIZED, OUT_OF_RESOURCES, SUCCESS
 from storage.audit import MINOR_FAILURE
 
 GET_MODELS = (
@@ -178,7 +174,7 @@ def wait_for_send_queue(assoc: Any, depth: int = 8) -> None:
 
 def node_ae(config: Config) -> AE:
     """The node's AE and every context it supports (the conformance
-    statement's tables are generated from it: `dicomnode.media.sopclasses`)."""
+    statement's tables are generated from it: `dicomnode.dimse.conformance`)."""
     ae = AE(ae_title=config.ae_title)
     ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
     ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
@@ -242,7 +238,7 @@ class DicomServer:
             return status_dataset(NOT_AUTHORIZED, "this AE may not store here")
         if request.AffectedSOPClassUID != event.context.abstract_syntax:
             return status_dataset(
-                DATASET_MISMATCH, "SOP Class differs from the presentation context"
+                DATA_SET_DOES_NOT_MATCH, "SOP Class differs from the presentation context"
             )
         # In memory, or (a large one) in the spool: `receive.SpillingBuffer`.
         data = received(request)
@@ -262,7 +258,7 @@ class DicomServer:
         finally:
             release(request)
         self._tally(event, result.outcome.value)
-        if result.status != 0:  # a failure or a warning says why
+        if result.status != SUCCESS:  # a failure or a warning says why
             return status_dataset(result.status, result.comment)
         return result.status
 
@@ -353,7 +349,7 @@ class DicomServer:
 
     def handle_echo(self, event: evt.Event) -> int:
         self._tally(event, "echo")
-        return 0x0000
+        return SUCCESS
 
     def handle_open(self, event: evt.Event) -> None:
         # The knob pynetdicom's maintainers name for latency versus idle CPU

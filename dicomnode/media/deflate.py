@@ -12,8 +12,8 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterable, Iterator
 
-from dicomnode.ingest.validate import OUT_OF_RESOURCES, UNREADABLE, Rejection
 from dicomnode.media.spool import CHUNK, Spilling, Spool, SpoolFile
+from dicomnode.status import OUT_OF_RESOURCES, UNREADABLE, Rejection
 
 LEVEL = 6  # as the node has always deflated what it re-encodes
 

@@ -7,10 +7,11 @@ import json
 from io import BytesIO
 from typing import Any, BinaryIO
 
-from flask import abort, current_app, request
+from flask import abort, request
 
 from storage.keys import Level
 from storage.query import Query
+from viewer import services
 from viewer.dicomweb.negotiate import MediaRange, NotAcceptable, parse
 from viewer.uids import exact_uid
 
@@ -50,7 +51,7 @@ def instance_rows(keys: dict[str, str], *fields: str) -> list[dict[str, Any]]:
     SOP Instance UID and ``fields``; 404 when none."""
     wanted = {"SOPInstanceUID": keys.get("SOPInstanceUID", ""), **dict.fromkeys(fields, "")}
     query = Query(level=Level.IMAGE, keys={**keys, **wanted})
-    rows = list(current_app.extensions["archive"].index.find(query))
+    rows = list(services.archive().index.find(query))
     if not rows:
         abort(404, description="nothing stored matches")
     return rows
@@ -92,7 +93,7 @@ def open_blob(archive: Any, uid: str) -> BinaryIO | None:
 
 def stored_or_404(uid: str) -> BinaryIO:
     """`open_blob` of the request's archive; 404 when there is no file."""
-    source = open_blob(current_app.extensions["archive"], uid)
+    source = open_blob(services.archive(), uid)
     if source is None:
         abort(404, description="the instance's file is missing")
     return source

@@ -16,10 +16,11 @@ import logging
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
-from flask import Response, current_app
+from flask import Response
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
+from viewer import services
 from viewer.address import public_root
 from viewer.dicomweb import bp
 from viewer.dicomweb.bulkdata import (
@@ -46,7 +47,7 @@ def _instances(keys: dict[str, str]) -> list[tuple[str, str]]:
 
 def _metadata(study: str, found: list[tuple[str, str]], detail: str) -> Response:
     """The JSON array, streamed: ``[``, one instance at a time, ``]``."""
-    archive = current_app.extensions["archive"]
+    archive = services.archive()
     root = public_root()
     read(study, detail)
 

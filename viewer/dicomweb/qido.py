@@ -25,13 +25,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from flask import Response, abort, current_app, g, request
+from flask import Response, abort, g, request
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataset import Dataset
 
 from dicomnode.dimse.find import response
 from storage.keys import ATTRIBUTES, COMPUTED, Level
 from storage.query import Query, QueryError
+from viewer import services
 from viewer.address import public_root
 from viewer.dicomweb import bp
 from viewer.dicomweb.common import JSON, json_acceptable, json_text, path_keys
@@ -188,7 +189,7 @@ def _search(level: Level, extra: tuple[str, ...] = (), **fixed: str) -> Any:
     most = min(asked, MAX_RESULTS) if asked else MAX_RESULTS
     query = Query(level, keys.returned, limit=most + 1, offset=offset, issuers=g.user.sees)
     try:
-        rows = list(current_app.extensions["archive"].index.find(query))
+        rows = list(services.archive().index.find(query))
     except (QueryError, ValueError) as exc:
         abort(400, description=str(exc))
     if len(rows) > most:
@@ -198,7 +199,7 @@ def _search(level: Level, extra: tuple[str, ...] = (), **fixed: str) -> Any:
         names = ", ".join(keys.ignored)
         warnings.append(_warning(f"Not supported here, so ignored: {names}"))
     identifier = keys.identifier()
-    ae = current_app.config["NODE_CONFIG"].ae_title
+    ae = services.config().ae_title
     body = [response(identifier, row, level.value, ae).to_json_dict() for row in rows]
     answer = Response(json_text(body), mimetype=JSON)
     if warnings:

@@ -21,18 +21,24 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import Response, abort, current_app, g, request
+from flask import Response, abort, g, request
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from werkzeug.exceptions import HTTPException
 
 from dicomnode.deid.codes import is_well_known_uid
-from dicomnode.ingest.pipeline import DIFFERENT_STUDY, Incoming, Ingestor, Outcome
-from dicomnode.ingest.validate import CANNOT_UNDERSTAND, HELD_FOR_REVIEW, UNREADABLE
+from dicomnode.ingest.pipeline import Incoming, Ingestor, Outcome
+from dicomnode.status import (
+    CANNOT_UNDERSTAND,
+    COERCION_OF_DATA_ELEMENTS,
+    DIFFERENT_STUDY,
+    UNREADABLE,
+)
 from storage.audit import MINOR_FAILURE, SUCCESS
 from storage.keys import Level
 from storage.query import Query
 from storage.values import normalise_issuer
+from viewer import services
 from viewer.address import public_root
 from viewer.auth import audit
 from viewer.dicomweb import bp
@@ -48,7 +54,6 @@ from viewer.stow import (
     stream_parts,
 )
 
-COERCED = 0xB000  # Warning Reason: Coercion of Data Elements (PS3.18 I.2.1)
 # Failures that say the body held no DICOM to read: all of them is 400.
 BAD_SYNTAX = frozenset({CANNOT_UNDERSTAND, UNREADABLE})
 PRIVATE_CREATOR = "CHD-NODE STOW"
@@ -105,8 +110,8 @@ def _store(study: str | None) -> Any:
     boundary = boundary_of(request.headers.get("Content-Type", ""))
     if boundary is None:
         abort(415, description='send multipart/related; type="application/dicom"')
-    ingestor: Ingestor = current_app.extensions["ingestor"]
-    config = current_app.config["NODE_CONFIG"]
+    ingestor: Ingestor = services.ingestor()
+    config = services.config()
     answered: list[Answered] = []
     seen: set[str] = set()
     sinks = stream_parts(
@@ -163,7 +168,7 @@ def _target(study: str, issuer: str) -> str:
     seeing other hospitals' children is not storing into their studies).
     `viewer.scope` has already answered 404 for a study the account does not see."""
     keys = path_keys(study=study)
-    index = current_app.extensions["archive"].index
+    index = services.archive().index
     if not list(index.find(Query(Level.STUDY, dict(keys), limit=1))):
         abort(404, description=NO_SUCH_STUDY)
     own = frozenset({normalise_issuer(issuer)})
@@ -243,7 +248,7 @@ def _held_header(uid: str) -> Dataset | None:
     if not uid:
         return None
     try:
-        source = open_blob(current_app.extensions["archive"], uid)
+        source = open_blob(services.archive(), uid)
     except FileNotFoundError:
         return None
     if source is None:
@@ -285,7 +290,8 @@ def _item(a: Answered, base: str) -> Dataset:
             f"{base}/{a.study}/series/{a.series}/instances/{a.sop_instance}" if retrievable else ""
         )
         if a.changes or a.held or a.status:
-            item.WarningReason = HELD_FOR_REVIEW if a.held else COERCED
+            # Held for review or coerced: both are Coercion of Data Elements (PS3.18 I.2.1).
+            item.WarningReason = COERCION_OF_DATA_ELEMENTS
     block = item.private_block(0x0009, PRIVATE_CREATOR, create=True)
     block.add_new(PART, "UL", a.part)
     told = ((REPLACED, a.changes.replaced), (REMOVED, a.changes.removed), (ADDED, a.changes.added))

@@ -30,7 +30,7 @@ from io import BytesIO
 from typing import Any
 
 import numpy as np
-from flask import Response, abort, current_app, request
+from flask import Response, abort, request
 from PIL import Image
 from pydicom import dcmread
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -39,6 +39,7 @@ from dicomnode.media import transcode
 from storage.keys import Level
 from storage.query import Query
 from viewer import frames as viewer_frames
+from viewer import services
 from viewer.dicomweb import bp
 from viewer.dicomweb.common import accept_ranges as _ranges
 from viewer.dicomweb.common import instance_rows, one_instance, open_blob, path_keys
@@ -111,7 +112,7 @@ def _pick_syntax(stored: str, wanted: list[str | None]) -> str | None:
 def _retrieve(keys: dict[str, str], study: str, detail: str) -> Response:
     wanted = _instance_syntaxes(_ranges())
     plan: list[tuple[str, str, str]] = []
-    archive = current_app.extensions["archive"]
+    archive = services.archive()
     for uid, stored in _stored(keys):
         stored = stored or _file_syntax(archive, uid)
         target = _pick_syntax(stored, wanted)
@@ -122,7 +123,7 @@ def _retrieve(keys: dict[str, str], study: str, detail: str) -> Response:
                 f"acceptable transfer syntax; {_instance_offer('the node can send')}",
             )
         plan.append((uid, stored, target))
-    limit = current_app.extensions["ingestor"].config.transcode_max_mb << 20
+    limit = services.ingestor().config.transcode_max_mb << 20
     streams: dict[str, Layout] = {}
     for uid, stored, target in plan:
         if stored == target:
@@ -506,7 +507,7 @@ def _representative(keys: dict[str, str]) -> str:
         level=Level.IMAGE,
         keys={**keys, "SOPInstanceUID": "", "SeriesNumber": "", "InstanceNumber": "", "Rows": ""},
     )
-    rows = [r for r in current_app.extensions["archive"].index.find(query) if r["Rows"]]
+    rows = [r for r in services.archive().index.find(query) if r["Rows"]]
     if not rows:
         abort(404, description="nothing stored matches an image")
 
