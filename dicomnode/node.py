@@ -1,17 +1,19 @@
-"""Wiring: one archive, one ingestor, the DIMSE server and the web app."""
+"""Wiring: one archive, one ingestor, the DIMSE server, the background jobs and
+the web app (the composition root: the one place in dicomnode/ that imports viewer/)."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import threading
 from typing import Any
 
 from dicomnode.config import Config
 from dicomnode.deid.secret import load_or_create_key
 from dicomnode.dimse.server import DicomServer
 from dicomnode.ingest.pipeline import Ingestor
+from dicomnode.jobs import exports
 from dicomnode.jobs.forwarding import Forwarder
+from dicomnode.jobs.runner import Runner
 from dicomnode.media.spool import Spool
 from dicomnode.web.server import WebServer
 from storage.archive import Archive, DuplicatePolicy
@@ -53,9 +55,15 @@ class Node:
         self.ingestor = Ingestor(config, self.archive, self.spool)
         self.dicom = DicomServer(config, self.ingestor)
         self.forwarder = Forwarder(config, self.archive)
+        # Background work (`dicomnode.jobs.runner`): forwarding passes, and
+        # the export jobs the web queues (this process's and any a dead one left).
+        self.runner = Runner()
+        self.runner.every(
+            "forward", config.forward_interval_seconds, lambda: self.forwarder.run_once()
+        )
+        exports.install(self.runner, config, self.archive)
         self._web_enabled = web
         self._web: Any = None
-        self._stopping = threading.Event()
 
     def _audit_start(self) -> None:
         """A start, and a configuration that differs from the last start's."""
@@ -100,12 +108,7 @@ class Node:
         self._audit_start()
         self._reconcile()
         self.dicom.start()
-        threading.Thread(
-            target=self.forwarder.run_forever,
-            args=(self.config.forward_interval_seconds,),
-            daemon=True,
-            name="forward",
-        ).start()
+        self.runner.start()
         if self._web_enabled:
             from viewer import create_app
 
@@ -114,31 +117,17 @@ class Node:
             # http_threads, for parallel frame requests of the cine viewports.
             self._web = WebServer(app, self.config, threads=self.config.http_threads)
             self._web.start()
-            threading.Thread(
-                target=self._take_over_exports, args=(app,), daemon=True, name="exports"
-            ).start()
             log.info(
                 "web app on %s://%s:%d", self._web.scheme, self.config.http_host, self.http_port
             )
         return self
-
-    def _take_over_exports(self, app: Any, interval: float = 30.0) -> None:
-        """Export jobs of node processes that died are run by a live one."""
-        from viewer.exports import take_over
-
-        while not self._stopping.wait(interval):
-            try:
-                take_over(app)
-            except Exception as exc:  # the jobs stay in the index for the next pass
-                log.error("export take-over failed: %s", type(exc).__name__)
 
     @property
     def http_port(self) -> int | None:
         return self._web.port if self._web else None
 
     def stop(self) -> None:
-        self._stopping.set()
-        self.forwarder.stop()
+        self.runner.stop()  # first: a stopped job gives its row back while the index is open
         self.dicom.stop()
         if self._web is not None:
             self._web.stop()

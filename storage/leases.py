@@ -74,18 +74,27 @@ def claim(
     lease: timedelta,
     limit: int,
     now: datetime | None = None,
+    order: Any = None,
+    **values: Any,
 ) -> list[dict[str, Any]]:
-    """Claim up to ``limit`` rows that are ``ready`` and not claimed by a live lease."""
+    """Claim up to ``limit`` rows that are ``ready`` and not claimed by a live
+    lease, oldest by ``order`` (the key if None) first, setting ``values`` too."""
+    if limit <= 0:
+        return []
     now = now or datetime.now(UTC)
     key = _key(table)
     free = _free(conn, table, ready, now)
     candidates = (
-        select(key).where(ready & free).order_by(key).limit(limit).with_for_update(skip_locked=True)
+        select(key)
+        .where(ready & free)
+        .order_by(key if order is None else order, key)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
     )
     statement = (
         update(table)
         .where(key.in_(candidates.scalar_subquery()) & ready & free)
-        .values(claimed_by=owner, claimed_until=now + lease)
+        .values(claimed_by=owner, claimed_until=now + lease, **values)
         .returning(*table.c)
     )
     return [dict(row._mapping) for row in conn.execute(statement)]

@@ -10,6 +10,7 @@ import subprocess
 import threading
 import zipfile
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,7 @@ from storage.keys import Level
 from storage.query import Query
 from tests.conftest import dcmtk, incoming
 from tests.test_ingest import instance
+from tests.test_jobs import export_runner, finished
 from tests.test_written_files import errors
 
 
@@ -275,7 +277,8 @@ def test_web_export_for_researchers_only_with_preview_and_download(
     started = client.post("/api/exports", json={}, headers={"X-CSRF-Token": "token"})
     assert started.status_code == 202
     job_id = started.get_json()["id"]
-    assert app.extensions["export_jobs"][job_id].finished.wait(60)
+    with export_runner(config, cohort_archive):  # as the node runs it
+        finished(cohort_archive, job_id)
     state = client.get(f"/api/exports/{job_id}").get_json()
     assert (state["state"], state["percent"], state["total"]) == ("done", 100, 2)
     package = client.get(f"/api/exports/{job_id}/download")
@@ -334,22 +337,18 @@ def _walk(items):
 def test_an_export_interrupted_by_a_stop_runs_again_on_start(
     config: Config, cohort_archive: Archive
 ) -> None:
-    from dataclasses import asdict
-
-    from viewer import create_app
-
     # As the index holds it when the server's process died mid-export.
+    jobs = cohort_archive.index.exports
     dead = subprocess.Popen(["true"])
     dead.wait()
     runner = f"{socket.gethostname()}-{dead.pid}"
-    cohort_archive.index.exports.add("0123456789abcdef", "zarina", asdict(Cohort()), False, runner)
-    app = create_app(config, cohort_archive, b"k" * 32)
-    assert app.extensions["export_jobs"]["0123456789abcdef"].finished.wait(60)
-    row = cohort_archive.index.exports.get("0123456789abcdef")
+    jobs.add("0123456789abcdef", "zarina", asdict(Cohort()), False)
+    assert [row["id"] for row in jobs.claim(runner, 1)] == ["0123456789abcdef"]
+    with export_runner(config, cohort_archive):  # the next start of the node
+        row = finished(cohort_archive, "0123456789abcdef")
     assert (row["state"], row["total"], row["claimed_by"]) == ("done", 2, None)
     assert (config.data_dir / "exports" / "0123456789abcdef.zip").exists()
-    again = create_app(config, cohort_archive, b"k" * 32)  # a later start: nothing rerun
-    assert again.extensions["export_jobs"] == {}
+    assert jobs.claim("a-later-start-1", 1) == []  # nothing is run again
 
 
 def test_web_download_works_with_the_shipped_relative_data_dir(
@@ -372,7 +371,8 @@ def test_web_download_works_with_the_shipped_relative_data_dir(
     as_user(client, "zarina")
     started = client.post("/api/exports", json={}, headers={"X-CSRF-Token": "token"})
     job_id = started.get_json()["id"]
-    assert app.extensions["export_jobs"][job_id].finished.wait(60)
+    with export_runner(relative, cohort_archive):
+        finished(cohort_archive, job_id)
     monkeypatch.chdir("/")  # the process's directory may change; the package stays found
     package = client.get(f"/api/exports/{job_id}/download")
     assert package.status_code == 200, package.get_data(as_text=True)[:200]
@@ -414,6 +414,7 @@ def cardiologist(config: Config, archive: Archive):
     return create_app(config, archive, b"k" * 32).test_client()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("patient", [PATIENTS[0], *DEMO])
 def test_the_nodes_own_plan_reports_are_exported_whole(
     cardiologist, config: Config, ingestor: Ingestor, archive: Archive, tmp_path: Path, patient
@@ -479,6 +480,7 @@ def test_an_instance_too_large_to_hold_is_left_out_unread(
         export(config, cohort_archive, Cohort(), tmp_path / "d.zip", progress=False, strict=True)
 
 
+@pytest.mark.slow
 def test_exports_run_one_after_another(
     config: Config, cohort_archive: Archive, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

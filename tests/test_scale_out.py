@@ -30,7 +30,7 @@ from storage.blobs import open_stores
 from storage.index import Index
 from storage.migrate import _config, current
 from storage.schema import instances, metadata, patients
-from tests.conftest import DCMTK_ENV, free_port, incoming, make_config
+from tests.conftest import DCMTK_ENV, incoming, make_config, refusing_port, served
 from tests.postgres import LocalPostgres
 from tests.s3server import CREDENTIALS, LocalS3
 from tests.test_cli import DICOMNODE
@@ -105,6 +105,7 @@ def _studies(size: int) -> list:
     return out
 
 
+@pytest.mark.slow
 def test_two_processes_storing_the_same_instances_at_once_agree(
     tmp_path: Path, postgres: LocalPostgres
 ) -> None:
@@ -181,15 +182,16 @@ def test_two_serve_processes_share_one_postgresql_and_one_storage(
         shared |= CREDENTIALS
         shared["DICOMNODE_BLOB_URL"] = f"s3://{bucket}/archive"
         shared["DICOMNODE_S3_ENDPOINT_URL"] = s3.endpoint
-    ports = [free_port() for _ in range(2)]
     nodes = [
-        _serve({**shared, "DICOMNODE_DIMSE_PORT": str(p), "DICOMNODE_HTTP_PORT": str(free_port())})
-        for p in ports
+        _serve({**shared, "DICOMNODE_DIMSE_PORT": "0", "DICOMNODE_HTTP_PORT": "0"})
+        for _ in range(2)
     ]
     try:
+        ports = []
         for process in nodes:  # the banner is printed once both services listen
             banner = process.stdout.readline()
             assert "DICOM port" in banner, process.stderr.read()
+            ports.append(served(banner)[0])
         senders = [
             subprocess.Popen(
                 [
@@ -239,6 +241,7 @@ def test_two_serve_processes_share_one_postgresql_and_one_storage(
         archive.close()
 
 
+@pytest.mark.slow
 def test_forwarding_rows_are_claimed_by_one_process_each(any_index_config: Config) -> None:
     """Four claimers on two archives (as two processes) take 500 due rows:
     each row once, none left behind."""
@@ -274,19 +277,21 @@ def _lapse(archive, table: str) -> None:
         )
 
 
+@pytest.mark.slow
 def test_a_lapsed_claim_passes_to_another_process(any_index_config: Config) -> None:
     archive = open_archive(any_index_config)
     try:
         queue, jobs = archive.index.forwarding, archive.index.exports
         queue.enqueue(["2.25.1"], "PACS")
         assert len(queue.claim("pacs-a-1")) == 1 and queue.claim("pacs-b-2") == []
-        jobs.add("job1", "zarina", {}, False, runner="pacs-a-1")
-        assert jobs.claim_abandoned("pacs-b-2") == []
+        jobs.add("job1", "zarina", {}, False)
+        assert [row["id"] for row in jobs.claim("pacs-a-1", 1)] == ["job1"]
+        assert jobs.claim("pacs-b-2", 1) == []
         assert jobs.progress("job1", "pacs-a-1", 1, 10)
         _lapse(archive, "forward_queue")
         _lapse(archive, "exports")  # pacs-a stopped renewing: its host went away
         assert [row["sop_instance_uid"] for row in queue.claim("pacs-b-2")] == ["2.25.1"]
-        assert [row["id"] for row in jobs.claim_abandoned("pacs-b-2")] == ["job1"]
+        assert [row["id"] for row in jobs.claim("pacs-b-2", 1)] == ["job1"]
         # The first runner, if it comes back, has lost the job: it stops, and
         # its outcome does not overwrite the new runner's.
         assert not jobs.progress("job1", "pacs-a-1", 2, 10)
@@ -300,6 +305,7 @@ def test_a_lapsed_claim_passes_to_another_process(any_index_config: Config) -> N
         archive.close()
 
 
+@pytest.mark.slow
 def test_plans_saved_at_once_from_two_processes_get_distinct_versions(
     tmp_path: Path, postgres: LocalPostgres
 ) -> None:
@@ -324,6 +330,7 @@ def test_plans_saved_at_once_from_two_processes_get_distinct_versions(
             archive.close()
 
 
+@pytest.mark.slow
 def test_stores_go_on_when_postgresql_restarts(tmp_path: Path) -> None:
     """The pool's connections die with the server: the next store is retried
     on a new connection instead of failing (no pre-ping round trip)."""
@@ -344,6 +351,7 @@ def test_stores_go_on_when_postgresql_restarts(tmp_path: Path) -> None:
         server.stop()
 
 
+@pytest.mark.slow
 def test_health_check_fails_while_the_index_or_the_store_is_out_of_reach(
     tmp_path: Path, s3: LocalS3, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -369,9 +377,10 @@ def test_health_check_fails_while_the_index_or_the_store_is_out_of_reach(
         down = client.get("/healthz")
         assert down.status_code == 503 and down.get_json()["unavailable"] == ["index"]
         assert "127.0.0.1" not in down.get_data(as_text=True)
-        nowhere = replace(config, s3_endpoint_url=f"http://127.0.0.1:{free_port()}")
-        cut_off = open_stores(nowhere.blob_url, tmp_path, nowhere.s3_endpoint_url)
-        assert cut_off[0].problem() is not None and archive.blobs.problem() is None
+        with refusing_port() as port:
+            nowhere = replace(config, s3_endpoint_url=f"http://127.0.0.1:{port}")
+            cut_off = open_stores(nowhere.blob_url, tmp_path, nowhere.s3_endpoint_url)
+            assert cut_off[0].problem() is not None and archive.blobs.problem() is None
     finally:
         archive.close()
         server.stop()

@@ -1,22 +1,17 @@
-"""Research export in the web app: preview, a background job, download.
+"""Research export in the web app: preview, submit a job, follow it, download.
 
-Jobs are rows in the index, claimed by the process that runs them (a lease,
-renewed with the progress): a job whose process stopped is run again (from
-the start, with a fresh key: nothing of it was released) by the next
-process that starts or, with several node processes, by whichever notices
-the lapsed lease first. Status and cancel work from any process. Finished packages are kept under
-``data_dir/exports`` for ``export_keep_hours``; only their owner or an admin
-may download them.
+The web only adds and reads jobs (rows in the index, `storage.exports`): a
+node process's runner runs them (`dicomnode.jobs.exports`), so a job
+submitted here survives this process, and status and cancel work from any
+process. Finished packages are kept under ``data_dir/exports`` for
+``export_keep_hours``; only their owner or an admin may download them.
 """
 
 from __future__ import annotations
 
-import secrets
-import threading
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from flask import (
     Blueprint,
@@ -30,29 +25,13 @@ from flask import (
     send_file,
 )
 
-from dicomnode.jobs.export import (
-    Cohort,
-    EmptyCohort,
-    ExportBlocked,
-    ExportCancelled,
-    export,
-    left_out_summary,
-    preview,
-)
-from storage.leases import process_name
-from storage.private import private_dir
+from dicomnode.jobs.export import Cohort, preview
+from dicomnode.jobs.exports import package_folder, prune, submit
+from viewer import services
 from viewer.scope import issuers
 
 bp = Blueprint("exports", __name__)
-PROGRESS_SECONDS = 1.0
-
-
-@dataclass
-class Running:
-    """A job this process runs: what its request handlers can signal."""
-
-    cancel: threading.Event = field(default_factory=threading.Event)
-    finished: threading.Event = field(default_factory=threading.Event)
+FOLDER = "export_folder"  # app.extensions: the packages' folder, absolute
 
 
 def public(row: dict[str, Any]) -> dict[str, Any]:
@@ -65,28 +44,16 @@ def public(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def install(app: Flask) -> None:
-    """Jobs run by this process; take over the ones a stopped process left.
-
-    The packages' folder is made absolute now: ``data_dir`` as shipped is
-    relative to where the node started, and Flask's ``send_file`` would read
-    a relative path against the package folder instead."""
-    app.extensions["export_folder"] = (app.config["NODE_CONFIG"].data_dir / "exports").resolve()
-    app.extensions["export_jobs"] = {}
-    app.extensions["export_runner"] = process_name()
-    take_over(app)
+    """Fix the packages' folder now, while the process is where the node
+    started (``data_dir`` as shipped is relative; Flask's ``send_file``
+    would read a relative path against the package folder)."""
+    app.extensions[FOLDER] = package_folder(app.config[services.CONFIG])
 
 
-def take_over(app: Flask) -> int:
-    """Run the jobs whose process died (an earlier life of this node
-    included); called at start and then periodically by the node."""
-    rows = app.extensions["archive"].index.exports.claim_abandoned(app.extensions["export_runner"])
-    for row in rows:
-        _launch(app, row)
-    return len(rows)
-
-
-def _jobs() -> dict[str, Running]:
-    return current_app.extensions["export_jobs"]
+def _packages() -> Path:
+    """The packages' folder, old packages deleted on the way."""
+    folder = cast(Path, current_app.extensions[FOLDER])
+    return prune(folder, services.config().export_keep_hours)
 
 
 def _cohort(values: Any) -> Cohort:
@@ -113,77 +80,15 @@ def _cohort(values: Any) -> Cohort:
     )
 
 
-def _folder(app: Flask) -> Path:
-    """Where packages are kept; ones older than ``export_keep_hours`` are
-    deleted on the way (a package is not meant to live on the node)."""
-    config = app.config["NODE_CONFIG"]
-    folder: Path = app.extensions["export_folder"]
-    private_dir(folder)  # 0700: the packages hold children's images
-    oldest = time.time() - config.export_keep_hours * 3600
-    for package in folder.glob("*.zip"):
-        if package.stat().st_mtime < oldest:
-            package.unlink(missing_ok=True)
-    return folder
-
-
-def _launch(app: Flask, row: dict[str, Any]) -> None:
-    config, archive = app.config["NODE_CONFIG"], app.extensions["archive"]
-    jobs, runner = archive.index.exports, app.extensions["export_runner"]
-    job_id = row["id"]
-    target = _folder(app) / f"{job_id}.zip"
-    running = app.extensions["export_jobs"][job_id] = Running()
-    last_report = [0.0]
-
-    def step(done: int, total: int) -> None:
-        # Progress and the lease go to the index at most once a second; a
-        # cancel asked through another process comes back the same way.
-        if time.monotonic() - last_report[0] < PROGRESS_SECONDS and done < total:
-            return
-        last_report[0] = time.monotonic()
-        if not jobs.progress(job_id, runner, done, total):
-            running.cancel.set()
-
-    def run() -> None:
-        state, message = "done", ""
-        try:
-            result = export(
-                config,
-                archive,
-                Cohort(**row["cohort"]),
-                target,
-                progress=False,
-                actor=row["owner"],
-                source="web",
-                on_instance=step,
-                cancel=running.cancel,
-                linkable=row["linkable"],
-            )
-            if result.left_out:
-                message = left_out_summary(result.left_out)
-        except ExportCancelled as exc:
-            state, message = "cancelled", str(exc)
-        except (EmptyCohort, ExportBlocked) as exc:
-            state, message = "failed", str(exc)
-        except Exception as exc:  # the message must not carry data values
-            state, message = "failed", "the export failed; see the node's log"
-            app.logger.error("export %s failed: %s", job_id, type(exc).__name__)
-        finally:
-            jobs.finish(job_id, runner, state, message)
-            running.finished.set()
-
-    threading.Thread(target=run, name=f"export-{job_id}", daemon=True).start()
-
-
 @bp.get("/exports")
 def page() -> Any:
-    index = current_app.extensions["archive"].index
-    mine = [public(row) for row in index.exports.all(owner=g.user.username)]
+    mine = [public(row) for row in services.archive().index.exports.all(owner=g.user.username)]
     return render_template("exports.html", user=g.user, jobs=mine)
 
 
 @bp.get("/api/exports/preview")
 def show_preview() -> Any:
-    counts = preview(current_app.extensions["archive"], _cohort(request.args))
+    counts = preview(services.archive(), _cohort(request.args))
     return jsonify(asdict(counts))
 
 
@@ -196,20 +101,12 @@ def start() -> Any:
     linkable = bool(values.get("linkable"))
     if linkable and g.user.role != "admin":
         abort(403, description="only an admin may make an export linkable to others")
-    app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
-    row = app.extensions["archive"].index.exports.add(
-        secrets.token_hex(8),
-        g.user.username,
-        asdict(cohort),
-        linkable,
-        runner=app.extensions["export_runner"],
-    )
-    _launch(app, row)
+    row = submit(services.archive(), g.user.username, cohort, linkable)
     return jsonify(public(row)), 202
 
 
 def _job(job_id: str) -> dict[str, Any]:
-    row = current_app.extensions["archive"].index.exports.get(job_id)
+    row = services.archive().index.exports.get(job_id)
     if row is None or (row["owner"] != g.user.username and g.user.role != "admin"):
         abort(404, description="no such export")
     return row
@@ -222,12 +119,10 @@ def status(job_id: str) -> Any:
 
 @bp.post("/api/exports/<job_id>/cancel")
 def cancel(job_id: str) -> Any:
-    row = _job(job_id)
-    current_app.extensions["archive"].index.exports.request_cancel(row["id"])
-    running = _jobs().get(row["id"])
-    if running is not None:  # else the process running it learns from the row
-        running.cancel.set()
-    return jsonify(public(row))
+    """Queued: cancelled now; running: its runner stops it at its next renewal."""
+    jobs = services.archive().index.exports
+    jobs.request_cancel(_job(job_id)["id"])
+    return jsonify(public(_job(job_id)))
 
 
 @bp.get("/api/exports/<job_id>/download")
@@ -235,9 +130,9 @@ def download(job_id: str) -> Any:
     row = _job(job_id)
     if row["state"] != "done":
         abort(409, description=f"the export is {row['state']}, not ready")
-    package = _folder(current_app) / f"{row['id']}.zip"  # type: ignore[arg-type]
+    package = _packages() / f"{row['id']}.zip"
     if not package.exists():
-        current_app.extensions["archive"].index.exports.expire(row["id"])
+        services.archive().index.exports.expire(row["id"])
         abort(410, description="the export has expired; run it again")
     return send_file(
         package,

@@ -1,4 +1,5 @@
 // The research export page: preview counts, start, follow and cancel jobs.
+// A job is queued until a node process's runner takes it, then running.
 (() => {
   const form = document.getElementById("cohort");
   const csrf = document.querySelector('meta[name="csrf-token"]').content;
@@ -19,6 +20,7 @@
         k === "mb" ? fmt(c.bytes / 1e6, 1) : c[k]);
     } catch (error) { counts.textContent = error.message; }
   };
+  const unfinished = (state) => state === "queued" || state === "running";
   function row(job) {
     let tr = document.querySelector(`tr[data-job="${job.id}"]`);
     if (!tr) {
@@ -35,17 +37,17 @@
     tr.querySelector(".message").textContent = t(job.message);
     const action = tr.querySelector(".action");
     action.replaceChildren();
-    const link = document.createElement(job.state === "running" ? "button" : "a");
+    const link = document.createElement(unfinished(job.state) ? "button" : "a");
     if (job.state === "done") {
       link.href = `/api/exports/${job.id}/download`;
       link.textContent = download;
-    } else if (job.state === "running") {
+    } else if (unfinished(job.state)) {
       link.textContent = cancel;
       link.onclick = () => fetch(`/api/exports/${job.id}/cancel`,
         {method: "POST", headers: {"X-CSRF-Token": csrf}});
     }
     if (link.textContent) action.append(link);
-    if (job.state === "running") {
+    if (unfinished(job.state)) {
       setTimeout(async () => row(await answer(await fetch(`/api/exports/${job.id}`))), 500);
     }
   }
@@ -58,7 +60,7 @@
     } catch (error) { counts.textContent = error.message; }
   };
   document.querySelectorAll("tr[data-job]").forEach((tr) => {
-    if (tr.querySelector(".state").dataset.state === "running") {
+    if (unfinished(tr.querySelector(".state").dataset.state)) {
       fetch(`/api/exports/${tr.dataset.job}`).then(answer).then(row);
     }
   });
