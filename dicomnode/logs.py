@@ -82,7 +82,10 @@ class WithheldText(logging.Filter):
         if record.msg in (WARNING_WITHHELD, LIBRARY_WITHHELD):
             return True  # by the logger's filter, now at the handler's
         if record.name == "py.warnings":
-            text = str(record.args[0]) if record.args else str(record.msg)
+            # captureWarnings logs ("%s", text); a record with mapping args
+            # (``log.warning("%(x)s", {...})``) has no first argument.
+            args = record.args
+            text = str(args[0]) if isinstance(args, tuple) and args else str(record.msg)
             match = _WARNING.match(text)
             category = match["category"] if match else "Warning"
             where = (

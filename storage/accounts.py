@@ -212,8 +212,8 @@ class User:
 
 
 def _user(row: Any) -> User:
-    *columns, sees = row[: len(_USER_COLUMNS)]
-    return User(*columns, sees=_loaded_sees(sees))
+    username, password_hash, role, disabled, language, issuer, sees = row[: len(_USER_COLUMNS)]
+    return User(username, password_hash, role, disabled, language, issuer, sees=_loaded_sees(sees))
 
 
 class Accounts:
@@ -274,7 +274,10 @@ class Accounts:
         if "issuer" in values:
             values["issuer"] = checked_issuer(str(values["issuer"] or ""))
         if "sees" in values:
-            values["sees"] = _stored_sees(checked_sees(values["sees"]))  # type: ignore[arg-type]
+            sees = values["sees"]
+            if sees is not None and not isinstance(sees, Iterable):
+                raise AccountError("sees: a list of issuers, or None for all")
+            values["sees"] = _stored_sees(checked_sees(sees))
         with self._lock, self.engine.begin() as conn:
             result = conn.execute(
                 users.update().where(users.c.username == username).values(**values)

@@ -162,7 +162,8 @@ class Plans:
                 version = current.version + 1
             now = datetime.now(UTC)
             pk = conn.execute(
-                plans.insert().values(
+                plans.insert()
+                .values(
                     study_uid=study_uid,
                     plan=plan,
                     version=version,
@@ -172,7 +173,8 @@ class Plans:
                     sr_uid=sr_uid,
                     created_at=now,
                 )
-            ).inserted_primary_key[0]
+                .returning(plans.c.pk)
+            ).scalar_one()
         return Saved(pk, plan, version, now)
 
     def discard(self, saved: Saved) -> None:

@@ -12,7 +12,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Select, exists, false, func, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    FromClause,
+    Select,
+    exists,
+    false,
+    func,
+    select,
+)
 
 from storage.keys import ATTRIBUTES, COMPUTED, Attribute, Level
 from storage.matching import QueryError, check_list, condition
@@ -42,9 +51,9 @@ def _levels_up_to(level: Level) -> list[Level]:
     return [lv for lv in Level if lv.depth <= level.depth]
 
 
-def _joined(level: Level, top: Level = Level.PATIENT):
+def _joined(level: Level, top: Level = Level.PATIENT) -> FromClause:
     """FROM clause: the level's table joined to each parent up to ``top``."""
-    source = TABLES[level]
+    source: FromClause = TABLES[level]
     for child in reversed([lv for lv in Level if top.depth < lv.depth <= level.depth]):
         parent = list(Level)[child.depth - 1]
         source = source.join(

@@ -72,7 +72,8 @@ class S3BlobStore(BlobStore):
         parts of `PART_SIZE` (whole or absent: parts are invisible until
         completed, and aborted on any failure)."""
         name, digest, size = self._name(key), hashlib.sha256(), 0
-        buffer, upload, parts = bytearray(), None, []
+        buffer, upload = bytearray(), None
+        parts: list[dict[str, Any]] = []
         try:
             for chunk in chunks:
                 digest.update(chunk)

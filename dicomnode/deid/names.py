@@ -135,8 +135,8 @@ def find_names(text: str) -> Iterator[tuple[int, int]]:
     for match in _HAN_CONTEXT.finditer(text):
         yield match.start(1), match.end(1)
     for match in _SURNAME.finditer(text):
-        word = match.group()
-        if len(word) >= 5 and word.casefold() not in _NOT_NAMES:
+        surname = match.group()
+        if len(surname) >= 5 and surname.casefold() not in _NOT_NAMES:
             yield match.start(), _extend(text, match.end())
     for match in _PATRONYMIC.finditer(text):
         yield match.start(), match.end()

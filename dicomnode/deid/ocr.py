@@ -385,7 +385,8 @@ def _ink_clusters(value: np.ndarray, busy: np.ndarray) -> list[tuple[int, int, i
     grid_rows, grid_columns = -(-rows // CELL), -(-columns // CELL)
     padded = np.zeros((grid_rows * CELL, grid_columns * CELL), dtype=bool)
     padded[:rows, :columns] = ink
-    cells = padded.reshape(grid_rows, CELL, grid_columns, CELL).any(axis=(1, 3))
+    # asarray: numpy types a reduction over axes as "scalar or array".
+    cells = np.asarray(padded.reshape(grid_rows, CELL, grid_columns, CELL).any(axis=(1, 3)))
     joined = cells.copy()
     for shift in (1, 2):
         joined[:, shift:] |= cells[:, :-shift]

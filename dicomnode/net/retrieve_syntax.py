@@ -24,7 +24,6 @@ from typing import Any
 
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 from pynetdicom.presentation import PresentationContext, build_context
-from pynetdicom.sop_class import Verification
 
 from dicomnode.media.transcode import UNCOMPRESSED_PREFERRED, decodable, decompressed
 
@@ -32,7 +31,10 @@ decoded = decompressed  # the node's one decoder, by the name retrieve uses
 
 # pynetdicom's (and PS3.8's) limit on presentation contexts in one association.
 MAX_CONTEXTS = 128
-UNCOMPRESSED = list(UNCOMPRESSED_PREFERRED)  # as a context's transfer syntaxes
+UNCOMPRESSED: list[str | UID] = list(UNCOMPRESSED_PREFERRED)  # a context's transfer syntaxes
+# Verification SOP Class (PS3.4 A.4); pynetdicom.sop_class makes its names at
+# run time, so a type checker cannot see them.
+VERIFICATION = UID("1.2.840.10008.1.1")
 # What pynetdicom converts an Explicit VR Little Endian data set to by itself.
 LITTLE_ENDIAN_NATIVE = frozenset({*UNCOMPRESSED, DeflatedExplicitVRLittleEndian})
 
@@ -57,7 +59,7 @@ def contexts_for(instances: Iterable[dict[str, Any]]) -> list[PresentationContex
     the 128 contexts last: those instances go as stored, bit for bit."""
     counts = Counter((i["SOPClassUID"], i["AvailableTransferSyntaxUID"]) for i in instances)
     if not counts:  # nothing to send, but the association still needs a context
-        return [build_context(Verification)]
+        return [build_context(VERIFICATION)]
     classes = sorted({sop_class for sop_class, _ in counts})
     contexts = [build_context(sop_class, UNCOMPRESSED) for sop_class in classes]
     others = sorted(

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from dicomnode.config import Config, RemoteAE
@@ -111,9 +111,10 @@ class _ReportingSocket(ssl.SSLSocket):
             super().do_handshake(block)
         except ssl.SSLError as exc:
             reason = getattr(exc, "verify_message", None) or exc.reason or type(exc).__name__
-            failure = f"TLS to {self.context.peer}: {reason}"  # type: ignore[attr-defined]
-            self.context.failure = failure  # type: ignore[attr-defined]
-            log.warning("%s", failure)
+            context = self.context
+            if isinstance(context, ClientContext):  # always: its sslsocket_class
+                context.failure = f"TLS to {context.peer}: {reason}"
+                log.warning("%s", context.failure)
             raise
 
 
@@ -222,6 +223,8 @@ def make_certificate(
     names) and, unless ``loopback`` is False, localhost and 127.0.0.1.
     """
     ca_key = serialization.load_pem_private_key((folder / "ca.key").read_bytes(), None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+        raise ValueError(f"{folder / 'ca.key'}: not a key that signs with SHA-256 (EC or RSA)")
     ca_cert = x509.load_pem_x509_certificate((folder / "ca.crt").read_bytes())
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
@@ -251,7 +254,7 @@ def make_certificate(
             ),
             critical=False,
         )
-        .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+        .sign(ca_key, hashes.SHA256())
     )
     stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in common_name)
     return _save(folder, stem, key, cert)

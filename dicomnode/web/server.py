@@ -34,9 +34,10 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import suppress
 from enum import Enum
-from typing import Any
+from typing import Any, Protocol
 
 from cheroot.connections import ConnectionManager
 from cheroot.makefile import MakeFile
@@ -71,7 +72,9 @@ class DeferredHandshakeAdapter(BuiltinSSLAdapter):
         wrapped = self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         return wrapped, dict(HTTPS_ENVIRON)
 
-    def get_environ(self, sock: Any) -> dict[str, str]:
+    # cheroot's stub gives the base Adapter.get_environ no socket; the
+    # BuiltinSSLAdapter it is called on (and this override) takes one.
+    def get_environ(self, sock: Any) -> dict[str, str]:  # type: ignore[override]
         return dict(HTTPS_ENVIRON)
 
 
@@ -100,12 +103,26 @@ class _Connection(HTTPConnection):
             self.server.forget(self)
 
 
+class _Selector(Protocol):
+    """cheroot's ``_ThreadsafeSelector`` as it is (its stub says
+    ``connections`` is None)."""
+
+    @property
+    def connections(self) -> Iterator[tuple[int, Any]]: ...
+    def register(self, fileobj: int, events: int, data: Any = None) -> Any: ...
+    def unregister(self, fileobj: int) -> Any: ...
+
+
 class _Connections(ConnectionManager):
     """cheroot's selector loop, which also closes the connections whose
     request headers are overdue."""
 
+    # cheroot's attributes its stub leaves out.
+    _selector: _Selector
+    server: _Server
+
     def _expire(self, threshold: float) -> None:
-        super()._expire(threshold)
+        super()._expire(threshold)  # type: ignore[misc]  # not in cheroot's stub
         now = time.monotonic()
         late = [
             (fd, conn)
@@ -175,6 +192,7 @@ def _arrived(data: bytes) -> bool:
 class _Server(Server):
     ConnectionClass = _Connection
     max_request_header_size = HEADER_LIMIT
+    _connections: _Connections  # cheroot's, made in prepare (not in its stub)
 
     def guard(self, header_seconds: float, cap: int, share: int) -> None:
         self.header_seconds = header_seconds
@@ -207,7 +225,7 @@ class _Server(Server):
             conn.deadline = time.monotonic() + self.header_seconds
         state = self._read_headers(conn, readable)
         if state is _Headers.WAIT:
-            self._connections.wait(conn)  # type: ignore[attr-defined]
+            self._connections.wait(conn)
         elif state is _Headers.CLOSE:
             conn.close()
         else:
@@ -274,7 +292,7 @@ class _Server(Server):
         elif conn.rfile.has_data():
             self.process_conn(conn)  # its next request is already buffered
         else:
-            self._connections.wait(conn)  # type: ignore[attr-defined]
+            self._connections.wait(conn)
 
     def forget(self, conn: _Connection) -> None:
         """A connection closed, whatever closed it."""
