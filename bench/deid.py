@@ -34,7 +34,7 @@ from pydicom import dcmread
 
 from bench.ingest import OUT, build_sets
 from bench.peers import orthanc
-from dicomnode.config import Config
+from dicomnode.config import Config, deid_setup
 from dicomnode.deid.pipeline import Deidentifier
 from dicomnode.ingest.importer import split_file
 from dicomnode.ingest.pipeline import Incoming, inspect
@@ -47,7 +47,7 @@ def node_step(tmp: Path, ocr: bool = True) -> Callable[[Path], bytes]:
     config = Config(data_dir=tmp / "var", key_dir=tmp / "keys", ocr=ocr)
     config.data_dir.mkdir(parents=True)
     index = Index(f"sqlite:///{tmp / 'index.sqlite'}")
-    deidentify = Deidentifier(config, index)
+    deidentify = Deidentifier(deid_setup(config), index)
 
     def run(path: Path) -> bytes:
         data, syntax = split_file(path.read_bytes())

@@ -3,26 +3,98 @@
 Precedence: built-in defaults < TOML file < ``DICOMNODE_<KEY>`` environment
 variables. The file is ``--config PATH``, else ``$DICOMNODE_CONFIG``, else
 ``./dicomnode.toml`` when present. ``dicomnode config`` prints the result.
+
+The dataclasses below are the schema: each key is read once, by its field's
+type (`parse`), and each default is the field's. A key no field has, in any
+table or as a ``DICOMNODE_`` variable, is refused, as is a value of another
+type (``tls = "false"`` is not false): the error names the key, the table
+and the file. Environment values are text: booleans exactly true, false, 1
+or 0 (any case), numbers in decimal, lists comma-separated.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import difflib
 import ipaddress
+import math
 import os
 import re
 import tomllib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
+from dicomnode.deid.options import (
+    DEFAULT_OPTIONS,
+    DeidPolicy,
+    DeidSetup,
+    Rectangle,
+    SafePrivate,
+    SenderPolicies,
+    format_options,
+    format_safe_private,
+    parse_options,
+    parse_rectangles,
+    parse_safe_private,
+)
+from dicomnode.deid.profile import Option
 from storage.values import normalise_issuer
 
 ENV_PREFIX = "DICOMNODE_"
-DEFAULT_DEID_OPTIONS = "RETAIN_MODIFIED_DATES,RETAIN_PATIENT_CHARACTERISTICS,CLEAN_DESCRIPTORS"
 _AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE: no backslash
 # DIMSE services a known AE may be allowed, per [[remote_ae]] entry.
-SERVICES = ("echo", "store", "find", "move", "get")
+Service = Literal["echo", "store", "find", "move", "get"]
+SERVICES: tuple[Service, ...] = get_args(Service)
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+def _options_from(value: Any) -> frozenset[Option]:
+    if not isinstance(value, str | list):
+        raise ValueError("expected option names: a comma-separated string or a list")
+    return parse_options(value)
+
+
+def _own_options_from(value: Any) -> frozenset[Option] | None:
+    """A sender's options; empty means the node's."""
+    return _options_from(value) or None
+
+
+def _safe_private_from(value: Any) -> frozenset[SafePrivate]:
+    if not isinstance(value, str):
+        raise ValueError('expected a string of "GGGG:CREATOR:EE" entries separated by ";"')
+    return parse_safe_private(value)
+
+
+def _level_from(value: Any) -> str:
+    levels = get_args(LogLevel)
+    if not isinstance(value, str) or value.strip().upper() not in levels:
+        raise ValueError(f"expected one of {', '.join(levels)}, got {_shown(value)}")
+    return value.strip().upper()
+
+
+def _quote(text: str) -> str:
+    """A TOML basic string: quotes, backslashes and control characters escaped."""
+    escaped = {'"': '\\"', "\\": "\\\\"}
+    return (
+        '"'
+        + re.sub(r'["\\\x00-\x1f\x7f]', lambda m: escaped.get(m[0], f"\\u{ord(m[0]):04x}"), text)
+        + '"'
+    )
+
+
+def _hooks(parse: Callable[[Any], Any], show: Callable[[Any], str]) -> dict[str, Any]:
+    """Field metadata for a value the file spells its own way."""
+    return {"parse": parse, "show": show}
+
+
+_OPTIONS = _hooks(_options_from, lambda v: _quote(format_options(v)))
+_SAFE_PRIVATE = _hooks(_safe_private_from, lambda v: _quote(format_safe_private(v)))
+_RECTANGLES = _hooks(
+    parse_rectangles, lambda v: "[" + ", ".join(f"[{', '.join(map(str, r))}]" for r in v) + "]"
+)
 
 
 class ConfigError(ValueError):
@@ -36,17 +108,21 @@ class RemoteAE:
     ae_title: str
     host: str
     port: int
-    issuer: str
-    # De-identification options for this hospital's data ("" = the node's).
-    deid_options: str = ""
+    # The hospital that issues its PatientIDs; empty: its AE title.
+    issuer: str = ""
+    # De-identification options for this hospital's data (None, or "" in the
+    # file: the node's).
+    deid_options: frozenset[Option] | None = field(
+        default=None, metadata=_hooks(_own_options_from, _OPTIONS["show"])
+    )
     # Rectangles (x0, y0, x1, y1, inclusive) blanked on every frame of this
     # sender's images, e.g. a cath lab's burned-in banner.
-    blank_rectangles: tuple[tuple[int, int, int, int], ...] = ()
+    blank_rectangles: tuple[Rectangle, ...] = field(default=(), metadata=_RECTANGLES)
     # Where associations from this AE title may come from: IP addresses or
     # CIDR networks; empty means the addresses ``host`` resolves to.
     networks: tuple[str, ...] = ()
     # DIMSE services this AE may use (a subset of SERVICES).
-    services: tuple[str, ...] = SERVICES
+    services: tuple[Service, ...] = SERVICES
     # Concurrent associations from this AE (0: the node's per-AE default).
     max_associations: int = 0
     # Megabytes this AE may have stored in the archive (0: no quota).
@@ -70,7 +146,8 @@ class RemoteAE:
     def __post_init__(self) -> None:
         # However the file spells the hospital ("NCC Bishkek ", two spaces),
         # it is one issuer: patients and pseudonyms are keyed by it.
-        object.__setattr__(self, "issuer", normalise_issuer(self.issuer))
+        issuer = normalise_issuer(self.issuer) or normalise_issuer(self.ae_title)
+        object.__setattr__(self, "issuer", issuer)
         object.__setattr__(
             self,
             "query_issuers",
@@ -148,7 +225,7 @@ class Config:
     # s3_endpoint_url when it is not AWS (credentials: boto3's environment).
     blob_url: str = ""
     s3_endpoint_url: str = ""
-    duplicates: str = "keep-first"
+    duplicates: Literal["keep-first", "replace"] = "keep-first"
     require_known_ae: bool = True
     check_called_ae: bool = True
     max_associations: int = 16
@@ -190,7 +267,7 @@ class Config:
     forward_interval_seconds: float = 5.0
     export_keep_hours: int = 72
     min_free_disk_mb: int = 512
-    log_level: str = "INFO"
+    log_level: LogLevel = field(default="INFO", metadata=_hooks(_level_from, _quote))
     # TLS (BCP 195) on the DICOM port and/or the web port, with PEM files.
     dimse_tls: bool = False
     http_tls: bool = False
@@ -211,9 +288,9 @@ class Config:
     # outside the data directory, created 0600 on first start.
     key_dir: Path = Path("secrets")
     # Profile options applied on top of the Basic Profile (PS3.15 E.3).
-    deid_options: str = DEFAULT_DEID_OPTIONS
+    deid_options: frozenset[Option] = field(default=DEFAULT_OPTIONS, metadata=_OPTIONS)
     # Private attributes kept under RETAIN_SAFE_PRIVATE: "GGGG:CREATOR:EE; ..."
-    safe_private: str = ""
+    safe_private: frozenset[SafePrivate] = field(default=frozenset(), metadata=_SAFE_PRIVATE)
     # OCR verification of burned-in text (Tesseract): frames read per instance
     # (first, last, a stride between) and the seconds one instance may take.
     ocr: bool = True
@@ -223,8 +300,8 @@ class Config:
     # newer than its dictionary), as Orthanc's UnknownSopClassAccepted; they
     # are de-identified by the same rules and their pixels always read by OCR.
     unknown_sop_class_accepted: bool = False
-    remote_aes: tuple[RemoteAE, ...] = field(default_factory=tuple)
-    routes: tuple[RouteRule, ...] = field(default_factory=tuple)
+    remote_aes: tuple[RemoteAE, ...] = field(default=(), metadata={"table": "remote_ae"})
+    routes: tuple[RouteRule, ...] = field(default=(), metadata={"table": "route"})
 
     @property
     def effective_index_url(self) -> str:
@@ -237,94 +314,194 @@ class Config:
         return None
 
 
-_SCALARS = {f.name: f for f in dataclasses.fields(Config) if f.name not in ("remote_aes", "routes")}
+# -- reading the file and the environment by the dataclasses' fields --------
 
 
-def _coerce(name: str, value: Any) -> Any:
-    kind = _SCALARS[name].type
-    try:
-        if kind == "bool":
-            if isinstance(value, str):
-                if value.lower() not in {"1", "0", "true", "false", "yes", "no"}:
-                    raise ValueError(value)
-                return value.lower() in {"1", "true", "yes"}
-            return bool(value)
-        if kind == "int":
-            return int(value)
-        if kind == "float":
-            number = float(value)
-            if not number > 0:
-                raise ValueError(value)
-            return number
-        if kind == "Path":
-            return Path(value)
-        return str(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name}: expected {kind}, got {value!r}") from None
+def _schema(cls: Any) -> dict[str, tuple[dataclasses.Field, Any]]:
+    """The keys of a table: field and resolved type, in declaration order."""
+    hints = get_type_hints(cls)
+    return {f.name: (f, hints[f.name]) for f in dataclasses.fields(cls)}
 
 
-def _rectangles(value: Any) -> tuple[tuple[int, int, int, int], ...]:
-    try:
-        rectangles = tuple(tuple(int(v) for v in r) for r in value)
-    except (TypeError, ValueError):
-        raise ConfigError("blank_rectangles: a list of [x0, y0, x1, y1] lists") from None
-    if any(len(r) != 4 or r[0] > r[2] or r[1] > r[3] or min(r) < 0 for r in rectangles):
-        raise ConfigError("blank_rectangles: each is [x0, y0, x1, y1] with x0<=x1, y0<=y1")
-    return rectangles  # type: ignore[return-value]
+def _tables() -> dict[str, str]:
+    """TOML array-of-tables name -> Config field holding the entries."""
+    return {f.metadata["table"]: name for name, (f, _) in _schema(Config).items() if _table(f)}
 
 
-def _strings(entry: dict[str, Any], key: str, default: tuple[str, ...]) -> tuple[str, ...]:
-    value = entry.get(key, list(default))
+def _table(f: dataclasses.Field) -> bool:
+    return "table" in f.metadata
+
+
+def _shown(value: Any) -> str:
+    """What a value is, for an error (types matter: "false" is not false)."""
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
     if isinstance(value, str):
-        value = value.split(",")
-    if not isinstance(value, list):
-        raise ConfigError(f"remote_ae {key}: a list of strings")
-    return tuple(str(v).strip() for v in value if str(v).strip())
+        return f"the string {value!r}"
+    if isinstance(value, int | float):
+        return f"the number {value!r}"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a table"
+    return f"a {type(value).__name__}"
 
 
-def _remote(entry: dict[str, Any]) -> RemoteAE:
+def _convert(kind: Any, raw: Any, text: bool) -> Any:
+    """``raw`` as a value of ``kind``: a TOML value of that type, or (``text``)
+    an environment variable's string. ValueError says what was expected."""
+    origin = get_origin(kind)
+    if kind is bool:
+        if text and raw.strip().lower() in ("true", "1", "false", "0"):
+            return raw.strip().lower() in ("true", "1")
+        if not text and isinstance(raw, bool):
+            return raw
+        expected = "true, false, 1 or 0" if text else "true or false (no quotes)"
+        raise ValueError(f"expected {expected}, got {_shown(raw)}")
+    if kind is int:
+        if text and re.fullmatch(r"\s*[0-9]+\s*", raw):
+            return int(raw)
+        if not text and isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0:
+            return raw
+        raise ValueError(f"expected a whole number, 0 or more, got {_shown(raw)}")
+    if kind is float:
+        number: Any = raw
+        if text:
+            with contextlib.suppress(ValueError):
+                number = float(raw)
+        if (
+            isinstance(number, int | float)
+            and not isinstance(number, bool)
+            and math.isfinite(number)
+            and number > 0
+        ):
+            return float(number)
+        raise ValueError(f"expected a positive number, got {_shown(raw)}")
+    if kind in (str, Path):
+        if not isinstance(raw, str):
+            raise ValueError(
+                f"expected a string{' (a path)' if kind is Path else ''}, got {_shown(raw)}"
+            )
+        return Path(raw) if kind is Path else raw
+    if origin is Literal:
+        if raw not in get_args(kind):
+            allowed = ", ".join(repr(a) for a in get_args(kind))
+            raise ValueError(f"expected one of {allowed}, got {_shown(raw)}")
+        return raw
+    if origin is tuple:
+        item = get_args(kind)[0]
+        items = raw.split(",") if text else raw
+        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+            raise ValueError(f'expected a list of strings, ["...", ...], got {_shown(raw)}')
+        return tuple(_convert(item, i.strip(), text) for i in items if i.strip())
+    raise TypeError(f"no reader for {kind!r}")  # a field added without one
+
+
+def _read(cls: type, entry: Any, table: str, source: str) -> Any:
+    """One table of the file (or the document's [node]) as ``cls``: every
+    key a field, every value of the field's type, required ones present."""
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{source}: {table} is {_shown(entry)}, expected a table")
+    schema = {k: v for k, v in _schema(cls).items() if not _table(v[0])}
+    values: dict[str, Any] = {}
+    for key, raw in entry.items():
+        if key not in schema:
+            hint = difflib.get_close_matches(key, schema, n=1)
+            also = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise ConfigError(f"{source}: unknown key {key!r} in {table}{also}")
+        values[key] = _value(schema[key], raw, False, f"{source}: {key!r} in {table}")
+    missing = [
+        k
+        for k, (f, _) in schema.items()
+        if k not in values and f.default is dataclasses.MISSING and f.init
+    ]
+    if missing:
+        raise ConfigError(f"{source}: {table} lacks {missing[0]!r}")
+    return cls(**values)
+
+
+def _value(spec: tuple[dataclasses.Field, Any], raw: Any, text: bool, where: str) -> Any:
+    f, kind = spec
     try:
-        return RemoteAE(
-            ae_title=str(entry["ae_title"]),
-            host=str(entry["host"]),
-            port=int(entry["port"]),
-            issuer=normalise_issuer(str(entry.get("issuer") or "")) or str(entry["ae_title"]),
-            deid_options=str(entry.get("deid_options", "")),
-            blank_rectangles=_rectangles(entry.get("blank_rectangles", [])),
-            networks=_strings(entry, "networks", ()),
-            services=_strings(entry, "services", SERVICES),
-            max_associations=int(entry.get("max_associations", 0)),
-            quota_mb=int(entry.get("quota_mb", 0)),
-            tls_subject=str(entry.get("tls_subject", "")),
-            tls=bool(entry.get("tls", False)),
-            tls_fingerprint=str(entry.get("tls_fingerprint", "")),
-            query_issuers=_strings(entry, "query_issuers", ()),
-            move_destinations=_strings(entry, "move_destinations", ()),
-        )
-    except KeyError as exc:
-        raise ConfigError(f"remote_ae entry lacks {exc.args[0]!r}") from None
-    except (TypeError, ValueError):
+        if "parse" in f.metadata:
+            return f.metadata["parse"](raw)
+        return _convert(kind, raw, text)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _entries(document: dict[str, Any], name: str, source: str) -> list[Any]:
+    entries = document.get(name, [])
+    if not isinstance(entries, list):
         raise ConfigError(
-            f"remote_ae {entry.get('ae_title')!r}: a number is not a number"
-        ) from None
+            f"{source}: {name!r} at the top level is {_shown(entries)}, expected an array "
+            f"of tables ([[{name}]])"
+        )
+    return entries
+
+
+def _label(name: str, number: int, entry: Any) -> str:
+    title = entry.get("ae_title") if isinstance(entry, dict) else None
+    return f"[[{name}]] #{number}" + (f" (ae_title {title!r})" if isinstance(title, str) else "")
+
+
+def parse(document: dict[str, Any], source: str) -> Config:
+    """A TOML document as a Config, keys and types checked (not the rules
+    between them: `validate`); ``source`` names it in errors."""
+    tables = _tables()
+    known = {"node", *tables}
+    for key in document:
+        if key not in known:
+            where = "it goes under [node]" if key in _schema(Config) else ""
+            hint = difflib.get_close_matches(key, known, n=1)
+            where = where or (f"did you mean [{hint[0]}]?" if hint else "")
+            raise ConfigError(
+                f"{source}: unknown key {key!r} at the top level"
+                + (f": {where}" if where else " (tables: [node], [[remote_ae]], [[route]])")
+            )
+    if "node" in document and not isinstance(document["node"], dict):
+        raise ConfigError(
+            f"{source}: 'node' at the top level is {_shown(document['node'])}, "
+            "expected a table ([node])"
+        )
+    node = _read(Config, document.get("node", {}), "[node]", source)
+    lists = {}
+    for name, attribute in tables.items():
+        kind = get_args(_schema(Config)[attribute][1])[0]
+        lists[attribute] = tuple(
+            _read(kind, entry, _label(name, number, entry), source)
+            for number, entry in enumerate(_entries(document, name, source), 1)
+        )
+    return dataclasses.replace(node, **lists)
+
+
+def _environment(env: Mapping[str, str]) -> dict[str, Any]:
+    """The [node] values set by DICOMNODE_<KEY> variables; others refused."""
+    schema = {k: v for k, v in _schema(Config).items() if not _table(v[0])}
+    values: dict[str, Any] = {}
+    for variable, raw in env.items():
+        if not variable.startswith(ENV_PREFIX) or variable == ENV_PREFIX + "CONFIG":
+            continue
+        key = variable[len(ENV_PREFIX) :].lower()
+        if key not in schema:
+            names = [ENV_PREFIX + k.upper() for k in schema]
+            hint = difflib.get_close_matches(variable, names, n=1)
+            raise ConfigError(
+                f"environment variable {variable}: no such [node] key"
+                + (f" (did you mean {hint[0]}?)" if hint else "")
+            )
+        values[key] = _value(schema[key], raw, True, f"environment variable {variable} ({key})")
+    return values
 
 
 def validate(config: Config) -> Config:
     for title in [config.ae_title, *(r.ae_title for r in config.remote_aes)]:
         if not _AE_TITLE.match(title) or not title.strip():
             raise ConfigError(f"AE title {title!r} is not 1-16 printable characters")
-    from dicomnode.deid.header import parse_safe_private
-    from dicomnode.deid.profile import parse_options
-
-    for text in [config.deid_options, *(r.deid_options for r in config.remote_aes)]:
-        try:
-            parse_options(text)
-        except ValueError as exc:
-            raise ConfigError(f"deid_options: {exc}") from None
     try:
-        parse_safe_private(config.safe_private)
+        deid_policies(config)  # the options are enums already: their combination
     except ValueError as exc:
-        raise ConfigError(f"safe_private: {exc}") from None
+        raise ConfigError(f"deid_options: {exc}") from None
     if config.unknown_sop_class_accepted and not config.ocr:
         raise ConfigError(
             "unknown_sop_class_accepted needs ocr: nothing else verifies the pixels"
@@ -333,8 +510,10 @@ def validate(config: Config) -> Config:
     for remote in config.remote_aes:
         if not remote.issuer:
             raise ConfigError(f"remote_ae {remote.ae_title}: issuer is empty")
-        if unknown := set(remote.services) - set(SERVICES):
-            raise ConfigError(f"remote_ae {remote.ae_title}: unknown services {sorted(unknown)}")
+        if strange := set(remote.services) - set(SERVICES):
+            raise ConfigError(f"remote_ae {remote.ae_title}: unknown services {sorted(strange)}")
+        if not 0 < remote.port <= 65535:
+            raise ConfigError(f"remote_ae {remote.ae_title}: port {remote.port} is not a TCP port")
         for network in remote.networks:
             try:
                 ipaddress.ip_network(network, strict=False)
@@ -478,13 +657,11 @@ def default_config_path(env: dict[str, str]) -> Path | None:
     return local if local.is_file() else None
 
 
-def load(path: Path | None = None, env: dict[str, str] | None = None) -> Config:
+def load(path: Path | None = None, env: Mapping[str, str] | None = None) -> Config:
     """Defaults, then the TOML file, then environment variables."""
     env = dict(os.environ if env is None else env)
-    values: dict[str, Any] = {}
-    remotes: list[RemoteAE] = []
-    routes: list[RouteRule] = []
     path = path or default_config_path(env)
+    config = Config()
     if path is not None:
         try:
             document = tomllib.loads(Path(path).read_text(encoding="utf-8"))
@@ -492,27 +669,45 @@ def load(path: Path | None = None, env: dict[str, str] | None = None) -> Config:
             raise ConfigError(f"configuration file {path} does not exist") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: {exc}") from None
-        for name, value in document.get("node", {}).items():
-            if name not in _SCALARS:
-                raise ConfigError(f"{path}: unknown key node.{name}")
-            values[name] = _coerce(name, value)
-        remotes = [_remote(entry) for entry in document.get("remote_ae", [])]
-        routes = [
-            RouteRule(
-                str(r.get("destination", "")),
-                str(r.get("issuer", "")),
-                str(r.get("modalities", "")),
+        config = parse(document, str(path))
+    config = dataclasses.replace(config, **_environment(env))
+    try:
+        return validate(config)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}" if path is not None else str(exc)) from None
+
+
+def deid_policies(config: Config) -> SenderPolicies:
+    """Each sender's de-identification, resolved once: its own options or the
+    node's, the node's safe private attributes, its own rectangles."""
+    default = DeidPolicy(options=config.deid_options, safe_private=config.safe_private)
+    return SenderPolicies(
+        default,
+        tuple(
+            (
+                remote.ae_title,
+                dataclasses.replace(
+                    default,
+                    options=default.options if remote.deid_options is None else remote.deid_options,
+                    blank_rectangles=remote.blank_rectangles,
+                ),
             )
-            for r in document.get("route", [])
-        ]
-    for name in _SCALARS:
-        if (value := env.get(ENV_PREFIX + name.upper())) is not None:
-            values[name] = _coerce(name, value)
-    return validate(Config(**values, remote_aes=tuple(remotes), routes=tuple(routes)))
+            for remote in config.remote_aes
+        ),
+    )
 
 
-def _quote(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+def deid_setup(config: Config) -> DeidSetup:
+    """What the de-identification step (`dicomnode.deid.pipeline`) is given."""
+    return DeidSetup(
+        key_dir=config.key_dir,
+        data_dir=config.data_dir,
+        policies=deid_policies(config),
+        ocr=config.ocr,
+        ocr_frames=config.ocr_frames,
+        ocr_budget_seconds=config.ocr_budget_seconds,
+        max_instance_mb=config.max_instance_mb,
+    )
 
 
 def without_secrets(config: Config) -> Config:
@@ -528,43 +723,37 @@ def without_secrets(config: Config) -> Config:
     return dataclasses.replace(config, index_url=url.render_as_string(hide_password=True))
 
 
+def _toml(spec: tuple[dataclasses.Field, Any], value: Any) -> str:
+    """A field's value in the file's own spelling (what `parse` reads back)."""
+    f, kind = spec
+    if "show" in f.metadata:
+        return f.metadata["show"](value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, tuple):
+        item = (dataclasses.field(), get_args(kind)[0])
+        return "[" + ", ".join(_toml(item, v) for v in value) + "]"
+    return _quote("" if value == Path("") else str(value))
+
+
+def _lines(item: Any, every: bool) -> list[str]:
+    """``key = value`` for each field of ``item``: all of them, or (an entry)
+    the required ones and those that differ from their default."""
+    lines = []
+    for name, spec in _schema(type(item)).items():
+        value = getattr(item, name)
+        if _table(spec[0]) or (not every and value == spec[0].default):
+            continue
+        lines.append(f"{name} = {_toml(spec, value)}")
+    return lines
+
+
 def to_toml(config: Config) -> str:
     """The effective configuration in the file's own format."""
-    lines = ["[node]"]
-    for name in _SCALARS:
-        value = getattr(config, name)
-        if isinstance(value, bool):
-            text = "true" if value else "false"
-        elif isinstance(value, int):
-            text = str(value)
-        else:
-            text = _quote(str(value))
-        lines.append(f"{name} = {text}")
-    for remote in config.remote_aes:
-        lines += ["", "[[remote_ae]]", f"ae_title = {_quote(remote.ae_title)}"]
-        lines += [f"host = {_quote(remote.host)}", f"port = {remote.port}"]
-        lines.append(f"issuer = {_quote(remote.issuer)}")
-        if remote.deid_options:
-            lines.append(f"deid_options = {_quote(remote.deid_options)}")
-        if remote.blank_rectangles:
-            boxes = ", ".join(f"[{', '.join(map(str, r))}]" for r in remote.blank_rectangles)
-            lines.append(f"blank_rectangles = [{boxes}]")
-        lines.append(f"networks = [{', '.join(map(_quote, remote.networks))}]")
-        lines.append(f"services = [{', '.join(map(_quote, remote.services))}]")
-        lines.append(f"max_associations = {remote.max_associations}")
-        lines.append(f"quota_mb = {remote.quota_mb}")
-        if remote.tls_subject:
-            lines.append(f"tls_subject = {_quote(remote.tls_subject)}")
-        if remote.tls:
-            lines.append("tls = true")
-        if remote.tls_fingerprint:
-            lines.append(f"tls_fingerprint = {_quote(remote.tls_fingerprint)}")
-        if remote.query_issuers:
-            lines.append(f"query_issuers = [{', '.join(map(_quote, remote.query_issuers))}]")
-        if remote.move_destinations:
-            names = ", ".join(map(_quote, remote.move_destinations))
-            lines.append(f"move_destinations = [{names}]")
-    for route in config.routes:
-        lines += ["", "[[route]]", f"destination = {_quote(route.destination)}"]
-        lines += [f"issuer = {_quote(route.issuer)}", f"modalities = {_quote(route.modalities)}"]
+    lines = ["[node]", *_lines(config, every=True)]
+    for name, attribute in _tables().items():
+        for entry in getattr(config, attribute):
+            lines += ["", f"[[{name}]]", *_lines(entry, every=False)]
     return "\n".join(lines) + "\n"

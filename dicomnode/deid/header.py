@@ -40,6 +40,7 @@ from dicomnode.deid import policy
 from dicomnode.deid.codes import LOCAL_MEANING, is_well_known_uid, known_schemes, standard_meaning
 from dicomnode.deid.identity import MARK, Hit, IdentityMatcher, mark
 from dicomnode.deid.names import SPACED, find_identifiers, find_names
+from dicomnode.deid.options import DeidPolicy, parse_safe_private  # noqa: F401 (re-exported)
 from dicomnode.deid.plausible import HEIGHT_M, WEIGHT_KG, in_bounds
 from dicomnode.deid.profile import BASIC_PROFILE_CODE, Option, Profile
 from dicomnode.deid.secret import Secret
@@ -74,38 +75,8 @@ _COMBINED = {"X/Z": "Z", "X/D": "D", "Z/D": "D", "X/Z/D": "D", "X/Z/U*": "K"}
 _ALWAYS = (Option.CLEAN_STRUCTURED_CONTENT, Option.CLEAN_GRAPHICS)
 
 
-@dataclass(frozen=True)
-class DeidSettings:
-    """What a sending hospital's data gets; the defaults are what closure planning needs."""
-
-    options: frozenset[Option] = frozenset(
-        {
-            Option.RETAIN_MODIFIED_DATES,
-            Option.RETAIN_PATIENT_CHARACTERISTICS,
-            Option.CLEAN_DESCRIPTORS,
-        }
-    )
-    method_text: str = "CHD node: PS3.15 Basic Profile, keyed pseudonyms"
-    # Private attributes known to be safe, as (group, private creator, element
-    # byte); kept (text cleaned) only under the Retain Safe Private option.
-    safe_private: frozenset[tuple[int, str, int]] = frozenset()
-
-
-def parse_safe_private(text: str) -> frozenset[tuple[int, str, int]]:
-    """``"0009:ACME ECHO 1.0:01; 0019:GEMS_ACQU_01:2A"`` -> allow-list entries."""
-    entries = set()
-    for item in (part.strip() for part in text.split(";")):
-        if not item:
-            continue
-        try:
-            group, creator, element = (p.strip() for p in item.split(":"))
-            entry = (int(group, 16), creator, int(element, 16))
-        except ValueError:
-            raise ValueError(f"safe_private entry {item!r} is not GGGG:CREATOR:EE") from None
-        if entry[0] % 2 == 0 or not 0 <= entry[2] <= 0xFF or not creator:
-            raise ValueError(f"safe_private entry {item!r} is not a private attribute")
-        entries.add(entry)
-    return frozenset(entries)
+# The walker's settings are the sender's policy, resolved once (`deid.options`).
+DeidSettings = DeidPolicy
 
 
 @dataclass
@@ -152,11 +123,10 @@ def _one_or_many(values: list[Any]) -> Any:
 
 
 class HeaderDeidentifier:
-    def __init__(self, secret: Secret, settings: DeidSettings | None = None) -> None:
+    def __init__(self, secret: Secret, settings: DeidPolicy | None = None) -> None:
         self.secret = secret
-        self.settings = settings or DeidSettings()
+        self.settings = settings or DeidPolicy()
         self.profile = Profile(self.settings.options)
-        self._retain_zones = Option.RETAIN_TIMEZONE in self.settings.options
 
     def subject(
         self,
@@ -170,7 +140,7 @@ class HeaderDeidentifier:
         """Who ``ds`` is about, read from it as received (before `apply`);
         ``handles`` and ``own`` as `IdentityMatcher.from_dataset` takes them."""
         kept = set()
-        if Option.RETAIN_INSTITUTION_IDENTITY in self.settings.options:
+        if self.settings.keeps_institution:
             kept.add("place")
         return Subject(
             issuer=issuer,
@@ -185,8 +155,7 @@ class HeaderDeidentifier:
         self._keep_characteristics(ds)
         shift = (
             self.secret.date_offset_days(subject.issuer, subject.patient_key)
-            if Option.RETAIN_MODIFIED_DATES in self.settings.options
-            and Option.RETAIN_FULL_DATES not in self.settings.options
+            if self.settings.shifts_dates
             else None
         )
         sop_class = str(ds.get("SOPClassUID", ""))
@@ -242,7 +211,7 @@ class HeaderDeidentifier:
         placeholder is not kept as data: no age from a placeholder birth date,
         and a weight or height of 0 or out of bounds (grams, centimetres) is
         emptied (Type 2), so no child is stored as 090Y or 0 kg."""
-        if Option.RETAIN_PATIENT_CHARACTERISTICS not in self.settings.options:
+        if not self.settings.keeps_characteristics:
             return
         for keyword, bounds in (("PatientWeight", WEIGHT_KG), ("PatientSize", HEIGHT_M)):
             if keyword in ds and not in_bounds(ds[keyword].value, bounds):
@@ -257,7 +226,7 @@ class HeaderDeidentifier:
             age = age_string(str(ds.get("PatientBirthDate") or ""), seen)
             if age:
                 ds.PatientAge = age
-        if "PatientAge" in ds and Option.RETAIN_AGES_OVER_89 not in self.settings.options:
+        if "PatientAge" in ds and not self.settings.keeps_ages_over_89:
             ds.PatientAge = cap_age(str(ds.PatientAge or ""))
 
     # -- the walk ---------------------------------------------------------
@@ -282,7 +251,7 @@ class HeaderDeidentifier:
                 del ds[tag]  # a public tag the standard does not define: unknown content
                 continue
             if tag == TIMEZONE_OFFSET:
-                if not self._retain_zones:
+                if not self.settings.keeps_timezone:
                     del ds[tag]
                 continue
             action = policy.DATE_OVERRIDES.get(tag) or self.profile.action(tag)
@@ -340,8 +309,8 @@ class HeaderDeidentifier:
 
     def _safe_private(self, ds: Dataset, tag: int) -> bool:
         """Allow-listed under Retain Safe Private (creators of kept ones too)."""
-        allowed = self.settings.safe_private
-        if Option.RETAIN_SAFE_PRIVATE not in self.settings.options or not allowed:
+        allowed = self.settings.kept_private
+        if not allowed:
             return False
         group, element = tag >> 16, tag & 0xFFFF
         if 0x0010 <= element <= 0x00FF:  # a private creator element
@@ -420,7 +389,7 @@ class HeaderDeidentifier:
             element.value = _one_or_many(
                 [self.new_uid(str(v), subject) for v in _values(element.value)]
             )
-        elif vr == "DT" and element.value and not self._retain_zones:
+        elif vr == "DT" and element.value and not self.settings.keeps_timezone:
             element.value = _one_or_many([strip_offset(str(v)) for v in _values(element.value)])
 
     # -- values -----------------------------------------------------------
@@ -488,7 +457,7 @@ class HeaderDeidentifier:
         if vr == "TM":
             return element.value  # whole-day shifts leave the time of day
         if vr in policy.TEXT_VRS and vr != "PN":
-            if Option.CLEAN_DESCRIPTORS not in self.settings.options:
+            if not self.settings.cleans_descriptors:
                 return dummy(vr)
             return self._cleaned_text(element, subject)
         return dummy(vr)
@@ -532,7 +501,7 @@ class HeaderDeidentifier:
         ds.DeidentificationMethodCodeSequence = Sequence(items)
         if shifted:
             ds.LongitudinalTemporalInformationModified = "MODIFIED"
-        elif Option.RETAIN_FULL_DATES in self.settings.options:
+        elif self.settings.keeps_full_dates:
             ds.LongitudinalTemporalInformationModified = "UNMODIFIED"
         else:
             ds.LongitudinalTemporalInformationModified = "REMOVED"

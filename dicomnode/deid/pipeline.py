@@ -25,20 +25,14 @@ from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian
 
-from dicomnode.config import Config
 from dicomnode.deid import stream
 from dicomnode.deid.codes import is_well_known_uid
-from dicomnode.deid.header import (
-    ENCAPSULATED_CLASSES,
-    DeidSettings,
-    HeaderDeidentifier,
-    Subject,
-    parse_safe_private,
-)
+from dicomnode.deid.header import ENCAPSULATED_CLASSES, HeaderDeidentifier, Subject
 from dicomnode.deid.identity import IdentityMatcher
 from dicomnode.deid.linkage import LinkageCipher, OriginalIdentity
+from dicomnode.deid.options import DeidPolicy, DeidSetup
 from dicomnode.deid.pixels import clean, excess_bytes, has_stray_bits, needs_cleaning
-from dicomnode.deid.profile import Option, parse_options
+from dicomnode.deid.profile import Option
 from dicomnode.deid.secret import Secret, load_or_create_key
 from dicomnode.deid.verify import OcrSettings, check, may_carry_text
 from dicomnode.media.deflate import deflate, inflate
@@ -270,30 +264,25 @@ def original_identity(ds: Dataset, issuer: str, sending_ae: str | None) -> Origi
 
 
 class Deidentifier:
-    """Per node: the keys, the linkage table, and each hospital's settings."""
+    """Per node: the keys, the linkage table, and each sender's policy
+    (resolved once, by `dicomnode.config.deid_setup`)."""
 
-    def __init__(self, config: Config, index: Index) -> None:
-        self.config = config
+    def __init__(self, setup: DeidSetup, index: Index) -> None:
+        self.setup = setup
         self.index = index
-        self.secret = Secret(load_or_create_key(config.key_dir / DEID_KEY, config.data_dir))
-        self.cipher = LinkageCipher(
-            load_or_create_key(config.key_dir / LINKAGE_KEY, config.data_dir)
-        )
-        self._headers: dict[str, HeaderDeidentifier] = {}
-        self.ocr = OcrSettings.of(config)
+        self.secret = Secret(load_or_create_key(setup.key_dir / DEID_KEY, setup.data_dir))
+        self.cipher = LinkageCipher(load_or_create_key(setup.key_dir / LINKAGE_KEY, setup.data_dir))
+        self._headers: dict[DeidPolicy, HeaderDeidentifier] = {}
+        self.ocr = OcrSettings.of(setup)
+
+    def policy_for(self, calling_ae: str | None) -> DeidPolicy:
+        return self.setup.policies.of(calling_ae)
 
     def header_for(self, calling_ae: str | None) -> HeaderDeidentifier:
-        remote = self.config.remote(calling_ae)
-        text = (remote.deid_options if remote and remote.deid_options else None) or (
-            self.config.deid_options
-        )
-        if text not in self._headers:
-            settings = DeidSettings(
-                options=parse_options(text),
-                safe_private=parse_safe_private(self.config.safe_private),
-            )
-            self._headers[text] = HeaderDeidentifier(self.secret, settings)
-        return self._headers[text]
+        policy = self.policy_for(calling_ae)
+        if policy not in self._headers:
+            self._headers[policy] = HeaderDeidentifier(self.secret, policy)
+        return self._headers[policy]
 
     def reference(self, sop_instance_uid: str) -> str:
         """A keyed tag for log lines: correlates events, reveals nothing."""
@@ -317,8 +306,7 @@ class Deidentifier:
         ``inflated``: deflated data already inflated (`deflate.inflate`).
         A spool file needs both, and the ``spool`` its output goes to."""
         syntax = UID(transfer_syntax)
-        remote = self.config.remote(calling_ae)
-        rectangles = remote.blank_rectangles if remote else ()
+        rectangles = self.policy_for(calling_ae).blank_rectangles
         common = {"issuer": issuer, "patient_key": patient_key, "calling_ae": calling_ae}
         if isinstance(data, SpoolFile):
             if header is None or layout is None or spool is None:
@@ -327,7 +315,7 @@ class Deidentifier:
                 return self(data.getvalue(), transfer_syntax, **common, inflated=True)
             return self._spooled(data, syntax, header, layout, rectangles, spool, **common)
         if syntax.is_deflated and not inflated:
-            inflated_data = inflate(data, limit=self.config.max_instance_mb << 20)
+            inflated_data = inflate(data, limit=self.setup.max_instance_mb << 20)
             assert isinstance(inflated_data, bytes)  # no spool: never spilled
             data = inflated_data
         ds, kept_pixels = self._read(data, syntax, header, layout, rectangles)
@@ -434,8 +422,8 @@ class Deidentifier:
         subject: Subject,
         original: OriginalIdentity,
     ) -> tuple[str, dict[str, str]]:
-        """Claim the new study, series and instance UIDs for the patient, and
-        seal its identity under the study, before anything is written; a UID
+        """Claim the new study, series and instance UIDs for the patient
+        before anything is written; a UID
         another patient holds (claimed first, by any process) is remapped
         within this patient's scope instead (``subject.scoped_uids``), as is
         any reference to one, so all this patient's instances of a shared
@@ -456,12 +444,8 @@ class Deidentifier:
             study = new[primary["study"]]
             claims = {new[uid]: GROUP_LEVEL for uid in grouping}
             claims |= {new[uid]: level for level, uid in reversed(primary.items())}
-            taken = self.index.claim_uids(
-                pseudonym,
-                claims,
-                new.values(),
-                (study, self.cipher.seal(original, pseudonym, study)),
-            )
+            # The sealed identity is written with the instance (`Archive.store`).
+            taken = self.index.claim_uids(pseudonym, claims, new.values())
             if not taken:
                 return study, apart
             subject.scoped_uids |= {uid for uid in everything if new[uid] in taken}

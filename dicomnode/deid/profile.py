@@ -9,6 +9,7 @@ them; tags with ``X`` digits (``(50XX,XXXX)``) are masks.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 from functools import cache
@@ -65,17 +66,29 @@ class Option(Enum):
         return self.value[2]
 
 
-def parse_options(text: str) -> frozenset[Option]:
-    """``"RETAIN_MODIFIED_DATES, CLEAN_DESCRIPTORS"`` -> options; unknown names raise."""
-    names = [n.strip().upper() for n in text.split(",") if n.strip()]
+def parse_options(value: str | Iterable[str]) -> frozenset[Option]:
+    """``"RETAIN_MODIFIED_DATES, CLEAN_DESCRIPTORS"`` (or a list of names, any
+    case) -> options; ValueError names an unknown or refused one."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    if not all(isinstance(n, str) for n in items):
+        raise ValueError("option names are strings")
+    names = [n.strip().upper() for n in items if n.strip()]
     unknown = [n for n in names if n not in Option.__members__]
     if unknown:
         raise ValueError(f"unknown option {unknown[0]!r}; known: {', '.join(Option.__members__)}")
-    options = frozenset(Option[n] for n in names)
+    return check_options(frozenset(Option[n] for n in names))
+
+
+def check_options(options: frozenset[Option]) -> frozenset[Option]:
+    """``options`` if the node can apply them together, else ValueError."""
     if {Option.RETAIN_FULL_DATES, Option.RETAIN_MODIFIED_DATES} <= options:
         raise ValueError("RETAIN_FULL_DATES and RETAIN_MODIFIED_DATES exclude each other")
     if Option.RETAIN_UIDS in options:
         raise ValueError("RETAIN_UIDS is not offered: original UIDs link back to the sender")
+    if Option.CLEAN_PIXEL_DATA in options:
+        # Its code tells a reader the pixels were cleaned and verified: the
+        # pipeline adds it to the images where that is true, and only there.
+        raise ValueError("CLEAN_PIXEL_DATA is not set: the node records it per verified image")
     return options
 
 
