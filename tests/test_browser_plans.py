@@ -143,7 +143,7 @@ def test_two_plans_saved_one_signed_printed_with_their_calipers(page, node: Node
     expect(pda.locator("td.image").nth(0)).to_contain_text("frame 1")
     expect(asd.locator("figure.key-image")).to_have_count(1)
     expect(page.locator("h1")).to_contain_text("Closure plans: secundum ASD (plan 1), PDA (plan 2)")
-    expect(pda.locator("tr.krichenko")).to_contain_text("type B")
+    expect(pda.locator("tr.krichenko")).to_contain_text("B (window)")
     expect(pda).to_contain_text("Window-type duct: short, consider a plug")
     expect(pda).to_contain_text("Signed by amina")
     expect(pda.locator("ul.rules li").first).to_contain_text("source")

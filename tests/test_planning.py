@@ -208,6 +208,7 @@ def _save(client: FlaskClient, study: str, body: Any, **kwargs: Any):
     return client.post(f"/api/studies/{study}/plans", headers=HEADERS, json=body, **kwargs)
 
 
+@pytest.mark.slow
 def test_a_child_with_an_asd_and_a_pda_gets_two_plans_printed_together(
     client: FlaskClient, xa: Dataset, archive: Archive
 ) -> None:
@@ -302,6 +303,7 @@ def _walk(items: Any) -> Any:
         yield from _walk(item.get("ContentSequence", []))
 
 
+@pytest.mark.slow
 def test_the_report_stands_on_its_own(client: FlaskClient, xa: Dataset, archive: Archive) -> None:
     study = str(xa.StudyInstanceUID)
     _, pda, drawn, _ = _asd_and_pda(client, xa)
@@ -390,24 +392,16 @@ def test_saving_works_whatever_type_2_attribute_the_evidence_lacks(
     assert errors(written) == set()
 
 
-def test_a_meaning_longer_than_a_long_string_is_cut_not_a_500(
-    client: FlaskClient, xa: Dataset, archive: Archive, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from viewer.planning import worksheet
+def test_a_meaning_longer_than_a_long_string_is_refused_by_the_table() -> None:
+    """Code Meaning is LO (64 characters): a longer label stops the table
+    being built, before any report; the report still cuts what it composes."""
+    from viewer.planning import defects
+    from viewer.planning.report import _lo
 
-    monkeypatch.setitem(worksheet.CATALOGUE, "PDA-NARROWEST", "Narrowest " * 9)  # 90 chars
-    body = {"defect": "PDA", "slots": [{"code": "PDA-NARROWEST", "value_mm": 2.5}]}
-    saved = _save(client, str(xa.StudyInstanceUID), body)
-    assert saved.status_code == 201, saved.json
-    report = dcmread(BytesIO(archive.read(saved.json["sr_uid"])))
-    meanings = [
-        str(i.ConceptNameCodeSequence[0].CodeMeaning)
-        for i in _walk(report.ContentSequence)
-        if "ConceptNameCodeSequence" in i
-    ]
-    assert max(len(m) for m in meanings) == 64 and any(
-        m.startswith("Narrowest Narrowest") for m in meanings
-    )
+    long = defects.Defect("coarctation", (defects.mm("COA-ISTHMUS", "Narrowest" * 9),))
+    with pytest.raises(defects.CatalogueError, match="64"):
+        defects.table().adding(long)
+    assert len(_lo("Closure plan " * 9)) == 64
 
 
 def _refusals(client: FlaskClient, image: Dataset, other: Dataset) -> list[tuple[str, Any]]:
@@ -515,6 +509,7 @@ def _refusals(client: FlaskClient, image: Dataset, other: Dataset) -> list[tuple
     ]
 
 
+@pytest.mark.slow
 def test_garbage_is_a_400_that_says_what_never_a_500(
     client: FlaskClient, xa: Dataset, ingestor: Ingestor, archive: Archive
 ) -> None:
@@ -562,6 +557,7 @@ def test_garbage_is_a_400_that_says_what_never_a_500(
     assert _save(client, "2.25.9", {"defect": "PDA"}).status_code == 404
 
 
+@pytest.mark.slow
 def test_refusals_can_be_shown_in_the_users_language(client: FlaskClient, xa: Dataset) -> None:
     answer = _save(client, str(xa.StudyInstanceUID), {"defect": "PDA", "note": "x" * 4001})
     assert answer.json["text"] == "note: at most {n} characters"
@@ -633,6 +629,7 @@ def test_a_cardiologist_signs_a_version_which_is_then_read_only(
     assert "Signed by amina" in html
 
 
+@pytest.mark.slow
 def test_plans_saved_before_plans_per_defect_list_open_print_and_sign(
     client: FlaskClient, xa: Dataset, archive: Archive
 ) -> None:
@@ -743,6 +740,7 @@ def test_the_research_export_replaces_the_verifying_observer(
         assert "Cardiologist^CHD node" not in names
 
 
+@pytest.mark.slow
 def test_the_page_draws_its_forms_from_the_server(
     client: FlaskClient, xa: Dataset, archive: Archive
 ) -> None:
@@ -781,6 +779,7 @@ def test_the_report_series_label_is_translated(monkeypatch: pytest.MonkeyPatch) 
         assert report_label(None) == ""
 
 
+@pytest.mark.slow
 def test_the_plan_travels_as_a_measurement_report(ingestor, archive, tmp_path) -> None:
     """The report builder alone (as the export tests use it): a worksheet
     value and a rim from the stored, de-identified clip."""
@@ -835,6 +834,7 @@ def test_slot_meanings_are_the_servers() -> None:
         Slot("ASD Иванов Алибек max", 1.0)
 
 
+@pytest.mark.slow
 def test_no_version_and_no_signature_without_its_report(
     client: FlaskClient, xa: Dataset, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -860,6 +860,7 @@ def test_no_version_and_no_signature_without_its_report(
     assert _save(client, study, {**body, "plan": 1, "based_on": 1}).json["version"] == 2
 
 
+@pytest.mark.slow
 def test_a_scale_source_is_the_servers_not_the_browsers(
     client: FlaskClient, xa: Dataset, archive: Archive
 ) -> None:
@@ -891,6 +892,7 @@ IDENTIFYING_NOTES = [
 ]
 
 
+@pytest.mark.slow
 def test_the_reviewers_note_is_refused_by_the_childs_sealed_name(
     client: FlaskClient, ingestor: Ingestor, archive: Archive
 ) -> None:
@@ -928,6 +930,7 @@ def test_a_note_that_identifies_anyone_is_refused_saying_what_kind(
     assert client.get(f"/api/studies/{xa.StudyInstanceUID}/plans").json == []
 
 
+@pytest.mark.slow
 def test_a_note_in_the_worksheets_own_words_is_kept(
     client: FlaskClient, xa: Dataset, archive: Archive
 ) -> None:
@@ -942,6 +945,7 @@ def test_a_note_in_the_worksheets_own_words_is_kept(
     assert saved.json["note"] == note
 
 
+@pytest.mark.slow
 def test_a_note_with_a_lone_surrogate_is_a_400(client: FlaskClient, xa: Dataset) -> None:
     study = str(xa.StudyInstanceUID)
     for text in ('"a\\ud800b"', '"\\udfff"', '"ok \\ud83d"'):
@@ -962,6 +966,7 @@ def test_a_note_with_a_lone_surrogate_is_a_400(client: FlaskClient, xa: Dataset)
     assert emoji.status_code == 201, emoji.json
 
 
+@pytest.mark.slow
 def test_every_string_of_a_plan_with_a_lone_surrogate_is_a_400_not_a_500(
     client: FlaskClient, xa: Dataset
 ) -> None:
@@ -1007,6 +1012,7 @@ def test_every_string_of_a_plan_with_a_lone_surrogate_is_a_400_not_a_500(
         assert answer.status_code in (201, 400), (why, answer.status_code, answer.json)
 
 
+@pytest.mark.slow
 def test_a_save_to_an_existing_plan_must_say_which_version_it_continues(
     client: FlaskClient, xa: Dataset
 ) -> None:
@@ -1025,6 +1031,7 @@ def test_a_save_to_an_existing_plan_must_say_which_version_it_continues(
     assert [v["version"] for v in listed] == [1, 2]
 
 
+@pytest.mark.slow
 def test_only_the_latest_version_is_signed(client: FlaskClient, xa: Dataset) -> None:
     study = str(xa.StudyInstanceUID)
     body = {"defect": "PDA", "slots": [{"code": "PDA-NARROWEST", "value_mm": 2.5}]}
@@ -1040,6 +1047,7 @@ def test_only_the_latest_version_is_signed(client: FlaskClient, xa: Dataset) -> 
     assert latest.status_code == 201, latest.json
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("given", "kept"),
     [(4.05, 4.1), (4.04999, 4.0), (2.25, 2.3), (2.35, 2.4), (0.15, 0.2), (9.95, 10.0), (3.0, 3.0)],
@@ -1065,6 +1073,7 @@ def test_worksheet_values_are_kept_in_tenths_half_away_from_zero(
     assert kept in numbers and (given not in numbers or given == kept)
 
 
+@pytest.mark.slow
 def test_the_summary_says_which_run_and_frame_each_measurement_came_from(
     client: FlaskClient, ingestor: Ingestor, archive: Archive
 ) -> None:

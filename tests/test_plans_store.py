@@ -88,6 +88,7 @@ def test_only_the_latest_version_can_be_signed(index: Index) -> None:
     assert store.claim_signature(STUDY, 1, 2, "amina")["signed_by"] == "amina"
 
 
+@pytest.mark.slow
 def test_a_signed_version_is_read_only(index: Index) -> None:
     store = index.plans
     store.save(STUDY, "PDA", {"note": "v1"}, "amina", "2.25.10")
@@ -137,6 +138,7 @@ def test_signing_at_once_signs_once(index: Index) -> None:
     assert sorted(outcomes) == ["refused"] * 5 + ["signed"]
 
 
+@pytest.mark.slow
 def test_concurrent_saves_get_distinct_versions_and_plans(index: Index) -> None:
     """Four clinicians at once, through two node processes' indexes."""
     other = Index(str(index.engine.url.render_as_string(hide_password=False)))

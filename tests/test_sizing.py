@@ -18,12 +18,20 @@ from pathlib import Path
 
 import pytest
 
-from viewer.planning import sizing, worksheet
+from viewer.planning import defects, sizing, worksheet
 from viewer.planning.sizing import Proposal, propose
 from viewer.planning.worksheet import InvalidValue, UnknownSlot
 
 ROOT = Path(__file__).parents[1]
 ASD, PDA, PM, MUSCULAR = "secundum ASD", "PDA", "perimembranous VSD", "muscular VSD"
+TABLE = defects.table()
+RIMS = TABLE.defect(ASD).rims
+
+
+def label(code: str) -> str:
+    return TABLE.field_of(code).label
+
+
 DRIVING = {
     ASD: "ASD-MAX-DIAMETER",
     PDA: "PDA-NARROWEST",
@@ -489,7 +497,7 @@ def test_values_no_measurement_can_have_are_refused(defect: str, value: object) 
     with pytest.raises(ValueError) as error:
         propose(defect, {DRIVING[defect]: value}, {})  # type: ignore[dict-item]
     assert isinstance(error.value, InvalidValue)
-    assert worksheet.CATALOGUE[DRIVING[defect]] in str(error.value)
+    assert label(DRIVING[defect]) in str(error.value)
     assert error.value.text.format(**error.value.values) == str(error.value)
 
 
@@ -522,7 +530,7 @@ def test_what_no_worksheet_has_is_refused_without_echoing_it() -> None:
 
 
 def test_every_known_defect_gets_a_proposal() -> None:
-    for defect in worksheet.FORMS:
+    for defect in TABLE.names:
         proposal = propose(defect, {}, {})
         assert isinstance(proposal, Proposal) and proposal.sizes == [] and proposal.warnings
         assert proposal.rules[0] == proposal.rule
@@ -533,19 +541,19 @@ def test_every_known_defect_gets_a_proposal() -> None:
 
 def test_every_meaning_fits_an_sr_code_meaning() -> None:
     """Code Meaning is LO: 64 characters; a longer one broke the SR."""
-    meanings = list(worksheet.CATALOGUE.values())
+    meanings = [f.label for d in TABLE.defects for f in (*d.fields, *d.rim_fields.values())]
     for form in worksheet.as_json().values():
         for described in form["fields"] + form["rims"]:
             meanings.append(described["meaning"])
             meanings += [choice["label"] for choice in described.get("choices", [])]
-    assert meanings and max(len(m) for m in meanings) <= worksheet.MEANING_MAX
+    assert meanings and max(len(m) for m in meanings) <= defects.MEANING_MAX
     assert all(m.strip() == m and m for m in meanings)
 
 
 def test_forms_show_only_the_fields_of_their_defect() -> None:
     forms = worksheet.as_json()
     assert list(forms) == [ASD, PDA, PM, MUSCULAR]
-    assert [r["name"] for r in forms[ASD]["rims"]] == list(worksheet.RIMS)
+    assert [r["name"] for r in forms[ASD]["rims"]] == list(RIMS)
     assert all(r["code"] == f"RIM-{r['name'].upper()}" for r in forms[ASD]["rims"])
     for defect in (PDA, PM, MUSCULAR):
         assert forms[defect]["rims"] == []  # the fault in #15: ASD rims on the PDA form
@@ -555,8 +563,9 @@ def test_forms_show_only_the_fields_of_their_defect() -> None:
     codes = {defect: [f["code"] for f in form["fields"]] for defect, form in forms.items()}
     assert "VSD-AORTIC-DISTANCE" in codes[PM] and "VSD-TRICUSPID-DISTANCE" in codes[PM]
     assert "VSD-ED-DIAMETER" in codes[MUSCULAR] and "VSD-VALVE-DISTANCE" in codes[MUSCULAR]
-    for defect, slots in worksheet.WORKSHEET.items():
-        assert [code for code, _ in slots] == [c for c in codes[defect] if c != "PDA-KRICHENKO"]
+    for defect in TABLE.defects:
+        measured = [f.code for f in defect.measured]
+        assert measured == [c for c in codes[defect.name] if c != "PDA-KRICHENKO"]
     distances = {
         f["code"] for form in forms.values() for f in form["fields"] if f.get("zero_allowed")
     }
@@ -592,7 +601,7 @@ def battery() -> list[Proposal]:
     asd = [
         ({"ASD-MAX-DIAMETER": 10, "ASD-MAX-DIAMETER-2": 14}, {}),
         ({"ASD-MAX-DIAMETER": 14, "ASD-STRETCHED": 12, "ASD-SEPTAL-LENGTH": 13}, {}),
-        ({"ASD-STRETCHED": 30, "ASD-SEPTAL-LENGTH": 40}, {r: 1.0 for r in worksheet.RIMS}),
+        ({"ASD-STRETCHED": 30, "ASD-SEPTAL-LENGTH": 40}, {r: 1.0 for r in RIMS}),
         ({"ASD-MAX-DIAMETER": 60}, {"aortic": 9}),
         ({}, {}),
     ]
@@ -631,7 +640,7 @@ def test_proposals_travel_as_json_with_numbers_apart() -> None:
             assert not re.search(r"\d+\.\d", message.text), message.text  # no baked number
         for rule in proposal.rules:
             assert fields_of(rule.says) == set(rule.values), rule.says
-            assert rule.source and rule.defect in worksheet.FORMS
+            assert rule.source and rule.defect in TABLE.names
 
 
 def english_strings() -> set[str]:
@@ -644,6 +653,7 @@ def english_strings() -> set[str]:
             first = node.args[0 if node.func.id == "_m" else 1]  # type: ignore[attr-defined]
             if isinstance(first, ast.Constant) and isinstance(first.value, str):
                 found.add(first.value)
+    found |= {r.says for d in TABLE.defects for r in d.rules}  # the table's rules
     found |= set(sizing.RIM_WARNINGS.values()) | set(sizing.KRICHENKO_WARNINGS.values())
     found.add(sizing.AORTIC_RIM_NOTE)
     for proposal in battery():
@@ -669,7 +679,7 @@ def test_every_string_has_russian_and_chinese() -> None:
         catalogues[lang] |= json.loads(
             (ROOT / "viewer" / "translations" / f"{lang}.json").read_text()
         )
-    areas = ("rules.json", "sizing-sources.json", "rules2.json")
+    areas = ("rules.json", "sizing-sources.json", "rules2.json", "planning.json")
     for area in (ROOT / ".i18n" / name for name in areas):
         if area.exists():  # until the translations owner merges it
             for english, translated in json.loads(area.read_text()).items():

@@ -17,12 +17,13 @@ from dataclasses import asdict
 from io import BytesIO
 from typing import Any
 
-from flask import Blueprint, abort, current_app, jsonify, request
+from flask import Blueprint, abort, jsonify, request
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from storage.keys import Level
 from storage.query import Query
+from viewer import services
 from viewer.planning import calibration as cal
 
 bp = Blueprint("measure", __name__, url_prefix="/api")
@@ -33,7 +34,7 @@ SAVED_FIELDS = ("uid", "frame", "kind", "points", "value", "unit", "source", "ca
 
 
 def header(uid: str) -> Dataset:
-    data = current_app.extensions["archive"].read(uid)
+    data = services.archive().read(uid)
     if data is None:
         abort(404, description="no such instance")
     return dcmread(BytesIO(data), stop_before_pixels=True)
@@ -83,7 +84,7 @@ def geometry_key(ds: Dataset) -> str:
 
 def _series_of(uid: str) -> str | None:
     query = Query(Level.IMAGE, {"SOPInstanceUID": uid, "SeriesInstanceUID": ""}, limit=1)
-    rows = list(current_app.extensions["archive"].index.find(query))
+    rows = list(services.archive().index.find(query))
     return str(rows[0]["SeriesInstanceUID"]) if rows else None
 
 

@@ -14,13 +14,14 @@ import re
 from io import BytesIO
 from typing import Any
 
-from flask import Blueprint, abort, current_app, g, render_template, request
+from flask import Blueprint, abort, g, render_template, request
 from pydicom import dcmread
 
 from storage.keys import Level
 from storage.query import Query
+from viewer import services
 from viewer.i18n import gettext
-from viewer.planning import worksheet
+from viewer.planning import defects, worksheet
 from viewer.planning.report import calibration_facts
 from viewer.studies import STUDY_KEYS, thumbnails
 
@@ -32,6 +33,13 @@ LABEL = re.compile(r"^Closure plan \((?P<defect>[^)]+)\)(?P<rest>.*)$")
 def plan_forms() -> dict[str, Any]:
     """Every defect's form (fields, choices, rims), for the page to draw."""
     return worksheet.as_json()
+
+
+@bp.app_template_global()
+def plan_defect(name: str) -> defects.Defect | None:
+    """A defect's catalogue entry (its fields, rims and choices), for the
+    print page to label a plan's values; None for a defect it no longer has."""
+    return defects.table().defect(name)
 
 
 @bp.app_template_filter()
@@ -61,7 +69,7 @@ def _key_images(content: dict[str, Any]) -> list[dict[str, Any]]:
     for s in content.get("slots") or []:  # typed in against an image (older plans)
         if s.get("instance_uid") and s.get("measurement") is None:
             frames.setdefault((s["instance_uid"], int(s.get("frame") or 1) - 1), [])
-    archive = current_app.extensions["archive"]
+    archive = services.archive()
     images = []
     for (uid, frame), shapes in frames.items():
         data = archive.read(uid)
@@ -81,8 +89,10 @@ def image_labels(index: Any, study_uid: str) -> dict[str, dict[str, Any]]:
     series description (as stored, de-identified), series number, and the
     run within its series as the study page counts them ("run 2 of 4"), or
     the instance number of a single-frame image."""
-    keys = ("SeriesInstanceUID", "SOPInstanceUID", "InstanceNumber", "NumberOfFrames")
-    keys += ("Modality", "SeriesDescription", "SeriesNumber")
+    keys = (
+        *("SeriesInstanceUID", "SOPInstanceUID", "InstanceNumber", "NumberOfFrames"),
+        *("Modality", "SeriesDescription", "SeriesNumber"),
+    )
     query = {**dict.fromkeys(keys, ""), "StudyInstanceUID": study_uid}
     rows = {r["SOPInstanceUID"]: r for r in index.find(Query(Level.IMAGE, query))}
     labels: dict[str, dict[str, Any]] = {}
@@ -126,11 +136,12 @@ def _whole(name: str) -> int | None:
 def print_plan(uid: str) -> Any:
     """Every plan's latest version; ``?plan=N`` one plan, ``&version=V`` one
     of its older versions."""
-    index = current_app.extensions["archive"].index
+    index = services.archive().index
     keys = dict.fromkeys(STUDY_KEYS, "")
-    (study,) = list(index.find(Query(Level.STUDY, {**keys, "StudyInstanceUID": uid}))) or [None]
-    if study is None:
+    found = list(index.find(Query(Level.STUDY, {**keys, "StudyInstanceUID": uid})))
+    if not found:
         abort(404, description="no such study")
+    study = found[0]
     plan, version = _whole("plan"), _whole("version")
     versions = index.plans.versions(uid)
     if plan is not None:

@@ -42,12 +42,15 @@ from highdicom.sr import (
     TrackingIdentifier,
 )
 from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence as DicomSequence
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
 from dicomnode import UID_ROOT
 from viewer.planning.calibration import french_mm
-from viewer.planning.worksheet import Slot
+from viewer.planning.defects import UNITS as FIELD_UNITS
+from viewer.planning.defects import Defect
+from viewer.planning.worksheet import Slot, UnknownSlot, checked_choice, defect_of
 
 __all__ = ["Signature", "Slot", "measurement_report", "observer_name", "series_label"]
 
@@ -64,7 +67,6 @@ UNITS = {
 DRAWN = {"length": codes.SCT.Length, "angle": codes.SCT.Angle, "ellipse": codes.SCT.Area}
 CLOSURE_PLANNING = CodedConcept("CLOSURE-PLAN", LOCAL_SCHEME, "Transcatheter closure planning")
 CALIBRATION = CodedConcept("CAL-REFERENCE", LOCAL_SCHEME, "Calibration reference length")
-KRICHENKO = CodedConcept("KRICHENKO-TYPE", LOCAL_SCHEME, "Krichenko angiographic type")
 QUALITATIVE = CodedConcept("C0034375", "UMLS", "Qualitative Evaluations")
 SIZING_AID = CodedConcept("SIZING-AID", LOCAL_SCHEME, "Device sizing aid (decision support)")
 SIZING_RULE = CodedConcept("SIZING-RULE", LOCAL_SCHEME, "Sizing rule and its source")
@@ -188,24 +190,22 @@ def measurement_report(
 ) -> ComprehensiveSR:
     """``slots``: the worksheet values (``Slot`` or the stored dicts, rims
     included); ``content``: the stored plan (measurements, calibrations,
-    Krichenko type, note, proposal). ``observer`` is a Person Name for the
-    role (`observer_name`), not a login; ``signature`` makes it VERIFIED."""
+    choices such as the Krichenko type, note, proposal). ``observer`` is a
+    Person Name for the role (`observer_name`), not a login; ``signature``
+    makes it VERIFIED. Codes, meanings and units of the worksheet values and
+    choices are the catalogue's (``defects``), whatever a slot says: a code
+    or a choice ``defect``'s worksheet lacks is a ValueError (UnknownSlot,
+    InvalidValue), never written."""
     content = content or {}
+    entry = defect_of(defect)
     evidence = [_complete(ds) for ds in evidence]
     by_uid = {str(ds.SOPInstanceUID): ds for ds in evidence}
     drawn = content.get("measurements") or []
     calibrations = _calibrations(content)
-    items = [_slot(_entry(s), drawn, calibrations, by_uid) for s in slots]
+    items = [_slot(_entry(s), entry, drawn, calibrations, by_uid) for s in slots]
     items += [_drawn(m, calibrations, by_uid) for m in drawn]
     items += [_calibration(c, by_uid) for c in calibrations.values() if "scope" in c]
-    evaluations = []
-    if content.get("krichenko"):
-        kind = str(content["krichenko"])
-        evaluations.append(
-            QualitativeEvaluation(
-                KRICHENKO, CodedConcept(f"KRICHENKO-{kind}", LOCAL_SCHEME, f"Krichenko type {kind}")
-            )
-        )
+    evaluations = _choices(entry, content)
     group = MeasurementsAndQualitativeEvaluations(
         tracking_identifier=TrackingIdentifier(
             uid=generate_uid(SR_ROOT),
@@ -228,7 +228,7 @@ def measurement_report(
     texts = _texts(content)
     if texts:
         container = ContainerContentItem(QUALITATIVE, relationship_type="CONTAINS")
-        container.ContentSequence = texts
+        container.ContentSequence = DicomSequence(texts)
         report[0].ContentSequence.append(container)
     study_uid = str(evidence[0].StudyInstanceUID)
     with warnings.catch_warnings():
@@ -274,7 +274,6 @@ def _entry(slot: Any) -> Any:
     if isinstance(slot, dict):
         return SimpleNamespace(
             code=slot["code"],
-            meaning=slot.get("meaning") or slot["code"],
             value_mm=float(slot["value_mm"]),
             instance_uid=slot.get("instance_uid"),
             frame=slot.get("frame"),
@@ -327,9 +326,30 @@ def _coordinates(drawn: dict[str, Any], by_uid: dict[str, Dataset]) -> list | No
     ]
 
 
-def _slot(slot: Any, drawn: list, calibrations: dict, by_uid: dict) -> Measurement:
+def _choices(entry: Defect, content: dict[str, Any]) -> list[QualitativeEvaluation]:
+    """Each choice of the worksheet made (the Krichenko type), coded as the
+    catalogue codes it."""
+    out = []
+    for f in entry.choices:
+        value = checked_choice(entry.name, f.key, content.get(f.key))
+        chosen = f.choice(value)
+        if chosen is not None:
+            name = CodedConcept(
+                f.report_code or f.code, LOCAL_SCHEME, _lo(f.report_label or f.label)
+            )
+            coded = CodedConcept(chosen.report_code, LOCAL_SCHEME, _lo(chosen.report_label))
+            out.append(QualitativeEvaluation(name, coded))
+    return out
+
+
+def _slot(slot: Any, entry: Defect, drawn: list, calibrations: dict, by_uid: dict) -> Measurement:
     """A worksheet value: from a drawn measurement (its calipers and scale),
-    or typed in (with the image it was read from, when given)."""
+    or typed in (with the image it was read from, when given). Its code,
+    meaning and unit are the catalogue's."""
+    field = entry.slot(slot.code)
+    if field is None:
+        codes = [f.code for f in (*entry.measured, *entry.rim_fields.values())]
+        raise UnknownSlot(f"the {entry.name} worksheet has only {', '.join(codes)}")
     linked = getattr(slot, "measurement", None)
     source = drawn[linked] if linked is not None and 0 <= linked < len(drawn) else None
     coordinates = _coordinates(source, by_uid) if source else None
@@ -340,9 +360,9 @@ def _slot(slot: Any, drawn: list, calibrations: dict, by_uid: dict) -> Measureme
     if source is not None:
         scale = _scale(source["source"], calibrations.get(source.get("calibration_id")))
     return Measurement(
-        name=CodedConcept(slot.code, LOCAL_SCHEME, _lo(slot.meaning)),
+        name=CodedConcept(field.code, LOCAL_SCHEME, _lo(field.label)),
         value=round(float(slot.value_mm), 2),
-        unit=MM,
+        unit=CodedConcept(*FIELD_UNITS[field.unit]),
         referenced_images=images,
         referenced_coordinates=coordinates,
         algorithm_id=scale,

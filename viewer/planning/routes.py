@@ -24,7 +24,7 @@ from functools import cache
 from io import BytesIO
 from typing import Any, NoReturn
 
-from flask import Blueprint, abort, current_app, g, jsonify, make_response, request
+from flask import Blueprint, abort, g, jsonify, make_response, request
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
@@ -38,9 +38,11 @@ from dicomnode.ops.admin import linkage_cipher
 from storage.keys import Level
 from storage.plans import NEW, PlanError, Saved, UnknownPlan
 from storage.query import Query
+from viewer import services
 from viewer.auth import audit
 from viewer.i18n import LANGUAGES, catalogue
 from viewer.planning import sizing
+from viewer.planning.defects import rim_field, table
 from viewer.planning.measure import (
     MAX_MEASUREMENTS,
     NEEDED,
@@ -58,17 +60,15 @@ from viewer.planning.report import (
     observer_name,
 )
 from viewer.planning.worksheet import (
-    CATALOGUE,
-    KRICHENKO_TYPES,
-    WORKSHEET,
     InvalidValue,
     UnknownSlot,
+    checked_choice,
+    defect_of,
     rim_slot,
     worksheet_slot,
 )
 
 bp = Blueprint("planning", __name__, url_prefix="/api")
-DEFECTS = frozenset(WORKSHEET)
 MAX_BODY = 1 << 20  # a plan is a few kB; 200 measurements and a long note fit many times
 MAX_SLOTS = 40
 MAX_NOTE = 4000
@@ -98,19 +98,14 @@ def refuse(status: int, text: str, **values: Any) -> NoReturn:
     abort(make_response(jsonify(body), status))
 
 
-def _archive() -> Any:
-    return current_app.extensions["archive"]
-
-
 class Images:
     """The study's images (its SRs aside), each header read once, when a
     plan refers to it."""
 
     def __init__(self, study_uid: str) -> None:
         keys = {"SOPInstanceUID": "", "Modality": "", "IssuerOfPatientID": ""}
-        rows = list(
-            _archive().index.find(Query(Level.IMAGE, {**keys, "StudyInstanceUID": study_uid}))
-        )
+        index = services.archive().index
+        rows = list(index.find(Query(Level.IMAGE, {**keys, "StudyInstanceUID": study_uid})))
         if not rows:
             abort(404, description="no such study")
         self.study_uid = study_uid
@@ -118,7 +113,7 @@ class Images:
         study = Query(
             Level.STUDY, {"StudyInstanceUID": study_uid, "PatientWeight": "", "PatientAge": ""}
         )
-        found = list(_archive().index.find(study))
+        found = list(services.archive().index.find(study))
         weight = found[0]["PatientWeight"] if found else None
         self.weight = weight if weight not in (None, "") else None
         # Device labels have age limits too (the duct occluder: 6 months).
@@ -192,9 +187,10 @@ class Form:
 
 
 def _form(body: dict[str, Any], images: Images) -> Form:
-    defect = body.get("defect")
-    if not isinstance(defect, str) or defect not in DEFECTS:
-        refuse(400, "defect: one of {defects}", defects=", ".join(sorted(DEFECTS)))
+    entry = table().defect(body.get("defect"))
+    if entry is None:
+        refuse(400, "defect: one of {defects}", defects=", ".join(sorted(table().names)))
+    defect = entry.name
     plan = body.get("plan")
     if plan is not None and plan != NEW:
         plan = _whole(plan, 1, MAX_PLANS, "plan")
@@ -217,11 +213,11 @@ def _form(body: dict[str, Any], images: Images) -> Form:
         _remeasure(m, images, by_id)
     slots = _slots(defect, body.get("slots"), measurements, images)
     rims = _rims(defect, body.get("rims"))
-    krichenko = _krichenko(defect, body.get("krichenko"))
+    choices = _choices(defect, body)
     values = {s["code"]: s["value_mm"] for s in slots}
     try:
         proposal = sizing.propose(
-            defect, values, rims, krichenko, weight_kg=images.weight, age_years=images.age
+            defect, values, rims, weight_kg=images.weight, age_years=images.age, choices=choices
         )
     except InvalidValue as exc:
         refuse(400, exc.text, **exc.values)
@@ -232,7 +228,7 @@ def _form(body: dict[str, Any], images: Images) -> Form:
         "rims": rims,
         "deficient_rims": sizing.deficient_rims(rims),
         "note": _note(body.get("note"), _identity(images.study_uid)),
-        "krichenko": krichenko,
+        **choices,  # each choice of the worksheet by its key ("krichenko")
         "calibrations": calibrations,
         # The drawn lines, so reopening the study shows them on their frames again.
         "measurements": measurements,
@@ -331,15 +327,15 @@ def _rims(defect: str, given: Any) -> dict[str, float]:
     }
 
 
-def _krichenko(defect: str, value: Any) -> str | None:
-    """Krichenko angiographic type of a duct (A-E), PDA only."""
-    if value in (None, ""):
-        return None
-    if defect != "PDA":
-        refuse(400, "krichenko: only for a PDA")
-    if value not in KRICHENKO_TYPES:
-        refuse(400, "krichenko: one of {types}", types=", ".join(KRICHENKO_TYPES))
-    return str(value)
+def _choices(defect: str, body: dict[str, Any]) -> dict[str, str | None]:
+    """The worksheet's choices (the Krichenko type of a duct), each under its
+    key in the body; a choice of another worksheet, or a value not offered,
+    is refused."""
+    chosen = {
+        key: _checked(key, checked_choice, defect, key, body.get(key))
+        for key in table().choice_keys
+    }
+    return {f.key: chosen[f.key] for f in defect_of(defect).choices}
 
 
 def tenth(value: float) -> float:
@@ -416,11 +412,11 @@ def _identity(study_uid: str) -> IdentityMatcher:
     child's given name, which no context or form betrays. Nothing without
     the linkage key; a record that does not open is passed over."""
     try:
-        cipher = linkage_cipher(current_app.config["NODE_CONFIG"])
+        cipher = linkage_cipher(services.config())
     except RuntimeError:
         return IdentityMatcher.from_values(())
     pairs: list[tuple[str, str]] = []
-    for study, pseudonym, sealed in _archive().index.linkage_for(study_uid):
+    for study, pseudonym, sealed in services.archive().index.linkage_for(study_uid):
         try:
             pairs += cipher.open(sealed, pseudonym, study).values()
         except LinkageError:
@@ -429,11 +425,11 @@ def _identity(study_uid: str) -> IdentityMatcher:
 
 
 def report_entries(content: dict[str, Any]) -> list[dict[str, Any]]:
-    """The worksheet values and the rims of a stored plan, for its report."""
+    """The worksheet values and the rims of a stored plan, for its report
+    (which takes their meanings and units from the catalogue)."""
     rims = [
-        {"code": code, "meaning": CATALOGUE.get(code, f"{name} rim"), "value_mm": value}
+        {"code": rim_field(name).code, "value_mm": value}
         for name, value in (content.get("rims") or {}).items()
-        for code in [f"RIM-{name.upper()}"]
     ]
     return list(content.get("slots") or []) + rims
 
@@ -448,20 +444,20 @@ def _referenced(content: dict[str, Any]) -> set[str]:
 def _stored(sr_uid: str | None) -> list[Dataset]:
     """The version's unsigned report, which the signed one succeeds (none
     for a plan saved before reports were kept with it)."""
-    data = _archive().read(sr_uid) if sr_uid else None
+    data = services.archive().read(sr_uid) if sr_uid else None
     return [dcmread(BytesIO(data), stop_before_pixels=True)] if data else []
 
 
 def _stored_report(sr: Any, images: Images) -> bool:
     """Whether the archive took the report (it validates it like any
     instance; a full disk refuses it)."""
-    return current_app.extensions["ingestor"].ingest_own(sr, images.issuer).status == 0
+    return services.ingestor().ingest_own(sr, images.issuer).status == 0
 
 
 @bp.get("/studies/<uid>/plans")
 def plans(uid: str) -> Any:
     """Every version of every plan of the study."""
-    return jsonify(_archive().index.plans.versions(uid))
+    return jsonify(services.archive().index.plans.versions(uid))
 
 
 @bp.post("/studies/<uid>/plans")
@@ -470,7 +466,7 @@ def save_plan(uid: str) -> Any:
     body = _body()
     images = Images(uid)
     form = _form(body, images)
-    store = _archive().index.plans
+    store = services.archive().index.plans
     sr_uid = generate_uid(SR_ROOT)
     try:
         saved: Saved = store.save(
@@ -530,7 +526,7 @@ def sign_plan(uid: str, plan: int, version: int) -> Any:
     (their account's user name) and the node; the version is read only
     from then on (a second signature is refused with 409)."""
     images = Images(uid)
-    store = _archive().index.plans
+    store = services.archive().index.plans
     try:
         row = store.claim_signature(uid, plan, version, g.user.username)
     except UnknownPlan as exc:
@@ -539,7 +535,7 @@ def sign_plan(uid: str, plan: int, version: int) -> Any:
         refuse(409, exc.text, **exc.values)
     content = row["content"]
     sr_uid = generate_uid(SR_ROOT)
-    node = current_app.config["NODE_CONFIG"]
+    node = services.config()
     try:
         sr = measurement_report(
             images.evidence(_referenced(content)),
@@ -554,6 +550,9 @@ def sign_plan(uid: str, plan: int, version: int) -> Any:
             sop_instance_uid=sr_uid,
         )
         stored = _stored_report(sr, images)
+    except ValueError as exc:  # a value the catalogue no longer has: never signed
+        store.release_signature(uid, plan, version)
+        refuse(409, "{what}: {reason}", what="plan", reason=str(exc))
     except Exception:
         store.release_signature(uid, plan, version)
         raise

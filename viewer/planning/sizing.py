@@ -1,9 +1,11 @@
 """Device sizing aids: candidate sizes from published rules, each citing its source.
 
 Decision support for the interventional cardiologist, never an order. The
-rules, their thresholds (``Centre``) and the device catalogues below are
-data a centre can change; docs/planning-rules.md says where each figure
-comes from and which are a centre's choice. Every proposal carries the rules
+rules' texts and sources are the catalogue's (``defects``: each function here
+applies the rules of its defect by key, and a rule added to the table is
+listed with the others); their thresholds (``Centre``) and the device
+catalogues below are data a centre can change; docs/planning-rules.md says
+where each figure comes from and which are a centre's choice. Every proposal carries the rules
 it applied, the measurement it was computed from and its warnings, as
 English text with {placeholders} and the numbers apart (floats, mm or kg),
 so the page translates the text and formats the numbers in the reader's
@@ -18,15 +20,16 @@ number printed in a basis or a warning is the number the rule used.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from viewer.planning import defects
+from viewer.planning.defects import Defect
 from viewer.planning.worksheet import (
-    FORMS,
-    KRICHENKO_TYPES,
-    RIMS,
     Slot,
-    UnknownSlot,
+    checked_choice,
     checked_mm,
+    defect_of,
     rim_slot,
     worksheet_slot,
 )
@@ -161,28 +164,44 @@ PM_VSD_WAISTS = tuple(range(4, 19))  # membranous VSD occluder waists, mm
 MUSCULAR_VSD_WAISTS = tuple(range(4, 19, 2))  # muscular VSD occluder waists, mm
 
 
-# --- Sources ---------------------------------------------------------------
+# Facts of the device catalogues a rule of the table may cite by name.
+FACTS: dict[str, float] = {
+    "skirt_over_min_mm": min(more for _, more in SKIRT_OVER_AORTIC_END),
+    "skirt_over_max_mm": max(more for _, more in SKIRT_OVER_AORTIC_END),
+}
 
-ASO_IFU = "Amplatzer Septal Occluder instructions for use"
-ASE_2015 = "Silvestry et al., J Am Soc Echocardiogr 2015;28:910-58 (ASE/SCAI guideline)"
-ADO_IFU = "Amplatzer Duct Occluder instructions for use"
-KRICHENKO_1989 = "Krichenko et al., Am J Cardiol 1989;63:877-80"
-ADO_WEIGHT = f"{ADO_IFU}; Abadir et al., Arch Cardiovasc Dis 2009;102:533-40"
-# US approval "for children weighing >6 kg and older than 6 months of age", as
-# stated in the abstract of PMID 21232725 (its authors were not in the copy read).
-ADO_AGE = f"{ADO_IFU} (US approval); JACC Cardiovasc Interv 2010;3:1295-9 (PMID 21232725)"
-THANOPOULOS_2003 = "Thanopoulos et al., Heart 2003;89:918-22"
-PM_SERIES = (
-    "Holzer et al., Catheter Cardiovasc Interv 2006;68:620-8; "
-    "Butera et al., J Am Coll Cardiol 2007;50:1189-95"
-)
-ZHU_2013 = "Zhu et al., Thorac Cardiovasc Surg 2013;61:300-6"
-MUSCULAR_IFU = "Amplatzer Muscular VSD Occluder instructions for use"
-MUSCULAR_PAS = "Amplatzer Muscular VSD Occluder post-approval study, NCT00647387"
-CENTRE_SETTING = "threshold: centre setting"
+
+def _value(spec: str, centre: Centre) -> float:
+    """A rule's value: a Centre attribute (``name[i]`` for one of a pair) or
+    a catalogue fact."""
+    if spec in FACTS:
+        return FACTS[spec]
+    name, _, index = spec.partition("[")
+    found = getattr(centre, name)
+    return float(found[int(index.rstrip("]"))] if index else found)
+
+
+def applied(defect: str, key: str, centre: Centre) -> Rule:
+    """The table's rule ``key`` of ``defect``, its values from ``centre``."""
+    stated = defect_of(defect).rule(key)
+    values = {name: _value(spec, centre) for name, spec in stated.values}
+    return _rule(defect, stated.says, stated.source, **values)
+
+
+def _rules(defect: str, main: Rule, centre: Centre, instead: tuple[str, ...] = ()) -> list[Rule]:
+    """The rule the sizes come from, then every other rule of the defect in
+    the table's order (but those ``instead`` of the main one)."""
+    others = [
+        applied(defect, r.key, centre)
+        for r in defect_of(defect).rules
+        if r.key not in instead and (r.says, r.source) != (main.says, main.source)
+    ]
+    return [main, *others]
 
 
 # --- Secundum ASD ------------------------------------------------------------
+
+ASD, PDA, PM_VSD, MUSCULAR_VSD = "secundum ASD", "PDA", "perimembranous VSD", "muscular VSD"
 
 ASD_VIEWS = ("ASD-MAX-DIAMETER", "ASD-MAX-DIAMETER-2")
 RIM_WARNINGS = {
@@ -216,17 +235,8 @@ def secundum_asd(
     largest = max(views) if views else None
     stretched = values.get("ASD-STRETCHED")
     septal = values.get("ASD-SEPTAL-LENGTH")
-    balloon = _rule(
-        "secundum ASD",
-        "septal occluder waist equal to the balloon-stretched (stop-flow) diameter",
-        ASO_IFU,
-    )
-    echo = _rule(
-        "secundum ASD",
-        "without balloon sizing: the largest echo diameter over all views plus {margin} mm",
-        f"{ASO_IFU}; margin: centre setting",
-        margin=centre.asd_margin_mm,
-    )
+    balloon = applied(ASD, "balloon", centre)
+    echo = applied(ASD, "echo", centre)
     target: float | None = None
     if stretched is not None:
         main, target = balloon, stretched
@@ -288,23 +298,7 @@ def secundum_asd(
             )
         )
     rim_warnings, rim_notes = _asd_rims(rims, centre.rim_mm)
-    rules = [
-        main,
-        _rule(
-            "secundum ASD",
-            "the left disc (waist + 12, 14 or 16 mm by size) must not be longer than "
-            "the total septal length",
-            f"{ASO_IFU} (disc diameters); {ASE_2015}",
-        ),
-        _rule(
-            "secundum ASD",
-            "rims of {threshold} mm or more hold a septal occluder; a deficient aortic rim "
-            "alone is acceptable, deficient IVC or posterior rims weigh against device closure",
-            f"{ASE_2015}; Amedro et al., J Thorac Dis 2017 (inferior-posterior rims); "
-            "Kijima et al., J Am Soc Echocardiogr 2016 (several deficient rims)",
-            threshold=centre.rim_mm,
-        ),
-    ]
+    rules = _rules(ASD, main, centre, instead=("balloon", "echo"))
     return Proposal(sizes, main, rules, basis, warnings + rim_warnings, notes + rim_notes)
 
 
@@ -313,7 +307,7 @@ def _asd_rims(rims: dict[str, float], threshold: float) -> tuple[list[Message], 
     several, is a warning."""
     if not rims:
         return [], [_m("Rims not measured: their adequacy is unchecked")]
-    deficient = [name for name in RIMS if name in rims and rims[name] < threshold]
+    deficient = [name for name in defect_of(ASD).rims if name in rims and rims[name] < threshold]
     warnings = [
         _m(RIM_WARNINGS[name], rim=rims[name], threshold=threshold)
         for name in deficient
@@ -363,13 +357,7 @@ def pda(
     narrowest = values.get("PDA-NARROWEST")
     ampulla = values.get("PDA-AMPULLA")
     length = values.get("PDA-LENGTH")
-    main = _rule(
-        "PDA",
-        "duct occluder whose smaller (pulmonary) end is at least {margin} mm over the "
-        "narrowest ductal diameter",
-        f"{ADO_IFU} (device sizing)",
-        margin=centre.duct_margin_mm,
-    )
+    main = applied(PDA, "pulmonary end", centre)
     sizes: list[str] = []
     if narrowest is None:
         basis = _m("nothing measured to size from")
@@ -434,43 +422,7 @@ def pda(
         notes.append(_m("Duct length not measured: the device length is unchecked"))
     if krichenko is None:
         notes.append(_m("Krichenko type not given: the shape of the duct is unchecked"))
-    rules = [
-        main,
-        _rule(
-            "PDA",
-            "the ampulla must take the device's aortic end; the retention skirt "
-            "({low}-{high} mm wider, by size) rests on the aortic side",
-            f"{ADO_IFU} (device dimensions)",
-            low=min(more for _, more in SKIRT_OVER_AORTIC_END),
-            high=max(more for _, more in SKIRT_OVER_AORTIC_END),
-        ),
-        _rule(
-            "PDA",
-            "a device longer than the duct protrudes into the pulmonary artery or the aorta",
-            f"{ADO_IFU} (device lengths)",
-        ),
-        _rule(
-            "PDA",
-            "the Krichenko type (A conical, B window, C tubular, D complex, E elongated) "
-            "decides whether a conical duct occluder suits the duct",
-            KRICHENKO_1989,
-        ),
-        _rule(
-            "PDA",
-            "ducts of {small} mm or less at the narrowest point: coils or a low-profile plug",
-            "Lloyd et al., Circulation 1993;88:1412-20 (coils); Amplatzer Duct Occluder II "
-            "Additional Sizes (ducts under 4 mm); " + CENTRE_SETTING,
-            small=centre.small_duct_mm,
-        ),
-    ]
-    rules.append(
-        _rule(
-            "PDA",
-            "the duct occluder is labelled for {minimum} kg or more",
-            ADO_WEIGHT,
-            minimum=centre.duct_occluder_kg,
-        )
-    )
+    rules = _rules(PDA, main, centre)
     if weight_kg is None:
         notes.append(_weight_unchecked(centre.duct_occluder_kg))
     elif weight_kg < centre.duct_occluder_kg:
@@ -481,14 +433,6 @@ def pda(
                 minimum=centre.duct_occluder_kg,
             )
         )
-    rules.append(
-        _rule(
-            "PDA",
-            "the duct occluder is labelled for children of {minimum} months or more",
-            ADO_AGE,
-            minimum=centre.duct_occluder_months,
-        )
-    )
     if age_years is None:
         notes.append(
             _m(
@@ -608,19 +552,12 @@ def perimembranous_vsd(
     """Waist 1-2 mm over the LV-side diameter (else the next catalogued
     waist, with a note); the aortic valve distance
     decides whether a device is advised at all; the tricuspid distance."""
-    low, high = centre.vsd_oversize_mm
     warnings: list[Message] = []
     notes: list[Message] = []
     lv = values.get("VSD-LV-DIAMETER")
     aortic = values.get("VSD-AORTIC-DISTANCE")
     tricuspid = values.get("VSD-TRICUSPID-DISTANCE")
-    main = _rule(
-        "perimembranous VSD",
-        "occluder waist {low}-{high} mm over the LV-side diameter",
-        f"{THANOPOULOS_2003}; {PM_SERIES}",
-        low=low,
-        high=high,
-    )
+    main = applied(PM_VSD, "waist", centre)
     sizes: list[str] = []
     if lv is None:
         basis = _m("nothing measured to size from")
@@ -647,22 +584,7 @@ def perimembranous_vsd(
         notes,
     )
     notes.append(_m("Complete heart block is the main risk of perimembranous device closure"))
-    rules = [
-        main,
-        _rule(
-            "perimembranous VSD",
-            "a subaortic rim under {threshold} mm: the left disc may reach the aortic valve",
-            f"{ZHU_2013} (subaortic rim); {CENTRE_SETTING}",
-            threshold=centre.subaortic_rim_mm,
-        ),
-        _rule(
-            "perimembranous VSD",
-            "the right disc reaches {threshold} mm beyond the waist: a nearer tricuspid valve "
-            "may be caught",
-            f"{THANOPOULOS_2003} (device geometry); {CENTRE_SETTING}",
-            threshold=centre.tricuspid_mm,
-        ),
-    ]
+    rules = _rules(PM_VSD, main, centre)
     return Proposal(sizes, main, rules, basis, warnings, notes)
 
 
@@ -675,19 +597,12 @@ def muscular_vsd(
     """Waist 1-2 mm over the diameter at end-diastole (else the next
     catalogued waist, with a note); 4 mm from any valve; the discs need room
     towards the apex and moderator band; the child's weight."""
-    low, high = centre.vsd_oversize_mm
     warnings: list[Message] = []
     notes: list[Message] = []
     diastolic = values.get("VSD-ED-DIAMETER")
     valve = values.get("VSD-VALVE-DISTANCE")
     apex = values.get("VSD-APEX-RIM")
-    main = _rule(
-        "muscular VSD",
-        "occluder waist {low}-{high} mm over the defect diameter at end-diastole",
-        f"{MUSCULAR_IFU}; Holzer et al., J Am Coll Cardiol 2004;43:1257-63",
-        low=low,
-        high=high,
-    )
+    main = applied(MUSCULAR_VSD, "waist", centre)
     sizes: list[str] = []
     if diastolic is None:
         basis = _m("nothing measured to size from")
@@ -714,31 +629,7 @@ def muscular_vsd(
         warnings,
         notes,
     )
-    rules = [
-        main,
-        _rule(
-            "muscular VSD",
-            "a defect nearer than {threshold} mm to a semilunar or atrioventricular valve "
-            "is not for this device",
-            f"{MUSCULAR_PAS} (exclusion criteria)",
-            threshold=centre.valve_distance_mm,
-        ),
-        _rule(
-            "muscular VSD",
-            "the discs reach {threshold} mm beyond the waist: a shorter rim to the apex or "
-            "moderator band may keep a disc from opening",
-            f"{MUSCULAR_IFU} (disc diameters); {CENTRE_SETTING}",
-            threshold=centre.apex_rim_mm,
-        ),
-    ]
-    rules.append(
-        _rule(
-            "muscular VSD",
-            "the muscular VSD occluder is labelled for {minimum} kg or more",
-            f"{MUSCULAR_PAS} (exclusion criteria)",
-            minimum=centre.muscular_occluder_kg,
-        )
-    )
+    rules = _rules(MUSCULAR_VSD, main, centre)
     if weight_kg is None:
         notes.append(_weight_unchecked(centre.muscular_occluder_kg))
     elif weight_kg < centre.muscular_occluder_kg:
@@ -756,16 +647,58 @@ def muscular_vsd(
 # --- Entry -------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Measured:
+    """What a sizing function is given: the checked worksheet values (code ->
+    mm), rims (name -> mm) and choices (key -> value), the child's weight and
+    age when known, and the centre's thresholds."""
+
+    values: dict[str, float]
+    rims: dict[str, float]
+    choices: dict[str, str | None]
+    weight_kg: float | None
+    age_years: float | None
+    centre: Centre
+
+
+# The sizing function of each ``Defect.sizing`` key of the table.
+SIZERS: dict[str, Callable[[Measured], Proposal]] = {
+    ASD: lambda m: secundum_asd(m.values, m.rims, m.centre),
+    PDA: lambda m: pda(
+        m.values, m.choices.get("krichenko"), m.weight_kg, m.centre, age_years=m.age_years
+    ),
+    PM_VSD: lambda m: perimembranous_vsd(m.values, m.centre),
+    MUSCULAR_VSD: lambda m: muscular_vsd(m.values, m.weight_kg, m.centre),
+}
+
+
+def _check_table(catalogue: defects.Catalogue) -> None:
+    """Every sizing key of the table has its function, and every rule value
+    names a Centre attribute or a catalogue fact (a slip stops the import)."""
+    for d in catalogue.defects:
+        if d.sizing is not None and d.sizing not in SIZERS:
+            raise defects.wrong(where=f"defect {d.name!r}", what=f"no sizing function {d.sizing!r}")
+        for r in d.rules:
+            for _, spec in r.values:
+                try:
+                    _value(spec, CENTRE)
+                except (AttributeError, IndexError, TypeError, ValueError):
+                    where = f"defect {d.name!r}, rule {r.key!r}"
+                    raise defects.wrong(where=where, what=f"no value {spec!r}") from None
+
+
+_check_table(defects.table())
+
+
 def _checked(
-    defect: str, values: dict[str, float], rims: dict[str, float]
+    defect: Defect, values: dict[str, float], rims: dict[str, float]
 ) -> tuple[dict[str, float], dict[str, float]]:
     """The values as the worksheet accepts them, rounded to 0.1 mm;
     UnknownSlot or InvalidValue (both ValueError, messages naming no input)
     for anything else, including a diameter that rounds to 0 mm."""
-    if defect not in FORMS:
-        raise UnknownSlot(f"defect: one of {', '.join(FORMS)}")
-    slots = {code: _rounded(worksheet_slot(defect, code, mm)) for code, mm in values.items()}
-    rim_mm = {name: _rounded(rim_slot(name, mm, defect)) for name, mm in rims.items()}
+    name = defect.name
+    slots = {code: _rounded(worksheet_slot(name, code, mm)) for code, mm in values.items()}
+    rim_mm = {rim: _rounded(rim_slot(rim, mm, name)) for rim, mm in rims.items()}
     return slots, rim_mm
 
 
@@ -774,14 +707,12 @@ def _rounded(slot: Slot) -> float:
     return checked_mm(slot.code, round(slot.value_mm, PRECISION))
 
 
-def _krichenko(defect: str, krichenko: str | None) -> str | None:
-    if krichenko in (None, ""):
-        return None
-    if defect != "PDA":
-        raise ValueError("krichenko: a type is given for a PDA only")
-    if krichenko not in KRICHENKO_TYPES:
-        raise ValueError(f"krichenko: one of {', '.join(KRICHENKO_TYPES)}")
-    return krichenko
+def _choices(defect: Defect, given: dict[str, str | None]) -> dict[str, str | None]:
+    """Every choice of the defect's worksheet (None when not given); a
+    choice of another worksheet, or a value not offered, is a ValueError."""
+    for key, value in given.items():
+        checked_choice(defect.name, key, value)
+    return {f.key: checked_choice(defect.name, f.key, given.get(f.key)) for f in defect.choices}
 
 
 def _weight(weight_kg: float | None) -> float | None:
@@ -810,6 +741,16 @@ def _age(age_years: float | None) -> float | None:
     return years if math.isfinite(years) and 0 <= years < 150 else None
 
 
+def _for_reference(defect: Defect, centre: Centre) -> Proposal | None:
+    """A defect the table gives rules but no sizing function: its rules,
+    for reference, and no size."""
+    rules = [applied(defect.name, r.key, centre) for r in defect.rules]
+    if not rules:
+        return None
+    basis = _m("no sizing aid for this defect: its rules are listed for reference")
+    return Proposal([], rules[0], rules, basis)
+
+
 def propose(
     defect: str,
     values: dict[str, float],
@@ -819,23 +760,24 @@ def propose(
     weight_kg: float | None = None,
     age_years: float | None = None,
     centre: Centre = CENTRE,
+    choices: dict[str, str | None] | None = None,
 ) -> Proposal | None:
     """The sizing aid for a defect's worksheet values (slot code -> mm), rims
-    (name -> mm), for a duct its Krichenko type, and the child's weight and
-    age (years, from PatientAge) when known; a device limit they could not
-    be checked against is a note. ValueError (UnknownSlot, InvalidValue) for what no worksheet has
-    or no measurement can be; a Proposal for every known defect, without
-    sizes and saying what to measure when the driving measurement is missing
-    (so None is never returned for a known defect)."""
-    values, rims = _checked(defect, values, rims)
-    kind = _krichenko(defect, krichenko)
-    kg = _weight(weight_kg)
-    if defect == "secundum ASD":
-        return secundum_asd(values, rims, centre)
-    if defect == "PDA":
-        return pda(values, kind, kg, centre, age_years=_age(age_years))
-    if defect == "perimembranous VSD":
-        return perimembranous_vsd(values, centre)
-    if defect == "muscular VSD":
-        return muscular_vsd(values, kg, centre)
-    return None
+    (name -> mm), choices (key -> value; ``krichenko`` is the duct's
+    Krichenko type), and the child's weight and age (years, from PatientAge)
+    when known; a device limit they could not be checked against is a note.
+    ValueError (UnknownSlot, InvalidValue) for what no worksheet has or no
+    measurement can be; a Proposal for every defect with a sizing function,
+    without sizes and saying what to measure when the driving measurement
+    is missing; for a defect without one, its rules for reference (None
+    when it has none)."""
+    entry = defect_of(defect)
+    values, rims = _checked(entry, values, rims)
+    given = dict(choices or {})
+    if krichenko not in (None, ""):
+        given["krichenko"] = krichenko
+    chosen = _choices(entry, given)
+    if entry.sizing is None:
+        return _for_reference(entry, centre)
+    measured = Measured(values, rims, chosen, _weight(weight_kg), _age(age_years), centre)
+    return SIZERS[entry.sizing](measured)

@@ -1,7 +1,8 @@
 // The study's closure plans: the list (each plan's latest version, signed or
 // not), the worksheet of the plan being edited (forms drawn from the server's
-// catalogue in #plan-forms), saving a new version and signing one. Values
-// come from measurements through window.measureApi (measure.js).
+// catalogue in #plan-forms: fields, rims and choices, nothing of its own),
+// saving a new version and signing one. Values come from measurements
+// through window.measureApi (measure.js).
 "use strict";
 
 (() => {
@@ -12,7 +13,6 @@
   const measure = window.measureApi;
   const FORMS = JSON.parse($("plan-forms").textContent);
   const editor = $("plan-editor"); // absent for roles that do not plan
-  const KRICHENKO = "PDA-KRICHENKO";
   let versions = []; // every version of every plan, as GET /plans gives them
   let current = { plan: null, version: null, signed: false }; // what a save continues
 
@@ -112,13 +112,14 @@
     if (field.kind === "choice") {
       const select = document.createElement("select");
       select.dataset.choice = field.code;
+      select.dataset.key = field.key; // its name in the plan body and the saved plan
+      select.id = field.key;
       select.appendChild(document.createElement("option"));
       for (const choice of field.choices) {
         const option = document.createElement("option");
         option.value = choice.value; option.textContent = `${choice.value} (${t(choice.label)})`;
         select.appendChild(option);
       }
-      if (field.code === KRICHENKO) select.id = "krichenko";
       row.appendChild(select);
       return row;
     }
@@ -193,7 +194,9 @@
       const input = document.querySelector(`#rims input[data-rim="${rim}"]`);
       if (input) input.value = value;
     }
-    if ($("krichenko")) $("krichenko").value = v.content.krichenko || "";
+    for (const select of document.querySelectorAll("#slots select[data-key]")) {
+      select.value = v.content[select.dataset.key] || "";
+    }
     $("note").value = v.content.note || "";
     label();
   }
@@ -254,9 +257,11 @@
     document.querySelectorAll("#rims input").forEach((i) => { if (i.value !== "") rims[i.dataset.rim] = Number(i.value); });
     const body = {
       plan: current.plan ?? "new", based_on: current.version, defect: $("defect").value,
-      slots: slots(), rims, note: $("note").value, krichenko: $("krichenko") ? $("krichenko").value : "",
+      slots: slots(), rims, note: $("note").value,
       measurements: measure.measurements(), calibrations: measure.calibrations ? measure.calibrations() : [],
     };
+    // Each choice of the form under its key (the catalogue keeps keys off the body's own).
+    for (const select of document.querySelectorAll("#slots select[data-key]")) body[select.dataset.key] = select.value;
     $("save-plan").disabled = true;
     try {
       const [status, plan] = await request(`/api/studies/${study}/plans`, body);
