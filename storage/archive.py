@@ -31,7 +31,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from storage.blobs import BlobRef, BlobStore, Stream, open_stores
-from storage.index import Index, StoreOutcome
+from storage.index import Index, LinkageRow, StoreOutcome
 from storage.record import InstanceRecord
 
 log = logging.getLogger(__name__)
@@ -123,18 +123,36 @@ class Archive:
     def close(self) -> None:
         self.index.close()
 
-    def store(self, record: InstanceRecord, data: bytes | Stream) -> StoreOutcome:
-        if not isinstance(data, bytes):
-            return self._store_stream(record, data)
-        blob = BlobRef.of(self.blobs.key_for(record.sop_instance_uid), data)
-        return self.index.add(
-            record,
-            blob,
-            replace=self.duplicates is DuplicatePolicy.REPLACE,
-            write_blob=lambda: self.blobs.put(blob.key, data),
-        )
+    def store(
+        self,
+        record: InstanceRecord,
+        data: bytes | Stream,
+        linkage_row: LinkageRow | None = None,
+    ) -> StoreOutcome:
+        """The one store, whatever the door (DIMSE, STOW-RS, import, the
+        node's own SRs, a released held instance): the blob written and
+        synced, then one transaction for the instance row, the study's
+        sealed identity (``linkage_row``), the change feed's row (what
+        forwarding reads: `storage.changes`) and the end of a held copy.
+        Once it returns the instance is stored, whatever follows."""
+        if isinstance(data, bytes):
+            blob = BlobRef.of(self.blobs.key_for(record.sop_instance_uid), data)
+            outcome, held = self.index.add(
+                record,
+                blob,
+                replace=self.duplicates is DuplicatePolicy.REPLACE,
+                write_blob=lambda: self.blobs.put(blob.key, data),
+                linkage_row=linkage_row,
+            )
+        else:
+            outcome, held = self._store_stream(record, data, linkage_row)
+        if held is not None:
+            self._drop_held_blob(record.sop_instance_uid, held)
+        return outcome
 
-    def _store_stream(self, record: InstanceRecord, data: Stream) -> StoreOutcome:
+    def _store_stream(
+        self, record: InstanceRecord, data: Stream, linkage_row: LinkageRow | None
+    ) -> tuple[StoreOutcome, str | None]:
         """`store` for a stream: written as it is read, its size and digest
         known once written (`Index.add` writes the blob before the row)."""
         written = _Written(self.blobs.key_for(record.sop_instance_uid))
@@ -148,26 +166,49 @@ class Archive:
             written,  # type: ignore[arg-type]
             replace=self.duplicates is DuplicatePolicy.REPLACE,
             write_blob=write,
+            linkage_row=linkage_row,
         )
+
+    def _drop_held_blob(self, sop_instance_uid: str, key: str) -> None:
+        """The held copy of an instance now stored (its row went with the
+        store): a blob left behind is an orphan `dicomnode check` sets aside."""
+        try:
+            self.held.delete(key)
+        except OSError as exc:
+            log.warning("held copy of %s not deleted: %s", _reference(sop_instance_uid), exc)
 
     def _cipher(self) -> HeldCipher:
         if self._held_cipher is None:
             raise RuntimeError("no quarantine key: held instances are only stored encrypted")
         return self._held_cipher
 
-    def quarantine(self, record: InstanceRecord, data: bytes | Stream, reason: str) -> None:
+    def quarantine(
+        self,
+        record: InstanceRecord,
+        data: bytes | Stream,
+        reason: str,
+        linkage_row: LinkageRow | None = None,
+    ) -> None:
         """Hold an instance apart, encrypted: not in the index tables queries
-        and export read. The index records the sealed blob's size and digest."""
+        and export read (nor in the change feed until it is released). The
+        index records the sealed blob's size and digest, and the study's
+        sealed identity in the same transaction."""
         if not isinstance(data, bytes):
-            self._quarantine_stream(record, data, reason)
+            self._quarantine_stream(record, data, reason, linkage_row)
             return
         sealed = self._cipher().seal(record.sop_instance_uid, data)
         blob = BlobRef.of(self.held.key_for(record.sop_instance_uid), sealed)
         self.index.add_quarantined(
-            record, blob, reason, write_blob=lambda: self.held.put(blob.key, sealed)
+            record,
+            blob,
+            reason,
+            write_blob=lambda: self.held.put(blob.key, sealed),
+            linkage_row=linkage_row,
         )
 
-    def _quarantine_stream(self, record: InstanceRecord, data: Stream, reason: str) -> None:
+    def _quarantine_stream(
+        self, record: InstanceRecord, data: Stream, reason: str, linkage_row: LinkageRow | None
+    ) -> None:
         """Sealed twice with one nonce: once to learn the digest the row needs
         before the write, once to write. Both passes encrypt the same
         plaintext (a spool file does not change), the first pass's output is
@@ -185,7 +226,7 @@ class Archive:
                 self.held.delete(blob.key)
                 raise OSError("the held instance changed while it was sealed")
 
-        self.index.add_quarantined(record, blob, reason, write_blob=write)
+        self.index.add_quarantined(record, blob, reason, write_blob=write, linkage_row=linkage_row)
 
     def open_held(self, sop_instance_uid: str, blob: bytes) -> bytes:
         """The Part 10 file in a held blob: decrypted, or a legacy plaintext

@@ -10,7 +10,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Column, DateTime, Integer, String, Table, func, select
+from sqlalchemy import Column, Connection, DateTime, Integer, String, Table, func, select
 from sqlalchemy.engine import Engine
 
 from storage.leases import RELEASED, claim, lease_columns
@@ -38,6 +38,39 @@ BATCH = 200
 LEASE = timedelta(minutes=10)
 
 
+def enqueue_in(conn: Connection, sop_instance_uids: list[str], destination: str) -> int:
+    """`ForwardQueue.enqueue` in the caller's transaction (the change feed's
+    consumer moves its cursor in the same one); how many were added."""
+    now = datetime.now(UTC)
+    wanted = list(dict.fromkeys(sop_instance_uids))
+    waiting: set[str] = set()
+    for start in range(0, len(wanted), 500):
+        waiting |= set(
+            conn.execute(
+                select(forward_queue.c.sop_instance_uid).where(
+                    (forward_queue.c.destination == destination)
+                    & (forward_queue.c.state == PENDING)
+                    & forward_queue.c.sop_instance_uid.in_(wanted[start : start + 500])
+                )
+            ).scalars()
+        )
+    rows = [
+        {
+            "sop_instance_uid": uid,
+            "destination": destination,
+            "state": PENDING,
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+        }
+        for uid in wanted
+        if uid not in waiting
+    ]
+    if rows:
+        conn.execute(forward_queue.insert(), rows)
+    return len(rows)
+
+
 class ForwardQueue:
     def __init__(self, engine: Engine, lock: threading.Lock) -> None:
         self.engine = engine
@@ -45,32 +78,8 @@ class ForwardQueue:
 
     def enqueue(self, sop_instance_uids: list[str], destination: str) -> int:
         """Add what is not already waiting for this destination; how many were added."""
-        now = datetime.now(UTC)
-        added = 0
         with self._lock, self.engine.begin() as conn:
-            waiting = set(
-                conn.execute(
-                    select(forward_queue.c.sop_instance_uid).where(
-                        (forward_queue.c.destination == destination)
-                        & (forward_queue.c.state == PENDING)
-                    )
-                ).scalars()
-            )
-            for uid in dict.fromkeys(sop_instance_uids):
-                if uid in waiting:
-                    continue
-                conn.execute(
-                    forward_queue.insert().values(
-                        sop_instance_uid=uid,
-                        destination=destination,
-                        state=PENDING,
-                        attempts=0,
-                        next_attempt_at=now,
-                        created_at=now,
-                    )
-                )
-                added += 1
-        return added
+            return enqueue_in(conn, sop_instance_uids, destination)
 
     def claim(self, owner: str, now: datetime | None = None) -> list[dict[str, Any]]:
         """Due rows, now claimed by ``owner`` (no other process sends them)."""

@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from storage.accounts import Accounts
 from storage.audit import AuditTrail
 from storage.blobs import BlobRef
+from storage.changes import REPLACED, STORED, ChangeFeed, record_change
 from storage.exports import ExportJobs
 from storage.forwarding import ForwardQueue
 from storage.keys import Level
@@ -40,6 +41,8 @@ from storage.throttle import LoginThrottle
 # A transaction that lost a race to another process is run again this often.
 _ATTEMPTS = 4
 T = TypeVar("T")
+# The sealed original identity of a study: (study UID, pseudonym, sealed).
+LinkageRow = tuple[str, str, bytes]
 # A re-sent instance: counted, whatever else happens to it.
 _ONE_MORE_COPY = {instances.c.copies_received: instances.c.copies_received + 1}
 
@@ -71,6 +74,23 @@ def _patient_of(conn: Connection, table: Any, pk: int) -> tuple[str, str]:
     query = select(patients.c.issuerofpatientid, patients.c.patient_key).select_from(joined)
     issuer, key = conn.execute(query.where(table.c.pk == pk)).one()
     return issuer, key
+
+
+def _keep_linkage(conn: Connection, row: LinkageRow) -> None:
+    """The study's sealed identity, unless it has one (the first is kept).
+    Looked for first: the common case (the study has it) takes no lock, so
+    processes storing one study do not wait for each other's commits."""
+    study_uid, pseudonym, sealed = row
+    known = select(linkage.c.study_uid).where(linkage.c.study_uid == study_uid)
+    if conn.execute(known).first() is not None:
+        return
+    values = {
+        "study_uid": study_uid,
+        "pseudonym": pseudonym,
+        "sealed": sealed,
+        "created_at": datetime.now(UTC),
+    }
+    conn.execute(insert_for(conn, linkage).values(**values).on_conflict_do_nothing())
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -139,6 +159,7 @@ class Index:
         self.plans = Plans(self.engine, self._write_lock)
         self.exports = ExportJobs(self.engine, self._write_lock)
         self.forwarding = ForwardQueue(self.engine, self._write_lock)
+        self.changes = ChangeFeed(self.engine, self._write_lock)
         self.audit = AuditTrail(self.engine, self._write_lock, audit_key)
         self.throttle = LoginThrottle(self.engine, self._write_lock)
         # (issuer, patient, series UID) -> pk of series already indexed: the
@@ -178,20 +199,27 @@ class Index:
         *,
         replace: bool,
         write_blob: Callable[[], None],
-    ) -> StoreOutcome:
-        """Index one instance, creating its patient, study and series as needed.
+        linkage_row: LinkageRow | None = None,
+    ) -> tuple[StoreOutcome, str | None]:
+        """Index one instance, creating its patient, study and series as needed;
+        the outcome and the key of a held blob it supersedes (to delete).
 
-        ``write_blob`` is called inside the transaction, after the duplicate
-        check and before the insert: a kept-first duplicate writes nothing, and
-        no index row ever points at a blob that is not yet durable. Another
-        process storing the same instance waits for this one (a lock on the
-        SOP Instance UID), then finds it and counts a duplicate; a conflict on
-        a parent row (a stale cached series, a deadlock) is retried. A study
-        or series of another patient raises `ForeignParent`, nothing written.
+        One transaction writes the instance row, the study's sealed identity
+        (``linkage_row``, unless the study has one), the change feed's row
+        (`storage.changes`) and drops a held copy's quarantine row: all or
+        nothing. A kept-first duplicate adds no change (it was fed when first
+        stored). ``write_blob`` is called inside the transaction, after the
+        duplicate check and before the insert: a kept-first duplicate writes
+        nothing, and no index row ever points at a blob that is not yet
+        durable. Another process storing the same instance waits for this one
+        (a lock on the SOP Instance UID), then finds it and counts a
+        duplicate; a conflict on a parent row (a stale cached series, a
+        deadlock) is retried. A study or series of another patient raises
+        `ForeignParent`, nothing written.
         """
         cached = (*_owner(record), record.columns[Level.SERIES]["seriesinstanceuid"])
-        outcome, series_pk = self._transaction(
-            lambda conn: self._add(conn, record, cached, blob, replace, write_blob),
+        outcome, series_pk, held = self._transaction(
+            lambda conn: self._add(conn, record, cached, blob, replace, write_blob, linkage_row),
             on_retry=lambda: self._series_cache.pop(cached, None),
         )
         # Only once committed: a rolled-back series must not be remembered.
@@ -199,7 +227,7 @@ class Index:
             if len(self._series_cache) > 10_000:
                 self._series_cache.clear()
             self._series_cache[cached] = series_pk
-        return outcome
+        return outcome, held
 
     def _transaction(
         self, work: Callable[[Connection], T], on_retry: Callable[[], object] = lambda: None
@@ -225,11 +253,17 @@ class Index:
         blob: BlobRef,
         replace: bool,
         write_blob: Callable[[], None],
-    ) -> tuple[StoreOutcome, int | None]:
+        linkage_row: LinkageRow | None,
+    ) -> tuple[StoreOutcome, int | None, str | None]:
         uid = record.sop_instance_uid
         serialise(conn, uid)
         existing = conn.execute(
             select(instances.c.pk).where(instances.c.sopinstanceuid == uid)
+        ).scalar_one_or_none()
+        held = conn.execute(
+            quarantine.delete()
+            .where(quarantine.c.sopinstanceuid == uid)
+            .returning(quarantine.c.blob_key)
         ).scalar_one_or_none()
         if existing is not None:
             if _patient_of(conn, instances, existing) != _owner(record):
@@ -238,11 +272,13 @@ class Index:
                 instances.update().where(instances.c.pk == existing).values(_ONE_MORE_COPY)
             )
             if not replace:
-                return StoreOutcome.DUPLICATE, None
+                return StoreOutcome.DUPLICATE, None, held
         series_pk = self._series_cache.get(cached)
         if series_pk is None:
             series_pk = self._add_parents(conn, record)
         write_blob()
+        if linkage_row is not None:
+            _keep_linkage(conn, linkage_row)
         row = {
             **record.columns[Level.IMAGE],
             "series_pk": series_pk,
@@ -254,9 +290,11 @@ class Index:
         }
         if existing is None:
             conn.execute(instances.insert().values(**row))
-            return StoreOutcome.STORED, series_pk
+            record_change(conn, STORED, record)
+            return StoreOutcome.STORED, series_pk, held
         conn.execute(instances.update().where(instances.c.pk == existing).values(**row))
-        return StoreOutcome.REPLACED, series_pk
+        record_change(conn, REPLACED, record)
+        return StoreOutcome.REPLACED, series_pk, held
 
     def _add_parents(self, conn: Connection, record: InstanceRecord) -> int:
         """Patient (demographics refreshed), study and series of a series not
@@ -290,12 +328,17 @@ class Index:
         pseudonym: str,
         claims: dict[str, str],
         others: Iterable[str],
-        linkage_row: tuple[str, bytes],
+        linkage_row: tuple[str, bytes] | None = None,
     ) -> dict[str, str]:
         """Claim ``claims`` (UID -> level) for the patient ``pseudonym``, and
         return those and ``others`` that another patient holds, with its
-        pseudonym. Only when none is taken is the study's sealed identity
-        (``linkage_row``: study UID, sealed) kept, the first of the study.
+        pseudonym.
+
+        The study's sealed identity is written by the store (`add`,
+        `add_quarantined`), with the instance: an instance never stored
+        leaves none behind. ``linkage_row`` (study UID, sealed) is for a
+        caller that stores nothing: kept, the first of the study, only when
+        no UID is taken.
 
         One transaction, so of two processes bringing one UID for two
         patients at once one wins (PostgreSQL makes the second INSERT wait
@@ -303,7 +346,6 @@ class Index:
         """
         rows = [{"uid": u, "pseudonym": pseudonym, "level": lv} for u, lv in sorted(claims.items())]
         asked = sorted({*claims, *others})
-        study_uid, sealed = linkage_row
 
         def work(conn: Connection) -> dict[str, str]:
             conn.execute(insert_for(conn, uid_owners).values(rows).on_conflict_do_nothing())
@@ -313,14 +355,8 @@ class Index:
                 )
             )
             found = {uid: owner for uid, owner in taken}
-            if not found:
-                row = {
-                    "study_uid": study_uid,
-                    "pseudonym": pseudonym,
-                    "sealed": sealed,
-                    "created_at": datetime.now(UTC),
-                }
-                conn.execute(insert_for(conn, linkage).values(**row).on_conflict_do_nothing())
+            if not found and linkage_row is not None:
+                _keep_linkage(conn, (linkage_row[0], pseudonym, linkage_row[1]))
             return found
 
         return self._transaction(work)
@@ -341,7 +377,10 @@ class Index:
         blob: BlobRef,
         reason: str,
         write_blob: Callable[[], None],
+        linkage_row: LinkageRow | None = None,
     ) -> None:
+        """Hold an instance: its quarantine row and the study's sealed
+        identity (``linkage_row``) in one transaction, after ``write_blob``."""
         image, series_ = record.columns[Level.IMAGE], record.columns[Level.SERIES]
         row = {
             "sopinstanceuid": image["sopinstanceuid"],
@@ -366,6 +405,8 @@ class Index:
             )
             write_blob()
             conn.execute(quarantine.insert().values(**row))
+            if linkage_row is not None:
+                _keep_linkage(conn, linkage_row)
 
         self._transaction(hold)
 

@@ -155,6 +155,35 @@ quarantine = Table(
     Column("sealed", Boolean, nullable=False, default=True, server_default=false()),
 )
 
+# The change feed (`storage.changes`): one row per instance stored or
+# replaced, written in the store's own transaction; ids grow in commit order.
+# AUTOINCREMENT on SQLite: an id is never used twice, even after pruning.
+changes = Table(
+    "changes",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("kind", String(16), nullable=False),  # "stored" or "replaced"
+    Column("sop_instance_uid", String(64), nullable=False),
+    Column("study_uid", String(64), nullable=False),
+    Column("series_uid", String(64), nullable=False),
+    # The sending hospital as the index keys the patient, and the series'
+    # modality: what forwarding routes match on.
+    Column("issuer", String(TEXT_LENGTH), nullable=False),
+    Column("modality", String(16)),
+    Column("at", DateTime(timezone=True), nullable=False),
+    sqlite_autoincrement=True,
+)
+
+# How far each consumer of the feed got: the last change id it applied, moved
+# in the transaction that applies the effect.
+change_cursors = Table(
+    "change_cursors",
+    metadata,
+    Column("consumer", String(64), primary_key=True),
+    Column("last_id", Integer, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
 TABLES: dict[Level, Table] = {
     Level.PATIENT: patients,
     Level.STUDY: studies,

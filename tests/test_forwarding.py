@@ -53,6 +53,7 @@ class Destination:
         return 0x0000
 
 
+@pytest.mark.slow
 def test_down_destination_restart_then_everything_arrives_once(tmp_path: Path) -> None:
     port = free_port()
     config = make_config(
@@ -113,6 +114,11 @@ def test_routing_rules_queue_what_matches(tmp_path: Path) -> None:
     assert ingestor.ingest(incoming(xa, calling_ae="BISHKEK_CATH")).status == 0  # duplicate
     other = xa_instance(PATIENTS[1], frames=2, rows=16, cols=16)
     assert ingestor.ingest(incoming(other, calling_ae="DUSHANBE_ECHO")).status == 0  # other issuer
+    # Queued from the change feed by the forwarder's pass, not by the door.
+    assert archive.index.forwarding.counts() == {}
+    assert Forwarder(config, archive).drain() == 2  # two stored, one change each
+    assert archive.index.forwarding.counts() == {("RESEARCH", "pending"): 1}
+    assert Forwarder(config, archive).drain() == 0  # the cursor moved: nothing twice
     assert archive.index.forwarding.counts() == {("RESEARCH", "pending"): 1}
     archive.close()
 
@@ -184,6 +190,7 @@ def test_dcmtk_storescp_at_its_defaults_receives_jpeg_echo_and_rle_angio(tmp_pat
     archive.close()
 
 
+@pytest.mark.slow
 def test_what_cannot_be_made_for_the_peer_waits_with_its_reason(tmp_path: Path) -> None:
     """A peer that takes the angio class only uncompressed and the echo class
     not at all; the angio file in the archive damaged: nothing is marked

@@ -51,6 +51,7 @@ def stored_files(archive: Archive) -> list[Path]:
     return sorted(p for p in archive.blobs.root.rglob("*.dcm"))
 
 
+@pytest.mark.slow
 def test_angio_stored_deidentified_with_pixels_untouched(
     ingestor: Ingestor, archive: Archive, xa_files: dict[str, Path]
 ) -> None:
@@ -121,6 +122,7 @@ def test_duplicates_follow_the_policy(tmp_path: Path, config: Config, policy) ->
     archive.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("attrs", "status"),
     [
@@ -226,6 +228,7 @@ def test_instances_without_patient_id_are_never_merged(
     assert archive.index.stats()["patients"] == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "placeholder",
     ["0", "00000", "-", "N/A", "na", "UNKNOWN", "Anonymous", "NONE", "?", "null", " TEST "],

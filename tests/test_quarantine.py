@@ -133,6 +133,7 @@ def test_without_a_key_nothing_is_held_in_plaintext(tmp_path: Path, config: Conf
         archive.close()
 
 
+@pytest.mark.slow
 def test_plaintext_held_blobs_of_an_older_version_are_encrypted_at_start(
     config: Config, ingestor: Ingestor, archive: Archive
 ) -> None:
@@ -166,6 +167,7 @@ def test_plaintext_held_blobs_of_an_older_version_are_encrypted_at_start(
         assert held.seal_plaintext_held() == (0, [])  # the next start: nothing to do
 
 
+@pytest.mark.slow
 def test_processes_starting_together_seal_each_legacy_blob_once(
     any_index_config: Config,
 ) -> None:
@@ -244,6 +246,7 @@ def test_reviewed_release_stores_as_held_and_refuse_deletes(
     assert decisions[refused] == "refused, deleted: a referral letter, not an image"
 
 
+@pytest.mark.slow
 def test_quarantine_commands(tmp_path: Path, config: Config) -> None:
     archive = open_archive(config)
     ingestor = Ingestor(config, archive)

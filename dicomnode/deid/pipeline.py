@@ -16,7 +16,6 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass, field
 from io import BytesIO
-from typing import Any
 
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -263,6 +262,16 @@ def original_identity(ds: Dataset, issuer: str, sending_ae: str | None) -> Origi
     )
 
 
+@dataclass(frozen=True)
+class _Sender:
+    """Who sent an instance and under which patient key: what the header
+    steps need of the caller's arguments, typed (not a keyword dict)."""
+
+    issuer: str
+    patient_key: str
+    calling_ae: str | None
+
+
 class Deidentifier:
     """Per node: the keys, the linkage table, and each sender's policy
     (resolved once, by `dicomnode.config.deid_setup`)."""
@@ -290,7 +299,7 @@ class Deidentifier:
 
     def __call__(
         self,
-        data: bytes,
+        data: bytes | SpoolFile,
         transfer_syntax: str,
         *,
         issuer: str,
@@ -307,13 +316,20 @@ class Deidentifier:
         A spool file needs both, and the ``spool`` its output goes to."""
         syntax = UID(transfer_syntax)
         rectangles = self.policy_for(calling_ae).blank_rectangles
-        common = {"issuer": issuer, "patient_key": patient_key, "calling_ae": calling_ae}
+        sender = _Sender(issuer, patient_key, calling_ae)
         if isinstance(data, SpoolFile):
             if header is None or layout is None or spool is None:
                 raise ValueError("a spooled data set needs its header, layout and a spool")
             if layout.pixel_offset is None:  # no pixels: the header is all (and bounded)
-                return self(data.getvalue(), transfer_syntax, **common, inflated=True)
-            return self._spooled(data, syntax, header, layout, rectangles, spool, **common)
+                return self(
+                    data.getvalue(),
+                    transfer_syntax,
+                    issuer=issuer,
+                    patient_key=patient_key,
+                    calling_ae=calling_ae,
+                    inflated=True,
+                )
+            return self._spooled(data, syntax, header, layout, rectangles, spool, sender)
         if syntax.is_deflated and not inflated:
             inflated_data = inflate(data, limit=self.setup.max_instance_mb << 20)
             assert isinstance(inflated_data, bytes)  # no spool: never spilled
@@ -323,7 +339,7 @@ class Deidentifier:
             to_little_endian(ds)
             syntax = ExplicitVRLittleEndian
             ds.file_meta.TransferSyntaxUID = syntax
-        subject, apart = self._header(ds, **common)
+        subject, apart = self._header(ds, sender)
         if kept_pixels is not None:
             # No rule touches these pixels: the element goes on exactly as sent.
             return Deidentified(ds, encode(ds, syntax) + kept_pixels, syntax, apart=apart)
@@ -333,13 +349,11 @@ class Deidentifier:
         _, target, reason = clean_and_verify(ds, syntax, rectangles, subject.matcher, self.ocr)
         return Deidentified(ds, encode(ds, target), target, reason, apart)
 
-    def _header(
-        self, ds: Dataset, *, issuer: str, patient_key: str, calling_ae: str | None
-    ) -> tuple[Subject, dict[str, str]]:
+    def _header(self, ds: Dataset, sender: _Sender) -> tuple[Subject, dict[str, str]]:
         """Seal the identity, claim the UIDs, de-identify the header in place."""
-        original = original_identity(ds, issuer, calling_ae)
-        header = self.header_for(calling_ae)
-        subject = header.subject(ds, issuer, patient_key)
+        original = original_identity(ds, sender.issuer, sender.calling_ae)
+        header = self.header_for(sender.calling_ae)
+        subject = header.subject(ds, sender.issuer, sender.patient_key)
         study, apart = self._claim(ds, header, subject, original)
         header.apply(ds, subject)
         if str(ds.StudyInstanceUID) != study:  # the walker must agree with the claim
@@ -354,7 +368,7 @@ class Deidentifier:
         layout: Layout,
         rectangles: tuple[tuple[int, int, int, int], ...],
         spool: Spool,
-        **common: Any,
+        sender: _Sender,
     ) -> Deidentified:
         """The same steps for a data set in the spool: everything but the
         Pixel Data decoded (bounded by `ingest.read_header`), the pixels
@@ -369,7 +383,7 @@ class Deidentifier:
             syntax = ExplicitVRLittleEndian
         ds.file_meta = FileMetaDataset()
         ds.file_meta.TransferSyntaxUID = syntax
-        subject, apart = self._header(ds, **common)
+        subject, apart = self._header(ds, sender)
         if untouched:
             # No rule touches these pixels: the element goes on exactly as sent.
             kept = self._assemble(ds, syntax, [(body, pixels.start, pixels.end)], [], spool)

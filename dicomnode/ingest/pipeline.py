@@ -4,7 +4,10 @@
 
 C-STORE, ``dicomnode import`` and STOW-RS all build an `Incoming` and call
 `Ingestor.ingest`. The result carries the DICOM status to answer with;
-Success is returned only after the archive made blob and index durable.
+Success is returned only after the archive made blob and index durable, and
+is about that store alone: what follows a store (forwarding) reads the
+change feed the store wrote in its own transaction (`storage.changes`), and
+nothing done after the commit turns a stored instance into a failure.
 
 A door hands over the data set in memory, or (above the spool threshold) in
 a spool file: then only its header is decoded and its pixel data streams
@@ -17,6 +20,7 @@ import logging
 import re
 import shutil
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import date
 from enum import StrEnum
@@ -26,8 +30,8 @@ from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
 from pydicom.uid import UID
 
-from dicomnode.config import Config
-from dicomnode.deid.pipeline import Deidentified, Deidentifier, encode
+from dicomnode.config import Config, deid_setup
+from dicomnode.deid.pipeline import Deidentified, Deidentifier, encode, original_identity
 from dicomnode.deid.plausible import real_date
 from dicomnode.deid.values import parse_date
 from dicomnode.ingest.validate import (
@@ -47,7 +51,7 @@ from dicomnode.media.integrity import Layout, StructureError, check_structure
 from dicomnode.media.spool import Pieces, Spool, SpoolFile
 from storage.archive import Archive, DuplicatePolicy
 from storage.audit import MINOR_FAILURE
-from storage.index import ForeignParent
+from storage.index import ForeignParent, LinkageRow
 from storage.keys import Level
 from storage.record import InstanceRecord, is_placeholder_id, record_from_dataset
 from storage.values import normalise_issuer
@@ -315,7 +319,7 @@ class Ingestor:
     def __init__(self, config: Config, archive: Archive, spool: Spool | None = None) -> None:
         self.config = config
         self.archive = archive
-        self.deidentify = Deidentifier(config, archive.index)
+        self.deidentify = Deidentifier(deid_setup(config), archive.index)
         self._spool = spool
         self._spool_lock = threading.Lock()
         quiet_libraries()
@@ -369,17 +373,19 @@ class Ingestor:
             ds.PatientIdentityRemoved = "YES"
             data = encode(ds, UID(syntax))
             record = record_from_dataset(ds, issuer=issuer, transfer_syntax=syntax)
+            # The one store: its change row routes it like any other instance.
             stored = self.archive.store(record, file_bytes(ds, data, syntax, None))
         except Rejection as rejection:
             return IngestResult(Outcome.REJECTED, rejection.status, rejection.comment)
         return IngestResult(Outcome(stored.value), 0x0000)
 
-    def _route(self, record: InstanceRecord, issuer: str) -> None:
-        """Queue the stored instance for every forwarding rule it matches."""
-        modality = record.columns[Level.SERIES]["modality"]
-        for route in self.config.routes:
-            if route.matches(issuer, modality):
-                self.archive.index.forwarding.enqueue([record.sop_instance_uid], route.destination)
+    def _after_store(self, reference: str, step: str, work: Callable[[], object]) -> None:
+        """What follows a committed store or hold (audit records): a failure
+        is logged, never answered, since the instance is kept whatever it did."""
+        try:
+            work()
+        except Exception as exc:
+            log.error("after storing %s, %s failed: %s", reference or "-", step, type(exc).__name__)
 
     def _known_duplicate(self, original_uid: str, pseudonym: str) -> bool:
         """A re-send kept as first stored: acknowledge it without de-identifying
@@ -454,6 +460,9 @@ class Ingestor:
             if self._known_duplicate(str(original.SOPInstanceUID), pseudonym):
                 log.debug("duplicate %s from %s", reference, incoming.calling_ae or "import")
                 return IngestResult(Outcome.DUPLICATE, 0x0000, "", reference)
+            # Read before de-identification rewrites the header in place;
+            # sealed and written with the instance, in the store's transaction.
+            identity = original_identity(original, issuer, incoming.calling_ae)
 
             # ---- De-identification: nothing above has written anything, and
             # only what this step returns is stored below. ------------------
@@ -491,18 +500,31 @@ class Ingestor:
             status, comment = (
                 (KEPT_APART, _apart_comment(clean.apart)) if clean.apart else (0x0000, "")
             )
+            study = str(clean.dataset.StudyInstanceUID)
+            sealed: LinkageRow = (
+                study,
+                pseudonym,
+                self.deidentify.cipher.seal(identity, pseudonym, study),
+            )
             if clean.quarantine:
-                self.archive.quarantine(record, encoded, clean.quarantine)
-                log.warning("quarantined %s: %s", reference, clean.quarantine)
-                self.archive.index.audit.record(
-                    "quarantine-hold",
-                    user="dicomnode",
-                    source=source,
-                    obj=record.sop_instance_uid,
-                    detail=clean.quarantine,
+                why = clean.quarantine
+                self.archive.quarantine(record, encoded, why, sealed)
+                log.warning("quarantined %s: %s", reference, why)
+                self._after_store(
+                    reference,
+                    "audit",
+                    lambda: self.archive.index.audit.record(
+                        "quarantine-hold",
+                        user="dicomnode",
+                        source=source,
+                        obj=record.sop_instance_uid,
+                        detail=why,
+                    ),
                 )
                 if clean.apart:
-                    self._audit_apart(record, clean.apart, source)
+                    self._after_store(
+                        reference, "audit", lambda: self._audit_apart(record, clean.apart, source)
+                    )
                 outcome = Outcome.QUARANTINED
                 log.debug("%s %s from %s", outcome, reference, incoming.calling_ae or "import")
                 # Acknowledged (nothing is lost) with a warning that says why.
@@ -510,14 +532,17 @@ class Ingestor:
                     outcome, HELD_FOR_REVIEW, clean.quarantine, reference, clean.dataset
                 )
             else:
-                outcome = Outcome(self.archive.store(record, encoded).value)
-                self.archive.forget_quarantined(record.sop_instance_uid)
-                if outcome is not Outcome.DUPLICATE:
-                    self._route(record, issuer)
+                # The one store (a held copy of it, if any, goes with it);
+                # forwarding follows from its change row, not from here.
+                outcome = Outcome(self.archive.store(record, encoded, sealed).value)
                 if clean.apart:
                     log.warning("kept apart %s: %s", reference, comment)
                     if outcome is not Outcome.DUPLICATE:
-                        self._audit_apart(record, clean.apart, source)
+                        self._after_store(
+                            reference,
+                            "audit",
+                            lambda: self._audit_apart(record, clean.apart, source),
+                        )
         except ForeignParent as conflict:
             # The claims did not cover it (an index written by an older
             # version, not yet migrated): refused rather than merged.

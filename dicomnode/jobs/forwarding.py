@@ -1,7 +1,11 @@
 """Forwarding: sending what the node holds on to other AEs, without losing any.
 
-Every instance to forward is a row in the persisted queue first; a pass
-(`run_once`) opens one association per destination, sends what is due in its
+Every instance to forward is a row in the persisted queue first. What a
+route forwards gets there through the change feed (`storage.changes`): a
+pass (`run_once`) first moves the new changes into the queue, the routes
+they match (`config.routes`), and the feed cursor ``forwarding`` in one
+transaction, so a stored instance is queued once, whatever crashes when.
+Then it opens one association per destination, sends what is due in its
 stored syntax, or decoded to an uncompressed one when that is all the
 destination takes (`retrieve_syntax`, as C-GET and C-MOVE do), and marks
 each row done, or schedules a retry with back-off, and its reason, when the
@@ -24,6 +28,7 @@ from io import BytesIO
 from pydicom import dcmread
 from pynetdicom import AE
 from pynetdicom.association import Association
+from sqlalchemy import Connection
 
 from dicomnode import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from dicomnode.config import Config
@@ -39,11 +44,15 @@ from dicomnode.net.retrieve_syntax import (
 )
 from dicomnode.net.tls import tls_args, tls_failure
 from storage.archive import Archive
+from storage.changes import Change
+from storage.forwarding import enqueue_in
 from storage.keys import Level
 from storage.leases import process_name
 from storage.query import Query
 
 log = logging.getLogger(__name__)
+# The change feed consumer's name (its cursor in ``change_cursors``).
+CONSUMER = "forwarding"
 FIRST_RETRY = timedelta(seconds=30)
 LAST_RETRY = timedelta(hours=1)
 
@@ -75,8 +84,25 @@ class Forwarder:
             raise ForwardError("no stored instance of that study")
         return self.queue.enqueue(uids, destination)
 
+    def route(self, conn: Connection, changes: list[Change]) -> None:
+        """The forwarding consumer of the change feed: queue each change for
+        every route it matches, in the feed's transaction (`ChangeFeed.consume`)."""
+        by_destination: dict[str, list[str]] = defaultdict(list)
+        for change in changes:
+            for rule in self.config.routes:
+                if rule.matches(change.issuer, change.modality):
+                    by_destination[rule.destination].append(change.sop_instance_uid)
+        for destination, uids in by_destination.items():
+            enqueue_in(conn, uids, destination)
+
+    def drain(self) -> int:
+        """Move what the feed holds past this consumer's cursor into the queue; how many."""
+        return self.archive.index.changes.drain(CONSUMER, self.route)
+
     def run_once(self, now: datetime | None = None) -> dict[str, int]:
-        """Send what is due; returns how many went out and how many wait again."""
+        """Queue what the change feed brought (`drain`), then send what is
+        due; returns how many went out and how many wait again."""
+        self.drain()
         by_destination: dict[str, list[dict]] = defaultdict(list)
         for job in self.queue.claim(self.owner, now):
             by_destination[job["destination"]].append(job)
@@ -177,14 +203,3 @@ class Forwarder:
             attempts = job["attempts"] + 1
             self.queue.retry(job["pk"], attempts, reason, backoff(attempts))
         log.warning("forwarding to %s: %d waiting (%s)", jobs[0]["destination"], len(jobs), reason)
-
-    def run_forever(self, interval: float = 5.0) -> None:
-        """The node's background loop (a thread): a pass every few seconds."""
-        while not self._stop.wait(interval):
-            try:
-                self.run_once()
-            except Exception as exc:  # keep forwarding alive; the queue keeps the work
-                log.error("forwarding pass failed: %s", type(exc).__name__)
-
-    def stop(self) -> None:
-        self._stop.set()

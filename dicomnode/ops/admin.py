@@ -168,8 +168,9 @@ def _release(config: Config, archive: Archive, held: dict[str, Any], reviewed: b
     record = record_from_dataset(
         ds, issuer=held["issuer"], transfer_syntax=syntax, sending_ae=held["sending_ae"]
     )
+    # The one store: the held row goes in its transaction (the held blob
+    # after it), and its change row routes it like any instance received.
     archive.store(record, data)
-    archive.forget_quarantined(uid)
     archive.index.audit.record(DECISION_EVENT, user=user, source="cli", obj=uid, detail=note)
     return HeldOutcome(uid, True, note)
 
