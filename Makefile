@@ -76,8 +76,10 @@ lint: $(STAMP)
 test: $(STAMP) peers ohif lint
 	$(BIN)/pytest -n 2
 
-## make check: the fast tier while working: lint, then the tests not marked
-## slow or peers (pyproject.toml's markers), stopping at the first failure
+## make check: the fast tier while working (under two minutes on two cores):
+## lint, then the tests not marked slow (over about a second each: PostgreSQL,
+## subprocess runs, big fuzz passes) or peers (pyproject.toml's markers),
+## stopping at the first failure; every module keeps a cheap test in it
 check: $(STAMP) peers lint
 	$(BIN)/pytest -q -x -n 2 -m "not slow and not peers"
 

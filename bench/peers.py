@@ -18,10 +18,18 @@ ENV = {**os.environ, "TCP_NODELAY": "1"}
 DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 
 
+_RESERVED: list[socket.socket] = []
+
+
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A port held bound (SO_REUSEADDR, never listening) until the benchmark
+    ends: no other process's probe gets it, yet the peer or node it is for,
+    which binds with SO_REUSEADDR too, can (tests/conftest.py reserve_port)."""
+    held = socket.socket()
+    held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    held.bind(("127.0.0.1", 0))
+    _RESERVED.append(held)
+    return held.getsockname()[1]
 
 
 def wait_for_echo(port: int, ae_title: str, process: subprocess.Popen) -> None:

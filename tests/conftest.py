@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from io import BytesIO
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from pydicom import dcmread
@@ -24,6 +28,8 @@ from storage.archive import Archive
 from tests.postgres import LocalPostgres
 from tests.s3server import LocalS3
 
+T = TypeVar("T")
+
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
 REMOTES = (
     RemoteAE("BISHKEK_ECHO", "127.0.0.1", 11113, "NCC Bishkek"),
@@ -32,10 +38,112 @@ REMOTES = (
 )
 
 
+_RESERVED: list[socket.socket] = []
+
+
+def reserve_port() -> socket.socket:
+    """A socket bound to a free port with SO_REUSEADDR and never listening:
+    while it is open no other process's probe or port 0 gets that port, yet
+    a server that binds with SO_REUSEADDR too (DCMTK, Orthanc, PostgreSQL,
+    pynetdicom, cheroot) can, and connections to it are refused until one does."""
+    held = socket.socket()
+    held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    held.bind(("127.0.0.1", 0))
+    return held
+
+
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A port for an external peer that cannot bind port 0 and say which it
+    got (start it with `on_free_ports`); the node and pynetdicom servers bind
+    port 0 and are asked. Reserved (`reserve_port`) until this test process
+    ends: a probe that let go of the port would race with other processes."""
+    held = reserve_port()
+    _RESERVED.append(held)
+    return held.getsockname()[1]
+
+
+class PortTaken(RuntimeError):
+    """A peer could not bind its probed port: another process took it first."""
+
+
+def port_taken(output: str) -> bool:
+    """Whether a peer's output says its port was in use (DCMTK, Orthanc,
+    PostgreSQL and the kernel's EADDRINUSE text all say "already in use")."""
+    return "already in use" in output.lower()
+
+
+def on_free_ports(start: Callable[..., T], count: int = 1, attempts: int = 5) -> T:
+    """``start(*ports)`` on ``count`` probed ports, again on new ones while it
+    raises PortTaken (the race between the probe and the peer's bind)."""
+    for _ in range(attempts - 1):
+        try:
+            return start(*(free_port() for _ in range(count)))
+        except PortTaken:
+            continue
+    return start(*(free_port() for _ in range(count)))
+
+
+def listening(process: subprocess.Popen, port: int, patience: float = 120) -> None:
+    """Wait until ``process`` listens on ``port`` (its own socket, read from
+    /proc). PortTaken if it ended saying its port was in use; RuntimeError
+    if it ended otherwise."""
+    deadline = time.monotonic() + patience
+    while time.monotonic() < deadline:
+        if process.poll() is None:
+            if _listens(process.pid, port):
+                return
+            time.sleep(0.05)
+            continue
+        output = _said(process)
+        if port_taken(output):
+            raise PortTaken(output[-2000:])
+        raise RuntimeError(f"{process.args[0]} ended ({process.returncode}):\n{output[-2000:]}")
+    process.kill()
+    raise RuntimeError(f"{process.args[0]} did not listen on {port} in {patience} s")
+
+
+def _listens(pid: int, port: int) -> bool:
+    """Whether process ``pid`` itself holds a socket listening on ``port``
+    (a connection could reach another process that took the port)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{fields[9]}]")
+    try:
+        return any(os.readlink(fd) in inodes for fd in Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:  # it ended meanwhile
+        return False
+
+
+def _said(process: subprocess.Popen) -> str:
+    """What an ended process wrote to the pipes the test did not read."""
+    parts = []
+    for stream in (process.stdout, process.stderr):
+        if stream is not None and not stream.closed:
+            data = stream.read()
+            parts.append(data.decode(errors="replace") if isinstance(data, bytes) else data)
+    return "".join(parts)
+
+
+@contextmanager
+def refusing_port() -> Iterator[int]:
+    """A port nothing listens on for as long as the block runs (bound, never
+    listening: connections are refused), for "the peer is down" tests."""
+    with reserve_port() as held:
+        yield held.getsockname()[1]
+
+
+BANNER = re.compile(r"on DICOM port (\d+), web (https?://\S+?)/? ;")
+
+
+def served(banner: str) -> tuple[int, str]:
+    """The DICOM port and web address `dicomnode serve` bound, from its first
+    line (started with DICOMNODE_DIMSE_PORT=0 and DICOMNODE_HTTP_PORT=0)."""
+    found = BANNER.search(banner)
+    assert found, banner
+    return int(found.group(1)), found.group(2)
 
 
 def make_config(tmp_path: Path, **overrides: object) -> Config:
@@ -74,6 +182,18 @@ def s3() -> Iterator[LocalS3]:
     server = LocalS3().start()
     yield server
     server.stop()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that start PostgreSQL are slow (initdb and a server: seconds),
+    whether by the ``postgres`` fixture or a "postgresql" parameter: `make
+    check` keeps their SQLite twins, `make test` runs both."""
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if "postgres" in getattr(item, "fixturenames", ()) or "postgresql" in map(
+            str, params.values()
+        ):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

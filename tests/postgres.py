@@ -3,8 +3,8 @@
 Debian's `postgresql` package puts initdb and pg_ctl under
 /usr/lib/postgresql/<version>/bin; the server refuses to run as root, so as
 root the cluster belongs to the package's `postgres` user. It listens on
-loopback on a free port, trusts local connections, and is stopped (fast
-shutdown) when the fixture ends.
+loopback on a free port (reserved, see `_reserve`), trusts local
+connections, and is stopped (fast shutdown) when the fixture ends.
 """
 
 from __future__ import annotations
@@ -33,10 +33,14 @@ def available() -> bool:
     return _bindir() is not None
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def _reserve() -> socket.socket:
+    """A free port held bound (SO_REUSEADDR, never listening) while the server
+    runs: no other process's probe or port 0 gets it, yet PostgreSQL, which
+    binds with SO_REUSEADDR too, can (tests/conftest.py's reserve_port)."""
+    held = socket.socket()
+    held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    held.bind(("127.0.0.1", 0))
+    return held
 
 
 class LocalPostgres:
@@ -53,7 +57,8 @@ class LocalPostgres:
         self.bindir = bindir
         self.root = Path(tempfile.mkdtemp(prefix="dicomnode-pg-"))
         self.data = self.root / "pgdata"
-        self.port = _free_port()
+        self._held = _reserve()
+        self.port = self._held.getsockname()[1]
         self._as_owner: list[str] = []
         if os.geteuid() == 0:
             self._as_owner = ["runuser", "-u", "postgres", "--"]
@@ -64,16 +69,33 @@ class LocalPostgres:
         command = [*self._as_owner, str(self.bindir / tool), *args]
         subprocess.run(command, check=True, capture_output=True, cwd=self.root)
 
-    def start(self) -> LocalPostgres:
+    def start(self, attempts: int = 5) -> LocalPostgres:
+        """initdb, then the server on a probed port: PostgreSQL cannot take
+        port 0 and say which it got, so when another process took the port
+        between the probe and the bind (its log says so), again on a new one."""
         self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8")
-        options = (
-            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
-            "-c max_connections=200 -c fsync=on"
-        )
-        # -w waits until the server accepts connections (pg_ctl polls it).
-        log = str(self.root / "log")
-        self._run("pg_ctl", "-D", str(self.data), "-w", "-l", log, "-o", options, "start")
-        return self
+        log = self.root / "log"
+        for attempt in range(attempts):
+            if attempt:
+                self._held.close()
+                self._held = _reserve()
+                self.port = self._held.getsockname()[1]
+            options = (
+                f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
+                "-c max_connections=200 -c fsync=on"
+            )
+            before = log.stat().st_size if log.exists() else 0
+            try:
+                # -w waits until the server accepts connections (pg_ctl polls it).
+                self._run(
+                    "pg_ctl", "-D", str(self.data), "-w", "-l", str(log), "-o", options, "start"
+                )
+                return self
+            except subprocess.CalledProcessError:
+                said = log.read_text(errors="replace")[before:] if log.exists() else ""
+                if "already in use" not in said:
+                    raise RuntimeError(f"PostgreSQL did not start:\n{said[-2000:]}") from None
+        raise RuntimeError(f"PostgreSQL found no free port in {attempts} attempts")
 
     def restart(self) -> None:
         """Stop and start again (same options): every client connection is cut."""
@@ -88,6 +110,7 @@ class LocalPostgres:
             self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
+            self._held.close()
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"

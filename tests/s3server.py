@@ -1,12 +1,13 @@
 """A local S3-compatible server for the tests: moto's standalone server.
 
-Started as its own process on a free loopback port; ready once it says it
-is running (its own line on stderr), stopped when the session ends.
+Started as its own process on loopback port 0; ready once it says it is
+running (its own line on stderr, which names the port it bound), stopped
+when the session ends.
 """
 
 from __future__ import annotations
 
-import socket
+import re
 import subprocess
 import sys
 import threading
@@ -21,26 +22,27 @@ CREDENTIALS = {
 
 class LocalS3:
     def __init__(self) -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.port = 0  # until it says which it bound
+        self.endpoint = ""
         self._process: subprocess.Popen[str] | None = None
 
     def start(self) -> LocalS3:
         server = Path(sys.executable).parent / "moto_server"
         self._process = subprocess.Popen(
-            [str(server), "-H", "127.0.0.1", "-p", str(self.port)],
+            [str(server), "-H", "127.0.0.1", "-p", "0"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
         )
         assert self._process.stderr is not None
+        said = []
         for line in self._process.stderr:
-            if "Running on" in line:
+            said.append(line)
+            if bound := re.search(r"Running on (http://127\.0\.0\.1:(\d+))", line):
+                self.endpoint, self.port = bound.group(1), int(bound.group(2))
                 break
         else:
-            raise RuntimeError("moto_server exited before it was ready")
+            raise RuntimeError("moto_server exited before it was ready:\n" + "".join(said[-20:]))
         # Keep draining its request log so the pipe never fills up.
         threading.Thread(target=self._process.stderr.read, daemon=True).start()
         return self

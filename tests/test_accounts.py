@@ -35,6 +35,7 @@ def index_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return server.database()
 
 
+@pytest.mark.slow
 def test_an_index_of_revision_0005_keeps_its_accounts_without_a_hospital(
     tmp_path: Path, index_url: str
 ) -> None:

@@ -81,6 +81,7 @@ def test_a_rewritten_chain_needs_the_key(config: Config, archive: Archive) -> No
     assert not forger.verify().ok  # digests are keyed: recomputing them needs audit.key
 
 
+@pytest.mark.slow
 def test_node_start_and_config_changes_are_recorded(tmp_path: Path, config: Config) -> None:
     with Node(config, web=False):
         pass
@@ -96,6 +97,7 @@ def test_node_start_and_config_changes_are_recorded(tmp_path: Path, config: Conf
     assert set(EVENTS) >= {r for r in events}
 
 
+@pytest.mark.slow
 def test_tls_helpers_write_a_ca_and_certificates(tmp_path: Path) -> None:
     assert run(tmp_path, "tls", "cert", "x", "--dir", str(tmp_path / "pki")).returncode == 2
     assert run(tmp_path, "tls", "ca", "--dir", str(tmp_path / "pki")).returncode == 0
@@ -130,6 +132,7 @@ def _write_records(url: str, key: bytes, who: str, count: int, start: Any) -> No
         index.engine.dispose()
 
 
+@pytest.mark.slow
 def test_two_processes_writing_at_once_keep_one_unbroken_chain(any_index_config: Config) -> None:
     """A CLI command auditing while the node serves: both processes write
     records at the same moment (the very first one included) and the chain

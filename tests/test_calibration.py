@@ -76,6 +76,7 @@ def measure(client: FlaskClient, uid: str, **body: object):  # noqa: F811
     return client.post(f"/api/instances/{uid}/measure", headers=HEADERS, json=body)
 
 
+@pytest.mark.slow
 def test_a_series_calibration_applies_to_its_series_and_names_itself(
     client: FlaskClient,  # noqa: F811
     study: dict[str, dict],
@@ -95,6 +96,7 @@ def test_a_series_calibration_applies_to_its_series_and_names_itself(
     assert "at isocentre" in own["source"] and own["calibration_id"] is None
 
 
+@pytest.mark.slow
 def test_a_calibration_from_another_series_is_refused(
     client: FlaskClient,  # noqa: F811
     study: dict[str, dict],
@@ -114,6 +116,7 @@ def test_a_calibration_from_another_series_is_refused(
         assert answer.status_code == 400, uid
 
 
+@pytest.mark.slow
 def test_a_frame_calibration_applies_to_its_frame_only(
     client: FlaskClient,  # noqa: F811
     study: dict[str, dict],
@@ -139,6 +142,7 @@ def test_a_frame_calibration_applies_to_its_frame_only(
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "change",
     [
@@ -179,6 +183,7 @@ def test_a_malformed_calibration_is_refused_with_its_reason(
         cal.parse_user(given)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "body",
     [
@@ -207,6 +212,7 @@ def test_bad_measure_requests_get_400_never_500(
     assert answer.json["message"]
 
 
+@pytest.mark.slow
 def test_a_legacy_calibration_without_scope_is_refused_for_measuring(
     client: FlaskClient,  # noqa: F811
     study: dict[str, dict],
@@ -219,6 +225,7 @@ def test_a_legacy_calibration_without_scope_is_refused_for_measuring(
     assert answer.status_code == 400 and "calibration" in answer.json["message"]
 
 
+@pytest.mark.slow
 def test_a_researcher_cannot_measure(
     client: FlaskClient,  # noqa: F811
     study: dict[str, dict],
@@ -236,6 +243,7 @@ def test_a_researcher_cannot_measure(
     assert page.status_code == 200 and 'id="tool"' not in text and 'id="measurements"' in text
 
 
+@pytest.mark.slow
 def test_the_study_page_offers_every_run(
     client: FlaskClient,  # noqa: F811
     study: dict[str, dict],
@@ -282,6 +290,7 @@ def test_single_frame_instances_of_a_series_stay_one_stack() -> None:
     assert shown[0]["runs"] == 1 and shown[1]["run"] is None
 
 
+@pytest.mark.slow
 def test_a_plan_keeps_validated_calibrations_and_the_ids_measurements_used(
     study: dict[str, dict],
 ) -> None:
@@ -379,6 +388,7 @@ SIX_F_ON_12_PX = [[100.0, 300.0], [112.0, 300.0]]  # 2 mm / 12 px: 1/6 mm per pi
 LINE_400_PX = [[100.0, 50.0], [100.0, 450.0]]  # within every run here
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "other",
     [
@@ -422,6 +432,7 @@ def test_a_series_calibration_applies_only_to_runs_of_its_geometry(
     assert client.get("/api/instances/1.2.3.4/geometry").status_code == 404
 
 
+@pytest.mark.slow
 def test_a_plan_cannot_keep_a_calibration_on_a_run_of_another_geometry(
     client: FlaskClient,  # noqa: F811
     ingestor: Ingestor,
@@ -498,6 +509,7 @@ def test_a_degenerate_measurement_is_refused_with_its_reason(
     assert answer.status_code == 400 and reason in answer.json["message"], answer.json
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "text",
     [

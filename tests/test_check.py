@@ -8,6 +8,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 from dicomnode.config import Config
 from dicomnode.ingest.pipeline import Ingestor, Outcome
 from dicomnode.node import Node, open_archive
@@ -61,6 +63,7 @@ def test_orphans_of_a_crash_are_set_aside_at_start_only_when_old(
         assert reconcile(node.archive, repair=True).clean
 
 
+@pytest.mark.slow
 def test_check_finds_missing_truncated_swapped_and_flipped_blobs(
     tmp_path: Path, ingestor: Ingestor, archive: Archive
 ) -> None:
@@ -87,6 +90,7 @@ def test_check_finds_missing_truncated_swapped_and_flipped_blobs(
     assert result.stdout.count("damaged: 2.25.") == 3
 
 
+@pytest.mark.slow
 def test_backup_and_restore_bring_back_index_keys_and_the_audit_chain(
     tmp_path: Path, config: Config, ingestor: Ingestor, archive: Archive
 ) -> None:
@@ -133,6 +137,7 @@ def test_backup_and_restore_bring_back_index_keys_and_the_audit_chain(
     assert damaged.returncode == 2 and "differs from the manifest" in damaged.stderr
 
 
+@pytest.mark.slow
 def test_a_postgresql_index_is_backed_up_with_pg_dump_and_restored(
     tmp_path: Path, postgres: LocalPostgres
 ) -> None:

@@ -46,6 +46,7 @@ def folder_of_instances(root: Path) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_import_folder_recursively_with_summary(tmp_path: Path) -> None:
     source = folder_of_instances(tmp_path / "in")
     result = run(tmp_path, "import", "--issuer", "NCC Bishkek", str(source))
@@ -67,6 +68,7 @@ def test_import_folder_recursively_with_summary(tmp_path: Path) -> None:
     assert stats["modalities"] == {"US": 5, "XA": 1}
 
 
+@pytest.mark.slow
 def test_reidentify_prints_the_original_and_refuses_unknowns(tmp_path: Path) -> None:
     source = folder_of_instances(tmp_path / "in")
     imported = run(tmp_path, "import", "--issuer", "NCC Bishkek", str(source / "xa.dcm"))
@@ -83,6 +85,7 @@ def test_reidentify_prints_the_original_and_refuses_unknowns(tmp_path: Path) -> 
     assert unknown.stderr.strip().splitlines()[-1].startswith("dicomnode reidentify: no study")
 
 
+@pytest.mark.slow
 def test_an_issuer_typed_with_extra_spaces_is_the_same_hospital(tmp_path: Path) -> None:
     study, series = generate_uid(UID_ROOT), generate_uid(UID_ROOT)
     for number, issuer in enumerate(
@@ -103,12 +106,14 @@ def test_an_issuer_typed_with_extra_spaces_is_the_same_hospital(tmp_path: Path) 
     assert blank.returncode == 2 and "the hospital's name is needed" in blank.stderr
 
 
+@pytest.mark.slow
 def test_import_of_a_missing_path_is_one_line(tmp_path: Path) -> None:
     result = run(tmp_path, "import", str(tmp_path / "nowhere"))
     assert result.returncode == 2
     assert result.stderr.strip() == f"dicomnode import: {tmp_path / 'nowhere'} does not exist"
 
 
+@pytest.mark.slow
 def test_help_reads_well() -> None:
     result = subprocess.run([*DICOMNODE, "--help"], capture_output=True, text=True)
     assert result.returncode == 0
@@ -191,6 +196,7 @@ def test_demo_user_is_created_once_with_a_shown_password(
     archive.close()
 
 
+@pytest.mark.slow
 def test_send_to_an_unknown_ae_is_one_line(tmp_path: Path) -> None:
     source = folder_of_instances(tmp_path / "in")
     assert run(tmp_path, "import", "--no-progress", str(source / "xa.dcm")).returncode == 0
@@ -203,6 +209,7 @@ def test_send_to_an_unknown_ae_is_one_line(tmp_path: Path) -> None:
     assert run(tmp_path, "queue").returncode == 0
 
 
+@pytest.mark.slow
 def test_export_command_filters_by_hospital_and_refuses_what_it_cannot_do(
     tmp_path: Path,
 ) -> None:
@@ -316,6 +323,7 @@ def _stored_hash(tmp_path: Path, name: str) -> str | None:
         archive.close()
 
 
+@pytest.mark.slow
 def test_user_add_without_a_terminal_says_how_instead_of_a_traceback(tmp_path: Path) -> None:
     for stdin in (None, "a piped password nobody asked for\n"):
         result = _user_command(tmp_path, "add", "zarina", "--role", "researcher", stdin=stdin)
@@ -328,6 +336,7 @@ def test_user_add_without_a_terminal_says_how_instead_of_a_traceback(tmp_path: P
     assert _stored_hash(tmp_path, "zarina") is None  # nothing half-done
 
 
+@pytest.mark.slow
 def test_user_add_reads_a_piped_password_and_never_shows_it(tmp_path: Path) -> None:
     from werkzeug.security import check_password_hash
 

@@ -98,6 +98,7 @@ def test_cli_config_and_config_error(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert len(err) == 1 and "http_port" in err[0]
 
 
+@pytest.mark.slow
 def test_dicomnode_config_masks_a_database_password(tmp_path: Path) -> None:
     from tests.test_cli import run
 

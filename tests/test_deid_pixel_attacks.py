@@ -138,6 +138,7 @@ def test_bytes_after_the_last_frame_are_not_stored(ingestor: Ingestor, archive: 
     assert b"BEKMURATOV" not in path.read_bytes()
 
 
+@pytest.mark.slow
 def test_noise_ocr_reads_is_not_taken_for_a_name(ingestor: Ingestor, archive: Archive) -> None:
     # OCR reads garbage from patterned pixels ("тЕТЕТЕтЕЕ РЕРРЕРРЕ..."): a
     # context word must stand alone to count, or clean images are held.

@@ -98,6 +98,7 @@ def stow(url: str, user: str, *parts: bytes) -> requests.Response:
     )
 
 
+@pytest.mark.slow
 def test_stow_reports_failures_per_instance(web) -> None:
     node, _, url = web
     good = xa_instance(PATIENTS[0], frames=2, rows=16, cols=16)
@@ -122,6 +123,7 @@ def test_dicomweb_needs_a_user(web) -> None:
     assert wrong.status_code == 401 and "Basic" in wrong.headers["WWW-Authenticate"]
 
 
+@pytest.mark.slow
 def test_a_remembered_basic_login_ends_with_a_password_change_or_disable(web) -> None:
     node, _, url = web
     accounts = node.archive.index.accounts
@@ -135,6 +137,7 @@ def test_a_remembered_basic_login_ends_with_a_password_change_or_disable(web) ->
     assert requests.get(f"{url}/studies", auth=new, timeout=10).status_code == 401
 
 
+@pytest.mark.slow
 def test_one_child_by_c_store_and_by_stow_from_one_hospital_is_one_patient(web) -> None:
     """BISHKEK_CATH's [[remote_ae]] issuer and the account's are both "NCC
     Bishkek": an angio sent by the cath lab and an echo-lab upload of the
@@ -164,6 +167,7 @@ def test_one_child_by_c_store_and_by_stow_from_one_hospital_is_one_patient(web) 
     assert node.archive.index.stats()["patients"] == 2
 
 
+@pytest.mark.slow
 def test_stow_by_an_account_without_a_hospital_is_refused(web) -> None:
     node, _, url = web
     accounts = node.archive.index.accounts

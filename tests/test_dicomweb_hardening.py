@@ -427,6 +427,7 @@ def test_metadata_reads_the_header_only(
 # --- through the real server, by HTTP Basic -----------------------------------------------
 
 
+@pytest.mark.slow
 def test_over_http_wildcards_unicode_and_long_lists_are_refused_and_reads_audited(
     config: Config,
 ) -> None:

@@ -171,6 +171,7 @@ def _basic(user: str = "pacs") -> dict[str, str]:
 # ---------------------------------------------------------------- metadata
 
 
+@pytest.mark.slow
 def test_series_metadata_as_ohif_asks_for_it(web: Web) -> None:
     """OHIF v3's default (lazy) loading asks series by series."""
     s = web.stored
@@ -183,6 +184,7 @@ def test_series_metadata_as_ohif_asks_for_it(web: Web) -> None:
     assert web.session.cookies.get_dict() == {}  # Basic only: no browser session involved
 
 
+@pytest.mark.slow
 def test_metadata_never_names_the_patient(web: Web) -> None:
     s = web.stored
     for answer in (

@@ -252,6 +252,7 @@ def test_unsupported_attributes_are_named_in_a_warning_not_refused(
     assert wrong.status_code == 400 and "PatientNmae" in wrong.get_json()["message"]
 
 
+@pytest.mark.slow
 def test_fuzzymatching_true_is_answered_literally_with_the_standards_warning(
     client: FlaskClient, stored: Stored
 ) -> None:
@@ -427,6 +428,7 @@ def test_a_preflight_for_a_route_that_does_not_exist_is_404(
     assert trail_size(app) == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "origin",
     [
@@ -578,6 +580,7 @@ def _login(client: FlaskClient, password: str, address: str) -> object:
     )
 
 
+@pytest.mark.slow
 def test_a_refused_attempt_during_the_wait_does_not_lengthen_it(
     app: Flask, client: FlaskClient, clock: Clock
 ) -> None:
@@ -623,6 +626,7 @@ def web(cors_config: Config) -> Iterator[tuple[Node, str]]:
         yield node, f"http://127.0.0.1:{node.http_port}/dicom-web"
 
 
+@pytest.mark.slow
 def test_over_http_dicomweb_client_lists_includefield_fuzzy_and_empty(
     web: tuple[Node, str], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -686,6 +690,7 @@ def test_over_http_preflight_404_and_challenge(web: tuple[Node, str]) -> None:
     assert len(events) >= rows and "access-denied" not in events
 
 
+@pytest.mark.slow
 def test_search_and_store_answer_406_for_an_accept_they_cannot_meet(
     client: FlaskClient, stored: Stored
 ) -> None:

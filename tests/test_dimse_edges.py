@@ -54,6 +54,7 @@ def study_query(level: str = "STUDY") -> Dataset:
     return query
 
 
+@pytest.mark.slow
 def test_c_cancel_stops_the_matches(node: Node) -> None:
     # Enough matches that the node is still sending when the cancel arrives.
     fill(node.ingestor, 400)
@@ -145,6 +146,7 @@ def test_truncated_c_store_fails_cleanly_and_the_server_stays_up(
     again.release()
 
 
+@pytest.mark.slow
 def test_concurrent_associations_store_everything(node: Node) -> None:
     per_sender, senders = 30, 4
     statuses: list[int] = []

@@ -163,6 +163,7 @@ def node(tmp_path: Path) -> Iterator[Node]:
         yield running
 
 
+@pytest.mark.slow
 def test_tricklers_are_closed_at_the_deadline_and_a_real_echo_gets_in(
     node: Node, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -216,6 +217,7 @@ def test_beyond_the_cap_an_address_is_closed_at_once(tmp_path: Path) -> None:
         assert until(lambda: settled(node))
 
 
+@pytest.mark.slow
 def test_a_declared_length_with_a_trickled_body_is_closed(node: Node) -> None:
     request = association_request()
     port = node.dicom.port
@@ -340,6 +342,7 @@ def tls_echo(port: int, pki: Path) -> bool:
     return bool(status) and status.Status == 0
 
 
+@pytest.mark.slow
 def test_tls_silent_and_trickled_handshakes_are_closed_at_the_deadline(
     tmp_path: Path, pki: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -366,6 +369,7 @@ def test_tls_silent_and_trickled_handshakes_are_closed_at_the_deadline(
         assert tls_echo(port, pki)
 
 
+@pytest.mark.slow
 def test_tls_request_trickled_after_the_handshake_is_closed(tmp_path: Path, pki: Path) -> None:
     with Node(tls_node_config(tmp_path, pki), web=False) as node:
         port = node.dicom.port

@@ -83,6 +83,7 @@ def test_export_is_a_file_set_with_manifest_and_no_identity(
     assert cohort_archive.index.audit.rows(limit=1)[0]["event"] == "export"
 
 
+@pytest.mark.slow
 def test_two_exports_cannot_be_joined_and_filters_select(
     config: Config, cohort_archive: Archive, tmp_path: Path
 ) -> None:
@@ -244,6 +245,7 @@ def test_cancelled_export_writes_nothing(
     assert seen == [1] and not list(tmp_path.glob("c.zip*"))
 
 
+@pytest.mark.slow
 def test_web_export_for_researchers_only_with_preview_and_download(
     config: Config, cohort_archive: Archive, tmp_path: Path
 ) -> None:
@@ -297,6 +299,7 @@ def test_web_export_for_researchers_only_with_preview_and_download(
     assert (audit["user"], audit["event"], audit["source"]) == ("zarina", "export", "web")
 
 
+@pytest.mark.slow
 def test_the_worksheet_report_keeps_its_measurements(
     config: Config, ingestor: Ingestor, cohort_archive: Archive, tmp_path: Path
 ) -> None:
@@ -351,6 +354,7 @@ def test_an_export_interrupted_by_a_stop_runs_again_on_start(
     assert jobs.claim("a-later-start-1", 1) == []  # nothing is run again
 
 
+@pytest.mark.slow
 def test_web_download_works_with_the_shipped_relative_data_dir(
     config: Config, cohort_archive: Archive, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

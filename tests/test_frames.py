@@ -145,6 +145,7 @@ GREY = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", GREY)
 @pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless])
 def test_grey_values_arrive_exactly_as_stored(
@@ -345,6 +346,7 @@ def test_raw_frames_are_immutable_with_their_type_length_and_etag(
     assert plain.headers["ETag"] == response.headers["ETag"]
 
 
+@pytest.mark.slow
 def test_a_replaced_duplicate_is_never_served_from_the_old_cache(
     client: FlaskClient, archive: Archive
 ) -> None:
@@ -374,6 +376,7 @@ def test_a_replaced_duplicate_is_never_served_from_the_old_cache(
     assert set(raw(client, uid, 1, 2)) == {200}
 
 
+@pytest.mark.slow
 def test_a_rewritten_file_of_the_same_digest_gets_a_new_version(
     client: FlaskClient, archive: Archive
 ) -> None:
@@ -400,6 +403,7 @@ def test_no_one_but_a_user_gets_frames(config: Config, archive: Archive) -> None
 # --- bad input: a clear 4xx, never a 500 --------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_short_pixel_stream_shows_the_frames_it_holds(
     client: FlaskClient, archive: Archive
 ) -> None:
@@ -576,6 +580,7 @@ def test_unknown_instances_are_not_found(client: FlaskClient) -> None:
 # --- bounded work and memory --------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_2000_frame_run_is_served_in_bounded_requests_and_memory(
     client: FlaskClient, archive: Archive, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -599,6 +604,7 @@ def test_a_2000_frame_run_is_served_in_bounded_requests_and_memory(
     assert (last == 1999 * 31).all()
 
 
+@pytest.mark.slow
 def test_decoded_frames_of_a_2000_frame_run_stay_within_the_cache_bound(
     client: FlaskClient, archive: Archive
 ) -> None:
@@ -617,6 +623,7 @@ def test_decoded_frames_of_a_2000_frame_run_stay_within_the_cache_bound(
     assert cache.builds == 2000  # each frame decoded once
 
 
+@pytest.mark.slow
 def test_concurrent_first_requests_decode_each_frame_once(
     client: FlaskClient, archive: Archive, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -833,6 +840,7 @@ def test_a_clip_larger_than_the_browser_budget_streams_through_it(page, web_node
     assert firsts == [i * 1000 for i in range(60)]
 
 
+@pytest.mark.slow
 def test_a_replaced_file_is_read_again_not_served_from_old_offsets(
     client: FlaskClient, archive: Archive
 ) -> None:

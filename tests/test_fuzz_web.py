@@ -265,6 +265,7 @@ FUZZ = settings(
 # -- through the app ------------------------------------------------------------
 
 
+@pytest.mark.slow
 @FUZZ
 @given(data=st.data())
 def test_no_request_makes_the_app_fail(target: Target, data: st.DataObject) -> None:

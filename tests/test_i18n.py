@@ -353,6 +353,7 @@ def test_templates_hold_no_bare_text() -> None:
         assert words == [], f"{template.name}: untranslated text {words[:5]}"
 
 
+@pytest.mark.slow
 def test_language_switches_per_user(client: FlaskClient, ingestor: Ingestor) -> None:  # noqa: F811
     assert (
         ingestor.ingest(incoming(xa_instance(PATIENTS[0], frames=2, rows=32, cols=32))).status == 0

@@ -196,6 +196,7 @@ def test_stop_asks_jobs_to_give_back_and_is_bounded_when_one_will_not() -> None:
         stubborn.gate.set()
 
 
+@pytest.mark.slow
 def test_dicomnode_imports_the_web_only_in_the_composition_root() -> None:
     """The one arrow from dicomnode/ up to viewer/: node.py's create_app."""
     found = []
@@ -269,6 +270,7 @@ def test_a_job_done_between_two_renewals_still_shows_its_progress(
     assert (row["state"], row["done"], row["total"]) == ("done", 2, 2)
 
 
+@pytest.mark.slow
 def test_a_queued_job_cancelled_is_never_run(config: Config, cohort_archive: Archive) -> None:
     client = _web(config, cohort_archive)
     first = _start(client)
@@ -285,6 +287,7 @@ def test_a_queued_job_cancelled_is_never_run(config: Config, cohort_archive: Arc
     assert again.get_json()["state"] == "done"  # a cancel comes too late for a finished job
 
 
+@pytest.mark.slow
 def test_a_running_job_cancelled_through_the_web_stops_with_nothing_written(
     config: Config, cohort_archive: Archive, slow_reads: threading.Event
 ) -> None:

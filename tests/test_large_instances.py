@@ -37,7 +37,7 @@ from pynetdicom import AE, _config
 from pynetdicom.sop_class import UltrasoundMultiFrameImageStorage, XRayAngiographicImageStorage
 
 from dicomnode.ops.samples import UID_ROOT, SyntheticPatient, base_dataset, ultrasound_region
-from tests.conftest import free_port
+from tests.conftest import served
 from tests.test_cli import DICOMNODE
 
 MIB = 1 << 20
@@ -194,7 +194,6 @@ class NodeProcess:
         root.mkdir(parents=True, exist_ok=True)
         self.data_dir = root / "var"
         self.spool_dir = root / "spool"
-        self.port = free_port()
         env = {
             **os.environ,
             "DICOMNODE_CONFIG": os.devnull,
@@ -202,8 +201,8 @@ class NodeProcess:
             "DICOMNODE_KEY_DIR": str(root / "secrets"),
             "DICOMNODE_SPOOL_DIR": str(self.spool_dir),
             "DICOMNODE_DIMSE_HOST": "127.0.0.1",
-            "DICOMNODE_DIMSE_PORT": str(self.port),
-            "DICOMNODE_HTTP_PORT": str(free_port()),
+            "DICOMNODE_DIMSE_PORT": "0",  # the banner says which it bound
+            "DICOMNODE_HTTP_PORT": "0",
             "DICOMNODE_MIN_FREE_DISK_MB": "0",
             "DICOMNODE_REQUIRE_KNOWN_AE": "false",
             "DICOMNODE_LOG_LEVEL": "WARNING",
@@ -216,6 +215,7 @@ class NodeProcess:
         assert self.process.stdout is not None
         banner = self.process.stdout.readline()
         assert "DICOM port" in banner, banner + (root / "node.log").read_text()
+        self.port = served(banner)[0]
 
     def status(self, field: str) -> int:
         text = Path(f"/proc/{self.process.pid}/status").read_text()
@@ -326,6 +326,7 @@ def _frame(path: Path, start: int, size: int, index: int) -> np.ndarray:
 
 
 # -- the cases ------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_deflate_bomb_is_refused_without_inflating_it(node: NodeProcess, files: Path) -> None:
     bomb = deflate_bomb(files / "bomb.dcm", inflated_mb=300)
     assert bomb.stat().st_size < 2 * MIB
@@ -338,6 +339,7 @@ def test_a_deflate_bomb_is_refused_without_inflating_it(node: NodeProcess, files
     assert node.process.poll() is None
 
 
+@pytest.mark.slow
 def test_deflated_data_above_the_threshold_inflates_into_the_spool(
     node: NodeProcess, files: Path
 ) -> None:
@@ -373,6 +375,7 @@ def test_an_ultrasound_clip_is_cleaned_frame_by_frame(node: NodeProcess, files: 
     assert node.spool_files() == []
 
 
+@pytest.mark.slow
 def test_nothing_is_in_the_clear_while_it_is_received(node: NodeProcess, files: Path) -> None:
     path = xa_run(files / "xa-marker.dcm", 160)
     marker = MARKER.encode()
@@ -412,6 +415,7 @@ def test_nothing_is_in_the_clear_while_it_is_received(node: NodeProcess, files: 
     assert list(node.spool_dir.rglob("*.*")) == []
 
 
+@pytest.mark.slow
 def test_two_large_instances_at_once(node: NodeProcess, files: Path) -> None:
     paths = [xa_run(files / f"xa-{n}.dcm", 200, 1024, 1024) for n in range(2)]
     statuses: list[int] = []

@@ -50,6 +50,7 @@ def assert_clean(log: str) -> None:
         assert not line.startswith("2026-12-07 02:40:00,000"), line
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("charset", CHARSETS, ids=range(len(CHARSETS)))
 def test_forged_character_set_in_an_import(tmp_path: Path, charset: str) -> None:
     ds = small_instance(

@@ -161,6 +161,7 @@ def _guess_in_parallel(apps: list[Flask], n: int) -> list[object]:
     return answers
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_thirty_parallel_guesses_check_no_more_passwords_than_the_limit(
     tmp_path: Path, request: pytest.FixtureRequest, backend: str, clock: Clock, checks: Checks
@@ -346,6 +347,7 @@ def test_behind_a_trusted_proxy_clients_are_throttled_apart(proxied: Flask, cloc
     assert all(source != PROXY for _, source in sources)
 
 
+@pytest.mark.slow
 def test_a_forwarded_for_header_from_an_untrusted_peer_is_ignored(
     proxied: Flask, clock: Clock
 ) -> None:
@@ -430,6 +432,7 @@ def _as_a_browser_reads(location: str) -> tuple[str, str]:
     return parts.scheme, parts.netloc
 
 
+@pytest.mark.slow
 def test_after_login_the_browser_stays_on_the_node(app: Flask) -> None:
     for target in OPEN_REDIRECTS:
         query = "?next=" + quote(target)

@@ -279,6 +279,7 @@ IDENTITY_SCENES = [
 ]  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scene", range(len(IDENTITY_SCENES)))
 def test_identity_text_is_flagged(scene: int) -> None:
     background, plants = IDENTITY_SCENES[scene]
@@ -316,6 +317,7 @@ def test_name_split_over_lines_is_found() -> None:
     assert verdict.reason == "OCR found identity text (name) in frame 1"
 
 
+@pytest.mark.slow
 def test_real_banner_found_before_and_not_after_cleaning() -> None:
     """The sample's own burned-in banner (a test patient's name, ID, birth date)."""
     frames, keep = region_keep(sample_file("ultrasounds/GREYSCALE_IMAGE.dcm"))
@@ -335,6 +337,7 @@ def test_real_banner_found_before_and_not_after_cleaning() -> None:
 # --- text inside the blanked area --------------------------------------------------
 
 
+@pytest.mark.slow
 def test_text_inside_blanked_area_is_flagged_and_outside_is_not() -> None:
     frame = echo_frame(3)
     blanked = np.zeros(frame.shape[:2], dtype=bool)
@@ -363,6 +366,7 @@ def test_text_inside_blanked_area_is_flagged_and_outside_is_not() -> None:
     assert ocr.verify([np.asarray(outside)], 1, blanked=blanked, is_identity=nothing).reason is None
 
 
+@pytest.mark.slow
 def test_clean_frames_are_not_flagged() -> None:
     """Speckle, a depth scale and machine annotations are text or noise that
     is no identity; nothing sits in the blanked banner."""
@@ -436,6 +440,7 @@ def test_reason_never_carries_text() -> None:
     assert verdict.reason == "OCR found identity text (identity) in frame 1"
 
 
+@pytest.mark.slow
 def test_threads_share_the_engines() -> None:
     """Several DIMSE threads at once: same words as one at a time."""
     frames = [
@@ -477,6 +482,7 @@ def recall_plants(frames: int) -> list[list[Plant]]:
     return out
 
 
+@pytest.mark.slow
 def test_recall_table() -> None:
     """How many planted strings are read, by size, colour, script, position.
 

@@ -31,7 +31,7 @@ from dicomnode.ingest.pipeline import Incoming
 from dicomnode.node import Node
 from dicomnode.ops.samples import demo_files
 from storage.archive import Archive
-from tests.conftest import free_port, make_config
+from tests.conftest import make_config, refusing_port
 from tests.test_browser import ARTIFACTS, PASSWORD, chromium
 from viewer import create_app, ohif_install
 from viewer.security import CSP as NODE_CSP
@@ -125,9 +125,14 @@ def test_installed_stays_installed_without_asking_npm(tmp_path: Path, monkeypatc
 
 @pytest.mark.peers  # npm
 def test_an_unreachable_registry_is_one_clear_line(tmp_path: Path) -> None:
+    with refusing_port() as port:
+        _an_unreachable_registry_is_one_clear_line(tmp_path, port)
+
+
+def _an_unreachable_registry_is_one_clear_line(tmp_path: Path, port: int) -> None:
     env = {
         **os.environ,
-        "npm_config_registry": f"http://127.0.0.1:{free_port()}/",
+        "npm_config_registry": f"http://127.0.0.1:{port}/",
         "npm_config_cache": str(tmp_path / "npm-cache"),
         "npm_config_fetch_retry_mintimeout": "100",
         "npm_config_fetch_retry_maxtimeout": "200",
@@ -179,6 +184,7 @@ def log_in(client: FlaskClient) -> None:
     assert answer.status_code == 302
 
 
+@pytest.mark.slow
 def test_a_stranger_is_sent_to_log_in_and_back_to_the_same_study(client: FlaskClient) -> None:
     target = "/ohif/viewer?StudyInstanceUIDs=1.2.3.4"
     first = client.get(target)
@@ -194,6 +200,7 @@ def test_a_stranger_is_sent_to_log_in_and_back_to_the_same_study(client: FlaskCl
     assert answer.status_code == 302 and answer.headers["Location"] == target
 
 
+@pytest.mark.slow
 def test_every_role_opens_it_and_its_routes_answer_the_page(client: FlaskClient) -> None:
     log_in(client)  # a researcher: the least clinical role
     for path in ("/ohif/", "/ohif/viewer", "/ohif/viewer/dicomweb"):
@@ -203,6 +210,7 @@ def test_every_role_opens_it_and_its_routes_answer_the_page(client: FlaskClient)
     assert client.get("/ohif").status_code in (301, 308)
 
 
+@pytest.mark.slow
 def test_missing_files_and_paths_outside_are_404_never_the_page(client: FlaskClient) -> None:
     log_in(client)
     for path in (
@@ -234,6 +242,7 @@ def test_a_path_too_long_for_the_file_system_is_404_or_the_page_never_500(
         assert answer.status_code == 200 and b"PUBLIC_URL" in answer.data
 
 
+@pytest.mark.slow
 def test_hashed_bundles_are_cached_long_the_rest_revalidated(client: FlaskClient) -> None:
     log_in(client)
     bundle = client.get("/ohif/app.bundle.0123456789abcdef.js")
@@ -247,6 +256,7 @@ def test_hashed_bundles_are_cached_long_the_rest_revalidated(client: FlaskClient
     assert config.headers.get("ETag") or config.headers.get("Last-Modified")
 
 
+@pytest.mark.slow
 def test_large_files_go_out_compressed_to_browsers_that_take_gzip(
     client: FlaskClient, fake_dist: Path
 ) -> None:
@@ -265,6 +275,7 @@ def test_large_files_go_out_compressed_to_browsers_that_take_gzip(
     assert plain.data == ("console.log('ohif');" * 200).encode()
 
 
+@pytest.mark.slow
 def test_ohif_s_policy_is_for_ohif_only_and_names_no_other_origin(client: FlaskClient) -> None:
     log_in(client)
     policy = client.get("/ohif/viewer").headers["Content-Security-Policy"]
@@ -287,6 +298,7 @@ def test_ohif_s_policy_is_for_ohif_only_and_names_no_other_origin(client: FlaskC
     assert client.get("/dicom-web/studies").headers["Content-Security-Policy"] == NODE_CSP
 
 
+@pytest.mark.slow
 def test_without_ohif_installed_it_says_so_and_the_list_has_no_button(
     tmp_path: Path, archive: Archive
 ) -> None:

@@ -33,7 +33,7 @@ from dicomnode.media import sopclasses
 from dicomnode.node import Node
 from dicomnode.ops.samples import PATIENTS, UID_ROOT, save, small_instance
 from storage.archive import Archive
-from tests.conftest import REMOTES, dcmtk, free_port, incoming, make_config
+from tests.conftest import REMOTES, dcmtk, free_port, incoming, make_config, on_free_ports
 from tests.test_viewer import PASSWORD, log_in
 from viewer import create_app
 from viewer.planning import calibration
@@ -304,6 +304,7 @@ def test_unknown_class_carrying_the_childs_id_is_not_kept(lenient_node: Node) ->
     assert b"4242424242" not in kept.read_bytes()
 
 
+@pytest.mark.slow
 def test_unknown_class_with_text_in_its_pixels_is_quarantined(lenient_node: Node) -> None:
     """A class the node does not know says nothing of what its pixels are: a
     header claiming CT without burned-in text does not skip the OCR."""
@@ -363,6 +364,7 @@ def client(config: Config, archive: Archive) -> FlaskClient:
     return create_app(config, archive, b"k" * 32).test_client()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("frames", [1, 5])
 def test_viewer_shows_retired_us_like_us(
     client: FlaskClient, ingestor: Ingestor, archive: Archive, frames: int
@@ -519,14 +521,16 @@ def test_dcmtk_movescu_receives_retired_us(tmp_path: Path) -> None:
 def test_orthanc_sends_retired_us(tmp_path: Path) -> None:
     from tests.test_orthanc_peer import Orthanc
 
-    node_port, orthanc_port = free_port(), free_port()
+    orthanc_port = free_port()  # reserved: Orthanc cannot bind port 0 and say so
     config = make_config(
         tmp_path / "node",
-        dimse_port=node_port,
         remote_aes=(*REMOTES, RemoteAE("ORTHANC", "127.0.0.1", orthanc_port, "Orthanc peer")),
     )
-    with Node(config, web=False) as node:
-        orthanc = Orthanc(tmp_path / "orthanc", orthanc_port, node_port)
+    with Node(config, web=False) as node:  # on port 0: asked which it bound
+        # Its HTTP port is probed (reserved) inside: again on another if taken.
+        orthanc = on_free_ports(
+            lambda: Orthanc(tmp_path / "orthanc", orthanc_port, node.dicom.port), count=0
+        )
         try:
             path = save(retired_us(2, 3), tmp_path / "old.dcm")
             uploaded = orthanc.call("POST", "/instances", path.read_bytes())

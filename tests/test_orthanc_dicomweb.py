@@ -25,7 +25,15 @@ from dicomnode.node import Node
 from dicomnode.ops.samples import PATIENTS, UID_ROOT, xa_instance
 from storage.keys import Level
 from storage.query import Query
-from tests.conftest import DCMTK_ENV, free_port, incoming, make_config
+from tests.conftest import (
+    DCMTK_ENV,
+    PortTaken,
+    free_port,
+    incoming,
+    make_config,
+    on_free_ports,
+    port_taken,
+)
 
 pytestmark = [pytest.mark.peers, pytest.mark.slow]
 
@@ -76,7 +84,10 @@ class OrthancWeb:
         threading.Thread(target=self._drain, daemon=True).start()
         self._started.wait()
         if self.process.poll() is not None:
-            raise RuntimeError("Orthanc did not start:\n" + "".join(self.log[-30:]))
+            said = "".join(self.log[-30:])
+            raise (PortTaken if port_taken(said) else RuntimeError)(
+                "Orthanc did not start:\n" + said
+            )
 
     def _drain(self) -> None:
         assert self.process.stderr is not None
@@ -113,7 +124,9 @@ def peers(tmp_path: Path) -> Iterator[tuple[Node, OrthancWeb]]:
     with Node(replace(config), web=True) as node:
         accounts = node.archive.index.accounts
         accounts.add("pacs", generate_password_hash(PASSWORD), "cardiologist", "NCC Bishkek")
-        orthanc = OrthancWeb(tmp_path / "orthanc", f"http://127.0.0.1:{node.http_port}/dicom-web/")
+        url = f"http://127.0.0.1:{node.http_port}/dicom-web/"
+        # Its ports are probed (reserved) inside: again on others if one was taken.
+        orthanc = on_free_ports(lambda: OrthancWeb(tmp_path / "orthanc", url), count=0)
         try:
             yield node, orthanc
         finally:

@@ -17,7 +17,15 @@ from dicomnode.node import Node
 from dicomnode.ops.samples import PATIENTS, save, xa_instance
 from storage.keys import Level
 from storage.query import Query
-from tests.conftest import DCMTK_ENV, REMOTES, free_port, make_config
+from tests.conftest import (
+    DCMTK_ENV,
+    REMOTES,
+    PortTaken,
+    free_port,
+    make_config,
+    on_free_ports,
+    port_taken,
+)
 
 pytestmark = [pytest.mark.peers, pytest.mark.slow]
 
@@ -50,11 +58,15 @@ class Orthanc:
             stderr=subprocess.PIPE,
             text=True,
         )
+        said = []
         for line in self.process.stderr:  # its own word that it listens, no polling
+            said.append(line)
             if "Orthanc has started" in line:
                 break
         else:
-            raise RuntimeError("Orthanc did not start")
+            raise (PortTaken if port_taken("".join(said)) else RuntimeError)(
+                "Orthanc did not start:\n" + "".join(said[-20:])
+            )
 
     def call(self, method: str, path: str, body: bytes | dict | None = None) -> object:
         data = json.dumps(body).encode() if isinstance(body, dict) else body
@@ -71,15 +83,16 @@ class Orthanc:
 
 @pytest.fixture
 def peers(tmp_path: Path) -> Iterator[tuple[Node, Orthanc]]:
-    node_port = free_port()
-    orthanc_port = free_port()
+    orthanc_port = free_port()  # reserved: Orthanc cannot bind port 0 and say so
     config = make_config(
         tmp_path / "node",
-        dimse_port=node_port,
         remote_aes=(*REMOTES, RemoteAE("ORTHANC", "127.0.0.1", orthanc_port, "Orthanc peer")),
     )
-    with Node(config, web=False) as node:
-        orthanc = Orthanc(tmp_path / "orthanc", orthanc_port, node_port)
+    with Node(config, web=False) as node:  # on port 0: asked which it bound
+        # Its HTTP port is probed (reserved) inside: again on another if taken.
+        orthanc = on_free_ports(
+            lambda: Orthanc(tmp_path / "orthanc", orthanc_port, node.dicom.port), count=0
+        )
         try:
             yield node, orthanc
         finally:

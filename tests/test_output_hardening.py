@@ -135,6 +135,7 @@ def test_sender_values_reach_the_manifest_only_when_valid_and_never_as_formulas(
     assert "=cmd" not in text + json.dumps(manifest) and "@SUM" not in text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("indexed", "expected"),
     [

@@ -210,6 +210,7 @@ def test_the_report_holds_only_catalogue_codes_and_meanings(
     assert "<script" not in text and "Иванов" not in text and "km" not in text
 
 
+@pytest.mark.slow
 def test_a_stored_value_the_catalogue_lacks_is_never_written(
     client: FlaskClient, xa: Dataset, archive: Archive
 ) -> None:
@@ -339,6 +340,7 @@ def coarctation(monkeypatch: pytest.MonkeyPatch) -> defects.Defect:
     return COARCTATION
 
 
+@pytest.mark.slow
 def test_a_defect_added_to_the_table_is_everywhere(
     client: FlaskClient, xa: Dataset, archive: Archive, coarctation: defects.Defect, tmp_path: Path
 ) -> None:

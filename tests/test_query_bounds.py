@@ -196,6 +196,7 @@ def test_qido_matches_a_list_at_the_bound(client: FlaskClient, stored: Stored) -
 # --- QIDO-RS: Study's Instances (PS3.18 10.6.1, /studies/{study}/instances) --
 
 
+@pytest.mark.slow
 def test_a_study_s_instances_are_searchable(
     app: Flask, client: FlaskClient, stored: Stored
 ) -> None:

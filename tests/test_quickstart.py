@@ -2,8 +2,9 @@
 
 The commands are read from README.md and the Makefile, so the test fails
 when either drifts from what the node does. The only liberty taken: the
-documented ports (11112, 8080) become free ones, since other nodes may run
-on this machine, and the placeholder study folder becomes a synthetic one.
+documented ports (11112, 8080) become 0, the ones bound read from the
+node's banner, since other nodes may run on this machine, and the
+placeholder study folder becomes a synthetic one.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pydicom import dcmread
 from dicomnode.config import Config, load
 from dicomnode.dimse.access import AccessPolicy
 from dicomnode.ops.samples import PATIENTS, save, xa_instance
-from tests.conftest import free_port
+from tests.conftest import served
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -139,7 +140,7 @@ def started_node(fresh_directory: Path) -> Iterator[tuple[Path, dict[str, str], 
     for tool in ("echoscu", "findscu", "dcmsend"):
         if shutil.which(tool) is None:
             pytest.fail(f"{tool} is not installed: run `make peers`")
-    environment = node_environment(free_port(), free_port())
+    environment = node_environment(0, 0)  # any free ports: the banner says which
     demo, serve = make_recipe("run")
     loaded = subprocess.run(
         [*demo.split(), "--no-progress"],
@@ -165,9 +166,10 @@ def started_node(fresh_directory: Path) -> Iterator[tuple[Path, dict[str, str], 
     try:
         banner = process.stdout.readline() if process.stdout else ""
         assert "web http://127.0.0.1:" in banner, (banner, process.stderr.read(2000))
-        base = re.search(r"web (http://\S+?)/? ;", banner)
-        assert base, banner
-        yield fresh_directory, environment, base.group(1), login.group(1)
+        dimse, base = served(banner)
+        assert dimse != 0 and not base.endswith(":0"), banner
+        environment["DICOMNODE_DIMSE_PORT"] = str(dimse)  # where "Try it" calls
+        yield fresh_directory, environment, base, login.group(1)
     finally:
         process.send_signal(signal.SIGINT)  # Ctrl-C, as README says
         _, stderr = process.communicate(timeout=120)

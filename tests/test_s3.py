@@ -22,7 +22,7 @@ from storage.archive import is_sealed
 from storage.blobs import BlobStore, open_stores
 from storage.fileblobs import FileBlobStore
 from storage.schema import quarantine
-from tests.conftest import free_port, incoming, make_config
+from tests.conftest import incoming, make_config, refusing_port
 from tests.s3server import CREDENTIALS, LocalS3
 from tests.test_ingest import instance
 
@@ -54,6 +54,7 @@ def _s3_stores(tmp_path: Path, server: LocalS3) -> tuple[BlobStore, BlobStore]:
     return open_stores(config.blob_url, tmp_path, config.s3_endpoint_url)
 
 
+@pytest.mark.slow
 def test_every_store_keeps_the_same_contract(store: BlobStore) -> None:
     key, other = store.key_for("2.25.1"), store.key_for("2.25.2")
     assert not store.exists(key)
@@ -72,6 +73,7 @@ def test_every_store_keeps_the_same_contract(store: BlobStore) -> None:
         store.put("../../outside.dcm", b"x")
 
 
+@pytest.mark.slow
 def test_the_node_on_an_object_store_stores_checks_and_repairs(tmp_path: Path, s3: LocalS3) -> None:
     config = _s3_config(tmp_path, s3)
     archive = open_archive(config)
@@ -95,6 +97,7 @@ def test_the_node_on_an_object_store_stores_checks_and_repairs(tmp_path: Path, s
         archive.close()
 
 
+@pytest.mark.slow
 def test_held_instances_are_encrypted_in_the_object_store_too(tmp_path: Path, s3: LocalS3) -> None:
     config = _s3_config(tmp_path, s3)
     archive = open_archive(config)
@@ -135,14 +138,15 @@ def test_held_instances_are_encrypted_in_the_object_store_too(tmp_path: Path, s3
 def test_an_unreachable_object_store_refuses_the_instance_and_indexes_nothing(
     tmp_path: Path,
 ) -> None:
-    nowhere = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    config = make_config(tmp_path, blob_url="s3://chd/archive", s3_endpoint_url=nowhere)
-    archive = open_archive(config)
-    try:
-        ds = instance(PATIENTS[0])
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        result = Ingestor(config, archive).ingest(incoming(ds))
-        assert result.status == 0xA700 and "could not write" in result.comment
-        assert archive.index.stats()["instances"] == 0
-    finally:
-        archive.close()
+    with refusing_port() as port:
+        nowhere = f"http://127.0.0.1:{port}"  # nothing listens there
+        config = make_config(tmp_path, blob_url="s3://chd/archive", s3_endpoint_url=nowhere)
+        archive = open_archive(config)
+        try:
+            ds = instance(PATIENTS[0])
+            ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+            result = Ingestor(config, archive).ingest(incoming(ds))
+            assert result.status == 0xA700 and "could not write" in result.comment
+            assert archive.index.stats()["instances"] == 0
+        finally:
+            archive.close()

@@ -43,7 +43,7 @@ from storage.index import Index, create_index_engine
 from storage.keys import Level
 from storage.migrate import _config
 from storage.query import Query
-from tests.conftest import free_port, incoming, make_config
+from tests.conftest import incoming, make_config
 from viewer import create_app
 
 A, B, CENTRE = "Hospital A", "Hospital B", "Regional Centre"
@@ -119,7 +119,7 @@ def _child(node: Node, issuer: str) -> Child:
 
 
 def _receiver(ae_title: str) -> tuple[Receiver, Any]:
-    receiver = Receiver(ae_title, free_port())
+    receiver = Receiver(ae_title, 0)  # the port its server binds, below
 
     def opened(_event: evt.Event) -> None:
         with receiver.lock:
@@ -134,10 +134,11 @@ def _receiver(ae_title: str) -> tuple[Receiver, Any]:
     scp.supported_contexts = AllStoragePresentationContexts  # a plan's SR too
     scp.add_supported_context("1.2.840.10008.1.1")
     server = scp.start_server(
-        ("127.0.0.1", receiver.port),
+        ("127.0.0.1", 0),
         block=False,
         evt_handlers=[(evt.EVT_CONN_OPEN, opened), (evt.EVT_C_STORE, store)],
     )
+    receiver.port = server.server_address[1]
     return receiver, server
 
 
@@ -360,6 +361,7 @@ def test_c_move_and_c_get_of_another_hospitals_child_send_nothing(world: World) 
     assert set(world.children[B].instances) < set(receiver.stored)  # and the plan's SR
 
 
+@pytest.mark.slow
 def test_a_hospital_retrieves_its_own_child_at_every_level(world: World) -> None:
     a = world.children[A]
     receiver = world.receivers["A_ECHO"]
@@ -452,6 +454,7 @@ def _refusals(world: World) -> list[tuple[str, Dataset, str]]:
     ]
 
 
+@pytest.mark.slow
 def test_a_retrieve_must_name_what_it_moves(world: World) -> None:
     """Missing, empty, universal and wildcard unique keys: 0xA900 naming the
     key, nothing sent and no association opened to the destination."""
@@ -472,6 +475,7 @@ def test_a_retrieve_must_name_what_it_moves(world: World) -> None:
     assert len(receiver.stored) == 2
 
 
+@pytest.mark.slow
 def test_an_ae_the_table_does_not_list_sees_no_one(tmp_path: Path) -> None:
     """With require_known_ae = false a stranger may associate; it finds and
     retrieves nothing, and may move nowhere."""
@@ -721,6 +725,7 @@ def test_an_upgraded_index_keeps_every_account_seeing_all(tmp_path: Path) -> Non
         index.close()
 
 
+@pytest.mark.slow
 def test_user_commands_set_and_change_what_an_account_sees(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -781,6 +786,7 @@ def test_user_commands_set_and_change_what_an_account_sees(
 # ---------------------------------------------------------------- the query
 
 
+@pytest.mark.slow
 def test_the_issuer_restriction_is_applied_in_sql_at_every_level(any_index_config) -> None:
     """`Query.issuers` on SQLite and PostgreSQL: each level, with the
     computed counts and the study-level keys; an empty set is nothing."""

@@ -113,6 +113,7 @@ def _deflated(data: bytes) -> bytes:
     return packer.compress(data) + packer.flush()
 
 
+@pytest.mark.slow
 def test_a_deflate_bomb_stops_at_the_limit(tmp_path: Path) -> None:
     bomb = _deflated(bytes(200 * MIB))
     assert len(bomb) < MIB
@@ -380,6 +381,7 @@ def test_a_spooled_header_beyond_the_bound_is_refused(tmp_path: Path) -> None:
     archive.close()
 
 
+@pytest.mark.slow
 def test_deflated_data_inflating_past_the_limit_is_refused(tmp_path: Path) -> None:
     config = make_config(tmp_path, max_instance_mb=8, spool_threshold_mb=1)
     archive = open_archive(config)
@@ -417,6 +419,7 @@ def test_file_blobs_are_written_chunk_by_chunk(tmp_path: Path) -> None:
     assert list((tmp_path / "blobs" / ".tmp").rglob("*.part")) == []
 
 
+@pytest.mark.slow
 def test_s3_blobs_are_uploaded_in_parts(s3: object, monkeypatch: pytest.MonkeyPatch) -> None:
     from storage import s3blobs
     from tests.s3server import CREDENTIALS
@@ -443,6 +446,7 @@ def small_threshold_node(tmp_path: Path) -> Iterator[Node]:
         yield node
 
 
+@pytest.mark.slow
 def test_c_store_data_sets_above_the_threshold_go_to_the_spool(
     small_threshold_node: Node, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -484,6 +488,7 @@ def test_c_store_data_sets_above_the_threshold_go_to_the_spool(
     assert not [p for p in node.spool.directory.rglob("*")]
 
 
+@pytest.mark.slow
 def test_a_spooled_deflated_instance_is_stored_deflated(
     small_threshold_node: Node,
 ) -> None:
@@ -519,6 +524,7 @@ def fuzz_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Side, 
         side.archive.close()
 
 
+@pytest.mark.slow
 @settings(
     max_examples=int(os.environ.get("FUZZ_EXAMPLES", "150")),
     deadline=None,

@@ -104,6 +104,7 @@ def coerced(item: dict) -> set[str]:
     return {tag for key in (REPLACED, REMOVED, ADDED) for tag in item.get(key, {}).get("Value", [])}
 
 
+@pytest.mark.slow
 def test_answer_names_the_stored_instances_and_they_resolve(web) -> None:
     """dicomweb-client at its defaults: the answer's UIDs are the archive's,
     each RetrieveURL answers with the same credentials, B000 lists the
@@ -141,6 +142,7 @@ def test_answer_names_the_stored_instances_and_they_resolve(web) -> None:
         assert stored.InstanceNumber == ds.InstanceNumber and stored.PixelData == ds.PixelData
 
 
+@pytest.mark.slow
 def test_coercion_is_told_by_tag_and_no_original_value_comes_back(web) -> None:
     _node, url = web
     sent = [instance(0, seed=0), instance(0, seed=1)]
@@ -164,6 +166,7 @@ def test_coercion_is_told_by_tag_and_no_original_value_comes_back(web) -> None:
     assert "00080050" in coerced(items[1])  # the accession number
 
 
+@pytest.mark.slow
 def test_unreadable_parts_fail_by_number_without_their_uids(web) -> None:
     node, url = web
     good = instance(1, seed=3)
@@ -187,6 +190,7 @@ def test_unreadable_parts_fail_by_number_without_their_uids(web) -> None:
     assert len(stored_uids(node)) == 1
 
 
+@pytest.mark.slow
 def test_all_unreadable_is_bad_syntax(web) -> None:
     node, url = web
     response = stow(url, b"not DICOM", b"nor this")
@@ -195,6 +199,7 @@ def test_all_unreadable_is_bad_syntax(web) -> None:
     assert not stored_uids(node)
 
 
+@pytest.mark.slow
 def test_store_into_a_study_stores_its_instances_and_refuses_the_rest(web) -> None:
     """POST /studies/{study}: {study} is the node's (de-identified) study;
     a part that de-identifies into it is stored, one that does not fails
@@ -228,6 +233,7 @@ def test_store_into_a_study_stores_its_instances_and_refuses_the_rest(web) -> No
     assert stored_uids(node) == after
 
 
+@pytest.mark.slow
 def test_store_into_a_study_the_node_does_not_hold(web) -> None:
     """The sender's own study UID is not a study of the node (it holds
     de-identified ones only): 404, with how to store, and nothing stored."""
@@ -244,6 +250,7 @@ def test_store_into_a_study_the_node_does_not_hold(web) -> None:
     assert not stored_uids(node)
 
 
+@pytest.mark.slow
 def test_store_into_another_hospitals_study_is_refused(web) -> None:
     node, url = web
     study = generate_uid(UID_ROOT)
@@ -259,6 +266,7 @@ def test_store_into_another_hospitals_study_is_refused(web) -> None:
     assert len(stored_uids(node)) == 1
 
 
+@pytest.mark.slow
 def test_store_into_a_study_without_a_hospital_is_refused(web) -> None:
     node, url = web
     study = generate_uid(UID_ROOT)
@@ -269,6 +277,7 @@ def test_store_into_a_study_without_a_hospital_is_refused(web) -> None:
     assert len(stored_uids(node)) == 1
 
 
+@pytest.mark.slow
 def test_held_for_review_stays_distinguishable(web) -> None:
     """An instance nothing tells apart from another child is held: B000 as
     before, but nothing to retrieve (RetrieveURL empty) and said so."""
@@ -285,6 +294,7 @@ def test_held_for_review_stays_distinguishable(web) -> None:
     assert str(anonymous.SOPInstanceUID) not in response.text
 
 
+@pytest.mark.slow
 def test_a_resent_instance_is_named_as_held(web) -> None:
     """Sent again (a sender retrying): the answer names the instance the
     node already holds, retrievable, with the same coercion warning."""

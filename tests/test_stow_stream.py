@@ -194,6 +194,7 @@ def encoded(ds) -> bytes:
     return file_of(ds)
 
 
+@pytest.mark.slow
 def test_an_instance_sent_twice_in_one_request_is_stored_and_answered_once(web) -> None:
     from dicomnode.ops.samples import PATIENTS, xa_instance
 
@@ -205,6 +206,7 @@ def test_an_instance_sent_twice_in_one_request_is_stored_and_answered_once(web) 
     assert node.archive.index.stats()["instances"] == 1
 
 
+@pytest.mark.slow
 def test_a_hundred_thousand_empty_parts_are_refused_without_holding_them(web) -> None:
     node, url = web
 
@@ -217,6 +219,7 @@ def test_a_hundred_thousand_empty_parts_are_refused_without_holding_them(web) ->
     assert node.archive.index.stats()["instances"] == 0
 
 
+@pytest.mark.slow
 def test_a_body_cut_short_is_refused_and_what_arrived_whole_is_kept(web) -> None:
     from dicomnode.ops.samples import PATIENTS, xa_instance
 
@@ -232,6 +235,7 @@ def test_a_body_cut_short_is_refused_and_what_arrived_whole_is_kept(web) -> None
     assert record["detail"].startswith("1 stored, 0 failed, body refused: ")
 
 
+@pytest.mark.slow
 def test_a_large_instance_goes_through_the_spool_and_is_stored_exactly(web) -> None:
     from pydicom import dcmread
 

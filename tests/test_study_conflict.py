@@ -136,6 +136,7 @@ def c_find_studies(node: Node) -> list[Dataset]:
 # -- the three doors -----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_two_children_sharing_a_study_uid_by_c_store_stay_two_studies(
     node: Node, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -176,6 +177,7 @@ def web(config: Config):
         yield node, f"http://127.0.0.1:{node.http_port}/dicom-web"
 
 
+@pytest.mark.slow
 def test_stow_of_another_childs_study_uid_is_a_warning_and_a_study_of_its_own(web) -> None:
     node, url = web
     study = uid()
@@ -200,6 +202,7 @@ def requests_json(address: str) -> list[dict]:
     return response.json()
 
 
+@pytest.mark.slow
 def test_import_of_two_children_sharing_study_and_series_uids(
     ingestor: Ingestor, archive: Archive, tmp_path: Path
 ) -> None:
@@ -220,6 +223,7 @@ def test_import_of_two_children_sharing_study_and_series_uids(
 # -- series and instances ------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_series_uid_of_another_child_becomes_a_series_of_its_own(
     ingestor: Ingestor, archive: Archive
 ) -> None:
@@ -239,6 +243,7 @@ def test_a_series_uid_of_another_child_becomes_a_series_of_its_own(
     assert all(len(who) == 1 for who in children_by_study(archive).values())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy", ["keep-first", "replace"])
 @pytest.mark.parametrize("shared", ["sop", "sop+series+study"])
 def test_a_sop_instance_uid_of_another_child_never_overwrites_it(
@@ -373,6 +378,7 @@ def identities(config: Config, archive: Archive) -> dict[str, dict]:
     return found
 
 
+@pytest.mark.slow
 def test_three_children_without_patient_id_in_one_study_by_c_store(node: Node) -> None:
     """The reviewer's case: three children of one study UID, two sent with
     an empty PatientID and one with none. Never one patient (device sizing
@@ -397,6 +403,7 @@ def test_three_children_without_patient_id_in_one_study_by_c_store(node: Node) -
     assert node.archive.index.stats()["patients"] == 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("patient_id", NO_IDS)
 def test_children_with_one_placeholder_id_never_merge(
     config: Config, ingestor: Ingestor, archive: Archive, patient_id: str | None
@@ -583,6 +590,7 @@ def test_a_held_instance_owns_its_study_too(ingestor: Ingestor, archive: Archive
     assert found[0] != row["studyinstanceuid"] and found[1] == {pseudonym(ingestor, B)}
 
 
+@pytest.mark.slow
 def test_an_index_from_before_is_claimed_on_upgrade(any_index_config: Config) -> None:
     """Studies stored or held before this revision own their UIDs after it."""
     config = any_index_config
@@ -629,6 +637,7 @@ def _ingest_in_order(config: Config, paths: list[str], seed: int, barrier, out) 
         archive.close()
 
 
+@pytest.mark.slow
 def test_two_processes_storing_children_of_one_study_uid_at_once(
     tmp_path: Path, postgres: LocalPostgres
 ) -> None:

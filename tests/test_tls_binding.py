@@ -30,7 +30,7 @@ from dicomnode.jobs.forwarding import Forwarder
 from dicomnode.net.tls import make_ca, make_certificate
 from dicomnode.node import Node
 from dicomnode.ops.samples import PATIENTS, xa_instance
-from tests.conftest import free_port, incoming, make_config
+from tests.conftest import incoming, make_config
 
 STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
 
@@ -223,17 +223,17 @@ class TlsStoreSCP:
         context.load_cert_chain(pki / f"{stem}.crt", pki / f"{stem}.key")
         context.verify_mode = ssl.CERT_REQUIRED  # like storescp +tls
         self.received: list[str] = []
-        self.port = free_port()
         ae = AE(ae_title="TLS_PACS")
         ae.add_supported_context(XRayAngiographicImageStorage, "1.2.840.10008.1.2.1")
         ae.add_supported_context(XRayAngiographicImageStorage, "1.2.840.10008.1.2.5")
         ae.add_supported_context(XRayAngiographicImageStorage, "1.2.840.10008.1.2")
         self.server = ae.start_server(
-            ("127.0.0.1", self.port),
+            ("127.0.0.1", 0),
             block=False,
             ssl_context=context,
             evt_handlers=[(evt.EVT_C_STORE, self._store)],
         )
+        self.port = self.server.server_address[1]  # bound, not probed
         self.stored = threading.Event()
 
     def _store(self, event: evt.Event) -> int:
@@ -299,6 +299,7 @@ def move(node: Node, study: str) -> int:
     return int(statuses[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scp", ["pacs.elsewhere.test"], indirect=True)
 def test_a_destination_whose_certificate_lacks_its_host_gets_nothing(
     tmp_path: Path, pki: Path, scp: TlsStoreSCP, caplog: pytest.LogCaptureFixture
@@ -316,6 +317,7 @@ def test_a_destination_whose_certificate_lacks_its_host_gets_nothing(
     assert any("not valid for '127.0.0.1'" in line for line in lines), lines
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("scp", "host"), [("pacs.test", "127.0.0.1"), ("pacs.test", "localhost")], indirect=["scp"]
 )

@@ -50,7 +50,7 @@ from dicomnode.config import ConfigError, RemoteAE, validate
 from dicomnode.media import transcode
 from dicomnode.node import Node, open_archive
 from storage.archive import Archive
-from tests.conftest import REMOTES, dicomweb_world, free_port, make_config
+from tests.conftest import REMOTES, dicomweb_world, make_config
 from tests.test_dicomweb_hardening import multipart
 from tests.test_frames import image, put
 from tests.test_viewer import as_user
@@ -308,7 +308,8 @@ def _saved(ds: Dataset) -> bytes:
 
 
 def test_c_get_of_an_instance_over_the_limit_fails_that_sub_operation(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    viewer = RemoteAE("VIEWER", "127.0.0.1", free_port(), "-", query_issuers=("NCC Bishkek",))
+    # Never called back: C-GET answers on the viewer's own association.
+    viewer = RemoteAE("VIEWER", "127.0.0.1", 104, "-", query_issuers=("NCC Bishkek",))
     config = make_config(tmp_path, transcode_max_mb=1, remote_aes=(*REMOTES, viewer))
     small, large = bomb(frames=2, size=64), bomb(frames=4, size=512)  # 16 KiB, 2 MiB decoded
     large.StudyInstanceUID, large.SeriesInstanceUID = (
@@ -359,6 +360,7 @@ def test_c_get_of_an_instance_over_the_limit_fails_that_sub_operation(tmp_path) 
 # --- a real client over HTTP that goes away ---------------------------------------------
 
 
+@pytest.mark.slow
 def test_over_http_a_client_that_disconnects_stops_the_work(
     tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]
@@ -407,16 +409,16 @@ def test_forwarding_an_instance_over_the_limit_waits_with_its_reason(tmp_path) -
     from dicomnode.jobs.forwarding import Forwarder
     from tests.test_forwarding import Destination
 
-    port = free_port()
-    ward = RemoteAE("WARD", "127.0.0.1", port, "ward archive")
+    # The destination binds port 0 and is asked which it got.
+    destination = Destination(0, {XRayAngiographicImageStorage: [ImplicitVRLittleEndian]})
+    ward = RemoteAE("WARD", "127.0.0.1", destination.server.server_address[1], "ward archive")
     config = make_config(tmp_path, transcode_max_mb=1, remote_aes=(*REMOTES, ward))
     archive = open_archive(config)
     large = bomb(frames=4, size=512)  # 2 MiB decoded
     put(archive, large)
     forwarder = Forwarder(config, archive)
-    assert forwarder.enqueue_study(str(large.StudyInstanceUID), "WARD") == 1
-    destination = Destination(port, {XRayAngiographicImageStorage: [ImplicitVRLittleEndian]})
     try:
+        assert forwarder.enqueue_study(str(large.StudyInstanceUID), "WARD") == 1
         assert forwarder.run_once() == {"sent": 0, "waiting": 1}
     finally:
         destination.server.shutdown()

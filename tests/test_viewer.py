@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cache
 from io import BytesIO
 from pathlib import Path
 
@@ -26,9 +27,16 @@ from viewer.frames import frame_times_ms
 PASSWORD = "correct horse battery"
 
 
+@cache
+def _hashed(password: str) -> str:
+    """One scrypt hash per process (each costs a few tenths of a second);
+    every test's account still checks the password as a login would."""
+    return generate_password_hash(password)
+
+
 @pytest.fixture
 def client(config: Config, archive: Archive) -> FlaskClient:
-    archive.index.accounts.add("amina", generate_password_hash(PASSWORD), "cardiologist")
+    archive.index.accounts.add("amina", _hashed(PASSWORD), "cardiologist")
     app = create_app(config, archive, b"k" * 32)
     return app.test_client()
 
@@ -73,6 +81,7 @@ def test_everything_but_login_and_health_needs_a_user(client: FlaskClient) -> No
     assert client.get("/api/instances/1.2.3/meta").status_code == 401
 
 
+@pytest.mark.slow
 def test_wrong_password_and_missing_csrf_are_refused(client: FlaskClient) -> None:
     wrong = log_in(client, "not the password")
     assert wrong.status_code == 401 and b"Wrong user name or password" in wrong.data
@@ -83,6 +92,7 @@ def test_wrong_password_and_missing_csrf_are_refused(client: FlaskClient) -> Non
     assert client.post("/logout").status_code == 400  # logged in, still needs the token
 
 
+@pytest.mark.slow
 def test_search_and_study_page_show_only_deidentified_data(
     client: FlaskClient, ingestor: Ingestor
 ) -> None:
@@ -103,6 +113,7 @@ def test_search_and_study_page_show_only_deidentified_data(
     assert client.get("/", query_string={"from": "2026-13-01"}).status_code == 400
 
 
+@pytest.mark.slow
 def test_jpeg_frames_go_out_as_stored(
     client: FlaskClient, ingestor: Ingestor, archive: Archive
 ) -> None:
@@ -124,6 +135,7 @@ def test_jpeg_frames_go_out_as_stored(
     assert client.get(f"/api/instances/{uid}/frames/121").status_code == 404
 
 
+@pytest.mark.slow
 def test_other_syntaxes_are_decoded_once_to_png(
     client: FlaskClient, ingestor: Ingestor, archive: Archive
 ) -> None:
@@ -161,6 +173,7 @@ def test_frame_rate_follows_the_standards_order(attrs: dict, expected: list) -> 
     assert frame_times_ms(timing(**attrs)) == pytest.approx(expected)
 
 
+@pytest.mark.slow
 def test_user_cli(tmp_path: Path, config: Config) -> None:
     from dicomnode.cli.main import main
 
@@ -187,6 +200,7 @@ def test_user_cli(tmp_path: Path, config: Config) -> None:
     assert main(["-c", str(path), "user", "disable", "nobody"]) == 3
 
 
+@pytest.mark.slow
 def test_quarantine_is_for_admins_only(
     client: FlaskClient, config: Config, archive: Archive, ingestor: Ingestor
 ) -> None:
@@ -208,6 +222,7 @@ def test_quarantine_is_for_admins_only(
     assert "RESEARCH" in queue and "pending" in queue
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "mode"),
     [
@@ -230,6 +245,7 @@ def test_colour_reaches_the_browser_once_converted(
         assert (np.asarray(image) == stored.pixel_array).all()
 
 
+@pytest.mark.slow
 def test_list_shows_thumbnails_and_received_time(
     client: FlaskClient, ingestor: Ingestor, archive: Archive
 ) -> None:
@@ -244,6 +260,7 @@ def test_list_shows_thumbnails_and_received_time(
     assert "frame_cache" not in client.application.extensions  # one frame, not the clip
 
 
+@pytest.mark.slow
 def test_a_saved_plans_report_names_no_one(
     client: FlaskClient, ingestor: Ingestor, archive: Archive
 ) -> None:
@@ -287,6 +304,7 @@ def test_a_saved_plans_report_names_no_one(
     assert len(client.get(f"/api/studies/{study}/plans").json) == 1
 
 
+@pytest.mark.slow
 def test_measure_and_save_a_plan_with_its_report(
     client: FlaskClient, ingestor: Ingestor, archive: Archive
 ) -> None:
@@ -394,6 +412,7 @@ def test_measure_and_save_a_plan_with_its_report(
     assert "not an order" in summary
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "url",
     [

@@ -291,6 +291,7 @@ def test_what_cannot_be_made_is_406_saying_what_can(
     assert len(reads(archive)) == before  # nothing was read
 
 
+@pytest.mark.slow
 def test_a_series_is_transcoded_one_instance_at_a_time(
     client: FlaskClient, archive: Archive
 ) -> None:
@@ -443,6 +444,7 @@ def test_frames_that_cannot_be_made_are_406(
     assert "transfer-syntax=*" in response.get_data(as_text=True)
 
 
+@pytest.mark.slow
 def test_many_frames_transcoded_are_sent_one_at_a_time(
     client: FlaskClient, archive: Archive
 ) -> None:
@@ -538,6 +540,7 @@ def web(config: Config) -> Iterator[tuple[Node, DICOMwebClient]]:
         yield node, DICOMwebClient(url=url, session=session)
 
 
+@pytest.mark.slow
 def test_dicomweb_client_asks_and_gets_what_it_asked_for(web) -> None:
     node, client = web
     grey = smooth(3, 64)

@@ -40,12 +40,14 @@ def _url(rule: str) -> str:
     return re.sub(r"<(?:int:|path:)?(\w+)>", lambda m: "1" if "int" in m.group(0) else "9.9", rule)
 
 
+@pytest.mark.slow
 def test_every_route_has_a_rule(app: Flask) -> None:
     endpoints = {rule.endpoint for rule in app.url_map.iter_rules()}
     assert endpoints - set(RULES) == set(), "a route without an access rule (viewer/permissions.py)"
     assert set(RULES) - endpoints == set(), "a rule for a route that no longer exists"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("role", ROLES)
 def test_each_role_reaches_exactly_what_its_rules_allow(app: Flask, role: str) -> None:
     client = app.test_client()
@@ -63,6 +65,7 @@ def test_each_role_reaches_exactly_what_its_rules_allow(app: Flask, role: str) -
     assert role == "admin" or any(r["event"] == "access-denied" for r in denied)
 
 
+@pytest.mark.slow
 def test_no_login_no_access_and_csrf(app: Flask) -> None:
     client = app.test_client()
     assert client.get("/api/stats").status_code == 401
@@ -82,6 +85,7 @@ def _attempt(client: FlaskClient, user: str, password: str, address: str) -> int
     ).status_code
 
 
+@pytest.mark.slow
 def test_password_guessing_is_throttled_per_user_and_per_address(
     app: Flask, config: Config
 ) -> None:
@@ -113,6 +117,7 @@ def _age(app: Flask, **seconds: int) -> None:
             conn.execute(web_sessions.update().values({column: web_sessions.c[column] - by}))
 
 
+@pytest.mark.slow
 def test_sessions_end_after_inactivity_and_at_their_maximum_age(app: Flask) -> None:
     client = app.test_client()
     as_user(client, "cardiologist-user")
@@ -144,6 +149,7 @@ def _replay(client: FlaskClient, cookie: str) -> None:
     client.set_cookie("session", cookie)
 
 
+@pytest.mark.slow
 def test_a_copied_cookie_opens_nothing_after_logout(app: Flask) -> None:
     """The reviewer's attack: copy the cookie, log out, replay it, sign."""
     client = app.test_client()
@@ -168,6 +174,7 @@ def test_a_copied_cookie_opens_nothing_after_logout(app: Flask) -> None:
     assert "plan-sign" not in events
 
 
+@pytest.mark.slow
 def test_a_cookie_naming_a_user_but_no_live_session_is_refused(app: Flask) -> None:
     """Forged with the key (or from before revision 0010): no session row, no entry."""
     client = app.test_client()
@@ -185,6 +192,7 @@ def test_a_cookie_naming_a_user_but_no_live_session_is_refused(app: Flask) -> No
     assert client.get("/admin/audit").status_code == 403
 
 
+@pytest.mark.slow
 def test_a_new_password_or_disabling_ends_every_session_of_the_user(app: Flask) -> None:
     accounts = app.extensions["archive"].index.accounts
     ward, office, colleague = app.test_client(), app.test_client(), app.test_client()
@@ -208,6 +216,7 @@ def test_a_new_password_or_disabling_ends_every_session_of_the_user(app: Flask) 
     assert {r["username"] for r in _rows(app)} == {"researcher-user"}
 
 
+@pytest.mark.slow
 def test_logins_with_the_right_password_do_not_grow_the_session_table(app: Flask) -> None:
     """Scripted logins (the password known, one address each: no throttle)
     keep at most SESSIONS_PER_USER rows; the oldest go, the newest work."""
@@ -235,6 +244,7 @@ def test_logins_with_the_right_password_do_not_grow_the_session_table(app: Flask
     assert [r["username"] for r in _rows(app)] == ["admin-user"]
 
 
+@pytest.mark.slow
 def test_logging_in_again_ends_the_session_the_browser_had(app: Flask) -> None:
     """A workstation handed over: the next login replaces the previous user's session."""
     client = app.test_client()
@@ -245,6 +255,7 @@ def test_logging_in_again_ends_the_session_the_browser_had(app: Flask) -> None:
     assert [r["username"] for r in _rows(app)] == ["researcher-user"]
 
 
+@pytest.mark.slow
 def test_headers_forbid_inline_script_framing_and_sniffing(
     app: Flask, config: Config, archive: Archive
 ) -> None:
@@ -266,6 +277,7 @@ def test_headers_forbid_inline_script_framing_and_sniffing(
     assert hsts.headers["Strict-Transport-Security"].startswith("max-age=")
 
 
+@pytest.mark.slow
 def test_errors_carry_no_stack_trace_or_data(
     app: Flask, ingestor: Ingestor, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -290,6 +302,7 @@ def test_errors_carry_no_stack_trace_or_data(
     assert "patient" not in caplog.text and "RuntimeError" in caplog.text
 
 
+@pytest.mark.slow
 def test_admins_read_filter_verify_and_export_the_trail(app: Flask) -> None:
     client = app.test_client()
     _attempt(client, "nobody", "wrong password guess", "10.0.0.9")
@@ -329,6 +342,7 @@ def test_held_instances_cannot_be_reached_by_their_uid(
     assert hold["object"] == uid and hold["detail"]
 
 
+@pytest.mark.slow
 def test_password_policy() -> None:
     from storage.accounts import password_problem
 
@@ -339,6 +353,7 @@ def test_password_policy() -> None:
     assert password_problem("Тоғай ва дарё 2026", "amina", 12) is None
 
 
+@pytest.mark.slow
 def test_browser_icon_and_missing_assets_are_not_access_failures(app: Flask) -> None:
     """Every page load asks for /favicon.ico: answered, never audited as refused."""
     from io import BytesIO

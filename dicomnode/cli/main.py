@@ -288,7 +288,7 @@ def _serve(config: Config) -> int:
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
     node = Node(config).start()
     print(
-        f"dicomnode: {config.ae_title} on DICOM port {config.dimse_port}, "
+        f"dicomnode: {config.ae_title} on DICOM port {node.dicom.port}, "
         f"web http://{config.http_host}:{node.http_port}/ ; data in {config.data_dir}",
         flush=True,
     )
@@ -492,10 +492,10 @@ def _user(config: Config, args: argparse.Namespace) -> int:
             issuer = checked_issuer(args.issuer)
             accounts.update(args.name, issuer=issuer)
             detail = f"issuer {issuer!r}" if issuer else "issuer removed"
-            scope = getattr(accounts.get(args.name), "sees", None)
-            if issuer and scope is not None and issuer not in scope:
+            seen = getattr(accounts.get(args.name), "sees", None)
+            if issuer and seen is not None and issuer not in seen:
                 print(
-                    f"dicomnode user: note: {args.name} still sees {_scope_text(scope)} only; "
+                    f"dicomnode user: note: {args.name} still sees {_scope_text(seen)} only; "
                     f'change it with: dicomnode user sees {args.name} --sees "..."',
                     file=sys.stderr,
                 )
