@@ -426,7 +426,7 @@ def test_the_command_line_keeps_what_it_writes_private_under_umask_022(
 def test_a_command_runs_under_umask_077_and_puts_the_old_one_back(
     umask_022: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from dicomnode.cli.main import main as cli
+    from dicomnode.cli import main as cli
 
     seen: list[int] = []
 
