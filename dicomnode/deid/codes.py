@@ -48,6 +48,8 @@ def _meanings() -> dict[tuple[str, str], str]:
     table: dict[tuple[str, str], str] = {}
     for scheme, by_name in concepts.items():
         for codes in by_name.values():
+            if not isinstance(codes, dict):  # pydicom's generated table is untyped
+                continue
             for value, (meaning, _cids) in codes.items():
                 table[(scheme, value)] = meaning
     # SNOMED codes still sent under the retired SRT designator (SRT -> SCT).

@@ -119,7 +119,8 @@ def stray_bit_mask(ds: Dataset) -> int:
 
 def _samples(buffer: bytes | bytearray, ds: Dataset) -> np.ndarray | None:
     bits = int(ds.BitsAllocated)
-    dtype = {8: np.uint8, 16: np.dtype("<u2"), 32: np.dtype("<u4")}[bits]
+    dtypes: dict[int, np.dtype] = {8: np.dtype(np.uint8), 16: np.dtype("<u2"), 32: np.dtype("<u4")}
+    dtype = dtypes[bits]
     count = len(buffer) // (bits // 8)
     return np.frombuffer(buffer, dtype=dtype, count=count)
 

@@ -525,7 +525,7 @@ def _native(
     if after is not None:
         _sync(ds, before, after)
     vr = str(after["PixelData"].VR) if after is not None and not syntax.is_implicit_VR else vr
-    element = [element_header(vr or "OB", writer.out.size, syntax), writer.out]
+    element: list[Part] = [element_header(vr or "OB", writer.out.size, syntax), writer.out]
     stored = Geometry.of(ds) or geometry
     frames = NativeFrames(writer.out, 0, stored.frame_bits)
     attributes = image_attributes(ds)
@@ -572,8 +572,8 @@ def _encapsulated(
                 raise PixelsUnreadable(outcome.quarantine)
             target = outcome.transfer_syntax
             if target.is_compressed:
-                for frame in generate_fragmented_frames(batch.PixelData, number_of_frames=count):
-                    writer.items(frame)
+                for pieces in generate_fragmented_frames(batch.PixelData, number_of_frames=count):
+                    writer.items(pieces)
             else:
                 writer.out.write(batch.PixelData[: expected_native_pixel_bytes(batch) or 0])
             if after is None:

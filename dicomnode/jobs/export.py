@@ -35,6 +35,7 @@ from typing import Any, ParamSpec, TypeVar
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.fileset import FileSet
+from pydicom.uid import UID
 from tqdm import tqdm
 
 from dicomnode import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
@@ -65,6 +66,8 @@ EXPORT_KEY = "export.key"  # in key_dir, only for admin-approved linkable export
 # memory whatever a sender stored (a deflated instance inflates 1000-fold).
 MAX_EXPORT_INSTANCE = 512 << 20
 TOO_LARGE = "over 512 MiB of pixels: not exported (memory)"
+# Listed when the export began, gone from the index when its turn came.
+GONE = "no longer in the archive"
 _ONE_AT_A_TIME = threading.Lock()
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -218,8 +221,10 @@ def decoded_size(row: dict[str, Any]) -> int:
     return rows * columns * max(1, int(row.get("NumberOfFrames") or 1)) * 3
 
 
-def _blob(archive: Archive, sop_instance_uid: str) -> BytesIO:
-    return BytesIO(archive.blobs.read(archive.index.instance_blob(sop_instance_uid)))
+def _blob(archive: Archive, sop_instance_uid: str) -> BytesIO | None:
+    """The stored instance, or None when its index row went since it was listed."""
+    key = archive.index.instance_blob(sop_instance_uid)
+    return None if key is None else BytesIO(archive.blobs.read(key))
 
 
 def _latest_plans(archive: Archive, study_uid: str) -> list[dict[str, Any]]:
@@ -336,12 +341,14 @@ def export(
         for uid in tqdm(instances, unit="inst", disable=not progress, desc="export"):
             if cancel is not None and cancel.is_set():
                 raise ExportCancelled("export cancelled; nothing written")
-            if uid in too_large:
+            blob = None if uid in too_large else _blob(archive, uid)
+            if blob is None:
+                why = TOO_LARGE if uid in too_large else GONE
                 if strict:
-                    raise ExportBlocked(f"instance {uid}: {TOO_LARGE}")
-                result.left_out.append((uid, TOO_LARGE))
+                    raise ExportBlocked(f"instance {uid}: {why}")
+                result.left_out.append((uid, why))
                 continue
-            ds = dcmread(_blob(archive, uid))
+            ds = dcmread(blob)
             study_uid, pseudonym = str(ds.StudyInstanceUID), str(ds.PatientID)
             subject = deid.subject(
                 ds,
@@ -413,7 +420,7 @@ def _package_file_meta(ds: Dataset) -> FileMetaDataset:
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID  # the new one
     meta.TransferSyntaxUID = ds.file_meta.TransferSyntaxUID
-    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+    meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
     meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
     return meta
 
