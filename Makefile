@@ -71,6 +71,7 @@ peers:
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 ## make test: install test dependencies and peers, then the whole suite
 test: $(STAMP) peers ohif lint
@@ -109,4 +110,4 @@ bench: $(STAMP) peers
 	$(BIN)/python -m bench.scaleout
 
 clean:
-	rm -rf $(VENV) var bench/out .pytest_cache .ruff_cache
+	rm -rf $(VENV) var bench/out .pytest_cache .ruff_cache .mypy_cache

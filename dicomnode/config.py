@@ -623,7 +623,7 @@ def _check_certificate_bindings(config: Config) -> None:
     none names the node's own (which would let a copy of it act as that AE)."""
     if not (config.dimse_tls and config.tls_ca_certificates):
         return
-    from dicomnode.net.tls import identity_of_file
+    from dicomnode.certificates import identity_of_file
 
     try:
         own = identity_of_file(config.tls_certificate)

@@ -476,7 +476,7 @@ class Index:
 
     def stats(self) -> dict[str, Any]:
         with self.engine.connect() as conn:
-            counts = {
+            counts: dict[str, Any] = {
                 name: conn.execute(select(func.count()).select_from(table)).scalar_one()
                 for name, table in (
                     ("patients", patients),

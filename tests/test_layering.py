@@ -67,18 +67,6 @@ BETWEEN_DOORS = {
 # The composition root starts the web app through its package only.
 ROOT_MAY_IMPORT_FROM_VIEWER = {"viewer"}
 
-# Known violations, in modules other engineers own; remove an entry once it
-# is gone. Any other violation fails the test. (deid.pipeline and
-# deid.header -> config, and node -> viewer.exports, are already gone.)
-EXPECTED_VIOLATIONS = {
-    # config owner: config reads a certificate's identity through net.tls
-    # (inside a function), while net.tls imports config.
-    "dicomnode.config -> dicomnode.net.tls",
-    # forwarding owner: it borrows the DIMSE layer's TCP_NODELAY handler
-    # (dimse.retrieve.NO_DELAY); belongs in dicomnode.net.
-    "dicomnode.jobs.forwarding -> dicomnode.dimse.retrieve",
-}
-
 
 def group_of(module: str) -> str | None:
     for prefix, group in GROUPS:
@@ -140,7 +128,7 @@ def violations() -> set[str]:
 
 
 def test_every_import_follows_the_layering() -> None:
-    new = violations() - EXPECTED_VIOLATIONS
+    new = violations()
     assert not new, "imports against the layering (see the table in this test):\n" + "\n".join(
         sorted(new)
     )

@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 from flask import Blueprint, Response, abort, jsonify, request
@@ -198,7 +199,7 @@ def raw(uid: str, first: str, last: str) -> Response:
     if found.passthrough:
         body: Iterator[bytes] | list[bytes] = _stream(found, indices)
     else:  # decoded before answering, so a frame that fails is a clear error
-        body = [_guarded(lambda i=i: raw_frame(found, i), uid) for i in indices]
+        body = [_guarded(partial(raw_frame, found, i), uid) for i in indices]
     response = Response(body, mimetype="application/octet-stream", direct_passthrough=True)
     response.headers["Content-Length"] = str(len(indices) * found.raw["bytes"])
     return _cached(response, etag)

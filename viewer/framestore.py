@@ -23,10 +23,12 @@ from typing import Any, BinaryIO
 import numpy as np
 from flask import current_app
 from pydicom import dcmread
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGBaseline8Bit
 from sqlalchemy import select
 
+from dicomnode.media.elements import kept_deferred
 from storage.schema import instances
 from viewer import services
 from viewer.framecache import FrameCache
@@ -151,7 +153,7 @@ def raw_format(ds: Dataset) -> tuple[dict[str, Any], bool] | None:
 def _parse(uid: str, source: BinaryIO, path: str | None) -> Layout:
     try:
         ds = dcmread(source, defer_size=1024)
-        element = ds.get_item(PIXEL_DATA, keep_deferred=True) if PIXEL_DATA in ds else None
+        element = kept_deferred(ds, PIXEL_DATA) if PIXEL_DATA in ds else None
         if element is not None:
             del ds[PIXEL_DATA]
             for _ in ds:  # every value read now, while the blob is open
@@ -162,14 +164,15 @@ def _parse(uid: str, source: BinaryIO, path: str | None) -> Layout:
         raise FrameError("this instance has no image (a report, a waveform)", 404)
     syntax = ds.file_meta.TransferSyntaxUID
     pixels = None
-    if path is None or syntax.is_deflated or not syntax.is_little_endian:
+    offsets = path is not None and not syntax.is_deflated and syntax.is_little_endian
+    if offsets and isinstance(element, RawDataElement):  # unread: it says where it is
+        base, length = int(element.value_tell), int(element.length)
+    else:
         # Frames cannot be read at an offset in the blob: Pixel Data's value.
         source.seek(0)
         pixels = bytes(dcmread(source).PixelData)
         base, length = 0, len(pixels)
         path = None
-    else:
-        base, length = int(element.value_tell), int(element.length)
     blob = source if pixels is None else BytesIO(pixels)  # fragments are found in it
     try:
         return _arrange(uid, ds, blob, path, pixels, base, length)

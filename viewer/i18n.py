@@ -140,8 +140,9 @@ def message(given: Any) -> str:
         return translate(given)
     if not isinstance(given, dict) or not isinstance(given.get("text"), str):
         return ""
-    values = given.get("values") if isinstance(given.get("values"), dict) else {}
-    shown = {}
+    given_values = given.get("values")
+    values = given_values if isinstance(given_values, dict) else {}
+    shown: dict[str, str] = {}
     for name, value in values.items():
         if isinstance(value, bool) or not isinstance(value, int | float):
             shown[str(name)] = translate(str(value))

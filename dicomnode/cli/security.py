@@ -43,7 +43,8 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
 
 
 def run_tls(args: argparse.Namespace) -> int:
-    from dicomnode.net.tls import identity_of_file, make_ca, make_certificate, names_of
+    from dicomnode.certificates import identity_of_file
+    from dicomnode.net.tls import make_ca, make_certificate, names_of
 
     if args.action == "ca":
         print(f"CA written: {make_ca(args.dir)} (key beside it, mode 0600)")

@@ -21,8 +21,8 @@ import threading
 from dataclasses import dataclass
 from functools import lru_cache
 
+from dicomnode.certificates import CertificateIdentity, identity_of, identity_of_file
 from dicomnode.config import SERVICES, Config, RemoteAE
-from dicomnode.net.tls import CertificateIdentity, identity_of, identity_of_file
 
 # A-ASSOCIATE-RJ (result, source, reason), PS3.8 Table 9-21.
 CALLING_AE_NOT_RECOGNISED = (0x01, 0x01, 0x03)
@@ -43,7 +43,7 @@ class Decision:
 @lru_cache(maxsize=256)
 def _resolve(host: str) -> tuple[str, ...]:
     try:
-        return tuple({info[4][0] for info in socket.getaddrinfo(host, None)})
+        return tuple({str(info[4][0]) for info in socket.getaddrinfo(host, None)})
     except OSError:
         return ()
 

@@ -16,13 +16,10 @@ from typing import Any
 from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
-from pynetdicom.sop_class import (
-    PatientRootQueryRetrieveInformationModelFind,
-    StudyRootQueryRetrieveInformationModelFind,
-)
 
 from dicomnode.config import Config
 from dicomnode.ingest.validate import status_dataset
+from dicomnode.net.models import PATIENT_ROOT_FIND, STUDY_ROOT_FIND
 from dicomnode.status import (
     CANCEL,
     FIND_UNABLE_TO_PROCESS,
@@ -36,9 +33,9 @@ from storage.query import Query, QueryError
 
 log = logging.getLogger(__name__)
 
-LEVELS = {
-    PatientRootQueryRetrieveInformationModelFind: {"PATIENT", "STUDY", "SERIES", "IMAGE"},
-    StudyRootQueryRetrieveInformationModelFind: {"STUDY", "SERIES", "IMAGE"},
+LEVELS: dict[str, set[str]] = {
+    PATIENT_ROOT_FIND: {"PATIENT", "STUDY", "SERIES", "IMAGE"},
+    STUDY_ROOT_FIND: {"STUDY", "SERIES", "IMAGE"},
 }
 _NOT_KEYS = {"QueryRetrieveLevel", "SpecificCharacterSet"}
 

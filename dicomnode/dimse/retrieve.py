@@ -18,7 +18,6 @@ failed and why (`retrieve_outcome`).
 from __future__ import annotations
 
 import logging
-import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from io import BytesIO
@@ -27,18 +26,21 @@ from typing import Any
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pynetdicom import evt
-from pynetdicom.sop_class import (
-    PatientRootQueryRetrieveInformationModelGet,
-    PatientRootQueryRetrieveInformationModelMove,
-    StudyRootQueryRetrieveInformationModelGet,
-    StudyRootQueryRetrieveInformationModelMove,
-)
 
 from dicomnode.config import Config
 from dicomnode.dimse.find import query_level, visible_issuers
 from dicomnode.dimse.retrieve_outcome import Outcome, on_final_response
 from dicomnode.ingest.validate import is_valid_uid, status_dataset
 from dicomnode.media.transcode import TooLarge
+from dicomnode.net.models import (
+    PATIENT_ROOT_FIND,
+    PATIENT_ROOT_GET,
+    PATIENT_ROOT_MOVE,
+    STUDY_ROOT_FIND,
+    STUDY_ROOT_GET,
+    STUDY_ROOT_MOVE,
+)
+from dicomnode.net.nodelay import NO_DELAY
 from dicomnode.net.retrieve_syntax import (
     MISSING,
     NO_SCP_ROLE,
@@ -59,18 +61,15 @@ from storage.keys import UNIQUE_KEY, Level
 from storage.query import Query, QueryError
 
 # The FIND model each retrieve model shares its query levels with.
-AS_FIND = {
-    PatientRootQueryRetrieveInformationModelMove: "1.2.840.10008.5.1.4.1.2.1.1",
-    PatientRootQueryRetrieveInformationModelGet: "1.2.840.10008.5.1.4.1.2.1.1",
-    StudyRootQueryRetrieveInformationModelMove: "1.2.840.10008.5.1.4.1.2.2.1",
-    StudyRootQueryRetrieveInformationModelGet: "1.2.840.10008.5.1.4.1.2.2.1",
+AS_FIND: dict[str, str] = {
+    PATIENT_ROOT_MOVE: PATIENT_ROOT_FIND,
+    PATIENT_ROOT_GET: PATIENT_ROOT_FIND,
+    STUDY_ROOT_MOVE: STUDY_ROOT_FIND,
+    STUDY_ROOT_GET: STUDY_ROOT_FIND,
 }
 # UIDs one list-of-UID key may name: a retrieve of more is split by the SCU.
 MAX_UIDS = 1000
-PATIENT_ROOT = (
-    PatientRootQueryRetrieveInformationModelMove,
-    PatientRootQueryRetrieveInformationModelGet,
-)
+PATIENT_ROOT = (PATIENT_ROOT_MOVE, PATIENT_ROOT_GET)
 log = logging.getLogger(__name__)
 # The same words for a destination this node does not know and for one the
 # caller may not use: the answer does not tell which AE titles are known.
@@ -133,17 +132,6 @@ def replier(event: evt.Event) -> Callable[[Dataset], None]:
         on_final_response(event, rewrite)
 
     return reply
-
-
-def _no_delay(event: evt.Event) -> None:
-    """Small DIMSE messages must not wait for Nagle and a delayed ACK (~40 ms
-    each); the node's own outgoing sockets get what its accepted ones have."""
-    sock = event.assoc.dul.socket.socket
-    if sock is not None:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-NO_DELAY = [(evt.EVT_CONN_OPEN, _no_delay)]
 
 
 def _text(value: Any) -> str:

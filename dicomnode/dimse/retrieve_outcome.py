@@ -58,7 +58,8 @@ def on_final_response(event: evt.Event, rewrite: Callable[[Any], None]) -> None:
             rewrite(primitive)
         type(dimse).send_msg(dimse, primitive, context_id)
 
-    dimse.send_msg = send_msg
+    # Shadows the method on this one instance, until the response is sent.
+    dimse.send_msg = send_msg  # type: ignore[method-assign]
 
 
 def comment(text: str) -> str:

@@ -52,18 +52,13 @@ from pydicom.uid import (
     RLELossless,
 )
 from pynetdicom import AE, evt
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.events import EventHandlerType
 from pynetdicom.pdu_primitives import SOPClassCommonExtendedNegotiation
 from pynetdicom.presentation import (
     AllStoragePresentationContexts,
     PresentationContext,
     build_context,
-)
-from pynetdicom.sop_class import (
-    PatientRootQueryRetrieveInformationModelFind,
-    PatientRootQueryRetrieveInformationModelGet,
-    StudyRootQueryRetrieveInformationModelFind,
-    StudyRootQueryRetrieveInformationModelGet,
-    Verification,
 )
 
 from dicomnode import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
@@ -73,19 +68,29 @@ from dicomnode.dimse.access import AccessPolicy
 from dicomnode.dimse.find import find, visible_issuers
 from dicomnode.dimse.receive import received, release, spool_large_data_sets
 from dicomnode.dimse.retrieve import AS_FIND
-from dicomnode.dimse.transport import GuardedACSE, GuardedRequestHandler, NodeAssociationServer
+from dicomnode.dimse.transport import (
+    GuardedACSE,
+    GuardedAssociation,
+    GuardedRequestHandler,
+    NodeAssociationServer,
+    node_server,
+)
 from dicomnode.ingest.pipeline import Incoming, Ingestor
 from dicomnode.ingest.validate import status_dataset
 from dicomnode.logs import quiet_libraries
 from dicomnode.media import sopclasses
+from dicomnode.net.models import (
+    PATIENT_ROOT_FIND,
+    PATIENT_ROOT_GET,
+    STUDY_ROOT_FIND,
+    STUDY_ROOT_GET,
+    VERIFICATION,
+)
 from dicomnode.net.tls import server_context
 from dicomnode.status import DATA_SET_DOES_NOT_MATCH, NOT_AUTHORIZED, OUT_OF_RESOURCES, SUCCESS
 from storage.audit import MINOR_FAILURE
 
-GET_MODELS = (
-    PatientRootQueryRetrieveInformationModelGet,
-    StudyRootQueryRetrieveInformationModelGet,
-)
+GET_MODELS = (PATIENT_ROOT_GET, STUDY_ROOT_GET)
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +99,7 @@ log = logging.getLogger(__name__)
 # explicit little endian first (deflate and big endian are rare, and choosing
 # them would make a sender re-encode what it holds in little endian). A sender
 # offering its stored syntax thus sends it as is; nothing is transcoded.
-TRANSFER_SYNTAXES: list[UID] = [
+TRANSFER_SYNTAXES: list[str | UID] = [
     JPEGLosslessSV1,
     JPEGLossless,
     JPEGLSLossless,
@@ -121,10 +126,7 @@ TRANSFER_SYNTAXES: list[UID] = [
     ExplicitVRBigEndian,
 ]
 RETRIEVE_MODELS = tuple(AS_FIND)
-FIND_MODELS = (
-    PatientRootQueryRetrieveInformationModelFind,
-    StudyRootQueryRetrieveInformationModelFind,
-)
+FIND_MODELS = (PATIENT_ROOT_FIND, STUDY_ROOT_FIND)
 # The Storage Service Class (PS3.4 B): where pynetdicom sends a C-STORE of a
 # class mapped to it by SOP Class Common Extended Negotiation.
 STORAGE_SERVICE_CLASS = UID("1.2.840.10008.4.2")
@@ -148,7 +150,7 @@ def services_of(abstract_syntax: str) -> frozenset[str]:
     """Which permissions a presentation context serves (see config.SERVICES).
 
     Storage contexts also serve C-GET, whose requestor receives on them."""
-    if abstract_syntax == Verification:
+    if abstract_syntax == VERIFICATION:
         return frozenset({"echo"})
     if abstract_syntax in FIND_MODELS:
         return frozenset({"find"})
@@ -157,6 +159,14 @@ def services_of(abstract_syntax: str) -> frozenset[str]:
     if abstract_syntax in RETRIEVE_MODELS:
         return frozenset({"move"})
     return frozenset({"store", "get"})
+
+
+def affected_sop_class(event: evt.Event) -> str:
+    """The request's Affected SOP Class UID (pynetdicom hands a handler only
+    a request that has one: ``is_valid_request``)."""
+    uid = event.request.AffectedSOPClassUID
+    assert uid is not None, "checked by pynetdicom"
+    return uid
 
 
 def wait_for_send_queue(assoc: Any, depth: int = 8) -> None:
@@ -185,7 +195,7 @@ def node_ae(config: Config) -> AE:
     ae.network_timeout = config.network_timeout
     ae.acse_timeout = config.acse_timeout
     ae.dimse_timeout = config.dimse_timeout
-    ae.add_supported_context(Verification)
+    ae.add_supported_context(VERIFICATION)
     for sop_class in STORAGE_CLASSES:
         # Both roles: a C-GET requestor takes the SCP role for storage.
         ae.add_supported_context(sop_class, TRANSFER_SYNTAXES, scu_role=True, scp_role=True)
@@ -232,6 +242,7 @@ class DicomServer:
 
     def handle_store(self, event: evt.Event) -> Dataset | int:
         request = event.request
+        assert isinstance(request, C_STORE), "EVT_C_STORE"
         calling = event.assoc.requestor.ae_title
         if "store" not in getattr(event.assoc, "node_services", ()):
             self._tally(event, "refused")
@@ -314,7 +325,7 @@ class DicomServer:
         yield from find(
             self.archive,
             event.identifier,
-            event.request.AffectedSOPClassUID,
+            affected_sop_class(event),
             retrieve_ae=self.config.ae_title,
             issuers=visible_issuers(self.config, event.assoc.requestor.ae_title),
             limit=self.config.max_find_results,
@@ -323,14 +334,13 @@ class DicomServer:
 
     def handle_move(self, event: evt.Event) -> Any:
         destination = event.move_destination
-        if isinstance(destination, bytes):
-            destination = destination.decode("ascii", "replace")
+        assert destination is not None, "pynetdicom passes on no C-MOVE without one"
         self._tally(event, "move")
         yield from retrieve.move(
             self.config,
             self.archive,
             event.identifier,
-            event.request.AffectedSOPClassUID,
+            affected_sop_class(event),
             destination.strip(),
             lambda: event.is_cancelled,
             retrieve.Requestor.of(event, lambda: self._tally(event, "refused")),
@@ -342,7 +352,7 @@ class DicomServer:
             self.config,
             self.archive,
             event.identifier,
-            event.request.AffectedSOPClassUID,
+            affected_sop_class(event),
             lambda: event.is_cancelled,
             retrieve.Requestor.of(event, lambda: self._tally(event, "refused")),
         )
@@ -358,7 +368,7 @@ class DicomServer:
         spool_large_data_sets(event.assoc, self.ingestor.spool, self.ingestor.threshold)
 
     def start(self) -> NodeAssociationServer:
-        handlers = [
+        handlers: list[EventHandlerType] = [
             (evt.EVT_C_ECHO, self.handle_echo),
             (evt.EVT_C_STORE, self.handle_store),
             (evt.EVT_C_FIND, self.handle_find),
@@ -368,12 +378,14 @@ class DicomServer:
             (evt.EVT_CONN_CLOSE, self.handle_close),
         ]
         ae = self.build_ae()
-        server = ae.make_server(
-            (self.config.dimse_host, self.config.dimse_port),
-            ssl_context=server_context(self.config) if self.config.dimse_tls else None,
-            evt_handlers=handlers,
-            server_class=NodeAssociationServer,
-            request_handler=StorageRequestHandler,
+        server = node_server(
+            ae.make_server(
+                (self.config.dimse_host, self.config.dimse_port),
+                ssl_context=server_context(self.config) if self.config.dimse_tls else None,
+                evt_handlers=handlers,
+                server_class=NodeAssociationServer,
+                request_handler=StorageRequestHandler,
+            )
         )
         server.policy = self.policy
         max_pdu = self.config.max_pdu_size or (1 << 32)
@@ -383,21 +395,21 @@ class DicomServer:
         server.association_request_seconds = self.config.association_request_seconds
         server.services_of = services_of
         server.on_reject = self.on_reject
-        server.unknown_sop_class_accepted = self.config.unknown_sop_class_accepted  # type: ignore[attr-defined]
-        server.on_class_refused = self.on_class_refused  # type: ignore[attr-defined]
+        server.unknown_sop_class_accepted = self.config.unknown_sop_class_accepted
+        server.on_class_refused = self.on_class_refused
         ae._servers.append(server)
         threading.Thread(target=server.serve_forever, daemon=True, name="dimse-accept").start()
         self._server = server
         # Small responses (C-STORE-RSP) must not wait for Nagle / delayed ACK;
         # Linux passes this option on to every accepted connection.
-        self._server.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        server.listening.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         log.info(
             "DICOM %s listening on %s:%d",
             self.config.ae_title,
             self.config.dimse_host,
             self.port,
         )
-        return self._server
+        return server
 
     @property
     def port(self) -> int:
@@ -420,9 +432,10 @@ class StorageACSE(GuardedACSE):
     unlisted_storage: tuple[str, ...] = ()
 
     def _negotiate_as_acceptor(self) -> None:
-        server = self.assoc._server
-        accept_unknown = bool(getattr(server, "unknown_sop_class_accepted", False))
+        server = node_server(self.assoc._server)
+        accept_unknown = server.unknown_sop_class_accepted
         request = self.requestor.primitive
+        assert request is not None, "negotiated once the A-ASSOCIATE-RQ is in"
         supported = {str(cx.abstract_syntax) for cx in self.acceptor.supported_contexts}
         proposed = {str(cx.abstract_syntax) for cx in request.presentation_context_definition_list}
         refused: dict[str, str] = {}
@@ -462,7 +475,7 @@ class StorageACSE(GuardedACSE):
 class StorageRequestHandler(GuardedRequestHandler):
     """The guarded connection, negotiated by `StorageACSE`."""
 
-    def _create_association(self) -> Any:
+    def _create_association(self) -> GuardedAssociation:
         assoc = super()._create_association()
         assoc.acse = StorageACSE(assoc)
         return assoc

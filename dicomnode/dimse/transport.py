@@ -31,7 +31,12 @@ from typing import Any
 from pynetdicom import evt
 from pynetdicom.acse import ACSE
 from pynetdicom.association import Association
-from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
+from pynetdicom.transport import (
+    AssociationServer,
+    AssociationSocket,
+    RequestHandler,
+    ThreadedAssociationServer,
+)
 
 from dicomnode.dimse.access import LOCAL_LIMIT_EXCEEDED, AccessPolicy
 from dicomnode.net.connections import TOO_MANY, Connection, ConnectionTable
@@ -47,6 +52,20 @@ MAX_CONTROL_PDU = 1 << 20
 A_ABORT_INVALID_PARAMETER = bytes([0x07, 0, 0, 0, 0, 4, 0, 0, 0x02, 0x06])
 
 
+def node_server(server: AssociationServer | None) -> NodeAssociationServer:
+    """The node's own server, which pynetdicom hands on typed as its base
+    class (every guarded connection is one of its)."""
+    if not isinstance(server, NodeAssociationServer):
+        raise TypeError(f"not a NodeAssociationServer: {type(server).__name__}")
+    return server
+
+
+def raw_socket(assoc: Association) -> socket.socket | None:
+    """The association's TCP (or TLS) socket, None before connect or after close."""
+    transport = assoc.dul.socket
+    return transport.socket if transport is not None else None
+
+
 class GuardedSocket(AssociationSocket):
     """Checks each PDU header before the body is read, and sums instance data."""
 
@@ -58,9 +77,9 @@ class GuardedSocket(AssociationSocket):
         object would announce the connection to the state machine twice).
         ``arrived`` is told when the whole A-ASSOCIATE-RQ is in (False: too late)."""
         plain.__class__ = cls
-        guarded: GuardedSocket = plain  # type: ignore[assignment]
-        guarded.setup_guard(limits, arrived)
-        return guarded
+        assert isinstance(plain, cls)  # now it is
+        plain.setup_guard(limits, arrived)
+        return plain
 
     def setup_guard(self, limits: tuple[int, int], arrived: Callable[[], bool]) -> None:
         self.max_pdu, self.max_instance = limits
@@ -149,15 +168,16 @@ class GuardedACSE(ACSE):
         finally:
             connection = getattr(self.assoc, "connection", None)
             if self.assoc.is_acceptor and connection is not None:
-                self.assoc._server.connections.associated(connection)  # type: ignore[union-attr]
+                node_server(self.assoc._server).connections.associated(connection)
 
     def _negotiate_as_acceptor(self) -> None:
-        server: NodeAssociationServer = self.assoc._server  # type: ignore[assignment]
+        server = node_server(self.assoc._server)
         request = self.requestor.primitive
+        assert request is not None, "negotiated once the A-ASSOCIATE-RQ is in"
         calling = request.calling_ae_title.strip()
         self.requestor.ae_title = calling
         address = self.assoc.requestor.address
-        raw = self.assoc.dul.socket.socket
+        raw = raw_socket(self.assoc)
         certificate = raw.getpeercert(binary_form=True) if isinstance(raw, ssl.SSLSocket) else None
         decision = server.policy.decide(calling, request.called_ae_title, address, certificate)
         reject, why = decision.reject, decision.why
@@ -174,7 +194,8 @@ class GuardedACSE(ACSE):
         self.acceptor.supported_contexts = [
             cx
             for cx in self.acceptor.supported_contexts
-            if server.services_of(cx.abstract_syntax) & decision.services
+            if cx.abstract_syntax is not None
+            and server.services_of(cx.abstract_syntax) & decision.services
         ]
         super()._negotiate_as_acceptor()
 
@@ -183,6 +204,15 @@ class GuardedAssociation(Association):
     """An acceptor that reports its connection's end, however it ends."""
 
     connection: Connection
+
+    @classmethod
+    def guard(cls, plain: Association, entry: Connection) -> GuardedAssociation:
+        """Turn pynetdicom's association into a guarded one in place (as
+        for the socket: the request handler has already wired it up)."""
+        plain.__class__ = cls
+        assert isinstance(plain, cls)  # now it is
+        plain.connection = entry
+        return plain
 
     def run(self) -> None:
         try:
@@ -193,19 +223,19 @@ class GuardedAssociation(Association):
             # The exception's type only: its text might quote what was received.
             log.error("association from %s failed: %s", self.connection.address, type(exc).__name__)
             self.dul.kill_dul()
-            raw = getattr(self.dul.socket, "socket", None)
+            raw = raw_socket(self)
             if raw is not None:
-                self._server.shutdown_request(raw)  # type: ignore[union-attr]
+                node_server(self._server).shutdown_request(raw)
         finally:
-            self._server.ended(self.connection)  # type: ignore[union-attr]
+            node_server(self._server).ended(self.connection)
 
 
 class GuardedRequestHandler(RequestHandler):
     """One connection: timeout, TLS handshake here (not in the accept loop)."""
 
     def handle(self) -> None:
-        server: NodeAssociationServer = self.server  # type: ignore[assignment]
-        connection: socket.socket = self.request  # type: ignore[assignment]
+        server = node_server(self.server)
+        connection: socket.socket = self.request
         entry = server.connections.of(connection)
         if entry is None:  # not admitted (cannot happen): never serve it
             server.shutdown_request(connection)
@@ -223,12 +253,11 @@ class GuardedRequestHandler(RequestHandler):
                 return
         super().handle()
 
-    def _create_association(self) -> Any:
-        assoc = super()._create_association()
-        server: NodeAssociationServer = self.server  # type: ignore[assignment]
+    def _create_association(self) -> GuardedAssociation:
+        server = node_server(self.server)
         entry = self.connection
-        assoc.__class__ = GuardedAssociation  # in place, as for the socket
-        assoc.connection = entry
+        assoc = GuardedAssociation.guard(super()._create_association(), entry)
+        assert assoc.dul.socket is not None, "set by the base class"
         GuardedSocket.guard(
             assoc.dul.socket, server.limits, lambda: server.connections.arrived(entry)
         )
@@ -261,10 +290,13 @@ class NodeAssociationServer(ThreadedAssociationServer):
     limits: tuple[int, int]  # largest P-DATA PDU, largest instance (bytes)
     services_of: Callable[[str], frozenset[str]]
     on_reject: Callable[[str, str, str], None]
+    # Told of each proposed storage class refused (association, UID, why).
+    on_class_refused: Callable[[Any, str, str], None]
     # Set from the configuration by the caller (these are its defaults).
     max_connections: int = 200
     max_pending_per_address: int = 8
     association_request_seconds: float = 10.0
+    unknown_sop_class_accepted: bool = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # Before binding: a failed bind calls server_close, which stops it.
@@ -278,8 +310,14 @@ class NodeAssociationServer(ThreadedAssociationServer):
         log.warning("association from %s at %s refused: %s", calling or "-", address, why)
         self.on_reject(calling, address, why)
 
+    @property
+    def listening(self) -> socket.socket:
+        """The bound socket (pynetdicom types it optional: None only before binding)."""
+        assert self.socket is not None, "bound in __init__"
+        return self.socket
+
     def get_request(self) -> tuple[socket.socket, Any]:
-        client, address = self.socket.accept()
+        client, address = self.listening.accept()
         if self.ssl_context:
             client = self.ssl_context.wrap_socket(
                 client, server_side=True, do_handshake_on_connect=False

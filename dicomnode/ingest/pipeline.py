@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 from datetime import date
 from enum import StrEnum
 from io import BytesIO
+from typing import BinaryIO
 
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
@@ -245,6 +246,7 @@ def read_header(
         if isinstance(data, SpoolFile):
             raise ValueError("a spooled deflated data set is inflated by the caller")
         data = inflate(data, limit=limit)
+    source: BinaryIO
     try:
         if isinstance(data, SpoolFile):
             layout = check_structure(

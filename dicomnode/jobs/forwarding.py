@@ -26,14 +26,15 @@ from datetime import datetime, timedelta
 from io import BytesIO
 
 from pydicom import dcmread
+from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.association import Association
 from sqlalchemy import Connection
 
 from dicomnode import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from dicomnode.config import Config
-from dicomnode.dimse.retrieve import NO_DELAY
 from dicomnode.media.transcode import TooLarge, TranscodeError
+from dicomnode.net.nodelay import NO_DELAY
 from dicomnode.net.retrieve_syntax import (
     UNDECODABLE,
     accepted_syntaxes,
@@ -175,7 +176,7 @@ class Forwarder:
         if not how.send:
             self._retry_all([job], f"{how.reason} ({unsent(stored, accepted)})")
             return 0
-        ds = dcmread(BytesIO(self.archive.blobs.read(key)))
+        ds: Dataset = dcmread(BytesIO(self.archive.blobs.read(key)))
         if how.decode:
             try:
                 ds = decoded(ds, self.config.transcode_max_mb << 20)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Protocol
 
 _ITEM = 0xFFFEE000
 _DELIMITERS = {0xFFFEE00D, 0xFFFEE0DD}
@@ -36,6 +37,14 @@ _LONG_VRS = {
 }
 PIXEL_DATA = 0x7FE00010
 TRAILING_PADDING = 0xFFFCFFFC
+
+
+class Buffer(Protocol):
+    """Bytes, or a spool file's window: a length and slices."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, key: slice, /) -> bytes: ...
 
 
 MAX_NESTING = 64  # sequence levels; real instances use fewer than ten
@@ -60,7 +69,7 @@ class Layout:
 
 
 class _Walker:
-    def __init__(self, buffer: bytes, implicit: bool, little: bool) -> None:
+    def __init__(self, buffer: Buffer, implicit: bool, little: bool) -> None:
         self.buffer = buffer
         self.implicit = implicit
         self.prefix = "<" if little else ">"
@@ -173,7 +182,7 @@ class _Walker:
                 raise
 
 
-def check_structure(buffer: bytes, *, implicit: bool, little: bool) -> Layout:
+def check_structure(buffer: Buffer, *, implicit: bool, little: bool) -> Layout:
     """Raise StructureError if ``buffer`` is not a whole dataset.
 
     The layout says how long native Pixel Data is (to compare with what the

@@ -21,6 +21,7 @@ and knows it cannot use them.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from pydicom._uid_dict import UID_dictionary
 from pynetdicom.presentation import AllStoragePresentationContexts, PresentationContext
@@ -117,7 +118,7 @@ def name_of(uid: str) -> str:
     return re.sub(r"(?<=[a-z])(?=[A-Z])", " ", keyword) or "(unknown)"
 
 
-def _syntaxes(uids: list[str]) -> str:
+def _syntaxes(uids: Sequence[str]) -> str:
     return "<br>".join(f"{name_of(ts)} `{ts}`" for ts in uids)
 
 
@@ -138,7 +139,7 @@ def conformance_tables(contexts: list[PresentationContext]) -> str:
         "| SOP Class | UID | Transfer syntaxes |",
         "|---|---|---|",
         *(
-            f"| {name_of(cx.abstract_syntax)} | `{cx.abstract_syntax}` "
+            f"| {name_of(str(cx.abstract_syntax))} | `{cx.abstract_syntax}` "
             f"| {_syntaxes(cx.transfer_syntax)} |"
             for cx in others
         ),

@@ -44,6 +44,7 @@ from typing import Any, BinaryIO
 import numpy as np
 from PIL import Image
 from pydicom import dcmread
+from pydicom.datadict import keyword_for_tag
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.pixels.encoders import (
@@ -344,7 +345,8 @@ def frame_dataset(header: Dataset, data: bytes) -> Dataset:
     """One stored frame (its bytes, as the stored syntax holds them) as a
     data set of its own, for pydicom to decode; ``header`` is not changed."""
     skip = {"NumberOfFrames", "ExtendedOffsetTable", "ExtendedOffsetTableLengths", "PixelData"}
-    single = Dataset({tag: e for tag, e in header.items() if e.keyword not in skip})
+    # By tag: an element of a header read by dcmread may still be raw (no keyword).
+    single = Dataset({tag: e for tag, e in header.items() if keyword_for_tag(tag) not in skip})
     single.file_meta = header.file_meta
     single.NumberOfFrames = 1
     syntax = header.file_meta.TransferSyntaxUID
@@ -404,7 +406,8 @@ def encode_frame(array: np.ndarray, described: Dataset, target: str, **options: 
     if encoder is None or not encoder.is_available:
         raise CannotEncode(f"no encoder for {uid.name} here")
     samples = int(described.SamplesPerPixel)
-    kwargs = {
+    # The image's description, which pydicom's encoders take as **kwargs.
+    kwargs: dict[str, Any] = {
         "rows": int(described.Rows),
         "columns": int(described.Columns),
         "samples_per_pixel": samples,

@@ -26,15 +26,13 @@ from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 from pynetdicom.presentation import PresentationContext, build_context
 
 from dicomnode.media.transcode import UNCOMPRESSED_PREFERRED, decodable, decompressed
+from dicomnode.net.models import VERIFICATION
 
 decoded = decompressed  # the node's one decoder, by the name retrieve uses
 
 # pynetdicom's (and PS3.8's) limit on presentation contexts in one association.
 MAX_CONTEXTS = 128
 UNCOMPRESSED: list[str | UID] = list(UNCOMPRESSED_PREFERRED)  # a context's transfer syntaxes
-# Verification SOP Class (PS3.4 A.4); pynetdicom.sop_class makes its names at
-# run time, so a type checker cannot see them.
-VERIFICATION = UID("1.2.840.10008.1.1")
 # What pynetdicom converts an Explicit VR Little Endian data set to by itself.
 LITTLE_ENDIAN_NATIVE = frozenset({*UNCOMPRESSED, DeflatedExplicitVRLittleEndian})
 

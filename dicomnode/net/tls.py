@@ -14,13 +14,11 @@ in the same files.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import ipaddress
 import logging
 import os
 import re
 import ssl
-from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
@@ -43,34 +41,6 @@ _LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 def _is_host_name(text: str) -> bool:
     """A DNS name a certificate can carry (a device's CN may be a label like "Echo 1")."""
     return 0 < len(text) <= 253 and all(_LABEL.fullmatch(p) for p in text.split("."))
-
-
-@dataclass(frozen=True)
-class CertificateIdentity:
-    """What a certificate is matched on: the subject's common name ("" when
-    there is none, or more than one) and the SHA-256 of its DER, lower-case hex
-    (``openssl x509 -noout -fingerprint -sha256`` without the colons)."""
-
-    subject: str
-    fingerprint: str
-
-    def describe(self) -> str:
-        return f"certificate {self.subject or '(no CN)'} (SHA-256 {self.fingerprint})"
-
-
-def identity_of(der: bytes) -> CertificateIdentity:
-    """The identity of a DER certificate, as the TLS handshake delivered it."""
-    names = x509.load_der_x509_certificate(der).subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    subject = str(names[0].value) if len(names) == 1 else ""
-    return CertificateIdentity(subject, hashlib.sha256(der).hexdigest())
-
-
-def identity_of_file(path: str | Path) -> CertificateIdentity:
-    """The identity of the first (leaf) certificate in a PEM file.
-
-    Raises OSError or ValueError when the file cannot be read as PEM."""
-    leaf = x509.load_pem_x509_certificates(Path(path).read_bytes())[0]
-    return identity_of(leaf.public_bytes(serialization.Encoding.DER))
 
 
 def names_of(path: str | Path) -> list[str]:

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-bp = Blueprint("dicomweb", __name__, url_prefix="/dicom-web")
+PREFIX = "/dicom-web"
+bp = Blueprint("dicomweb", __name__, url_prefix=PREFIX)
 
 # The resources register their routes on `bp`.
 from viewer.dicomweb import bulkdata, metadata, qido, stowrs, wado  # noqa: E402
 
-__all__ = ["bp", "bulkdata", "metadata", "qido", "stowrs", "wado"]
+__all__ = ["PREFIX", "bp", "bulkdata", "metadata", "qido", "stowrs", "wado"]

@@ -31,9 +31,11 @@ from typing import Any, BinaryIO
 from flask import Response, abort
 from pydicom import dcmread
 from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 
+from dicomnode.media.elements import kept_deferred
 from viewer import frames as viewer_frames
 from viewer.dicomweb import bp
 from viewer.dicomweb.common import accept_ranges, one_instance, stored_or_404
@@ -177,10 +179,10 @@ def _element_value(uid: str, path: list[int]) -> Value:
         tag = path[-1]
         if tag not in current:
             abort(404, description="no such attribute in this instance")
-        raw = current.get_item(tag, keep_deferred=True)
+        raw = kept_deferred(current, tag)
         if not BULK_VRS & set(vrs_of(raw, tag)):
             abort(404, description="this attribute is not bulk data")
-        if raw.value is None and current is ds and getattr(raw, "value_tell", None) is not None:
+        if isinstance(raw, RawDataElement) and raw.value is None and current is ds:
             return Value(source, int(raw.value_tell), int(raw.length))  # streamed: keeps the file
         value = current[tag].value
         data = bytes(value) if value is not None else b""

@@ -14,12 +14,14 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Literal
 
 from flask import Response
 from pydicom import dcmread
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 
+from dicomnode.media.elements import kept_deferred
 from viewer import services
 from viewer.address import public_root
 from viewer.dicomweb import bp
@@ -105,7 +107,9 @@ def _pixel_tag(ds: Dataset, source: BinaryIO) -> int | None:
     tag = source.read(4)
     if len(tag) < 4:
         return None
-    order = "little" if syntax is None or syntax.is_little_endian else "big"
+    order: Literal["little", "big"] = (
+        "little" if syntax is None or syntax.is_little_endian else "big"
+    )
     found = int.from_bytes(tag[:2], order) << 16 | int.from_bytes(tag[2:], order)
     return found if found in PIXEL_TAGS else None
 
@@ -119,9 +123,10 @@ def _json(ds: Dataset, at: str, path: list[int]) -> dict[str, Any]:
     bulk: dict[str, Any] = {}
     paths: dict[int, list[int]] = {}
     for tag in list(ds.keys()):
-        raw = ds.get_item(tag, keep_deferred=True)
+        raw = kept_deferred(ds, tag)
         vrs = _vrs(raw, int(tag))
-        if raw.value is None and raw.length and BULK_VRS & set(vrs):
+        deferred = isinstance(raw, RawDataElement) and raw.value is None and raw.length
+        if deferred and BULK_VRS & set(vrs):
             vr = "OW" if "OW" in vrs else vrs[0]
             bulk[f"{int(tag):08X}"] = {"vr": vr, "BulkDataURI": bulk_uri(at, [*path, int(tag)])}
             del ds[tag]

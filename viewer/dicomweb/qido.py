@@ -34,7 +34,7 @@ from storage.keys import ATTRIBUTES, COMPUTED, Level
 from storage.query import Query, QueryError
 from viewer import services
 from viewer.address import public_root
-from viewer.dicomweb import bp
+from viewer.dicomweb import PREFIX, bp
 from viewer.dicomweb.common import JSON, json_acceptable, json_text, path_keys
 from viewer.params import whole
 
@@ -177,12 +177,12 @@ def _flag(name: str) -> bool:
 
 def _warning(text: str) -> str:
     """A Warning value of PS3.18 (299, the service, the standard's words)."""
-    return f'299 {public_root()}{bp.url_prefix.strip("/")}: "{text}"'
+    return f'299 {public_root()}{PREFIX.strip("/")}: "{text}"'
 
 
-def _search(level: Level, extra: tuple[str, ...] = (), **fixed: str) -> Any:
+def _search(level: Level, fixed: dict[str, str] | None = None, extra: tuple[str, ...] = ()) -> Any:
     json_acceptable("a search's answer")
-    keys = _Search(level, fixed, extra)
+    keys = _Search(level, fixed or {}, extra)
     warnings = [_warning(text) for name, text in NOT_SUPPORTED.items() if _flag(name)]
     asked = whole(request.args, "limit", 0)
     offset = whole(request.args, "offset", 0)
@@ -214,7 +214,7 @@ def search_studies() -> Any:
 
 @bp.get("/studies/<study>/series")
 def search_series(study: str) -> Any:
-    return _search(Level.SERIES, **path_keys(study=study))
+    return _search(Level.SERIES, path_keys(study=study))
 
 
 @bp.get("/series")
@@ -225,12 +225,12 @@ def search_all_series() -> Any:
 @bp.get("/studies/<study>/instances")
 def search_study_instances(study: str) -> Any:
     """PS3.18 10.6.1 Study's Instances: the instance defaults and the series'."""
-    return _search(Level.IMAGE, STUDY_INSTANCES_KEYS, **path_keys(study=study))
+    return _search(Level.IMAGE, path_keys(study=study), STUDY_INSTANCES_KEYS)
 
 
 @bp.get("/studies/<study>/series/<series>/instances")
 def search_instances(study: str, series: str) -> Any:
-    return _search(Level.IMAGE, **path_keys(study=study, series=series))
+    return _search(Level.IMAGE, path_keys(study=study, series=series))
 
 
 @bp.get("/instances")

@@ -41,7 +41,7 @@ from storage.values import normalise_issuer
 from viewer import services
 from viewer.address import public_root
 from viewer.auth import audit
-from viewer.dicomweb import bp
+from viewer.dicomweb import PREFIX, bp
 from viewer.dicomweb.common import JSON, json_acceptable, json_text, open_blob, path_keys
 from viewer.multipart import MultipartError, boundary_of
 from viewer.stow import (
@@ -261,7 +261,7 @@ def _held_header(uid: str) -> Dataset | None:
 
 
 def _answer(answered: list[Answered]) -> Dataset:
-    base = f"{public_root()}{bp.url_prefix.lstrip('/')}/studies"
+    base = f"{public_root()}{PREFIX.lstrip('/')}/studies"
     answer = Dataset()
     studies = {a.study for a in answered if a.stored and not a.held}
     # Type 2: the study's URL when every instance went to one, else empty.
