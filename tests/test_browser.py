@@ -121,6 +121,9 @@ def test_find_an_echo_and_play_it_at_its_frame_rate(page) -> None:
     rows.first.click()
     page.wait_for_function("() => window.viewerState && window.viewerState()[0].frames === 120")
     page.wait_for_function("() => window.viewerState()[0].playing")
+    # Every frame arrived: the player waits for one still on its way, which
+    # on a loaded machine is the network's rate, not the clip's.
+    page.wait_for_function("() => window.viewerState()[0].loaded", timeout=120_000)
     # Frames advanced over two seconds of animation, timed on the page's own
     # animation clock (the one the player uses), not the test's: a loaded
     # machine delays both alike. Counted step by step, so a long stall

@@ -85,7 +85,11 @@ async function openSeries(vp, thumb) {
     clip, meta: clip.meta, times: clip.times, uids, series: thumb.dataset.series, thumb,
     stack: uids.length > 1 && clip.count === uids.length && clip.meta.frames <= 1,
     frame: 0, acc: 0, zoom: 1, panX: 0, panY: 0, brightness: 1, contrast: 1, invert: false,
+    loaded: false,
   });
+  // Every frame arrived: what viewerState says, so a check of the playing
+  // rate need not count the waits for frames still on their way.
+  clip.loaded.then(() => { if (vp.clip === clip) vp.loaded = true; }, () => {});
   select(viewports.indexOf(vp));
   draw(vp);
   vp.playing = clip.count > 1; // auto-play a clip
@@ -312,7 +316,7 @@ window.viewerApi = {
 window.viewerState = () => viewports.map((vp) => ({
   frame: vp.frame, frames: count(vp), playing: vp.playing, invert: vp.invert, contrast: vp.contrast,
   zoom: vp.zoom, panX: vp.panX, panY: vp.panY, uid: vp.meta && vp.meta.uid, series: vp.series,
-  thumb: thumbs.indexOf(vp.thumb),
+  thumb: thumbs.indexOf(vp.thumb), loaded: Boolean(vp.loaded),
 }));
 if (thumbs.length) thumbs[0].click();
 requestAnimationFrame(tick);
