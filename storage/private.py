@@ -116,16 +116,43 @@ def tighten(paths: Iterable[Path]) -> list[Path]:
     return changed
 
 
+# What the node makes directly in its data folder (the SQLite index and its
+# journals are named by the index URL) and in its key folder.
+DATA_ENTRIES = frozenset({"blobs", "quarantine", "exports", "lost+found", ".tmp"})
+KEY_SUFFIX = ".key"
+
+
 def installation(data_dir: Path, key_dir: Path, index_file: Path | None) -> list[Path]:
-    """What start-up tightens: the data and key folders, what lies directly
-    in the data folder (index, blob and quarantine folders, exports), and an
-    SQLite index elsewhere with its journal files. Not every blob: the
-    folders above them close them off, and there may be millions."""
+    """What start-up tightens: what the node made in the data and key
+    folders (index, blob and quarantine folders, exports; key files), and an
+    SQLite index elsewhere with its journal files. A folder itself only when
+    everything in it is the node's: pointed at a shared folder (the working
+    directory, "/" under a service manager) the node must not take its and
+    its neighbours' permissions away. Not every blob: the folders above them
+    close them off, and there may be millions."""
     data_dir, key_dir = Path(data_dir).resolve(), Path(key_dir).resolve()  # a link's target
-    paths = [data_dir, key_dir]
-    with contextlib.suppress(OSError):
-        paths += sorted(data_dir.iterdir())
+    index_files: list[Path] = []
     if index_file is not None:
         index_file = Path(index_file).resolve()
-        paths += [Path(f"{index_file}{suffix}") for suffix in ("", "-wal", "-shm", "-journal")]
+        index_files = [Path(f"{index_file}{suffix}") for suffix in ("", "-wal", "-shm", "-journal")]
+    paths: list[Path] = []
+    for folder, ours in (
+        (data_dir, lambda p: p.name in DATA_ENTRIES or p in index_files),
+        (key_dir, lambda p: p.suffix == KEY_SUFFIX and p.is_file()),
+    ):
+        try:
+            entries = sorted(folder.iterdir())
+        except OSError:
+            entries = []
+        others = [p for p in entries if not ours(p)]
+        if others:
+            log.warning(
+                "%s is not the node's alone (%d entries it did not make): left as it is",
+                folder,
+                len(others),
+            )
+        else:
+            paths.append(folder)
+        paths += [p for p in entries if ours(p)]
+    paths += index_files
     return list(dict.fromkeys(paths))

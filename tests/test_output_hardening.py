@@ -443,3 +443,33 @@ def test_a_command_runs_under_umask_077_and_puts_the_old_one_back(
     finally:
         logging.setLogRecordFactory(factory)
     assert seen == [0o077] and os.umask(0o022) == 0o022
+
+
+def test_a_folder_holding_what_the_node_did_not_make_is_never_tightened(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`data_dir` pointed at a shared folder (the working directory, "/"
+    under systemd) must not lose its and its neighbours' permissions: only
+    what the node itself makes is tightened."""
+    from storage.private import installation, tighten
+
+    shared = tmp_path / "shared"
+    (shared / "usr").mkdir(parents=True)
+    (shared / "notes.txt").write_text("someone else's")
+    (shared / "blobs").mkdir()
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / "deid.key").write_bytes(b"k")
+    (keys / "other.pem").write_bytes(b"x")
+    for path in (shared, shared / "usr", shared / "notes.txt", shared / "blobs", keys):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    (keys / "deid.key").chmod(0o644)
+    with caplog.at_level(logging.WARNING, logger="storage.private"):
+        tighten(installation(shared, keys, shared / "index.sqlite"))
+    mode = {p: stat.S_IMODE(p.stat().st_mode) for p in (shared, shared / "usr", keys)}
+    assert mode == {shared: 0o755, shared / "usr": 0o755, keys: 0o755}
+    assert stat.S_IMODE((shared / "notes.txt").stat().st_mode) == 0o644
+    # What the node made there is still closed off.
+    assert stat.S_IMODE((shared / "blobs").stat().st_mode) == 0o700
+    assert stat.S_IMODE((keys / "deid.key").stat().st_mode) == 0o600
+    assert any("not the node's alone" in r.getMessage() for r in caplog.records)
