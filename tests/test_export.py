@@ -290,7 +290,7 @@ def test_web_export_for_researchers_only_with_preview_and_download(
     as_user("li")
     assert client.get(f"/api/exports/{job_id}/download").status_code == 404
     as_user("zarina")
-    package_file = config.data_dir / "exports" / f"{job_id}.zip"
+    package_file = config.data_dir / "packages" / f"{job_id}.zip"  # the file blob store's
     old = package_file.stat().st_mtime - config.export_keep_hours * 3600 - 1
     os.utime(package_file, (old, old))
     gone = client.get(f"/api/exports/{job_id}/download")
@@ -350,7 +350,7 @@ def test_an_export_interrupted_by_a_stop_runs_again_on_start(
     with export_runner(config, cohort_archive):  # the next start of the node
         row = finished(cohort_archive, "0123456789abcdef")
     assert (row["state"], row["total"], row["claimed_by"]) == ("done", 2, None)
-    assert (config.data_dir / "exports" / "0123456789abcdef.zip").exists()
+    assert [n for n, _ in cohort_archive.blobs.packages()] == ["0123456789abcdef.zip"]
     assert jobs.claim("a-later-start-1", 1) == []  # nothing is run again
 
 
@@ -382,7 +382,7 @@ def test_web_download_works_with_the_shipped_relative_data_dir(
     assert package.status_code == 200, package.get_data(as_text=True)[:200]
     with zipfile.ZipFile(io.BytesIO(package.data)) as zipped:
         assert "DICOMDIR" in zipped.namelist()
-    assert (tmp_path / "var" / "exports" / f"{job_id}.zip").exists()
+    assert [n for n, _ in cohort_archive.blobs.packages()] == [f"{job_id}.zip"]
 
 
 def _plan_texts(items) -> Iterator[str]:

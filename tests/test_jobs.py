@@ -23,7 +23,7 @@ import pytest
 from dicomnode.config import Config, to_toml
 from dicomnode.jobs import exports as export_jobs
 from dicomnode.jobs.export import Cohort
-from dicomnode.jobs.exports import ExportWork, package_folder, submit
+from dicomnode.jobs.exports import ExportWork, submit, work_folder
 from dicomnode.jobs.runner import Runner, Stop, Ticket
 from dicomnode.node import open_archive
 from storage.archive import Archive
@@ -60,7 +60,7 @@ def export_runner(
     """Export jobs run as the node runs them, for the length of the block."""
     runner = Runner(owner)
     runner.leased(
-        ExportWork(config, archive, package_folder(config), **work),
+        ExportWork(config, archive, work_folder(config), **work),
         slots=export_jobs.SLOTS,
         poll=poll,
     )
@@ -282,7 +282,7 @@ def test_a_queued_job_cancelled_is_never_run(config: Config, cohort_archive: Arc
     row = cohort_archive.index.exports.get(first)
     assert (row["state"], row["claimed_by"]) == ("cancelled", None)
     assert exported(cohort_archive, first) == 0
-    assert not (package_folder(config) / f"{first}.zip").exists()
+    assert [name for name, _ in cohort_archive.blobs.packages()] == [f"{second}.zip"]
     again = client.post(f"/api/exports/{second}/cancel", headers={"X-CSRF-Token": "token"})
     assert again.get_json()["state"] == "done"  # a cancel comes too late for a finished job
 
@@ -299,7 +299,8 @@ def test_a_running_job_cancelled_through_the_web_stops_with_nothing_written(
         row = finished(cohort_archive, job_id)
     assert (row["state"], row["message"]) == ("cancelled", "export cancelled; nothing written")
     assert exported(cohort_archive, job_id) == 0
-    assert list(package_folder(config).iterdir()) == []
+    assert list(work_folder(config).iterdir()) == []
+    assert list(cohort_archive.blobs.packages()) == []
 
 
 def test_a_stopping_runner_gives_its_job_back_and_the_next_finishes_it(
@@ -335,7 +336,7 @@ import os, sys, threading, time, logging
 from datetime import timedelta
 import dicomnode.jobs.export as exporting
 from dicomnode.config import load
-from dicomnode.jobs.exports import ExportWork, package_folder
+from dicomnode.jobs.exports import ExportWork, work_folder
 from dicomnode.jobs.runner import Runner
 from dicomnode.node import open_archive
 
@@ -346,7 +347,7 @@ config = load()
 archive = open_archive(config)
 lease = timedelta(seconds=float(os.environ["LEASE_SECONDS"]))
 runner = Runner(os.environ.get("OWNER") or None)
-runner.leased(ExportWork(config, archive, package_folder(config), lease=lease), slots=1, poll=0.1)
+runner.leased(ExportWork(config, archive, work_folder(config), lease=lease), slots=1, poll=0.1)
 runner.start()
 print("ready", flush=True)
 threading.Event().wait()
@@ -406,7 +407,8 @@ def test_a_runner_killed_mid_job_is_taken_over_after_its_lease_and_finishes_once
     assert (row["state"], row["total"]) == ("done", 2)
     assert len(taken) == 1 and taken[0] > _aware(dead["claimed_until"])
     assert exported(cohort_archive, job_id) == 1
-    assert sorted(p.name for p in package_folder(config).iterdir()) == [f"{job_id}.zip"]
+    assert [p.name for p in work_folder(config).iterdir()] == []  # stored, then removed
+    assert [name for name, _ in cohort_archive.blobs.packages()] == [f"{job_id}.zip"]
 
 
 def _aware(moment: datetime) -> datetime:
@@ -476,7 +478,7 @@ def test_two_runners_racing_on_postgresql_claim_each_job_once(
         ids = [submit(archives[0], "zarina", Cohort(), False)["id"] for _ in range(40)]
         runners = [Runner(f"pacs-{n}-{n}") for n in range(2)]
         for runner, archive in zip(runners, archives, strict=True):
-            runner.leased(ExportWork(config, archive, package_folder(config)), slots=3, poll=0.01)
+            runner.leased(ExportWork(config, archive, work_folder(config)), slots=3, poll=0.01)
             runner.start()
         try:
             rows = [finished(archives[1], job_id) for job_id in ids]

@@ -60,7 +60,6 @@ def create_app(
     app.register_blueprint(exports.bp)
     app.register_blueprint(admin.bp, url_prefix="/admin")
     i18n.install(app)
-    exports.install(app)
     ohif.install(app)  # OHIF v3 at /ohif/, its own CSP there
     scope.install(app)  # after auth's login and role check
     app.jinja_env.globals["csrf_token"] = auth.csrf_token

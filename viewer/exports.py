@@ -3,35 +3,26 @@
 The web only adds and reads jobs (rows in the index, `storage.exports`): a
 node process's runner runs them (`dicomnode.jobs.exports`), so a job
 submitted here survives this process, and status and cancel work from any
-process. Finished packages are kept under ``data_dir/exports`` for
-``export_keep_hours``; only their owner or an admin may download them.
+process. Finished packages are in the node's blob store (a shared folder or
+the object store), so any process serves the download, streamed; they are
+kept for ``export_keep_hours`` and only their owner or an admin may
+download them.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict
-from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-from flask import (
-    Blueprint,
-    Flask,
-    abort,
-    current_app,
-    g,
-    jsonify,
-    render_template,
-    request,
-    send_file,
-)
+from flask import Blueprint, abort, g, jsonify, render_template, request, send_file
 
 from dicomnode.jobs.export import Cohort, preview
-from dicomnode.jobs.exports import package_folder, prune, submit
+from dicomnode.jobs.exports import prune, submit
 from viewer import services
 from viewer.scope import issuers
 
 bp = Blueprint("exports", __name__)
-FOLDER = "export_folder"  # app.extensions: the packages' folder, absolute
+CHECKBOX = "1"  # what the page's "linkable" checkbox sends when ticked
 
 
 def public(row: dict[str, Any]) -> dict[str, Any]:
@@ -43,17 +34,18 @@ def public(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def install(app: Flask) -> None:
-    """Fix the packages' folder now, while the process is where the node
-    started (``data_dir`` as shipped is relative; Flask's ``send_file``
-    would read a relative path against the package folder)."""
-    app.extensions[FOLDER] = package_folder(app.config[services.CONFIG])
-
-
-def _packages() -> Path:
-    """The packages' folder, old packages deleted on the way."""
-    folder = cast(Path, current_app.extensions[FOLDER])
-    return prune(folder, services.config().export_keep_hours)
+def _linkable(values: Any) -> bool:
+    """Strictly: JSON true or false, or the form's checkbox; absent is false.
+    A loose reading would take the string "false" for true, and a linkable
+    export carries the standing export key."""
+    if "linkable" not in values:
+        return False
+    value = values.get("linkable")
+    if value is True or value is False:
+        return value
+    if value == CHECKBOX:
+        return True
+    abort(400, description='linkable: true or false (or the checkbox\'s "1")')
 
 
 def _cohort(values: Any) -> Cohort:
@@ -97,8 +89,8 @@ def start() -> Any:
     values = request.get_json(silent=True) or request.form
     if not hasattr(values, "get"):
         abort(400, description="send the cohort as a JSON object or a form")
+    linkable = _linkable(values)
     cohort = _cohort(values)
-    linkable = bool(values.get("linkable"))
     if linkable and g.user.role != "admin":
         abort(403, description="only an admin may make an export linkable to others")
     row = submit(services.archive(), g.user.username, cohort, linkable)
@@ -127,16 +119,27 @@ def cancel(job_id: str) -> Any:
 
 @bp.get("/api/exports/<job_id>/download")
 def download(job_id: str) -> Any:
+    """Streamed from the blob store. A package gone past its hours answers
+    410 (the job expired); a store out of reach 503, the job left done."""
     row = _job(job_id)
+    archive = services.archive()
+    if row["state"] == "expired":
+        abort(410, description="the export has expired; run it again")
     if row["state"] != "done":
         abort(409, description=f"the export is {row['state']}, not ready")
-    package = _packages() / f"{row['id']}.zip"
-    if not package.exists():
-        services.archive().index.exports.expire(row["id"])
+    try:
+        prune(archive, services.config().export_keep_hours)
+        package, size = archive.blobs.open_package(f"{row['id']}.zip")
+    except FileNotFoundError:
+        archive.index.exports.expire(row["id"])
         abort(410, description="the export has expired; run it again")
-    return send_file(
+    except OSError:
+        abort(503, description="the export's storage is out of reach; try again later")
+    answer = send_file(
         package,
         mimetype="application/zip",
         as_attachment=True,
         download_name=f"chd-cohort-{row['id']}.zip",
     )
+    answer.content_length = size
+    return answer

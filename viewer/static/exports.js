@@ -56,7 +56,8 @@
     try {
       row(await answer(await fetch("/api/exports", {method: "POST",
         headers: {"Content-Type": "application/json", "X-CSRF-Token": csrf},
-        body: JSON.stringify(filters())})));
+        // linkable as a boolean: the server refuses any other spelling
+        body: JSON.stringify({...filters(), linkable: form.elements.linkable?.checked === true})})));
     } catch (error) { counts.textContent = error.message; }
   };
   document.querySelectorAll("tr[data-job]").forEach((tr) => {
