@@ -118,7 +118,7 @@ def tighten(paths: Iterable[Path]) -> list[Path]:
 
 # What the node makes directly in its data folder (the SQLite index and its
 # journals are named by the index URL) and in its key folder.
-DATA_ENTRIES = frozenset({"blobs", "quarantine", "exports", "lost+found", ".tmp"})
+DATA_ENTRIES = frozenset({"blobs", "quarantine", "exports", "packages", "lost+found", ".tmp"})
 KEY_SUFFIX = ".key"
 
 

@@ -351,7 +351,7 @@ def test_index_keys_blobs_held_and_exports_are_private_under_umask_022(
         data = config.data_dir
         sqlite = [data / f"index.sqlite{suffix}" for suffix in ("", "-wal", "-shm")]
         assert all(path.exists() for path in sqlite)  # checked while the index is open
-        assert list((data / "exports").glob("*.zip")) and list((data / "quarantine").rglob("*"))
+        assert list((data / "packages").glob("*.zip")) and list((data / "quarantine").rglob("*"))
         assert {p.name for p in config.key_dir.iterdir()} >= {"deid.key", "linkage.key"}
         assert loose(data, config.key_dir) == []
         assert stat.S_IMODE(cli_package.stat().st_mode) == 0o600
