@@ -165,7 +165,7 @@ def ocr_costs(files: list[Path]) -> tuple[float, float, int]:
     from dicomnode.deid.ocr import read_words
     from dicomnode.deid.verify import OcrSettings, _frame_reader, check, may_carry_text
 
-    settings = OcrSettings()
+    settings = OcrSettings.of(Config())  # the node's defaults
     per_instance, per_frame, count = 0.0, 0.0, 0
     for path in files:
         ds = dcmread(path)

@@ -7,9 +7,15 @@ variables. The file is ``--config PATH``, else ``$DICOMNODE_CONFIG``, else
 The dataclasses below are the schema: each key is read once, by its field's
 type (`parse`), and each default is the field's. A key no field has, in any
 table or as a ``DICOMNODE_`` variable, is refused, as is a value of another
-type (``tls = "false"`` is not false): the error names the key, the table
-and the file. Environment values are text: booleans exactly true, false, 1
-or 0 (any case), numbers in decimal, lists comma-separated.
+type (``tls = "false"`` is not false): the error names the key, the entry
+(``[[remote_ae]] #2 (ae_title 'OSH_ECHO')``) and where the value came from:
+the file, the variable, or "configuration" for a rule between keys whose
+values did not all come from the file. Environment values are text:
+booleans exactly true, false, 1 or 0 (any case), numbers in decimal, lists
+comma-separated; an empty one is refused (``VAR=`` in a unit file meant
+"unset", and would silently replace the file's value). Lists and named
+values are parsed once, here, into what the node uses (networks, origins,
+modality sets, enums).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
@@ -41,14 +48,44 @@ from dicomnode.deid.options import (
     parse_safe_private,
 )
 from dicomnode.deid.profile import Option
+from storage.archive import DuplicatePolicy
 from storage.values import normalise_issuer
 
 ENV_PREFIX = "DICOMNODE_"
+_EMPTY = "environment variable {} is set but empty: unset it to use the file's value"
 _AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE: no backslash
 # DIMSE services a known AE may be allowed, per [[remote_ae]] entry.
 Service = Literal["echo", "store", "find", "move", "get"]
 SERVICES: tuple[Service, ...] = get_args(Service)
-LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class LogLevel(StrEnum):
+    """The node's log levels (`logging`'s names, which it takes as they are)."""
+
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+    CRITICAL = "CRITICAL"
+
+
+# Floors of the time settings, in each key's own unit, and why: below them a
+# loop spins against the database or a peer, or no one can answer in time.
+# They leave room for the tests that run the node fast (tests/test_crash_jobs.py
+# forwards every 0.05 s, test_web_limits times the web out after 1 s).
+FLOORS: dict[str, tuple[float, str]] = {
+    "forward_interval_seconds": (0.05, "seconds (each pass queries the index database)"),
+    "http_header_seconds": (1.0, "seconds (a TLS handshake and the headers)"),
+    "association_request_seconds": (0.5, "seconds (a TLS handshake and the A-ASSOCIATE-RQ)"),
+    "ocr_budget_seconds": (0.5, "seconds (one frame takes 0.2-1 s)"),
+    "network_timeout": (1, "seconds"),
+    "acse_timeout": (1, "seconds"),
+    "dimse_timeout": (1, "seconds"),
+    "poll_interval_us": (100, "microseconds (each association's loop polls at this interval)"),
+    "session_idle_minutes": (1, "minutes (0 would end every session at once)"),
+    "session_max_hours": (1, "hours (0 would end every session at once)"),
+}
 
 
 def _options_from(value: Any) -> frozenset[Option]:
@@ -68,11 +105,31 @@ def _safe_private_from(value: Any) -> frozenset[SafePrivate]:
     return parse_safe_private(value)
 
 
-def _level_from(value: Any) -> str:
-    levels = get_args(LogLevel)
-    if not isinstance(value, str) or value.strip().upper() not in levels:
-        raise ValueError(f"expected one of {', '.join(levels)}, got {_shown(value)}")
-    return value.strip().upper()
+def _words(value: Any) -> list[str]:
+    """A list setting: a comma-separated string (as the environment gives
+    it) or a list of strings; blank entries dropped."""
+    if isinstance(value, str):
+        items = value.split(",")
+    elif isinstance(value, list) and all(isinstance(i, str) for i in value):
+        items = value
+    else:
+        raise ValueError(f"expected a comma-separated string or a list, got {_shown(value)}")
+    return [i.strip() for i in items if i.strip()]
+
+
+def parse_networks(value: Any) -> tuple[Network, ...]:
+    """Addresses or CIDR networks (``trusted_proxies``), parsed once."""
+    networks: list[Network] = []
+    for entry in _words(value):
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            raise ValueError(f"{entry!r} is not an address or network") from None
+    return tuple(dict.fromkeys(networks))
+
+
+def _modalities_from(value: Any) -> frozenset[str]:
+    return frozenset(m.upper() for m in _words(value))
 
 
 def _quote(text: str) -> str:
@@ -95,10 +152,19 @@ _SAFE_PRIVATE = _hooks(_safe_private_from, lambda v: _quote(format_safe_private(
 _RECTANGLES = _hooks(
     parse_rectangles, lambda v: "[" + ", ".join(f"[{', '.join(map(str, r))}]" for r in v) + "]"
 )
+_NETWORKS = _hooks(parse_networks, lambda v: _quote(", ".join(map(str, v))))
+_ORIGINS = _hooks(lambda v: parse_origins(v), lambda v: _quote(", ".join(v)))
+_MODALITIES = _hooks(_modalities_from, lambda v: _quote(",".join(sorted(v))))
 
 
 class ConfigError(ValueError):
-    """The configuration cannot be used; the message says which key and why."""
+    """The configuration cannot be used; the message says which key and why.
+    ``keys``: the [node] keys (or entry tables) whose values the rule read,
+    so that `load` names where they came from."""
+
+    def __init__(self, message: str, keys: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.keys = keys
 
 
 @dataclass(frozen=True)
@@ -174,20 +240,21 @@ class RemoteAE:
 class RouteRule:
     """Forward what matches to ``destination`` (a known remote AE). Empty
     criteria match everything: ``issuer`` is the sending hospital, exactly;
-    ``modalities`` a comma-separated list."""
+    ``modalities`` a set (in the file a comma-separated string or a list)."""
 
     destination: str
     issuer: str = ""
-    modalities: str = ""
+    modalities: frozenset[str] = field(default=frozenset(), metadata=_MODALITIES)
 
     def __post_init__(self) -> None:
         # Compared with the ingest's issuer, which is normalised the same way.
         object.__setattr__(self, "issuer", normalise_issuer(self.issuer))
+        if isinstance(self.modalities, str):  # built in code with the file's spelling
+            object.__setattr__(self, "modalities", _modalities_from(self.modalities))
 
     def matches(self, issuer: str, modality: str | None) -> bool:
-        wanted = {m.strip().upper() for m in self.modalities.split(",") if m.strip()}
         return (not self.issuer or issuer == self.issuer) and (
-            not wanted or (modality or "").upper() in wanted
+            not self.modalities or (modality or "").upper() in self.modalities
         )
 
 
@@ -212,11 +279,11 @@ class Config:
     stow_max_mb: int = 4096
     # Addresses or networks of reverse proxies whose X-Forwarded-For names
     # the client (comma-separated); from anyone else the header is ignored.
-    trusted_proxies: str = ""
+    trusted_proxies: tuple[Network, ...] = field(default=(), metadata=_NETWORKS)
     # Web origins (comma-separated, e.g. "https://ohif.hospital.org") whose
     # pages may call /dicom-web from the browser (CORS, HTTP Basic only);
-    # empty: no CORS headers at all. Never "*".
-    cors_origins: str = ""
+    # empty: no CORS headers at all. Never "*". Held as browsers send them.
+    cors_origins: tuple[str, ...] = field(default=(), metadata=_ORIGINS)
     data_dir: Path = Path("var")
     # Empty means SQLite in the data directory.
     index_url: str = ""
@@ -225,7 +292,7 @@ class Config:
     # s3_endpoint_url when it is not AWS (credentials: boto3's environment).
     blob_url: str = ""
     s3_endpoint_url: str = ""
-    duplicates: Literal["keep-first", "replace"] = "keep-first"
+    duplicates: DuplicatePolicy = DuplicatePolicy.KEEP_FIRST
     require_known_ae: bool = True
     check_called_ae: bool = True
     max_associations: int = 16
@@ -267,7 +334,7 @@ class Config:
     forward_interval_seconds: float = 5.0
     export_keep_hours: int = 72
     min_free_disk_mb: int = 512
-    log_level: LogLevel = field(default="INFO", metadata=_hooks(_level_from, _quote))
+    log_level: LogLevel = LogLevel.INFO
     # TLS (BCP 195) on the DICOM port and/or the web port, with PEM files.
     dimse_tls: bool = False
     http_tls: bool = False
@@ -302,6 +369,15 @@ class Config:
     unknown_sop_class_accepted: bool = False
     remote_aes: tuple[RemoteAE, ...] = field(default=(), metadata={"table": "remote_ae"})
     routes: tuple[RouteRule, ...] = field(default=(), metadata={"table": "route"})
+
+    def __post_init__(self) -> None:
+        # Built in code (tests, tools) with the file's spellings: the same values.
+        if isinstance(self.trusted_proxies, str):
+            object.__setattr__(self, "trusted_proxies", parse_networks(self.trusted_proxies))
+        if isinstance(self.cors_origins, str):
+            object.__setattr__(self, "cors_origins", parse_origins(self.cors_origins))
+        object.__setattr__(self, "duplicates", DuplicatePolicy(self.duplicates))
+        object.__setattr__(self, "log_level", LogLevel(self.log_level))
 
     @property
     def effective_index_url(self) -> str:
@@ -383,6 +459,12 @@ def _convert(kind: Any, raw: Any, text: bool) -> Any:
                 f"expected a string{' (a path)' if kind is Path else ''}, got {_shown(raw)}"
             )
         return Path(raw) if kind is Path else raw
+    if isinstance(kind, type) and issubclass(kind, Enum):
+        for member in kind:
+            if isinstance(raw, str) and raw.strip().lower() == str(member.value).lower():
+                return member
+        allowed = ", ".join(repr(m.value) for m in kind)
+        raise ValueError(f"expected one of {allowed}, got {_shown(raw)}")
     if origin is Literal:
         if raw not in get_args(kind):
             allowed = ", ".join(repr(a) for a in get_args(kind))
@@ -441,7 +523,8 @@ def _entries(document: dict[str, Any], name: str, source: str) -> list[Any]:
 
 
 def _label(name: str, number: int, entry: Any) -> str:
-    title = entry.get("ae_title") if isinstance(entry, dict) else None
+    """An entry as errors name it: ``[[remote_ae]] #2 (ae_title 'OSH_ECHO')``."""
+    title = entry.get("ae_title") if isinstance(entry, dict) else getattr(entry, "ae_title", None)
     return f"[[{name}]] #{number}" + (f" (ae_title {title!r})" if isinstance(title, str) else "")
 
 
@@ -490,63 +573,84 @@ def _environment(env: Mapping[str, str]) -> dict[str, Any]:
                 f"environment variable {variable}: no such [node] key"
                 + (f" (did you mean {hint[0]}?)" if hint else "")
             )
+        if not raw.strip():  # `VAR=` in a unit file: meant "unset", would silently win
+            raise ConfigError(_EMPTY.format(variable))
         values[key] = _value(schema[key], raw, True, f"environment variable {variable} ({key})")
     return values
 
 
+def _remote_label(number: int, remote: RemoteAE) -> str:
+    return _label("remote_ae", number, remote)
+
+
 def validate(config: Config) -> Config:
-    for title in [config.ae_title, *(r.ae_title for r in config.remote_aes)]:
-        if not _AE_TITLE.match(title) or not title.strip():
-            raise ConfigError(f"AE title {title!r} is not 1-16 printable characters")
+    """The rules between keys and entries; each ConfigError says which keys
+    it read (`ConfigError.keys`), so `load` can name their source."""
+    if not _AE_TITLE.match(config.ae_title) or not config.ae_title.strip():
+        raise ConfigError(
+            f"AE title {config.ae_title!r} is not 1-16 printable characters", ("ae_title",)
+        )
+    remotes = list(enumerate(config.remote_aes, 1))
+    for number, remote in remotes:
+        if not _AE_TITLE.match(remote.ae_title) or not remote.ae_title.strip():
+            raise ConfigError(
+                f"{_remote_label(number, remote)}: AE title {remote.ae_title!r} is not 1-16 "
+                "printable characters",
+                ("remote_aes",),
+            )
     try:
         deid_policies(config)  # the options are enums already: their combination
     except ValueError as exc:
-        raise ConfigError(f"deid_options: {exc}") from None
+        raise ConfigError(f"deid_options: {exc}", ("deid_options", "remote_aes")) from None
     if config.unknown_sop_class_accepted and not config.ocr:
         raise ConfigError(
             "unknown_sop_class_accepted needs ocr: nothing else verifies the pixels"
-            " of a class the node does not know"
+            " of a class the node does not know",
+            ("unknown_sop_class_accepted", "ocr"),
         )
-    for remote in config.remote_aes:
+    for number, remote in remotes:
+        entry = _remote_label(number, remote)
         if not remote.issuer:
-            raise ConfigError(f"remote_ae {remote.ae_title}: issuer is empty")
+            raise ConfigError(f"{entry}: issuer is empty", ("remote_aes",))
         if strange := set(remote.services) - set(SERVICES):
-            raise ConfigError(f"remote_ae {remote.ae_title}: unknown services {sorted(strange)}")
+            raise ConfigError(f"{entry}: unknown services {sorted(strange)}", ("remote_aes",))
         if not 0 < remote.port <= 65535:
-            raise ConfigError(f"remote_ae {remote.ae_title}: port {remote.port} is not a TCP port")
+            raise ConfigError(f"{entry}: port {remote.port} is not a TCP port", ("remote_aes",))
         for network in remote.networks:
             try:
                 ipaddress.ip_network(network, strict=False)
             except ValueError:
                 raise ConfigError(
-                    f"remote_ae {remote.ae_title}: {network!r} is not an address or network"
+                    f"{entry}: {network!r} is not an address or network", ("remote_aes",)
                 ) from None
     outgoing = any(r.tls for r in config.remote_aes)
     if (config.dimse_tls or config.http_tls or outgoing) and not (
         config.tls_certificate and config.tls_private_key
     ):
+        used = ("dimse_tls", "http_tls", "remote_aes", "tls_certificate", "tls_private_key")
         raise ConfigError(
-            "TLS (dimse_tls, http_tls, a remote_ae's tls): set tls_certificate and tls_private_key"
+            "TLS (dimse_tls, http_tls, a remote_ae's tls): set tls_certificate and tls_private_key",
+            used,
         )
     known = {r.ae_title for r in config.remote_aes}
-    for remote in config.remote_aes:
+    for number, remote in remotes:
+        entry = _remote_label(number, remote)
         if unknown := set(remote.move_destinations) - known:
             raise ConfigError(
-                f"remote_ae {remote.ae_title}: move_destinations {sorted(unknown)} are not "
-                "[[remote_ae]] entries"
+                f"{entry}: move_destinations {sorted(unknown)} are not [[remote_ae]] entries",
+                ("remote_aes",),
             )
         if remote.tls_fingerprint and not re.fullmatch(r"[0-9a-f]{64}", remote.tls_fingerprint):
-            raise ConfigError(
-                f"remote_ae {remote.ae_title}: tls_fingerprint is not a SHA-256 in hex"
-            )
+            raise ConfigError(f"{entry}: tls_fingerprint is not a SHA-256 in hex", ("remote_aes",))
     _check_certificate_bindings(config)
-    for route in config.routes:
+    for number, route in enumerate(config.routes, 1):
         if route.destination not in known:
-            raise ConfigError(f"route: destination {route.destination!r} is not a [[remote_ae]]")
-    if config.duplicates not in {"keep-first", "replace"}:
-        raise ConfigError("duplicates: must be 'keep-first' or 'replace'")
-    if config.ocr_frames < 1 or config.ocr_budget_seconds <= 0:
-        raise ConfigError("ocr_frames and ocr_budget_seconds: at least one frame, a positive time")
+            raise ConfigError(
+                f"[[route]] #{number}: destination {route.destination!r} is not a [[remote_ae]]",
+                ("routes", "remote_aes"),
+            )
+    if config.ocr_frames < 1:
+        raise ConfigError("ocr_frames: at least 1", ("ocr_frames",))
     for name in (
         "http_threads",
         "http_max_form_kb",
@@ -556,40 +660,41 @@ def validate(config: Config) -> Config:
         "transcode_max_mb",
     ):
         if getattr(config, name) < 1:
-            raise ConfigError(f"{name}: at least 1")
-    for name in ("http_header_seconds", "association_request_seconds"):
-        if not getattr(config, name) > 0:
-            raise ConfigError(f"{name}: a positive number of seconds")
+            raise ConfigError(f"{name}: at least 1", (name,))
+    for name, (floor, unit) in FLOORS.items():
+        if not getattr(config, name) >= floor:
+            raise ConfigError(f"{name}: at least {floor:g} {unit}", (name,))
     if config.max_pending_per_address > config.max_connections:
-        raise ConfigError("max_pending_per_address: at most max_connections")
+        raise ConfigError(
+            "max_pending_per_address: at most max_connections",
+            ("max_pending_per_address", "max_connections"),
+        )
     if config.http_max_connections_per_address < 0:
-        raise ConfigError("http_max_connections_per_address: 0 (no cap) or more")
+        raise ConfigError(
+            "http_max_connections_per_address: 0 (no cap) or more",
+            ("http_max_connections_per_address",),
+        )
     if config.spool_dir != Path("") and _inside(config.spool_dir, config.data_dir):
-        raise ConfigError("spool_dir: must not be inside data_dir (nothing clear goes there)")
-    for proxy in filter(None, (p.strip() for p in config.trusted_proxies.split(","))):
-        try:
-            ipaddress.ip_network(proxy, strict=False)
-        except ValueError:
-            raise ConfigError(f"trusted_proxies: {proxy!r} is not an address or network") from None
+        raise ConfigError(
+            "spool_dir: must not be inside data_dir (nothing clear goes there)",
+            ("spool_dir", "data_dir"),
+        )
     for name in ("dimse_port", "http_port"):
         if not 0 <= getattr(config, name) <= 65535:
-            raise ConfigError(f"{name}: not a TCP port")
-    try:
-        parse_origins(config.cors_origins)
-    except ValueError as exc:
-        raise ConfigError(f"cors_origins: {exc}") from None
+            raise ConfigError(f"{name}: not a TCP port", (name,))
     return config
 
 
-def parse_origins(text: str) -> tuple[str, ...]:
-    """The web origins of ``cors_origins`` as browsers send them in Origin
-    (RFC 6454: scheme and host in lower case, no default port, no path), so
-    the request's header is compared exactly. ValueError for a wildcard,
-    "null" or anything that is not scheme://host[:port]."""
+def parse_origins(text: str | list[str]) -> tuple[str, ...]:
+    """The web origins of ``cors_origins`` (comma-separated, or a list) as
+    browsers send them in Origin (RFC 6454: scheme and host in lower case,
+    no default port, no path), so the request's header is compared exactly.
+    ValueError for a wildcard, "null" or anything that is not
+    scheme://host[:port]."""
     from urllib.parse import urlsplit
 
     origins: list[str] = []
-    for entry in filter(None, (e.strip() for e in text.split(","))):
+    for entry in _words(text):
         parts = urlsplit(entry)
         try:
             port = parts.port
@@ -629,20 +734,23 @@ def _check_certificate_bindings(config: Config) -> None:
         own = identity_of_file(config.tls_certificate)
     except (OSError, ValueError, IndexError):
         raise ConfigError(
-            f"tls_certificate: {config.tls_certificate} is not a readable PEM certificate"
+            f"tls_certificate: {config.tls_certificate} is not a readable PEM certificate",
+            ("tls_certificate",),
         ) from None
-    for remote in config.remote_aes:
+    for number, remote in enumerate(config.remote_aes, 1):
         if not (remote.tls_subject or remote.tls_fingerprint):
             raise ConfigError(
-                f"remote_ae {remote.ae_title}: with mutual TLS (dimse_tls and "
-                "tls_ca_certificates) set tls_subject or tls_fingerprint to its certificate"
+                f"{_remote_label(number, remote)}: with mutual TLS (dimse_tls and "
+                "tls_ca_certificates) set tls_subject or tls_fingerprint to its certificate",
+                ("remote_aes", "dimse_tls", "tls_ca_certificates"),
             )
         if (own.subject and remote.tls_subject == own.subject) or (
             remote.tls_fingerprint == own.fingerprint
         ):
             raise ConfigError(
-                f"remote_ae {remote.ae_title}: names the node's own certificate "
-                "(tls_certificate), which never proves a client"
+                f"{_remote_label(number, remote)}: names the node's own certificate "
+                "(tls_certificate), which never proves a client",
+                ("remote_aes", "tls_certificate"),
             )
 
 
@@ -651,17 +759,34 @@ def _inside(path: Path, parent: Path) -> bool:
 
 
 def default_config_path(env: dict[str, str]) -> Path | None:
-    if named := env.get(ENV_PREFIX + "CONFIG"):
+    named = env.get(ENV_PREFIX + "CONFIG")
+    if named is not None and not named.strip():
+        raise ConfigError(_EMPTY.format(ENV_PREFIX + "CONFIG"))
+    if named:
         return Path(named)
     local = Path("dicomnode.toml")
     return local if local.is_file() else None
+
+
+def _source(
+    keys: tuple[str, ...], path: Path | None, in_file: set[str], set_by_env: set[str]
+) -> str:
+    """Where the values a rule read came from: the one variable, the file
+    (only when they came from it), else "configuration" and the sources."""
+    variables = [ENV_PREFIX + k.upper() for k in keys if k in set_by_env]
+    if variables and len(keys) == 1:
+        return f"environment variable {variables[0]}"
+    from_file = path is not None and (not keys or any(k in in_file for k in keys))
+    if not variables:
+        return str(path) if from_file else "configuration"
+    return f"configuration ({', '.join(variables + ([str(path)] if from_file else []))})"
 
 
 def load(path: Path | None = None, env: Mapping[str, str] | None = None) -> Config:
     """Defaults, then the TOML file, then environment variables."""
     env = dict(os.environ if env is None else env)
     path = path or default_config_path(env)
-    config = Config()
+    config, in_file = Config(), set()
     if path is not None:
         try:
             document = tomllib.loads(Path(path).read_text(encoding="utf-8"))
@@ -670,11 +795,15 @@ def load(path: Path | None = None, env: Mapping[str, str] | None = None) -> Conf
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: {exc}") from None
         config = parse(document, str(path))
-    config = dataclasses.replace(config, **_environment(env))
+        node = document.get("node", {})
+        in_file = set(node) | {a for name, a in _tables().items() if document.get(name)}
+    overrides = _environment(env)
+    config = dataclasses.replace(config, **overrides)
     try:
         return validate(config)
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}" if path is not None else str(exc)) from None
+        where = _source(exc.keys, path, in_file, set(overrides))
+        raise ConfigError(f"{where}: {exc}", exc.keys) from None
 
 
 def deid_policies(config: Config) -> SenderPolicies:

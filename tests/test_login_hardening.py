@@ -22,14 +22,14 @@ from werkzeug.security import generate_password_hash
 
 import viewer.auth as auth
 from dicomnode.cli.main import main
-from dicomnode.config import Config
+from dicomnode.config import Config, parse_networks
 from dicomnode.node import open_archive
 from storage.archive import Archive
 from storage.throttle import Backoff, Key, login_throttle
 from tests.conftest import make_config
 from tests.test_viewer import PASSWORD
 from viewer import create_app
-from viewer.address import client_from, trusted_networks
+from viewer.address import client_from
 
 SECRET = b"k" * 32
 USERS = {"admin-user": "admin", "cardiologist-user": "cardiologist", "pacs": "cardiologist"}
@@ -380,7 +380,7 @@ def test_a_forwarded_for_header_from_an_untrusted_peer_is_ignored(
 def test_the_client_address_is_the_rightmost_untrusted_hop(
     peer: str, forwarded: list[str], client: str
 ) -> None:
-    assert client_from(peer, forwarded, trusted_networks("10.9.0.1, 10.9.1.0/24")) == client
+    assert client_from(peer, forwarded, parse_networks("10.9.0.1, 10.9.1.0/24")) == client
 
 
 # --- redirects after login -------------------------------------------------

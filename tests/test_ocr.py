@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from PIL import Image, ImageDraw, ImageFont
 from pydicom import dcmread
 
+from dicomnode.config import Config
 from dicomnode.deid import ocr
 from dicomnode.ops.samples import sample_file
 
@@ -55,6 +56,9 @@ pytestmark = pytest.mark.skipif(
     not all(path.is_file() for path in (LATIN_FONT, BOLD_FONT, CJK_FONT)),
     reason="fonts-dejavu-core and fonts-wqy-zenhei are not installed (`make peers` installs them)",
 )
+
+# The sample and budget the node uses unless a test sets its own.
+FRAMES, BUDGET = Config().ocr_frames, Config().ocr_budget_seconds
 
 
 def squeeze(text: str) -> str:
@@ -286,7 +290,12 @@ def test_identity_text_is_flagged(scene: int) -> None:
     base = echo_frame(scene) if background == "synthetic" else real_backgrounds()[scene % 5]
     frame, _ = draw(base, plants, seed=scene)
     verdict = ocr.verify(
-        [frame] * 30, 30, blanked=None, is_identity=matcher({p.text: kind(p) for p in plants})
+        [frame] * 30,
+        30,
+        blanked=None,
+        is_identity=matcher({p.text: kind(p) for p in plants}),
+        most_frames=FRAMES,
+        budget_seconds=BUDGET,
     )
     assert verdict.reason is not None, f"nothing found in scene {scene}"
     assert verdict.reason.startswith("OCR found identity text (")
@@ -313,7 +322,9 @@ def test_name_split_over_lines_is_found() -> None:
     is_identity = matcher({"petrova aigerim": "name"})
     lines = [line for line in ocr._read_lines(frame) if line.box[1] < 90]
     assert not any(is_identity(w.text) for line in lines for w in line.words)
-    verdict = ocr.verify([frame], 1, blanked=None, is_identity=is_identity)
+    verdict = ocr.verify(
+        [frame], 1, blanked=None, is_identity=is_identity, most_frames=FRAMES, budget_seconds=BUDGET
+    )
     assert verdict.reason == "OCR found identity text (name) in frame 1"
 
 
@@ -322,7 +333,14 @@ def test_real_banner_found_before_and_not_after_cleaning() -> None:
     """The sample's own burned-in banner (a test patient's name, ID, birth date)."""
     frames, keep = region_keep(sample_file("ultrasounds/GREYSCALE_IMAGE.dcm"))
     is_identity = matcher({"ZZZ TEST PATIENT": "name", "00079241539": "id", "08/29/1951": "date"})
-    raw = ocr.verify(frames, len(frames), blanked=~keep, is_identity=is_identity)
+    raw = ocr.verify(
+        frames,
+        len(frames),
+        blanked=~keep,
+        is_identity=is_identity,
+        most_frames=FRAMES,
+        budget_seconds=BUDGET,
+    )
     assert raw.reason is not None and raw.reason.startswith(
         "OCR found identity text (date, id, name)"
     )
@@ -331,7 +349,17 @@ def test_real_banner_found_before_and_not_after_cleaning() -> None:
     cleaned[:, ~keep] = 0
     # The banner's lower edge is cut through: what is left must not count as
     # text in the blanked area, nor the annotations inside the region.
-    assert ocr.verify(cleaned, len(cleaned), blanked=~keep, is_identity=is_identity).reason is None
+    assert (
+        ocr.verify(
+            cleaned,
+            len(cleaned),
+            blanked=~keep,
+            is_identity=is_identity,
+            most_frames=FRAMES,
+            budget_seconds=BUDGET,
+        ).reason
+        is None
+    )
 
 
 # --- text inside the blanked area --------------------------------------------------
@@ -346,7 +374,12 @@ def test_text_inside_blanked_area_is_flagged_and_outside_is_not() -> None:
     nothing = matcher({})
     inside, _ = draw(frame, [Plant("CCHS CLINIC", "latin", 12, "grey", "banner")], seed=3)
     verdict = ocr.verify(
-        [frame, inside, frame], 3, blanked=blanked, is_identity=nothing, budget_seconds=60
+        [frame, inside, frame],
+        3,
+        blanked=blanked,
+        is_identity=nothing,
+        budget_seconds=60,
+        most_frames=FRAMES,
     )
     # The first frame is clean, the last is clean, the middle one is not.
     assert verdict.reason == "OCR found text inside an area the node blanked (frame 2)"
@@ -355,15 +388,30 @@ def test_text_inside_blanked_area_is_flagged_and_outside_is_not() -> None:
     ImageDraw.Draw(corner).text(
         (640, 560), "Fr 42 Hz", fill=COLOURS["cyan"], font=ImageFont.truetype(str(LATIN_FONT), 12)
     )
-    assert ocr.verify([np.asarray(corner)], 1, blanked=blanked, is_identity=nothing).reason == (
-        "OCR found text inside an area the node blanked (frame 1)"
-    )
+    assert ocr.verify(
+        [np.asarray(corner)],
+        1,
+        blanked=blanked,
+        is_identity=nothing,
+        most_frames=FRAMES,
+        budget_seconds=BUDGET,
+    ).reason == ("OCR found text inside an area the node blanked (frame 1)")
     # The same text just outside the blanked band is not the blanking's failure.
     outside = Image.fromarray(frame.copy())
     ImageDraw.Draw(outside).text(
         (20, 40), "CCHS CLINIC", fill=COLOURS["white"], font=ImageFont.truetype(str(LATIN_FONT), 12)
     )
-    assert ocr.verify([np.asarray(outside)], 1, blanked=blanked, is_identity=nothing).reason is None
+    assert (
+        ocr.verify(
+            [np.asarray(outside)],
+            1,
+            blanked=blanked,
+            is_identity=nothing,
+            most_frames=FRAMES,
+            budget_seconds=BUDGET,
+        ).reason
+        is None
+    )
 
 
 @pytest.mark.slow
@@ -384,7 +432,12 @@ def test_clean_frames_are_not_flagged() -> None:
     is_identity = matcher({"IVANOV IVAN": "name", "02.08.2022": "date", "1234567": "id"})
     clean = np.asarray(frame)
     verdict = ocr.verify(
-        lambda _: clean, 40, blanked=blanked, is_identity=is_identity, budget_seconds=60
+        lambda _: clean,
+        40,
+        blanked=blanked,
+        is_identity=is_identity,
+        budget_seconds=60,
+        most_frames=FRAMES,
     )
     assert verdict.reason is None and verdict.frames_read == 3
     words = [w.text for w in ocr.read_words(clean)]
@@ -393,7 +446,12 @@ def test_clean_frames_are_not_flagged() -> None:
     cleaned = frames.copy()
     cleaned[:, ~keep] = 0
     real = ocr.verify(
-        cleaned, len(cleaned), blanked=~keep, is_identity=is_identity, budget_seconds=60
+        cleaned,
+        len(cleaned),
+        blanked=~keep,
+        is_identity=is_identity,
+        budget_seconds=60,
+        most_frames=FRAMES,
     )
     assert real.reason is None and real.frames_read == 3
 
@@ -416,17 +474,33 @@ def test_budget_reads_first_frame_then_stops_and_order() -> None:
     read.clear()
     ocr.verify(frames, 100, blanked=None, is_identity=matcher({}), most_frames=5, budget_seconds=60)
     assert read == [0, 99, 50, 25, 74]  # first, last, then spread out
-    empty = ocr.verify([], 0, blanked=None, is_identity=matcher({}))
+    empty = ocr.verify(
+        [], 0, blanked=None, is_identity=matcher({}), most_frames=FRAMES, budget_seconds=BUDGET
+    )
     assert (empty.reason, empty.frames_read) == (None, 0)
     with pytest.raises(ValueError, match="blanked mask"):
-        ocr.verify([frame], 1, blanked=np.zeros((10, 10), bool), is_identity=matcher({}))
+        ocr.verify(
+            [frame],
+            1,
+            blanked=np.zeros((10, 10), bool),
+            is_identity=matcher({}),
+            most_frames=FRAMES,
+            budget_seconds=BUDGET,
+        )
 
 
 def test_missing_tesseract_is_an_error_not_a_pass(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ocr, "tessdata_dir", lambda: None)  # as if no language pack
     assert not ocr.available()
     with pytest.raises(ocr.OcrUnavailable):
-        ocr.verify([np.zeros((8, 8), np.uint8)], 1, blanked=None, is_identity=matcher({}))
+        ocr.verify(
+            [np.zeros((8, 8), np.uint8)],
+            1,
+            blanked=None,
+            is_identity=matcher({}),
+            most_frames=FRAMES,
+            budget_seconds=BUDGET,
+        )
 
 
 def test_reason_never_carries_text() -> None:
@@ -436,7 +510,9 @@ def test_reason_never_carries_text() -> None:
     def leaky(text: str) -> list[str]:
         return [f"name {text}"] if "IVANOV" in text.upper() else []
 
-    verdict = ocr.verify([frame], 1, blanked=None, is_identity=leaky)
+    verdict = ocr.verify(
+        [frame], 1, blanked=None, is_identity=leaky, most_frames=FRAMES, budget_seconds=BUDGET
+    )
     assert verdict.reason == "OCR found identity text (identity) in frame 1"
 
 

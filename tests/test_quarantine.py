@@ -111,6 +111,7 @@ def test_a_blob_does_not_open_as_another_instance_nor_with_another_key(
     other = Archive(
         config.data_dir,
         config.effective_index_url,
+        config.duplicates,
         stores=(archive.blobs, archive.held),
         quarantine_key=b"\x01" * 32,
     )
@@ -122,7 +123,7 @@ def test_a_blob_does_not_open_as_another_instance_nor_with_another_key(
 
 
 def test_without_a_key_nothing_is_held_in_plaintext(tmp_path: Path, config: Config) -> None:
-    archive = Archive(tmp_path / "d", f"sqlite:///{tmp_path}/d.sqlite")
+    archive = Archive(tmp_path / "d", f"sqlite:///{tmp_path}/d.sqlite", config.duplicates)
     try:
         ds = instance()
         del ds.SequenceOfUltrasoundRegions

@@ -198,7 +198,7 @@ port = 104
 issuer = "Osh"
 """
     )
-    with pytest.raises(ConfigError, match=r"remote_ae OSH_CATH: .*tls_subject or tls_fingerprint"):
+    with pytest.raises(ConfigError, match=r"'OSH_CATH'\): .*tls_subject or tls_fingerprint"):
         load(path, env={})
 
 

@@ -21,9 +21,13 @@ from pydicom.uid import (
     RLELossless,
 )
 
+from dicomnode.config import Config
 from dicomnode.media import transcode
 from dicomnode.media.transcode import TranscodeError, decompressed
 from dicomnode.net.retrieve_syntax import NOT_MADE_HERE, UNDECODABLE, Plan, decoded, plan
+
+# What the node transcodes whole by default (transcode_max_mb).
+LIMIT = Config().transcode_max_mb << 20
 
 
 def sample(name: str) -> Dataset:
@@ -64,7 +68,7 @@ def test_colour_says_what_the_decoded_pixels_are(
     if stored:
         assert ds.file_meta.TransferSyntaxUID == stored
     expected = ds.pixel_array.copy()  # what a receiver of the stored file sees
-    out = decompressed(ds)
+    out = decompressed(ds, limit=LIMIT)
     assert out.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
     assert (out.PhotometricInterpretation, out.PlanarConfiguration) == (made, 0)
     again = dcmread(BytesIO(_saved(out)))
@@ -78,7 +82,7 @@ def test_rle_colour_stored_planar_is_sent_interleaved() -> None:
     ds = sample("SC_rgb_rle_2frame.dcm")
     expected = ds.pixel_array.copy()
     ds.PlanarConfiguration = 1
-    out = decompressed(ds)
+    out = decompressed(ds, limit=LIMIT)
     assert out.PlanarConfiguration == 0
     assert np.array_equal(dcmread(BytesIO(_saved(out))).pixel_array, expected)
 
@@ -90,7 +94,7 @@ def test_lossy_history_told_only_by_the_syntax_survives_every_path() -> None:
     buffer = BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     for target in (ExplicitVRLittleEndian, RLELossless):
-        made = dcmread(BytesIO(transcode.transcode(buffer.getvalue(), target)))
+        made = dcmread(BytesIO(transcode.transcode(buffer.getvalue(), target, limit=LIMIT)))
         assert made.file_meta.TransferSyntaxUID == target
         assert made.LossyImageCompression == "01", target
         assert made.LossyImageCompressionMethod == "ISO_10918_1"
@@ -102,9 +106,9 @@ def test_a_lossy_history_already_told_is_not_rewritten() -> None:
     ds.LossyImageCompression = "01"
     ds.LossyImageCompressionMethod = "ISO_10918_1"
     ds.pop("LossyImageCompressionRatio", None)
-    out = decompressed(ds)
+    out = decompressed(ds, limit=LIMIT)
     assert "LossyImageCompressionRatio" not in out  # not invented for another step's method
-    lossless = decompressed(sample("SC_rgb_rle_2frame.dcm"))
+    lossless = decompressed(sample("SC_rgb_rle_2frame.dcm"), limit=LIMIT)
     assert lossless.get("LossyImageCompression") != "01"
 
 
@@ -118,14 +122,14 @@ def _damaged() -> Dataset:
 def test_undecodable_data_fail_with_a_text_that_quotes_nothing() -> None:
     ds = _damaged()
     with pytest.raises(TranscodeError) as failed:
-        decompressed(ds)
+        decompressed(ds, limit=LIMIT)
     assert "RLE Lossless" in str(failed.value)
     assert "Ivanova" not in str(failed.value) and ds.SOPInstanceUID not in str(failed.value)
     assert isinstance(failed.value, ValueError)  # what retrieve catches
     buffer = BytesIO()
     _damaged().save_as(buffer, enforce_file_format=True)
     with pytest.raises(TranscodeError) as failed:
-        transcode.transcode(buffer.getvalue(), ExplicitVRLittleEndian)
+        transcode.transcode(buffer.getvalue(), ExplicitVRLittleEndian, limit=LIMIT)
     assert "Ivanova" not in str(failed.value)
 
 
@@ -133,13 +137,13 @@ def test_big_endian_pixel_data_are_refused_clearly() -> None:
     ds = sample("MR_small_bigendian.dcm")
     assert ds.file_meta.TransferSyntaxUID == ExplicitVRBigEndian
     with pytest.raises(TranscodeError, match="Big Endian"):
-        decompressed(ds)
+        decompressed(ds, limit=LIMIT)
 
 
 def test_without_pixel_data_only_the_label_changes() -> None:
     ds = sample("SC_rgb_jpeg_dcmtk.dcm")
     del ds.PixelData
-    out = decompressed(ds)
+    out = decompressed(ds, limit=LIMIT)
     assert out.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
     assert out.PhotometricInterpretation == "YBR_FULL"
 
@@ -158,4 +162,4 @@ def test_what_no_decoder_here_can_read_is_not_read_for_nothing() -> None:
     ds = sample("SC_rgb_rle_2frame.dcm")
     ds.file_meta.TransferSyntaxUID = MPEG2MPML
     with pytest.raises(TranscodeError, match="no decoder"):
-        decompressed(ds)
+        decompressed(ds, limit=LIMIT)

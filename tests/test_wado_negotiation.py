@@ -47,6 +47,9 @@ RNG = np.random.default_rng(17)
 OHIF_FRAMES = "multipart/related; type=application/octet-stream; transfer-syntax=*"
 EXPLICIT = f'multipart/related; type="application/dicom"; transfer-syntax={ExplicitVRLittleEndian}'
 
+# What the node transcodes whole by default (transcode_max_mb).
+LIMIT = Config().transcode_max_mb << 20
+
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Flask, Archive]]:
@@ -587,7 +590,7 @@ def test_dicomweb_client_asks_and_gets_what_it_asked_for(web) -> None:
 def test_transcode_keeps_the_instance_and_its_pixels(runs: dict[str, Stored], target: str) -> None:
     for kind in ("rle", "j2k", "jpeg-colour"):
         run = runs[kind]
-        made = dcmread(BytesIO(transcode.transcode(run.blob, target)))
+        made = dcmread(BytesIO(transcode.transcode(run.blob, target, limit=LIMIT)))
         assert made.file_meta.TransferSyntaxUID == target
         assert made.SOPInstanceUID == run.sop and made.PatientID == run.dataset.PatientID
         assert np.array_equal(made.pixel_array.reshape(run.decoded().shape), run.decoded())
@@ -595,7 +598,7 @@ def test_transcode_keeps_the_instance_and_its_pixels(runs: dict[str, Stored], ta
 
 def test_transcode_failures_name_no_value() -> None:
     with pytest.raises(transcode.TranscodeError) as failed:
-        transcode.transcode(b"\x00" * 200 + b"not DICOM", ExplicitVRLittleEndian)
+        transcode.transcode(b"\x00" * 200 + b"not DICOM", ExplicitVRLittleEndian, limit=LIMIT)
     assert "not DICOM" not in str(failed.value)
     assert not transcode.can_make(JPEGBaseline8Bit, "1.2.3.4")
     assert not transcode.can_make(RLELossless, JPEGBaseline8Bit)  # never lossy, whole instances

@@ -15,22 +15,13 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable
-from functools import cache
 
 from flask import request
 
+from dicomnode.config import Network
 from viewer import services
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-@cache
-def trusted_networks(setting: str) -> tuple[Network, ...]:
-    """`Config.trusted_proxies` parsed (validated when the config was loaded)."""
-    return tuple(
-        ipaddress.ip_network(p.strip(), strict=False) for p in setting.split(",") if p.strip()
-    )
 
 
 def _parse(text: str) -> Address | None:
@@ -75,7 +66,7 @@ def client_address() -> str:
     """The address of the client of the current request (see the module)."""
     config = services.config()
     peer = request.remote_addr or ""
-    trusted = trusted_networks(config.trusted_proxies)
+    trusted = config.trusted_proxies  # parsed into networks at load
     if not trusted:
         return peer
     return client_from(peer, request.headers.getlist("X-Forwarded-For"), trusted)
@@ -93,7 +84,7 @@ def public_root() -> str:
     connected to (dicomweb-client drops it) gets the port added: the URIs
     must reach this server."""
     config = services.config()
-    trusted = trusted_networks(config.trusted_proxies)
+    trusted = config.trusted_proxies
     try:
         peer = ipaddress.ip_address(request.remote_addr or "")
     except ValueError:

@@ -3,7 +3,7 @@
 A viewer served from another origin (OHIF on its own host or port) calls
 /dicom-web from the browser; without CORS the browser hides every answer.
 Only the listed origins are answered, each by its exact Origin header (RFC
-6454 serialisation, `dicomnode.config.parse_origins`): never ``*``, never an
+6454 serialisation, as `Config.cors_origins` holds them): never ``*``, never an
 echo of what was sent, nothing for ``null``. None listed: no CORS header at
 all, and preflights are refused like any request without a login.
 
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from flask import Flask, Response, abort, request
 
-from dicomnode.config import Config, parse_origins
+from dicomnode.config import Config
 
 PREFIX = "/dicom-web/"
 # What a DICOMweb client sends: credentials, negotiation, STOW-RS bodies.
@@ -51,7 +51,7 @@ MAX_AGE = 600  # seconds a browser may keep a preflight's answer
 
 def install(app: Flask, config: Config) -> None:
     """Before the login check: a preflight has no credentials to check."""
-    origins = frozenset(parse_origins(config.cors_origins))
+    origins = frozenset(config.cors_origins)  # parsed and normalised at load
     if not origins:
         return
 

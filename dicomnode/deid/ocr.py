@@ -616,8 +616,8 @@ def verify(
     *,
     blanked: np.ndarray | None,
     is_identity: Callable[[str], list[str]],
-    most_frames: int = 3,
-    budget_seconds: float = 2.0,
+    most_frames: int,
+    budget_seconds: float,
 ) -> Verdict:
     """OCR a sample of cleaned 8-bit frames; say whether identity text or any
     text inside the blanked areas is left.
@@ -628,11 +628,13 @@ def verify(
     is spent; reading stops at the first finding. Frame numbers in the reason
     count from 1, as DICOM does.
 
-    Defaults: a real 600x800 echo frame takes 0.2-0.5 s on one core (a busy
-    synthetic one up to ~1 s) and burned-in text is the same on every frame
-    of a clip, so three frames (first, last, middle: an annotation added part
-    way through) within 2 s keep a C-STORE from waiting long while the
-    first frame, where nearly all banners are, is always read. Raises
+    ``most_frames`` and ``budget_seconds`` are the node's ``ocr_frames`` and
+    ``ocr_budget_seconds`` (their defaults, and why, are in the
+    configuration): a real 600x800 echo frame takes 0.2-0.5 s on one core
+    (a busy synthetic one up to ~1 s) and burned-in text is the same on
+    every frame of a clip, so a few frames (first, last, middle: an
+    annotation added part way through) keep a C-STORE from waiting long
+    while the first frame, where nearly all banners are, is always read. Raises
     OcrUnavailable when Tesseract is missing: nothing read must never pass
     for nothing found."""
     start = time.monotonic()

@@ -58,9 +58,12 @@ TEXT_SOP_CLASSES = frozenset(
 
 @dataclass(frozen=True)
 class OcrSettings:
-    enabled: bool = True
-    most_frames: int = 3
-    budget_seconds: float = 4.0
+    """The OCR check as configured (``ocr``, ``ocr_frames``,
+    ``ocr_budget_seconds``): no defaults here, the configuration's stand."""
+
+    enabled: bool
+    most_frames: int
+    budget_seconds: float
 
     @classmethod
     def of(cls, config: Any) -> OcrSettings:

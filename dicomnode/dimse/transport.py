@@ -292,11 +292,11 @@ class NodeAssociationServer(ThreadedAssociationServer):
     on_reject: Callable[[str, str, str], None]
     # Told of each proposed storage class refused (association, UID, why).
     on_class_refused: Callable[[Any, str, str], None]
-    # Set from the configuration by the caller (these are its defaults).
-    max_connections: int = 200
-    max_pending_per_address: int = 8
-    association_request_seconds: float = 10.0
-    unknown_sop_class_accepted: bool = False
+    # Set from the configuration by the caller (`dimse.server`), before serving.
+    max_connections: int
+    max_pending_per_address: int
+    association_request_seconds: float
+    unknown_sop_class_accepted: bool
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # Before binding: a failed bind calls server_close, which stops it.

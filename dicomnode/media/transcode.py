@@ -92,7 +92,6 @@ DECODED_AS_RGB = frozenset({"YBR_FULL_422", "YBR_PARTIAL_422", "YBR_PARTIAL_420"
 NATIVE_PHOTOMETRIC = frozenset({"MONOCHROME1", "MONOCHROME2", "PALETTE COLOR", "RGB", "YBR_FULL"})
 _ENCODERS = {e.UID: e for e in (RLELosslessEncoder, JPEG2000LosslessEncoder, JPEGLSLosslessEncoder)}
 JPEG_QUALITY = 90  # a JPEG baseline frame made from other data, when asked for one
-DEFAULT_LIMIT = 512 << 20  # transcode_max_mb's default, in bytes
 # One whole-instance transcode at a time: each may hold 3-4 times its
 # decoded size (decoded frames, joined value, written file).
 _WHOLE = threading.Semaphore(1)
@@ -196,7 +195,7 @@ def can_make(stored: str, target: str, *, frame: bool = False) -> bool:
     return UID(target) in targets and decodable(stored)
 
 
-def decompressed(ds: Dataset, limit: int | None = DEFAULT_LIMIT) -> Dataset:
+def decompressed(ds: Dataset, limit: int | None) -> Dataset:
     """``ds`` (in memory, never the archive's file; changed and returned)
     with its pixel data decoded, in Explicit VR Little Endian; TranscodeError
     if it cannot be.
@@ -209,7 +208,8 @@ def decompressed(ds: Dataset, limit: int | None = DEFAULT_LIMIT) -> Dataset:
     "01" stays, and is set, with the method and ratio, when a lossy syntax
     was all that said so.
 
-    Compressed data decoding to more than ``limit`` bytes raise TooLarge
+    Compressed data decoding to more than ``limit`` bytes (the caller's
+    ``transcode_max_mb``; None: unbounded) raise TooLarge
     before anything is decoded; one instance is decoded at a time."""
     stored = UID(ds.file_meta.TransferSyntaxUID)
     if stored == ExplicitVRBigEndian:  # pydicom writes it back only as big endian
@@ -255,7 +255,7 @@ def _described(ds: Dataset, stored: UID, decoded: int, compressed_size: int) -> 
     return ds
 
 
-def transcode(source: BinaryIO | bytes, target: str, limit: int | None = DEFAULT_LIMIT) -> bytes:
+def transcode(source: BinaryIO | bytes, target: str, limit: int | None) -> bytes:
     """The stored PS3.10 file ``source`` (seekable) as a PS3.10 file in
     ``target`` (which ``can_make`` allows); the SOP Instance UID kept.
     TooLarge, from the header alone, when it decodes to more than ``limit``
