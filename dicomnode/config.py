@@ -53,6 +53,8 @@ from storage.values import normalise_issuer
 
 ENV_PREFIX = "DICOMNODE_"
 _EMPTY = "environment variable {} is set but empty: unset it to use the file's value"
+# Peers' titles are compared without their spaces (PS3.5: not significant).
+_SPACED = "AE title {!r} has leading or trailing spaces, which peers never send"
 _AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE: no backslash
 # DIMSE services a known AE may be allowed, per [[remote_ae]] entry.
 Service = Literal["echo", "store", "find", "move", "get"]
@@ -458,6 +460,8 @@ def _convert(kind: Any, raw: Any, text: bool) -> Any:
             raise ValueError(
                 f"expected a string{' (a path)' if kind is Path else ''}, got {_shown(raw)}"
             )
+        if kind is Path and raw != raw.strip():
+            raise ValueError(f"a path with leading or trailing spaces: {_shown(raw)}")
         return Path(raw) if kind is Path else raw
     if isinstance(kind, type) and issubclass(kind, Enum):
         for member in kind:
@@ -535,9 +539,11 @@ def parse(document: dict[str, Any], source: str) -> Config:
     known = {"node", *tables}
     for key in document:
         if key not in known:
-            where = "it goes under [node]" if key in _schema(Config) else ""
+            under_node = key in _schema(Config) and key not in tables.values()
+            where = "it goes under [node]" if under_node else ""
             hint = difflib.get_close_matches(key, known, n=1)
-            where = where or (f"did you mean [{hint[0]}]?" if hint else "")
+            shown = (f"[[{hint[0]}]]" if hint[0] in tables else f"[{hint[0]}]") if hint else ""
+            where = where or (f"did you mean {shown}?" if hint else "")
             raise ConfigError(
                 f"{source}: unknown key {key!r} at the top level"
                 + (f": {where}" if where else " (tables: [node], [[remote_ae]], [[route]])")
@@ -590,12 +596,26 @@ def validate(config: Config) -> Config:
         raise ConfigError(
             f"AE title {config.ae_title!r} is not 1-16 printable characters", ("ae_title",)
         )
+    if config.ae_title != config.ae_title.strip():
+        raise ConfigError(_SPACED.format(config.ae_title), ("ae_title",))
     remotes = list(enumerate(config.remote_aes, 1))
+    seen: dict[str, int] = {}
     for number, remote in remotes:
         if not _AE_TITLE.match(remote.ae_title) or not remote.ae_title.strip():
             raise ConfigError(
                 f"{_remote_label(number, remote)}: AE title {remote.ae_title!r} is not 1-16 "
                 "printable characters",
+                ("remote_aes",),
+            )
+        if remote.ae_title != remote.ae_title.strip():
+            raise ConfigError(
+                f"{_remote_label(number, remote)}: {_SPACED.format(remote.ae_title)}",
+                ("remote_aes",),
+            )
+        if (first := seen.setdefault(remote.ae_title, number)) != number:
+            raise ConfigError(
+                f"{_remote_label(number, remote)}: the AE title is named twice (also entry "
+                f"#{first}); only one entry can apply to a peer",
                 ("remote_aes",),
             )
     try:
@@ -682,7 +702,41 @@ def validate(config: Config) -> Config:
     for name in ("dimse_port", "http_port"):
         if not 0 <= getattr(config, name) <= 65535:
             raise ConfigError(f"{name}: not a TCP port", (name,))
+    if config.index_url:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            _ = make_url(config.index_url).port
+        except (ArgumentError, ValueError):
+            # Never the value: it may hold a password.
+            raise ConfigError(
+                "index_url: not a database URL (e.g. postgresql://user@host:5432/dicomnode)",
+                ("index_url",),
+            ) from None
+    for name in ("data_dir", "key_dir"):
+        if getattr(config, name) == Path(""):
+            raise ConfigError(
+                f"{name}: empty (the working directory): name a folder of its own", (name,)
+            )
+    if config.max_pdu_size > 0xFFFFFFFF:
+        raise ConfigError(
+            "max_pdu_size: at most 4294967295 (a PDU length is 32 bits)", ("max_pdu_size",)
+        )
+    for name, least, why in _LEAST:
+        if getattr(config, name) < least:
+            raise ConfigError(f"{name}: at least {least} ({why})", (name,))
     return config
+
+
+# Whole numbers whose 0 would not mean "none" but break the node.
+_LEAST = (
+    ("max_associations", 1, "0 would refuse every association"),
+    ("max_associations_per_ae", 1, "0 would refuse every association"),
+    ("login_attempts", 1, "0 would make every login wait"),
+    ("password_min_length", 8, "a shorter password is guessed"),
+    ("export_keep_hours", 1, "0 would delete a package before its download"),
+)
 
 
 def parse_origins(text: str | list[str]) -> tuple[str, ...]:
@@ -782,18 +836,35 @@ def _source(
     return f"configuration ({', '.join(variables + ([str(path)] if from_file else []))})"
 
 
+def _document(path: Path) -> dict[str, Any]:
+    """The TOML file, or one line saying why it cannot be read."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a folder, not a configuration file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from None
+    if data.startswith(b"\xef\xbb\xbf"):
+        raise ConfigError(f"{path}: starts with a byte order mark: save it as UTF-8 without one")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
 def load(path: Path | None = None, env: Mapping[str, str] | None = None) -> Config:
     """Defaults, then the TOML file, then environment variables."""
     env = dict(os.environ if env is None else env)
     path = path or default_config_path(env)
     config, in_file = Config(), set()
     if path is not None:
-        try:
-            document = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"configuration file {path} does not exist") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: {exc}") from None
+        document = _document(Path(path))
         config = parse(document, str(path))
         node = document.get("node", {})
         in_file = set(node) | {a for name, a in _tables().items() if document.get(name)}
@@ -840,15 +911,18 @@ def deid_setup(config: Config) -> DeidSetup:
 
 
 def without_secrets(config: Config) -> Config:
-    """The configuration to show: a password inside ``index_url`` masked
-    (better kept in ~/.pgpass or PGPASSWORD, which libpq reads)."""
-    if "@" not in config.index_url or "://" not in config.index_url:
+    """The configuration to show: a password inside ``index_url`` masked,
+    whether in the user part or a query parameter libpq reads (``password``,
+    ``sslpassword``); better kept in ~/.pgpass or PGPASSWORD."""
+    if "://" not in config.index_url:
         return config
     from sqlalchemy.engine import make_url
 
     url = make_url(config.index_url)
-    if not url.password:
+    secret = {k: "***" for k in url.query if "password" in k.lower()}
+    if not (url.password or secret):
         return config
+    url = url.update_query_dict(secret) if secret else url
     return dataclasses.replace(config, index_url=url.render_as_string(hide_password=True))
 
 
