@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Column, Integer, String, Table, func, select
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from storage.rows import insert_for
 from storage.schema import metadata
@@ -150,6 +150,34 @@ class AuditTrail:
         detail: str = "",
         outcome: int = SUCCESS,
     ) -> None:
+        """Append one record in a transaction of its own."""
+        with self._lock, self.engine.begin() as conn:
+            self.append(
+                conn,
+                kind,
+                user=user,
+                role=role,
+                source=source,
+                obj=obj,
+                detail=detail,
+                outcome=outcome,
+            )
+
+    def append(
+        self,
+        conn: Connection,
+        kind: str,
+        *,
+        user: str,
+        role: str = "",
+        source: str = "",
+        obj: str = "",
+        detail: str = "",
+        outcome: int = SUCCESS,
+    ) -> None:
+        """Append one record in the caller's transaction (a store's, so the
+        record and what it records commit together or not at all). The
+        caller holds the index's write lock where `record` would take it."""
         if kind not in EVENTS:
             raise ValueError(f"unknown audit event {kind!r}")
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -163,25 +191,22 @@ class AuditTrail:
             "object": obj[:256],
             "detail": detail[:2048],
         }
-        with self._lock, self.engine.begin() as conn:
-            # A write comes first: on SQLite it takes the one writer's lock
-            # before the head is read (a read first would let two processes
-            # chain onto the same head), and on PostgreSQL the head row then
-            # exists for FOR UPDATE to lock, even for the very first record.
-            start = insert_for(conn, audit_head).values(id=1, seq=0, digest=GENESIS)
-            conn.execute(start.on_conflict_do_nothing(index_elements=["id"]))
-            head = conn.execute(
-                select(audit_head.c.seq, audit_head.c.digest)
-                .where(audit_head.c.id == 1)
-                .with_for_update()
-            ).one()
-            seq, prev = head[0] + 1, head[1]
-            row["seq"] = seq
-            digest = _digest(self.key, prev, row)
-            conn.execute(audit_log.insert().values(**row, prev=prev, digest=digest))
-            conn.execute(
-                audit_head.update().where(audit_head.c.id == 1).values(seq=seq, digest=digest)
-            )
+        # A write comes first: on SQLite it takes the one writer's lock
+        # before the head is read (a read first would let two processes
+        # chain onto the same head), and on PostgreSQL the head row then
+        # exists for FOR UPDATE to lock, even for the very first record.
+        start = insert_for(conn, audit_head).values(id=1, seq=0, digest=GENESIS)
+        conn.execute(start.on_conflict_do_nothing(index_elements=["id"]))
+        head = conn.execute(
+            select(audit_head.c.seq, audit_head.c.digest)
+            .where(audit_head.c.id == 1)
+            .with_for_update()
+        ).one()
+        seq, prev = head[0] + 1, head[1]
+        row["seq"] = seq
+        digest = _digest(self.key, prev, row)
+        conn.execute(audit_log.insert().values(**row, prev=prev, digest=digest))
+        conn.execute(audit_head.update().where(audit_head.c.id == 1).values(seq=seq, digest=digest))
 
     def rows(
         self, where: AuditFilter | None = None, limit: int | None = None, offset: int = 0

@@ -73,6 +73,14 @@ class UnknownPlan(PlanError):
 
 
 @dataclass(frozen=True)
+class Draft:
+    """The plan and version a save will make (`Plans.draft`)."""
+
+    plan: int
+    version: int
+
+
+@dataclass(frozen=True)
 class Saved:
     pk: int
     plan: int
@@ -124,58 +132,66 @@ class Plans:
         a plan that exists: a newer one saved meanwhile (or a save that does
         not say what it continues) is a conflict, not something to supersede
         unseen."""
-        text = json.dumps(content, ensure_ascii=False, allow_nan=False)
         with self._lock, self.engine.begin() as conn:
-            _take_turn(conn, study_uid)  # two saves at once: two versions
-            latest = _latest_versions(conn, study_uid)
-            if plan is None:
-                mine = [n for n, row in latest.items() if row.defect == defect]
-                plan = max(mine) if mine else NEW
-            if plan == NEW:
-                plan, version = max(latest, default=0) + 1, 1
-            else:
-                assert isinstance(plan, int)
-                current = latest.get(plan)
-                if current is None:
-                    raise UnknownPlan("the study has no plan {plan}", plan=plan)
-                if current.defect != defect:
-                    raise PlanConflict(
-                        "plan {plan} is for {defect}: start a new plan for another defect",
-                        plan=plan,
-                        defect=current.defect,
-                    )
-                if based_on is None:
-                    raise PlanConflict(
-                        "plan {plan} already has version {version}: save from the version "
-                        "you opened (based_on)",
-                        plan=plan,
-                        version=current.version,
-                    )
-                if based_on not in (current.version, LATEST):
-                    raise PlanConflict(
-                        "plan {plan} has a newer version ({version}) than the one "
-                        "opened ({opened}): reopen it",
-                        plan=plan,
-                        version=current.version,
-                        opened=based_on,
-                    )
-                version = current.version + 1
-            now = datetime.now(UTC)
-            pk = conn.execute(
-                plans.insert()
-                .values(
-                    study_uid=study_uid,
-                    plan=plan,
-                    version=version,
-                    defect=defect,
-                    content=text,
-                    author=author,
-                    sr_uid=sr_uid,
-                    created_at=now,
-                )
-                .returning(plans.c.pk)
-            ).scalar_one()
-        return Saved(pk, plan, version, now)
+            return self.save_in(
+                conn, study_uid, defect, content, author, sr_uid, plan=plan, based_on=based_on
+            )
+
+    def draft(
+        self,
+        study_uid: str,
+        defect: str,
+        *,
+        plan: int | str | None = None,
+        based_on: int | str | None = None,
+    ) -> Draft:
+        """The plan and version a `save` would make now, refused as it would
+        be: what its report names before anything is written."""
+        with self.engine.connect() as conn:
+            number, version = _next(conn, study_uid, defect, plan, based_on)
+        return Draft(number, version)
+
+    def save_in(
+        self,
+        conn: Connection,
+        study_uid: str,
+        defect: str,
+        content: dict[str, Any],
+        author: str,
+        sr_uid: str | None,
+        *,
+        plan: int | str | None = None,
+        based_on: int | str | None = None,
+        expect: Draft | None = None,
+    ) -> Saved:
+        """`save` in the caller's transaction (the store of the version's
+        report: one commit, no version without its report nor the other way
+        round; the caller holds the index's write lock). ``expect``: the
+        `draft` the report was made for; another save that came first since
+        is a conflict."""
+        text = json.dumps(content, ensure_ascii=False, allow_nan=False)
+        _take_turn(conn, study_uid)  # two saves at once: two versions
+        number, version = _next(conn, study_uid, defect, plan, based_on)
+        if expect is not None and (number, version) != (expect.plan, expect.version):
+            raise PlanConflict(
+                "plan {plan} was saved by someone else meanwhile: reopen it", plan=expect.plan
+            )
+        now = datetime.now(UTC)
+        pk = conn.execute(
+            plans.insert()
+            .values(
+                study_uid=study_uid,
+                plan=number,
+                version=version,
+                defect=defect,
+                content=text,
+                author=author,
+                sr_uid=sr_uid,
+                created_at=now,
+            )
+            .returning(plans.c.pk)
+        ).scalar_one()
+        return Saved(pk, number, version, now)
 
     def discard(self, saved: Saved) -> None:
         """Take back a version whose report could not be stored (the one
@@ -257,6 +273,48 @@ class Plans:
                 .where(_version(study_uid, plan, version), plans.c.signed_sr_uid.is_(None))
                 .values(signed_by=None, signed_at=None)
             )
+
+
+def _next(
+    conn: Connection,
+    study_uid: str,
+    defect: str,
+    plan: int | str | None,
+    based_on: int | str | None,
+) -> tuple[int, int]:
+    """(plan, version) of the next save of ``plan`` (see `Plans.save`), or
+    the conflict that refuses it."""
+    latest = _latest_versions(conn, study_uid)
+    if plan is None:
+        mine = [n for n, row in latest.items() if row.defect == defect]
+        plan = max(mine) if mine else NEW
+    if plan == NEW:
+        return max(latest, default=0) + 1, 1
+    assert isinstance(plan, int)
+    current = latest.get(plan)
+    if current is None:
+        raise UnknownPlan("the study has no plan {plan}", plan=plan)
+    if current.defect != defect:
+        raise PlanConflict(
+            "plan {plan} is for {defect}: start a new plan for another defect",
+            plan=plan,
+            defect=current.defect,
+        )
+    if based_on is None:
+        raise PlanConflict(
+            "plan {plan} already has version {version}: save from the version "
+            "you opened (based_on)",
+            plan=plan,
+            version=current.version,
+        )
+    if based_on not in (current.version, LATEST):
+        raise PlanConflict(
+            "plan {plan} has a newer version ({version}) than the one opened ({opened}): reopen it",
+            plan=plan,
+            version=current.version,
+            opened=based_on,
+        )
+    return plan, current.version + 1
 
 
 def _take_turn(conn: Connection, study_uid: str) -> None:

@@ -233,3 +233,90 @@ def test_plans_saved_before_plans_per_defect_become_plan_1(tmp_path: Path) -> No
             assert signed.all() == []
     finally:
         index.close()
+
+
+# --- a version and its report: one transaction ------------------------------
+
+
+@pytest.fixture
+def web(config: Config, archive, ingestor):
+    """A logged-in cardiologist and a stored angio run (as the web tests')."""
+    from werkzeug.security import generate_password_hash
+
+    from dicomnode.ops.samples import PATIENTS, xa_instance
+    from tests.conftest import incoming
+    from tests.test_viewer import PASSWORD, log_in
+    from viewer import create_app
+
+    archive.index.accounts.add("amina", generate_password_hash(PASSWORD), "cardiologist")
+    client = create_app(config, archive, b"k" * 32).test_client()
+    ds = xa_instance(PATIENTS[0], frames=4, rows=64, cols=80)
+    result = ingestor.ingest(incoming(ds, calling_ae="BISHKEK_CATH"))
+    assert result.status == 0 and result.dataset is not None
+    log_in(client)
+    return client, str(result.dataset.StudyInstanceUID)
+
+
+@pytest.mark.slow
+def test_a_crash_while_the_report_is_written_leaves_no_version(
+    web, archive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process dies as the report's blob is written: no version is left
+    without its report (nor a report without its version)."""
+    from tests.test_planning import _save
+
+    client, study = web
+    body = {"defect": "PDA", "slots": [{"code": "PDA-NARROWEST", "value_mm": 2.5}]}
+    first = _save(client, study, body)
+    assert first.status_code == 201
+    before = archive.index.stats()["instances"]
+
+    def killed(*_: object) -> None:
+        raise SystemExit("killed")
+
+    monkeypatch.setattr(archive.blobs, "put", killed)
+    monkeypatch.setattr(archive.blobs, "put_stream", killed)
+    with pytest.raises(SystemExit):
+        _save(client, study, {**body, "plan": 1, "based_on": 1})
+    monkeypatch.undo()
+    listed = client.get(f"/api/studies/{study}/plans").json
+    assert [v["version"] for v in listed] == [1]
+    assert archive.index.stats()["instances"] == before
+    assert _save(client, study, {**body, "plan": 1, "based_on": 1}).json["version"] == 2
+
+
+@pytest.mark.slow
+def test_a_save_that_lost_the_race_stores_no_report(
+    web, archive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another save takes the version while this one's report is made: every
+    version kept names a stored report of that very version."""
+    from io import BytesIO
+
+    from pydicom import dcmread
+
+    from tests.test_planning import _save
+
+    client, study = web
+    body = {"defect": "PDA", "slots": [{"code": "PDA-NARROWEST", "value_mm": 2.5}]}
+    assert _save(client, study, body).status_code == 201
+    ingestor = client.application.extensions["ingestor"]
+    own = ingestor.ingest_own
+
+    def raced(*args: object, **kwargs: object):
+        archive.index.plans.add(study, "PDA", {}, "other", None, plan=1)
+        return own(*args, **kwargs)
+
+    monkeypatch.setattr(ingestor, "ingest_own", raced)
+    lost = _save(client, study, {**body, "plan": 1, "based_on": 1})
+    monkeypatch.undo()
+    assert lost.status_code == 409 and "reopen" in lost.json["message"]
+    versions = client.get(f"/api/studies/{study}/plans").json
+    reports = [v for v in versions if v["sr_uid"]]  # the competitor (tooling) has none
+    for version in reports:
+        data = archive.read(version["sr_uid"])
+        assert data is not None, version
+        sr = dcmread(BytesIO(data), stop_before_pixels=True)
+        assert int(sr.InstanceNumber) == 2 * version["version"] - 1  # its very version
+    stored_reports = [p for p in archive.blobs.root.rglob("*.dcm") if dcmread(p).Modality == "SR"]
+    assert len(stored_reports) == len(reports)  # no report without its version

@@ -3,11 +3,15 @@
     check structure -> read header -> validate -> DE-IDENTIFY -> store (blob, index)
 
 C-STORE, ``dicomnode import`` and STOW-RS all build an `Incoming` and call
-`Ingestor.ingest`. The result carries the DICOM status to answer with;
-Success is returned only after the archive made blob and index durable, and
-is about that store alone: what follows a store (forwarding) reads the
-change feed the store wrote in its own transaction (`storage.changes`), and
-nothing done after the commit turns a stored instance into a failure.
+`Ingestor.ingest`; the node's own SRs (`Ingestor.ingest_own`) and held
+instances an administrator releases (`Ingestor.release`) take the same
+store, with the same checks (room on the disk, a UID of another patient, a
+write that fails) and answers. The result carries the DICOM status to
+answer with; Success is returned only after the archive made blob and index
+durable, and is about that store alone: its audit records go in its own
+transaction, what follows a store (forwarding) reads the change feed the
+store wrote there too (`storage.changes`), and nothing done after the
+commit turns a stored instance into a failure.
 
 A door hands over the data set in memory, or (above the spool threshold) in
 a spool file: then only its header is decoded and its pixel data streams
@@ -20,16 +24,16 @@ import logging
 import re
 import shutil
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import date
 from enum import StrEnum
 from io import BytesIO
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
 from pydicom.uid import UID
+from sqlalchemy import Connection
 
 from dicomnode.config import Config, deid_setup
 from dicomnode.deid.pipeline import Deidentified, Deidentifier, encode, original_identity
@@ -50,9 +54,10 @@ from dicomnode.media.deflate import inflate
 from dicomnode.media.filemeta import file_meta
 from dicomnode.media.integrity import Layout, StructureError, check_structure
 from dicomnode.media.spool import Pieces, Spool, SpoolFile
+from dicomnode.status import DIFFERENT_STUDY, SUCCESS
 from storage.archive import Archive, DuplicatePolicy
 from storage.audit import MINOR_FAILURE
-from storage.index import ForeignParent, LinkageRow
+from storage.index import AlsoWrite, ForeignParent, LinkageRow, StoreOutcome
 from storage.keys import Level
 from storage.record import InstanceRecord, is_placeholder_id, record_from_dataset
 from storage.values import normalise_issuer
@@ -102,11 +107,6 @@ class IngestResult:
     # The de-identified header as stored or held: the UIDs STOW-RS answers
     # with, and what de-identification changed.
     dataset: Dataset | None = None
-
-
-# Failure: not of the study the request named (STOW-RS POST /studies/{study};
-# PS3.18 I.2.2 has no code of its own: a Cxxx one, as dcm4chee's).
-DIFFERENT_STUDY = 0xC409
 
 
 # Warning, Coercion of Data Elements (PS3.4 B.2.3), as for a held instance:
@@ -210,8 +210,11 @@ def _stop_at_pixels(tag: int, vr: str | None, length: int) -> bool:
     return tag >= 0x7FE00010
 
 
-# Largest instance (MiB) when no configuration says (`read_header` called alone).
-DEFAULT_LIMIT_MB = 4096
+# Largest instance (MiB) when no configuration says (`read_header` called
+# alone): the configuration's own default.
+DEFAULT_LIMIT_MB = Config.max_instance_mb
+# The audit event of a held instance released (`Ingestor.release`).
+RELEASE_EVENT = "quarantine-release"
 # A data set in memory whose encoded or decoded pixels exceed this share of the
 # spool threshold is de-identified from the spool (`Ingestor._in_memory`).
 IN_MEMORY_SHARE = 4
@@ -363,31 +366,76 @@ class Ingestor:
             return normalise_issuer(remote.issuer)
         return normalise_issuer(f"AE:{(incoming.calling_ae or 'UNKNOWN').strip()}")
 
-    def ingest_own(self, ds: Dataset, issuer: str) -> IngestResult:
+    def ingest_own(self, ds: Dataset, issuer: str, also: AlsoWrite | None = None) -> IngestResult:
         """Store an instance the node made itself (a plan's SR): it is
         de-identified by construction, so its UIDs and references are not
-        remapped again; everything else is the same path."""
+        remapped again; everything else is the same path. ``also`` writes
+        more rows in the store's transaction (the plan version the report
+        is of); what it raises, other than a refusal, reaches the caller."""
         syntax = str(ds.file_meta.TransferSyntaxUID)
+        reference = self.deidentify.reference(str(ds.get("SOPInstanceUID", "")))
         try:
             validate(ds)
             if not str(ds.get("PatientID", "")).startswith("CHD-"):
                 raise Rejection(PROCESSING_FAILURE, "not made from de-identified data")
             ds.PatientIdentityRemoved = "YES"
-            data = encode(ds, UID(syntax))
             record = record_from_dataset(ds, issuer=issuer, transfer_syntax=syntax)
+            encoded = self._file(ds, encode(ds, UID(syntax)), syntax, None)
             # The one store: its change row routes it like any other instance.
-            stored = self.archive.store(record, file_bytes(ds, data, syntax, None))
-        except Rejection as rejection:
-            return IngestResult(Outcome.REJECTED, rejection.status, rejection.comment)
-        return IngestResult(Outcome(stored.value), 0x0000)
+            stored = self.archive.store(record, encoded, also=also)
+        except (Rejection, ForeignParent, OSError) as exc:
+            return _refused(exc, reference)
+        return IngestResult(Outcome(stored.value), SUCCESS, "", reference, ds)
 
-    def _after_store(self, reference: str, step: str, work: Callable[[], object]) -> None:
-        """What follows a committed store or hold (audit records): a failure
-        is logged, never answered, since the instance is kept whatever it did."""
+    def release(
+        self,
+        held: dict[str, Any],
+        ds: Dataset,
+        *,
+        user: str,
+        decision: str,
+        part10: bytes | None = None,
+        source: str = "cli",
+    ) -> IngestResult:
+        """Store a held instance an administrator released (its quarantine
+        row ``held``): ``ds`` as re-cleaned, or ``part10``, the held file
+        byte for byte as reviewed. The same store as any instance (room
+        checked, the held row ended, a change to forward), and the audit
+        record of who decided what (``decision``) in its transaction: no
+        instance released without it. Refusals are answered, not raised."""
+        uid = str(held["sopinstanceuid"])
+        reference = self.deidentify.reference(uid)
+        syntax = str(ds.file_meta.TransferSyntaxUID)
+        sending_ae = held["sending_ae"]
+
+        def audited(conn: Connection, _: StoreOutcome) -> None:
+            self.archive.index.audit.append(
+                conn, RELEASE_EVENT, user=user, source=source, obj=uid, detail=decision
+            )
+
         try:
-            work()
+            record = record_from_dataset(
+                ds, issuer=held["issuer"], transfer_syntax=syntax, sending_ae=sending_ae
+            )
+            if part10 is None:
+                encoded = self._file(ds, encode(ds, UID(syntax)), syntax, sending_ae)
+            else:
+                self._check_space(len(part10))
+                encoded = part10
+            stored = self.archive.store(record, encoded, also=audited)
         except Exception as exc:
-            log.error("after storing %s, %s failed: %s", reference or "-", step, type(exc).__name__)
+            return _refused(exc, reference)
+        log.info("released %s: %s", reference, stored.value)
+        return IngestResult(Outcome(stored.value), SUCCESS, decision, reference, ds)
+
+    def _file(
+        self, ds: Dataset, data: bytes | Pieces, syntax: str, calling_ae: str | None
+    ) -> bytes | Pieces:
+        """The Part 10 file every door stores (`file_bytes`), once there is
+        room for it on the archive's disk."""
+        encoded = file_bytes(ds, data, syntax, calling_ae)
+        self._check_space(len(encoded))
+        return encoded
 
     def _known_duplicate(self, original_uid: str, pseudonym: str) -> bool:
         """A re-send kept as first stored: acknowledge it without de-identifying
@@ -398,14 +446,17 @@ class Ingestor:
         new_uid = self.deidentify.secret.uid(original_uid)
         return self.archive.index.note_duplicate(new_uid, pseudonym)
 
-    def _audit_apart(self, record: InstanceRecord, apart: dict[str, str], source: str) -> None:
+    def _audit_apart(
+        self, conn: Connection, record: InstanceRecord, apart: dict[str, str], source: str
+    ) -> None:
         """Who held the UIDs and whose instance was kept apart: pseudonyms and
-        the archive's UIDs only."""
+        the archive's UIDs only (in the store's or the hold's transaction)."""
         levels = [level for level in APART_COMMENTS if level in apart]
         holders = ", ".join(sorted(set(apart.values())))
         patient = record.columns[Level.PATIENT]["patientid"]
         study = record.columns[Level.STUDY]["studyinstanceuid"]
-        self.archive.index.audit.record(
+        self.archive.index.audit.append(
+            conn,
             "uid-conflict",
             user="dicomnode",
             source=source,
@@ -461,7 +512,7 @@ class Ingestor:
             pseudonym = self.deidentify.secret.pseudonym(issuer, key)
             if self._known_duplicate(str(original.SOPInstanceUID), pseudonym):
                 log.debug("duplicate %s from %s", reference, incoming.calling_ae or "import")
-                return IngestResult(Outcome.DUPLICATE, 0x0000, "", reference)
+                return IngestResult(Outcome.DUPLICATE, SUCCESS, "", reference)
             # Read before de-identification rewrites the header in place;
             # sealed and written with the instance, in the store's transaction.
             identity = original_identity(original, issuer, incoming.calling_ae)
@@ -494,13 +545,12 @@ class Ingestor:
                 transfer_syntax=clean.transfer_syntax,
                 sending_ae=(incoming.calling_ae or "").strip() or None,
             )
-            encoded = file_bytes(
+            encoded = self._file(
                 clean.dataset, clean.data, clean.transfer_syntax, incoming.calling_ae
             )
-            self._check_space(len(encoded))
             source = (incoming.source or incoming.calling_ae or "import").strip()
             status, comment = (
-                (KEPT_APART, _apart_comment(clean.apart)) if clean.apart else (0x0000, "")
+                (KEPT_APART, _apart_comment(clean.apart)) if clean.apart else (SUCCESS, "")
             )
             study = str(clean.dataset.StudyInstanceUID)
             sealed: LinkageRow = (
@@ -508,63 +558,68 @@ class Ingestor:
                 pseudonym,
                 self.deidentify.cipher.seal(identity, pseudonym, study),
             )
+            apart = clean.apart
             if clean.quarantine:
                 why = clean.quarantine
-                self.archive.quarantine(record, encoded, why, sealed)
-                log.warning("quarantined %s: %s", reference, why)
-                self._after_store(
-                    reference,
-                    "audit",
-                    lambda: self.archive.index.audit.record(
+
+                def held(conn: Connection) -> None:
+                    # Audited in the hold's transaction: no hold without its record.
+                    self.archive.index.audit.append(
+                        conn,
                         "quarantine-hold",
                         user="dicomnode",
                         source=source,
                         obj=record.sop_instance_uid,
                         detail=why,
-                    ),
-                )
-                if clean.apart:
-                    self._after_store(
-                        reference, "audit", lambda: self._audit_apart(record, clean.apart, source)
                     )
+                    if apart:
+                        self._audit_apart(conn, record, apart, source)
+
+                self.archive.quarantine(record, encoded, why, sealed, also=held)
+                log.warning("quarantined %s: %s", reference, why)
                 outcome = Outcome.QUARANTINED
                 log.debug("%s %s from %s", outcome, reference, incoming.calling_ae or "import")
                 # Acknowledged (nothing is lost) with a warning that says why.
                 return IngestResult(
                     outcome, HELD_FOR_REVIEW, clean.quarantine, reference, clean.dataset
                 )
-            else:
-                # The one store (a held copy of it, if any, goes with it);
-                # forwarding follows from its change row, not from here.
-                outcome = Outcome(self.archive.store(record, encoded, sealed).value)
-                if clean.apart:
-                    log.warning("kept apart %s: %s", reference, comment)
-                    if outcome is not Outcome.DUPLICATE:
-                        self._after_store(
-                            reference,
-                            "audit",
-                            lambda: self._audit_apart(record, clean.apart, source),
-                        )
-        except ForeignParent as conflict:
-            # The claims did not cover it (an index written by an older
-            # version, not yet migrated): refused rather than merged.
-            log.error("refused %s: %s", reference or "-", conflict)
-            return IngestResult(
-                Outcome.REJECTED, PROCESSING_FAILURE, "UID of another patient's study", reference
-            )
-        except Rejection as rejection:
-            log.warning("rejected %s: %s", reference or "-", rejection)
-            return IngestResult(Outcome.REJECTED, rejection.status, rejection.comment, reference)
-        except OSError as exc:
-            log.error("storage failed for %s: %s", reference or "-", type(exc).__name__)
-            return IngestResult(
-                Outcome.REJECTED, OUT_OF_RESOURCES, "out of resources: could not write", reference
-            )
+
+            def kept_apart(conn: Connection, stored: StoreOutcome) -> None:
+                # In the store's transaction; a re-sent copy was audited when first stored.
+                if stored is not StoreOutcome.DUPLICATE:
+                    self._audit_apart(conn, record, apart, source)
+
+            # The one store (a held copy of it, if any, goes with it);
+            # forwarding follows from its change row, not from here.
+            also = kept_apart if apart else None
+            outcome = Outcome(self.archive.store(record, encoded, sealed, also).value)
+            if apart:
+                log.warning("kept apart %s: %s", reference, comment)
         except Exception as exc:
-            # The exception text may quote dataset values: log only its type.
-            log.error("ingest failed for %s: %s", reference or "-", type(exc).__name__)
-            return IngestResult(
-                Outcome.REJECTED, PROCESSING_FAILURE, "processing failure", reference
-            )
+            return _refused(exc, reference)
         log.debug("%s %s from %s", outcome, reference, incoming.calling_ae or "import")
         return IngestResult(outcome, status, comment, reference, clean.dataset)
+
+
+def _refused(exc: Exception, reference: str) -> IngestResult:
+    """What a failed store answers, whatever the door: a refusal as it
+    says; a UID of another patient's study (an index written by an older
+    version, not yet migrated: refused rather than merged); a write that
+    failed (a full disk) as out of resources, nothing half-stored (the
+    index commits only after the blob); anything else a processing failure.
+    The exception's text may quote dataset values: logs name its type."""
+    if isinstance(exc, Rejection):
+        log.warning("rejected %s: %s", reference or "-", exc)
+        return IngestResult(Outcome.REJECTED, exc.status, exc.comment, reference)
+    if isinstance(exc, ForeignParent):
+        log.error("refused %s: %s", reference or "-", exc)
+        return IngestResult(
+            Outcome.REJECTED, PROCESSING_FAILURE, "UID of another patient's study", reference
+        )
+    if isinstance(exc, OSError):
+        log.error("storage failed for %s: %s", reference or "-", type(exc).__name__)
+        return IngestResult(
+            Outcome.REJECTED, OUT_OF_RESOURCES, "out of resources: could not write", reference
+        )
+    log.error("ingest failed for %s: %s", reference or "-", type(exc).__name__)
+    return IngestResult(Outcome.REJECTED, PROCESSING_FAILURE, "processing failure", reference)

@@ -22,14 +22,11 @@ from pydicom.uid import UID
 from dicomnode.config import Config
 from dicomnode.deid.identity import IdentityMatcher
 from dicomnode.deid.linkage import LinkageCipher, LinkageError
-from dicomnode.deid.pipeline import LINKAGE_KEY, clean_and_verify, encode
+from dicomnode.deid.pipeline import LINKAGE_KEY, clean_and_verify
 from dicomnode.deid.secret import load_or_create_key
-from dicomnode.deid.verify import OcrSettings
-from dicomnode.ingest.pipeline import NO_IDENTITY
-from dicomnode.media.filemeta import file_meta
+from dicomnode.ingest.pipeline import NO_IDENTITY, RELEASE_EVENT, Ingestor, Outcome
 from storage.archive import Archive, HeldBlobError
 from storage.audit import MINOR_FAILURE, SUCCESS
-from storage.record import record_from_dataset
 
 
 class AdminError(RuntimeError):
@@ -71,7 +68,7 @@ def reidentify(config: Config, archive: Archive, value: str) -> list[dict[str, A
 # node into a file (PS3.15 A.5.3.6 Export); releasing and refusing are
 # decisions on a held instance.
 SHOW_EVENT = "quarantine-show"
-DECISION_EVENT = "quarantine-release"
+DECISION_EVENT = RELEASE_EVENT
 REFUSE_EVENT = "quarantine-refuse"
 
 
@@ -130,11 +127,16 @@ def release_quarantined(
     at each and found no identity in it; only for instances named in ``only``).
 
     The held copy is already de-identified in its header, so only the pixel
-    step runs again.
+    step runs again. Each is stored by the Ingestor (`Ingestor.release`), as
+    any instance is; one that cannot be is named with why, and the rest go on.
     """
     named = list(dict.fromkeys(only or ()))
     if reviewed and not named:
         raise AdminError("--reviewed releases only the instances named, each one reviewed")
+    try:
+        ingestor = Ingestor(config, archive)  # the store every door takes
+    except RuntimeError as exc:  # its keys (deid.key, linkage.key) unusable
+        raise AdminError(f"releasing needs the node's keys: {exc}") from None
     rows = {row["sopinstanceuid"]: row for row in archive.index.quarantined()}
     outcomes = []
     for uid in named or list(rows):  # in the order named, else oldest first
@@ -142,55 +144,56 @@ def release_quarantined(
             outcomes.append(HeldOutcome(uid, False, "not held"))
             continue
         try:
-            outcomes.append(_release(config, archive, rows[uid], reviewed))
+            outcomes.append(_release(config, ingestor, rows[uid], reviewed))
         except (HeldBlobError, OSError) as exc:
             outcomes.append(HeldOutcome(uid, False, f"cannot be read: {exc}"))
+        except Exception as exc:  # the re-check on pixels no decoder takes, say
+            outcomes.append(HeldOutcome(uid, False, f"not released: {type(exc).__name__}"))
     return outcomes
 
 
-def _release(config: Config, archive: Archive, held: dict[str, Any], reviewed: bool) -> HeldOutcome:
+def _release(
+    config: Config, ingestor: Ingestor, held: dict[str, Any], reviewed: bool
+) -> HeldOutcome:
+    archive = ingestor.archive
     uid = held["sopinstanceuid"]
     data = archive.open_held(uid, archive.held.read(held["blob_key"]))
     try:
         ds = dcmread(BytesIO(data))
     except Exception as exc:  # whatever pydicom raises on a damaged file
         raise HeldBlobError(f"unreadable ({type(exc).__name__})") from None
-    syntax = UID(ds.file_meta.TransferSyntaxUID)
     user = getpass.getuser()
+    part10: bytes | None = data  # as held, byte for byte, when reviewed
     if reviewed:
         note = f"reviewed by {user}, stored as held"
     else:
-        why, syntax = _recheck(config, archive, ds, syntax, held)
+        why = _recheck(config, ingestor, ds, held)
         if why:
             return HeldOutcome(uid, False, f"still held: {why}")
-        data = file_meta(str(ds.SOPClassUID), uid, syntax, held["sending_ae"]) + encode(ds, syntax)
-        note = "pixels cleaned by a rule"
-    record = record_from_dataset(
-        ds, issuer=held["issuer"], transfer_syntax=syntax, sending_ae=held["sending_ae"]
-    )
-    # The one store: the held row goes in its transaction (the held blob
-    # after it), and its change row routes it like any instance received.
-    archive.store(record, data)
-    archive.index.audit.record(DECISION_EVENT, user=user, source="cli", obj=uid, detail=note)
+        note, part10 = "pixels cleaned by a rule", None
+    result = ingestor.release(held, ds, user=user, decision=note, part10=part10)
+    if result.outcome is Outcome.REJECTED:
+        return HeldOutcome(uid, False, f"not stored: {result.comment}")
     return HeldOutcome(uid, True, note)
 
 
-def _recheck(
-    config: Config, archive: Archive, ds: Dataset, syntax: UID, held: dict[str, Any]
-) -> tuple[str | None, UID]:
-    """Today's pixel rules, then the same OCR verification as the ingest, on
-    a held data set: why it stays held (None: clean, marked so) and the
-    syntax it is now in. Only a verified image is marked BurnedInAnnotation NO."""
-    remote = config.remote(held["sending_ae"])
-    matcher = _held_identity(config, archive, held)
-    cleaned, syntax, why = clean_and_verify(
-        ds, syntax, remote.blank_rectangles if remote else (), matcher, OcrSettings.of(config)
+def _recheck(config: Config, ingestor: Ingestor, ds: Dataset, held: dict[str, Any]) -> str | None:
+    """Today's pixel rules (the sender's de-identification policy, as the
+    ingest resolves it), then the same OCR verification as the ingest, on a
+    held data set: why it stays held (None: clean, marked so, its file meta
+    naming the syntax it is now in). Only a verified image is marked
+    BurnedInAnnotation NO."""
+    policy = ingestor.deidentify.policy_for(held["sending_ae"])
+    matcher = _held_identity(config, ingestor.archive, held)
+    syntax = UID(ds.file_meta.TransferSyntaxUID)
+    cleaned, _, why = clean_and_verify(
+        ds, syntax, policy.blank_rectangles, matcher, ingestor.deidentify.ocr
     )
     if not (cleaned or why):
         why = held["reason"]  # no rule cleans it yet
     if not why and NO_IDENTITY in held["reason"]:
         why = NO_IDENTITY  # clean pixels do not say who the child is: a person must
-    return why, syntax
+    return why
 
 
 def _held_identity(config: Config, archive: Archive, held: dict[str, Any]) -> IdentityMatcher:

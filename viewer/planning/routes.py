@@ -28,6 +28,7 @@ from flask import Blueprint, abort, g, jsonify, make_response, request
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
+from sqlalchemy import Connection
 from werkzeug.http import HTTP_STATUS_CODES
 
 from dicomnode.deid.identity import IdentityMatcher
@@ -35,6 +36,8 @@ from dicomnode.deid.linkage import LinkageError
 from dicomnode.deid.names import SPACED, find_identifiers, find_names
 from dicomnode.jobs.export import age_years
 from dicomnode.ops.admin import linkage_cipher
+from dicomnode.status import SUCCESS
+from storage.index import AlsoWrite, StoreOutcome
 from storage.keys import Level
 from storage.plans import NEW, PlanError, Saved, UnknownPlan
 from storage.query import Query
@@ -448,10 +451,10 @@ def _stored(sr_uid: str | None) -> list[Dataset]:
     return [dcmread(BytesIO(data), stop_before_pixels=True)] if data else []
 
 
-def _stored_report(sr: Any, images: Images) -> bool:
+def _stored_report(sr: Any, images: Images, also: AlsoWrite | None = None) -> bool:
     """Whether the archive took the report (it validates it like any
-    instance; a full disk refuses it)."""
-    return services.ingestor().ingest_own(sr, images.issuer).status == 0
+    instance; a full disk refuses it); ``also``: rows committed with it."""
+    return services.ingestor().ingest_own(sr, images.issuer, also).status == SUCCESS
 
 
 @bp.get("/studies/<uid>/plans")
@@ -468,21 +471,29 @@ def save_plan(uid: str) -> Any:
     form = _form(body, images)
     store = services.archive().index.plans
     sr_uid = generate_uid(SR_ROOT)
-    try:
-        saved: Saved = store.save(
-            uid,
-            form.defect,
-            form.content,
-            g.user.username,
-            sr_uid,
-            plan=form.plan,
-            based_on=form.based_on,
+    # The version and its report commit together, in the report's store: the
+    # report is made for the version a save would make now (`Plans.draft`),
+    # and one saved meanwhile refuses both (no version without its report,
+    # no report without its version).
+    saved: list[Saved] = []
+
+    def version(conn: Connection, _: StoreOutcome) -> None:
+        saved.append(
+            store.save_in(
+                conn,
+                uid,
+                form.defect,
+                form.content,
+                g.user.username,
+                sr_uid,
+                plan=form.plan,
+                based_on=form.based_on,
+                expect=draft,
+            )
         )
-    except UnknownPlan as exc:
-        refuse(400, exc.text, **exc.values)
-    except PlanError as exc:
-        refuse(409, exc.text, **exc.values)
+
     try:
+        draft = store.draft(uid, form.defect, plan=form.plan, based_on=form.based_on)
         sr = measurement_report(
             images.evidence(form.referenced),
             report_entries(form.content),
@@ -490,29 +501,30 @@ def save_plan(uid: str) -> Any:
             # Named by role: who saved it is in the plan row and the audit trail.
             observer=observer_name(g.user.role),
             content=form.content,
-            plan=saved.plan,
-            version=saved.version,
+            plan=draft.plan,
+            version=draft.version,
             sop_instance_uid=sr_uid,
         )
-        stored = _stored_report(sr, images)
-    except Exception:
-        store.discard(saved)  # no version without its report
-        raise
-    if not stored:
-        store.discard(saved)
+        stored = _stored_report(sr, images, version)
+    except UnknownPlan as exc:
+        refuse(400, exc.text, **exc.values)
+    except PlanError as exc:
+        refuse(409, exc.text, **exc.values)
+    if not (stored and saved):
         refuse(503, "the report could not be stored, so the plan was not saved: try again")
+    (done,) = saved
     audit(
         "plan-save",
         g.user.username,
         obj=uid,
-        detail=f"{form.defect} plan {saved.plan} version {saved.version}",
+        detail=f"{form.defect} plan {done.plan} version {done.version}",
     )
     return jsonify(
-        plan=saved.plan,
-        version=saved.version,
+        plan=done.plan,
+        version=done.version,
         defect=form.defect,
         author=g.user.username,
-        created_at=saved.created_at.isoformat(),
+        created_at=done.created_at.isoformat(),
         sr_uid=sr_uid,
         signed_by=None,
         signed_at=None,
