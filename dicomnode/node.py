@@ -61,6 +61,7 @@ class Node:
         self.runner.every(
             "forward", config.forward_interval_seconds, lambda: self.forwarder.run_once()
         )
+        self.runner.on_stop(self.forwarder.stop)  # a pass ends between two instances
         exports.install(self.runner, config, self.archive)
         self._web_enabled = web
         self._web: Any = None

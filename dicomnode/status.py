@@ -18,6 +18,9 @@ PENDING = 0xFF00  # C-FIND matches / C-MOVE, C-GET sub-operations are continuing
 PENDING_WARNING = 0xFF01  # C-FIND: matches continue, an optional key was not supported
 PENDING_STATUSES = frozenset({PENDING, PENDING_WARNING})
 CANCEL = 0xFE00  # matching or sub-operations terminated due to a C-CANCEL
+# Not a DICOM status: the node's stand-in when a peer's response carried none
+# (or the exchange failed before one came), so it is never taken for success.
+NO_STATUS = 0xFFFF
 
 # General failures (PS3.7 C.4).
 PROCESSING_FAILURE = 0x0110

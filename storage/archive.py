@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from io import BytesIO
@@ -27,11 +27,11 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from storage.blobs import BlobRef, BlobStore, Stream, open_stores
-from storage.index import Index, LinkageRow, StoreOutcome
+from storage.index import AlsoWrite, Index, LinkageRow, StoreOutcome
 from storage.record import InstanceRecord
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ class Archive:
         self,
         data_dir: Path,
         index_url: str,
-        duplicates: DuplicatePolicy = DuplicatePolicy.KEEP_FIRST,
+        duplicates: DuplicatePolicy,  # the configuration's `duplicates`, its one default
         audit_key: bytes = b"",
         stores: tuple[BlobStore, BlobStore] | None = None,
         quarantine_key: bytes | None = None,
@@ -128,33 +128,56 @@ class Archive:
         record: InstanceRecord,
         data: bytes | Stream,
         linkage_row: LinkageRow | None = None,
+        also: AlsoWrite | None = None,
     ) -> StoreOutcome:
         """The one store, whatever the door (DIMSE, STOW-RS, import, the
         node's own SRs, a released held instance): the blob written and
         synced, then one transaction for the instance row, the study's
         sealed identity (``linkage_row``), the change feed's row (what
-        forwarding reads: `storage.changes`) and the end of a held copy.
-        Once it returns the instance is stored, whatever follows."""
+        forwarding reads: `storage.changes`), the end of a held copy and
+        ``also``'s rows (an audit record, a plan version: `Index.add`).
+        Once it returns the instance is stored, whatever follows.
+
+        A replacement is written under a versioned key of its own (one per
+        call: a retried transaction rewrites the same one) and the live
+        blob is deleted only after the commit (`Index.add`)."""
+        uid = record.sop_instance_uid
+        again = self.blobs.key_for(uid, self.blobs.new_version())
         if isinstance(data, bytes):
-            blob = BlobRef.of(self.blobs.key_for(record.sop_instance_uid), data)
-            outcome, held = self.index.add(
+            blob = BlobRef.of(self.blobs.key_for(uid), data)
+
+            def replacement() -> BlobRef:
+                self.blobs.put(again, data)
+                return BlobRef(again, blob.size, blob.sha256)
+
+            outcome, held, superseded = self.index.add(
                 record,
                 blob,
                 replace=self.duplicates is DuplicatePolicy.REPLACE,
                 write_blob=lambda: self.blobs.put(blob.key, data),
                 linkage_row=linkage_row,
+                also=also,
+                replacement=replacement,
             )
         else:
-            outcome, held = self._store_stream(record, data, linkage_row)
+            outcome, held, superseded = self._store_stream(record, data, linkage_row, also, again)
         if held is not None:
-            self._drop_held_blob(record.sop_instance_uid, held)
+            self._drop_held_blob(uid, held)
+        if superseded is not None:
+            self._drop_superseded(uid, superseded)
         return outcome
 
     def _store_stream(
-        self, record: InstanceRecord, data: Stream, linkage_row: LinkageRow | None
-    ) -> tuple[StoreOutcome, str | None]:
+        self,
+        record: InstanceRecord,
+        data: Stream,
+        linkage_row: LinkageRow | None,
+        also: AlsoWrite | None = None,
+        again: str = "",
+    ) -> tuple[StoreOutcome, str | None, str | None]:
         """`store` for a stream: written as it is read, its size and digest
-        known once written (`Index.add` writes the blob before the row)."""
+        known once written (`Index.add` writes the blob before the row); a
+        replacement goes to ``again``."""
         written = _Written(self.blobs.key_for(record.sop_instance_uid))
 
         def write() -> None:
@@ -167,7 +190,17 @@ class Archive:
             replace=self.duplicates is DuplicatePolicy.REPLACE,
             write_blob=write,
             linkage_row=linkage_row,
+            also=also,
+            replacement=lambda: self.blobs.put_stream(again, data.chunks()),
         )
+
+    def _drop_superseded(self, sop_instance_uid: str, key: str) -> None:
+        """The blob a committed replacement superseded: a blob left behind
+        (an error, a crash) is an orphan `dicomnode check` sets aside."""
+        try:
+            self.blobs.delete(key)
+        except OSError as exc:
+            log.warning("replaced blob of %s not deleted: %s", _reference(sop_instance_uid), exc)
 
     def _drop_held_blob(self, sop_instance_uid: str, key: str) -> None:
         """The held copy of an instance now stored (its row went with the
@@ -188,13 +221,14 @@ class Archive:
         data: bytes | Stream,
         reason: str,
         linkage_row: LinkageRow | None = None,
+        also: Callable[[Connection], None] | None = None,
     ) -> None:
         """Hold an instance apart, encrypted: not in the index tables queries
         and export read (nor in the change feed until it is released). The
         index records the sealed blob's size and digest, and the study's
-        sealed identity in the same transaction."""
+        sealed identity (and ``also``'s rows) in the same transaction."""
         if not isinstance(data, bytes):
-            self._quarantine_stream(record, data, reason, linkage_row)
+            self._quarantine_stream(record, data, reason, linkage_row, also)
             return
         sealed = self._cipher().seal(record.sop_instance_uid, data)
         blob = BlobRef.of(self.held.key_for(record.sop_instance_uid), sealed)
@@ -204,10 +238,16 @@ class Archive:
             reason,
             write_blob=lambda: self.held.put(blob.key, sealed),
             linkage_row=linkage_row,
+            also=also,
         )
 
     def _quarantine_stream(
-        self, record: InstanceRecord, data: Stream, reason: str, linkage_row: LinkageRow | None
+        self,
+        record: InstanceRecord,
+        data: Stream,
+        reason: str,
+        linkage_row: LinkageRow | None,
+        also: Callable[[Connection], None] | None = None,
     ) -> None:
         """Sealed twice with one nonce: once to learn the digest the row needs
         before the write, once to write. Both passes encrypt the same
@@ -226,7 +266,9 @@ class Archive:
                 self.held.delete(blob.key)
                 raise OSError("the held instance changed while it was sealed")
 
-        self.index.add_quarantined(record, blob, reason, write_blob=write, linkage_row=linkage_row)
+        self.index.add_quarantined(
+            record, blob, reason, write_blob=write, linkage_row=linkage_row, also=also
+        )
 
     def open_held(self, sop_instance_uid: str, blob: bytes) -> bytes:
         """The Part 10 file in a held blob: decrypted, or a legacy plaintext
@@ -295,8 +337,18 @@ class Archive:
         return found
 
     def read(self, sop_instance_uid: str) -> bytes | None:
-        key = self.index.instance_blob(sop_instance_uid)
-        return None if key is None else self.blobs.read(key)
+        """The stored file; looked up again once if it was replaced (and
+        its superseded blob deleted) between the lookup and the read."""
+        for attempt in range(2):
+            key = self.index.instance_blob(sop_instance_uid)
+            if key is None:
+                return None
+            try:
+                return self.blobs.read(key)
+            except FileNotFoundError:
+                if attempt or self.index.instance_blob(sop_instance_uid) == key:
+                    raise
+        raise AssertionError("unreachable")
 
 
 @dataclass

@@ -4,20 +4,25 @@ A key is the SHA-256 of the SOP Instance UID fanned out over two levels
 (``ab/cd/<sha256>.dcm``), so no UID (however crafted) and no identity ever
 becomes part of a path or an object name. Implementations: files on a local
 or network filesystem (`storage.fileblobs`), objects in an S3-compatible
-store (`storage.s3blobs`); `open_stores` picks one from a URL.
+store (`storage.s3blobs`); `open_stores` picks one from a URL. A
+replacement (``duplicates = "replace"``) is written under a versioned key
+beside the live blob, never over it: the index row moves to it in its
+commit, and the superseded blob is deleted after.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
-_KEY = re.compile(r"^[0-9a-f]{2}/[0-9a-f]{2}/[0-9a-f]{64}\.dcm$")
+# An instance's key; a replacement's carries a version (`BlobStore.key_for`).
+_KEY = re.compile(r"^[0-9a-f]{2}/[0-9a-f]{2}/[0-9a-f]{64}(\.[0-9a-f]{16})?\.dcm$")
 LOST_AND_FOUND = "lost+found"
 
 
@@ -55,10 +60,19 @@ class BlobStore(ABC):
     location: str  # for messages: a folder or an s3:// URL (never a UID)
 
     @staticmethod
-    def key_for(sop_instance_uid: str) -> str:
-        """The key of an instance: ``ab/cd/<sha256>.dcm``."""
+    def key_for(sop_instance_uid: str, version: str = "") -> str:
+        """The key of an instance: ``ab/cd/<sha256>.dcm``; of a replacement,
+        ``ab/cd/<sha256>.<version>.dcm`` (`new_version`), written beside the
+        live blob so the index row moves to it in its commit. Readers take
+        the key from the index row (``blob_key``), never from the UID."""
         digest = hashlib.sha256(sop_instance_uid.encode("ascii")).hexdigest()
-        return f"{digest[:2]}/{digest[2:4]}/{digest}.dcm"
+        suffix = f".{version}" if version else ""
+        return check_key(f"{digest[:2]}/{digest[2:4]}/{digest}{suffix}.dcm")
+
+    @staticmethod
+    def new_version() -> str:
+        """A version for `key_for`: random, so no two replacements share a key."""
+        return secrets.token_hex(8)
 
     @abstractmethod
     def put(self, key: str, data: bytes) -> None:
@@ -92,6 +106,33 @@ class BlobStore(ABC):
     @abstractmethod
     def set_aside(self, key: str) -> None:
         """Move a blob no index row names to ``lost+found`` (kept, not deleted)."""
+
+    # Research export packages: ZIPs kept beside the instances (never under an
+    # instance key, never in `listing`), so any node process serves them.
+
+    @staticmethod
+    def check_package(name: str) -> str:
+        """A package's name is a job's id and ``.zip``: nothing else reaches a path."""
+        if not re.fullmatch(r"[0-9a-f]{8,64}\.zip", name):
+            raise ValueError("not a package name: a name could otherwise escape the store")
+        return name
+
+    @abstractmethod
+    def put_package(self, name: str, source: BinaryIO) -> None:
+        """Store the package read from ``source`` whole or not at all, streamed
+        (a package may be gigabytes), private to the node's account."""
+
+    @abstractmethod
+    def open_package(self, name: str) -> tuple[BinaryIO, int]:
+        """The package to stream out (the caller closes it) and its size;
+        FileNotFoundError if it is not there, OSError if the store is out of reach."""
+
+    @abstractmethod
+    def delete_package(self, name: str) -> None: ...
+
+    @abstractmethod
+    def packages(self) -> Iterator[tuple[str, float]]:
+        """Every stored package's name with its modification time (epoch seconds)."""
 
 
 def open_stores(url: str, data_dir: Path, endpoint_url: str = "") -> tuple[BlobStore, BlobStore]:

@@ -12,6 +12,7 @@ import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from storage.blobs import LOST_AND_FOUND, BlobRef, BlobStore, check_key
 from storage.leases import dead_here, of_this_host, process_name
@@ -135,3 +136,41 @@ class FileBlobStore(BlobStore):
     def set_aside(self, key: str) -> None:
         private_dir(self.aside)
         os.replace(self.path(key), self.aside / Path(key).name)
+
+    def _package_dir(self) -> Path:
+        """``packages`` beside the store (``data_dir/packages``): on the same
+        shared filesystem as the instances, outside their key space."""
+        return self.root.parent / "packages"
+
+    def put_package(self, name: str, source: BinaryIO) -> None:
+        """Copied in chunks to a 0600 temp file in the packages' folder, then
+        renamed into place (fsynced): seen whole or not at all."""
+        folder = private_dir(self._package_dir())
+        final = folder / self.check_package(name)
+        for stale in folder.glob(".*.part"):  # a crash mid-copy, a day ago
+            with contextlib.suppress(FileNotFoundError):
+                if time.time() - stale.stat().st_mtime > STALE_TEMP_SECONDS:
+                    stale.unlink()
+        fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                shutil.copyfileobj(source, handle, 1 << 20)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp_name, final)
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
+        _fsync_dir(folder)
+
+    def open_package(self, name: str) -> tuple[BinaryIO, int]:
+        handle = (self._package_dir() / self.check_package(name)).open("rb")
+        return handle, os.fstat(handle.fileno()).st_size
+
+    def delete_package(self, name: str) -> None:
+        (self._package_dir() / self.check_package(name)).unlink(missing_ok=True)
+
+    def packages(self) -> Iterator[tuple[str, float]]:
+        for path in self._package_dir().glob("*.zip"):
+            with contextlib.suppress(FileNotFoundError):  # deleted meanwhile
+                yield path.name, path.stat().st_mtime

@@ -1,12 +1,17 @@
 """The forwarding queue: what must reach another AE, kept until it did.
 
 Rows are claimed (`storage.leases`) so that of several node processes one
-sends each instance.
+sends each instance. The sender renews its claim before each instance
+(`renew`), and finishes or reschedules a row only while it is still its own
+(`done`, `retry`): a sender whose lease lapsed and passed to another process
+sends nothing more of it and changes nothing.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,6 +21,7 @@ from sqlalchemy.engine import Engine
 from storage.leases import RELEASED, claim, lease_columns
 from storage.schema import metadata
 
+log = logging.getLogger(__name__)
 PENDING, DONE = "pending", "done"
 
 forward_queue = Table(
@@ -33,14 +39,20 @@ forward_queue = Table(
     *lease_columns(),
 )
 # A pass sends at most this many rows per claim; a dead process's claim
-# lapses after the lease (long enough for a batch to a slow destination).
+# lapses after the lease (renewed before each instance: long enough for one
+# send to a slow destination, dimse_timeout at most).
 BATCH = 200
 LEASE = timedelta(minutes=10)
 
 
 def enqueue_in(conn: Connection, sop_instance_uids: list[str], destination: str) -> int:
     """`ForwardQueue.enqueue` in the caller's transaction (the change feed's
-    consumer moves its cursor in the same one); how many were added."""
+    consumer moves its cursor in the same one); how many were added.
+
+    An instance already waiting for this destination is added once: only a
+    row no process has claimed counts as waiting. A claimed row may be on
+    its way now with the version read before this change (a ``replaced``
+    instance): the new row sends the version stored now."""
     now = datetime.now(UTC)
     wanted = list(dict.fromkeys(sop_instance_uids))
     waiting: set[str] = set()
@@ -50,6 +62,7 @@ def enqueue_in(conn: Connection, sop_instance_uids: list[str], destination: str)
                 select(forward_queue.c.sop_instance_uid).where(
                     (forward_queue.c.destination == destination)
                     & (forward_queue.c.state == PENDING)
+                    & forward_queue.c.claimed_by.is_(None)
                     & forward_queue.c.sop_instance_uid.in_(wanted[start : start + 500])
                 )
             ).scalars()
@@ -99,26 +112,65 @@ class ForwardQueue:
             ).all()
         return [dict(r._mapping) for r in rows]
 
-    def done(self, pk: int) -> None:
+    def renew(self, pks: Iterable[int], owner: str) -> set[int]:
+        """Extend ``owner``'s claim on these rows; the ones still its own
+        (a row whose lease lapsed and that another process claimed is not)."""
+        wanted, mine = list(pks), set()
+        until = datetime.now(UTC) + LEASE
         with self._lock, self.engine.begin() as conn:
-            conn.execute(
-                forward_queue.update()
-                .where(forward_queue.c.pk == pk)
-                .values(state=DONE, done_at=datetime.now(UTC), last_error=None, **RELEASED)
-            )
-
-    def retry(self, pk: int, attempts: int, error: str, delay: timedelta) -> None:
-        with self._lock, self.engine.begin() as conn:
-            conn.execute(
-                forward_queue.update()
-                .where(forward_queue.c.pk == pk)
-                .values(
-                    attempts=attempts,
-                    last_error=error[:256],
-                    next_attempt_at=datetime.now(UTC) + delay,
-                    **RELEASED,
+            for start in range(0, len(wanted), 500):
+                mine |= set(
+                    conn.execute(
+                        forward_queue.update()
+                        .where(
+                            forward_queue.c.pk.in_(wanted[start : start + 500])
+                            & (forward_queue.c.claimed_by == owner)
+                            & (forward_queue.c.state == PENDING)
+                        )
+                        .values(claimed_until=until)
+                        .returning(forward_queue.c.pk)
+                    ).scalars()
                 )
-            )
+        return mine
+
+    def release(self, pks: Iterable[int], owner: str) -> None:
+        """Give ``owner``'s unsent rows back, due as they were (a stop)."""
+        wanted = list(pks)
+        with self._lock, self.engine.begin() as conn:
+            for start in range(0, len(wanted), 500):
+                conn.execute(
+                    forward_queue.update()
+                    .where(
+                        forward_queue.c.pk.in_(wanted[start : start + 500])
+                        & (forward_queue.c.claimed_by == owner)
+                    )
+                    .values(**RELEASED)
+                )
+
+    def done(self, pk: int, *, owner: str) -> bool:
+        """The row was sent; False (logged, nothing changed) if ``owner`` no longer holds it."""
+        return self._update(pk, owner, state=DONE, done_at=datetime.now(UTC), last_error=None)
+
+    def retry(self, pk: int, attempts: int, error: str, delay: timedelta, *, owner: str) -> bool:
+        """Try again after ``delay``; False (logged, nothing changed) if not ``owner``'s."""
+        return self._update(
+            pk,
+            owner,
+            attempts=attempts,
+            last_error=error[:256],
+            next_attempt_at=datetime.now(UTC) + delay,
+        )
+
+    def _update(self, pk: int, owner: str, **values: Any) -> bool:
+        with self._lock, self.engine.begin() as conn:
+            changed = conn.execute(
+                forward_queue.update()
+                .where((forward_queue.c.pk == pk) & (forward_queue.c.claimed_by == owner))
+                .values(**values, **RELEASED)
+            ).rowcount
+        if not changed:
+            log.warning("forwarding row %d is no longer this process's: left as it is", pk)
+        return bool(changed)
 
     def counts(self) -> dict[tuple[str, str], int]:
         with self.engine.connect() as conn:

@@ -43,6 +43,10 @@ _ATTEMPTS = 4
 T = TypeVar("T")
 # The sealed original identity of a study: (study UID, pseudonym, sealed).
 LinkageRow = tuple[str, str, bytes]
+# More rows a caller writes in a store's transaction (an audit record, a plan
+# version), told the outcome: committed with the instance, or rolled back
+# with it by what they raise.
+AlsoWrite = Callable[[Connection, "StoreOutcome"], None]
 # A re-sent instance: counted, whatever else happens to it.
 _ONE_MORE_COPY = {instances.c.copies_received: instances.c.copies_received + 1}
 
@@ -74,6 +78,13 @@ def _patient_of(conn: Connection, table: Any, pk: int) -> tuple[str, str]:
     query = select(patients.c.issuerofpatientid, patients.c.patient_key).select_from(joined)
     issuer, key = conn.execute(query.where(table.c.pk == pk)).one()
     return issuer, key
+
+
+def _outcome(existing: int | None, replace: bool) -> StoreOutcome:
+    """What storing an instance will be, told whether one is indexed."""
+    if existing is None:
+        return StoreOutcome.STORED
+    return StoreOutcome.REPLACED if replace else StoreOutcome.DUPLICATE
 
 
 def _keep_linkage(conn: Connection, row: LinkageRow) -> None:
@@ -200,9 +211,18 @@ class Index:
         replace: bool,
         write_blob: Callable[[], None],
         linkage_row: LinkageRow | None = None,
-    ) -> tuple[StoreOutcome, str | None]:
+        also: AlsoWrite | None = None,
+        replacement: Callable[[], BlobRef] | None = None,
+    ) -> tuple[StoreOutcome, str | None, str | None]:
         """Index one instance, creating its patient, study and series as needed;
-        the outcome and the key of a held blob it supersedes (to delete).
+        the outcome, the key of a held blob it supersedes and the key of the
+        blob a replacement supersedes (both to delete after the commit).
+
+        A replacement (``replace``) is written by ``replacement``, under a
+        key of its own beside the live blob (never over it), and the row
+        moves to that key in the commit: a failure or a crash before the
+        commit leaves the stored version whole and indexed, and the blob it
+        wrote is an orphan (`dicomnode.ops.check` sets it aside).
 
         One transaction writes the instance row, the study's sealed identity
         (``linkage_row``, unless the study has one), the change feed's row
@@ -215,11 +235,16 @@ class Index:
         (a lock on the SOP Instance UID), then finds it and counts a
         duplicate; a conflict on a parent row (a stale cached series, a
         deadlock) is retried. A study or series of another patient raises
-        `ForeignParent`, nothing written.
+        `ForeignParent`, nothing written. ``also`` writes more rows in
+        the transaction, before the blob.
         """
         cached = (*_owner(record), record.columns[Level.SERIES]["seriesinstanceuid"])
-        outcome, series_pk, held = self._transaction(
-            lambda conn: self._add(conn, record, cached, blob, replace, write_blob, linkage_row),
+        if replace and replacement is None:
+            raise ValueError("a replace writes its blob beside the live one: give replacement")
+        outcome, series_pk, held, superseded = self._transaction(
+            lambda conn: self._add(
+                conn, record, cached, blob, replace, write_blob, linkage_row, also, replacement
+            ),
             on_retry=lambda: self._series_cache.pop(cached, None),
         )
         # Only once committed: a rolled-back series must not be remembered.
@@ -227,7 +252,7 @@ class Index:
             if len(self._series_cache) > 10_000:
                 self._series_cache.clear()
             self._series_cache[cached] = series_pk
-        return outcome, held
+        return outcome, held, superseded
 
     def _transaction(
         self, work: Callable[[Connection], T], on_retry: Callable[[], object] = lambda: None
@@ -254,17 +279,22 @@ class Index:
         replace: bool,
         write_blob: Callable[[], None],
         linkage_row: LinkageRow | None,
-    ) -> tuple[StoreOutcome, int | None, str | None]:
+        also: AlsoWrite | None = None,
+        replacement: Callable[[], BlobRef] | None = None,
+    ) -> tuple[StoreOutcome, int | None, str | None, str | None]:
         uid = record.sop_instance_uid
         serialise(conn, uid)
-        existing = conn.execute(
-            select(instances.c.pk).where(instances.c.sopinstanceuid == uid)
-        ).scalar_one_or_none()
+        found = conn.execute(
+            select(instances.c.pk, instances.c.blob_key).where(instances.c.sopinstanceuid == uid)
+        ).first()
+        existing, live_key = (None, None) if found is None else tuple(found)
         held = conn.execute(
             quarantine.delete()
             .where(quarantine.c.sopinstanceuid == uid)
             .returning(quarantine.c.blob_key)
         ).scalar_one_or_none()
+        if also is not None:
+            also(conn, _outcome(existing, replace))
         if existing is not None:
             if _patient_of(conn, instances, existing) != _owner(record):
                 raise ForeignParent("the SOP Instance UID is another patient's instance")
@@ -272,11 +302,14 @@ class Index:
                 instances.update().where(instances.c.pk == existing).values(_ONE_MORE_COPY)
             )
             if not replace:
-                return StoreOutcome.DUPLICATE, None, held
+                return StoreOutcome.DUPLICATE, None, held, None
         series_pk = self._series_cache.get(cached)
         if series_pk is None:
             series_pk = self._add_parents(conn, record)
-        write_blob()
+        if existing is None:
+            write_blob()
+        elif replacement is not None:  # checked by `add`
+            blob = replacement()
         if linkage_row is not None:
             _keep_linkage(conn, linkage_row)
         row = {
@@ -291,10 +324,11 @@ class Index:
         if existing is None:
             conn.execute(instances.insert().values(**row))
             record_change(conn, STORED, record)
-            return StoreOutcome.STORED, series_pk, held
+            return StoreOutcome.STORED, series_pk, held, None
         conn.execute(instances.update().where(instances.c.pk == existing).values(**row))
         record_change(conn, REPLACED, record)
-        return StoreOutcome.REPLACED, series_pk, held
+        superseded = live_key if live_key != blob.key else None
+        return StoreOutcome.REPLACED, series_pk, held, superseded
 
     def _add_parents(self, conn: Connection, record: InstanceRecord) -> int:
         """Patient (demographics refreshed), study and series of a series not
@@ -378,9 +412,11 @@ class Index:
         reason: str,
         write_blob: Callable[[], None],
         linkage_row: LinkageRow | None = None,
+        also: Callable[[Connection], None] | None = None,
     ) -> None:
-        """Hold an instance: its quarantine row and the study's sealed
-        identity (``linkage_row``) in one transaction, after ``write_blob``."""
+        """Hold an instance: its quarantine row, the study's sealed identity
+        (``linkage_row``) and ``also``'s rows (an audit record, written
+        before the blob) in one transaction, after ``write_blob``."""
         image, series_ = record.columns[Level.IMAGE], record.columns[Level.SERIES]
         row = {
             "sopinstanceuid": image["sopinstanceuid"],
@@ -403,6 +439,8 @@ class Index:
             conn.execute(
                 quarantine.delete().where(quarantine.c.sopinstanceuid == row["sopinstanceuid"])
             )
+            if also is not None:
+                also(conn)
             write_blob()
             conn.execute(quarantine.insert().values(**row))
             if linkage_row is not None:

@@ -12,33 +12,55 @@ done at least once and, while its process lives, by one process only.
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Column, Connection, DateTime, String, Table, select, update
 
+# (pid, token): a random token per process, made again in a forked child.
+_TOKEN: tuple[int, str] = (0, "")
+
 
 def process_name() -> str:
-    """This process among all node processes of an archive: ``host-pid``."""
-    return f"{socket.gethostname()}-{os.getpid()}"
+    """This process among all node processes of an archive: ``host-pid.token``.
+
+    The random token tells apart processes that share a host name and a pid
+    (containers, each with its own pid namespace): without it, after a
+    take-over the first holder's renewals would still match its rows. The
+    pid is kept for `dead_here` only.
+    """
+    global _TOKEN
+    pid = os.getpid()
+    if _TOKEN[0] != pid:
+        _TOKEN = (pid, secrets.token_hex(6))
+    return f"{socket.gethostname()}-{pid}.{_TOKEN[1]}"
+
+
+def _host_and_pid(name: str) -> tuple[str, str]:
+    """(host, pid) of a `process_name`, or of ``host-pid`` (older versions)."""
+    host, _, rest = name.rpartition("-")
+    return host, rest.partition(".")[0]
 
 
 def of_this_host(name: str) -> bool:
     """A `process_name` of a process on this host (which can be asked)."""
-    host, _, pid = name.rpartition("-")
+    host, pid = _host_and_pid(name)
     return host == socket.gethostname() and pid.isdigit()
 
 
 def dead_here(name: str) -> bool:
     """A process of this host (by its `process_name`) that no longer runs.
 
-    Another host's processes cannot be asked: for them, leases lapse.
+    Another host's processes cannot be asked: for them, leases lapse. (Nor
+    can a process of another pid namespace under the same host name: give
+    such containers host names of their own.)
     """
     if not of_this_host(name):
         return False
     try:
-        os.kill(int(name.rpartition("-")[2]), 0)
+        os.kill(int(_host_and_pid(name)[1]), 0)
     except ProcessLookupError:
         return True
     except PermissionError:

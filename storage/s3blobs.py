@@ -14,8 +14,9 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import re
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, BinaryIO
 
 from storage.blobs import _KEY, LOST_AND_FOUND, BlobRef, BlobStore, check_key
 
@@ -150,3 +151,46 @@ class S3BlobStore(BlobStore):
         target = f"{self.aside}/{key.rpartition('/')[2]}"
         self._call("copy_object", Key=target, CopySource={"Bucket": self.bucket, "Key": source})
         self._call("delete_object", Key=source)
+
+    def _package_name(self, name: str) -> str:
+        """``packages/`` beside the store's prefix, outside the instance keys."""
+        parent = self.prefix.rpartition("/")[0]
+        folder = f"{parent}/packages" if parent else "packages"
+        return f"{folder}/{self.check_package(name)}"
+
+    def put_package(self, name: str, source: BinaryIO) -> None:
+        """boto3's managed upload: read and sent in parts as it goes, the
+        object appearing only once complete (a failed upload is aborted)."""
+        from boto3.exceptions import S3UploadFailedError
+        from boto3.s3.transfer import TransferConfig
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        # Two parts in flight at most: memory stays a few parts, not the package.
+        parts = TransferConfig(multipart_chunksize=PART_SIZE, max_concurrency=2)
+        try:
+            self.client.upload_fileobj(source, self.bucket, self._package_name(name), Config=parts)
+        except (S3UploadFailedError, ClientError, BotoCoreError) as exc:
+            raise OSError(f"object store {self.location}: {type(exc).__name__}") from None
+
+    def open_package(self, name: str) -> tuple[BinaryIO, int]:
+        answer = self._call("get_object", Key=self._package_name(name))
+        return answer["Body"], int(answer["ContentLength"])
+
+    def delete_package(self, name: str) -> None:
+        self._call("delete_object", Key=self._package_name(name))
+
+    def packages(self) -> Iterator[tuple[str, float]]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        folder = self._package_name("00000000.zip").rpartition("/")[0] + "/"
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=folder
+        )
+        try:
+            for page in pages:
+                for item in page.get("Contents", []):
+                    name = item["Key"][len(folder) :]
+                    if re.fullmatch(r"[0-9a-f]{8,64}\.zip", name):
+                        yield name, item["LastModified"].timestamp()
+        except (ClientError, BotoCoreError) as exc:
+            raise OSError(f"object store {self.location}: {type(exc).__name__}") from None

@@ -78,7 +78,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     reid.add_argument("value", metavar="PSEUDONYM|STUDY_UID")
 
-    send = commands.add_parser("send", help="queue a study for a known remote AE and send it")
+    send = commands.add_parser(
+        "send", help="queue a study for a known remote AE (the running node sends it)"
+    )
     send.add_argument("study", metavar="STUDY_UID")
     send.add_argument("destination", metavar="AE")
     commands.add_parser("queue", help="the forwarding queue: pending and done per destination")
@@ -352,8 +354,12 @@ def _forward(config: Config, args: argparse.Namespace) -> int:
             except ForwardError as exc:
                 print(f"dicomnode send: {exc}", file=sys.stderr)
                 return EXIT_REJECTED
-            result = forwarder.run_once()
-            print(f"{queued} queued, {result['sent']} sent, {result['waiting']} waiting for retry")
+            # Only queued: the running node sends (its leases, its routes, its
+            # feed cursor); a command must not forward beside it.
+            print(
+                f"{queued} queued for {args.destination}; the running node sends them "
+                "(dicomnode queue shows progress)"
+            )
             return EXIT_OK
         for (destination, state), count in sorted(archive.index.forwarding.counts().items()):
             print(f"{destination:<16} {state:<8} {count}")

@@ -14,7 +14,11 @@ node can make. A restart loses nothing: the queue
 is in the index database. Each pass claims its rows, so node processes
 sharing the index never send the same row at once; the rows of a process
 that died are taken by another when its lease runs out (so an instance may
-reach its destination twice after a crash, never not at all).
+reach its destination twice after a crash, never not at all). A sender
+renews its claim on the rest of its batch before each instance and sends
+only rows still its own; a stop (`Forwarder.stop`, reached from
+`Runner.stop`) ends a pass between two instances and gives the unsent rows
+back.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from dicomnode.net.retrieve_syntax import (
     unsent,
 )
 from dicomnode.net.tls import tls_args, tls_failure
+from dicomnode.status import NO_STATUS, SUCCESS, is_warning
 from storage.archive import Archive
 from storage.changes import Change
 from storage.forwarding import enqueue_in
@@ -74,6 +79,15 @@ class Forwarder:
         self.owner = process_name()
         self._stop = threading.Event()
 
+    def stop(self) -> None:
+        """End the pass running now after its current instance (the rest of
+        its rows go back to the queue); no pass starts after this."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
     def enqueue_study(self, study_uid: str, destination: str) -> int:
         if self.config.remote(destination) is None:
             raise ForwardError(f"{destination} is not a known remote AE")
@@ -102,14 +116,17 @@ class Forwarder:
 
     def run_once(self, now: datetime | None = None) -> dict[str, int]:
         """Queue what the change feed brought (`drain`), then send what is
-        due; returns how many went out and how many wait again."""
+        due; returns how many went out and how many wait again (rows given
+        back at a stop, or taken over by another process, count as waiting)."""
+        if self.stopping:
+            return {"sent": 0, "waiting": 0}
         self.drain()
         by_destination: dict[str, list[dict]] = defaultdict(list)
         for job in self.queue.claim(self.owner, now):
             by_destination[job["destination"]].append(job)
         sent = waiting = 0
         for destination, jobs in by_destination.items():
-            ok = self._send(destination, jobs)
+            ok = 0 if self._given_back(jobs) else self._send(destination, jobs)
             sent, waiting = sent + ok, waiting + len(jobs) - ok
         return {"sent": sent, "waiting": waiting}
 
@@ -141,11 +158,25 @@ class Forwarder:
             return 0
         sent = 0
         try:
-            for job, kind in zip(jobs, kinds, strict=True):
-                sent += self._send_one(assoc, job, kind)
+            for n, (job, kind) in enumerate(zip(jobs, kinds, strict=True)):
+                if self._given_back(jobs[n:]):
+                    break
+                # The rest of the batch stays ours while a slow destination
+                # takes its time; a row another process took is not sent.
+                if job["pk"] in self.queue.renew((j["pk"] for j in jobs[n:]), self.owner):
+                    sent += self._send_one(assoc, job, kind)
+                else:
+                    log.warning("forwarding to %s: a row passed to another process", destination)
         finally:
             assoc.release()
         return sent
+
+    def _given_back(self, jobs: list[dict]) -> bool:
+        """At a stop: give ``jobs`` back to the queue unsent (True)."""
+        if not self.stopping:
+            return False
+        self.queue.release((j["pk"] for j in jobs), self.owner)
+        return True
 
     def _kind(self, uid: str) -> dict[str, str]:
         rows = list(
@@ -176,7 +207,12 @@ class Forwarder:
         if not how.send:
             self._retry_all([job], f"{how.reason} ({unsent(stored, accepted)})")
             return 0
-        ds: Dataset = dcmread(BytesIO(self.archive.blobs.read(key)))
+        # By UID, not ``key``: a replacement may have committed meanwhile.
+        data = self.archive.read(job["sop_instance_uid"])
+        if data is None:
+            self._retry_all([job], "no longer stored")
+            return 0
+        ds: Dataset = dcmread(BytesIO(data))
         if how.decode:
             try:
                 ds = decoded(ds, self.config.transcode_max_mb << 20)
@@ -188,13 +224,13 @@ class Forwarder:
                 return 0
         try:
             status = assoc.send_c_store(ds)
-            code = int(status.Status) if "Status" in status else 0xFFFF
+            code = int(status.Status) if "Status" in status else NO_STATUS
         except (RuntimeError, ValueError) as exc:
-            code, detail = 0xFFFF, type(exc).__name__
+            code, detail = NO_STATUS, type(exc).__name__
         else:
             detail = f"status 0x{code:04X}"
-        if code == 0 or 0xB000 <= code <= 0xBFFF:
-            self.queue.done(job["pk"])
+        if code == SUCCESS or is_warning(code):
+            self.queue.done(job["pk"], owner=self.owner)
             return 1
         self._retry_all([job], detail)
         return 0
@@ -202,5 +238,5 @@ class Forwarder:
     def _retry_all(self, jobs: list[dict], reason: str) -> None:
         for job in jobs:
             attempts = job["attempts"] + 1
-            self.queue.retry(job["pk"], attempts, reason, backoff(attempts))
+            self.queue.retry(job["pk"], attempts, reason, backoff(attempts), owner=self.owner)
         log.warning("forwarding to %s: %d waiting (%s)", jobs[0]["destination"], len(jobs), reason)

@@ -97,6 +97,7 @@ class Runner:
         self.owner = owner or process_name()  # the name its leases carry
         self._stopping = threading.Event()
         self._mains: list[tuple[str, Callable[[], None]]] = []
+        self._on_stop: list[Callable[[], object]] = []
         self._pools: list[_Pool] = []
         self._threads: list[threading.Thread] = []
         self._guard = threading.Lock()
@@ -111,6 +112,11 @@ class Runner:
                 self._guarded(name, step)
 
         self._mains.append((name, loop))
+
+    def on_stop(self, stop: Callable[[], object]) -> None:
+        """Call ``stop`` when the runner stops: work that runs in a pass
+        (`every`) ends it between two steps instead of after the bound."""
+        self._on_stop.append(stop)
 
     def leased(self, work: Leased, *, slots: int, poll: float = 1.0) -> None:
         """Run ``work``'s jobs, at most ``slots`` at once; every ``poll``
@@ -140,6 +146,8 @@ class Runner:
         all; the names of threads still running then (daemons: they do not
         keep the process alive, and their rows' leases lapse)."""
         self._stopping.set()
+        for stop in self._on_stop:
+            self._guarded("stop", stop)
         with self._guard:
             for pool in self._pools:
                 pool.wake.set()

@@ -10,6 +10,11 @@ indexed (for a held instance, of its encrypted blob: what is on disk), whole
 structure, and the SOP Instance UID its key was made from (a held blob is
 decrypted for these). A held blob still in plaintext (written by a version
 before they were encrypted) is listed; the next start encrypts it.
+
+A replacement (``duplicates = "replace"``) is written under a key of its own
+and the blob it supersedes deleted after its commit: a crash in between
+leaves that old blob as an orphan, set aside like any other; a row whose
+blob went while the check ran is looked up again (replaced, not missing).
 """
 
 from __future__ import annotations
@@ -92,7 +97,10 @@ def _compare(archive: Archive, rows: list[_Row], repair: bool, now: float | None
     for row in rows:
         named[row.store].add(row.key)
         if row.key not in listed[row.store]:
-            report.missing.append(row.uid)
+            if (moved := _replaced(archive, row)) is None:
+                report.missing.append(row.uid)
+            else:
+                named[row.store].add(moved)
     cutoff = (now or time.time()) - ORPHAN_GRACE_SECONDS
     for store in stores:
         for key, modified in listed[store].items():
@@ -102,6 +110,15 @@ def _compare(archive: Archive, rows: list[_Row], repair: bool, now: float | None
             if repair:
                 store.set_aside(key)
     return report
+
+
+def _replaced(archive: Archive, row: _Row) -> str | None:
+    """The key an instance's row names now, if a replacement committed since
+    ``row`` was read and its blob is there; else None."""
+    if row.store is not archive.blobs:
+        return None
+    now = archive.index.instance_blob(row.uid)
+    return now if now not in (None, row.key) and row.store.exists(now) else None
 
 
 def _problem(archive: Archive, data: bytes, row: _Row) -> str | None:
@@ -135,11 +152,20 @@ def verify(archive: Archive, on_progress: Callable[[int, int], None] | None = No
     missing = set(report.missing)
     for done, row in enumerate(rows, 1):
         if row.uid not in missing:
-            data = row.store.read(row.key)
-            if why := _problem(archive, data, row):
-                report.damaged.append((row.uid, why))
-            elif row.store is archive.held and not is_sealed(data):
-                report.plaintext.append(row.uid)
+            _verify_one(archive, row, report)
         if on_progress is not None:
             on_progress(done, len(rows))
     return report
+
+
+def _verify_one(archive: Archive, row: _Row, report: CheckReport) -> None:
+    try:
+        data = row.store.read(row.key)
+    except FileNotFoundError:  # replaced since the listing, or gone
+        if _replaced(archive, row) is None:
+            report.missing.append(row.uid)
+        return
+    if why := _problem(archive, data, row):
+        report.damaged.append((row.uid, why))
+    elif row.store is archive.held and not is_sealed(data):
+        report.plaintext.append(row.uid)
