@@ -158,8 +158,9 @@ class Index:
         upgrade(self.engine)
         # SQLite has one writer at a time: taking turns in the process avoids
         # waiting on its file lock. PostgreSQL takes concurrent stores (rows
-        # created ON CONFLICT, a lock per instance), so their commits and
-        # blob fsyncs overlap instead of queueing behind one lock.
+        # created ON CONFLICT, a lock per instance), so their blob fsyncs
+        # overlap; only the last step, change row to commit, takes turns
+        # across processes (the change feed's lock: ids visible in order).
         self._write_lock = threading.Lock()
         self._store_lock: Any = (
             contextlib.nullcontext()
