@@ -10,7 +10,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -83,19 +83,15 @@ class FileBlobStore(BlobStore):
             private_dir(self._tmp)
             fd, tmp_name = tempfile.mkstemp(dir=self._tmp, suffix=".part")
         digest, size = hashlib.sha256(), 0
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                for chunk in chunks:
-                    digest.update(chunk)
-                    size += len(chunk)
-                    handle.write(chunk)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp_name, final)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
-        _fsync_dir(final.parent)
+
+        def write(handle: BinaryIO) -> None:
+            nonlocal size
+            for chunk in chunks:
+                digest.update(chunk)
+                size += len(chunk)
+                handle.write(chunk)
+
+        _renamed_into_place(fd, tmp_name, final, write)
         return BlobRef(key, size, digest.hexdigest())
 
     def _makedirs(self, directory: Path) -> None:
@@ -152,16 +148,9 @@ class FileBlobStore(BlobStore):
                 if time.time() - stale.stat().st_mtime > STALE_TEMP_SECONDS:
                     stale.unlink()
         fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                shutil.copyfileobj(source, handle, 1 << 20)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp_name, final)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
-        _fsync_dir(folder)
+        _renamed_into_place(
+            fd, tmp_name, final, lambda handle: shutil.copyfileobj(source, handle, 1 << 20)
+        )
 
     def open_package(self, name: str) -> tuple[BinaryIO, int]:
         handle = (self._package_dir() / self.check_package(name)).open("rb")
@@ -174,3 +163,21 @@ class FileBlobStore(BlobStore):
         for path in self._package_dir().glob("*.zip"):
             with contextlib.suppress(FileNotFoundError):  # deleted meanwhile
                 yield path.name, path.stat().st_mtime
+
+
+def _renamed_into_place(
+    fd: int, tmp_name: str, final: Path, write: Callable[[BinaryIO], None]
+) -> None:
+    """Durably: ``write`` into the temp file, fsync, rename over ``final``,
+    fsync its folder; the temp file gone on any failure. A reader sees the
+    old file or the new one whole, and the caller may acknowledge after."""
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, final)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    _fsync_dir(final.parent)
