@@ -144,14 +144,20 @@ def node(work: Path) -> Iterator[tuple[int, str, callable]]:
         wait_for_echo(port, "CHDNODE", process)
 
         def count() -> int:
-            stats = subprocess.run(
-                [sys.executable, "-m", "dicomnode.cli", "stats", "--json"],
-                env=env,
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            return json.loads(stats.stdout)["instances"]
+            """Instances stored or held: a clip whose burned-in text OCR
+            finds is held for review, which is an answer too (B000)."""
+
+            def run(*command: str) -> str:
+                return subprocess.run(
+                    [sys.executable, "-m", "dicomnode.cli", *command],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                ).stdout
+
+            held = len(run("quarantine", "list").splitlines())
+            return json.loads(run("stats", "--json"))["instances"] + held
 
         yield port, "CHDNODE", count
     finally:
