@@ -27,11 +27,17 @@ def serialise(conn: Connection, key: str) -> None:
     """Serialise transactions on ``key`` (a SOP Instance UID, a study's plan)
     across processes until this transaction ends.
 
-    PostgreSQL: a transaction-scoped advisory lock. SQLite needs none: it
-    has one writer at a time.
+    PostgreSQL: a transaction-scoped advisory lock. SQLite: its one
+    writer's lock, taken now (``BEGIN IMMEDIATE``): pysqlite begins a
+    transaction only at the first write, so a check made before it ("is this
+    instance stored?") could be stale by the time another process writes.
     """
     if conn.dialect.name == "postgresql":
         conn.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(key, 0))))
+    elif conn.dialect.name == "sqlite":
+        driver = conn.connection.driver_connection
+        if driver is not None and not driver.in_transaction:  # a write would hold it already
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def upsert_patient(conn: Connection, values: dict[str, Any]) -> int:
