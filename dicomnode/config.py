@@ -699,6 +699,15 @@ def validate(config: Config) -> Config:
             "spool_dir: must not be inside data_dir (nothing clear goes there)",
             ("spool_dir", "data_dir"),
         )
+    if config.spool_dir != Path("") and any(
+        _inside(config.spool_dir, folder) or _inside(folder, config.spool_dir)
+        for folder in (config.key_dir, config.data_dir)
+    ):
+        raise ConfigError(
+            "spool_dir: a folder of its own, neither holding nor inside data_dir or key_dir "
+            "(the spool clears what ended processes left in it)",
+            ("spool_dir", "data_dir", "key_dir"),
+        )
     for name in ("dimse_port", "http_port"):
         if not 0 <= getattr(config, name) <= 65535:
             raise ConfigError(f"{name}: not a TCP port", (name,))

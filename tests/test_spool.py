@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import subprocess
 import sys
 import zlib
@@ -584,3 +585,39 @@ def test_a_frame_too_large_to_read_is_held_unread(tmp_path: Path) -> None:
         "frames over 256 MiB: not read in bounded memory",
     )
     assert peak < 64 * MIB
+
+
+def test_a_spool_dir_on_someone_elses_folder_takes_nothing_from_it(tmp_path: Path) -> None:
+    """spool_dir pointed at a folder holding other things (the data folder's
+    parent, a home folder): the spool keeps to its own entries, and does not
+    change the folder's mode."""
+    shared = tmp_path / "shared"
+    (shared / "var" / "blobs").mkdir(parents=True)
+    (shared / "README").write_text("someone else's")
+    (shared / "12-notes").mkdir()  # looks like a pid, not a spool entry
+    stale = shared / f"{2**22 + 7}-0123abcd"  # a spool entry of a process that ended
+    stale.mkdir()
+    shared.chmod(0o755)
+    spool = Spool(shared)
+    try:
+        names = sorted(p.name for p in shared.iterdir())
+        assert {"var", "README", "12-notes"} <= set(names)
+        assert stale.name not in names
+        assert stat.S_IMODE(shared.stat().st_mode) == 0o755
+        assert stat.S_IMODE(spool.directory.stat().st_mode) == 0o700
+    finally:
+        spool.close()
+
+
+@pytest.mark.parametrize("where", ["data_dir", "key_dir", "parent"])
+def test_a_spool_dir_over_the_archive_or_keys_is_refused(tmp_path: Path, where: str) -> None:
+    from dicomnode.config import ConfigError, load
+
+    spool = {"data_dir": "var", "key_dir": "secrets", "parent": ""}[where]
+    text = (
+        f'[node]\ndata_dir = "{tmp_path}/var"\nkey_dir = "{tmp_path}/secrets"\n'
+        f'spool_dir = "{tmp_path}/{spool}"\n'
+    )
+    (tmp_path / "dicomnode.toml").write_text(text)
+    with pytest.raises(ConfigError, match="spool_dir"):
+        load(tmp_path / "dicomnode.toml", env={})

@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 import secrets
 import shutil
 import tempfile
@@ -250,14 +251,22 @@ class Spilling:
             self.spooled = None
 
 
+# A process's spool entry: "<pid>-<8 hex>" (`Spool.directory`).
+_ENTRY = re.compile(r"([0-9]+)-[0-9a-f]{8}")
+
+
 class Spool:
     """This process's spool directory and key."""
 
     def __init__(self, directory: Path | None = None) -> None:
         root = directory if directory and str(directory) not in ("", ".") else default_directory()
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(root, 0o700)
         self._wipe_dead(root)
+        # 0700 whatever the umask, when the folder is the spool's alone; a
+        # folder that also holds what others made keeps its mode (this
+        # process's own entry is 0700 either way).
+        if all(_ENTRY.fullmatch(child.name) for child in root.iterdir()):
+            os.chmod(root, 0o700)
         self.directory = root / f"{os.getpid()}-{secrets.token_hex(4)}"
         self.directory.mkdir(mode=0o700)
         self._key = secrets.token_bytes(32)
@@ -267,8 +276,8 @@ class Spool:
         """Remove what processes that are gone left behind (nameless files
         leave nothing; a file system without O_TMPFILE might)."""
         for child in root.iterdir():
-            pid = child.name.split("-", 1)[0]
-            if not pid.isdigit() or not _alive(int(pid)):
+            entry = _ENTRY.fullmatch(child.name)  # only what a spool made
+            if entry is not None and not _alive(int(entry.group(1))):
                 shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(
                     missing_ok=True
                 )
