@@ -425,3 +425,24 @@ def test_send_queues_the_study_and_leaves_sending_to_the_node(tmp_path: Path) ->
         assert destination.received == []
     finally:
         destination.server.shutdown()
+
+
+@pytest.mark.parametrize("harm", ["damaged", "missing"])
+def test_a_stored_file_that_cannot_be_read_waits_alone(forwarding, harm: str) -> None:
+    """One damaged or missing blob must not hold back the rest of its batch
+    (nor other destinations): it waits with the reason, the others go."""
+    config, archive, destination, _ = forwarding
+    forwarder = Forwarder(config, archive)
+    forwarder.drain()
+    first = _rows(archive)[0]["sop_instance_uid"]
+    path = archive.blobs.path(archive.index.instance_blob(first))
+    if harm == "damaged":
+        path.write_bytes(b"\0" * 300)
+    else:
+        path.unlink()
+    forwarder.run_once()
+    rows = {r["sop_instance_uid"]: r for r in _rows(archive)}
+    assert len(destination.received) == 2
+    assert rows[first]["state"] == PENDING and rows[first]["attempts"] == 1
+    assert rows[first]["last_error"] and first not in rows[first]["last_error"]
+    assert rows[first]["claimed_by"] is None

@@ -31,6 +31,7 @@ from io import BytesIO
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
 from pynetdicom import AE
 from pynetdicom.association import Association
 from sqlalchemy import Connection
@@ -208,11 +209,21 @@ class Forwarder:
             self._retry_all([job], f"{how.reason} ({unsent(stored, accepted)})")
             return 0
         # By UID, not ``key``: a replacement may have committed meanwhile.
-        data = self.archive.read(job["sop_instance_uid"])
+        # A stored file that cannot be read waits alone, with the reason
+        # (`dicomnode check` names it): the rest of the batch goes on.
+        try:
+            data = self.archive.read(job["sop_instance_uid"])
+        except OSError as exc:
+            self._retry_all([job], f"stored file cannot be read ({type(exc).__name__})")
+            return 0
         if data is None:
             self._retry_all([job], "no longer stored")
             return 0
-        ds: Dataset = dcmread(BytesIO(data))
+        try:
+            ds: Dataset = dcmread(BytesIO(data))
+        except (InvalidDicomError, ValueError, EOFError, OSError) as exc:
+            self._retry_all([job], f"stored file damaged ({type(exc).__name__})")
+            return 0
         if how.decode:
             try:
                 ds = decoded(ds, self.config.transcode_max_mb << 20)
