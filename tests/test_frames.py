@@ -903,3 +903,17 @@ def test_the_browser_shows_a_replaced_instance_not_its_cached_pixels(page, web_n
     assert before[0] == [10, 10] and after[0] == [200, 200]
     assert abs(before[1][0] - 40) <= 3 and abs(after[1][0] - 220) <= 3
     assert abs(before[1][1] - 40) <= 3 and abs(after[1][1] - 220) <= 3
+
+
+def test_an_identical_replacement_is_still_shown(client: FlaskClient, archive: Archive) -> None:
+    """The most common duplicate, replaced under `duplicates = "replace"`:
+    same bytes, a new blob key, the old file gone; every view still answers."""
+    archive.duplicates = DuplicatePolicy.REPLACE
+    ds = image(np.full((2, 8, 8), 10, np.uint8))
+    uid = put(archive, ds)
+    assert client.get(f"/api/instances/{uid}/frames/1").status_code == 200
+    before = archive.index.instance_blob(uid)
+    put(archive, ds)
+    assert archive.index.instance_blob(uid) != before
+    for view in ("meta", "frames/1", "raw/1-1", "thumbnail"):
+        assert client.get(f"/api/instances/{uid}/{view}").status_code == 200, view

@@ -326,11 +326,14 @@ def layout(uid: str) -> Layout:
         found = replace(found, stamp=stamp, digest=digest, version=_version(digest, stamp))
         return found, 64 * 1024 + len(found.pixels or b"")
 
+    # Keyed by the blob as well: a replacement (even with the same bytes)
+    # lives under a new key, and the old file is gone.
+    entry = (uid, key)
     try:
-        found = _layouts().get(uid, build)
+        found = _layouts().get(entry, build)
         if found.digest != digest or (found.path and _stamp(os.stat(found.path)) != found.stamp):
-            _layouts().drop(uid)
-            found = _layouts().get(uid, build)
+            _layouts().drop(entry)
+            found = _layouts().get(entry, build)
         return found
     except OSError as exc:
         raise FrameError("the instance's file cannot be read", 404) from exc
