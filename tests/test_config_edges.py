@@ -86,3 +86,26 @@ def test_an_index_url_that_does_not_parse_is_one_line(tmp_path: Path) -> None:
 def test_the_shown_configuration_holds_no_password(url: str) -> None:
     shown = without_secrets(Config(index_url=url)).index_url
     assert "S3CRETQ" not in shown and shown.startswith("postgresql")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg://u:S3CRETQ@h/db",
+        "postgresql+psycopg://u@h/db?password=S3CRETQ&sslmode=require",
+        "postgresql+psycopg://u@h/db?PassWord=S3CRETQ",
+    ],
+)
+def test_a_backup_never_puts_the_password_on_the_command_line(url: str) -> None:
+    from dicomnode.ops.pgdump import _libpq
+
+    dsn, env = _libpq(url)
+    assert "S3CRETQ" not in dsn and env["PGPASSWORD"] == "S3CRETQ"
+    assert "sslmode=require" in dsn or "sslmode" not in url
+
+
+def test_a_backup_refuses_an_sslpassword_it_would_have_to_show() -> None:
+    from dicomnode.ops.pgdump import DumpError, _libpq
+
+    with pytest.raises(DumpError, match="sslpassword"):
+        _libpq("postgresql://u@h/db?sslpassword=S3CRETQ")

@@ -23,11 +23,25 @@ class DumpError(RuntimeError):
 
 
 def _libpq(url: str) -> tuple[str, dict[str, str]]:
+    """The DSN for the tools' command line, with no password in it (in the
+    user part or a ``password`` parameter: both go through PGPASSWORD)."""
     parsed = make_url(url)
     env = dict(os.environ)
-    if parsed.password:
-        env["PGPASSWORD"] = str(parsed.password)
-    plain = parsed.set(drivername="postgresql", password=None)
+    query = dict(parsed.query)
+    if any(k.lower() == "sslpassword" for k in query):
+        raise DumpError(
+            "index_url carries sslpassword, which the tools would show on their command line:"
+            " give the client key without a passphrase, or back up with pg_dump yourself"
+        )
+    password = parsed.password or next(
+        (str(v) for k, v in query.items() if k.lower() == "password"), None
+    )
+    if password:
+        env["PGPASSWORD"] = password
+    query = {k: v for k, v in query.items() if k.lower() != "password"}
+    # URL.set ignores None ("no change"): the password stayed on the command
+    # line. The URL is a named tuple; _replace does remove it.
+    plain = parsed._replace(password=None).set(drivername="postgresql", query=query)
     return plain.render_as_string(hide_password=False), env
 
 
