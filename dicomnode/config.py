@@ -49,6 +49,7 @@ from dicomnode.deid.options import (
 )
 from dicomnode.deid.profile import Option
 from storage.archive import DuplicatePolicy
+from storage.index import sqlite_file
 from storage.values import normalise_issuer
 
 ENV_PREFIX = "DICOMNODE_"
@@ -723,6 +724,12 @@ def validate(config: Config) -> Config:
                 "index_url: not a database URL (e.g. postgresql://user@host:5432/dicomnode)",
                 ("index_url",),
             ) from None
+    if config.index_url.startswith("sqlite") and sqlite_file(config.index_url) is None:
+        raise ConfigError(
+            "index_url: an SQLite index in memory is gone at every restart (and per thread):"
+            " name a file, or leave index_url out",
+            ("index_url",),
+        )
     for name in ("data_dir", "key_dir"):
         if getattr(config, name) == Path(""):
             raise ConfigError(

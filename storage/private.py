@@ -119,7 +119,11 @@ def tighten(paths: Iterable[Path]) -> list[Path]:
 # What the node makes directly in its data folder (the SQLite index and its
 # journals are named by the index URL) and in its key folder.
 DATA_ENTRIES = frozenset({"blobs", "quarantine", "exports", "packages", "lost+found", ".tmp"})
-KEY_SUFFIX = ".key"
+# The node's key files (`dicomnode.node`, `deid.pipeline`, `jobs.export`
+# name them where they are made); backups copy these.
+KEY_FILES = frozenset(
+    f"{name}.key" for name in ("deid", "linkage", "audit", "web", "quarantine", "export")
+)
 
 
 def installation(data_dir: Path, key_dir: Path, index_file: Path | None) -> list[Path]:
@@ -133,12 +137,13 @@ def installation(data_dir: Path, key_dir: Path, index_file: Path | None) -> list
     data_dir, key_dir = Path(data_dir).resolve(), Path(key_dir).resolve()  # a link's target
     index_files: list[Path] = []
     if index_file is not None:
-        index_file = Path(index_file).resolve()
+        # Not resolved: a link named as the index is left alone (lstat).
+        index_file = Path(index_file).absolute()
         index_files = [Path(f"{index_file}{suffix}") for suffix in ("", "-wal", "-shm", "-journal")]
     paths: list[Path] = []
     for folder, ours in (
         (data_dir, lambda p: p.name in DATA_ENTRIES or p in index_files),
-        (key_dir, lambda p: p.suffix == KEY_SUFFIX and p.is_file()),
+        (key_dir, lambda p: p.name in KEY_FILES and p.is_file()),
     ):
         try:
             entries = sorted(folder.iterdir())

@@ -27,6 +27,8 @@ def written(tmp_path: Path, text: str) -> Path:
         ('[node]\nkey_dir = ""\n', "key_dir"),
         ('[node]\ndata_dir = "  var "\n', "spaces"),
         ("[node]\nmax_pdu_size = 99999999999\n", "max_pdu_size"),
+        ('[node]\nindex_url = "sqlite://"\n', "index_url"),
+        ('[node]\nindex_url = "sqlite:///:memory:"\n', "index_url"),
         ("[node]\nmax_associations = 0\n", "max_associations"),
         ("[node]\nlogin_attempts = 0\n", "login_attempts"),
         ("[node]\npassword_min_length = 0\n", "password_min_length"),

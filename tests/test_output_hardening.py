@@ -473,3 +473,25 @@ def test_a_folder_holding_what_the_node_did_not_make_is_never_tightened(
     assert stat.S_IMODE((shared / "blobs").stat().st_mode) == 0o700
     assert stat.S_IMODE((keys / "deid.key").stat().st_mode) == 0o600
     assert any("not the node's alone" in r.getMessage() for r in caplog.records)
+
+
+def test_other_services_keys_and_a_linked_index_are_left_alone(tmp_path: Path) -> None:
+    """key_dir pointed at a folder of other services' TLS keys, and an index
+    path that is a link to someone's file: neither is the node's to chmod."""
+    from storage.private import installation, tighten
+
+    keys = tmp_path / "ssl"
+    keys.mkdir()
+    (keys / "server.key").write_bytes(b"x")
+    (keys / "deid.key").write_bytes(b"k")
+    data = tmp_path / "var"
+    data.mkdir()
+    theirs = tmp_path / "notes.db"
+    theirs.write_bytes(b"x")
+    (data / "index.sqlite").symlink_to(theirs)
+    for path, mode in ((keys, 0o750), (keys / "server.key", 0o640), (theirs, 0o664)):
+        path.chmod(mode)
+    tighten(installation(data, keys, data / "index.sqlite"))
+    assert stat.S_IMODE(keys.stat().st_mode) == 0o750
+    assert stat.S_IMODE((keys / "server.key").stat().st_mode) == 0o640
+    assert stat.S_IMODE(theirs.stat().st_mode) == 0o664

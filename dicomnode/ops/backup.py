@@ -26,16 +26,15 @@ from sqlalchemy.engine import make_url
 from dicomnode import __version__
 from dicomnode.config import Config
 from dicomnode.ops import pgdump
-from storage.private import create_private, open_private, private_dir, tighten, write_private
-
-KEY_FILES = (
-    "deid.key",
-    "linkage.key",
-    "audit.key",
-    "web.key",
-    "export.key",
-    "quarantine.key",
+from storage.private import (
+    KEY_FILES,
+    create_private,
+    open_private,
+    private_dir,
+    tighten,
+    write_private,
 )
+
 MANIFEST = "MANIFEST.json"
 INDEX = "index.sqlite"
 INDEX_PG = "index.pgdump"
@@ -97,7 +96,7 @@ def backup(config: Config, out: Path, parts: tuple[str, ...] = ("index", "keys")
         folder = out / "keys"
         folder.mkdir(mode=0o700)
         os.chmod(folder, 0o700)
-        for name in KEY_FILES:
+        for name in sorted(KEY_FILES):
             if (config.key_dir / name).exists():
                 _copy_private(config.key_dir / name, folder / name)
                 written.append(folder / name)
