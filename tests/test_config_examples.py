@@ -15,10 +15,6 @@ from dicomnode.config import ConfigError, parse
 
 ROOT = Path(__file__).resolve().parent.parent
 FENCE = re.compile(r"^```toml\s*$\n(.*?)^```\s*$", re.MULTILINE | re.DOTALL)
-# Known wrong in the documentation (reported for docs/operations.md): the
-# scale-out example puts [node] keys at the top level, where the old loader
-# ignored them (so the node silently used SQLite) and the strict one refuses.
-KNOWN_WRONG: dict[str, str] = {}
 
 
 def _blocks() -> list[tuple[str, str]]:
@@ -51,17 +47,7 @@ def test_there_are_examples_to_check() -> None:
 
 @pytest.mark.parametrize(
     ("name", "text"),
-    [
-        pytest.param(
-            name,
-            text,
-            marks=[pytest.mark.xfail(reason=KNOWN_WRONG[name], strict=True)]
-            if name in KNOWN_WRONG
-            else [],
-            id=name,
-        )
-        for name, text in _blocks() + _commented_examples()
-    ],
+    [pytest.param(name, text, id=name) for name, text in _blocks() + _commented_examples()],
 )
 def test_documented_example_loads(name: str, text: str) -> None:
     try:

@@ -198,8 +198,7 @@ class Forwarder:
         """One instance, as stored or decoded for the destination; done only
         when the destination answered success or warning, else kept for a
         later pass with the reason (syntax names, never a value of the data)."""
-        key = self.archive.index.instance_blob(job["sop_instance_uid"])
-        if key is None or not kind:
+        if not kind:  # its row is gone
             self._retry_all([job], "no longer stored")
             return 0
         stored = kind["AvailableTransferSyntaxUID"]
@@ -208,7 +207,7 @@ class Forwarder:
         if not how.send:
             self._retry_all([job], f"{how.reason} ({unsent(stored, accepted)})")
             return 0
-        # By UID, not ``key``: a replacement may have committed meanwhile.
+        # By UID: a replacement may have committed since its row was read.
         # A stored file that cannot be read waits alone, with the reason
         # (`dicomnode check` names it): the rest of the batch goes on.
         try:

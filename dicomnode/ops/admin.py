@@ -105,13 +105,7 @@ def show_quarantined(archive: Archive, uid: str, out: Path) -> int:
     with os.fdopen(descriptor, "wb") as handle:
         os.fchmod(handle.fileno(), 0o600)  # whatever the umask
         handle.write(data)
-    archive.index.audit.record(
-        SHOW_EVENT,
-        user=getpass.getuser(),
-        source="cli",
-        obj=uid,
-        detail=f"held instance decrypted for review into {out.resolve()}",
-    )
+    _audit(archive, SHOW_EVENT, uid, f"held instance decrypted for review into {out.resolve()}")
     return len(data)
 
 
@@ -221,12 +215,11 @@ def refuse_quarantined(archive: Archive, uids: list[str], why: str) -> list[Held
             outcomes.append(HeldOutcome(uid, False, "not held"))
             continue
         archive.forget_quarantined(uid)
-        archive.index.audit.record(
-            REFUSE_EVENT,
-            user=getpass.getuser(),
-            source="cli",
-            obj=uid,
-            detail=f"refused, deleted: {why}",
-        )
+        _audit(archive, REFUSE_EVENT, uid, f"refused, deleted: {why}")
         outcomes.append(HeldOutcome(uid, True, f"deleted ({why})"))
     return outcomes
+
+
+def _audit(archive: Archive, event: str, uid: str, detail: str) -> None:
+    """One record of an administrator's command on a held instance."""
+    archive.index.audit.record(event, user=getpass.getuser(), source="cli", obj=uid, detail=detail)
