@@ -222,7 +222,7 @@ def cardiologist_pages(reader: Reader, node: Node) -> None:
         page.click("#new-plan")  # one plan per defect
         page.select_option("#defect", defect)
         reader.read(f"plan-{defect.replace(' ', '-')}")
-        number = page.locator("#slots input[type=number]").first
+        number = page.locator("#slots input[data-code]").first
         number.fill("450")  # a slip no child's defect has: refused with the reason
         page.click("#save-plan")
         expect(page.locator("#plan-result")).not_to_be_empty()

@@ -232,3 +232,21 @@ def test_two_plans_saved_one_signed_printed_with_their_calipers(page, node: Node
     assert second["content"]["slots"][0]["measurement"] is not None  # still from its line
     assert second["content"]["slots"][1]["value_mm"] == 4.1
     assert [m["uid"] for m in second["content"]["measurements"]] == [echo["uid"]]
+
+
+def test_a_comma_decimal_is_the_length_typed_not_ten_times_it(page, node: Node) -> None:
+    """ "4,5" in a number field reads as 45 in Chromium (a thousands comma): a
+    deficient rim would turn generous. The worksheet reads a comma as the
+    decimal point, and refuses what is not one length."""
+    expect(page.locator("#rims input")).to_have_count(5)
+    page.fill('input[data-code="ASD-MAX-DIAMETER"]', "1.234,5")
+    page.click("#save-plan")
+    expect(page.locator("#plan-result")).to_contain_text("Not a length in mm: 1.234,5")
+    expect(page.locator("#plans tbody tr")).to_have_count(0)  # nothing saved
+    page.fill('input[data-code="ASD-MAX-DIAMETER"]', "12,5")
+    page.fill("#rims input[data-rim=aortic]", "4,5")
+    page.click("#save-plan")
+    expect(page.locator("#plan-result")).to_contain_text("Deficient rims (< 5 mm): aortic")
+    expect(page.locator("#plans tbody tr")).to_have_count(1)
+    page.locator("#plans tbody tr").first.locator("a, button").first.click()
+    expect(page.locator("#rims input[data-rim=aortic]")).to_have_value(re.compile(r"^4[.,]5$"))

@@ -34,6 +34,14 @@
     const tenths = Number(whole) * 10 + Number(fraction[0] || 0) + ((fraction[1] || "0") >= "5" ? 1 : 0);
     return (Math.sign(value) || 1) * tenths / 10;
   }
+  // A typed length in mm: digits with at most one decimal separator, a point
+  // or a comma (Russian users write 4,5). A number input would read "4,5" as
+  // 45 (the comma taken for a thousands separator): ten times the rim.
+  // Anything else is NaN, refused before saving.
+  function mm(text) {
+    const written = text.trim();
+    return /^\d+([.,]\d+)?$/.test(written) ? Number(written.replace(",", ".")) : NaN;
+  }
   const when = (iso) => (iso ? new Intl.DateTimeFormat(document.documentElement.lang || "en",
     { dateStyle: "short", timeStyle: "short" }).format(new Date(/[zZ]|[+-]\d\d:\d\d$/.test(iso) ? iso : `${iso}Z`)) : "");
 
@@ -124,7 +132,7 @@
       return row;
     }
     const input = document.createElement("input");
-    Object.assign(input, { type: "number", step: "0.1", min: "0", max: String(field.max || 100) });
+    Object.assign(input, { type: "text", inputMode: "decimal", size: 6 });
     input.dataset.code = field.code;
     input.addEventListener("input", () => { input.measurement = null; delete input.dataset.uid; delete input.dataset.frame; });
     row.append(input, ` ${t("mm")} `);
@@ -147,7 +155,7 @@
     $("rims").replaceChildren(...form.rims.map((rim) => {
       const row = document.createElement("label");
       const input = document.createElement("input");
-      Object.assign(input, { type: "number", step: "0.1", min: "0", max: String(rim.max || 100) });
+      Object.assign(input, { type: "text", inputMode: "decimal", size: 6 });
       input.dataset.rim = rim.name;
       row.append(`${t(rim.meaning)} `, input, ` ${t("mm")}`);
       return row;
@@ -218,8 +226,8 @@
     const out = [];
     const drawn = measure.measurements();
     for (const input of document.querySelectorAll("#slots input[data-code]")) {
-      if (input.value === "") continue;
-      const value = Number(input.value);
+      if (input.value.trim() === "") continue;
+      const value = mm(input.value);
       const slot = { code: input.dataset.code, value_mm: value };
       const index = input.measurement ? drawn.indexOf(input.measurement) : -1;
       // Linked only while the line still says what the field says (deleted or dragged since: typed in).
@@ -254,7 +262,14 @@
 
   $("save-plan").onclick = async () => {
     const rims = {};
-    document.querySelectorAll("#rims input").forEach((i) => { if (i.value !== "") rims[i.dataset.rim] = Number(i.value); });
+    document.querySelectorAll("#rims input").forEach((i) => { if (i.value.trim() !== "") rims[i.dataset.rim] = mm(i.value); });
+    const unread = [...document.querySelectorAll("#slots input[data-code], #rims input")]
+      .filter((i) => i.value.trim() !== "" && Number.isNaN(mm(i.value)));
+    if (unread.length) {
+      show(unread.map((i) => t("Not a length in mm: {value}", { value: i.value.trim() })), true);
+      unread[0].focus();
+      return;
+    }
     const body = {
       plan: current.plan ?? "new", based_on: current.version, defect: $("defect").value,
       slots: slots(), rims, note: $("note").value,
