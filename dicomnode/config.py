@@ -366,6 +366,14 @@ class Config:
     ocr: bool = True
     ocr_frames: int = 3
     ocr_budget_seconds: float = 4.0
+    # OCR after the C-STORE is answered: the instance is held (encrypted,
+    # invisible) until a background verifier has read it, then stored or kept
+    # held with what OCR found. false: read before answering (the sender then
+    # learns of a hold, at OCR's cost per instance).
+    ocr_deferred: bool = True
+    # Threads of the deferred verifier in each node process (Tesseract runs
+    # outside the GIL): 0 is one per core, less one for the network.
+    ocr_workers: int = 0
     # Accept storage SOP classes the node does not know (private ones, or
     # newer than its dictionary), as Orthanc's UnknownSopClassAccepted; they
     # are de-identified by the same rules and their pixels always read by OCR.
@@ -670,6 +678,8 @@ def validate(config: Config) -> Config:
                 f"[[route]] #{number}: destination {route.destination!r} is not a [[remote_ae]]",
                 ("routes", "remote_aes"),
             )
+    if config.ocr_workers < 0:
+        raise ConfigError("ocr_workers: 0 (one per core, less one) or more", ("ocr_workers",))
     if config.ocr_frames < 1:
         raise ConfigError("ocr_frames: at least 1", ("ocr_frames",))
     for name in (
@@ -922,6 +932,7 @@ def deid_setup(config: Config) -> DeidSetup:
         ocr=config.ocr,
         ocr_frames=config.ocr_frames,
         ocr_budget_seconds=config.ocr_budget_seconds,
+        ocr_deferred=config.ocr_deferred,
         max_instance_mb=config.max_instance_mb,
     )
 

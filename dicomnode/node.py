@@ -14,6 +14,7 @@ from dicomnode.ingest.pipeline import Ingestor
 from dicomnode.jobs import exports
 from dicomnode.jobs.forwarding import Forwarder
 from dicomnode.jobs.runner import Runner
+from dicomnode.jobs.verifying import Verifier, workers
 from dicomnode.media.spool import Spool
 from dicomnode.web.server import WebServer
 from storage.archive import Archive, DuplicatePolicy
@@ -25,6 +26,8 @@ log = logging.getLogger(__name__)
 WEB_KEY = "web.key"  # signs the session cookies
 AUDIT_KEY = "audit.key"  # keys the audit trail's hash chain
 QUARANTINE_KEY = "quarantine.key"  # encrypts held instances (`storage.archive`)
+# Seconds between deferred-OCR passes (a pass reads until nothing waits).
+VERIFY_INTERVAL = 0.5
 
 
 def open_archive(config: Config) -> Archive:
@@ -62,6 +65,10 @@ class Node:
             "forward", config.forward_interval_seconds, lambda: self.forwarder.run_once()
         )
         self.runner.on_stop(self.forwarder.stop)  # a pass ends between two instances
+        # Deferred OCR: instances answered and held until read (any process's).
+        self.verifier = Verifier(self.ingestor, workers(config.ocr_workers))
+        self.runner.every("ocr", VERIFY_INTERVAL, self.verifier.run_once)
+        self.runner.on_stop(self.verifier.stop)  # reading ends; the rest goes back
         exports.install(self.runner, config, self.archive)
         self._web_enabled = web
         self._web: Any = None

@@ -270,6 +270,15 @@ class Archive:
             record, blob, reason, write_blob=write, linkage_row=linkage_row, also=also
         )
 
+    def seal_for_hold(self, sop_instance_uid: str, plain: bytes) -> bytes:
+        """What goes with a held instance (deferred OCR's identity values),
+        encrypted with the quarantine key and bound to that instance."""
+        return self._cipher().seal(f"ocr:{sop_instance_uid}", plain)
+
+    def open_for_hold(self, sop_instance_uid: str, sealed: bytes) -> bytes:
+        """`seal_for_hold`'s plaintext; raises if it is not this instance's."""
+        return self._cipher().open(f"ocr:{sop_instance_uid}", sealed)
+
     def open_held(self, sop_instance_uid: str, blob: bytes) -> bytes:
         """The Part 10 file in a held blob: decrypted, or a legacy plaintext
         as it is (until the next start encrypts it)."""

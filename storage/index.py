@@ -37,6 +37,7 @@ from storage.schema import (
     uid_owners,
 )
 from storage.throttle import LoginThrottle
+from storage.verifying import OcrQueue, done_in
 
 # A transaction that lost a race to another process is run again this often.
 _ATTEMPTS = 4
@@ -172,6 +173,7 @@ class Index:
         self.exports = ExportJobs(self.engine, self._write_lock)
         self.forwarding = ForwardQueue(self.engine, self._write_lock)
         self.changes = ChangeFeed(self.engine, self._write_lock)
+        self.ocr_queue = OcrQueue(self.engine, self._write_lock)
         self.audit = AuditTrail(self.engine, self._write_lock, audit_key)
         self.throttle = LoginThrottle(self.engine, self._write_lock)
         # (issuer, patient, series UID) -> pk of series already indexed: the
@@ -296,6 +298,8 @@ class Index:
         ).scalar_one_or_none()
         if also is not None:
             also(conn, _outcome(existing, replace))
+        if held is not None:
+            done_in(conn, uid)  # stored: whatever waited for OCR of the held copy
         if existing is not None:
             if _patient_of(conn, instances, existing) != _owner(record):
                 raise ForeignParent("the SOP Instance UID is another patient's instance")
@@ -458,6 +462,27 @@ class Index:
     def remove_quarantined(self, sop_instance_uid: str) -> None:
         with self._write_lock, self.engine.begin() as conn:
             conn.execute(quarantine.delete().where(quarantine.c.sopinstanceuid == sop_instance_uid))
+            done_in(conn, sop_instance_uid)
+
+    def keep_held(
+        self, sop_instance_uid: str, reason: str, also: Callable[[Connection], None]
+    ) -> bool:
+        """A held instance stays held, now for ``reason`` (OCR's finding),
+        no longer waiting for OCR, with ``also``'s rows (its audit record) in
+        the same transaction; False if it is not held any more."""
+
+        def keep(conn: Connection) -> bool:
+            serialise(conn, sop_instance_uid)
+            also(conn)
+            held = conn.execute(
+                quarantine.update()
+                .where(quarantine.c.sopinstanceuid == sop_instance_uid)
+                .values(reason=reason[:256])
+            ).rowcount
+            done_in(conn, sop_instance_uid)
+            return bool(held)
+
+        return self._transaction(keep)
 
     def quarantined(self, sop_instance_uid: str | None = None) -> list[dict[str, Any]]:
         """Held instances (oldest first), or the one with this SOP Instance UID."""

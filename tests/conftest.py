@@ -158,6 +158,9 @@ def make_config(tmp_path: Path, **overrides: object) -> Config:
         # DCMTK's and pynetdicom's default calling AE titles are not listed:
         # tests of the known-AE table turn this on.
         "require_known_ae": False,
+        # OCR before the answer, so a test sees a hold in the status it
+        # asserts on; tests/test_deferred_ocr.py runs the default (after it).
+        "ocr_deferred": False,
     }
     values.update(overrides)
     return Config(**values)  # type: ignore[arg-type]

@@ -206,6 +206,8 @@ class NodeProcess:
             "DICOMNODE_MIN_FREE_DISK_MB": "0",
             "DICOMNODE_REQUIRE_KNOWN_AE": "false",
             "DICOMNODE_LOG_LEVEL": "WARNING",
+            # OCR before the answer: what a send stored is on disk when it returns.
+            "DICOMNODE_OCR_DEFERRED": "false",
             **{f"DICOMNODE_{k.upper()}": str(v) for k, v in settings.items()},
         }
         self.log = (root / "node.log").open("w")

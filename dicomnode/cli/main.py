@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import getpass
 import json
 import signal
@@ -311,8 +312,11 @@ def _import(config: Config, paths: list[Path], issuer: str, progress: bool) -> i
         print(f"dicomnode import: {missing[0]} does not exist", file=sys.stderr)
         return EXIT_USAGE
     archive = open_archive(config)
+    # Nobody waits on an import: OCR reads before storing, so the summary
+    # says what was held (no verifier need run later).
+    offline = dataclasses.replace(config, ocr_deferred=False)
     try:
-        summary = import_paths(Ingestor(config, archive), paths, issuer=issuer, progress=progress)
+        summary = import_paths(Ingestor(offline, archive), paths, issuer=issuer, progress=progress)
     finally:
         archive.close()
     for path, reason in summary.rejected:

@@ -817,12 +817,16 @@ class IdentityMatcher:
         self._dates: set[tuple[int, int, int]] = set()
         self._dates_yy: set[tuple[int, int, int]] = set()
         self._phones: set[str] = set()
+        # The pairs it was made of: what a later reader (deferred OCR) needs
+        # to make the same matcher again, sealed meanwhile.
+        kept: list[tuple[str, str]] = []
         for kind, value in values:
             if kind not in KINDS:
                 raise ValueError("unknown identity kind")
             if not value or not str(value).strip():
                 continue
             value = str(value)
+            kept.append((kind, value))
             if kind == "date":
                 self._add_date(value)
             elif kind == "phone":
@@ -839,6 +843,7 @@ class IdentityMatcher:
                 anchors.setdefault(anchor, []).append(needle)
         self._anchors = {a: tuple(reversed(ns)) for a, ns in anchors.items()}
         self._anchor_order = tuple(self._anchors)
+        self.values: tuple[tuple[str, str], ...] = tuple(dict.fromkeys(kept))
 
     # -- construction -------------------------------------------------------------------------
 

@@ -162,4 +162,5 @@ class DeidSetup:
     ocr: bool
     ocr_frames: int
     ocr_budget_seconds: float
+    ocr_deferred: bool
     max_instance_mb: int

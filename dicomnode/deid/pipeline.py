@@ -33,7 +33,7 @@ from dicomnode.deid.options import DeidPolicy, DeidSetup
 from dicomnode.deid.pixels import clean, excess_bytes, has_stray_bits, needs_cleaning
 from dicomnode.deid.profile import Option
 from dicomnode.deid.secret import Secret, load_or_create_key
-from dicomnode.deid.verify import OcrSettings, check, may_carry_text
+from dicomnode.deid.verify import OcrSettings, check, may_carry_text, must_read
 from dicomnode.media.deflate import deflate, inflate
 from dicomnode.media.integrity import Layout, check_structure
 from dicomnode.media.spool import Part, Pieces, Spool, SpoolFile
@@ -44,6 +44,20 @@ LINKAGE_KEY = "linkage.key"
 
 
 @dataclass(frozen=True)
+class AwaitingOcr:
+    """What deferred OCR needs of the ingest: whether a rule blanked areas
+    (text inside them then counts), and the identity values of the header as
+    received (sealed before they are written anywhere)."""
+
+    cleaned: bool
+    identity: tuple[tuple[str, str], ...]
+
+
+# The hold's reason while deferred OCR has not read the instance.
+AWAITING_OCR = "awaiting OCR verification"
+
+
+@dataclass(frozen=True)
 class Deidentified:
     dataset: Dataset
     # The data set encoded in ``transfer_syntax``, without file meta: in
@@ -51,6 +65,8 @@ class Deidentified:
     data: bytes | Pieces
     transfer_syntax: str
     quarantine: str | None = None
+    # Held until OCR has read it (``ocr_deferred``): what the verifier needs.
+    awaiting: AwaitingOcr | None = None
     # Levels ("study", "series", "instance") whose UID another patient holds,
     # with its pseudonym: this instance is kept apart under UIDs of its own.
     apart: dict[str, str] = field(default_factory=dict)
@@ -191,13 +207,18 @@ def clean_and_verify(
     rectangles: tuple[tuple[int, int, int, int], ...],
     matcher: IdentityMatcher,
     ocr: OcrSettings,
+    defer: bool = False,
 ) -> tuple[bool, UID, str | None]:
     """Clean the pixels by the rules, then verify what will be stored by OCR:
     (cleaned, the syntax it is now in, why it must be held or None). Only
-    pixels cleaned and verified are marked BurnedInAnnotation NO and 113101."""
+    pixels cleaned and verified are marked BurnedInAnnotation NO and 113101.
+    ``defer``: an image OCR must read is not read here, but held for the
+    verifier (`AWAITING_OCR`)."""
     pixels = clean(ds, syntax, rectangles)
     target = UID(pixels.transfer_syntax)
     ds.file_meta.TransferSyntaxUID = target
+    if not pixels.quarantine and defer and must_read(ds, ocr):
+        return pixels.cleaned, target, AWAITING_OCR
     reason = pixels.quarantine or check(
         ds, target, blanked=pixels.blanked, matcher=matcher, settings=ocr
     )
@@ -218,7 +239,8 @@ def clean_and_verify_spooled(
 ) -> tuple[stream.Cleaned, UID, str | None]:
     """`clean_and_verify` for a spooled instance: the header ``ds`` changed
     alike, the Pixel Data element returned as pieces, OCR reading its
-    sampled frames back from the spool."""
+    sampled frames back from the spool. Never deferred: the verifier reads
+    a held instance in memory, and these are too large for that."""
     cleaned = stream.clean_spooled(ds, pixels, syntax, rectangles, spool)
     try:
         target = UID(cleaned.outcome.transfer_syntax)
@@ -342,12 +364,31 @@ class Deidentifier:
         subject, apart = self._header(ds, sender)
         if kept_pixels is not None:
             # No rule touches these pixels: the element goes on exactly as sent.
-            return Deidentified(ds, encode(ds, syntax) + kept_pixels, syntax, apart=apart)
+            reason = AWAITING_OCR if self.ocr.deferred and must_read(ds, self.ocr, True) else None
+            encoded = encode(ds, syntax) + kept_pixels
+            return self._result(ds, encoded, syntax, reason, apart, subject, False)
         document = document_reason(ds)
         if document:
-            return Deidentified(ds, encode(ds, syntax), syntax, document, apart)
-        _, target, reason = clean_and_verify(ds, syntax, rectangles, subject.matcher, self.ocr)
-        return Deidentified(ds, encode(ds, target), target, reason, apart)
+            return Deidentified(ds, encode(ds, syntax), syntax, document, apart=apart)
+        cleaned, target, reason = clean_and_verify(
+            ds, syntax, rectangles, subject.matcher, self.ocr, self.ocr.deferred
+        )
+        return self._result(ds, encode(ds, target), target, reason, apart, subject, cleaned)
+
+    @staticmethod
+    def _result(
+        ds: Dataset,
+        data: bytes | Pieces,
+        syntax: UID,
+        reason: str | None,
+        apart: dict[str, str],
+        subject: Subject,
+        cleaned: bool,
+    ) -> Deidentified:
+        """What the step returns; one held for deferred OCR carries what the
+        verifier will need."""
+        awaiting = AwaitingOcr(cleaned, subject.matcher.values) if reason == AWAITING_OCR else None
+        return Deidentified(ds, data, syntax, reason, awaiting=awaiting, apart=apart)
 
     def _header(self, ds: Dataset, sender: _Sender) -> tuple[Subject, dict[str, str]]:
         """Seal the identity, claim the UIDs, de-identify the header in place."""
@@ -374,7 +415,7 @@ class Deidentifier:
         Pixel Data decoded (bounded by `ingest.read_header`), the pixels
         streamed."""
         pixels = stream.SpooledPixels(body, layout, syntax)
-        untouched = self._untouched(header, layout, syntax, rectangles) and not (
+        untouched = self._untouched(header, layout, syntax, rectangles, False) and not (
             pixels.length is not None and pixels.stray_bits(header)
         )
         ds = header if untouched else self._all_but_pixels(body, syntax, layout)
@@ -391,12 +432,18 @@ class Deidentifier:
         document = document_reason(ds)
         if document and pixels.syntax == syntax:
             encoded = self._assemble(ds, syntax, pixels.as_sent(ds, syntax), [], spool)
-            return Deidentified(ds, encoded, syntax, document, apart)
+            return Deidentified(ds, encoded, syntax, document, apart=apart)
         cleaned, target, reason = clean_and_verify_spooled(
-            ds, pixels, syntax, () if document else rectangles, subject.matcher, self.ocr, spool
+            ds,
+            pixels,
+            syntax,
+            () if document else rectangles,
+            subject.matcher,
+            self.ocr,
+            spool,
         )
         encoded = self._assemble(ds, target, cleaned.element, cleaned.owns, spool)
-        return Deidentified(ds, encoded, target, document or reason, apart)
+        return Deidentified(ds, encoded, target, document or reason, apart=apart)
 
     @staticmethod
     def _all_but_pixels(body: SpoolFile, syntax: UID, layout: Layout) -> Dataset:
@@ -484,7 +531,7 @@ class Deidentifier:
         if (
             header is not None
             and layout is not None
-            and self._untouched(header, layout, syntax, rectangles)
+            and self._untouched(header, layout, syntax, rectangles, self.ocr.deferred)
             and not (
                 layout.pixel_length is not None
                 and layout.pixel_end is not None
@@ -508,9 +555,11 @@ class Deidentifier:
         layout: Layout,
         syntax: UID,
         rectangles: tuple[tuple[int, int, int, int], ...],
+        deferred: bool,
     ) -> bool:
         """Whether Pixel Data may pass through as sent, stray bits aside (the
-        caller looks for those where the pixels are)."""
+        caller looks for those where the pixels are); ``deferred``: OCR
+        reads them later, from what is held."""
         return (
             syntax != ExplicitVRBigEndian
             and layout.pixel_offset is not None
@@ -519,7 +568,7 @@ class Deidentifier:
             and not syntax.is_deflated
             and not rectangles
             and not needs_cleaning(header)
-            and not (self.ocr.enabled and may_carry_text(header))
+            and not (self.ocr.enabled and not deferred and may_carry_text(header))
             and not (
                 layout.pixel_length is not None
                 and excess_bytes(header, layout.pixel_length, syntax)

@@ -64,11 +64,18 @@ class OcrSettings:
     enabled: bool
     most_frames: int
     budget_seconds: float
+    deferred: bool = False  # read after the instance is answered (held meanwhile)
 
     @classmethod
     def of(cls, config: Any) -> OcrSettings:
         """The node's configured settings (``ocr``, ``ocr_frames``, ...)."""
-        return cls(config.ocr, config.ocr_frames, config.ocr_budget_seconds)
+        return cls(config.ocr, config.ocr_frames, config.ocr_budget_seconds, config.ocr_deferred)
+
+
+def must_read(ds: Dataset, settings: OcrSettings, pixels_elsewhere: bool = False) -> bool:
+    """Whether OCR reads this image (`check` would): it has pixels (in
+    ``ds``, or elsewhere: a spool, bytes passed through) and may carry text."""
+    return settings.enabled and may_carry_text(ds) and (pixels_elsewhere or "PixelData" in ds)
 
 
 def may_carry_text(ds: Dataset) -> bool:

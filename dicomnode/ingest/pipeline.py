@@ -20,6 +20,7 @@ from the spool to the archive, so memory does not grow with the instance.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import shutil
@@ -36,7 +37,14 @@ from pydicom.uid import UID
 from sqlalchemy import Connection
 
 from dicomnode.config import Config, deid_setup
-from dicomnode.deid.pipeline import Deidentified, Deidentifier, encode, original_identity
+from dicomnode.deid.pipeline import (
+    AWAITING_OCR,
+    AwaitingOcr,
+    Deidentified,
+    Deidentifier,
+    encode,
+    original_identity,
+)
 from dicomnode.deid.plausible import real_date
 from dicomnode.deid.values import parse_date
 from dicomnode.ingest.validate import (
@@ -61,6 +69,7 @@ from storage.index import AlsoWrite, ForeignParent, LinkageRow, StoreOutcome
 from storage.keys import Level
 from storage.record import InstanceRecord, is_placeholder_id, record_from_dataset
 from storage.values import normalise_issuer
+from storage.verifying import enqueue_in
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +102,9 @@ class Outcome(StrEnum):
     REPLACED = "replaced"
     # Acknowledged and kept, but apart: pixels no rule could clean.
     QUARANTINED = "quarantined"
+    # Acknowledged and held, encrypted, until deferred OCR has read it
+    # (`dicomnode.jobs.verifying`): then stored, or kept held.
+    VERIFYING = "verifying"
     REJECTED = "rejected"
 
 
@@ -380,7 +392,7 @@ class Ingestor:
                 raise Rejection(PROCESSING_FAILURE, "not made from de-identified data")
             ds.PatientIdentityRemoved = "YES"
             record = record_from_dataset(ds, issuer=issuer, transfer_syntax=syntax)
-            encoded = self._file(ds, encode(ds, UID(syntax)), syntax, None)
+            encoded = self.file_for(ds, encode(ds, UID(syntax)), syntax, None)
             # The one store: its change row routes it like any other instance.
             stored = self.archive.store(record, encoded, also=also)
         except (Rejection, ForeignParent, OSError) as exc:
@@ -418,7 +430,7 @@ class Ingestor:
                 ds, issuer=held["issuer"], transfer_syntax=syntax, sending_ae=sending_ae
             )
             if part10 is None:
-                encoded = self._file(ds, encode(ds, UID(syntax)), syntax, sending_ae)
+                encoded = self.file_for(ds, encode(ds, UID(syntax)), syntax, sending_ae)
             else:
                 self._check_space(len(part10))
                 encoded = part10
@@ -428,7 +440,7 @@ class Ingestor:
         log.info("released %s: %s", reference, stored.value)
         return IngestResult(Outcome(stored.value), SUCCESS, decision, reference, ds)
 
-    def _file(
+    def file_for(
         self, ds: Dataset, data: bytes | Pieces, syntax: str, calling_ae: str | None
     ) -> bytes | Pieces:
         """The Part 10 file every door stores (`file_bytes`), once there is
@@ -436,6 +448,28 @@ class Ingestor:
         encoded = file_bytes(ds, data, syntax, calling_ae)
         self._check_space(len(encoded))
         return encoded
+
+    def _await_ocr(
+        self,
+        record: InstanceRecord,
+        encoded: bytes | Pieces,
+        awaiting: AwaitingOcr,
+        sealed: LinkageRow,
+        apart: dict[str, str],
+        source: str,
+    ) -> None:
+        """Hold an instance until deferred OCR has read it: held as any
+        held instance (encrypted, invisible), and queued for the verifier in
+        the hold's transaction with what OCR must look for, sealed."""
+        uid = record.sop_instance_uid
+        identity = self.archive.seal_for_hold(uid, json.dumps(awaiting.identity).encode())
+
+        def queued(conn: Connection) -> None:
+            enqueue_in(conn, uid, awaiting.cleaned, identity)
+            if apart:
+                self._audit_apart(conn, record, apart, source)
+
+        self.archive.quarantine(record, encoded, AWAITING_OCR, sealed, also=queued)
 
     def _known_duplicate(self, original_uid: str, pseudonym: str) -> bool:
         """A re-send kept as first stored: acknowledge it without de-identifying
@@ -536,8 +570,9 @@ class Ingestor:
             if incoming.study is not None and clean.dataset.StudyInstanceUID != incoming.study:
                 raise Rejection(DIFFERENT_STUDY, "not of the study the request names")
             if hold:  # nobody to file it under: held, whatever its pixels
-                why = f"{hold}; {clean.quarantine}" if clean.quarantine else hold
-                clean = replace(clean, quarantine=why)
+                waits = clean.quarantine in (None, AWAITING_OCR)  # read on release
+                why = hold if waits else f"{hold}; {clean.quarantine}"
+                clean = replace(clean, quarantine=why, awaiting=None)
 
             record = record_from_dataset(
                 clean.dataset,
@@ -545,7 +580,7 @@ class Ingestor:
                 transfer_syntax=clean.transfer_syntax,
                 sending_ae=(incoming.calling_ae or "").strip() or None,
             )
-            encoded = self._file(
+            encoded = self.file_for(
                 clean.dataset, clean.data, clean.transfer_syntax, incoming.calling_ae
             )
             source = (incoming.source or incoming.calling_ae or "import").strip()
@@ -559,6 +594,11 @@ class Ingestor:
                 self.deidentify.cipher.seal(identity, pseudonym, study),
             )
             apart = clean.apart
+            if clean.awaiting is not None and clean.quarantine == AWAITING_OCR:
+                self._await_ocr(record, encoded, clean.awaiting, sealed, apart, source)
+                log.debug("verifying %s from %s", reference, incoming.calling_ae or "import")
+                # Answered as stored: the verifier stores it, unless OCR finds identity.
+                return IngestResult(Outcome.VERIFYING, status, comment, reference, clean.dataset)
             if clean.quarantine:
                 why = clean.quarantine
 

@@ -1,0 +1,203 @@
+"""Deferred OCR (``ocr_deferred``): read held instances after they were answered.
+
+The ingest holds an image OCR must read and answers the sender at once
+(`dicomnode.ingest.pipeline`); this pass, in every node process, claims
+waiting rows (`storage.verifying`) and reads each instance in a worker
+thread (Tesseract runs outside the GIL, so ``ocr_workers`` threads use as
+many cores while the DIMSE threads go on). The reading is the ingest's own
+(`dicomnode.deid.verify.check`, with the identity values of the header as
+received and the mask of what a rule blanked); then, in one transaction,
+the instance is stored as any instance is (change row, forwarding) or kept
+held with OCR's finding and its audit record. Until then it is held like
+any held instance: encrypted, invisible to queries, viewer and export.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from concurrent.futures import CancelledError, ThreadPoolExecutor
+from dataclasses import replace
+from io import BytesIO
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.uid import UID
+from sqlalchemy import Connection
+
+from dicomnode.deid.header import HeaderDeidentifier
+from dicomnode.deid.identity import IdentityMatcher
+from dicomnode.deid.pipeline import AWAITING_OCR, encode
+from dicomnode.deid.pixels import keep_mask
+from dicomnode.deid.profile import Option
+from dicomnode.deid.verify import check
+from dicomnode.ingest.pipeline import Ingestor
+from storage.archive import HeldBlobError
+from storage.index import StoreOutcome
+from storage.leases import process_name
+from storage.record import record_from_dataset
+from storage.verifying import BATCH, claimed_in
+
+log = logging.getLogger(__name__)
+HOLD_EVENT = "quarantine-hold"
+
+
+class NotWaiting(Exception):
+    """The row is no longer this process's (an administrator decided, a
+    re-send replaced it, the lease passed on): nothing is stored."""
+
+
+def workers(configured: int) -> int:
+    """``ocr_workers`` as threads: 0 is one per core, less one for the network."""
+    return configured or max(1, (os.cpu_count() or 1) - 1)
+
+
+class Verifier:
+    """The pass `dicomnode.jobs.runner` calls every few seconds."""
+
+    def __init__(self, ingestor: Ingestor, threads: int) -> None:
+        self.ingestor = ingestor
+        self.archive = ingestor.archive
+        self.owner = process_name()
+        self.threads = threads
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="ocr")
+        self._stopping = threading.Event()
+
+    def stop(self) -> None:
+        """Finish the instances being read; give the rest back to the queue."""
+        self._stopping.set()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def run_once(self) -> int:
+        """Verify waiting instances until none wait (or a stop); how many."""
+        done = 0
+        queue = self.archive.index.ocr_queue
+        while not self._stopping.is_set():
+            rows = queue.claim(self.owner, max(BATCH, 2 * self.threads))
+            if not rows:
+                break
+            read = self._read_all(rows)
+            unread = [row["pk"] for row in rows if row["pk"] not in read]
+            if unread:
+                queue.release(unread, self.owner)
+            done += len(read)
+        return done
+
+    def _read_all(self, rows: list[dict[str, Any]]) -> set[int]:
+        """Verify ``rows`` in the worker threads; the keys of those read (a
+        stop leaves the rest unread)."""
+
+        def one(row: dict[str, Any]) -> int | None:
+            if self._stopping.is_set():
+                return None
+            self.verify(row)
+            return int(row["pk"])
+
+        try:
+            futures = [self._pool.submit(one, row) for row in rows]
+        except RuntimeError:  # the pool shut down under a stop
+            return set()
+        read = set()
+        for future in futures:
+            try:
+                pk = future.result()
+            except CancelledError:
+                continue
+            if pk is not None:
+                read.add(pk)
+        return read
+
+    def verify(self, row: dict[str, Any]) -> None:
+        """Read one held instance; store it or keep it held. Errors are
+        logged by type only (a text might quote what OCR read)."""
+        uid = str(row["sopinstanceuid"])
+        reference = self.ingestor.deidentify.reference(uid)
+        try:
+            self._verify(row, uid, reference)
+        except NotWaiting:
+            log.info("OCR of %s ended elsewhere", reference)
+        except Exception as exc:  # the index unreachable, say: the row lapses back
+            log.error("OCR of %s failed: %s", reference, type(exc).__name__)
+
+    def _verify(self, row: dict[str, Any], uid: str, reference: str) -> None:
+        held_rows = self.archive.index.quarantined(uid)
+        if not held_rows or held_rows[0]["reason"] != AWAITING_OCR:
+            self._keep(uid, None, reference)  # decided elsewhere: only the row goes
+            return
+        held = held_rows[0]
+        try:
+            part10 = self.archive.read_held(uid)
+            if part10 is None:
+                raise HeldBlobError("not held")
+            ds = dcmread(BytesIO(part10))
+            values = json.loads(self.archive.open_for_hold(uid, row["identity"]))
+        except (HeldBlobError, OSError, ValueError) as exc:
+            self._keep(uid, f"held copy unreadable for OCR ({type(exc).__name__})", reference)
+            return
+        reason = self._read(ds, held, bool(row["cleaned"]), values)
+        if reason is not None:
+            self._keep(uid, reason, reference)
+            return
+        self._store(ds, held, bool(row["cleaned"]), part10, reference)
+
+    def _read(
+        self, ds: Dataset, held: dict[str, Any], cleaned: bool, values: list[list[str]]
+    ) -> str | None:
+        """What the ingest would have said: OCR's finding, or None."""
+        syntax = UID(ds.file_meta.TransferSyntaxUID)
+        blanked = None
+        if cleaned:  # the same rule, on the same header: the same mask
+            policy = self.ingestor.deidentify.policy_for(held["sending_ae"])
+            mask = keep_mask(ds, policy.blank_rectangles)
+            blanked = None if isinstance(mask, str) else ~mask
+        matcher = IdentityMatcher.from_values((str(kind), str(value)) for kind, value in values)
+        settings = replace(self.ingestor.deidentify.ocr, deferred=False)
+        return check(ds, syntax, blanked=blanked, matcher=matcher, settings=settings)
+
+    def _store(
+        self, ds: Dataset, held: dict[str, Any], cleaned: bool, part10: bytes, reference: str
+    ) -> None:
+        """The one store, as any instance: the held row and the queue row end
+        in its transaction, which fails if the row is no longer this
+        process's (then nothing is stored)."""
+        syntax = str(ds.file_meta.TransferSyntaxUID)
+        sending_ae = held["sending_ae"]
+        encoded: bytes = part10
+        if cleaned:  # only pixels cleaned and verified say so
+            ds.BurnedInAnnotation = "NO"
+            HeaderDeidentifier.add_method_code(ds, Option.CLEAN_PIXEL_DATA)
+            made = self.ingestor.file_for(ds, encode(ds, UID(syntax)), syntax, sending_ae)
+            assert isinstance(made, bytes)  # from bytes, in memory
+            encoded = made
+        record = record_from_dataset(
+            ds, issuer=held["issuer"], transfer_syntax=syntax, sending_ae=sending_ae
+        )
+        uid = record.sop_instance_uid
+
+        def mine(conn: Connection, _: StoreOutcome) -> None:
+            if not claimed_in(conn, uid, self.owner):
+                raise NotWaiting(uid)
+
+        outcome = self.archive.store(record, encoded, also=mine)
+        log.debug("verified %s: %s", reference, outcome.value)
+
+    def _keep(self, uid: str, reason: str | None, reference: str) -> None:
+        """Keep the instance held for ``reason`` (audited), or with None only
+        end its wait (it is no longer waiting for OCR)."""
+
+        def audited(conn: Connection) -> None:
+            if not claimed_in(conn, uid, self.owner):
+                raise NotWaiting(uid)
+            if reason is not None:
+                self.archive.index.audit.append(
+                    conn, HOLD_EVENT, user="dicomnode", source="OCR", obj=uid, detail=reason
+                )
+
+        if reason is None:
+            self.archive.index.ocr_queue.drop(uid, self.owner)
+            return
+        if self.archive.index.keep_held(uid, reason, audited):
+            log.warning("quarantined %s: %s", reference, reason)

@@ -1,0 +1,125 @@
+"""Instances held until OCR has read them (``ocr_deferred``).
+
+With deferred verification an instance that OCR must read is held
+(encrypted, invisible, as any held instance) and answered at once; a row
+here says it waits for the verifier (`dicomnode.jobs.verifying`), with what
+OCR must look for: the identity values of the header as received, sealed
+with the quarantine key, bound to the instance (never in plaintext), and
+whether a rule blanked areas (then the blanked mask is recomputed and text
+inside it counts). The row is written in the hold's own transaction and
+removed in the transaction that stores the instance or keeps it held with
+OCR's finding, so a crash in between leaves it waiting, not lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Connection,
+    DateTime,
+    Integer,
+    LargeBinary,
+    String,
+    Table,
+    func,
+    select,
+)
+
+from storage.leases import RELEASED, claim, lease_columns
+from storage.schema import metadata
+
+ocr_queue = Table(
+    "ocr_queue",
+    metadata,
+    Column("pk", Integer, primary_key=True),
+    Column("sopinstanceuid", String(64), nullable=False, unique=True),
+    Column("cleaned", Boolean, nullable=False),
+    Column("identity", LargeBinary, nullable=False),  # sealed JSON of (kind, value) pairs
+    Column("queued_at", DateTime(timezone=True), nullable=False),
+    *lease_columns(),
+)
+# A verifier claims this many at a time (or twice its threads); a dead
+# process's claim lapses after the lease, far more than a batch's reading.
+BATCH = 16
+LEASE = timedelta(minutes=5)
+
+
+def enqueue_in(conn: Connection, sop_instance_uid: str, cleaned: bool, identity: bytes) -> None:
+    """Mark a held instance as waiting for OCR, in the hold's transaction
+    (a re-send replaces the row with its own)."""
+    conn.execute(ocr_queue.delete().where(ocr_queue.c.sopinstanceuid == sop_instance_uid))
+    conn.execute(
+        ocr_queue.insert().values(
+            sopinstanceuid=sop_instance_uid,
+            cleaned=cleaned,
+            identity=identity,
+            queued_at=datetime.now(UTC),
+        )
+    )
+
+
+def claimed_in(conn: Connection, sop_instance_uid: str, owner: str) -> bool:
+    """Whether ``owner`` still holds the instance's row (in the caller's
+    transaction: what it stores or keeps held is then its own to decide)."""
+    return (
+        conn.execute(
+            select(ocr_queue.c.pk).where(
+                (ocr_queue.c.sopinstanceuid == sop_instance_uid) & (ocr_queue.c.claimed_by == owner)
+            )
+        ).first()
+        is not None
+    )
+
+
+def done_in(conn: Connection, sop_instance_uid: str) -> None:
+    """The instance is verified (stored or kept held): no longer waiting."""
+    conn.execute(ocr_queue.delete().where(ocr_queue.c.sopinstanceuid == sop_instance_uid))
+
+
+class OcrQueue:
+    """The queue as the verifier and the administrator's tools see it."""
+
+    def __init__(self, engine: Any, lock: Any) -> None:
+        self.engine = engine
+        self._lock = lock
+
+    def claim(self, owner: str, limit: int = BATCH) -> list[dict[str, Any]]:
+        """Waiting rows, oldest first, now ``owner``'s for the lease."""
+        with self._lock, self.engine.begin() as conn:
+            return claim(
+                conn, ocr_queue, ocr_queue.c.pk.isnot(None), owner=owner, lease=LEASE, limit=limit
+            )
+
+    def drop(self, sop_instance_uid: str, owner: str) -> None:
+        """End ``owner``'s row of an instance no longer held for OCR."""
+        with self._lock, self.engine.begin() as conn:
+            conn.execute(
+                ocr_queue.delete().where(
+                    (ocr_queue.c.sopinstanceuid == sop_instance_uid)
+                    & (ocr_queue.c.claimed_by == owner)
+                )
+            )
+
+    def release(self, pks: Iterable[int], owner: str) -> None:
+        """Give ``owner``'s unverified rows back (a stop)."""
+        wanted = list(pks)
+        with self._lock, self.engine.begin() as conn:
+            for start in range(0, len(wanted), 500):
+                conn.execute(
+                    ocr_queue.update()
+                    .where(
+                        ocr_queue.c.pk.in_(wanted[start : start + 500])
+                        & (ocr_queue.c.claimed_by == owner)
+                    )
+                    .values(**RELEASED)
+                )
+
+    def waiting(self) -> int:
+        """How many instances wait for OCR (`dicomnode status`, the benchmark)."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(ocr_queue)).scalar_one())

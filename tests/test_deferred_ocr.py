@@ -1,0 +1,211 @@
+"""Deferred OCR (the default, ``ocr_deferred``): answered first, read after.
+
+An instance OCR must read is answered at once and held, encrypted and
+invisible, until the verifier has read it; then stored, or kept held with
+what OCR found. Nothing a sender or a race does may let an unread or
+identity-bearing image reach the archive, and nothing answered may be lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+
+from dicomnode.config import Config
+from dicomnode.deid.pipeline import AWAITING_OCR
+from dicomnode.ingest.pipeline import Ingestor, Outcome
+from dicomnode.jobs.verifying import Verifier
+from dicomnode.node import open_archive
+from dicomnode.ops.admin import refuse_quarantined
+from dicomnode.ops.samples import PATIENTS, UID_ROOT, small_instance
+from dicomnode.status import SUCCESS
+from storage.archive import Archive
+from tests import test_deid_pixel_attacks as attacks
+from tests.conftest import incoming, make_config
+
+BURNED_IN = [
+    attacks.palette_index_text,
+    attacks.staff_and_phone_only_in_pixels,
+    attacks.chinese_name_under_a_latin_header,
+    attacks.angio_that_calls_itself_ct,
+    attacks.screen_save_that_says_no_annotation,
+]
+
+
+@pytest.fixture
+def deferred(tmp_path: Path) -> Config:
+    return make_config(tmp_path, ocr_deferred=True)
+
+
+@pytest.fixture
+def world(deferred: Config) -> Iterator[tuple[Ingestor, Archive, Verifier]]:
+    archive = open_archive(deferred)
+    ingestor = Ingestor(deferred, archive)
+    verifier = Verifier(ingestor, 2)
+    yield ingestor, archive, verifier
+    verifier.stop()
+    archive.close()
+
+
+def stored_uids(archive: Archive, uids: set[str]) -> set[str]:
+    """Which of ``uids`` the archive holds as stored instances."""
+    return {uid for uid in uids if archive.index.instance_blob(uid)}
+
+
+def echo(number: int, study: str, series: str) -> Dataset:
+    return small_instance(PATIENTS[0], study_uid=study, series_uid=series, instance_number=number)
+
+
+def test_the_default_reads_after_the_answer() -> None:
+    assert Config().ocr_deferred is True
+
+
+@pytest.mark.parametrize("build", BURNED_IN)
+def test_burned_in_identity_is_answered_then_held_with_the_finding(
+    world: tuple[Ingestor, Archive, Verifier], build: Callable[[], Dataset]
+) -> None:
+    ingestor, archive, verifier = world
+    result = ingestor.ingest(incoming(build()))
+    assert (result.outcome, result.status) == (Outcome.VERIFYING, SUCCESS)
+    uid = str(result.dataset.SOPInstanceUID)
+    # Answered, not stored: held encrypted, nowhere a query or the viewer looks.
+    assert archive.index.quarantined(uid)[0]["reason"] == AWAITING_OCR
+    assert list(archive.blobs.root.rglob("*.dcm")) == []
+    assert archive.index.ocr_queue.waiting() == 1
+    assert verifier.run_once() == 1
+    (held,) = archive.index.quarantined(uid)
+    assert held["reason"].startswith("OCR found identity text"), held["reason"]
+    assert archive.index.ocr_queue.waiting() == 0
+    assert list(archive.blobs.root.rglob("*.dcm")) == []
+    events = [r for r in archive.index.audit.rows() if r["object"] == uid]
+    assert [e["event"] for e in events] == ["quarantine-hold"]
+
+
+def test_clean_echo_is_stored_once_read_marked_and_fed(
+    world: tuple[Ingestor, Archive, Verifier],
+) -> None:
+    ingestor, archive, verifier = world
+    study, series = generate_uid(UID_ROOT), generate_uid(UID_ROOT)
+    results = [ingestor.ingest(incoming(echo(n, study, series))) for n in range(1, 4)]
+    assert {r.outcome for r in results} == {Outcome.VERIFYING}
+    uids = {str(r.dataset.SOPInstanceUID) for r in results}
+    assert stored_uids(archive, uids) == set()
+    assert archive.index.changes.since(0, 10) == []
+    assert verifier.run_once() == 3
+    assert stored_uids(archive, uids) == uids
+    assert archive.index.quarantined() == []
+    assert {c.sop_instance_uid for c in archive.index.changes.since(0, 10)} == uids
+    # Blanked by the region rule and verified: only now does it say so.
+    (path, *_) = sorted(archive.blobs.root.rglob("*.dcm"))
+    stored = dcmread(path)
+    assert stored.BurnedInAnnotation == "NO"
+    codes = [item.CodeValue for item in stored.DeidentificationMethodCodeSequence]
+    assert "113101" in codes
+    assert [p for p in archive.held.root.rglob("*") if p.is_file()] == []
+
+
+def test_identity_waits_sealed_never_in_plaintext(
+    world: tuple[Ingestor, Archive, Verifier], deferred: Config
+) -> None:
+    ingestor = world[0]
+    ds = attacks.staff_and_phone_only_in_pixels()
+    name = str(ds.PatientName).split("^")[0].encode()
+    ingestor.ingest(incoming(ds))
+    database = Path(str(deferred.data_dir)).rglob("*")
+    for path in database:
+        if path.is_file():
+            assert name not in path.read_bytes(), path
+
+
+def test_a_restarted_verifier_reads_what_a_dead_one_left(
+    world: tuple[Ingestor, Archive, Verifier], deferred: Config
+) -> None:
+    ingestor, archive, _ = world
+    study, series = generate_uid(UID_ROOT), generate_uid(UID_ROOT)
+    uid = str(ingestor.ingest(incoming(echo(1, study, series))).dataset.SOPInstanceUID)
+    archive.close()  # the process dies before any verifier ran
+    again = open_archive(deferred)
+    try:
+        later = Verifier(Ingestor(deferred, again), 1)
+        assert later.run_once() == 1
+        later.stop()
+        assert stored_uids(again, {uid}) == {uid}
+    finally:
+        again.close()
+
+
+def test_refused_while_waiting_is_never_stored(
+    world: tuple[Ingestor, Archive, Verifier],
+) -> None:
+    ingestor, archive, verifier = world
+    study, series = generate_uid(UID_ROOT), generate_uid(UID_ROOT)
+    uid = str(ingestor.ingest(incoming(echo(1, study, series))).dataset.SOPInstanceUID)
+    (row,) = archive.index.ocr_queue.claim(verifier.owner)
+    refuse_quarantined(archive, [uid], "sent to the wrong centre")
+    verifier.verify(row)  # it had claimed the row before the refusal
+    assert stored_uids(archive, {uid}) == set()
+    assert archive.index.quarantined() == []
+    assert archive.index.ocr_queue.waiting() == 0
+
+
+def test_a_resend_while_waiting_waits_once(world: tuple[Ingestor, Archive, Verifier]) -> None:
+    ingestor, archive, verifier = world
+    study, series = generate_uid(UID_ROOT), generate_uid(UID_ROOT)
+    ds = echo(1, study, series)
+    first = ingestor.ingest(incoming(ds.copy()))
+    second = ingestor.ingest(incoming(ds.copy()))
+    assert first.dataset.SOPInstanceUID == second.dataset.SOPInstanceUID
+    assert archive.index.ocr_queue.waiting() == 1
+    assert verifier.run_once() == 1
+    uid = str(first.dataset.SOPInstanceUID)
+    assert stored_uids(archive, {uid}) == {uid}
+
+
+def test_another_process_cannot_take_a_claimed_row(
+    world: tuple[Ingestor, Archive, Verifier],
+) -> None:
+    ingestor, archive, verifier = world
+    study, series = generate_uid(UID_ROOT), generate_uid(UID_ROOT)
+    ingestor.ingest(incoming(echo(1, study, series)))
+    assert len(archive.index.ocr_queue.claim(verifier.owner)) == 1
+    assert archive.index.ocr_queue.claim("elsewhere-1.abc") == []
+
+
+@pytest.mark.peers
+def test_storescu_gets_success_and_the_echo_appears_once_read(tmp_path: Path) -> None:
+    """A real sender at its defaults, a running node: answered Success at
+    once; the instances reach C-FIND only after the verifier read them."""
+    from dicomnode.node import Node
+    from dicomnode.ops.samples import save
+    from storage.keys import Level
+    from storage.query import Query
+    from tests.conftest import dcmtk
+    from tests.test_jobs import wait_for
+
+    study, series = generate_uid(UID_ROOT), generate_uid(UID_ROOT)
+    paths = [save(echo(n, study, series), tmp_path / f"e{n}.dcm") for n in range(1, 6)]
+    clean = attacks.staff_and_phone_only_in_pixels()
+    clean.file_meta.MediaStorageSOPClassUID = clean.SOPClassUID
+    burned = save(clean, tmp_path / "burned.dcm")
+    config = make_config(tmp_path / "node", ocr_deferred=True)
+    with Node(config, web=False) as node:
+        sent = dcmtk(
+            "storescu", "-aec", "CHDNODE", "-aet", "BISHKEK_ECHO",
+            "127.0.0.1", str(node.dicom.port), *paths, burned,
+        )  # fmt: skip
+        assert sent.returncode == 0, sent.stderr
+        assert "Warning" not in sent.stderr and "Error" not in sent.stderr, sent.stderr
+
+        def instances() -> list[dict]:
+            query = Query(level=Level.IMAGE, keys={"SOPInstanceUID": ""})
+            return list(node.archive.index.find(query))
+
+        wait_for(lambda: node.archive.index.ocr_queue.waiting() == 0, what="OCR of six")
+        assert len(instances()) == 5
+        (held,) = node.archive.index.quarantined()
+        assert held["reason"].startswith("OCR found identity text")
