@@ -89,6 +89,12 @@ class BlobStore(ABC):
     @abstractmethod
     def read(self, key: str) -> bytes: ...
 
+    def open_file(self, key: str) -> BinaryIO | None:
+        """The blob as an open local file, for sending it without a copy in
+        memory; None where blobs are not local files (object storage) or
+        this one is gone."""
+        return None
+
     @abstractmethod
     def exists(self, key: str) -> bool: ...
 

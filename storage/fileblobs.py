@@ -111,6 +111,12 @@ class FileBlobStore(BlobStore):
     def read(self, key: str) -> bytes:
         return self.path(key).read_bytes()
 
+    def open_file(self, key: str) -> BinaryIO | None:
+        try:
+            return self.path(key).open("rb")
+        except FileNotFoundError:
+            return None
+
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()
 

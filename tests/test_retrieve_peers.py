@@ -10,6 +10,7 @@ stores. Failures say what failed (PS3.4 C.4.2.1.5, C.4.3.1.4).
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -628,3 +629,56 @@ def test_a_lossy_history_told_only_by_the_syntax_is_kept() -> None:
     assert float(out.LossyImageCompressionRatio) > 1
     assert out.PhotometricInterpretation == "RGB"
     assert np.array_equal(out.pixel_array, expected)
+
+
+def _data_set_bytes(part10: bytes) -> bytes:
+    from dicomnode.ingest.importer import split_file
+
+    return split_file(part10)[0]
+
+
+def test_moved_instances_are_the_stored_bytes_and_no_file_stays_open(
+    study: Study, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A peer that accepts every syntax gets each instance's data set byte
+    for byte as stored (sent from the file: nothing is decoded, nor encoded
+    again), and every file the node opened to send is closed again."""
+
+    def no_decoding(*_: object, **__: object) -> None:
+        raise AssertionError("decoded to send as stored")
+
+    monkeypatch.setattr("dicomnode.dimse.retrieve.dcmread", no_decoding)
+    out = tmp_path / "moved"
+    out.mkdir()
+    port = study.ports["DCMSTORE"]
+    open_before = len(os.listdir("/proc/self/fd"))
+    scp = Listener(
+        ["storescp", "+B", "+xa", "-aet", "DCMSTORE", "-od", str(out), str(port)],
+        port,
+        tmp_path / "scp.log",
+    )
+    try:
+        result = dcmtk(
+            "movescu", "-S", "-aet", CALLER, "-aec", "CHDNODE", "-aem", "DCMSTORE",
+            *study_key(study), "127.0.0.1", str(study.node.dicom.port),
+        )  # fmt: skip
+    finally:
+        scp.stop()
+    assert result.returncode == 0, result.stderr
+    received = {str(dcmread(p).SOPInstanceUID): p.read_bytes() for p in files_in(out)}
+    assert set(received) == set(study.stored)
+    for uid, part10 in received.items():
+        assert _data_set_bytes(part10) == _data_set_bytes(study.stored[uid]), uid
+    assert len(os.listdir("/proc/self/fd")) <= open_before
+
+
+def test_a_stored_file_sends_what_was_opened_after_its_name_is_gone(tmp_path: Path) -> None:
+    from dicomnode.dimse.stored import StoredFile
+
+    path = tmp_path / "blob.dcm"
+    path.write_bytes(b"first version")
+    sent = StoredFile(path.open("rb"), "1.2.3", "1.2.3.4")
+    path.unlink()  # a replacement committed meanwhile
+    path.write_bytes(b"second version")
+    assert sent.path.read_bytes() == b"first version"
+    assert isinstance(sent, Dataset) and sent.SOPInstanceUID == "1.2.3.4"

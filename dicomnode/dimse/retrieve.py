@@ -30,6 +30,7 @@ from pynetdicom import evt
 from dicomnode.config import Config
 from dicomnode.dimse.find import query_level, visible_issuers
 from dicomnode.dimse.retrieve_outcome import Outcome, on_final_response
+from dicomnode.dimse.stored import StoredFile
 from dicomnode.ingest.validate import is_valid_uid, status_dataset
 from dicomnode.media.transcode import TooLarge
 from dicomnode.net.models import (
@@ -224,6 +225,10 @@ def _prepared(
     if how.send:
         key = archive.index.instance_blob(uid)
         if key:
+            if stored in accepted:  # the bytes as stored, from the file when there is one
+                handle = archive.blobs.open_file(key)
+                if handle is not None:
+                    return StoredFile(handle, sop_class, uid)
             ds = dcmread(BytesIO(archive.blobs.read(key)))
             if not how.decode:
                 return ds

@@ -68,6 +68,7 @@ from dicomnode.dimse.access import AccessPolicy
 from dicomnode.dimse.find import find, visible_issuers
 from dicomnode.dimse.receive import received, release, spool_large_data_sets
 from dicomnode.dimse.retrieve import AS_FIND
+from dicomnode.dimse.stored import NodeAE
 from dicomnode.dimse.transport import (
     GuardedACSE,
     GuardedAssociation,
@@ -185,7 +186,7 @@ def wait_for_send_queue(assoc: Any, depth: int = 8) -> None:
 def node_ae(config: Config) -> AE:
     """The node's AE and every context it supports (the conformance
     statement's tables are generated from it: `dicomnode.dimse.conformance`)."""
-    ae = AE(ae_title=config.ae_title)
+    ae = NodeAE(ae_title=config.ae_title)
     ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
     ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
     # Limits are the access policy's, counted on established associations

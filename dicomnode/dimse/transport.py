@@ -39,6 +39,7 @@ from pynetdicom.transport import (
 )
 
 from dicomnode.dimse.access import LOCAL_LIMIT_EXCEEDED, AccessPolicy
+from dicomnode.dimse.stored import SendsStoredFiles
 from dicomnode.net.connections import TOO_MANY, Connection, ConnectionTable
 
 log = logging.getLogger(__name__)
@@ -200,7 +201,7 @@ class GuardedACSE(ACSE):
         super()._negotiate_as_acceptor()
 
 
-class GuardedAssociation(Association):
+class GuardedAssociation(SendsStoredFiles):
     """An acceptor that reports its connection's end, however it ends."""
 
     connection: Connection
