@@ -1,13 +1,19 @@
 """Ingest benchmark: the node against DCMTK storescp and Orthanc, in one run.
 
-    python -m bench.ingest            # (or `make bench`)
+    python -m bench.ingest                 # (or `make bench`)
+    python -m bench.ingest --senders 4     # four dcmsend processes at once
 
-Each target starts empty, receives the same set from DCMTK's dcmsend over one
-association (TCP_NODELAY=1 on both ends) and is stopped; the wall time of the
-send is the figure. storescp is the reference for raw speed (it writes files
-and nothing else, without fsync); Orthanc is the archive users would pick
-(configured to sync its storage area, as the node does). Two sets: echo and
-angio multi-frame clips (hundreds of MB) and many small instances.
+Each target starts empty, receives the same set from DCMTK's dcmsend (one
+association per sender, TCP_NODELAY=1 on both ends) and is stopped; the
+wall time of the send is the figure. Rounds alternate the targets, and each
+round's ratios (node time against each peer's) are taken, so a load that
+comes and goes hits all alike; the table gives the median round. The node
+answers an image OCR must read before reading it (deferred OCR): its
+*settled* time is until every instance is read and stored or held.
+storescp is the reference for raw speed (it writes files and nothing else,
+without fsync); Orthanc is the archive users would pick (configured to sync
+its storage area, as the node does). Two sets: echo and angio multi-frame
+clips (hundreds of MB) and many small instances.
 """
 
 from __future__ import annotations
@@ -16,13 +22,14 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +59,8 @@ class Result:
     instances: int
     megabytes: float
     seconds: float
+    # The node: until OCR had read everything it answered (else the send).
+    settled: float = 0.0
 
     @property
     def per_second(self) -> float:
@@ -118,7 +127,7 @@ def build_sets(root: Path, small: int, runs: int, frames: int) -> dict[str, Path
 
 
 @contextmanager
-def node(work: Path) -> Iterator[tuple[int, str, callable]]:
+def node(work: Path) -> Iterator[tuple[int, str, Callable[[], int]]]:
     port = free_port()
     env = {
         **ENV,
@@ -144,20 +153,21 @@ def node(work: Path) -> Iterator[tuple[int, str, callable]]:
         wait_for_echo(port, "CHDNODE", process)
 
         def count() -> int:
-            """Instances stored or held: a clip whose burned-in text OCR
-            finds is held for review, which is an answer too (B000)."""
-
-            def run(*command: str) -> str:
-                return subprocess.run(
-                    [sys.executable, "-m", "dicomnode.cli", *command],
-                    env=env,
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                ).stdout
-
-            held = len(run("quarantine", "list").splitlines())
-            return json.loads(run("stats", "--json"))["instances"] + held
+            """Instances stored or held once OCR has read all: a clip whose
+            burned-in text OCR finds is held for review, an answer too."""
+            while True:
+                stats = json.loads(
+                    subprocess.run(
+                        [sys.executable, "-m", "dicomnode.cli", "stats", "--json"],
+                        env=env,
+                        capture_output=True,
+                        text=True,
+                        check=True,
+                    ).stdout
+                )
+                if not stats["awaiting_ocr"]:
+                    return stats["instances"] + stats["held"]
+                time.sleep(0.2)
 
         yield port, "CHDNODE", count
     finally:
@@ -166,7 +176,7 @@ def node(work: Path) -> Iterator[tuple[int, str, callable]]:
 
 
 @contextmanager
-def storescp(work: Path) -> Iterator[tuple[int, str, callable]]:
+def storescp(work: Path) -> Iterator[tuple[int, str, Callable[[], int]]]:
     port, folder = free_port(), work / "storescp"
     folder.mkdir()
     process = subprocess.Popen(
@@ -184,7 +194,7 @@ def storescp(work: Path) -> Iterator[tuple[int, str, callable]]:
 
 
 @contextmanager
-def orthanc(work: Path) -> Iterator[tuple[int, str, callable]]:
+def orthanc(work: Path) -> Iterator[tuple[int, str, Callable[[], int]]]:
     with orthanc_peer(work) as peer:
 
         def count() -> int:
@@ -197,43 +207,81 @@ def orthanc(work: Path) -> Iterator[tuple[int, str, callable]]:
 TARGETS = {"node": node, "storescp": storescp, "orthanc": orthanc}
 
 
-def measure(target: str, name: str, folder: Path) -> Result:
-    files = [p for p in folder.iterdir() if p.suffix == ".dcm"]
+def send(ae_title: str, port: int, files: list[Path], senders: int) -> list[str]:
+    """dcmsend the files from ``senders`` processes at once (one association
+    each, files dealt round-robin); the errors of those that failed."""
+    shares = [files[i::senders] for i in range(senders)]
+    processes = [
+        subprocess.Popen(
+            ["dcmsend", "-aec", ae_title, "127.0.0.1", str(port), *map(str, share)],
+            env=ENV,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for share in shares
+        if share
+    ]
+    errors = []
+    for process in processes:
+        _, stderr = process.communicate()
+        if process.returncode != 0:
+            errors.append(stderr[-2000:])
+    return errors
+
+
+def measure(target: str, name: str, folder: Path, senders: int = 1) -> Result:
+    files = sorted(p for p in folder.iterdir() if p.suffix == ".dcm")
     megabytes = sum(p.stat().st_size for p in files) / 1e6
     with (
         tempfile.TemporaryDirectory(prefix=f"bench-{target}-", dir=OUT) as tmp,
         TARGETS[target](Path(tmp)) as (port, ae_title, count),
     ):
         start = time.perf_counter()
-        sent = subprocess.run(
-            ["dcmsend", "-aec", ae_title, "127.0.0.1", str(port), "+sd", str(folder)],
-            env=ENV,
-            capture_output=True,
-            text=True,
-        )
+        errors = send(ae_title, port, files, senders)
         seconds = time.perf_counter() - start
         stored = count()
-    if sent.returncode != 0 or stored != len(files):
-        raise RuntimeError(f"{target} stored {stored} of {len(files)}: {sent.stderr[-2000:]}")
-    return Result(target, name, len(files), megabytes, seconds)
+        settled = time.perf_counter() - start
+    if errors or stored != len(files):
+        raise RuntimeError(f"{target} stored {stored} of {len(files)}: {errors}")
+    return Result(target, name, len(files), megabytes, seconds, settled)
 
 
-def table(results: list[Result]) -> str:
+def _ratio(rounds: list[list[Result]], mine: Result, peer: str, settled: bool = False) -> str:
+    """Median over the rounds of the peer's time over this target's."""
+    values = []
+    for rnd in rounds:
+        this = next(r for r in rnd if (r.dataset, r.target) == (mine.dataset, mine.target))
+        other = [r for r in rnd if (r.dataset, r.target) == (mine.dataset, peer)]
+        if not other:
+            return "-"
+        values.append(other[0].seconds / (this.settled if settled else this.seconds))
+    return f"{statistics.median(values):.2f}x"
+
+
+def table(rounds: list[list[Result]]) -> str:
+    """One row per set and target: median seconds over the rounds, and the
+    median of each round's ratio of peer time to this target's time (for
+    the node, of its answer and of its settling)."""
     lines = [
-        "| set | target | instances | MB | s | instances/s | MB/s | speed vs storescp"
-        " | speed vs Orthanc |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| set | target | instances | MB | s (median) | settled s | instances/s"
+        " | vs storescp | vs Orthanc | settled vs Orthanc |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for result in results:
-        peers = {r.target: r for r in results if r.dataset == result.dataset}
-        ratio = {
-            t: f"{peers[t].seconds / result.seconds:.2f}x" if t in peers else "-"
-            for t in ("storescp", "orthanc")
-        }
+    for result in rounds[0]:
+        same = [
+            r
+            for rnd in rounds
+            for r in rnd
+            if (r.dataset, r.target) == (result.dataset, result.target)
+        ]
+        seconds = statistics.median(r.seconds for r in same)
+        settled = statistics.median(r.settled for r in same)
         lines.append(
             f"| {result.dataset} | {result.target} | {result.instances} | {result.megabytes:.0f} "
-            f"| {result.seconds:.2f} | {result.per_second:.0f} | {result.mb_per_second:.1f} "
-            f"| {ratio['storescp']} | {ratio['orthanc']} |"
+            f"| {seconds:.2f} | {settled:.2f} | {result.instances / seconds:.0f} "
+            f"| {_ratio(rounds, result, 'storescp')} | {_ratio(rounds, result, 'orthanc')} "
+            f"| {_ratio(rounds, result, 'orthanc', True)} |"
         )
     return "\n".join(lines)
 
@@ -243,25 +291,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--small", type=int, default=2000, help="small instances (2000)")
     parser.add_argument("--runs", type=int, default=16, help="synthetic angio runs (16)")
     parser.add_argument("--frames", type=int, default=60, help="frames per angio run (60)")
-    parser.add_argument("--repeat", type=int, default=2, help="best of N sends per target (2)")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds of alternating targets (3)")
     parser.add_argument("--targets", default="node,storescp,orthanc")
+    parser.add_argument("--senders", type=int, default=1, help="dcmsend processes at once (1)")
+    parser.add_argument("--sets", default="multiframe,small", help="which sets (both)")
     args = parser.parse_args(argv)
     OUT.mkdir(exist_ok=True)
     sets = build_sets(OUT / "sets", args.small, args.runs, args.frames)
-    results = []
-    for name, folder in sets.items():
-        for target in args.targets.split(","):
-            best = min(
-                (measure(target, name, folder) for _ in range(args.repeat)), key=lambda r: r.seconds
-            )
-            print(
-                f"{name:>10} {target:>8}: {best.seconds:7.2f} s {best.per_second:8.0f} inst/s "
-                f"{best.mb_per_second:7.1f} MB/s",
-                flush=True,
-            )
-            results.append(best)
+    rounds: list[list[Result]] = []
+    for number in range(args.repeat):
+        results = []
+        for name in args.sets.split(","):
+            for target in args.targets.split(","):
+                result = measure(target, name, sets[name], args.senders)
+                print(
+                    f"round {number + 1} {name:>10} {target:>8}: {result.seconds:7.2f} s "
+                    f"(settled {result.settled:7.2f} s) {result.per_second:8.0f} inst/s",
+                    flush=True,
+                )
+                results.append(result)
+        rounds.append(results)
     print()
-    print(table(results))
+    print(f"{args.senders} sender(s), median of {args.repeat} rounds")
+    print(table(rounds))
     return 0
 
 

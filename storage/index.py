@@ -37,7 +37,7 @@ from storage.schema import (
     uid_owners,
 )
 from storage.throttle import LoginThrottle
-from storage.verifying import OcrQueue, done_in
+from storage.verifying import OcrQueue, done_in, ocr_queue
 
 # A transaction that lost a race to another process is run again this often.
 _ATTEMPTS = 4
@@ -570,4 +570,8 @@ class Index:
                     select(instances.c.sending_ae, func.count()).group_by(instances.c.sending_ae)
                 )
             }
+            counts["held"] = conn.execute(select(func.count()).select_from(quarantine)).scalar_one()
+            counts["awaiting_ocr"] = conn.execute(
+                select(func.count()).select_from(ocr_queue)
+            ).scalar_one()
         return counts

@@ -340,6 +340,8 @@ def _stats(config: Config, as_json: bool) -> int:
         print(f"{key:>10}: {stats[key]}")
     print(f"{'size':>10}: {stats['bytes'] / 1e6:.1f} MB")
     print(f"{'re-sent':>10}: {stats['duplicates_received']} duplicate instances received")
+    waiting = stats["awaiting_ocr"]
+    print(f"{'held':>10}: {stats['held']} instances ({waiting} of them awaiting OCR)")
     for modality, count in sorted(stats["modalities"].items(), key=lambda kv: str(kv[0])):
         print(escape_controls(f"{modality or '?':>10}: {count} instances"))
     return EXIT_OK
