@@ -349,7 +349,14 @@ class Index:
 
     def note_duplicate(self, sop_instance_uid: str, pseudonym: str) -> bool:
         """Count one more copy of an indexed instance of this patient; False
-        if it is not indexed, or is another patient's."""
+        if it is not indexed, or is another patient's. Nearly every instance
+        is new: a read says so without taking the writer's turn."""
+        with self.engine.connect() as conn:
+            known = conn.execute(
+                select(instances.c.pk).where(instances.c.sopinstanceuid == sop_instance_uid)
+            ).first()
+        if known is None:
+            return False
         statement = (
             instances.update()
             .where(
