@@ -307,6 +307,11 @@ class Config:
     # A-ASSOCIATE-RQ; more are closed at once (a slowloris from one host
     # cannot crowd out the others).
     max_pending_per_address: int = 8
+    # Processes receiving on the DICOM port (SO_REUSEPORT), each with its
+    # own de-identification and OCR: 0 is one per core on PostgreSQL, one on
+    # SQLite (several need PostgreSQL). Connection and association caps
+    # above are the node's: each process takes its share.
+    receivers: int = 0
     # Seconds, in all, a new DICOM connection has to deliver its
     # A-ASSOCIATE-RQ (TLS handshake included), however slowly bytes trickle.
     association_request_seconds: float = 10.0
@@ -389,6 +394,13 @@ class Config:
             object.__setattr__(self, "cors_origins", parse_origins(self.cors_origins))
         object.__setattr__(self, "duplicates", DuplicatePolicy(self.duplicates))
         object.__setattr__(self, "log_level", LogLevel(self.log_level))
+
+    @property
+    def receiving_processes(self) -> int:
+        """How many processes receive on the DICOM port (``receivers``)."""
+        if self.receivers:
+            return self.receivers
+        return max(1, os.cpu_count() or 1) if self.index_url.startswith("postgresql") else 1
 
     @property
     def effective_index_url(self) -> str:
@@ -734,6 +746,13 @@ def validate(config: Config) -> Config:
                 "index_url: not a database URL (e.g. postgresql://user@host:5432/dicomnode)",
                 ("index_url",),
             ) from None
+    if config.receivers < 0:
+        raise ConfigError("receivers: 0 (one per core on PostgreSQL) or more", ("receivers",))
+    if config.receivers > 1 and not config.index_url.startswith("postgresql"):
+        raise ConfigError(
+            "receivers: several receiving processes need a PostgreSQL index_url",
+            ("receivers", "index_url"),
+        )
     if config.index_url.startswith("sqlite") and sqlite_file(config.index_url) is None:
         raise ConfigError(
             "index_url: an SQLite index in memory is gone at every restart (and per thread):"

@@ -39,6 +39,8 @@ from pynetdicom import _config as pynetdicom_config
 from storage.textsafe import escape_controls
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# With several receiving processes their lines interleave: each says whose.
+FORMAT_WITH_PID = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
 
 # pynetdicom quotes a value after the word "value" (set_uid, set_ae, and
 # the validators), in messages formatted before they reach the logger.
@@ -173,7 +175,9 @@ def _indented(block: str) -> str:
     return "\n".join("  " + escape_controls(line) for line in block.rstrip("\n").split("\n"))
 
 
-def setup(level: str, stream: TextIO | None = None) -> logging.Handler | None:
+def setup(
+    level: str, stream: TextIO | None = None, *, with_pid: bool = False
+) -> logging.Handler | None:
     """The node's log on ``stream`` (standard error): one handler on the
     root logger (a second call replaces it), records one line each. Like
     `logging.basicConfig`, a root logger someone else gave handlers (a test
@@ -188,7 +192,7 @@ def setup(level: str, stream: TextIO | None = None) -> logging.Handler | None:
     if stream is None and root.handlers:
         return None
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(OneLineFormatter(FORMAT))
+    handler.setFormatter(OneLineFormatter(FORMAT_WITH_PID if with_pid else FORMAT))
     handler.addFilter(_WITHHELD_TEXT)
     root.addHandler(handler)
     root.setLevel(level.upper())

@@ -49,7 +49,7 @@ def open_archive(config: Config) -> Archive:
 class Node:
     """Everything ``dicomnode serve`` runs, startable and stoppable from tests."""
 
-    def __init__(self, config: Config, *, web: bool = True) -> None:
+    def __init__(self, config: Config, *, web: bool = True, first: bool = True) -> None:
         self.config = config
         self.archive = open_archive(config)
         # Large instances wait here, encrypted, while they are de-identified
@@ -71,6 +71,9 @@ class Node:
         self.runner.on_stop(self.verifier.stop)  # reading ends; the rest goes back
         exports.install(self.runner, config, self.archive)
         self._web_enabled = web
+        # The first of several receiving processes (`cli.receivers`) audits
+        # the start and repairs the archive; the others only serve.
+        self._first = first
         self._web: Any = None
 
     def _audit_start(self) -> None:
@@ -113,8 +116,9 @@ class Node:
             )
 
     def start(self) -> Node:
-        self._audit_start()
-        self._reconcile()
+        if self._first:
+            self._audit_start()
+            self._reconcile()
         self.dicom.start()
         self.runner.start()
         if self._web_enabled:

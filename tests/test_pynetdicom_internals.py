@@ -40,7 +40,7 @@ from pynetdicom.transport import (
     ThreadedAssociationServer,
 )
 
-from dicomnode.dimse import receive, server, transport
+from dicomnode.dimse import receive, server, stored, transport
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,6 +66,28 @@ METHODS: list[tuple[Any, str, list[str]]] = [
     (DULServiceProvider, "kill_dul", ["self"]),
     (Association, "kill", ["self"]),
     (Association, "run", ["self"]),
+    (AssociationServer, "server_bind", ["self"]),
+    (
+        ApplicationEntity,
+        "associate",
+        [
+            "self",
+            "addr",
+            "port",
+            "contexts",
+            "ae_title",
+            "max_pdu",
+            "ext_neg",
+            "bind_address",
+            "tls_args",
+            "evt_handlers",
+        ],
+    ),
+    (
+        Association,
+        "send_c_store",
+        ["self", "dataset", "msg_id", "priority", "originator_aet", "originator_id"],
+    ),
     (evt, "trigger", ["assoc", "event", "attrs"]),
 ]
 
@@ -101,7 +123,11 @@ OVERRIDES: dict[type, set[str]] = {
         "close_request",
         "server_close",
         "contexts",  # replaced by SharedContexts
+        "server_bind",  # SO_REUSEPORT for `receivers`
     },
+    transport.SharedPortServer: set(),
+    stored.SendsStoredFiles: {"send_c_store"},
+    stored.NodeAE: {"associate"},
     receive.SpoolingDIMSE: {"receive_primitive", "message"},
 }
 
@@ -338,3 +364,15 @@ def test_every_private_pynetdicom_name_in_the_node_is_checked_here() -> None:
                 found |= {p for p in (node.module or "").split(".") if p.startswith("_")}
     unchecked = found - known
     assert not unchecked, f"private names used on pynetdicom objects, unchecked: {unchecked}"
+
+
+def test_a_path_is_still_sent_in_pdu_sized_reads() -> None:
+    """`dimse.stored` hands send_c_store a path and relies on pynetdicom
+    reading the file in pieces (not dcmread) when this flag is set."""
+    import inspect
+
+    from pynetdicom import _config, association, dimse_messages
+
+    assert _config.STORE_SEND_CHUNKED_DATASET is True  # set by dicomnode.dimse.stored
+    assert "req._dataset_path = (fpath, offset)" in inspect.getsource(association)
+    assert "self._data_set_path[1]" in inspect.getsource(dimse_messages)

@@ -4,8 +4,10 @@ PostgreSQL index and one storage path (issue #9)."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import re
 import subprocess
 import threading
 import uuid
@@ -35,6 +37,7 @@ from tests.postgres import LocalPostgres
 from tests.s3server import CREDENTIALS, LocalS3
 from tests.test_cli import DICOMNODE
 from tests.test_ingest import instance
+from tests.test_jobs import wait_for
 
 
 def _head() -> str:
@@ -144,6 +147,18 @@ def test_two_processes_storing_the_same_instances_at_once_agree(
             archive.close()
 
 
+def settled(env: dict[str, str]) -> None:
+    """Wait until deferred OCR has read every instance the nodes answered."""
+
+    def waiting() -> int:
+        stats = subprocess.run(
+            [*DICOMNODE, "stats", "--json"], env=env, capture_output=True, text=True, check=True
+        )
+        return int(json.loads(stats.stdout)["awaiting_ocr"])
+
+    wait_for(lambda: waiting() == 0, what="deferred OCR")
+
+
 def _serve(env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen(
         [*DICOMNODE, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -213,6 +228,7 @@ def test_two_serve_processes_share_one_postgresql_and_one_storage(
         for sender in senders:
             _, errors = sender.communicate(timeout=300)
             assert sender.returncode == 0, errors
+        settled(shared)  # answered first, read by OCR after: until none waits
     finally:
         for process in nodes:
             process.terminate()
@@ -384,3 +400,91 @@ def test_health_check_fails_while_the_index_or_the_store_is_out_of_reach(
     finally:
         archive.close()
         server.stop()
+
+
+def test_several_receivers_need_postgresql_and_share_the_caps(tmp_path: Path) -> None:
+    from dicomnode.cli.receivers import shared
+    from dicomnode.config import ConfigError, validate
+
+    with pytest.raises(ConfigError, match="need a PostgreSQL"):
+        validate(make_config(tmp_path, receivers=2))
+    with pytest.raises(ConfigError, match="receivers"):
+        validate(make_config(tmp_path, receivers=-1))
+    assert make_config(tmp_path).receiving_processes == 1  # SQLite: one
+    cores = os.cpu_count() or 1
+    pg = make_config(tmp_path, index_url="postgresql://x@localhost/db")
+    assert pg.receiving_processes == cores
+    three = shared(make_config(tmp_path, index_url="postgresql://x@localhost/db", receivers=3))
+    assert (three.max_connections, three.max_associations) == (67, 6)  # of 200 and 16
+    assert three.max_pending_per_address == 3  # of 8
+    assert shared(make_config(tmp_path)).max_connections == 200
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            text = status.read_text()
+        except OSError:
+            continue
+        if f"\nPPid:\t{pid}\n" in text:
+            found.append(int(status.parent.name))
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.peers
+def test_receivers_share_the_port_and_die_with_the_first(
+    tmp_path: Path, postgres: LocalPostgres
+) -> None:
+    """`serve` with receivers = 2: associations land on both processes,
+    every instance is stored once, and a SIGKILL of the first process takes
+    the other with it (no orphan keeps the port)."""
+    folder = tmp_path / "study"
+    folder.mkdir()
+    for n, ds in enumerate(_studies(24)):
+        ds.save_as(folder / f"{n:03d}.dcm", enforce_file_format=True)
+    env = {
+        **DCMTK_ENV,
+        "DICOMNODE_CONFIG": os.devnull,
+        "DICOMNODE_INDEX_URL": postgres.database(),
+        "DICOMNODE_DATA_DIR": str(tmp_path / "var"),
+        "DICOMNODE_KEY_DIR": str(tmp_path / "secrets"),
+        "DICOMNODE_MIN_FREE_DISK_MB": "0",
+        "DICOMNODE_REQUIRE_KNOWN_AE": "false",
+        "DICOMNODE_LOG_LEVEL": "INFO",
+        "DICOMNODE_RECEIVERS": "2",
+        "DICOMNODE_DIMSE_PORT": "0",
+        "DICOMNODE_HTTP_PORT": "0",
+    }
+    first = _serve(env)
+    try:
+        banner = first.stdout.readline()
+        assert "2 receiving processes" in banner, banner
+        port = served(banner)[0]
+        (receiver,) = wait_for(lambda: _children(first.pid), what="the receiver")
+        # One association per file: the kernel spreads them over both.
+        for path in sorted(folder.iterdir()):
+            sent = subprocess.run(
+                ["dcmsend", "-aec", "CHDNODE", "127.0.0.1", str(port), str(path)],
+                env=DCMTK_ENV,
+                capture_output=True,
+                text=True,
+            )
+            assert sent.returncode == 0, sent.stderr
+        settled(env)
+        first.kill()  # SIGKILL: no chance to stop the receiver itself
+        first.wait(timeout=60)
+        wait_for(lambda: not Path(f"/proc/{receiver}").exists(), what="the receiver's end")
+        log = first.stderr.read()
+    finally:
+        if first.poll() is None:
+            first.kill()
+    handled = set(re.findall(r"dicomnode\.dimse\.server\[(\d+)\]: association from", log))
+    assert handled == {str(first.pid), str(receiver)}, log[-3000:]
+    config = make_config(tmp_path, index_url=env["DICOMNODE_INDEX_URL"])
+    archive = open_archive(config)
+    try:
+        assert archive.index.stats()["instances"] == 24
+    finally:
+        archive.close()

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import getpass
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -50,7 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    commands.add_parser("serve", help="run the DICOM service and the web app until stopped")
+    serve = commands.add_parser("serve", help="run the DICOM service and the web app until stopped")
+    # One of the other receiving processes `serve` starts (`receivers`).
+    serve.add_argument("--receiver", action="store_true", help=argparse.SUPPRESS)
 
     imp = commands.add_parser(
         "import", help="store DICOM files and folders (recursively) through the ingest pipeline"
@@ -282,22 +285,38 @@ def _export(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _serve(config: Config) -> int:
+def _serve(config: Config, receiver: bool = False) -> int:
+    from dicomnode.cli.receivers import Receivers, die_with_parent, shared
     from dicomnode.node import Node
 
     # Block the stop signals before any thread starts, so every thread inherits
     # the mask and the main thread alone receives them in sigwait().
     stop_signals = {signal.SIGINT, signal.SIGTERM}
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+    config = shared(config)  # this process's share of the caps
+    if receiver:
+        die_with_parent(os.getppid())
+        node = Node(config, web=False, first=False).start()
+        try:
+            signal.sigwait(stop_signals)
+        finally:
+            node.stop()
+        return EXIT_OK
     node = Node(config).start()
+    others = None
+    if config.receiving_processes > 1:
+        others = Receivers(config, node.dicom.port).start()
     print(
         f"dicomnode: {config.ae_title} on DICOM port {node.dicom.port}, "
-        f"web http://{config.http_host}:{node.http_port}/ ; data in {config.data_dir}",
+        f"web http://{config.http_host}:{node.http_port}/ ; data in {config.data_dir}"
+        + (f"; {config.receiving_processes} receiving processes" if others else ""),
         flush=True,
     )
     try:
         signal.sigwait(stop_signals)
     finally:
+        if others is not None:
+            others.stop()
         node.stop()
     return EXIT_OK
 
@@ -636,7 +655,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"dicomnode: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    logs.setup(config.log_level)
+    logs.setup(config.log_level, with_pid=config.receiving_processes > 1)
     try:
         # Whatever a command creates (index, keys, exports, backups) is the
         # node user's alone, also where no explicit mode is given.
@@ -652,7 +671,7 @@ def _run(args: argparse.Namespace, config: Config) -> int:
         sys.stdout.write(to_toml(without_secrets(config)))
         return EXIT_OK
     if args.command == "serve":
-        return _serve(config)
+        return _serve(config, args.receiver)
     if args.command == "import":
         return _import(config, args.paths, args.issuer, not args.no_progress)
     if args.command == "stats":

@@ -74,6 +74,7 @@ from dicomnode.dimse.transport import (
     GuardedAssociation,
     GuardedRequestHandler,
     NodeAssociationServer,
+    SharedPortServer,
     node_server,
 )
 from dicomnode.ingest.pipeline import Incoming, Ingestor
@@ -384,7 +385,11 @@ class DicomServer:
                 (self.config.dimse_host, self.config.dimse_port),
                 ssl_context=server_context(self.config) if self.config.dimse_tls else None,
                 evt_handlers=handlers,
-                server_class=NodeAssociationServer,
+                server_class=(
+                    SharedPortServer
+                    if self.config.receiving_processes > 1
+                    else NodeAssociationServer
+                ),
                 request_handler=StorageRequestHandler,
             )
         )

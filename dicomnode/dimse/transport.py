@@ -284,6 +284,9 @@ class SharedContexts(list):
 class NodeAssociationServer(ThreadedAssociationServer):
     """Accept loop that only accepts; everything slow happens per connection."""
 
+    # Several processes of one node listen on one port (``receivers``).
+    share_port = False
+
     # Listen backlog: socketserver's 5 makes a burst of connections wait a
     # whole second for SYN retransmission while the accept loop catches up.
     request_queue_size = 128
@@ -305,6 +308,12 @@ class NodeAssociationServer(ThreadedAssociationServer):
         self._refusing: set[str] = set()  # refusal already logged (per address, "*")
         super().__init__(*args, **kwargs)
         self.contexts = SharedContexts(self.contexts)
+
+    def server_bind(self) -> None:
+        if self.share_port:  # the kernel spreads connections over the processes
+            assert self.socket is not None
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
 
     def refuse(self, calling: str, address: str, why: str) -> None:
         """One log line and one audit record for every refused peer."""
@@ -371,3 +380,9 @@ class NodeAssociationServer(ThreadedAssociationServer):
     def server_close(self) -> None:
         super().server_close()
         self.connections.stop()
+
+
+class SharedPortServer(NodeAssociationServer):
+    """`NodeAssociationServer` on a port the node's other receiving processes share."""
+
+    share_port = True
