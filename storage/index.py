@@ -356,7 +356,7 @@ class Index:
                 select(instances.c.pk).where(instances.c.sopinstanceuid == sop_instance_uid)
             ).first()
         if known is None:
-            return False
+            return self.ocr_queue.note_copy(sop_instance_uid, pseudonym)
         statement = (
             instances.update()
             .where(
@@ -368,6 +368,16 @@ class Index:
             .values(_ONE_MORE_COPY)
         )
         return self._transaction(lambda conn: conn.execute(statement).rowcount > 0)
+
+    def add_copies(self, sop_instance_uid: str, copies: int) -> None:
+        """Count copies received before the instance was stored (while it
+        waited for OCR)."""
+        with self._write_lock, self.engine.begin() as conn:
+            conn.execute(
+                instances.update()
+                .where(instances.c.sopinstanceuid == sop_instance_uid)
+                .values(copies_received=instances.c.copies_received + copies)
+            )
 
     def claim_uids(
         self,

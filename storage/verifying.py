@@ -26,12 +26,13 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Table,
+    exists,
     func,
     select,
 )
 
 from storage.leases import RELEASED, claim, lease_columns
-from storage.schema import metadata
+from storage.schema import metadata, quarantine
 
 ocr_queue = Table(
     "ocr_queue",
@@ -41,6 +42,8 @@ ocr_queue = Table(
     Column("cleaned", Boolean, nullable=False),
     Column("identity", LargeBinary, nullable=False),  # sealed JSON of (kind, value) pairs
     Column("queued_at", DateTime(timezone=True), nullable=False),
+    # Copies re-sent while it waited (kept first): counted once it is stored.
+    Column("copies", Integer, nullable=False, default=0, server_default="0"),
     *lease_columns(),
 )
 # A verifier claims this many at a time (or twice its threads); a dead
@@ -63,14 +66,27 @@ def enqueue_in(conn: Connection, sop_instance_uid: str, cleaned: bool, identity:
     )
 
 
-def claimed_in(conn: Connection, sop_instance_uid: str, owner: str) -> bool:
-    """Whether ``owner`` still holds the instance's row (in the caller's
-    transaction: what it stores or keeps held is then its own to decide)."""
+def claimed_in(conn: Connection, sop_instance_uid: str, owner: str) -> int | None:
+    """The copies re-sent meanwhile if ``owner`` still holds the instance's
+    row, else None (in the caller's transaction: what it stores or keeps
+    held is then its own to decide)."""
+    return conn.execute(
+        select(ocr_queue.c.copies)
+        .where((ocr_queue.c.sopinstanceuid == sop_instance_uid) & (ocr_queue.c.claimed_by == owner))
+        .with_for_update()  # a copy counted meanwhile waits for this commit, then finds none
+    ).scalar_one_or_none()
+
+
+class AlreadyWaiting(Exception):
+    """A copy of the instance waits for OCR already (raised in a hold's
+    transaction, which then writes nothing)."""
+
+
+def waiting_in(conn: Connection, sop_instance_uid: str) -> bool:
+    """Whether the instance waits for OCR (in the caller's transaction)."""
     return (
         conn.execute(
-            select(ocr_queue.c.pk).where(
-                (ocr_queue.c.sopinstanceuid == sop_instance_uid) & (ocr_queue.c.claimed_by == owner)
-            )
+            select(ocr_queue.c.pk).where(ocr_queue.c.sopinstanceuid == sop_instance_uid)
         ).first()
         is not None
     )
@@ -118,6 +134,29 @@ class OcrQueue:
                     )
                     .values(**RELEASED)
                 )
+
+    def note_copy(self, sop_instance_uid: str, pseudonym: str) -> bool:
+        """A re-sent copy of an instance of this patient waiting for OCR:
+        counted, not de-identified again (the first copy is kept); False if
+        none waits (read first: nearly every instance is new)."""
+        with self.engine.connect() as conn:
+            waits = conn.execute(
+                select(ocr_queue.c.pk).where(ocr_queue.c.sopinstanceuid == sop_instance_uid)
+            ).first()
+        if waits is None:
+            return False
+        ours = exists().where(
+            (quarantine.c.sopinstanceuid == sop_instance_uid)
+            & (quarantine.c.pseudonym == pseudonym)
+        )
+        with self._lock, self.engine.begin() as conn:
+            return bool(
+                conn.execute(
+                    ocr_queue.update()
+                    .where((ocr_queue.c.sopinstanceuid == sop_instance_uid) & ours)
+                    .values(copies=ocr_queue.c.copies + 1)
+                ).rowcount
+            )
 
     def waiting(self) -> int:
         """How many instances wait for OCR (`dicomnode status`, the benchmark)."""

@@ -158,12 +158,18 @@ def test_a_resend_while_waiting_waits_once(world: tuple[Ingestor, Archive, Verif
     study, series = generate_uid(UID_ROOT), generate_uid(UID_ROOT)
     ds = echo(1, study, series)
     first = ingestor.ingest(incoming(ds.copy()))
-    second = ingestor.ingest(incoming(ds.copy()))
-    assert first.dataset.SOPInstanceUID == second.dataset.SOPInstanceUID
+    changed = ds.copy()
+    changed.SeriesDescription = "a second copy, changed"
+    second = ingestor.ingest(incoming(changed))
+    # Kept first (the default): the copy is counted, not de-identified again.
+    assert (first.outcome, second.outcome) == (Outcome.VERIFYING, Outcome.DUPLICATE)
     assert archive.index.ocr_queue.waiting() == 1
     assert verifier.run_once() == 1
     uid = str(first.dataset.SOPInstanceUID)
     assert stored_uids(archive, {uid}) == {uid}
+    assert archive.index.stats()["duplicates_received"] == 1
+    (path,) = archive.blobs.root.rglob("*.dcm")
+    assert "changed" not in str(dcmread(path).get("SeriesDescription", ""))
 
 
 def test_another_process_cannot_take_a_claimed_row(

@@ -69,7 +69,7 @@ from storage.index import AlsoWrite, ForeignParent, LinkageRow, StoreOutcome
 from storage.keys import Level
 from storage.record import InstanceRecord, is_placeholder_id, record_from_dataset
 from storage.values import normalise_issuer
-from storage.verifying import enqueue_in
+from storage.verifying import AlreadyWaiting, enqueue_in, waiting_in
 
 log = logging.getLogger(__name__)
 
@@ -457,19 +457,33 @@ class Ingestor:
         sealed: LinkageRow,
         apart: dict[str, str],
         source: str,
-    ) -> None:
+    ) -> bool:
         """Hold an instance until deferred OCR has read it: held as any
         held instance (encrypted, invisible), and queued for the verifier in
-        the hold's transaction with what OCR must look for, sealed."""
+        the hold's transaction with what OCR must look for, sealed. False:
+        a copy already waits (it came in meanwhile) and is kept first, this
+        one counted as a re-send."""
         uid = record.sop_instance_uid
         identity = self.archive.seal_for_hold(uid, json.dumps(awaiting.identity).encode())
+        keep_first = self.archive.duplicates is DuplicatePolicy.KEEP_FIRST
 
         def queued(conn: Connection) -> None:
+            if keep_first and waiting_in(conn, uid):
+                raise AlreadyWaiting(uid)  # the hold's transaction rolls back whole
             enqueue_in(conn, uid, awaiting.cleaned, identity)
             if apart:
                 self._audit_apart(conn, record, apart, source)
 
-        self.archive.quarantine(record, encoded, AWAITING_OCR, sealed, also=queued)
+        pseudonym = record.columns[Level.PATIENT]["patientid"] or ""
+        for _ in range(3):  # the waiting copy may be stored between two looks
+            try:
+                self.archive.quarantine(record, encoded, AWAITING_OCR, sealed, also=queued)
+            except AlreadyWaiting:
+                if self.archive.index.note_duplicate(uid, pseudonym):
+                    return False
+                continue
+            return True
+        raise RuntimeError("a waiting copy neither stored nor waiting")
 
     def _known_duplicate(self, original_uid: str, pseudonym: str) -> bool:
         """A re-send kept as first stored: acknowledge it without de-identifying
@@ -595,7 +609,8 @@ class Ingestor:
             )
             apart = clean.apart
             if clean.awaiting is not None and clean.quarantine == AWAITING_OCR:
-                self._await_ocr(record, encoded, clean.awaiting, sealed, apart, source)
+                if not self._await_ocr(record, encoded, clean.awaiting, sealed, apart, source):
+                    return IngestResult(Outcome.DUPLICATE, SUCCESS, "", reference)
                 log.debug("verifying %s from %s", reference, incoming.calling_ae or "import")
                 # Answered as stored: the verifier stores it, unless OCR finds identity.
                 return IngestResult(Outcome.VERIFYING, status, comment, reference, clean.dataset)

@@ -176,12 +176,18 @@ class Verifier:
             ds, issuer=held["issuer"], transfer_syntax=syntax, sending_ae=sending_ae
         )
         uid = record.sop_instance_uid
+        copies = 0
 
         def mine(conn: Connection, _: StoreOutcome) -> None:
-            if not claimed_in(conn, uid, self.owner):
+            nonlocal copies
+            found = claimed_in(conn, uid, self.owner)
+            if found is None:
                 raise NotWaiting(uid)
+            copies = found
 
         outcome = self.archive.store(record, encoded, also=mine)
+        if copies and outcome is not StoreOutcome.DUPLICATE:
+            self.archive.index.add_copies(uid, copies)  # re-sent while it waited
         log.debug("verified %s: %s", reference, outcome.value)
 
     def _keep(self, uid: str, reason: str | None, reference: str) -> None:
@@ -189,7 +195,7 @@ class Verifier:
         end its wait (it is no longer waiting for OCR)."""
 
         def audited(conn: Connection) -> None:
-            if not claimed_in(conn, uid, self.owner):
+            if claimed_in(conn, uid, self.owner) is None:
                 raise NotWaiting(uid)
             if reason is not None:
                 self.archive.index.audit.append(

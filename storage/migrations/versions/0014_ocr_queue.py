@@ -23,6 +23,7 @@ def upgrade() -> None:
         sa.Column("cleaned", sa.Boolean(), nullable=False),
         sa.Column("identity", sa.LargeBinary(), nullable=False),
         sa.Column("queued_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("copies", sa.Integer(), server_default="0", nullable=False),
         sa.Column("claimed_by", sa.String(length=128), nullable=True),
         sa.Column("claimed_until", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("pk"),
