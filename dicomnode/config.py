@@ -85,7 +85,7 @@ FLOORS: dict[str, tuple[float, str]] = {
     "network_timeout": (1, "seconds"),
     "acse_timeout": (1, "seconds"),
     "dimse_timeout": (1, "seconds"),
-    "poll_interval_us": (100, "microseconds (each association's loop polls at this interval)"),
+    "poll_interval_us": (100, "microseconds (the longest an association's loop waits)"),
     "session_idle_minutes": (1, "minutes (0 would end every session at once)"),
     "session_max_hours": (1, "hours (0 would end every session at once)"),
 }
@@ -336,7 +336,9 @@ class Config:
     # message once associated.
     acse_timeout: int = 30
     dimse_timeout: int = 60
-    poll_interval_us: int = 1000
+    # The longest an incoming association's network loop waits for data or
+    # a response to send before it looks at its timers (`dimse.waking`).
+    poll_interval_us: int = 50000
     max_find_results: int = 0
     # Seconds between forwarding passes (each sends what is due).
     forward_interval_seconds: float = 5.0

@@ -410,3 +410,77 @@ def test_an_ipv6_host_is_capped_by_its_64() -> None:
         table.stop()
         for s in sockets:
             s.close()
+
+
+@pytest.mark.parametrize("declared", [64 << 20, (1 << 32) - 1])
+def test_a_declared_length_costs_nothing_until_it_is_sent(declared: int) -> None:
+    """A PDU body is read into one buffer, but one grown a slice at a time:
+    a peer declaring gigabytes (max_pdu_size = 0 lets it) and sending ten
+    bytes makes the node allocate about a slice, not the declared length;
+    what does arrive is read whole and in order."""
+    import socket
+    import threading
+    import tracemalloc
+
+    from dicomnode.dimse.transport import READ_SLICE, GuardedSocket
+
+    near, far = socket.socketpair()
+    reader = GuardedSocket.__new__(GuardedSocket)
+    reader.socket = far
+    threading.Thread(target=lambda: (near.sendall(b"0123456789"), near.close())).start()
+    tracemalloc.start()
+    try:
+        got = reader._read(declared)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        far.close()
+    assert bytes(got) == b"0123456789"
+    assert peak < 2 * READ_SLICE + (1 << 20), peak
+    whole = bytes(range(256)) * 12_000  # 3 MB: three slices
+    near, far = socket.socketpair()
+    reader.socket = far
+    threading.Thread(target=lambda: (near.sendall(whole), near.close())).start()
+    assert bytes(reader._read(len(whole))) == whole
+    far.close()
+
+
+def test_an_incoming_association_waits_for_work_and_gives_its_sockets_back(
+    node: Node,
+) -> None:
+    """The network loop of an incoming association waits on its socket and
+    a wake-up pair (`dimse.waking`): a response handed to it wakes it at
+    once, and when associations end their wake-up pairs are closed (no
+    descriptor left behind, however many come and go)."""
+    import os
+
+    from pynetdicom.association import Association
+
+    from dicomnode.dimse.waking import WakingDUL
+
+    probe = Association(AE(), "requestor")
+    WakingDUL.install(probe.dul)
+    assert isinstance(probe.dul, WakingDUL)
+    probe.dul.to_provider_queue.put("a primitive to send")
+    assert select.select([probe.dul._wake[0]], [], [], 0)[0]  # woken, no wait
+    probe.dul.close_wake()
+
+    def descriptors() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    def echo_rounds() -> None:
+        ae = AE(ae_title="BISHKEK_ECHO")
+        ae.add_requested_context(Verification)
+        for _ in range(12):
+            assoc = ae.associate("127.0.0.1", node.dicom.port, ae_title="CHDNODE")
+            assert assoc.is_established
+            assert assoc.send_c_echo().Status == 0
+            assoc.release()
+
+    echo_rounds()  # warm: pools, loggers and the like open what they keep
+    settled = descriptors()
+    echo_rounds()
+    deadline = time.monotonic() + 60
+    while descriptors() > settled and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert descriptors() <= settled

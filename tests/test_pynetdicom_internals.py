@@ -40,7 +40,7 @@ from pynetdicom.transport import (
     ThreadedAssociationServer,
 )
 
-from dicomnode.dimse import receive, server, stored, transport
+from dicomnode.dimse import receive, server, stored, transport, waking
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -128,6 +128,7 @@ OVERRIDES: dict[type, set[str]] = {
     transport.SharedPortServer: set(),
     stored.SendsStoredFiles: {"send_c_store"},
     stored.NodeAE: {"associate"},
+    waking.WakingDUL: {"_run_loop_delay", "kill_dul"},
     receive.SpoolingDIMSE: {"receive_primitive", "message"},
 }
 
@@ -306,6 +307,7 @@ def test_a_node_subclass_collides_with_no_pynetdicom_name(
         ACSE: assoc.acse,
         Association: assoc,
         DIMSEServiceProvider: assoc.dimse,
+        DULServiceProvider: assoc.dul,
         ThreadedAssociationServer: association_server,
     }
     theirs = set(dir(base)) | set(vars(instances[base]) if base in instances else ())
@@ -376,3 +378,13 @@ def test_a_path_is_still_sent_in_pdu_sized_reads() -> None:
     assert _config.STORE_SEND_CHUNKED_DATASET is True  # set by dicomnode.dimse.stored
     assert "req._dataset_path = (fpath, offset)" in inspect.getsource(association)
     assert "self._data_set_path[1]" in inspect.getsource(dimse_messages)
+
+
+def test_the_dul_still_sleeps_where_the_waking_dul_waits() -> None:
+    """`dimse.waking` waits inside the read of ``_run_loop_delay``: the loop
+    must still read it exactly where it sleeps, once per idle turn."""
+    import inspect
+
+    source = inspect.getsource(DULServiceProvider.run_reactor)
+    assert source.count("time.sleep(self._run_loop_delay)") == 1
+    assert "self.to_provider_queue" in inspect.getsource(DULServiceProvider)

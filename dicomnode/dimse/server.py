@@ -364,8 +364,8 @@ class DicomServer:
         return SUCCESS
 
     def handle_open(self, event: evt.Event) -> None:
-        # The knob pynetdicom's maintainers name for latency versus idle CPU
-        # (pynetdicom issue #650); it has no public setter.
+        # pynetdicom's knob for its loop's 1 ms sleep (issue #650; no public
+        # setter): here the longest wait of one that wakes for work (`waking`).
         event.assoc.dul._run_loop_delay = self.config.poll_interval_us / 1e6
         spool_large_data_sets(event.assoc, self.ingestor.spool, self.ingestor.threshold)
 

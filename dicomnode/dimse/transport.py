@@ -40,12 +40,16 @@ from pynetdicom.transport import (
 
 from dicomnode.dimse.access import LOCAL_LIMIT_EXCEEDED, AccessPolicy
 from dicomnode.dimse.stored import SendsStoredFiles
+from dicomnode.dimse.waking import WakingDUL
 from dicomnode.net.connections import TOO_MANY, Connection, ConnectionTable
 
 log = logging.getLogger(__name__)
 
 A_ASSOCIATE_RQ = 0x01
 P_DATA_TF = 0x04
+# Buffer a PDU body is read into, grown a slice at a time (a P-DATA PDU of
+# the default max_pdu_size, 256 kB, is one slice).
+READ_SLICE = 1 << 20
 # Largest non-data PDU accepted (an A-ASSOCIATE-RQ with 128 contexts of 24
 # transfer syntaxes each stays well below).
 MAX_CONTROL_PDU = 1 << 20
@@ -94,7 +98,7 @@ class GuardedSocket(AssociationSocket):
         if self._refused:
             return bytearray()  # the DUL sees a short PDU: transport closed
         try:
-            data = super().recv(nr_bytes)
+            data = self._read(nr_bytes)
         except OSError:
             self._wake_acceptor()
             raise
@@ -116,6 +120,36 @@ class GuardedSocket(AssociationSocket):
         if self._type == P_DATA_TF and not self._count_instance_data(data):
             self._refuse(f"instance larger than {self.max_instance >> 20} MiB")
             return bytearray()
+        return data
+
+    def _read(self, nr_bytes: int) -> bytearray:
+        """``nr_bytes`` read straight into one buffer (pynetdicom reads 4 kB
+        at a time and copies each piece onto the last), short if the peer
+        closes. Allocated a slice at a time as data arrives: a declared
+        length costs nothing until it is sent."""
+        raw = self.socket
+        assert raw is not None  # recv is only called on an open connection
+        data = bytearray()
+        while len(data) < nr_bytes:
+            start = len(data)
+            slice_ = bytearray(min(nr_bytes - start, READ_SLICE))
+            if start:
+                data += slice_
+            else:
+                data = slice_  # the common case: the whole body, no copy
+            view = memoryview(data)[start:]
+            filled = 0
+            try:
+                while filled < len(view):
+                    got = raw.recv_into(view[filled:])
+                    if not got:
+                        break
+                    filled += got
+            finally:
+                view.release()
+            if filled < len(data) - start:
+                del data[start + filled :]
+                break
         return data
 
     def _count_instance_data(self, body: bytearray) -> bool:
@@ -213,6 +247,7 @@ class GuardedAssociation(SendsStoredFiles):
         plain.__class__ = cls
         assert isinstance(plain, cls)  # now it is
         plain.connection = entry
+        WakingDUL.install(plain.dul)  # its network loop waits for work, no 1 ms polls
         return plain
 
     def run(self) -> None:
@@ -228,6 +263,8 @@ class GuardedAssociation(SendsStoredFiles):
             if raw is not None:
                 node_server(self._server).shutdown_request(raw)
         finally:
+            if isinstance(self.dul, WakingDUL):
+                self.dul.close_wake()
             node_server(self._server).ended(self.connection)
 
 
