@@ -52,6 +52,28 @@ AlsoWrite = Callable[[Connection, "StoreOutcome"], None]
 _ONE_MORE_COPY = {instances.c.copies_received: instances.c.copies_received + 1}
 
 
+class ClaimLost(Exception):
+    """A UID looked at as free was claimed for another patient before the
+    store's transaction could claim it: nothing is written; the caller
+    de-identifies again, claiming first (`Index.claim_uids`)."""
+
+
+def claim_in(conn: Connection, pseudonym: str, claims: dict[str, str]) -> None:
+    """Claim ``claims`` (UID -> level) for ``pseudonym`` in the caller's
+    transaction (a store's); `ClaimLost` if another patient holds one."""
+    if not claims:
+        return
+    rows = [{"uid": u, "pseudonym": pseudonym, "level": lv} for u, lv in sorted(claims.items())]
+    conn.execute(insert_for(conn, uid_owners).values(rows).on_conflict_do_nothing())
+    taken = conn.execute(
+        select(uid_owners.c.uid).where(
+            uid_owners.c.uid.in_(sorted(claims)), uid_owners.c.pseudonym != pseudonym
+        )
+    ).first()
+    if taken is not None:
+        raise ClaimLost(pseudonym)
+
+
 class ForeignParent(ValueError):
     """The study or series an instance names is another patient's: it is not
     stored there (claims keep this from happening; this is the last guard)."""
@@ -378,6 +400,21 @@ class Index:
                 .where(instances.c.sopinstanceuid == sop_instance_uid)
                 .values(copies_received=instances.c.copies_received + copies)
             )
+
+    def uid_owners(self, uids: Iterable[str]) -> dict[str, str]:
+        """Who holds which of ``uids`` (UID -> pseudonym), read only."""
+        wanted = sorted(set(uids))
+        found: dict[str, str] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(wanted), 500):
+                found |= dict(
+                    conn.execute(
+                        select(uid_owners.c.uid, uid_owners.c.pseudonym).where(
+                            uid_owners.c.uid.in_(wanted[start : start + 500])
+                        )
+                    ).all()
+                )
+        return found
 
     def claim_uids(
         self,

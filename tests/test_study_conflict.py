@@ -726,3 +726,41 @@ def test_the_demo_set_has_one_child_per_study_and_exports_consistently(
         ds = item.load()
         studies[str(ds.StudyInstanceUID)].add(str(ds.PatientID))
     assert all(len(who) == 1 for who in studies.values())
+
+
+def test_a_uid_claimed_between_the_look_and_the_store_is_still_kept_apart(
+    ingestor: Ingestor, archive: Archive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ingest looks who holds an instance's new UIDs and, when nobody
+    does, claims them in the store's own transaction (one transaction, not
+    two). Another patient's instance claiming the study in between (made
+    here by a look that sees nothing) must not merge the children: the
+    store finds the claim, writes nothing, and the instance is done again,
+    claiming first, and kept apart."""
+    study = uid()
+    first = ingestor.ingest(incoming(xa(A, study_uid=study), calling_ae="BISHKEK_CATH"))
+    assert first.status == 0
+    monkeypatch.setattr(type(archive.index), "uid_owners", lambda self, uids: {})
+    second = ingestor.ingest(incoming(xa(B, seed=1, study_uid=study), calling_ae="BISHKEK_CATH"))
+    assert second.status == WARNING, second.comment
+    assert second.comment.startswith("study UID is another patient's")
+    for children in children_by_study(archive).values():
+        assert len(children) == 1, children
+    assert len(conflict_records(archive)) == 1
+
+
+def test_uids_nobody_holds_are_claimed_with_the_instance(
+    ingestor: Ingestor, archive: Archive
+) -> None:
+    """The common case, one transaction: after the store, the instance's
+    study, series and SOP Instance UIDs are its patient's in uid_owners."""
+    ds = xa(A, study_uid=uid())
+    result = ingestor.ingest(incoming(ds, calling_ae="BISHKEK_CATH"))
+    assert result.status == 0
+    stored_ds = result.dataset
+    assert stored_ds is not None
+    mine = pseudonym(ingestor, A)
+    with archive.index.engine.connect() as conn:
+        owners = dict(conn.execute(select(uid_owners.c.uid, uid_owners.c.pseudonym)).all())
+    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+        assert owners[str(stored_ds[keyword].value)] == mine, keyword

@@ -91,6 +91,9 @@ class Subject:
     # Original UIDs another patient already holds: remapped within this
     # patient's scope, so its instance never joins (or replaces) the other's.
     scoped_uids: frozenset[str] = frozenset()
+    # New UIDs (UID -> level) nobody held when looked at, for the store's own
+    # transaction to claim (`Deidentifier._claim`, optimistic).
+    claims: dict[str, str] = field(default_factory=dict)
 
 
 def _redecoded(text: str) -> list[str]:

@@ -70,6 +70,9 @@ class Deidentified:
     # Levels ("study", "series", "instance") whose UID another patient holds,
     # with its pseudonym: this instance is kept apart under UIDs of its own.
     apart: dict[str, str] = field(default_factory=dict)
+    # New UIDs (UID -> level) the store must claim in its transaction
+    # (`storage.index.claim_in`): looked at, not yet claimed.
+    claims: dict[str, str] = field(default_factory=dict)
 
 
 # The UIDs an instance is stored under, claimed for its patient.
@@ -292,6 +295,9 @@ class _Sender:
     issuer: str
     patient_key: str
     calling_ae: str | None
+    # Claim UIDs in the store's transaction when nobody holds them (the
+    # caller retries without on `ClaimLost`), not in one of their own.
+    optimistic: bool = False
 
 
 class Deidentifier:
@@ -331,6 +337,7 @@ class Deidentifier:
         layout: Layout | None = None,
         inflated: bool = False,
         spool: Spool | None = None,
+        optimistic: bool = False,
     ) -> Deidentified:
         """``header`` and ``layout`` (from `ingest.inspect`) let pixels that no
         rule touches pass through without decoding the data set again.
@@ -338,7 +345,7 @@ class Deidentifier:
         A spool file needs both, and the ``spool`` its output goes to."""
         syntax = UID(transfer_syntax)
         rectangles = self.policy_for(calling_ae).blank_rectangles
-        sender = _Sender(issuer, patient_key, calling_ae)
+        sender = _Sender(issuer, patient_key, calling_ae, optimistic)
         if isinstance(data, SpoolFile):
             if header is None or layout is None or spool is None:
                 raise ValueError("a spooled data set needs its header, layout and a spool")
@@ -350,6 +357,7 @@ class Deidentifier:
                     patient_key=patient_key,
                     calling_ae=calling_ae,
                     inflated=True,
+                    optimistic=optimistic,
                 )
             return self._spooled(data, syntax, header, layout, rectangles, spool, sender)
         if syntax.is_deflated and not inflated:
@@ -369,7 +377,9 @@ class Deidentifier:
             return self._result(ds, encoded, syntax, reason, apart, subject, False)
         document = document_reason(ds)
         if document:
-            return Deidentified(ds, encode(ds, syntax), syntax, document, apart=apart)
+            return Deidentified(
+                ds, encode(ds, syntax), syntax, document, apart=apart, claims=subject.claims
+            )
         cleaned, target, reason = clean_and_verify(
             ds, syntax, rectangles, subject.matcher, self.ocr, self.ocr.deferred
         )
@@ -388,14 +398,16 @@ class Deidentifier:
         """What the step returns; one held for deferred OCR carries what the
         verifier will need."""
         awaiting = AwaitingOcr(cleaned, subject.matcher.values) if reason == AWAITING_OCR else None
-        return Deidentified(ds, data, syntax, reason, awaiting=awaiting, apart=apart)
+        return Deidentified(
+            ds, data, syntax, reason, awaiting=awaiting, apart=apart, claims=subject.claims
+        )
 
     def _header(self, ds: Dataset, sender: _Sender) -> tuple[Subject, dict[str, str]]:
         """Seal the identity, claim the UIDs, de-identify the header in place."""
         original = original_identity(ds, sender.issuer, sender.calling_ae)
         header = self.header_for(sender.calling_ae)
         subject = header.subject(ds, sender.issuer, sender.patient_key)
-        study, apart = self._claim(ds, header, subject, original)
+        study, apart = self._claim(ds, header, subject, original, sender.optimistic)
         header.apply(ds, subject)
         if str(ds.StudyInstanceUID) != study:  # the walker must agree with the claim
             raise RuntimeError("study UID differs from the one claimed")
@@ -428,11 +440,11 @@ class Deidentifier:
         if untouched:
             # No rule touches these pixels: the element goes on exactly as sent.
             kept = self._assemble(ds, syntax, [(body, pixels.start, pixels.end)], [], spool)
-            return Deidentified(ds, kept, syntax, apart=apart)
+            return Deidentified(ds, kept, syntax, apart=apart, claims=subject.claims)
         document = document_reason(ds)
         if document and pixels.syntax == syntax:
             encoded = self._assemble(ds, syntax, pixels.as_sent(ds, syntax), [], spool)
-            return Deidentified(ds, encoded, syntax, document, apart=apart)
+            return Deidentified(ds, encoded, syntax, document, apart=apart, claims=subject.claims)
         cleaned, target, reason = clean_and_verify_spooled(
             ds,
             pixels,
@@ -443,7 +455,9 @@ class Deidentifier:
             spool,
         )
         encoded = self._assemble(ds, target, cleaned.element, cleaned.owns, spool)
-        return Deidentified(ds, encoded, target, document or reason, apart=apart)
+        return Deidentified(
+            ds, encoded, target, document or reason, apart=apart, claims=subject.claims
+        )
 
     @staticmethod
     def _all_but_pixels(body: SpoolFile, syntax: UID, layout: Layout) -> Dataset:
@@ -482,6 +496,7 @@ class Deidentifier:
         header: HeaderDeidentifier,
         subject: Subject,
         original: OriginalIdentity,
+        optimistic: bool = False,
     ) -> tuple[str, dict[str, str]]:
         """Claim the new study, series and instance UIDs for the patient
         before anything is written; a UID
@@ -505,6 +520,12 @@ class Deidentifier:
             study = new[primary["study"]]
             claims = {new[uid]: GROUP_LEVEL for uid in grouping}
             claims |= {new[uid]: level for level, uid in reversed(primary.items())}
+            if optimistic:  # a look first: nearly always the patient's own or nobody's
+                optimistic = False
+                owners = self.index.uid_owners(new.values())
+                if all(owner == pseudonym for owner in owners.values()):
+                    subject.claims = {u: lv for u, lv in claims.items() if u not in owners}
+                    return study, apart
             # The sealed identity is written with the instance (`Archive.store`).
             taken = self.index.claim_uids(pseudonym, claims, new.values())
             if not taken:

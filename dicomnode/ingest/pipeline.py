@@ -25,6 +25,7 @@ import logging
 import re
 import shutil
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import date
 from enum import StrEnum
@@ -65,7 +66,7 @@ from dicomnode.media.spool import Pieces, Spool, SpoolFile
 from dicomnode.status import DIFFERENT_STUDY, SUCCESS
 from storage.archive import Archive, DuplicatePolicy
 from storage.audit import MINOR_FAILURE
-from storage.index import AlsoWrite, ForeignParent, LinkageRow, StoreOutcome
+from storage.index import AlsoWrite, ClaimLost, ForeignParent, LinkageRow, StoreOutcome, claim_in
 from storage.keys import Level
 from storage.record import InstanceRecord, is_placeholder_id, record_from_dataset
 from storage.values import normalise_issuer
@@ -457,6 +458,7 @@ class Ingestor:
         sealed: LinkageRow,
         apart: dict[str, str],
         source: str,
+        claimed: Callable[[Connection], None],
     ) -> bool:
         """Hold an instance until deferred OCR has read it: held as any
         held instance (encrypted, invisible), and queued for the verifier in
@@ -470,6 +472,7 @@ class Ingestor:
         def queued(conn: Connection) -> None:
             if keep_first and waiting_in(conn, uid):
                 raise AlreadyWaiting(uid)  # the hold's transaction rolls back whole
+            claimed(conn)
             enqueue_in(conn, uid, awaiting.cleaned, identity)
             if apart:
                 self._audit_apart(conn, record, apart, source)
@@ -535,12 +538,21 @@ class Ingestor:
         """Check, de-identify and store one instance; its status."""
         scratch: list[SpoolFile | Pieces] = []  # what this ingest spooled itself
         try:
-            return self._ingest(incoming, scratch)
+            try:
+                return self._ingest(incoming, scratch, optimistic=True)
+            except ClaimLost:  # a UID seen free was claimed meanwhile: claim first
+                return self._ingest(incoming, scratch, optimistic=False)
         finally:
             for spooled in scratch:
                 spooled.close()
 
-    def _ingest(self, incoming: Incoming, scratch: list[SpoolFile | Pieces]) -> IngestResult:
+    def _ingest(
+        self, incoming: Incoming, scratch: list[SpoolFile | Pieces], optimistic: bool
+    ) -> IngestResult:
+        """One try. ``optimistic``: the instance's new UIDs are claimed in
+        the store's transaction when nobody held them a moment before; one
+        claimed meanwhile raises `ClaimLost` (nothing written) and the caller
+        tries again claiming first."""
         reference = ""
         try:
             body = self._inflated(incoming)
@@ -577,6 +589,7 @@ class Ingestor:
                 layout=layout,
                 inflated=True,
                 spool=self.spool if isinstance(body, SpoolFile) else None,
+                optimistic=optimistic,
             )
             if isinstance(clean.data, Pieces):
                 scratch.append(clean.data)
@@ -608,8 +621,14 @@ class Ingestor:
                 self.deidentify.cipher.seal(identity, pseudonym, study),
             )
             apart = clean.apart
+            claims = clean.claims
+
+            def claimed(conn: Connection) -> None:
+                claim_in(conn, pseudonym, claims)  # ClaimLost: rolled back, tried again
+
             if clean.awaiting is not None and clean.quarantine == AWAITING_OCR:
-                if not self._await_ocr(record, encoded, clean.awaiting, sealed, apart, source):
+                awaiting = (record, encoded, clean.awaiting, sealed, apart, source, claimed)
+                if not self._await_ocr(*awaiting):
                     return IngestResult(Outcome.DUPLICATE, SUCCESS, "", reference)
                 log.debug("verifying %s from %s", reference, incoming.calling_ae or "import")
                 # Answered as stored: the verifier stores it, unless OCR finds identity.
@@ -618,6 +637,7 @@ class Ingestor:
                 why = clean.quarantine
 
                 def held(conn: Connection) -> None:
+                    claimed(conn)
                     # Audited in the hold's transaction: no hold without its record.
                     self.archive.index.audit.append(
                         conn,
@@ -641,15 +661,18 @@ class Ingestor:
 
             def kept_apart(conn: Connection, stored: StoreOutcome) -> None:
                 # In the store's transaction; a re-sent copy was audited when first stored.
-                if stored is not StoreOutcome.DUPLICATE:
+                claimed(conn)
+                if apart and stored is not StoreOutcome.DUPLICATE:
                     self._audit_apart(conn, record, apart, source)
 
             # The one store (a held copy of it, if any, goes with it);
             # forwarding follows from its change row, not from here.
-            also = kept_apart if apart else None
+            also = kept_apart if apart or claims else None
             outcome = Outcome(self.archive.store(record, encoded, sealed, also).value)
             if apart:
                 log.warning("kept apart %s: %s", reference, comment)
+        except ClaimLost:
+            raise
         except Exception as exc:
             return _refused(exc, reference)
         log.debug("%s %s from %s", outcome, reference, incoming.calling_ae or "import")
