@@ -66,7 +66,8 @@ class Node:
         )
         self.runner.on_stop(self.forwarder.stop)  # a pass ends between two instances
         # Deferred OCR: instances answered and held until read (any process's).
-        self.verifier = Verifier(self.ingestor, workers(config.ocr_workers))
+        threads = workers(config.ocr_workers, config.receiving_processes)
+        self.verifier = Verifier(self.ingestor, threads)
         self.runner.every("ocr", VERIFY_INTERVAL, self.verifier.run_once)
         self.runner.on_stop(self.verifier.stop)  # reading ends; the rest goes back
         exports.install(self.runner, config, self.archive)

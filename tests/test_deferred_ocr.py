@@ -215,3 +215,35 @@ def test_storescu_gets_success_and_the_echo_appears_once_read(tmp_path: Path) ->
         assert len(instances()) == 5
         (held,) = node.archive.index.quarantined()
         assert held["reason"].startswith("OCR found identity text")
+
+
+def test_stow_reads_before_it_answers_so_its_urls_are_there(tmp_path: Path) -> None:
+    """STOW-RS names where each instance can be retrieved, and tells a hold:
+    with deferred OCR on, it still reads first, so a clean echo is there at
+    once and a burned-in name is answered as held (a warning), not stored."""
+    import requests
+    from werkzeug.security import generate_password_hash
+
+    from dicomnode.node import Node
+    from tests.test_dicomweb import PASSWORD, part10, stow
+
+    config = make_config(tmp_path, ocr_deferred=True, http_host="127.0.0.1")
+    with Node(config, web=True) as node:
+        node.archive.index.accounts.add(
+            "pacs", generate_password_hash(PASSWORD), "cardiologist", "NCC Bishkek", sees=None
+        )
+        url = f"http://127.0.0.1:{node.http_port}/dicom-web"
+        study, series = generate_uid(UID_ROOT), generate_uid(UID_ROOT)
+        answer = stow(url, "pacs", part10(echo(1, study, series)))
+        assert answer.status_code == 200, answer.text
+        retrieve = answer.json()["00081199"]["Value"][0]["00081190"]["Value"][0]
+        got = requests.get(
+            retrieve,
+            auth=("pacs", PASSWORD),
+            headers={"Accept": 'multipart/related; type="application/dicom"'},
+        )
+        assert got.status_code == 200, got.text
+        assert node.archive.index.ocr_queue.waiting() == 0
+        held = stow(url, "pacs", part10(attacks.staff_and_phone_only_in_pixels()))
+        assert held.status_code == 202, held.text  # accepted with a warning: held
+        assert node.archive.index.quarantined()[0]["reason"].startswith("OCR found")

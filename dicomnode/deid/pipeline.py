@@ -298,6 +298,8 @@ class _Sender:
     # Claim UIDs in the store's transaction when nobody holds them (the
     # caller retries without on `ClaimLost`), not in one of their own.
     optimistic: bool = False
+    # OCR after the answer (``ocr_deferred``, unless the door reads now).
+    defer_ocr: bool = False
 
 
 class Deidentifier:
@@ -338,6 +340,7 @@ class Deidentifier:
         inflated: bool = False,
         spool: Spool | None = None,
         optimistic: bool = False,
+        defer_ocr: bool = True,
     ) -> Deidentified:
         """``header`` and ``layout`` (from `ingest.inspect`) let pixels that no
         rule touches pass through without decoding the data set again.
@@ -345,7 +348,9 @@ class Deidentifier:
         A spool file needs both, and the ``spool`` its output goes to."""
         syntax = UID(transfer_syntax)
         rectangles = self.policy_for(calling_ae).blank_rectangles
-        sender = _Sender(issuer, patient_key, calling_ae, optimistic)
+        sender = _Sender(
+            issuer, patient_key, calling_ae, optimistic, defer_ocr and self.ocr.deferred
+        )
         if isinstance(data, SpoolFile):
             if header is None or layout is None or spool is None:
                 raise ValueError("a spooled data set needs its header, layout and a spool")
@@ -358,13 +363,15 @@ class Deidentifier:
                     calling_ae=calling_ae,
                     inflated=True,
                     optimistic=optimistic,
+                    defer_ocr=defer_ocr,
                 )
             return self._spooled(data, syntax, header, layout, rectangles, spool, sender)
         if syntax.is_deflated and not inflated:
             inflated_data = inflate(data, limit=self.setup.max_instance_mb << 20)
             assert isinstance(inflated_data, bytes)  # no spool: never spilled
             data = inflated_data
-        ds, kept_pixels = self._read(data, syntax, header, layout, rectangles)
+        defer = sender.defer_ocr
+        ds, kept_pixels = self._read(data, syntax, header, layout, rectangles, defer)
         if kept_pixels is None and syntax == ExplicitVRBigEndian and has_pixels(ds):
             to_little_endian(ds)
             syntax = ExplicitVRLittleEndian
@@ -372,7 +379,7 @@ class Deidentifier:
         subject, apart = self._header(ds, sender)
         if kept_pixels is not None:
             # No rule touches these pixels: the element goes on exactly as sent.
-            reason = AWAITING_OCR if self.ocr.deferred and must_read(ds, self.ocr, True) else None
+            reason = AWAITING_OCR if defer and must_read(ds, self.ocr, True) else None
             encoded = encode(ds, syntax) + kept_pixels
             return self._result(ds, encoded, syntax, reason, apart, subject, False)
         document = document_reason(ds)
@@ -381,7 +388,7 @@ class Deidentifier:
                 ds, encode(ds, syntax), syntax, document, apart=apart, claims=subject.claims
             )
         cleaned, target, reason = clean_and_verify(
-            ds, syntax, rectangles, subject.matcher, self.ocr, self.ocr.deferred
+            ds, syntax, rectangles, subject.matcher, self.ocr, defer
         )
         return self._result(ds, encode(ds, target), target, reason, apart, subject, cleaned)
 
@@ -543,6 +550,7 @@ class Deidentifier:
         header: Dataset | None,
         layout: Layout | None,
         rectangles: tuple,
+        defer: bool,
     ) -> tuple[Dataset, bytes | None]:
         """The already decoded header and the encoded Pixel Data element when
         the pixels can pass through untouched (no rule cleans them, OCR need
@@ -552,7 +560,7 @@ class Deidentifier:
         if (
             header is not None
             and layout is not None
-            and self._untouched(header, layout, syntax, rectangles, self.ocr.deferred)
+            and self._untouched(header, layout, syntax, rectangles, defer)
             and not (
                 layout.pixel_length is not None
                 and layout.pixel_end is not None

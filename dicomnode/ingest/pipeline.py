@@ -95,6 +95,10 @@ class Incoming:
     # STOW-RS ``POST /studies/{study}``: the node's (de-identified) study the
     # instance must land in; refused (DIFFERENT_STUDY) before it is stored.
     study: str | None = None
+    # OCR before the answer even with ``ocr_deferred``: a door whose answer
+    # names where to retrieve the instance (STOW-RS) must not name one that
+    # is not there yet, and can say it was held.
+    read_now: bool = False
 
 
 class Outcome(StrEnum):
@@ -590,6 +594,7 @@ class Ingestor:
                 inflated=True,
                 spool=self.spool if isinstance(body, SpoolFile) else None,
                 optimistic=optimistic,
+                defer_ocr=not incoming.read_now,
             )
             if isinstance(clean.data, Pieces):
                 scratch.append(clean.data)

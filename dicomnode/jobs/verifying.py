@@ -50,9 +50,10 @@ class NotWaiting(Exception):
     re-send replaced it, the lease passed on): nothing is stored."""
 
 
-def workers(configured: int) -> int:
-    """``ocr_workers`` as threads: 0 is one per core, less one for the network."""
-    return configured or max(1, (os.cpu_count() or 1) - 1)
+def workers(configured: int, processes: int = 1) -> int:
+    """``ocr_workers`` as threads: 0 is the cores less one for the network,
+    shared among the node's receiving ``processes``, at least one each."""
+    return configured or max(1, ((os.cpu_count() or 1) - 1) // processes)
 
 
 class Verifier:

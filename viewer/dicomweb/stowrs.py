@@ -219,6 +219,7 @@ def _one(
             issuer=issuer,
             source=f"STOW-RS {g.user.username}",
             study=study,
+            read_now=True,  # its answer names where to retrieve it, or says held
         )
     )
     if result.outcome is Outcome.REJECTED:
