@@ -26,7 +26,7 @@ from storage.plans import Plans
 from storage.private import create_private
 from storage.query import Query, run_query
 from storage.record import InstanceRecord
-from storage.rows import get_or_create, insert_for, serialise, upsert_patient
+from storage.rows import get_or_create, insert_for, reading, serialise, upsert_patient
 from storage.schema import (
     instances,
     linkage,
@@ -373,10 +373,12 @@ class Index:
         """Count one more copy of an indexed instance of this patient; False
         if it is not indexed, or is another patient's. Nearly every instance
         is new: a read says so without taking the writer's turn."""
-        with self.engine.connect() as conn:
-            known = conn.execute(
+        known = reading(
+            self.engine,
+            lambda conn: conn.execute(
                 select(instances.c.pk).where(instances.c.sopinstanceuid == sop_instance_uid)
-            ).first()
+            ).first(),
+        )
         if known is None:
             return self.ocr_queue.note_copy(sop_instance_uid, pseudonym)
         statement = (
@@ -404,8 +406,9 @@ class Index:
     def uid_owners(self, uids: Iterable[str]) -> dict[str, str]:
         """Who holds which of ``uids`` (UID -> pseudonym), read only."""
         wanted = sorted(set(uids))
-        found: dict[str, str] = {}
-        with self.engine.connect() as conn:
+
+        def owners(conn: Connection) -> dict[str, str]:
+            found: dict[str, str] = {}
             for start in range(0, len(wanted), 500):
                 found |= dict(
                     conn.execute(
@@ -414,7 +417,9 @@ class Index:
                         )
                     ).all()
                 )
-        return found
+            return found
+
+        return reading(self.engine, owners)
 
     def claim_uids(
         self,

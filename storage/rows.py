@@ -8,13 +8,37 @@ its row, instead of failing on the unique constraint.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Table, func, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 
 from storage.keys import UNIQUE_KEY, Level
 from storage.schema import PARENT_FK, TABLES, patients
+
+T = TypeVar("T")
+READ_ATTEMPTS = 3
+
+
+def reading(engine: Engine, work: Callable[[Connection], T], lock: Any = None) -> T:
+    """``work`` on a connection of its own (in a transaction, under
+    ``lock``, when a lock is given: a write), run again when the connection
+    was lost (a database restart: the pool then drops its old connections),
+    as stores are: a step on the ingest's path must not fail a store."""
+    for attempt in range(READ_ATTEMPTS):
+        try:
+            if lock is None:
+                with engine.connect() as conn:
+                    return work(conn)
+            with lock, engine.begin() as conn:
+                return work(conn)
+        except OperationalError:
+            if attempt == READ_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def insert_for(conn: Connection, table: Table) -> Any:

@@ -32,6 +32,7 @@ from sqlalchemy import (
 )
 
 from storage.leases import RELEASED, claim, lease_columns
+from storage.rows import reading
 from storage.schema import metadata, quarantine
 
 ocr_queue = Table(
@@ -139,24 +140,24 @@ class OcrQueue:
         """A re-sent copy of an instance of this patient waiting for OCR:
         counted, not de-identified again (the first copy is kept); False if
         none waits (read first: nearly every instance is new)."""
-        with self.engine.connect() as conn:
-            waits = conn.execute(
+        waits = reading(
+            self.engine,
+            lambda conn: conn.execute(
                 select(ocr_queue.c.pk).where(ocr_queue.c.sopinstanceuid == sop_instance_uid)
-            ).first()
+            ).first(),
+        )
         if waits is None:
             return False
         ours = exists().where(
             (quarantine.c.sopinstanceuid == sop_instance_uid)
             & (quarantine.c.pseudonym == pseudonym)
         )
-        with self._lock, self.engine.begin() as conn:
-            return bool(
-                conn.execute(
-                    ocr_queue.update()
-                    .where((ocr_queue.c.sopinstanceuid == sop_instance_uid) & ours)
-                    .values(copies=ocr_queue.c.copies + 1)
-                ).rowcount
-            )
+        counted = (
+            ocr_queue.update()
+            .where((ocr_queue.c.sopinstanceuid == sop_instance_uid) & ours)
+            .values(copies=ocr_queue.c.copies + 1)
+        )
+        return bool(reading(self.engine, lambda conn: conn.execute(counted).rowcount, self._lock))
 
     def waiting(self) -> int:
         """How many instances wait for OCR (`dicomnode status`, the benchmark)."""
