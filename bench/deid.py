@@ -44,7 +44,8 @@ log = logging.getLogger(__name__)
 
 
 def node_step(tmp: Path, ocr: bool = True) -> Callable[[Path], bytes]:
-    config = Config(data_dir=tmp / "var", key_dir=tmp / "keys", ocr=ocr)
+    # Offline, as `dicomnode import`: OCR (when on) reads before the result.
+    config = Config(data_dir=tmp / "var", key_dir=tmp / "keys", ocr=ocr, ocr_deferred=False)
     config.data_dir.mkdir(parents=True)
     index = Index(f"sqlite:///{tmp / 'index.sqlite'}")
     deidentify = Deidentifier(deid_setup(config), index)
