@@ -160,6 +160,10 @@ _ORIGINS = _hooks(lambda v: parse_origins(v), lambda v: _quote(", ".join(v)))
 _MODALITIES = _hooks(_modalities_from, lambda v: _quote(",".join(sorted(v))))
 
 
+# The default number of receiving processes on PostgreSQL at most (`receivers`).
+DEFAULT_RECEIVERS_MOST = 4
+
+
 class ConfigError(ValueError):
     """The configuration cannot be used; the message says which key and why.
     ``keys``: the [node] keys (or entry tables) whose values the rule read,
@@ -308,9 +312,9 @@ class Config:
     # cannot crowd out the others).
     max_pending_per_address: int = 8
     # Processes receiving on the DICOM port (SO_REUSEPORT), each with its
-    # own de-identification and OCR: 0 is one per core on PostgreSQL, one on
-    # SQLite (several need PostgreSQL). Connection and association caps
-    # above are the node's: each process takes its share.
+    # own de-identification and OCR: 0 is one per core on PostgreSQL (four
+    # at most), one on SQLite (several need PostgreSQL). Connection and
+    # association caps above are the node's: each process takes its share.
     receivers: int = 0
     # Seconds, in all, a new DICOM connection has to deliver its
     # A-ASSOCIATE-RQ (TLS handshake included), however slowly bytes trickle.
@@ -402,7 +406,11 @@ class Config:
         """How many processes receive on the DICOM port (``receivers``)."""
         if self.receivers:
             return self.receivers
-        return max(1, os.cpu_count() or 1) if self.index_url.startswith("postgresql") else 1
+        if not self.index_url.startswith("postgresql"):
+            return 1
+        # More would split the association caps too thin: SO_REUSEPORT hands
+        # connections out by hash, not by load.
+        return max(1, min(os.cpu_count() or 1, DEFAULT_RECEIVERS_MOST))
 
     @property
     def effective_index_url(self) -> str:

@@ -33,6 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from storage.blobs import BlobRef, BlobStore, Stream, open_stores
 from storage.index import AlsoWrite, Index, LinkageRow, StoreOutcome
 from storage.record import InstanceRecord
+from storage.verifying import OcrWait
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,7 @@ class Archive:
         data: bytes | Stream,
         linkage_row: LinkageRow | None = None,
         also: AlsoWrite | None = None,
+        after: Callable[[Connection], None] | None = None,
     ) -> StoreOutcome:
         """The one store, whatever the door (DIMSE, STOW-RS, import, the
         node's own SRs, a released held instance): the blob written and
@@ -158,9 +160,12 @@ class Archive:
                 linkage_row=linkage_row,
                 also=also,
                 replacement=replacement,
+                after=after,
             )
         else:
-            outcome, held, superseded = self._store_stream(record, data, linkage_row, also, again)
+            outcome, held, superseded = self._store_stream(
+                record, data, linkage_row, also, again, after
+            )
         if held is not None:
             self._drop_held_blob(uid, held)
         if superseded is not None:
@@ -174,6 +179,7 @@ class Archive:
         linkage_row: LinkageRow | None,
         also: AlsoWrite | None = None,
         again: str = "",
+        after: Callable[[Connection], None] | None = None,
     ) -> tuple[StoreOutcome, str | None, str | None]:
         """`store` for a stream: written as it is read, its size and digest
         known once written (`Index.add` writes the blob before the row); a
@@ -192,6 +198,7 @@ class Archive:
             linkage_row=linkage_row,
             also=also,
             replacement=lambda: self.blobs.put_stream(again, data.chunks()),
+            after=after,
         )
 
     def _drop_superseded(self, sop_instance_uid: str, key: str) -> None:
@@ -222,13 +229,15 @@ class Archive:
         reason: str,
         linkage_row: LinkageRow | None = None,
         also: Callable[[Connection], None] | None = None,
+        ocr: OcrWait | None = None,
     ) -> None:
         """Hold an instance apart, encrypted: not in the index tables queries
         and export read (nor in the change feed until it is released). The
         index records the sealed blob's size and digest, and the study's
-        sealed identity (and ``also``'s rows) in the same transaction."""
+        sealed identity (and ``also``'s rows) in the same transaction;
+        ``ocr``, the instance waits for deferred OCR (`storage.verifying`)."""
         if not isinstance(data, bytes):
-            self._quarantine_stream(record, data, reason, linkage_row, also)
+            self._quarantine_stream(record, data, reason, linkage_row, also, ocr)
             return
         sealed = self._cipher().seal(record.sop_instance_uid, data)
         blob = BlobRef.of(self.held.key_for(record.sop_instance_uid), sealed)
@@ -239,6 +248,7 @@ class Archive:
             write_blob=lambda: self.held.put(blob.key, sealed),
             linkage_row=linkage_row,
             also=also,
+            ocr=ocr,
         )
 
     def _quarantine_stream(
@@ -248,6 +258,7 @@ class Archive:
         reason: str,
         linkage_row: LinkageRow | None,
         also: Callable[[Connection], None] | None = None,
+        ocr: OcrWait | None = None,
     ) -> None:
         """Sealed twice with one nonce: once to learn the digest the row needs
         before the write, once to write. Both passes encrypt the same
@@ -267,7 +278,7 @@ class Archive:
                 raise OSError("the held instance changed while it was sealed")
 
         self.index.add_quarantined(
-            record, blob, reason, write_blob=write, linkage_row=linkage_row, also=also
+            record, blob, reason, write_blob=write, linkage_row=linkage_row, also=also, ocr=ocr
         )
 
     def seal_for_hold(self, sop_instance_uid: str, plain: bytes) -> bytes:

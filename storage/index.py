@@ -37,7 +37,7 @@ from storage.schema import (
     uid_owners,
 )
 from storage.throttle import LoginThrottle
-from storage.verifying import OcrQueue, done_in, ocr_queue
+from storage.verifying import OcrQueue, OcrWait, done_in, enqueue_in, ocr_queue
 
 # A transaction that lost a race to another process is run again this often.
 _ATTEMPTS = 4
@@ -72,6 +72,17 @@ def claim_in(conn: Connection, pseudonym: str, claims: dict[str, str]) -> None:
     ).first()
     if taken is not None:
         raise ClaimLost(pseudonym)
+
+
+def add_copies_in(conn: Connection, sop_instance_uid: str, copies: int) -> None:
+    """Count copies received before the instance was stored (while it
+    waited for OCR), in the store's transaction."""
+    if copies:
+        conn.execute(
+            instances.update()
+            .where(instances.c.sopinstanceuid == sop_instance_uid)
+            .values(copies_received=instances.c.copies_received + copies)
+        )
 
 
 class ForeignParent(ValueError):
@@ -238,6 +249,7 @@ class Index:
         linkage_row: LinkageRow | None = None,
         also: AlsoWrite | None = None,
         replacement: Callable[[], BlobRef] | None = None,
+        after: Callable[[Connection], None] | None = None,
     ) -> tuple[StoreOutcome, str | None, str | None]:
         """Index one instance, creating its patient, study and series as needed;
         the outcome, the key of a held blob it supersedes and the key of the
@@ -261,14 +273,19 @@ class Index:
         duplicate; a conflict on a parent row (a stale cached series, a
         deadlock) is retried. A study or series of another patient raises
         `ForeignParent`, nothing written. ``also`` writes more rows in
-        the transaction, before the blob.
+        the transaction, before the blob; ``after``, once the instance's row
+        is written (whatever the outcome).
         """
         cached = (*_owner(record), record.columns[Level.SERIES]["seriesinstanceuid"])
         if replace and replacement is None:
             raise ValueError("a replace writes its blob beside the live one: give replacement")
         outcome, series_pk, held, superseded = self._transaction(
-            lambda conn: self._add(
-                conn, record, cached, blob, replace, write_blob, linkage_row, also, replacement
+            lambda conn: self._finished(
+                conn,
+                self._add(
+                    conn, record, cached, blob, replace, write_blob, linkage_row, also, replacement
+                ),
+                after,
             ),
             on_retry=lambda: self._series_cache.pop(cached, None),
         )
@@ -294,6 +311,12 @@ class Index:
                 if attempt == _ATTEMPTS - 1:
                     raise
         raise AssertionError("unreachable")
+
+    @staticmethod
+    def _finished(conn: Connection, result: T, after: Callable[[Connection], None] | None) -> T:
+        if after is not None:
+            after(conn)
+        return result
 
     def _add(
         self,
@@ -393,16 +416,6 @@ class Index:
         )
         return self._transaction(lambda conn: conn.execute(statement).rowcount > 0)
 
-    def add_copies(self, sop_instance_uid: str, copies: int) -> None:
-        """Count copies received before the instance was stored (while it
-        waited for OCR)."""
-        with self._write_lock, self.engine.begin() as conn:
-            conn.execute(
-                instances.update()
-                .where(instances.c.sopinstanceuid == sop_instance_uid)
-                .values(copies_received=instances.c.copies_received + copies)
-            )
-
     def uid_owners(self, uids: Iterable[str]) -> dict[str, str]:
         """Who holds which of ``uids`` (UID -> pseudonym), read only."""
         wanted = sorted(set(uids))
@@ -477,10 +490,13 @@ class Index:
         write_blob: Callable[[], None],
         linkage_row: LinkageRow | None = None,
         also: Callable[[Connection], None] | None = None,
+        ocr: OcrWait | None = None,
     ) -> None:
         """Hold an instance: its quarantine row, the study's sealed identity
         (``linkage_row``) and ``also``'s rows (an audit record, written
-        before the blob) in one transaction, after ``write_blob``."""
+        before the blob) in one transaction, after ``write_blob``. A held
+        copy it replaces no longer waits for OCR (a verifier that read it
+        then stores nothing); ``ocr``, this one does."""
         image, series_ = record.columns[Level.IMAGE], record.columns[Level.SERIES]
         row = {
             "sopinstanceuid": image["sopinstanceuid"],
@@ -505,6 +521,9 @@ class Index:
             )
             if also is not None:
                 also(conn)
+            done_in(conn, row["sopinstanceuid"])
+            if ocr is not None:
+                enqueue_in(conn, row["sopinstanceuid"], ocr)
             write_blob()
             conn.execute(quarantine.insert().values(**row))
             if linkage_row is not None:

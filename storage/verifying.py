@@ -13,7 +13,9 @@ OCR's finding, so a crash in between leaves it waiting, not lost.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,6 +28,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Table,
+    Text,
     exists,
     func,
     select,
@@ -41,10 +44,14 @@ ocr_queue = Table(
     Column("pk", Integer, primary_key=True),
     Column("sopinstanceuid", String(64), nullable=False, unique=True),
     Column("cleaned", Boolean, nullable=False),
+    # The sender's blank_rectangles as applied (JSON), for the blanked mask.
+    Column("rectangles", Text, nullable=False, default="[]", server_default="[]"),
     Column("identity", LargeBinary, nullable=False),  # sealed JSON of (kind, value) pairs
     Column("queued_at", DateTime(timezone=True), nullable=False),
     # Copies re-sent while it waited (kept first): counted once it is stored.
     Column("copies", Integer, nullable=False, default=0, server_default="0"),
+    # Readings that failed (an error, not a finding): kept held after a few.
+    Column("attempts", Integer, nullable=False, default=0, server_default="0"),
     *lease_columns(),
 )
 # A verifier claims this many at a time (or twice its threads); a dead
@@ -53,15 +60,28 @@ BATCH = 16
 LEASE = timedelta(minutes=5)
 
 
-def enqueue_in(conn: Connection, sop_instance_uid: str, cleaned: bool, identity: bytes) -> None:
+@dataclass(frozen=True)
+class OcrWait:
+    """What the verifier needs of a held instance: whether a rule blanked
+    areas and the sender's rectangles then applied (the blanked mask is
+    made again from them and the header's regions), and the identity values
+    of the header as received, sealed."""
+
+    cleaned: bool
+    rectangles: tuple[tuple[int, int, int, int], ...]
+    identity: bytes
+
+
+def enqueue_in(conn: Connection, sop_instance_uid: str, wait: OcrWait) -> None:
     """Mark a held instance as waiting for OCR, in the hold's transaction
     (a re-send replaces the row with its own)."""
     conn.execute(ocr_queue.delete().where(ocr_queue.c.sopinstanceuid == sop_instance_uid))
     conn.execute(
         ocr_queue.insert().values(
             sopinstanceuid=sop_instance_uid,
-            cleaned=cleaned,
-            identity=identity,
+            cleaned=wait.cleaned,
+            rectangles=json.dumps([list(r) for r in wait.rectangles]),
+            identity=wait.identity,
             queued_at=datetime.now(UTC),
         )
     )
@@ -110,6 +130,33 @@ class OcrQueue:
         with self._lock, self.engine.begin() as conn:
             return claim(
                 conn, ocr_queue, ocr_queue.c.pk.isnot(None), owner=owner, lease=LEASE, limit=limit
+            )
+
+    def renew(self, pk: int, owner: str) -> bool:
+        """Extend ``owner``'s lease on one row before reading it; False if
+        the row is no longer its own (the lease lapsed, another took it)."""
+        with self._lock, self.engine.begin() as conn:
+            return bool(
+                conn.execute(
+                    ocr_queue.update()
+                    .where((ocr_queue.c.pk == pk) & (ocr_queue.c.claimed_by == owner))
+                    .values(claimed_until=datetime.now(UTC) + LEASE)
+                ).rowcount
+            )
+
+    def failed(self, pk: int, owner: str) -> int:
+        """A reading of ``owner``'s failed: counted (the row stays claimed
+        until its lease lapses, then a later pass tries again); how many
+        readings failed so far."""
+        with self._lock, self.engine.begin() as conn:
+            return int(
+                conn.execute(
+                    ocr_queue.update()
+                    .where((ocr_queue.c.pk == pk) & (ocr_queue.c.claimed_by == owner))
+                    .values(attempts=ocr_queue.c.attempts + 1)
+                    .returning(ocr_queue.c.attempts)
+                ).scalar_one_or_none()
+                or 0
             )
 
     def drop(self, sop_instance_uid: str, owner: str) -> None:

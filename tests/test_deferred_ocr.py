@@ -8,6 +8,7 @@ identity-bearing image reach the archive, and nothing answered may be lost.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from dicomnode.ops.admin import refuse_quarantined
 from dicomnode.ops.samples import PATIENTS, UID_ROOT, small_instance
 from dicomnode.status import SUCCESS
 from storage.archive import Archive
+from storage.verifying import ocr_queue
 from tests import test_deid_pixel_attacks as attacks
 from tests.conftest import incoming, make_config
 
@@ -247,3 +249,133 @@ def test_stow_reads_before_it_answers_so_its_urls_are_there(tmp_path: Path) -> N
         held = stow(url, "pacs", part10(attacks.staff_and_phone_only_in_pixels()))
         assert held.status_code == 202, held.text  # accepted with a warning: held
         assert node.archive.index.quarantined()[0]["reason"].startswith("OCR found")
+
+
+def test_the_identity_that_waits_is_sealed_for_this_instance(
+    world: tuple[Ingestor, Archive, Verifier],
+) -> None:
+    """The values OCR will look for wait encrypted with the quarantine key
+    and bound to the instance: another instance's key material opens nothing."""
+    from storage.archive import HELD_FORMAT, HeldBlobError
+
+    ingestor, archive, verifier = world
+    ds = attacks.staff_and_phone_only_in_pixels()
+    uid = str(ingestor.ingest(incoming(ds)).dataset.SOPInstanceUID)
+    (row,) = archive.index.ocr_queue.claim(verifier.owner)
+    assert bytes(row["identity"]).startswith(HELD_FORMAT)
+    values = json.loads(archive.open_for_hold(uid, row["identity"]))
+    assert ["name", "Asanov^Bolot"] in values or any("Asanov" in v for _, v in values)
+    with pytest.raises(HeldBlobError):
+        archive.open_for_hold(uid + ".1", row["identity"])
+
+
+def test_release_leaves_a_waiting_instance_to_the_verifier(
+    world: tuple[Ingestor, Archive, Verifier], deferred: Config
+) -> None:
+    """An administrator's release re-checks with the sealed linkage only
+    (the header is gone); the verifier reads with every identity value of
+    the header as received. So a waiting instance is not released by a
+    re-check, only as reviewed."""
+    from dicomnode.ops.admin import release_quarantined
+
+    ingestor, archive, verifier = world
+    study, series = generate_uid(UID_ROOT), generate_uid(UID_ROOT)
+    uid = str(ingestor.ingest(incoming(echo(1, study, series))).dataset.SOPInstanceUID)
+    (outcome,) = release_quarantined(deferred, archive)
+    assert (outcome.done, outcome.note) == (False, f"still held: {AWAITING_OCR}")
+    assert archive.index.ocr_queue.waiting() == 1
+    assert verifier.run_once() == 1
+    assert stored_uids(archive, {uid}) == {uid}
+
+
+def test_a_replacing_resend_held_meanwhile_is_not_undone_by_the_verifier(
+    tmp_path: Path,
+) -> None:
+    """duplicates = replace: the verifier read the first copy; meanwhile a
+    re-send was held for another reason (answered B000). The verifier's
+    store must not end that hold and store the copy it read."""
+    config = make_config(tmp_path, ocr_deferred=True, duplicates="replace")
+    archive = open_archive(config)
+    ingestor = Ingestor(config, archive)
+    verifier = Verifier(ingestor, 1)
+    try:
+        study, series = generate_uid(UID_ROOT), generate_uid(UID_ROOT)
+        ds = echo(1, study, series)
+        uid = str(ingestor.ingest(incoming(ds.copy())).dataset.SOPInstanceUID)
+        (row,) = archive.index.ocr_queue.claim(verifier.owner)
+        regionless = ds.copy()
+        del regionless.SequenceOfUltrasoundRegions  # no rule can clean it: held
+        again = ingestor.ingest(incoming(regionless))
+        assert again.outcome is Outcome.QUARANTINED and again.status == 0xB000
+        verifier.verify(row)
+        assert stored_uids(archive, {uid}) == set()
+        (held,) = archive.index.quarantined(uid)
+        assert "regions" in held["reason"]
+    finally:
+        verifier.stop()
+        archive.close()
+
+
+def test_a_reading_that_keeps_failing_ends_held_not_waiting_for_ever(
+    world: tuple[Ingestor, Archive, Verifier], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ingestor, archive, verifier = world
+    study, series = generate_uid(UID_ROOT), generate_uid(UID_ROOT)
+    uid = str(ingestor.ingest(incoming(echo(1, study, series))).dataset.SOPInstanceUID)
+    (row,) = archive.index.ocr_queue.claim(verifier.owner)
+
+    def broken(*_: object) -> None:
+        raise RuntimeError("a decoder that always fails")
+
+    monkeypatch.setattr(Verifier, "_read", broken)
+    for _ in range(3):
+        verifier.verify(row)
+    (held,) = archive.index.quarantined(uid)
+    assert held["reason"] == "OCR verification failed 3 times (RuntimeError)"
+    assert archive.index.ocr_queue.waiting() == 0
+
+
+def test_the_blanked_mask_is_the_one_applied_at_the_ingest(tmp_path: Path) -> None:
+    """A sender's rectangles change while an instance waits: the verifier
+    blanks-checks with the rectangles applied when it came in; one whose
+    mask cannot be made again is kept held, not marked clean."""
+    from dataclasses import replace as changed
+
+    from dicomnode.ops.samples import xa_instance
+    from tests.conftest import REMOTES
+
+    ruled = make_config(
+        tmp_path,
+        ocr_deferred=True,
+        remote_aes=tuple(
+            changed(r, blank_rectangles=((0, 0, 63, 5),)) if r.ae_title == "BISHKEK_CATH" else r
+            for r in REMOTES
+        ),
+    )
+    archive = open_archive(ruled)
+    ingestor = Ingestor(ruled, archive)
+    uids = []
+    for n in range(2):
+        marked = xa_instance(PATIENTS[n], frames=2, rows=64, cols=64)
+        marked.BurnedInAnnotation = "YES"
+        result = ingestor.ingest(incoming(marked, calling_ae="BISHKEK_CATH"))
+        assert result.outcome is Outcome.VERIFYING
+        uids.append(str(result.dataset.SOPInstanceUID))
+    # The rule is gone when the verifier runs (a restart with a new config).
+    later = Verifier(Ingestor(make_config(tmp_path, ocr_deferred=True), archive), 1)
+    try:
+        first, second = sorted(archive.index.ocr_queue.claim(later.owner), key=lambda r: r["pk"])
+        assert json.loads(first["rectangles"]) == [[0, 0, 63, 5]]
+        later.verify(first)
+        assert stored_uids(archive, {uids[0]}) == {uids[0]}
+        with archive.index.engine.begin() as conn:  # as if no rule had been recorded
+            conn.execute(
+                ocr_queue.update().where(ocr_queue.c.pk == second["pk"]).values(rectangles="[]")
+            )
+        second = {**second, "rectangles": "[]"}
+        later.verify(second)
+        (held,) = archive.index.quarantined(uids[1])
+        assert held["reason"].startswith("blanked areas cannot be made again")
+    finally:
+        later.stop()
+        archive.close()

@@ -413,7 +413,7 @@ def test_several_receivers_need_postgresql_and_share_the_caps(tmp_path: Path) ->
     assert make_config(tmp_path).receiving_processes == 1  # SQLite: one
     cores = os.cpu_count() or 1
     pg = make_config(tmp_path, index_url="postgresql://x@localhost/db")
-    assert pg.receiving_processes == cores
+    assert pg.receiving_processes == min(cores, 4)
     three = shared(make_config(tmp_path, index_url="postgresql://x@localhost/db", receivers=3))
     assert (three.max_connections, three.max_associations) == (67, 6)  # of 200 and 16
     assert three.max_pending_per_address == 3  # of 8

@@ -6,7 +6,6 @@ import argparse
 import dataclasses
 import getpass
 import json
-import os
 import signal
 import sys
 from pathlib import Path
@@ -53,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the DICOM service and the web app until stopped")
     # One of the other receiving processes `serve` starts (`receivers`).
-    serve.add_argument("--receiver", action="store_true", help=argparse.SUPPRESS)
+    serve.add_argument("--receiver", type=int, metavar="PID", help=argparse.SUPPRESS)
 
     imp = commands.add_parser(
         "import", help="store DICOM files and folders (recursively) through the ingest pipeline"
@@ -285,7 +284,7 @@ def _export(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _serve(config: Config, receiver: bool = False) -> int:
+def _serve(config: Config, receiver: int | None = None, argv: list[str] | None = None) -> int:
     from dicomnode.cli.receivers import Receivers, die_with_parent, shared
     from dicomnode.node import Node
 
@@ -294,8 +293,8 @@ def _serve(config: Config, receiver: bool = False) -> int:
     stop_signals = {signal.SIGINT, signal.SIGTERM}
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
     config = shared(config)  # this process's share of the caps
-    if receiver:
-        die_with_parent(os.getppid())
+    if receiver is not None:
+        die_with_parent(receiver)
         node = Node(config, web=False, first=False).start()
         try:
             signal.sigwait(stop_signals)
@@ -305,7 +304,7 @@ def _serve(config: Config, receiver: bool = False) -> int:
     node = Node(config).start()
     others = None
     if config.receiving_processes > 1:
-        others = Receivers(config, node.dicom.port).start()
+        others = Receivers(config, node.dicom.port, argv or sys.argv[1:]).start()
     print(
         f"dicomnode: {config.ae_title} on DICOM port {node.dicom.port}, "
         f"web http://{config.http_host}:{node.http_port}/ ; data in {config.data_dir}"
@@ -645,6 +644,7 @@ def _quarantine(config: Config, args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what `serve` passes on
     if args.command == "tls":
         # Certificates are made before the configuration that names them can
         # be valid (mutual TLS needs every entry's fingerprint): no config.
@@ -671,7 +671,7 @@ def _run(args: argparse.Namespace, config: Config) -> int:
         sys.stdout.write(to_toml(without_secrets(config)))
         return EXIT_OK
     if args.command == "serve":
-        return _serve(config, args.receiver)
+        return _serve(config, args.receiver, args.argv)
     if args.command == "import":
         return _import(config, args.paths, args.issuer, not args.no_progress)
     if args.command == "stats":

@@ -27,8 +27,10 @@ from dicomnode.config import Config
 
 log = logging.getLogger(__name__)
 RECEIVER_FLAG = "--receiver"
-# A receiver that keeps dying is restarted at most this often.
+# A receiver that dies is restarted after this long; one that keeps dying
+# soon after its start, less and less often, up to this many seconds.
 RESTART_SECONDS = 5.0
+RESTART_MOST = 60.0
 PR_SET_PDEATHSIG = 1
 
 
@@ -52,8 +54,9 @@ def shared(config: Config) -> Config:
 
 
 def die_with_parent(parent: int) -> None:
-    """End with the `serve` that started this receiver, however it ends
-    (Linux sends SIGTERM when it exits, SIGKILL included)."""
+    """End with the `serve` that started this receiver (its pid, as it
+    passed it), however it ends (Linux sends SIGTERM when it exits, SIGKILL
+    included); at once if it already has."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != parent:  # it ended before the signal was asked for
@@ -63,10 +66,13 @@ def die_with_parent(parent: int) -> None:
 class Receivers:
     """The other receiving processes: started, restarted, stopped."""
 
-    def __init__(self, config: Config, port: int) -> None:
+    def __init__(self, config: Config, port: int, argv: list[str]) -> None:
         self.count = config.receiving_processes - 1
         self.env = {**os.environ, "DICOMNODE_DIMSE_PORT": str(port)}
-        self.command = [sys.executable, "-m", "dicomnode.cli", *sys.argv[1:], RECEIVER_FLAG]
+        # The first process's own command line (`serve` last), plus the flag.
+        self.command = [
+            sys.executable, "-m", "dicomnode.cli", *argv, RECEIVER_FLAG, str(os.getpid())
+        ]  # fmt: skip
         self._children: list[subprocess.Popen[bytes]] = []
         self._stopping = threading.Event()
         self._lock = threading.Lock()
@@ -85,14 +91,22 @@ class Receivers:
         return self
 
     def _watch(self, slot: int) -> None:
+        pause = RESTART_SECONDS
         while True:
             with self._lock:
                 child = self._children[slot]
+            started = time.monotonic()
             code = child.wait()
             if self._stopping.is_set():
                 return
-            log.error("receiving process %d ended (exit %s); starting another", child.pid, code)
-            if self._stopping.wait(RESTART_SECONDS):
+            # One that dies at once (its configuration, the index out of
+            # reach) is tried less and less often, up to once a minute.
+            quick = time.monotonic() - started < RESTART_MOST
+            pause = min(pause * 2, RESTART_MOST) if quick else RESTART_SECONDS
+            log.error(
+                "receiving process %d ended (exit %s); another in %.0f s", child.pid, code, pause
+            )
+            if self._stopping.wait(pause):
                 return
             with self._lock:
                 self._children[slot] = self._spawn()

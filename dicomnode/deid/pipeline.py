@@ -226,9 +226,15 @@ def clean_and_verify(
         ds, target, blanked=pixels.blanked, matcher=matcher, settings=ocr
     )
     if pixels.cleaned and reason is None:
-        ds.BurnedInAnnotation = "NO"
-        HeaderDeidentifier.add_method_code(ds, Option.CLEAN_PIXEL_DATA)
+        mark_verified(ds)
     return pixels.cleaned, target, reason
+
+
+def mark_verified(ds: Dataset) -> None:
+    """Pixels cleaned by a rule and verified by OCR, and only those, say so:
+    BurnedInAnnotation NO and Clean Pixel Data (113101)."""
+    ds.BurnedInAnnotation = "NO"
+    HeaderDeidentifier.add_method_code(ds, Option.CLEAN_PIXEL_DATA)
 
 
 def clean_and_verify_spooled(
@@ -261,8 +267,7 @@ def clean_and_verify_spooled(
             spooled.close()
         raise
     if cleaned.outcome.cleaned and reason is None:
-        ds.BurnedInAnnotation = "NO"
-        HeaderDeidentifier.add_method_code(ds, Option.CLEAN_PIXEL_DATA)
+        mark_verified(ds)
     return cleaned, target, reason
 
 

@@ -47,8 +47,10 @@ log = logging.getLogger(__name__)
 
 A_ASSOCIATE_RQ = 0x01
 P_DATA_TF = 0x04
-# Buffer a PDU body is read into, grown a slice at a time (a P-DATA PDU of
-# the default max_pdu_size, 256 kB, is one slice).
+# Buffer a PDU body is read into: its first part, then doubling up to a
+# slice at a time (a P-DATA PDU of the default max_pdu_size, 256 kB, takes
+# three reads of the socket at most).
+READ_FIRST = 64 << 10
 READ_SLICE = 1 << 20
 # Largest non-data PDU accepted (an A-ASSOCIATE-RQ with 128 contexts of 24
 # transfer syntaxes each stays well below).
@@ -123,16 +125,19 @@ class GuardedSocket(AssociationSocket):
         return data
 
     def _read(self, nr_bytes: int) -> bytearray:
-        """``nr_bytes`` read straight into one buffer (pynetdicom reads 4 kB
+        """``nr_bytes`` read straight into a buffer (pynetdicom reads 4 kB
         at a time and copies each piece onto the last), short if the peer
-        closes. Allocated a slice at a time as data arrives: a declared
-        length costs nothing until it is sent."""
+        closes. The buffer starts at 64 KiB at most and doubles as data
+        arrives (a slice at most at a time): a declared length costs what
+        was sent, about, not what was declared."""
         raw = self.socket
         assert raw is not None  # recv is only called on an open connection
         data = bytearray()
+        step = READ_FIRST
         while len(data) < nr_bytes:
             start = len(data)
-            slice_ = bytearray(min(nr_bytes - start, READ_SLICE))
+            slice_ = bytearray(min(nr_bytes - start, step))
+            step = min(step * 2, READ_SLICE)
             if start:
                 data += slice_
             else:

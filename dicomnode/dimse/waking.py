@@ -21,6 +21,7 @@ import queue
 import select
 import socket
 import ssl
+import threading
 import time
 from typing import Any
 
@@ -67,7 +68,11 @@ class WakingDUL(DULServiceProvider):
 
     @property
     def _run_loop_delay(self) -> float:
-        """Read where pynetdicom's loop would sleep: wait for work, sleep 0."""
+        """Read where pynetdicom's loop would sleep: wait for work, sleep 0.
+        Another thread reading it (pynetdicom's ``stop_dul`` waits for the
+        loop to end) sleeps pynetdicom's own 1 ms."""
+        if threading.current_thread() is not self:
+            return 0.001
         self._wait_for_work()
         return 0.0
 

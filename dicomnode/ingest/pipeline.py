@@ -27,7 +27,7 @@ import shutil
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import date
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from io import BytesIO
 from typing import Any, BinaryIO
@@ -40,7 +40,6 @@ from sqlalchemy import Connection
 from dicomnode.config import Config, deid_setup
 from dicomnode.deid.pipeline import (
     AWAITING_OCR,
-    AwaitingOcr,
     Deidentified,
     Deidentifier,
     encode,
@@ -70,9 +69,11 @@ from storage.index import AlsoWrite, ClaimLost, ForeignParent, LinkageRow, Store
 from storage.keys import Level
 from storage.record import InstanceRecord, is_placeholder_id, record_from_dataset
 from storage.values import normalise_issuer
-from storage.verifying import AlreadyWaiting, enqueue_in, waiting_in
+from storage.verifying import AlreadyWaiting, OcrWait, waiting_in
 
 log = logging.getLogger(__name__)
+# The audit event of an instance held (at the ingest, or by deferred OCR).
+HOLD_EVENT = "quarantine-hold"
 
 
 @dataclass(frozen=True)
@@ -422,8 +423,6 @@ class Ingestor:
         instance released without it. Refusals are answered, not raised."""
         uid = str(held["sopinstanceuid"])
         reference = self.deidentify.reference(uid)
-        syntax = str(ds.file_meta.TransferSyntaxUID)
-        sending_ae = held["sending_ae"]
 
         def audited(conn: Connection, _: StoreOutcome) -> None:
             self.archive.index.audit.append(
@@ -431,19 +430,39 @@ class Ingestor:
             )
 
         try:
-            record = record_from_dataset(
-                ds, issuer=held["issuer"], transfer_syntax=syntax, sending_ae=sending_ae
-            )
-            if part10 is None:
-                encoded = self.file_for(ds, encode(ds, UID(syntax)), syntax, sending_ae)
-            else:
-                self._check_space(len(part10))
-                encoded = part10
-            stored = self.archive.store(record, encoded, also=audited)
+            stored = self.store_held(held, ds, part10=part10, also=audited)
         except Exception as exc:
             return _refused(exc, reference)
         log.info("released %s: %s", reference, stored.value)
         return IngestResult(Outcome(stored.value), SUCCESS, decision, reference, ds)
+
+    def store_held(
+        self,
+        held: dict[str, Any],
+        ds: Dataset,
+        *,
+        part10: bytes | None = None,
+        also: AlsoWrite | None = None,
+        after: Callable[[Connection], None] | None = None,
+    ) -> StoreOutcome:
+        """The one store for a held instance (its quarantine row ``held``):
+        ``ds`` encoded again, or ``part10`` as held; received when it was
+        received; the held row and blob end with the store. Raises what the
+        store raises."""
+        syntax = str(ds.file_meta.TransferSyntaxUID)
+        sending_ae = held["sending_ae"]
+        record = replace(
+            record_from_dataset(
+                ds, issuer=held["issuer"], transfer_syntax=syntax, sending_ae=sending_ae
+            ),
+            received_at=_aware(held["received_at"]),
+        )
+        if part10 is None:
+            encoded = self.file_for(ds, encode(ds, UID(syntax)), syntax, sending_ae)
+        else:
+            self._check_space(len(part10))
+            encoded = part10
+        return self.archive.store(record, encoded, also=also, after=after)
 
     def file_for(
         self, ds: Dataset, data: bytes | Pieces, syntax: str, calling_ae: str | None
@@ -458,10 +477,9 @@ class Ingestor:
         self,
         record: InstanceRecord,
         encoded: bytes | Pieces,
-        awaiting: AwaitingOcr,
+        clean: Deidentified,
         sealed: LinkageRow,
-        apart: dict[str, str],
-        source: str,
+        incoming: Incoming,
         claimed: Callable[[Connection], None],
     ) -> bool:
         """Hold an instance until deferred OCR has read it: held as any
@@ -469,22 +487,30 @@ class Ingestor:
         the hold's transaction with what OCR must look for, sealed. False:
         a copy already waits (it came in meanwhile) and is kept first, this
         one counted as a re-send."""
-        uid = record.sop_instance_uid
-        identity = self.archive.seal_for_hold(uid, json.dumps(awaiting.identity).encode())
+        assert clean.awaiting is not None
+        uid, apart = record.sop_instance_uid, clean.apart
+        source = (incoming.source or incoming.calling_ae or "import").strip()
+        values = json.dumps(clean.awaiting.identity).encode()
+        wait = OcrWait(
+            clean.awaiting.cleaned,
+            self.deidentify.policy_for(incoming.calling_ae).blank_rectangles,
+            self.archive.seal_for_hold(uid, values),
+        )
         keep_first = self.archive.duplicates is DuplicatePolicy.KEEP_FIRST
 
         def queued(conn: Connection) -> None:
             if keep_first and waiting_in(conn, uid):
                 raise AlreadyWaiting(uid)  # the hold's transaction rolls back whole
             claimed(conn)
-            enqueue_in(conn, uid, awaiting.cleaned, identity)
             if apart:
                 self._audit_apart(conn, record, apart, source)
 
         pseudonym = record.columns[Level.PATIENT]["patientid"] or ""
         for _ in range(3):  # the waiting copy may be stored between two looks
             try:
-                self.archive.quarantine(record, encoded, AWAITING_OCR, sealed, also=queued)
+                self.archive.quarantine(
+                    record, encoded, AWAITING_OCR, sealed, also=queued, ocr=wait
+                )
             except AlreadyWaiting:
                 if self.archive.index.note_duplicate(uid, pseudonym):
                     return False
@@ -632,8 +658,7 @@ class Ingestor:
                 claim_in(conn, pseudonym, claims)  # ClaimLost: rolled back, tried again
 
             if clean.awaiting is not None and clean.quarantine == AWAITING_OCR:
-                awaiting = (record, encoded, clean.awaiting, sealed, apart, source, claimed)
-                if not self._await_ocr(*awaiting):
+                if not self._await_ocr(record, encoded, clean, sealed, incoming, claimed):
                     return IngestResult(Outcome.DUPLICATE, SUCCESS, "", reference)
                 log.debug("verifying %s from %s", reference, incoming.calling_ae or "import")
                 # Answered as stored: the verifier stores it, unless OCR finds identity.
@@ -646,7 +671,7 @@ class Ingestor:
                     # Audited in the hold's transaction: no hold without its record.
                     self.archive.index.audit.append(
                         conn,
-                        "quarantine-hold",
+                        HOLD_EVENT,
                         user="dicomnode",
                         source=source,
                         obj=record.sop_instance_uid,
@@ -682,6 +707,11 @@ class Ingestor:
             return _refused(exc, reference)
         log.debug("%s %s from %s", outcome, reference, incoming.calling_ae or "import")
         return IngestResult(outcome, status, comment, reference, clean.dataset)
+
+
+def _aware(moment: datetime) -> datetime:
+    """A time read back from the index (SQLite keeps no zone: UTC)."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _refused(exc: Exception, reference: str) -> IngestResult:

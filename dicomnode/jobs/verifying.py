@@ -28,21 +28,20 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID
 from sqlalchemy import Connection
 
-from dicomnode.deid.header import HeaderDeidentifier
 from dicomnode.deid.identity import IdentityMatcher
-from dicomnode.deid.pipeline import AWAITING_OCR, encode
+from dicomnode.deid.pipeline import AWAITING_OCR, mark_verified
 from dicomnode.deid.pixels import keep_mask
-from dicomnode.deid.profile import Option
 from dicomnode.deid.verify import check
-from dicomnode.ingest.pipeline import Ingestor
+from dicomnode.ingest.pipeline import HOLD_EVENT, Ingestor
 from storage.archive import HeldBlobError
-from storage.index import StoreOutcome
+from storage.index import StoreOutcome, add_copies_in
 from storage.leases import process_name
-from storage.record import record_from_dataset
 from storage.verifying import BATCH, claimed_in
 
 log = logging.getLogger(__name__)
-HOLD_EVENT = "quarantine-hold"
+# A reading that fails (an error, not a finding) this often keeps the
+# instance held, saying so, instead of coming back for ever.
+MOST_ATTEMPTS = 3
 
 
 class NotWaiting(Exception):
@@ -56,6 +55,28 @@ def workers(configured: int, processes: int = 1) -> int:
     return configured or max(1, ((os.cpu_count() or 1) - 1) // processes)
 
 
+class ByteBudget:
+    """Bytes of held instances the worker threads may have in memory at
+    once (each is read whole, decrypted and decoded: several times its size)."""
+
+    def __init__(self, total: int) -> None:
+        self.total = self.left = total
+        self._cond = threading.Condition()
+
+    def take(self, size: int) -> int:
+        """Wait until ``size`` (at most the total) is free; what was taken."""
+        size = min(size, self.total)
+        with self._cond:
+            self._cond.wait_for(lambda: self.left >= size)
+            self.left -= size
+        return size
+
+    def give(self, size: int) -> None:
+        with self._cond:
+            self.left += size
+            self._cond.notify_all()
+
+
 class Verifier:
     """The pass `dicomnode.jobs.runner` calls every few seconds."""
 
@@ -66,6 +87,8 @@ class Verifier:
         self.threads = threads
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="ocr")
         self._stopping = threading.Event()
+        # An in-memory instance is at most a quarter of the spool threshold.
+        self._budget = ByteBudget(max(1, ingestor.threshold))
 
     def stop(self) -> None:
         """Finish the instances being read; give the rest back to the queue."""
@@ -94,6 +117,8 @@ class Verifier:
         def one(row: dict[str, Any]) -> int | None:
             if self._stopping.is_set():
                 return None
+            if not self.archive.index.ocr_queue.renew(row["pk"], self.owner):
+                return int(row["pk"])  # the lease passed on: another reads it
             self.verify(row)
             return int(row["pk"])
 
@@ -113,15 +138,25 @@ class Verifier:
 
     def verify(self, row: dict[str, Any]) -> None:
         """Read one held instance; store it or keep it held. Errors are
-        logged by type only (a text might quote what OCR read)."""
+        logged by type only (a text might quote what OCR read); one that
+        comes back every time keeps the instance held after a few tries."""
         uid = str(row["sopinstanceuid"])
         reference = self.ingestor.deidentify.reference(uid)
         try:
             self._verify(row, uid, reference)
         except NotWaiting:
             log.info("OCR of %s ended elsewhere", reference)
-        except Exception as exc:  # the index unreachable, say: the row lapses back
+        except Exception as exc:  # the index unreachable, a header the store refuses
             log.error("OCR of %s failed: %s", reference, type(exc).__name__)
+            self._failed(row, uid, reference, type(exc).__name__)
+
+    def _failed(self, row: dict[str, Any], uid: str, reference: str, why: str) -> None:
+        try:
+            attempts = self.archive.index.ocr_queue.failed(row["pk"], self.owner)
+            if attempts >= MOST_ATTEMPTS:
+                self._keep(uid, f"OCR verification failed {attempts} times ({why})", reference)
+        except Exception as exc:  # the index still out of reach: the lease lapses back
+            log.error("OCR of %s not recorded as failed: %s", reference, type(exc).__name__)
 
     def _verify(self, row: dict[str, Any], uid: str, reference: str) -> None:
         held_rows = self.archive.index.quarantined(uid)
@@ -129,31 +164,36 @@ class Verifier:
             self._keep(uid, None, reference)  # decided elsewhere: only the row goes
             return
         held = held_rows[0]
+        taken = self._budget.take(int(held["size"] or 0))
         try:
-            part10 = self.archive.read_held(uid)
-            if part10 is None:
-                raise HeldBlobError("not held")
-            ds = dcmread(BytesIO(part10))
-            values = json.loads(self.archive.open_for_hold(uid, row["identity"]))
-        except (HeldBlobError, OSError, ValueError) as exc:
-            self._keep(uid, f"held copy unreadable for OCR ({type(exc).__name__})", reference)
-            return
-        reason = self._read(ds, held, bool(row["cleaned"]), values)
-        if reason is not None:
-            self._keep(uid, reason, reference)
-            return
-        self._store(ds, held, bool(row["cleaned"]), part10, reference)
+            try:
+                part10 = self.archive.read_held(uid)
+                if part10 is None:
+                    raise HeldBlobError("not held")
+                ds = dcmread(BytesIO(part10))
+                values = json.loads(self.archive.open_for_hold(uid, row["identity"]))
+            except (HeldBlobError, OSError, ValueError) as exc:
+                why = f"held copy unreadable for OCR ({type(exc).__name__})"
+                self._keep(uid, why, reference)
+                return
+            reason = self._read(ds, row, values)
+            if reason is not None:
+                self._keep(uid, reason, reference)
+                return
+            self._store(ds, held, bool(row["cleaned"]), part10, reference)
+        finally:
+            self._budget.give(taken)
 
-    def _read(
-        self, ds: Dataset, held: dict[str, Any], cleaned: bool, values: list[list[str]]
-    ) -> str | None:
+    def _read(self, ds: Dataset, row: dict[str, Any], values: list[list[str]]) -> str | None:
         """What the ingest would have said: OCR's finding, or None."""
         syntax = UID(ds.file_meta.TransferSyntaxUID)
         blanked = None
-        if cleaned:  # the same rule, on the same header: the same mask
-            policy = self.ingestor.deidentify.policy_for(held["sending_ae"])
-            mask = keep_mask(ds, policy.blank_rectangles)
-            blanked = None if isinstance(mask, str) else ~mask
+        if row["cleaned"]:  # the rules as applied, on the same header: the same mask
+            rectangles = tuple(tuple(r) for r in json.loads(row["rectangles"] or "[]"))
+            mask = keep_mask(ds, rectangles)
+            if isinstance(mask, str):
+                return f"blanked areas cannot be made again ({mask})"
+            blanked = ~mask
         matcher = IdentityMatcher.from_values((str(kind), str(value)) for kind, value in values)
         settings = replace(self.ingestor.deidentify.ocr, deferred=False)
         return check(ds, syntax, blanked=blanked, matcher=matcher, settings=settings)
@@ -161,22 +201,10 @@ class Verifier:
     def _store(
         self, ds: Dataset, held: dict[str, Any], cleaned: bool, part10: bytes, reference: str
     ) -> None:
-        """The one store, as any instance: the held row and the queue row end
-        in its transaction, which fails if the row is no longer this
-        process's (then nothing is stored)."""
-        syntax = str(ds.file_meta.TransferSyntaxUID)
-        sending_ae = held["sending_ae"]
-        encoded: bytes = part10
-        if cleaned:  # only pixels cleaned and verified say so
-            ds.BurnedInAnnotation = "NO"
-            HeaderDeidentifier.add_method_code(ds, Option.CLEAN_PIXEL_DATA)
-            made = self.ingestor.file_for(ds, encode(ds, UID(syntax)), syntax, sending_ae)
-            assert isinstance(made, bytes)  # from bytes, in memory
-            encoded = made
-        record = record_from_dataset(
-            ds, issuer=held["issuer"], transfer_syntax=syntax, sending_ae=sending_ae
-        )
-        uid = record.sop_instance_uid
+        """The one store, as any held instance's: the held row and the
+        queue row end in its transaction, which fails if the row is no
+        longer this process's (then nothing is stored)."""
+        uid = str(held["sopinstanceuid"])
         copies = 0
 
         def mine(conn: Connection, _: StoreOutcome) -> None:
@@ -186,9 +214,15 @@ class Verifier:
                 raise NotWaiting(uid)
             copies = found
 
-        outcome = self.archive.store(record, encoded, also=mine)
-        if copies and outcome is not StoreOutcome.DUPLICATE:
-            self.archive.index.add_copies(uid, copies)  # re-sent while it waited
+        if cleaned:  # only pixels cleaned and verified say so
+            mark_verified(ds)
+        outcome = self.ingestor.store_held(
+            held,
+            ds,
+            part10=None if cleaned else part10,
+            also=mine,
+            after=lambda conn: add_copies_in(conn, uid, copies),  # re-sent while it waited
+        )
         log.debug("verified %s: %s", reference, outcome.value)
 
     def _keep(self, uid: str, reason: str | None, reference: str) -> None:

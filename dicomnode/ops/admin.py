@@ -22,7 +22,7 @@ from pydicom.uid import UID
 from dicomnode.config import Config
 from dicomnode.deid.identity import IdentityMatcher
 from dicomnode.deid.linkage import LinkageCipher, LinkageError
-from dicomnode.deid.pipeline import LINKAGE_KEY, clean_and_verify
+from dicomnode.deid.pipeline import AWAITING_OCR, LINKAGE_KEY, clean_and_verify
 from dicomnode.deid.secret import load_or_create_key
 from dicomnode.ingest.pipeline import NO_IDENTITY, RELEASE_EVENT, Ingestor, Outcome
 from storage.archive import Archive, HeldBlobError
@@ -136,6 +136,11 @@ def release_quarantined(
     for uid in named or list(rows):  # in the order named, else oldest first
         if uid not in rows:
             outcomes.append(HeldOutcome(uid, False, "not held"))
+            continue
+        if rows[uid]["reason"] == AWAITING_OCR and not reviewed:
+            # The verifier reads it with every identity value of the header as
+            # received; a re-check here would know only the sealed linkage.
+            outcomes.append(HeldOutcome(uid, False, f"still held: {AWAITING_OCR}"))
             continue
         try:
             outcomes.append(_release(config, ingestor, rows[uid], reviewed))
