@@ -379,3 +379,24 @@ def test_the_blanked_mask_is_the_one_applied_at_the_ingest(tmp_path: Path) -> No
     finally:
         later.stop()
         archive.close()
+
+
+def test_a_node_restarted_with_ocr_off_still_reads_what_waits(
+    world: tuple[Ingestor, Archive, Verifier], deferred: Config
+) -> None:
+    """Held to be read, read: an instance that waited across a restart with
+    ocr = false is not stored unread (a burned-in name would go out)."""
+    from dataclasses import replace as changed
+
+    ingestor, archive, _ = world
+    uid = str(
+        ingestor.ingest(incoming(attacks.staff_and_phone_only_in_pixels())).dataset.SOPInstanceUID
+    )
+    off = changed(deferred, ocr=False)
+    later = Verifier(Ingestor(off, archive), 1)
+    try:
+        assert later.run_once() == 1
+    finally:
+        later.stop()
+    assert stored_uids(archive, {uid}) == set()
+    assert archive.index.quarantined(uid)[0]["reason"].startswith("OCR found identity text")

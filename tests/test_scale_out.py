@@ -488,3 +488,27 @@ def test_receivers_share_the_port_and_die_with_the_first(
         assert archive.index.stats()["instances"] == 24
     finally:
         archive.close()
+
+
+def test_a_receiver_whose_serve_has_ended_does_not_start(tmp_path: Path) -> None:
+    """A receiver started by a `serve` that died before the receiver could
+    ask to die with it (the parent-death signal) ends at once, serving
+    nothing, instead of living on as an orphan on the shared port."""
+    env = {
+        **os.environ,
+        "DICOMNODE_CONFIG": os.devnull,
+        "DICOMNODE_DATA_DIR": str(tmp_path / "var"),
+        "DICOMNODE_KEY_DIR": str(tmp_path / "secrets"),
+        "DICOMNODE_DIMSE_PORT": "0",
+        "DICOMNODE_HTTP_PORT": "0",
+    }
+    gone = subprocess.run(
+        [*DICOMNODE, "serve", "--receiver", "1"],  # pid 1 is not its parent
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert gone.returncode != 0
+    assert "the serve that started this receiver has ended" in gone.stderr
+    assert not (tmp_path / "var").exists() or not list((tmp_path / "var").rglob("*.dcm"))

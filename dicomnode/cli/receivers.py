@@ -60,7 +60,7 @@ def die_with_parent(parent: int) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != parent:  # it ended before the signal was asked for
-        os.kill(os.getpid(), signal.SIGTERM)
+        raise SystemExit("dicomnode: the serve that started this receiver has ended")
 
 
 class Receivers:

@@ -134,11 +134,14 @@ def check(
     matcher: IdentityMatcher,
     settings: OcrSettings,
     frames: Callable[[int], Dataset] | None = None,
+    always: bool = False,
 ) -> str | None:
     """Why the stored pixels cannot be trusted, or None when OCR found nothing.
     ``frames`` gives frame i as a one-frame data set when ``ds`` holds no
-    Pixel Data (a spooled instance, read a frame at a time)."""
-    if not settings.enabled or not may_carry_text(ds):
+    Pixel Data (a spooled instance, read a frame at a time). ``always``:
+    read whatever the settings and the header say now (deferred OCR: the
+    ingest decided it must be read, and nothing else will)."""
+    if not always and (not settings.enabled or not may_carry_text(ds)):
         return None
     if frames is None and "PixelData" not in ds:
         return None

@@ -47,11 +47,10 @@ log = logging.getLogger(__name__)
 
 A_ASSOCIATE_RQ = 0x01
 P_DATA_TF = 0x04
-# Buffer a PDU body is read into: its first part, then doubling up to a
-# slice at a time (a P-DATA PDU of the default max_pdu_size, 256 kB, takes
-# three reads of the socket at most).
-READ_FIRST = 64 << 10
-READ_SLICE = 1 << 20
+# Buffers a PDU body is read into: the first holds a P-DATA PDU of the
+# default max_pdu_size (256 kB) whole, the next double up to a slice each.
+READ_FIRST = 256 << 10
+READ_SLICE = 16 << 20
 # Largest non-data PDU accepted (an A-ASSOCIATE-RQ with 128 contexts of 24
 # transfer syntaxes each stays well below).
 MAX_CONTROL_PDU = 1 << 20
@@ -109,7 +108,9 @@ class GuardedSocket(AssociationSocket):
         if self._header:
             if len(data) == 6:
                 self._type, _, length = struct.unpack(">BBL", data)
-                limit = self.max_pdu if self._type == P_DATA_TF else MAX_CONTROL_PDU
+                # One P-DATA PDU carries fragments of one message at most.
+                data_limit = min(self.max_pdu, self.max_instance + MAX_CONTROL_PDU)
+                limit = data_limit if self._type == P_DATA_TF else MAX_CONTROL_PDU
                 if length > limit:
                     self._refuse(f"PDU of {length} bytes declared, over {limit}")
                 self._header = False
@@ -125,37 +126,35 @@ class GuardedSocket(AssociationSocket):
         return data
 
     def _read(self, nr_bytes: int) -> bytearray:
-        """``nr_bytes`` read straight into a buffer (pynetdicom reads 4 kB
-        at a time and copies each piece onto the last), short if the peer
-        closes. The buffer starts at 64 KiB at most and doubles as data
-        arrives (a slice at most at a time): a declared length costs what
-        was sent, about, not what was declared."""
+        """``nr_bytes`` read straight into buffers (pynetdicom reads 4 kB at
+        a time and copies each piece onto the last), short if the peer
+        closes. The first buffer holds a PDU of the default size whole; the
+        next ones double, up to a slice each, allocated as data arrives:
+        a declared length costs about what was sent, and a huge one is
+        joined once at the end (no copy per piece)."""
         raw = self.socket
         assert raw is not None  # recv is only called on an open connection
-        data = bytearray()
-        step = READ_FIRST
-        while len(data) < nr_bytes:
-            start = len(data)
-            slice_ = bytearray(min(nr_bytes - start, step))
+        pieces: list[bytearray] = []
+        got, step = 0, READ_FIRST
+        while got < nr_bytes:
+            piece = bytearray(min(nr_bytes - got, step))
             step = min(step * 2, READ_SLICE)
-            if start:
-                data += slice_
-            else:
-                data = slice_  # the common case: the whole body, no copy
-            view = memoryview(data)[start:]
             filled = 0
-            try:
-                while filled < len(view):
-                    got = raw.recv_into(view[filled:])
-                    if not got:
+            with memoryview(piece) as view:
+                while filled < len(piece):
+                    read = raw.recv_into(view[filled:])
+                    if not read:
                         break
-                    filled += got
-            finally:
-                view.release()
-            if filled < len(data) - start:
-                del data[start + filled :]
+                    filled += read
+            if filled < len(piece):
+                del piece[filled:]
+                pieces.append(piece)
                 break
-        return data
+            pieces.append(piece)
+            got += filled
+        if len(pieces) == 1:
+            return pieces[0]
+        return bytearray().join(pieces)
 
     def _count_instance_data(self, body: bytearray) -> bool:
         """Sum data-set fragments of the current message (PS3.8 E.2)."""

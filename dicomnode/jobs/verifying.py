@@ -196,7 +196,8 @@ class Verifier:
             blanked = ~mask
         matcher = IdentityMatcher.from_values((str(kind), str(value)) for kind, value in values)
         settings = replace(self.ingestor.deidentify.ocr, deferred=False)
-        return check(ds, syntax, blanked=blanked, matcher=matcher, settings=settings)
+        # Read even if this node now runs with ocr = false: it was held to be read.
+        return check(ds, syntax, blanked=blanked, matcher=matcher, settings=settings, always=True)
 
     def _store(
         self, ds: Dataset, held: dict[str, Any], cleaned: bool, part10: bytes, reference: str
