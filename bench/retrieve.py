@@ -150,7 +150,11 @@ def orthanc_rows(folder: Path, work: Path) -> tuple[list[tuple], float]:
             connection.getresponse().read()
     (work / "o1").rename(work / "o2")
     destination = free_port()
-    modalities = {"DEST": ["DEST", "127.0.0.1", destination]}
+    # The caller must be known too: Orthanc refuses C-MOVE from unknown AEs.
+    modalities = {
+        "DEST": ["DEST", "127.0.0.1", destination],
+        "MOVESCU": ["MOVESCU", "127.0.0.1", free_port()],
+    }
     with orthanc(work / "o2", dicomweb=True, modalities=modalities) as peer:
         studies = qido_studies(peer.http_port, "/dicom-web", None)
         out = work / "moved-orthanc"

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Column, Connection, DateTime, Integer, String, Table, func, select
 from sqlalchemy.engine import Engine
 
-from storage.leases import RELEASED, claim, lease_columns
+from storage.leases import RELEASED, claim, lease_columns, release
 from storage.schema import metadata
 
 log = logging.getLogger(__name__)
@@ -135,17 +135,8 @@ class ForwardQueue:
 
     def release(self, pks: Iterable[int], owner: str) -> None:
         """Give ``owner``'s unsent rows back, due as they were (a stop)."""
-        wanted = list(pks)
         with self._lock, self.engine.begin() as conn:
-            for start in range(0, len(wanted), 500):
-                conn.execute(
-                    forward_queue.update()
-                    .where(
-                        forward_queue.c.pk.in_(wanted[start : start + 500])
-                        & (forward_queue.c.claimed_by == owner)
-                    )
-                    .values(**RELEASED)
-                )
+            release(conn, forward_queue, pks, owner)
 
     def done(self, pk: int, *, owner: str) -> bool:
         """The row was sent; False (logged, nothing changed) if ``owner`` no longer holds it."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -137,3 +138,14 @@ def renew(
 
 
 RELEASED = {"claimed_by": None, "claimed_until": None}
+
+
+def release(conn: Connection, table: Table, keys: Iterable[Any], owner: str) -> None:
+    """Give ``owner``'s claimed rows back, as they were (a stop)."""
+    wanted, key = list(keys), _key(table)
+    for start in range(0, len(wanted), 500):
+        conn.execute(
+            update(table)
+            .where(key.in_(wanted[start : start + 500]) & (table.c.claimed_by == owner))
+            .values(**RELEASED)
+        )

@@ -34,7 +34,7 @@ from sqlalchemy import (
     select,
 )
 
-from storage.leases import RELEASED, claim, lease_columns
+from storage.leases import claim, lease_columns, release
 from storage.rows import reading
 from storage.schema import metadata, quarantine
 
@@ -171,17 +171,8 @@ class OcrQueue:
 
     def release(self, pks: Iterable[int], owner: str) -> None:
         """Give ``owner``'s unverified rows back (a stop)."""
-        wanted = list(pks)
         with self._lock, self.engine.begin() as conn:
-            for start in range(0, len(wanted), 500):
-                conn.execute(
-                    ocr_queue.update()
-                    .where(
-                        ocr_queue.c.pk.in_(wanted[start : start + 500])
-                        & (ocr_queue.c.claimed_by == owner)
-                    )
-                    .values(**RELEASED)
-                )
+            release(conn, ocr_queue, pks, owner)
 
     def note_copy(self, sop_instance_uid: str, pseudonym: str) -> bool:
         """A re-sent copy of an instance of this patient waiting for OCR:

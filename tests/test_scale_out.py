@@ -147,6 +147,20 @@ def test_two_processes_storing_the_same_instances_at_once_agree(
             archive.close()
 
 
+def serve_env(tmp_path: Path, index_url: str, log_level: str = "ERROR") -> dict[str, str]:
+    """The environment of a `dicomnode serve` on ``index_url``, any calling AE."""
+    return {
+        **DCMTK_ENV,
+        "DICOMNODE_CONFIG": os.devnull,
+        "DICOMNODE_INDEX_URL": index_url,
+        "DICOMNODE_DATA_DIR": str(tmp_path / "var"),
+        "DICOMNODE_KEY_DIR": str(tmp_path / "secrets"),
+        "DICOMNODE_MIN_FREE_DISK_MB": "0",
+        "DICOMNODE_REQUIRE_KNOWN_AE": "false",
+        "DICOMNODE_LOG_LEVEL": log_level,
+    }
+
+
 def settled(env: dict[str, str]) -> None:
     """Wait until deferred OCR has read every instance the nodes answered."""
 
@@ -181,16 +195,7 @@ def test_two_serve_processes_share_one_postgresql_and_one_storage(
     folder.mkdir()
     for n, ds in enumerate(_studies(60)):
         ds.save_as(folder / f"{n:03d}.dcm", enforce_file_format=True)
-    shared = {
-        **DCMTK_ENV,
-        "DICOMNODE_CONFIG": os.devnull,
-        "DICOMNODE_INDEX_URL": postgres.database(),
-        "DICOMNODE_DATA_DIR": str(tmp_path / "var"),
-        "DICOMNODE_KEY_DIR": str(tmp_path / "secrets"),
-        "DICOMNODE_MIN_FREE_DISK_MB": "0",
-        "DICOMNODE_REQUIRE_KNOWN_AE": "false",
-        "DICOMNODE_LOG_LEVEL": "ERROR",
-    }
+    shared = serve_env(tmp_path, postgres.database())
     if storage == "object store":
         s3: LocalS3 = request.getfixturevalue("s3")
         bucket = s3.bucket("chd-" + uuid.uuid4().hex[:12])
@@ -445,14 +450,7 @@ def test_receivers_share_the_port_and_die_with_the_first(
     for n, ds in enumerate(_studies(24)):
         ds.save_as(folder / f"{n:03d}.dcm", enforce_file_format=True)
     env = {
-        **DCMTK_ENV,
-        "DICOMNODE_CONFIG": os.devnull,
-        "DICOMNODE_INDEX_URL": postgres.database(),
-        "DICOMNODE_DATA_DIR": str(tmp_path / "var"),
-        "DICOMNODE_KEY_DIR": str(tmp_path / "secrets"),
-        "DICOMNODE_MIN_FREE_DISK_MB": "0",
-        "DICOMNODE_REQUIRE_KNOWN_AE": "false",
-        "DICOMNODE_LOG_LEVEL": "INFO",
+        **serve_env(tmp_path, postgres.database(), log_level="INFO"),
         "DICOMNODE_RECEIVERS": "2",
         "DICOMNODE_DIMSE_PORT": "0",
         "DICOMNODE_HTTP_PORT": "0",
