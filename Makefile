@@ -108,6 +108,7 @@ bench: $(STAMP) peers
 	$(BIN)/python -m bench.export
 	$(BIN)/python -m bench.query
 	$(BIN)/python -m bench.scaleout
+	$(BIN)/python -m bench.stages
 
 clean:
 	rm -rf $(VENV) var bench/out .pytest_cache .ruff_cache .mypy_cache
