@@ -128,7 +128,7 @@ OVERRIDES: dict[type, set[str]] = {
     transport.SharedPortServer: set(),
     stored.SendsStoredFiles: {"send_c_store"},
     stored.NodeAE: {"associate"},
-    waking.WakingDUL: {"_run_loop_delay", "kill_dul"},
+    waking.WakingDUL: {"_run_loop_delay", "_kill_thread"},
     receive.SpoolingDIMSE: {"receive_primitive", "message"},
 }
 

@@ -67,4 +67,7 @@ class NodeAE(ApplicationEntity):
 
 
 class _RequestedAssociation(SendsStoredFiles):
-    """pynetdicom's requestor, made `SendsStoredFiles` after it started."""
+    """pynetdicom's requestor, made `SendsStoredFiles` after it started.
+    Its network loop stays pynetdicom's (`dimse.waking` waits for incoming
+    associations only): measured on a C-MOVE of clips, waiting slowed it by
+    a fifth, while 200 small instances gained a tenth."""

@@ -46,25 +46,35 @@ class WakingQueue(queue.Queue):
 class WakingDUL(DULServiceProvider):
     """pynetdicom's DUL, waiting on its socket and its wake-up socket."""
 
-    _wake: tuple[socket.socket, socket.socket]
+    _wake: tuple[socket.socket, ...] = ()  # (ours, theirs), made by install
     _longest = MAX_WAIT
 
     @classmethod
     def install(cls, dul: DULServiceProvider) -> None:
-        """Make a DUL not yet started wait this way (in place: the
-        association already holds it)."""
-        dul.__class__ = cls
-        assert isinstance(dul, cls)
-        dul.setup_wake()
-
-    def setup_wake(self) -> None:
-        self._longest = MAX_WAIT  # not pynetdicom's 1 ms, set before the swap
+        """Make a DUL wait this way, in place (its association holds it),
+        even one already running: all it needs is there before its class
+        (and so its loop's pace) changes."""
         ours, theirs = socket.socketpair()
         ours.setblocking(False)
         theirs.setblocking(False)
-        self._wake = (ours, theirs)
-        self.to_provider_queue.__class__ = WakingQueue
-        self.to_provider_queue.waker = theirs  # type: ignore[attr-defined]
+        dul._longest = MAX_WAIT  # type: ignore[attr-defined]  # not pynetdicom's 1 ms
+        dul._wake = (ours, theirs)  # type: ignore[attr-defined]
+        dul.to_provider_queue.waker = theirs  # type: ignore[attr-defined]
+        dul.to_provider_queue.__class__ = WakingQueue
+        dul.__class__ = cls
+
+    @property
+    def _kill_thread(self) -> bool:
+        return bool(self.__dict__.get("_kill_thread", False))
+
+    @_kill_thread.setter
+    def _kill_thread(self, value: bool) -> None:
+        """Set by pynetdicom to stop the loop (``kill_dul``, ``stop_dul``):
+        wake it, so it stops now, not after its longest wait."""
+        self.__dict__["_kill_thread"] = value
+        if value:
+            with contextlib.suppress(OSError, AttributeError):
+                self._wake[1].send(b"\0")
 
     @property
     def _run_loop_delay(self) -> float:
@@ -99,11 +109,6 @@ class WakingDUL(DULServiceProvider):
             with contextlib.suppress(OSError):
                 while ours.recv(4096):
                     pass
-
-    def kill_dul(self) -> None:
-        super().kill_dul()
-        with contextlib.suppress(OSError):
-            self._wake[1].send(b"\0")
 
     def close_wake(self) -> None:
         """Close the wake-up pair (the association has ended)."""
