@@ -10,7 +10,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, create_engine, event, exists, func, select
+from sqlalchemy import Connection, create_engine, event, exists, func, literal, select, union_all
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 
@@ -395,15 +395,15 @@ class Index:
     def note_duplicate(self, sop_instance_uid: str, pseudonym: str) -> bool:
         """Count one more copy of an indexed instance of this patient; False
         if it is not indexed, or is another patient's. Nearly every instance
-        is new: a read says so without taking the writer's turn."""
-        known = reading(
-            self.engine,
-            lambda conn: conn.execute(
-                select(instances.c.pk).where(instances.c.sopinstanceuid == sop_instance_uid)
-            ).first(),
-        )
+        is new: one read says so (stored, waiting for OCR, or neither)
+        without taking the writer's turn."""
+        stored = select(literal("stored")).where(instances.c.sopinstanceuid == sop_instance_uid)
+        waiting = select(literal("waiting")).where(ocr_queue.c.sopinstanceuid == sop_instance_uid)
+        known = reading(self.engine, lambda conn: conn.execute(union_all(stored, waiting)).first())
         if known is None:
-            return self.ocr_queue.note_copy(sop_instance_uid, pseudonym)
+            return False
+        if known[0] == "waiting":
+            return self.ocr_queue.count_copy(sop_instance_uid, pseudonym)
         statement = (
             instances.update()
             .where(

@@ -174,18 +174,10 @@ class OcrQueue:
         with self._lock, self.engine.begin() as conn:
             release(conn, ocr_queue, pks, owner)
 
-    def note_copy(self, sop_instance_uid: str, pseudonym: str) -> bool:
+    def count_copy(self, sop_instance_uid: str, pseudonym: str) -> bool:
         """A re-sent copy of an instance of this patient waiting for OCR:
         counted, not de-identified again (the first copy is kept); False if
-        none waits (read first: nearly every instance is new)."""
-        waits = reading(
-            self.engine,
-            lambda conn: conn.execute(
-                select(ocr_queue.c.pk).where(ocr_queue.c.sopinstanceuid == sop_instance_uid)
-            ).first(),
-        )
-        if waits is None:
-            return False
+        none waits (any more) for this patient."""
         ours = exists().where(
             (quarantine.c.sopinstanceuid == sop_instance_uid)
             & (quarantine.c.pseudonym == pseudonym)

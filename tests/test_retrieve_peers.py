@@ -273,12 +273,18 @@ def test_dcmtk_getscu_defaults_gets_every_instance(study: Study, tmp_path: Path)
     assert_every_instance_decodes_as_stored(files_in(out), study)
 
 
-def test_dcmtk_movescu_to_dcmtk_storescp_defaults(study: Study, tmp_path: Path) -> None:
+def move_to_dcmstore(
+    study: Study, tmp_path: Path, *options: str
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """movescu moves the study to a DCMTK storescp (``options`` its own):
+    movescu's result and the folder the instances arrived in."""
     out = tmp_path / "moved"
     out.mkdir()
     port = study.ports["DCMSTORE"]
     scp = Listener(
-        ["storescp", "-aet", "DCMSTORE", "-od", str(out), str(port)], port, tmp_path / "scp.log"
+        ["storescp", *options, "-aet", "DCMSTORE", "-od", str(out), str(port)],
+        port,
+        tmp_path / "scp.log",
     )
     try:
         result = dcmtk(
@@ -287,6 +293,11 @@ def test_dcmtk_movescu_to_dcmtk_storescp_defaults(study: Study, tmp_path: Path) 
         )  # fmt: skip
     finally:
         scp.stop()
+    return result, out
+
+
+def test_dcmtk_movescu_to_dcmtk_storescp_defaults(study: Study, tmp_path: Path) -> None:
+    result, out = move_to_dcmstore(study, tmp_path)
     assert result.returncode == 0, result.stderr
     assert_every_instance_decodes_as_stored(files_in(out), study)
 
@@ -649,22 +660,8 @@ def test_moved_instances_are_the_stored_bytes_and_no_file_stays_open(
         raise AssertionError("decoded to send as stored")
 
     monkeypatch.setattr("dicomnode.dimse.retrieve.dcmread", no_decoding)
-    out = tmp_path / "moved"
-    out.mkdir()
-    port = study.ports["DCMSTORE"]
     open_before = len(os.listdir("/proc/self/fd"))
-    scp = Listener(
-        ["storescp", "+B", "+xa", "-aet", "DCMSTORE", "-od", str(out), str(port)],
-        port,
-        tmp_path / "scp.log",
-    )
-    try:
-        result = dcmtk(
-            "movescu", "-S", "-aet", CALLER, "-aec", "CHDNODE", "-aem", "DCMSTORE",
-            *study_key(study), "127.0.0.1", str(study.node.dicom.port),
-        )  # fmt: skip
-    finally:
-        scp.stop()
+    result, out = move_to_dcmstore(study, tmp_path, "+B", "+xa")
     assert result.returncode == 0, result.stderr
     received = {str(dcmread(p).SOPInstanceUID): p.read_bytes() for p in files_in(out)}
     assert set(received) == set(study.stored)

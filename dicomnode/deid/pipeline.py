@@ -389,9 +389,7 @@ class Deidentifier:
             return self._result(ds, encoded, syntax, reason, apart, subject, False)
         document = document_reason(ds)
         if document:
-            return Deidentified(
-                ds, encode(ds, syntax), syntax, document, apart=apart, claims=subject.claims
-            )
+            return self._result(ds, encode(ds, syntax), syntax, document, apart, subject)
         cleaned, target, reason = clean_and_verify(
             ds, syntax, rectangles, subject.matcher, self.ocr, defer
         )
@@ -405,10 +403,10 @@ class Deidentifier:
         reason: str | None,
         apart: dict[str, str],
         subject: Subject,
-        cleaned: bool,
+        cleaned: bool = False,
     ) -> Deidentified:
-        """What the step returns; one held for deferred OCR carries what the
-        verifier will need."""
+        """What the step returns, with the UIDs the store is to claim; one
+        held for deferred OCR carries what the verifier will need."""
         awaiting = AwaitingOcr(cleaned, subject.matcher.values) if reason == AWAITING_OCR else None
         return Deidentified(
             ds, data, syntax, reason, awaiting=awaiting, apart=apart, claims=subject.claims
@@ -452,11 +450,11 @@ class Deidentifier:
         if untouched:
             # No rule touches these pixels: the element goes on exactly as sent.
             kept = self._assemble(ds, syntax, [(body, pixels.start, pixels.end)], [], spool)
-            return Deidentified(ds, kept, syntax, apart=apart, claims=subject.claims)
+            return self._result(ds, kept, syntax, None, apart, subject)
         document = document_reason(ds)
         if document and pixels.syntax == syntax:
             encoded = self._assemble(ds, syntax, pixels.as_sent(ds, syntax), [], spool)
-            return Deidentified(ds, encoded, syntax, document, apart=apart, claims=subject.claims)
+            return self._result(ds, encoded, syntax, document, apart, subject)
         cleaned, target, reason = clean_and_verify_spooled(
             ds,
             pixels,
@@ -467,9 +465,7 @@ class Deidentifier:
             spool,
         )
         encoded = self._assemble(ds, target, cleaned.element, cleaned.owns, spool)
-        return Deidentified(
-            ds, encoded, target, document or reason, apart=apart, claims=subject.claims
-        )
+        return self._result(ds, encoded, target, document or reason, apart, subject)
 
     @staticmethod
     def _all_but_pixels(body: SpoolFile, syntax: UID, layout: Layout) -> Dataset:

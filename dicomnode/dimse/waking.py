@@ -73,7 +73,7 @@ class WakingDUL(DULServiceProvider):
         wake it, so it stops now, not after its longest wait."""
         self.__dict__["_kill_thread"] = value
         if value:
-            with contextlib.suppress(OSError, AttributeError):
+            with contextlib.suppress(OSError):  # closed: the loop has ended
                 self._wake[1].send(b"\0")
 
     @property

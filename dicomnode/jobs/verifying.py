@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import threading
+import time
 from concurrent.futures import CancelledError, ThreadPoolExecutor
 from dataclasses import replace
 from io import BytesIO
@@ -36,7 +37,7 @@ from dicomnode.ingest.pipeline import HOLD_EVENT, Ingestor
 from storage.archive import HeldBlobError
 from storage.index import StoreOutcome, add_copies_in
 from storage.leases import process_name
-from storage.verifying import BATCH, claimed_in
+from storage.verifying import BATCH, LEASE, claimed_in
 
 log = logging.getLogger(__name__)
 # A reading that fails (an error, not a finding) this often keeps the
@@ -103,21 +104,23 @@ class Verifier:
             rows = queue.claim(self.owner, max(BATCH, 2 * self.threads))
             if not rows:
                 break
-            read = self._read_all(rows)
+            read = self._read_all(rows, time.monotonic())
             unread = [row["pk"] for row in rows if row["pk"] not in read]
             if unread:
                 queue.release(unread, self.owner)
             done += len(read)
         return done
 
-    def _read_all(self, rows: list[dict[str, Any]]) -> set[int]:
-        """Verify ``rows`` in the worker threads; the keys of those read (a
-        stop leaves the rest unread)."""
+    def _read_all(self, rows: list[dict[str, Any]], claimed: float) -> set[int]:
+        """Verify ``rows`` (claimed at ``claimed``, monotonic) in the worker
+        threads; the keys of those read (a stop leaves the rest unread)."""
 
         def one(row: dict[str, Any]) -> int | None:
             if self._stopping.is_set():
                 return None
-            if not self.archive.index.ocr_queue.renew(row["pk"], self.owner):
+            # A batch read within half its lease needs no renewal (a write each).
+            late = time.monotonic() - claimed > LEASE.total_seconds() / 2
+            if late and not self.archive.index.ocr_queue.renew(row["pk"], self.owner):
                 return int(row["pk"])  # the lease passed on: another reads it
             self.verify(row)
             return int(row["pk"])
