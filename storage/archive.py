@@ -15,6 +15,7 @@ written, or sealed and written, a chunk at a time.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -41,6 +42,8 @@ log = logging.getLogger(__name__)
 # held blobs were encrypted) is a Part 10 file: "DICM" at offset 128.
 HELD_FORMAT = b"CHDHELD1"
 _NONCE = 12
+_TAG = 16
+_DOES_NOT_OPEN = "does not open with quarantine.key (damaged, another instance's, or another key)"
 _PART10_MAGIC = slice(128, 132)
 
 
@@ -88,6 +91,33 @@ class HeldCipher:
             yield encryptor.update(chunk)
         yield encryptor.finalize() + encryptor.tag
 
+    def open_chunks(self, sop_instance_uid: str, chunks: Iterable[bytes]) -> Iterator[bytes]:
+        """`open` a chunk at a time. The tag is checked only after the last
+        chunk: a caller trusts nothing it was given until the iteration
+        ends without HeldBlobError."""
+        stream, pending = iter(chunks), b""
+        start = len(HELD_FORMAT) + _NONCE
+        for chunk in stream:
+            pending += chunk
+            if len(pending) >= start:
+                break
+        if not is_sealed(pending) or len(pending) < start:
+            raise HeldBlobError("not a sealed held blob")
+        nonce, pending = pending[len(HELD_FORMAT) : start], pending[start:]
+        decryptor = Cipher(algorithms.AES(self._key), modes.GCM(nonce)).decryptor()
+        decryptor.authenticate_additional_data(self._bound(sop_instance_uid))
+        for chunk in itertools.chain([b""], stream):  # what followed the nonce first
+            pending += chunk
+            if len(pending) > _TAG:  # the last 16 bytes may be the tag
+                yield decryptor.update(pending[:-_TAG])
+                pending = pending[-_TAG:]
+        if len(pending) < _TAG:
+            raise HeldBlobError("a sealed held blob cut short")
+        try:
+            yield decryptor.finalize_with_tag(pending)
+        except InvalidTag:
+            raise HeldBlobError(_DOES_NOT_OPEN) from None
+
     def open(self, sop_instance_uid: str, blob: bytes) -> bytes:
         if not is_sealed(blob):
             raise HeldBlobError("not a sealed held blob")
@@ -96,9 +126,7 @@ class HeldCipher:
         try:
             return self._aead.decrypt(nonce, sealed, self._bound(sop_instance_uid))
         except InvalidTag:
-            raise HeldBlobError(
-                "does not open with quarantine.key (damaged, another instance's, or another key)"
-            ) from None
+            raise HeldBlobError(_DOES_NOT_OPEN) from None
 
 
 class Archive:
@@ -260,25 +288,24 @@ class Archive:
         also: Callable[[Connection], None] | None = None,
         ocr: OcrWait | None = None,
     ) -> None:
-        """Sealed twice with one nonce: once to learn the digest the row needs
-        before the write, once to write. Both passes encrypt the same
-        plaintext (a spool file does not change), the first pass's output is
-        never kept, and the write must reproduce its digest."""
+        """Sealed as it is written, its size and digest known once written
+        (`Index.add_quarantined` writes the blob before the row); one nonce
+        per call, so a retried transaction writes the same bytes again."""
         uid, cipher, nonce = record.sop_instance_uid, self._cipher(), os.urandom(_NONCE)
-        digest, size = hashlib.sha256(), 0
-        for chunk in cipher.seal_chunks(uid, data.chunks(), nonce):
-            digest.update(chunk)
-            size += len(chunk)
-        blob = BlobRef(self.held.key_for(uid), size, digest.hexdigest())
+        written = _Written(self.held.key_for(uid))
 
         def write() -> None:
-            ref = self.held.put_stream(blob.key, cipher.seal_chunks(uid, data.chunks(), nonce))
-            if ref.sha256 != blob.sha256:
-                self.held.delete(blob.key)
-                raise OSError("the held instance changed while it was sealed")
+            ref = self.held.put_stream(written.key, cipher.seal_chunks(uid, data.chunks(), nonce))
+            written.size, written.sha256 = ref.size, ref.sha256
 
         self.index.add_quarantined(
-            record, blob, reason, write_blob=write, linkage_row=linkage_row, also=also, ocr=ocr
+            record,
+            written,  # type: ignore[arg-type]
+            reason,
+            write_blob=write,
+            linkage_row=linkage_row,
+            also=also,
+            ocr=ocr,
         )
 
     def seal_for_hold(self, sop_instance_uid: str, plain: bytes) -> bytes:
@@ -303,6 +330,20 @@ class Archive:
         """The decrypted Part 10 file of a held instance; None if it is not held."""
         key = self.index.quarantined_blob(sop_instance_uid)
         return None if key is None else self.open_held(sop_instance_uid, self.held.read(key))
+
+    def read_held_chunks(self, sop_instance_uid: str) -> Iterator[bytes] | None:
+        """`read_held` a chunk at a time (see `HeldCipher.open_chunks`: trust
+        the bytes only once the iteration has ended); None if not held."""
+        key = self.index.quarantined_blob(sop_instance_uid)
+        if key is None:
+            return None
+        chunks = self.held.read_chunks(key)
+        first = next(chunks, b"")
+        if is_sealed(first):
+            return self._cipher().open_chunks(sop_instance_uid, itertools.chain([first], chunks))
+        if first[_PART10_MAGIC] == b"DICM":  # a legacy plaintext until the next start
+            return itertools.chain([first], chunks)
+        raise HeldBlobError("neither a sealed held blob nor a DICOM file")
 
     def forget_quarantined(self, sop_instance_uid: str) -> None:
         """A clean copy arrived (a re-send with regions, say), or the

@@ -24,6 +24,8 @@ from typing import BinaryIO, Protocol
 # An instance's key; a replacement's carries a version (`BlobStore.key_for`).
 _KEY = re.compile(r"^[0-9a-f]{2}/[0-9a-f]{2}/[0-9a-f]{64}(\.[0-9a-f]{16})?\.dcm$")
 LOST_AND_FOUND = "lost+found"
+# What `BlobStore.read_chunks` yields at a time.
+CHUNK = 1 << 20
 
 
 def check_key(key: str) -> str:
@@ -88,6 +90,16 @@ class BlobStore(ABC):
 
     @abstractmethod
     def read(self, key: str) -> bytes: ...
+
+    def read_chunks(self, key: str, size: int = CHUNK) -> Iterator[bytes]:
+        """The blob a chunk at a time, for one too large to read whole (a
+        held clip deferred OCR decrypts into the spool)."""
+        opened = self.open_file(key)
+        if opened is None:
+            raise FileNotFoundError("blob not found")
+        with opened:
+            while chunk := opened.read(size):
+                yield chunk
 
     def open_file(self, key: str) -> BinaryIO | None:
         """The blob as an open local file, for sending it without a copy in

@@ -507,8 +507,6 @@ class Index:
             "sopclassuid": image["sopclassuid"],
             "reason": reason[:256],
             "blob_key": blob.key,
-            "size": blob.size,
-            "sha256": blob.sha256,
             "sending_ae": record.sending_ae,
             "received_at": record.received_at,
             "sealed": True,  # `Archive.quarantine` writes encrypted blobs only
@@ -524,8 +522,8 @@ class Index:
             done_in(conn, row["sopinstanceuid"])
             if ocr is not None:
                 enqueue_in(conn, row["sopinstanceuid"], ocr)
-            write_blob()
-            conn.execute(quarantine.insert().values(**row))
+            write_blob()  # a stream's size and digest are known from here on
+            conn.execute(quarantine.insert().values(**row, size=blob.size, sha256=blob.sha256))
             if linkage_row is not None:
                 _keep_linkage(conn, linkage_row)
 

@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO
 
-from storage.blobs import _KEY, LOST_AND_FOUND, BlobRef, BlobStore, check_key
+from storage.blobs import _KEY, CHUNK, LOST_AND_FOUND, BlobRef, BlobStore, check_key
 
 # Parts of a multipart upload (a large instance, sent as it is read from the
 # spool): each carries its own MD5; at most this much is held at once.
@@ -118,6 +118,13 @@ class S3BlobStore(BlobStore):
 
     def read(self, key: str) -> bytes:
         return self._call("get_object", Key=self._name(key))["Body"].read()
+
+    def read_chunks(self, key: str, size: int = CHUNK) -> Iterator[bytes]:
+        body = self._call("get_object", Key=self._name(key))["Body"]
+        try:
+            yield from body.iter_chunks(size)
+        finally:
+            body.close()
 
     def exists(self, key: str) -> bool:
         try:

@@ -19,7 +19,7 @@ from pydicom.uid import generate_uid
 
 from dicomnode.config import Config
 from dicomnode.deid.pipeline import AWAITING_OCR
-from dicomnode.ingest.pipeline import Ingestor, Outcome
+from dicomnode.ingest.pipeline import Incoming, Ingestor, IngestResult, Outcome
 from dicomnode.jobs.verifying import Verifier
 from dicomnode.node import open_archive
 from dicomnode.ops.admin import refuse_quarantined
@@ -28,7 +28,8 @@ from dicomnode.status import SUCCESS
 from storage.archive import Archive
 from storage.verifying import ocr_queue
 from tests import test_deid_pixel_attacks as attacks
-from tests.conftest import incoming, make_config
+from tests import test_spool
+from tests.conftest import encode, incoming, make_config
 
 BURNED_IN = [
     attacks.palette_index_text,
@@ -400,3 +401,134 @@ def test_a_node_restarted_with_ocr_off_still_reads_what_waits(
         later.stop()
     assert stored_uids(archive, {uid}) == set()
     assert archive.index.quarantined(uid)[0]["reason"].startswith("OCR found identity text")
+
+
+# -- large instances: held from the spool, read back through the spool ---------------
+@pytest.fixture(scope="module")
+def large(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[test_spool.Side, test_spool.Side, Verifier]]:
+    """Two archives under one set of keys: one reads before it answers, in
+    memory; the other spools everything over 1 MiB and reads after it
+    answers (its verifier decrypts held clips into its spool)."""
+    root = tmp_path_factory.mktemp("large")
+    sides = []
+    for name, deferred_ocr, threshold in (("now", False, 4096), ("later", True, 1)):
+        config = make_config(
+            root / name,
+            key_dir=root / "secrets",
+            spool_dir=root / f"spool-{name}",
+            spool_threshold_mb=threshold,
+            ocr_deferred=deferred_ocr,
+        )
+        archive = open_archive(config)
+        sides.append(test_spool.Side(config, archive, Ingestor(config, archive)))
+    verifier = Verifier(sides[1].ingestor, 2)
+    yield sides[0], sides[1], verifier
+    verifier.stop()
+    for side in sides:
+        side.archive.close()
+
+
+def spooled_ingest(side: test_spool.Side, ds: Dataset | tuple[bytes, str]) -> IngestResult:
+    data, syntax = ds if isinstance(ds, tuple) else encode(ds)
+    with side.ingestor.spool.open() as body:
+        body.write(data)
+        return side.ingestor.ingest(Incoming(body, syntax, calling_ae="BISHKEK_ECHO"))
+
+
+def ended_as(archive: Archive, uid: str) -> tuple[bytes | None, bytes | None, list[str]]:
+    """What an archive holds of an instance: stored, held, why held."""
+    return (
+        archive.read(uid),
+        archive.read_held(uid),
+        [row["reason"] for row in archive.index.quarantined(uid)],
+    )
+
+
+def clip_with_text(frames: int) -> Dataset:
+    """Burned-in staff name and phone number in every frame of a clip well
+    over the spool threshold."""
+    ds = attacks.staff_and_phone_only_in_pixels()
+    ds.NumberOfFrames = frames
+    ds.PixelData = bytes(ds.PixelData) * frames
+    return ds
+
+
+@pytest.mark.parametrize("case", test_spool.CASES)
+def test_a_large_instance_read_later_ends_as_one_read_at_once(
+    large: tuple[test_spool.Side, test_spool.Side, Verifier], case: str
+) -> None:
+    now, later, verifier = large
+    data, syntax = encode(test_spool.CASES[case]())
+    first = now.ingestor.ingest(Incoming(data, syntax, calling_ae="BISHKEK_ECHO"))
+    second = spooled_ingest(later, (data, syntax))
+    assert first.outcome in (Outcome.STORED, Outcome.QUARANTINED), first
+    if second.outcome is Outcome.VERIFYING:
+        assert verifier.run_once() >= 1
+    else:  # nothing for OCR to read, a deflated clip (read at once), held at once
+        assert second.outcome is first.outcome, second
+    assert later.archive.index.ocr_queue.waiting() == 0
+    uid = str(first.dataset.SOPInstanceUID)
+    assert str(second.dataset.SOPInstanceUID) == uid
+    assert ended_as(later.archive, uid) == ended_as(now.archive, uid)
+
+
+def test_large_clips_are_answered_before_ocr(
+    large: tuple[test_spool.Side, test_spool.Side, Verifier],
+) -> None:
+    """The cases above go the deferred way where they should (not all at once)."""
+    later = large[1]
+    for case in ("us rgb blanked", "us jpeg in fragments", "capture in fragments", "xa native"):
+        result = spooled_ingest(later, test_spool.CASES[case]())
+        assert result.outcome is Outcome.VERIFYING, (case, result)
+    deflated = spooled_ingest(later, test_spool.CASES["deflated us blanked"]())
+    assert deflated.outcome is Outcome.STORED, deflated
+    assert large[2].run_once() == 4
+
+
+def test_identity_burned_into_a_large_clip_is_held_after_the_answer(
+    large: tuple[test_spool.Side, test_spool.Side, Verifier],
+) -> None:
+    later, verifier = large[1], large[2]
+    ds = clip_with_text(12)
+    assert len(ds.PixelData) > 3 * (1 << 20)
+    result = spooled_ingest(later, ds)
+    assert (result.outcome, result.status) == (Outcome.VERIFYING, SUCCESS)
+    uid = str(result.dataset.SOPInstanceUID)
+    assert stored_uids(later.archive, {uid}) == set()
+    assert verifier.run_once() == 1
+    (held,) = later.archive.index.quarantined(uid)
+    assert held["reason"].startswith("OCR found identity text"), held["reason"]
+    assert stored_uids(later.archive, {uid}) == set()
+    assert later.ingestor.spool.directory is not None
+    assert [p for p in later.ingestor.spool.directory.rglob("*") if p.is_file()] == []
+
+
+@pytest.mark.parametrize("damage", ["flipped", "cut", "swapped"])
+def test_a_damaged_held_clip_stays_held_saying_so(
+    large: tuple[test_spool.Side, test_spool.Side, Verifier], damage: str
+) -> None:
+    """A held clip whose bytes changed on disk (or another instance's blob
+    copied over it) opens for nobody: kept held, nothing stored."""
+    later, verifier = large[1], large[2]
+    results = [spooled_ingest(later, test_spool.CASES["us rgb blanked"]()) for _ in range(2)]
+    uids = [str(r.dataset.SOPInstanceUID) for r in results]
+    assert {r.outcome for r in results} == {Outcome.VERIFYING}
+    index, held = later.archive.index, later.archive.held
+    key, other = (index.quarantined_blob(uid) for uid in uids)
+    assert key is not None and other is not None
+    path = held.path(key)
+    blob = bytearray(path.read_bytes())
+    if damage == "flipped":
+        blob[len(blob) // 2] ^= 0x01
+    elif damage == "cut":
+        del blob[-1000:]
+    else:
+        blob = bytearray(held.path(other).read_bytes())
+    path.write_bytes(bytes(blob))
+    assert verifier.run_once() == 2
+    assert stored_uids(later.archive, {uids[0]}) == set()
+    (row,) = index.quarantined(uids[0])
+    assert row["reason"].startswith("held copy unreadable for OCR (HeldBlobError)"), row
+    assert stored_uids(later.archive, {uids[1]}) == {uids[1]}

@@ -245,15 +245,18 @@ def clean_and_verify_spooled(
     matcher: IdentityMatcher,
     ocr: OcrSettings,
     spool: Spool,
+    defer: bool = False,
 ) -> tuple[stream.Cleaned, UID, str | None]:
     """`clean_and_verify` for a spooled instance: the header ``ds`` changed
     alike, the Pixel Data element returned as pieces, OCR reading its
-    sampled frames back from the spool. Never deferred: the verifier reads
-    a held instance in memory, and these are too large for that."""
+    sampled frames back from the spool (or, ``defer``, the verifier reading
+    them from the held copy)."""
     cleaned = stream.clean_spooled(ds, pixels, syntax, rectangles, spool)
     try:
         target = UID(cleaned.outcome.transfer_syntax)
         ds.file_meta.TransferSyntaxUID = target
+        if not cleaned.outcome.quarantine and defer and must_read(ds, ocr, True):
+            return cleaned, target, AWAITING_OCR
         reason = cleaned.outcome.quarantine or check(
             ds,
             target,
@@ -437,7 +440,9 @@ class Deidentifier:
         Pixel Data decoded (bounded by `ingest.read_header`), the pixels
         streamed."""
         pixels = stream.SpooledPixels(body, layout, syntax)
-        untouched = self._untouched(header, layout, syntax, rectangles, False) and not (
+        # The verifier reads a held clip from a spool file, not deflated data.
+        defer = sender.defer_ocr and not syntax.is_deflated
+        untouched = self._untouched(header, layout, syntax, rectangles, defer) and not (
             pixels.length is not None and pixels.stray_bits(header)
         )
         ds = header if untouched else self._all_but_pixels(body, syntax, layout)
@@ -450,7 +455,8 @@ class Deidentifier:
         if untouched:
             # No rule touches these pixels: the element goes on exactly as sent.
             kept = self._assemble(ds, syntax, [(body, pixels.start, pixels.end)], [], spool)
-            return self._result(ds, kept, syntax, None, apart, subject)
+            reason = AWAITING_OCR if defer and must_read(ds, self.ocr, True) else None
+            return self._result(ds, kept, syntax, reason, apart, subject)
         document = document_reason(ds)
         if document and pixels.syntax == syntax:
             encoded = self._assemble(ds, syntax, pixels.as_sent(ds, syntax), [], spool)
@@ -463,9 +469,11 @@ class Deidentifier:
             subject.matcher,
             self.ocr,
             spool,
+            defer and not document,
         )
         encoded = self._assemble(ds, target, cleaned.element, cleaned.owns, spool)
-        return self._result(ds, encoded, target, document or reason, apart, subject)
+        reason = document or reason
+        return self._result(ds, encoded, target, reason, apart, subject, cleaned.outcome.cleaned)
 
     @staticmethod
     def _all_but_pixels(body: SpoolFile, syntax: UID, layout: Layout) -> Dataset:

@@ -410,6 +410,12 @@ def clean_spooled(
     return _native(ds, pixels, geometry, syntax, None, spool, held)
 
 
+def stored_frames(ds: Dataset, pixels: SpooledPixels, syntax: UID) -> Callable[[int], Dataset]:
+    """Frame i of a spooled element as it is (a held clip that deferred OCR
+    reads), as a one-frame data set."""
+    return _unchanged(ds, pixels, syntax, PixelOutcome(False, syntax, None)).frame
+
+
 def _unchanged(ds: Dataset, pixels: SpooledPixels, syntax: UID, outcome: PixelOutcome) -> Cleaned:
     """The element as sent (``ds`` unchanged), its frames read from there."""
     attributes = image_attributes(ds)

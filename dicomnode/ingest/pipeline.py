@@ -441,12 +441,13 @@ class Ingestor:
         held: dict[str, Any],
         ds: Dataset,
         *,
-        part10: bytes | None = None,
+        part10: bytes | Pieces | None = None,
         also: AlsoWrite | None = None,
         after: Callable[[Connection], None] | None = None,
     ) -> StoreOutcome:
         """The one store for a held instance (its quarantine row ``held``):
-        ``ds`` encoded again, or ``part10`` as held; received when it was
+        ``ds`` encoded again, or ``part10`` (in memory, or pieces of a spool
+        file: a clip deferred OCR read) as stored; received when it was
         received; the held row and blob end with the store. Raises what the
         store raises."""
         syntax = str(ds.file_meta.TransferSyntaxUID)

@@ -17,23 +17,34 @@ from __future__ import annotations
 import json
 import logging
 import os
+import struct
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import CancelledError, ThreadPoolExecutor
 from dataclasses import replace
 from io import BytesIO
 from typing import Any
 
 from pydicom import dcmread
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID
 from sqlalchemy import Connection
 
 from dicomnode.deid.identity import IdentityMatcher
-from dicomnode.deid.pipeline import AWAITING_OCR, mark_verified
+from dicomnode.deid.pipeline import AWAITING_OCR, encode_plain, mark_verified
 from dicomnode.deid.pixels import keep_mask
+from dicomnode.deid.stream import SpooledPixels, stored_frames
 from dicomnode.deid.verify import check
-from dicomnode.ingest.pipeline import HOLD_EVENT, Ingestor
+from dicomnode.ingest.pipeline import (
+    HOLD_EVENT,
+    IN_MEMORY_SHARE,
+    Ingestor,
+    header_limit,
+    read_header,
+)
+from dicomnode.media.spool import Pieces, SpoolFile
+from dicomnode.status import Rejection
 from storage.archive import HeldBlobError
 from storage.index import StoreOutcome, add_copies_in
 from storage.leases import process_name
@@ -43,6 +54,23 @@ log = logging.getLogger(__name__)
 # A reading that fails (an error, not a finding) this often keeps the
 # instance held, saying so, instead of coming back for ever.
 MOST_ATTEMPTS = 3
+
+
+# Where a Part 10 file's meta group starts: after the preamble and "DICM".
+_META_START = 132
+
+
+def _meta_length(head: bytes | bytearray) -> int:
+    """Where the data set starts in a Part 10 file whose first bytes are
+    ``head``: its meta group's length is the first element's value."""
+    group_length = b"\x02\x00\x00\x00UL\x04\x00"  # (0002,0000) UL, 4 bytes
+    if head[128:132] != b"DICM" or head[_META_START : _META_START + 8] != group_length:
+        raise HeldBlobError("held copy without the node's file meta")
+    return _META_START + 12 + struct.unpack("<L", head[_META_START + 8 : _META_START + 12])[0]
+
+
+def _unreadable(exc: Exception) -> str:
+    return f"held copy unreadable for OCR ({type(exc).__name__})"
 
 
 class NotWaiting(Exception):
@@ -90,6 +118,7 @@ class Verifier:
         self._stopping = threading.Event()
         # An in-memory instance is at most a quarter of the spool threshold.
         self._budget = ByteBudget(max(1, ingestor.threshold))
+        self._header_limit = header_limit(ingestor.config)
 
     def stop(self) -> None:
         """Finish the instances being read; give the rest back to the queue."""
@@ -167,8 +196,13 @@ class Verifier:
             self._keep(uid, None, reference)  # decided elsewhere: only the row goes
             return
         held = held_rows[0]
-        taken = self._budget.take(int(held["size"] or 0))
+        spooled = int(held["size"] or 0) > self._budget.total // IN_MEMORY_SHARE
+        # A clip read from the spool holds its header and a frame or two.
+        taken = self._budget.take(self._budget.total // 4 if spooled else int(held["size"] or 0))
         try:
+            if spooled:
+                self._verify_spooled(row, held, uid, reference)
+                return
             try:
                 part10 = self.archive.read_held(uid)
                 if part10 is None:
@@ -176,18 +210,77 @@ class Verifier:
                 ds = dcmread(BytesIO(part10))
                 values = json.loads(self.archive.open_for_hold(uid, row["identity"]))
             except (HeldBlobError, OSError, ValueError) as exc:
-                why = f"held copy unreadable for OCR ({type(exc).__name__})"
-                self._keep(uid, why, reference)
+                self._keep(uid, _unreadable(exc), reference)
                 return
             reason = self._read(ds, row, values)
             if reason is not None:
                 self._keep(uid, reason, reference)
                 return
-            self._store(ds, held, bool(row["cleaned"]), part10, reference)
+            cleaned = bool(row["cleaned"])
+            self._store(ds, held, cleaned, None if cleaned else part10, reference)
         finally:
             self._budget.give(taken)
 
-    def _read(self, ds: Dataset, row: dict[str, Any], values: list[list[str]]) -> str | None:
+    def _verify_spooled(
+        self, row: dict[str, Any], held: dict[str, Any], uid: str, reference: str
+    ) -> None:
+        """`_verify` for a held clip too large to read whole: decrypted into
+        this process's spool (encrypted there, nameless), its header decoded,
+        its frames read one at a time as OCR samples them."""
+        with self.ingestor.spool.open() as body:
+            try:
+                meta, syntax = self._decrypt_into(uid, body)
+                header, layout = read_header(body, syntax, header_limit=self._header_limit)
+                header.file_meta = FileMetaDataset()
+                header.file_meta.TransferSyntaxUID = syntax
+                values = json.loads(self.archive.open_for_hold(uid, row["identity"]))
+                frames = None
+                if layout.pixel_offset is not None:
+                    pixels = SpooledPixels(body, layout, syntax)
+                    frames = stored_frames(header, pixels, syntax)
+            except (HeldBlobError, OSError, ValueError, Rejection) as exc:
+                self._keep(uid, _unreadable(exc), reference)
+                return
+            reason = self._read(header, row, values, frames)
+            if reason is not None:
+                self._keep(uid, reason, reference)
+                return
+            if row["cleaned"]:  # the header says so now: encoded again, the rest as held
+                start = body.size if layout.pixel_offset is None else layout.pixel_offset
+                rest = Pieces([(body, start, body.size)])
+                self._store(header, held, True, rest, reference)
+            else:
+                self._store(header, held, False, Pieces([meta, (body, 0, body.size)]), reference)
+
+    def _decrypt_into(self, uid: str, body: SpoolFile) -> tuple[bytes, UID]:
+        """The held Part 10 file's preamble and file meta, and its transfer
+        syntax; its data set written to ``body``. The bytes are trusted only
+        once the last chunk has passed AES-GCM's tag check."""
+        chunks = self.archive.read_held_chunks(uid)
+        if chunks is None:
+            raise HeldBlobError("not held")
+        head, meta = bytearray(), None
+        for chunk in chunks:
+            if meta is not None:
+                body.write(chunk)
+                continue
+            head += chunk
+            if len(head) < _META_START + 12 or len(head) < _meta_length(head):
+                continue
+            length = _meta_length(head)
+            meta = bytes(head[:length])
+            body.write(head[length:])
+        if meta is None:
+            raise HeldBlobError("held copy shorter than its file meta")
+        return meta, UID(dcmread(BytesIO(meta)).file_meta.TransferSyntaxUID)
+
+    def _read(
+        self,
+        ds: Dataset,
+        row: dict[str, Any],
+        values: list[list[str]],
+        frames: Callable[[int], Dataset] | None = None,
+    ) -> str | None:
         """What the ingest would have said: OCR's finding, or None."""
         syntax = UID(ds.file_meta.TransferSyntaxUID)
         blanked = None
@@ -200,14 +293,29 @@ class Verifier:
         matcher = IdentityMatcher.from_values((str(kind), str(value)) for kind, value in values)
         settings = replace(self.ingestor.deidentify.ocr, deferred=False)
         # Read even if this node now runs with ocr = false: it was held to be read.
-        return check(ds, syntax, blanked=blanked, matcher=matcher, settings=settings, always=True)
+        return check(
+            ds,
+            syntax,
+            blanked=blanked,
+            matcher=matcher,
+            settings=settings,
+            frames=frames,
+            always=True,
+        )
 
     def _store(
-        self, ds: Dataset, held: dict[str, Any], cleaned: bool, part10: bytes, reference: str
+        self,
+        ds: Dataset,
+        held: dict[str, Any],
+        cleaned: bool,
+        stored: bytes | Pieces | None,
+        reference: str,
     ) -> None:
         """The one store, as any held instance's: the held row and the
         queue row end in its transaction, which fails if the row is no
-        longer this process's (then nothing is stored)."""
+        longer this process's (then nothing is stored). ``stored``: the
+        held file as it is; or, ``cleaned`` and spooled, what follows the
+        header from Pixel Data on."""
         uid = str(held["sopinstanceuid"])
         copies = 0
 
@@ -218,12 +326,17 @@ class Verifier:
                 raise NotWaiting(uid)
             copies = found
 
+        part10 = stored
         if cleaned:  # only pixels cleaned and verified say so
             mark_verified(ds)
+            if isinstance(stored, Pieces):  # the new header before the element as held
+                syntax = UID(ds.file_meta.TransferSyntaxUID)
+                encoded = Pieces([encode_plain(ds, syntax), stored])
+                part10 = self.ingestor.file_for(ds, encoded, syntax, held["sending_ae"])
         outcome = self.ingestor.store_held(
             held,
             ds,
-            part10=None if cleaned else part10,
+            part10=part10,
             also=mine,
             after=lambda conn: add_copies_in(conn, uid, copies),  # re-sent while it waited
         )
