@@ -875,7 +875,7 @@ class IdentityMatcher:
             for kind, value in _collect(ds)
             if value not in skipped
         ]
-        return cls([*pairs, *extra])
+        return _made(tuple([*pairs, *extra])) if cls is IdentityMatcher else cls([*pairs, *extra])
 
     def _add_date(self, value: str) -> None:
         """A DA/DT value, found later by value in any written form."""
@@ -1283,6 +1283,13 @@ def _merge(hits: Sequence[Hit], same_kind: bool, text: str) -> list[Hit]:
                 continue
         out.append(hit)
     return out
+
+
+@lru_cache(maxsize=256)
+def _made(values: tuple[tuple[str, str], ...]) -> IdentityMatcher:
+    """One matcher per set of values: a study's instances carry the same
+    identity, and a matcher never changes once made (so threads share it)."""
+    return IdentityMatcher(values)
 
 
 def _values(value: object) -> Iterator[object]:
