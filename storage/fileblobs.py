@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from storage.blobs import LOST_AND_FOUND, BlobRef, BlobStore, check_key
+from storage.blobs import LOST_AND_FOUND, BlobRef, BlobStore, check_key, read_ahead
 from storage.leases import dead_here, of_this_host, process_name
 from storage.private import private_dir, private_subdir
 
@@ -86,7 +86,7 @@ class FileBlobStore(BlobStore):
 
         def write(handle: BinaryIO) -> None:
             nonlocal size
-            for chunk in chunks:
+            for chunk in read_ahead(chunks):
                 digest.update(chunk)
                 size += len(chunk)
                 handle.write(chunk)

@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO
 
-from storage.blobs import _KEY, CHUNK, LOST_AND_FOUND, BlobRef, BlobStore, check_key
+from storage.blobs import _KEY, CHUNK, LOST_AND_FOUND, BlobRef, BlobStore, check_key, read_ahead
 
 # Parts of a multipart upload (a large instance, sent as it is read from the
 # spool): each carries its own MD5; at most this much is held at once.
@@ -76,7 +76,7 @@ class S3BlobStore(BlobStore):
         buffer, upload = bytearray(), None
         parts: list[dict[str, Any]] = []
         try:
-            for chunk in chunks:
+            for chunk in read_ahead(chunks):
                 digest.update(chunk)
                 size += len(chunk)
                 buffer += chunk

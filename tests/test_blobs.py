@@ -1,10 +1,13 @@
 import os
 import socket
 import subprocess
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from storage.blobs import read_ahead
 from storage.fileblobs import FileBlobStore as BlobStore
 
 
@@ -64,3 +67,38 @@ def test_key_cannot_escape_the_store(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="escape"):
         store.put("../../outside.dcm", b"x")
     assert not (tmp_path / "outside.dcm").exists()
+
+
+def test_chunks_read_ahead_arrive_in_order_and_errors_reach_the_writer(tmp_path: Path) -> None:
+    """`read_ahead` makes chunks in another thread: the same bytes, the
+    same order, and a failure while making them fails the write (no blob)."""
+    chunks = [bytes([i]) * (1000 + i) for i in range(50)]
+    assert list(read_ahead(iter(chunks))) == chunks
+
+    def broken() -> Iterator[bytes]:
+        yield b"a" * 10
+        raise OSError("the spool went away")
+
+    store = BlobStore(tmp_path / "blobs")
+    key = store.key_for("1.2.3")
+    with pytest.raises(OSError, match="spool went away"):
+        store.put_stream(key, broken())
+    assert not store.exists(key)
+
+
+def test_a_writer_that_stops_early_stops_the_reader() -> None:
+    made: list[int] = []
+
+    def endless() -> Iterator[bytes]:
+        for i in range(10**6):
+            made.append(i)
+            yield b"x"
+
+    ahead = read_ahead(endless())
+    assert next(ahead) == b"x"
+    ahead.close()
+    for thread in threading.enumerate():
+        if thread.name == "read-ahead":
+            thread.join(timeout=60)
+            assert not thread.is_alive()
+    assert len(made) <= 5  # the one read, two queued, one waiting to be
