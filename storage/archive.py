@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 HELD_FORMAT = b"CHDHELD1"
 _NONCE = 12
 _TAG = 16
+_NOT_SEALED = "not sealed where its row says it must be (put there without the key?)"
 _DOES_NOT_OPEN = "does not open with quarantine.key (damaged, another instance's, or another key)"
 _PART10_MAGIC = slice(128, 132)
 
@@ -317,33 +318,39 @@ class Archive:
         """`seal_for_hold`'s plaintext; raises if it is not this instance's."""
         return self._cipher().open(f"ocr:{sop_instance_uid}", sealed)
 
-    def open_held(self, sop_instance_uid: str, blob: bytes) -> bytes:
-        """The Part 10 file in a held blob: decrypted, or a legacy plaintext
-        as it is (until the next start encrypts it)."""
+    def open_held(self, sop_instance_uid: str, blob: bytes, sealed: bool = True) -> bytes:
+        """The Part 10 file in a held blob: decrypted; a plaintext only where
+        its row says it was held before blobs were sealed (``sealed`` False,
+        until the next start seals it). A plaintext where a sealed blob
+        should be is a file put there by someone without the key: refused."""
         if is_sealed(blob):
             return self._cipher().open(sop_instance_uid, blob)
-        if blob[_PART10_MAGIC] == b"DICM":
+        if not sealed and blob[_PART10_MAGIC] == b"DICM":
             return blob
-        raise HeldBlobError("neither a sealed held blob nor a DICOM file")
+        raise HeldBlobError(_NOT_SEALED)
 
     def read_held(self, sop_instance_uid: str) -> bytes | None:
         """The decrypted Part 10 file of a held instance; None if it is not held."""
-        key = self.index.quarantined_blob(sop_instance_uid)
-        return None if key is None else self.open_held(sop_instance_uid, self.held.read(key))
+        found = self.index.held_blob(sop_instance_uid)
+        if found is None:
+            return None
+        key, sealed = found
+        return self.open_held(sop_instance_uid, self.held.read(key), sealed)
 
     def read_held_chunks(self, sop_instance_uid: str) -> Iterator[bytes] | None:
         """`read_held` a chunk at a time (see `HeldCipher.open_chunks`: trust
         the bytes only once the iteration has ended); None if not held."""
-        key = self.index.quarantined_blob(sop_instance_uid)
-        if key is None:
+        found = self.index.held_blob(sop_instance_uid)
+        if found is None:
             return None
+        key, sealed = found
         chunks = self.held.read_chunks(key)
         first = next(chunks, b"")
         if is_sealed(first):
             return self._cipher().open_chunks(sop_instance_uid, itertools.chain([first], chunks))
-        if first[_PART10_MAGIC] == b"DICM":  # a legacy plaintext until the next start
+        if not sealed and first[_PART10_MAGIC] == b"DICM":  # legacy, until the next start
             return itertools.chain([first], chunks)
-        raise HeldBlobError("neither a sealed held blob nor a DICOM file")
+        raise HeldBlobError(_NOT_SEALED)
 
     def forget_quarantined(self, sop_instance_uid: str) -> None:
         """A clean copy arrived (a re-send with regions, say), or the
@@ -373,7 +380,7 @@ class Archive:
         blob = self.held.read(key)
         # Already sealed when an earlier start stopped before updating the
         # row: either way it must hold exactly the plaintext the row describes.
-        plain = self.open_held(uid, blob)
+        plain = self.open_held(uid, blob, sealed=False)
         if row["sha256"] and hashlib.sha256(plain).hexdigest() != row["sha256"]:
             raise HeldBlobError("content differs from what was held (SHA-256)")
         if not is_sealed(blob):

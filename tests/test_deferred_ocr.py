@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from io import BytesIO
 from pathlib import Path
 
 import pytest
@@ -532,3 +533,40 @@ def test_a_damaged_held_clip_stays_held_saying_so(
     (row,) = index.quarantined(uids[0])
     assert row["reason"].startswith("held copy unreadable for OCR (HeldBlobError)"), row
     assert stored_uids(later.archive, {uids[1]}) == {uids[1]}
+
+
+def _plaintext_with_identity(archive: Archive, uid: str) -> bytes:
+    """The held copy's own plaintext with the child's identity put back into
+    its header: what someone with the disk but not the key could write."""
+    plain = archive.read_held(uid)
+    assert plain is not None
+    ds = dcmread(BytesIO(plain))
+    ds.PatientName, ds.PatientID = "Asanov^Bolot", "KG-7201010"
+    out = BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("size", ["small", "large"])
+def test_a_plaintext_put_where_a_sealed_copy_was_is_refused(
+    large: tuple[test_spool.Side, test_spool.Side, Verifier], size: str
+) -> None:
+    """Only rows held before blobs were encrypted may hold a plaintext: a
+    DICOM file swapped in for a sealed held copy is never read, let alone stored."""
+    later, verifier = large[1], large[2]
+    archive = later.archive
+    if size == "large":
+        result = spooled_ingest(later, test_spool.CASES["us rgb blanked"]())
+    else:
+        study, series = generate_uid(UID_ROOT), generate_uid(UID_ROOT)
+        result = later.ingestor.ingest(incoming(echo(1, study, series)))
+    assert result.outcome is Outcome.VERIFYING
+    uid = str(result.dataset.SOPInstanceUID)
+    forged = _plaintext_with_identity(archive, uid)
+    key = archive.index.quarantined_blob(uid)
+    assert key is not None
+    archive.held.path(key).write_bytes(forged)
+    assert verifier.run_once() >= 1
+    assert archive.read(uid) is None
+    (row,) = archive.index.quarantined(uid)
+    assert row["reason"] == "held copy unreadable for OCR (HeldBlobError)", row

@@ -58,6 +58,7 @@ MOST_ATTEMPTS = 3
 
 # Where a Part 10 file's meta group starts: after the preamble and "DICM".
 _META_START = 132
+_META_MOST = 1 << 16
 
 
 def _meta_length(head: bytes | bytearray) -> int:
@@ -66,7 +67,10 @@ def _meta_length(head: bytes | bytearray) -> int:
     group_length = b"\x02\x00\x00\x00UL\x04\x00"  # (0002,0000) UL, 4 bytes
     if head[128:132] != b"DICM" or head[_META_START : _META_START + 8] != group_length:
         raise HeldBlobError("held copy without the node's file meta")
-    return _META_START + 12 + struct.unpack("<L", head[_META_START + 8 : _META_START + 12])[0]
+    length = struct.unpack("<L", head[_META_START + 8 : _META_START + 12])[0]
+    if length > _META_MOST:  # the node's own meta is a few hundred bytes
+        raise HeldBlobError("held copy with a file meta group too long")
+    return _META_START + 12 + length
 
 
 def _unreadable(exc: Exception) -> str:

@@ -156,7 +156,7 @@ def _release(
 ) -> HeldOutcome:
     archive = ingestor.archive
     uid = held["sopinstanceuid"]
-    data = archive.open_held(uid, archive.held.read(held["blob_key"]))
+    data = archive.open_held(uid, archive.held.read(held["blob_key"]), bool(held["sealed"]))
     try:
         ds = dcmread(BytesIO(data))
     except Exception as exc:  # whatever pydicom raises on a damaged file

@@ -29,7 +29,7 @@ from typing import NamedTuple
 
 from pydicom import dcmread
 from pydicom.uid import UID
-from sqlalchemy import select
+from sqlalchemy import select, true
 
 from dicomnode.ingest.importer import split_file
 from dicomnode.media.integrity import StructureError, check_structure
@@ -70,6 +70,7 @@ class _Row(NamedTuple):
     key: str
     size: int
     sha256: str | None  # None for instances stored before digests were kept
+    sealed: bool = True  # a held row's blob is encrypted (false: held before 0007)
 
 
 def _rows(archive: Archive) -> Iterator[_Row]:
@@ -77,9 +78,10 @@ def _rows(archive: Archive) -> Iterator[_Row]:
     with archive.index.engine.connect() as conn:
         for table, store in ((instances, archive.blobs), (quarantine, archive.held)):
             c = table.c
-            query = select(c.sopinstanceuid, c.blob_key, c.size, c.sha256)
-            for uid, key, size, sha256 in conn.execute(query):
-                yield _Row(store, uid, key, size, sha256)
+            sealed = c.sealed if table is quarantine else true()
+            query = select(c.sopinstanceuid, c.blob_key, c.size, c.sha256, sealed)
+            for uid, key, size, sha256, is_sealed_row in conn.execute(query):
+                yield _Row(store, uid, key, size, sha256, bool(is_sealed_row))
 
 
 def reconcile(archive: Archive, *, repair: bool, now: float | None = None) -> CheckReport:
@@ -128,7 +130,7 @@ def _problem(archive: Archive, data: bytes, row: _Row) -> str | None:
         return "content differs from what was stored (SHA-256)"
     if row.store is archive.held:
         try:
-            data = archive.open_held(row.uid, data)
+            data = archive.open_held(row.uid, data, row.sealed)
         except HeldBlobError as exc:
             return str(exc)
     try:
