@@ -40,7 +40,7 @@ from pynetdicom.transport import (
     ThreadedAssociationServer,
 )
 
-from dicomnode.dimse import receive, server, stored, transport, waking
+from dicomnode.dimse import batching, receive, server, stored, transport, waking
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,6 +64,8 @@ METHODS: list[tuple[Any, str, list[str]]] = [
     (DIMSEServiceProvider, "receive_primitive", ["self", "primitive"]),
     (DIMSEServiceProvider, "send_msg", ["self", "primitive", "context_id"]),
     (DULServiceProvider, "kill_dul", ["self"]),
+    (DULServiceProvider, "_send", ["self", "pdu"]),  # dimse/batching.py
+    (DULServiceProvider, "_process_recv_primitive", ["self"]),
     (Association, "kill", ["self"]),
     (Association, "run", ["self"]),
     (AssociationServer, "server_bind", ["self"]),
@@ -129,6 +131,7 @@ OVERRIDES: dict[type, set[str]] = {
     stored.SendsStoredFiles: {"send_c_store"},
     stored.NodeAE: {"associate"},
     waking.WakingDUL: {"_run_loop_delay", "_kill_thread"},
+    batching.BatchingSend: {"_send", "_process_recv_primitive"},
     receive.SpoolingDIMSE: {"receive_primitive", "message"},
 }
 

@@ -23,6 +23,8 @@ from pynetdicom import _config
 from pynetdicom.ae import ApplicationEntity
 from pynetdicom.association import Association
 
+from dicomnode.dimse.batching import BatchingSend
+
 # Read files to send in PDU-sized pieces, never whole (only paths go this way).
 _config.STORE_SEND_CHUNKED_DATASET = True
 
@@ -63,6 +65,7 @@ class NodeAE(ApplicationEntity):
     def associate(self, *args: Any, **kwargs: Any) -> Association:
         assoc = super().associate(*args, **kwargs)
         assoc.__class__ = _RequestedAssociation  # no state of its own: safe to swap
+        BatchingSend.install(assoc.dul)  # queued P-DATA PDUs in one send
         return assoc
 
 

@@ -27,6 +27,8 @@ from typing import Any
 
 from pynetdicom.dul import DULServiceProvider
 
+from dicomnode.dimse.batching import BatchingSend
+
 # The longest wait unless ``poll_interval_us`` says otherwise: how late the
 # DUL may see its ARTIM timer or a stop.
 MAX_WAIT = 0.05
@@ -43,8 +45,9 @@ class WakingQueue(queue.Queue):
             self.waker.send(b"\0")
 
 
-class WakingDUL(DULServiceProvider):
-    """pynetdicom's DUL, waiting on its socket and its wake-up socket."""
+class WakingDUL(BatchingSend):
+    """pynetdicom's DUL, waiting on its socket and its wake-up socket (and
+    sending queued P-DATA PDUs together: `dimse.batching`)."""
 
     _wake: tuple[socket.socket, ...] = ()  # (ours, theirs), made by install
     _longest = MAX_WAIT
