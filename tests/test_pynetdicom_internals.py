@@ -91,6 +91,7 @@ METHODS: list[tuple[Any, str, list[str]]] = [
         ["self", "dataset", "msg_id", "priority", "originator_aet", "originator_id"],
     ),
     (evt, "trigger", ["assoc", "event", "attrs"]),
+    (queue.Queue, "_put", ["self", "item"]),  # waking.WakingQueue: called under the lock
 ]
 
 # Keyword arguments the node passes (``request_handler`` reaches the server
@@ -349,6 +350,7 @@ def test_every_private_pynetdicom_name_in_the_node_is_checked_here() -> None:
         "_STORAGE_CLASSES",
         "_config",
         "_uid_dict",
+        "_put",  # the standard library's Queue hook (waking.WakingQueue), checked below
     }
     # Names the node's own classes define (not pynetdicom's).
     own = set().union(*(_own_names(cls) for cls in OVERRIDES)) - known
