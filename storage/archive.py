@@ -44,6 +44,7 @@ HELD_FORMAT = b"CHDHELD1"
 _NONCE = 12
 _TAG = 16
 _NOT_SEALED = "not sealed where its row says it must be (put there without the key?)"
+_NOT_AS_HELD = "content differs from what was held (SHA-256)"
 _DOES_NOT_OPEN = "does not open with quarantine.key (damaged, another instance's, or another key)"
 _PART10_MAGIC = slice(128, 132)
 
@@ -334,8 +335,11 @@ class Archive:
         found = self.index.held_blob(sop_instance_uid)
         if found is None:
             return None
-        key, sealed = found
-        return self.open_held(sop_instance_uid, self.held.read(key), sealed)
+        key, sealed, sha256 = found
+        blob = self.held.read(key)
+        if sha256 and hashlib.sha256(blob).hexdigest() != sha256:
+            raise HeldBlobError(_NOT_AS_HELD)
+        return self.open_held(sop_instance_uid, blob, sealed)
 
     def read_held_chunks(self, sop_instance_uid: str) -> Iterator[bytes] | None:
         """`read_held` a chunk at a time (see `HeldCipher.open_chunks`: trust
@@ -343,8 +347,8 @@ class Archive:
         found = self.index.held_blob(sop_instance_uid)
         if found is None:
             return None
-        key, sealed = found
-        chunks = self.held.read_chunks(key)
+        key, sealed, sha256 = found
+        chunks = _as_held(self.held.read_chunks(key), sha256)
         first = next(chunks, b"")
         if is_sealed(first):
             return self._cipher().open_chunks(sop_instance_uid, itertools.chain([first], chunks))
@@ -382,7 +386,7 @@ class Archive:
         # row: either way it must hold exactly the plaintext the row describes.
         plain = self.open_held(uid, blob, sealed=False)
         if row["sha256"] and hashlib.sha256(plain).hexdigest() != row["sha256"]:
-            raise HeldBlobError("content differs from what was held (SHA-256)")
+            raise HeldBlobError(_NOT_AS_HELD)
         if not is_sealed(blob):
             blob = self._cipher().seal(uid, plain)
             self.held.put(key, blob)
@@ -417,6 +421,18 @@ class Archive:
                 if attempt or self.index.instance_blob(sop_instance_uid) == key:
                     raise
         raise AssertionError("unreachable")
+
+
+def _as_held(chunks: Iterator[bytes], sha256: str | None) -> Iterator[bytes]:
+    """``chunks``, raising at their end unless they hash to what the row
+    recorded when the blob was written (an older copy put back, say: it
+    would still open with the key)."""
+    digest = hashlib.sha256()
+    for chunk in chunks:
+        digest.update(chunk)
+        yield chunk
+    if sha256 and digest.hexdigest() != sha256:
+        raise HeldBlobError(_NOT_AS_HELD)
 
 
 @dataclass

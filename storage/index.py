@@ -535,15 +535,15 @@ class Index:
                 select(quarantine.c.blob_key).where(quarantine.c.sopinstanceuid == sop_instance_uid)
             ).scalar_one_or_none()
 
-    def held_blob(self, sop_instance_uid: str) -> tuple[str, bool] | None:
-        """A held instance's blob key, and whether its row says it is sealed."""
+    def held_blob(self, sop_instance_uid: str) -> tuple[str, bool, str | None] | None:
+        """A held instance's blob key, whether its row says it is sealed, and
+        the SHA-256 of the blob as written (None on rows from before digests)."""
+        c = quarantine.c
         with self.engine.connect() as conn:
             found = conn.execute(
-                select(quarantine.c.blob_key, quarantine.c.sealed).where(
-                    quarantine.c.sopinstanceuid == sop_instance_uid
-                )
+                select(c.blob_key, c.sealed, c.sha256).where(c.sopinstanceuid == sop_instance_uid)
             ).first()
-        return None if found is None else (str(found[0]), bool(found[1]))
+        return None if found is None else (str(found[0]), bool(found[1]), found[2])
 
     def remove_quarantined(self, sop_instance_uid: str) -> None:
         with self._write_lock, self.engine.begin() as conn:

@@ -548,11 +548,14 @@ def _plaintext_with_identity(archive: Archive, uid: str) -> bytes:
 
 
 @pytest.mark.parametrize("size", ["small", "large"])
-def test_a_plaintext_put_where_a_sealed_copy_was_is_refused(
-    large: tuple[test_spool.Side, test_spool.Side, Verifier], size: str
+@pytest.mark.parametrize("sealed", [False, True], ids=["plaintext", "sealed-again"])
+def test_a_held_copy_put_back_otherwise_is_refused(
+    large: tuple[test_spool.Side, test_spool.Side, Verifier], size: str, sealed: bool
 ) -> None:
     """Only rows held before blobs were encrypted may hold a plaintext: a
-    DICOM file swapped in for a sealed held copy is never read, let alone stored."""
+    DICOM file swapped in for a sealed held copy is never read, let alone
+    stored. Nor is a copy that opens with the key but is not the one the row
+    recorded (an older copy of the same instance put back, say)."""
     later, verifier = large[1], large[2]
     archive = later.archive
     if size == "large":
@@ -563,6 +566,8 @@ def test_a_plaintext_put_where_a_sealed_copy_was_is_refused(
     assert result.outcome is Outcome.VERIFYING
     uid = str(result.dataset.SOPInstanceUID)
     forged = _plaintext_with_identity(archive, uid)
+    if sealed:
+        forged = archive._cipher().seal(uid, forged)
     key = archive.index.quarantined_blob(uid)
     assert key is not None
     archive.held.path(key).write_bytes(forged)
