@@ -183,7 +183,7 @@ class GuardedSocket(AssociationSocket):
         ACSE timeout, so junk connections would pile up)."""
         assoc = self._assoc
         if not assoc.is_established and assoc.requestor.primitive is None:
-            assoc.dul.to_user_queue.put(None)
+            assoc.dul.to_user_queue.put(None)  # type: ignore[arg-type]  # wakes its get
 
     def _refuse(self, why: str) -> None:
         self._refused = True
