@@ -28,6 +28,8 @@ AUDIT_KEY = "audit.key"  # keys the audit trail's hash chain
 QUARANTINE_KEY = "quarantine.key"  # encrypts held instances (`storage.archive`)
 # Seconds between deferred-OCR passes (a pass reads until nothing waits).
 VERIFY_INTERVAL = 0.5
+# How often stored studies open or join referral cases (seconds).
+CASES_INTERVAL = 2.0
 
 
 def open_archive(config: Config) -> Archive:
@@ -69,6 +71,8 @@ class Node:
         threads = workers(config.ocr_workers, config.receiving_processes)
         self.verifier = Verifier(self.ingestor, threads)
         self.runner.every("ocr", VERIFY_INTERVAL, self.verifier.run_once)
+        # A study stored opens or joins its child's referral case.
+        self.runner.every("cases", CASES_INTERVAL, self.archive.index.cases.drain)
         self.runner.on_stop(self.verifier.stop)  # reading ends; the rest goes back
         exports.install(self.runner, config, self.archive)
         self._web_enabled = web

@@ -47,6 +47,8 @@ EVENTS: dict[str, tuple[str, str, str]] = {
     "study-view": ("110103", "DICOM Instances Accessed", "R"),
     "plan-save": ("110110", "Patient Record", "U"),
     "plan-sign": ("110110", "Patient Record", "U"),
+    # A referral case opened or moved (`storage.cases`): created by the node, updated by people.
+    "case-status": ("110110", "Patient Record", "U"),
     "export": ("110106", "Export", "R"),
     "reidentify": ("110110", "Patient Record", "R"),
     "quarantine-hold": ("110103", "DICOM Instances Accessed", "C"),

@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from storage.accounts import Accounts
 from storage.audit import AuditTrail
 from storage.blobs import BlobRef
+from storage.cases import Cases
 from storage.changes import REPLACED, STORED, ChangeFeed, record_change
 from storage.exports import ExportJobs
 from storage.forwarding import ForwardQueue
@@ -208,6 +209,7 @@ class Index:
         self.changes = ChangeFeed(self.engine, self._write_lock)
         self.ocr_queue = OcrQueue(self.engine, self._write_lock)
         self.audit = AuditTrail(self.engine, self._write_lock, audit_key)
+        self.cases = Cases(self.engine, self._write_lock, self.changes, self.audit)
         self.throttle = LoginThrottle(self.engine, self._write_lock)
         # (issuer, patient, series UID) -> pk of series already indexed: the
         # common case (the next instance of a series) then costs one lookup

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from dicomnode import __version__, logs
+from dicomnode.cli import cases as cli_cases
 from dicomnode.cli import security as cli_security
 from dicomnode.config import Config, ConfigError, load, to_toml, without_secrets
 from dicomnode.deid.secret import KeyFileError
@@ -171,6 +172,7 @@ def _parser() -> argparse.ArgumentParser:
     back.add_argument("source", type=Path, metavar="FOLDER")
     back.add_argument("--force", action="store_true", help="replace files that differ")
     cli_security.add_parsers(commands)
+    cli_cases.add_parsers(commands)
     return parser
 
 
@@ -692,6 +694,8 @@ def _run(args: argparse.Namespace, config: Config) -> int:
         return _check(config, not args.no_progress)
     if args.command == "audit":
         return cli_security.run_audit(config, args)
+    if args.command == "case":
+        return cli_cases.run(config, args)
     if args.command == "demo":
         from dicomnode.ops.samples import demo_files
 

@@ -1,0 +1,123 @@
+"""``dicomnode case``: the referral cases (list, show, set a status).
+
+Kept apart from cli.main, which holds the archive commands. Each command
+first lets the change feed open the cases of what was stored since the node
+last looked (`storage.cases.Cases.drain`), so a list is current without a
+running node.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+from datetime import UTC, datetime, timedelta
+
+from dicomnode.config import Config
+from storage.cases import STATUSES, Case, CaseError
+from storage.textsafe import escape_controls
+
+EXIT_OK, EXIT_USAGE = 0, 2
+DETAILS = ("missing", "device", "date", "reason", "note")
+
+
+def add_parsers(commands: argparse._SubParsersAction) -> None:
+    case = commands.add_parser("case", help="referral cases: list, show, set a status")
+    actions = case.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="cases, oldest referral first")
+    listing.add_argument("--hospital", help="the referring hospital (its issuer)")
+    listing.add_argument("--status", choices=list(STATUSES))
+    listing.add_argument("--defect", help="a defect a plan of the case names (ASD, VSD, PDA)")
+    listing.add_argument(
+        "--waiting-days", type=int, metavar="N", help="referred at least N days ago"
+    )
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    show = actions.add_parser("show", help="one case: its studies and its history")
+    show.add_argument("ref", help="the case reference (C-XXXX-XXXX)")
+    status = actions.add_parser(
+        "set",
+        help="move a case to a status",
+        description="Statuses and what each needs: "
+        + "; ".join(
+            f"{name}: {', '.join(required) or 'nothing'}"
+            for name, (required, _) in STATUSES.items()
+        ),
+    )
+    status.add_argument("ref", help="the case reference (C-XXXX-XXXX)")
+    status.add_argument("status", choices=list(STATUSES))
+    for detail in DETAILS:
+        status.add_argument(f"--{detail}", default="")
+
+
+def run(config: Config, args: argparse.Namespace) -> int:
+    from dicomnode.node import open_archive
+
+    archive = open_archive(config)
+    cases = archive.index.cases
+    try:
+        cases.drain()
+        if args.action == "list":
+            before = None
+            if args.waiting_days is not None:
+                before = datetime.now(UTC) - timedelta(days=args.waiting_days)
+            found = cases.listing(
+                hospital=args.hospital,
+                status=args.status,
+                defect=args.defect,
+                opened_before=before,
+            )
+            for case in found:
+                print(_json(case) if args.json else escape_controls(_line(case)))
+            return EXIT_OK
+        if args.action == "show":
+            return _show(cases.get(args.ref))
+        given = {name: getattr(args, name) for name in DETAILS if getattr(args, name)}
+        moved = cases.set_status(args.ref, args.status, given, user=getpass.getuser(), source="cli")
+        print(escape_controls(_line(moved)))
+        return EXIT_OK
+    except CaseError as exc:
+        print(f"dicomnode case {args.action}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        archive.close()
+
+
+def _line(case: Case) -> str:
+    waited = (datetime.now(UTC) - case.opened_at).days
+    flag = " (new imaging since the decision)" if case.new_imaging else ""
+    detail = "; ".join(f"{k}: {v}" for k, v in sorted(case.detail.items()))
+    return (
+        f"{case.ref}  {case.status:<13} {case.opened_at:%Y-%m-%d} ({waited} d)  "
+        f"{case.issuer}  {case.pseudonym}  studies {case.study_count}{flag}"
+        + (f"  {detail}" if detail else "")
+    )
+
+
+def _json(case: Case) -> str:
+    return json.dumps(
+        {
+            "ref": case.ref,
+            "hospital": case.issuer,
+            "patient": case.pseudonym,
+            "status": case.status,
+            "detail": case.detail,
+            "opened": case.opened_at.isoformat(),
+            "updated": case.updated_at.isoformat(),
+            "updated_by": case.updated_by,
+            "studies": case.study_count,
+            "new_imaging": case.new_imaging,
+        },
+        ensure_ascii=False,
+    )
+
+
+def _show(case: Case) -> int:
+    print(escape_controls(_line(case)))
+    for uid in case.studies:
+        print(f"  study {uid}")
+    for event in case.history:
+        detail = "; ".join(f"{k}: {v}" for k, v in sorted(event["detail"].items()))
+        line = f"  {event['at']:%Y-%m-%d %H:%M} {event['user']:<16} {event['status']} {detail}"
+        print(escape_controls(line.rstrip()))
+    return EXIT_OK

@@ -1,0 +1,433 @@
+"""Referral cases: one per pseudonymous child and referring hospital.
+
+A partner hospital refers a child; every study that arrives for that child
+(by issuer and pseudonymous Patient ID, never a name) opens the child's
+case or joins it. The change feed does this (`Cases.route`, a consumer like
+forwarding), so a case exists once its first study is stored, whatever the
+door, and a crash opens none twice. The centre's cardiologists move a case
+through `STATUSES`; each change is a history row and an audit record in one
+transaction, and a status that asks for something (what imaging is
+missing, the planned device and an indicative date, the reason to decline)
+is refused without it. New imaging on a case waiting for it moves the case
+back to received; on a decided case it is flagged, the decision kept.
+
+A case is named by its reference (``C-XXXX-XXXX``, random): what a list, a
+message or an e-mail may carry instead of any identity.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    exists,
+    false,
+    func,
+    select,
+)
+from sqlalchemy.engine import Connection, Engine
+
+from storage.audit import AuditTrail
+from storage.changes import REPLACED, STORED, Change, ChangeFeed
+from storage.plans import plans
+from storage.rows import insert_for, serialise
+from storage.schema import TEXT_LENGTH, metadata, patients, studies
+
+RECEIVED = "received"
+UNDER_REVIEW = "under-review"
+MORE_IMAGING = "more-imaging"
+ACCEPTED = "accepted"
+SURGERY = "surgery"
+DECLINED = "declined"
+# Each status and the details it needs (required) or takes (optional).
+STATUSES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    RECEIVED: ((), ()),
+    UNDER_REVIEW: ((), ("note",)),
+    MORE_IMAGING: (("missing",), ("note",)),
+    ACCEPTED: (("device", "date"), ("note",)),
+    SURGERY: ((), ("note",)),
+    DECLINED: (("reason",), ("note",)),
+}
+# What each status is called (English; the viewer translates): also the
+# detail of its audit record, so the trail reads as the pages do.
+TITLES = {
+    RECEIVED: "Referral received",
+    UNDER_REVIEW: "Under review",
+    MORE_IMAGING: "More imaging needed",
+    ACCEPTED: "Accepted for transcatheter closure",
+    SURGERY: "Referred for surgery",
+    DECLINED: "Declined",
+}
+DECIDED = frozenset({ACCEPTED, SURGERY, DECLINED})
+# The feed consumer's name (its cursor) and the audit event of a change.
+CONSUMER = "cases"
+EVENT = "case-status"
+# Who moves a case when imaging arrives.
+NODE_USER = "dicomnode"
+DETAIL_MOST = 500  # characters of one detail
+
+cases = Table(
+    "cases",
+    metadata,
+    Column("pk", Integer, primary_key=True),
+    Column("ref", String(16), nullable=False, unique=True),
+    Column("issuer", String(TEXT_LENGTH), nullable=False),  # the referring hospital
+    Column("pseudonym", String(TEXT_LENGTH), nullable=False),  # Patient ID in the archive
+    Column("status", String(16), nullable=False),
+    Column("detail", Text, nullable=False, default="{}", server_default="{}"),  # JSON
+    Column("opened_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("updated_by", String(64), nullable=False),
+    # Studies arrived after the decision (the decision stands until changed).
+    Column("new_imaging", Boolean, nullable=False, default=False, server_default=false()),
+    UniqueConstraint("issuer", "pseudonym", name="uq_cases_child"),
+)
+case_studies = Table(
+    "case_studies",
+    metadata,
+    Column("pk", Integer, primary_key=True),
+    Column("case_pk", ForeignKey(cases.c.pk), nullable=False, index=True),
+    Column("study_uid", String(64), nullable=False, unique=True),
+    Column("added_at", DateTime(timezone=True), nullable=False),
+)
+case_history = Table(
+    "case_history",
+    metadata,
+    Column("pk", Integer, primary_key=True),
+    Column("case_pk", ForeignKey(cases.c.pk), nullable=False, index=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("user", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("detail", Text, nullable=False, default="{}", server_default="{}"),
+)
+
+
+class CaseError(ValueError):
+    """A change the case refuses: English text with {placeholders} and their
+    values apart, so a page can say it in the user's language."""
+
+    def __init__(self, text: str, **values: Any) -> None:
+        super().__init__(text.format(**values))
+        self.text, self.values = text, values
+
+
+class UnknownCase(CaseError):
+    """No such case (or none the asker may see)."""
+
+
+@dataclass(frozen=True)
+class Case:
+    ref: str
+    issuer: str
+    pseudonym: str
+    status: str
+    detail: dict[str, str]
+    opened_at: datetime
+    updated_at: datetime
+    updated_by: str
+    new_imaging: bool
+    study_count: int = 0
+    studies: tuple[str, ...] = ()  # the study UIDs, oldest first (`Cases.get`)
+    history: tuple[dict[str, Any], ...] = field(default=())
+
+
+def new_ref() -> str:
+    """``C-`` and eight letters or digits in two groups (no 0/O, 1/I)."""
+    alphabet = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+    chars = "".join(secrets.choice(alphabet) for _ in range(8))
+    return f"C-{chars[:4]}-{chars[4:]}"
+
+
+def checked_detail(status: str, given: Mapping[str, str]) -> dict[str, str]:
+    """The details ``status`` keeps, trimmed; CaseError names what is missing,
+    unknown, too long or not a date."""
+    if status not in STATUSES:
+        raise CaseError("unknown status {status}; one of: {known}", status=status[:40],
+                        known=", ".join(STATUSES))  # fmt: skip
+    required, optional = STATUSES[status]
+    unknown = sorted(set(given) - set(required) - set(optional))
+    if unknown:
+        raise CaseError("{status} takes no {field}", status=status, field=", ".join(unknown))
+    out = {}
+    for name in (*required, *optional):
+        value = " ".join(str(given.get(name) or "").split())
+        if not value:
+            if name in required:
+                raise CaseError("{status}: fill in {field}", status=status, field=name)
+            continue
+        if len(value) > DETAIL_MOST:
+            raise CaseError("{field} is longer than {most} characters", field=name,
+                            most=DETAIL_MOST)  # fmt: skip
+        if name == "date":
+            try:
+                value = date.fromisoformat(value).isoformat()
+            except ValueError:
+                raise CaseError("the date must be a day (year-month-day)") from None
+        out[name] = value
+    return out
+
+
+class Cases:
+    def __init__(
+        self, engine: Engine, lock: threading.Lock, feed: ChangeFeed, audit: AuditTrail
+    ) -> None:
+        self.engine, self._lock, self._feed, self._audit = engine, lock, feed, audit
+
+    # -- the feed consumer ------------------------------------------------------------
+    def drain(self) -> int:
+        """Open or join cases for what was stored since the last pass; how many changes."""
+        return self._feed.drain(CONSUMER, self.route)
+
+    def route(self, conn: Connection, changes: Iterable[Change]) -> None:
+        """In the feed's transaction: each new study joins its child's case."""
+        seen: set[str] = set()
+        for change in changes:
+            if change.kind not in (STORED, REPLACED) or change.study_uid in seen:
+                continue
+            seen.add(change.study_uid)
+            known = conn.execute(
+                select(case_studies.c.pk).where(case_studies.c.study_uid == change.study_uid)
+            ).first()
+            if known is None:
+                self._join(conn, change)
+
+    def _join(self, conn: Connection, change: Change) -> None:
+        child = conn.execute(
+            select(patients.c.issuerofpatientid, patients.c.patientid)
+            .join(studies, studies.c.patient_pk == patients.c.pk)
+            .where(studies.c.studyinstanceuid == change.study_uid)
+        ).first()
+        if child is None or not child[1]:  # gone since, or nobody to file it under
+            return
+        issuer, pseudonym = str(child[0] or ""), str(child[1])
+        now = change.at if change.at.tzinfo else change.at.replace(tzinfo=UTC)
+        opened = conn.execute(
+            insert_for(conn, cases)
+            .values(
+                ref=new_ref(),
+                issuer=issuer,
+                pseudonym=pseudonym,
+                status=RECEIVED,
+                detail="{}",
+                opened_at=now,
+                updated_at=now,
+                updated_by=NODE_USER,
+                new_imaging=False,
+            )
+            .on_conflict_do_nothing()
+        )
+        row = conn.execute(
+            select(cases).where(cases.c.issuer == issuer, cases.c.pseudonym == pseudonym)
+        ).one()
+        conn.execute(
+            case_studies.insert().values(case_pk=row.pk, study_uid=change.study_uid, added_at=now)
+        )
+        if opened.rowcount == 1:
+            self._record(conn, row.pk, row.ref, RECEIVED, {}, NODE_USER, now)
+        elif row.status == MORE_IMAGING:  # what was asked for may have come: look again
+            self._move(conn, row.pk, row.ref, RECEIVED, {}, NODE_USER, now)
+        elif row.status in DECIDED:
+            conn.execute(cases.update().where(cases.c.pk == row.pk).values(new_imaging=True))
+
+    # -- a cardiologist's decisions --------------------------------------------------
+    def set_status(
+        self,
+        ref: str,
+        status: str,
+        detail: Mapping[str, str],
+        *,
+        user: str,
+        role: str = "",
+        source: str = "",
+        issuers: Iterable[str] | None = None,
+    ) -> Case:
+        """Move a case (one ``issuers`` covers, None: any) to ``status``;
+        its history row and audit record in the same transaction."""
+        kept = checked_detail(status, detail)
+        now = datetime.now(UTC)
+        with self._lock, self.engine.begin() as conn:
+            row = self._row(conn, ref, issuers, lock=True)
+            self._move(conn, row.pk, row.ref, status, kept, user, now, role=role, source=source)
+        return self.get(ref, issuers)
+
+    def _move(
+        self,
+        conn: Connection,
+        pk: int,
+        ref: str,
+        status: str,
+        detail: dict[str, str],
+        user: str,
+        at: datetime,
+        *,
+        role: str = "",
+        source: str = "",
+    ) -> None:
+        values: dict[str, Any] = {
+            "status": status,
+            "detail": json.dumps(detail, ensure_ascii=False, sort_keys=True),
+            "updated_at": at,
+            "updated_by": user[:64],
+        }
+        if status in DECIDED:
+            values["new_imaging"] = False  # this decision saw what had come
+        conn.execute(cases.update().where(cases.c.pk == pk).values(**values))
+        self._record(conn, pk, ref, status, detail, user, at, role=role, source=source)
+
+    def _record(
+        self,
+        conn: Connection,
+        pk: int,
+        ref: str,
+        status: str,
+        detail: dict[str, str],
+        user: str,
+        at: datetime,
+        *,
+        role: str = "",
+        source: str = "",
+    ) -> None:
+        text = json.dumps(detail, ensure_ascii=False, sort_keys=True)
+        conn.execute(
+            case_history.insert().values(
+                case_pk=pk, at=at, user=user[:64], status=status, detail=text
+            )
+        )
+        # The details stay in the case's history (free text a person typed).
+        self._audit.append(
+            conn, EVENT, user=user, role=role, source=source, obj=ref, detail=TITLES[status]
+        )
+
+    # -- reading ------------------------------------------------------------------------
+    @staticmethod
+    def _row(conn: Connection, ref: str, issuers: Iterable[str] | None, lock: bool = False) -> Any:
+        if lock:
+            serialise(conn, f"case {ref}")
+        query = select(cases).where(cases.c.ref == ref)
+        if issuers is not None:
+            query = query.where(cases.c.issuer.in_(list(issuers)))
+        row = conn.execute(query).first()
+        if row is None:
+            raise UnknownCase("no such case")
+        return row
+
+    def get(self, ref: str, issuers: Iterable[str] | None = None) -> Case:
+        """A case with its studies and history (UnknownCase if none ``issuers`` covers)."""
+        with self.engine.connect() as conn:
+            row = self._row(conn, ref, issuers)
+            uids = conn.execute(
+                select(case_studies.c.study_uid)
+                .where(case_studies.c.case_pk == row.pk)
+                .order_by(case_studies.c.added_at, case_studies.c.pk)
+            ).scalars()
+            history = conn.execute(
+                select(case_history)
+                .where(case_history.c.case_pk == row.pk)
+                .order_by(case_history.c.pk)
+            ).all()
+            return _case(row, tuple(uids), tuple(_event(h) for h in history))
+
+    def for_study(self, study_uid: str, issuers: Iterable[str] | None = None) -> Case | None:
+        """The case a study belongs to, if any (and ``issuers`` covers it)."""
+        with self.engine.connect() as conn:
+            ref = conn.execute(
+                select(cases.c.ref)
+                .join(case_studies, case_studies.c.case_pk == cases.c.pk)
+                .where(case_studies.c.study_uid == study_uid)
+            ).scalar_one_or_none()
+        if ref is None:
+            return None
+        try:
+            return self.get(ref, issuers)
+        except UnknownCase:
+            return None
+
+    def listing(
+        self,
+        *,
+        issuers: Iterable[str] | None = None,
+        hospital: str | None = None,
+        status: str | None = None,
+        defect: str | None = None,
+        opened_before: datetime | None = None,
+        limit: int = 500,
+    ) -> list[Case]:
+        """Cases, oldest referral first, filtered as the case list asks:
+        by hospital (issuer), status, a defect some plan of theirs names,
+        and referrals opened before a time (how long they wait)."""
+        query = select(cases).order_by(cases.c.opened_at, cases.c.pk).limit(limit)
+        if issuers is not None:
+            query = query.where(cases.c.issuer.in_(list(issuers)))
+        if hospital:
+            query = query.where(cases.c.issuer == hospital)
+        if status:
+            if status not in STATUSES:
+                raise CaseError("unknown status {status}; one of: {known}", status=status[:40],
+                                known=", ".join(STATUSES))  # fmt: skip
+            query = query.where(cases.c.status == status)
+        if opened_before is not None:
+            query = query.where(cases.c.opened_at < opened_before)
+        if defect:
+            query = query.where(
+                exists().where(
+                    case_studies.c.case_pk == cases.c.pk,
+                    plans.c.study_uid == case_studies.c.study_uid,
+                    func.lower(plans.c.defect) == defect.strip().lower(),
+                )
+            )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+            counts: dict[int, int] = dict(
+                conn.execute(
+                    select(case_studies.c.case_pk, func.count())
+                    .where(case_studies.c.case_pk.in_([r.pk for r in rows]))
+                    .group_by(case_studies.c.case_pk)
+                ).all()
+            )
+        return [_case(r, (), (), int(counts.get(r.pk, 0))) for r in rows]
+
+
+def _event(row: Any) -> dict[str, Any]:
+    return {
+        "at": row.at if row.at.tzinfo else row.at.replace(tzinfo=UTC),
+        "user": row.user,
+        "status": row.status,
+        "detail": json.loads(row.detail or "{}"),
+    }
+
+
+def _case(
+    row: Any, studies_: tuple[str, ...], history: tuple[dict[str, Any], ...], count: int = -1
+) -> Case:
+    def aware(value: datetime) -> datetime:
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+    return Case(
+        ref=row.ref,
+        issuer=row.issuer,
+        pseudonym=row.pseudonym,
+        status=row.status,
+        detail=json.loads(row.detail or "{}"),
+        opened_at=aware(row.opened_at),
+        updated_at=aware(row.updated_at),
+        updated_by=row.updated_by,
+        new_imaging=bool(row.new_imaging),
+        study_count=len(studies_) if count < 0 else count,
+        studies=studies_,
+        history=history,
+    )
