@@ -135,6 +135,7 @@ def data_values(node: Node) -> list[str]:
             values.append(part.split(" (")[0])
         values += DEVICE.findall(part)
     values += list(RULES)  # endpoint names
+    values += [case.ref for case in node.archive.index.cases.listing()]
     return sorted({v.strip() for v in values if v.strip()}, key=len, reverse=True)
 
 
@@ -244,6 +245,26 @@ def cardiologist_pages(reader: Reader, node: Node) -> None:
     reader.read("study-angio")
     head = page.locator(".study-head").inner_text()
     assert " 0.0 " not in head and "0,0" not in head, head
+    case_pages(reader, node)
+
+
+def case_pages(reader: Reader, node: Node) -> None:
+    """The case list, a case, a decision taken in the form."""
+    page = reader.page
+    node.archive.index.cases.drain()  # the node's pass does this every few seconds
+    reader.open("/cases", "cases")
+    ref = node.archive.index.cases.listing(hospital="NCC Bishkek")[0].ref
+    page.click(f"text={ref}")
+    page.select_option("form.case-status select[name=status]", "accepted")
+    page.fill("form.case-status input[name=device]", "Amplatzer Septal Occluder")
+    page.fill("form.case-status input[name=date]", "2027-03-01")
+    page.click("form.case-status button[type=submit]")
+    expect(page.locator("table.studies tbody tr")).to_have_count(2)  # the history: two moves
+    reader.read("case-accepted")
+    page.select_option("form.case-status select[name=status]", "declined")
+    page.click("form.case-status button[type=submit]")  # no reason: refused, saying so
+    expect(page.locator("form.case-status [role=alert]")).to_be_visible()
+    reader.read("case-refused")
 
 
 def node_series(node: Node, modality: str) -> str:

@@ -24,6 +24,7 @@ def create_app(
     from viewer import (
         admin,
         auth,
+        cases,
         dicomweb,
         exports,
         frames,
@@ -52,6 +53,7 @@ def create_app(
     limit_bodies(app)  # first: the login and CSRF checks read forms
     app.register_blueprint(auth.bp)
     app.register_blueprint(studies.bp)
+    app.register_blueprint(cases.bp)
     app.register_blueprint(frames.bp)
     app.register_blueprint(measure.bp)
     app.register_blueprint(planning.bp)

@@ -62,6 +62,10 @@ RULES: dict[str, frozenset[str]] = {
     "planning.sign_plan": CLINICAL,
     "dicomweb.store": CLINICAL,
     "dicomweb.store_study": CLINICAL,
+    # Referral cases: the centre's clinical work.
+    "cases.index": CLINICAL,
+    "cases.case": CLINICAL,
+    "cases.set_status": CLINICAL,
     # Research cohorts.
     "exports.page": RESEARCH,
     "exports.show_preview": RESEARCH,

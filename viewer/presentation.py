@@ -41,6 +41,7 @@ AUDIT_EVENTS = {
     "study-view": "study viewed",
     "plan-save": "plan saved",
     "plan-sign": "plan signed",
+    "case-status": "referral case status",
     "export": "export",
     "reidentify": "re-identification",
     "quarantine-hold": "held in quarantine",

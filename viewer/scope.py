@@ -43,7 +43,9 @@ SEGMENTS: dict[str, Level] = {
     "instances": Level.IMAGE,
 }
 # View arguments that name no stored object (frame numbers, plan and version
-# numbers, export jobs, static files, OHIF's files, bulk data attribute paths).
+# numbers, export jobs, static files, OHIF's files, bulk data attribute paths;
+# a referral case's reference, which `viewer.cases` looks up within the
+# account's hospitals itself, answering 404 as here).
 NOT_OBJECTS = frozenset(
     {
         "filename",
@@ -56,6 +58,7 @@ NOT_OBJECTS = frozenset(
         "job_id",
         "attribute",
         "path",
+        "ref",
     }
 )
 _ARGUMENT = re.compile(r"/([^/<>]+)/<(?:[^:<>]+:)?([^<>]+)>")

@@ -127,9 +127,13 @@ def study(uid: str) -> Any:
             "SeriesNumber": "",
         },
     )
+    case = None
+    if allowed("cases.case", g.user.role):
+        case = services.archive().index.cases.for_study(uid, issuers())
     return render_template(
         "study.html",
         study=studies[0],
+        case=case,
         series=thumbnails(images),
         measuring=allowed("measure.measure", g.user.role),
         user=g.user,
