@@ -237,9 +237,8 @@ class Cases:
         conn.execute(
             case_studies.insert().values(case_pk=row.pk, study_uid=change.study_uid, added_at=now)
         )
-        if opened.rowcount == 1:
-            self._record(conn, row.pk, row.ref, RECEIVED, {}, NODE_USER, now)
-        elif row.status == MORE_IMAGING:  # what was asked for may have come: look again
+        if opened.rowcount == 1 or row.status == MORE_IMAGING:
+            # Opened (its first history row), or what was asked for may have come.
             self._move(conn, row.pk, row.ref, RECEIVED, {}, NODE_USER, now)
         elif row.status in DECIDED:
             conn.execute(cases.update().where(cases.c.pk == row.pk).values(new_imaging=True))
@@ -287,25 +286,9 @@ class Cases:
         if status in DECIDED:
             values["new_imaging"] = False  # this decision saw what had come
         conn.execute(cases.update().where(cases.c.pk == pk).values(**values))
-        self._record(conn, pk, ref, status, detail, user, at, role=role, source=source)
-
-    def _record(
-        self,
-        conn: Connection,
-        pk: int,
-        ref: str,
-        status: str,
-        detail: dict[str, str],
-        user: str,
-        at: datetime,
-        *,
-        role: str = "",
-        source: str = "",
-    ) -> None:
-        text = json.dumps(detail, ensure_ascii=False, sort_keys=True)
         conn.execute(
             case_history.insert().values(
-                case_pk=pk, at=at, user=user[:64], status=status, detail=text
+                case_pk=pk, at=at, user=user[:64], status=status, detail=values["detail"]
             )
         )
         # The details stay in the case's history (free text a person typed).
