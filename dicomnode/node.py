@@ -7,6 +7,7 @@ import hashlib
 import logging
 from typing import Any
 
+from dicomnode import UID_ROOT
 from dicomnode.config import Config
 from dicomnode.deid.secret import load_or_create_key
 from dicomnode.dimse.server import DicomServer
@@ -38,7 +39,7 @@ def open_archive(config: Config) -> Archive:
     and key folders, the index) is tightened first, with one log line."""
     private_dir(config.data_dir)
     tighten(installation(config.data_dir, config.key_dir, sqlite_file(config.effective_index_url)))
-    return Archive(
+    archive = Archive(
         config.data_dir,
         config.effective_index_url,
         DuplicatePolicy(config.duplicates),
@@ -46,6 +47,8 @@ def open_archive(config: Config) -> Archive:
         open_stores(config.blob_url, config.data_dir, config.s3_endpoint_url),
         load_or_create_key(config.key_dir / QUARANTINE_KEY, config.data_dir),
     )
+    archive.index.cases.own_uid_root = UID_ROOT + "."  # the node's reports: not new imaging
+    return archive
 
 
 class Node:

@@ -18,6 +18,7 @@ message or an e-mail may carry instead of any identity.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import threading
 from collections.abc import Iterable, Mapping
@@ -165,7 +166,9 @@ def checked_detail(status: str, given: Mapping[str, str]) -> dict[str, str]:
         raise CaseError("{status} takes no {field}", status=status, field=", ".join(unknown))
     out = {}
     for name in (*required, *optional):
-        value = " ".join(str(given.get(name) or "").split())
+        # Control and bidirectional-override characters out (a typed ESC or
+        # U+202E would reach a terminal or reorder a page), spaces collapsed.
+        value = " ".join(_INVISIBLE.sub(" ", str(given.get(name) or "")).split())
         if not value:
             if name in required:
                 raise CaseError("{status}: fill in {field}", status=status, field=name)
@@ -174,12 +177,30 @@ def checked_detail(status: str, given: Mapping[str, str]) -> dict[str, str]:
             raise CaseError("{field} is longer than {most} characters", field=name,
                             most=DETAIL_MOST)  # fmt: skip
         if name == "date":
-            try:
-                value = date.fromisoformat(value).isoformat()
-            except ValueError:
-                raise CaseError("the date must be a day (year-month-day)") from None
+            value = _day(value)
         out[name] = value
     return out
+
+
+_INVISIBLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+# An indicative date of a procedure: not before the node existed, not
+# further ahead than any waiting list.
+EARLIEST, YEARS_AHEAD = date(2020, 1, 1), 5
+
+
+def _day(text: str) -> str:
+    try:
+        day = date.fromisoformat(text) if _DAY.fullmatch(text) else None
+    except ValueError:
+        day = None
+    if day is None:
+        raise CaseError("the date must be a day (year-month-day)")
+    latest = date.today().replace(year=date.today().year + YEARS_AHEAD, day=1)
+    if not EARLIEST <= day <= latest:
+        raise CaseError("the date must be between {first} and {last}",
+                        first=EARLIEST.isoformat(), last=latest.isoformat())  # fmt: skip
+    return day.isoformat()
 
 
 class Cases:
@@ -187,6 +208,9 @@ class Cases:
         self, engine: Engine, lock: threading.Lock, feed: ChangeFeed, audit: AuditTrail
     ) -> None:
         self.engine, self._lock, self._feed, self._audit = engine, lock, feed, audit
+        # UIDs the node makes itself start so (`dicomnode.node.open_archive`
+        # says): its reports are not new imaging.
+        self.own_uid_root = ""
 
     # -- the feed consumer ------------------------------------------------------------
     def drain(self) -> int:
@@ -194,28 +218,36 @@ class Cases:
         return self._feed.drain(CONSUMER, self.route)
 
     def route(self, conn: Connection, changes: Iterable[Change]) -> None:
-        """In the feed's transaction: each new study joins its child's case."""
+        """In the feed's transaction: a new study opens or joins its child's
+        case; any new instance of a hospital (a study the case holds sent
+        again with the view that was asked for) is new imaging for it. The
+        node's own instances (its plan reports) are not."""
         seen: set[str] = set()
         for change in changes:
             if change.kind not in (STORED, REPLACED) or change.study_uid in seen:
                 continue
+            if self.own_uid_root and change.sop_instance_uid.startswith(self.own_uid_root):
+                continue
             seen.add(change.study_uid)
-            known = conn.execute(
-                select(case_studies.c.pk).where(case_studies.c.study_uid == change.study_uid)
-            ).first()
-            if known is None:
-                self._join(conn, change)
+            now = change.at if change.at.tzinfo else change.at.replace(tzinfo=UTC)
+            pk = conn.execute(
+                select(case_studies.c.case_pk).where(case_studies.c.study_uid == change.study_uid)
+            ).scalar_one_or_none()
+            if pk is None:
+                pk = self._join(conn, change, now)
+            if pk is not None:
+                self._arrived(conn, pk, now)
 
-    def _join(self, conn: Connection, change: Change) -> None:
+    def _join(self, conn: Connection, change: Change, now: datetime) -> int | None:
+        """The case a new study joins (opened for it if the child has none)."""
         child = conn.execute(
             select(patients.c.issuerofpatientid, patients.c.patientid)
             .join(studies, studies.c.patient_pk == patients.c.pk)
             .where(studies.c.studyinstanceuid == change.study_uid)
         ).first()
         if child is None or not child[1]:  # gone since, or nobody to file it under
-            return
+            return None
         issuer, pseudonym = str(child[0] or ""), str(child[1])
-        now = change.at if change.at.tzinfo else change.at.replace(tzinfo=UTC)
         opened = conn.execute(
             insert_for(conn, cases)
             .values(
@@ -232,16 +264,29 @@ class Cases:
             .on_conflict_do_nothing()
         )
         row = conn.execute(
-            select(cases).where(cases.c.issuer == issuer, cases.c.pseudonym == pseudonym)
-        ).one()
+            select(cases.c.pk, cases.c.ref)
+            .where(cases.c.issuer == issuer, cases.c.pseudonym == pseudonym)
+        ).one()  # fmt: skip
         conn.execute(
             case_studies.insert().values(case_pk=row.pk, study_uid=change.study_uid, added_at=now)
         )
-        if opened.rowcount == 1 or row.status == MORE_IMAGING:
-            # Opened (its first history row), or what was asked for may have come.
+        if opened.rowcount == 1:  # its first history row
             self._move(conn, row.pk, row.ref, RECEIVED, {}, NODE_USER, now)
-        elif row.status in DECIDED:
-            conn.execute(cases.update().where(cases.c.pk == row.pk).values(new_imaging=True))
+            return None
+        return int(row.pk)
+
+    def _arrived(self, conn: Connection, pk: int, now: datetime) -> None:
+        """New imaging for a case: a case waiting for it goes back to
+        received; a decided one is flagged, its decision kept. Read under
+        the case's lock, so a decision another process is committing is
+        the one this sees, never undone by it."""
+        ref = conn.execute(select(cases.c.ref).where(cases.c.pk == pk)).scalar_one()
+        serialise(conn, f"case {ref}")
+        row = conn.execute(select(cases).where(cases.c.pk == pk)).one()
+        if row.status == MORE_IMAGING:  # what was asked for may have come: look again
+            self._move(conn, pk, ref, RECEIVED, {}, NODE_USER, now)
+        elif row.status in DECIDED and not row.new_imaging:
+            conn.execute(cases.update().where(cases.c.pk == pk).values(new_imaging=True))
 
     # -- a cardiologist's decisions --------------------------------------------------
     def set_status(

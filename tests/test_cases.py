@@ -10,13 +10,16 @@ waiting for it sends the case back to received.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
+from sqlalchemy import text
 
 from dicomnode.cli.main import main
 from dicomnode.config import Config
@@ -31,6 +34,7 @@ from storage.cases import (
     RECEIVED,
     UNDER_REVIEW,
     CaseError,
+    Cases,
     UnknownCase,
     checked_detail,
 )
@@ -212,3 +216,122 @@ def test_the_command_line(
     assert "more-imaging" in shown and "missing: TEE" in shown and "study " in shown
     assert main(["case", "show", "C-NONE-NONE"]) == 2
     assert "no such case" in capsys.readouterr().err
+
+
+def same_study_again(ingestor: Ingestor, ds: Dataset, ae: str) -> None:
+    """A new series of a study already sent: what a hospital sends when asked
+    for one more view (the same Study Instance UID)."""
+    ds.SeriesInstanceUID, ds.SOPInstanceUID = generate_uid(UID_ROOT), generate_uid(UID_ROOT)
+    assert ingestor.ingest(incoming(ds, calling_ae=ae)).outcome is Outcome.STORED
+
+
+def test_a_view_sent_into_a_study_the_case_holds_is_new_imaging(
+    world: tuple[Config, Ingestor, Archive],
+) -> None:
+    _, ingestor, archive = world
+    cases = archive.index.cases
+    waiting, decided = study_of(0), study_of(1)
+    send(ingestor, waiting, "BISHKEK_ECHO")
+    send(ingestor, decided, "BISHKEK_ECHO")
+    cases.drain()
+    first, second = cases.listing()
+    cases.set_status(first.ref, MORE_IMAGING, {"missing": "subcostal view"}, user="dr")
+    cases.set_status(second.ref, ACCEPTED, {"device": "ASO", "date": "2027-03-01"}, user="dr")
+    same_study_again(ingestor, waiting[0], "BISHKEK_ECHO")
+    same_study_again(ingestor, decided[0], "BISHKEK_ECHO")
+    cases.drain()
+    assert cases.get(first.ref).status == RECEIVED
+    assert (cases.get(second.ref).status, cases.get(second.ref).new_imaging) == (ACCEPTED, True)
+    assert cases.get(first.ref).study_count == 1  # a series, not a study
+
+
+def test_the_nodes_own_reports_are_not_new_imaging(
+    world: tuple[Config, Ingestor, Archive],
+) -> None:
+    from dicomnode import UID_ROOT as OWN
+
+    _, ingestor, archive = world
+    cases = archive.index.cases
+    datasets = study_of(0)
+    send(ingestor, datasets, "BISHKEK_ECHO")
+    cases.drain()
+    (case,) = cases.listing()
+    cases.set_status(case.ref, DECLINED, {"reason": "too large"}, user="dr")
+    stored = archive.index.cases.get(case.ref).studies[0]
+    report = study_of(0, 1)[0]  # stands for a plan's SR: the node's UID, in the study
+    report.StudyInstanceUID = stored
+    report.SeriesInstanceUID, report.SOPInstanceUID = f"{OWN}.5.1", f"{OWN}.5.2"
+    report.PatientID = archive.index.cases.get(case.ref).pseudonym
+    assert ingestor.ingest_own(report, "NCC Bishkek").outcome is Outcome.STORED
+    cases.drain()
+    assert cases.get(case.ref).new_imaging is False
+
+
+@pytest.mark.parametrize(
+    "typed", ["\x1b[31mred", "ASO\u202e21 mm", "two\x00parts", "a\u2066b"], ids=repr
+)
+def test_control_and_direction_characters_are_taken_out(typed: str) -> None:
+    kept = checked_detail(DECLINED, {"reason": typed})["reason"]
+    assert not any(ch in kept for ch in "\x1b\x00\u202e\u2066")
+    assert kept.replace(" ", "")
+
+
+@pytest.mark.parametrize("day", ["20270301", "2027-W10-1", "1999-01-01", "2100-01-01"])
+def test_only_a_plausible_day_is_an_indicative_date(day: str) -> None:
+    with pytest.raises(CaseError, match="date must be"):
+        checked_detail(ACCEPTED, {"device": "ASO", "date": day})
+
+
+@pytest.mark.slow
+def test_a_decision_being_committed_is_not_undone_by_arriving_imaging(
+    tmp_path: Path, postgres: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL, two processes: the feed pass that brings new imaging reads
+    the case only once the decision another process is committing is in."""
+    config = make_config(tmp_path, index_url=postgres.database())
+    archive, other = open_archive(config), open_archive(config)
+    try:
+        ingestor = Ingestor(config, archive)
+        datasets = study_of(0)
+        send(ingestor, datasets, "BISHKEK_ECHO")
+        archive.index.cases.drain()
+        (case,) = archive.index.cases.listing()
+        archive.index.cases.set_status(case.ref, MORE_IMAGING, {"missing": "TEE"}, user="dr")
+        same_study_again(ingestor, datasets[0], "BISHKEK_ECHO")  # the view asked for
+        inside, go = threading.Event(), threading.Event()
+        original = Cases._move
+
+        def slow(self: Cases, conn: Any, pk: int, ref: str, status: str, *rest: Any, **kw: Any):
+            original(self, conn, pk, ref, status, *rest, **kw)
+            if status == ACCEPTED:  # the decision written, not yet committed
+                inside.set()
+                go.wait(60)
+
+        monkeypatch.setattr(Cases, "_move", slow)
+        decide = threading.Thread(
+            target=lambda: other.index.cases.set_status(
+                case.ref, ACCEPTED, {"device": "ASO", "date": "2027-03-01"}, user="centre"
+            )
+        )
+        decide.start()
+        assert inside.wait(60)
+        drain = threading.Thread(target=archive.index.cases.drain)
+        drain.start()
+        with archive.index.engine.connect() as conn:  # the pass waits on a lock
+            for _ in range(600):
+                waiting = conn.execute(
+                    text("select count(*) from pg_stat_activity where wait_event_type = 'Lock'")
+                ).scalar()
+                if waiting:
+                    break
+                threading.Event().wait(0.1)
+        assert waiting
+        go.set()
+        decide.join(60)
+        drain.join(60)
+        final = archive.index.cases.get(case.ref)
+        assert (final.status, final.new_imaging) == (ACCEPTED, True)
+        assert [h["status"] for h in final.history][-1] == ACCEPTED
+    finally:
+        other.close()
+        archive.close()

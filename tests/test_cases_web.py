@@ -98,7 +98,19 @@ def test_a_hospital_sees_its_own_cases_only(app: Flask, archive: Archive) -> Non
     )
     assert moved.status_code == 404
     assert archive.index.cases.get(bishkek).status == RECEIVED
-    assert theirs.get(f"/cases/{dushanbe}").status_code == 200
+    denied = [r for r in archive.index.audit.rows() if r["event"] == "access-denied"]
+    assert {r["object"] for r in denied if r["user"] == "dushanbe"} == {bishkek}
+    assert theirs.get("/cases/C-AAAA-AAAA").status_code == 404  # unknown: nothing audited
+    own = theirs.get(f"/cases/{dushanbe}")
+    assert own.status_code == 200 and 'class="case-status"' not in own.get_data(as_text=True)
+    # A partner hospital reads its cases; the centre decides them.
+    decided = theirs.post(
+        f"/cases/{dushanbe}/status",
+        data={"status": ACCEPTED, "device": "ASO", "date": "2027-03-01"},
+        headers={"X-CSRF-Token": "token"},
+    )
+    assert decided.status_code == 403
+    assert archive.index.cases.get(dushanbe).status == RECEIVED
 
 
 def test_researchers_see_no_cases_and_posts_need_the_token(app: Flask, archive: Archive) -> None:

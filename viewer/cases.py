@@ -10,13 +10,15 @@ them and records a cardiologist's decision.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from flask import Blueprint, abort, g, redirect, render_template, request, url_for
 
+from storage.audit import MINOR_FAILURE
 from storage.cases import STATUSES, TITLES, CaseError, UnknownCase
 from viewer import services
 from viewer.address import client_address
+from viewer.auth import audit
 from viewer.i18n import gettext
 from viewer.params import whole
 from viewer.permissions import allowed
@@ -79,7 +81,9 @@ def index() -> Any:
             defect=defect,
             opened_before=before,
         )
-    except (CaseError, ValueError) as exc:
+    except CaseError as exc:
+        abort(400, description=refusal(exc))
+    except ValueError as exc:
         abort(400, description=str(exc))
     hospitals = sorted({c.issuer for c in cases.listing(issuers=issuers())})
     return render_template(
@@ -99,16 +103,41 @@ def case(ref: str) -> Any:
     return _page(ref)
 
 
+def deciding() -> bool:
+    """Whether this account decides: a clinician of the centre, who sees
+    every hospital. A partner hospital's account (one hospital) reads its
+    cases and their answers; it does not decide them."""
+    return allowed("cases.set_status", g.user.role) and issuers() is None
+
+
+def _not_found(ref: str) -> NoReturn:
+    """404 as for a case that does not exist; one of another hospital is
+    an attempt the audit trail keeps, as for a study."""
+    try:
+        services.archive().index.cases.get(ref)
+    except UnknownCase:
+        pass
+    else:
+        audit(
+            "access-denied",
+            g.user.username,
+            obj=ref,
+            detail=f"{request.endpoint}: another hospital's case",
+            outcome=MINOR_FAILURE,
+        )
+    abort(404, description="no such case")
+
+
 def _page(ref: str, error: str = "", code: int = 200) -> Any:
     try:
         found = services.archive().index.cases.get(ref, issuers())
     except UnknownCase:
-        abort(404, description="no such case")
+        _not_found(ref)
     page = render_template(
         "case.html",
         case=found,
         statuses=STATUSES,
-        deciding=allowed("cases.set_status", g.user.role),
+        deciding=deciding(),
         error=error,
         form=request.form if error else {},
         now=datetime.now(UTC),
@@ -119,6 +148,12 @@ def _page(ref: str, error: str = "", code: int = 200) -> Any:
 
 @bp.post("/cases/<ref>/status")
 def set_status(ref: str) -> Any:
+    if not deciding():
+        try:
+            services.archive().index.cases.get(ref, issuers())
+        except UnknownCase:
+            _not_found(ref)
+        abort(403, description="only the centre's clinicians decide a case")
     status = request.form.get("status", "")
     given = {name: request.form.get(name, "") for name in DETAILS}
     wanted = set(sum(STATUSES.get(status, ((), ())), ()))  # the fields this status reads
@@ -133,7 +168,7 @@ def set_status(ref: str) -> Any:
             issuers=issuers(),
         )
     except UnknownCase:
-        abort(404, description="no such case")
+        _not_found(ref)
     except CaseError as exc:  # the page again, saying why, with what was typed
         return _page(ref, refusal(exc), 400)
     return redirect(url_for("cases.case", ref=ref), code=303)
