@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import statistics
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -229,7 +230,7 @@ class Cases:
             if self.own_uid_root and change.sop_instance_uid.startswith(self.own_uid_root):
                 continue
             seen.add(change.study_uid)
-            now = change.at if change.at.tzinfo else change.at.replace(tzinfo=UTC)
+            now = _aware(change.at)
             pk = conn.execute(
                 select(case_studies.c.case_pk).where(case_studies.c.study_uid == change.study_uid)
             ).scalar_one_or_none()
@@ -370,6 +371,21 @@ class Cases:
             ).all()
             return _case(row, tuple(uids), tuple(_event(h) for h in history))
 
+    def throughput(self, issuers: Iterable[str] | None = None) -> Throughput:
+        """The service's figures over every case ``issuers`` covers (None: all)."""
+        query = select(cases)
+        if issuers is not None:
+            query = query.where(cases.c.issuer.in_(list(issuers)))
+        first = (
+            select(case_history.c.case_pk, func.min(case_history.c.at))
+            .where(case_history.c.status.in_(sorted(DECIDED)))
+            .group_by(case_history.c.case_pk)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+            decided = {int(pk): at for pk, at in conn.execute(first).all()}
+        return throughput_of(rows, decided)
+
     def for_study(self, study_uid: str, issuers: Iterable[str] | None = None) -> Case | None:
         """The case a study belongs to, if any (and ``issuers`` covers it)."""
         with self.engine.connect() as conn:
@@ -430,9 +446,52 @@ class Cases:
         return [_case(r, (), (), int(counts.get(r.pk, 0))) for r in rows]
 
 
+@dataclass(frozen=True)
+class Throughput:
+    """What a regional health commission asks of the service, per hospital:
+    referrals by month (when the case opened), days from referral to the
+    first decision (median, and how many were decided), and cases by the
+    decision they have now."""
+
+    referrals: dict[str, dict[str, int]]  # hospital -> "YYYY-MM" -> cases opened
+    decided: dict[str, int]  # hospital -> cases with a decision in their history
+    median_days: dict[str, float]  # hospital -> median days to the first decision
+    decisions: dict[str, dict[str, int]]  # hospital -> decided status now -> cases
+    months: tuple[str, ...]  # every month with a referral, oldest first
+
+
+def throughput_of(rows: Iterable[Any], first_decided: Mapping[int, datetime]) -> Throughput:
+    """``rows`` of `cases`; ``first_decided`` by case pk, when it was first decided."""
+    referrals: dict[str, dict[str, int]] = {}
+    waits: dict[str, list[float]] = {}
+    decisions: dict[str, dict[str, int]] = {}
+    for row in rows:
+        opened = _aware(row.opened_at)
+        month = f"{opened:%Y-%m}"
+        counts = referrals.setdefault(row.issuer, {})
+        counts[month] = counts.get(month, 0) + 1
+        if row.pk in first_decided:
+            days = (_aware(first_decided[row.pk]) - opened).total_seconds() / 86400
+            waits.setdefault(row.issuer, []).append(max(0.0, days))
+        if row.status in DECIDED:
+            by = decisions.setdefault(row.issuer, {})
+            by[row.status] = by.get(row.status, 0) + 1
+    return Throughput(
+        referrals=referrals,
+        decided={h: len(w) for h, w in waits.items()},
+        median_days={h: statistics.median(w) for h, w in waits.items()},
+        decisions=decisions,
+        months=tuple(sorted({m for counts in referrals.values() for m in counts})),
+    )
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
 def _event(row: Any) -> dict[str, Any]:
     return {
-        "at": row.at if row.at.tzinfo else row.at.replace(tzinfo=UTC),
+        "at": _aware(row.at),
         "user": row.user,
         "status": row.status,
         "detail": json.loads(row.detail or "{}"),
@@ -442,17 +501,14 @@ def _event(row: Any) -> dict[str, Any]:
 def _case(
     row: Any, studies_: tuple[str, ...], history: tuple[dict[str, Any], ...], count: int = -1
 ) -> Case:
-    def aware(value: datetime) -> datetime:
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-
     return Case(
         ref=row.ref,
         issuer=row.issuer,
         pseudonym=row.pseudonym,
         status=row.status,
         detail=json.loads(row.detail or "{}"),
-        opened_at=aware(row.opened_at),
-        updated_at=aware(row.updated_at),
+        opened_at=_aware(row.opened_at),
+        updated_at=_aware(row.updated_at),
         updated_by=row.updated_by,
         new_imaging=bool(row.new_imaging),
         study_count=len(studies_) if count < 0 else count,

@@ -298,6 +298,7 @@ def admin_pages(reader: Reader, node: Node) -> None:
     reader.open("/quarantine", "quarantine")
     reader.open("/forwarding", "forwarding")
     reader.open("/admin/audit", "audit")
+    reader.open("/service", "service")
 
 
 @pytest.mark.parametrize("language", ["ru", "zh"])

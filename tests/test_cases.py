@@ -335,3 +335,41 @@ def test_a_decision_being_committed_is_not_undone_by_arriving_imaging(
     finally:
         other.close()
         archive.close()
+
+
+def test_the_service_figures(world: tuple[Config, Ingestor, Archive]) -> None:
+    _, ingestor, archive = world
+    cases = archive.index.cases
+    send(ingestor, study_of(0), "BISHKEK_ECHO")
+    send(ingestor, study_of(1), "BISHKEK_ECHO")
+    send(ingestor, study_of(2), "DUSHANBE_ECHO")
+    cases.drain()
+    first, second = cases.listing(hospital="NCC Bishkek")
+    cases.set_status(first.ref, UNDER_REVIEW, {}, user="dr")
+    cases.set_status(first.ref, DECLINED, {"reason": "too large"}, user="dr")
+    cases.set_status(first.ref, ACCEPTED, {"device": "ASO", "date": "2027-03-01"}, user="dr")
+    cases.set_status(second.ref, MORE_IMAGING, {"missing": "TEE"}, user="dr")
+    figures = cases.throughput()
+    month = f"{first.opened_at:%Y-%m}"
+    assert figures.referrals == {"NCC Bishkek": {month: 2}, "RCC Dushanbe": {month: 1}}
+    assert figures.decided == {"NCC Bishkek": 1}  # decided once, then changed: one case
+    assert 0 <= figures.median_days["NCC Bishkek"] < 1
+    assert figures.decisions == {"NCC Bishkek": {ACCEPTED: 1}}  # by the decision it has now
+    assert cases.throughput(["RCC Dushanbe"]).referrals == {"RCC Dushanbe": {month: 1}}
+
+
+def test_days_to_a_decision_are_a_median_per_hospital() -> None:
+    from types import SimpleNamespace
+
+    from storage.cases import throughput_of
+
+    opened = datetime(2026, 1, 30, tzinfo=UTC)
+    rows = [
+        SimpleNamespace(pk=n, issuer="H", opened_at=opened + timedelta(days=n), status=ACCEPTED)
+        for n in range(3)
+    ]
+    decided = {0: opened + timedelta(days=2), 1: opened + timedelta(days=11)}  # 2 and 10 days
+    figures = throughput_of(rows, decided)
+    assert figures.referrals == {"H": {"2026-01": 2, "2026-02": 1}}
+    assert (figures.decided, figures.median_days) == ({"H": 2}, {"H": 6.0})
+    assert figures.months == ("2026-01", "2026-02")

@@ -31,6 +31,7 @@ def app(config: Config, archive: Archive, ingestor: Ingestor) -> Iterator[Flask]
     accounts.add("centre", hashed, "cardiologist", issuer="NCC Bishkek", sees=None)
     accounts.add("dushanbe", hashed, "cardiologist", issuer="RCC Dushanbe")
     accounts.add("science", hashed, "researcher", issuer="NCC Bishkek", sees=None)
+    accounts.add("boss", hashed, "admin", issuer="NCC Bishkek", sees=None)
     send(ingestor, study_of(0), "BISHKEK_ECHO")
     send(ingestor, study_of(1), "DUSHANBE_ECHO")
     archive.index.cases.drain()
@@ -135,3 +136,16 @@ def test_the_case_pages_speak_the_users_language(
     assert f"<h2>{expected}</h2>" in page  # (the English is a key of the page's catalogue)
     received = {"ru": "Направление получено", "zh": "已收到转诊"}[language]
     assert f"<strong>{received}</strong>" in page
+
+
+def test_administrators_read_the_service_figures(app: Flask, archive: Archive) -> None:
+    archive.index.cases.set_status(
+        refs(archive, "NCC Bishkek"), ACCEPTED, {"device": "ASO", "date": "2027-03-01"}, user="dr"
+    )
+    page = client(app, "boss").get("/service")
+    assert page.status_code == 200
+    text = page.get_data(as_text=True)
+    assert "NCC Bishkek" in text and "RCC Dushanbe" in text
+    assert "Accepted for transcatheter closure" in text
+    assert client(app, "centre").get("/service").status_code == 403
+    assert client(app, "science").get("/service").status_code == 403

@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 from flask import Blueprint, abort, g, redirect, render_template, request, url_for
 
 from storage.audit import MINOR_FAILURE
-from storage.cases import STATUSES, TITLES, CaseError, UnknownCase
+from storage.cases import DECIDED, STATUSES, TITLES, CaseError, UnknownCase
 from viewer import services
 from viewer.address import client_address
 from viewer.auth import audit
@@ -172,3 +172,18 @@ def set_status(ref: str) -> Any:
     except CaseError as exc:  # the page again, saying why, with what was typed
         return _page(ref, refusal(exc), 400)
     return redirect(url_for("cases.case", ref=ref), code=303)
+
+
+@bp.get("/service")
+def service() -> Any:
+    """The service's figures (referrals per hospital and month, days to a
+    decision, decisions by type): what a health commission reports."""
+    figures = services.archive().index.cases.throughput(issuers())
+    hospitals = sorted(figures.referrals)
+    return render_template(
+        "service.html",
+        figures=figures,
+        hospitals=hospitals,
+        decided_statuses=[s for s in STATUSES if s in DECIDED],
+        user=g.user,
+    )

@@ -66,6 +66,7 @@ RULES: dict[str, frozenset[str]] = {
     "cases.index": CLINICAL,
     "cases.case": CLINICAL,
     "cases.set_status": CLINICAL,
+    "cases.service": ADMIN,  # the service's figures, on the administrators' pages
     # Research cohorts.
     "exports.page": RESEARCH,
     "exports.show_preview": RESEARCH,
