@@ -332,18 +332,14 @@ class Archive:
 
     def read_held(self, sop_instance_uid: str) -> bytes | None:
         """The decrypted Part 10 file of a held instance; None if it is not held."""
-        found = self.index.held_blob(sop_instance_uid)
-        if found is None:
-            return None
-        key, sealed, sha256 = found
-        blob = self.held.read(key)
-        if sha256 and hashlib.sha256(blob).hexdigest() != sha256:
-            raise HeldBlobError(_NOT_AS_HELD)
-        return self.open_held(sop_instance_uid, blob, sealed)
+        chunks = self.read_held_chunks(sop_instance_uid)
+        return None if chunks is None else b"".join(chunks)
 
     def read_held_chunks(self, sop_instance_uid: str) -> Iterator[bytes] | None:
         """`read_held` a chunk at a time (see `HeldCipher.open_chunks`: trust
-        the bytes only once the iteration has ended); None if not held."""
+        the bytes only once the iteration has ended); None if not held. The
+        blob must hash to what its row recorded, and be sealed unless its row
+        is from before held blobs were."""
         found = self.index.held_blob(sop_instance_uid)
         if found is None:
             return None

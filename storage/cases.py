@@ -47,7 +47,7 @@ from sqlalchemy.engine import Connection, Engine
 from storage.audit import AuditTrail
 from storage.changes import REPLACED, STORED, Change, ChangeFeed
 from storage.plans import plans
-from storage.rows import insert_for, serialise
+from storage.rows import insert_for, serialise, utc
 from storage.schema import TEXT_LENGTH, metadata, patients, studies
 
 RECEIVED = "received"
@@ -76,6 +76,8 @@ TITLES = {
     DECLINED: "Declined",
 }
 DECIDED = frozenset({ACCEPTED, SURGERY, DECLINED})
+# Every detail some status reads, in the order forms ask for them.
+FIELDS = ("missing", "device", "date", "reason", "note")
 # The feed consumer's name (its cursor) and the audit event of a change.
 CONSUMER = "cases"
 EVENT = "case-status"
@@ -155,13 +157,18 @@ def new_ref() -> str:
     return f"C-{chars[:4]}-{chars[4:]}"
 
 
-def checked_detail(status: str, given: Mapping[str, str]) -> dict[str, str]:
-    """The details ``status`` keeps, trimmed; CaseError names what is missing,
-    unknown, too long or not a date."""
+def known(status: str) -> str:
+    """``status``, or CaseError if it is none of `STATUSES`."""
     if status not in STATUSES:
         raise CaseError("unknown status {status}; one of: {known}", status=status[:40],
                         known=", ".join(STATUSES))  # fmt: skip
-    required, optional = STATUSES[status]
+    return status
+
+
+def checked_detail(status: str, given: Mapping[str, str]) -> dict[str, str]:
+    """The details ``status`` keeps, trimmed; CaseError names what is missing,
+    unknown, too long or not a date."""
+    required, optional = STATUSES[known(status)]
     unknown = sorted(set(given) - set(required) - set(optional))
     if unknown:
         raise CaseError("{status} takes no {field}", status=status, field=", ".join(unknown))
@@ -230,7 +237,7 @@ class Cases:
             if self.own_uid_root and change.sop_instance_uid.startswith(self.own_uid_root):
                 continue
             seen.add(change.study_uid)
-            now = _aware(change.at)
+            now = utc(change.at)
             pk = conn.execute(
                 select(case_studies.c.case_pk).where(case_studies.c.study_uid == change.study_uid)
             ).scalar_one_or_none()
@@ -371,6 +378,14 @@ class Cases:
             ).all()
             return _case(row, tuple(uids), tuple(_event(h) for h in history))
 
+    def hospitals(self, issuers: Iterable[str] | None = None) -> list[str]:
+        """The hospitals with a case (of those ``issuers`` covers), by name."""
+        query = select(cases.c.issuer).distinct().order_by(cases.c.issuer)
+        if issuers is not None:
+            query = query.where(cases.c.issuer.in_(list(issuers)))
+        with self.engine.connect() as conn:
+            return list(conn.execute(query).scalars())
+
     def throughput(self, issuers: Iterable[str] | None = None) -> Throughput:
         """The service's figures over every case ``issuers`` covers (None: all)."""
         query = select(cases)
@@ -378,7 +393,10 @@ class Cases:
             query = query.where(cases.c.issuer.in_(list(issuers)))
         first = (
             select(case_history.c.case_pk, func.min(case_history.c.at))
-            .where(case_history.c.status.in_(sorted(DECIDED)))
+            .where(
+                case_history.c.status.in_(sorted(DECIDED)),
+                case_history.c.case_pk.in_(query.with_only_columns(cases.c.pk)),
+            )
             .group_by(case_history.c.case_pk)
         )
         with self.engine.connect() as conn:
@@ -420,10 +438,7 @@ class Cases:
         if hospital:
             query = query.where(cases.c.issuer == hospital)
         if status:
-            if status not in STATUSES:
-                raise CaseError("unknown status {status}; one of: {known}", status=status[:40],
-                                known=", ".join(STATUSES))  # fmt: skip
-            query = query.where(cases.c.status == status)
+            query = query.where(cases.c.status == known(status))
         if opened_before is not None:
             query = query.where(cases.c.opened_at < opened_before)
         if defect:
@@ -466,12 +481,12 @@ def throughput_of(rows: Iterable[Any], first_decided: Mapping[int, datetime]) ->
     waits: dict[str, list[float]] = {}
     decisions: dict[str, dict[str, int]] = {}
     for row in rows:
-        opened = _aware(row.opened_at)
+        opened = utc(row.opened_at)
         month = f"{opened:%Y-%m}"
         counts = referrals.setdefault(row.issuer, {})
         counts[month] = counts.get(month, 0) + 1
         if row.pk in first_decided:
-            days = (_aware(first_decided[row.pk]) - opened).total_seconds() / 86400
+            days = (utc(first_decided[row.pk]) - opened).total_seconds() / 86400
             waits.setdefault(row.issuer, []).append(max(0.0, days))
         if row.status in DECIDED:
             by = decisions.setdefault(row.issuer, {})
@@ -485,13 +500,9 @@ def throughput_of(rows: Iterable[Any], first_decided: Mapping[int, datetime]) ->
     )
 
 
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def _event(row: Any) -> dict[str, Any]:
     return {
-        "at": _aware(row.at),
+        "at": utc(row.at),
         "user": row.user,
         "status": row.status,
         "detail": json.loads(row.detail or "{}"),
@@ -507,8 +518,8 @@ def _case(
         pseudonym=row.pseudonym,
         status=row.status,
         detail=json.loads(row.detail or "{}"),
-        opened_at=_aware(row.opened_at),
-        updated_at=_aware(row.updated_at),
+        opened_at=utc(row.opened_at),
+        updated_at=utc(row.updated_at),
         updated_by=row.updated_by,
         new_imaging=bool(row.new_imaging),
         study_count=len(studies_) if count < 0 else count,

@@ -532,10 +532,8 @@ class Index:
         self._transaction(hold)
 
     def quarantined_blob(self, sop_instance_uid: str) -> str | None:
-        with self.engine.connect() as conn:
-            return conn.execute(
-                select(quarantine.c.blob_key).where(quarantine.c.sopinstanceuid == sop_instance_uid)
-            ).scalar_one_or_none()
+        found = self.held_blob(sop_instance_uid)
+        return None if found is None else found[0]
 
     def held_blob(self, sop_instance_uid: str) -> tuple[str, bool, str | None] | None:
         """A held instance's blob key, whether its row says it is sealed, and

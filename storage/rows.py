@@ -9,6 +9,7 @@ its row, instead of failing on the unique constraint.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Table, func, select
@@ -85,3 +86,9 @@ def get_or_create(conn: Connection, level: Level, values: dict[str, Any], parent
     row = {**values, PARENT_FK[level]: parent}
     conn.execute(insert_for(conn, table).values(**row).on_conflict_do_nothing())
     return conn.execute(select(table.c.pk).where(uid)).scalar_one()
+
+
+def utc(moment: datetime) -> datetime:
+    """A time read back from the index: SQLite keeps no zone, and the index
+    stores UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

@@ -492,14 +492,8 @@ def test_a_receiver_whose_serve_has_ended_does_not_start(tmp_path: Path) -> None
     """A receiver started by a `serve` that died before the receiver could
     ask to die with it (the parent-death signal) ends at once, serving
     nothing, instead of living on as an orphan on the shared port."""
-    env = {
-        **os.environ,
-        "DICOMNODE_CONFIG": os.devnull,
-        "DICOMNODE_DATA_DIR": str(tmp_path / "var"),
-        "DICOMNODE_KEY_DIR": str(tmp_path / "secrets"),
-        "DICOMNODE_DIMSE_PORT": "0",
-        "DICOMNODE_HTTP_PORT": "0",
-    }
+    sqlite = f"sqlite:///{tmp_path / 'index.sqlite'}"
+    env = {**serve_env(tmp_path, sqlite), "DICOMNODE_DIMSE_PORT": "0", "DICOMNODE_HTTP_PORT": "0"}
     gone = subprocess.run(
         [*DICOMNODE, "serve", "--receiver", "1"],  # pid 1 is not its parent
         env=env,

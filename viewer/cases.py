@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 from flask import Blueprint, abort, g, redirect, render_template, request, url_for
 
 from storage.audit import MINOR_FAILURE
-from storage.cases import DECIDED, STATUSES, TITLES, CaseError, UnknownCase
+from storage.cases import DECIDED, FIELDS, STATUSES, TITLES, CaseError, UnknownCase
 from viewer import services
 from viewer.address import client_address
 from viewer.auth import audit
@@ -26,7 +26,6 @@ from viewer.scope import issuers
 
 bp = Blueprint("cases", __name__)
 DEFECTS = ("ASD", "VSD", "PDA")
-DETAILS = ("missing", "device", "date", "reason", "note")
 
 
 def status_label(status: str) -> str:
@@ -83,13 +82,10 @@ def index() -> Any:
         )
     except CaseError as exc:
         abort(400, description=refusal(exc))
-    except ValueError as exc:
-        abort(400, description=str(exc))
-    hospitals = sorted({c.issuer for c in cases.listing(issuers=issuers())})
     return render_template(
         "cases.html",
         cases=found,
-        hospitals=hospitals,
+        hospitals=cases.hospitals(issuers()),
         statuses=list(STATUSES),
         defects=DEFECTS,
         args=request.args,
@@ -138,6 +134,7 @@ def _page(ref: str, error: str = "", code: int = 200) -> Any:
         case=found,
         statuses=STATUSES,
         deciding=deciding(),
+        fields=FIELDS,
         error=error,
         form=request.form if error else {},
         now=datetime.now(UTC),
@@ -155,7 +152,7 @@ def set_status(ref: str) -> Any:
             _not_found(ref)
         abort(403, description="only the centre's clinicians decide a case")
     status = request.form.get("status", "")
-    given = {name: request.form.get(name, "") for name in DETAILS}
+    given = {name: request.form.get(name, "") for name in FIELDS}
     wanted = set(sum(STATUSES.get(status, ((), ())), ()))  # the fields this status reads
     try:
         services.archive().index.cases.set_status(

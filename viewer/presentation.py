@@ -16,12 +16,13 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 
 from babel.dates import format_date, format_datetime, get_timezone_gmt
 
 from dicomnode.deid.plausible import FIRST_YEAR, HEIGHT_M, MAX_AGE_YEARS, WEIGHT_KG
+from storage.rows import utc
 from viewer.i18n import gettext as _
 from viewer.i18n import language, number
 
@@ -108,8 +109,7 @@ def _instant(value: Any) -> datetime | None:
             return None
     else:
         return None
-    # The index stores UTC; SQLite hands it back without the zone.
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
+    return utc(when)
 
 
 def timestamp(value: Any, form: str = "short") -> str:

@@ -15,11 +15,10 @@ import sys
 from datetime import UTC, datetime, timedelta
 
 from dicomnode.config import Config
-from storage.cases import STATUSES, Case, CaseError
+from storage.cases import FIELDS, STATUSES, Case, CaseError
 from storage.textsafe import escape_controls
 
 EXIT_OK, EXIT_USAGE = 0, 2
-DETAILS = ("missing", "device", "date", "reason", "note")
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:
@@ -46,7 +45,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     )
     status.add_argument("ref", help="the case reference (C-XXXX-XXXX)")
     status.add_argument("status", choices=list(STATUSES))
-    for detail in DETAILS:
+    for detail in FIELDS:
         status.add_argument(f"--{detail}", default="")
 
 
@@ -72,7 +71,7 @@ def run(config: Config, args: argparse.Namespace) -> int:
             return EXIT_OK
         if args.action == "show":
             return _show(cases.get(args.ref))
-        given = {name: getattr(args, name) for name in DETAILS if getattr(args, name)}
+        given = {name: getattr(args, name) for name in FIELDS if getattr(args, name)}
         moved = cases.set_status(args.ref, args.status, given, user=getpass.getuser(), source="cli")
         print(escape_controls(_line(moved)))
         return EXIT_OK

@@ -29,28 +29,33 @@ class BatchingSend(DULServiceProvider):
     def install(cls, dul: DULServiceProvider) -> None:
         """Make a DUL send this way, in place, even one already running:
         nothing is kept back until its class has changed."""
-        dul.__dict__["_kept"] = []
         dul.__class__ = cls
 
+    def _kept(self) -> list[tuple[Any, bytes]]:
+        """The PDUs kept back, with their bytes (the DUL's own list, made on first use)."""
+        kept: list[tuple[Any, bytes]] = self.__dict__.setdefault("_kept_pdus", [])
+        return kept
+
     def _send(self, pdu: Any) -> None:
-        kept: list[tuple[Any, bytes]] = self.__dict__.setdefault("_kept", [])
+        kept = self._kept()
         if self.socket is None:
             kept.clear()
             super()._send(pdu)  # pynetdicom says so: the connection is closed
             return
         kept.append((pdu, pdu.encode()))
-        size = sum(len(data) for _, data in kept)
+        size = self.__dict__.get("_kept_bytes", 0) + len(kept[-1][1])
+        self.__dict__["_kept_bytes"] = size
         if isinstance(pdu, P_DATA_TF) and size < MOST and not self.to_provider_queue.empty():
             return  # the next P-DATA is queued: it is sent with this one
         self._send_kept()
 
     def _send_kept(self) -> None:
-        kept: list[tuple[Any, bytes]] = self.__dict__.setdefault("_kept", [])
-        if not kept or self.socket is None:
-            kept.clear()
-            return
+        kept = self._kept()
         pdus = list(kept)
         kept.clear()
+        self.__dict__["_kept_bytes"] = 0
+        if not pdus or self.socket is None:
+            return
         self.socket.send(b"".join(data for _, data in pdus))
         for pdu, _ in pdus:
             evt.trigger(self.assoc, evt.EVT_PDU_SENT, {"pdu": pdu})
@@ -58,6 +63,6 @@ class BatchingSend(DULServiceProvider):
     def _process_recv_primitive(self) -> bool:
         """pynetdicom's, and when nothing more was queued, send what is kept."""
         taken = super()._process_recv_primitive()
-        if not taken and self.__dict__.get("_kept"):
+        if not taken and self.__dict__.get("_kept_pdus"):
             self._send_kept()
         return taken

@@ -27,7 +27,7 @@ import shutil
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime
+from datetime import date
 from enum import StrEnum
 from io import BytesIO
 from typing import Any, BinaryIO
@@ -68,6 +68,7 @@ from storage.audit import MINOR_FAILURE
 from storage.index import AlsoWrite, ClaimLost, ForeignParent, LinkageRow, StoreOutcome, claim_in
 from storage.keys import Level
 from storage.record import InstanceRecord, is_placeholder_id, record_from_dataset
+from storage.rows import utc
 from storage.values import normalise_issuer
 from storage.verifying import AlreadyWaiting, OcrWait, waiting_in
 
@@ -456,7 +457,7 @@ class Ingestor:
             record_from_dataset(
                 ds, issuer=held["issuer"], transfer_syntax=syntax, sending_ae=sending_ae
             ),
-            received_at=_aware(held["received_at"]),
+            received_at=utc(held["received_at"]),
         )
         if part10 is None:
             encoded = self.file_for(ds, encode(ds, UID(syntax)), syntax, sending_ae)
@@ -708,11 +709,6 @@ class Ingestor:
             return _refused(exc, reference)
         log.debug("%s %s from %s", outcome, reference, incoming.calling_ae or "import")
         return IngestResult(outcome, status, comment, reference, clean.dataset)
-
-
-def _aware(moment: datetime) -> datetime:
-    """A time read back from the index (SQLite keeps no zone: UTC)."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _refused(exc: Exception, reference: str) -> IngestResult:

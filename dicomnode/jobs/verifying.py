@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import struct
 import threading
 import time
 from collections.abc import Callable
@@ -36,6 +35,7 @@ from dicomnode.deid.pipeline import AWAITING_OCR, encode_plain, mark_verified
 from dicomnode.deid.pixels import keep_mask
 from dicomnode.deid.stream import SpooledPixels, stored_frames
 from dicomnode.deid.verify import check
+from dicomnode.ingest.importer import dataset_offset
 from dicomnode.ingest.pipeline import (
     HOLD_EVENT,
     IN_MEMORY_SHARE,
@@ -56,21 +56,17 @@ log = logging.getLogger(__name__)
 MOST_ATTEMPTS = 3
 
 
-# Where a Part 10 file's meta group starts: after the preamble and "DICM".
-_META_START = 132
-_META_MOST = 1 << 16
+# Bytes of a held file read before its file meta is parsed: the node's own
+# meta is a few hundred bytes, and a longer one is not the node's.
+_HEAD = 1 << 16
 
 
-def _meta_length(head: bytes | bytearray) -> int:
-    """Where the data set starts in a Part 10 file whose first bytes are
-    ``head``: its meta group's length is the first element's value."""
-    group_length = b"\x02\x00\x00\x00UL\x04\x00"  # (0002,0000) UL, 4 bytes
-    if head[128:132] != b"DICM" or head[_META_START : _META_START + 8] != group_length:
-        raise HeldBlobError("held copy without the node's file meta")
-    length = struct.unpack("<L", head[_META_START + 8 : _META_START + 12])[0]
-    if length > _META_MOST:  # the node's own meta is a few hundred bytes
-        raise HeldBlobError("held copy with a file meta group too long")
-    return _META_START + 12 + length
+def _dataset_offset(head: bytes | bytearray) -> tuple[int, str]:
+    try:
+        return dataset_offset(bytes(head))
+    except Exception as exc:  # pydicom raises many kinds on a meta it cannot read
+        why = f"held copy without a readable file meta ({type(exc).__name__})"
+        raise HeldBlobError(why) from None
 
 
 def _unreadable(exc: Exception) -> str:
@@ -263,20 +259,19 @@ class Verifier:
         chunks = self.archive.read_held_chunks(uid)
         if chunks is None:
             raise HeldBlobError("not held")
-        head, meta = bytearray(), None
+        head, offset, syntax = bytearray(), None, ""
         for chunk in chunks:
-            if meta is not None:
+            if offset is not None:
                 body.write(chunk)
                 continue
             head += chunk
-            if len(head) < _META_START + 12 or len(head) < _meta_length(head):
-                continue
-            length = _meta_length(head)
-            meta = bytes(head[:length])
-            body.write(head[length:])
-        if meta is None:
-            raise HeldBlobError("held copy shorter than its file meta")
-        return meta, UID(dcmread(BytesIO(meta)).file_meta.TransferSyntaxUID)
+            if len(head) >= _HEAD:
+                offset, syntax = _dataset_offset(head[:_HEAD])
+                body.write(head[offset:])
+        if offset is None:  # a file shorter than that
+            offset, syntax = _dataset_offset(head)
+            body.write(head[offset:])
+        return bytes(head[:offset]), UID(syntax)
 
     def _read(
         self,
