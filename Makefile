@@ -7,15 +7,22 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Real DICOM peers the tests and benchmarks talk to, the browser the UI tests
 # drive (Debian packages; Playwright never downloads a browser here), and
 # PostgreSQL, which the tests start themselves (tests/postgres.py).
-PEER_BINS := echoscu storescu findscu dcmsend dcmcjpeg dciodvfy Orthanc chromium tesseract gdcmscu
-# orthanc-dicomweb: Orthanc as a DICOMweb client of the node; libgdcm-tools: gdcmscu.
-PEER_PKGS := dcmtk dicom3tools orthanc orthanc-dicomweb libgdcm-tools chromium postgresql
+PEER_BINS := echoscu storescu findscu dcmsend dcmcjpeg dciodvfy Orthanc chromium tesseract gdcmscu \
+	pdftotext
+# orthanc-dicomweb: Orthanc as a DICOMweb client of the node; libgdcm-tools: gdcmscu;
+# poppler-utils: the consultation report's PDF read as text and drawn as a page.
+PEER_PKGS := dcmtk dicom3tools orthanc orthanc-dicomweb libgdcm-tools chromium postgresql \
+	poppler-utils
 # OCR that verifies cleaned pixels (dicomnode/deid/ocr.py): Tesseract's language
 # data for the partners' scripts (the tesserocr wheel bundles libtesseract, so
 # nothing is compiled) and the fonts tests/test_ocr.py renders burned-in text with.
 OCR_PKGS := tesseract-ocr tesseract-ocr-eng tesseract-ocr-rus tesseract-ocr-chi-sim \
 	tesseract-ocr-kaz tesseract-ocr-tgk
-PEER_PKGS += $(OCR_PKGS) fonts-dejavu-core fonts-wqy-zenhei
+# The fonts of the consultation reports (dicomnode/consult/pdf.py: Latin and
+# Cyrillic, Chinese), which tests/test_ocr.py also renders burned-in text with.
+FONT_PKGS := fonts-dejavu-core fonts-wqy-zenhei
+FONT_FILES := /usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc
+PEER_PKGS += $(OCR_PKGS) $(FONT_PKGS)
 OCR_LANGS := eng rus chi_sim kaz tgk
 
 .PHONY: install run demo ocr ohif test check peers lint bench fuzz clean
@@ -37,14 +44,16 @@ demo: $(STAMP) ocr ohif
 	$(BIN)/dicomnode demo
 
 # Every image is read by OCR before it is stored: without Tesseract's language
-# data the node would store nothing, the demo set included.
+# data the node would store nothing, the demo set included. The report fonts too.
 ocr:
 	@missing=0; for l in $(OCR_LANGS); do \
 	  ls /usr/share/tesseract-ocr/*/tessdata/$$l.traineddata >/dev/null 2>&1 || missing=1; done; \
+	for f in $(FONT_FILES); do [ -f $$f ] || missing=1; done; \
 	if [ $$missing = 1 ]; then \
-	  echo "installing OCR language data: $(OCR_PKGS)"; \
+	  echo "installing OCR language data and report fonts: $(OCR_PKGS) $(FONT_PKGS)"; \
 	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(OCR_PKGS); \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+	    $(OCR_PKGS) $(FONT_PKGS); \
 	fi
 
 # The OHIF viewer v3 the node serves at /ohif/: the prebuilt @ohif/app from the
@@ -61,7 +70,7 @@ peers:
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing=1; \
 	[ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || missing=1; \
 	for l in chi_sim kaz tgk; do ls /usr/share/tesseract-ocr/*/tessdata/$$l.traineddata >/dev/null 2>&1 || missing=1; done; \
-	[ -f /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc ] || missing=1; \
+	for f in $(FONT_FILES); do [ -f $$f ] || missing=1; done; \
 	if [ $$missing = 1 ]; then \
 	  echo "installing DICOM peers: $(PEER_PKGS)"; \
 	  $(SUDO) apt-get update -qq && \

@@ -59,6 +59,8 @@ _SPACED = "AE title {!r} has leading or trailing spaces, which peers never send"
 _AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE: no backslash
 # DIMSE services a known AE may be allowed, per [[remote_ae]] entry.
 Service = Literal["echo", "store", "find", "move", "get"]
+# The languages a hospital's consultation report can be written in.
+REPORT_LANGUAGES = ("en", "ru", "zh")
 SERVICES: tuple[Service, ...] = get_args(Service)
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -215,6 +217,12 @@ class RemoteAE:
     query_issuers: tuple[str, ...] = ()
     # Where this AE may send a C-MOVE: known AE titles; empty means itself only.
     move_destinations: tuple[str, ...] = ()
+    # The language of the consultation reports this hospital receives
+    # (REPORT_LANGUAGES; `dicomnode.consult`).
+    language: str = "en"
+    # This AE (a PACS) receives the hospital's consultation reports; needed
+    # when the hospital has several [[remote_ae]] entries.
+    receives_reports: bool = False
 
     def __post_init__(self) -> None:
         # However the file spells the hospital ("NCC Bishkek ", two spaces),
@@ -665,6 +673,12 @@ def validate(config: Config) -> Config:
             raise ConfigError(f"{entry}: issuer is empty", ("remote_aes",))
         if strange := set(remote.services) - set(SERVICES):
             raise ConfigError(f"{entry}: unknown services {sorted(strange)}", ("remote_aes",))
+        if remote.language not in REPORT_LANGUAGES:
+            raise ConfigError(
+                f"{entry}: language {remote.language!r} is not one of"
+                f" {', '.join(REPORT_LANGUAGES)}",
+                ("remote_aes",),
+            )
         if not 0 < remote.port <= 65535:
             raise ConfigError(f"{entry}: port {remote.port} is not a TCP port", ("remote_aes",))
         for network in remote.networks:

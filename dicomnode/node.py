@@ -9,6 +9,7 @@ from typing import Any
 
 from dicomnode import UID_ROOT
 from dicomnode.config import Config
+from dicomnode.consult.making import Maker
 from dicomnode.deid.secret import load_or_create_key
 from dicomnode.dimse.server import DicomServer
 from dicomnode.ingest.pipeline import Ingestor
@@ -76,6 +77,9 @@ class Node:
         self.runner.every("ocr", VERIFY_INTERVAL, self.verifier.run_once)
         # A study stored opens or joins its child's referral case.
         self.runner.every("cases", CASES_INTERVAL, self.archive.index.cases.drain)
+        # Each decision's consultation report, made and queued for its hospital.
+        self.reports = Maker(config, self.archive, self.ingestor)
+        self.runner.every("reports", CASES_INTERVAL, self.reports.run_once)
         self.runner.on_stop(self.verifier.stop)  # reading ends; the rest goes back
         exports.install(self.runner, config, self.archive)
         self._web_enabled = web

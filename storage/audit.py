@@ -51,6 +51,8 @@ EVENTS: dict[str, tuple[str, str, str]] = {
     "case-status": ("110110", "Patient Record", "U"),
     "export": ("110106", "Export", "R"),
     "reidentify": ("110110", "Patient Record", "R"),
+    # A consultation report re-identified and sent to its hospital (`dicomnode.consult`).
+    "case-report-sent": ("110106", "Export", "R"),
     "quarantine-hold": ("110103", "DICOM Instances Accessed", "C"),
     "quarantine-release": ("110103", "DICOM Instances Accessed", "U"),
     "quarantine-show": ("110106", "Export", "R"),

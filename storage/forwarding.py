@@ -36,6 +36,9 @@ forward_queue = Table(
     Column("last_error", String(256)),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("done_at", DateTime(timezone=True)),
+    # A consultation report's instance (`storage.reports`): sent with the
+    # hospital's own identity put back; None: sent as stored.
+    Column("report_pk", Integer),
     *lease_columns(),
 )
 # A pass sends at most this many rows per claim; a dead process's claim
@@ -45,14 +48,17 @@ BATCH = 200
 LEASE = timedelta(minutes=10)
 
 
-def enqueue_in(conn: Connection, sop_instance_uids: list[str], destination: str) -> int:
+def enqueue_in(
+    conn: Connection, sop_instance_uids: list[str], destination: str, *, report: int | None = None
+) -> int:
     """`ForwardQueue.enqueue` in the caller's transaction (the change feed's
     consumer moves its cursor in the same one); how many were added.
 
     An instance already waiting for this destination is added once: only a
     row no process has claimed counts as waiting. A claimed row may be on
     its way now with the version read before this change (a ``replaced``
-    instance): the new row sends the version stored now."""
+    instance): the new row sends the version stored now. A report's row
+    (``report``) and a route's row for the same instance are two sends."""
     now = datetime.now(UTC)
     wanted = list(dict.fromkeys(sop_instance_uids))
     waiting: set[str] = set()
@@ -63,6 +69,11 @@ def enqueue_in(conn: Connection, sop_instance_uids: list[str], destination: str)
                     (forward_queue.c.destination == destination)
                     & (forward_queue.c.state == PENDING)
                     & forward_queue.c.claimed_by.is_(None)
+                    & (
+                        forward_queue.c.report_pk.is_(None)
+                        if report is None
+                        else forward_queue.c.report_pk == report
+                    )
                     & forward_queue.c.sop_instance_uid.in_(wanted[start : start + 500])
                 )
             ).scalars()
@@ -75,6 +86,7 @@ def enqueue_in(conn: Connection, sop_instance_uids: list[str], destination: str)
             "attempts": 0,
             "next_attempt_at": now,
             "created_at": now,
+            "report_pk": report,
         }
         for uid in wanted
         if uid not in waiting

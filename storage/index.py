@@ -27,6 +27,7 @@ from storage.plans import Plans
 from storage.private import create_private
 from storage.query import Query, run_query
 from storage.record import InstanceRecord
+from storage.reports import Reports
 from storage.rows import get_or_create, insert_for, reading, serialise, upsert_patient
 from storage.schema import (
     instances,
@@ -210,6 +211,7 @@ class Index:
         self.ocr_queue = OcrQueue(self.engine, self._write_lock)
         self.audit = AuditTrail(self.engine, self._write_lock, audit_key)
         self.cases = Cases(self.engine, self._write_lock, self.changes, self.audit)
+        self.reports = Reports(self.engine, self._write_lock)
         self.throttle = LoginThrottle(self.engine, self._write_lock)
         # (issuer, patient, series UID) -> pk of series already indexed: the
         # common case (the next instance of a series) then costs one lookup

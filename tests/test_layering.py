@@ -5,7 +5,7 @@ From the bottom: storage knows nothing of the node; the foundation (DICOM
 encoding in dicomnode.media, the status codes, logging, the package's own
 constants) knows only storage; de-identification knows the foundation;
 configuration and networking know de-identification; the services (ingest,
-jobs, ops) know all of these and each other; the doors (DIMSE, the web
+jobs, ops, consult) know all of these and each other; the doors (DIMSE, the web
 server, the CLI, the viewer) use the services; only the composition root
 (dicomnode.node) and the CLI import dicomnode.node, and only the root
 imports the viewer, by its package (``create_app``) alone.
@@ -33,6 +33,7 @@ GROUPS: list[tuple[str, str]] = [
     ("dicomnode.net", "net"),
     ("dicomnode.ingest", "ingest"),
     ("dicomnode.jobs", "jobs"),
+    ("dicomnode.consult", "consult"),
     ("dicomnode.ops", "ops"),
     ("dicomnode.dimse", "dimse"),
     ("dicomnode.web", "web"),
@@ -42,7 +43,7 @@ GROUPS: list[tuple[str, str]] = [
 ]
 
 LOWER = {"storage", "foundation", "deid", "config", "net"}
-SERVICES = {"ingest", "jobs", "ops"}
+SERVICES = {"ingest", "jobs", "ops", "consult"}
 # The rule: which groups each group may import (besides itself).
 ALLOWED: dict[str, set[str]] = {
     "storage": set(),
@@ -53,6 +54,7 @@ ALLOWED: dict[str, set[str]] = {
     "ingest": LOWER | SERVICES,
     "jobs": LOWER | SERVICES,
     "ops": LOWER | SERVICES,
+    "consult": LOWER | SERVICES,
     "dimse": LOWER | SERVICES,
     "web": LOWER | SERVICES,
     "cli": LOWER | SERVICES | {"dimse", "web", "node"},

@@ -437,6 +437,25 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def _listens(pid: int, port: int) -> bool:
+    """Whether process `pid` holds a socket listening on TCP `port`."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":
+                inodes.add(fields[9])
+    try:
+        held = {os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()}
+    except OSError:
+        return False
+    return any(f"socket:[{inode}]" in held for inode in inodes)
+
+
 @pytest.mark.slow
 @pytest.mark.peers
 def test_receivers_share_the_port_and_die_with_the_first(
@@ -461,6 +480,8 @@ def test_receivers_share_the_port_and_die_with_the_first(
         assert "2 receiving processes" in banner, banner
         port = served(banner)[0]
         (receiver,) = wait_for(lambda: _children(first.pid), what="the receiver")
+        # The kernel hands connections only to sockets already listening.
+        wait_for(lambda: _listens(receiver, port), what="the receiver listening")
         # One association per file: the kernel spreads them over both.
         for path in sorted(folder.iterdir()):
             sent = subprocess.run(

@@ -38,6 +38,7 @@ from sqlalchemy import Connection
 
 from dicomnode import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from dicomnode.config import Config
+from dicomnode.consult.sending import NotSendable, Reidentifier
 from dicomnode.media.transcode import TooLarge, TranscodeError
 from dicomnode.net.nodelay import NO_DELAY
 from dicomnode.net.retrieve_syntax import (
@@ -79,6 +80,8 @@ class Forwarder:
         self.queue = archive.index.forwarding
         self.owner = process_name()
         self._stop = threading.Event()
+        # A consultation report's rows go out re-identified for their hospital.
+        self.reidentify = Reidentifier(config, archive)
 
     def stop(self) -> None:
         """End the pass running now after its current instance (the rest of
@@ -223,6 +226,13 @@ class Forwarder:
         except (InvalidDicomError, ValueError, EOFError, OSError) as exc:
             self._retry_all([job], f"stored file damaged ({type(exc).__name__})")
             return 0
+        case = ""
+        if job.get("report_pk") is not None:
+            try:
+                ds, case = self.reidentify(ds, int(job["report_pk"]), job["destination"])
+            except NotSendable as exc:
+                self._retry_all([job], str(exc))
+                return 0
         if how.decode:
             try:
                 ds = decoded(ds, self.config.transcode_max_mb << 20)
@@ -240,7 +250,8 @@ class Forwarder:
         else:
             detail = f"status 0x{code:04X}"
         if code == SUCCESS or is_warning(code):
-            self.queue.done(job["pk"], owner=self.owner)
+            if self.queue.done(job["pk"], owner=self.owner) and case:
+                self.reidentify.sent(case, job["sop_instance_uid"], job["destination"])
             return 1
         self._retry_all([job], detail)
         return 0

@@ -1,0 +1,165 @@
+"""The consultation report laid out as a PDF, in the hospital's language.
+
+The same content renders the centre's copy (the child named by pseudonym)
+and, at the moment of sending, the hospital's copy (named as the hospital
+knows the child): the layout, the fonts and the document's dates are the
+same, so the two differ only in who is named. Text is real text (fonts
+embedded, subset), so the hospital's system can search and read it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fpdf import FPDF
+
+from dicomnode.consult.words import say
+
+# Debian's fonts-dejavu-core and fonts-wqy-zenhei (`make install`): DejaVu
+# for Latin and Cyrillic, WenQuanYi Zen Hei for Chinese; each falls back to
+# the other for a character it lacks (a Cyrillic name in a Chinese report).
+FONT_DIRS = (Path("/usr/share/fonts/truetype"),)
+LATIN = ("dejavu/DejaVuSans.ttf", "dejavu/DejaVuSans-Bold.ttf")
+CHINESE = "wqy/wqy-zenhei.ttc"
+MOST_LINES = 400  # of any one text: a report is a few pages
+# fontTools says, per font subset, that it drops the bitmap table it cannot subset.
+logging.getLogger("fontTools.subset").setLevel(logging.ERROR)
+
+
+class ReportFontError(RuntimeError):
+    """A font the report needs is not installed."""
+
+
+@dataclass(frozen=True)
+class Patient:
+    """Who the report names: the hospital's identity, or the pseudonym alone."""
+
+    patient_id: str
+    name: str = ""
+    birth_date: str = ""
+    accession: str = ""
+
+
+def _font(relative: str) -> str:
+    for folder in FONT_DIRS:
+        if (folder / relative).is_file():
+            return str(folder / relative)
+    raise ReportFontError(f"font {relative} is not installed (make install adds it)")
+
+
+def _day(value: str) -> str:
+    """A DICOM DA or an ISO time as YYYY-MM-DD; anything else as given."""
+    if len(value) == 8 and value.isdigit():
+        return f"{value[:4]}-{value[4:6]}-{value[6:]}"
+    return value[:10]
+
+
+class _Report(FPDF):
+    def __init__(self, language: str) -> None:
+        super().__init__(format="A4")
+        self.language = language
+        self.set_auto_page_break(True, margin=18)
+        self.add_font("latin", fname=_font(LATIN[0]))
+        self.add_font("latin", style="B", fname=_font(LATIN[1]))
+        self.add_font("chinese", fname=_font(CHINESE))
+        self.add_font("chinese", style="B", fname=_font(CHINESE))
+        self.main = "chinese" if language == "zh" else "latin"
+        other = "latin" if language == "zh" else "chinese"
+        self.set_fallback_fonts([other], exact_match=False)
+
+    def footer(self) -> None:
+        self.set_y(-14)
+        self.set_font(self.main, size=8)
+        self.cell(0, 8, say(self.language, "page", n=self.page_no()), align="C")
+
+    def text_line(self, text: str, size: float = 10, bold: bool = False, gap: float = 1) -> None:
+        self.set_font(self.main, style="B" if bold else "", size=size)
+        lines = text.splitlines()[:MOST_LINES] or [""]
+        self.multi_cell(0, size * 0.5, "\n".join(lines), new_x="LMARGIN", new_y="NEXT")
+        self.ln(gap)
+
+    def field(self, label: str, value: str) -> None:
+        if value:
+            self.text_line(f"{label}: {value}")
+
+    def heading(self, text: str) -> None:
+        self.ln(2)
+        self.text_line(text, size=12, bold=True)
+
+
+def render(content: dict[str, Any], patient: Patient, hospital_copy: bool) -> bytes:
+    """The report of ``content`` (`making.content_of`) naming ``patient``;
+    ``hospital_copy``: the one re-identified for the referring hospital."""
+    language = str(content.get("language") or "en")
+    pdf = _Report(language)
+    at = datetime.fromisoformat(str(content["at"])).astimezone(UTC)
+    pdf.set_creation_date(at)  # the decision's time: both copies alike
+    pdf.set_title(say(language, "title"))
+    pdf.set_producer("dicomnode")
+    pdf.add_page()
+    pdf.text_line(say(language, "title"), size=16, bold=True, gap=2)
+    pdf.text_line(say(language, "from", ae=content.get("ae", "")), size=9, gap=4)
+    pdf.field(say(language, "patient"), patient.name)
+    pdf.field(say(language, "patient_id"), patient.patient_id)
+    pdf.field(say(language, "birth_date"), _day(patient.birth_date))
+    pdf.field(say(language, "accession"), patient.accession)
+    pdf.field(say(language, "hospital"), str(content.get("issuer", "")))
+    pdf.field(say(language, "case"), str(content.get("ref", "")))
+    pdf.heading(say(language, "studies"))
+    for study in content.get("studies") or []:
+        parts = [
+            _day(str(study.get("date") or "")),
+            study.get("modalities"),
+            study.get("description"),
+        ]
+        pdf.text_line(" · ".join(str(p) for p in parts if p))
+    pdf.heading(say(language, "decision"))
+    status = str(content.get("status", ""))
+    pdf.text_line(
+        say(language, status) if status in ("accepted", "surgery", "declined") else status,
+        size=12,
+        bold=True,
+    )
+    for name, value in (content.get("detail") or {}).items():
+        pdf.field(say(language, name) if name in _DETAILS else name, str(value))
+    pdf.text_line(
+        say(language, "decided", user=content.get("user", ""), day=_day(str(content["at"])))
+    )
+    pdf.heading(say(language, "plans"))
+    plans = content.get("plans") or []
+    if not plans:
+        pdf.text_line(say(language, "no_plans"))
+    for plan in plans:
+        pdf.text_line(
+            say(
+                language,
+                "plan",
+                defect=plan.get("defect", ""),
+                plan=plan.get("plan", ""),
+                version=plan.get("version", ""),
+                user=plan.get("user", ""),
+                day=_day(str(plan.get("day", ""))),
+            ),
+            bold=True,
+        )
+        for meaning, value, unit in plan.get("values") or []:
+            pdf.text_line(f"    {meaning}: {value} {unit}".rstrip(), size=9, gap=0)
+        for meaning, text in plan.get("texts") or []:
+            pdf.text_line(f"    {meaning}: {text}", size=9, gap=0)
+        pdf.ln(2)
+    pdf.ln(4)
+    pdf.text_line(say(language, "support"), size=8)
+    copy = (
+        say(language, "reidentified", hospital=content.get("issuer", ""))
+        if hospital_copy
+        else say(language, "pseudonymous")
+    )
+    pdf.text_line(copy, size=8)
+    return bytes(pdf.output())
+
+
+_DETAILS = ("missing", "device", "date", "reason", "note")

@@ -1,0 +1,315 @@
+"""The consultation report goes home re-identified for its own hospital only.
+
+Two partner hospitals refer a child each; the centre signs a plan and
+decides. Each hospital's AE receives its own report (the PDF in its
+language and the signed plan SR) under its own patient ID and Study
+Instance UID; the other hospital receives nothing of that child; the
+centre's copies stay pseudonymous; without the linkage key nothing leaves
+and the case says why; a report routed to the wrong hospital is refused.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import replace
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pynetdicom import AE, evt
+from pynetdicom.presentation import AllStoragePresentationContexts
+from werkzeug.security import generate_password_hash
+
+from dicomnode.config import Config, RemoteAE
+from dicomnode.consult.document import ENCAPSULATED_PDF
+from dicomnode.consult.making import Maker, destination
+from dicomnode.consult.words import WORDS
+from dicomnode.deid.pipeline import LINKAGE_KEY
+from dicomnode.ingest.pipeline import Ingestor
+from dicomnode.jobs.forwarding import Forwarder
+from dicomnode.node import open_archive
+from dicomnode.ops.samples import PATIENTS
+from storage.archive import Archive
+from storage.audit import AuditFilter
+from storage.forwarding import enqueue_in
+from storage.reports import QUEUED, UNSENT
+from tests.conftest import free_port, make_config
+from tests.test_cases import send, study_of
+from tests.test_viewer import PASSWORD, as_user
+from viewer import create_app
+
+HEADERS = {"X-CSRF-Token": "token"}
+
+
+def pdf_text(pdf: bytes, folder: Path) -> str:
+    """What a person's PDF reader shows as text (poppler's pdftotext)."""
+    path = folder / "report.pdf"
+    path.write_bytes(pdf)
+    done = subprocess.run(
+        ["pdftotext", "-enc", "UTF-8", str(path), "-"], capture_output=True, check=True
+    )
+    path.unlink()
+    return done.stdout.decode("utf-8")
+
+
+def document(ds: Dataset) -> bytes:
+    return bytes(ds.EncapsulatedDocument)[: int(ds.EncapsulatedDocumentLength)]
+
+
+class Hospital:
+    """A hospital's PACS: a storage SCP that keeps every data set it takes."""
+
+    def __init__(self, title: str) -> None:
+        self.port = free_port()
+        self.received: list[Dataset] = []
+        ae = AE(ae_title=title)
+        syntaxes = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]
+        for context in AllStoragePresentationContexts:
+            ae.add_supported_context(context.abstract_syntax, syntaxes)
+        self.server = ae.start_server(
+            ("127.0.0.1", self.port), block=False, evt_handlers=[(evt.EVT_C_STORE, self.store)]
+        )
+
+    def store(self, event: evt.Event) -> int:
+        ds = event.dataset
+        ds.file_meta = event.file_meta
+        self.received.append(ds)
+        return 0x0000
+
+
+@pytest.fixture
+def hospitals() -> Iterator[dict[str, Hospital]]:
+    found = {"BISHKEK_PACS": Hospital("BISHKEK_PACS"), "DUSHANBE_PACS": Hospital("DUSHANBE_PACS")}
+    yield found
+    for hospital in found.values():
+        hospital.server.shutdown()
+
+
+@pytest.fixture
+def world(
+    tmp_path: Path, hospitals: dict[str, Hospital]
+) -> Iterator[tuple[Config, Archive, Ingestor]]:
+    remotes = (
+        RemoteAE("BISHKEK_ECHO", "127.0.0.1", 11113, "NCC Bishkek"),
+        RemoteAE("BISHKEK_CATH", "127.0.0.1", 11114, "NCC Bishkek"),
+        RemoteAE("BISHKEK_PACS", "127.0.0.1", hospitals["BISHKEK_PACS"].port, "NCC Bishkek",
+                 language="ru", receives_reports=True),
+        RemoteAE("DUSHANBE_ECHO", "127.0.0.1", 11115, "RCC Dushanbe"),
+        RemoteAE("DUSHANBE_PACS", "127.0.0.1", hospitals["DUSHANBE_PACS"].port, "RCC Dushanbe",
+                 language="zh", receives_reports=True),
+    )  # fmt: skip
+    config = make_config(tmp_path, remote_aes=remotes)
+    archive = open_archive(config)
+    yield config, archive, Ingestor(config, archive)
+    archive.close()
+
+
+def _centre(config: Config, archive: Archive) -> FlaskClient:
+    archive.index.accounts.add(
+        "centre", generate_password_hash(PASSWORD), "cardiologist", issuer="NCC Bishkek", sees=None
+    )
+    client = create_app(config, archive, b"k" * 32).test_client()
+    as_user(client, "centre")
+    return client
+
+
+def _sign_plan(client: FlaskClient, study: str) -> str:
+    body = {
+        "defect": "secundum ASD",
+        "plan": "new",
+        "slots": [{"code": "ASD-MAX-DIAMETER-2", "value_mm": 9.5}],
+        "rims": {"aortic": 2.0},
+        "note": "balloon sizing first",
+    }
+    saved = client.post(f"/api/studies/{study}/plans", headers=HEADERS, json=body)
+    assert saved.status_code == 201, saved.json
+    signed = client.post(f"/api/studies/{study}/plans/1/versions/1/sign", headers=HEADERS)
+    assert signed.status_code == 201, signed.json
+    return str(signed.json["signed_sr_uid"])
+
+
+def _decide(archive: Archive, issuer: str, status: str, **detail: str) -> str:
+    (case,) = archive.index.cases.listing(hospital=issuer)
+    archive.index.cases.set_status(case.ref, status, detail, user="centre")
+    return case.ref
+
+
+def _referred(world: tuple[Config, Archive, Ingestor]) -> dict[str, Any]:
+    """Both hospitals' children referred; the Bishkek child's plan signed;
+    both decided and their reports made."""
+    config, archive, ingestor = world
+    bishkek_sent, dushanbe_sent = study_of(0), study_of(2)
+    bishkek = send(ingestor, bishkek_sent, "BISHKEK_ECHO")
+    send(ingestor, dushanbe_sent, "DUSHANBE_ECHO")
+    archive.index.cases.drain()
+    sr = _sign_plan(_centre(config, archive), bishkek)
+    refs = {
+        "NCC Bishkek": _decide(archive, "NCC Bishkek", "accepted", device="ASO 12 mm",
+                               date="2027-02-15", note="Please send the latest ECG"),
+        "RCC Dushanbe": _decide(archive, "RCC Dushanbe", "declined",
+                                reason="defect too large for a device"),
+    }  # fmt: skip
+    assert Maker(config, archive, ingestor).run_once() == 2
+    assert Maker(config, archive, ingestor).run_once() == 0  # each decision once
+    return {
+        "sr": sr,
+        "refs": refs,
+        "original": {
+            "NCC Bishkek": str(bishkek_sent[0].StudyInstanceUID),
+            "RCC Dushanbe": str(dushanbe_sent[0].StudyInstanceUID),
+        },
+    }
+
+
+def _report(archive: Archive, ref: str) -> Any:
+    case = archive.index.cases.get(ref)
+    pk = archive.index.cases.listing(hospital=case.issuer)[0]
+    (report,) = archive.index.reports.of_case(_case_pk(archive, pk.ref))
+    return report
+
+
+def _case_pk(archive: Archive, ref: str) -> int:
+    from sqlalchemy import select
+
+    from storage.cases import cases
+
+    with archive.index.engine.connect() as conn:
+        return int(conn.execute(select(cases.c.pk).where(cases.c.ref == ref)).scalar_one())
+
+
+@pytest.mark.slow
+def test_each_hospital_gets_its_own_childs_report_under_its_own_identity(
+    world: tuple[Config, Archive, Ingestor], hospitals: dict[str, Hospital], tmp_path: Path
+) -> None:
+    config, archive, _ = world
+    made = _referred(world)
+    bishkek = _report(archive, made["refs"]["NCC Bishkek"])
+    dushanbe = _report(archive, made["refs"]["RCC Dushanbe"])
+    assert (bishkek.state, bishkek.destination, bishkek.language) == (QUEUED, "BISHKEK_PACS", "ru")
+    assert (dushanbe.state, dushanbe.destination, dushanbe.language) == (
+        QUEUED, "DUSHANBE_PACS", "zh"
+    )  # fmt: skip
+    assert made["sr"] in bishkek.uids and len(dushanbe.uids) == 1  # the PDF alone: no plan
+
+    # The centre's copy: pseudonymous, in the hospital's language.
+    kept = dcmread(BytesIO(archive.read(bishkek.pdf_uid)))
+    assert kept.SOPClassUID == ENCAPSULATED_PDF and kept.PatientID.startswith("CHD-")
+    text = pdf_text(document(kept), tmp_path)
+    assert WORDS["ru"]["title"] in text and kept.PatientID in text
+    assert "Иванов" not in text and "KG-000101" not in text
+    assert "ASO 12 mm" in text and "Please send the latest ECG" in text
+    assert not archive.index.cases.get(made["refs"]["NCC Bishkek"]).new_imaging  # not imaging
+
+    assert Forwarder(config, archive).run_once() == {"sent": 3, "waiting": 0}
+    got = {h: {str(ds.SOPClassUID): ds for ds in hospitals[h].received} for h in hospitals}
+    assert {h: len(hospitals[h].received) for h in hospitals} == {
+        "BISHKEK_PACS": 2, "DUSHANBE_PACS": 1,
+    }  # fmt: skip
+    child = PATIENTS[0]
+    for ds in got["BISHKEK_PACS"].values():
+        assert ds.PatientID == child.patient_id and str(ds.PatientName) == child.name
+        assert ds.PatientBirthDate == child.birth_date
+        assert ds.StudyInstanceUID == made["original"]["NCC Bishkek"]  # files into their study
+        assert "PatientIdentityRemoved" not in ds
+    pdf = pdf_text(document(got["BISHKEK_PACS"][ENCAPSULATED_PDF]), tmp_path)
+    assert "Иванов Алишер" in pdf and child.patient_id in pdf and WORDS["ru"]["title"] in pdf
+    assert "CHD-" not in pdf  # their copy names the child as they do
+    (sr,) = (ds for uid, ds in got["BISHKEK_PACS"].items() if uid != ENCAPSULATED_PDF)
+    assert sr.SOPInstanceUID == made["sr"]
+    evidence = sr.CurrentRequestedProcedureEvidenceSequence[0]
+    assert evidence.StudyInstanceUID == made["original"]["NCC Bishkek"]
+
+    theirs = got["DUSHANBE_PACS"][ENCAPSULATED_PDF]
+    assert theirs.PatientID == PATIENTS[2].patient_id
+    other = pdf_text(document(theirs), tmp_path)
+    assert WORDS["zh"]["title"] in other and "王 小明" in other
+    assert "Иванов" not in other and "KG-000101" not in other
+    # The centre still holds its copies pseudonymous, as stored.
+    assert dcmread(BytesIO(archive.read(bishkek.pdf_uid))).PatientID == kept.PatientID
+    events = [r["event"] for r in archive.index.audit.rows(AuditFilter(), limit=500)]
+    assert events.count("reidentify") == 3 and events.count("case-report-sent") == 3
+    assert _report(archive, made["refs"]["NCC Bishkek"]).delivered
+
+
+@pytest.mark.slow
+def test_without_the_linkage_key_nothing_leaves_and_the_report_says_why(
+    world: tuple[Config, Archive, Ingestor], hospitals: dict[str, Hospital], tmp_path: Path
+) -> None:
+    config, archive, _ = world
+    made = _referred(world)
+    key = config.key_dir / LINKAGE_KEY
+    aside = tmp_path / "offline.key"
+    shutil.move(key, aside)
+    assert Forwarder(config, archive).run_once() == {"sent": 0, "waiting": 3}
+    assert not any(h.received for h in hospitals.values())
+    report = _report(archive, made["refs"]["NCC Bishkek"])
+    assert {s.state for s in report.sent} == {"pending"}
+    assert all("linkage key is not available" in s.last_error for s in report.sent)
+    shutil.move(aside, key)  # the key back: the next attempt sends
+    with archive.index.engine.begin() as conn:
+        from sqlalchemy import text as sql
+
+        conn.execute(sql("UPDATE forward_queue SET next_attempt_at = created_at"))
+    assert Forwarder(config, archive).run_once() == {"sent": 3, "waiting": 0}
+
+
+@pytest.mark.slow
+def test_a_report_routed_to_another_hospital_is_refused(
+    world: tuple[Config, Archive, Ingestor], hospitals: dict[str, Hospital]
+) -> None:
+    """A row that would take the Bishkek child's report to Dushanbe (a
+    mistake, a tampered queue) re-identifies nothing and sends nothing."""
+    config, archive, _ = world
+    made = _referred(world)
+    bishkek = _report(archive, made["refs"]["NCC Bishkek"])
+    with archive.index.engine.begin() as conn:
+        from sqlalchemy import text as sql
+
+        conn.execute(sql("DELETE FROM forward_queue"))
+        enqueue_in(conn, list(bishkek.uids), "DUSHANBE_PACS", report=bishkek.pk)
+    assert Forwarder(config, archive).run_once() == {"sent": 0, "waiting": 2}
+    assert not hospitals["DUSHANBE_PACS"].received
+    reasons = {s.last_error for s in _report(archive, made["refs"]["NCC Bishkek"]).sent}
+    assert reasons == {"the destination is not an AE of the hospital that referred the child"}
+    events = [r["event"] for r in archive.index.audit.rows(AuditFilter(), limit=500)]
+    assert "reidentify" not in events
+
+
+def test_which_ae_receives_a_hospitals_reports(tmp_path: Path) -> None:
+    config = make_config(tmp_path)  # Bishkek: two AEs, neither marked; Dushanbe: one
+    assert destination(config, "RCC Dushanbe")[0].ae_title == "DUSHANBE_ECHO"  # type: ignore[union-attr]
+    none, why = destination(config, "NCC Bishkek")
+    assert none is None and "receives_reports" in why
+    assert destination(config, "Nowhere")[0] is None
+    marked = replace(config.remote_aes[1], receives_reports=True)
+    config = replace(config, remote_aes=(config.remote_aes[0], marked, config.remote_aes[2]))
+    assert destination(config, "NCC Bishkek")[0] == marked
+
+
+def test_a_report_without_an_ae_is_kept_unsent_with_the_reason(
+    tmp_path: Path,
+) -> None:
+    config = make_config(tmp_path)
+    archive = open_archive(config)
+    ingestor = Ingestor(config, archive)
+    try:
+        send(ingestor, study_of(0), "BISHKEK_ECHO")
+        archive.index.cases.drain()
+        ref = _decide(archive, "NCC Bishkek", "surgery")
+        assert Maker(config, archive, ingestor).run_once() == 1
+        report = _report(archive, ref)
+        assert report.state == UNSENT and "receives_reports" in report.reason
+        assert archive.index.forwarding.counts() == {}
+        assert archive.read(report.pdf_uid)  # made and kept all the same
+    finally:
+        archive.close()
+
+
+def test_every_language_says_every_word() -> None:
+    assert all(set(words) == set(WORDS["en"]) for words in WORDS.values())
