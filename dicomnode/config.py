@@ -223,6 +223,9 @@ class RemoteAE:
     # This AE (a PACS) receives the hospital's consultation reports; needed
     # when the hospital has several [[remote_ae]] entries.
     receives_reports: bool = False
+    # Addresses told by e-mail (through smtp_relay) when one of the
+    # hospital's cases changes: the case reference and a link, no identity.
+    notify_emails: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # However the file spells the hospital ("NCC Bishkek ", two spaces),
@@ -354,6 +357,13 @@ class Config:
     max_find_results: int = 0
     # Seconds between forwarding passes (each sends what is due).
     forward_interval_seconds: float = 5.0
+    # An SMTP relay ("host" or "host:port") for case notifications to the
+    # hospitals' notify_emails; empty: none sent. smtp_sender is the From;
+    # web_address the node's address as the hospitals reach it, for the
+    # link in the message ("https://chd.centre.example").
+    smtp_relay: str = ""
+    smtp_sender: str = "dicomnode@localhost"
+    web_address: str = ""
     export_keep_hours: int = 72
     min_free_disk_mb: int = 512
     log_level: LogLevel = LogLevel.INFO
@@ -673,6 +683,9 @@ def validate(config: Config) -> Config:
             raise ConfigError(f"{entry}: issuer is empty", ("remote_aes",))
         if strange := set(remote.services) - set(SERVICES):
             raise ConfigError(f"{entry}: unknown services {sorted(strange)}", ("remote_aes",))
+        for address in remote.notify_emails:
+            if not re.fullmatch(r"[^@\s<>,;\"]+@[^@\s<>,;\"]+", address):
+                raise ConfigError(f"{entry}: {address!r} is not an e-mail address", ("remote_aes",))
         if remote.language not in REPORT_LANGUAGES:
             raise ConfigError(
                 f"{entry}: language {remote.language!r} is not one of"
@@ -708,6 +721,16 @@ def validate(config: Config) -> Config:
         if remote.tls_fingerprint and not re.fullmatch(r"[0-9a-f]{64}", remote.tls_fingerprint):
             raise ConfigError(f"{entry}: tls_fingerprint is not a SHA-256 in hex", ("remote_aes",))
     _check_certificate_bindings(config)
+    if config.smtp_relay and not re.fullmatch(
+        r"[A-Za-z0-9.\-\[\]:]+?(:\d{1,5})?", config.smtp_relay
+    ):
+        raise ConfigError(
+            f"smtp_relay {config.smtp_relay!r} is not host or host:port", ("smtp_relay",)
+        )
+    if config.web_address and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", config.web_address):
+        raise ConfigError(
+            f"web_address {config.web_address!r} is not an http(s) address", ("web_address",)
+        )
     for number, route in enumerate(config.routes, 1):
         if route.destination not in known:
             raise ConfigError(

@@ -10,6 +10,7 @@ from typing import Any
 from dicomnode import UID_ROOT
 from dicomnode.config import Config
 from dicomnode.consult.making import Maker
+from dicomnode.consult.notices import Notices
 from dicomnode.deid.secret import load_or_create_key
 from dicomnode.dimse.server import DicomServer
 from dicomnode.ingest.pipeline import Ingestor
@@ -32,6 +33,8 @@ QUARANTINE_KEY = "quarantine.key"  # encrypts held instances (`storage.archive`)
 VERIFY_INTERVAL = 0.5
 # How often stored studies open or join referral cases (seconds).
 CASES_INTERVAL = 2.0
+# How often case moves are told by e-mail (seconds; a relay that fails waits this long).
+NOTICE_INTERVAL = 30.0
 
 
 def open_archive(config: Config) -> Archive:
@@ -80,6 +83,8 @@ class Node:
         # Each decision's consultation report, made and queued for its hospital.
         self.reports = Maker(config, self.archive, self.ingestor)
         self.runner.every("reports", CASES_INTERVAL, self.reports.run_once)
+        # Each move of a case told by e-mail to its hospital (smtp_relay), no identity.
+        self.runner.every("notices", NOTICE_INTERVAL, Notices(config, self.archive.index).run_once)
         self.runner.on_stop(self.verifier.stop)  # reading ends; the rest goes back
         exports.install(self.runner, config, self.archive)
         self._web_enabled = web

@@ -31,7 +31,10 @@ from sqlalchemy.engine import Connection, Engine
 from storage.schema import metadata
 from storage.values import normalise_issuer
 
-ROLES = ("cardiologist", "researcher", "admin")
+ROLES = ("cardiologist", "researcher", "admin", "partner")
+# A partner hospital's cardiologist: sees its own hospital's children only,
+# always (`checked_partner`), reads their cases and the centre's answers.
+PARTNER = "partner"
 ISSUER_LENGTH = 256
 
 users = Table(
@@ -182,6 +185,13 @@ def checked_sees(issuers: Iterable[str] | None) -> frozenset[str] | None:
     return frozenset(i for i in found if i)
 
 
+def checked_partner(role: str, issuer: str | None, sees: frozenset[str] | None) -> None:
+    """A partner account belongs to one hospital and sees that hospital's
+    children only: anything wider is refused, at creation and at any change."""
+    if role == PARTNER and (issuer is None or sees != frozenset({issuer})):
+        raise AccountError("a partner account needs its hospital (issuer) and sees it alone")
+
+
 def _stored_sees(sees: frozenset[str] | None) -> str | None:
     return None if sees is None else json.dumps(sorted(sees), ensure_ascii=False)
 
@@ -240,6 +250,7 @@ class Accounts:
             scope = checked_sees(sees)
         if role not in ROLES:
             raise AccountError(f"role must be one of {', '.join(ROLES)}")
+        checked_partner(role, issuer, scope)
         if not username or len(username) > 64 or not username.isprintable():
             raise AccountError("user name must be 1-64 printable characters")
         with self._lock, self.engine.begin() as conn:
@@ -279,6 +290,14 @@ class Accounts:
                 raise AccountError("sees: a list of issuers, or None for all")
             values["sees"] = _stored_sees(checked_sees(sees))
         with self._lock, self.engine.begin() as conn:
+            now = conn.execute(select(*_USER_COLUMNS).where(users.c.username == username)).first()
+            if now is not None:
+                was = _user(now)
+                checked_partner(
+                    str(values.get("role", was.role)),
+                    values.get("issuer", was.issuer),  # type: ignore[arg-type]
+                    _loaded_sees(values["sees"]) if "sees" in values else was.sees,  # type: ignore[arg-type]
+                )
             result = conn.execute(
                 users.update().where(users.c.username == username).values(**values)
             )

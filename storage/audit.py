@@ -49,6 +49,7 @@ EVENTS: dict[str, tuple[str, str, str]] = {
     "plan-sign": ("110110", "Patient Record", "U"),
     # A referral case opened or moved (`storage.cases`): created by the node, updated by people.
     "case-status": ("110110", "Patient Record", "U"),
+    "case-note": ("110110", "Patient Record", "U"),
     "export": ("110106", "Export", "R"),
     "reidentify": ("110110", "Patient Record", "R"),
     # A consultation report re-identified and sent to its hospital (`dicomnode.consult`).

@@ -23,7 +23,7 @@ import secrets
 import statistics
 import threading
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -78,9 +78,11 @@ TITLES = {
 DECIDED = frozenset({ACCEPTED, SURGERY, DECLINED})
 # Every detail some status reads, in the order forms ask for them.
 FIELDS = ("missing", "device", "date", "reason", "note")
-# The feed consumer's name (its cursor) and the audit event of a change.
+# The feed consumer's name (its cursor) and the audit events of a change and a note.
 CONSUMER = "cases"
 EVENT = "case-status"
+NOTE_EVENT = "case-note"
+NOTE_MOST = 2000  # characters of one note
 # Who moves a case when imaging arrives.
 NODE_USER = "dicomnode"
 DETAIL_MOST = 500  # characters of one detail
@@ -118,6 +120,18 @@ case_history = Table(
     Column("user", String(64), nullable=False),
     Column("status", String(16), nullable=False),
     Column("detail", Text, nullable=False, default="{}", server_default="{}"),
+    # When the hospital was told of it by e-mail (or there was no one to
+    # tell): `dicomnode.consult.notices` claims the rows still NULL.
+    Column("notified_at", DateTime(timezone=True)),
+)
+case_notes = Table(
+    "case_notes",
+    metadata,
+    Column("pk", Integer, primary_key=True),
+    Column("case_pk", ForeignKey(cases.c.pk), nullable=False, index=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("user", String(64), nullable=False),
+    Column("text", Text, nullable=False),
 )
 
 
@@ -148,6 +162,7 @@ class Case:
     study_count: int = 0
     studies: tuple[str, ...] = ()  # the study UIDs, oldest first (`Cases.get`)
     history: tuple[dict[str, Any], ...] = field(default=())
+    notes: tuple[dict[str, Any], ...] = field(default=())  # oldest first
 
 
 def new_ref() -> str:
@@ -160,9 +175,24 @@ def new_ref() -> str:
 def known(status: str) -> str:
     """``status``, or CaseError if it is none of `STATUSES`."""
     if status not in STATUSES:
-        raise CaseError("unknown status {status}; one of: {known}", status=status[:40],
-                        known=", ".join(STATUSES))  # fmt: skip
+        raise CaseError(
+            "unknown status {status}; one of: {known}",
+            status=status[:40],
+            known=", ".join(STATUSES),
+        )
     return status
+
+
+def checked_note(text: str) -> str:
+    """A note as kept: invisible characters out, lines kept; CaseError if
+    empty or too long."""
+    lines = [" ".join(_INVISIBLE.sub(" ", line).split()) for line in str(text).splitlines()]
+    note = "\n".join(lines).strip()
+    if not note:
+        raise CaseError("the note is empty")
+    if len(note) > NOTE_MOST:
+        raise CaseError("{field} is longer than {most} characters", field="note", most=NOTE_MOST)
+    return note
 
 
 def checked_detail(status: str, given: Mapping[str, str]) -> dict[str, str]:
@@ -182,8 +212,9 @@ def checked_detail(status: str, given: Mapping[str, str]) -> dict[str, str]:
                 raise CaseError("{status}: fill in {field}", status=status, field=name)
             continue
         if len(value) > DETAIL_MOST:
-            raise CaseError("{field} is longer than {most} characters", field=name,
-                            most=DETAIL_MOST)  # fmt: skip
+            raise CaseError(
+                "{field} is longer than {most} characters", field=name, most=DETAIL_MOST
+            )
         if name == "date":
             value = _day(value)
         out[name] = value
@@ -206,8 +237,11 @@ def _day(text: str) -> str:
         raise CaseError("the date must be a day (year-month-day)")
     latest = date.today().replace(year=date.today().year + YEARS_AHEAD, day=1)
     if not EARLIEST <= day <= latest:
-        raise CaseError("the date must be between {first} and {last}",
-                        first=EARLIEST.isoformat(), last=latest.isoformat())  # fmt: skip
+        raise CaseError(
+            "the date must be between {first} and {last}",
+            first=EARLIEST.isoformat(),
+            last=latest.isoformat(),
+        )
     return day.isoformat()
 
 
@@ -272,9 +306,10 @@ class Cases:
             .on_conflict_do_nothing()
         )
         row = conn.execute(
-            select(cases.c.pk, cases.c.ref)
-            .where(cases.c.issuer == issuer, cases.c.pseudonym == pseudonym)
-        ).one()  # fmt: skip
+            select(cases.c.pk, cases.c.ref).where(
+                cases.c.issuer == issuer, cases.c.pseudonym == pseudonym
+            )
+        ).one()
         conn.execute(
             case_studies.insert().values(case_pk=row.pk, study_uid=change.study_uid, added_at=now)
         )
@@ -349,6 +384,85 @@ class Cases:
             conn, EVENT, user=user, role=role, source=source, obj=ref, detail=TITLES[status]
         )
 
+    def add_note(
+        self,
+        ref: str,
+        text: str,
+        *,
+        user: str,
+        role: str = "",
+        source: str = "",
+        issuers: Iterable[str] | None = None,
+    ) -> Case:
+        """A note on a case (one ``issuers`` covers): a partner hospital's
+        word to the centre, or the centre's; with its audit record."""
+        note = checked_note(text)
+        with self._lock, self.engine.begin() as conn:
+            row = self._row(conn, ref, issuers, lock=True)
+            conn.execute(
+                case_notes.insert().values(
+                    case_pk=row.pk, at=datetime.now(UTC), user=user[:64], text=note
+                )
+            )
+            self._audit.append(
+                conn, NOTE_EVENT, user=user, role=role, source=source, obj=ref, detail="note added"
+            )
+        return self.get(ref, issuers)
+
+    # -- telling the hospitals -------------------------------------------------------
+    def untold(self, limit: int = 50) -> list[dict[str, Any]]:
+        """Moves no one has been told of yet, oldest first, with their case."""
+        query = (
+            select(
+                case_history.c.pk,
+                case_history.c.status,
+                case_history.c.at,
+                cases.c.ref,
+                cases.c.issuer,
+            )
+            .join(cases, cases.c.pk == case_history.c.case_pk)
+            .where(case_history.c.notified_at.is_(None))
+            .order_by(case_history.c.pk)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query).all()]
+
+    def claim_telling(self, pk: int, undo: bool = False) -> bool:
+        """Take a move to tell (True: this process tells it); ``undo``:
+        give it back when the telling failed."""
+        with self._lock, self.engine.begin() as conn:
+            if undo:
+                conn.execute(
+                    case_history.update().where(case_history.c.pk == pk).values(notified_at=None)
+                )
+                return True
+            return bool(
+                conn.execute(
+                    case_history.update()
+                    .where(case_history.c.pk == pk, case_history.c.notified_at.is_(None))
+                    .values(notified_at=datetime.now(UTC))
+                ).rowcount
+            )
+
+    def changed_since(
+        self, since: datetime, issuers: Iterable[str] | None, user: str
+    ) -> list[Case]:
+        """The cases ``issuers`` covers that moved, or got a note from someone
+        other than ``user``, after ``since``: what a login tells first."""
+        noted = select(case_notes.c.case_pk).where(
+            case_notes.c.at > since, case_notes.c.user != user
+        )
+        moved = select(case_history.c.case_pk).where(
+            case_history.c.at > since, case_history.c.user != user
+        )
+        query = select(cases).where(cases.c.pk.in_(noted) | cases.c.pk.in_(moved))
+        if issuers is not None:
+            query = query.where(cases.c.issuer.in_(list(issuers)))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(cases.c.updated_at.desc()).limit(50)).all()
+        return [_case(r, (), ()) for r in rows]
+
     # -- reading ------------------------------------------------------------------------
     @staticmethod
     def _row(conn: Connection, ref: str, issuers: Iterable[str] | None, lock: bool = False) -> Any:
@@ -376,7 +490,15 @@ class Cases:
                 .where(case_history.c.case_pk == row.pk)
                 .order_by(case_history.c.pk)
             ).all()
-            return _case(row, tuple(uids), tuple(_event(h) for h in history))
+            notes = conn.execute(
+                select(case_notes.c.at, case_notes.c.user, case_notes.c.text)
+                .where(case_notes.c.case_pk == row.pk)
+                .order_by(case_notes.c.pk)
+            ).all()
+            found = _case(row, tuple(uids), tuple(_event(h) for h in history))
+            return replace(
+                found, notes=tuple({"at": utc(n.at), "user": n.user, "text": n.text} for n in notes)
+            )
 
     def hospitals(self, issuers: Iterable[str] | None = None) -> list[str]:
         """The hospitals with a case (of those ``issuers`` covers), by name."""

@@ -227,12 +227,13 @@ class Reports:
             row = conn.execute(select(case_reports).where(case_reports.c.pk == pk)).first()
             return None if row is None else _report(row, _sent(conn, row))
 
-    def of_case(self, case_pk: int) -> list[Report]:
+    def of_case(self, ref: str) -> list[Report]:
         """A case's reports, newest first, with where each instance stands."""
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(case_reports)
-                .where(case_reports.c.case_pk == case_pk)
+                .join(cases, cases.c.pk == case_reports.c.case_pk)
+                .where(cases.c.ref == ref)
                 .order_by(case_reports.c.pk.desc())
             ).all()
             return [_report(r, _sent(conn, r)) for r in rows if r.state != PREDATES]

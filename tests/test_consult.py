@@ -10,8 +10,13 @@ and the case says why; a report routed to the wrong hospital is refused.
 
 from __future__ import annotations
 
+import contextlib
+import email
+import email.policy
 import shutil
+import socket
 import subprocess
+import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from io import BytesIO
@@ -29,6 +34,7 @@ from werkzeug.security import generate_password_hash
 from dicomnode.config import Config, RemoteAE
 from dicomnode.consult.document import ENCAPSULATED_PDF
 from dicomnode.consult.making import Maker, destination
+from dicomnode.consult.notices import Notices
 from dicomnode.consult.words import WORDS
 from dicomnode.deid.pipeline import LINKAGE_KEY
 from dicomnode.ingest.pipeline import Ingestor
@@ -98,12 +104,24 @@ def world(
     remotes = (
         RemoteAE("BISHKEK_ECHO", "127.0.0.1", 11113, "NCC Bishkek"),
         RemoteAE("BISHKEK_CATH", "127.0.0.1", 11114, "NCC Bishkek"),
-        RemoteAE("BISHKEK_PACS", "127.0.0.1", hospitals["BISHKEK_PACS"].port, "NCC Bishkek",
-                 language="ru", receives_reports=True),
+        RemoteAE(
+            "BISHKEK_PACS",
+            "127.0.0.1",
+            hospitals["BISHKEK_PACS"].port,
+            "NCC Bishkek",
+            language="ru",
+            receives_reports=True,
+        ),
         RemoteAE("DUSHANBE_ECHO", "127.0.0.1", 11115, "RCC Dushanbe"),
-        RemoteAE("DUSHANBE_PACS", "127.0.0.1", hospitals["DUSHANBE_PACS"].port, "RCC Dushanbe",
-                 language="zh", receives_reports=True),
-    )  # fmt: skip
+        RemoteAE(
+            "DUSHANBE_PACS",
+            "127.0.0.1",
+            hospitals["DUSHANBE_PACS"].port,
+            "RCC Dushanbe",
+            language="zh",
+            receives_reports=True,
+        ),
+    )
     config = make_config(tmp_path, remote_aes=remotes)
     archive = open_archive(config)
     yield config, archive, Ingestor(config, archive)
@@ -111,9 +129,14 @@ def world(
 
 
 def _centre(config: Config, archive: Archive) -> FlaskClient:
-    archive.index.accounts.add(
-        "centre", generate_password_hash(PASSWORD), "cardiologist", issuer="NCC Bishkek", sees=None
-    )
+    if archive.index.accounts.get("centre") is None:
+        archive.index.accounts.add(
+            "centre",
+            generate_password_hash(PASSWORD),
+            "cardiologist",
+            issuer="NCC Bishkek",
+            sees=None,
+        )
     client = create_app(config, archive, b"k" * 32).test_client()
     as_user(client, "centre")
     return client
@@ -150,11 +173,18 @@ def _referred(world: tuple[Config, Archive, Ingestor]) -> dict[str, Any]:
     archive.index.cases.drain()
     sr = _sign_plan(_centre(config, archive), bishkek)
     refs = {
-        "NCC Bishkek": _decide(archive, "NCC Bishkek", "accepted", device="ASO 12 mm",
-                               date="2027-02-15", note="Please send the latest ECG"),
-        "RCC Dushanbe": _decide(archive, "RCC Dushanbe", "declined",
-                                reason="defect too large for a device"),
-    }  # fmt: skip
+        "NCC Bishkek": _decide(
+            archive,
+            "NCC Bishkek",
+            "accepted",
+            device="ASO 12 mm",
+            date="2027-02-15",
+            note="Please send the latest ECG",
+        ),
+        "RCC Dushanbe": _decide(
+            archive, "RCC Dushanbe", "declined", reason="defect too large for a device"
+        ),
+    }
     assert Maker(config, archive, ingestor).run_once() == 2
     assert Maker(config, archive, ingestor).run_once() == 0  # each decision once
     return {
@@ -168,19 +198,8 @@ def _referred(world: tuple[Config, Archive, Ingestor]) -> dict[str, Any]:
 
 
 def _report(archive: Archive, ref: str) -> Any:
-    case = archive.index.cases.get(ref)
-    pk = archive.index.cases.listing(hospital=case.issuer)[0]
-    (report,) = archive.index.reports.of_case(_case_pk(archive, pk.ref))
+    (report,) = archive.index.reports.of_case(ref)
     return report
-
-
-def _case_pk(archive: Archive, ref: str) -> int:
-    from sqlalchemy import select
-
-    from storage.cases import cases
-
-    with archive.index.engine.connect() as conn:
-        return int(conn.execute(select(cases.c.pk).where(cases.c.ref == ref)).scalar_one())
 
 
 @pytest.mark.slow
@@ -193,8 +212,10 @@ def test_each_hospital_gets_its_own_childs_report_under_its_own_identity(
     dushanbe = _report(archive, made["refs"]["RCC Dushanbe"])
     assert (bishkek.state, bishkek.destination, bishkek.language) == (QUEUED, "BISHKEK_PACS", "ru")
     assert (dushanbe.state, dushanbe.destination, dushanbe.language) == (
-        QUEUED, "DUSHANBE_PACS", "zh"
-    )  # fmt: skip
+        QUEUED,
+        "DUSHANBE_PACS",
+        "zh",
+    )
     assert made["sr"] in bishkek.uids and len(dushanbe.uids) == 1  # the PDF alone: no plan
 
     # The centre's copy: pseudonymous, in the hospital's language.
@@ -209,8 +230,9 @@ def test_each_hospital_gets_its_own_childs_report_under_its_own_identity(
     assert Forwarder(config, archive).run_once() == {"sent": 3, "waiting": 0}
     got = {h: {str(ds.SOPClassUID): ds for ds in hospitals[h].received} for h in hospitals}
     assert {h: len(hospitals[h].received) for h in hospitals} == {
-        "BISHKEK_PACS": 2, "DUSHANBE_PACS": 1,
-    }  # fmt: skip
+        "BISHKEK_PACS": 2,
+        "DUSHANBE_PACS": 1,
+    }
     child = PATIENTS[0]
     for ds in got["BISHKEK_PACS"].values():
         assert ds.PatientID == child.patient_id and str(ds.PatientName) == child.name
@@ -313,3 +335,254 @@ def test_a_report_without_an_ae_is_kept_unsent_with_the_reason(
 
 def test_every_language_says_every_word() -> None:
     assert all(set(words) == set(WORDS["en"]) for words in WORDS.values())
+
+
+def _partner(config: Config, archive: Archive, name: str, issuer: str) -> FlaskClient:
+    archive.index.accounts.add(name, generate_password_hash(PASSWORD), "partner", issuer=issuer)
+    client = create_app(config, archive, b"k" * 32).test_client()
+    as_user(client, name)
+    return client
+
+
+@pytest.mark.slow
+def test_a_partner_sees_its_own_child_named_and_nothing_of_another_hospital(
+    world: tuple[Config, Archive, Ingestor], tmp_path: Path
+) -> None:
+    config, archive, _ = world
+    made = _referred(world)
+    bishkek, dushanbe = made["refs"]["NCC Bishkek"], made["refs"]["RCC Dushanbe"]
+    partner = _partner(config, archive, "aigul", "NCC Bishkek")
+    listed = partner.get("/cases").get_data(as_text=True)
+    assert bishkek in listed and dushanbe not in listed
+    page = partner.get(f"/cases/{bishkek}").get_data(as_text=True)
+    assert "Иванов Алишер" in page and PATIENTS[0].patient_id in page  # theirs, named
+    assert 'action="/cases/' + bishkek + '/status"' not in page  # they do not decide
+    assert partner.get(f"/cases/{dushanbe}").status_code == 404
+    report = _report(archive, bishkek)
+    assert partner.get(f"/cases/{dushanbe}/reports/{report.pk}.pdf").status_code == 404
+    theirs = partner.get(f"/cases/{bishkek}/reports/{report.pk}.pdf")
+    assert theirs.status_code == 200 and theirs.mimetype == "application/pdf"
+    assert "Иванов Алишер" in pdf_text(theirs.data, tmp_path)
+    decided = partner.post(
+        f"/cases/{bishkek}/status",
+        headers=HEADERS,
+        data={"status": "declined", "reason": "x", "csrf_token": "token"},
+    )
+    assert decided.status_code == 403
+    # The centre's user sees the pseudonym and its own copy, never the name.
+    centre = _centre(config, archive)
+    page = centre.get(f"/cases/{bishkek}").get_data(as_text=True)
+    assert "Иванов" not in page and PATIENTS[0].patient_id not in page
+    kept = centre.get(f"/cases/{bishkek}/reports/{report.pk}.pdf")
+    assert "Иванов" not in pdf_text(kept.data, tmp_path)
+    events = archive.index.audit.rows(AuditFilter(event="reidentify"), limit=50)
+    assert {e["user"] for e in events} == {"aigul"}  # the forwarder has sent nothing yet
+    assert any(
+        e["object"] == dushanbe
+        for e in archive.index.audit.rows(AuditFilter(event="access-denied"), limit=50)
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "note",
+    [
+        "Иванов Алишер's ECG attached",
+        "ECG for KG-000101",
+        "born 14.03.2019, ECG attached",
+        "IVANOV ALISHER ECG",
+        "ivanov_alisher: ECG",
+    ],
+)
+def test_a_note_that_names_the_child_is_refused_and_kept_nowhere(
+    world: tuple[Config, Archive, Ingestor], note: str
+) -> None:
+    config, archive, ingestor = world
+    send(ingestor, study_of(0), "BISHKEK_ECHO")
+    archive.index.cases.drain()
+    (case,) = archive.index.cases.listing(hospital="NCC Bishkek")
+    partner = _partner(config, archive, "aigul", "NCC Bishkek")
+    refused = partner.post(f"/cases/{case.ref}/notes", data={"text": note, "csrf_token": "token"})
+    assert refused.status_code == 400
+    assert "names the child" in refused.get_data(as_text=True)
+    assert archive.index.cases.get(case.ref).notes == ()
+    kept = partner.post(
+        f"/cases/{case.ref}/notes",
+        data={"text": "ECG attached\nSaturation 92 %", "csrf_token": "token"},
+    )
+    assert kept.status_code == 303
+    (written,) = archive.index.cases.get(case.ref).notes
+    assert written["text"] == "ECG attached\nSaturation 92 %" and written["user"] == "aigul"
+
+
+@pytest.mark.slow
+def test_without_the_key_a_partner_sees_no_name_and_cannot_add_a_note(
+    world: tuple[Config, Archive, Ingestor], tmp_path: Path
+) -> None:
+    config, archive, ingestor = world
+    send(ingestor, study_of(0), "BISHKEK_ECHO")
+    archive.index.cases.drain()
+    (case,) = archive.index.cases.listing(hospital="NCC Bishkek")
+    partner = _partner(config, archive, "aigul", "NCC Bishkek")
+    shutil.move(config.key_dir / LINKAGE_KEY, tmp_path / "offline.key")
+    page = partner.get(f"/cases/{case.ref}").get_data(as_text=True)
+    assert "the linkage key is not available" in page and "Иванов" not in page
+    answer = partner.post(f"/cases/{case.ref}/notes", data={"text": "ECG", "csrf_token": "token"})
+    assert answer.status_code == 503 and archive.index.cases.get(case.ref).notes == ()
+
+
+def test_a_partner_account_sees_one_hospital_only(tmp_path: Path) -> None:
+    from storage.accounts import AccountError
+
+    config = make_config(tmp_path)
+    archive = open_archive(config)
+    try:
+        accounts = archive.index.accounts
+        with pytest.raises(AccountError):
+            accounts.add("nobody", "x", "partner")  # no hospital
+        with pytest.raises(AccountError):
+            accounts.add("wide", "x", "partner", issuer="NCC Bishkek", sees=None)
+        accounts.add("aigul", "x", "partner", issuer="NCC Bishkek")
+        with pytest.raises(AccountError):
+            accounts.update("aigul", sees=None)
+        with pytest.raises(AccountError):
+            accounts.update("aigul", sees=["NCC Bishkek", "RCC Dushanbe"])
+        accounts.update("aigul", issuer="RCC Dushanbe", sees=["RCC Dushanbe"])  # moved whole
+        assert accounts.get("aigul").sees == frozenset({"RCC Dushanbe"})  # type: ignore[union-attr]
+    finally:
+        archive.close()
+
+
+class Relay:
+    """A small SMTP relay on loopback that keeps each message it is given."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4)
+        self.port = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn, conn.makefile("rwb") as stream:
+                self._session(stream)
+
+    def _session(self, stream: Any) -> None:
+        def say(line: str) -> None:
+            stream.write(line.encode() + b"\r\n")
+            stream.flush()
+
+        say("220 relay")
+        while line := stream.readline():
+            verb = line.decode().strip().upper()
+            if verb.startswith(("EHLO", "HELO")):
+                say("250 relay")
+            elif verb == "DATA":
+                say("354 go on")
+                body = []
+                while (part := stream.readline()) not in (b".\r\n", b""):
+                    body.append(part)
+                self.messages.append(b"".join(body).decode())
+                say("250 kept")
+            elif verb == "QUIT":
+                say("221 bye")
+                return
+            else:
+                say("250 ok")
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):  # wakes the thread waiting in accept
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+        self.thread.join(timeout=30)
+
+
+def test_hospitals_are_told_of_each_move_by_mail_naming_no_one(tmp_path: Path) -> None:
+    relay = Relay()
+    remotes = (
+        RemoteAE(
+            "DUSHANBE_ECHO",
+            "127.0.0.1",
+            11115,
+            "RCC Dushanbe",
+            language="ru",
+            notify_emails=("cardio@dushanbe.example", "head@dushanbe.example"),
+        ),
+        RemoteAE("BISHKEK_ECHO", "127.0.0.1", 11113, "NCC Bishkek"),  # nobody to tell
+    )
+    config = make_config(
+        tmp_path,
+        remote_aes=remotes,
+        smtp_relay=f"127.0.0.1:{relay.port}",
+        web_address="https://chd.centre.example/",
+    )
+    archive = open_archive(config)
+    ingestor = Ingestor(config, archive)
+    notices = Notices(config, archive.index)
+    try:
+        send(ingestor, study_of(1), "DUSHANBE_ECHO")
+        send(ingestor, study_of(0), "BISHKEK_ECHO")
+        archive.index.cases.drain()
+        assert notices.run_once() == 1 and notices.run_once() == 0  # told once
+        ref = _decide(
+            archive,
+            "RCC Dushanbe",
+            "more-imaging",
+            missing="TEE, four-chamber view",
+            note="Raҳimova: ask for the TEE",
+        )
+        relay.close()  # the relay goes down: the move waits
+        assert notices.run_once() == 0
+        relay = Relay()
+        config = replace(config, smtp_relay=f"127.0.0.1:{relay.port}")
+        assert Notices(config, archive.index).run_once() == 1
+        (mail,) = relay.messages
+        parsed = email.message_from_string(mail, policy=email.policy.default)
+        text = f"{parsed['subject']}\n{parsed.get_content()}"  # type: ignore[attr-defined]
+        assert ref in parsed["subject"] and f"https://chd.centre.example/cases/{ref}" in text
+        assert parsed["to"] == "cardio@dushanbe.example, head@dushanbe.example"
+        assert WORDS["ru"]["more-imaging"] in text
+        for secret in ("Раҳимова", "Rahimova", "TJ-000202", "TEE", "CHD-", "20200921"):
+            assert secret not in mail and secret not in text, secret
+    finally:
+        relay.close()
+        archive.close()
+
+
+def test_a_login_tells_what_moved_since_the_last_one(
+    world: tuple[Config, Archive, Ingestor],
+) -> None:
+    config, archive, ingestor = world
+    send(ingestor, study_of(0), "BISHKEK_ECHO")
+    send(ingestor, study_of(2), "DUSHANBE_ECHO")
+    archive.index.cases.drain()
+    archive.index.accounts.add(
+        "aigul", generate_password_hash(PASSWORD), "partner", issuer="NCC Bishkek"
+    )
+    app = create_app(config, archive, b"k" * 32)
+
+    def log_in() -> str:  # a new browser each time, as the next day's
+        browser = app.test_client()
+        with browser.session_transaction() as session:
+            session["csrf"] = "token"
+        answer = browser.post(
+            "/login",
+            data={"username": "aigul", "password": PASSWORD, "csrf_token": "token"},
+            follow_redirects=True,
+        )
+        assert answer.status_code == 200
+        return answer.get_data(as_text=True)
+
+    assert "Since your last visit" not in log_in()  # a first login: nothing to tell
+    ref = _decide(archive, "NCC Bishkek", "under-review")
+    other = _decide(archive, "RCC Dushanbe", "under-review")
+    page = log_in()
+    assert "Since your last visit" in page and ref in page and other not in page
+    assert "Since your last visit" not in log_in()  # told once

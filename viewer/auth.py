@@ -42,7 +42,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from dicomnode.config import Config
 from dicomnode.net.connections import source_key
 from storage.accounts import Accounts, SessionLimits, User
-from storage.audit import MINOR_FAILURE, AuditTrail
+from storage.audit import MINOR_FAILURE, SUCCESS, AuditFilter, AuditTrail
 from storage.throttle import Backoff, Key, LoginThrottle, retry_after
 from viewer import services
 from viewer.address import client_address
@@ -256,6 +256,12 @@ def require_login_and_csrf() -> Any:
     return None
 
 
+def _last_login(username: str) -> str:
+    """When the user last logged in (ISO 8601 UTC), or "" for a first login."""
+    rows = services.archive().index.audit.rows(AuditFilter(user=username, event="login"), limit=20)
+    return next((str(r["at"]) for r in rows if r["outcome"] == SUCCESS), "")
+
+
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> Any:
     error = None
@@ -279,6 +285,8 @@ def login() -> Any:
             session.permanent = True  # the cookie expires with session_max_hours
             session["sid"] = accounts().open_session(user.username, _limits())
             csrf_token()
+            if last := _last_login(user.username):
+                session["since"] = last  # what moved since is told on the first page
             audit("login", user.username, role=user.role)
             home = url_for("studies.index")
             return redirect(same_origin_path(request.args.get("next"), home))

@@ -10,13 +10,30 @@ them and records a cardiologist's decision.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from io import BytesIO
 from typing import Any, NoReturn
 
-from flask import Blueprint, abort, g, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    g,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from pydicom import dcmread
 
+from dicomnode.consult.identity import Linked, Unavailable, open_case
+from dicomnode.consult.sending import REIDENTIFY_EVENT, hospital_pdf
+from dicomnode.deid.identity import IdentityMatcher
+from storage.accounts import PARTNER
 from storage.audit import MINOR_FAILURE
-from storage.cases import DECIDED, FIELDS, STATUSES, TITLES, CaseError, UnknownCase
-from viewer import services
+from storage.cases import DECIDED, FIELDS, STATUSES, TITLES, Case, CaseError, UnknownCase
+from storage.reports import UNSENT, Report
+from viewer import presentation, services
 from viewer.address import client_address
 from viewer.auth import audit
 from viewer.i18n import gettext
@@ -59,9 +76,77 @@ def refusal(exc: CaseError) -> str:
     return gettext(exc.text, **values)
 
 
+def names_the_child() -> str:
+    return gettext(
+        "This text names the child (name, hospital number or birth date): the case knows "
+        "whose it is; write it without them."
+    )
+
+
+def report_state(report: Report) -> str:
+    """Where a consultation report stands, in the user's language."""
+    if report.state == UNSENT:
+        return gettext("Not sent: {reason}", reason=_reason(report.reason))
+    if report.delivered:
+        last = max(s.done_at for s in report.sent if s.done_at)
+        return gettext(
+            "Delivered to {ae} on {when}", ae=report.destination, when=presentation.timestamp(last)
+        )
+    waiting = [s for s in report.sent if s.state != "done"]
+    attempts = max((s.attempts for s in waiting), default=0)
+    why = next((s.last_error for s in waiting if s.last_error), "")
+    if not attempts:
+        return gettext("Queued for {ae}", ae=report.destination)
+    return gettext(
+        "Waiting for {ae} (attempt {n}): {reason}",
+        ae=report.destination,
+        n=attempts,
+        reason=_reason(why),
+    )
+
+
+def _reason(text: str) -> str:
+    """A reason the node gives, said in the user's language where it is one
+    of the known ones (what else a peer answers stays as it said it)."""
+    known = {
+        "the linkage key is not available": gettext("the linkage key is not available"),
+        "no [[remote_ae]] of this hospital": gettext("no AE of this hospital is configured"),
+        "several [[remote_ae]] of this hospital": gettext(
+            "several AEs of this hospital: one must be marked to receive reports"
+        ),
+        "association refused or destination unreachable": gettext(
+            "the hospital's AE cannot be reached"
+        ),
+    }
+    for start, said in known.items():
+        if text.startswith(start):
+            return said
+    return gettext("the hospital's AE did not take it")
+
+
+def login_notices() -> list[Case]:
+    """On the first page after a login: the cases (of the account's
+    hospitals) that moved or got a note since the previous login."""
+    since = session.pop("since", None)
+    user = g.get("user")
+    if not isinstance(since, str) or user is None or not allowed("cases.index", user.role):
+        return []
+    try:
+        when = datetime.fromisoformat(since.replace("Z", "+00:00"))
+    except ValueError:
+        return []
+    return services.archive().index.cases.changed_since(when, issuers(), user.username)
+
+
 @bp.app_context_processor
 def labels() -> dict[str, Any]:
-    return {"case_status": status_label, "case_detail": detail_label, "case_details": detail_text}
+    return {
+        "case_status": status_label,
+        "case_detail": detail_label,
+        "case_details": detail_text,
+        "report_state": report_state,
+        "login_notices": login_notices,
+    }
 
 
 @bp.get("/cases")
@@ -124,23 +209,118 @@ def _not_found(ref: str) -> NoReturn:
     abort(404, description="no such case")
 
 
-def _page(ref: str, error: str = "", code: int = 200) -> Any:
+def _found(ref: str) -> Case:
     try:
-        found = services.archive().index.cases.get(ref, issuers())
+        return services.archive().index.cases.get(ref, issuers())
     except UnknownCase:
         _not_found(ref)
+
+
+def hospitals_own(case: Case) -> bool:
+    """Whether the user is of the hospital that referred the child: only
+    they see the child as the hospital knows them."""
+    scope = issuers()
+    return g.user.role == PARTNER and g.user.issuer == case.issuer and scope == {case.issuer}
+
+
+def _linked(case: Case, what: str) -> Linked:
+    """The child's identity for the referring hospital's own user, audited."""
+    linked = open_case(services.config(), services.archive().index, case)
+    audit(REIDENTIFY_EVENT, g.user.username, obj=case.ref, detail=f"{what} for {case.issuer}")
+    return linked
+
+
+def _page(ref: str, error: str = "", code: int = 200, note_error: str = "") -> Any:
+    found = _found(ref)
+    identity, unavailable = None, ""
+    if hospitals_own(found):
+        try:
+            identity = _linked(found, "case page").newest
+        except Unavailable:
+            unavailable = gettext("the linkage key is not available")
     page = render_template(
         "case.html",
         case=found,
+        reports=services.archive().index.reports.of_case(found.ref),
+        identity=identity,
+        unavailable=unavailable,
         statuses=STATUSES,
         deciding=deciding(),
         fields=FIELDS,
         error=error,
-        form=request.form if error else {},
+        note_error=note_error,
+        form=request.form if error or note_error else {},
         now=datetime.now(UTC),
         user=g.user,
     )
     return page, code
+
+
+def _names_the_child(case: Case, *texts: str) -> bool:
+    """Whether a text names the case's child (as the linkage knows them);
+    Unavailable when the key is not there to tell."""
+    linked = open_case(services.config(), services.archive().index, case)
+    values = {v for found in linked.by_study.values() for v in found.values()}
+    matcher = IdentityMatcher.from_values(sorted(values))
+    return any(matcher.find(text) for text in texts if text)
+
+
+@bp.post("/cases/<ref>/notes")
+def note(ref: str) -> Any:
+    """A note on the case: a partner hospital's word to the centre or the
+    centre's to them. Refused when it names the child (the centre's copy
+    stays de-identified) and when that cannot be checked."""
+    found = _found(ref)
+    text = request.form.get("text", "")
+    try:
+        if _names_the_child(found, text):
+            return _page(ref, note_error=names_the_child(), code=400)
+    except Unavailable:
+        message = gettext(
+            "the note cannot be checked for the child's identity now "
+            "(the linkage key is not available): not kept"
+        )
+        return _page(ref, note_error=message, code=503)
+    try:
+        services.archive().index.cases.add_note(
+            ref,
+            text,
+            user=g.user.username,
+            role=g.user.role,
+            source=client_address(),
+            issuers=issuers(),
+        )
+    except CaseError as exc:
+        return _page(ref, note_error=refusal(exc), code=400)
+    return redirect(url_for("cases.case", ref=ref) + "#notes", code=303)
+
+
+@bp.get("/cases/<ref>/reports/<int:pk>.pdf")
+def report(ref: str, pk: int) -> Any:
+    """A consultation report as a PDF: the centre's copy (pseudonymous), or,
+    for the referring hospital's own user, theirs (named, audited)."""
+    found = _found(ref)
+    wanted = [r for r in services.archive().index.reports.of_case(found.ref) if r.pk == pk]
+    if not wanted or not wanted[0].pdf_uid:
+        abort(404, description="no such report")
+    made = wanted[0]
+    if hospitals_own(found):
+        try:
+            linked = _linked(found, f"consultation report {made.pdf_uid}")
+            identity = linked.by_study.get(made.study_uid) or linked.newest
+            pdf = hospital_pdf(made, identity)
+        except Unavailable:
+            abort(503, description="the linkage key is not available: the report cannot be named")
+    else:
+        data = services.archive().read(made.pdf_uid)
+        if data is None:
+            abort(404, description="no such report")
+        stored = dcmread(BytesIO(data))
+        pdf = bytes(stored.EncapsulatedDocument)[: int(stored.EncapsulatedDocumentLength)]
+    answer = Response(pdf, mimetype="application/pdf")
+    answer.headers["Content-Disposition"] = f'inline; filename="{found.ref}.pdf"'
+    answer.headers["Cache-Control"] = "no-store"
+    return answer
 
 
 @bp.post("/cases/<ref>/status")
@@ -154,6 +334,13 @@ def set_status(ref: str) -> Any:
     status = request.form.get("status", "")
     given = {name: request.form.get(name, "") for name in FIELDS}
     wanted = set(sum(STATUSES.get(status, ((), ())), ()))  # the fields this status reads
+    try:
+        # The centre never sees the identity, but a phone call may put a name
+        # in a detail: checked when the key is there (decisions never wait).
+        if _names_the_child(_found(ref), *(given[n] for n in wanted)):
+            return _page(ref, names_the_child(), 400)
+    except Unavailable:
+        pass
     try:
         services.archive().index.cases.set_status(
             ref,

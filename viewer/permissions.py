@@ -14,6 +14,9 @@ from storage.accounts import ROLES
 OPEN: frozenset[str] = frozenset()  # no login needed
 EVERYONE = frozenset(ROLES)
 CLINICAL = frozenset({"cardiologist", "admin"})
+# Referral cases: the centre's clinicians, and a partner hospital's
+# cardiologists for their own hospital's children (scoped by `viewer.scope`).
+CASES = CLINICAL | {"partner"}
 RESEARCH = frozenset({"researcher", "admin"})
 ADMIN = frozenset({"admin"})
 
@@ -60,11 +63,15 @@ RULES: dict[str, frozenset[str]] = {
     "measure.measure": CLINICAL,
     "planning.save_plan": CLINICAL,
     "planning.sign_plan": CLINICAL,
-    "dicomweb.store": CLINICAL,
-    "dicomweb.store_study": CLINICAL,
-    # Referral cases: the centre's clinical work.
-    "cases.index": CLINICAL,
-    "cases.case": CLINICAL,
+    # STOW-RS: a partner hospital uploads more images of its children too.
+    "dicomweb.store": CASES,
+    "dicomweb.store_study": CASES,
+    # Referral cases: the centre decides; a partner hospital reads its own,
+    # the centre's answers, and adds notes.
+    "cases.index": CASES,
+    "cases.case": CASES,
+    "cases.note": CASES,
+    "cases.report": CASES,
     "cases.set_status": CLINICAL,
     "cases.service": ADMIN,  # the service's figures, on the administrators' pages
     # Research cohorts.

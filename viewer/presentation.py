@@ -43,6 +43,8 @@ AUDIT_EVENTS = {
     "plan-save": "plan saved",
     "plan-sign": "plan signed",
     "case-status": "referral case status",
+    "case-note": "note on a referral case",
+    "case-report-sent": "consultation report sent",
     "export": "export",
     "reidentify": "re-identification",
     "quarantine-hold": "held in quarantine",

@@ -58,7 +58,8 @@ NOT_OBJECTS = frozenset(
         "job_id",
         "attribute",
         "path",
-        "ref",
+        "ref",  # a referral case: `viewer.cases` checks it against the account's hospitals
+        "pk",  # a case's report: looked up among that case's reports only
     }
 )
 _ARGUMENT = re.compile(r"/([^/<>]+)/<(?:[^:<>]+:)?([^<>]+)>")

@@ -15,6 +15,7 @@ from dicomnode.cli import cases as cli_cases
 from dicomnode.cli import security as cli_security
 from dicomnode.config import Config, ConfigError, load, to_toml, without_secrets
 from dicomnode.deid.secret import KeyFileError
+from storage.accounts import ROLES
 from storage.private import private_umask
 from storage.textsafe import escape_controls
 from storage.values import normalise_issuer
@@ -92,9 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     user = commands.add_parser("user", help="web users: add, list, disable, passwd, issuer, sees")
     user.add_argument("action", choices=["add", "list", "disable", "passwd", "issuer", "sees"])
     user.add_argument("name", nargs="?", help="user name (all but list)")
-    user.add_argument(
-        "--role", choices=["cardiologist", "researcher", "admin"], default="cardiologist"
-    )
+    user.add_argument("--role", choices=list(ROLES), default="cardiologist")
     user.add_argument(
         "--issuer",
         help="the account's hospital, as the issuer of its [[remote_ae]] devices "

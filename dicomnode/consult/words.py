@@ -10,6 +10,12 @@ from __future__ import annotations
 WORDS: dict[str, dict[str, str]] = {
     "en": {
         "title": "Consultation report",
+        "received": "Referral received",
+        "under-review": "Under review",
+        "more-imaging": "More imaging needed",
+        "mail_subject": "Referral case {ref}: {status}",
+        "mail_body": "The regional centre has updated referral case {ref}: {status}.\n"
+        "{link}\n\nThis message names no patient: the case reference is all it carries.",
         "from": "Regional paediatric cardiac centre, node {ae}",
         "patient": "Patient",
         "patient_id": "Patient ID",
@@ -38,6 +44,12 @@ WORDS: dict[str, dict[str, str]] = {
     },
     "ru": {
         "title": "Заключение консультации",
+        "received": "Направление получено",
+        "under-review": "На рассмотрении",
+        "more-imaging": "Нужны дополнительные исследования",
+        "mail_subject": "Случай направления {ref}: {status}",
+        "mail_body": "Региональный центр обновил случай направления {ref}: {status}.\n"
+        "{link}\n\nВ этом письме нет данных пациента: только номер случая.",
         "from": "Региональный детский кардиологический центр, узел {ae}",
         "patient": "Пациент",
         "patient_id": "Идентификатор пациента",
@@ -67,6 +79,12 @@ WORDS: dict[str, dict[str, str]] = {
     },
     "zh": {
         "title": "会诊报告",
+        "received": "已收到转诊",
+        "under-review": "审阅中",
+        "more-imaging": "需要补充影像",
+        "mail_subject": "转诊病例 {ref}：{status}",
+        "mail_body": "区域中心已更新转诊病例 {ref}：{status}。\n"
+        "{link}\n\n本邮件不含任何患者信息，只有病例编号。",
         "from": "区域小儿心脏中心，节点 {ae}",
         "patient": "患者",
         "patient_id": "患者编号",

@@ -38,7 +38,8 @@ from sqlalchemy import Connection
 
 from dicomnode import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from dicomnode.config import Config
-from dicomnode.consult.sending import NotSendable, Reidentifier
+from dicomnode.consult.identity import Unavailable
+from dicomnode.consult.sending import Reidentifier
 from dicomnode.media.transcode import TooLarge, TranscodeError
 from dicomnode.net.nodelay import NO_DELAY
 from dicomnode.net.retrieve_syntax import (
@@ -230,7 +231,7 @@ class Forwarder:
         if job.get("report_pk") is not None:
             try:
                 ds, case = self.reidentify(ds, int(job["report_pk"]), job["destination"])
-            except NotSendable as exc:
+            except Unavailable as exc:
                 self._retry_all([job], str(exc))
                 return 0
         if how.decode:

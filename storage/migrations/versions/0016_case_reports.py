@@ -1,4 +1,4 @@
-"""Consultation reports of decided cases, and the queue rows that carry them
+"""Consultation reports, the queue rows that carry them, case notes, e-mails told
 
 Revision ID: 0016
 Revises: 0015
@@ -36,8 +36,23 @@ def upgrade() -> None:
         sa.UniqueConstraint("history_pk"),
     )
     op.create_index("ix_case_reports_case_pk", "case_reports", ["case_pk"])
+    op.create_table(
+        "case_notes",
+        sa.Column("pk", sa.Integer(), nullable=False),
+        sa.Column("case_pk", sa.Integer(), nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("user", sa.String(length=64), nullable=False),
+        sa.Column("text", sa.Text(), nullable=False),
+        sa.ForeignKeyConstraint(["case_pk"], ["cases.pk"]),
+        sa.PrimaryKeyConstraint("pk"),
+    )
+    op.create_index("ix_case_notes_case_pk", "case_notes", ["case_pk"])
     with op.batch_alter_table("forward_queue") as batch:
         batch.add_column(sa.Column("report_pk", sa.Integer(), nullable=True))
+    with op.batch_alter_table("case_history") as batch:
+        batch.add_column(sa.Column("notified_at", sa.DateTime(timezone=True), nullable=True))
+    # Nobody is told by e-mail of what happened before the upgrade.
+    op.execute("UPDATE case_history SET notified_at = at")
     # Decisions made before reports existed are never sent by an upgrade.
     op.execute(
         "INSERT INTO case_reports (case_pk, history_pk, created_at, state, language, content, uids)"
@@ -47,7 +62,11 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("case_history") as batch:
+        batch.drop_column("notified_at")
     with op.batch_alter_table("forward_queue") as batch:
         batch.drop_column("report_pk")
+    op.drop_index("ix_case_notes_case_pk", table_name="case_notes")
+    op.drop_table("case_notes")
     op.drop_index("ix_case_reports_case_pk", table_name="case_reports")
     op.drop_table("case_reports")

@@ -1,0 +1,69 @@
+"""The child's identity at the referring hospital, opened from the sealed linkage.
+
+One place opens it, for the two who may have it: the forwarder sending the
+hospital its report (`sending`), and that hospital's own staff looking at
+their case (`viewer.cases`). Each opening is checked (the records are of
+the case's child and hospital) and audited by the caller; the identity is
+never stored or logged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dicomnode.config import Config
+from dicomnode.deid.linkage import LinkageCipher, LinkageError, OriginalIdentity
+from dicomnode.deid.pipeline import LINKAGE_KEY
+from dicomnode.deid.secret import load_or_create_key
+from storage.cases import Case
+from storage.index import Index
+
+
+class Unavailable(RuntimeError):
+    """The identity cannot be had (no key, no record, a record that does not
+    fit): the reason, naming no identity."""
+
+
+@dataclass(frozen=True)
+class Linked:
+    """A case's child as the hospital knows them, per study of the case."""
+
+    by_study: dict[str, OriginalIdentity]
+
+    @property
+    def newest(self) -> OriginalIdentity:
+        return list(self.by_study.values())[-1]
+
+    @property
+    def studies(self) -> dict[str, str]:
+        """The centre's Study Instance UIDs to the hospital's."""
+        return {uid: found.study_instance_uid for uid, found in self.by_study.items()}
+
+
+def cipher(config: Config) -> LinkageCipher:
+    """Read each time: a key put back (or taken away) counts at once."""
+    try:
+        key = load_or_create_key(config.key_dir / LINKAGE_KEY, config.data_dir, create=False)
+    except RuntimeError:
+        raise Unavailable("the linkage key is not available: not re-identified") from None
+    return LinkageCipher(key)
+
+
+def open_case(config: Config, index: Index, case: Case) -> Linked:
+    """Every linkage record of the case's studies, opened and checked."""
+    opener = cipher(config)
+    found: dict[str, OriginalIdentity] = {}
+    for study_uid in case.studies:
+        for linked_uid, pseudonym, sealed in index.linkage_for(study_uid):
+            if linked_uid != study_uid or pseudonym != case.pseudonym:
+                continue
+            try:
+                opened = opener.open(sealed, pseudonym, study_uid)
+            except LinkageError:
+                raise Unavailable("a linkage record does not open with this key") from None
+            if opened.issuer != case.issuer:
+                raise Unavailable("a linkage record names another hospital")
+            found[study_uid] = opened
+    if not found:
+        raise Unavailable("the case's studies have no linkage record")
+    return Linked(found)
