@@ -9,8 +9,9 @@ embedded, subset), so the hospital's system can search and read it.
 
 from __future__ import annotations
 
+import json
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -58,18 +59,29 @@ def _day(value: str) -> str:
     return value[:10]
 
 
+def _han(text: str) -> bool:
+    """Whether the text has a CJK character (the Chinese font is loaded only
+    then: parsing it takes a second, DejaVu a few milliseconds)."""
+    return any(
+        "\u2e80" <= ch <= "\u9fff" or "\uf900" <= ch <= "\ufaff" or "\uff00" <= ch <= "\uffef"
+        for ch in text
+    )
+
+
 class _Report(FPDF):
-    def __init__(self, language: str) -> None:
+    def __init__(self, language: str, han: bool) -> None:
         super().__init__(format="A4")
         self.language = language
         self.set_auto_page_break(True, margin=18)
         self.add_font("latin", fname=_font(LATIN[0]))
         self.add_font("latin", style="B", fname=_font(LATIN[1]))
-        self.add_font("chinese", fname=_font(CHINESE))
-        self.add_font("chinese", style="B", fname=_font(CHINESE))
-        self.main = "chinese" if language == "zh" else "latin"
-        other = "latin" if language == "zh" else "chinese"
-        self.set_fallback_fonts([other], exact_match=False)
+        self.main = "latin"
+        if han or language == "zh":
+            self.add_font("chinese", fname=_font(CHINESE))
+            self.add_font("chinese", style="B", fname=_font(CHINESE))
+            self.main = "chinese" if language == "zh" else "latin"
+            other = "latin" if language == "zh" else "chinese"
+            self.set_fallback_fonts([other], exact_match=False)
 
     def footer(self) -> None:
         self.set_y(-14)
@@ -95,7 +107,7 @@ def render(content: dict[str, Any], patient: Patient, hospital_copy: bool) -> by
     """The report of ``content`` (`making.content_of`) naming ``patient``;
     ``hospital_copy``: the one re-identified for the referring hospital."""
     language = str(content.get("language") or "en")
-    pdf = _Report(language)
+    pdf = _Report(language, _han(json.dumps([content, asdict(patient)], ensure_ascii=False)))
     at = datetime.fromisoformat(str(content["at"])).astimezone(UTC)
     pdf.set_creation_date(at)  # the decision's time: both copies alike
     pdf.set_title(say(language, "title"))
