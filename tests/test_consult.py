@@ -586,3 +586,41 @@ def test_a_login_tells_what_moved_since_the_last_one(
     page = log_in()
     assert "Since your last visit" in page and ref in page and other not in page
     assert "Since your last visit" not in log_in()  # told once
+
+
+def test_case_send_queues_an_unsent_report_once_the_hospital_has_an_ae(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dicomnode.cli.main import main
+
+    config = make_config(tmp_path)  # Bishkek: two AEs, neither marked
+    archive = open_archive(config)
+    ingestor = Ingestor(config, archive)
+    send(ingestor, study_of(0), "BISHKEK_ECHO")
+    archive.index.cases.drain()
+    ref = _decide(archive, "NCC Bishkek", "declined", reason="pulmonary hypertension")
+    assert Maker(config, archive, ingestor).run_once() == 1
+    archive.close()
+    settings = tmp_path / "node.toml"
+
+    def configured(marked: str) -> None:
+        settings.write_text(
+            f'[node]\ndata_dir = "{config.data_dir}"\nkey_dir = "{config.key_dir}"\n'
+            + "".join(
+                f'[[remote_ae]]\nae_title = "{ae}"\nhost = "127.0.0.1"\nport = {port}\n'
+                f'issuer = "NCC Bishkek"\nreceives_reports = {str(ae == marked).lower()}\n'
+                for ae, port in (("BISHKEK_ECHO", 11113), ("BISHKEK_PACS", 11116))
+            )
+        )
+
+    monkeypatch.setenv("DICOMNODE_CONFIG", str(settings))
+    configured("")
+    assert main(["case", "show", ref]) == 0
+    assert "not sent (several [[remote_ae]]" in capsys.readouterr().out
+    assert main(["case", "send", ref]) == 2
+    assert "receives_reports" in capsys.readouterr().err
+    configured("BISHKEK_PACS")
+    assert main(["case", "send", ref]) == 0
+    assert "1 instances of 1 reports queued for BISHKEK_PACS" in capsys.readouterr().out
+    assert main(["case", "show", ref]) == 0
+    assert "waiting for BISHKEK_PACS" in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""``dicomnode case``: the referral cases (list, show, set a status).
+"""``dicomnode case``: the referral cases (list, show, set a status, send the reports).
 
 Kept apart from cli.main, which holds the archive commands. Each command
 first lets the change feed open the cases of what was stored since the node
@@ -15,14 +15,18 @@ import sys
 from datetime import UTC, datetime, timedelta
 
 from dicomnode.config import Config
+from storage.archive import Archive
 from storage.cases import FIELDS, STATUSES, Case, CaseError
+from storage.reports import UNSENT, Report
 from storage.textsafe import escape_controls
 
 EXIT_OK, EXIT_USAGE = 0, 2
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:
-    case = commands.add_parser("case", help="referral cases: list, show, set a status")
+    case = commands.add_parser(
+        "case", help="referral cases: list, show, set a status, send the reports again"
+    )
     actions = case.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = actions.add_parser("list", help="cases, oldest referral first")
     listing.add_argument("--hospital", help="the referring hospital (its issuer)")
@@ -47,6 +51,12 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     status.add_argument("status", choices=list(STATUSES))
     for detail in FIELDS:
         status.add_argument(f"--{detail}", default="")
+    again = actions.add_parser(
+        "send",
+        help="send a case's unsent or undelivered reports now (after its hospital's "
+        "[[remote_ae]] was mended)",
+    )
+    again.add_argument("ref", help="the case reference (C-XXXX-XXXX)")
 
 
 def run(config: Config, args: argparse.Namespace) -> int:
@@ -70,7 +80,9 @@ def run(config: Config, args: argparse.Namespace) -> int:
                 print(_json(case) if args.json else escape_controls(_line(case)))
             return EXIT_OK
         if args.action == "show":
-            return _show(cases.get(args.ref))
+            return _show(cases.get(args.ref), archive.index.reports.of_case(args.ref))
+        if args.action == "send":
+            return _send(config, archive, cases.get(args.ref))
         given = {name: getattr(args, name) for name in FIELDS if getattr(args, name)}
         moved = cases.set_status(args.ref, args.status, given, user=getpass.getuser(), source="cli")
         print(escape_controls(_line(moved)))
@@ -111,7 +123,7 @@ def _json(case: Case) -> str:
     )
 
 
-def _show(case: Case) -> int:
+def _show(case: Case, reports: list[Report]) -> int:
     print(escape_controls(_line(case)))
     for uid in case.studies:
         print(f"  study {uid}")
@@ -119,4 +131,38 @@ def _show(case: Case) -> int:
         detail = "; ".join(f"{k}: {v}" for k, v in sorted(event["detail"].items()))
         line = f"  {event['at']:%Y-%m-%d %H:%M} {event['user']:<16} {event['status']} {detail}"
         print(escape_controls(line.rstrip()))
+    for note in case.notes:
+        text = " / ".join(note["text"].splitlines())
+        print(escape_controls(f"  note {note['at']:%Y-%m-%d %H:%M} {note['user']}: {text}"))
+    for report in reports:
+        print(
+            escape_controls(
+                f"  report {report.created_at:%Y-%m-%d %H:%M} "
+                f"{report.content.get('status', '')}: {_standing(report)}"
+            )
+        )
+    return EXIT_OK
+
+
+def _standing(report: Report) -> str:
+    if report.state == UNSENT:
+        return f"not sent ({report.reason})"
+    if report.delivered:
+        return f"delivered to {report.destination}"
+    errors = sorted({s.last_error for s in report.sent if s.state != "done" and s.last_error})
+    return f"waiting for {report.destination}" + (f" ({'; '.join(errors)})" if errors else "")
+
+
+def _send(config: Config, archive: Archive, case: Case) -> int:
+    """Queue the case's reports that did not reach the hospital, to the AE
+    its configuration names now."""
+    from dicomnode.consult.making import destination
+
+    remote, why = destination(config, case.issuer)
+    if remote is None:
+        print(f"dicomnode case send: {why}", file=sys.stderr)
+        return EXIT_USAGE
+    waiting = [r for r in archive.index.reports.of_case(case.ref) if not r.delivered and r.uids]
+    queued = sum(archive.index.reports.send(r.pk, remote.ae_title) for r in waiting)
+    print(f"{case.ref}: {queued} instances of {len(waiting)} reports queued for {remote.ae_title}")
     return EXIT_OK
