@@ -9,6 +9,7 @@ neither a value of the data nor on the small allow-list below."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterator
 from dataclasses import replace
@@ -20,6 +21,7 @@ from pydicom.uid import UID
 from werkzeug.security import generate_password_hash
 
 from dicomnode.config import Config
+from dicomnode.consult.identity import Unavailable, open_case
 from dicomnode.ingest.importer import split_file
 from dicomnode.ingest.pipeline import Incoming, Outcome
 from dicomnode.node import Node
@@ -35,10 +37,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.peers]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 PASSWORD = "correct horse battery"
 USERS = {"amina": "cardiologist", "zarina": "researcher", "bakyt": "admin"}
+PARTNER = "aigul"  # a cardiologist of NCC Bishkek, a partner hospital
 # Latin words a page may show in any language: units and codes of the
 # trade, the standard's and the command line's own words, keyboard keys.
 ALLOWED_WORDS = """
-    AE CHD CSV ZIP DICOM DICOMDIR DICOMweb OCR UID UIDs UTC GMT MB CSRF STOW RS JPEG PNG
+    AE CHD CSV ZIP DICOM DICOMDIR DICOMweb OCR UID UIDs UTC GMT MB CSRF STOW RS JPEG PNG PDF
     US XA SR ECG OT CT MR
     Home End Esc shift Shift Ctrl Delete
     English
@@ -77,6 +80,9 @@ def node(config: Config) -> Iterator[Node]:
     with Node(replace(config, http_host="127.0.0.1"), web=True) as node:
         for name, role in USERS.items():
             node.archive.index.accounts.add(name, generate_password_hash(PASSWORD), role)
+        node.archive.index.accounts.add(
+            PARTNER, generate_password_hash(PASSWORD), "partner", issuer="NCC Bishkek"
+        )
         data, syntax = split_file(sample_file("color3d_jpeg_baseline.dcm").read_bytes())
         assert node.ingestor.ingest(Incoming(data, syntax, calling_ae="BISHKEK_ECHO")).status == 0
         xa = xa_instance(PATIENTS[0], frames=4, rows=64, cols=64)
@@ -113,7 +119,15 @@ def data_values(node: Node) -> list[str]:
     hospitals, descriptions, AE titles, user names, the SOP classes of held
     instances, published sources, the endpoints the audit trail names. The
     node's own report series are not data: their label is the page's."""
-    values: list[str] = [*USERS, "PACS_BISHKEK", "BISHKEK_ECHO", "BISHKEK_CATH"]
+    values: list[str] = [*USERS, PARTNER, "PACS_BISHKEK", "BISHKEK_ECHO", "BISHKEK_CATH"]
+    # A partner sees its own children as its hospital knows them.
+    for case in node.archive.index.cases.listing(hospital="NCC Bishkek"):
+        with contextlib.suppress(Unavailable):
+            linked = open_case(
+                node.config, node.archive.index, node.archive.index.cases.get(case.ref)
+            )
+            for found in linked.by_study.values():
+                values += [found.patient_id, *found.patient_name.replace("^", " ").split()]
     study_keys = dict.fromkeys(
         ("PatientID", "IssuerOfPatientID", "StudyDescription", "StudyInstanceUID"), ""
     )
@@ -267,6 +281,35 @@ def case_pages(reader: Reader, node: Node) -> None:
     reader.read("case-refused")
 
 
+def partner_pages(reader: Reader, node: Node) -> None:
+    """A partner hospital's cardiologist: its own child named, the centre's
+    answer, a note; another hospital's case is not there."""
+    page = reader.page
+    cases = node.archive.index.cases
+    mine = cases.listing(hospital="NCC Bishkek")[0].ref
+    others = [c.ref for c in cases.listing() if c.issuer != "NCC Bishkek"]
+    reader.open("/cases", "cases-partner")
+    listed = page.locator("main").inner_text()
+    assert mine in listed and not any(ref in listed for ref in others), listed
+    page.click(f"text={mine}")
+    named = page.locator(".identity strong").inner_text().strip()  # as the hospital knows them
+    assert named and not named.startswith("CHD-"), named
+    # The decision the centre took has its report (made by the node's pass).
+    expect(page.locator("table.reports tbody tr")).to_have_count(1, timeout=60_000)
+    page.fill("form.case-note textarea", f"{named}: ЭКГ")
+    page.click("form.case-note button[type=submit]")  # names the child: refused, saying so
+    expect(page.locator("form.case-note [role=alert]")).to_be_visible()
+    reader.read("case-partner-note-refused")
+    page.fill("form.case-note textarea", "ЭКГ и сатурация 92 %")
+    page.click("form.case-note button[type=submit]")
+    expect(page.locator(".note")).to_have_count(1)
+    reader.read("case-partner")
+    for ref in others:  # a direct address of another hospital's case: not found
+        answer = page.goto(f"{reader.base}/cases/{ref}")
+        assert answer is not None and answer.status == 404
+        reader.read("case-partner-other")
+
+
 def node_series(node: Node, modality: str) -> str:
     return next(r["SeriesDescription"] for r in images(node) if r["Modality"] == modality)
 
@@ -318,6 +361,7 @@ def test_every_page_reads_in_the_language_chosen(
         ("amina", cardiologist_pages),
         ("zarina", researcher_pages),
         ("bakyt", admin_pages),
+        (PARTNER, partner_pages),
     ):
         reader = Reader(browser, base, language, user)
         visit(reader, node)
