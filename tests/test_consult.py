@@ -97,30 +97,38 @@ def hospitals() -> Iterator[dict[str, Hospital]]:
         hospital.server.shutdown()
 
 
-@pytest.fixture
-def world(
-    tmp_path: Path, hospitals: dict[str, Hospital]
-) -> Iterator[tuple[Config, Archive, Ingestor]]:
-    remotes = (
+def two_hospitals(bishkek_pacs: int, dushanbe_ae: str, dushanbe_port: int) -> tuple[RemoteAE, ...]:
+    """Bishkek: echo, cath lab and a PACS that takes its reports (Russian);
+    Dushanbe: an echo machine and ``dushanbe_ae`` (Chinese reports)."""
+    return (
         RemoteAE("BISHKEK_ECHO", "127.0.0.1", 11113, "NCC Bishkek"),
         RemoteAE("BISHKEK_CATH", "127.0.0.1", 11114, "NCC Bishkek"),
         RemoteAE(
             "BISHKEK_PACS",
             "127.0.0.1",
-            hospitals["BISHKEK_PACS"].port,
+            bishkek_pacs,
             "NCC Bishkek",
             language="ru",
             receives_reports=True,
         ),
         RemoteAE("DUSHANBE_ECHO", "127.0.0.1", 11115, "RCC Dushanbe"),
         RemoteAE(
-            "DUSHANBE_PACS",
+            dushanbe_ae,
             "127.0.0.1",
-            hospitals["DUSHANBE_PACS"].port,
+            dushanbe_port,
             "RCC Dushanbe",
             language="zh",
             receives_reports=True,
         ),
+    )
+
+
+@pytest.fixture
+def world(
+    tmp_path: Path, hospitals: dict[str, Hospital]
+) -> Iterator[tuple[Config, Archive, Ingestor]]:
+    remotes = two_hospitals(
+        hospitals["BISHKEK_PACS"].port, "DUSHANBE_PACS", hospitals["DUSHANBE_PACS"].port
     )
     config = make_config(tmp_path, remote_aes=remotes)
     archive = open_archive(config)
@@ -337,6 +345,15 @@ def test_every_language_says_every_word() -> None:
     assert all(set(words) == set(WORDS["en"]) for words in WORDS.values())
 
 
+def _referred_once(world: tuple[Config, Archive, Ingestor]) -> tuple[Any, FlaskClient]:
+    """Bishkek's child referred (no decision yet), and Bishkek's partner logged in."""
+    config, archive, ingestor = world
+    send(ingestor, study_of(0), "BISHKEK_ECHO")
+    archive.index.cases.drain()
+    (case,) = archive.index.cases.listing(hospital="NCC Bishkek")
+    return case, _partner(config, archive, "aigul", "NCC Bishkek")
+
+
 def _partner(config: Config, archive: Archive, name: str, issuer: str) -> FlaskClient:
     archive.index.accounts.add(name, generate_password_hash(PASSWORD), "partner", issuer=issuer)
     client = create_app(config, archive, b"k" * 32).test_client()
@@ -397,11 +414,8 @@ def test_a_partner_sees_its_own_child_named_and_nothing_of_another_hospital(
 def test_a_note_that_names_the_child_is_refused_and_kept_nowhere(
     world: tuple[Config, Archive, Ingestor], note: str
 ) -> None:
-    config, archive, ingestor = world
-    send(ingestor, study_of(0), "BISHKEK_ECHO")
-    archive.index.cases.drain()
-    (case,) = archive.index.cases.listing(hospital="NCC Bishkek")
-    partner = _partner(config, archive, "aigul", "NCC Bishkek")
+    _, archive, _ = world
+    case, partner = _referred_once(world)
     refused = partner.post(f"/cases/{case.ref}/notes", data={"text": note, "csrf_token": "token"})
     assert refused.status_code == 400
     assert "names the child" in refused.get_data(as_text=True)
@@ -419,11 +433,8 @@ def test_a_note_that_names_the_child_is_refused_and_kept_nowhere(
 def test_without_the_key_a_partner_sees_no_name_and_cannot_add_a_note(
     world: tuple[Config, Archive, Ingestor], tmp_path: Path
 ) -> None:
-    config, archive, ingestor = world
-    send(ingestor, study_of(0), "BISHKEK_ECHO")
-    archive.index.cases.drain()
-    (case,) = archive.index.cases.listing(hospital="NCC Bishkek")
-    partner = _partner(config, archive, "aigul", "NCC Bishkek")
+    config, archive, _ = world
+    case, partner = _referred_once(world)
     shutil.move(config.key_dir / LINKAGE_KEY, tmp_path / "offline.key")
     page = partner.get(f"/cases/{case.ref}").get_data(as_text=True)
     assert "the linkage key is not available" in page and "Иванов" not in page

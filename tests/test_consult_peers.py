@@ -24,14 +24,13 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from werkzeug.security import generate_password_hash
 
-from dicomnode.config import RemoteAE
 from dicomnode.consult.document import ENCAPSULATED_PDF
 from dicomnode.consult.words import WORDS
 from dicomnode.node import Node
 from dicomnode.ops.samples import PATIENTS, UID_ROOT, save, small_instance, xa_instance
 from tests.conftest import DCMTK_ENV, free_port, make_config, on_free_ports
 from tests.deid_scanner import Needle, NeedleSet, scan_dataset
-from tests.test_consult import HEADERS, document, pdf_text
+from tests.test_consult import HEADERS, document, pdf_text, two_hospitals
 from tests.test_jobs import wait_for
 from tests.test_orthanc_peer import Orthanc
 from tests.test_retrieve_peers import Listener, dciodvfy_errors, files_in
@@ -66,19 +65,7 @@ def needles(patient: int) -> list[Needle]:
 
 def test_two_hospitals_each_get_their_own_answer_and_nothing_else(tmp_path: Path) -> None:
     bishkek_pacs, orthanc_port = free_port(), free_port()
-    remotes = (
-        RemoteAE("BISHKEK_ECHO", "127.0.0.1", 11113, "NCC Bishkek"),
-        RemoteAE("BISHKEK_CATH", "127.0.0.1", 11114, "NCC Bishkek"),
-        RemoteAE(
-            "BISHKEK_PACS",
-            "127.0.0.1",
-            bishkek_pacs,
-            "NCC Bishkek",
-            language="ru",
-            receives_reports=True,
-        ),
-        RemoteAE("ORTHANC", "127.0.0.1", orthanc_port, "RCC Dushanbe", language="zh"),
-    )
+    remotes = two_hospitals(bishkek_pacs, "ORTHANC", orthanc_port)
     config = make_config(tmp_path / "node", remote_aes=remotes, forward_interval_seconds=0.2)
     received = tmp_path / "bishkek"
     received.mkdir()
