@@ -44,6 +44,8 @@ from dicomnode.ops.samples import PATIENTS
 from storage.archive import Archive
 from storage.audit import AuditFilter
 from storage.forwarding import enqueue_in
+from storage.keys import Level
+from storage.query import Query
 from storage.reports import QUEUED, UNSENT
 from tests.conftest import free_port, make_config
 from tests.test_cases import send, study_of
@@ -62,6 +64,14 @@ def pdf_text(pdf: bytes, folder: Path) -> str:
     )
     path.unlink()
     return done.stdout.decode("utf-8")
+
+
+def pdf_images(pdf: bytes, folder: Path) -> int:
+    """How many pictures the PDF holds (poppler's pdfimages)."""
+    path = folder / "images.pdf"
+    path.write_bytes(pdf)
+    listed = subprocess.run(["pdfimages", "-list", str(path)], capture_output=True, check=True)
+    return len(listed.stdout.decode().splitlines()) - 2  # two header lines
 
 
 def document(ds: Dataset) -> bytes:
@@ -150,14 +160,32 @@ def _centre(config: Config, archive: Archive) -> FlaskClient:
     return client
 
 
-def _sign_plan(client: FlaskClient, study: str) -> str:
-    body = {
+def _sign_plan(client: FlaskClient, study: str, archive: Archive | None = None) -> str:
+    """A plan signed on the study; with ``archive``, one length measured on
+    its first image and saved with the plan (the report's key image)."""
+    body: dict[str, Any] = {
         "defect": "secundum ASD",
         "plan": "new",
         "slots": [{"code": "ASD-MAX-DIAMETER-2", "value_mm": 9.5}],
         "rims": {"aortic": 2.0},
         "note": "balloon sizing first",
     }
+    if archive is not None:
+        (image,) = [
+            r["SOPInstanceUID"]
+            for r in archive.index.find(
+                Query(Level.IMAGE, {"StudyInstanceUID": study, "SOPInstanceUID": ""})
+            )
+        ][:1]
+        points = [[10, 20], [50, 20]]
+        measured = client.post(
+            f"/api/instances/{image}/measure",
+            headers=HEADERS,
+            json={"kind": "length", "points": points, "frame": 0},
+        )
+        assert measured.status_code == 200, measured.json
+        drawn = {"uid": image, "frame": 0, "kind": "length", "points": points, **measured.json}
+        body["measurements"] = [drawn]
     saved = client.post(f"/api/studies/{study}/plans", headers=HEADERS, json=body)
     assert saved.status_code == 201, saved.json
     signed = client.post(f"/api/studies/{study}/plans/1/versions/1/sign", headers=HEADERS)
@@ -179,7 +207,7 @@ def _referred(world: tuple[Config, Archive, Ingestor]) -> dict[str, Any]:
     bishkek = send(ingestor, bishkek_sent, "BISHKEK_ECHO")
     send(ingestor, dushanbe_sent, "DUSHANBE_ECHO")
     archive.index.cases.drain()
-    sr = _sign_plan(_centre(config, archive), bishkek)
+    sr = _sign_plan(_centre(config, archive), bishkek, archive)
     refs = {
         "NCC Bishkek": _decide(
             archive,
@@ -233,6 +261,8 @@ def test_each_hospital_gets_its_own_childs_report_under_its_own_identity(
     assert WORDS["ru"]["title"] in text and kept.PatientID in text
     assert "Иванов" not in text and "KG-000101" not in text
     assert "ASO 12 mm" in text and "Please send the latest ECG" in text
+    assert WORDS["ru"]["key_images"] in text and "кадр 1" in text  # the measured frame, drawn
+    assert pdf_images(document(kept), tmp_path) == 1
     assert not archive.index.cases.get(made["refs"]["NCC Bishkek"]).new_imaging  # not imaging
 
     assert Forwarder(config, archive).run_once() == {"sent": 3, "waiting": 0}

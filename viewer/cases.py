@@ -308,7 +308,7 @@ def report(ref: str, pk: int) -> Any:
         try:
             linked = _linked(found, f"consultation report {made.pdf_uid}")
             identity = linked.by_study.get(made.study_uid) or linked.newest
-            pdf = hospital_pdf(made, identity)
+            pdf = hospital_pdf(services.archive(), made, identity)
         except Unavailable:
             abort(503, description="the linkage key is not available: the report cannot be named")
     else:

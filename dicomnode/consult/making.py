@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 
 from dicomnode.config import Config, RemoteAE
 from dicomnode.consult.document import REPORT_ROOT, encapsulated_pdf
+from dicomnode.consult.keyimages import key_images
 from dicomnode.consult.pdf import Patient, ReportFontError, render
 from dicomnode.consult.words import say
 from dicomnode.ingest.pipeline import Ingestor
@@ -36,7 +37,9 @@ from storage.query import Query
 from storage.reports import Decision
 
 log = logging.getLogger(__name__)
-MOST_VALUES = 40  # measured values and texts of one plan in the report
+MOST_VALUES = 40  # measured values, texts and drawings of one plan in the report
+# What the report keeps of a drawn measurement: where, what shape, what it read.
+DRAWN_FIELDS = ("uid", "frame", "kind", "points", "value", "unit")
 
 
 def destination(config: Config, issuer: str) -> tuple[RemoteAE | None, str]:
@@ -88,7 +91,8 @@ class Maker:
                 return 0
             return 1
         uid = generate_uid(REPORT_ROOT)
-        pdf = render(content, Patient(patient_id=decision.pseudonym), hospital_copy=False)
+        images = key_images(self.archive, content)
+        pdf = render(content, Patient(decision.pseudonym), hospital_copy=False, images=images)
         ds = encapsulated_pdf(study, pdf, title=say(language, "title"), at=decision.at, uid=uid)
         uids = [uid, *(p["sr_uid"] for p in content["plans"])]
         target = remote.ae_title if remote else None
@@ -178,6 +182,11 @@ class Maker:
                     "sr_uid": row["signed_sr_uid"],
                     "values": values[:MOST_VALUES],
                     "texts": texts[:MOST_VALUES],
+                    "drawn": [
+                        {key: m.get(key) for key in DRAWN_FIELDS}
+                        for m in (row["content"].get("measurements") or [])[:MOST_VALUES]
+                        if isinstance(m, dict)
+                    ],
                 }
             )
         return [p for p in out if self.archive.index.instance_blob(p["sr_uid"])]

@@ -9,8 +9,10 @@ embedded, subset), so the hospital's system can search and read it.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +20,7 @@ from typing import Any
 
 from fpdf import FPDF
 
+from dicomnode.consult.keyimages import KeyImage
 from dicomnode.consult.words import say
 
 # Debian's fonts-dejavu-core and fonts-wqy-zenhei (`make install`): DejaVu
@@ -27,6 +30,10 @@ FONT_DIRS = (Path("/usr/share/fonts/truetype"),)
 LATIN = ("dejavu/DejaVuSans.ttf", "dejavu/DejaVuSans-Bold.ttf")
 CHINESE = "wqy/wqy-zenhei.ttc"
 MOST_LINES = 400  # of any one text: a report is a few pages
+# SR texts that say how the report was made, not what it found: left out.
+BOOKKEEPING = frozenset(
+    {"Tracking Identifier", "Algorithm Name", "Algorithm Version", "Algorithm Parameters"}
+)
 # fontTools says, per font subset, that it drops the bitmap table it cannot subset.
 logging.getLogger("fontTools.subset").setLevel(logging.ERROR)
 
@@ -88,10 +95,13 @@ class _Report(FPDF):
         self.set_font(self.main, size=8)
         self.cell(0, 8, say(self.language, "page", n=self.page_no()), align="C")
 
-    def text_line(self, text: str, size: float = 10, bold: bool = False, gap: float = 1) -> None:
+    def text_line(
+        self, text: str, size: float = 10, bold: bool = False, gap: float = 1, indent: float = 0
+    ) -> None:
         self.set_font(self.main, style="B" if bold else "", size=size)
         lines = text.splitlines()[:MOST_LINES] or [""]
-        self.multi_cell(0, size * 0.5, "\n".join(lines), new_x="LMARGIN", new_y="NEXT")
+        self.set_x(self.l_margin + indent)
+        self.multi_cell(0, size * 0.5, "\n".join(lines), new_x="LMARGIN", new_y="NEXT", align="L")
         self.ln(gap)
 
     def field(self, label: str, value: str) -> None:
@@ -103,9 +113,15 @@ class _Report(FPDF):
         self.text_line(text, size=12, bold=True)
 
 
-def render(content: dict[str, Any], patient: Patient, hospital_copy: bool) -> bytes:
-    """The report of ``content`` (`making.content_of`) naming ``patient``;
-    ``hospital_copy``: the one re-identified for the referring hospital."""
+def render(
+    content: dict[str, Any],
+    patient: Patient,
+    hospital_copy: bool,
+    images: Sequence[KeyImage] = (),
+) -> bytes:
+    """The report of ``content`` (`making.content_of`) naming ``patient``,
+    with its key ``images``; ``hospital_copy``: the one re-identified for
+    the referring hospital."""
     language = str(content.get("language") or "en")
     pdf = _Report(language, _han(json.dumps([content, asdict(patient)], ensure_ascii=False)))
     at = datetime.fromisoformat(str(content["at"])).astimezone(UTC)
@@ -159,10 +175,18 @@ def render(content: dict[str, Any], patient: Patient, hospital_copy: bool) -> by
             bold=True,
         )
         for meaning, value, unit in plan.get("values") or []:
-            pdf.text_line(f"    {meaning}: {value} {unit}".rstrip(), size=9, gap=0)
+            pdf.text_line(f"{meaning}: {value} {unit}".rstrip(), size=9, gap=0, indent=6)
         for meaning, text in plan.get("texts") or []:
-            pdf.text_line(f"    {meaning}: {text}", size=9, gap=0)
+            if meaning not in BOOKKEEPING:
+                pdf.text_line(f"{meaning}: {text}", size=9, gap=0.5, indent=6)
         pdf.ln(2)
+    for n, image in enumerate(images):
+        if pdf.get_y() > pdf.h - 110:  # the picture and its caption (and heading) on one page
+            pdf.add_page()
+        if n == 0:
+            pdf.heading(say(language, "key_images"))
+        pdf.image(io.BytesIO(image.png), w=110)
+        pdf.text_line(f"{image.values} ({say(language, 'frame', n=image.frame)})", size=8, gap=3)
     pdf.ln(4)
     pdf.text_line(say(language, "support"), size=8)
     copy = (

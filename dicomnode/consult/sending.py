@@ -18,6 +18,7 @@ from pydicom.dataset import Dataset
 from dicomnode.config import Config
 from dicomnode.consult.document import ENCAPSULATED_PDF, reidentified, set_pdf
 from dicomnode.consult.identity import Unavailable, open_case
+from dicomnode.consult.keyimages import key_images
 from dicomnode.consult.pdf import Patient, ReportFontError, render
 from dicomnode.deid.linkage import OriginalIdentity
 from storage.archive import Archive
@@ -29,9 +30,9 @@ SENT_EVENT = "case-report-sent"
 NODE_USER = "dicomnode"
 
 
-def hospital_pdf(report: Report, identity: OriginalIdentity) -> bytes:
-    """The report's PDF naming the child as the hospital does (Unavailable
-    when a font is missing)."""
+def hospital_pdf(archive: Archive, report: Report, identity: OriginalIdentity) -> bytes:
+    """The report's PDF naming the child as the hospital does, its key images
+    drawn again from the archive (Unavailable when a font is missing)."""
     patient = Patient(
         patient_id=identity.patient_id,
         name=" ".join(identity.patient_name.replace("^", " ").split()),
@@ -39,7 +40,8 @@ def hospital_pdf(report: Report, identity: OriginalIdentity) -> bytes:
         accession=identity.accession_number,
     )
     try:
-        return render(report.content, patient, hospital_copy=True)
+        images = key_images(archive, report.content)
+        return render(report.content, patient, hospital_copy=True, images=images)
     except ReportFontError as exc:
         raise Unavailable(str(exc)) from None
 
@@ -84,7 +86,7 @@ class Reidentifier:
         if str(ds.SOPClassUID) == ENCAPSULATED_PDF:
             if uid != report.pdf_uid:
                 raise Unavailable("the PDF is not its report's")
-            set_pdf(copy, hospital_pdf(report, identity))
+            set_pdf(copy, hospital_pdf(self.archive, report, identity))
         return copy, ref
 
     def sent(self, ref: str, uid: str, destination: str) -> None:
