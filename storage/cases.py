@@ -221,7 +221,7 @@ def checked_detail(status: str, given: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
-_INVISIBLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_INVISIBLE = re.compile(r"[\x00-\x1f\x7f-\x9f\xad\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 # An indicative date of a procedure: not before the node existed, not
 # further ahead than any waiting list.
@@ -447,21 +447,24 @@ class Cases:
 
     def changed_since(
         self, since: datetime, issuers: Iterable[str] | None, user: str
-    ) -> list[Case]:
+    ) -> list[tuple[Case, bool]]:
         """The cases ``issuers`` covers that moved, or got a note from someone
-        other than ``user``, after ``since``: what a login tells first."""
+        other than ``user``, after ``since``, each with whether a note came:
+        what a login tells first."""
         noted = select(case_notes.c.case_pk).where(
             case_notes.c.at > since, case_notes.c.user != user
         )
         moved = select(case_history.c.case_pk).where(
             case_history.c.at > since, case_history.c.user != user
         )
-        query = select(cases).where(cases.c.pk.in_(noted) | cases.c.pk.in_(moved))
+        query = select(cases, cases.c.pk.in_(noted).label("noted")).where(
+            cases.c.pk.in_(noted) | cases.c.pk.in_(moved)
+        )
         if issuers is not None:
             query = query.where(cases.c.issuer.in_(list(issuers)))
         with self.engine.connect() as conn:
             rows = conn.execute(query.order_by(cases.c.updated_at.desc()).limit(50)).all()
-        return [_case(r, (), ()) for r in rows]
+        return [(_case(r, (), ()), bool(r.noted)) for r in rows]
 
     # -- reading ------------------------------------------------------------------------
     @staticmethod
@@ -552,7 +555,8 @@ class Cases:
         limit: int = 500,
     ) -> list[Case]:
         """Cases, oldest referral first, filtered as the case list asks:
-        by hospital (issuer), status, a defect some plan of theirs names,
+        by hospital (issuer), status, a defect some plan of theirs names (its
+        family: "ASD" finds "secundum ASD"),
         and referrals opened before a time (how long they wait)."""
         query = select(cases).order_by(cases.c.opened_at, cases.c.pk).limit(limit)
         if issuers is not None:
@@ -568,7 +572,8 @@ class Cases:
                 exists().where(
                     case_studies.c.case_pk == cases.c.pk,
                     plans.c.study_uid == case_studies.c.study_uid,
-                    func.lower(plans.c.defect) == defect.strip().lower(),
+                    # "ASD" is the family: the worksheet's "secundum ASD" is one.
+                    func.lower(plans.c.defect).contains(defect.strip().lower(), autoescape=True),
                 )
             )
         with self.engine.connect() as conn:

@@ -32,7 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine
 
 from storage.cases import DECIDED, case_history, cases
-from storage.forwarding import enqueue_in, forward_queue
+from storage.forwarding import DONE, enqueue_in, forward_queue
 from storage.schema import TEXT_LENGTH, metadata
 
 # A report's states: queued (its instances are in the forwarding queue);
@@ -199,13 +199,14 @@ class Reports:
             return self.record_in(conn, decision, **values)
 
     def send(self, pk: int, destination: str) -> int:
-        """Queue an unsent (or undelivered) report for ``destination`` now;
-        how many instances were queued."""
+        """Queue an unsent (or undelivered) report for ``destination`` now,
+        the instances that have not arrived; how many were queued."""
         with self._lock, self.engine.begin() as conn:
             row = conn.execute(select(case_reports).where(case_reports.c.pk == pk)).one()
             if row.state == PREDATES:
                 return 0
-            uids = json.loads(row.uids or "[]")
+            arrived = {s.uid for s in _sent(conn, row) if s.state == DONE}
+            uids = [uid for uid in json.loads(row.uids or "[]") if uid not in arrived]
             conn.execute(
                 case_reports.update()
                 .where(case_reports.c.pk == pk)

@@ -182,8 +182,10 @@ def test_filters_of_the_case_list(world: tuple[Config, Ingestor, Archive]) -> No
     asd = send(ingestor, study_of(0), "BISHKEK_ECHO")
     send(ingestor, study_of(1), "DUSHANBE_ECHO")
     cases.drain()
-    archive.index.plans.add(asd, "ASD", {"note": ""}, "dr", None)
+    archive.index.plans.add(asd, "secundum ASD", {"note": ""}, "dr", None)  # the worksheet's name
     assert [c.issuer for c in cases.listing(defect="asd")] == ["NCC Bishkek"]
+    assert [c.issuer for c in cases.listing(defect="secundum ASD")] == ["NCC Bishkek"]
+    assert cases.listing(defect="VSD") == [] and cases.listing(defect="%") == []
     assert cases.listing(defect="PDA") == []
     assert [c.issuer for c in cases.listing(hospital="RCC Dushanbe")] == ["RCC Dushanbe"]
     assert len(cases.listing(status=RECEIVED)) == 2 and cases.listing(status=DECLINED) == []

@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import email
 import email.policy
+import logging
+import os
 import shutil
 import socket
 import subprocess
@@ -439,6 +441,10 @@ def test_a_partner_sees_its_own_child_named_and_nothing_of_another_hospital(
         "born 14.03.2019, ECG attached",
         "IVANOV ALISHER ECG",
         "ivanov_alisher: ECG",
+        "И\u200bванов Алишер",  # a zero-width space inside the name
+        "Сестра Петрова Айгерим (KZ-000505) тоже направлена",  # another child
+        "call Dr Osmonov Bakyt on 0555123456",  # a doctor, a phone
+        "Mother Gulnara, phone +996 555 123 456",
     ],
 )
 def test_a_note_that_names_the_child_is_refused_and_kept_nowhere(
@@ -448,7 +454,7 @@ def test_a_note_that_names_the_child_is_refused_and_kept_nowhere(
     case, partner = _referred_once(world)
     refused = partner.post(f"/cases/{case.ref}/notes", data={"text": note, "csrf_token": "token"})
     assert refused.status_code == 400
-    assert "names the child" in refused.get_data(as_text=True)
+    assert "the case knows whose it is" in refused.get_data(as_text=True)
     assert archive.index.cases.get(case.ref).notes == ()
     kept = partner.post(
         f"/cases/{case.ref}/notes",
@@ -665,3 +671,154 @@ def test_case_send_queues_an_unsent_report_once_the_hospital_has_an_ae(
     assert "1 instances of 1 reports queued for BISHKEK_PACS" in capsys.readouterr().out
     assert main(["case", "show", ref]) == 0
     assert "waiting for BISHKEK_PACS" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_a_note_with_the_hospitals_own_study_uid_or_nothing_visible_is_refused(
+    world: tuple[Config, Archive, Ingestor],
+) -> None:
+    _, archive, ingestor = world
+    sent = study_of(0)
+    send(ingestor, sent, "BISHKEK_ECHO")
+    archive.index.cases.drain()
+    (case,) = archive.index.cases.listing(hospital="NCC Bishkek")
+    partner = _partner(world[0], archive, "aigul", "NCC Bishkek")
+    for text in (f"see study {sent[0].StudyInstanceUID}", "\u200b\u200b\ufeff\u00ad"):
+        answer = partner.post(
+            f"/cases/{case.ref}/notes", data={"text": text, "csrf_token": "token"}
+        )
+        assert answer.status_code == 400, text
+    assert archive.index.cases.get(case.ref).notes == ()
+
+
+def test_the_command_line_refuses_details_that_identify_anyone_as_the_web_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dicomnode.cli.main import main
+
+    config = make_config(tmp_path)
+    archive = open_archive(config)
+    send(Ingestor(config, archive), study_of(0), "BISHKEK_ECHO")
+    archive.index.cases.drain()
+    (case,) = archive.index.cases.listing(hospital="NCC Bishkek")
+    archive.close()
+    monkeypatch.setenv("DICOMNODE_CONFIG", os.devnull)
+    monkeypatch.setenv("DICOMNODE_DATA_DIR", str(config.data_dir))
+    monkeypatch.setenv("DICOMNODE_KEY_DIR", str(config.key_dir))
+    for reason in ("Иванов Алишер KG-000101 born 14.03.2019", "Mother Gulnara, +996 555 123 456"):
+        assert main(["case", "set", case.ref, "declined", "--reason", reason]) == 2
+        said = capsys.readouterr()
+        assert "identifies anyone" in said.err and "Иванов" not in said.err + said.out
+    shutil.move(config.key_dir / LINKAGE_KEY, tmp_path / "offline.key")  # shapes still checked
+    assert main(["case", "set", case.ref, "declined", "--reason", "call +996 555 123 456"]) == 2
+    assert main(["case", "set", case.ref, "declined", "--reason", "pulmonary hypertension"]) == 0
+
+
+@pytest.mark.slow
+def test_two_children_under_one_hospital_number_get_no_named_report(
+    world: tuple[Config, Archive, Ingestor], hospitals: dict[str, Hospital]
+) -> None:
+    """A hospital number given to two children (reuse, a registration slip):
+    one case, two identities; nothing is named and the case says why."""
+    config, archive, ingestor = world
+    first, second = study_of(0), study_of(4)
+    for ds in second:
+        ds.PatientID = PATIENTS[0].patient_id  # Петрова under Иванов's number
+    send(ingestor, first, "BISHKEK_ECHO")
+    send(ingestor, second, "BISHKEK_ECHO")
+    archive.index.cases.drain()
+    (case,) = archive.index.cases.listing(hospital="NCC Bishkek")
+    assert case.study_count == 2
+    ref = _decide(archive, "NCC Bishkek", "surgery")
+    assert Maker(config, archive, ingestor).run_once() == 1
+    assert Forwarder(config, archive).run_once() == {"sent": 0, "waiting": 1}
+    assert not hospitals["BISHKEK_PACS"].received
+    (sent,) = _report(archive, ref).sent
+    assert sent.last_error.startswith("the case's studies name different children")
+    partner = _partner(config, archive, "aigul", "NCC Bishkek")
+    page = partner.get(f"/cases/{ref}").get_data(as_text=True)
+    assert "Иванов" not in page and "Петрова" not in page
+    assert "different children under one hospital number" in page
+
+
+@pytest.mark.slow
+def test_a_name_no_font_can_draw_holds_the_report_and_logs_nothing_of_it(
+    world: tuple[Config, Archive, Ingestor],
+    hospitals: dict[str, Hospital],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    config, archive, ingestor = world
+    child = study_of(2)
+    for ds in child:
+        ds.SpecificCharacterSet = "ISO_IR 192"
+        ds.PatientName = "王^\U0002003e明"  # a rare character, as real Chinese names have
+    send(ingestor, child, "DUSHANBE_ECHO")
+    archive.index.cases.drain()
+    ref = _decide(archive, "RCC Dushanbe", "surgery")
+    caplog.set_level(logging.DEBUG)
+    assert Maker(config, archive, ingestor).run_once() == 1
+    assert Forwarder(config, archive).run_once() == {"sent": 0, "waiting": 1}
+    (sent,) = _report(archive, ref).sent
+    assert sent.last_error.startswith("a character of the patient's name")
+    assert not hospitals["DUSHANBE_PACS"].received
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "\U0002003e" not in logged and "王" not in logged
+
+
+@pytest.mark.slow
+def test_the_hospitals_copy_carries_none_of_the_centres_study_values(
+    world: tuple[Config, Archive, Ingestor], hospitals: dict[str, Hospital], tmp_path: Path
+) -> None:
+    config, archive, _ = world
+    made = _referred(world)
+    assert Forwarder(config, archive).run_once()["sent"] == 3
+    for ds in hospitals["BISHKEK_PACS"].received:
+        assert (ds.StudyDate, ds.StudyTime, ds.StudyID, ds.ReferringPhysicianName) == ("",) * 4
+        assert "ContributingEquipmentSequence" not in ds
+    (pdf,) = [d for d in hospitals["BISHKEK_PACS"].received if d.SOPClassUID == ENCAPSULATED_PDF]
+    kept = dcmread(BytesIO(archive.read(_report(archive, made["refs"]["NCC Bishkek"]).pdf_uid)))
+    shifted = kept.StudyDate  # the centre's (shifted) date: printed in its copy only
+    day = f"{shifted[:4]}-{shifted[4:6]}-{shifted[6:]}"
+    assert day in pdf_text(document(kept), tmp_path)
+    assert day not in pdf_text(document(pdf), tmp_path)
+
+
+@pytest.mark.slow
+def test_a_wrong_key_is_said_as_such_and_case_send_queues_only_what_did_not_arrive(
+    world: tuple[Config, Archive, Ingestor], hospitals: dict[str, Hospital]
+) -> None:
+    config, archive, _ = world
+    made = _referred(world)
+    ref = made["refs"]["NCC Bishkek"]
+    key = config.key_dir / LINKAGE_KEY
+    real = key.read_text()
+    key.write_text("ab" * 32)
+    assert Forwarder(config, archive).run_once()["sent"] == 0
+    page = _centre(config, archive).get(f"/cases/{ref}").get_data(as_text=True)
+    assert "not the one the identity was sealed with" in page
+    key.write_text(real)
+    with archive.index.engine.begin() as conn:
+        from sqlalchemy import text as sql
+
+        conn.execute(sql("UPDATE forward_queue SET next_attempt_at = created_at"))
+    assert Forwarder(config, archive).run_once()["sent"] == 3
+    report = _report(archive, ref)
+    assert report.delivered
+    assert archive.index.reports.send(report.pk, "BISHKEK_PACS") == 0  # nothing twice
+
+
+def test_research_exports_leave_the_consultation_reports_out(
+    world: tuple[Config, Archive, Ingestor],
+) -> None:
+    from dicomnode.jobs.export import _instances
+
+    _, archive, ingestor = world
+    send(ingestor, study_of(0), "BISHKEK_ECHO")
+    archive.index.cases.drain()
+    _decide(archive, "NCC Bishkek", "surgery")
+    assert Maker(world[0], archive, ingestor).run_once() == 1
+    (case,) = archive.index.cases.listing(hospital="NCC Bishkek")
+    study = archive.index.cases.get(case.ref).studies[0]
+    listed = {r["SOPInstanceUID"] for r in _instances(archive, [{"StudyInstanceUID": study}])}
+    (report,) = archive.index.reports.of_case(case.ref)
+    assert listed and report.pdf_uid not in listed

@@ -6,7 +6,7 @@ import logging
 from typing import Any
 from urllib.parse import urlencode
 
-from flask import Flask, jsonify, request
+from flask import Flask, g, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from dicomnode.config import Config
@@ -84,12 +84,24 @@ def create_app(
     def stats() -> Any:
         return jsonify(scope.stats(archive.index))  # the account's hospitals only
 
+    def _wants_page() -> bool:
+        """A browser asking for a page (not the API, DICOMweb or a script)."""
+        if request.path.startswith(("/api/", "/dicom-web", "/ohif")):
+            return False
+        best = request.accept_mimetypes.best_match(["application/json", "text/html"])
+        return best == "text/html"
+
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Any:
         # A clear message in the user's language, never a stack trace or a value of the data.
         message = i18n.translate(error.description or "")
         # The error's own headers stay (Allow on a 405, a 401's challenge).
         kept = [(k, v) for k, v in error.get_headers() if k.lower() != "content-type"]
+        if _wants_page():  # a person's browser on a page: a page, in their language
+            page = render_template(
+                "error.html", code=error.code, message=message, user=g.get("user")
+            )
+            return page, error.code, kept
         return jsonify(error=error.name, message=message), error.code, kept
 
     @app.errorhandler(Exception)

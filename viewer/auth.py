@@ -41,7 +41,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from dicomnode.config import Config
 from dicomnode.net.connections import source_key
-from storage.accounts import Accounts, SessionLimits, User
+from storage.accounts import PARTNER, Accounts, SessionLimits, User
 from storage.audit import MINOR_FAILURE, SUCCESS, AuditFilter, AuditTrail
 from storage.throttle import Backoff, Key, LoginThrottle, retry_after
 from viewer import services
@@ -288,7 +288,8 @@ def login() -> Any:
             if last := _last_login(user.username):
                 session["since"] = last  # what moved since is told on the first page
             audit("login", user.username, role=user.role)
-            home = url_for("studies.index")
+            # A partner hospital's cardiologist comes for the answers.
+            home = url_for("cases.index" if user.role == PARTNER else "studies.index")
             return redirect(same_origin_path(request.args.get("next"), home))
         audit("login", username, role="", outcome=MINOR_FAILURE, detail="wrong password")
         error = gettext("Wrong user name or password.")

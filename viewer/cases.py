@@ -26,12 +26,13 @@ from flask import (
 )
 from pydicom import dcmread
 
-from dicomnode.consult.identity import Linked, Unavailable, open_case
+from dicomnode.consult.identity import CHECKED, Linked, Unavailable, identifying, open_case
 from dicomnode.consult.sending import REIDENTIFY_EVENT, hospital_pdf
-from dicomnode.deid.identity import IdentityMatcher
 from storage.accounts import PARTNER
 from storage.audit import MINOR_FAILURE
 from storage.cases import DECIDED, FIELDS, STATUSES, TITLES, Case, CaseError, UnknownCase
+from storage.keys import Level
+from storage.query import Query
 from storage.reports import UNSENT, Report
 from viewer import presentation, services
 from viewer.address import client_address
@@ -39,6 +40,7 @@ from viewer.auth import audit
 from viewer.i18n import gettext
 from viewer.params import whole
 from viewer.permissions import allowed
+from viewer.planning.routes import IDENTIFYING
 from viewer.scope import issuers
 
 bp = Blueprint("cases", __name__)
@@ -76,10 +78,13 @@ def refusal(exc: CaseError) -> str:
     return gettext(exc.text, **values)
 
 
-def names_the_child() -> str:
+def identifies(kinds: set[str]) -> str:
+    """Why a text was refused: the first kind of identity it gives."""
+    what = next(IDENTIFYING[kind] for kind in IDENTIFYING if kind in kinds)
     return gettext(
-        "This text names the child (name, hospital number or birth date): the case knows "
-        "whose it is; write it without them."
+        "This text gives {what}: the case knows whose it is; write it without anything "
+        "that identifies anyone.",
+        what=gettext(what),
     )
 
 
@@ -106,14 +111,40 @@ def report_state(report: Report) -> str:
 
 
 def _reason(text: str) -> str:
-    """A reason the node gives, said in the user's language where it is one
-    of the known ones (what else a peer answers stays as it said it)."""
+    """A reason the node gives for a report that waits, said in the user's
+    language: every one the node itself raises (`dicomnode.consult`, the
+    forwarder); what a peer answers is said as the AE not taking it."""
     known = {
         "the linkage key is not available": gettext("the linkage key is not available"),
+        "a linkage record does not open with this key": gettext(
+            "the linkage key is not the one the identity was sealed with"
+        ),
+        "a linkage record names another hospital": gettext(
+            "a sealed identity names another hospital: not sent"
+        ),
+        "the case's studies have no linkage record": gettext(
+            "the case's studies have no sealed identity"
+        ),
+        "the report's study has no linkage record": gettext(
+            "the case's studies have no sealed identity"
+        ),
+        "the case's studies name different children": gettext(
+            "the case's studies name different children under one hospital number: "
+            "not sent; an administrator must look at the case"
+        ),
+        "the destination is not an AE of the hospital": gettext(
+            "the AE it was queued for is not the referring hospital's: not sent"
+        ),
+        "a character of the patient's name": gettext(
+            "the child's name has a character no font of the report can draw: not sent"
+        ),
+        "font ": gettext("a font of the report is not installed"),
         "no [[remote_ae]] of this hospital": gettext("no AE of this hospital is configured"),
         "several [[remote_ae]] of this hospital": gettext(
             "several AEs of this hospital: one must be marked to receive reports"
         ),
+        "destination no longer configured": gettext("no AE of this hospital is configured"),
+        "the case holds no stored study": gettext("the case holds no stored study"),
         "association refused or destination unreachable": gettext(
             "the hospital's AE cannot be reached"
         ),
@@ -121,10 +152,12 @@ def _reason(text: str) -> str:
     for start, said in known.items():
         if text.startswith(start):
             return said
+    if text.startswith(("its ", "the instance ", "the PDF ", "no longer stored", "stored file")):
+        return gettext("the report's instances changed in the archive: not sent")
     return gettext("the hospital's AE did not take it")
 
 
-def login_notices() -> list[Case]:
+def login_notices() -> list[tuple[Case, bool]]:
     """On the first page after a login: the cases (of the account's
     hospitals) that moved or got a note since the previous login."""
     since = session.pop("since", None)
@@ -232,17 +265,18 @@ def _linked(case: Case, what: str) -> Linked:
 
 def _page(ref: str, error: str = "", code: int = 200, note_error: str = "") -> Any:
     found = _found(ref)
-    identity, unavailable = None, ""
+    linked, unavailable = None, ""
     if hospitals_own(found):
         try:
-            identity = _linked(found, "case page").newest
-        except Unavailable:
-            unavailable = gettext("the linkage key is not available")
+            linked = _linked(found, "case page")
+        except Unavailable as exc:
+            unavailable = _reason(str(exc))
     page = render_template(
         "case.html",
         case=found,
+        studies=[_study(uid, linked) for uid in found.studies],
         reports=services.archive().index.reports.of_case(found.ref),
-        identity=identity,
+        identity=linked.newest if linked else None,
         unavailable=unavailable,
         statuses=STATUSES,
         deciding=deciding(),
@@ -256,13 +290,32 @@ def _page(ref: str, error: str = "", code: int = 200, note_error: str = "") -> A
     return page, code
 
 
-def _names_the_child(case: Case, *texts: str) -> bool:
-    """Whether a text names the case's child (as the linkage knows them);
-    Unavailable when the key is not there to tell."""
-    linked = open_case(services.config(), services.archive().index, case)
-    values = {v for found in linked.by_study.values() for v in found.values()}
-    matcher = IdentityMatcher.from_values(sorted(values))
-    return any(matcher.find(text) for text in texts if text)
+def _study(uid: str, linked: Linked | None) -> dict[str, Any]:
+    """A study of the case as its list shows it: what it holds; for the
+    referring hospital's own user its own Study Instance UID, and no date
+    (the centre's are shifted)."""
+    keys = dict.fromkeys(
+        ("StudyDate", "ModalitiesInStudy", "StudyDescription", "NumberOfStudyRelatedInstances"), ""
+    )
+    rows = list(
+        services.archive().index.find(Query(Level.STUDY, {**keys, "StudyInstanceUID": uid}))
+    )
+    row = rows[0] if rows else {}
+    modalities = row.get("ModalitiesInStudy") or []
+    if isinstance(modalities, str):
+        modalities = modalities.split("\\")
+    return {
+        "uid": uid,
+        "date": "" if linked else str(row.get("StudyDate") or ""),
+        "modalities": ", ".join(m for m in modalities if m),
+        "description": str(row.get("StudyDescription") or ""),
+        "instances": row.get("NumberOfStudyRelatedInstances") or 0,
+        "theirs": linked.studies.get(uid, "") if linked else "",
+    }
+
+
+def _identifying(case: Case, *texts: str, need_key: bool = True) -> set[str]:
+    return identifying(services.config(), services.archive().index, case, texts, need_key=need_key)
 
 
 @bp.post("/cases/<ref>/notes")
@@ -273,8 +326,8 @@ def note(ref: str) -> Any:
     found = _found(ref)
     text = request.form.get("text", "")
     try:
-        if _names_the_child(found, text):
-            return _page(ref, note_error=names_the_child(), code=400)
+        if kinds := _identifying(found, text):
+            return _page(ref, note_error=identifies(kinds), code=400)
     except Unavailable:
         message = gettext(
             "the note cannot be checked for the child's identity now "
@@ -334,13 +387,12 @@ def set_status(ref: str) -> Any:
     status = request.form.get("status", "")
     given = {name: request.form.get(name, "") for name in FIELDS}
     wanted = set(sum(STATUSES.get(status, ((), ())), ()))  # the fields this status reads
-    try:
-        # The centre never sees the identity, but a phone call may put a name
-        # in a detail: checked when the key is there (decisions never wait).
-        if _names_the_child(_found(ref), *(given[n] for n in wanted)):
-            return _page(ref, names_the_child(), 400)
-    except Unavailable:
-        pass
+    # The centre never sees the identity, but a phone call may put a name in
+    # a detail; without the key the child's own name cannot be looked for,
+    # the rest is (a decision never waits for the key).
+    checked = [given[n] for n in wanted if n in CHECKED]
+    if kinds := _identifying(_found(ref), *checked, need_key=False):
+        return _page(ref, identifies(kinds), 400)
     try:
         services.archive().index.cases.set_status(
             ref,

@@ -84,6 +84,13 @@ def run(config: Config, args: argparse.Namespace) -> int:
         if args.action == "send":
             return _send(config, archive, cases.get(args.ref))
         given = {name: getattr(args, name) for name in FIELDS if getattr(args, name)}
+        if kinds := _identifying(config, archive, cases.get(args.ref), given):
+            print(
+                f"dicomnode case set: the details give {', '.join(sorted(kinds))}: the case "
+                "knows whose it is; write them without anything that identifies anyone",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
         moved = cases.set_status(args.ref, args.status, given, user=getpass.getuser(), source="cli")
         print(escape_controls(_line(moved)))
         return EXIT_OK
@@ -92,6 +99,14 @@ def run(config: Config, args: argparse.Namespace) -> int:
         return EXIT_USAGE
     finally:
         archive.close()
+
+
+def _identifying(config: Config, archive: Archive, case: Case, given: dict[str, str]) -> set[str]:
+    """What identifies someone in the details, as the web checks them."""
+    from dicomnode.consult.identity import CHECKED, identifying
+
+    texts = (given.get(n, "") for n in CHECKED)
+    return identifying(config, archive.index, case, texts, need_key=False)
 
 
 def _line(case: Case) -> str:
@@ -165,4 +180,6 @@ def _send(config: Config, archive: Archive, case: Case) -> int:
     waiting = [r for r in archive.index.reports.of_case(case.ref) if not r.delivered and r.uids]
     queued = sum(archive.index.reports.send(r.pk, remote.ae_title) for r in waiting)
     print(f"{case.ref}: {queued} instances of {len(waiting)} reports queued for {remote.ae_title}")
+    if waiting and not queued:
+        print("  (already waiting; `dicomnode case show` says why each waits)")
     return EXIT_OK

@@ -51,12 +51,18 @@ TYPE2 = (
     "StudyID",
     "AccessionNumber",
 )
-# What `reidentified` takes out: the centre's statement that it removed identity.
+# What `reidentified` takes out: the centre's statement that it removed
+# identity, and the de-identifier's mark on the equipment that made it.
 CENTRE_ONLY = (
     "PatientIdentityRemoved",
     "DeidentificationMethod",
     "DeidentificationMethodCodeSequence",
+    "ContributingEquipmentSequence",
 )
+# Study attributes the centre holds changed (dates shifted, IDs and people
+# removed): left empty in the hospital's copy, which files into a study
+# whose own values the hospital has (Type 2: present, empty).
+STUDY_CHANGED = ("StudyDate", "StudyTime", "StudyID", "ReferringPhysicianName")
 
 
 def encapsulated_pdf(study: Dataset, pdf: bytes, *, title: str, at: datetime, uid: str) -> Dataset:
@@ -120,6 +126,8 @@ def reidentified(ds: Dataset, identity: OriginalIdentity, studies: dict[str, str
     for keyword in CENTRE_ONLY:
         if keyword in copy:
             delattr(copy, keyword)
+    for keyword in STUDY_CHANGED:
+        setattr(copy, keyword, "")
     copy.SpecificCharacterSet = "ISO_IR 192"  # the name may be in any script
 
     def swap(dataset: Dataset, element: object) -> None:

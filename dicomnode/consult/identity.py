@@ -9,14 +9,26 @@ never stored or logged.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from dicomnode.config import Config
+from dicomnode.deid.identity import IdentityMatcher
 from dicomnode.deid.linkage import LinkageCipher, LinkageError, OriginalIdentity
+from dicomnode.deid.names import identifying as find_identifying
 from dicomnode.deid.pipeline import LINKAGE_KEY
 from dicomnode.deid.secret import load_or_create_key
-from storage.cases import Case
+from storage.cases import FIELDS, Case
 from storage.index import Index
+
+DIFFERENT_CHILDREN = (
+    "the case's studies name different children under one hospital ID: not re-identified"
+)
+
+
+# The details of a decision checked for identity: all free text; the
+# indicative date is a date by design (checked as one by `storage.cases`).
+CHECKED = tuple(name for name in FIELDS if name != "date")
 
 
 class Unavailable(RuntimeError):
@@ -66,4 +78,32 @@ def open_case(config: Config, index: Index, case: Case) -> Linked:
             found[study_uid] = opened
     if not found:
         raise Unavailable("the case's studies have no linkage record")
+    people = {(_folded(i.patient_name), i.birth_date) for i in found.values()}
+    if len(people) > 1:  # a hospital ID given to two children, or a registration slip
+        raise Unavailable(DIFFERENT_CHILDREN)
     return Linked(found)
+
+
+def _folded(name: str) -> str:
+    return " ".join(name.replace("^", " ").casefold().split())
+
+
+def identifying(
+    config: Config, index: Index, case: Case, texts: Iterable[str], *, need_key: bool = True
+) -> set[str]:
+    """The kinds of identity (name, id, date, phone, place) in free text
+    typed into a case: its child however written (the hospital's study UIDs
+    too), anyone named, numbers, dates, phones, addresses by their shape.
+    Without the key the child's own name cannot be looked for: Unavailable,
+    or (``need_key`` false: a decision, which never waits) the rest only."""
+    try:
+        linked = open_case(config, index, case)
+    except Unavailable:
+        if need_key:
+            raise
+        pairs: set[tuple[str, str]] = set()
+    else:
+        pairs = {pair for found in linked.by_study.values() for pair in found.values()}
+        pairs |= {("id", uid) for uid in linked.studies.values()}
+    matcher = IdentityMatcher.from_values(sorted(pairs))
+    return {kind for text in texts if text for kind in find_identifying(text, matcher)}

@@ -229,10 +229,18 @@ def _items(sr: Dataset) -> tuple[list[list[str]], list[list[str]]]:
                     if "MeasurementUnitsCodeSequence" in measured
                     else ""
                 )
-                values.append([str(name), str(measured.NumericValue), str(unit)])
+                values.append([str(name), _number(measured.NumericValue), str(unit)])
             elif kind == "TEXT":
                 texts.append([str(name), str(item.get("TextValue", ""))])
             walk(item.get("ContentSequence"))
 
     walk(sr.get("ContentSequence"))
     return values, texts
+
+
+def _number(value: object) -> str:
+    """A measured value as the viewer shows it: one decimal (19.97 mm is 20.0)."""
+    try:
+        return f"{float(str(value)):.1f}"
+    except ValueError:
+        return str(value)

@@ -15,9 +15,11 @@ import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 from typing import Any
 
+from fontTools.ttLib import TTFont  # type: ignore[import-untyped]
 from fpdf import FPDF
 
 from dicomnode.consult.keyimages import KeyImage
@@ -34,8 +36,10 @@ MOST_LINES = 400  # of any one text: a report is a few pages
 BOOKKEEPING = frozenset(
     {"Tracking Identifier", "Algorithm Name", "Algorithm Version", "Algorithm Parameters"}
 )
-# fontTools says, per font subset, that it drops the bitmap table it cannot subset.
-logging.getLogger("fontTools.subset").setLevel(logging.ERROR)
+# fpdf2 names the characters a font lacks, and fontTools what it subsets:
+# in a report those are the child's name, which no log may carry.
+for _talkative in ("fpdf", "fontTools"):
+    logging.getLogger(_talkative).setLevel(logging.CRITICAL + 1)
 
 
 class ReportFontError(RuntimeError):
@@ -70,9 +74,32 @@ def _han(text: str) -> bool:
     """Whether the text has a CJK character (the Chinese font is loaded only
     then: parsing it takes a second, DejaVu a few milliseconds)."""
     return any(
-        "\u2e80" <= ch <= "\u9fff" or "\uf900" <= ch <= "\ufaff" or "\uff00" <= ch <= "\uffef"
+        "\u2e80" <= ch <= "\u9fff"
+        or "\uac00" <= ch <= "\ud7af"
+        or "\uf900" <= ch <= "\ufaff"
+        or "\uff00" <= ch <= "\uffef"
+        or ch >= "\U00020000"
         for ch in text
     )
+
+
+@cache
+def _drawable() -> frozenset[int]:
+    """Every character some font of the report can draw."""
+    found: set[int] = set()
+    for relative in (LATIN[0], CHINESE):
+        with TTFont(_font(relative), fontNumber=0, lazy=True) as font:
+            found |= set(font.getBestCmap())
+    return frozenset(found)
+
+
+def check_drawable(patient: Patient) -> None:
+    """ReportFontError when a character of the patient's name or numbers is
+    in no font of the report: drawn, it would silently vanish (王 𠀾明 read
+    as 王 明), and a name must be the name."""
+    text = "".join((patient.name, patient.patient_id, patient.accession, patient.birth_date))
+    if any(ord(ch) not in _drawable() for ch in text if not ch.isspace()):
+        raise ReportFontError("a character of the patient's name is in no font of the report")
 
 
 class _Report(FPDF):
@@ -123,6 +150,7 @@ def render(
     with its key ``images``; ``hospital_copy``: the one re-identified for
     the referring hospital."""
     language = str(content.get("language") or "en")
+    check_drawable(patient)
     pdf = _Report(language, _han(json.dumps([content, asdict(patient)], ensure_ascii=False)))
     at = datetime.fromisoformat(str(content["at"])).astimezone(UTC)
     pdf.set_creation_date(at)  # the decision's time: both copies alike
@@ -139,11 +167,9 @@ def render(
     pdf.field(say(language, "case"), str(content.get("ref", "")))
     pdf.heading(say(language, "studies"))
     for study in content.get("studies") or []:
-        parts = [
-            _day(str(study.get("date") or "")),
-            study.get("modalities"),
-            study.get("description"),
-        ]
+        # The centre's dates are shifted: the hospital's copy prints none.
+        day = "" if hospital_copy else _day(str(study.get("date") or ""))
+        parts = [day, study.get("modalities"), study.get("description")]
         pdf.text_line(" · ".join(str(p) for p in parts if p))
     pdf.heading(say(language, "decision"))
     status = str(content.get("status", ""))

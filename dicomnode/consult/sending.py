@@ -71,6 +71,8 @@ class Reidentifier:
             )
         if str(ds.get("PatientID", "")) != case.pseudonym:
             raise Unavailable("the instance is not of the case's child")
+        if str(ds.SOPClassUID) == ENCAPSULATED_PDF and uid != report.pdf_uid:
+            raise Unavailable("the PDF is not its report's")
         linked = open_case(self.config, index, case)
         identity = linked.by_study.get(str(ds.get("StudyInstanceUID", "")))
         if identity is None:
@@ -84,8 +86,6 @@ class Reidentifier:
         )
         copy = reidentified(ds, identity, linked.studies)
         if str(ds.SOPClassUID) == ENCAPSULATED_PDF:
-            if uid != report.pdf_uid:
-                raise Unavailable("the PDF is not its report's")
             set_pdf(copy, hospital_pdf(self.archive, report, identity))
         return copy, ref
 

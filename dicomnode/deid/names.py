@@ -28,7 +28,11 @@ record, passport or personal number), and a street address.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dicomnode.deid.identity import IdentityMatcher
 
 _CONTEXT = (
     r"dr|doctor|prof|professor|mr|mrs|ms|miss|sir|mother|father|mom|mum|mommy|dad|daddy|"
@@ -198,3 +202,19 @@ def find_identifiers(text: str, *, numbers: bool = True) -> Iterator[tuple[int, 
         for match in _ADDRESS.finditer(text):
             if _digit_count(match.group()) or len(match.group()) > 8:
                 yield match.start(), match.end(), "place"
+
+
+def identifying(
+    text: str, identity: IdentityMatcher, own_words: Callable[[str], bool] = lambda _: False
+) -> set[str]:
+    """The kinds of identity in free text a person typed (a plan's note, a
+    case's note or detail), found as the descriptor cleaner finds them: the
+    child's sealed identity however written, people named by context or by
+    the form of their name (but for ``own_words``, the node's own terms),
+    and dates, phones, long numbers and addresses by their shape."""
+    kinds = {hit.kind for hit in identity.find(text)}
+    if any(not own_words(text[start:end]) for start, end in find_names(text)):
+        kinds.add("name")
+    if any(identity.find(re.sub(r"[ .\-]", "", run.group())) for run in SPACED.finditer(text)):
+        kinds.add("name")
+    return kinds | {kind for _, _, kind in find_identifiers(text)}

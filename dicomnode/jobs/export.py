@@ -40,6 +40,7 @@ from tqdm import tqdm
 
 from dicomnode import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from dicomnode.config import Config
+from dicomnode.consult.document import REPORT_ROOT
 from dicomnode.deid.header import DeidSettings, HeaderDeidentifier
 from dicomnode.deid.pipeline import document_reason
 from dicomnode.deid.plausible import HEIGHT_M, WEIGHT_KG
@@ -196,7 +197,9 @@ def preview(archive: Archive, cohort: Cohort) -> Preview:
 
 
 def _instances(archive: Archive, studies: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Series and SOP Instance UIDs of every instance of ``studies``."""
+    """Series and SOP Instance UIDs of every instance of ``studies``, but the
+    consultation reports: the centre's answer to a hospital (its message,
+    who decided) is case work, not research data."""
     keys = {
         "SeriesInstanceUID": "",
         "SOPInstanceUID": "",
@@ -210,6 +213,7 @@ def _instances(archive: Archive, studies: list[dict[str, Any]]) -> list[dict[str
         for row in archive.index.find(
             Query(level=Level.IMAGE, keys={**keys, "StudyInstanceUID": study["StudyInstanceUID"]})
         )
+        if not str(row["SOPInstanceUID"]).startswith(REPORT_ROOT)
     ]
 
 

@@ -33,7 +33,7 @@ from werkzeug.http import HTTP_STATUS_CODES
 
 from dicomnode.deid.identity import IdentityMatcher
 from dicomnode.deid.linkage import LinkageError
-from dicomnode.deid.names import SPACED, find_identifiers, find_names
+from dicomnode.deid.names import identifying
 from dicomnode.jobs.export import age_years
 from dicomnode.ops.admin import linkage_cipher
 from dicomnode.status import SUCCESS
@@ -365,7 +365,7 @@ def _note(value: Any, identity: IdentityMatcher) -> str:
         value.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate ("\ud800"): no character at all
         refuse(400, "note: a character that is not valid text")
-    found = _identifying(value, identity)
+    found = identifying(value, identity, _own_words)
     if found:
         what = next(IDENTIFYING[kind] for kind in IDENTIFYING if kind in found)
         refuse(
@@ -375,19 +375,6 @@ def _note(value: Any, identity: IdentityMatcher) -> str:
             what=what,
         )
     return CONTROL.sub(" ", value)
-
-
-def _identifying(text: str, identity: IdentityMatcher) -> set[str]:
-    """The kinds of identity in ``text``, found as the descriptor cleaner
-    finds them: the child's sealed identity however written, people named by
-    context or by the form of their name (but for the node's own words), and
-    dates, phones, long numbers and addresses by their shape."""
-    kinds = {hit.kind for hit in identity.find(text)}
-    if any(not _own_words(text[start:end]) for start, end in find_names(text)):
-        kinds.add("name")
-    if any(identity.find(re.sub(r"[ .\-]", "", run.group())) for run in SPACED.finditer(text)):
-        kinds.add("name")
-    return kinds | {kind for _, _, kind in find_identifiers(text)}
 
 
 def _own_words(span: str) -> bool:
