@@ -88,7 +88,9 @@ def node(config: Config) -> Iterator[Node]:
         xa = xa_instance(PATIENTS[0], frames=4, rows=64, cols=64)
         xa.PatientWeight = "0"  # a placeholder: shown as unknown, never "0.0 kg"
         assert node.ingestor.ingest(incoming(xa, calling_ae="BISHKEK_CATH")).status == 0
-        assert node.ingestor.ingest(incoming(us_phantom(PATIENTS[2]))).status == 0
+        # Another hospital's child: what a partner of Bishkek must not reach.
+        phantom = incoming(us_phantom(PATIENTS[2]), calling_ae="DUSHANBE_ECHO")
+        assert node.ingestor.ingest(phantom).status == 0
         held = us_phantom(PATIENTS[1])
         del held.SequenceOfUltrasoundRegions  # nothing says where text may be: held
         assert node.ingestor.ingest(incoming(held)).outcome is Outcome.QUARANTINED
@@ -288,6 +290,7 @@ def partner_pages(reader: Reader, node: Node) -> None:
     cases = node.archive.index.cases
     mine = cases.listing(hospital="NCC Bishkek")[0].ref
     others = [c.ref for c in cases.listing() if c.issuer != "NCC Bishkek"]
+    assert others, "the fixture holds another hospital's case"
     reader.open("/cases", "cases-partner")
     listed = page.locator("main").inner_text()
     assert mine in listed and not any(ref in listed for ref in others), listed
@@ -304,6 +307,14 @@ def partner_pages(reader: Reader, node: Node) -> None:
     page.click("form.case-note button[type=submit]")
     expect(page.locator(".note")).to_have_count(1)
     reader.read("case-partner")
+    # On a phone (390 CSS px): the page is as wide as the screen, tables scroll.
+    page.set_viewport_size({"width": 390, "height": 844})
+    for path in ("/cases", f"/cases/{mine}"):
+        page.goto(reader.base + path)
+        wide = page.evaluate("() => document.documentElement.scrollWidth")
+        assert wide <= 391, (path, wide)
+    reader.read("case-partner-phone")
+    page.set_viewport_size({"width": 1400, "height": 900})
     for ref in others:  # a direct address of another hospital's case: not found
         answer = page.goto(f"{reader.base}/cases/{ref}")
         assert answer is not None and answer.status == 404
