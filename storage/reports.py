@@ -1,6 +1,7 @@
 """Consultation reports: the centre's answer to a decided case, and where it stands.
 
-Every decision on a case (`storage.cases.DECIDED`) gets one report row: what
+Every decision on a case (`storage.cases.DECIDED`), and every request for
+more imaging (the hospital's answer is new images), gets one report row: what
 the report says (the decision, its details, the signed plans; pseudonymous,
 as everything the index keeps), the language it is written in, the
 hospital's AE it goes to, and the instances that carry it (the stored,
@@ -31,7 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection, Engine
 
-from storage.cases import DECIDED, case_history, cases
+from storage.cases import DECIDED, MORE_IMAGING, case_history, cases
 from storage.forwarding import DONE, enqueue_in, forward_queue
 from storage.schema import TEXT_LENGTH, metadata
 
@@ -39,6 +40,9 @@ from storage.schema import TEXT_LENGTH, metadata
 # unsent (no destination, the reason kept); predates (a decision made before
 # reports were made: never sent, so an upgrade sends nothing unasked).
 QUEUED, UNSENT, PREDATES = "queued", "unsent", "predates"
+# The moves that send the hospital a report: the decisions, and what the
+# centre asks of it (the missing imaging).
+REPORTED = DECIDED | {MORE_IMAGING}
 
 case_reports = Table(
     "case_reports",
@@ -135,7 +139,7 @@ class Reports:
         query = (
             select(case_history, cases.c.ref, cases.c.issuer, cases.c.pseudonym)
             .join(cases, cases.c.pk == case_history.c.case_pk)
-            .where(case_history.c.status.in_(sorted(DECIDED)), case_history.c.pk.not_in(made))
+            .where(case_history.c.status.in_(sorted(REPORTED)), case_history.c.pk.not_in(made))
             .order_by(case_history.c.pk)
             .limit(limit)
         )

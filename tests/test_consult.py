@@ -37,7 +37,7 @@ from dicomnode.config import Config, RemoteAE
 from dicomnode.consult.document import ENCAPSULATED_PDF
 from dicomnode.consult.making import Maker, destination
 from dicomnode.consult.notices import Notices
-from dicomnode.consult.words import WORDS
+from dicomnode.consult.words import STATUSES, WORDS
 from dicomnode.deid.pipeline import LINKAGE_KEY
 from dicomnode.ingest.pipeline import Ingestor
 from dicomnode.jobs.forwarding import Forwarder
@@ -375,6 +375,23 @@ def test_a_report_without_an_ae_is_kept_unsent_with_the_reason(
 
 def test_every_language_says_every_word() -> None:
     assert all(set(words) == set(WORDS["en"]) for words in WORDS.values())
+    assert set(STATUSES) <= set(WORDS["en"])  # every status named in every language
+
+
+@pytest.mark.slow
+def test_asking_for_more_imaging_sends_the_hospital_what_is_missing(
+    world: tuple[Config, Archive, Ingestor], hospitals: dict[str, Hospital], tmp_path: Path
+) -> None:
+    config, archive, ingestor = world
+    send(ingestor, study_of(0), "BISHKEK_ECHO")
+    archive.index.cases.drain()
+    ref = _decide(archive, "NCC Bishkek", "more-imaging", missing="TEE, four-chamber view")
+    assert Maker(config, archive, ingestor).run_once() == 1
+    assert Forwarder(config, archive).run_once() == {"sent": 1, "waiting": 0}
+    (pdf,) = hospitals["BISHKEK_PACS"].received
+    text = pdf_text(document(pdf), tmp_path)
+    assert WORDS["ru"]["more-imaging"] in text and "TEE, four-chamber view" in text
+    assert _report(archive, ref).delivered
 
 
 def _referred_once(world: tuple[Config, Archive, Ingestor]) -> tuple[Any, FlaskClient]:

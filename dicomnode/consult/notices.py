@@ -17,7 +17,7 @@ import smtplib
 from email.message import EmailMessage
 
 from dicomnode.config import Config
-from dicomnode.consult.words import say
+from dicomnode.consult.words import STATUSES, say
 from storage.index import Index
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ TIMEOUT = 20.0  # seconds for the relay to answer
 def message(config: Config, ref: str, status: str, language: str, to: list[str]) -> EmailMessage:
     """The mail of one move of case ``ref``."""
     link = f"{config.web_address.rstrip('/')}/cases/{ref}" if config.web_address else ""
-    title = say(language, status) if status in _STATUSES else status
+    title = say(language, status) if status in STATUSES else status
     mail = EmailMessage()
     mail["From"] = config.smtp_sender
     mail["To"] = ", ".join(to)
@@ -72,6 +72,3 @@ class Notices:
         )
         with smtplib.SMTP(host, int(port), timeout=TIMEOUT) as relay:
             relay.send_message(mail)
-
-
-_STATUSES = ("received", "under-review", "more-imaging", "accepted", "surgery", "declined")

@@ -23,7 +23,7 @@ from fontTools.ttLib import TTFont  # type: ignore[import-untyped]
 from fpdf import FPDF
 
 from dicomnode.consult.keyimages import KeyImage
-from dicomnode.consult.words import say
+from dicomnode.consult.words import STATUSES, say
 
 # Debian's fonts-dejavu-core and fonts-wqy-zenhei (`make install`): DejaVu
 # for Latin and Cyrillic, WenQuanYi Zen Hei for Chinese; each falls back to
@@ -174,7 +174,7 @@ def render(
     pdf.heading(say(language, "decision"))
     status = str(content.get("status", ""))
     pdf.text_line(
-        say(language, status) if status in ("accepted", "surgery", "declined") else status,
+        say(language, status) if status in STATUSES else status,
         size=12,
         bold=True,
     )

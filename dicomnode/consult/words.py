@@ -7,6 +7,8 @@ the same keys in each (tests/test_consult.py checks that).
 
 from __future__ import annotations
 
+from storage.cases import STATUSES as CASE_STATUSES
+
 WORDS: dict[str, dict[str, str]] = {
     "en": {
         "title": "Consultation report",
@@ -118,6 +120,10 @@ WORDS: dict[str, dict[str, str]] = {
         "page": "第 {n} 页",
     },
 }
+
+
+# The case statuses the report and the e-mails name: each a key of WORDS.
+STATUSES = tuple(CASE_STATUSES)
 
 
 def say(language: str, key: str, **values: object) -> str:

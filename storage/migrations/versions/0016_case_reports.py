@@ -53,11 +53,12 @@ def upgrade() -> None:
         batch.add_column(sa.Column("notified_at", sa.DateTime(timezone=True), nullable=True))
     # Nobody is told by e-mail of what happened before the upgrade.
     op.execute("UPDATE case_history SET notified_at = at")
-    # Decisions made before reports existed are never sent by an upgrade.
+    # Decisions (and requests for imaging) made before reports existed are
+    # never sent by an upgrade.
     op.execute(
         "INSERT INTO case_reports (case_pk, history_pk, created_at, state, language, content, uids)"
         " SELECT case_pk, pk, at, 'predates', 'en', '{}', '[]' FROM case_history"
-        " WHERE status IN ('accepted', 'surgery', 'declined')"
+        " WHERE status IN ('more-imaging', 'accepted', 'surgery', 'declined')"
     )
 
 
