@@ -839,3 +839,47 @@ def test_research_exports_leave_the_consultation_reports_out(
     listed = {r["SOPInstanceUID"] for r in _instances(archive, [{"StudyInstanceUID": study}])}
     (report,) = archive.index.reports.of_case(case.ref)
     assert listed and report.pdf_uid not in listed
+
+
+def _stow(client: FlaskClient, *datasets: Dataset) -> Any:
+    """STOW-RS by the logged-in account, as a browser session posts it."""
+    boundary = "b0undary"
+    parts = []
+    for ds in datasets:
+        buffer = BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        parts.append(
+            f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+            + buffer.getvalue()
+            + b"\r\n"
+        )
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    kind = f'multipart/related; type="application/dicom"; boundary={boundary}'
+    return client.post("/dicom-web/studies", data=body, headers={**HEADERS, "Content-Type": kind})
+
+
+@pytest.mark.slow
+def test_a_partners_upload_is_new_imaging_of_its_own_child_only(
+    world: tuple[Config, Archive, Ingestor],
+) -> None:
+    """A partner sends the TEE that was asked for by STOW-RS: the same child
+    (its hospital's number) joins its case, which goes back to received. A
+    number of another hospital's child makes a child of the partner's own
+    hospital: nothing reaches the other hospital's case."""
+    config, archive, ingestor = world
+    send(ingestor, study_of(0), "BISHKEK_ECHO")
+    send(ingestor, study_of(2), "DUSHANBE_ECHO")
+    archive.index.cases.drain()
+    ref = _decide(archive, "NCC Bishkek", "more-imaging", missing="TEE")
+    other = archive.index.cases.listing(hospital="RCC Dushanbe")[0]
+    partner = _partner(config, archive, "aigul", "NCC Bishkek")
+    answer = _stow(partner, *study_of(0, count=1))
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    stranger = study_of(2, count=1)  # Dushanbe's child's number, sent by Bishkek
+    assert _stow(partner, *stranger).status_code == 200
+    archive.index.cases.drain()
+    mine = archive.index.cases.get(ref)
+    assert (len(mine.studies), mine.status) == (2, "received")  # what was asked for came
+    assert len(archive.index.cases.get(other.ref).studies) == 1  # untouched
+    bishkek = archive.index.cases.listing(hospital="NCC Bishkek")
+    assert len(bishkek) == 2  # the stranger is a child of Bishkek's, in a case of its own
