@@ -22,6 +22,7 @@ import re
 import secrets
 import statistics
 import threading
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
@@ -186,7 +187,7 @@ def known(status: str) -> str:
 def checked_note(text: str) -> str:
     """A note as kept: invisible characters out, lines kept; CaseError if
     empty or too long."""
-    lines = [" ".join(_INVISIBLE.sub(" ", line).split()) for line in str(text).splitlines()]
+    lines = [" ".join(visible(line).split()) for line in str(text).splitlines()]
     note = "\n".join(lines).strip()
     if not note:
         raise CaseError("the note is empty")
@@ -206,7 +207,7 @@ def checked_detail(status: str, given: Mapping[str, str]) -> dict[str, str]:
     for name in (*required, *optional):
         # Control and bidirectional-override characters out (a typed ESC or
         # U+202E would reach a terminal or reorder a page), spaces collapsed.
-        value = " ".join(_INVISIBLE.sub(" ", str(given.get(name) or "")).split())
+        value = " ".join(visible(str(given.get(name) or "")).split())
         if not value:
             if name in required:
                 raise CaseError("{status}: fill in {field}", status=status, field=name)
@@ -221,7 +222,21 @@ def checked_detail(status: str, given: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
-_INVISIBLE = re.compile(r"[\x00-\x1f\x7f-\x9f\xad\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
+# Characters that show nothing, or blank, yet split what a reader sees as
+# one word or number: formats (zero-width, joiners, direction marks, tags,
+# the soft hyphen), controls, separators, private and unassigned ones, and
+# the blank-looking letters and marks used as fillers.
+_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+_FILLERS = frozenset("\u034f\u115f\u1160\u17b4\u17b5\u180e\u2800\u3164\uffa0")
+
+
+def visible(text: str) -> str:
+    """``text`` with every character that shows nothing (or a blank) made a
+    space: what is checked for identity is then what a person will read."""
+    return "".join(
+        " " if ch in _FILLERS or unicodedata.category(ch) in _HIDDEN_CATEGORIES else ch
+        for ch in text
+    )
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 # An indicative date of a procedure: not before the node existed, not
 # further ahead than any waiting list.

@@ -30,7 +30,17 @@ from dicomnode.consult.identity import CHECKED, Linked, Unavailable, identifying
 from dicomnode.consult.sending import REIDENTIFY_EVENT, hospital_pdf
 from storage.accounts import PARTNER
 from storage.audit import MINOR_FAILURE
-from storage.cases import DECIDED, FIELDS, STATUSES, TITLES, Case, CaseError, UnknownCase
+from storage.cases import (
+    DECIDED,
+    FIELDS,
+    STATUSES,
+    TITLES,
+    Case,
+    CaseError,
+    UnknownCase,
+    checked_detail,
+    checked_note,
+)
 from storage.keys import Level
 from storage.query import Query
 from storage.reports import UNSENT, Report
@@ -326,12 +336,16 @@ def note(ref: str) -> Any:
     found = _found(ref)
     text = request.form.get("text", "")
     try:
-        if kinds := _identifying(found, text):
+        # What is checked is what will be kept and read (hidden characters
+        # made spaces first: a phone split by zero-width spaces is a phone).
+        if kinds := _identifying(found, checked_note(text)):
             return _page(ref, note_error=identifies(kinds), code=400)
-    except Unavailable:
+    except CaseError as exc:
+        return _page(ref, note_error=refusal(exc), code=400)
+    except Unavailable as exc:
         message = gettext(
-            "the note cannot be checked for the child's identity now "
-            "(the linkage key is not available): not kept"
+            "the note cannot be checked for identity now ({reason}): not kept",
+            reason=_reason(str(exc)),
         )
         return _page(ref, note_error=message, code=503)
     try:
@@ -362,8 +376,8 @@ def report(ref: str, pk: int) -> Any:
             linked = _linked(found, f"consultation report {made.pdf_uid}")
             identity = linked.by_study.get(made.study_uid) or linked.newest
             pdf = hospital_pdf(services.archive(), made, identity)
-        except Unavailable:
-            abort(503, description="the linkage key is not available: the report cannot be named")
+        except Unavailable as exc:
+            abort(503, description=_reason(str(exc)))
     else:
         data = services.archive().read(made.pdf_uid)
         if data is None:
@@ -387,17 +401,23 @@ def set_status(ref: str) -> Any:
     status = request.form.get("status", "")
     given = {name: request.form.get(name, "") for name in FIELDS}
     wanted = set(sum(STATUSES.get(status, ((), ())), ()))  # the fields this status reads
-    # The centre never sees the identity, but a phone call may put a name in
-    # a detail; without the key the child's own name cannot be looked for,
-    # the rest is (a decision never waits for the key).
-    checked = [given[n] for n in wanted if n in CHECKED]
-    if kinds := _identifying(_found(ref), *checked, need_key=False):
-        return _page(ref, identifies(kinds), 400)
+    chosen = {name: value for name, value in given.items() if name in wanted and value.strip()}
+    try:
+        # The centre never sees the identity, but a phone call may put a name
+        # in a detail: what is checked is what will be kept (cleaned first).
+        # Without the key the child's own name cannot be looked for, the rest
+        # is (a decision never waits for the key).
+        kept = checked_detail(status, chosen)
+        checked = [kept[n] for n in CHECKED if n in kept]
+        if kinds := _identifying(_found(ref), *checked, need_key=False):
+            return _page(ref, identifies(kinds), 400)
+    except CaseError as exc:
+        return _page(ref, refusal(exc), 400)
     try:
         services.archive().index.cases.set_status(
             ref,
             status,
-            {name: value for name, value in given.items() if name in wanted and value.strip()},
+            chosen,
             user=g.user.username,
             role=g.user.role,
             source=client_address(),

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 from dicomnode.config import Config
 from storage.archive import Archive
-from storage.cases import FIELDS, STATUSES, Case, CaseError
+from storage.cases import FIELDS, STATUSES, Case, CaseError, checked_detail
 from storage.reports import UNSENT, Report
 from storage.textsafe import escape_controls
 
@@ -84,7 +84,10 @@ def run(config: Config, args: argparse.Namespace) -> int:
         if args.action == "send":
             return _send(config, archive, cases.get(args.ref))
         given = {name: getattr(args, name) for name in FIELDS if getattr(args, name)}
-        if kinds := _identifying(config, archive, cases.get(args.ref), given):
+        # What is checked is what will be kept (hidden characters cleaned first).
+        if kinds := _identifying(
+            config, archive, cases.get(args.ref), checked_detail(args.status, given)
+        ):
             print(
                 f"dicomnode case set: the details give {', '.join(sorted(kinds))}: the case "
                 "knows whose it is; write them without anything that identifies anyone",

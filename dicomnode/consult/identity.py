@@ -61,8 +61,9 @@ def cipher(config: Config) -> LinkageCipher:
     return LinkageCipher(key)
 
 
-def open_case(config: Config, index: Index, case: Case) -> Linked:
-    """Every linkage record of the case's studies, opened and checked."""
+def _opened(config: Config, index: Index, case: Case) -> dict[str, OriginalIdentity]:
+    """Every linkage record of the case's studies, opened and checked to be
+    of its child's pseudonym and hospital."""
     opener = cipher(config)
     found: dict[str, OriginalIdentity] = {}
     for study_uid in case.studies:
@@ -78,6 +79,13 @@ def open_case(config: Config, index: Index, case: Case) -> Linked:
             found[study_uid] = opened
     if not found:
         raise Unavailable("the case's studies have no linkage record")
+    return found
+
+
+def open_case(config: Config, index: Index, case: Case) -> Linked:
+    """The case's child as the hospital knows them, per study; Unavailable
+    when the studies name different children (nobody is named then)."""
+    found = _opened(config, index, case)
     people = {(_folded(i.patient_name), i.birth_date) for i in found.values()}
     if len(people) > 1:  # a hospital ID given to two children, or a registration slip
         raise Unavailable(DIFFERENT_CHILDREN)
@@ -96,14 +104,13 @@ def identifying(
     too), anyone named, numbers, dates, phones, addresses by their shape.
     Without the key the child's own name cannot be looked for: Unavailable,
     or (``need_key`` false: a decision, which never waits) the rest only."""
-    try:
-        linked = open_case(config, index, case)
+    try:  # every child the studies name: two, when a number was given twice
+        found = _opened(config, index, case)
     except Unavailable:
         if need_key:
             raise
-        pairs: set[tuple[str, str]] = set()
-    else:
-        pairs = {pair for found in linked.by_study.values() for pair in found.values()}
-        pairs |= {("id", uid) for uid in linked.studies.values()}
+        found = {}
+    pairs = {pair for one in found.values() for pair in one.values()}
+    pairs |= {("id", one.study_instance_uid) for one in found.values()}
     matcher = IdentityMatcher.from_values(sorted(pairs))
     return {kind for text in texts if text for kind in find_identifying(text, matcher)}

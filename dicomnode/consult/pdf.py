@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -70,47 +71,45 @@ def _day(value: str) -> str:
     return value[:10]
 
 
-def _han(text: str) -> bool:
-    """Whether the text has a CJK character (the Chinese font is loaded only
-    then: parsing it takes a second, DejaVu a few milliseconds)."""
-    return any(
-        "\u2e80" <= ch <= "\u9fff"
-        or "\uac00" <= ch <= "\ud7af"
-        or "\uf900" <= ch <= "\ufaff"
-        or "\uff00" <= ch <= "\uffef"
-        or ch >= "\U00020000"
-        for ch in text
-    )
-
-
 @cache
-def _drawable() -> frozenset[int]:
-    """Every character some font of the report can draw."""
-    found: set[int] = set()
-    for relative in (LATIN[0], CHINESE):
-        with TTFont(_font(relative), fontNumber=0, lazy=True) as font:
-            found |= set(font.getBestCmap())
-    return frozenset(found)
+def _cmap(relative: str) -> frozenset[int]:
+    """The characters one font of the report can draw."""
+    with TTFont(_font(relative), fontNumber=0, lazy=True) as font:
+        return frozenset(font.getBestCmap())
 
 
-def check_drawable(patient: Patient) -> None:
+def _needs_chinese(text: str, language: str) -> bool:
+    """Whether the Chinese font is loaded: a Chinese report, or text with a
+    character DejaVu lacks and it has (parsing it takes a second, DejaVu a
+    few milliseconds, so a Russian report of Cyrillic text does without)."""
+    if language == "zh":
+        return True
+    latin = _cmap(LATIN[0])
+    return any(ord(ch) not in latin for ch in text if not ch.isspace())
+
+
+def check_drawable(patient: Patient, chinese: bool) -> None:
     """ReportFontError when a character of the patient's name or numbers is
-    in no font of the report: drawn, it would silently vanish (王 𠀾明 read
-    as 王 明), and a name must be the name."""
+    in no font the report loads (drawn, it would silently vanish: 王 𠀾明
+    read as 王 明), or is written right to left (drawn unshaped and
+    reversed): a name must be the name."""
     text = "".join((patient.name, patient.patient_id, patient.accession, patient.birth_date))
-    if any(ord(ch) not in _drawable() for ch in text if not ch.isspace()):
+    drawable = _cmap(LATIN[0]) | (_cmap(CHINESE) if chinese else frozenset())
+    if any(ord(ch) not in drawable for ch in text if not ch.isspace()):
         raise ReportFontError("a character of the patient's name is in no font of the report")
+    if any(unicodedata.bidirectional(ch) in ("R", "AL") for ch in text):
+        raise ReportFontError("a character of the patient's name is written right to left")
 
 
 class _Report(FPDF):
-    def __init__(self, language: str, han: bool) -> None:
+    def __init__(self, language: str, chinese: bool) -> None:
         super().__init__(format="A4")
         self.language = language
         self.set_auto_page_break(True, margin=18)
         self.add_font("latin", fname=_font(LATIN[0]))
         self.add_font("latin", style="B", fname=_font(LATIN[1]))
         self.main = "latin"
-        if han or language == "zh":
+        if chinese:
             self.add_font("chinese", fname=_font(CHINESE))
             self.add_font("chinese", style="B", fname=_font(CHINESE))
             self.main = "chinese" if language == "zh" else "latin"
@@ -150,8 +149,9 @@ def render(
     with its key ``images``; ``hospital_copy``: the one re-identified for
     the referring hospital."""
     language = str(content.get("language") or "en")
-    check_drawable(patient)
-    pdf = _Report(language, _han(json.dumps([content, asdict(patient)], ensure_ascii=False)))
+    chinese = _needs_chinese(json.dumps([content, asdict(patient)], ensure_ascii=False), language)
+    check_drawable(patient, chinese)
+    pdf = _Report(language, chinese)
     at = datetime.fromisoformat(str(content["at"])).astimezone(UTC)
     pdf.set_creation_date(at)  # the decision's time: both copies alike
     pdf.set_title(say(language, "title"))
