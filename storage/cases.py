@@ -237,6 +237,8 @@ def visible(text: str) -> str:
         " " if ch in _FILLERS or unicodedata.category(ch) in _HIDDEN_CATEGORIES else ch
         for ch in text
     )
+
+
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 # An indicative date of a procedure: not before the node existed, not
 # further ahead than any waiting list.

@@ -45,7 +45,7 @@ from dicomnode.node import open_archive
 from dicomnode.ops.samples import PATIENTS
 from storage.archive import Archive
 from storage.audit import AuditFilter
-from storage.forwarding import enqueue_in
+from storage.forwarding import enqueue_in, forward_queue
 from storage.keys import Level
 from storage.query import Query
 from storage.reports import QUEUED, UNSENT
@@ -235,6 +235,12 @@ def _referred(world: tuple[Config, Archive, Ingestor]) -> dict[str, Any]:
     }
 
 
+def due_now(archive: Archive) -> None:
+    """Every waiting forwarding row due now (its back-off skipped)."""
+    with archive.index.engine.begin() as conn:
+        conn.execute(forward_queue.update().values(next_attempt_at=forward_queue.c.created_at))
+
+
 def _report(archive: Archive, ref: str) -> Any:
     (report,) = archive.index.reports.of_case(ref)
     return report
@@ -314,10 +320,7 @@ def test_without_the_linkage_key_nothing_leaves_and_the_report_says_why(
     assert {s.state for s in report.sent} == {"pending"}
     assert all("linkage key is not available" in s.last_error for s in report.sent)
     shutil.move(aside, key)  # the key back: the next attempt sends
-    with archive.index.engine.begin() as conn:
-        from sqlalchemy import text as sql
-
-        conn.execute(sql("UPDATE forward_queue SET next_attempt_at = created_at"))
+    due_now(archive)
     assert Forwarder(config, archive).run_once() == {"sent": 3, "waiting": 0}
 
 
@@ -834,10 +837,7 @@ def test_a_wrong_key_is_said_as_such_and_case_send_queues_only_what_did_not_arri
     page = _centre(config, archive).get(f"/cases/{ref}").get_data(as_text=True)
     assert "not the one the identity was sealed with" in page
     key.write_text(real)
-    with archive.index.engine.begin() as conn:
-        from sqlalchemy import text as sql
-
-        conn.execute(sql("UPDATE forward_queue SET next_attempt_at = created_at"))
+    due_now(archive)
     assert Forwarder(config, archive).run_once()["sent"] == 3
     report = _report(archive, ref)
     assert report.delivered
