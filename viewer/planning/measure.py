@@ -25,11 +25,18 @@ from storage.keys import Level
 from storage.query import Query
 from viewer import services
 from viewer.planning import calibration as cal
+from viewer.planning import doppler
 
 bp = Blueprint("measure", __name__, url_prefix="/api")
 MAX_CALIBRATIONS = 20  # per plan: a few catheters and known lengths
 MAX_MEASUREMENTS = 200
 NEEDED = {"length": 2, "angle": 3, "ellipse": 2}
+# Read through the ultrasound region under the points (`doppler`): no user
+# calibration applies. A trace takes any number of points, three at least.
+REGION_KINDS = {"velocity": 1, "interval": 2, "m-mode": 2, "vti": 0}
+# What a plan keeps and its SR codes; the region kinds are measured, not
+# yet saved into a plan.
+SAVED_KINDS = frozenset(NEEDED)
 SAVED_FIELDS = ("uid", "frame", "kind", "points", "value", "unit", "source", "calibration_id")
 
 
@@ -130,21 +137,47 @@ def geometry(uid: str) -> Any:
 
 @bp.post("/instances/<uid>/measure")
 def measure(uid: str) -> Any:
-    """Length, angle or ellipse area, calibrated when the image allows."""
+    """Length, angle or ellipse area, calibrated when the image allows; on a
+    spectral Doppler or M-mode region, what that region measures."""
     body = json_body()
     if not isinstance(body, dict):
         abort(400, description="a JSON object: kind, points, frame, calibration")
     kind = body.get("kind")
-    if kind not in NEEDED:
-        abort(400, description="kind: length, angle or ellipse")
+    if kind not in NEEDED and kind not in REGION_KINDS:
+        abort(400, description="kind: length, angle, ellipse, velocity, interval, m-mode or vti")
     ds = header(uid)
     if "Rows" not in ds:
         abort(400, description="this instance has no image to measure")
     frame = _frame(body, ds)
+    if kind in REGION_KINDS:
+        return jsonify(**_in_region(ds, kind, body), calibration_id=None)
     points = _points(body, NEEDED[kind], ds)
     applied = applied_calibration(body.get("calibration"), uid, ds, frame)
     used = applied.id if applied and kind != "angle" else None  # an angle needs no scale
     return jsonify(**compute(ds, kind, points, applied), calibration_id=used)
+
+
+def _in_region(ds: Dataset, kind: str, body: dict) -> dict[str, Any]:
+    """A Doppler or M-mode measurement, read through its region (400 with
+    the reason when the points are in no region that measures it)."""
+    count = REGION_KINDS[kind]
+    if count:
+        points = _points(body, count, ds)
+    else:
+        given = body.get("points")
+        if not isinstance(given, list) or not 3 <= len(given) <= doppler.MOST_TRACE:
+            abort(400, description=f"vti: a trace of 3 to {doppler.MOST_TRACE} points")
+        points = _points(body, len(given), ds)
+    try:
+        if kind == "velocity":
+            return doppler.velocity(ds, points[0])
+        if kind == "interval":
+            return doppler.interval(ds, *points)
+        if kind == "m-mode":
+            return doppler.m_mode(ds, *points)
+        return doppler.vti(ds, points)
+    except doppler.NotMeasurable as exc:
+        abort(400, description=f"{kind}: {exc}")
 
 
 def compute(
@@ -177,6 +210,8 @@ def saved_measurements(
     known = {c["id"] for c in calibrations} if calibrations is not None else None
     kept = []
     for item in (given or [])[:MAX_MEASUREMENTS] if isinstance(given, list) else []:
+        if isinstance(item, dict) and item.get("kind") not in SAVED_KINDS:
+            abort(400, description="measurements: only lengths, angles and ellipses go into a plan")
         try:
             used = item.get("calibration_id")
             if used is not None:

@@ -1,0 +1,208 @@
+"""Spectral Doppler and M-mode measurements against phantoms of known truth.
+
+The phantom is an echo picture as a machine lays one out: a 2-D tissue
+region on top, a PW spectral Doppler region below (seconds across, cm/s up
+from the baseline, the reference pixel on the baseline), and, on another
+image, an M-mode region (seconds across, cm down). A drawn envelope has a
+known peak, mean and velocity-time integral; the measurements must come
+within 2 % of the truth, or one pixel's worth, whether the trace comes as
+the exact curve or as the whole pixels a hand clicks; and the points must
+be in a region that measures what is asked, or nothing is measured.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from flask.testing import FlaskClient
+from pydicom.dataset import Dataset
+from werkzeug.security import generate_password_hash
+
+from dicomnode.config import Config
+from dicomnode.ingest.pipeline import Ingestor
+from dicomnode.ops.samples import PATIENTS, ultrasound_region, us_phantom
+from storage.archive import Archive
+from tests.conftest import incoming
+from tests.test_viewer import PASSWORD, as_user
+from viewer import create_app
+from viewer.planning import doppler
+
+HEADERS = {"X-CSRF-Token": "token"}
+BASELINE = 60  # pixels below the Doppler region's top edge
+CM_S_PER_PX = -4.0  # up is toward the probe: positive velocities
+S_PER_PX = 0.005
+PEAK, EJECTION = 200.0, 0.3  # cm/s, s: v(t) = PEAK sin(pi t / EJECTION)
+DOPPLER_TOP, START = 240, 40  # the region's top row; the envelope's first column
+
+
+def spectral_region() -> Dataset:
+    region = ultrasound_region(0, DOPPLER_TOP, 639, 479)
+    region.RegionSpatialFormat, region.RegionDataType = 3, doppler.PW
+    region.PhysicalUnitsXDirection, region.PhysicalUnitsYDirection = doppler.SECONDS, 7
+    region.ReferencePixelX0, region.ReferencePixelY0 = 0, BASELINE
+    region.ReferencePixelPhysicalValueX = region.ReferencePixelPhysicalValueY = 0.0
+    region.PhysicalDeltaX, region.PhysicalDeltaY = S_PER_PX, CM_S_PER_PX
+    return region
+
+
+def doppler_phantom() -> Dataset:
+    ds = us_phantom(PATIENTS[0])
+    tissue = ultrasound_region(20, 40, 619, DOPPLER_TOP - 10)
+    ds.SequenceOfUltrasoundRegions = [tissue, spectral_region()]
+    image = np.full((480, 640), 20, dtype=np.uint8)
+    for x, y in envelope():
+        image[round(y) :, int(x)] = 0  # the spectrum's dark edge under the envelope
+    ds.PixelData = image.tobytes()
+    ds.SeriesDescription = "Doppler phantom"
+    return ds
+
+
+def m_mode_phantom() -> Dataset:
+    ds = us_phantom(PATIENTS[0])
+    region = ultrasound_region(0, 100, 639, 479)
+    region.RegionSpatialFormat = doppler.M_MODE_FORMAT
+    region.PhysicalUnitsXDirection, region.PhysicalUnitsYDirection = doppler.SECONDS, doppler.CM
+    region.PhysicalDeltaX, region.PhysicalDeltaY = S_PER_PX, 0.02
+    ds.SequenceOfUltrasoundRegions = [region]
+    ds.SeriesDescription = "M-mode phantom"
+    return ds
+
+
+def envelope(step: float = 1.0) -> Iterator[tuple[float, float]]:
+    """The envelope's image points: one per ``step`` pixel columns."""
+    columns = EJECTION / S_PER_PX
+    x = 0.0
+    while x <= columns + 1e-9:
+        velocity = PEAK * math.sin(math.pi * x * S_PER_PX / EJECTION)
+        yield START + x, DOPPLER_TOP + BASELINE + velocity / CM_S_PER_PX
+        x += step
+
+
+TRUE_VTI = PEAK * EJECTION * 2 / math.pi  # cm
+TRUE_MEAN_GRADIENT = 4 * (PEAK / 100) ** 2 / 2  # mmHg: 4 v^2 averages half its peak
+ONE_PIXEL = abs(CM_S_PER_PX)  # cm/s
+
+
+@pytest.mark.parametrize("hand", [False, True], ids=["exact curve", "whole pixels"])
+def test_a_traced_envelope_gives_its_vti_peak_and_mean_gradient(hand: bool) -> None:
+    ds = doppler_phantom()
+    trace = [(round(x), round(y)) if hand else (x, y) for x, y in envelope(step=3)]
+    found = doppler.vti(ds, [*reversed(trace)])  # drawn right to left: still in time order
+    assert found["value"] == pytest.approx(TRUE_VTI, rel=0.02)
+    assert found["peak_velocity"] * 100 == pytest.approx(PEAK, abs=ONE_PIXEL)
+    assert found["peak_gradient"] == pytest.approx(16.0, rel=0.04)  # 4 x 2.0^2
+    assert found["mean_gradient"] == pytest.approx(TRUE_MEAN_GRADIENT, rel=0.03)
+    assert found["mean_velocity"] * 100 == pytest.approx(TRUE_VTI / EJECTION, rel=0.02)
+    assert found["duration_ms"] == pytest.approx(EJECTION * 1000, abs=3 * S_PER_PX * 1000)
+    assert found["source"] == "PW spectral Doppler region 2 (s, cm/s)"
+
+
+def test_a_velocity_and_its_gradient_at_a_point_either_side_of_the_baseline() -> None:
+    ds = doppler_phantom()
+    above = doppler.velocity(ds, (100, DOPPLER_TOP + BASELINE - 50))
+    assert (above["value"], above["unit"], above["gradient"]) == (2.0, "m/s", 16.0)
+    below = doppler.velocity(ds, (100, DOPPLER_TOP + BASELINE + 25))
+    assert (below["value"], below["gradient"]) == (-1.0, 4.0)  # away from the probe
+
+
+def test_intervals_and_m_mode_distance_time_and_slope() -> None:
+    ds = doppler_phantom()
+    rr = doppler.interval(ds, (100, 300), (260, 310))  # 160 px x 5 ms
+    assert (rr["value"], rr["unit"], rr["rate"]) == (800.0, "ms", 75.0)
+    mm = doppler.m_mode(m_mode_phantom(), (100, 150), (180, 190))
+    assert (mm["value"], mm["unit"], mm["time_ms"], mm["slope"]) == (8.0, "mm", 400.0, 20.0)
+    assert mm["source"] == "M-mode region 1 (s, cm)"
+
+
+@pytest.mark.parametrize(
+    ("points", "kind", "why"),
+    [
+        ([(100, 100)], "velocity", "not a spectral Doppler region"),  # the 2-D picture
+        ([(100, 235)], "velocity", "no ultrasound region holds"),  # the gap between them
+        ([(100, 100), (100, 300)], "m-mode", "different ultrasound regions"),
+        ([(100, 300), (100, 320)], "interval", "same time"),
+        ([(100, 300), (100, 300), (100, 300)], "vti", "spans no time"),
+    ],
+)
+def test_points_outside_a_region_that_measures_it_measure_nothing(
+    points: list, kind: str, why: str
+) -> None:
+    ds = doppler_phantom()
+    with pytest.raises(doppler.NotMeasurable, match=why):
+        if kind == "velocity":
+            doppler.velocity(ds, points[0])
+        elif kind == "vti":
+            doppler.vti(ds, points)
+        elif kind == "m-mode":
+            doppler.m_mode(ds, *points)
+        else:
+            doppler.interval(ds, *points)
+
+
+def test_a_region_that_lies_about_its_units_or_scale_measures_nothing() -> None:
+    ds = doppler_phantom()
+    ds.SequenceOfUltrasoundRegions[1].PhysicalUnitsYDirection = doppler.CM  # cm, not cm/s
+    with pytest.raises(doppler.NotMeasurable, match="units are not seconds and cm/s"):
+        doppler.velocity(ds, (100, 300))
+    ds = doppler_phantom()
+    ds.SequenceOfUltrasoundRegions[1].PhysicalDeltaY = 0.0
+    with pytest.raises(doppler.NotMeasurable, match="physical scale"):
+        doppler.velocity(ds, (100, 300))
+
+
+@pytest.fixture
+def client(config: Config, archive: Archive, ingestor: Ingestor) -> FlaskClient:
+    archive.index.accounts.add("amina", generate_password_hash(PASSWORD), "cardiologist")
+    made = create_app(config, archive, b"k" * 32).test_client()
+    as_user(made, "amina")
+    return made
+
+
+def test_the_measuring_api_reads_doppler_through_the_stored_regions(
+    client: FlaskClient, ingestor: Ingestor
+) -> None:
+    """Stored (de-identified) the regions are what the machine sent: the API
+    measures the envelope as the functions do, and refuses what they refuse."""
+    stored = ingestor.ingest(incoming(doppler_phantom()))
+    assert stored.status == 0, stored
+    uid = str(stored.dataset.SOPInstanceUID)
+
+    def measure(kind: str, points: list) -> object:
+        return client.post(
+            f"/api/instances/{uid}/measure",
+            headers=HEADERS,
+            json={"kind": kind, "points": points, "frame": 0},
+        )
+
+    traced = measure("vti", [list(p) for p in envelope(step=3)])
+    assert traced.status_code == 200, traced.json  # type: ignore[attr-defined]
+    assert traced.json["value"] == pytest.approx(TRUE_VTI, rel=0.02)  # type: ignore[attr-defined]
+    assert measure("velocity", [[100, DOPPLER_TOP + BASELINE - 50]]).json["gradient"] == 16.0  # type: ignore[attr-defined]
+    refused = measure("velocity", [[100, 100]])
+    assert refused.status_code == 400  # type: ignore[attr-defined]
+    assert "not a spectral Doppler region" in refused.json["message"]  # type: ignore[attr-defined]
+    assert measure("vti", [[100, 300]] * 2).status_code == 400  # type: ignore[attr-defined]
+    plan = {
+        "defect": "PDA",
+        "plan": "new",
+        "slots": [],
+        "measurements": [
+            {
+                "uid": uid,
+                "frame": 0,
+                "kind": "velocity",
+                "points": [[100, 250]],
+                "value": 2.0,
+                "unit": "m/s",
+                "source": "x",
+                "calibration_id": None,
+            }
+        ],
+    }
+    saved = client.post(
+        f"/api/studies/{stored.dataset.StudyInstanceUID}/plans", headers=HEADERS, json=plan
+    )
+    assert saved.status_code == 400  # not in a plan (nor its SR) yet
