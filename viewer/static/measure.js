@@ -24,7 +24,13 @@
   const editable = Boolean($("tool")); // researchers get no tools: the server refuses them
   const measurements = []; // {uid, frame, kind, points, value, unit, source, calibration_id}
   const calibrations = []; // {id, points, french | mm, scope: {kind, uid, frame, series}}
-  const NEEDED = { length: 2, angle: 3, ellipse: 2, calibrate: 2, "calibrate-length": 2 };
+  const NEEDED = { length: 2, angle: 3, ellipse: 2, calibrate: 2, "calibrate-length": 2,
+    velocity: 1, interval: 2, "m-mode": 2 };
+  // Read through the ultrasound region under the points (the server's
+  // viewer/planning/doppler.py): no calibration applies, and a plan keeps
+  // only lengths, angles and ellipses so far.
+  const REGION = new Set(["velocity", "interval", "m-mode"]);
+  const CALIBRATED_UNITS = new Set(["mm", "mm²", "°", "m/s", "ms"]);
   const MIN_CALIBRATION_PX = 5; // as the server: a shorter line cannot calibrate
   const SCALE = [0.005, 5]; // mm per image pixel, as the server
   const REACH = 8; // CSS pixels around an end that pick it up
@@ -151,6 +157,10 @@
     if (kind.startsWith("calibrate")) { addCalibration(vp, at, points, kind); return; }
     const m = { uid: at.uid, frame: at.frame, kind, points, calibration_id: null };
     redraw();
+    if (REGION.has(kind)) {
+      if (await compute(m, null)) { measurements.push(m); select(m); } else redraw();
+      return;
+    }
     await Promise.all([at.uid, ...ofSeries(at.uid).map((c) => c.scope.uid)].map(geometry));
     if (await compute(m, applicable(at.uid, at.frame))) { measurements.push(m); select(m); }
     else redraw();
@@ -202,7 +212,8 @@
       if (!done || !done.moved) return;
       const { item } = done;
       if (item.scope) { await remeasureUsing(item.id); return; }
-      if (!(await compute(item, calibrationFor(item)))) item.points = done.before; // refused: as it was
+      const scale = REGION.has(item.kind) ? null : calibrationFor(item);
+      if (!(await compute(item, scale))) item.points = done.before; // refused: as it was
       render(); redraw();
     },
   };
@@ -252,7 +263,7 @@
     for (const m of measurements.filter((x) => same(here, x))) {
       const used = m.calibration_id ? ` · ${t("Calibration {n}", { n: m.calibration_id })}` : "";
       drawItem(ctx, view, m.kind, m.points, m === selected ? COLOUR.selected : COLOUR.measurement,
-        `${fmt(m.value)} ${t(m.unit)}${used}`, m === selected);
+        `${shown(m)}${used}`, m === selected);
     }
     if (pending.vp === vp && same(pending.at, here)) {
       drawItem(ctx, view, tool() === "ellipse" ? "ellipse" : tool() === "angle" ? "angle" : "length",
@@ -266,6 +277,20 @@
         [4, view.height - 4], COLOUR.pending);
     }
   }];
+
+  // A value as a person reads it, with what the region gives besides: the
+  // gradient of a velocity, the rate of an interval, an M-mode's time and slope.
+  function shown(m) {
+    const digits = m.unit === "m/s" ? 2 : 1;
+    let text = `${fmt(m.value, digits)} ${t(m.unit)}`;
+    if (m.kind === "velocity" && m.gradient !== undefined) text += ` · ${fmt(m.gradient)} ${t("mmHg")}`;
+    if (m.kind === "interval" && m.rate) text += ` · ${fmt(m.rate)} ${t("/min")}`;
+    if (m.kind === "m-mode") {
+      text += ` · ${fmt(m.time_ms)} ${t("ms")}`;
+      if (m.slope !== null && m.slope !== undefined) text += ` · ${fmt(m.slope)} ${t("mm/s")}`;
+    }
+    return text;
+  }
 
   function row(list, item, text, warning) {
     const li = document.createElement("li");
@@ -286,8 +311,8 @@
   function render() {
     $("measurements").innerHTML = "";
     for (const m of measurements) {
-      row($("measurements"), m, `${t(m.kind)} ${fmt(m.value)} ${t(m.unit)} (${t("frame {n}", { n: m.frame + 1 })}; ${t(m.source)})`,
-        m.unit !== "mm" && m.unit !== "mm²" && m.unit !== "°");
+      row($("measurements"), m, `${t(m.kind)} ${shown(m)} (${t("frame {n}", { n: m.frame + 1 })}; ${t(m.source)})`,
+        !CALIBRATED_UNITS.has(m.unit));
     }
     if ($("calibrations")) {
       $("calibrations").innerHTML = "";
@@ -319,6 +344,8 @@
   const copy = (c) => JSON.parse(JSON.stringify(c));
   window.measureApi = {
     measurements: () => measurements,
+    // What a plan keeps: the region kinds are measured, not saved (yet).
+    planned: () => measurements.filter((m) => !REGION.has(m.kind)),
     calibrations: () => calibrations.map(copy),
     calibration() {
       const vp = api.active(), here = vp && api.position(vp);

@@ -187,7 +187,7 @@
     $("defect").value = v.defect;
     drawForm();
     const saved = v.content.measurements || [];
-    const now = measure.measurements();
+    const now = measure.planned();
     for (const slot of v.content.slots || []) {
       const input = document.querySelector(`#slots input[data-code="${slot.code}"]`);
       if (!input) continue;
@@ -224,7 +224,7 @@
 
   function slots() {
     const out = [];
-    const drawn = measure.measurements();
+    const drawn = measure.planned();
     for (const input of document.querySelectorAll("#slots input[data-code]")) {
       if (input.value.trim() === "") continue;
       const value = mm(input.value);
@@ -273,7 +273,7 @@
     const body = {
       plan: current.plan ?? "new", based_on: current.version, defect: $("defect").value,
       slots: slots(), rims, note: $("note").value,
-      measurements: measure.measurements(), calibrations: measure.calibrations ? measure.calibrations() : [],
+      measurements: measure.planned(), calibrations: measure.calibrations ? measure.calibrations() : [],
     };
     // Each choice of the form under its key (the catalogue keeps keys off the body's own).
     for (const select of document.querySelectorAll("#slots select[data-key]")) body[select.dataset.key] = select.value;

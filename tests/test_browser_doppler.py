@@ -1,0 +1,74 @@
+"""Doppler and M-mode tools in the browser, clicked where a cardiologist
+clicks, at two window sizes and pixel ratios, read back as the list shows
+them: a velocity and its gradient, an interval and its rate, within 2 % or
+one pixel's worth of the phantom's truth; a click in the 2-D picture
+measures nothing and says why."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from dicomnode.node import Node
+from tests.conftest import incoming
+from tests.test_browser import chromium, log_in, on_screen, web_node  # noqa: F401 (fixture)
+from tests.test_doppler import BASELINE, CM_S_PER_PX, DOPPLER_TOP, S_PER_PX, doppler_phantom
+
+pytestmark = [pytest.mark.slow, pytest.mark.peers]
+SIZE = (640, 480)
+
+
+@pytest.fixture(params=[(1400, 900, 1), (1024, 700, 2)], ids=["1400x900", "1024x700@2x"])
+def page(web_node: Node, request: pytest.FixtureRequest) -> Iterator[Page]:  # noqa: F811
+    width, height, ratio = request.param
+    with chromium() as browser:
+        context = browser.new_context(
+            viewport={"width": width, "height": height}, device_scale_factor=ratio
+        )
+        page = context.new_page()
+        page.base = f"http://127.0.0.1:{web_node.http_port}"  # type: ignore[attr-defined]
+        yield page
+        context.close()
+
+
+def test_velocity_gradient_and_interval_read_as_the_phantom_says(
+    page: Page,
+    web_node: Node,  # noqa: F811
+) -> None:
+    stored = web_node.ingestor.ingest(incoming(doppler_phantom()))
+    assert stored.status == 0
+    log_in(page)
+    page.goto(f"{page.base}/studies/{stored.dataset.StudyInstanceUID}")  # type: ignore[attr-defined]
+    page.wait_for_function("() => window.viewerState && window.viewerState()[0].frames === 1")
+    box = page.locator(".viewport canvas").first.bounding_box()
+    assert box is not None
+    items = page.locator("#measurements li")
+
+    page.select_option("#tool", "velocity")
+    peak_row = DOPPLER_TOP + BASELINE - 50  # 50 pixels above the baseline: 200 cm/s
+    page.mouse.click(*on_screen(box, SIZE, (100.5, peak_row)))
+    expect(items).to_have_count(1)
+    text = items.first.inner_text()
+    velocity = float(re.search(r"velocity (-?[\d.]+) m/s", text)[1])  # type: ignore[index]
+    gradient = float(re.search(r"· ([\d.]+) mmHg", text)[1])  # type: ignore[index]
+    pixel = abs(CM_S_PER_PX) / 100  # m/s
+    assert abs(velocity - 2.0) <= 0.02 * 2.0 + pixel, text
+    assert abs(gradient - 4 * velocity**2) <= 0.1, text  # the gradient of the velocity read
+    assert "PW spectral Doppler region 2 (s, cm/s)" in text
+
+    page.select_option("#tool", "interval")
+    page.mouse.click(*on_screen(box, SIZE, (100.5, 320.5)))
+    page.mouse.click(*on_screen(box, SIZE, (260.5, 320.5)))  # 160 pixels of 5 ms
+    expect(items).to_have_count(2)
+    text = items.nth(1).inner_text()
+    ms = float(re.search(r"interval ([\d.]+) ms", text)[1])  # type: ignore[index]
+    assert abs(ms - 800.0) <= 0.02 * 800 + S_PER_PX * 1000, text
+    assert "/min" in text
+
+    page.select_option("#tool", "velocity")
+    page.mouse.click(*on_screen(box, SIZE, (100.5, 120.5)))  # the 2-D picture above
+    expect(page.locator("#measure-message")).to_contain_text("not a spectral Doppler region")
+    expect(items).to_have_count(2)  # nothing added
