@@ -108,7 +108,7 @@ class Report:
     @property
     def delivered(self) -> bool:
         """Every instance of it reached the hospital."""
-        return bool(self.sent) and all(s.state == "done" for s in self.sent)
+        return bool(self.sent) and all(s.state == DONE for s in self.sent)
 
 
 def _report(row: Any, sent: tuple[Sent, ...] = ()) -> Report:

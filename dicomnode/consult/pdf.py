@@ -4,7 +4,9 @@ The same content renders the centre's copy (the child named by pseudonym)
 and, at the moment of sending, the hospital's copy (named as the hospital
 knows the child): the layout, the fonts and the document's dates are the
 same, so the two differ only in who is named. Text is real text (fonts
-embedded, subset), so the hospital's system can search and read it.
+embedded, subset), so the hospital's system can search and read it. The
+page itself (fpdf2) is `layout`, imported only when a report is drawn: every
+node process and command imports this module, few draw a report.
 """
 
 from __future__ import annotations
@@ -19,9 +21,6 @@ from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
-
-from fontTools.ttLib import TTFont  # type: ignore[import-untyped]
-from fpdf import FPDF
 
 from dicomnode.consult.keyimages import KeyImage
 from dicomnode.consult.words import STATUSES, say
@@ -57,7 +56,7 @@ class Patient:
     accession: str = ""
 
 
-def _font(relative: str) -> str:
+def font_path(relative: str) -> str:
     for folder in FONT_DIRS:
         if (folder / relative).is_file():
             return str(folder / relative)
@@ -74,7 +73,9 @@ def _day(value: str) -> str:
 @cache
 def _cmap(relative: str) -> frozenset[int]:
     """The characters one font of the report can draw."""
-    with TTFont(_font(relative), fontNumber=0, lazy=True) as font:
+    from fontTools.ttLib import TTFont  # type: ignore[import-untyped]
+
+    with TTFont(font_path(relative), fontNumber=0, lazy=True) as font:
         return frozenset(font.getBestCmap())
 
 
@@ -101,44 +102,6 @@ def check_drawable(patient: Patient, chinese: bool) -> None:
         raise ReportFontError("a character of the patient's name is written right to left")
 
 
-class _Report(FPDF):
-    def __init__(self, language: str, chinese: bool) -> None:
-        super().__init__(format="A4")
-        self.language = language
-        self.set_auto_page_break(True, margin=18)
-        self.add_font("latin", fname=_font(LATIN[0]))
-        self.add_font("latin", style="B", fname=_font(LATIN[1]))
-        self.main = "latin"
-        if chinese:
-            self.add_font("chinese", fname=_font(CHINESE))
-            self.add_font("chinese", style="B", fname=_font(CHINESE))
-            self.main = "chinese" if language == "zh" else "latin"
-            other = "latin" if language == "zh" else "chinese"
-            self.set_fallback_fonts([other], exact_match=False)
-
-    def footer(self) -> None:
-        self.set_y(-14)
-        self.set_font(self.main, size=8)
-        self.cell(0, 8, say(self.language, "page", n=self.page_no()), align="C")
-
-    def text_line(
-        self, text: str, size: float = 10, bold: bool = False, gap: float = 1, indent: float = 0
-    ) -> None:
-        self.set_font(self.main, style="B" if bold else "", size=size)
-        lines = text.splitlines()[:MOST_LINES] or [""]
-        self.set_x(self.l_margin + indent)
-        self.multi_cell(0, size * 0.5, "\n".join(lines), new_x="LMARGIN", new_y="NEXT", align="L")
-        self.ln(gap)
-
-    def field(self, label: str, value: str) -> None:
-        if value:
-            self.text_line(f"{label}: {value}")
-
-    def heading(self, text: str) -> None:
-        self.ln(2)
-        self.text_line(text, size=12, bold=True)
-
-
 def render(
     content: dict[str, Any],
     patient: Patient,
@@ -151,7 +114,9 @@ def render(
     language = str(content.get("language") or "en")
     chinese = _needs_chinese(json.dumps([content, asdict(patient)], ensure_ascii=False), language)
     check_drawable(patient, chinese)
-    pdf = _Report(language, chinese)
+    from dicomnode.consult.layout import Page  # fpdf2: imported when a report is drawn
+
+    pdf = Page(language, chinese)
     at = datetime.fromisoformat(str(content["at"])).astimezone(UTC)
     pdf.set_creation_date(at)  # the decision's time: both copies alike
     pdf.set_title(say(language, "title"))
