@@ -155,6 +155,11 @@ def test_a_region_that_lies_about_its_units_or_scale_measures_nothing() -> None:
 
 @pytest.fixture
 def client(config: Config, archive: Archive, ingestor: Ingestor) -> FlaskClient:
+    return cardiologist(config, archive)
+
+
+def cardiologist(config: Config, archive: Archive) -> FlaskClient:
+    """A test client logged in as a cardiologist."""
     archive.index.accounts.add("amina", generate_password_hash(PASSWORD), "cardiologist")
     made = create_app(config, archive, b"k" * 32).test_client()
     as_user(made, "amina")
@@ -185,24 +190,3 @@ def test_the_measuring_api_reads_doppler_through_the_stored_regions(
     assert refused.status_code == 400  # type: ignore[attr-defined]
     assert "not a spectral Doppler region" in refused.json["message"]  # type: ignore[attr-defined]
     assert measure("vti", [[100, 300]] * 2).status_code == 400  # type: ignore[attr-defined]
-    plan = {
-        "defect": "PDA",
-        "plan": "new",
-        "slots": [],
-        "measurements": [
-            {
-                "uid": uid,
-                "frame": 0,
-                "kind": "velocity",
-                "points": [[100, 250]],
-                "value": 2.0,
-                "unit": "m/s",
-                "source": "x",
-                "calibration_id": None,
-            }
-        ],
-    }
-    saved = client.post(
-        f"/api/studies/{stored.dataset.StudyInstanceUID}/plans", headers=HEADERS, json=plan
-    )
-    assert saved.status_code == 400  # not in a plan (nor its SR) yet

@@ -107,6 +107,9 @@ def _draw(pen: ImageDraw.ImageDraw, drawn: dict[str, Any], scale: float, number:
         (cx, cy), (ex, ey) = points
         rx, ry = abs(ex - cx), abs(ey - cy)
         pen.ellipse((cx - rx, cy - ry, cx + rx, cy + ry), outline=CALIPER, width=2)
+    elif len(points) == 1:  # a Doppler velocity: a point
+        (x, y) = points[0]
+        pen.ellipse((x - 5, y - 5, x + 5, y + 5), outline=CALIPER, width=2)
     else:
         pen.line(points, fill=CALIPER, width=2)
         for x, y in (points[0], points[-1]):

@@ -38,6 +38,8 @@ from storage.reports import Decision
 
 log = logging.getLogger(__name__)
 MOST_VALUES = 40  # measured values, texts and drawings of one plan in the report
+# UCUM codes as a reader writes the unit.
+UCUM_SHOWN = {"mm[Hg]": "mmHg", "mm2": "mm²", "deg": "°", "{pixels}": "px", "{pixels}2": "px²"}
 # What the report keeps of a drawn measurement: where, what shape, what it read.
 DRAWN_FIELDS = ("uid", "frame", "kind", "points", "value", "unit")
 
@@ -229,7 +231,8 @@ def _items(sr: Dataset) -> tuple[list[list[str]], list[list[str]]]:
                     if "MeasurementUnitsCodeSequence" in measured
                     else ""
                 )
-                values.append([str(name), _number(measured.NumericValue), str(unit)])
+                shown = UCUM_SHOWN.get(str(unit), str(unit))
+                values.append([str(name), _number(measured.NumericValue, shown), shown])
             elif kind == "TEXT":
                 texts.append([str(name), str(item.get("TextValue", ""))])
             walk(item.get("ContentSequence"))
@@ -238,9 +241,10 @@ def _items(sr: Dataset) -> tuple[list[list[str]], list[list[str]]]:
     return values, texts
 
 
-def _number(value: object) -> str:
-    """A measured value as the viewer shows it: one decimal (19.97 mm is 20.0)."""
+def _number(value: object, unit: str) -> str:
+    """A measured value as the viewer shows it: one decimal (19.97 mm is
+    20.0), two for a velocity in m/s (0.05 m/s is 1 mmHg at 2.5 m/s)."""
     try:
-        return f"{float(str(value)):.1f}"
+        return f"{float(str(value)):.{2 if unit == 'm/s' else 1}f}"
     except ValueError:
         return str(value)

@@ -34,9 +34,8 @@ NEEDED = {"length": 2, "angle": 3, "ellipse": 2}
 # Read through the ultrasound region under the points (`doppler`): no user
 # calibration applies. A trace takes any number of points, three at least.
 REGION_KINDS = {"velocity": 1, "interval": 2, "m-mode": 2, "vti": 0}
-# What a plan keeps and its SR codes; the region kinds are measured, not
-# yet saved into a plan.
-SAVED_KINDS = frozenset(NEEDED)
+# What a plan keeps and its SR codes (`report`).
+SAVED_KINDS = frozenset(NEEDED) | frozenset(REGION_KINDS)
 SAVED_FIELDS = ("uid", "frame", "kind", "points", "value", "unit", "source", "calibration_id")
 
 
@@ -143,31 +142,35 @@ def measure(uid: str) -> Any:
     if not isinstance(body, dict):
         abort(400, description="a JSON object: kind, points, frame, calibration")
     kind = body.get("kind")
-    if kind not in NEEDED and kind not in REGION_KINDS:
+    if kind not in SAVED_KINDS:
         abort(400, description="kind: length, angle, ellipse, velocity, interval, m-mode or vti")
     ds = header(uid)
     if "Rows" not in ds:
         abort(400, description="this instance has no image to measure")
     frame = _frame(body, ds)
     if kind in REGION_KINDS:
-        return jsonify(**_in_region(ds, kind, body), calibration_id=None)
+        points = _points(body, point_count(kind, body.get("points")), ds)
+        return jsonify(**compute(ds, kind, points, None), calibration_id=None)
     points = _points(body, NEEDED[kind], ds)
     applied = applied_calibration(body.get("calibration"), uid, ds, frame)
     used = applied.id if applied and kind != "angle" else None  # an angle needs no scale
     return jsonify(**compute(ds, kind, points, applied), calibration_id=used)
 
 
-def _in_region(ds: Dataset, kind: str, body: dict) -> dict[str, Any]:
+def point_count(kind: str, given: Any) -> int:
+    """How many points a ``kind`` takes: a trace as many as it has (3 to
+    `doppler.MOST_TRACE`, else 400), the others their fixed number."""
+    count = NEEDED.get(kind) or REGION_KINDS[kind]
+    if count:
+        return count
+    if not isinstance(given, list) or not 3 <= len(given) <= doppler.MOST_TRACE:
+        abort(400, description=f"vti: a trace of 3 to {doppler.MOST_TRACE} points")
+    return len(given)
+
+
+def _in_region(ds: Dataset, kind: str, points: list[cal.Point]) -> dict[str, Any]:
     """A Doppler or M-mode measurement, read through its region (400 with
     the reason when the points are in no region that measures it)."""
-    count = REGION_KINDS[kind]
-    if count:
-        points = _points(body, count, ds)
-    else:
-        given = body.get("points")
-        if not isinstance(given, list) or not 3 <= len(given) <= doppler.MOST_TRACE:
-            abort(400, description=f"vti: a trace of 3 to {doppler.MOST_TRACE} points")
-        points = _points(body, len(given), ds)
     try:
         if kind == "velocity":
             return doppler.velocity(ds, points[0])
@@ -186,7 +189,11 @@ def compute(
     """Value, unit and scale source of a ``kind`` measurement through
     ``points`` on the image ``ds``, with the user calibration ``applied``
     (its scope already checked). The measure endpoint and a saved plan both
-    use it, so a plan can only state what the endpoint would have measured."""
+    use it, so a plan can only state what the endpoint would have measured.
+    A Doppler or M-mode kind is read through its ultrasound region, never a
+    user calibration."""
+    if kind in REGION_KINDS:
+        return _in_region(ds, kind, points)
     if reason := cal.degenerate(kind, points):
         abort(400, description=reason)
     user = applied.calibration() if applied else None
@@ -211,7 +218,11 @@ def saved_measurements(
     kept = []
     for item in (given or [])[:MAX_MEASUREMENTS] if isinstance(given, list) else []:
         if isinstance(item, dict) and item.get("kind") not in SAVED_KINDS:
-            abort(400, description="measurements: only lengths, angles and ellipses go into a plan")
+            abort(
+                400,
+                description="measurements: kind: length, angle, ellipse, velocity, interval, "
+                "m-mode or vti",
+            )
         try:
             used = item.get("calibration_id")
             if used is not None:
@@ -221,7 +232,7 @@ def saved_measurements(
                     "uid": str(item["uid"]),
                     "frame": cal.whole(item["frame"], 0, 100_000, "frame"),
                     "kind": str(item["kind"]),
-                    "points": [list(cal.point(p)) for p in item["points"]][:3],
+                    "points": [list(cal.point(p)) for p in item["points"][: doppler.MOST_TRACE]],
                     "value": cal.number(item["value"], -1e9, 1e9, "value"),
                     "unit": str(item["unit"])[:8],
                     "source": str(item["source"])[:200],

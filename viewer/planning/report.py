@@ -57,6 +57,8 @@ __all__ = ["Signature", "Slot", "measurement_report", "observer_name", "series_l
 LOCAL_SCHEME = "99CHDNODE"  # local codes for worksheet slots (PS3.16 8.2)
 SR_ROOT = UID_ROOT + ".5."
 MM = CodedConcept("mm", "UCUM", "millimeter")
+CM = CodedConcept("cm", "UCUM", "centimeter")
+MMHG = CodedConcept("mm[Hg]", "UCUM", "millimeter of mercury")
 UNITS = {
     "mm": MM,
     "mm²": CodedConcept("mm2", "UCUM", "square millimeter"),
@@ -65,6 +67,45 @@ UNITS = {
     "px²": CodedConcept("{pixels}2", "UCUM", "square pixels"),
 }
 DRAWN = {"length": codes.SCT.Length, "angle": codes.SCT.Angle, "ellipse": codes.SCT.Area}
+M_PER_S = CodedConcept("m/s", "UCUM", "meter per second")
+MS = CodedConcept("ms", "UCUM", "millisecond")
+# What a Doppler or M-mode measurement states, each value of it as its own
+# measurement on the same points: (the key the measure endpoint gives it,
+# its concept, its unit). LOINC codes from PS3.16 CID 12304 (Echocardiography
+# Measurements) where one says exactly what was measured; local codes where
+# none does (a time between two clicks, an M-mode slope, a rate that is a
+# heart rate only if the interval is one cycle).
+REGION_VALUES: dict[str, list[tuple[str, CodedConcept, CodedConcept]]] = {
+    "velocity": [
+        ("value", CodedConcept("11726-7", "LN", "Peak Velocity"), M_PER_S),
+        ("gradient", CodedConcept("20247-3", "LN", "Peak Gradient"), MMHG),
+    ],
+    "vti": [
+        ("value", CodedConcept("20354-7", "LN", "Velocity Time Integral"), CM),
+        ("peak_velocity", CodedConcept("11726-7", "LN", "Peak Velocity"), M_PER_S),
+        ("mean_velocity", CodedConcept("20352-1", "LN", "Mean Velocity"), M_PER_S),
+        ("peak_gradient", CodedConcept("20247-3", "LN", "Peak Gradient"), MMHG),
+        ("mean_gradient", CodedConcept("20256-4", "LN", "Mean Gradient"), MMHG),
+        ("duration_ms", CodedConcept("TRACE-TIME", LOCAL_SCHEME, "Traced duration"), MS),
+    ],
+    "interval": [
+        ("value", CodedConcept("TIME-INTERVAL", LOCAL_SCHEME, "Time interval"), MS),
+        (
+            "rate",
+            CodedConcept("CYCLE-RATE", LOCAL_SCHEME, "Rate if the interval is one cycle"),
+            CodedConcept("/min", "UCUM", "per minute"),
+        ),
+    ],
+    "m-mode": [
+        ("value", codes.DCM.Distance, MM),
+        ("time_ms", CodedConcept("TIME-INTERVAL", LOCAL_SCHEME, "Time interval"), MS),
+        (
+            "slope",
+            CodedConcept("M-MODE-SLOPE", LOCAL_SCHEME, "M-mode slope"),
+            CodedConcept("mm/s", "UCUM", "millimeter per second"),
+        ),
+    ],
+}
 CLOSURE_PLANNING = CodedConcept("CLOSURE-PLAN", LOCAL_SCHEME, "Transcatheter closure planning")
 CALIBRATION = CodedConcept("CAL-REFERENCE", LOCAL_SCHEME, "Calibration reference length")
 QUALITATIVE = CodedConcept("C0034375", "UMLS", "Qualitative Evaluations")
@@ -203,7 +244,7 @@ def measurement_report(
     drawn = content.get("measurements") or []
     calibrations = _calibrations(content)
     items = [_slot(_entry(s), entry, drawn, calibrations, by_uid) for s in slots]
-    items += [_drawn(m, calibrations, by_uid) for m in drawn]
+    items += [item for m in drawn for item in _drawn(m, calibrations, by_uid)]
     items += [_calibration(c, by_uid) for c in calibrations.values() if "scope" in c]
     evaluations = _choices(entry, content)
     group = MeasurementsAndQualitativeEvaluations(
@@ -313,7 +354,7 @@ def _coordinates(drawn: dict[str, Any], by_uid: dict[str, Dataset]) -> list | No
     if where is None:
         return None
     points = [[float(x), float(y)] for x, y in drawn["points"]]
-    kind = "POLYLINE"
+    kind = "POINT" if len(points) == 1 else "POLYLINE"
     if drawn["kind"] == "ellipse":
         (cx, cy), (ex, ey) = points
         rx, ry = abs(ex - cx), abs(ey - cy)
@@ -369,17 +410,33 @@ def _slot(slot: Any, entry: Defect, drawn: list, calibrations: dict, by_uid: dic
     )
 
 
-def _drawn(drawn: dict[str, Any], calibrations: dict, by_uid: dict) -> Measurement:
+def _drawn(drawn: dict[str, Any], calibrations: dict, by_uid: dict) -> list[Measurement]:
+    """A drawn measurement; a Doppler or M-mode one as each value it gives,
+    on the same points, read through the region its scale source names."""
+    if drawn["kind"] in REGION_VALUES:
+        return [
+            Measurement(
+                name=name,
+                value=round(float(drawn[key]), 3 if unit == M_PER_S else 2),
+                unit=unit,
+                referenced_coordinates=_coordinates(drawn, by_uid),
+                algorithm_id=_scale(drawn["source"], None),
+            )
+            for key, name, unit in REGION_VALUES[drawn["kind"]]
+            if drawn.get(key) is not None
+        ]
     calibration = calibrations.get(drawn.get("calibration_id"))
     if calibration is None and drawn["unit"] in ("mm", "mm²") and None in calibrations:
         calibration = calibrations[None]  # legacy: its one calibration
-    return Measurement(
-        name=DRAWN[drawn["kind"]],
-        value=round(float(drawn["value"]), 2),
-        unit=UNITS.get(drawn["unit"], UNITS["px"]),
-        referenced_coordinates=_coordinates(drawn, by_uid),
-        algorithm_id=_scale(drawn["source"], calibration if "mm" in drawn["unit"] else None),
-    )
+    return [
+        Measurement(
+            name=DRAWN[drawn["kind"]],
+            value=round(float(drawn["value"]), 2),
+            unit=UNITS.get(drawn["unit"], UNITS["px"]),
+            referenced_coordinates=_coordinates(drawn, by_uid),
+            algorithm_id=_scale(drawn["source"], calibration if "mm" in drawn["unit"] else None),
+        )
+    ]
 
 
 def _calibration(given: dict[str, Any], by_uid: dict[str, Dataset]) -> Measurement:

@@ -49,6 +49,7 @@ from viewer.planning.defects import rim_field, table
 from viewer.planning.measure import (
     MAX_MEASUREMENTS,
     NEEDED,
+    REGION_KINDS,
     applied_calibration,
     compute,
     header,
@@ -76,7 +77,17 @@ MAX_BODY = 1 << 20  # a plan is a few kB; 200 measurements and a long note fit m
 MAX_SLOTS = 40
 MAX_NOTE = 4000
 MAX_PLANS = 999
-UNITS = {"length": ("mm", "px"), "ellipse": ("mm²", "px²"), "angle": ("°",)}
+UNITS = {
+    "length": ("mm", "px"),
+    "ellipse": ("mm²", "px²"),
+    "angle": ("°",),
+    "velocity": ("m/s",),
+    "interval": ("ms",),
+    "m-mode": ("mm",),
+    "vti": ("cm",),
+}
+# A velocity is signed (toward the probe or away); every other value is not.
+VALUES = {"velocity": (-100.0, 100.0)}
 CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 WORD = re.compile(r"[^\W\d_]+")
 # What a note may not give, in the order a refusal names it (English, for t()).
@@ -242,10 +253,16 @@ def _form(body: dict[str, Any], images: Images) -> Form:
 
 
 def _check_measurement(m: dict[str, Any], images: Images) -> None:
-    kind = m["kind"]
-    if kind not in NEEDED or len(m["points"]) != NEEDED[kind]:
+    kind, count = m["kind"], len(m["points"])
+    if kind in REGION_KINDS:
+        if count != (REGION_KINDS[kind] or max(count, 3)):
+            refuse(400, "measurements: velocity (1 point), interval or m-mode (2), vti (3 or more)")
+        if m["calibration_id"] is not None:
+            refuse(400, "measurements: a {kind} is read through its ultrasound region", kind=kind)
+    elif kind not in NEEDED or count != NEEDED[kind]:
         refuse(400, "measurements: length (2 points), angle (3) or ellipse (2)")
-    if m["unit"] not in UNITS[kind] or not 0 <= m["value"] <= 1e6:
+    low, high = VALUES.get(kind, (0.0, 1e6))
+    if m["unit"] not in UNITS[kind] or not low <= m["value"] <= high:
         refuse(400, "measurements: a {kind} in {units}", kind=kind, units=", ".join(UNITS[kind]))
     images.check(m["uid"], m["frame"], m["points"], "measurements")
 
@@ -260,7 +277,9 @@ def _remeasure(m: dict[str, Any], images: Images, calibrations: dict[int, Any]) 
     applied = applied_calibration(given, m["uid"], ds, m["frame"]) if given else None
     points = [(float(x), float(y)) for x, y in m["points"]]
     found = compute(ds, m["kind"], points, applied)
-    if found["unit"] != m["unit"] or abs(found["value"] - m["value"]) > 0.05:
+    # Within the shown rounding: a tenth of mm, ms, cm or degree; 0.01 m/s.
+    tolerance = 0.005 if m["unit"] == "m/s" else 0.05
+    if found["unit"] != m["unit"] or abs(found["value"] - m["value"]) > tolerance + 1e-9:
         refuse(
             400,
             "measurements: a value does not follow from its points and calibration: "

@@ -27,8 +27,7 @@
   const NEEDED = { length: 2, angle: 3, ellipse: 2, calibrate: 2, "calibrate-length": 2,
     velocity: 1, interval: 2, "m-mode": 2 };
   // Read through the ultrasound region under the points (the server's
-  // viewer/planning/doppler.py): no calibration applies, and a plan keeps
-  // only lengths, angles and ellipses so far.
+  // viewer/planning/doppler.py): no calibration applies.
   const REGION = new Set(["velocity", "interval", "m-mode"]);
   const CALIBRATED_UNITS = new Set(["mm", "mm²", "°", "m/s", "ms"]);
   const MIN_CALIBRATION_PX = 5; // as the server: a shorter line cannot calibrate
@@ -344,8 +343,7 @@
   const copy = (c) => JSON.parse(JSON.stringify(c));
   window.measureApi = {
     measurements: () => measurements,
-    // What a plan keeps: the region kinds are measured, not saved (yet).
-    planned: () => measurements.filter((m) => !REGION.has(m.kind)),
+    planned: () => measurements, // what a plan keeps: every kind, its SR codes them all
     calibrations: () => calibrations.map(copy),
     calibration() {
       const vp = api.active(), here = vp && api.position(vp);
