@@ -26,7 +26,7 @@ import socket
 import ssl
 import struct
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from pynetdicom import evt
 from pynetdicom.acse import ACSE
@@ -183,7 +183,7 @@ class GuardedSocket(AssociationSocket):
         ACSE timeout, so junk connections would pile up)."""
         assoc = self._assoc
         if not assoc.is_established and assoc.requestor.primitive is None:
-            assoc.dul.to_user_queue.put(None)  # type: ignore[arg-type]  # wakes its get
+            assoc.dul.to_user_queue.put(cast(Any, None))  # wakes its get
 
     def _refuse(self, why: str) -> None:
         self._refused = True
