@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -29,6 +30,7 @@ from tests.conftest import incoming
 from tests.test_viewer import PASSWORD, as_user
 from viewer import create_app
 from viewer.planning import doppler
+from viewer.planning.envelope import MOST_POINTS, suggest
 
 HEADERS = {"X-CSRF-Token": "token"}
 BASELINE = 60  # pixels below the Doppler region's top edge
@@ -190,3 +192,86 @@ def test_the_measuring_api_reads_doppler_through_the_stored_regions(
     assert refused.status_code == 400  # type: ignore[attr-defined]
     assert "not a spectral Doppler region" in refused.json["message"]  # type: ignore[attr-defined]
     assert measure("vti", [[100, 300]] * 2).status_code == 400  # type: ignore[attr-defined]
+
+
+def spectrum_phantom(rng: np.random.Generator, below: bool = False) -> Dataset:
+    """The Doppler phantom as a machine draws a spectrum: bright between the
+    baseline and the envelope, over a noisy dark background with speckle;
+    ``below``: the flow away from the probe (under the baseline)."""
+    ds = doppler_phantom()
+    image = rng.normal(25, 8, (480, 640))
+    baseline = DOPPLER_TOP + BASELINE
+    for x, y in envelope():
+        # From the envelope's row to the baseline's, the baseline row left dark.
+        top, bottom = (baseline + 1, round(2 * baseline - y) + 1) if below else (round(y), baseline)
+        image[top:bottom, int(x)] = rng.normal(170, 35, bottom - top)
+    speckle = rng.random(image.shape) < 0.01
+    image[speckle] = 230
+    ds.PixelData = np.clip(image, 0, 255).astype(np.uint8).tobytes()
+    return ds
+
+
+@pytest.mark.parametrize("below", [False, True], ids=["toward", "away"])
+@pytest.mark.parametrize("seed", range(4))
+def test_the_suggested_envelope_gives_the_vti_within_two_percent(below: bool, seed: int) -> None:
+    ds = spectrum_phantom(np.random.default_rng(seed), below)
+    pixels = np.frombuffer(ds.PixelData, np.uint8).reshape(480, 640).astype(float)
+    start, end = START, START + EJECTION / S_PER_PX
+    row = DOPPLER_TOP + BASELINE + (10 if below else -10)
+    region = doppler.region(ds, [(start, row), (end, row)], "spectral")
+    trace = suggest(pixels, region, (start, row), (end, row))
+    assert 3 <= len(trace) <= MOST_POINTS
+    found = doppler.vti(ds, trace)
+    assert found["value"] == pytest.approx(TRUE_VTI, rel=0.02)
+    assert abs(found["peak_velocity"]) * 100 == pytest.approx(PEAK, abs=2 * ONE_PIXEL)
+    assert all((y > DOPPLER_TOP + BASELINE) == below for _, y in trace[1:-1])
+
+
+def test_no_envelope_where_there_is_no_spectrum() -> None:
+    ds = doppler_phantom()
+    blank = np.full((480, 640), 20.0)
+    region = doppler.region(ds, [(100, 290), (200, 290)], "spectral")
+    with pytest.raises(doppler.NotMeasurable, match="no spectrum"):
+        suggest(blank, region, (100, 290), (200, 290))
+    with pytest.raises(doppler.NotMeasurable, match="three columns"):
+        suggest(blank, region, (100, 290), (101, 290))
+
+
+def test_the_envelope_api_suggests_from_the_stored_pixels(
+    client: FlaskClient, ingestor: Ingestor
+) -> None:
+    """Through de-identification and storage, the suggestion reads the
+    frame the browser shows; clicks off a spectrum are a 400 saying why."""
+    stored = ingestor.ingest(incoming(spectrum_phantom(np.random.default_rng(7))))
+    assert stored.status == 0, stored
+    uid = str(stored.dataset.SOPInstanceUID)
+    row = DOPPLER_TOP + BASELINE - 10
+    clicks = [[START, row], [START + EJECTION / S_PER_PX, row]]
+
+    def suggest_at(points: list, frame: object = 0) -> Any:
+        return client.post(
+            f"/api/instances/{uid}/envelope",
+            headers=HEADERS,
+            json={"points": points, "frame": frame},
+        )
+
+    found = suggest_at(clicks)
+    assert found.status_code == 200, found.json
+    assert found.json["value"] == pytest.approx(TRUE_VTI, rel=0.02)
+    again = client.post(
+        f"/api/instances/{uid}/measure",
+        headers=HEADERS,
+        json={"kind": "vti", "points": found.json["points"], "frame": 0},
+    )
+    assert again.json["value"] == found.json["value"]  # what is kept measures the same
+    for bad, why in [
+        ([[100, 100], [200, 100]], "not a spectral Doppler region"),
+        ([[100, row]], "needs 2 points"),
+        ([[100, row], [101, row]], "three columns"),
+    ]:
+        refused = suggest_at(bad)
+        assert refused.status_code == 400 and why in refused.json["message"], refused.json
+    assert suggest_at(clicks, frame=3).status_code == 400
+    assert (
+        client.post(f"/api/instances/{uid}/envelope", headers=HEADERS, data="[").status_code == 400
+    )

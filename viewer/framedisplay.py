@@ -115,6 +115,16 @@ def browser_image(found: Layout, index: int) -> tuple[bytes, str]:
     return png, "image/png"
 
 
+def grey_frame(found: Layout, index: int) -> np.ndarray:
+    """Frame ``index`` as the browser shows it, in grey (float): what a
+    cardiologist sees is what an image measurement reads."""
+    if found.delivery == "jpeg":
+        image = Image.open(BytesIO(stored_jpeg(found, index))).convert("L")
+        return np.asarray(image, dtype=np.float64)
+    pixels = image_8bit(found, frame_array(found, index)).astype(np.float64)
+    return pixels.mean(axis=2) if pixels.ndim == 3 else pixels
+
+
 def thumbnail_jpeg(found: Layout) -> bytes:
     """The first frame, small, as JPEG: one frame decoded and not kept (a
     study page of many runs must not fill the frame cache), never the clip."""

@@ -37,6 +37,7 @@ from viewer.framedecode import raw_frame, reference
 from viewer.framedisplay import (  # noqa: F401 (frame_times_ms: tests import it from here)
     browser_image,
     frame_times_ms,
+    grey_frame,
     rescale,
     thumbnail_jpeg,
     timing,
@@ -68,6 +69,14 @@ def _guarded(work: Callable[[], Any], uid: str = "") -> Any:
     except Exception as exc:
         log.warning("frames of %s not shown (%s)", reference(uid), type(exc).__name__)
         abort(422, description="the stored pixel data cannot be shown")
+
+
+def shown_grey(uid: str, index: int) -> Any:
+    """Frame ``index`` (0-based) in grey as shown, or the 4xx that says why not."""
+    found = layout_or_abort(uid)
+    if not 0 <= index < found.frames:
+        abort(400, description="no such frame")
+    return _guarded(lambda: grey_frame(found, index), uid)
 
 
 def layout_or_abort(uid: str) -> Layout:

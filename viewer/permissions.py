@@ -61,6 +61,7 @@ RULES: dict[str, frozenset[str]] = {
     "ohif.app": EVERYONE,  # the OHIF viewer's files; its data comes through DICOMweb
     # Clinical work: measuring, planning, storing reports and images.
     "measure.measure": CLINICAL,
+    "measure.envelope": CLINICAL,
     "planning.save_plan": CLINICAL,
     "planning.sign_plan": CLINICAL,
     # STOW-RS: a partner hospital uploads more images of its children too.

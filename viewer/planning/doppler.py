@@ -57,6 +57,11 @@ class Region:
     value_y0: float
     delta_x: float  # physical units per pixel
     delta_y: float
+    box: tuple[int, int, int, int] = (0, 0, 0, 0)  # min x, min y, max x, max y
+
+    def baseline(self) -> float:
+        """The image row of zero velocity (or depth)."""
+        return self.y0 - self.value_y0 / self.delta_y
 
     def at(self, point: Point) -> tuple[float, float]:
         """(time in s, velocity in cm/s or depth in cm) at an image point."""
@@ -124,6 +129,12 @@ def region(ds: Dataset, points: list[Point], want: str) -> Region:
         value_y0=reference[3],
         delta_x=delta_x,
         delta_y=delta_y,
+        box=(
+            int(found.RegionLocationMinX0),
+            int(found.RegionLocationMinY0),
+            int(found.RegionLocationMaxX1),
+            int(found.RegionLocationMaxY1),
+        ),
     )
 
 

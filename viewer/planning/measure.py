@@ -24,8 +24,10 @@ from pydicom.dataset import Dataset
 from storage.keys import Level
 from storage.query import Query
 from viewer import services
+from viewer.frames import shown_grey
 from viewer.planning import calibration as cal
 from viewer.planning import doppler
+from viewer.planning.envelope import suggest
 
 bp = Blueprint("measure", __name__, url_prefix="/api")
 MAX_CALIBRATIONS = 20  # per plan: a few catheters and known lengths
@@ -155,6 +157,29 @@ def measure(uid: str) -> Any:
     applied = applied_calibration(body.get("calibration"), uid, ds, frame)
     used = applied.id if applied and kind != "angle" else None  # an angle needs no scale
     return jsonify(**compute(ds, kind, points, applied), calibration_id=used)
+
+
+@bp.post("/instances/<uid>/envelope")
+def envelope(uid: str) -> Any:
+    """A suggested envelope between two clicks (the start and end of a beat)
+    on a spectral Doppler region, with the VTI its points give: the browser
+    shows it for the user to correct, and measures what they keep."""
+    body = json_body()
+    if not isinstance(body, dict):
+        abort(400, description="a JSON object: points, frame")
+    ds = header(uid)
+    if "Rows" not in ds:
+        abort(400, description="this instance has no image to measure")
+    frame = _frame(body, ds)
+    start, end = _points(body, 2, ds)
+    kind = "vti"  # what the suggestion is for, as a refusal names it
+    try:
+        region = doppler.region(ds, [start, end], "spectral")
+        trace = suggest(shown_grey(uid, frame), region, start, end)
+        found = doppler.vti(ds, trace)
+    except doppler.NotMeasurable as exc:
+        abort(400, description=f"{kind}: {exc}")
+    return jsonify(**found, points=[list(p) for p in trace], calibration_id=None)
 
 
 def point_count(kind: str, given: Any) -> int:
