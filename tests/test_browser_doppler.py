@@ -9,13 +9,25 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 from playwright.sync_api import Page, expect
 
 from dicomnode.node import Node
 from tests.conftest import incoming
 from tests.test_browser import chromium, log_in, on_screen, web_node  # noqa: F401 (fixture)
-from tests.test_doppler import BASELINE, CM_S_PER_PX, DOPPLER_TOP, S_PER_PX, doppler_phantom
+from tests.test_doppler import (
+    BASELINE,
+    CM_S_PER_PX,
+    DOPPLER_TOP,
+    EJECTION,
+    S_PER_PX,
+    START,
+    TRUE_VTI,
+    doppler_phantom,
+    envelope,
+    spectrum_phantom,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.peers]
 SIZE = (640, 480)
@@ -72,3 +84,53 @@ def test_velocity_gradient_and_interval_read_as_the_phantom_says(
     page.mouse.click(*on_screen(box, SIZE, (100.5, 120.5)))  # the 2-D picture above
     expect(page.locator("#measure-message")).to_contain_text("not a spectral Doppler region")
     expect(items).to_have_count(2)  # nothing added
+
+
+def test_a_suggested_envelope_and_a_hand_trace_give_the_vti(
+    page: Page,
+    web_node: Node,  # noqa: F811
+) -> None:
+    """Two clicks at the start and end of the beat: the envelope comes back
+    drawn, its VTI within 2 % of the phantom's; dragging a point of it
+    toward the baseline lowers the value (what is kept is what is measured).
+    A hand trace of ten clicks ended with Enter reads the same VTI."""
+    stored = web_node.ingestor.ingest(incoming(spectrum_phantom(np.random.default_rng(3))))
+    assert stored.status == 0
+    log_in(page)
+    page.goto(f"{page.base}/studies/{stored.dataset.StudyInstanceUID}")  # type: ignore[attr-defined]
+    page.wait_for_function("() => window.viewerState && window.viewerState()[0].frames === 1")
+    box = page.locator(".viewport canvas").first.bounding_box()
+    assert box is not None
+    items = page.locator("#measurements li")
+
+    def vti(text: str) -> float:
+        return float(re.search(r"VTI ([\d.]+) cm", text)[1])  # type: ignore[index]
+
+    page.select_option("#tool", "vti-auto")
+    row = DOPPLER_TOP + BASELINE - 10.5
+    page.mouse.click(*on_screen(box, SIZE, (START + 0.5, row)))
+    page.mouse.click(*on_screen(box, SIZE, (START + EJECTION / S_PER_PX + 0.5, row)))
+    expect(items).to_have_count(1)
+    text = items.first.inner_text()
+    assert vti(text) == pytest.approx(TRUE_VTI, rel=0.02), text
+    assert "mmHg" in text and "PW spectral Doppler region 2" in text
+    expect(page.locator("#measure-message")).to_contain_text("drag any point")
+
+    # Drag the trace's middle point 20 pixels toward the baseline: less VTI.
+    trace = page.evaluate("() => window.measureApi.measurements()[0].points")
+    x, y = trace[len(trace) // 2]
+    page.mouse.move(*on_screen(box, SIZE, (x, y)))
+    page.mouse.down()
+    page.mouse.move(*on_screen(box, SIZE, (x, y + 20)), steps=4)
+    page.mouse.up()
+    expect(items.first).not_to_contain_text(f"VTI {vti(text)} cm")
+    assert vti(items.first.inner_text()) < vti(text)
+
+    page.keyboard.press("Delete")  # the corrected one, selected: gone
+    expect(items).to_have_count(0)
+    page.select_option("#tool", "vti")
+    for x, y in list(envelope(step=EJECTION / S_PER_PX / 9)):
+        page.mouse.click(*on_screen(box, SIZE, (x, y)))
+    page.keyboard.press("Enter")
+    expect(items).to_have_count(1)
+    assert vti(items.first.inner_text()) == pytest.approx(TRUE_VTI, rel=0.02)

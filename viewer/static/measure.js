@@ -25,11 +25,14 @@
   const measurements = []; // {uid, frame, kind, points, value, unit, source, calibration_id}
   const calibrations = []; // {id, points, french | mm, scope: {kind, uid, frame, series}}
   const NEEDED = { length: 2, angle: 3, ellipse: 2, calibrate: 2, "calibrate-length": 2,
-    velocity: 1, interval: 2, "m-mode": 2 };
+    velocity: 1, interval: 2, "m-mode": 2, "vti-auto": 2, vti: Infinity };
   // Read through the ultrasound region under the points (the server's
   // viewer/planning/doppler.py): no calibration applies.
-  const REGION = new Set(["velocity", "interval", "m-mode"]);
-  const CALIBRATED_UNITS = new Set(["mm", "mm²", "°", "m/s", "ms"]);
+  // A trace ends on Enter or a double-click; "vti-auto" asks the server for
+  // the envelope between its two clicks and becomes a trace to correct.
+  const REGION = new Set(["velocity", "interval", "m-mode", "vti"]);
+  const MOST_TRACE = 2000; // points of one trace, as the server
+  const CALIBRATED_UNITS = new Set(["mm", "mm²", "°", "m/s", "ms", "cm"]);
   const MIN_CALIBRATION_PX = 5; // as the server: a shorter line cannot calibrate
   const SCALE = [0.005, 5]; // mm per image pixel, as the server
   const REACH = 8; // CSS pixels around an end that pick it up
@@ -156,6 +159,14 @@
     if (kind.startsWith("calibrate")) { addCalibration(vp, at, points, kind); return; }
     const m = { uid: at.uid, frame: at.frame, kind, points, calibration_id: null };
     redraw();
+    if (kind === "vti-auto") {
+      const [status, result] = await post(`/api/instances/${at.uid}/envelope`, { points, frame: at.frame });
+      if (status !== 200) { message(t(result.message || "The measurement failed.")); redraw(); return; }
+      Object.assign(m, result, { kind: "vti" });
+      message(t("Check the suggested envelope: drag any point onto the edge of the spectrum."));
+      measurements.push(m); select(m);
+      return;
+    }
     if (REGION.has(kind)) {
       if (await compute(m, null)) { measurements.push(m); select(m); } else redraw();
       return;
@@ -184,7 +195,8 @@
   window.viewerTool = {
     down(vp, point) {
       if (tool() === "none" || !point || !vp.meta) return false;
-      const hit = nearEnd(vp, point);
+      const tracing = tool() === "vti" && pending.vp === vp && pending.points.length > 0;
+      const hit = tracing ? null : nearEnd(vp, point); // a trace's clicks only add points
       if (hit) {
         dragging = { ...hit, before: hit.item.points.map((p) => [...p]), moved: false };
         select(hit.item);
@@ -194,8 +206,9 @@
       const here = api.position(vp);
       if (pending.vp !== vp || !same(pending.at, here)) pending = { vp, at: here, points: [] };
       vp.playing = false;
-      pending.points.push(point);
-      if (pending.points.length >= NEEDED[tool()]) finish(vp);
+      const last = pending.points[pending.points.length - 1];
+      if (!(tool() === "vti" && last && last[0] === point[0] && last[1] === point[1])) pending.points.push(point);
+      if (pending.points.length >= Math.min(NEEDED[tool()], MOST_TRACE)) finish(vp);
       else redraw();
       return true;
     },
@@ -244,9 +257,10 @@
     } else if (p.length > 1) {
       stroke(ctx, () => { ctx.beginPath(); p.forEach(([x, y], i) => (i ? ctx.lineTo(x, y) : ctx.moveTo(x, y))); }, colour, width);
     }
+    const size = kind === "vti" ? 2 : 4; // a trace's many points: small handles
     for (const [x, y] of p) {
-      ctx.fillStyle = "#000"; ctx.fillRect(x - 4, y - 4, 8, 8);
-      ctx.fillStyle = colour; ctx.fillRect(x - 3, y - 3, 6, 6);
+      ctx.fillStyle = "#000"; ctx.fillRect(x - size, y - size, 2 * size, 2 * size);
+      ctx.fillStyle = colour; ctx.fillRect(x - size + 1, y - size + 1, 2 * size - 2, 2 * size - 2);
     }
     if (text) label(ctx, view, text, p[p.length - 1], colour);
   }
@@ -284,6 +298,10 @@
     let text = `${fmt(m.value, digits)} ${t(m.unit)}`;
     if (m.kind === "velocity" && m.gradient !== undefined) text += ` · ${fmt(m.gradient)} ${t("mmHg")}`;
     if (m.kind === "interval" && m.rate) text += ` · ${fmt(m.rate)} ${t("/min")}`;
+    if (m.kind === "vti" && m.peak_velocity !== undefined) {
+      text += ` · ${t("peak {v} m/s, {g} mmHg", { v: fmt(m.peak_velocity, 2), g: fmt(m.peak_gradient) })}`;
+      text += ` · ${t("mean {v} m/s, {g} mmHg", { v: fmt(m.mean_velocity, 2), g: fmt(m.mean_gradient) })}`;
+    }
     if (m.kind === "m-mode") {
       text += ` · ${fmt(m.time_ms)} ${t("ms")}`;
       if (m.slope !== null && m.slope !== undefined) text += ` · ${fmt(m.slope)} ${t("mm/s")}`;
@@ -310,7 +328,7 @@
   function render() {
     $("measurements").innerHTML = "";
     for (const m of measurements) {
-      row($("measurements"), m, `${t(m.kind)} ${shown(m)} (${t("frame {n}", { n: m.frame + 1 })}; ${t(m.source)})`,
+      row($("measurements"), m, `${t(m.kind === "vti" ? "VTI" : m.kind)} ${shown(m)} (${t("frame {n}", { n: m.frame + 1 })}; ${t(m.source)})`,
         !CALIBRATED_UNITS.has(m.unit));
     }
     if ($("calibrations")) {
@@ -331,9 +349,21 @@
     });
   }
 
+  // A traced envelope ends when the user says so (at least three points).
+  function endTrace() {
+    if (tool() !== "vti" || !pending.vp) return false;
+    if (pending.points.length < 3) { message(t("Trace at least three points along the envelope.")); return true; }
+    finish(pending.vp);
+    return true;
+  }
+  document.addEventListener("dblclick", (e) => {
+    if (e.target instanceof HTMLCanvasElement && endTrace()) e.preventDefault();
+  });
+
   document.addEventListener("keydown", (e) => {
     if (e.target instanceof HTMLInputElement || e.target instanceof HTMLTextAreaElement) return;
-    if (e.key === "Escape") clearPending();
+    if (e.key === "Enter" && endTrace()) e.preventDefault();
+    else if (e.key === "Escape") clearPending();
     else if ((e.key === "Delete" || e.key === "Backspace") && selected && editable) { e.preventDefault(); remove(selected); }
     else if ((e.ctrlKey || e.metaKey) && e.key === "z" && editable && measurements.length) {
       remove(measurements[measurements.length - 1]);
