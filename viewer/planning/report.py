@@ -1,7 +1,9 @@
 """The plan as a DICOM Structured Report (TID 1500 Measurement Report).
 
 One measurement group (TID 1501) per plan version: every worksheet value,
-rim, drawn measurement and user calibration as a measurement (TID 300) that
+rim, drawn measurement (a Doppler or M-mode one as each value it gives:
+velocity and gradient, VTI, interval, distance, slope) and user
+calibration as a measurement (TID 300) that
 references its image and frame (the calipers as SCOORD where they were drawn)
 and names its scale in an algorithm identification (TID 4019: the scale
 source and the calibration, as text); the Krichenko type as a CODE; the note,
