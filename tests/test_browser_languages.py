@@ -42,15 +42,15 @@ PARTNER = "aigul"  # a cardiologist of NCC Bishkek, a partner hospital
 # trade, the standard's and the command line's own words, keyboard keys.
 ALLOWED_WORDS = """
     AE CHD CSV ZIP DICOM DICOMDIR DICOMweb OCR UID UIDs UTC GMT MB CSRF STOW RS JPEG PNG PDF
-    US XA SR ECG OT CT MR
-    Home End Esc shift Shift Ctrl Delete
+    US XA SR ECG OT CT MR VTI
+    Home End Esc shift Shift Ctrl Delete Enter
     English
-    Krichenko Amplatzer Septal Duct Muscular Occluder NCT ASE SCAI PMID OHIF
+    Krichenko Haycock Amplatzer Septal Duct Muscular Occluder NCT ASE SCAI PMID OHIF
     dicomnode quarantine release reviewed show refuse out FILE why TEXT blank rectangles
 """
 # By line: codes and abbreviations of the trade and the standard; modality
-# codes; keys as printed on them; the language menu naming each language
-# in itself; proper names (OHIF, the viewer), societies and citation identifiers; the
+# codes (and the velocity-time integral's); keys as printed on them; the language menu naming each language
+# in itself; proper names (OHIF, the viewer; Haycock's formula), societies and citation identifiers; the
 # commands the quarantine page quotes.
 ALLOWED = set(ALLOWED_WORDS.split())
 TOKEN = re.compile(r"[A-Za-z]{2,}")

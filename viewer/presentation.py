@@ -25,6 +25,7 @@ from dicomnode.deid.plausible import FIRST_YEAR, HEIGHT_M, MAX_AGE_YEARS, WEIGHT
 from storage.rows import utc
 from viewer.i18n import gettext as _
 from viewer.i18n import language, number
+from viewer.planning.body import body_size
 
 DAYS_PER_MONTH = 365.25 / 12
 _AS = re.compile(r"(\d{3})([DWMY])")
@@ -227,6 +228,7 @@ class PatientView:
     age: str | None
     weight: str | None  # with its unit
     height: str | None
+    bsa: str | None = None  # "BSA 0.62 m² (Haycock)", from weight and height only
 
     @property
     def line(self) -> str:
@@ -242,11 +244,13 @@ class PatientView:
 
 def patient(values: Any) -> PatientView:
     weight, height = weight_kg(values), height_m(values)
+    size = body_size(weight, height)
     return PatientView(
         sex=sex_text(values),
         age=age_text(values),
         weight=_("{kg} kg", kg=number(weight)) if weight is not None else None,
         height=_("{cm} cm", cm=number(height * 100, 0)) if height is not None else None,
+        bsa=_("BSA {m2} m² (Haycock)", m2=number(size.bsa_m2, 2)) if size else None,
     )
 
 

@@ -31,6 +31,7 @@ STUDY_KEYS = (
     "PatientSex",
     "PatientAge",
     "PatientWeight",
+    "PatientSize",
     "StudyDate",
     "StudyDescription",
     "ModalitiesInStudy",

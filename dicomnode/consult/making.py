@@ -39,7 +39,15 @@ from storage.reports import Decision
 log = logging.getLogger(__name__)
 MOST_VALUES = 40  # measured values, texts and drawings of one plan in the report
 # UCUM codes as a reader writes the unit.
-UCUM_SHOWN = {"mm[Hg]": "mmHg", "mm2": "mm²", "deg": "°", "{pixels}": "px", "{pixels}2": "px²"}
+UCUM_SHOWN = {
+    "mm[Hg]": "mmHg",
+    "mm2": "mm²",
+    "m2": "m²",
+    "deg": "°",
+    "{pixels}": "px",
+    "{pixels}2": "px²",
+}
+TWO_DECIMALS = {"m/s", "m²"}  # 0.05 m/s is 1 mmHg at 2.5 m/s; a BSA in hundredths
 # What the report keeps of a drawn measurement: where, what shape, what it read.
 DRAWN_FIELDS = ("uid", "frame", "kind", "points", "value", "unit")
 
@@ -243,8 +251,8 @@ def _items(sr: Dataset) -> tuple[list[list[str]], list[list[str]]]:
 
 def _number(value: object, unit: str) -> str:
     """A measured value as the viewer shows it: one decimal (19.97 mm is
-    20.0), two for a velocity in m/s (0.05 m/s is 1 mmHg at 2.5 m/s)."""
+    20.0), two where a tenth is too coarse (`TWO_DECIMALS`)."""
     try:
-        return f"{float(str(value)):.{2 if unit == 'm/s' else 1}f}"
+        return f"{float(str(value)):.{2 if unit in TWO_DECIMALS else 1}f}"
     except ValueError:
         return str(value)

@@ -49,6 +49,7 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
 from dicomnode import UID_ROOT
+from viewer.planning.body import FORMULA
 from viewer.planning.calibration import french_mm
 from viewer.planning.defects import UNITS as FIELD_UNITS
 from viewer.planning.defects import Defect
@@ -109,6 +110,7 @@ REGION_VALUES: dict[str, list[tuple[str, CodedConcept, CodedConcept]]] = {
     ],
 }
 CLOSURE_PLANNING = CodedConcept("CLOSURE-PLAN", LOCAL_SCHEME, "Transcatheter closure planning")
+BSA = CodedConcept("8277-6", "LN", "Body Surface Area")
 CALIBRATION = CodedConcept("CAL-REFERENCE", LOCAL_SCHEME, "Calibration reference length")
 QUALITATIVE = CodedConcept("C0034375", "UMLS", "Qualitative Evaluations")
 SIZING_AID = CodedConcept("SIZING-AID", LOCAL_SCHEME, "Device sizing aid (decision support)")
@@ -248,6 +250,8 @@ def measurement_report(
     items = [_slot(_entry(s), entry, drawn, calibrations, by_uid) for s in slots]
     items += [item for m in drawn for item in _drawn(m, calibrations, by_uid)]
     items += [_calibration(c, by_uid) for c in calibrations.values() if "scope" in c]
+    if content.get("body"):
+        items.append(_body(content["body"]))
     evaluations = _choices(entry, content)
     group = MeasurementsAndQualitativeEvaluations(
         tracking_identifier=TrackingIdentifier(
@@ -439,6 +443,20 @@ def _drawn(drawn: dict[str, Any], calibrations: dict, by_uid: dict) -> list[Meas
             algorithm_id=_scale(drawn["source"], calibration if "mm" in drawn["unit"] else None),
         )
     ]
+
+
+def _body(body: dict[str, Any]) -> Measurement:
+    """The child's BSA, with the formula, weight and height it came from."""
+    return Measurement(
+        name=BSA,
+        value=float(body["bsa_m2"]),
+        unit=CodedConcept("m2", "UCUM", "square meter"),
+        algorithm_id=AlgorithmIdentification(
+            str(body.get("formula") or FORMULA),
+            "1",
+            parameters=[f"weight {body['weight_kg']} kg", f"height {body['height_cm']} cm"],
+        ),
+    )
 
 
 def _calibration(given: dict[str, Any], by_uid: dict[str, Dataset]) -> Measurement:

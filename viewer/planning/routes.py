@@ -45,6 +45,7 @@ from viewer import services
 from viewer.auth import audit
 from viewer.i18n import LANGUAGES, catalogue
 from viewer.planning import sizing
+from viewer.planning.body import body_size
 from viewer.planning.defects import rim_field, table
 from viewer.planning.measure import (
     MAX_MEASUREMENTS,
@@ -71,6 +72,7 @@ from viewer.planning.worksheet import (
     rim_slot,
     worksheet_slot,
 )
+from viewer.presentation import height_m, weight_kg
 
 bp = Blueprint("planning", __name__, url_prefix="/api")
 MAX_BODY = 1 << 20  # a plan is a few kB; 200 measurements and a long note fit many times
@@ -124,12 +126,13 @@ class Images:
             abort(404, description="no such study")
         self.study_uid = study_uid
         self.issuer = str(rows[0]["IssuerOfPatientID"])
-        study = Query(
-            Level.STUDY, {"StudyInstanceUID": study_uid, "PatientWeight": "", "PatientAge": ""}
-        )
+        keys = {"PatientWeight": "", "PatientAge": "", "PatientSize": ""}
+        study = Query(Level.STUDY, {"StudyInstanceUID": study_uid, **keys})
         found = list(services.archive().index.find(study))
         weight = found[0]["PatientWeight"] if found else None
         self.weight = weight if weight not in (None, "") else None
+        # The BSA the plan states is the one its SR codes, from this study's header.
+        self.size = body_size(weight_kg(found[0]), height_m(found[0])) if found else None
         # Device labels have age limits too (the duct occluder: 6 months).
         self.age = age_years(str(found[0]["PatientAge"] or "")) if found else None
         self.rows = [r for r in rows if r["Modality"] != "SR"] or rows
@@ -248,6 +251,7 @@ def _form(body: dict[str, Any], images: Images) -> Form:
         "measurements": measurements,
         "proposal": asdict(proposal) if proposal else None,
         "based_on": based_on,
+        "body": asdict(images.size) if images.size else None,
     }
     return Form(defect, plan, based_on, content, _referenced(content))
 
