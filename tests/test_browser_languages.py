@@ -49,8 +49,9 @@ ALLOWED_WORDS = """
     dicomnode quarantine release reviewed show refuse out FILE why TEXT blank rectangles
 """
 # By line: codes and abbreviations of the trade and the standard; modality
-# codes (and the velocity-time integral's); keys as printed on them; the language menu naming each language
-# in itself; proper names (OHIF, the viewer; Haycock's formula), societies and citation identifiers; the
+# codes (and the velocity-time integral's); keys as printed on them; the
+# language menu naming each language in itself; proper names (OHIF, the
+# viewer; Haycock's formula), societies and citation identifiers; the
 # commands the quarantine page quotes.
 ALLOWED = set(ALLOWED_WORDS.split())
 TOKEN = re.compile(r"[A-Za-z]{2,}")
