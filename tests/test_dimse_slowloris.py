@@ -9,6 +9,7 @@ a timing assertion)."""
 
 from __future__ import annotations
 
+import contextlib
 import select
 import socket
 import ssl
@@ -470,10 +471,8 @@ def test_an_incoming_association_waits_for_work_and_gives_its_sockets_back(
         threads open meanwhile (an index connection, a log) are not counted."""
         count = 0
         for fd in os.listdir("/proc/self/fd"):
-            try:
+            with contextlib.suppress(OSError):  # closed while listed
                 count += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
-            except OSError:  # closed while listed
-                pass
         return count
 
     def echo_rounds() -> None:

@@ -32,6 +32,7 @@ from pydicom.dataset import Dataset
 # Channel sources that are ECG leads: SCP-ECG lead codes and the MDC ones.
 ECG_SCHEMES = {"SCPECG", "MDC"}
 LEAD_II = {("SCPECG", "5.6.3-9-2"), ("MDC", "2:2")}
+LEAD_I = {("SCPECG", "5.6.3-9-1"), ("MDC", "2:1")}
 MOST_SAMPLES = 10_000_000  # per channel: hours of ECG, far more than any clip
 MOST_POINTS = 4000  # what the browser draws: min and max per bucket keep the QRS
 INTEGRATE_S = 0.08
@@ -86,16 +87,18 @@ class Ecg:
         }
 
 
-def _source(channel: Dataset) -> tuple[str, str, str]:
+def _source(channel: Dataset) -> tuple[str, str]:
     sources = channel.get("ChannelSourceSequence") or []
     if not sources:
-        return "", "", ""
+        return "", ""
     code = sources[0]
-    return (
-        str(code.get("CodingSchemeDesignator", "")),
-        str(code.get("CodeValue", "")),
-        str(code.get("CodeMeaning", "")),
-    )
+    return str(code.get("CodingSchemeDesignator", "")), str(code.get("CodeValue", ""))
+
+
+def _label(code: tuple[str, str]) -> str:
+    """The lead's name from its code: the meaning may have been rewritten
+    (de-identification replaces free-text code meanings)."""
+    return "Lead II" if code in LEAD_II else "Lead I" if code in LEAD_I else "ECG"
 
 
 def read(ds: Dataset) -> Ecg:
@@ -105,10 +108,10 @@ def read(ds: Dataset) -> Ecg:
     for index, group in enumerate(groups):
         channels = group.get("ChannelDefinitionSequence") or []
         sources = [_source(c) for c in channels]
-        leads = [n for n, (scheme, _, _) in enumerate(sources) if scheme in ECG_SCHEMES]
+        leads = [n for n, (scheme, _) in enumerate(sources) if scheme in ECG_SCHEMES]
         if not leads:
             continue
-        chosen = next((n for n in leads if sources[n][:2] in LEAD_II), leads[0])
+        chosen = next((n for n in leads if sources[n] in LEAD_II), leads[0])
         try:
             hz = float(group.SamplingFrequency)
             count = int(group.NumberOfWaveformSamples)
@@ -125,7 +128,7 @@ def read(ds: Dataset) -> Ecg:
             raise NoEcg("the ECG's samples cannot be read") from None
         if len(samples) != count or not np.all(np.isfinite(samples)):
             raise NoEcg("the ECG's samples cannot be read")
-        ecg = Ecg(hz, offset_ms / 1000, samples, sources[chosen][2] or "ECG")
+        ecg = Ecg(hz, offset_ms / 1000, samples, _label(sources[chosen]))
         ecg.r_waves = [ecg.offset_s + i / hz for i in r_waves(samples, hz)]
         return ecg
     raise NoEcg("this instance carries no ECG")

@@ -33,6 +33,8 @@ from typing import Any
 
 from flask import Blueprint, Response, abort, jsonify, request
 
+from viewer.ecg import NoEcg
+from viewer.ecg import read as read_ecg
 from viewer.framedecode import raw_frame, reference
 from viewer.framedisplay import (  # noqa: F401 (frame_times_ms: tests import it from here)
     browser_image,
@@ -154,7 +156,19 @@ def meta(uid: str) -> Any:
         rescale=rescale(ds),
         window=window(ds),
         voi_function=str(ds.get("VOILUTFunction") or "LINEAR").upper(),
+        ecg="WaveformSequence" in ds,
     )
+
+
+@bp.get("/<uid>/ecg")
+def ecg(uid: str) -> Any:
+    """The ECG the instance carries, for the strip under its cine: one lead
+    (`viewer.ecg`), its R-waves and rate; 404 with the reason when none."""
+    found = layout_or_abort(uid)
+    try:
+        return jsonify(read_ecg(found.header).as_json())
+    except NoEcg as exc:
+        abort(404, description=str(exc))
 
 
 @bp.get("/<uid>/thumbnail")

@@ -33,6 +33,7 @@ RULES: dict[str, frozenset[str]] = {
     "studies.study": EVERYONE,
     "frames.frame": EVERYONE,
     "frames.meta": EVERYONE,
+    "frames.ecg": EVERYONE,
     "frames.thumbnail": EVERYONE,
     "frames.raw": EVERYONE,
     "measure.geometry": EVERYONE,

@@ -1,0 +1,64 @@
+"""The ECG strip under an angio run, as a cardiologist steps through it:
+the cursor sits at the frame's time, the beat it falls in is named in ms
+after its R-wave, at two window sizes and pixel ratios; a run without an
+ECG draws no strip."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from playwright.sync_api import Page
+
+from dicomnode.node import Node
+from dicomnode.ops.samples import PATIENTS, xa_instance
+from tests.conftest import incoming
+from tests.test_browser import chromium, log_in, web_node  # noqa: F401 (fixture)
+from tests.test_ecg import carrying
+
+pytestmark = [pytest.mark.slow, pytest.mark.peers]
+
+
+@pytest.fixture(params=[(1400, 900, 1), (1024, 700, 2)], ids=["1400x900", "1024x700@2x"])
+def page(web_node: Node, request: pytest.FixtureRequest) -> Iterator[Page]:  # noqa: F811
+    width, height, ratio = request.param
+    with chromium() as browser:
+        context = browser.new_context(
+            viewport={"width": width, "height": height}, device_scale_factor=ratio
+        )
+        page = context.new_page()
+        page.base = f"http://127.0.0.1:{web_node.http_port}"  # type: ignore[attr-defined]
+        yield page
+        context.close()
+
+
+def test_the_cursor_follows_the_frame_through_the_beat(
+    page: Page,
+    web_node: Node,  # noqa: F811
+) -> None:
+    ds, truth = carrying(rate=120)
+    stored = web_node.ingestor.ingest(incoming(ds))
+    assert stored.status == 0
+    log_in(page)
+    page.goto(f"{page.base}/studies/{stored.dataset.StudyInstanceUID}")  # type: ignore[attr-defined]
+    page.wait_for_function("() => window.ecgApi && window.ecgApi.state(0)")
+    # Stopped on the first frame, as a cardiologist stops a playing run.
+    page.evaluate("() => window.viewerApi.show(window.viewerState()[0].uid, 0)")
+    first = page.evaluate("() => window.ecgApi.state(0)")
+    assert first["lead"] == "Lead II" and first["rate"] == pytest.approx(120, rel=0.05)
+    assert first["cursor"] == 0
+    for frame in range(1, 12):
+        page.keyboard.press("ArrowRight")
+        page.wait_for_function(f"() => window.viewerState()[0].frame === {frame}")
+        now = page.evaluate("() => window.ecgApi.state(0)")
+        assert now["cursor"] == pytest.approx(frame / 15, abs=1e-6)
+        before = max(r for r in truth if r <= now["cursor"]) if truth[0] <= now["cursor"] else None
+        if before is not None and now["cycle"]:
+            assert now["cycle"]["since_r_ms"] == pytest.approx(
+                (now["cursor"] - before) * 1000, abs=3
+            )
+
+    plain = web_node.ingestor.ingest(incoming(xa_instance(PATIENTS[2], frames=3, rows=32, cols=32)))
+    page.goto(f"{page.base}/studies/{plain.dataset.StudyInstanceUID}")  # type: ignore[attr-defined]
+    page.wait_for_function("() => window.viewerState && window.viewerState()[0].frames === 3")
+    assert page.evaluate("() => window.ecgApi.state(0)") is None

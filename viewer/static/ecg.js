@@ -1,0 +1,76 @@
+// The ECG strip under a run's cine (/api/instances/<uid>/ecg, viewer/ecg.py):
+// the lead across the run's time, the R-waves marked, a cursor at the frame
+// shown, the lead and rate named. Drawn as one of viewer.js's overlays, in
+// CSS pixels at the bottom of the viewport, for runs whose /meta says they
+// carry an ECG; nothing is drawn for the others.
+//
+// window.ecgApi.state(i): what viewport i's strip shows (for tests and
+// measure.js): lead, rate, the cursor's time and where it lies in its beat.
+"use strict";
+
+(() => {
+  const api = window.viewerApi;
+  const { t, fmt } = window;
+  const found = new Map(); // uid -> the ECG, false when none, undefined while asked
+  const COLOUR = { trace: "#5f5", r: "#f66", cursor: "#fd4", text: "#dfd" };
+
+  function ecgOf(uid) {
+    if (!found.has(uid)) {
+      found.set(uid, undefined);
+      fetch(`/api/instances/${uid}/ecg`).then((r) => (r.ok ? r.json() : false), () => false)
+        .then((body) => { found.set(uid, body); api.viewports.forEach(api.draw); });
+    }
+    return found.get(uid);
+  }
+
+  // The time (s after the first frame) at which frame i starts.
+  function frameTime(vp, frame) {
+    let ms = 0;
+    for (let i = 0; i < frame; i += 1) ms += vp.times[i] || 0;
+    return ms / 1000;
+  }
+
+  function state(vp) {
+    if (!vp || !vp.meta || !vp.meta.ecg || vp.stack) return null;
+    const ecg = ecgOf(vp.meta.uid);
+    if (!ecg) return null;
+    const cursor = frameTime(vp, vp.frame);
+    const before = ecg.r_waves.filter((r) => r <= cursor).pop();
+    const after = ecg.r_waves.find((r) => r > cursor);
+    const cycle = before !== undefined && after !== undefined
+      ? { since_r_ms: Math.round((cursor - before) * 1000), fraction: (cursor - before) / (after - before) } : null;
+    return { lead: ecg.lead, rate: ecg.rate, cursor, r_waves: ecg.r_waves, cycle, ecg };
+  }
+
+  window.viewerOverlays = window.viewerOverlays || [];
+  window.viewerOverlays.push((vp, ctx, view) => {
+    const now = state(vp);
+    if (!now) return;
+    const { ecg } = now;
+    const height = Math.max(36, Math.min(90, view.height * 0.16));
+    const top = view.height - height - 4, left = 4, width = view.width - 8;
+    const runEnd = frameTime(vp, vp.times.length);
+    const start = Math.min(0, ecg.offset_s), end = Math.max(runEnd, ecg.offset_s + ecg.duration_s);
+    const x = (time) => left + ((time - start) / (end - start || 1)) * width;
+    const y = (value) => top + height / 2 - value * height * 0.42;
+    ctx.fillStyle = "rgba(0,0,0,.6)";
+    ctx.fillRect(left, top, width, height);
+    ctx.lineWidth = 1.25; ctx.strokeStyle = COLOUR.trace;
+    ctx.beginPath();
+    ecg.points.forEach(([time, value], i) => (i ? ctx.lineTo(x(time), y(value)) : ctx.moveTo(x(time), y(value))));
+    ctx.stroke();
+    ctx.fillStyle = COLOUR.r;
+    for (const r of ecg.r_waves) {
+      ctx.beginPath(); ctx.moveTo(x(r) - 4, top); ctx.lineTo(x(r) + 4, top); ctx.lineTo(x(r), top + 7); ctx.fill();
+    }
+    ctx.strokeStyle = COLOUR.cursor; ctx.lineWidth = 2;
+    ctx.beginPath(); ctx.moveTo(x(now.cursor), top); ctx.lineTo(x(now.cursor), top + height); ctx.stroke();
+    ctx.font = "12px sans-serif"; ctx.fillStyle = COLOUR.text;
+    const rate = ecg.rate ? ` · ${fmt(ecg.rate, 0)} ${t("/min")}` : "";
+    const since = now.cycle ? ` · ${t("{ms} ms after R", { ms: now.cycle.since_r_ms })}` : "";
+    const lead = ecg.lead === "ECG" ? "" : ` ${t(ecg.lead)}`;
+    ctx.fillText(`${t("ECG")}${lead}${rate}${since}`, left + 4, top + height - 4);
+  });
+
+  window.ecgApi = { state: (i) => { const s = state(api.viewports[i]); return s && { ...s, ecg: undefined }; } };
+})();
