@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import Page
+from playwright.sync_api import Page, expect
 
 from dicomnode.node import Node
 from dicomnode.ops.samples import PATIENTS, xa_instance
@@ -57,6 +57,18 @@ def test_the_cursor_follows_the_frame_through_the_beat(
             assert now["cycle"]["since_r_ms"] == pytest.approx(
                 (now["cursor"] - before) * 1000, abs=3
             )
+
+    # Tag this frame end-diastole and measure on it: the measurement keeps it.
+    page.click("#tag-ed")
+    assert page.evaluate("() => [...window.measureApi.phases().values()]") == ["ED"]
+    page.select_option("#tool", "length")
+    canvas = page.locator(".viewport canvas").first
+    box = canvas.bounding_box()
+    assert box is not None
+    for x in (0.45, 0.55):  # the tag button scrolled the page: click it where it now is
+        canvas.click(position={"x": box["width"] * x, "y": box["height"] * 0.3})
+    item = page.locator("#measurements li").first
+    expect(item).to_contain_text("frame 12, end-diastole")
 
     plain = web_node.ingestor.ingest(incoming(xa_instance(PATIENTS[2], frames=3, rows=32, cols=32)))
     page.goto(f"{page.base}/studies/{plain.dataset.StudyInstanceUID}")  # type: ignore[attr-defined]

@@ -195,3 +195,20 @@ def test_the_print_page_lists_the_gradients_in_the_users_language(
     client.post("/language", data={"language": "ru", "csrf_token": "token"})
     russian = client.get(f"/studies/{study}/plan/print").get_data(as_text=True)
     assert "16,0 мм рт. ст." in russian and "пик" in russian
+
+
+def test_a_measurement_keeps_the_phase_of_its_frame(
+    client: FlaskClient, stored: tuple[str, str, str]
+) -> None:
+    study, doppler_uid, m_mode_uid = stored
+    plan = _plan(client, doppler_uid, m_mode_uid)
+    plan["measurements"][4]["phase"] = "ED"
+    saved = client.post(f"/api/studies/{study}/plans", headers=HEADERS, json=plan)
+    assert saved.status_code == 201, saved.json
+    (kept,) = client.get(f"/api/studies/{study}/plans").json
+    assert [m["phase"] for m in kept["content"]["measurements"]] == [None] * 4 + ["ED"]
+    page = client.get(f"/studies/{study}/plan/print").get_data(as_text=True)
+    assert "end-diastole" in page
+    plan["measurements"][4]["phase"] = "systole"
+    refused = client.post(f"/api/studies/{study}/plans", headers=HEADERS, json=plan)
+    assert refused.status_code == 400 and "phase is ED, ES or null" in refused.json["message"]

@@ -39,6 +39,8 @@ REGION_KINDS = {"velocity": 1, "interval": 2, "m-mode": 2, "vti": 0}
 # What a plan keeps and its SR codes (`report`).
 SAVED_KINDS = frozenset(NEEDED) | frozenset(REGION_KINDS)
 SAVED_FIELDS = ("uid", "frame", "kind", "points", "value", "unit", "source", "calibration_id")
+# The cardiac phase of the measured frame, as the cardiologist tagged it.
+PHASES = (None, "ED", "ES")
 
 
 def header(uid: str) -> Dataset:
@@ -262,6 +264,7 @@ def saved_measurements(
                     "unit": str(item["unit"])[:8],
                     "source": str(item["source"])[:200],
                     "calibration_id": used,
+                    "phase": _phase(item.get("phase")),
                 }
             )
         except (KeyError, TypeError, ValueError, AttributeError):
@@ -269,6 +272,12 @@ def saved_measurements(
         if known is not None and used is not None and used not in known:
             abort(400, description="measurements: a calibration_id names no saved calibration")
     return kept
+
+
+def _phase(given: Any) -> str | None:
+    if given not in PHASES:
+        abort(400, description="measurements: phase is ED, ES or null")
+    return str(given) if given else None
 
 
 def saved_calibrations(body: dict) -> list[dict[str, Any]]:

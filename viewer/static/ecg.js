@@ -63,6 +63,13 @@
     for (const r of ecg.r_waves) {
       ctx.beginPath(); ctx.moveTo(x(r) - 4, top); ctx.lineTo(x(r) + 4, top); ctx.lineTo(x(r), top + 7); ctx.fill();
     }
+    // Frames tagged end-diastole / end-systole (measure.js), as letters on the strip.
+    const tags = window.measureApi && window.measureApi.phases ? window.measureApi.phases() : new Map();
+    ctx.font = "11px sans-serif"; ctx.fillStyle = COLOUR.cursor;
+    for (const [key, phase] of tags) {
+      const [uid, frame] = key.split(":");
+      if (uid === vp.meta.uid) ctx.fillText(phase, x(frameTime(vp, Number(frame))) - 6, top + 18);
+    }
     ctx.strokeStyle = COLOUR.cursor; ctx.lineWidth = 2;
     ctx.beginPath(); ctx.moveTo(x(now.cursor), top); ctx.lineTo(x(now.cursor), top + height); ctx.stroke();
     ctx.font = "12px sans-serif"; ctx.fillStyle = COLOUR.text;

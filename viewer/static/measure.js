@@ -32,11 +32,16 @@
   // the envelope between its two clicks and becomes a trace to correct.
   const REGION = new Set(["velocity", "interval", "m-mode", "vti"]);
   const MOST_TRACE = 2000; // points of one trace, as the server
+  const PHASE_NAMES = { ED: "end-diastole", ES: "end-systole" };
   const CALIBRATED_UNITS = new Set(["mm", "mm²", "°", "m/s", "ms", "cm"]);
   const MIN_CALIBRATION_PX = 5; // as the server: a shorter line cannot calibrate
   const SCALE = [0.005, 5]; // mm per image pixel, as the server
   const REACH = 8; // CSS pixels around an end that pick it up
   const COLOUR = { measurement: "#4f4", calibration: "#4df", pending: "#fa4", selected: "#fd4" };
+  // Frames the cardiologist tagged end-diastole or end-systole, by
+  // "uid:frame"; a measurement keeps the phase of its frame.
+  const phases = new Map();
+  const phaseOf = (uid, frame) => phases.get(`${uid}:${frame}`) || null;
   let pending = { vp: null, at: null, points: [] };
   let selected = null; // a measurement or a calibration
   let dragging = null; // {item, index, before, moved}
@@ -157,7 +162,7 @@
     const kind = tool();
     pending = { vp: null, at: null, points: [] };
     if (kind.startsWith("calibrate")) { addCalibration(vp, at, points, kind); return; }
-    const m = { uid: at.uid, frame: at.frame, kind, points, calibration_id: null };
+    const m = { uid: at.uid, frame: at.frame, kind, points, calibration_id: null, phase: phaseOf(at.uid, at.frame) };
     redraw();
     if (kind === "vti-auto") {
       const [status, result] = await post(`/api/instances/${at.uid}/envelope`, { points, frame: at.frame });
@@ -328,7 +333,8 @@
   function render() {
     $("measurements").innerHTML = "";
     for (const m of measurements) {
-      row($("measurements"), m, `${t(m.kind === "vti" ? "VTI" : m.kind)} ${shown(m)} (${t("frame {n}", { n: m.frame + 1 })}; ${t(m.source)})`,
+      const phase = m.phase ? `, ${t(PHASE_NAMES[m.phase])}` : "";
+      row($("measurements"), m, `${t(m.kind === "vti" ? "VTI" : m.kind)} ${shown(m)} (${t("frame {n}", { n: m.frame + 1 })}${phase}; ${t(m.source)})`,
         !CALIBRATED_UNITS.has(m.unit));
     }
     if ($("calibrations")) {
@@ -342,7 +348,20 @@
     if ($("calibration")) $("calibration").textContent = note;
   }
 
+  // Tag the active viewport's frame (again: untag); its measurements follow.
+  function tag(phase) {
+    const vp = api.active(), here = vp && api.position(vp);
+    if (!here) return;
+    const key = `${here.uid}:${here.frame}`;
+    if (phases.get(key) === phase) phases.delete(key); else phases.set(key, phase);
+    for (const m of measurements) if (m.uid === here.uid && m.frame === here.frame) m.phase = phaseOf(m.uid, m.frame);
+    message(phases.has(key) ? t("Frame {n} tagged {phase}.", { n: here.frame + 1, phase: t(PHASE_NAMES[phase]) }) : "");
+    render(); redraw();
+  }
+
   if (editable) {
+    $("tag-ed").addEventListener("click", () => tag("ED"));
+    $("tag-es").addEventListener("click", () => tag("ES"));
     $("tool").addEventListener("change", () => {
       clearPending(); message("");
       document.querySelectorAll(".viewport").forEach((el) => el.classList.toggle("measuring", tool() !== "none"));
@@ -375,6 +394,7 @@
     measurements: () => measurements,
     planned: () => measurements, // what a plan keeps: every kind, its SR codes them all
     calibrations: () => calibrations.map(copy),
+    phases: () => phases, // "uid:frame" -> "ED" | "ES": the ECG strip marks them
     calibration() {
       const vp = api.active(), here = vp && api.position(vp);
       const found = here && applicable(here.uid, here.frame); // none where none applies
@@ -401,7 +421,10 @@
           note = t("A calibration saved with this plan was not restored: the image it was drawn on is not recorded. Calibrate again before measuring.");
         }
       }
-      for (const m of content.measurements || []) measurements.push({ calibration_id: null, ...copy(m) });
+      for (const m of content.measurements || []) {
+        measurements.push({ calibration_id: null, ...copy(m) });
+        if (m.phase) phases.set(`${m.uid}:${m.frame}`, m.phase);
+      }
       for (const c of calibrations) geometry(c.scope.uid);
       render(); redraw();
     },
