@@ -275,3 +275,108 @@ def test_the_envelope_api_suggests_from_the_stored_pixels(
     assert (
         client.post(f"/api/instances/{uid}/envelope", headers=HEADERS, data="[").status_code == 400
     )
+
+
+def _drawn_beyond(ds: Dataset, below: bool, what: str) -> Dataset:
+    """The spectrum phantom with what machines draw in the region beyond
+    the spectrum: the ECG trace along its outer edge (QRS spikes outward),
+    or a scale label across the beat's columns."""
+    image = np.frombuffer(ds.PixelData, np.uint8).reshape(480, 640).copy()
+    outward = 1 if below else -1
+    edge = 470 if below else DOPPLER_TOP + 4  # a few pixels in from the region's far edge
+    if what == "ecg":
+        for x in range(0, 640):
+            spike = 6 if x % 80 < 5 else 0
+            low, high = sorted((edge, edge + outward * spike))
+            image[low : high + 2, x] = 240
+    else:
+        low, high = sorted((edge, edge + outward * 6))
+        image[low:high, 60:120] = 250
+    ds.PixelData = image.tobytes()
+    return ds
+
+
+@pytest.mark.parametrize("what", ["ecg", "label"])
+@pytest.mark.parametrize("below", [False, True], ids=["toward", "away"])
+def test_an_ecg_or_a_label_beyond_the_spectrum_is_not_its_envelope(below: bool, what: str) -> None:
+    ds = _drawn_beyond(spectrum_phantom(np.random.default_rng(1), below), below, what)
+    pixels = np.frombuffer(ds.PixelData, np.uint8).reshape(480, 640).astype(float)
+    row = DOPPLER_TOP + BASELINE + (10 if below else -10)
+    start, end = (START, row), (START + EJECTION / S_PER_PX, row)
+    trace = suggest(pixels, doppler.region(ds, [start, end], "spectral"), start, end)
+    assert doppler.vti(ds, trace)["value"] == pytest.approx(TRUE_VTI, rel=0.02)
+
+
+def test_a_spectrum_that_reaches_the_edge_gets_no_suggestion() -> None:
+    """Aliased or clipped: the true envelope is not in the picture."""
+    ds = spectrum_phantom(np.random.default_rng(2))
+    image = np.frombuffer(ds.PixelData, np.uint8).reshape(480, 640).copy()
+    image[DOPPLER_TOP : DOPPLER_TOP + BASELINE, 80:110] = 200  # up to the region's top
+    pixels = image.astype(float)
+    row = DOPPLER_TOP + BASELINE - 10
+    region = doppler.region(ds, [(START, row), (START + 60, row)], "spectral")
+    with pytest.raises(doppler.NotMeasurable, match="edge of the region"):
+        suggest(pixels, region, (START, row), (START + 60, row))
+
+
+def test_a_region_without_its_baseline_gives_no_velocity_but_times() -> None:
+    ds = doppler_phantom()
+    spectral = ds.SequenceOfUltrasoundRegions[1]
+    del spectral.ReferencePixelY0
+    with pytest.raises(doppler.NotMeasurable, match="baseline"):
+        doppler.velocity(ds, (100, 250))
+    assert doppler.interval(ds, (100, 300), (260, 300))["value"] == 800.0
+
+
+def test_overlapping_regions_take_the_one_that_measures_unless_two_disagree() -> None:
+    ds = doppler_phantom()
+    everything = ultrasound_region(0, 0, 639, 479)  # a picture-wide region listed first
+    ds.SequenceOfUltrasoundRegions = [everything, *ds.SequenceOfUltrasoundRegions]
+    assert doppler.velocity(ds, (100, DOPPLER_TOP + BASELINE - 50))["value"] == 2.0
+    other = spectral_region()
+    other.PhysicalDeltaY = 2 * CM_S_PER_PX
+    ds.SequenceOfUltrasoundRegions = [*ds.SequenceOfUltrasoundRegions, other]
+    with pytest.raises(doppler.NotMeasurable, match="different scales"):
+        doppler.velocity(ds, (100, 250))
+
+
+@pytest.mark.parametrize(
+    ("trace", "why"),
+    [
+        ([(100, 280), (140, 260), (120, 250), (160, 280)], "back in time"),
+        ([(100, 280), (140, 330), (180, 280)], "crosses the baseline"),
+    ],
+)
+def test_a_trace_that_no_envelope_makes_is_refused(trace: list, why: str) -> None:
+    with pytest.raises(doppler.NotMeasurable, match=why):
+        doppler.vti(doppler_phantom(), trace)
+
+
+def test_scales_beyond_any_machine_and_short_intervals() -> None:
+    ds = doppler_phantom()
+    ds.SequenceOfUltrasoundRegions[1].PhysicalDeltaY = -1e200
+    with pytest.raises(doppler.NotMeasurable, match="beyond any echo machine"):
+        doppler.velocity(ds, (100, 250))
+    ds = doppler_phantom()
+    ds.SequenceOfUltrasoundRegions[1].PhysicalDeltaY = -45.0  # allowed, but 22 m/s here
+    with pytest.raises(doppler.NotMeasurable, match="beyond any blood flow"):
+        doppler.velocity(ds, (100, 250))
+    short = doppler.interval(doppler_phantom(), (100, 300), (110, 300))  # 50 ms
+    assert short["value"] == 50.0 and short["rate"] is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"kind": "velocity", "points": [[10**400, 250]]},
+        {"kind": ["velocity"], "points": [[100, 250]]},
+        {"kind": "velocity", "points": [["100", "250"]]},
+        {"kind": {"a": 1}, "points": []},
+    ],
+    ids=["huge integer", "kind a list", "text numbers", "kind an object"],
+)
+def test_junk_is_a_400_never_a_500(client: FlaskClient, ingestor: Ingestor, body: dict) -> None:
+    stored = ingestor.ingest(incoming(doppler_phantom()))
+    uid = str(stored.dataset.SOPInstanceUID)
+    answer = client.post(f"/api/instances/{uid}/measure", headers=HEADERS, json=body)
+    assert answer.status_code == 400, answer.get_data(as_text=True)[:300]

@@ -139,7 +139,7 @@ def number(value: Any, low: float, high: float, what: str) -> float:
         raise ValueError(f"{what}: a number")
     try:
         result = float(value)
-    except ValueError:
+    except (ValueError, OverflowError):  # "x", or an integer of 400 digits
         raise ValueError(f"{what}: a number") from None  # the value is not quoted
     if not (math.isfinite(result) and low <= result <= high):
         raise ValueError(f"{what}: from {low:g} to {high:g}")
@@ -151,6 +151,8 @@ def point(value: Any) -> Point:
     if not isinstance(value, list | tuple) or len(value) != 2:
         raise ValueError("points: [x, y] pairs")
     x, y = value
+    if isinstance(x, str) or isinstance(y, str):
+        raise ValueError("points: [x, y] pairs")  # numbers, not text that parses as one
     return number(x, -COORDINATE, COORDINATE, "x"), number(y, -COORDINATE, COORDINATE, "y")
 
 

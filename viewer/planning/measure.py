@@ -146,7 +146,7 @@ def measure(uid: str) -> Any:
     if not isinstance(body, dict):
         abort(400, description="a JSON object: kind, points, frame, calibration")
     kind = body.get("kind")
-    if kind not in SAVED_KINDS:
+    if not isinstance(kind, str) or kind not in SAVED_KINDS:
         abort(400, description="kind: length, angle, ellipse, velocity, interval, m-mode or vti")
     ds = header(uid)
     if "Rows" not in ds:
@@ -244,7 +244,9 @@ def saved_measurements(
     known = {c["id"] for c in calibrations} if calibrations is not None else None
     kept = []
     for item in (given or [])[:MAX_MEASUREMENTS] if isinstance(given, list) else []:
-        if isinstance(item, dict) and item.get("kind") not in SAVED_KINDS:
+        if isinstance(item, dict) and (
+            not isinstance(item.get("kind"), str) or item["kind"] not in SAVED_KINDS
+        ):
             abort(
                 400,
                 description="measurements: kind: length, angle, ellipse, velocity, interval, "
