@@ -36,6 +36,8 @@ def test_haycock_agrees_with_mosteller_within_three_percent(weight: float, heigh
 
 def test_no_bsa_without_both_weight_and_height() -> None:
     assert body_size(14.5, None) is None and body_size(None, 1.0) is None
+    assert body_size(250, 0.45) is None  # grams sent as kg: each plausible, not the pair
+    assert body_size(3.0, 1.8) is None
     size = body_size(14.5, 1.0)
     assert size is not None and (size.bsa_m2, size.height_cm) == (0.63, 100.0)
     with pytest.raises(ValueError):

@@ -69,6 +69,8 @@ def test_the_cursor_follows_the_frame_through_the_beat(
         canvas.click(position={"x": box["width"] * x, "y": box["height"] * 0.3})
     item = page.locator("#measurements li").first
     expect(item).to_contain_text("frame 12, end-diastole")
+    page.uncheck("#ecg-strip")  # hidden, the image's bottom shows again
+    assert page.is_checked("#ecg-strip") is False
 
     plain = web_node.ingestor.ingest(incoming(xa_instance(PATIENTS[2], frames=3, rows=32, cols=32)))
     page.goto(f"{page.base}/studies/{plain.dataset.StudyInstanceUID}")  # type: ignore[attr-defined]

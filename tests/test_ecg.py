@@ -145,3 +145,36 @@ def test_a_name_in_a_waveform_annotation_does_not_reach_disk(
     for part in PATIENTS[1].name.split("^"):
         assert part.encode("utf-8") not in data
     assert ecg.read(dcmread(BytesIO(data))).rate() == pytest.approx(120, rel=0.05)
+
+
+def test_one_artefact_does_not_silence_the_other_beats() -> None:
+    """An electrode pop six times a beat's height, at 4 s: every beat more
+    than 200 ms from it is still found within a sample (the one beside it
+    may be taken for it, or it for a beat)."""
+    samples, truth = synthetic_ecg(100, 500, 8, seed=4)
+    samples[2000:2006] += 6.0
+    found = [i / 500 for i in ecg.r_waves(samples, 500)]
+    away = [r for r in truth if abs(r - 4.0) > 0.2]
+    assert len(away) >= len(truth) - 1
+    for r in away:
+        assert min(abs(r - f) for f in found) <= 1 / 500
+
+
+def test_an_infants_svt_at_three_hundred() -> None:
+    samples, truth = synthetic_ecg(300, 500, 6, seed=6)
+    assert len(ecg.r_waves(samples, 500)) == len(truth)
+
+
+def test_lead_ii_is_found_in_another_group_and_a_pressure_is_no_lead() -> None:
+    ds, _ = carrying()
+    pressure = deepcopy(ds.WaveformSequence[0])
+    for channel in pressure.ChannelDefinitionSequence:
+        channel.ChannelSourceSequence[0].CodingSchemeDesignator = "MDC"
+        channel.ChannelSourceSequence[0].CodeValue = "2:15104"  # not an ECG lead
+    lead_ii = deepcopy(ds.WaveformSequence[0])
+    ds.WaveformSequence = [pressure, lead_ii]
+    found = ecg.read(ds)
+    assert found.lead == "Lead II"
+    ds.WaveformSequence = [pressure]
+    with pytest.raises(ecg.NoEcg, match="carries no ECG"):
+        ecg.read(ds)

@@ -12,8 +12,9 @@ The lead is lead II when the group has it (the rhythm lead), else the
 first channel. R-waves are found as Pan and Tompkins do (IEEE Trans
 Biomed Eng 1985;32(3):230-236), reduced to what a clean monitoring lead
 needs: the slope squared, integrated over 80 ms, peaks above a third of
-the strongest beat's, at least 200 ms apart (300/min, faster than any
-child's sinus rhythm); each R-wave is then placed at the largest deflection
+a typical beat's (the median of each 1.5 s's strongest, so one artefact
+does not silence the rest), at least 160 ms apart (375/min, faster than an
+infant's SVT); each R-wave is then placed at the largest deflection
 (of the QRS's own polarity) within 120 ms before that peak, with 50 and
 60 Hz mains hum filtered out (zero phase), between samples by a parabola
 fitted to the 8 ms either side of it. No waveform, or one without an ECG
@@ -29,14 +30,14 @@ from typing import Any
 import numpy as np
 from pydicom.dataset import Dataset
 
-# Channel sources that are ECG leads: SCP-ECG lead codes and the MDC ones.
-ECG_SCHEMES = {"SCPECG", "MDC"}
 LEAD_II = {("SCPECG", "5.6.3-9-2"), ("MDC", "2:2")}
 LEAD_I = {("SCPECG", "5.6.3-9-1"), ("MDC", "2:1")}
 MOST_SAMPLES = 10_000_000  # per channel: hours of ECG, far more than any clip
+MOST_OFFSET_MS = 3_600_000.0  # an hour between the ECG's start and the first frame
 MOST_POINTS = 4000  # what the browser draws: min and max per bucket keep the QRS
 INTEGRATE_S = 0.08
-REFRACTORY_S = 0.2
+REFRACTORY_S = 0.16  # 375/min: an infant's SVT is up to 300
+WINDOW_S = 1.5
 SEARCH_BACK_S = 0.12
 PEAK_FIT_S = 0.008  # either side of the R peak's sample: its tip, not the Q or S
 
@@ -101,17 +102,42 @@ def _label(code: tuple[str, str]) -> str:
     return "Lead II" if code in LEAD_II else "Lead I" if code in LEAD_I else "ECG"
 
 
+def _is_lead(code: tuple[str, str]) -> bool:
+    """An ECG lead's channel source: SCP-ECG's lead codes (5.6.3-9-n), or
+    MDC's (2:n, n below 256: MDC_ECG_LEAD_*; the partition's higher codes
+    are other signals, a pressure among them)."""
+    scheme, value = code
+    if scheme == "SCPECG":
+        return value.startswith("5.6.3-9-")
+    if scheme == "MDC":
+        partition, _, number = value.partition(":")
+        return partition == "2" and number.isdigit() and int(number) < 256
+    return False
+
+
+def _choose(groups: list[Dataset]) -> tuple[int, int, tuple[str, str]] | None:
+    """(group, channel, code) of lead II in any multiplex group, else of the
+    first ECG lead; None without one."""
+    first = None
+    for index, group in enumerate(groups):
+        channels = group.get("ChannelDefinitionSequence") or []
+        for n, channel in enumerate(channels):
+            code = _source(channel)
+            if code in LEAD_II:
+                return index, n, code
+            if first is None and _is_lead(code):
+                first = (index, n, code)
+    return first
+
+
 def read(ds: Dataset) -> Ecg:
     """The ECG lead of ``ds``'s Waveform Sequence, with its R-waves; NoEcg
     with the reason when there is none to draw."""
-    groups = ds.get("WaveformSequence") or []
-    for index, group in enumerate(groups):
-        channels = group.get("ChannelDefinitionSequence") or []
-        sources = [_source(c) for c in channels]
-        leads = [n for n, (scheme, _) in enumerate(sources) if scheme in ECG_SCHEMES]
-        if not leads:
-            continue
-        chosen = next((n for n in leads if sources[n] in LEAD_II), leads[0])
+    groups = list(ds.get("WaveformSequence") or [])
+    found = _choose(groups)
+    if found is not None:
+        index, chosen, code = found
+        group = groups[index]
         try:
             hz = float(group.SamplingFrequency)
             count = int(group.NumberOfWaveformSamples)
@@ -120,7 +146,7 @@ def read(ds: Dataset) -> Ecg:
             raise NoEcg("the ECG does not say its sampling") from None
         if not (math.isfinite(hz) and 1 <= hz <= 100_000) or not 0 < count <= MOST_SAMPLES:
             raise NoEcg("the ECG does not say its sampling")
-        if not math.isfinite(offset_ms):
+        if not (math.isfinite(offset_ms) and abs(offset_ms) <= MOST_OFFSET_MS):
             raise NoEcg("the ECG does not say its sampling")
         try:
             samples = np.asarray(ds.waveform_array(index)[:, chosen], dtype=np.float64)
@@ -128,7 +154,7 @@ def read(ds: Dataset) -> Ecg:
             raise NoEcg("the ECG's samples cannot be read") from None
         if len(samples) != count or not np.all(np.isfinite(samples)):
             raise NoEcg("the ECG's samples cannot be read")
-        ecg = Ecg(hz, offset_ms / 1000, samples, _label(sources[chosen]))
+        ecg = Ecg(hz, offset_ms / 1000, samples, _label(code))
         ecg.r_waves = [ecg.offset_s + i / hz for i in r_waves(samples, hz)]
         return ecg
     raise NoEcg("this instance carries no ECG")
@@ -154,7 +180,12 @@ def r_waves(samples: np.ndarray, hz: float) -> list[float]:
     slope = np.gradient(x) * hz
     width = max(1, round(INTEGRATE_S * hz))
     energy = np.convolve(slope**2, np.ones(width) / width, mode="same")
-    strongest = float(np.percentile(energy, 99.5))
+    # A typical beat's strength: the median of the strongest moment of each
+    # 1.5 s (a beat at 40/min or faster in each); one electrode pop or
+    # artefact ten times a beat moves it no more than one window.
+    window = round(WINDOW_S * hz)
+    maxima = [float(energy[i : i + window].max()) for i in range(0, len(energy), window)]
+    strongest = float(np.median(maxima)) if len(maxima) >= 3 else float(np.percentile(energy, 99.5))
     if strongest <= 0:
         return []
     threshold = strongest / 3

@@ -18,6 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 FORMULA = "Haycock 1978"
+# Body-mass index no child (nor adult) has: each value plausible alone, the
+# pair is not (250 kg and 0.45 m is a weight in the wrong unit).
+BMI = (8.0, 60.0)
 REFERENCE = (
     "Haycock GB, Schwartz GJ, Wisotsky DH. J Pediatr 1978;93(1):62-66: "
     "BSA = 0.024265 x W^0.5378 x H^0.3964 (kg, cm)"
@@ -40,8 +43,11 @@ def haycock_m2(weight_kg: float, height_cm: float) -> float:
 
 
 def body_size(weight_kg: float | None, height_m: float | None) -> BodySize | None:
-    """The child's size when both are known, BSA to two decimals; else None."""
+    """The child's size when both are known and go together, BSA to two
+    decimals; else None."""
     if weight_kg is None or height_m is None:
         return None
+    if not BMI[0] <= weight_kg / height_m**2 <= BMI[1]:
+        return None  # one of them in another unit (grams, centimetres), or swapped
     height_cm = height_m * 100
     return BodySize(weight_kg, round(height_cm, 1), round(haycock_m2(weight_kg, height_cm), 2))

@@ -151,8 +151,9 @@ def point(value: Any) -> Point:
     if not isinstance(value, list | tuple) or len(value) != 2:
         raise ValueError("points: [x, y] pairs")
     x, y = value
-    if isinstance(x, str) or isinstance(y, str):
-        raise ValueError("points: [x, y] pairs")  # numbers, not text that parses as one
+    for name, given in (("x", x), ("y", y)):
+        if isinstance(given, str):
+            raise ValueError(f"{name}: a number")  # a number, not text that parses as one
     return number(x, -COORDINATE, COORDINATE, "x"), number(y, -COORDINATE, COORDINATE, "y")
 
 

@@ -1,8 +1,9 @@
 // The ECG strip under a run's cine (/api/instances/<uid>/ecg, viewer/ecg.py):
 // the lead across the run's time, the R-waves marked, a cursor at the frame
 // shown, the lead and rate named. Drawn as one of viewer.js's overlays, in
-// CSS pixels at the bottom of the viewport, for runs whose /meta says they
-// carry an ECG; nothing is drawn for the others.
+// CSS pixels under the image (over its bottom when the letterbox has no
+// room; the "ECG" checkbox hides it), for runs whose /meta says they carry
+// an ECG; nothing is drawn for the others, nor for single images.
 //
 // window.ecgApi.state(i): what viewport i's strip shows (for tests and
 // measure.js): lead, rate, the cursor's time and where it lies in its beat.
@@ -30,8 +31,12 @@
     return ms / 1000;
   }
 
+  const shown = () => !document.getElementById("ecg-strip") || document.getElementById("ecg-strip").checked;
+
   function state(vp) {
-    if (!vp || !vp.meta || !vp.meta.ecg || vp.stack) return null;
+    // A run of frames: a single image (a Doppler sweep) has its own ECG drawn
+    // in its pixels, on its own time axis, which a strip here would misalign.
+    if (!vp || !vp.meta || !vp.meta.ecg || vp.stack || vp.times.length < 2) return null;
     const ecg = ecgOf(vp.meta.uid);
     if (!ecg) return null;
     const cursor = frameTime(vp, vp.frame);
@@ -45,10 +50,14 @@
   window.viewerOverlays = window.viewerOverlays || [];
   window.viewerOverlays.push((vp, ctx, view) => {
     const now = state(vp);
-    if (!now) return;
+    if (!now || !shown()) return;
     const { ecg } = now;
     const height = Math.max(36, Math.min(90, view.height * 0.16));
-    const top = view.height - height - 4, left = 4, width = view.width - 8;
+    // Under the image where the letterbox leaves room, else over its bottom
+    // (the checkbox hides it).
+    const below = view.point([0, vp.clip.height])[1] + 4;
+    const top = below + height + 4 <= view.height ? below : view.height - height - 4;
+    const left = 4, width = view.width - 8;
     const runEnd = frameTime(vp, vp.times.length);
     const start = Math.min(0, ecg.offset_s), end = Math.max(runEnd, ecg.offset_s + ecg.duration_s);
     const x = (time) => left + ((time - start) / (end - start || 1)) * width;
@@ -78,6 +87,9 @@
     const lead = ecg.lead === "ECG" ? "" : ` ${t(ecg.lead)}`;
     ctx.fillText(`${t("ECG")}${lead}${rate}${since}`, left + 4, top + height - 4);
   });
+
+  const box = document.getElementById("ecg-strip");
+  if (box) box.addEventListener("change", () => api.viewports.forEach(api.draw));
 
   window.ecgApi = { state: (i) => { const s = state(api.viewports[i]); return s && { ...s, ecg: undefined }; } };
 })();

@@ -186,9 +186,13 @@
     const here = api.position(vp), g = api.geometry(vp);
     const items = [...calibrations.filter((c) => same(here, where(c))), ...measurements.filter((m) => same(here, m))];
     if (selected && items.includes(selected)) items.unshift(selected);
-    for (const item of items) {
-      const index = item.points.findIndex(([x, y]) => Math.hypot(x - point[0], y - point[1]) * g.scale <= REACH);
-      if (index >= 0) return { item, index };
+    for (const item of items) { // the nearest point of the first item in reach (a trace's are close)
+      let best = -1, distance = Infinity;
+      item.points.forEach(([x, y], i) => {
+        const d = Math.hypot(x - point[0], y - point[1]) * g.scale;
+        if (d <= REACH && d < distance) { best = i; distance = d; }
+      });
+      if (best >= 0) return { item, index: best };
     }
     return null;
   }
@@ -219,7 +223,10 @@
     },
     move(vp, point) {
       if (!dragging || !point) return;
-      dragging.item.points[dragging.index] = clamp(vp, point);
+      const moved = clamp(vp, point);
+      // A trace's point moves up or down only: onto the spectrum's edge at its time.
+      if (dragging.item.kind === "vti") moved[0] = dragging.before[dragging.index][0];
+      dragging.item.points[dragging.index] = moved;
       dragging.moved = true;
       redraw();
     },
