@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, expect
@@ -77,6 +78,24 @@ def page(web_node: Node):
         )
         yield page
     assert blocked == [], blocked
+
+
+# Two window sizes and pixel ratios the measuring tests run at.
+SIZES = [(1400, 900, 1), (1024, 700, 2)]
+SIZE_IDS = ["1400x900", "1024x700@2x"]
+
+
+@contextmanager
+def sized_page(node: Node, width: int, height: int, ratio: float) -> Iterator[Any]:
+    """A page of ``width`` x ``height`` CSS pixels at ``ratio`` device pixels each."""
+    with chromium() as browser:
+        context = browser.new_context(
+            viewport={"width": width, "height": height}, device_scale_factor=ratio
+        )
+        page = context.new_page()
+        page.base = f"http://127.0.0.1:{node.http_port}"
+        yield page
+        context.close()
 
 
 def log_in(page, password: str = PASSWORD, user: str = "amina") -> None:

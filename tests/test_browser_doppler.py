@@ -15,7 +15,7 @@ from playwright.sync_api import Page, expect
 
 from dicomnode.node import Node
 from tests.conftest import incoming
-from tests.test_browser import chromium, log_in, on_screen, web_node  # noqa: F401 (fixture)
+from tests.test_browser import SIZE_IDS, SIZES, log_in, on_screen, sized_page, web_node  # noqa: F401 (fixture)
 from tests.test_doppler import (
     BASELINE,
     CM_S_PER_PX,
@@ -33,17 +33,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.peers]
 SIZE = (640, 480)
 
 
-@pytest.fixture(params=[(1400, 900, 1), (1024, 700, 2)], ids=["1400x900", "1024x700@2x"])
+@pytest.fixture(params=SIZES, ids=SIZE_IDS)
 def page(web_node: Node, request: pytest.FixtureRequest) -> Iterator[Page]:  # noqa: F811
-    width, height, ratio = request.param
-    with chromium() as browser:
-        context = browser.new_context(
-            viewport={"width": width, "height": height}, device_scale_factor=ratio
-        )
-        page = context.new_page()
-        page.base = f"http://127.0.0.1:{web_node.http_port}"  # type: ignore[attr-defined]
-        yield page
-        context.close()
+    with sized_page(web_node, *request.param) as opened:
+        yield opened
 
 
 def test_velocity_gradient_and_interval_read_as_the_phantom_says(

@@ -13,23 +13,16 @@ from playwright.sync_api import Page, expect
 from dicomnode.node import Node
 from dicomnode.ops.samples import PATIENTS, xa_instance
 from tests.conftest import incoming
-from tests.test_browser import chromium, log_in, web_node  # noqa: F401 (fixture)
+from tests.test_browser import SIZE_IDS, SIZES, log_in, sized_page, web_node  # noqa: F401 (fixture)
 from tests.test_ecg import carrying
 
 pytestmark = [pytest.mark.slow, pytest.mark.peers]
 
 
-@pytest.fixture(params=[(1400, 900, 1), (1024, 700, 2)], ids=["1400x900", "1024x700@2x"])
+@pytest.fixture(params=SIZES, ids=SIZE_IDS)
 def page(web_node: Node, request: pytest.FixtureRequest) -> Iterator[Page]:  # noqa: F811
-    width, height, ratio = request.param
-    with chromium() as browser:
-        context = browser.new_context(
-            viewport={"width": width, "height": height}, device_scale_factor=ratio
-        )
-        page = context.new_page()
-        page.base = f"http://127.0.0.1:{web_node.http_port}"  # type: ignore[attr-defined]
-        yield page
-        context.close()
+    with sized_page(web_node, *request.param) as opened:
+        yield opened
 
 
 def test_the_cursor_follows_the_frame_through_the_beat(

@@ -63,6 +63,8 @@ RULES: dict[str, frozenset[str]] = {
     # Clinical work: measuring, planning, storing reports and images.
     "measure.measure": CLINICAL,
     "measure.envelope": CLINICAL,
+    "measure.edges": CLINICAL,
+    "measure.vessel_profile": CLINICAL,
     "planning.save_plan": CLINICAL,
     "planning.sign_plan": CLINICAL,
     # STOW-RS: a partner hospital uploads more images of its children too.

@@ -28,6 +28,7 @@ from viewer.frames import shown_grey
 from viewer.planning import calibration as cal
 from viewer.planning import doppler
 from viewer.planning.envelope import suggest
+from viewer.planning.vessel import NoEdges, profile, snapped
 
 bp = Blueprint("measure", __name__, url_prefix="/api")
 MAX_CALIBRATIONS = 20  # per plan: a few catheters and known lengths
@@ -182,6 +183,59 @@ def envelope(uid: str) -> Any:
     except doppler.NotMeasurable as exc:
         abort(400, description=f"{kind}: {exc}")
     return jsonify(**found, points=[list(p) for p in trace], calibration_id=None)
+
+
+@bp.post("/instances/<uid>/edges")
+def edges(uid: str) -> Any:
+    """The edges of the catheter (or vessel) a line was drawn across, on
+    the line at right angles to it: what a calibration line snaps to."""
+    _, frame, (a, b) = _line(uid)
+    try:
+        found = snapped(shown_grey(uid, frame), a, b)
+    except NoEdges as exc:
+        abort(400, description=str(exc))
+    return jsonify(points=[list(p) for p in found])
+
+
+@bp.post("/instances/<uid>/profile")
+def vessel_profile(uid: str) -> Any:
+    """A vessel's diameter along a line drawn down it, every pixel, each
+    measured as a length between its edges (the calibration sent, else the
+    image's scale), and the narrowest."""
+    ds, frame, (a, b) = _line(uid)
+    body = json_body()
+    applied = applied_calibration(body.get("calibration"), uid, ds, frame)
+    try:
+        stations = profile(shown_grey(uid, frame), a, b)
+    except NoEdges as exc:
+        abort(400, description=str(exc))
+    measured = []
+    for station in stations:
+        found = compute(ds, "length", list(station.edges), applied)
+        measured.append(
+            {
+                "along_px": round(station.along_px, 2),
+                **found,
+                "points": [list(p) for p in station.edges],
+            }
+        )
+    narrowest = min(measured, key=lambda m: m["value"])
+    return jsonify(
+        stations=measured,
+        narrowest=narrowest,
+        calibration_id=applied.id if applied else None,
+    )
+
+
+def _line(uid: str) -> tuple[Dataset, int, list[cal.Point]]:
+    """The image, frame and two points of a line request."""
+    body = json_body()
+    if not isinstance(body, dict):
+        abort(400, description="a JSON object: points, frame")
+    ds = header(uid)
+    if "Rows" not in ds:
+        abort(400, description="this instance has no image to measure")
+    return ds, _frame(body, ds), _points(body, 2, ds)
 
 
 def point_count(kind: str, given: Any) -> int:

@@ -25,7 +25,7 @@
   const measurements = []; // {uid, frame, kind, points, value, unit, source, calibration_id}
   const calibrations = []; // {id, points, french | mm, scope: {kind, uid, frame, series}}
   const NEEDED = { length: 2, angle: 3, ellipse: 2, calibrate: 2, "calibrate-length": 2,
-    velocity: 1, interval: 2, "m-mode": 2, "vti-auto": 2, vti: Infinity };
+    velocity: 1, interval: 2, "m-mode": 2, "vti-auto": 2, vti: Infinity, profile: 2 };
   // Read through the ultrasound region under the points (the server's
   // viewer/planning/doppler.py): no calibration applies.
   // A trace ends on Enter or a double-click; "vti-auto" asks the server for
@@ -130,7 +130,31 @@
 
   function clearPending() { pending = { vp: null, at: null, points: [] }; redraw(); }
 
-  function addCalibration(vp, at, points, kind) {
+  // A line drawn down a vessel: its diameter every pixel (/profile), the
+  // narrowest kept as a length between its edges, the others drawn faintly.
+  async function addProfile(m) {
+    await Promise.all([m.uid, ...ofSeries(m.uid).map((c) => c.scope.uid)].map(geometry));
+    const calibration = applicable(m.uid, m.frame);
+    const [status, result] = await post(`/api/instances/${m.uid}/profile`, { points: m.points, frame: m.frame, calibration });
+    if (status !== 200) { message(t(result.message || "The measurement failed.")); redraw(); return; }
+    const n = result.narrowest;
+    Object.assign(m, { kind: "length", points: n.points, value: n.value, unit: n.unit, source: n.source,
+      calibration_id: result.calibration_id, profile: result.stations.map((s) => s.points) });
+    message(t("Narrowest of {n} diameters along the line: {value} {unit}.", { n: result.stations.length, value: fmt(n.value), unit: t(n.unit) }));
+    measurements.push(m); select(m);
+  }
+
+  // A catheter line snaps to the catheter's edges, at right angles to it
+  // (/edges); where none is found the line stays as drawn, and says why.
+  async function snap(at, points) {
+    const [status, result] = await post(`/api/instances/${at.uid}/edges`, { points, frame: at.frame });
+    if (status === 200) return [result.points, t("Snapped to the catheter's edges.")];
+    return [points, t("Not snapped: {why}", { why: t(result.message || "") })];
+  }
+
+  async function addCalibration(vp, at, drawn, kind) {
+    let points = drawn, said = "";
+    if (kind === "calibrate") [points, said] = await snap(at, drawn);
     const known = kind === "calibrate" ? { french: Number($("french").value) } : { mm: Number($("known-mm").value) };
     if (known.mm !== undefined && !(known.mm >= 0.1 && known.mm <= 1000)) {
       message(t("Enter the known length in mm (0.1 to 1000).")); return;
@@ -153,7 +177,7 @@
     const calibration = { id: ++lastId, points, ...known, scope };
     calibrations.push(calibration);
     geometry(at.uid);
-    message("");
+    message(said);
     select(calibration);
   }
 
@@ -164,6 +188,7 @@
     if (kind.startsWith("calibrate")) { addCalibration(vp, at, points, kind); return; }
     const m = { uid: at.uid, frame: at.frame, kind, points, calibration_id: null, phase: phaseOf(at.uid, at.frame) };
     redraw();
+    if (kind === "profile") { await addProfile(m); return; }
     if (kind === "vti-auto") {
       const [status, result] = await post(`/api/instances/${at.uid}/envelope`, { points, frame: at.frame });
       if (status !== 200) { message(t(result.message || "The measurement failed.")); redraw(); return; }
@@ -284,6 +309,12 @@
     for (const c of calibrations.filter((x) => same(here, where(x)))) {
       drawItem(ctx, view, "length", c.points, c === selected ? COLOUR.selected : COLOUR.calibration,
         `${t("Calibration {n}", { n: c.id })}: ${what(c)}`, c === selected);
+    }
+    for (const m of measurements.filter((x) => same(here, x) && x.profile && x === selected)) {
+      ctx.strokeStyle = "rgba(120,255,120,.4)"; ctx.lineWidth = 1;
+      ctx.beginPath();
+      for (const [a, b] of m.profile) { ctx.moveTo(...view.point(a)); ctx.lineTo(...view.point(b)); }
+      ctx.stroke();
     }
     for (const m of measurements.filter((x) => same(here, x))) {
       const used = m.calibration_id ? ` · ${t("Calibration {n}", { n: m.calibration_id })}` : "";
