@@ -14,6 +14,7 @@ off the region) is a 400 saying why, and nothing is saved.
 from __future__ import annotations
 
 from copy import deepcopy
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -212,3 +213,33 @@ def test_a_measurement_keeps_the_phase_of_its_frame(
     plan["measurements"][4]["phase"] = "systole"
     refused = client.post(f"/api/studies/{study}/plans", headers=HEADERS, json=plan)
     assert refused.status_code == 400 and "phase is ED, ES or null" in refused.json["message"]
+
+
+@pytest.mark.parametrize(
+    ("label", "kept"),
+    [
+        ("PDA, pulmonary end", True),
+        ("LVOT VTI", True),
+        ("Restrictive VSD jet", True),
+        ("Аорта, перешеек", True),
+        ("Timur Nazarov's duct", False),
+        ("call +996555123456", False),
+        ("x" * 65, False),
+    ],
+)
+def test_a_label_is_kept_unless_it_identifies_anyone(
+    client: FlaskClient, stored: tuple[str, str, str], label: str, kept: bool
+) -> None:
+    study, doppler_uid, m_mode_uid = stored
+    plan = _plan(client, doppler_uid, m_mode_uid)
+    plan["measurements"][0]["label"] = label
+    saved = client.post(f"/api/studies/{study}/plans", headers=HEADERS, json=plan)
+    if not kept:
+        assert saved.status_code == 400 and saved.json["message"].startswith("label:")
+        assert label not in saved.json["message"]  # refused without quoting it
+        return
+    assert saved.status_code == 201, saved.json
+    (row,) = client.get(f"/api/studies/{study}/plans").json
+    assert row["content"]["measurements"][0]["label"] == label
+    report = dcmread(BytesIO(client.application.extensions["archive"].read(saved.json["sr_uid"])))
+    assert label in {str(i.get("TextValue")) for i in _walk(report.ContentSequence)}

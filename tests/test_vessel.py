@@ -25,6 +25,7 @@ from dicomnode.ops.samples import PATIENTS, xa_instance
 from storage.archive import Archive
 from tests.conftest import incoming
 from tests.test_doppler import HEADERS, cardiologist
+from viewer.planning import calibration as cal
 from viewer.planning.vessel import NoEdges, edges_across, profile, snapped
 
 SIZE = 256
@@ -154,3 +155,23 @@ def test_the_edges_api_snaps_a_catheter_line(client: FlaskClient, ingestor: Inge
     )
     assert answer.status_code == 200, answer.json
     assert math.dist(*answer.json["points"]) == pytest.approx(9.0, abs=0.5)
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"ImagerPixelSpacing": ["0", "0"]}, "pixel spacing"),
+        ({"ImagerPixelSpacing": ["-0.154", "0.154"]}, "pixel spacing"),
+        ({"ImagerPixelSpacing": ["1e9", "1e9"]}, "pixel spacing"),
+        ({"DistanceSourceToPatient": "2000"}, "magnification"),  # beyond the detector
+        ({"DistanceSourceToPatient": "1e-30"}, "magnification"),
+        ({"PixelSpacing": ["0", "0.2"]}, "pixel spacing"),
+    ],
+)
+def test_a_scale_no_x_ray_system_has_leaves_lengths_in_pixels(change: dict, why: str) -> None:
+    """Rather than 0.0 mm, or a diameter 2.7 times too large."""
+    ds = xa_instance(PATIENTS[0], frames=1, rows=64, cols=64, transfer_syntax=EXPLICIT)
+    for keyword, value in change.items():
+        setattr(ds, keyword, value)
+    found = cal.length(ds, (10.0, 10.0), (20.0, 10.0))
+    assert found.unit == "px" and why in found.source

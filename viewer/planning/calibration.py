@@ -93,14 +93,28 @@ def ultrasound(ds: Dataset, *points: Point) -> Calibration | str:
 def xray(ds: Dataset) -> Calibration | str:
     """Pixel Spacing if present (already in the patient), else Imager Pixel
     Spacing at the isocentre: divided by the Estimated Radiographic
-    Magnification Factor, or by SID/SOD."""
+    Magnification Factor, or by SID/SOD. A spacing or a geometry no X-ray
+    system has (0, negative, a metre a pixel, the patient beyond the
+    detector) gives no scale: the measurement stays in pixels, saying why,
+    rather than a wrong number in mm."""
+    try:
+        return _xray(ds)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return "the image's pixel spacing cannot be read"
+
+
+def _xray(ds: Dataset) -> Calibration | str:
     if spacing := ds.get("PixelSpacing"):
         row, column = float(spacing[0]), float(spacing[1])
+        if not _plausible_spacing(row, column):
+            return IMPLAUSIBLE_SPACING
         return Calibration(column, row, "Pixel Spacing")
     imager = ds.get("ImagerPixelSpacing")
     if not imager:
         return "neither Pixel Spacing nor Imager Pixel Spacing"
     row, column = float(imager[0]), float(imager[1])
+    if not _plausible_spacing(row, column):
+        return IMPLAUSIBLE_SPACING
     if magnification := ds.get("EstimatedRadiographicMagnificationFactor"):
         factor, how = float(magnification), "Estimated Radiographic Magnification Factor"
     elif ds.get("DistanceSourceToDetector") and ds.get("DistanceSourceToPatient"):
@@ -108,9 +122,25 @@ def xray(ds: Dataset) -> Calibration | str:
         how = "source-detector / source-patient distances"
     else:
         return Calibration(column, row, "Imager Pixel Spacing, at the detector (not corrected)")
+    if not (math.isfinite(factor) and MAGNIFICATION[0] <= factor <= MAGNIFICATION[1]):
+        return IMPLAUSIBLE_MAGNIFICATION
     return Calibration(
         column / factor, row / factor, f"Imager Pixel Spacing / {factor:.3g} ({how}), at isocentre"
     )
+
+
+def _plausible_spacing(row: float, column: float) -> bool:
+    return all(math.isfinite(v) and SPACING_MM[0] <= v <= SPACING_MM[1] for v in (row, column))
+
+
+IMPLAUSIBLE_SPACING = "the header's pixel spacing is no image's: calibrate on a catheter"
+IMPLAUSIBLE_MAGNIFICATION = (
+    "the header's magnification is no X-ray system's: calibrate on a catheter"
+)
+# A pixel of an X-ray image: 0.01 to 5 mm; geometric magnification at the
+# isocentre: from 1 (the patient on the detector) to 4.
+SPACING_MM = (0.01, 5.0)
+MAGNIFICATION = (1.0, 4.0)
 
 
 def french_mm(french: float) -> float:

@@ -321,6 +321,8 @@ def saved_measurements(
                     "source": str(item["source"])[:200],
                     "calibration_id": used,
                     "phase": _phase(item.get("phase")),
+                    # Free text, checked for identity with the note (`routes`).
+                    "label": item.get("label"),
                 }
             )
         except (KeyError, TypeError, ValueError, AttributeError):

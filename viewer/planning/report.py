@@ -419,9 +419,11 @@ def _slot(slot: Any, entry: Defect, drawn: list, calibrations: dict, by_uid: dic
 def _drawn(drawn: dict[str, Any], calibrations: dict, by_uid: dict) -> list[Measurement]:
     """A drawn measurement; a Doppler or M-mode one as each value it gives,
     on the same points, read through the region its scale source names."""
+    tracking = _tracking(drawn.get("label"))
     if drawn["kind"] in REGION_VALUES:
         return [
             Measurement(
+                tracking_identifier=tracking,
                 name=name,
                 value=round(float(drawn[key]), 3 if unit == M_PER_S else 2),
                 unit=unit,
@@ -436,6 +438,7 @@ def _drawn(drawn: dict[str, Any], calibrations: dict, by_uid: dict) -> list[Meas
         calibration = calibrations[None]  # legacy: its one calibration
     return [
         Measurement(
+            tracking_identifier=tracking,
             name=DRAWN[drawn["kind"]],
             value=round(float(drawn["value"]), 2),
             unit=UNITS.get(drawn["unit"], UNITS["px"]),
@@ -457,6 +460,14 @@ def _body(body: dict[str, Any]) -> Measurement:
             parameters=[f"weight {body['weight_kg']} kg", f"height {body['height_cm']} cm"],
         ),
     )
+
+
+def _tracking(label: Any) -> TrackingIdentifier | None:
+    """The cardiologist's label of a measurement ("PDA pulmonary end"), as
+    its TID 300 tracking identifier."""
+    if not label:
+        return None
+    return TrackingIdentifier(uid=generate_uid(SR_ROOT), identifier=_lo(str(label)))
 
 
 def _calibration(given: dict[str, Any], by_uid: dict[str, Dataset]) -> Measurement:

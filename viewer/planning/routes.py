@@ -78,6 +78,7 @@ bp = Blueprint("planning", __name__, url_prefix="/api")
 MAX_BODY = 1 << 20  # a plan is a few kB; 200 measurements and a long note fit many times
 MAX_SLOTS = 40
 MAX_NOTE = 4000
+MAX_LABEL = 64  # a Long String: the SR's tracking identifier
 MAX_PLANS = 999
 UNITS = {
     "length": ("mm", "px"),
@@ -225,9 +226,11 @@ def _form(body: dict[str, Any], images: Images) -> Form:
         refuse(400, "measurements: a list of at most {n}", n=MAX_MEASUREMENTS)
     measurements = saved_measurements(given, calibrations)
     by_id = {c["id"]: c for c in calibrations}
+    identity = _identity(images.study_uid)
     for m in measurements:
         _check_measurement(m, images)
         _remeasure(m, images, by_id)
+        m["label"] = _note(m["label"], identity, LABEL) or None
     slots = _slots(defect, body.get("slots"), measurements, images)
     rims = _rims(defect, body.get("rims"))
     choices = _choices(defect, body)
@@ -244,7 +247,7 @@ def _form(body: dict[str, Any], images: Images) -> Form:
         "slots": slots,
         "rims": rims,
         "deficient_rims": sizing.deficient_rims(rims),
-        "note": _note(body.get("note"), _identity(images.study_uid)),
+        "note": _note(body.get("note"), identity),
         **choices,  # each choice of the worksheet by its key ("krichenko")
         "calibrations": calibrations,
         # The drawn lines, so reopening the study shows them on their frames again.
@@ -374,29 +377,55 @@ def tenth(value: float) -> float:
     return float(Decimal(repr(value)).quantize(Decimal("0.1"), ROUND_HALF_UP))
 
 
-def _note(value: Any, identity: IdentityMatcher) -> str:
-    """The note as text the archive may keep: de-identified like every
-    descriptor, so one that names or identifies anyone is refused (saying
-    what kind of thing, never quoting it) for the clinician to rewrite."""
+@dataclass(frozen=True)
+class TextField:
+    """A free-text field of a plan: its limit and its refusals (each its
+    own catalogue text, so each is translated whole)."""
+
+    most: int
+    not_text: str
+    too_long: str
+    not_valid: str
+    identifies: str
+
+
+NOTE = TextField(
+    MAX_NOTE,
+    "note: text",
+    "note: at most {n} characters",
+    "note: a character that is not valid text",
+    "note: it gives {what}, and plans are kept de-identified: "
+    "rewrite it without anything that identifies anyone",
+)
+LABEL = TextField(
+    MAX_LABEL,
+    "label: text",
+    "label: at most {n} characters",
+    "label: a character that is not valid text",
+    "label: it gives {what}, and plans are kept de-identified: "
+    "rewrite it without anything that identifies anyone",
+)
+
+
+def _note(value: Any, identity: IdentityMatcher, field: TextField = NOTE) -> str:
+    """The note (or a measurement's label) as text the archive may keep:
+    de-identified like every descriptor, so one that names or identifies
+    anyone is refused (saying what kind of thing, never quoting it) for the
+    clinician to rewrite."""
     if value is None:
         return ""
     if not isinstance(value, str):
-        refuse(400, "note: text")
-    if len(value) > MAX_NOTE:
-        refuse(400, "note: at most {n} characters", n=MAX_NOTE)
+        refuse(400, field.not_text)
+    if len(value) > field.most:
+        refuse(400, field.too_long, n=field.most)
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate ("\ud800"): no character at all
-        refuse(400, "note: a character that is not valid text")
+        refuse(400, field.not_valid)
     found = identifying(value, identity, _own_words)
     if found:
         what = next(IDENTIFYING[kind] for kind in IDENTIFYING if kind in found)
-        refuse(
-            400,
-            "note: it gives {what}, and plans are kept de-identified: "
-            "rewrite it without anything that identifies anyone",
-            what=what,
-        )
+        refuse(400, field.identifies, what=what)
     return CONTROL.sub(" ", value)
 
 

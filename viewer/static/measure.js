@@ -355,6 +355,14 @@
   function row(list, item, text, warning) {
     const li = document.createElement("li");
     li.textContent = text + " ";
+    if (editable && !item.scope) { // a measurement's label: what it is of ("PDA, pulmonary end")
+      const input = document.createElement("input");
+      Object.assign(input, { type: "text", className: "label", maxLength: 64, value: item.label || "",
+        placeholder: t("label"), title: t("What this measures, as the plan and its report will name it") });
+      input.onclick = (e) => e.stopPropagation();
+      input.onchange = () => { item.label = input.value.trim() || null; };
+      li.appendChild(input);
+    }
     li.classList.toggle("warning", Boolean(warning));
     li.classList.toggle("selected", item === selected);
     li.onclick = () => { select(item); const at = where(item); api.show(at.uid, at.frame); };

@@ -135,6 +135,7 @@ function draw(vp) {
   const view = { scale: g.scale, width: g.box.width, height: g.box.height,
     point: ([x, y]) => [g.x + x * g.scale, g.y + y * g.scale] };
   for (const overlay of window.viewerOverlays || []) overlay(vp, ctx, view);
+  if (vp === viewports[active]) showWindow(); // dragged or chosen: the numbers follow
   const m = vp.meta;
   vp.overlay.textContent = `${m.pseudonym} · ${m.sex} ${m.age} ${m.weight ? m.weight + " " + t("kg") : ""}` +
     ` · ${m.modality} ${m.view} · ${t("frame {n}", { n: `${vp.frame + 1}/${count(vp)}` })} · ${rate(m.fps)} ${t("fps")}`;
@@ -173,6 +174,7 @@ function syncControls() {
   $("scrub").max = Math.max(count(vp), 1);
   $("scrub").value = vp.frame + 1;
   $("counter").textContent = `${count(vp) ? vp.frame + 1 : 0} / ${count(vp)}`;
+  showWindow();
   $("play").classList.toggle("on", vp.playing);
 }
 
@@ -232,6 +234,51 @@ function pointerHandlers(vp) {
   };
   canvas.addEventListener("pointerup", end);
   canvas.addEventListener("pointercancel", end);
+  // The wheel steps frames (as on an echo station); with Ctrl, it zooms
+  // about the pointer.
+  canvas.addEventListener("wheel", (e) => {
+    if (!vp.clip || !e.deltaY) return;
+    e.preventDefault();
+    select(viewports.indexOf(vp));
+    if (e.ctrlKey || e.metaKey) {
+      const box = canvas.getBoundingClientRect();
+      zoomBy(vp, e.deltaY < 0 ? ZOOM.step : 1 / ZOOM.step,
+        e.clientX - box.left - box.width / 2, e.clientY - box.top - box.height / 2);
+    } else step(e.deltaY > 0 ? 1 : -1);
+    syncControls();
+  }, { passive: false });
+}
+
+// Window centre and width as numbers: of the stored values where the clip
+// windows them itself, else of the 8-bit picture (the canvas filter's
+// brightness b and contrast c are the window centre 127.5 / b, width
+// 255 / (b c)).
+function windowOf(vp) {
+  if (!vp.clip) return null;
+  const d = display(vp);
+  if (d) return { center: d.center, width: d.width };
+  return { center: 127.5 / vp.brightness, width: 255 / (vp.brightness * vp.contrast) };
+}
+
+function setWindow(vp, center, width) {
+  if (!vp.clip || !(width > 0) || !Number.isFinite(center)) return;
+  if (vp.clip.windowing) {
+    const base = vp.clip.defaultWindow || { center: 128, width: 256 };
+    vp.contrast = base.width / width;
+    vp.brightness = 1 - (2 * (center - base.center)) / base.width;
+  } else {
+    vp.brightness = 127.5 / center;
+    vp.contrast = 255 / (width * vp.brightness);
+  }
+  draw(vp);
+}
+
+function showWindow() {
+  if (!$("wl-center")) return;
+  const found = windowOf(viewports[active]);
+  if (!found || document.activeElement === $("wl-center") || document.activeElement === $("wl-width")) return;
+  $("wl-center").value = Math.round(found.center);
+  $("wl-width").value = Math.round(found.width);
 }
 
 function moveSeries(delta) {
@@ -255,9 +302,13 @@ function bindControls() {
   $("preset").onchange = (e) => {
     const vp = viewports[active];
     [vp.brightness, vp.contrast] = e.target.value.split(",").map(Number);
+    $("wl-center").blur(); $("wl-width").blur(); // the numbers show the preset
     draw(vp);
   };
   $("invert").onclick = () => { const vp = viewports[active]; vp.invert = !vp.invert; draw(vp); };
+  const typed = () => setWindow(viewports[active], Number($("wl-center").value), Number($("wl-width").value));
+  $("wl-center").onchange = typed;
+  $("wl-width").onchange = typed;
   $("fit").onclick = () => fit(viewports[active]);
   $("help").onclick = () => { $("keys").hidden = !$("keys").hidden; };
   $("split").onclick = () => {
@@ -314,6 +365,7 @@ window.viewerApi = {
   },
 };
 window.viewerState = () => viewports.map((vp) => ({
+  window: windowOf(vp),
   frame: vp.frame, frames: count(vp), playing: vp.playing, invert: vp.invert, contrast: vp.contrast,
   zoom: vp.zoom, panX: vp.panX, panY: vp.panY, uid: vp.meta && vp.meta.uid, series: vp.series,
   thumb: thumbs.indexOf(vp.thumb), loaded: Boolean(vp.loaded),

@@ -1,0 +1,75 @@
+"""Reading a run as an echo station reads: the wheel steps frames and,
+with Ctrl, zooms; the window is shown and typed as numbers (centre,
+width) and follows a drag; a measurement takes a label, at two window
+sizes and pixel ratios."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from dicomnode.node import Node
+from dicomnode.ops.samples import PATIENTS, xa_instance
+from tests.conftest import incoming
+from tests.test_browser import (  # noqa: F401 (fixture)
+    SIZE_IDS,
+    SIZES,
+    log_in,
+    sized_page,
+    web_node,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.peers]
+
+
+@pytest.fixture(params=SIZES, ids=SIZE_IDS)
+def page(web_node: Node, request: pytest.FixtureRequest) -> Iterator[Page]:  # noqa: F811
+    with sized_page(web_node, *request.param) as opened:
+        yield opened
+
+
+def test_wheel_numeric_window_and_labels(page: Page, web_node: Node) -> None:  # noqa: F811
+    run = xa_instance(PATIENTS[1], frames=10, rows=64, cols=64)
+    stored = web_node.ingestor.ingest(incoming(run))
+    assert stored.status == 0
+    log_in(page)
+    page.goto(f"{page.base}/studies/{stored.dataset.StudyInstanceUID}")  # type: ignore[attr-defined]
+    page.wait_for_function("() => window.viewerState && window.viewerState()[0].loaded")
+    page.evaluate("() => window.viewerApi.show(window.viewerState()[0].uid, 0)")
+    canvas = page.locator(".viewport canvas").first
+    canvas.hover()
+    for _ in range(3):
+        page.mouse.wheel(0, 100)
+    page.wait_for_function("() => window.viewerState()[0].frame === 3")
+    page.mouse.wheel(0, -100)
+    page.wait_for_function("() => window.viewerState()[0].frame === 2")
+    page.keyboard.down("Control")
+    page.mouse.wheel(0, -100)
+    page.keyboard.up("Control")
+    page.wait_for_function("() => window.viewerState()[0].zoom > 1")
+    assert page.evaluate("() => window.viewerState()[0].frame") == 2  # zooming kept the frame
+
+    centre, width = page.locator("#wl-center"), page.locator("#wl-width")
+    expect(centre).to_have_value("128")  # as sent: the whole 8-bit range
+    expect(width).to_have_value(re.compile("^25[56]$"))  # 8 bits: windowed (256) or filtered
+    centre.fill("90")
+    width.fill("60")
+    width.press("Enter")
+    shown = page.evaluate("() => window.viewerState()[0].window")
+    assert shown["center"] == pytest.approx(90, abs=0.01)
+    assert shown["width"] == pytest.approx(60, abs=0.01)
+    page.select_option("#preset", "1,1")
+    expect(centre).to_have_value("128")
+
+    page.select_option("#tool", "length")
+    box = canvas.bounding_box()
+    assert box is not None
+    for x in (0.4, 0.6):
+        canvas.click(position={"x": box["width"] * x, "y": box["height"] * 0.5})
+    label = page.locator("#measurements li input.label").first
+    label.fill("PDA, pulmonary end")
+    label.press("Tab")
+    assert page.evaluate("() => window.measureApi.measurements()[0].label") == "PDA, pulmonary end"
