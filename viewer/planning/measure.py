@@ -28,7 +28,7 @@ from viewer.frames import shown_grey
 from viewer.planning import calibration as cal
 from viewer.planning import doppler
 from viewer.planning.envelope import suggest
-from viewer.planning.vessel import NoEdges, profile, snapped
+from viewer.planning.vessel import NoEdges, narrowest, profile, snapped
 
 bp = Blueprint("measure", __name__, url_prefix="/api")
 MAX_CALIBRATIONS = 20  # per plan: a few catheters and known lengths
@@ -219,10 +219,10 @@ def vessel_profile(uid: str) -> Any:
                 "points": [list(p) for p in station.edges],
             }
         )
-    narrowest = min(measured, key=lambda m: m["value"])
+    least = stations.index(narrowest(stations))
     return jsonify(
         stations=measured,
-        narrowest=narrowest,
+        narrowest=measured[least],
         calibration_id=applied.id if applied else None,
     )
 
