@@ -148,14 +148,15 @@ def test_a_name_in_a_waveform_annotation_does_not_reach_disk(
 
 
 def test_one_artefact_does_not_silence_the_other_beats() -> None:
-    """An electrode pop six times a beat's height, at 4 s: every beat more
-    than 200 ms from it is still found within a sample (the one beside it
-    may be taken for it, or it for a beat)."""
+    """Electrode pops six times a beat's height, at 2 and 6 s: every beat
+    more than 200 ms from them is still found within a sample (the one
+    beside a pop may be taken for it, or it for a beat)."""
     samples, truth = synthetic_ecg(100, 500, 8, seed=4)
-    samples[2000:2006] += 6.0
+    samples[1000:1006] += 6.0
+    samples[3000:3006] += 6.0
     found = [i / 500 for i in ecg.r_waves(samples, 500)]
-    away = [r for r in truth if abs(r - 4.0) > 0.2]
-    assert len(away) >= len(truth) - 1
+    away = [r for r in truth if min(abs(r - 2.0), abs(r - 6.0)) > 0.2]
+    assert len(away) >= len(truth) - 2
     for r in away:
         assert min(abs(r - f) for f in found) <= 1 / 500
 

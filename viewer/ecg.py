@@ -12,8 +12,8 @@ The lead is lead II when the group has it (the rhythm lead), else the
 first channel. R-waves are found as Pan and Tompkins do (IEEE Trans
 Biomed Eng 1985;32(3):230-236), reduced to what a clean monitoring lead
 needs: the slope squared, integrated over 80 ms, peaks above a third of
-a typical beat's (the median of each 1.5 s's strongest, so one artefact
-does not silence the rest), at least 160 ms apart (375/min, faster than an
+a typical beat's (a low quantile of each 1.5 s's strongest, so a few
+artefacts do not silence the rest), at least 160 ms apart (375/min, faster than an
 infant's SVT); each R-wave is then placed at the largest deflection
 (of the QRS's own polarity) within 120 ms before that peak, with 50 and
 60 Hz mains hum filtered out (zero phase), between samples by a parabola
@@ -38,6 +38,7 @@ MOST_POINTS = 4000  # what the browser draws: min and max per bucket keep the QR
 INTEGRATE_S = 0.08
 REFRACTORY_S = 0.16  # 375/min: an infant's SVT is up to 300
 WINDOW_S = 1.5
+TYPICAL_PERCENTILE = 30
 SEARCH_BACK_S = 0.12
 PEAK_FIT_S = 0.008  # either side of the R peak's sample: its tip, not the Q or S
 
@@ -180,12 +181,16 @@ def r_waves(samples: np.ndarray, hz: float) -> list[float]:
     slope = np.gradient(x) * hz
     width = max(1, round(INTEGRATE_S * hz))
     energy = np.convolve(slope**2, np.ones(width) / width, mode="same")
-    # A typical beat's strength: the median of the strongest moment of each
-    # 1.5 s (a beat at 40/min or faster in each); one electrode pop or
-    # artefact ten times a beat moves it no more than one window.
+    # A typical beat's strength: a low quantile of the strongest moment of
+    # each 1.5 s (a beat at 40/min or faster in each): artefacts ten times a
+    # beat in up to two windows of three (a pop reaches into two) move it
+    # no more than the beats do.
     window = round(WINDOW_S * hz)
     maxima = [float(energy[i : i + window].max()) for i in range(0, len(energy), window)]
-    strongest = float(np.median(maxima)) if len(maxima) >= 3 else float(np.percentile(energy, 99.5))
+    if len(maxima) >= 3:
+        strongest = float(np.percentile(maxima, TYPICAL_PERCENTILE))
+    else:
+        strongest = float(np.percentile(energy, 99.5))
     if strongest <= 0:
         return []
     threshold = strongest / 3
