@@ -5,28 +5,21 @@ ECG draws no strip."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from playwright.sync_api import Page, expect
 
 from dicomnode.node import Node
 from dicomnode.ops.samples import PATIENTS, xa_instance
+from tests.browser_sizes import page  # noqa: F401 (fixture)
 from tests.conftest import incoming
-from tests.test_browser import SIZE_IDS, SIZES, log_in, sized_page, web_node  # noqa: F401 (fixture)
+from tests.test_browser import log_in, web_node  # noqa: F401 (fixture)
 from tests.test_ecg import carrying
 
 pytestmark = [pytest.mark.slow, pytest.mark.peers]
 
 
-@pytest.fixture(params=SIZES, ids=SIZE_IDS)
-def page(web_node: Node, request: pytest.FixtureRequest) -> Iterator[Page]:  # noqa: F811
-    with sized_page(web_node, *request.param) as opened:
-        yield opened
-
-
 def test_the_cursor_follows_the_frame_through_the_beat(
-    page: Page,
+    page: Page,  # noqa: F811
     web_node: Node,  # noqa: F811
 ) -> None:
     ds, truth = carrying(rate=120)

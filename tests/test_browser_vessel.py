@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -16,13 +15,11 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from dicomnode.node import Node
 from dicomnode.ops.samples import PATIENTS, xa_instance
+from tests.browser_sizes import page  # noqa: F401 (fixture)
 from tests.conftest import incoming
 from tests.test_browser import (  # noqa: F401 (fixture)
-    SIZE_IDS,
-    SIZES,
     log_in,
     on_screen,
-    sized_page,
     web_node,
 )
 from tests.test_vessel import NARROWEST, SIZE, angiogram
@@ -30,13 +27,7 @@ from tests.test_vessel import NARROWEST, SIZE, angiogram
 pytestmark = [pytest.mark.slow, pytest.mark.peers]
 
 
-@pytest.fixture(params=SIZES, ids=SIZE_IDS)
-def page(web_node: Node, request: pytest.FixtureRequest) -> Iterator[Page]:  # noqa: F811
-    with sized_page(web_node, *request.param) as opened:
-        yield opened
-
-
-def _open(page: Page, node: Node, catheter: bool) -> dict:
+def _open(page: Page, node: Node, catheter: bool) -> dict:  # noqa: F811
     ds = xa_instance(
         PATIENTS[2], frames=1, rows=SIZE, cols=SIZE, transfer_syntax=ExplicitVRLittleEndian
     )
@@ -51,7 +42,7 @@ def _open(page: Page, node: Node, catheter: bool) -> dict:
 
 
 def test_the_narrowest_of_the_duct_and_a_snapped_catheter(
-    page: Page,
+    page: Page,  # noqa: F811
     web_node: Node,  # noqa: F811
 ) -> None:
     log_in(page)

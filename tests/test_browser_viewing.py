@@ -6,29 +6,20 @@ sizes and pixel ratios."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 import pytest
 from playwright.sync_api import Page, expect
 
 from dicomnode.node import Node
 from dicomnode.ops.samples import PATIENTS, xa_instance
+from tests.browser_sizes import page  # noqa: F401 (fixture)
 from tests.conftest import incoming
 from tests.test_browser import (  # noqa: F401 (fixture)
-    SIZE_IDS,
-    SIZES,
     log_in,
-    sized_page,
     web_node,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.peers]
-
-
-@pytest.fixture(params=SIZES, ids=SIZE_IDS)
-def page(web_node: Node, request: pytest.FixtureRequest) -> Iterator[Page]:  # noqa: F811
-    with sized_page(web_node, *request.param) as opened:
-        yield opened
 
 
 def test_wheel_numeric_window_and_labels(page: Page, web_node: Node) -> None:  # noqa: F811

@@ -167,14 +167,7 @@ def envelope(uid: str) -> Any:
     """A suggested envelope between two clicks (the start and end of a beat)
     on a spectral Doppler region, with the VTI its points give: the browser
     shows it for the user to correct, and measures what they keep."""
-    body = json_body()
-    if not isinstance(body, dict):
-        abort(400, description="a JSON object: points, frame")
-    ds = header(uid)
-    if "Rows" not in ds:
-        abort(400, description="this instance has no image to measure")
-    frame = _frame(body, ds)
-    start, end = _points(body, 2, ds)
+    ds, frame, (start, end) = _line(uid)
     kind = "vti"  # what the suggestion is for, as a refusal names it
     try:
         region = doppler.region(ds, [start, end], "spectral")
