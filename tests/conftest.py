@@ -187,36 +187,16 @@ def s3() -> Iterator[LocalS3]:
     server.stop()
 
 
-# The tests of minutes (`pytest --durations`: killed nodes, every wheel
-# sample through DCMTK, the de-identification corpus, a gigabyte instance):
-# collected first, so the workers start them at once rather than finish on
-# them alone.
-LONGEST = (
-    "tests/test_crash.py::",
-    "tests/test_crash_jobs.py::",
-    "tests/test_dimse_dcmtk.py::test_every_wheel_sample",
-    "tests/test_deid_adversarial.py::",
-    "tests/test_dimse_slowloris.py::",
-    "tests/test_cli.py::test_export_streams",
-    "tests/test_study_conflict.py::test_the_demo_set",
-    "tests/test_large_instances.py::",
-    "tests/test_quickstart.py::",
-    "tests/test_ohif.py::",
-)
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests that start PostgreSQL are slow (initdb and a server: seconds),
     whether by the ``postgres`` fixture or a "postgresql" parameter: `make
-    check` keeps their SQLite twins, `make test` runs both. The longest
-    tests go first (`LONGEST`)."""
+    check` keeps their SQLite twins, `make test` runs both."""
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
         if "postgres" in getattr(item, "fixturenames", ()) or "postgresql" in map(
             str, params.values()
         ):
             item.add_marker(pytest.mark.slow)
-    items.sort(key=lambda item: not item.nodeid.startswith(LONGEST))  # stable: the rest in order
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
