@@ -7,16 +7,13 @@ measures nothing and says why."""
 from __future__ import annotations
 
 import re
-from typing import Any
 
 import numpy as np
 import pytest
 from playwright.sync_api import Page, expect
-from pydicom.dataset import Dataset
 
 from dicomnode.node import Node
-from tests.browser_sizes import page  # noqa: F401 (fixture)
-from tests.conftest import incoming
+from tests.browser_sizes import page, show_study  # noqa: F401 (fixture)
 from tests.test_browser import log_in, on_screen, web_node  # noqa: F401 (fixture)
 from tests.test_doppler import (
     BASELINE,
@@ -32,26 +29,16 @@ from tests.test_doppler import (
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.peers]
+SINGLE = "window.viewerState()[0].frames === 1"
 SIZE = (640, 480)
-
-
-def _opened(page: Page, node: Node, ds: Dataset) -> Any:  # noqa: F811
-    """``ds`` stored and shown, logged in: the viewport's box."""
-    stored = node.ingestor.ingest(incoming(ds))
-    assert stored.status == 0
-    log_in(page)
-    page.goto(f"{page.base}/studies/{stored.dataset.StudyInstanceUID}")  # type: ignore[attr-defined]
-    page.wait_for_function("() => window.viewerState && window.viewerState()[0].frames === 1")
-    box = page.locator(".viewport canvas").first.bounding_box()
-    assert box is not None
-    return box
 
 
 def test_velocity_gradient_and_interval_read_as_the_phantom_says(
     page: Page,  # noqa: F811
     web_node: Node,  # noqa: F811
 ) -> None:
-    box = _opened(page, web_node, doppler_phantom())
+    log_in(page)
+    box = show_study(page, web_node, doppler_phantom(), SINGLE)
     items = page.locator("#measurements li")
 
     page.select_option("#tool", "velocity")
@@ -89,7 +76,8 @@ def test_a_suggested_envelope_and_a_hand_trace_give_the_vti(
     drawn, its VTI within 2 % of the phantom's; dragging a point of it
     toward the baseline lowers the value (what is kept is what is measured).
     A hand trace of ten clicks ended with Enter reads the same VTI."""
-    box = _opened(page, web_node, spectrum_phantom(np.random.default_rng(3)))
+    log_in(page)
+    box = show_study(page, web_node, spectrum_phantom(np.random.default_rng(3)), SINGLE)
     items = page.locator("#measurements li")
 
     def vti(text: str) -> float:

@@ -10,7 +10,7 @@ from playwright.sync_api import Page, expect
 
 from dicomnode.node import Node
 from dicomnode.ops.samples import PATIENTS, xa_instance
-from tests.browser_sizes import page  # noqa: F401 (fixture)
+from tests.browser_sizes import page, show_study  # noqa: F401 (fixture)
 from tests.conftest import incoming
 from tests.test_browser import log_in, web_node  # noqa: F401 (fixture)
 from tests.test_ecg import carrying
@@ -23,11 +23,8 @@ def test_the_cursor_follows_the_frame_through_the_beat(
     web_node: Node,  # noqa: F811
 ) -> None:
     ds, truth = carrying(rate=120)
-    stored = web_node.ingestor.ingest(incoming(ds))
-    assert stored.status == 0
     log_in(page)
-    page.goto(f"{page.base}/studies/{stored.dataset.StudyInstanceUID}")  # type: ignore[attr-defined]
-    page.wait_for_function("() => window.ecgApi && window.ecgApi.state(0)")
+    show_study(page, web_node, ds, "window.ecgApi && window.ecgApi.state(0)")
     # Stopped on the first frame, as a cardiologist stops a playing run.
     page.evaluate("() => window.viewerApi.show(window.viewerState()[0].uid, 0)")
     first = page.evaluate("() => window.ecgApi.state(0)")

@@ -15,8 +15,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from dicomnode.node import Node
 from dicomnode.ops.samples import PATIENTS, xa_instance
-from tests.browser_sizes import page  # noqa: F401 (fixture)
-from tests.conftest import incoming
+from tests.browser_sizes import page, show_study  # noqa: F401 (fixture)
 from tests.test_browser import (  # noqa: F401 (fixture)
     log_in,
     on_screen,
@@ -32,13 +31,7 @@ def _open(page: Page, node: Node, catheter: bool) -> dict:  # noqa: F811
         PATIENTS[2], frames=1, rows=SIZE, cols=SIZE, transfer_syntax=ExplicitVRLittleEndian
     )
     ds.PixelData = np.clip(angiogram(2, catheter=catheter), 0, 255).astype(np.uint8).tobytes()
-    stored = node.ingestor.ingest(incoming(ds))
-    assert stored.status == 0
-    page.goto(f"{page.base}/studies/{stored.dataset.StudyInstanceUID}")  # type: ignore[attr-defined]
-    page.wait_for_function("() => window.viewerState && window.viewerState()[0].loaded")
-    box = page.locator(".viewport canvas").first.bounding_box()
-    assert box is not None
-    return box
+    return show_study(page, node, ds)
 
 
 def test_the_narrowest_of_the_duct_and_a_snapped_catheter(

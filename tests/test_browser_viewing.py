@@ -12,8 +12,7 @@ from playwright.sync_api import Page, expect
 
 from dicomnode.node import Node
 from dicomnode.ops.samples import PATIENTS, xa_instance
-from tests.browser_sizes import page  # noqa: F401 (fixture)
-from tests.conftest import incoming
+from tests.browser_sizes import page, show_study  # noqa: F401 (fixture)
 from tests.test_browser import (  # noqa: F401 (fixture)
     log_in,
     web_node,
@@ -24,11 +23,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.peers]
 
 def test_wheel_numeric_window_and_labels(page: Page, web_node: Node) -> None:  # noqa: F811
     run = xa_instance(PATIENTS[1], frames=10, rows=64, cols=64)
-    stored = web_node.ingestor.ingest(incoming(run))
-    assert stored.status == 0
     log_in(page)
-    page.goto(f"{page.base}/studies/{stored.dataset.StudyInstanceUID}")  # type: ignore[attr-defined]
-    page.wait_for_function("() => window.viewerState && window.viewerState()[0].loaded")
+    show_study(page, web_node, run)
     page.evaluate("() => window.viewerApi.show(window.viewerState()[0].uid, 0)")
     canvas = page.locator(".viewport canvas").first
     canvas.hover()

@@ -21,10 +21,6 @@ FORMULA = "Haycock 1978"
 # Body-mass index no child (nor adult) has: each value plausible alone, the
 # pair is not (250 kg and 0.45 m is a weight in the wrong unit).
 BMI = (8.0, 60.0)
-REFERENCE = (
-    "Haycock GB, Schwartz GJ, Wisotsky DH. J Pediatr 1978;93(1):62-66: "
-    "BSA = 0.024265 x W^0.5378 x H^0.3964 (kg, cm)"
-)
 
 
 @dataclass(frozen=True)

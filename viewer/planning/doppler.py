@@ -65,7 +65,7 @@ class Region:
     value_y0: float
     delta_x: float  # physical units per pixel
     delta_y: float
-    box: tuple[int, int, int, int] = (0, 0, 0, 0)  # min x, min y, max x, max y
+    box: tuple[int, int, int, int]  # min x, min y, max x, max y
 
     def baseline(self) -> float:
         """The image row of zero velocity (or depth)."""

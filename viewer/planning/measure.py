@@ -167,7 +167,7 @@ def envelope(uid: str) -> Any:
     """A suggested envelope between two clicks (the start and end of a beat)
     on a spectral Doppler region, with the VTI its points give: the browser
     shows it for the user to correct, and measures what they keep."""
-    ds, frame, (start, end) = _line(uid)
+    _, ds, frame, (start, end) = _line(uid)
     kind = "vti"  # what the suggestion is for, as a refusal names it
     try:
         region = doppler.region(ds, [start, end], "spectral")
@@ -182,7 +182,7 @@ def envelope(uid: str) -> Any:
 def edges(uid: str) -> Any:
     """The edges of the catheter (or vessel) a line was drawn across, on
     the line at right angles to it: what a calibration line snaps to."""
-    _, frame, (a, b) = _line(uid)
+    _, _, frame, (a, b) = _line(uid)
     try:
         found = snapped(shown_grey(uid, frame), a, b)
     except NoEdges as exc:
@@ -195,8 +195,7 @@ def vessel_profile(uid: str) -> Any:
     """A vessel's diameter along a line drawn down it, every pixel, each
     measured as a length between its edges (the calibration sent, else the
     image's scale), and the narrowest."""
-    ds, frame, (a, b) = _line(uid)
-    body = json_body()
+    body, ds, frame, (a, b) = _line(uid)
     applied = applied_calibration(body.get("calibration"), uid, ds, frame)
     try:
         stations = profile(shown_grey(uid, frame), a, b)
@@ -220,15 +219,15 @@ def vessel_profile(uid: str) -> Any:
     )
 
 
-def _line(uid: str) -> tuple[Dataset, int, list[cal.Point]]:
-    """The image, frame and two points of a line request."""
+def _line(uid: str) -> tuple[dict[str, Any], Dataset, int, list[cal.Point]]:
+    """The body, image, frame and two points of a line request."""
     body = json_body()
     if not isinstance(body, dict):
         abort(400, description="a JSON object: points, frame")
     ds = header(uid)
     if "Rows" not in ds:
         abort(400, description="this instance has no image to measure")
-    return ds, _frame(body, ds), _points(body, 2, ds)
+    return body, ds, _frame(body, ds), _points(body, 2, ds)
 
 
 def point_count(kind: str, given: Any) -> int:

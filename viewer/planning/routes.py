@@ -262,7 +262,8 @@ def _form(body: dict[str, Any], images: Images) -> Form:
 def _check_measurement(m: dict[str, Any], images: Images) -> None:
     kind, count = m["kind"], len(m["points"])
     if kind in REGION_KINDS:
-        if count != (REGION_KINDS[kind] or max(count, 3)):
+        needed = REGION_KINDS[kind]  # 0: a trace, of three points or more
+        if count != needed if needed else count < 3:
             refuse(400, "measurements: velocity (1 point), interval or m-mode (2), vti (3 or more)")
         if m["calibration_id"] is not None:
             refuse(400, "measurements: a {kind} is read through its ultrasound region", kind=kind)

@@ -104,10 +104,19 @@
     return [response.status, await response.json()];
   }
 
+  // A measuring request whose refusal is said to the user: the answer, or null.
+  async function ask(url, body) {
+    const [status, result] = await post(url, body);
+    if (status === 200) return result;
+    message(t(result.message || "The measurement failed."));
+    redraw();
+    return null;
+  }
+
   async function compute(m, calibration) {
-    const [status, result] = await post(`/api/instances/${m.uid}/measure`,
+    const result = await ask(`/api/instances/${m.uid}/measure`,
       { kind: m.kind, points: m.points, frame: m.frame, calibration });
-    if (status !== 200) { message(t(result.message || "The measurement failed.")); return false; }
+    if (!result) return false;
     Object.assign(m, result);
     message("");
     return true;
@@ -135,8 +144,8 @@
   async function addProfile(m) {
     await Promise.all([m.uid, ...ofSeries(m.uid).map((c) => c.scope.uid)].map(geometry));
     const calibration = applicable(m.uid, m.frame);
-    const [status, result] = await post(`/api/instances/${m.uid}/profile`, { points: m.points, frame: m.frame, calibration });
-    if (status !== 200) { message(t(result.message || "The measurement failed.")); redraw(); return; }
+    const result = await ask(`/api/instances/${m.uid}/profile`, { points: m.points, frame: m.frame, calibration });
+    if (!result) return;
     const n = result.narrowest;
     Object.assign(m, { kind: "length", points: n.points, value: n.value, unit: n.unit, source: n.source,
       calibration_id: result.calibration_id, profile: result.stations.map((s) => s.points) });
@@ -153,12 +162,12 @@
   }
 
   async function addCalibration(vp, at, drawn, kind) {
-    let points = drawn, said = "";
-    if (kind === "calibrate") [points, said] = await snap(at, drawn);
     const known = kind === "calibrate" ? { french: Number($("french").value) } : { mm: Number($("known-mm").value) };
     if (known.mm !== undefined && !(known.mm >= 0.1 && known.mm <= 1000)) {
       message(t("Enter the known length in mm (0.1 to 1000).")); return;
     }
+    let points = drawn, said = "";
+    if (kind === "calibrate") [points, said] = await snap(at, drawn);
     const [[x1, y1], [x2, y2]] = points;
     const pixels = Math.hypot(x2 - x1, y2 - y1);
     if (pixels < MIN_CALIBRATION_PX) {
@@ -190,8 +199,8 @@
     redraw();
     if (kind === "profile") { await addProfile(m); return; }
     if (kind === "vti-auto") {
-      const [status, result] = await post(`/api/instances/${at.uid}/envelope`, { points, frame: at.frame });
-      if (status !== 200) { message(t(result.message || "The measurement failed.")); redraw(); return; }
+      const result = await ask(`/api/instances/${at.uid}/envelope`, { points, frame: at.frame });
+      if (!result) return;
       Object.assign(m, result, { kind: "vti" });
       message(t("Check the suggested envelope: drag any point onto the edge of the spectrum."));
       measurements.push(m); select(m);
