@@ -83,12 +83,12 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 ## make test: install test dependencies and peers, then the whole suite.
-## Four workers on two cores: a third of the suite waits on peers, browsers,
-## subprocesses and killed nodes rather than computing (measured: 22.7 min
-## wall for 23 min of CPU with two workers, 16.4 min with four); worksteal
-## evens out the few tests of minutes (the crash tests) at the end
+## Two workers: four took 16 minutes instead of 21 (a third of the suite
+## waits rather than computes), but under that load a node aborted DCMTK's
+## associations while ingesting the wheel samples (test_dimse_dcmtk), so the
+## load that makes it fail stays out of CI until the node holds under it
 test: $(STAMP) peers ohif lint
-	$(BIN)/pytest -n 4 --dist worksteal
+	$(BIN)/pytest -n 2
 
 ## make check: the fast tier while working (under two minutes on two cores):
 ## lint, then the tests not marked slow (over about a second each: PostgreSQL,
