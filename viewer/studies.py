@@ -17,6 +17,8 @@ from viewer.scope import issuers
 
 bp = Blueprint("studies", __name__)
 PAGE_SIZE = 25
+COMPARED = 8  # the child's other studies offered side by side, newest first
+WILDCARDS = frozenset("*?\\")  # a key holding one would match other children
 # Sort choices of the browser: (stored attribute, or None for arrival; descending).
 SORTS = {
     "date": ("StudyDate", True),
@@ -115,7 +117,25 @@ def study(uid: str) -> Any:
     if not studies:
         abort(404, description="no such study")
     audit("study-view", g.user.username, obj=uid)
-    images = _find(
+    case = None
+    if allowed("cases.case", g.user.role):
+        case = services.archive().index.cases.for_study(uid, issuers())
+    return render_template(
+        "study.html",
+        study=studies[0],
+        case=case,
+        series=thumbnails(_images(uid)),
+        others=[
+            {**other, "series": thumbnails(_images(other["StudyInstanceUID"]))}
+            for other in _others(studies[0])
+        ],
+        measuring=allowed("measure.measure", g.user.role),
+        user=g.user,
+    )
+
+
+def _images(uid: str) -> list[dict[str, Any]]:
+    return _find(
         Level.IMAGE,
         {
             "StudyInstanceUID": uid,
@@ -128,17 +148,26 @@ def study(uid: str) -> Any:
             "SeriesNumber": "",
         },
     )
-    case = None
-    if allowed("cases.case", g.user.role):
-        case = services.archive().index.cases.for_study(uid, issuers())
-    return render_template(
-        "study.html",
-        study=studies[0],
-        case=case,
-        series=thumbnails(images),
-        measuring=allowed("measure.measure", g.user.role),
-        user=g.user,
-    )
+
+
+def _others(study: dict[str, Any]) -> list[dict[str, Any]]:
+    """The same pseudonymous child's other studies the account may see (its
+    pseudonym at the same hospital), newest first: the earlier imaging a
+    cardiologist sets beside this one."""
+    pseudonym, issuer = study.get("PatientID") or "", study.get("IssuerOfPatientID") or ""
+    if not pseudonym or WILDCARDS & set(pseudonym + issuer):
+        return []
+    keys = {**dict.fromkeys(STUDY_KEYS, ""), "PatientID": pseudonym}
+    if issuer:
+        keys["IssuerOfPatientID"] = issuer
+    rows = _find(Level.STUDY, keys, limit=COMPARED + 1, sort="StudyDate", descending=True)
+    return [
+        row
+        for row in rows
+        if row["StudyInstanceUID"] != study["StudyInstanceUID"]
+        and (row.get("IssuerOfPatientID") or "") == issuer
+        and row.get("PatientID") == pseudonym
+    ][:COMPARED]
 
 
 def thumbnails(images: list[dict[str, Any]]) -> list[dict[str, Any]]:

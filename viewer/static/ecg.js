@@ -6,7 +6,8 @@
 // an ECG; nothing is drawn for the others, nor for single images.
 //
 // window.ecgApi.state(i): what viewport i's strip shows (for tests and
-// measure.js): lead, rate, the cursor's time and where it lies in its beat.
+// measure.js): lead, rate, the cursor's time and where it lies in its beat;
+// rWaves(vp), a viewport's R-wave times, for compare.js.
 "use strict";
 
 (() => {
@@ -91,5 +92,9 @@
   const box = document.getElementById("ecg-strip");
   if (box) box.addEventListener("change", () => api.viewports.forEach(api.draw));
 
-  window.ecgApi = { state: (i) => { const s = state(api.viewports[i]); return s && { ...s, ecg: undefined }; } };
+  window.ecgApi = {
+    state: (i) => { const s = state(api.viewports[i]); return s && { ...s, ecg: undefined }; },
+    // The R-wave times of a viewport's run, on its frames' time (compare.js); null without.
+    rWaves: (vp) => { const s = state(vp); return s && s.r_waves; },
+  };
 })();

@@ -238,6 +238,10 @@
   window.viewerTool = {
     down(vp, point) {
       if (tool() === "none" || !point || !vp.meta) return false;
+      if (vp.compared) { // its measurements belong to its own study's plan
+        message(t("This series is another study's, shown to compare: open that study to measure it."));
+        return true;
+      }
       const tracing = tool() === "vti" && pending.vp === vp && pending.points.length > 0;
       const hit = tracing ? null : nearEnd(vp, point); // a trace's clicks only add points
       if (hit) {

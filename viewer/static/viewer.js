@@ -83,6 +83,7 @@ async function openSeries(vp, thumb) {
   if (token !== vp.opening) { clip.close(); return; } // another series was chosen meanwhile
   Object.assign(vp, {
     clip, meta: clip.meta, times: clip.times, uids, series: thumb.dataset.series, thumb,
+    compared: thumb.dataset.compared || null, // another study's series, set beside this one
     stack: uids.length > 1 && clip.count === uids.length && clip.meta.frames <= 1,
     frame: 0, acc: 0, zoom: 1, panX: 0, panY: 0, brightness: 1, contrast: 1, invert: false,
     loaded: false,
@@ -138,7 +139,8 @@ function draw(vp) {
   if (vp === viewports[active]) showWindow(); // dragged or chosen: the numbers follow
   const m = vp.meta;
   vp.overlay.textContent = `${m.pseudonym} · ${m.sex} ${m.age} ${m.weight ? m.weight + " " + t("kg") : ""}` +
-    ` · ${m.modality} ${m.view} · ${t("frame {n}", { n: `${vp.frame + 1}/${count(vp)}` })} · ${rate(m.fps)} ${t("fps")}`;
+    ` · ${m.modality} ${m.view} · ${t("frame {n}", { n: `${vp.frame + 1}/${count(vp)}` })} · ${rate(m.fps)} ${t("fps")}` +
+    (vp.compared ? ` · ${vp.compared}` : "");
   return true;
 }
 
@@ -147,7 +149,8 @@ const rate = (fps) => fmt(fps, Number.isInteger(fps) ? 0 : 2);
 
 function tick(now) {
   for (const vp of viewports) {
-    if (!vp.playing || !vp.clip || vp.clip.count < 2) { vp.last = now; continue; }
+    // A viewport in step is moved by its leader (compare.js), not its clock.
+    if (!vp.playing || vp.following || !vp.clip || vp.clip.count < 2) { vp.last = now; continue; }
     vp.acc += (now - vp.last) * Number($("speed").value);
     vp.last = now;
     let moved = false;
@@ -164,6 +167,7 @@ function tick(now) {
     }
     if (moved) draw(vp);
   }
+  if (window.viewerSync) window.viewerSync();
   syncControls();
   requestAnimationFrame(tick);
 }
@@ -215,7 +219,8 @@ function pointerHandlers(vp) {
         pan: e.shiftKey || !(vp.meta && vp.meta.grey) };
     }
     canvas.setPointerCapture(e.pointerId);
-    e.preventDefault();
+    e.preventDefault(); // no text selection; the keys go to the viewport, not a control clicked before
+    vp.element.focus({ preventScroll: true });
   });
   canvas.addEventListener("pointermove", (e) => {
     if (!drag) return;
@@ -281,6 +286,18 @@ function showWindow() {
   $("wl-width").value = Math.round(found.width);
 }
 
+// The second viewport, made on first asking.
+function split() {
+  if (viewports.length === 1) {
+    const element = viewports[0].element.cloneNode(true);
+    element.querySelector(".overlay").textContent = "";
+    $("viewports").appendChild(element);
+    viewports.push(makeViewport(element));
+  }
+  select(1);
+  return viewports[1];
+}
+
 function moveSeries(delta) {
   if (!thumbs.length) return;
   const at = thumbs.indexOf(viewports[active].chosen);
@@ -290,6 +307,7 @@ function moveSeries(delta) {
 // Keys a focused control handles itself are left to it.
 function forControl(e) {
   const target = e.target;
+  if (target instanceof HTMLInputElement && ["checkbox", "radio"].includes(target.type)) return e.key === " ";
   if (target instanceof HTMLInputElement || target instanceof HTMLTextAreaElement) return true;
   return target instanceof HTMLSelectElement && ["ArrowUp", "ArrowDown", " "].includes(e.key);
 }
@@ -311,14 +329,7 @@ function bindControls() {
   $("wl-width").onchange = typed;
   $("fit").onclick = () => fit(viewports[active]);
   $("help").onclick = () => { $("keys").hidden = !$("keys").hidden; };
-  $("split").onclick = () => {
-    if (viewports.length > 1) return;
-    const element = viewports[0].element.cloneNode(true);
-    element.querySelector(".overlay").textContent = "";
-    $("viewports").appendChild(element);
-    viewports.push(makeViewport(element));
-    select(1);
-  };
+  $("split").onclick = split;
   thumbs.forEach((button) => {
     button.onclick = () => openSeries(viewports[active], button);
   });
@@ -345,7 +356,7 @@ select(0);
 bindControls();
 // For measure.js, planning.js and tests: the viewports and their geometry.
 window.viewerApi = {
-  viewports, draw, geometry, toScreen, toImage, position,
+  viewports, draw, geometry, toScreen, toImage, position, openSeries, split, count,
   active: () => viewports[active],
   // The series (SeriesInstanceUID) an instance of this study belongs to.
   seriesOf: (uid) => {
@@ -355,9 +366,11 @@ window.viewerApi = {
   // Bring an instance's frame into the active viewport (its run or stack opened).
   async show(uid, frame = 0) {
     const vp = viewports[active];
-    const thumb = thumbs.find((b) => b.dataset.instances.split(" ").includes(uid));
-    if (!thumb) return;
-    if (vp.thumb !== thumb) await openSeries(vp, thumb);
+    if (!vp.uids.includes(uid)) { // else already open (a compared series too)
+      const thumb = thumbs.find((b) => b.dataset.instances.split(" ").includes(uid));
+      if (!thumb) return;
+      await openSeries(vp, thumb);
+    }
     vp.playing = false;
     vp.frame = vp.stack ? vp.uids.indexOf(uid) : Math.min(frame, count(vp) - 1);
     draw(vp);
@@ -369,6 +382,7 @@ window.viewerState = () => viewports.map((vp) => ({
   frame: vp.frame, frames: count(vp), playing: vp.playing, invert: vp.invert, contrast: vp.contrast,
   zoom: vp.zoom, panX: vp.panX, panY: vp.panY, uid: vp.meta && vp.meta.uid, series: vp.series,
   thumb: thumbs.indexOf(vp.thumb), loaded: Boolean(vp.loaded),
+  compared: vp.compared, following: Boolean(vp.following),
 }));
 if (thumbs.length) thumbs[0].click();
 requestAnimationFrame(tick);
