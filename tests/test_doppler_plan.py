@@ -146,7 +146,7 @@ def test_a_plan_keeps_doppler_and_m_mode_and_its_sr_codes_them(
         (lambda m: m.update(points=[[100, 100]]), "not a spectral Doppler region"),
         (lambda m: m.update(points=[[100, PEAK_ROW], [110, PEAK_ROW]]), "velocity (1 point)"),
         (lambda m: m.update(unit="cm/s"), "a velocity in m/s"),
-        (lambda m: m.update(kind="doppler"), "kind: length, angle, ellipse, velocity"),
+        (lambda m: m.update(kind="doppler"), "kind: length, angle, ellipse, area"),
         (lambda m: m.update(value=float("nan")), "measurements:"),
     ],
     ids=["edited", "calibrated", "off the region", "two points", "unit", "kind", "nan"],

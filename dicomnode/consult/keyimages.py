@@ -4,8 +4,9 @@ The frames are the centre's stored images (de-identified, their burned-in
 text verified), so the same pictures go into both copies of the report.
 Each is decoded alone (`pydicom.pixels.pixel_array` with the frame index),
 scaled to the page, and the measurement drawn over it as the viewer drew it:
-a length as its line, an angle as its two arms, an ellipse as its outline,
-with the measurement's number. A frame that cannot be read is left out of
+a length as its line, an angle as its two arms, an ellipse or a traced area
+as its outline, a long and short axis as two lines, with the measurement's
+number. A frame that cannot be read is left out of
 the report, never a reason to hold the answer back.
 """
 
@@ -110,6 +111,13 @@ def _draw(pen: ImageDraw.ImageDraw, drawn: dict[str, Any], scale: float, number:
     elif len(points) == 1:  # a Doppler velocity: a point
         (x, y) = points[0]
         pen.ellipse((x - 5, y - 5, x + 5, y + 5), outline=CALIPER, width=2)
+    elif drawn.get("kind") == "angle" and len(points) == 3:  # the vertex first: its two arms
+        pen.line([points[1], points[0], points[2]], fill=CALIPER, width=2)
+    elif drawn.get("kind") == "area":
+        pen.polygon(points, outline=CALIPER, width=2)
+    elif drawn.get("kind") == "bidirectional" and len(points) == 4:
+        pen.line(points[:2], fill=CALIPER, width=2)
+        pen.line(points[2:], fill=CALIPER, width=2)
     else:
         pen.line(points, fill=CALIPER, width=2)
         for x, y in (points[0], points[-1]):

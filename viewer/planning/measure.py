@@ -26,14 +26,15 @@ from storage.query import Query
 from viewer import services
 from viewer.frames import shown_grey
 from viewer.planning import calibration as cal
-from viewer.planning import doppler
+from viewer.planning import doppler, shapes
 from viewer.planning.envelope import suggest
 from viewer.planning.vessel import NoEdges, narrowest, profile, snapped
 
 bp = Blueprint("measure", __name__, url_prefix="/api")
 MAX_CALIBRATIONS = 20  # per plan: a few catheters and known lengths
 MAX_MEASUREMENTS = 200
-NEEDED = {"length": 2, "angle": 3, "ellipse": 2}
+# Points each kind takes; 0: an outline, as many as traced (3 to shapes.MOST_OUTLINE).
+NEEDED = {"length": 2, "angle": 3, "ellipse": 2, "bidirectional": 4, "area": 0}
 # Read through the ultrasound region under the points (`doppler`): no user
 # calibration applies. A trace takes any number of points, three at least.
 REGION_KINDS = {"velocity": 1, "interval": 2, "m-mode": 2, "vti": 0}
@@ -141,14 +142,19 @@ def geometry(uid: str) -> Any:
 
 @bp.post("/instances/<uid>/measure")
 def measure(uid: str) -> Any:
-    """Length, angle or ellipse area, calibrated when the image allows; on a
+    """Length, angle, ellipse or traced area, long and short axis, calibrated
+    when the image allows; on a
     spectral Doppler or M-mode region, what that region measures."""
     body = json_body()
     if not isinstance(body, dict):
         abort(400, description="a JSON object: kind, points, frame, calibration")
     kind = body.get("kind")
     if not isinstance(kind, str) or kind not in SAVED_KINDS:
-        abort(400, description="kind: length, angle, ellipse, velocity, interval, m-mode or vti")
+        abort(
+            400,
+            description="kind: length, angle, ellipse, area, bidirectional, velocity, "
+            "interval, m-mode or vti",
+        )
     ds = header(uid)
     if "Rows" not in ds:
         abort(400, description="this instance has no image to measure")
@@ -156,7 +162,7 @@ def measure(uid: str) -> Any:
     if kind in REGION_KINDS:
         points = _points(body, point_count(kind, body.get("points")), ds)
         return jsonify(**compute(ds, kind, points, None), calibration_id=None)
-    points = _points(body, NEEDED[kind], ds)
+    points = _points(body, point_count(kind, body.get("points")), ds)
     applied = applied_calibration(body.get("calibration"), uid, ds, frame)
     used = applied.id if applied and kind != "angle" else None  # an angle needs no scale
     return jsonify(**compute(ds, kind, points, applied), calibration_id=used)
@@ -231,13 +237,17 @@ def _line(uid: str) -> tuple[dict[str, Any], Dataset, int, list[cal.Point]]:
 
 
 def point_count(kind: str, given: Any) -> int:
-    """How many points a ``kind`` takes: a trace as many as it has (3 to
-    `doppler.MOST_TRACE`, else 400), the others their fixed number."""
-    count = NEEDED.get(kind) or REGION_KINDS[kind]
+    """How many points a ``kind`` takes: a trace or an outline as many as it
+    has (3 to `doppler.MOST_TRACE` or `shapes.MOST_OUTLINE`, else 400), the
+    others their fixed number."""
+    count = NEEDED.get(kind) or REGION_KINDS.get(kind)
     if count:
         return count
-    if not isinstance(given, list) or not 3 <= len(given) <= doppler.MOST_TRACE:
-        abort(400, description=f"vti: a trace of 3 to {doppler.MOST_TRACE} points")
+    most = doppler.MOST_TRACE if kind == "vti" else shapes.MOST_OUTLINE
+    if not isinstance(given, list) or not 3 <= len(given) <= most:
+        if kind == "vti":
+            abort(400, description=f"vti: a trace of 3 to {most} points")
+        abort(400, description=f"area: an outline of 3 to {most} points")
     return len(given)
 
 
@@ -267,9 +277,16 @@ def compute(
     user calibration."""
     if kind in REGION_KINDS:
         return _in_region(ds, kind, points)
-    if reason := cal.degenerate(kind, points):
+    if reason := (shapes.outline_fault(points) if kind == "area" else cal.degenerate(kind, points)):
         abort(400, description=reason)
     user = applied.calibration() if applied else None
+    if kind == "area":
+        return asdict(shapes.area(ds, points, user=user))
+    if kind == "bidirectional":
+        try:
+            return shapes.axes(ds, points, user=user)
+        except ValueError as exc:
+            abort(400, description=str(exc))
     if kind == "angle":
         vertex, a, b = points
         scale = cal.for_image(ds, vertex, a, b, user=user)
@@ -295,8 +312,8 @@ def saved_measurements(
         ):
             abort(
                 400,
-                description="measurements: kind: length, angle, ellipse, velocity, interval, "
-                "m-mode or vti",
+                description="measurements: kind: length, angle, ellipse, area, "
+                "bidirectional, velocity, interval, m-mode or vti",
             )
         try:
             used = item.get("calibration_id")

@@ -69,7 +69,14 @@ UNITS = {
     "px": CodedConcept("{pixels}", "UCUM", "pixels"),
     "px²": CodedConcept("{pixels}2", "UCUM", "square pixels"),
 }
-DRAWN = {"length": codes.SCT.Length, "angle": codes.SCT.Angle, "ellipse": codes.SCT.Area}
+DRAWN = {
+    "length": codes.SCT.Length,
+    "angle": codes.SCT.Angle,
+    "ellipse": codes.SCT.Area,
+    "area": codes.SCT.Area,
+}
+# A long and short axis: each a length on its own line (as OHIF's bidirectional).
+AXES = (("value", codes.SCT.LongAxis, slice(0, 2)), ("short", codes.SCT.ShortAxis, slice(2, 4)))
 M_PER_S = CodedConcept("m/s", "UCUM", "meter per second")
 MS = CodedConcept("ms", "UCUM", "millisecond")
 # What a Doppler or M-mode measurement states, each value of it as its own
@@ -353,14 +360,18 @@ def _where(uid: str | None, frame: int | None, by_uid: dict[str, Dataset]) -> tu
     return ds.SOPClassUID, ds.SOPInstanceUID, frames
 
 
-def _coordinates(drawn: dict[str, Any], by_uid: dict[str, Dataset]) -> list | None:
-    """The calipers of a drawn measurement as SCOORD on its image and frame
-    (1-based in DICOM, 0-based in the viewer)."""
+def _coordinates(
+    drawn: dict[str, Any], by_uid: dict[str, Dataset], part: slice = slice(None)
+) -> list | None:
+    """The calipers of a drawn measurement (its points in ``part``) as
+    SCOORD on its image and frame (1-based in DICOM, 0-based in the viewer)."""
     where = _where(drawn["uid"], int(drawn["frame"]) + 1, by_uid)
     if where is None:
         return None
-    points = [[float(x), float(y)] for x, y in drawn["points"]]
+    points = [[float(x), float(y)] for x, y in drawn["points"][part]]
     kind = "POINT" if len(points) == 1 else "POLYLINE"
+    if drawn["kind"] == "area" and points[0] != points[-1]:
+        points.append(points[0])  # a 2-D SCOORD polygon is a POLYLINE closed on its start
     if drawn["kind"] == "ellipse":
         (cx, cy), (ex, ey) = points
         rx, ry = abs(ex - cx), abs(ey - cy)
@@ -436,6 +447,19 @@ def _drawn(drawn: dict[str, Any], calibrations: dict, by_uid: dict) -> list[Meas
     calibration = calibrations.get(drawn.get("calibration_id"))
     if calibration is None and drawn["unit"] in ("mm", "mm²") and None in calibrations:
         calibration = calibrations[None]  # legacy: its one calibration
+    scale = _scale(drawn["source"], calibration if "mm" in drawn["unit"] else None)
+    if drawn["kind"] == "bidirectional":
+        return [
+            Measurement(
+                tracking_identifier=tracking,
+                name=name,
+                value=round(float(drawn[key]), 2),
+                unit=UNITS.get(drawn["unit"], UNITS["px"]),
+                referenced_coordinates=_coordinates(drawn, by_uid, part),
+                algorithm_id=scale,
+            )
+            for key, name, part in AXES
+        ]
     return [
         Measurement(
             tracking_identifier=tracking,
@@ -443,7 +467,7 @@ def _drawn(drawn: dict[str, Any], calibrations: dict, by_uid: dict) -> list[Meas
             value=round(float(drawn["value"]), 2),
             unit=UNITS.get(drawn["unit"], UNITS["px"]),
             referenced_coordinates=_coordinates(drawn, by_uid),
-            algorithm_id=_scale(drawn["source"], calibration if "mm" in drawn["unit"] else None),
+            algorithm_id=scale,
         )
     ]
 

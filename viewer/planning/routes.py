@@ -64,6 +64,7 @@ from viewer.planning.report import (
     measurement_report,
     observer_name,
 )
+from viewer.planning.shapes import MOST_OUTLINE
 from viewer.planning.worksheet import (
     InvalidValue,
     UnknownSlot,
@@ -83,6 +84,8 @@ MAX_PLANS = 999
 UNITS = {
     "length": ("mm", "px"),
     "ellipse": ("mm²", "px²"),
+    "area": ("mm²", "px²"),
+    "bidirectional": ("mm", "px"),
     "angle": ("°",),
     "velocity": ("m/s",),
     "interval": ("ms",),
@@ -267,8 +270,10 @@ def _check_measurement(m: dict[str, Any], images: Images) -> None:
             refuse(400, "measurements: velocity (1 point), interval or m-mode (2), vti (3 or more)")
         if m["calibration_id"] is not None:
             refuse(400, "measurements: a {kind} is read through its ultrasound region", kind=kind)
-    elif kind not in NEEDED or count != NEEDED[kind]:
-        refuse(400, "measurements: length (2 points), angle (3) or ellipse (2)")
+    elif kind not in NEEDED or count != (NEEDED[kind] or count):
+        refuse(400, "measurements: length (2 points), angle (3), ellipse (2) or bidirectional (4)")
+    elif not NEEDED[kind] and not 3 <= count <= MOST_OUTLINE:
+        refuse(400, "measurements: an area's outline of 3 to {n} points", n=MOST_OUTLINE)
     low, high = VALUES.get(kind, (0.0, 1e6))
     if m["unit"] not in UNITS[kind] or not low <= m["value"] <= high:
         refuse(400, "measurements: a {kind} in {units}", kind=kind, units=", ".join(UNITS[kind]))

@@ -24,14 +24,21 @@
   const editable = Boolean($("tool")); // researchers get no tools: the server refuses them
   const measurements = []; // {uid, frame, kind, points, value, unit, source, calibration_id}
   const calibrations = []; // {id, points, french | mm, scope: {kind, uid, frame, series}}
-  const NEEDED = { length: 2, angle: 3, ellipse: 2, calibrate: 2, "calibrate-length": 2,
-    velocity: 1, interval: 2, "m-mode": 2, "vti-auto": 2, vti: Infinity, profile: 2 };
+  const NEEDED = { length: 2, angle: 3, ellipse: 2, calibrate: 2, "calibrate-length": 2, bidirectional: 4,
+    velocity: 1, interval: 2, "m-mode": 2, "vti-auto": 2, vti: Infinity, area: Infinity, profile: 2 };
   // Read through the ultrasound region under the points (the server's
   // viewer/planning/doppler.py): no calibration applies.
   // A trace ends on Enter or a double-click; "vti-auto" asks the server for
   // the envelope between its two clicks and becomes a trace to correct.
   const REGION = new Set(["velocity", "interval", "m-mode", "vti"]);
   const MOST_TRACE = 2000; // points of one trace, as the server
+  // An outline ("area") is clicked point by point (Enter, a double-click or
+  // a click on its first point closes it) or dragged freehand (closed on
+  // release, or on coming back to its start): a point every DRAG_PX screen
+  // pixels, thinned to every other one when it would pass MOST_OUTLINE.
+  const TRACED = new Set(["vti", "area"]);
+  const MOST_OUTLINE = 500;
+  const DRAG_PX = 2;
   const PHASE_NAMES = { ED: "end-diastole", ES: "end-systole" };
   const CALIBRATED_UNITS = new Set(["mm", "mm²", "°", "m/s", "ms", "cm"]);
   const MIN_CALIBRATION_PX = 5; // as the server: a shorter line cannot calibrate
@@ -139,6 +146,25 @@
 
   function clearPending() { pending = { vp: null, at: null, points: [] }; redraw(); }
 
+  // A freehand outline's next point under the dragging pointer: far enough
+  // from the last on screen, thinned past the bound; back at its start, it closes.
+  function dragOutline(vp, point) {
+    const g = api.geometry(vp);
+    const last = pending.points[pending.points.length - 1];
+    const apart = (a, b) => Math.hypot(a[0] - b[0], a[1] - b[1]) * g.scale;
+    if (!pending.dragged && apart(point, last) < 3 * REACH) return; // a click's jitter, not a drag
+    if (apart(point, last) < pending.spacing) return;
+    pending.points.push(clamp(vp, point));
+    pending.dragged = true;
+    if (apart(point, pending.points[0]) > 3 * REACH) pending.away = true;
+    if (pending.away && apart(point, pending.points[0]) <= REACH) { finish(vp); return; }
+    if (pending.points.length >= MOST_OUTLINE) {
+      pending.points = pending.points.filter((_, i) => i % 2 === 0);
+      pending.spacing *= 2;
+    }
+    redraw();
+  }
+
   // A line drawn down a vessel: its diameter every pixel (/profile), the
   // narrowest kept as a length between its edges, the others drawn faintly.
   async function addProfile(m) {
@@ -215,6 +241,12 @@
     else redraw();
   }
 
+  // Whether a point is within reach, on screen, of the pending outline's first.
+  function nearFirst(vp, [x, y]) {
+    const [fx, fy] = pending.points[0], g = api.geometry(vp);
+    return Math.hypot(x - fx, y - fy) * g.scale <= REACH;
+  }
+
   // The end of a drawn item nearest to the point, within reach on screen.
   function nearEnd(vp, point) {
     const here = api.position(vp), g = api.geometry(vp);
@@ -242,7 +274,7 @@
         message(t("This series is another study's, shown to compare: open that study to measure it."));
         return true;
       }
-      const tracing = tool() === "vti" && pending.vp === vp && pending.points.length > 0;
+      const tracing = TRACED.has(tool()) && pending.vp === vp && pending.points.length > 0;
       const hit = tracing ? null : nearEnd(vp, point); // a trace's clicks only add points
       if (hit) {
         dragging = { ...hit, before: hit.item.points.map((p) => [...p]), moved: false };
@@ -251,15 +283,19 @@
       }
       if (!inside(vp, point)) return true; // the letterbox: nothing to measure there
       const here = api.position(vp);
-      if (pending.vp !== vp || !same(pending.at, here)) pending = { vp, at: here, points: [] };
+      if (pending.vp !== vp || !same(pending.at, here)) pending = { vp, at: here, points: [], spacing: DRAG_PX };
       vp.playing = false;
       const last = pending.points[pending.points.length - 1];
-      if (!(tool() === "vti" && last && last[0] === point[0] && last[1] === point[1])) pending.points.push(point);
+      if (tool() === "area" && pending.points.length >= 3 && nearFirst(vp, point)) { finish(vp); return true; }
+      if (tool() === "area" && pending.points.length >= MOST_OUTLINE) { finish(vp); return true; }
+      if (!(TRACED.has(tool()) && last && last[0] === point[0] && last[1] === point[1])) pending.points.push(point);
+      pending.pressed = tool() === "area"; // a drag from here draws the outline freehand
       if (pending.points.length >= Math.min(NEEDED[tool()], MOST_TRACE)) finish(vp);
       else redraw();
       return true;
     },
     move(vp, point) {
+      if (pending.pressed && pending.vp === vp && point) { dragOutline(vp, point); return; }
       if (!dragging || !point) return;
       const moved = clamp(vp, point);
       // A trace's point moves up or down only: onto the spectrum's edge at its time.
@@ -268,7 +304,12 @@
       dragging.moved = true;
       redraw();
     },
-    async up() {
+    async up(vp) {
+      if (pending.pressed) { // a freehand outline ends where the button is let go
+        pending.pressed = false;
+        if (pending.dragged && pending.vp === vp && pending.points.length >= 3) finish(vp);
+        return;
+      }
       const done = dragging;
       dragging = null;
       if (!done || !done.moved) return;
@@ -302,12 +343,16 @@
     if (kind === "ellipse" && p.length === 2) {
       const [[cx, cy], [ex, ey]] = p;
       stroke(ctx, () => { ctx.beginPath(); ctx.ellipse(cx, cy, Math.abs(ex - cx), Math.abs(ey - cy), 0, 0, 2 * Math.PI); }, colour, width);
+    } else if (kind === "bidirectional") { // a long and a short axis: two lines
+      stroke(ctx, () => { ctx.beginPath(); for (let i = 0; i + 1 < p.length; i += 2) { ctx.moveTo(...p[i]); ctx.lineTo(...p[i + 1]); } }, colour, width);
+    } else if (kind === "area" && p.length > 2) { // an outline, closed on its start
+      stroke(ctx, () => { ctx.beginPath(); p.forEach(([x, y], i) => (i ? ctx.lineTo(x, y) : ctx.moveTo(x, y))); ctx.closePath(); }, colour, width);
     } else if (kind === "angle" && p.length > 1) { // two rays from the vertex (the first point)
       stroke(ctx, () => { ctx.beginPath(); for (const q of p.slice(1)) { ctx.moveTo(...p[0]); ctx.lineTo(...q); } }, colour, width);
     } else if (p.length > 1) {
       stroke(ctx, () => { ctx.beginPath(); p.forEach(([x, y], i) => (i ? ctx.lineTo(x, y) : ctx.moveTo(x, y))); }, colour, width);
     }
-    const size = kind === "vti" ? 2 : 4; // a trace's many points: small handles
+    const size = TRACED.has(kind) ? 2 : 4; // a trace's many points: small handles
     for (const [x, y] of p) {
       ctx.fillStyle = "#000"; ctx.fillRect(x - size, y - size, 2 * size, 2 * size);
       ctx.fillStyle = colour; ctx.fillRect(x - size + 1, y - size + 1, 2 * size - 2, 2 * size - 2);
@@ -335,8 +380,8 @@
         `${shown(m)}${used}`, m === selected);
     }
     if (pending.vp === vp && same(pending.at, here)) {
-      drawItem(ctx, view, tool() === "ellipse" ? "ellipse" : tool() === "angle" ? "angle" : "length",
-        pending.points, COLOUR.pending, "", false);
+      const drawing = ["ellipse", "angle", "bidirectional"].includes(tool()) ? tool() : "length"; // an outline still open
+      drawItem(ctx, view, drawing, pending.points, COLOUR.pending, "", false);
     }
     const scale = applicable(here.uid, here.frame);
     const elsewhere = !scale && ofSeries(here.uid).filter((c) => known.has(here.uid) && known.has(c.scope.uid)).pop();
@@ -352,6 +397,7 @@
   function shown(m) {
     const digits = m.unit === "m/s" ? 2 : 1;
     let text = `${fmt(m.value, digits)} ${t(m.unit)}`;
+    if (m.kind === "bidirectional" && m.short !== undefined) text = `${fmt(m.value, digits)} × ${fmt(m.short, digits)} ${t(m.unit)}`;
     if (m.kind === "velocity" && m.gradient !== undefined) text += ` · ${fmt(m.gradient)} ${t("mmHg")}`;
     if (m.kind === "interval" && m.rate) text += ` · ${fmt(m.rate)} ${t("/min")}`;
     if (m.kind === "vti" && m.peak_velocity !== undefined) {
@@ -427,10 +473,13 @@
     });
   }
 
-  // A traced envelope ends when the user says so (at least three points).
+  // A traced envelope or a clicked outline ends when the user says so (at least three points).
   function endTrace() {
-    if (tool() !== "vti" || !pending.vp) return false;
-    if (pending.points.length < 3) { message(t("Trace at least three points along the envelope.")); return true; }
+    if (!TRACED.has(tool()) || !pending.vp) return false;
+    if (pending.points.length < 3) {
+      message(tool() === "area" ? t("Click at least three points around the outline.") : t("Trace at least three points along the envelope."));
+      return true;
+    }
     finish(pending.vp);
     return true;
   }
