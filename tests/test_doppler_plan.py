@@ -199,7 +199,7 @@ def test_the_print_page_lists_the_gradients_in_the_users_language(
 
 
 def test_a_measurement_keeps_the_phase_of_its_frame(
-    client: FlaskClient, stored: tuple[str, str, str]
+    client: FlaskClient, stored: tuple[str, str, str], archive: Archive, tmp_path: Path
 ) -> None:
     study, doppler_uid, m_mode_uid = stored
     plan = _plan(client, doppler_uid, m_mode_uid)
@@ -210,6 +210,23 @@ def test_a_measurement_keeps_the_phase_of_its_frame(
     assert [m["phase"] for m in kept["content"]["measurements"]] == [None] * 4 + ["ED"]
     page = client.get(f"/studies/{study}/plan/print").get_data(as_text=True)
     assert "end-diastole" in page
+    # In its SR, a concept modifier of each value of the M-mode measurement.
+    path = tmp_path / "plan.dcm"
+    path.write_bytes(archive.read(saved.json["sr_uid"]))
+    assert errors(path) == set()
+    phased = {}
+    for item in _walk(dcmread(path).ContentSequence):
+        if item.ValueType == "NUM":
+            modifiers = [
+                (m.ConceptNameCodeSequence[0].CodeValue, m.ConceptCodeSequence[0].CodeValue)
+                for m in item.get("ContentSequence", [])
+                if m.RelationshipType == "HAS CONCEPT MOD" and m.ValueType == "CODE"
+            ]
+            phased[item.ConceptNameCodeSequence[0].CodeValue] = modifiers
+    assert phased["121206"] == [("246092007", "416190007")]  # the distance: end diastole
+    assert phased["M-MODE-SLOPE"] == [("246092007", "416190007")]
+    assert phased["11726-7"] == []  # the velocities were not tagged
+    hd.sr.srread(path)  # highdicom still reads it
     plan["measurements"][4]["phase"] = "systole"
     refused = client.post(f"/api/studies/{study}/plans", headers=HEADERS, json=plan)
     assert refused.status_code == 400 and "phase is ED, ES or null" in refused.json["message"]

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from highdicom.sr import (
     AlgorithmIdentification,
+    CodeContentItem,
     CodedConcept,
     ComprehensiveSR,
     ContainerContentItem,
@@ -38,6 +39,7 @@ from highdicom.sr import (
     ObserverContext,
     PersonObserverIdentifyingAttributes,
     QualitativeEvaluation,
+    RelationshipTypeValues,
     SourceImageForMeasurement,
     SourceImageForRegion,
     TextContentItem,
@@ -116,6 +118,7 @@ REGION_VALUES: dict[str, list[tuple[str, CodedConcept, CodedConcept]]] = {
         ),
     ],
 }
+PHASES = {"ED": codes.SCT.EndDiastole, "ES": codes.SCT.EndSystole}
 CLOSURE_PLANNING = CodedConcept("CLOSURE-PLAN", LOCAL_SCHEME, "Transcatheter closure planning")
 BSA = CodedConcept("8277-6", "LN", "Body Surface Area")
 CALIBRATION = CodedConcept("CAL-REFERENCE", LOCAL_SCHEME, "Calibration reference length")
@@ -255,7 +258,9 @@ def measurement_report(
     drawn = content.get("measurements") or []
     calibrations = _calibrations(content)
     items = [_slot(_entry(s), entry, drawn, calibrations, by_uid) for s in slots]
-    items += [item for m in drawn for item in _drawn(m, calibrations, by_uid)]
+    items += [
+        _phased(item, m.get("phase")) for m in drawn for item in _drawn(m, calibrations, by_uid)
+    ]
     items += [_calibration(c, by_uid) for c in calibrations.values() if "scope" in c]
     if content.get("body"):
         items.append(_body(content["body"]))
@@ -470,6 +475,24 @@ def _drawn(drawn: dict[str, Any], calibrations: dict, by_uid: dict) -> list[Meas
             algorithm_id=scale,
         )
     ]
+
+
+def _phased(measurement: Measurement, phase: Any) -> Measurement:
+    """A measurement taken on a frame tagged end-diastole or end-systole,
+    with that phase as a concept modifier of its value, as echo SR states a
+    cardiac phase (SCT Cardiac cycle phase, CID 12233)."""
+    if phase in PHASES:
+        value = measurement[0]
+        if "ContentSequence" not in value:
+            value.ContentSequence = DicomSequence()
+        value.ContentSequence.append(
+            CodeContentItem(
+                name=codes.SCT.CardiacCyclePhase,
+                value=PHASES[phase],
+                relationship_type=RelationshipTypeValues.HAS_CONCEPT_MOD,
+            )
+        )
+    return measurement
 
 
 def _body(body: dict[str, Any]) -> Measurement:
