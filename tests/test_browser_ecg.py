@@ -5,6 +5,8 @@ ECG draws no strip."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from playwright.sync_api import Page, expect
 
@@ -59,3 +61,33 @@ def test_the_cursor_follows_the_frame_through_the_beat(
     page.goto(f"{page.base}/studies/{plain.dataset.StudyInstanceUID}")  # type: ignore[attr-defined]
     page.wait_for_function("() => window.viewerState && window.viewerState()[0].frames === 3")
     assert page.evaluate("() => window.ecgApi.state(0)") is None
+
+
+def test_one_beat_plays_only_the_frames_between_two_r_waves(
+    page: Page,  # noqa: F811
+    web_node: Node,  # noqa: F811
+) -> None:
+    ds, truth = carrying(rate=120)
+    log_in(page)
+    show_study(page, web_node, ds, "window.ecgApi && window.ecgApi.state(0)")
+    page.evaluate("() => window.viewerApi.show(window.viewerState()[0].uid, 12)")  # 0.8 s
+    page.check("#one-beat")
+    page.wait_for_function("() => window.viewerState()[0].range !== null")
+    first, last = page.evaluate("() => window.viewerState()[0].range")
+    before = max(r for r in truth if r <= 12 / 15)
+    after = min(r for r in truth if r > 12 / 15)
+    # The frames that start within the beat (R-waves detected within 2 ms).
+    assert first == math.ceil(before * 15 - 0.03) and last == math.ceil(after * 15 - 0.03) - 1
+    # Played, it goes round that beat and nothing else.
+    page.evaluate(
+        "() => { window.seen = []; const vp = window.viewerApi.viewports[0]; vp.playing = true;"
+        " const look = () => { window.seen.push(window.viewerState()[0].frame);"
+        " if (window.seen.length < 2000) requestAnimationFrame(look); }; look(); }"
+    )
+    page.wait_for_function(
+        "() => window.seen.filter((f, i) => i && f < window.seen[i - 1]).length >= 2"
+    )
+    seen = page.evaluate("() => window.seen")
+    assert set(seen) <= set(range(first, last + 1)) and {first, last} <= set(seen)
+    page.uncheck("#one-beat")
+    page.wait_for_function("() => window.viewerState()[0].range === null")

@@ -3,7 +3,9 @@
 // shown, the lead and rate named. Drawn as one of viewer.js's overlays, in
 // CSS pixels under the image (over its bottom when the letterbox has no
 // room; the "ECG" checkbox hides it), for runs whose /meta says they carry
-// an ECG; nothing is drawn for the others, nor for single images.
+// an ECG; nothing is drawn for the others, nor for single images. With
+// "One beat" ticked, a run plays only the beat its shown frame is in,
+// shaded on the strip.
 //
 // window.ecgApi.state(i): what viewport i's strip shows (for tests and
 // measure.js): lead, rate, the cursor's time and where it lies in its beat;
@@ -33,6 +35,27 @@
   }
 
   const shown = () => !document.getElementById("ecg-strip") || document.getElementById("ecg-strip").checked;
+  const oneBeat = () => Boolean(document.getElementById("one-beat") && document.getElementById("one-beat").checked);
+
+  // The frames of the beat (R-wave to R-wave) the shown frame is in, which
+  // "One beat" plays in a loop (viewer.js reads vp.range); before the first
+  // R-wave the first whole beat, after the last the last one. null when no
+  // whole beat holds two frames.
+  function beatOf(vp, r) {
+    if (r.length < 2) return null;
+    const at = frameTime(vp, vp.frame);
+    const i = Math.min(Math.max(r.filter((x) => x <= at).length - 1, 0), r.length - 2);
+    const frames = vp.times.map((_, f) => f).filter((f) => frameTime(vp, f) >= r[i] && frameTime(vp, f) < r[i + 1]);
+    return frames.length >= 2 ? { range: [frames[0], frames[frames.length - 1]], beat: [r[i], r[i + 1]] } : null;
+  }
+
+  // Trimmed to one beat while the box is ticked; a frame stepped to outside
+  // the beat (stopped) trims to its own beat.
+  function trim(vp, now) {
+    const outside = vp.range && !vp.playing && (vp.frame < vp.range[0] || vp.frame > vp.range[1]);
+    if (!oneBeat() || !now || outside) { vp.range = null; vp.beat = null; }
+    if (oneBeat() && now && !vp.range) Object.assign(vp, beatOf(vp, now.r_waves) || { range: null, beat: null });
+  }
 
   function state(vp) {
     // A run of frames: a single image (a Doppler sweep) has its own ECG drawn
@@ -51,6 +74,7 @@
   window.viewerOverlays = window.viewerOverlays || [];
   window.viewerOverlays.push((vp, ctx, view) => {
     const now = state(vp);
+    if (vp.clip) trim(vp, now);
     if (!now || !shown()) return;
     const { ecg } = now;
     const height = Math.max(36, Math.min(90, view.height * 0.16));
@@ -65,6 +89,10 @@
     const y = (value) => top + height / 2 - value * height * 0.42;
     ctx.fillStyle = "rgba(0,0,0,.6)";
     ctx.fillRect(left, top, width, height);
+    if (vp.beat) { // the beat played
+      ctx.fillStyle = "rgba(255,221,68,.18)";
+      ctx.fillRect(x(vp.beat[0]), top, x(vp.beat[1]) - x(vp.beat[0]), height);
+    }
     ctx.lineWidth = 1.25; ctx.strokeStyle = COLOUR.trace;
     ctx.beginPath();
     ecg.points.forEach(([time, value], i) => (i ? ctx.lineTo(x(time), y(value)) : ctx.moveTo(x(time), y(value))));
@@ -89,8 +117,10 @@
     ctx.fillText(`${t("ECG")}${lead}${rate}${since}`, left + 4, top + height - 4);
   });
 
-  const box = document.getElementById("ecg-strip");
-  if (box) box.addEventListener("change", () => api.viewports.forEach(api.draw));
+  for (const id of ["ecg-strip", "one-beat"]) {
+    const box = document.getElementById(id);
+    if (box) box.addEventListener("change", () => api.viewports.forEach(api.draw));
+  }
 
   window.ecgApi = {
     state: (i) => { const s = state(api.viewports[i]); return s && { ...s, ecg: undefined }; },

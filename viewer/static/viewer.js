@@ -87,6 +87,7 @@ async function openSeries(vp, thumb) {
     stack: uids.length > 1 && clip.count === uids.length && clip.meta.frames <= 1,
     frame: 0, acc: 0, zoom: 1, panX: 0, panY: 0, brightness: 1, contrast: 1, invert: false,
     loaded: false,
+    range: null, beat: null,
   });
   // Every frame arrived: what viewerState says, so a check of the playing
   // rate need not count the waits for frames still on their way.
@@ -154,15 +155,18 @@ function tick(now) {
     vp.acc += (now - vp.last) * Number($("speed").value);
     vp.last = now;
     let moved = false;
+    // Played within the frames of one beat when ecg.js trims the run to one.
+    const [first, last] = vp.range || [0, count(vp) - 1];
     while (vp.acc >= vp.times[vp.frame]) {
-      const next = vp.frame + 1;
-      if (!vp.clip.ready(next % vp.clip.count)) {
+      const over = vp.frame + 1 > last || vp.frame + 1 < first;
+      const next = over ? first : vp.frame + 1;
+      if (!vp.clip.ready(next)) {
         vp.acc = vp.times[vp.frame]; // wait for the network, then go on at the clip's pace
         break;
       }
       vp.acc -= vp.times[vp.frame];
-      if (next >= count(vp) && !$("loop").checked) { vp.playing = false; break; }
-      vp.frame = next % count(vp);
+      if (over && !$("loop").checked) { vp.playing = false; break; }
+      vp.frame = next;
       moved = true;
     }
     if (moved) draw(vp);
@@ -382,7 +386,7 @@ window.viewerState = () => viewports.map((vp) => ({
   frame: vp.frame, frames: count(vp), playing: vp.playing, invert: vp.invert, contrast: vp.contrast,
   zoom: vp.zoom, panX: vp.panX, panY: vp.panY, uid: vp.meta && vp.meta.uid, series: vp.series,
   thumb: thumbs.indexOf(vp.thumb), loaded: Boolean(vp.loaded),
-  compared: vp.compared, following: Boolean(vp.following),
+  compared: vp.compared, following: Boolean(vp.following), range: vp.range || null,
 }));
 if (thumbs.length) thumbs[0].click();
 requestAnimationFrame(tick);
