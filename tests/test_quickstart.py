@@ -219,8 +219,11 @@ def open_a_study_and_see_it_play(base: str, password: str, screenshot: Path) -> 
         page.click("form.search button[type=submit]")
         page.wait_for_url("**modality=XA**")
         rows = page.locator("table.studies tbody a")
-        expect(rows).to_have_count(4)  # the demo's three angio studies and the one sent
-        rows.first.click()
+        # The demo's three angio studies, the PDA worked example and the one sent.
+        expect(rows).to_have_count(5)
+        page.locator("table.studies tbody tr", has_not_text="Worked example").first.locator(
+            "a"
+        ).first.click()
         counter = page.locator("#counter")
         expect(counter).to_have_text(re.compile(r"^[1-9]\d* / [1-9]\d*$"), timeout=60_000)
         first = counter.inner_text()
@@ -267,7 +270,8 @@ def test_quick_start_as_written_on_a_fresh_directory(started_node, tmp_path: Pat
         text=True,
         timeout=120,
     )
-    assert json.loads(stats.stdout)["modalities"].get("XA", 0) == 3 * 2 + 1  # the sent run
+    # Three studies of two runs, the PDA worked example and the sent run.
+    assert json.loads(stats.stdout)["modalities"].get("XA", 0) == 3 * 2 + 1 + 1
     from tests.test_browser import ARTIFACTS
 
     ARTIFACTS.mkdir(exist_ok=True)

@@ -290,7 +290,8 @@ def demo_uid(*parts: object) -> str:
 
 @contextmanager
 def demo_files() -> Iterator[list[Path]]:
-    """Echo clips from the wheels plus synthetic angio runs, in a temp folder."""
+    """Echo clips from the wheels plus synthetic angio runs and the worked
+    examples' studies (`worked`), in a temp folder."""
     with tempfile.TemporaryDirectory(prefix="chd-demo-") as tmp:
         folder = Path(tmp)
         paths = [sample_file(name) for name in DEMO_US]
@@ -321,4 +322,8 @@ def demo_files() -> Iterator[list[Path]]:
                     sop_instance_uid=demo_uid("instance", index, run),
                 )
                 paths.append(save(ds, folder / f"xa-{index}-{run}.dcm"))
+        from dicomnode.ops.worked import datasets  # it draws on this module
+
+        for number, ds in enumerate(datasets()):
+            paths.append(save(ds, folder / f"worked-{number}.dcm"))
         yield paths
