@@ -77,3 +77,24 @@ def test_outlines_and_axes_drawn_as_a_person_draws_them(
     assert found, text
     assert float(found[1]) == pytest.approx(50 * SPACING, abs=0.1)
     assert float(found[2]) == pytest.approx(30 * SPACING, abs=0.1)
+
+
+def test_a_length_gets_its_z_score_once_its_structure_is_named(
+    page: Page,  # noqa: F811
+    web_node: Node,  # noqa: F811
+) -> None:
+    from dicomnode.ops import worked
+
+    log_in(page)
+    box = show_study(page, web_node, worked.asd()[0])  # 18 kg, 108 cm: BSA 0.73 m²
+    page.select_option("#tool", "length")
+    for x in (120, 520):  # 40.0 mm
+        page.mouse.click(*on_screen(box, (640, 480), (x, 240)))
+    item = page.locator("#measurements li").first
+    expect(item).to_contain_text("40.0 mm")
+    item.locator("select.structure").select_option("LVIDd")
+    expect(item).to_contain_text(
+        "z 1.1 for the LV end-diastolic dimension (mean 35.9 mm at BSA 0.73 m²)"
+    )
+    item.locator("select.structure").select_option("")
+    expect(item).not_to_contain_text("z 1.1")

@@ -65,6 +65,7 @@ RULES: dict[str, frozenset[str]] = {
     "measure.envelope": CLINICAL,
     "measure.edges": CLINICAL,
     "measure.vessel_profile": CLINICAL,
+    "planning.zscore_of": CLINICAL,
     "planning.save_plan": CLINICAL,
     "planning.sign_plan": CLINICAL,
     # STOW-RS: a partner hospital uploads more images of its children too.

@@ -13,6 +13,7 @@ from viewer import services
 from viewer.auth import audit
 from viewer.params import whole
 from viewer.permissions import allowed
+from viewer.planning.zscores import STRUCTURES
 from viewer.scope import issuers
 
 bp = Blueprint("studies", __name__)
@@ -130,6 +131,7 @@ def study(uid: str) -> Any:
             for other in _others(studies[0])
         ],
         measuring=allowed("measure.measure", g.user.role),
+        structures={key: s.label for key, s in STRUCTURES.items()},
         user=g.user,
     )
 

@@ -332,6 +332,8 @@ def saved_measurements(
                     "phase": _phase(item.get("phase")),
                     # Free text, checked for identity with the note (`routes`).
                     "label": item.get("label"),
+                    # What it measures, for a z-score (`zscores`); checked in `routes`.
+                    "structure": item.get("structure"),
                 }
             )
         except (KeyError, TypeError, ValueError, AttributeError):

@@ -56,6 +56,7 @@ from viewer.planning.calibration import french_mm
 from viewer.planning.defects import UNITS as FIELD_UNITS
 from viewer.planning.defects import Defect
 from viewer.planning.worksheet import Slot, UnknownSlot, checked_choice, defect_of
+from viewer.planning.zscores import STRUCTURES
 
 __all__ = ["Signature", "Slot", "measurement_report", "observer_name", "series_label"]
 
@@ -119,6 +120,9 @@ REGION_VALUES: dict[str, list[tuple[str, CodedConcept, CodedConcept]]] = {
     ],
 }
 PHASES = {"ED": codes.SCT.EndDiastole, "ES": codes.SCT.EndSystole}
+ZSCORE = CodedConcept("ZSCORE", LOCAL_SCHEME, "Z-score for body surface area")
+NO_UNIT = CodedConcept("1", "UCUM", "no units")
+ZSCORE_METHOD = "Pettersen 2008 (J Am Soc Echocardiogr 21:922)"
 CLOSURE_PLANNING = CodedConcept("CLOSURE-PLAN", LOCAL_SCHEME, "Transcatheter closure planning")
 BSA = CodedConcept("8277-6", "LN", "Body Surface Area")
 CALIBRATION = CodedConcept("CAL-REFERENCE", LOCAL_SCHEME, "Calibration reference length")
@@ -473,6 +477,33 @@ def _drawn(drawn: dict[str, Any], calibrations: dict, by_uid: dict) -> list[Meas
             unit=UNITS.get(drawn["unit"], UNITS["px"]),
             referenced_coordinates=_coordinates(drawn, by_uid),
             algorithm_id=scale,
+        ),
+        *_zscore(drawn, tracking, by_uid),
+    ]
+
+
+def _zscore(drawn: dict[str, Any], tracking: Any, by_uid: dict) -> list[Measurement]:
+    """A length's z-score for the child's BSA, when the structure it
+    measures was named: the reference, the structure and the BSA as its
+    algorithm's name and parameters."""
+    z = drawn.get("zscore")
+    if not z:
+        return []
+    return [
+        Measurement(
+            tracking_identifier=tracking,
+            name=ZSCORE,
+            value=float(z["z"]),
+            unit=NO_UNIT,
+            referenced_coordinates=_coordinates(drawn, by_uid),
+            algorithm_id=AlgorithmIdentification(
+                ZSCORE_METHOD,
+                "1",
+                parameters=[
+                    _lo(f"structure: {STRUCTURES[z['structure']].label}"),
+                    f"BSA {z['bsa_m2']} m2 (Haycock)",
+                ],
+            ),
         )
     ]
 

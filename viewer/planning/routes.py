@@ -44,7 +44,7 @@ from storage.query import Query
 from viewer import services
 from viewer.auth import audit
 from viewer.i18n import LANGUAGES, catalogue
-from viewer.planning import sizing
+from viewer.planning import sizing, zscores
 from viewer.planning.body import body_size
 from viewer.planning.defects import rim_field, table
 from viewer.planning.measure import (
@@ -299,6 +299,15 @@ def _remeasure(m: dict[str, Any], images: Images, calibrations: dict[int, Any]) 
             "measure it again",
         )
     m.update(found)
+    # The z-score of the structure it measures, from this study's BSA.
+    m["zscore"] = None
+    if m.get("structure") is not None:
+        _structure(m["structure"])
+        if m["unit"] != "mm":
+            refuse(400, "measurements: a z-score is of a length in mm")
+        bsa = images.size.bsa_m2 if images.size else None
+        found_z = zscores.zscore(m["structure"], m["value"], bsa)
+        m["zscore"] = asdict(found_z) if found_z else None
 
 
 def _slots(defect: str, given: Any, measurements: list, images: Images) -> list[dict[str, Any]]:
@@ -500,6 +509,35 @@ def _stored_report(sr: Any, images: Images, also: AlsoWrite | None = None) -> bo
     """Whether the archive took the report (it validates it like any
     instance; a full disk refuses it); ``also``: rows committed with it."""
     return services.ingestor().ingest_own(sr, images.issuer, also).status == SUCCESS
+
+
+@bp.post("/studies/<uid>/zscore")
+def zscore_of(uid: str) -> Any:
+    """A dimension's z-score for the study's child, from the BSA its header
+    gives (`zscores`): what a measurement's row shows once the structure it
+    measures is chosen."""
+    body = json_body()
+    if not isinstance(body, dict):
+        refuse(400, "a JSON object: structure, mm")
+    structure = _structure(body.get("structure"))
+    mm = _number(body.get("mm"), "mm")
+    images = Images(uid)
+    try:
+        found = zscores.zscore(structure, mm, images.size.bsa_m2 if images.size else None)
+    except ValueError:
+        refuse(400, "mm: a positive number")
+    if found is None:
+        refuse(400, NO_ZSCORE)
+    return jsonify(asdict(found))
+
+
+NO_ZSCORE = "no z-score: the child's BSA is unknown or outside the reference's (0.1 to 2.0 m²)"
+
+
+def _structure(given: Any) -> str:
+    if not isinstance(given, str) or given not in zscores.STRUCTURES:
+        refuse(400, "structure: one of {names}", names=", ".join(zscores.STRUCTURES))
+    return given
 
 
 @bp.get("/studies/<uid>/plans")

@@ -126,7 +126,21 @@
     if (!result) return false;
     Object.assign(m, result);
     message("");
+    if (m.structure) await zscoreOf(m, m.structure); // the length moved: its z-score too
     return true;
+  }
+
+  // A length's z-score once the structure it measures is named (the
+  // server's zscores.py, from the study's BSA); none when unnamed or refused.
+  const STRUCTURES = $("zscore-structures") ? JSON.parse($("zscore-structures").textContent) : {};
+  async function zscoreOf(m, structure) {
+    m.structure = structure || null;
+    m.zscore = null;
+    if (structure) {
+      const result = await ask(`/api/studies/${document.body.dataset.study}/zscore`, { structure, mm: m.value });
+      if (result) m.zscore = result; else m.structure = null;
+    }
+    render();
   }
 
   async function remeasureUsing(id) {
@@ -398,6 +412,10 @@
     const digits = m.unit === "m/s" ? 2 : 1;
     let text = `${fmt(m.value, digits)} ${t(m.unit)}`;
     if (m.kind === "bidirectional" && m.short !== undefined) text = `${fmt(m.value, digits)} × ${fmt(m.short, digits)} ${t(m.unit)}`;
+    if (m.zscore) {
+      text += ` · ${t("z {z} for the {structure} (mean {mean} mm at BSA {bsa} m²)", { z: fmt(m.zscore.z, 1),
+        structure: t(m.zscore.label), mean: fmt(m.zscore.mean_mm), bsa: fmt(m.zscore.bsa_m2, 2) })}`;
+    }
     if (m.kind === "velocity" && m.gradient !== undefined) text += ` · ${fmt(m.gradient)} ${t("mmHg")}`;
     if (m.kind === "interval" && m.rate) text += ` · ${fmt(m.rate)} ${t("/min")}`;
     if (m.kind === "vti" && m.peak_velocity !== undefined) {
@@ -421,6 +439,17 @@
       input.onclick = (e) => e.stopPropagation();
       input.onchange = () => { item.label = input.value.trim() || null; };
       li.appendChild(input);
+      if (item.unit === "mm" && ["length", "m-mode"].includes(item.kind) && Object.keys(STRUCTURES).length) {
+        const pick = document.createElement("select"); // what it measures, for a z-score
+        pick.className = "structure";
+        pick.title = t("The structure this length measures, for its z-score");
+        pick.append(new Option(t("z-score: none"), ""),
+          ...Object.entries(STRUCTURES).map(([key, name]) => new Option(t(name), key)));
+        pick.value = item.structure || "";
+        pick.onclick = (e) => e.stopPropagation();
+        pick.onchange = () => zscoreOf(item, pick.value);
+        li.appendChild(pick);
+      }
     }
     li.classList.toggle("warning", Boolean(warning));
     li.classList.toggle("selected", item === selected);
