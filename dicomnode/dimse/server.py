@@ -16,11 +16,14 @@ process-wide: the first accepts any non-storage class too).
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import socket
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from pydicom.dataset import Dataset
@@ -161,6 +164,44 @@ def services_of(abstract_syntax: str) -> frozenset[str]:
     if abstract_syntax in RETRIEVE_MODELS:
         return frozenset({"move"})
     return frozenset({"store", "get"})
+
+
+def _heard(event: evt.Event) -> None:
+    """The association's idle timer restarted, as if the peer had just spoken
+    (pynetdicom's timer; it has no public way to restart it)."""
+    timer = getattr(event.assoc.dul, "_idle_timer", None)
+    if timer is not None:
+        timer.restart()
+
+
+def answering(handler: Callable[[evt.Event], Any]) -> Callable[[evt.Event], Any]:
+    """``handler`` with the association's idle timer restarted as it answers.
+    pynetdicom's network timeout runs from the peer's last PDU, and a peer
+    waiting for the node's answer sends none: an ingest or a retrieve that
+    took longer than ``network_timeout`` on a loaded machine was aborted
+    right after its Success, failing the peer's next instance. The timeout
+    is for a silent peer, not a busy node."""
+    if inspect.isgeneratorfunction(handler):
+
+        @functools.wraps(handler)
+        def answers(event: evt.Event) -> Iterator[Any]:
+            try:
+                for answer in handler(event):  # each pending response
+                    _heard(event)
+                    yield answer
+            finally:
+                _heard(event)
+
+        return answers
+
+    @functools.wraps(handler)
+    def answered(event: evt.Event) -> Any:
+        try:
+            return handler(event)
+        finally:
+            _heard(event)
+
+    return answered
 
 
 def affected_sop_class(event: evt.Event) -> str:
@@ -371,11 +412,11 @@ class DicomServer:
 
     def start(self) -> NodeAssociationServer:
         handlers: list[EventHandlerType] = [
-            (evt.EVT_C_ECHO, self.handle_echo),
-            (evt.EVT_C_STORE, self.handle_store),
-            (evt.EVT_C_FIND, self.handle_find),
-            (evt.EVT_C_MOVE, self.handle_move),
-            (evt.EVT_C_GET, self.handle_get),
+            (evt.EVT_C_ECHO, answering(self.handle_echo)),
+            (evt.EVT_C_STORE, answering(self.handle_store)),
+            (evt.EVT_C_FIND, answering(self.handle_find)),
+            (evt.EVT_C_MOVE, answering(self.handle_move)),
+            (evt.EVT_C_GET, answering(self.handle_get)),
             (evt.EVT_CONN_OPEN, self.handle_open),
             (evt.EVT_CONN_CLOSE, self.handle_close),
         ]
