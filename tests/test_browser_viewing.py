@@ -60,3 +60,25 @@ def test_wheel_numeric_window_and_labels(page: Page, web_node: Node) -> None:  #
     label.fill("PDA, pulmonary end")
     label.press("Tab")
     assert page.evaluate("() => window.measureApi.measurements()[0].label") == "PDA, pulmonary end"
+
+
+def test_the_window_presets_are_the_shown_images_modalitys(
+    page: Page,  # noqa: F811
+    web_node: Node,  # noqa: F811
+) -> None:
+    from dicomnode.ops import worked
+
+    log_in(page)
+    shown = "() => [...document.querySelectorAll('#preset option')].filter((o) => !o.hidden).map((o) => o.textContent)"
+    show_study(page, web_node, xa_instance(PATIENTS[1], frames=4, rows=32, cols=32))
+    assert page.evaluate(shown) == ["As sent", "Contrast (angio)", "Dense vessels", "Soft"]
+    page.select_option("#preset", "0.8,2.2")
+    assert page.evaluate("() => window.viewerState()[0].contrast") == pytest.approx(2.2)
+    show_study(page, web_node, worked.asd()[0])  # an echo plane
+    assert page.evaluate(shown) == [
+        "As sent",
+        "Echo: brighter",
+        "Echo: more contrast",
+        "Echo: darker blood pool",
+    ]
+    expect(page.locator("#preset")).to_have_value("1,1")  # the angio preset is not kept

@@ -176,9 +176,20 @@ function tick(now) {
   requestAnimationFrame(tick);
 }
 
+// The W/L presets of the shown image's modality (and "As sent"); the
+// chosen one goes back to "As sent" when it is not one of them.
+function presetsFor(vp) {
+  const modality = vp && vp.meta ? vp.meta.modality : null;
+  for (const option of $("preset").options) {
+    option.hidden = Boolean(option.dataset.modality) && option.dataset.modality !== modality;
+  }
+  if ($("preset").selectedOptions[0] && $("preset").selectedOptions[0].hidden) $("preset").value = "1,1";
+}
+
 function syncControls() {
   const vp = viewports[active];
   if (!vp) return;
+  presetsFor(vp);
   $("scrub").max = Math.max(count(vp), 1);
   $("scrub").value = vp.frame + 1;
   $("counter").textContent = `${count(vp) ? vp.frame + 1 : 0} / ${count(vp)}`;
