@@ -69,7 +69,10 @@ def test_the_window_presets_are_the_shown_images_modalitys(
     from dicomnode.ops import worked
 
     log_in(page)
-    shown = "() => [...document.querySelectorAll('#preset option')].filter((o) => !o.hidden).map((o) => o.textContent)"
+    shown = (
+        "() => [...document.querySelectorAll('#preset option')]"
+        ".filter((o) => !o.hidden).map((o) => o.textContent)"
+    )
     show_study(page, web_node, xa_instance(PATIENTS[1], frames=4, rows=32, cols=32))
     assert page.evaluate(shown) == ["As sent", "Contrast (angio)", "Dense vessels", "Soft"]
     page.select_option("#preset", "0.8,2.2")
