@@ -85,3 +85,48 @@ def test_the_window_presets_are_the_shown_images_modalitys(
         "Echo: darker blood pool",
     ]
     expect(page.locator("#preset")).to_have_value("1,1")  # the angio preset is not kept
+
+
+def test_the_magnifier_shows_the_pixels_under_the_pointer_larger(
+    page: Page,  # noqa: F811
+    web_node: Node,  # noqa: F811
+) -> None:
+    import numpy as np
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    ds = xa_instance(
+        PATIENTS[2], frames=1, rows=64, cols=64, transfer_syntax=ExplicitVRLittleEndian
+    )
+    image = np.zeros((64, 64), dtype=np.uint8)
+    image[31:33, 31:33] = 255  # a white speck of 2 × 2 pixels at the centre
+    ds.PixelData = image.tobytes()
+    log_in(page)
+    box = show_study(page, web_node, ds)
+    centre = (box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+
+    def bright() -> int:
+        shot = page.locator(".viewport canvas").first.screenshot()
+        from io import BytesIO
+
+        from PIL import Image
+
+        pixels = np.asarray(Image.open(BytesIO(shot)).convert("RGB")).min(
+            axis=2
+        )  # white, not the ring's yellow
+        row = pixels[:, pixels.shape[1] // 2 - 40 : pixels.shape[1] // 2 + 40].max(axis=1)
+        return int((row > 128).sum())  # how tall the speck is, in screen pixels
+
+    plain = bright()
+    page.keyboard.press("m")
+    page.mouse.move(*centre)
+    page.wait_for_function("() => window.viewerState()[0].lens !== null")
+    magnified = bright()
+    # Three times as tall as the speck's 2 pixels drawn, pixel for pixel.
+    scale = page.evaluate(
+        "() => window.viewerApi.geometry(window.viewerApi.active()).scale * window.devicePixelRatio"
+    )
+    # (a screen pixel or two of edge either side, more at a pixel ratio of 2)
+    assert 2 * scale * 3 - 3 <= magnified <= 2 * scale * 3 + 24, (plain, magnified, scale)
+    assert magnified > 2 * plain
+    page.keyboard.press("m")
+    page.wait_for_function("() => window.viewerState()[0].lens === null")

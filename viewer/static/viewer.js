@@ -10,6 +10,10 @@ const { t, fmt } = window;
 const viewports = [];
 const thumbs = [...document.querySelectorAll("#series .thumb")];
 const ZOOM = { step: 1.25, min: 0.1, max: 32 };
+// The magnifier ("m"): a lens of LENS.radius CSS pixels under the pointer
+// showing the image LENS.power times larger, a cross at its centre.
+const LENS = { radius: 70, power: 3 };
+let magnifying = false;
 let active = 0;
 
 function makeViewport(element) {
@@ -137,12 +141,39 @@ function draw(vp) {
   const view = { scale: g.scale, width: g.box.width, height: g.box.height,
     point: ([x, y]) => [g.x + x * g.scale, g.y + y * g.scale] };
   for (const overlay of window.viewerOverlays || []) overlay(vp, ctx, view);
+  if (magnifying && vp.lens) lens(vp, img, g, sx, sy);
   if (vp === viewports[active]) showWindow(); // dragged or chosen: the numbers follow
   const m = vp.meta;
   vp.overlay.textContent = `${m.pseudonym} · ${m.sex} ${m.age} ${m.weight ? m.weight + " " + t("kg") : ""}` +
     ` · ${m.modality} ${m.view} · ${t("frame {n}", { n: `${vp.frame + 1}/${count(vp)}` })} · ${rate(m.fps)} ${t("fps")}` +
     (vp.compared ? ` · ${vp.compared}` : "");
   return true;
+}
+
+// The magnifier's lens at vp.lens (CSS pixels in the box): the image drawn
+// LENS.power times larger about that point, clipped to a circle.
+function lens(vp, img, g, sx, sy) {
+  const { ctx } = vp;
+  const [px, py] = vp.lens;
+  const k = LENS.power;
+  ctx.save();
+  ctx.setTransform(sx, 0, 0, sy, 0, 0);
+  ctx.beginPath(); ctx.arc(px, py, LENS.radius, 0, 2 * Math.PI); ctx.clip();
+  ctx.fillStyle = "#000"; ctx.fillRect(px - LENS.radius, py - LENS.radius, 2 * LENS.radius, 2 * LENS.radius);
+  if (!vp.clip.windowing) {
+    ctx.filter = `brightness(${vp.brightness}) contrast(${vp.contrast})${vp.invert ? " invert(1)" : ""}`;
+  }
+  ctx.imageSmoothingEnabled = false; // pixels as pixels, to place a caliper on
+  ctx.setTransform(sx * g.scale * k, 0, 0, sy * g.scale * k, sx * (px - (px - g.x) * k), sy * (py - (py - g.y) * k));
+  ctx.drawImage(img, 0, 0, vp.clip.width, vp.clip.height);
+  ctx.restore();
+  ctx.save();
+  ctx.setTransform(sx, 0, 0, sy, 0, 0);
+  ctx.strokeStyle = "#fd4"; ctx.lineWidth = 1.5;
+  ctx.beginPath(); ctx.arc(px, py, LENS.radius, 0, 2 * Math.PI);
+  ctx.moveTo(px - 8, py); ctx.lineTo(px + 8, py); ctx.moveTo(px, py - 8); ctx.lineTo(px, py + 8);
+  ctx.stroke();
+  ctx.restore();
 }
 
 // Frames per second in the page's locale (30,03 in Russian), whole when whole.
@@ -238,6 +269,11 @@ function pointerHandlers(vp) {
     vp.element.focus({ preventScroll: true });
   });
   canvas.addEventListener("pointermove", (e) => {
+    if (magnifying) { // the lens follows the pointer
+      const box = canvas.getBoundingClientRect();
+      vp.lens = [e.clientX - box.left, e.clientY - box.top];
+      if (!drag) draw(vp);
+    }
     if (!drag) return;
     if (drag.tool) { drag.tool.move(vp, toImage(vp, e.clientX, e.clientY), e); return; }
     const dx = e.clientX - drag.x, dy = e.clientY - drag.y;
@@ -253,6 +289,7 @@ function pointerHandlers(vp) {
     drag = null;
   };
   canvas.addEventListener("pointerup", end);
+  canvas.addEventListener("pointerleave", () => { if (vp.lens) { vp.lens = null; draw(vp); } });
   canvas.addEventListener("pointercancel", end);
   // The wheel steps frames (as on an echo station); with Ctrl, it zooms
   // about the pointer.
@@ -359,6 +396,7 @@ function bindControls() {
       Home: () => fit(vp),
       End: () => { vp.playing = false; vp.frame = Math.max(count(vp) - 1, 0); draw(vp); },
       i: () => { vp.invert = !vp.invert; draw(vp); },
+      m: () => { magnifying = !magnifying; viewports.forEach(draw); },
       "?": () => { $("keys").hidden = !$("keys").hidden; },
       Escape: () => { $("keys").hidden = true; },
     };
@@ -398,6 +436,7 @@ window.viewerState = () => viewports.map((vp) => ({
   zoom: vp.zoom, panX: vp.panX, panY: vp.panY, uid: vp.meta && vp.meta.uid, series: vp.series,
   thumb: thumbs.indexOf(vp.thumb), loaded: Boolean(vp.loaded),
   compared: vp.compared, following: Boolean(vp.following), range: vp.range || null,
+  lens: magnifying ? vp.lens || null : null,
 }));
 if (thumbs.length) thumbs[0].click();
 requestAnimationFrame(tick);
