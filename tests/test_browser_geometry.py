@@ -439,8 +439,14 @@ def test_a_measurement_on_a_stack_names_the_image_shown(open_study) -> None:
     page = open_study()
     show(page, STACK, frames=3)
     instances = page.locator("#series .thumb").nth(STACK).get_attribute("data-instances")
-    page.locator(".viewport").first.press("ArrowRight")
+    # The image picker names each image of the stack and goes straight to one.
+    expect(page.locator("#instance-picker")).to_be_visible()
+    assert page.locator("#instance option").all_inner_texts() == ["1 / 3", "2 / 3", "3 / 3"]
+    page.select_option("#instance", "2")
+    page.wait_for_function("() => window.viewerState()[0].frame === 2")
+    page.locator(".viewport").first.press("ArrowLeft")
     page.wait_for_function("() => window.viewerState()[0].frame === 1")
+    expect(page.locator("#instance")).to_have_value("1")  # and follows the keys
     page.select_option("#tool", "length")
     measured = measure_line(page, 0, phantoms.STACK, (10.5, 20.5), (50.5, 20.5))
     assert measured["uid"] == instances.split()[1] and measured["frame"] == 0

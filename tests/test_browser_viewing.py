@@ -26,6 +26,7 @@ def test_wheel_numeric_window_and_labels(page: Page, web_node: Node) -> None:  #
     log_in(page)
     show_study(page, web_node, run)
     page.evaluate("() => window.viewerApi.show(window.viewerState()[0].uid, 0)")
+    expect(page.locator("#instance-picker")).to_be_hidden()  # a run: its frames are the slider's
     canvas = page.locator(".viewport canvas").first
     canvas.hover()
     for _ in range(3):

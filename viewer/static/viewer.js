@@ -217,10 +217,24 @@ function presetsFor(vp) {
   if ($("preset").selectedOptions[0] && $("preset").selectedOptions[0].hidden) $("preset").value = "1,1";
 }
 
+// The stack's images by number, to go straight to one (a run's frames are
+// the slider's); hidden for a run.
+function instancePicker(vp) {
+  const pick = $("instance");
+  $("instance-picker").hidden = !vp.stack;
+  if (!vp.stack) return;
+  if (pick.dataset.series !== vp.series || pick.options.length !== vp.uids.length) {
+    pick.replaceChildren(...vp.uids.map((uid, i) => new Option(`${i + 1} / ${vp.uids.length}`, String(i))));
+    pick.dataset.series = vp.series;
+  }
+  if (document.activeElement !== pick) pick.value = String(vp.frame);
+}
+
 function syncControls() {
   const vp = viewports[active];
   if (!vp) return;
   presetsFor(vp);
+  instancePicker(vp);
   $("scrub").max = Math.max(count(vp), 1);
   $("scrub").value = vp.frame + 1;
   $("counter").textContent = `${count(vp) ? vp.frame + 1 : 0} / ${count(vp)}`;
@@ -376,6 +390,7 @@ function bindControls() {
     draw(vp);
   };
   $("invert").onclick = () => { const vp = viewports[active]; vp.invert = !vp.invert; draw(vp); };
+  $("instance").onchange = (e) => { const vp = viewports[active]; vp.playing = false; vp.frame = Number(e.target.value); draw(vp); };
   const typed = () => setWindow(viewports[active], Number($("wl-center").value), Number($("wl-width").value));
   $("wl-center").onchange = typed;
   $("wl-width").onchange = typed;
