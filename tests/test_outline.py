@@ -296,6 +296,7 @@ def test_a_plan_keeps_an_outline_and_two_axes_and_its_sr_codes_them(
     page = client.get(f"/studies/{study}/plan/print").get_data(as_text=True)
     assert re.search(r'<polygon class="caliper" data-label="1" points="(\S+,\S+ ){40}"', page)
     assert len(re.findall(r'<line class="caliper" data-label="2"', page)) == 2
+    assert "10.0 × 6.0 mm" in page  # both axes on paper, as on screen
     # The angle's arms meet at its vertex, drawn between their ends.
     assert re.search(
         r'<polyline class="caliper" data-label="3" points="100\S*,60\S* 60\S*,60\S* 60\S*,100\S* "',
@@ -321,3 +322,87 @@ def test_the_reports_key_image_draws_each_shape_as_the_viewer_does() -> None:
         pen, {"kind": "area", "points": [[20, 20], [100, 20], [100, 100], [20, 100]]}, 1.0, 1
     )
     assert image.getpixel((20, 60)) == keyimages.CALIPER  # closed: the edge back to the start
+
+
+# -- what an outside attack found (helper review) ---------------------------------
+
+
+@pytest.mark.parametrize(
+    "outline",
+    [
+        [(10, 10), (50, 10), (50, 50), (10, 50)] * 2,  # a square traced twice
+        [*circle(60, 60, 20, 60), *circle(60, 60, 20, 60)],  # a circle traced twice
+        # Two loops meeting at a point, (30, 30).
+        [(10, 10), (30, 10), (30, 30), (50, 30), (50, 50), (30, 50), (30, 30), (10, 30)],
+        # A figure-eight crossing through a vertex.
+        [(10, 10), (30, 30), (50, 50), (50, 10), (30, 30), (10, 50)],
+        # A figure-eight whose crossing lay off the image: clamped, its loops
+        # press along the image's edge.
+        [(0, 10), (30, 10), (30, 30), (0, 30), (0, 20), (0, 40), (30, 40), (30, 60), (0, 60)],
+    ],
+    ids=["square twice", "circle twice", "loops at a point", "through a vertex", "along the edge"],
+)
+def test_an_outline_that_touches_or_retraces_itself_is_refused(
+    outline: list[tuple[float, float]],
+) -> None:
+    assert shapes.outline_fault(outline) == shapes.CROSSES
+
+
+@pytest.mark.parametrize(
+    "points",
+    [
+        [(30, 60), (80, 60), (80, 60), (80, 90)],  # an L: the short axis starts at the long's end
+        [(30, 60), (80, 60), (55, 60), (55, 90)],  # a T: it starts on the long axis
+    ],
+    ids=["L", "T"],
+)
+def test_axes_that_only_touch_are_refused(points: list[tuple[float, float]]) -> None:
+    with pytest.raises(ValueError, match="must cross"):
+        shapes.axes(angio(), points)
+
+
+@pytest.mark.parametrize("delta", [1e-300, 1e-200, float("nan"), float("inf"), 1e300, 5.0])
+def test_a_region_whose_scale_is_no_probes_measures_in_pixels(
+    client: FlaskClient, ingestor: Ingestor, delta: float
+) -> None:
+    ds = echo()
+    ds.SequenceOfUltrasoundRegions[0].PhysicalDeltaX = delta
+    uid = _stored(ingestor, ds)
+    for kind, points in (
+        ("area", [[50, 100], [90, 100], [90, 140], [50, 140]]),
+        ("length", [[50, 100], [90, 100]]),
+        ("bidirectional", [[50, 100], [90, 100], [70, 90], [70, 110]]),
+    ):
+        answer = _measure(client, uid, kind, points)
+        assert answer.status_code == 200, (kind, answer.get_data(as_text=True))
+        assert answer.json["unit"] in ("px", "px²") and "no probe's" in answer.json["source"]
+        assert math.isfinite(answer.json["value"]) and answer.json["value"] > 0
+
+
+def test_a_calibration_line_on_pixels_that_are_not_square_is_refused(
+    client: FlaskClient, ingestor: Ingestor
+) -> None:
+    uid = _stored(ingestor, echo())  # the right region: 0.1 mm across, 0.2 mm down
+    calibration = {
+        "id": 1,
+        "points": [[400, 100], [400, 150]],
+        "mm": 10.0,
+        "scope": {"kind": "frame", "uid": uid, "frame": 0},
+    }
+    answer = client.post(
+        f"/api/instances/{uid}/measure",
+        headers=HEADERS,
+        json={
+            "kind": "area",
+            "points": [[400, 100], [440, 100], [440, 140], [400, 140]],
+            "frame": 0,
+            "calibration": calibration,
+        },
+    )
+    assert answer.status_code == 400 and "not square" in answer.json["message"], answer.json
+
+
+def test_the_print_page_and_the_reports_key_image_give_both_axes() -> None:
+    assert keyimages._value(
+        {"kind": "bidirectional", "value": 10.0, "short": 6.0, "unit": "mm"}
+    ) == ("10.0 × 6.0 mm")

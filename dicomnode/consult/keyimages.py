@@ -68,10 +68,7 @@ def key_images(archive: Archive, content: dict[str, Any]) -> list[KeyImage]:
         pen = ImageDraw.Draw(picture)
         for number, drawn in marks:
             _draw(pen, drawn, scale, number)
-        values = "; ".join(
-            f"{n}: {float(d.get('value') or 0):.1f} {d.get('unit') or ''}".rstrip()
-            for n, d in marks
-        )
+        values = "; ".join(f"{n}: {_value(d)}" for n, d in marks)
         buffer = io.BytesIO()
         picture.save(buffer, format="PNG")
         out.append(KeyImage(values, frame + 1, buffer.getvalue()))
@@ -100,6 +97,14 @@ def _bytes(array: np.ndarray) -> np.ndarray:
     low, high = np.percentile(array, (0.5, 99.5))
     span = max(float(high - low), 1e-6)
     return (np.clip((array - low) / span, 0, 1) * 255).astype(np.uint8)
+
+
+def _value(drawn: dict[str, Any]) -> str:
+    """A measurement's value as the viewer shows it: a long and short axis both."""
+    text = f"{float(drawn.get('value') or 0):.1f}"
+    if drawn.get("kind") == "bidirectional" and drawn.get("short") is not None:
+        text += f" × {float(drawn['short']):.1f}"
+    return f"{text} {drawn.get('unit') or ''}".rstrip()
 
 
 def _draw(pen: ImageDraw.ImageDraw, drawn: dict[str, Any], scale: float, number: int) -> None:

@@ -49,7 +49,7 @@ UCUM_SHOWN = {
 }
 TWO_DECIMALS = {"m/s", "m²"}  # 0.05 m/s is 1 mmHg at 2.5 m/s; a BSA in hundredths
 # What the report keeps of a drawn measurement: where, what shape, what it read.
-DRAWN_FIELDS = ("uid", "frame", "kind", "points", "value", "unit")
+DRAWN_FIELDS = ("uid", "frame", "kind", "points", "value", "short", "unit")
 
 
 def destination(config: Config, issuer: str) -> tuple[RemoteAE | None, str]:

@@ -81,9 +81,15 @@ def ultrasound(ds: Dataset, *points: Point) -> Calibration | str:
         units = (region.get("PhysicalUnitsXDirection"), region.get("PhysicalUnitsYDirection"))
         if units != (CM, CM):
             return "the region's physical units are not centimetres on both axes"
-        dx, dy = float(region.PhysicalDeltaX), float(region.PhysicalDeltaY)
+        try:
+            dx, dy = float(region.PhysicalDeltaX), float(region.PhysicalDeltaY)
+        except (TypeError, ValueError, AttributeError):
+            return "the region's physical delta cannot be read"
         if dx <= 0 or dy <= 0:
             return "the region has no positive physical delta"
+        low, high = ECHO_CM_PER_PX
+        if not all(math.isfinite(v) and low <= v <= high for v in (dx, dy)):
+            return IMPLAUSIBLE_REGION
         return Calibration(dx * 10, dy * 10, f"ultrasound region {index + 1} (cm)")
     if any(any(_in_region(r, p) for r in regions) for p in points):
         return "the ends lie in different ultrasound regions"
@@ -129,11 +135,37 @@ def _xray(ds: Dataset) -> Calibration | str:
     )
 
 
+def square_pixels(ds: Dataset) -> bool:
+    """Whether the image's own header makes its pixels square (within 1 %):
+    every ultrasound region's deltas, the X-ray pixel spacings, the pixel
+    aspect ratio. A calibration line gives one scale for both directions,
+    which only square pixels have."""
+    pairs: list[tuple[Any, Any]] = [
+        (r.get("PhysicalDeltaX"), r.get("PhysicalDeltaY"))
+        for r in ds.get("SequenceOfUltrasoundRegions") or []
+    ]
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing", "PixelAspectRatio"):
+        value = ds.get(keyword)
+        if value is not None and len(value) == 2:
+            pairs.append((value[0], value[1]))
+    for a, b in pairs:
+        try:
+            a, b = abs(float(a)), abs(float(b))
+        except (TypeError, ValueError):
+            return False
+        if not (math.isfinite(a) and math.isfinite(b)) or abs(a - b) > 0.01 * max(a, b):
+            return False
+    return True
+
+
 def _plausible_spacing(row: float, column: float) -> bool:
     return all(math.isfinite(v) and SPACING_MM[0] <= v <= SPACING_MM[1] for v in (row, column))
 
 
 IMPLAUSIBLE_SPACING = "the header's pixel spacing is no image's: calibrate on a catheter"
+# An echo pixel: from 1 µm (a high-frequency probe zoomed far in) to 1 cm.
+ECHO_CM_PER_PX = (1e-4, 1.0)
+IMPLAUSIBLE_REGION = "the region's physical delta is no probe's"
 IMPLAUSIBLE_MAGNIFICATION = (
     "the header's magnification is no X-ray system's: calibrate on a catheter"
 )

@@ -111,6 +111,8 @@ def applied_calibration(
         user = cal.parse_user(given)
     except ValueError as exc:
         abort(400, description=str(exc))
+    if not cal.square_pixels(ds):
+        abort(400, description=NOT_SQUARE)
     scope = user.scope
     if scope.kind == "frame":
         if scope.uid != uid or scope.frame != frame:
@@ -127,6 +129,10 @@ def applied_calibration(
     return user
 
 
+NOT_SQUARE = (
+    "calibration: this image's pixels are not square, so a line cannot give one scale "
+    "for both directions: its own scale applies"
+)
 OTHER_GEOMETRY = (
     "calibration: drawn on a run of another geometry (size, pixel spacing or magnification); "
     "it does not apply here: calibrate on this run"

@@ -70,13 +70,16 @@ def _key_images(content: dict[str, Any]) -> list[dict[str, Any]]:
         if s.get("instance_uid") and s.get("measurement") is None:
             frames.setdefault((s["instance_uid"], int(s.get("frame") or 1) - 1), [])
     archive = services.archive()
+    sizes: dict[str, tuple[int, int] | None] = {}  # each image's header read once, not per frame
     images = []
     for (uid, frame), shapes in frames.items():
-        data = archive.read(uid)
-        if data is None:
+        if uid not in sizes:
+            data = archive.read(uid)
+            ds = dcmread(BytesIO(data), stop_before_pixels=True) if data is not None else None
+            sizes[uid] = (int(ds.get("Columns") or 0), int(ds.get("Rows") or 0)) if ds else None
+        if sizes[uid] is None:
             continue
-        ds = dcmread(BytesIO(data), stop_before_pixels=True)
-        width, height = int(ds.get("Columns") or 0), int(ds.get("Rows") or 0)
+        width, height = sizes[uid]  # type: ignore[misc]
         if width and height:
             images.append(
                 {"uid": uid, "frame": frame + 1, "width": width, "height": height, "shapes": shapes}

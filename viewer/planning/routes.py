@@ -292,7 +292,11 @@ def _remeasure(m: dict[str, Any], images: Images, calibrations: dict[int, Any]) 
     found = compute(ds, m["kind"], points, applied)
     # Within the shown rounding: a tenth of mm, ms, cm or degree; 0.01 m/s.
     tolerance = 0.005 if m["unit"] == "m/s" else 0.05
-    if found["unit"] != m["unit"] or abs(found["value"] - m["value"]) > tolerance + 1e-9:
+    if (
+        found["unit"] != m["unit"]
+        or not math.isfinite(found["value"])
+        or abs(found["value"] - m["value"]) > tolerance + 1e-9
+    ):
         refuse(
             400,
             "measurements: a value does not follow from its points and calibration: "

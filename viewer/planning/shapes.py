@@ -47,11 +47,25 @@ def _turn(p: np.ndarray, q: np.ndarray, r: np.ndarray) -> np.ndarray:
 
 
 def _crosses_itself(p: np.ndarray) -> bool:
-    """Whether two edges of the closed outline that share no end cross."""
+    """Whether two edges of the closed outline that are not neighbours
+    meet: cross, touch (loops meeting at a point) or overlap (an outline
+    traced twice, or two loops pressed along the image's edge)."""
     n = len(p)
     a, b = p[:, None], np.roll(p, -1, axis=0)[:, None]
     c, d = p[None, :], np.roll(p, -1, axis=0)[None, :]
-    crossing = (_turn(a, b, c) * _turn(a, b, d) < 0) & (_turn(c, d, a) * _turn(c, d, b) < 0)
+    t1, t2, t3, t4 = _turn(a, b, c), _turn(a, b, d), _turn(c, d, a), _turn(c, d, b)
+    # In line, all four: they meet only where their extents overlap.
+    in_line = (t1 == 0) & (t2 == 0) & (t3 == 0) & (t4 == 0)
+    extents = np.ones_like(in_line)
+    for axis in (0, 1):
+        low = np.maximum(
+            np.minimum(a[..., axis], b[..., axis]), np.minimum(c[..., axis], d[..., axis])
+        )
+        high = np.minimum(
+            np.maximum(a[..., axis], b[..., axis]), np.maximum(c[..., axis], d[..., axis])
+        )
+        extents &= low <= high
+    crossing = (t1 * t2 <= 0) & (t3 * t4 <= 0) & (~in_line | extents)
     i, j = np.triu_indices(n, k=2)
     apart = ~((i == 0) & (j == n - 1))  # the closing edge meets the first at the start
     return bool(np.any(crossing[i, j] & apart))
@@ -94,9 +108,9 @@ def axes(
     if min(math.dist(a, b), math.dist(c, d)) < cal.MIN_PX:
         raise ValueError("bidirectional: an axis is shorter than one image pixel")
     ends = np.asarray([a, b, c, d], dtype=float)
-    if not (
-        _turn(ends[0], ends[1], ends[2]) * _turn(ends[0], ends[1], ends[3]) <= 0
-        and _turn(ends[2], ends[3], ends[0]) * _turn(ends[2], ends[3], ends[1]) <= 0
+    if not (  # each axis's ends either side of the other: a cross, not an L or a T
+        _turn(ends[0], ends[1], ends[2]) * _turn(ends[0], ends[1], ends[3]) < 0
+        and _turn(ends[2], ends[3], ends[0]) * _turn(ends[2], ends[3], ends[1]) < 0
     ):
         raise ValueError("bidirectional: the second axis must cross the first")
     scale = cal.for_image(ds, a, b, c, d, user=user)
@@ -106,6 +120,8 @@ def axes(
     u = ((b[0] - a[0]) * sx, (b[1] - a[1]) * sy)
     v = ((d[0] - c[0]) * sx, (d[1] - c[1]) * sy)
     lengths = sorted((math.hypot(*u), math.hypot(*v)), reverse=True)
+    if not all(math.isfinite(x) and x > 0 for x in lengths):
+        raise ValueError("bidirectional: the image's scale gives these axes no length")
     meet = math.degrees(
         math.acos(min(1.0, abs(u[0] * v[0] + u[1] * v[1]) / (lengths[0] * lengths[1])))
     )
