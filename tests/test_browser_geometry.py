@@ -485,7 +485,7 @@ def test_delete_removes_the_selected_measurement(open_study) -> None:
         page.mouse.click(*on_screen(where, size, b))
         # Each line listed before the next is drawn: their answers could cross.
         expect(page.locator("#measurements li")).to_have_count(count)
-    page.locator("#measurements li").first.click()  # selects the first
+    page.locator("#measurements li").first.click(position={"x": 4, "y": 6})  # its text: selects it
     expect(page.locator("#measurements li.selected")).to_have_count(1)
     page.locator("body").press("Delete")
     expect(page.locator("#measurements li")).to_have_count(1)

@@ -44,6 +44,7 @@
   const MIN_CALIBRATION_PX = 5; // as the server: a shorter line cannot calibrate
   const SCALE = [0.005, 5]; // mm per image pixel, as the server
   const REACH = 8; // CSS pixels around an end that pick it up
+  const DRAG_START = 3; // CSS pixels a press on an end moves before it drags it
   const COLOUR = { measurement: "#4f4", calibration: "#4df", pending: "#fa4", selected: "#fd4" };
   // Frames the cardiologist tagged end-diastole or end-systole, by
   // "uid:frame"; a measurement keeps the phase of its frame.
@@ -290,27 +291,23 @@
       }
       const tracing = TRACED.has(tool()) && pending.vp === vp && pending.points.length > 0;
       const hit = tracing ? null : nearEnd(vp, point); // a trace's clicks only add points
-      if (hit) {
-        dragging = { ...hit, before: hit.item.points.map((p) => [...p]), moved: false };
-        select(hit.item);
+      // A press on an end drags it once the pointer moves; a click there is a
+      // new point (a rim's end is often another line's). An outline started
+      // on another kind's end is an outline.
+      if (hit && !(tool() === "area" && hit.item.kind !== "area")) {
+        dragging = { ...hit, before: hit.item.points.map((p) => [...p]), moved: false, at: point };
         return true;
       }
-      if (!inside(vp, point)) return true; // the letterbox: nothing to measure there
-      const here = api.position(vp);
-      if (pending.vp !== vp || !same(pending.at, here)) pending = { vp, at: here, points: [], spacing: DRAG_PX };
-      vp.playing = false;
-      const last = pending.points[pending.points.length - 1];
-      if (tool() === "area" && pending.points.length >= 3 && nearFirst(vp, point)) { finish(vp); return true; }
-      if (tool() === "area" && pending.points.length >= MOST_OUTLINE) { finish(vp); return true; }
-      if (!(TRACED.has(tool()) && last && last[0] === point[0] && last[1] === point[1])) pending.points.push(point);
-      pending.pressed = tool() === "area"; // a drag from here draws the outline freehand
-      if (pending.points.length >= Math.min(NEEDED[tool()], MOST_TRACE)) finish(vp);
-      else redraw();
-      return true;
+      return addPoint(vp, point);
     },
     move(vp, point) {
       if (pending.pressed && pending.vp === vp && point) { dragOutline(vp, point); return; }
       if (!dragging || !point) return;
+      if (!dragging.moved) {
+        const g = api.geometry(vp);
+        if (Math.hypot(point[0] - dragging.at[0], point[1] - dragging.at[1]) * g.scale < DRAG_START) return;
+        select(dragging.item);
+      }
       const moved = clamp(vp, point);
       // A trace's point moves up or down only: onto the spectrum's edge at its time.
       if (dragging.item.kind === "vti") moved[0] = dragging.before[dragging.index][0];
@@ -326,7 +323,12 @@
       }
       const done = dragging;
       dragging = null;
-      if (!done || !done.moved) return;
+      if (done && !done.moved) { // a click on an end: a new point there
+        addPoint(vp, done.at);
+        pending.pressed = false;
+        return;
+      }
+      if (!done) return;
       const { item } = done;
       if (item.scope) { await remeasureUsing(item.id); return; }
       const scale = REGION.has(item.kind) ? null : calibrationFor(item);
@@ -334,6 +336,22 @@
       render(); redraw();
     },
   };
+
+  // A point of the measurement being drawn; the tool finishes it when it has its points.
+  function addPoint(vp, point) {
+    if (!inside(vp, point)) return true; // the letterbox: nothing to measure there
+    const here = api.position(vp);
+    if (pending.vp !== vp || !same(pending.at, here)) pending = { vp, at: here, points: [], spacing: DRAG_PX };
+    vp.playing = false;
+    const last = pending.points[pending.points.length - 1];
+    if (tool() === "area" && pending.points.length >= 3 && nearFirst(vp, point)) { finish(vp); return true; }
+    if (tool() === "area" && pending.points.length >= MOST_OUTLINE) { finish(vp); return true; }
+    if (!(TRACED.has(tool()) && last && last[0] === point[0] && last[1] === point[1])) pending.points.push(point);
+    pending.pressed = tool() === "area"; // a drag from here draws the outline freehand
+    if (pending.points.length >= Math.min(NEEDED[tool()], MOST_TRACE)) finish(vp);
+    else redraw();
+    return true;
+  }
 
   function stroke(ctx, shape, colour, width) {
     ctx.strokeStyle = "rgba(0,0,0,.7)"; ctx.lineWidth = width + 2; shape(); ctx.stroke();
