@@ -50,6 +50,7 @@ def test_the_echo_examples_clicked_as_the_page_says(
             page.mouse.click(*on_screen(box, (worked.WIDTH, worked.HEIGHT), (x, y)))
         measured += 1
         expect(items).to_have_count(measured)
-        shown = re.search(r"length ([\d.]+) mm", items.nth(measured - 1).inner_text())
-        assert shown and f"{shown[1]} mm" == step.value, (step, items.nth(measured - 1).inner_text())
+        text = items.nth(measured - 1).inner_text()
+        shown = re.search(r"length ([\d.]+) mm", text)
+        assert shown and f"{shown[1]} mm" == step.value, (step, text)
     assert measured >= 4
