@@ -151,6 +151,7 @@ def test_the_worked_example_is_what_the_node_gives(
     assert stated, "the page states no sizing aid"
     assert stated[1] == (", ".join(proposal["sizes"]) or "no size"), proposal
     page = client.get(f"/studies/{study}").get_data(as_text=True)
+    assert f"Worked example: {defect}" in page  # what the page says to search for
     bsa = re.search(r"BSA ([\d.]+) m²", section)
     assert bsa and f"BSA {bsa[1]} m² (Haycock)" in page
     for kind in ("warning", "note"):

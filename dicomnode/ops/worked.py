@@ -52,17 +52,19 @@ def _child(name: str, number: str, born: str, sex: str, what: str) -> SyntheticP
 
 
 CHILDREN = {
+    # Names none of whose words is in a description: the de-identification
+    # takes the child's name out of free text, and "Worked example" must stay.
     "secundum ASD": Child(
-        _child("Example^Asel", "DEMO-ASD-01", "20210301", "F", "secundum ASD"), "18", "1.08"
+        _child("Abdieva^Asel", "DEMO-ASD-01", "20210301", "F", "secundum ASD"), "18", "1.08"
     ),
-    "PDA": Child(_child("Example^Bakyt", "DEMO-PDA-01", "20240815", "M", "PDA"), "11.5", "0.86"),
+    "PDA": Child(_child("Karimov^Bakyt", "DEMO-PDA-01", "20240815", "M", "PDA"), "11.5", "0.86"),
     "perimembranous VSD": Child(
-        _child("Example^Dana", "DEMO-PMVSD-01", "20230410", "F", "perimembranous VSD"),
+        _child("Sydykova^Dana", "DEMO-PMVSD-01", "20230410", "F", "perimembranous VSD"),
         "13",
         "0.95",
     ),
     "muscular VSD": Child(
-        _child("Example^Erlan", "DEMO-MVSD-01", "20220105", "M", "muscular VSD"), "15.5", "1.02"
+        _child("Nurlanov^Erlan", "DEMO-MVSD-01", "20220105", "M", "muscular VSD"), "15.5", "1.02"
     ),
 }
 

@@ -86,7 +86,10 @@
   };
 
   for (const thumb of document.querySelectorAll("#compare .thumb")) {
-    thumb.onclick = () => api.openSeries(api.split(), thumb);
+    thumb.onclick = () => {
+      api.openSeries(api.split(), thumb);
+      $("viewports").scrollIntoView({ block: "nearest" }); // the list may have scrolled them away
+    };
   }
 
   window.compareApi = { mode: () => mode };

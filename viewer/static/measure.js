@@ -40,6 +40,8 @@
   const MOST_OUTLINE = 500;
   const DRAG_PX = 2;
   const PHASE_NAMES = { ED: "end-diastole", ES: "end-systole" };
+  // A measurement's kind as its tool names it (the print page says the same).
+  const KIND_NAMES = { vti: "VTI", bidirectional: "long and short axis", area: "traced area" };
   const CALIBRATED_UNITS = new Set(["mm", "mm²", "°", "m/s", "ms", "cm"]);
   const MIN_CALIBRATION_PX = 5; // as the server: a shorter line cannot calibrate
   const SCALE = [0.005, 5]; // mm per image pixel, as the server
@@ -395,6 +397,13 @@
   window.viewerOverlays = [(vp, ctx, view) => {
     const here = api.position(vp);
     if (!here) return;
+    if (editable && vp === api.active()) { // the tag buttons say whether this frame is tagged
+      for (const [id, phase] of [["tag-ed", "ED"], ["tag-es", "ES"]]) {
+        const on = phaseOf(here.uid, here.frame) === phase;
+        $(id).classList.toggle("on", on);
+        $(id).setAttribute("aria-pressed", String(on));
+      }
+    }
     ctx.lineJoin = "round";
     for (const c of calibrations.filter((x) => same(here, where(x)))) {
       drawItem(ctx, view, "length", c.points, c === selected ? COLOUR.selected : COLOUR.calibration,
@@ -486,7 +495,7 @@
     $("measurements").innerHTML = "";
     for (const m of measurements) {
       const phase = m.phase ? `, ${t(PHASE_NAMES[m.phase])}` : "";
-      row($("measurements"), m, `${t(m.kind === "vti" ? "VTI" : m.kind)} ${shown(m)} (${t("frame {n}", { n: m.frame + 1 })}${phase}; ${t(m.source)})`,
+      row($("measurements"), m, `${t(KIND_NAMES[m.kind] || m.kind)} ${shown(m)} (${t("frame {n}", { n: m.frame + 1 })}${phase}; ${t(m.source)})`,
         !CALIBRATED_UNITS.has(m.unit));
     }
     if ($("calibrations")) {
@@ -507,7 +516,8 @@
     const key = `${here.uid}:${here.frame}`;
     if (phases.get(key) === phase) phases.delete(key); else phases.set(key, phase);
     for (const m of measurements) if (m.uid === here.uid && m.frame === here.frame) m.phase = phaseOf(m.uid, m.frame);
-    message(phases.has(key) ? t("Frame {n} tagged {phase}.", { n: here.frame + 1, phase: t(PHASE_NAMES[phase]) }) : "");
+    message(phases.has(key) ? t("Frame {n} tagged {phase}.", { n: here.frame + 1, phase: t(PHASE_NAMES[phase]) })
+      : t("Frame {n}: its tag removed.", { n: here.frame + 1 }));
     render(); redraw();
   }
 
@@ -560,6 +570,7 @@
     selected: () => selected,
     load(content) {
       measurements.length = 0; calibrations.length = 0; selected = null; note = "";
+      phases.clear(); // a plan's tags are its own
       clearPending();
       for (const c of content.calibrations || []) {
         if (c && c.scope && Array.isArray(c.points) && Number.isInteger(c.id)) calibrations.push(copy(c));

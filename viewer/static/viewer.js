@@ -379,6 +379,12 @@ function forControl(e) {
 }
 
 function bindControls() {
+  // A checkbox or the slider used with the mouse gives the keys back to the
+  // viewer: space plays, ? shows the keys (the keyboard still tabs to them).
+  $("controls-bar").addEventListener("pointerup", (e) => {
+    const target = e.target;
+    if (target instanceof HTMLInputElement && ["checkbox", "range"].includes(target.type)) target.blur();
+  });
   $("play").onclick = () => { const vp = viewports[active]; vp.playing = !vp.playing; vp.last = performance.now(); };
   $("prev").onclick = () => step(-1);
   $("next").onclick = () => step(1);
