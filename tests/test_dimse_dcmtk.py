@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import threading
+import time
 import zipfile
 from collections import defaultdict
 from io import BytesIO
@@ -162,17 +163,24 @@ def test_every_wheel_sample_comes_back_with_identical_pixels(tmp_path: Path) -> 
         seen[uid] += 1
     checked = 0
     for number, batch in rounds.items():
-        with Node(make_config(tmp_path / f"round{number}"), web=False) as node:
+        # The node's default: OCR after the answer. DCMTK gives up on an
+        # answer after 60 s (its socket's receive timeout, at dcmsend's
+        # defaults), which reading a 16 MB radiograph before answering could
+        # take on a loaded machine.
+        config = make_config(tmp_path / f"round{number}", ocr_deferred=True)
+        with Node(config, web=False) as node:
             # DCMTK cannot read a header whose elements are all UN (it then
             # sends a garbled SOP class, and pynetdicom aborts): pynetdicom,
             # a second real SCU, sends those few.
             by_dcmtk = [p for p in batch if dcmtk_can_read(p)]
             output = send(node, *by_dcmtk).stderr
+            verified(node)
             unsent = [p.name for p in by_dcmtk if stored_copy(node, sop_uid(p), tmp_path) is None]
             assert unsent == [], output[-3000:]
             others = [p for p in batch if p not in by_dcmtk]
             assert len(others) <= 3
             assert pynetdicom_send(node, others) == [0] * len(others)
+            verified(node)
             for path in batch:
                 stored = stored_copy(node, sop_uid(path), tmp_path)
                 assert stored is not None, f"{path.name} not stored: {output[-2000:]}"
@@ -189,6 +197,15 @@ def test_every_wheel_sample_comes_back_with_identical_pixels(tmp_path: Path) -> 
                 if sent == ExplicitVRBigEndian:
                     assert (pixel_array(stored) == pixel_array(path)).all(), path.name
     assert checked == len(files)
+
+
+def verified(node: Node) -> None:
+    """Wait (for a condition, with a generous ceiling) until the node's
+    verifier has read every instance held for OCR."""
+    deadline = time.monotonic() + 1200
+    while node.archive.index.ocr_queue.waiting() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert node.archive.index.ocr_queue.waiting() == 0
 
 
 def test_angio_runs_stored_in_the_syntax_they_were_sent(
