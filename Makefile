@@ -83,12 +83,11 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 ## make test: install test dependencies and peers, then the whole suite.
-## Two workers: four took 16 minutes instead of 21 (a third of the suite
-## waits rather than computes), but under that load a node aborted DCMTK's
-## associations while ingesting the wheel samples (test_dimse_dcmtk), so the
-## load that makes it fail stays out of CI until the node holds under it
+## Four workers on two cores: a third of the suite waits (browsers, peers,
+## subprocesses) rather than computes; work-stealing so no worker finishes
+## its share of long tests alone
 test: $(STAMP) peers ohif lint
-	$(BIN)/pytest -n 2
+	$(BIN)/pytest -n 4 --dist worksteal
 
 ## make check: the fast tier while working (under two minutes on two cores):
 ## lint, then the tests not marked slow (over about a second each: PostgreSQL,

@@ -256,7 +256,7 @@ def test_instances_stored_while_killed_are_each_forwarded(tmp_path: Path) -> Non
             process = _serve(env)
             # Unacknowledged first, then re-sends of the rest.
             order = sorted(datasets, key=lambda ds: str(ds.SOPInstanceUID) in acknowledged)
-            assoc = _associate(config.dimse_port)
+            assoc = _associate(config.dimse_port, killed=round_ < KILLS)
             killer = None
             if round_ < KILLS:
                 killer = threading.Timer(chance.uniform(0.1, 1.2), process.send_signal, [9])
