@@ -20,13 +20,19 @@ from tests.test_ecg import carrying
 pytestmark = [pytest.mark.slow, pytest.mark.peers]
 
 
+def _opened(opened: Page, node: Node) -> list[float]:
+    """An angio run carrying a 120/min ECG opened, its ECG arrived: its true R times."""
+    ds, truth = carrying(rate=120)
+    log_in(opened)
+    show_study(opened, node, ds, "window.ecgApi && window.ecgApi.state(0)")
+    return truth
+
+
 def test_the_cursor_follows_the_frame_through_the_beat(
     page: Page,  # noqa: F811
     web_node: Node,  # noqa: F811
 ) -> None:
-    ds, truth = carrying(rate=120)
-    log_in(page)
-    show_study(page, web_node, ds, "window.ecgApi && window.ecgApi.state(0)")
+    truth = _opened(page, web_node)
     # Stopped on the first frame, as a cardiologist stops a playing run.
     page.evaluate("() => window.viewerApi.show(window.viewerState()[0].uid, 0)")
     first = page.evaluate("() => window.ecgApi.state(0)")
@@ -67,9 +73,7 @@ def test_one_beat_plays_only_the_frames_between_two_r_waves(
     page: Page,  # noqa: F811
     web_node: Node,  # noqa: F811
 ) -> None:
-    ds, truth = carrying(rate=120)
-    log_in(page)
-    show_study(page, web_node, ds, "window.ecgApi && window.ecgApi.state(0)")
+    truth = _opened(page, web_node)
     page.evaluate("() => window.viewerApi.show(window.viewerState()[0].uid, 12)")  # 0.8 s
     page.check("#one-beat")
     page.wait_for_function("() => window.viewerState()[0].range !== null")

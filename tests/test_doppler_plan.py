@@ -56,6 +56,19 @@ def _measured(client: FlaskClient, uid: str, kind: str, points: list) -> dict[st
     return {"uid": uid, "frame": 0, "kind": kind, "points": points, **found.json}  # type: ignore[dict-item]
 
 
+def saved_report(
+    client: FlaskClient, archive: Archive, study: str, plan: dict[str, Any], tmp_path: Path
+) -> tuple[dict[str, Any], Path]:
+    """``plan`` saved (201) and its SR written to a file dciodvfy finds
+    nothing wrong with: (the save's answer, the file)."""
+    saved = client.post(f"/api/studies/{study}/plans", headers=HEADERS, json=plan)
+    assert saved.status_code == 201, saved.json
+    path = tmp_path / "plan.dcm"
+    path.write_bytes(archive.read(saved.json["sr_uid"]))
+    assert errors(path) == set()
+    return saved.json, path
+
+
 @pytest.fixture
 def client(config: Config, archive: Archive) -> FlaskClient:
     return cardiologist(config, archive)
@@ -99,11 +112,7 @@ def test_a_plan_keeps_doppler_and_m_mode_and_its_sr_codes_them(
     plan = _plan(client, doppler_uid, m_mode_uid)
     for m in plan["measurements"]:
         m["source"] = "my own ruler"  # the browser's word is not what is kept
-    saved = client.post(f"/api/studies/{study}/plans", headers=HEADERS, json=plan)
-    assert saved.status_code == 201, saved.json
-    path = tmp_path / "plan.dcm"
-    path.write_bytes(archive.read(saved.json["sr_uid"]))
-    assert errors(path) == set()
+    _, path = saved_report(client, archive, study, plan, tmp_path)
     report = dcmread(path)
     numbers: dict[tuple[str, str], list[float]] = {}
     for item in _walk(report.ContentSequence):
@@ -204,16 +213,12 @@ def test_a_measurement_keeps_the_phase_of_its_frame(
     study, doppler_uid, m_mode_uid = stored
     plan = _plan(client, doppler_uid, m_mode_uid)
     plan["measurements"][4]["phase"] = "ED"
-    saved = client.post(f"/api/studies/{study}/plans", headers=HEADERS, json=plan)
-    assert saved.status_code == 201, saved.json
+    _, path = saved_report(client, archive, study, plan, tmp_path)
     (kept,) = client.get(f"/api/studies/{study}/plans").json
     assert [m["phase"] for m in kept["content"]["measurements"]] == [None] * 4 + ["ED"]
     page = client.get(f"/studies/{study}/plan/print").get_data(as_text=True)
     assert "end-diastole" in page
     # In its SR, a concept modifier of each value of the M-mode measurement.
-    path = tmp_path / "plan.dcm"
-    path.write_bytes(archive.read(saved.json["sr_uid"]))
-    assert errors(path) == set()
     phased = {}
     for item in _walk(dcmread(path).ContentSequence):
         if item.ValueType == "NUM":

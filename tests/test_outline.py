@@ -27,8 +27,8 @@ from dicomnode.ops.samples import PATIENTS, ultrasound_region, us_phantom, xa_in
 from storage.archive import Archive
 from tests.conftest import incoming
 from tests.test_doppler import HEADERS, cardiologist
+from tests.test_doppler_plan import saved_report
 from tests.test_planning import _walk
-from tests.test_written_files import errors
 from viewer.planning import shapes
 
 SPACING = 0.2  # mm per pixel of the angiogram
@@ -257,11 +257,7 @@ def test_a_plan_keeps_an_outline_and_two_axes_and_its_sr_codes_them(
         drawn.append({"uid": uid, "frame": 0, "kind": kind, "points": points, **found.json})
     drawn[1]["short"] = 1.0  # the browser's word for the short axis is not what is kept
     plan = {"defect": "secundum ASD", "plan": "new", "slots": [], "measurements": drawn}
-    saved = client.post(f"/api/studies/{study}/plans", headers=HEADERS, json=plan)
-    assert saved.status_code == 201, saved.json
-    path = tmp_path / "plan.dcm"
-    path.write_bytes(archive.read(saved.json["sr_uid"]))
-    assert errors(path) == set()
+    _, path = saved_report(client, archive, study, plan, tmp_path)
     report = dcmread(path)
     numbers = {}
     for item in _walk(report.ContentSequence):

@@ -21,8 +21,8 @@ from dicomnode.ops import worked
 from storage.archive import Archive
 from tests.conftest import incoming
 from tests.test_doppler import HEADERS, cardiologist
+from tests.test_doppler_plan import saved_report
 from tests.test_planning import _walk
-from tests.test_written_files import errors
 from viewer.planning import zscores
 
 
@@ -142,14 +142,10 @@ def test_a_plan_keeps_the_z_score_of_its_study_and_its_sr_states_it(
     }
     drawn["zscore"] = {"z": -5.0}  # the browser's word is not kept
     plan = {"defect": "secundum ASD", "plan": "new", "slots": [], "measurements": [drawn]}
-    saved = client.post(f"/api/studies/{study}/plans", headers=HEADERS, json=plan)
-    assert saved.status_code == 201, saved.json
+    _, path = saved_report(client, archive, study, plan, tmp_path)
     (kept,) = client.get(f"/api/studies/{study}/plans").json
     z = kept["content"]["measurements"][0]["zscore"]
     assert z["z"] == pytest.approx(1.09, abs=0.02) and z["bsa_m2"] == 0.73
-    path = tmp_path / "plan.dcm"
-    path.write_bytes(archive.read(saved.json["sr_uid"]))
-    assert errors(path) == set()
     stated = [
         float(i.MeasuredValueSequence[0].NumericValue)
         for i in _walk(dcmread(path).ContentSequence)
