@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from dicomnode.ops.ecgwave import synthetic_ecg, with_ecg
 from dicomnode.ops.samples import PATIENTS, SyntheticPatient, xa_instance
-from tests.ecg_fixtures import synthetic_ecg, with_ecg
 
 
 def run(

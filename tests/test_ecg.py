@@ -18,10 +18,10 @@ from pydicom import Dataset, dcmread
 
 from dicomnode.config import Config
 from dicomnode.ingest.pipeline import Ingestor
+from dicomnode.ops.ecgwave import synthetic_ecg, with_ecg
 from dicomnode.ops.samples import PATIENTS, sample_file, xa_instance
 from storage.archive import Archive
 from tests.conftest import incoming
-from tests.ecg_fixtures import synthetic_ecg, with_ecg
 from tests.test_doppler import cardiologist
 from viewer import ecg
 

@@ -219,8 +219,8 @@ def open_a_study_and_see_it_play(base: str, password: str, screenshot: Path) -> 
         page.click("form.search button[type=submit]")
         page.wait_for_url("**modality=XA**")
         rows = page.locator("table.studies tbody a")
-        # The demo's three angio studies, the PDA worked example and the one sent.
-        expect(rows).to_have_count(5)
+        # The demo's three angio studies, the PDA worked example's two and the one sent.
+        expect(rows).to_have_count(6)
         page.locator("table.studies tbody tr", has_not_text="Worked example").first.locator(
             "a"
         ).first.click()
@@ -270,8 +270,8 @@ def test_quick_start_as_written_on_a_fresh_directory(started_node, tmp_path: Pat
         text=True,
         timeout=120,
     )
-    # Three studies of two runs, the PDA worked example and the sent run.
-    assert json.loads(stats.stdout)["modalities"].get("XA", 0) == 3 * 2 + 1 + 1
+    # Three studies of two runs, the PDA worked example's three and the sent run.
+    assert json.loads(stats.stdout)["modalities"].get("XA", 0) == 3 * 2 + 3 + 1
     from tests.test_browser import ARTIFACTS
 
     ARTIFACTS.mkdir(exist_ok=True)

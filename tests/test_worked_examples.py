@@ -84,7 +84,8 @@ def client(config: Config, archive: Archive) -> FlaskClient:
 
 
 def _store(ingestor: Ingestor, defect: str) -> tuple[str, dict[str, str]]:
-    """The defect's study stored: (its study UID, series description to instance UID)."""
+    """The defect's studies stored (an earlier one first): (the last one's
+    study UID, its series descriptions to instance UIDs)."""
     images = {}
     for ds in worked.EXAMPLES[defect]():
         done = ingestor.ingest(incoming(ds))
@@ -152,6 +153,10 @@ def test_the_worked_example_is_what_the_node_gives(
     assert stated[1] == (", ".join(proposal["sizes"]) or "no size"), proposal
     page = client.get(f"/studies/{study}").get_data(as_text=True)
     assert f"Worked example: {defect}" in page  # what the page says to search for
+    if defect == "PDA":  # what the page says to try: the earlier study beside, in step, one beat
+        assert 'id="compare"' in page and "Lateral aortogram, cine with ECG" in page
+        cine = images["Lateral aortogram, cine with ECG"]
+        assert client.get(f"/api/instances/{cine}/meta").json["ecg"] is True
     bsa = re.search(r"BSA ([\d.]+) m²", section)
     assert bsa and f"BSA {bsa[1]} m² (Haycock)" in page
     for kind in ("warning", "note"):

@@ -21,6 +21,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
+from dicomnode.ops.ecgwave import synthetic_ecg, with_ecg
 from dicomnode.ops.samples import (
     SyntheticPatient,
     demo_uid,
@@ -242,7 +243,39 @@ def pda() -> list[Dataset]:
         if gone in ds:
             delattr(ds, gone)
     _sized(ds, child)
-    return [ds]
+    return [*earlier_pda(), ds, _cine(child, "pda", "20261103", 15, 30, 115, seed=21)]
+
+
+def _cine(
+    child: Child, study: str, date: str, fps: float, frames: int, rate: float, seed: int
+) -> Dataset:
+    """A lateral angio run of ``study`` carrying its lead II (``rate`` a
+    minute): what "In step" and "One beat" play."""
+    ds = xa_instance(
+        child.patient,
+        frames=frames,
+        rows=128,
+        cols=128,
+        transfer_syntax=ExplicitVRLittleEndian,
+        study_uid=demo_uid("worked", study),
+        series_uid=demo_uid("worked", study, "cine"),
+        sop_instance_uid=demo_uid("worked", study, "cine", 1),
+        seed=seed,
+    )
+    ds.StudyDate = ds.SeriesDate = ds.ContentDate = date
+    ds.FrameTime = 1000 / fps
+    ds.SeriesDescription = "Lateral aortogram, cine with ECG"
+    ds.SeriesNumber = 2
+    lead, _ = synthetic_ecg(rate, 500, frames / fps, seed=seed)
+    _sized(ds, child)
+    return with_ecg(ds, {"II": lead}, 500)
+
+
+def earlier_pda() -> list[Dataset]:
+    """The same child's study of a year before, sent by the same hospital:
+    a run to set beside this one ("Compare"), at its own frame and heart rate."""
+    younger = Child(CHILDREN["PDA"].patient, "9.6", "0.76")
+    return [_cine(younger, "pda-earlier", "20251104", 25, 40, 130, seed=22)]
 
 
 EXAMPLES: dict[str, Callable[[], list[Dataset]]] = {

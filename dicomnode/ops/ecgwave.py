@@ -1,4 +1,5 @@
-"""Synthetic ECGs of known R-wave times, and instances that carry them.
+"""Synthetic ECGs of known R-wave times, and instances that carry them:
+the demo's angio runs (`worked`) and the ECG tests.
 
 A beat is the sum of Gaussian P, Q, R, S and T waves at their usual
 offsets from the R peak; the rate drifts by a few per cent beat to beat;
@@ -93,7 +94,7 @@ def with_ecg(
     group.ChannelDefinitionSequence = channels
     group.WaveformBitsAllocated = 16
     group.WaveformSampleInterpretation = "SS"
-    units = np.stack([np.round(v * 1000 / 2.5) for v in leads.values()], axis=1)
-    group.WaveformData = np.clip(units, -32768, 32767).astype("<i2").tobytes()
+    samples = np.stack([np.round(v * 1000 / 2.5) for v in leads.values()], axis=1)
+    group.WaveformData = np.clip(samples, -32768, 32767).astype("<i2").tobytes()
     ds.WaveformSequence = [group]
     return ds
