@@ -450,6 +450,10 @@ def test_a_measurement_on_a_stack_names_the_image_shown(open_study) -> None:
     page.select_option("#tool", "length")
     measured = measure_line(page, 0, phantoms.STACK, (10.5, 20.5), (50.5, 20.5))
     assert measured["uid"] == instances.split()[1] and measured["frame"] == 0
+    # The list names the image of the stack, and the stack never played itself.
+    expect(page.locator("#measurements li").first).to_contain_text("image 2/3")
+    assert page.evaluate("() => window.viewerState()[0].playing") is False
+    expect(page.locator(".viewport .overlay").first).to_contain_text("image 2/3")
 
 
 def test_a_pending_click_never_outlives_its_tool(open_study) -> None:

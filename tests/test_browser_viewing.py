@@ -131,3 +131,17 @@ def test_the_magnifier_shows_the_pixels_under_the_pointer_larger(
     assert magnified > 2 * plain
     page.keyboard.press("m")
     page.wait_for_function("() => window.viewerState()[0].lens === null")
+
+
+def test_space_plays_after_a_checkbox_is_clicked_by_its_label(
+    page: Page,  # noqa: F811
+    web_node: Node,  # noqa: F811
+) -> None:
+    log_in(page)
+    show_study(page, web_node, xa_instance(PATIENTS[1], frames=6, rows=32, cols=32))
+    page.evaluate("() => window.viewerApi.show(window.viewerState()[0].uid, 0)")  # stopped
+    page.locator("label", has_text="Loop").click()  # the word, as most people click it
+    assert page.is_checked("#loop") is False
+    page.keyboard.press(" ")
+    page.wait_for_function("() => window.viewerState()[0].playing")
+    assert page.is_checked("#loop") is False  # the space played; it did not tick the box back

@@ -495,7 +495,9 @@
     $("measurements").innerHTML = "";
     for (const m of measurements) {
       const phase = m.phase ? `, ${t(PHASE_NAMES[m.phase])}` : "";
-      row($("measurements"), m, `${t(KIND_NAMES[m.kind] || m.kind)} ${shown(m)} (${t("frame {n}", { n: m.frame + 1 })}${phase}; ${t(m.source)})`,
+      const stacked = api.stackIndex(m.uid); // a stack's image, not a run's frame
+      const at = stacked ? t("image {n}", { n: `${stacked[0]}/${stacked[1]}` }) : t("frame {n}", { n: m.frame + 1 });
+      row($("measurements"), m, `${t(KIND_NAMES[m.kind] || m.kind)} ${shown(m)} (${at}${phase}; ${t(m.source)})`,
         !CALIBRATED_UNITS.has(m.unit));
     }
     if ($("calibrations")) {

@@ -98,7 +98,7 @@ async function openSeries(vp, thumb) {
   clip.loaded.then(() => { if (vp.clip === clip) vp.loaded = true; }, () => {});
   select(viewports.indexOf(vp));
   draw(vp);
-  vp.playing = clip.count > 1; // auto-play a clip
+  vp.playing = clip.count > 1 && !vp.stack; // auto-play a run; a stack of images waits
   vp.last = performance.now();
   syncControls();
 }
@@ -145,7 +145,8 @@ function draw(vp) {
   if (vp === viewports[active]) showWindow(); // dragged or chosen: the numbers follow
   const m = vp.meta;
   vp.overlay.textContent = `${m.pseudonym} · ${m.sex} ${m.age} ${m.weight ? m.weight + " " + t("kg") : ""}` +
-    ` · ${m.modality} ${m.view} · ${t("frame {n}", { n: `${vp.frame + 1}/${count(vp)}` })} · ${rate(m.fps)} ${t("fps")}` +
+    ` · ${m.modality} ${m.view} · ` + (vp.stack ? t("image {n}", { n: `${vp.frame + 1}/${count(vp)}` })
+      : `${t("frame {n}", { n: `${vp.frame + 1}/${count(vp)}` })} · ${rate(m.fps)} ${t("fps")}`) +
     (vp.compared ? ` · ${vp.compared}` : "");
   return true;
 }
@@ -379,12 +380,15 @@ function forControl(e) {
 }
 
 function bindControls() {
-  // A checkbox or the slider used with the mouse gives the keys back to the
-  // viewer: space plays, ? shows the keys (the keyboard still tabs to them).
-  $("controls-bar").addEventListener("pointerup", (e) => {
+  // A checkbox (its box or its label) or the slider, once used, gives the
+  // keys back to the viewer: space plays, ? shows the keys (the keyboard
+  // still tabs to them).
+  const giveBack = (e) => {
     const target = e.target;
     if (target instanceof HTMLInputElement && ["checkbox", "range"].includes(target.type)) target.blur();
-  });
+  };
+  $("controls-bar").addEventListener("change", giveBack);
+  $("controls-bar").addEventListener("pointerup", giveBack);
   $("play").onclick = () => { const vp = viewports[active]; vp.playing = !vp.playing; vp.last = performance.now(); };
   $("prev").onclick = () => step(-1);
   $("next").onclick = () => step(1);
@@ -432,6 +436,12 @@ bindControls();
 window.viewerApi = {
   viewports, draw, geometry, toScreen, toImage, position, openSeries, split, count,
   active: () => viewports[active],
+  // Where an image stands in its stack of single-frame images: [k, n], 1-based; null in a run.
+  stackIndex: (uid) => {
+    const thumb = thumbs.find((b) => b.dataset.instances.split(" ").includes(uid));
+    const uids = thumb ? thumb.dataset.instances.split(" ") : [];
+    return uids.length > 1 ? [uids.indexOf(uid) + 1, uids.length] : null;
+  },
   // The series (SeriesInstanceUID) an instance of this study belongs to.
   seriesOf: (uid) => {
     const thumb = thumbs.find((b) => b.dataset.instances.split(" ").includes(uid));
