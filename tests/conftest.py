@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
+from playwright.sync_api import expect
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, RLELossless, generate_uid
@@ -27,6 +28,11 @@ from dicomnode.ops.samples import PATIENTS, UID_ROOT, save, xa_instance
 from storage.archive import Archive
 from tests.postgres import LocalPostgres
 from tests.s3server import LocalS3
+
+# What a person reads appears when the node has answered: on a loaded machine
+# (four workers on two cores) that can take longer than Playwright's 5 s, so
+# assertions wait for their condition with a generous ceiling instead.
+expect.set_options(timeout=30_000)
 
 T = TypeVar("T")
 
