@@ -467,9 +467,9 @@ def test_the_study_list_shows_the_demo_studies(browser, demo: Demo) -> None:
         page.locator("input").first.fill(chosen[4:])
     assert f"PatientName=*{chosen[4:]}*" in unquote(asked.value.url)
     assert asked.value.status == 200
-    page.get_by_text(chosen, exact=True).wait_for()
+    page.get_by_text(chosen, exact=True).first.wait_for()  # a child with two studies: two rows
     for other in others:
-        page.get_by_text(other, exact=True).wait_for(state="detached")
+        page.get_by_text(other, exact=True).first.wait_for(state="detached")
     page.screenshot(path=str(ARTIFACTS / "ohif-study-list-filtered.png"))
     watch.check()
 
