@@ -45,7 +45,8 @@
     if (r.length < 2) return null;
     const at = frameTime(vp, vp.frame);
     const i = Math.min(Math.max(r.filter((x) => x <= at).length - 1, 0), r.length - 2);
-    const frames = vp.times.map((_, f) => f).filter((f) => frameTime(vp, f) >= r[i] && frameTime(vp, f) < r[i + 1]);
+    const starts = vp.times.map((_, f) => frameTime(vp, f));
+    const frames = starts.map((_, f) => f).filter((f) => starts[f] >= r[i] && starts[f] < r[i + 1]);
     return frames.length >= 2 ? { range: [frames[0], frames[frames.length - 1]], beat: [r[i], r[i + 1]] } : null;
   }
 

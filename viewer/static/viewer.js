@@ -130,9 +130,7 @@ function draw(vp) {
   ctx.setTransform(1, 0, 0, 1, 0, 0);
   ctx.fillStyle = "#000";
   ctx.fillRect(0, 0, width, height);
-  if (!vp.clip.windowing) {
-    ctx.filter = `brightness(${vp.brightness}) contrast(${vp.contrast})${vp.invert ? " invert(1)" : ""}`;
-  }
+  if (!vp.clip.windowing) ctx.filter = filterOf(vp);
   ctx.setTransform(sx * g.scale, 0, 0, sy * g.scale, sx * g.x, sy * g.y);
   ctx.drawImage(img, 0, 0, vp.clip.width, vp.clip.height);
   ctx.filter = "none";
@@ -151,6 +149,9 @@ function draw(vp) {
   return true;
 }
 
+// Brightness/contrast as a canvas filter, for clips that do not window themselves.
+const filterOf = (vp) => `brightness(${vp.brightness}) contrast(${vp.contrast})${vp.invert ? " invert(1)" : ""}`;
+
 // The magnifier's lens at vp.lens (CSS pixels in the box): the image drawn
 // LENS.power times larger about that point, clipped to a circle.
 function lens(vp, img, g, sx, sy) {
@@ -161,9 +162,7 @@ function lens(vp, img, g, sx, sy) {
   ctx.setTransform(sx, 0, 0, sy, 0, 0);
   ctx.beginPath(); ctx.arc(px, py, LENS.radius, 0, 2 * Math.PI); ctx.clip();
   ctx.fillStyle = "#000"; ctx.fillRect(px - LENS.radius, py - LENS.radius, 2 * LENS.radius, 2 * LENS.radius);
-  if (!vp.clip.windowing) {
-    ctx.filter = `brightness(${vp.brightness}) contrast(${vp.contrast})${vp.invert ? " invert(1)" : ""}`;
-  }
+  if (!vp.clip.windowing) ctx.filter = filterOf(vp);
   ctx.imageSmoothingEnabled = false; // pixels as pixels, to place a caliper on
   ctx.setTransform(sx * g.scale * k, 0, 0, sy * g.scale * k, sx * (px - (px - g.x) * k), sy * (py - (py - g.y) * k));
   ctx.drawImage(img, 0, 0, vp.clip.width, vp.clip.height);
